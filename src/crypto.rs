@@ -1,0 +1,79 @@
+//! Key hierarchy and value envelopes: pure and synchronous, no storage, no JavaScript. Every
+//! random byte comes from the platform CSPRNG through [`getrandom`]; every key type zeroizes
+//! itself on drop and prints as `<redacted>`. The format, normative (`src/FORMAT.md`):
+//!
+#![doc = include_str!("FORMAT.md")]
+
+mod envelope;
+mod identity;
+mod kdf;
+mod keys;
+
+pub use envelope::{Envelope, open_value, seal_value};
+pub use identity::{IDENTITY_ID_PREFIX, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
+pub use kdf::{
+    DEFAULT_ITERATIONS, KdfParams, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, check_iterations, derive_password_key,
+    derive_raw_key,
+};
+pub use keys::{DataKey, KEY_LEN, MasterKey};
+
+#[cfg(test)]
+mod kat;
+
+use crate::error::{Result, VaultError};
+
+/// Fill `buf` from the platform CSPRNG (`crypto.getRandomValues` on wasm).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| VaultError::storage(format!("the platform random generator failed: {e}")))
+}
+
+/// Labels of FORMAT.md. ASCII, versioned, never reused for another purpose.
+pub(crate) mod label {
+    pub const RAW: &[u8] = b"vaultstore/v1/raw";
+    pub const KCV: &[u8] = b"vaultstore/v1/kcv";
+    pub const RECORD: &[u8] = b"vaultstore/v1/record";
+    pub const RECORD_AAD: &str = "vaultstore/v1/record:";
+    pub const IDENTITY: &[u8] = b"vaultstore/v1/identity";
+    pub const KEK: &[u8] = b"vaultstore/v1/kek";
+    pub const DEK_AAD: &str = "vaultstore/v1/dek:";
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// HMAC-SHA256 over the concatenation of `parts`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// HKDF-SHA256 with a 32-byte output.
+pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+    let mut okm = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF's 255 * 32 limit, so expand cannot fail.
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm)
+        .expand(info, okm.as_mut())
+        .unwrap_or_else(|_| unreachable!());
+    okm
+}
+
+/// AES-256-GCM keyed with a 32-byte key.
+pub(crate) fn gcm(key: &[u8; 32]) -> aes_gcm::Aes256Gcm {
+    use aes_gcm::aead::KeyInit;
+    aes_gcm::Aes256Gcm::new(key.into())
+}
+
+/// base64url without padding, as FORMAT.md's `b64u`.
+pub(crate) fn b64u_encode(bytes: &[u8]) -> String {
+    use base64ct::Encoding;
+    base64ct::Base64UrlUnpadded::encode_string(bytes)
+}
+
+pub(crate) fn b64u_decode(text: &str) -> Option<Vec<u8>> {
+    use base64ct::Encoding;
+    base64ct::Base64UrlUnpadded::decode_vec(text).ok()
+}

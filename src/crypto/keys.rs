@@ -1,0 +1,76 @@
+//! 256-bit key types. They zeroize on drop, never implement `Clone` carelessly, and never print.
+
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Every key in the hierarchy is 32 bytes.
+pub const KEY_LEN: usize = 32;
+
+macro_rules! key_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Zeroize, ZeroizeOnDrop, Clone)]
+        pub struct $name([u8; KEY_LEN]);
+
+        impl $name {
+            pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+                Self(bytes)
+            }
+
+            pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+key_type!(
+    /// MK: derived from a password (PBKDF2) or a raw key (HKDF). FORMAT.md "Master key".
+    MasterKey
+);
+key_type!(
+    /// K: the key a record's envelope is made with: MK, or an identity's DEK. FORMAT.md "Data key".
+    DataKey
+);
+
+impl DataKey {
+    /// With identities off, a record's data key is the master key itself (FORMAT.md).
+    pub fn from_master(mk: &MasterKey) -> Self {
+        Self(*mk.as_bytes())
+    }
+
+    /// A fresh random DEK for a new identity or a rotation.
+    pub(crate) fn generate() -> crate::error::Result<Self> {
+        let mut bytes = [0u8; KEY_LEN];
+        super::random_bytes(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_print_their_bytes() {
+        let k = MasterKey::from_bytes([0xab; KEY_LEN]);
+        let shown = format!("{k:?}");
+        assert_eq!(shown, "MasterKey(<redacted>)");
+        assert!(!shown.to_lowercase().contains("ab"));
+        let d = DataKey::from_master(&k);
+        assert_eq!(format!("{d:?}"), "DataKey(<redacted>)");
+    }
+
+    #[test]
+    fn zeroize_wipes_the_bytes() {
+        let mut k = DataKey::from_bytes([7; KEY_LEN]);
+        k.zeroize();
+        assert_eq!(k.as_bytes(), &[0u8; KEY_LEN]);
+    }
+}

@@ -1,0 +1,333 @@
+//! The one error type of the crate and its stable codes (API.md, "Errors").
+//!
+//! Codes are written out by hand in [`ErrorCode::as_str`] and pinned by a test: renaming a variant
+//! must never change what JavaScript sees.
+
+use std::fmt;
+
+/// Why a token did not resolve to a readable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFoundReason {
+    /// No record has this token (or id).
+    Missing,
+    /// The record exists but is soft-deleted.
+    SoftDeleted,
+    /// The record exists but `now > expiresAt`.
+    Expired,
+}
+
+impl NotFoundReason {
+    /// The `error.reason` string of API.md.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotFoundReason::Missing => "missing",
+            NotFoundReason::SoftDeleted => "soft_deleted",
+            NotFoundReason::Expired => "expired",
+        }
+    }
+}
+
+/// The stable codes of API.md. `VaultError::code` maps every variant to one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    RecordNotFound,
+    InvalidPassword,
+    DecryptionFailed,
+    PasswordPolicy,
+    InvalidArgument,
+    TokenExists,
+    IdentityNotFound,
+    IdentityDisabled,
+    QuotaExceeded,
+    Storage,
+    Aborted,
+    Closed,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of the API.md table.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::RecordNotFound,
+        ErrorCode::InvalidPassword,
+        ErrorCode::DecryptionFailed,
+        ErrorCode::PasswordPolicy,
+        ErrorCode::InvalidArgument,
+        ErrorCode::TokenExists,
+        ErrorCode::IdentityNotFound,
+        ErrorCode::IdentityDisabled,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::Storage,
+        ErrorCode::Aborted,
+        ErrorCode::Closed,
+    ];
+
+    /// The string JavaScript sees as `error.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::RecordNotFound => "RECORD_NOT_FOUND",
+            ErrorCode::InvalidPassword => "INVALID_PASSWORD",
+            ErrorCode::DecryptionFailed => "DECRYPTION_FAILED",
+            ErrorCode::PasswordPolicy => "PASSWORD_POLICY",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::TokenExists => "TOKEN_EXISTS",
+            ErrorCode::IdentityNotFound => "IDENTITY_NOT_FOUND",
+            ErrorCode::IdentityDisabled => "IDENTITY_DISABLED",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorCode::Storage => "STORAGE",
+            ErrorCode::Aborted => "ABORTED",
+            ErrorCode::Closed => "CLOSED",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every failure of the vault. Messages say what went wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    #[error("{}", not_found_message(*reason, tokens))]
+    RecordNotFound {
+        reason: NotFoundReason,
+        /// The tokens (or ids) concerned; for batch reads, every one that was not found.
+        tokens: Vec<String>,
+    },
+
+    #[error("{}", token_list_message("the password or key does not open", tokens, "check that you pass the secret the value was stored with"))]
+    InvalidPassword { tokens: Vec<String> },
+
+    #[error("{}", token_list_message("the stored value is damaged or was tampered with for", tokens, "the value cannot be recovered from this record"))]
+    DecryptionFailed { tokens: Vec<String> },
+
+    #[error("password rejected by the vault's password policy: {0}")]
+    PasswordPolicy(String),
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("token {0:?} already exists; choose another token or update the existing one")]
+    TokenExists(String),
+
+    #[error(
+        "no password identity matches this secret; pass the current password of the records you want to rekey"
+    )]
+    IdentityNotFound,
+
+    #[error(
+        "password identities are disabled for this vault; open it with `passwordIdentity: true` to use {0}"
+    )]
+    IdentityDisabled(&'static str),
+
+    #[error("storage quota exceeded: {0}; free space or delete records, then retry")]
+    QuotaExceeded(String),
+
+    #[error("storage failure{}: {message}", name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Storage {
+        /// The backend's own name for the failure (for IndexedDB, the DOMException name).
+        name: Option<String>,
+        message: String,
+    },
+
+    #[error("the operation was aborted before it committed; nothing was changed")]
+    Aborted,
+
+    #[error("the vault is closed; open a new Vault to continue")]
+    Closed,
+}
+
+fn not_found_message(reason: NotFoundReason, tokens: &[String]) -> String {
+    let what = match reason {
+        NotFoundReason::Missing => "no record exists for",
+        NotFoundReason::SoftDeleted => "the record is soft-deleted (restore it first) for",
+        NotFoundReason::Expired => "the record has expired (renew it first) for",
+    };
+    token_list_message(what, tokens, "")
+}
+
+fn token_list_message(what: &str, tokens: &[String], advice: &str) -> String {
+    const SHOWN: usize = 5;
+    let mut list = tokens
+        .iter()
+        .take(SHOWN)
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if tokens.len() > SHOWN {
+        list.push_str(&format!(" and {} more", tokens.len() - SHOWN));
+    }
+    let mut message = if tokens.is_empty() {
+        what.trim_end_matches(" for").to_owned()
+    } else {
+        format!("{what} {list}")
+    };
+    if !advice.is_empty() {
+        message.push_str("; ");
+        message.push_str(advice);
+    }
+    message
+}
+
+impl VaultError {
+    /// The stable code of API.md.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            VaultError::RecordNotFound { .. } => ErrorCode::RecordNotFound,
+            VaultError::InvalidPassword { .. } => ErrorCode::InvalidPassword,
+            VaultError::DecryptionFailed { .. } => ErrorCode::DecryptionFailed,
+            VaultError::PasswordPolicy(_) => ErrorCode::PasswordPolicy,
+            VaultError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            VaultError::TokenExists(_) => ErrorCode::TokenExists,
+            VaultError::IdentityNotFound => ErrorCode::IdentityNotFound,
+            VaultError::IdentityDisabled(_) => ErrorCode::IdentityDisabled,
+            VaultError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            VaultError::Storage { .. } => ErrorCode::Storage,
+            VaultError::Aborted => ErrorCode::Aborted,
+            VaultError::Closed => ErrorCode::Closed,
+        }
+    }
+
+    /// `error.reason` for `RECORD_NOT_FOUND`.
+    pub fn reason(&self) -> Option<NotFoundReason> {
+        match self {
+            VaultError::RecordNotFound { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// `error.tokens`: the tokens a batch read failed on.
+    pub fn tokens(&self) -> Option<&[String]> {
+        match self {
+            VaultError::RecordNotFound { tokens, .. }
+            | VaultError::InvalidPassword { tokens }
+            | VaultError::DecryptionFailed { tokens } => Some(tokens),
+            _ => None,
+        }
+    }
+
+    /// The backend's own error name (`cause` in JavaScript), when there is one.
+    pub fn cause_name(&self) -> Option<&str> {
+        match self {
+            VaultError::Storage { name, .. } => name.as_deref(),
+            VaultError::QuotaExceeded(_) => Some("QuotaExceededError"),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn not_found(reason: NotFoundReason, token: &str) -> Self {
+        VaultError::RecordNotFound {
+            reason,
+            tokens: vec![token.to_owned()],
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        VaultError::InvalidArgument(message.into())
+    }
+
+    pub(crate) fn storage(message: impl Into<String>) -> Self {
+        VaultError::Storage {
+            name: None,
+            message: message.into(),
+        }
+    }
+
+    /// Attach the token a single-record crypto failure happened on.
+    pub(crate) fn for_token(self, token: &str) -> Self {
+        match self {
+            VaultError::InvalidPassword { tokens } if tokens.is_empty() => {
+                VaultError::InvalidPassword {
+                    tokens: vec![token.to_owned()],
+                }
+            }
+            VaultError::DecryptionFailed { tokens } if tokens.is_empty() => {
+                VaultError::DecryptionFailed {
+                    tokens: vec![token.to_owned()],
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are a public contract: this table must only ever grow.
+    #[test]
+    fn every_code_is_pinned() {
+        let pinned = [
+            (ErrorCode::RecordNotFound, "RECORD_NOT_FOUND"),
+            (ErrorCode::InvalidPassword, "INVALID_PASSWORD"),
+            (ErrorCode::DecryptionFailed, "DECRYPTION_FAILED"),
+            (ErrorCode::PasswordPolicy, "PASSWORD_POLICY"),
+            (ErrorCode::InvalidArgument, "INVALID_ARGUMENT"),
+            (ErrorCode::TokenExists, "TOKEN_EXISTS"),
+            (ErrorCode::IdentityNotFound, "IDENTITY_NOT_FOUND"),
+            (ErrorCode::IdentityDisabled, "IDENTITY_DISABLED"),
+            (ErrorCode::QuotaExceeded, "QUOTA_EXCEEDED"),
+            (ErrorCode::Storage, "STORAGE"),
+            (ErrorCode::Aborted, "ABORTED"),
+            (ErrorCode::Closed, "CLOSED"),
+        ];
+        assert_eq!(pinned.len(), ErrorCode::ALL.len());
+        for (code, text) in pinned {
+            assert_eq!(code.as_str(), text);
+        }
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_code() {
+        let cases = [
+            (
+                VaultError::not_found(NotFoundReason::Expired, "tk_x"),
+                "RECORD_NOT_FOUND",
+            ),
+            (
+                VaultError::InvalidPassword { tokens: vec![] },
+                "INVALID_PASSWORD",
+            ),
+            (
+                VaultError::DecryptionFailed { tokens: vec![] },
+                "DECRYPTION_FAILED",
+            ),
+            (VaultError::PasswordPolicy("x".into()), "PASSWORD_POLICY"),
+            (VaultError::invalid("x"), "INVALID_ARGUMENT"),
+            (VaultError::TokenExists("t".into()), "TOKEN_EXISTS"),
+            (VaultError::IdentityNotFound, "IDENTITY_NOT_FOUND"),
+            (VaultError::IdentityDisabled("x"), "IDENTITY_DISABLED"),
+            (VaultError::QuotaExceeded("x".into()), "QUOTA_EXCEEDED"),
+            (VaultError::storage("x"), "STORAGE"),
+            (VaultError::Aborted, "ABORTED"),
+            (VaultError::Closed, "CLOSED"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code().as_str(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn messages_name_the_tokens_and_say_what_to_do() {
+        let e = VaultError::RecordNotFound {
+            reason: NotFoundReason::SoftDeleted,
+            tokens: (0..7).map(|i| format!("tk_{i}")).collect(),
+        };
+        let m = e.to_string();
+        assert!(m.contains("soft-deleted"), "{m}");
+        assert!(m.contains("\"tk_0\"") && m.contains("and 2 more"), "{m}");
+        assert_eq!(e.reason().map(NotFoundReason::as_str), Some("soft_deleted"));
+
+        let e = VaultError::Storage {
+            name: Some("DataError".into()),
+            message: "bad key".into(),
+        };
+        assert_eq!(e.to_string(), "storage failure (DataError): bad key");
+        assert_eq!(e.cause_name(), Some("DataError"));
+    }
+}
