@@ -1,12 +1,58 @@
 //! # vaultstore-wasm
 //!
-//! An encrypted token vault for browsers and edge runtimes. This first layer is the key hierarchy
-//! and the `vs1:` envelope of `src/FORMAT.md`.
+//! An encrypted token vault for browsers and edge runtimes. Hand it a secret value and a password
+//! (or a 32-byte key) and get back an opaque token like `tk_7f3k…`; the token and the password give
+//! the value back. Values are sealed with AES-256-GCM under keys derived with PBKDF2-HMAC-SHA256
+//! (see `src/FORMAT.md`, also the docs of [`crypto`]); storage only ever sees envelopes.
+//!
+//! ```
+//! # #[cfg(feature = "gluesql")] {
+//! use vaultstore_wasm::{CreateOptions, Secret, Vault, VaultOptions};
+//! use vaultstore_wasm::storage::memory::GlueMemoryStorage;
+//!
+//! # futures::executor::block_on(async {
+//! let storage = Box::new(GlueMemoryStorage::new().unwrap());
+//! let options = VaultOptions { kdf_iterations: 1_000, ..VaultOptions::default() };
+//! let vault = Vault::open(storage, options).await?;
+//!
+//! let password = Secret::password("correct horse battery");
+//! let token = vault.token_create("4111 1111 1111 1111", &password, &CreateOptions::default()).await?;
+//! assert!(token.starts_with("tk_") && token.len() == 32);
+//! assert_eq!(vault.token_read(&token, &password).await?, "4111 1111 1111 1111");
+//!
+//! let wrong = Secret::password("not the password");
+//! assert_eq!(vault.token_read(&token, &wrong).await.unwrap_err().code().as_str(), "INVALID_PASSWORD");
+//! # Ok::<(), vaultstore_wasm::VaultError>(())
+//! # }).unwrap();
+//! # }
+//! ```
+//!
+//! Layers, each depending only on those below it: `vault` (operations) → `identity`, `snapshot`
+//! → `crypto` (pure key hierarchy and envelopes) and `storage` (the [`storage::Storage`] trait
+//! and its backends). The `wasm` module, when built, is the only code that knows JavaScript.
 
 // Nothing reachable from JavaScript may panic: a panic poisons the wasm instance for every later call.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod crypto;
 pub mod error;
+pub mod identity;
+mod keycache;
+pub mod platform;
+pub mod policy;
+pub mod query;
+pub mod record;
+pub mod secret;
+pub mod snapshot;
+pub mod storage;
+pub mod token;
+pub mod vault;
 
 pub use error::{ErrorCode, NotFoundReason, Result, VaultError};
+pub use identity::{RekeyObserver, RekeyOptions};
+pub use policy::PasswordPolicy;
+pub use query::{OrderBy, RecordFilter, RecordQuery};
+pub use record::Record;
+pub use secret::Secret;
+pub use token::{is_token, is_token_valid_length};
+pub use vault::{CreateOptions, Vault, VaultOptions};

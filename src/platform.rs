@@ -1,0 +1,84 @@
+//! What the vault needs from its host runtime: a clock, a PBKDF2 implementation (WebCrypto where
+//! the runtime has it) and a way to let the host's event loop run during long work.
+
+use crate::crypto::{KdfParams, MasterKey, derive_password_key};
+use crate::error::Result;
+use crate::storage::MaybeSendSync;
+use async_trait::async_trait;
+
+/// Milliseconds since the epoch.
+pub trait Clock: MaybeSendSync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock (`Date.now()` on wasm, where `SystemTime` is unavailable).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            js_sys::Date::now() as i64
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        }
+    }
+}
+
+/// PBKDF2-HMAC-SHA256 for password master keys.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait PasswordKdf: MaybeSendSync {
+    async fn derive(&self, password: &str, params: &KdfParams) -> Result<MasterKey>;
+}
+
+/// The Rust implementation: the reference, and the fallback wherever WebCrypto is missing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RustKdf;
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl PasswordKdf for RustKdf {
+    async fn derive(&self, password: &str, params: &KdfParams) -> Result<MasterKey> {
+        Ok(derive_password_key(password, params))
+    }
+}
+
+/// Lets the host run between chunks of long work (a browser's event loop, so that an
+/// `AbortSignal` can fire and the page stays responsive). Natively there is nothing to do.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait Scheduler: MaybeSendSync {
+    async fn yield_now(&self);
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoYield;
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl Scheduler for NoYield {
+    async fn yield_now(&self) {}
+}
+
+/// The host services one vault uses.
+pub struct Platform {
+    pub clock: Box<dyn Clock>,
+    pub kdf: Box<dyn PasswordKdf>,
+    pub scheduler: Box<dyn Scheduler>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            clock: Box::new(SystemClock),
+            kdf: Box::new(RustKdf),
+            scheduler: Box::new(NoYield),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The password policy (API.md `PasswordPolicy`). It applies only to passwords that encrypt,
+//! never to passwords that only read, so tightening it never locks anyone out of stored data.
+
+use crate::error::{Result, VaultError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length in characters (Unicode scalar values). Default 12.
+    pub min_length: usize,
+    pub require_lowercase: bool,
+    pub require_uppercase: bool,
+    pub require_numbers: bool,
+    /// A symbol is any character that is neither a letter, a digit nor whitespace.
+    pub require_symbols: bool,
+    /// Let the empty password through; nothing else changes.
+    pub allow_empty: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            min_length: 12,
+            require_lowercase: false,
+            require_uppercase: false,
+            require_numbers: false,
+            require_symbols: false,
+            allow_empty: false,
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// `PASSWORD_POLICY` naming every rule the password breaks.
+    pub fn check(&self, password: &str) -> Result<()> {
+        if password.is_empty() {
+            return if self.allow_empty {
+                Ok(())
+            } else {
+                Err(VaultError::PasswordPolicy(
+                    "the password is empty (set passwordPolicy.allowEmpty to permit it)".into(),
+                ))
+            };
+        }
+        let mut broken = Vec::new();
+        let length = password.chars().count();
+        if length < self.min_length {
+            broken.push(format!("it has {length} characters, at least {} are required", self.min_length));
+        }
+        type Rule = (bool, fn(char) -> bool, &'static str);
+        let rules: [Rule; 4] = [
+            (self.require_lowercase, char::is_lowercase, "a lowercase letter"),
+            (self.require_uppercase, char::is_uppercase, "an uppercase letter"),
+            (self.require_numbers, char::is_numeric, "a number"),
+            (self.require_symbols, |c| !c.is_alphanumeric() && !c.is_whitespace(), "a symbol"),
+        ];
+        for (required, test, what) in rules {
+            if required && !password.chars().any(test) {
+                broken.push(format!("it needs {what}"));
+            }
+        }
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(VaultError::PasswordPolicy(broken.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_wants_twelve_characters_and_no_empty() {
+        let p = PasswordPolicy::default();
+        assert!(p.check("correct horse").is_ok());
+        let e = p.check("short").unwrap_err();
+        assert_eq!(e.code().as_str(), "PASSWORD_POLICY");
+        assert!(e.to_string().contains("at least 12"), "{e}");
+        assert!(p.check("").is_err());
+    }
+
+    #[test]
+    fn allow_empty_changes_nothing_else() {
+        let p = PasswordPolicy { allow_empty: true, ..Default::default() };
+        assert!(p.check("").is_ok());
+        assert!(p.check("short").is_err());
+    }
+
+    #[test]
+    fn character_classes_are_each_reported() {
+        let p = PasswordPolicy {
+            min_length: 4,
+            require_lowercase: true,
+            require_uppercase: true,
+            require_numbers: true,
+            require_symbols: true,
+            allow_empty: false,
+        };
+        assert!(p.check("aB3$").is_ok());
+        let m = p.check("abcd").unwrap_err().to_string();
+        assert!(m.contains("uppercase") && m.contains("number") && m.contains("symbol") && !m.contains("lowercase"), "{m}");
+        assert!(p.check("ÄÖ9é!").is_ok(), "non-ASCII letters count");
+    }
+}

@@ -1,0 +1,145 @@
+//! Record metadata operations and expiry purges (API.md "Records and queries").
+
+use super::Vault;
+use super::tokens::delete_ops;
+use crate::error::{NotFoundReason, Result, VaultError};
+use crate::query::{RecordFilter, RecordQuery, SoftDeleted};
+use crate::record::Record;
+use crate::storage::{StoredRecord, WriteOp};
+use crate::token;
+
+/// Records changed per atomic batch when purging expired ones: bounds memory and the size of
+/// each IndexedDB transaction, whatever the store holds.
+pub const PURGE_PAGE: usize = 500;
+
+impl Vault {
+    /// Records matching `query` (metadata only; values stay encrypted).
+    pub async fn record_list(&self, query: &RecordQuery) -> Result<Vec<Record>> {
+        self.ensure_open()?;
+        let filter = query.validate()?;
+        if filter.count_only {
+            return Err(VaultError::invalid("recordList cannot run a countOnly query; use recordCount"));
+        }
+        Ok(self.storage.query_records(&filter, self.now()).await?)
+    }
+
+    /// How many records match `query`; its limit, offset and order are ignored.
+    pub async fn record_count(&self, query: &RecordQuery) -> Result<u64> {
+        self.ensure_open()?;
+        let filter = query.validate()?;
+        Ok(self.storage.count_records(&filter, self.now()).await?)
+    }
+
+    /// The record with this id, or `None` (also for soft-deleted records).
+    pub async fn record_find_by_id(&self, id: &str) -> Result<Option<Record>> {
+        self.ensure_open()?;
+        check_id(id)?;
+        Ok(visible(self.record_by_id(id).await?))
+    }
+
+    /// The record with this token, or `None` (also for soft-deleted records).
+    pub async fn record_find_by_token(&self, token: &str) -> Result<Option<Record>> {
+        self.ensure_open()?;
+        token::check_lookup(token)?;
+        Ok(visible(self.record_by_token(token).await?))
+    }
+
+    /// Delete permanently by id; a missing record is not an error.
+    pub async fn record_delete_by_id(&self, id: &str) -> Result<()> {
+        self.ensure_open()?;
+        check_id(id)?;
+        match self.record_by_id(id).await? {
+            Some(stored) => Ok(self.storage.apply(delete_ops(&stored)).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Delete permanently by token; a missing record is not an error.
+    pub async fn record_delete_by_token(&self, token: &str) -> Result<()> {
+        self.token_delete(token).await
+    }
+
+    /// Soft-delete by id; `RECORD_NOT_FOUND` when there is no such record.
+    pub async fn record_soft_delete_by_id(&self, id: &str) -> Result<()> {
+        self.ensure_open()?;
+        check_id(id)?;
+        let stored = self
+            .record_by_id(id)
+            .await?
+            .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, id))?;
+        self.change_stored(stored, soft_delete).await
+    }
+
+    /// Soft-delete by token; `RECORD_NOT_FOUND` when there is no such record.
+    pub async fn record_soft_delete_by_token(&self, token: &str) -> Result<()> {
+        self.token_soft_delete(token).await
+    }
+
+    /// Soft-delete every expired record that is not soft-deleted yet; returns how many.
+    pub async fn tokens_expired_soft_delete(&self) -> Result<u64> {
+        self.ensure_open()?;
+        let now = self.now();
+        let mut total = 0;
+        loop {
+            // Each page leaves the result set once soft-deleted, so the next query moves on.
+            let page = self.storage.query_records(&RecordFilter::expired(SoftDeleted::Exclude, PURGE_PAGE), now).await?;
+            if page.is_empty() {
+                return Ok(total);
+            }
+            let n = page.len();
+            let batch = page
+                .into_iter()
+                .map(|mut record| {
+                    soft_delete(&mut record, now);
+                    WriteOp::UpdateRecord { expect_value: Some(record.value.clone()), record }
+                })
+                .collect();
+            self.storage.apply(batch).await?;
+            total += n as u64;
+            if n < PURGE_PAGE {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Delete every expired record, soft-deleted or not, with its link; returns how many.
+    pub async fn tokens_expired_delete(&self) -> Result<u64> {
+        self.ensure_open()?;
+        let now = self.now();
+        let mut total = 0;
+        loop {
+            let page = self.storage.query_records(&RecordFilter::expired(SoftDeleted::Include, PURGE_PAGE), now).await?;
+            if page.is_empty() {
+                return Ok(total);
+            }
+            let n = page.len();
+            // The links decide which identities may go with these records: one more round trip.
+            let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
+            let batch: Vec<WriteOp> = self.storage.records_by_ids(&ids).await?.iter().flat_map(delete_ops).collect();
+            self.storage.apply(batch).await?;
+            total += n as u64;
+            if n < PURGE_PAGE {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+fn soft_delete(record: &mut Record, now: i64) {
+    if record.soft_deleted_at.is_none() {
+        record.soft_deleted_at = Some(now);
+        record.updated_at = now;
+    }
+}
+
+fn visible(stored: Option<StoredRecord>) -> Option<Record> {
+    stored.map(|s| s.record).filter(|r| !r.is_soft_deleted())
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        Err(VaultError::invalid("id must be a non-empty string"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Helpers shared by the native vault tests.
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use vaultstore_wasm::platform::{Clock, Platform};
+use vaultstore_wasm::query::RecordFilter;
+use vaultstore_wasm::record::Record;
+use vaultstore_wasm::storage::memory::GlueMemoryStorage;
+use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp};
+use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const OTHER: &str = "another long password";
+
+pub fn pw(p: &str) -> Secret {
+    Secret::password(p)
+}
+
+/// Cheap KDF settings: these tests are not about KDF cost.
+pub fn options() -> VaultOptions {
+    VaultOptions { kdf_iterations: 1_000, ..VaultOptions::default() }
+}
+
+pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(f)
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+pub struct TestClock(pub Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn new(at: i64) -> Self {
+        TestClock(Arc::new(AtomicI64::new(at)))
+    }
+    pub fn set(&self, at: i64) {
+        self.0.store(at, Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub const T0: i64 = 1_700_000_000_000;
+
+/// Wraps a backend; can be told to fail the next batch writes and counts round trips.
+#[derive(Clone)]
+pub struct Probe {
+    pub fail_writes: Arc<AtomicBool>,
+    pub batches: Arc<AtomicUsize>,
+    pub reads: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    pub fn new() -> Self {
+        Probe { fail_writes: Arc::default(), batches: Arc::default(), reads: Arc::default() }
+    }
+}
+
+pub struct ProbedStorage<S> {
+    pub inner: S,
+    pub probe: Probe,
+}
+
+impl<S> ProbedStorage<S> {
+    fn read(&self) {
+        self.probe.reads.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Storage for ProbedStorage<S> {
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
+        self.read();
+        self.inner.records_by_tokens(tokens).await
+    }
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
+        self.read();
+        self.inner.records_by_ids(ids).await
+    }
+    async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
+        self.read();
+        self.inner.query_records(filter, now).await
+    }
+    async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
+        self.read();
+        self.inner.count_records(filter, now).await
+    }
+    async fn scan_records(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<StoredRecord>> {
+        self.read();
+        self.inner.scan_records(after_id, limit).await
+    }
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        self.read();
+        self.inner.meta_get(key).await
+    }
+    async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
+        self.read();
+        self.inner.meta_object(object_type, object_id).await
+    }
+    async fn meta_find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
+        self.read();
+        self.inner.meta_find(object_type, key, value).await
+    }
+    async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
+        self.read();
+        self.inner.meta_all().await
+    }
+    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.probe.batches.fetch_add(1, Ordering::SeqCst);
+        if self.probe.fail_writes.load(Ordering::SeqCst) {
+            return Err(StorageError::Backend { name: Some("InjectedFailure".into()), message: "the test failed this write".into() });
+        }
+        self.inner.apply(batch).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+/// A vault on a fresh GlueSQL store, with a test clock.
+pub async fn vault_with(options: VaultOptions) -> (Vault, TestClock) {
+    let (vault, clock, _) = probed_vault(options).await;
+    (vault, clock)
+}
+
+pub async fn vault() -> Vault {
+    vault_with(options()).await.0
+}
+
+pub async fn identity_vault() -> Vault {
+    vault_with(VaultOptions { password_identity: true, ..options() }).await.0
+}
+
+/// A vault whose storage the test can watch and break.
+pub async fn probed_vault(options: VaultOptions) -> (Vault, TestClock, Probe) {
+    let clock = TestClock::new(T0);
+    let probe = Probe::new();
+    let storage = ProbedStorage { inner: GlueMemoryStorage::new().unwrap(), probe: probe.clone() };
+    let platform = Platform { clock: Box::new(clock.clone()), ..Platform::default() };
+    let vault = Vault::open_with(Box::new(storage), options, platform).await.unwrap();
+    (vault, clock, probe)
+}
+
+/// Assert an error's code, and return it for more checks.
+#[track_caller]
+pub fn code<T: std::fmt::Debug>(result: Result<T>, expected: ErrorCode) -> VaultError {
+    match result {
+        Err(e) => {
+            assert_eq!(e.code(), expected, "{e}");
+            e
+        }
+        Ok(v) => panic!("expected {expected}, got Ok({v:?})"),
+    }
+}
