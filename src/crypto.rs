@@ -12,8 +12,8 @@ mod keys;
 pub use envelope::{Envelope, open_value, seal_value};
 pub use identity::{IDENTITY_ID_PREFIX, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
 pub use kdf::{
-    DEFAULT_ITERATIONS, KdfParams, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, check_iterations, derive_password_key,
-    derive_raw_key,
+    DEFAULT_ITERATIONS, KdfParams, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, check_iterations,
+    derive_password_key, derive_raw_key,
 };
 pub use keys::{DataKey, KEY_LEN, MasterKey};
 
@@ -24,7 +24,8 @@ use crate::error::{Result, VaultError};
 
 /// Fill `buf` from the platform CSPRNG (`crypto.getRandomValues` on wasm).
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| VaultError::storage(format!("the platform random generator failed: {e}")))
+    getrandom::fill(buf)
+        .map_err(|e| VaultError::storage(format!("the platform random generator failed: {e}")))
 }
 
 /// Labels of FORMAT.md. ASCII, versioned, never reused for another purpose.

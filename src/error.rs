@@ -96,10 +96,24 @@ pub enum VaultError {
         tokens: Vec<String>,
     },
 
-    #[error("{}", token_list_message("the password or key does not open", tokens, "check that you pass the secret the value was stored with"))]
+    #[error(
+        "{}",
+        token_list_message(
+            "the password or key does not open",
+            tokens,
+            "check that you pass the secret the value was stored with"
+        )
+    )]
     InvalidPassword { tokens: Vec<String> },
 
-    #[error("{}", token_list_message("the stored value is damaged or was tampered with for", tokens, "the value cannot be recovered from this record"))]
+    #[error(
+        "{}",
+        token_list_message(
+            "the stored value is damaged or was tampered with for",
+            tokens,
+            "the value cannot be recovered from this record"
+        )
+    )]
     DecryptionFailed { tokens: Vec<String> },
 
     #[error("password rejected by the vault's password policy: {0}")]

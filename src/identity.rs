@@ -9,7 +9,9 @@ use crate::crypto::{
 };
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{LINK_KEY, MetaKey, MetaRow, StorageError, StoredRecord, WriteOp, object_type};
+use crate::storage::{
+    LINK_KEY, MetaKey, MetaRow, StorageError, StoredRecord, WriteOp, object_type,
+};
 use crate::vault::Vault;
 use crate::vault::tokens::{link_row, prune_identity};
 use zeroize::Zeroizing;
@@ -47,21 +49,30 @@ pub struct RekeyOptions<'a> {
 fn identity_rows(id: &str, mk: &MasterKey, vault: &Vault, dek: &DataKey) -> Result<[MetaRow; 2]> {
     Ok([
         MetaRow::new(object_type::IDENTITY, id, TAG_KEY, identity_tag(mk)),
-        MetaRow::new(object_type::IDENTITY, id, DEK_KEY, wrap_dek(mk, &vault.kdf, id, dek)?),
+        MetaRow::new(
+            object_type::IDENTITY,
+            id,
+            DEK_KEY,
+            wrap_dek(mk, &vault.kdf, id, dek)?,
+        ),
     ])
 }
 
 impl Vault {
     /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
     pub(crate) async fn find_identity(&self, mk: &MasterKey) -> Result<Option<Identity>> {
-        let rows = self.storage.meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk)).await?;
+        let rows = self
+            .storage
+            .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
+            .await?;
         let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
             return Ok(None);
         };
-        let wrapped = rows
-            .iter()
-            .find(|r| r.key.key == DEK_KEY)
-            .ok_or_else(|| VaultError::storage(format!("identity {id} has no data key row; the vault is damaged")))?;
+        let wrapped = rows.iter().find(|r| r.key.key == DEK_KEY).ok_or_else(|| {
+            VaultError::storage(format!(
+                "identity {id} has no data key row; the vault is damaged"
+            ))
+        })?;
         let dek = unwrap_dek(mk, &self.kdf, &id, &wrapped.value)?;
         Ok(Some(Identity { id, dek }))
     }
@@ -69,7 +80,10 @@ impl Vault {
     /// The identity of `mk`, or a new one with the rows that create it. Creation inserts the tag
     /// row, which storage keeps unique: if another writer creates the identity first, the batch
     /// fails with `UniqueValueTaken` and the caller looks again.
-    pub(crate) async fn identity_or_create(&self, mk: &MasterKey) -> Result<(Identity, Vec<WriteOp>)> {
+    pub(crate) async fn identity_or_create(
+        &self,
+        mk: &MasterKey,
+    ) -> Result<(Identity, Vec<WriteOp>)> {
         if let Some(identity) = self.find_identity(mk).await? {
             return Ok((identity, vec![]));
         }
@@ -78,7 +92,10 @@ impl Vault {
     }
 
     fn new_identity(&self, mk: &MasterKey) -> Result<(Identity, Vec<WriteOp>)> {
-        let identity = Identity { id: new_identity_id()?, dek: DataKey::generate()? };
+        let identity = Identity {
+            id: new_identity_id()?,
+            dek: DataKey::generate()?,
+        };
         let setup = identity_rows(&identity.id, mk, self, &identity.dek)?
             .into_iter()
             .map(WriteOp::InsertMeta)
@@ -89,7 +106,12 @@ impl Vault {
     /// Move every record of `old` to `new` (API.md "Password identities and rekey"). Atomic:
     /// either every record opens with `new` afterwards, or nothing changed (also on abort).
     /// Returns how many records of `old` now open with `new`.
-    pub async fn bulk_rekey(&self, old: &Secret, new: &Secret, options: &RekeyOptions<'_>) -> Result<u64> {
+    pub async fn bulk_rekey(
+        &self,
+        old: &Secret,
+        new: &Secret,
+        options: &RekeyOptions<'_>,
+    ) -> Result<u64> {
         self.ensure_open()?;
         self.check_policy(new)?;
         let observer = options.observer;
@@ -106,11 +128,22 @@ impl Vault {
         }
     }
 
-    async fn rekey_identity(&self, mk_old: &MasterKey, mk_new: &MasterKey, options: &RekeyOptions<'_>) -> Result<u64> {
+    async fn rekey_identity(
+        &self,
+        mk_old: &MasterKey,
+        mk_new: &MasterKey,
+        options: &RekeyOptions<'_>,
+    ) -> Result<u64> {
         let observer = options.observer;
-        let source = self.find_identity(mk_old).await?.ok_or(VaultError::IdentityNotFound)?;
+        let source = self
+            .find_identity(mk_old)
+            .await?
+            .ok_or(VaultError::IdentityNotFound)?;
         let existing = self.find_identity(mk_new).await?;
-        let links = self.storage.meta_find(object_type::RECORD, LINK_KEY, &source.id).await?;
+        let links = self
+            .storage
+            .meta_find(object_type::RECORD, LINK_KEY, &source.id)
+            .await?;
         let total = links.len() as u64;
 
         let (target, setup) = match existing {
@@ -155,7 +188,10 @@ impl Vault {
             let mut moved = record.clone();
             moved.value = seal_value(&target.dek, &record.token, &plaintext)?;
             moved.updated_at = now;
-            batch.push(WriteOp::UpdateRecord { record: moved, expect_value: Some(record.value.clone()) });
+            batch.push(WriteOp::UpdateRecord {
+                record: moved,
+                expect_value: Some(record.value.clone()),
+            });
             batch.push(WriteOp::PutMeta(link_row(&record.id, &target.id)));
             self.checkpoint(observer, done + 1, total).await?;
         }
@@ -185,11 +221,18 @@ impl Vault {
         let now = self.now();
         let mut batch = Vec::with_capacity(found.len());
         for (done, (record, envelope)) in found.into_iter().enumerate() {
-            let plaintext = Zeroizing::new(envelope.open(&old_key, &record.token).map_err(|e| e.for_token(&record.token))?);
+            let plaintext = Zeroizing::new(
+                envelope
+                    .open(&old_key, &record.token)
+                    .map_err(|e| e.for_token(&record.token))?,
+            );
             let mut moved = record.clone();
             moved.value = seal_value(&new_key, &record.token, &plaintext)?;
             moved.updated_at = now;
-            batch.push(WriteOp::UpdateRecord { record: moved, expect_value: Some(record.value) });
+            batch.push(WriteOp::UpdateRecord {
+                record: moved,
+                expect_value: Some(record.value),
+            });
             self.checkpoint(observer, done + 1, total).await?;
         }
         if observer.is_some_and(|o| o.is_cancelled()) {
@@ -212,8 +255,16 @@ impl Vault {
         let key = DataKey::from_master(&mk);
         let mut opened = Vec::new();
         for (record, envelope) in self.unlinked_records_of(&key, None).await? {
-            let plaintext = envelope.open(&key, &record.token).map_err(|e| e.for_token(&record.token))?;
-            opened.push((StoredRecord { record, identity_id: None }, Zeroizing::new(plaintext)));
+            let plaintext = envelope
+                .open(&key, &record.token)
+                .map_err(|e| e.for_token(&record.token))?;
+            opened.push((
+                StoredRecord {
+                    record,
+                    identity_id: None,
+                },
+                Zeroizing::new(plaintext),
+            ));
         }
         if opened.is_empty() {
             return Ok(0);
@@ -231,7 +282,10 @@ impl Vault {
         let mut found = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = self.storage.scan_records(after.as_deref(), SCAN_PAGE).await?;
+            let page = self
+                .storage
+                .scan_records(after.as_deref(), SCAN_PAGE)
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.record.id.clone());
             let full = page.len() == SCAN_PAGE;
@@ -258,7 +312,12 @@ impl Vault {
     }
 
     /// Report progress, honour cancellation, and let the host run now and then.
-    async fn checkpoint(&self, observer: Option<&dyn RekeyObserver>, done: usize, total: u64) -> Result<()> {
+    async fn checkpoint(
+        &self,
+        observer: Option<&dyn RekeyObserver>,
+        done: usize,
+        total: u64,
+    ) -> Result<()> {
         report(observer, done as u64, total);
         if observer.is_some_and(|o| o.is_cancelled()) {
             return Err(VaultError::Aborted);

@@ -26,7 +26,11 @@ impl KeyCache {
     pub(crate) fn new(ttl_ms: u64) -> Result<Self> {
         let mut id_key = Zeroizing::new([0u8; 32]);
         random_bytes(id_key.as_mut())?;
-        Ok(KeyCache { ttl_ms, id_key, entries: Mutex::new(HashMap::new()) })
+        Ok(KeyCache {
+            ttl_ms,
+            id_key,
+            entries: Mutex::new(HashMap::new()),
+        })
     }
 
     pub(crate) fn id_of(&self, secret: &Secret) -> CacheId {
@@ -60,16 +64,17 @@ impl KeyCache {
         let expires_at = now.saturating_add(i64::try_from(self.ttl_ms).unwrap_or(i64::MAX));
         let mut entries = self.entries();
         entries.retain(|_, e| now < e.expires_at);
-        entries.insert(id, Entry { key: key.clone(), expires_at });
+        entries.insert(
+            id,
+            Entry {
+                key: key.clone(),
+                expires_at,
+            },
+        );
     }
 
     /// Drop (and so zeroize) every cached key.
     pub(crate) fn clear(&self) {
         self.entries().clear();
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.entries().len()
     }
 }

@@ -32,7 +32,10 @@
 //! and its backends). The `wasm` module, when built, is the only code that knows JavaScript.
 
 // Nothing reachable from JavaScript may panic: a panic poisons the wasm instance for every later call.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod crypto;
 pub mod error;
@@ -47,6 +50,8 @@ pub mod snapshot;
 pub mod storage;
 pub mod token;
 pub mod vault;
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub mod wasm;
 
 pub use error::{ErrorCode, NotFoundReason, Result, VaultError};
 pub use identity::{RekeyObserver, RekeyOptions};

@@ -44,14 +44,29 @@ impl PasswordPolicy {
         let mut broken = Vec::new();
         let length = password.chars().count();
         if length < self.min_length {
-            broken.push(format!("it has {length} characters, at least {} are required", self.min_length));
+            broken.push(format!(
+                "it has {length} characters, at least {} are required",
+                self.min_length
+            ));
         }
         type Rule = (bool, fn(char) -> bool, &'static str);
         let rules: [Rule; 4] = [
-            (self.require_lowercase, char::is_lowercase, "a lowercase letter"),
-            (self.require_uppercase, char::is_uppercase, "an uppercase letter"),
+            (
+                self.require_lowercase,
+                char::is_lowercase,
+                "a lowercase letter",
+            ),
+            (
+                self.require_uppercase,
+                char::is_uppercase,
+                "an uppercase letter",
+            ),
             (self.require_numbers, char::is_numeric, "a number"),
-            (self.require_symbols, |c| !c.is_alphanumeric() && !c.is_whitespace(), "a symbol"),
+            (
+                self.require_symbols,
+                |c| !c.is_alphanumeric() && !c.is_whitespace(),
+                "a symbol",
+            ),
         ];
         for (required, test, what) in rules {
             if required && !password.chars().any(test) {
@@ -82,7 +97,10 @@ mod tests {
 
     #[test]
     fn allow_empty_changes_nothing_else() {
-        let p = PasswordPolicy { allow_empty: true, ..Default::default() };
+        let p = PasswordPolicy {
+            allow_empty: true,
+            ..Default::default()
+        };
         assert!(p.check("").is_ok());
         assert!(p.check("short").is_err());
     }
@@ -99,7 +117,13 @@ mod tests {
         };
         assert!(p.check("aB3$").is_ok());
         let m = p.check("abcd").unwrap_err().to_string();
-        assert!(m.contains("uppercase") && m.contains("number") && m.contains("symbol") && !m.contains("lowercase"), "{m}");
+        assert!(
+            m.contains("uppercase")
+                && m.contains("number")
+                && m.contains("symbol")
+                && !m.contains("lowercase"),
+            "{m}"
+        );
         assert!(p.check("ÄÖ9é!").is_ok(), "non-ASCII letters count");
     }
 }

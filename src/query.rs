@@ -61,12 +61,20 @@ impl RecordQuery {
     /// Check every field and produce the filter backends apply. Errors are `INVALID_ARGUMENT`.
     pub fn validate(&self) -> Result<RecordFilter> {
         let limit = match self.limit {
-            Some(n) if n < 0 => return Err(VaultError::invalid(format!("limit must be 0 or more, got {n}"))),
+            Some(n) if n < 0 => {
+                return Err(VaultError::invalid(format!(
+                    "limit must be 0 or more, got {n}"
+                )));
+            }
             Some(0) | None => None,
             Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         };
         let offset = match self.offset {
-            Some(n) if n < 0 => return Err(VaultError::invalid(format!("offset must be 0 or more, got {n}"))),
+            Some(n) if n < 0 => {
+                return Err(VaultError::invalid(format!(
+                    "offset must be 0 or more, got {n}"
+                )));
+            }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => 0,
         };
@@ -77,7 +85,9 @@ impl RecordQuery {
         }
         for (name, value) in [("id", &self.id), ("token", &self.token)] {
             if value.as_deref() == Some("") {
-                return Err(VaultError::invalid(format!("{name} must be a non-empty string")));
+                return Err(VaultError::invalid(format!(
+                    "{name} must be a non-empty string"
+                )));
             }
         }
         let order_by = match &self.order_by {
@@ -169,7 +179,8 @@ impl RecordFilter {
     /// Whether `record` belongs in the result at time `now`.
     pub fn matches(&self, record: &Record, now: i64) -> bool {
         let listed = |one: &Option<String>, many: &Option<Vec<String>>, value: &str| {
-            one.as_ref().is_none_or(|v| v == value) && many.as_ref().is_none_or(|vs| vs.iter().any(|v| v == value))
+            one.as_ref().is_none_or(|v| v == value)
+                && many.as_ref().is_none_or(|vs| vs.iter().any(|v| v == value))
         };
         let deleted_ok = match self.soft_deleted {
             SoftDeleted::Exclude => !record.is_soft_deleted(),
@@ -188,24 +199,36 @@ impl RecordFilter {
             OrderBy::CreatedAt => a.created_at.cmp(&b.created_at),
             OrderBy::UpdatedAt => a.updated_at.cmp(&b.updated_at),
             // No expiry sorts as +infinity.
-            OrderBy::ExpiresAt => a.expires_at.unwrap_or(i64::MAX).cmp(&b.expires_at.unwrap_or(i64::MAX)),
+            OrderBy::ExpiresAt => a
+                .expires_at
+                .unwrap_or(i64::MAX)
+                .cmp(&b.expires_at.unwrap_or(i64::MAX)),
             OrderBy::Token => js_string_cmp(&a.token, &b.token),
             OrderBy::Id => Ordering::Equal,
         };
         let ordering = primary.then_with(|| js_string_cmp(&a.id, &b.id));
-        if self.descending { ordering.reverse() } else { ordering }
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
     }
 
     /// Filter, sort and page a set of candidate records.
     pub fn apply(&self, candidates: impl IntoIterator<Item = Record>, now: i64) -> Vec<Record> {
-        let mut records: Vec<Record> = candidates.into_iter().filter(|r| self.matches(r, now)).collect();
+        let mut records: Vec<Record> = candidates
+            .into_iter()
+            .filter(|r| self.matches(r, now))
+            .collect();
         records.sort_by(|a, b| self.compare(a, b));
         self.page(records)
     }
 
     /// Apply offset and limit to records already in order.
     pub fn page(&self, records: Vec<Record>) -> Vec<Record> {
-        let end = self.limit.map_or(usize::MAX, |l| self.offset.saturating_add(l));
+        let end = self
+            .limit
+            .map_or(usize::MAX, |l| self.offset.saturating_add(l));
         records.into_iter().take(end).skip(self.offset).collect()
     }
 
@@ -244,7 +267,13 @@ pub fn js_string_cmp(a: &str, b: &str) -> Ordering {
 mod tests {
     use super::*;
 
-    fn rec(id: &str, token: &str, created: i64, expires: Option<i64>, deleted: Option<i64>) -> Record {
+    fn rec(
+        id: &str,
+        token: &str,
+        created: i64,
+        expires: Option<i64>,
+        deleted: Option<i64>,
+    ) -> Record {
         Record {
             id: id.into(),
             token: token.into(),
@@ -259,29 +288,76 @@ mod tests {
     #[test]
     fn validation_rejects_every_bad_field() {
         let bad = [
-            RecordQuery { limit: Some(-1), ..Default::default() },
-            RecordQuery { offset: Some(-1), ..Default::default() },
-            RecordQuery { order_by: Some("value".into()), ..Default::default() },
-            RecordQuery { sort_order: Some("up".into()), ..Default::default() },
-            RecordQuery { count_only: true, limit: Some(5), ..Default::default() },
-            RecordQuery { count_only: true, offset: Some(1), ..Default::default() },
-            RecordQuery { token: Some(String::new()), ..Default::default() },
-            RecordQuery { id: Some(String::new()), ..Default::default() },
+            RecordQuery {
+                limit: Some(-1),
+                ..Default::default()
+            },
+            RecordQuery {
+                offset: Some(-1),
+                ..Default::default()
+            },
+            RecordQuery {
+                order_by: Some("value".into()),
+                ..Default::default()
+            },
+            RecordQuery {
+                sort_order: Some("up".into()),
+                ..Default::default()
+            },
+            RecordQuery {
+                count_only: true,
+                limit: Some(5),
+                ..Default::default()
+            },
+            RecordQuery {
+                count_only: true,
+                offset: Some(1),
+                ..Default::default()
+            },
+            RecordQuery {
+                token: Some(String::new()),
+                ..Default::default()
+            },
+            RecordQuery {
+                id: Some(String::new()),
+                ..Default::default()
+            },
         ];
         for q in bad {
-            assert_eq!(q.validate().unwrap_err().code().as_str(), "INVALID_ARGUMENT", "{q:?}");
+            assert_eq!(
+                q.validate().unwrap_err().code().as_str(),
+                "INVALID_ARGUMENT",
+                "{q:?}"
+            );
         }
-        let ok = RecordQuery { count_only: true, limit: Some(0), ..Default::default() };
+        let ok = RecordQuery {
+            count_only: true,
+            limit: Some(0),
+            ..Default::default()
+        };
         assert!(ok.validate().is_ok());
     }
 
     #[test]
     fn defaults_are_created_at_descending_without_soft_deleted() {
         let f = RecordQuery::default().validate().unwrap();
-        assert_eq!((f.order_by, f.descending, f.soft_deleted), (OrderBy::CreatedAt, true, SoftDeleted::Exclude));
-        let f = RecordQuery { order_by: Some("token".into()), ..Default::default() }.validate().unwrap();
+        assert_eq!(
+            (f.order_by, f.descending, f.soft_deleted),
+            (OrderBy::CreatedAt, true, SoftDeleted::Exclude)
+        );
+        let f = RecordQuery {
+            order_by: Some("token".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
         assert!(f.descending, "orderBy alone sorts descending");
-        let f = RecordQuery { sort_order: Some("asc".into()), ..Default::default() }.validate().unwrap();
+        let f = RecordQuery {
+            sort_order: Some("asc".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
         assert_eq!((f.order_by, f.descending), (OrderBy::CreatedAt, false));
     }
 
@@ -293,10 +369,20 @@ mod tests {
             rec("c", "tk_3", 1, Some(20), None),
         ];
         let desc = RecordFilter::default().apply(records.clone(), 0);
-        assert_eq!(desc.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["b", "a", "c"]);
-        let by_expiry = RecordFilter { order_by: OrderBy::ExpiresAt, descending: false, ..Default::default() };
+        assert_eq!(
+            desc.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b", "a", "c"]
+        );
+        let by_expiry = RecordFilter {
+            order_by: OrderBy::ExpiresAt,
+            descending: false,
+            ..Default::default()
+        };
         let asc = by_expiry.apply(records, 0);
-        assert_eq!(asc.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a", "c", "b"]);
+        assert_eq!(
+            asc.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a", "c", "b"]
+        );
     }
 
     #[test]
@@ -315,21 +401,62 @@ mod tests {
             rec("3", "tk_c", 3, Some(100), None), // expires at now: not yet expired
             rec("4", "tk_d", 4, Some(10), Some(20)),
         ];
-        let ids = |f: RecordFilter| f.apply(records.clone(), now).into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let ids = |f: RecordFilter| {
+            f.apply(records.clone(), now)
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(RecordFilter::default()), ["3", "1"]);
-        assert_eq!(ids(RecordFilter { soft_deleted: SoftDeleted::Only, ..Default::default() }), ["4", "2"]);
-        assert_eq!(ids(RecordFilter { expired_only: true, ..Default::default() }), ["1"]);
-        assert_eq!(ids(RecordFilter::expired(SoftDeleted::Include, 10)), ["1", "4"]);
-        let empty_in = RecordFilter { token_in: Some(vec![]), ..Default::default() };
+        assert_eq!(
+            ids(RecordFilter {
+                soft_deleted: SoftDeleted::Only,
+                ..Default::default()
+            }),
+            ["4", "2"]
+        );
+        assert_eq!(
+            ids(RecordFilter {
+                expired_only: true,
+                ..Default::default()
+            }),
+            ["1"]
+        );
+        assert_eq!(
+            ids(RecordFilter::expired(SoftDeleted::Include, 10)),
+            ["1", "4"]
+        );
+        let empty_in = RecordFilter {
+            token_in: Some(vec![]),
+            ..Default::default()
+        };
         assert!(ids(empty_in).is_empty(), "an empty tokenIn matches nothing");
     }
 
     #[test]
     fn paging() {
-        let records: Vec<Record> = (0..10).map(|i| rec(&format!("{i}"), "t", i, None, None)).collect();
-        let f = RecordFilter { limit: Some(3), offset: 2, descending: false, ..Default::default() };
-        assert_eq!(f.apply(records.clone(), 0).iter().map(|r| r.created_at).collect::<Vec<_>>(), [2, 3, 4]);
-        let f = RecordFilter { limit: None, offset: 8, descending: false, ..Default::default() };
+        let records: Vec<Record> = (0..10)
+            .map(|i| rec(&format!("{i}"), "t", i, None, None))
+            .collect();
+        let f = RecordFilter {
+            limit: Some(3),
+            offset: 2,
+            descending: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            f.apply(records.clone(), 0)
+                .iter()
+                .map(|r| r.created_at)
+                .collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        let f = RecordFilter {
+            limit: None,
+            offset: 8,
+            descending: false,
+            ..Default::default()
+        };
         assert_eq!(f.apply(records, 0).len(), 2);
     }
 }

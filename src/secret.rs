@@ -17,7 +17,10 @@ impl Secret {
     /// A raw key must be exactly 32 bytes; anything else is `INVALID_ARGUMENT`.
     pub fn raw_key(bytes: &[u8]) -> Result<Self> {
         let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            VaultError::invalid(format!("a raw key must be exactly 32 bytes, got {}", bytes.len()))
+            VaultError::invalid(format!(
+                "a raw key must be exactly 32 bytes, got {}",
+                bytes.len()
+            ))
         })?;
         Ok(Secret::RawKey(Zeroizing::new(key)))
     }

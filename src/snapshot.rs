@@ -7,7 +7,9 @@ use crate::crypto::{Envelope, KdfParams};
 use crate::error::{Result, VaultError};
 use crate::query::js_string_cmp;
 use crate::record::{Record, check_time};
-use crate::storage::{MetaKey, MetaRow, Storage, StorageError, WriteOp, is_unique_meta, object_type};
+use crate::storage::{
+    MetaKey, MetaRow, Storage, StorageError, WriteOp, is_unique_meta, object_type,
+};
 use crate::token;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
 use serde::{Deserialize, Serialize};
@@ -52,13 +54,19 @@ impl Snapshot {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let text = std::str::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
         // Check the header first, so another format gets a clear message, not a field error.
-        let header: serde_json::Value = serde_json::from_str(text).map_err(|e| malformed(format!("invalid JSON ({e})")))?;
-        match (header.get("format").and_then(|f| f.as_str()), header.get("version").and_then(|v| v.as_u64())) {
+        let header: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| malformed(format!("invalid JSON ({e})")))?;
+        match (
+            header.get("format").and_then(|f| f.as_str()),
+            header.get("version").and_then(|v| v.as_u64()),
+        ) {
             (Some(FORMAT), Some(VERSION)) => {}
             (Some(FORMAT), _) => {
                 return Err(VaultError::invalid(format!(
                     "snapshot version {} is not supported (this release reads version {VERSION})",
-                    header.get("version").map_or("(missing)".to_owned(), ToString::to_string)
+                    header
+                        .get("version")
+                        .map_or("(missing)".to_owned(), ToString::to_string)
                 )));
             }
             _ => return Err(malformed(format!("\"format\" must be {FORMAT:?}"))),
@@ -71,13 +79,22 @@ impl Snapshot {
         for r in doc.records {
             let at = |what: &str| format!("record {:?}: {what}", r.id);
             if r.id.is_empty() || r.id.len() > token::MAX_CUSTOM_TOKEN_BYTES {
-                return Err(malformed(at("the id must be a non-empty string of at most 255 bytes")));
+                return Err(malformed(at(
+                    "the id must be a non-empty string of at most 255 bytes",
+                )));
             }
             token::check_custom(&r.token).map_err(|e| malformed(at(&e.to_string())))?;
             if !Envelope::is_well_formed(&r.value) {
-                return Err(malformed(at("the value is not a well-formed vs1: envelope")));
+                return Err(malformed(at(
+                    "the value is not a well-formed vs1: envelope",
+                )));
             }
-            for (name, time) in [("createdAt", Some(r.created_at)), ("updatedAt", Some(r.updated_at)), ("expiresAt", r.expires_at), ("softDeletedAt", r.soft_deleted_at)] {
+            for (name, time) in [
+                ("createdAt", Some(r.created_at)),
+                ("updatedAt", Some(r.updated_at)),
+                ("expiresAt", r.expires_at),
+                ("softDeletedAt", r.soft_deleted_at),
+            ] {
                 if let Some(t) = time {
                     check_time(t, name).map_err(|e| malformed(at(&e.to_string())))?;
                 }
@@ -96,16 +113,28 @@ impl Snapshot {
         let mut meta = Vec::with_capacity(doc.meta.len());
         for m in doc.meta {
             if m.object_type.is_empty() || m.object_id.is_empty() || m.key.is_empty() {
-                return Err(malformed("meta rows need a non-empty objectType, objectId and key"));
+                return Err(malformed(
+                    "meta rows need a non-empty objectType, objectId and key",
+                ));
             }
             let row = MetaRow {
-                key: MetaKey { object_type: m.object_type, object_id: m.object_id, key: m.key },
+                key: MetaKey {
+                    object_type: m.object_type,
+                    object_id: m.object_id,
+                    key: m.key,
+                },
                 value: m.value,
             };
             if !keys.insert(row.key.clone()) {
                 return Err(malformed(format!("meta row {:?} appears twice", row.key)));
             }
-            if is_unique_meta(&row.key) && !unique_values.insert((row.key.object_type.clone(), row.key.key.clone(), row.value.clone())) {
+            if is_unique_meta(&row.key)
+                && !unique_values.insert((
+                    row.key.object_type.clone(),
+                    row.key.key.clone(),
+                    row.value.clone(),
+                ))
+            {
                 return Err(malformed("two identities have the same tag"));
             }
             meta.push(row);
@@ -113,7 +142,9 @@ impl Snapshot {
         let kdf = meta
             .iter()
             .find(|m| m.key == MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF))
-            .ok_or_else(|| malformed("it has no vault kdf setting, so none of its values could be opened"))?;
+            .ok_or_else(|| {
+                malformed("it has no vault kdf setting, so none of its values could be opened")
+            })?;
         KdfParams::from_json(&kdf.value).map_err(malformed)?;
         Ok(Snapshot { records, meta })
     }

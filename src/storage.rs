@@ -82,7 +82,10 @@ pub enum WriteOp {
     /// [`StorageError::RecordMissing`] when there is none, and with [`StorageError::Changed`] when
     /// `expect_value` is set and the stored value differs (compare-and-swap, so a rekey never
     /// overwrites a value another tab changed meanwhile).
-    UpdateRecord { record: Record, expect_value: Option<String> },
+    UpdateRecord {
+        record: Record,
+        expect_value: Option<String>,
+    },
     /// Remove a record by id; nothing happens when it is missing.
     DeleteRecord { id: String },
     /// Add a meta row; fails with [`StorageError::MetaTaken`] when the key exists, or with
@@ -128,7 +131,10 @@ pub enum StorageError {
     /// The platform refused to store more (IndexedDB `QuotaExceededError`).
     Quota(String),
     /// Any other backend failure, with the backend's own error name when it has one.
-    Backend { name: Option<String>, message: String },
+    Backend {
+        name: Option<String>,
+        message: String,
+    },
     Closed,
 }
 
@@ -138,13 +144,26 @@ impl fmt::Display for StorageError {
             StorageError::TokenTaken(t) => write!(f, "token {t:?} is already stored"),
             StorageError::IdTaken(id) => write!(f, "record id {id:?} is already stored"),
             StorageError::MetaTaken(k) => write!(f, "meta row {k:?} already exists"),
-            StorageError::UniqueValueTaken(k) => write!(f, "another {}/{} row has the same value", k.object_type, k.key),
+            StorageError::UniqueValueTaken(k) => write!(
+                f,
+                "another {}/{} row has the same value",
+                k.object_type, k.key
+            ),
             StorageError::RecordMissing(id) => write!(f, "record {id:?} no longer exists"),
-            StorageError::Changed(id) => write!(f, "record {id:?} was changed by another writer meanwhile; retry"),
+            StorageError::Changed(id) => write!(
+                f,
+                "record {id:?} was changed by another writer meanwhile; retry"
+            ),
             StorageError::NotEmpty => write!(f, "the store already holds records or identities"),
             StorageError::Quota(m) => write!(f, "quota exceeded: {m}"),
-            StorageError::Backend { name: Some(n), message } => write!(f, "{n}: {message}"),
-            StorageError::Backend { name: None, message } => f.write_str(message),
+            StorageError::Backend {
+                name: Some(n),
+                message,
+            } => write!(f, "{n}: {message}"),
+            StorageError::Backend {
+                name: None,
+                message,
+            } => f.write_str(message),
             StorageError::Closed => f.write_str("the storage connection is closed"),
         }
     }
@@ -201,7 +220,11 @@ pub trait Storage: MaybeSendSync {
 
     /// Up to `limit` records, with links, in the backend's own id order, starting after `after_id`:
     /// a full scan in bounded memory (rekey by key check, link migration, snapshot export).
-    async fn scan_records(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<StoredRecord>>;
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredRecord>>;
 
     /// The value of one meta row.
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>>;
@@ -212,7 +235,12 @@ pub trait Storage: MaybeSendSync {
     /// Every row of every object of `object_type` that has a row `key` = `value`, in one round
     /// trip: an identity's `tag` and `dek` from its tag, or the link rows of an identity's
     /// records. Backends index this lookup.
-    async fn meta_find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>>;
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>>;
 
     /// Every meta row, in key order (snapshot export; meta stays small).
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>>;
@@ -240,7 +268,11 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
         (**self).count_records(filter, now).await
     }
-    async fn scan_records(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<StoredRecord>> {
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredRecord>> {
         (**self).scan_records(after_id, limit).await
     }
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
@@ -249,7 +281,12 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
         (**self).meta_object(object_type, object_id).await
     }
-    async fn meta_find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
         (**self).meta_find(object_type, key, value).await
     }
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {

@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn lengths_out_of_range_are_invalid_arguments() {
         for length in [0, 3, 14, 41, 1000] {
-            assert_eq!(generate(length).unwrap_err().code().as_str(), "INVALID_ARGUMENT");
+            assert_eq!(
+                generate(length).unwrap_err().code().as_str(),
+                "INVALID_ARGUMENT"
+            );
         }
     }
 
@@ -113,7 +116,10 @@ mod tests {
         let expected = total as f64 / 32.0;
         for (c, n) in counts {
             let deviation = (n as f64 - expected).abs() / expected;
-            assert!(deviation < 0.15, "{c} appeared {n} times, expected about {expected}");
+            assert!(
+                deviation < 0.15,
+                "{c} appeared {n} times, expected about {expected}"
+            );
         }
     }
 

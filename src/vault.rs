@@ -87,7 +87,11 @@ impl Vault {
     }
 
     /// Open with explicit host services (a WebCrypto KDF, a test clock, ...).
-    pub async fn open_with(storage: Box<dyn Storage>, options: VaultOptions, platform: Platform) -> Result<Self> {
+    pub async fn open_with(
+        storage: Box<dyn Storage>,
+        options: VaultOptions,
+        platform: Platform,
+    ) -> Result<Self> {
         crate::crypto::check_iterations(u64::from(options.kdf_iterations))?;
         if let Some(bytes) = &options.snapshot {
             Snapshot::parse(bytes)?.import(&*storage).await?;
@@ -137,7 +141,11 @@ impl Vault {
     }
 
     pub(crate) fn ensure_open(&self) -> Result<()> {
-        if self.is_closed() { Err(VaultError::Closed) } else { Ok(()) }
+        if self.is_closed() {
+            Err(VaultError::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -178,14 +186,26 @@ impl Vault {
     pub(crate) async fn write_key(&self, mk: &MasterKey) -> Result<WriteKey> {
         if self.identities {
             let (identity, setup) = self.identity_or_create(mk).await?;
-            Ok(WriteKey { key: identity.dek, identity_id: Some(identity.id), setup })
+            Ok(WriteKey {
+                key: identity.dek,
+                identity_id: Some(identity.id),
+                setup,
+            })
         } else {
-            Ok(WriteKey { key: DataKey::from_master(mk), identity_id: None, setup: vec![] })
+            Ok(WriteKey {
+                key: DataKey::from_master(mk),
+                identity_id: None,
+                setup: vec![],
+            })
         }
     }
 
     pub(crate) async fn record_by_token(&self, token: &str) -> Result<Option<StoredRecord>> {
-        Ok(self.storage.records_by_tokens(&[token.to_owned()]).await?.pop())
+        Ok(self
+            .storage
+            .records_by_tokens(&[token.to_owned()])
+            .await?
+            .pop())
     }
 
     pub(crate) async fn record_by_id(&self, id: &str) -> Result<Option<StoredRecord>> {
@@ -198,7 +218,10 @@ impl Vault {
     pub async fn get_vault_setting(&self, key: &str) -> Result<Option<String>> {
         self.ensure_open()?;
         check_setting_key(key)?;
-        Ok(self.storage.meta_get(&MetaKey::new(object_type::VAULT, SETTINGS_ID, key)).await?)
+        Ok(self
+            .storage
+            .meta_get(&MetaKey::new(object_type::VAULT, SETTINGS_ID, key))
+            .await?)
     }
 
     /// Set a vault setting. `kdf` is reserved: changing it would make every value unreadable.
@@ -215,12 +238,17 @@ impl Vault {
     }
 
     pub async fn get_vault_version(&self) -> Result<String> {
-        Ok(self.get_vault_setting(SETTING_VERSION).await?.unwrap_or_else(|| "1".to_owned()))
+        Ok(self
+            .get_vault_setting(SETTING_VERSION)
+            .await?
+            .unwrap_or_else(|| "1".to_owned()))
     }
 
     pub async fn set_vault_version(&self, version: &str) -> Result<()> {
         if version.is_empty() {
-            return Err(VaultError::invalid("the vault version must be a non-empty string"));
+            return Err(VaultError::invalid(
+                "the vault version must be a non-empty string",
+            ));
         }
         self.set_vault_setting(SETTING_VERSION, version).await
     }
@@ -252,13 +280,19 @@ pub(crate) struct WriteKey {
 
 impl WriteKey {
     pub(crate) fn from_identity(identity: Identity) -> Self {
-        WriteKey { key: identity.dek, identity_id: Some(identity.id), setup: vec![] }
+        WriteKey {
+            key: identity.dek,
+            identity_id: Some(identity.id),
+            setup: vec![],
+        }
     }
 }
 
 fn check_setting_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        Err(VaultError::invalid("a setting key must be a non-empty string"))
+        Err(VaultError::invalid(
+            "a setting key must be a non-empty string",
+        ))
     } else {
         Ok(())
     }
@@ -282,8 +316,17 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
             params.to_json(),
         ))];
         for (key, default) in [(SETTING_VERSION, "1"), (SETTING_MIGRATED, "false")] {
-            if storage.meta_get(&MetaKey::new(object_type::VAULT, SETTINGS_ID, key)).await?.is_none() {
-                batch.push(WriteOp::InsertMeta(MetaRow::new(object_type::VAULT, SETTINGS_ID, key, default)));
+            if storage
+                .meta_get(&MetaKey::new(object_type::VAULT, SETTINGS_ID, key))
+                .await?
+                .is_none()
+            {
+                batch.push(WriteOp::InsertMeta(MetaRow::new(
+                    object_type::VAULT,
+                    SETTINGS_ID,
+                    key,
+                    default,
+                )));
             }
         }
         match storage.apply(batch).await {
@@ -293,5 +336,7 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
             Err(e) => return Err(e.into()),
         }
     }
-    Err(VaultError::storage("could not create the vault settings: another writer keeps changing them"))
+    Err(VaultError::storage(
+        "could not create the vault settings: another writer keeps changing them",
+    ))
 }

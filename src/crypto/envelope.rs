@@ -44,7 +44,8 @@ impl Envelope {
             sealed: sealed.to_vec(),
         };
         env.kcv.copy_from_slice(&header[..KCV_LEN]);
-        env.rsalt.copy_from_slice(&header[KCV_LEN..KCV_LEN + RSALT_LEN]);
+        env.rsalt
+            .copy_from_slice(&header[KCV_LEN..KCV_LEN + RSALT_LEN]);
         env.nonce.copy_from_slice(&header[KCV_LEN + RSALT_LEN..]);
         Ok(env)
     }
@@ -72,13 +73,17 @@ impl Envelope {
             cipher
                 .decrypt(
                     &Nonce::from(self.nonce),
-                    Payload { msg: &self.sealed, aad: aad.as_bytes() },
+                    Payload {
+                        msg: &self.sealed,
+                        aad: aad.as_bytes(),
+                    },
                 )
                 .map_err(|_| VaultError::DecryptionFailed { tokens: vec![] })?,
         );
         // The plaintext was UTF-8 when sealed and GCM authenticated it, so this only fails for
         // a forged envelope that also forged the tag, which GCM already rejects.
-        String::from_utf8(plaintext.to_vec()).map_err(|_| VaultError::DecryptionFailed { tokens: vec![] })
+        String::from_utf8(plaintext.to_vec())
+            .map_err(|_| VaultError::DecryptionFailed { tokens: vec![] })
     }
 }
 
@@ -116,7 +121,13 @@ pub(crate) fn seal_value_with(
     let aad = record_aad(token);
     // Encryption of an in-memory buffer far below GCM's length limit cannot fail.
     let sealed = cipher
-        .encrypt(&Nonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
         .unwrap_or_else(|_| unreachable!());
     let mut bytes = Vec::with_capacity(HEADER_LEN + sealed.len());
     bytes.extend_from_slice(&kcv(key, &rsalt));

@@ -1,7 +1,10 @@
 //! Password identities (FORMAT.md "Password identities"): the tag that finds an identity from a
 //! secret, and the wrapping of its data key (DEK) under a key-encryption key (KEK).
 
-use super::{DataKey, KdfParams, MasterKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label, random_bytes};
+use super::{
+    DataKey, KdfParams, MasterKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label,
+    random_bytes,
+};
 use crate::error::{Result, VaultError};
 use aes_gcm::Nonce;
 use aes_gcm::aead::{Aead, Payload};
@@ -33,18 +36,35 @@ fn dek_aad(identity_id: &str) -> String {
 }
 
 /// `"vs1k:" || b64u(nonce || AES-256-GCM(KEK, nonce, DEK, aad = "vaultstore/v1/dek:" + ID))`.
-pub fn wrap_dek(mk: &MasterKey, params: &KdfParams, identity_id: &str, dek: &DataKey) -> Result<String> {
+pub fn wrap_dek(
+    mk: &MasterKey,
+    params: &KdfParams,
+    identity_id: &str,
+    dek: &DataKey,
+) -> Result<String> {
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     Ok(wrap_dek_with(mk, params, identity_id, dek, nonce))
 }
 
 /// Wrap with a caller-chosen nonce: frozen test vectors only.
-pub(crate) fn wrap_dek_with(mk: &MasterKey, params: &KdfParams, identity_id: &str, dek: &DataKey, nonce: [u8; NONCE_LEN]) -> String {
+pub(crate) fn wrap_dek_with(
+    mk: &MasterKey,
+    params: &KdfParams,
+    identity_id: &str,
+    dek: &DataKey,
+    nonce: [u8; NONCE_LEN],
+) -> String {
     let kek = kek(mk, params);
     let aad = dek_aad(identity_id);
     let sealed = super::gcm(&kek)
-        .encrypt(&Nonce::from(nonce), Payload { msg: dek.as_bytes(), aad: aad.as_bytes() })
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: dek.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
         .unwrap_or_else(|_| unreachable!());
     let mut bytes = nonce.to_vec();
     bytes.extend_from_slice(&sealed);
@@ -53,7 +73,12 @@ pub(crate) fn wrap_dek_with(mk: &MasterKey, params: &KdfParams, identity_id: &st
 
 /// Unwrap an identity's DEK. A wrong secret is `INVALID_PASSWORD`; a damaged row is
 /// `DECRYPTION_FAILED`.
-pub fn unwrap_dek(mk: &MasterKey, params: &KdfParams, identity_id: &str, wrapped: &str) -> Result<DataKey> {
+pub fn unwrap_dek(
+    mk: &MasterKey,
+    params: &KdfParams,
+    identity_id: &str,
+    wrapped: &str,
+) -> Result<DataKey> {
     let damaged = || VaultError::DecryptionFailed { tokens: vec![] };
     let bytes = wrapped
         .strip_prefix(DEK_PREFIX)
@@ -66,7 +91,13 @@ pub fn unwrap_dek(mk: &MasterKey, params: &KdfParams, identity_id: &str, wrapped
     let aad = dek_aad(identity_id);
     let dek = Zeroizing::new(
         super::gcm(&kek)
-            .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad: aad.as_bytes() })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: aad.as_bytes(),
+                },
+            )
             // The identity was found by this secret's tag, so a GCM failure means the row is
             // damaged, not that the secret is wrong.
             .map_err(|_| damaged())?,

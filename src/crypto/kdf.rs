@@ -60,8 +60,11 @@ impl KdfParams {
 
     /// Parse and check a `kdf` settings value (from storage or a snapshot).
     pub fn from_json(text: &str) -> Result<Self> {
-        let row: KdfRow = serde_json::from_str(text)
-            .map_err(|e| VaultError::invalid(format!("the vault's kdf setting is not valid JSON of the expected shape: {e}")))?;
+        let row: KdfRow = serde_json::from_str(text).map_err(|e| {
+            VaultError::invalid(format!(
+                "the vault's kdf setting is not valid JSON of the expected shape: {e}"
+            ))
+        })?;
         if row.alg != ALG {
             return Err(VaultError::invalid(format!(
                 "the vault's kdf algorithm {:?} is not supported (expected {ALG:?})",
@@ -71,7 +74,11 @@ impl KdfParams {
         let iterations = check_iterations(row.iterations)?;
         let salt: [u8; SALT_LEN] = super::b64u_decode(&row.salt)
             .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| VaultError::invalid("the vault's kdf salt must be 16 bytes of base64url without padding"))?;
+            .ok_or_else(|| {
+                VaultError::invalid(
+                    "the vault's kdf salt must be 16 bytes of base64url without padding",
+                )
+            })?;
         Ok(Self { iterations, salt })
     }
 }
@@ -90,7 +97,12 @@ pub fn check_iterations(n: u64) -> Result<u32> {
 /// `MK = PBKDF2-HMAC-SHA256(UTF-8(P), salt, N, 32)`; no Unicode normalisation.
 pub fn derive_password_key(password: &str, params: &KdfParams) -> MasterKey {
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &params.salt, params.iterations, out.as_mut());
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+        password.as_bytes(),
+        &params.salt,
+        params.iterations,
+        out.as_mut(),
+    );
     MasterKey::from_bytes(*out)
 }
 
@@ -105,9 +117,15 @@ mod tests {
 
     #[test]
     fn kdf_row_round_trips_and_is_the_documented_shape() {
-        let p = KdfParams { iterations: 1000, salt: [1; 16] };
+        let p = KdfParams {
+            iterations: 1000,
+            salt: [1; 16],
+        };
         let json = p.to_json();
-        assert_eq!(json, r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":"AQEBAQEBAQEBAQEBAQEBAQ"}"#);
+        assert_eq!(
+            json,
+            r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":"AQEBAQEBAQEBAQEBAQEBAQ"}"#
+        );
         assert_eq!(KdfParams::from_json(&json).unwrap(), p);
     }
 

@@ -15,16 +15,16 @@
 //! before-images and restores them, newest first, when any op of the batch fails.
 
 use super::{
-    MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp, is_unique_meta, link_key,
-    object_type,
+    MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp, is_unique_meta,
+    link_key, object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::Record;
 use async_trait::async_trait;
 use gluesql_core::data::{Key, Value};
-use gluesql_core::store::StoreMut;
 use gluesql_core::executor::Payload;
 use gluesql_core::prelude::Glue;
+use gluesql_core::store::StoreMut;
 use gluesql_core::translate::{IntoParamLiteral, ParamLiteral};
 use gluesql_memory_storage::MemoryStorage;
 use std::collections::BTreeMap;
@@ -40,7 +40,8 @@ const SCHEMA: &str = "
     CREATE TABLE meta_index (v TEXT PRIMARY KEY, n INT NOT NULL, o TEXT NOT NULL);
 ";
 
-const RECORD_COLUMNS: &str = "token, id, value, created_at, updated_at, expires_at, soft_deleted_at";
+const RECORD_COLUMNS: &str =
+    "token, id, value, created_at, updated_at, expires_at, soft_deleted_at";
 
 /// The rows of one meta object, `key → value`.
 type Fields = BTreeMap<String, String>;
@@ -49,9 +50,20 @@ type Fields = BTreeMap<String, String>;
 #[derive(Debug, Clone)]
 enum Row {
     Record(Record),
-    RecordId { id: String, token: String },
-    MetaObject { object_type: String, object_id: String, fields: Fields },
-    MetaIndex { v: String, n: i64, o: String },
+    RecordId {
+        id: String,
+        token: String,
+    },
+    MetaObject {
+        object_type: String,
+        object_id: String,
+        fields: Fields,
+    },
+    MetaIndex {
+        v: String,
+        n: i64,
+        o: String,
+    },
 }
 
 /// Where a row lives: its table and primary key.
@@ -116,7 +128,16 @@ fn first_text(row: &[Value]) -> StorageResult<String> {
 }
 
 fn record_from(row: &[Value]) -> StorageResult<Record> {
-    let [token, id, value, created_at, updated_at, expires_at, soft_deleted_at] = row else {
+    let [
+        token,
+        id,
+        value,
+        created_at,
+        updated_at,
+        expires_at,
+        soft_deleted_at,
+    ] = row
+    else {
         return Err(backend("records row has the wrong number of columns"));
     };
     Ok(Record {
@@ -142,7 +163,11 @@ fn object_from(row: &[Value]) -> StorageResult<(String, String, Fields)> {
 fn rows_of(object_type: &str, object_id: &str, fields: Fields) -> impl Iterator<Item = MetaRow> {
     let (object_type, object_id) = (object_type.to_owned(), object_id.to_owned());
     fields.into_iter().map(move |(key, value)| MetaRow {
-        key: MetaKey { object_type: object_type.clone(), object_id: object_id.clone(), key },
+        key: MetaKey {
+            object_type: object_type.clone(),
+            object_id: object_id.clone(),
+            key,
+        },
         value,
     })
 }
@@ -155,8 +180,13 @@ struct Tx<'a> {
 
 impl Tx<'_> {
     fn run(&mut self, sql: &str, params: Vec<ParamLiteral>) -> StorageResult<Payload> {
-        let mut payloads = self.glue.execute_with_params(sql, params).map_err(backend)?;
-        payloads.pop().ok_or_else(|| backend("GlueSQL returned no result"))
+        let mut payloads = self
+            .glue
+            .execute_with_params(sql, params)
+            .map_err(backend)?;
+        payloads
+            .pop()
+            .ok_or_else(|| backend("GlueSQL returned no result"))
     }
 
     fn select(&mut self, sql: &str, params: Vec<ParamLiteral>) -> StorageResult<Vec<Vec<Value>>> {
@@ -175,7 +205,10 @@ impl Tx<'_> {
     }
 
     fn token_of_id(&mut self, id: &str) -> StorageResult<Option<String>> {
-        let rows = self.select("SELECT token FROM record_ids WHERE id = $1", vec![id.into_param_literal()])?;
+        let rows = self.select(
+            "SELECT token FROM record_ids WHERE id = $1",
+            vec![id.into_param_literal()],
+        )?;
         rows.first().map(|r| first_text(r)).transpose()
     }
 
@@ -195,10 +228,16 @@ impl Tx<'_> {
     }
 
     fn fields(&mut self, object_type: &str, object_id: &str) -> StorageResult<Fields> {
-        Ok(self.object(&object_pk(object_type, object_id))?.map(|(_, _, f)| f).unwrap_or_default())
+        Ok(self
+            .object(&object_pk(object_type, object_id))?
+            .map(|(_, _, f)| f)
+            .unwrap_or_default())
     }
 
-    fn objects_of_type(&mut self, object_type: &str) -> StorageResult<Vec<(String, String, Fields)>> {
+    fn objects_of_type(
+        &mut self,
+        object_type: &str,
+    ) -> StorageResult<Vec<(String, String, Fields)>> {
         let rows = self.select(
             "SELECT object_type, object_id, fields FROM meta_objects WHERE object_type = $1",
             vec![object_type.into_param_literal()],
@@ -207,7 +246,10 @@ impl Tx<'_> {
     }
 
     fn index_entry(&mut self, v: &str) -> StorageResult<Option<(i64, String)>> {
-        let rows = self.select("SELECT n, o FROM meta_index WHERE v = $1", vec![v.into_param_literal()])?;
+        let rows = self.select(
+            "SELECT n, o FROM meta_index WHERE v = $1",
+            vec![v.into_param_literal()],
+        )?;
         match rows.first().map(Vec::as_slice) {
             Some([n, o]) => Ok(Some((int(n)?, text(o)?))),
             Some(_) => Err(backend("meta_index row has the wrong number of columns")),
@@ -217,8 +259,13 @@ impl Tx<'_> {
 
     fn with_link(&mut self, record: Record) -> StorageResult<StoredRecord> {
         let link = link_key(&record.id);
-        let identity_id = self.fields(&link.object_type, &link.object_id)?.remove(&link.key);
-        Ok(StoredRecord { record, identity_id })
+        let identity_id = self
+            .fields(&link.object_type, &link.object_id)?
+            .remove(&link.key);
+        Ok(StoredRecord {
+            record,
+            identity_id,
+        })
     }
 
     fn all_records(&mut self) -> StorageResult<Vec<Record>> {
@@ -246,7 +293,12 @@ impl Tx<'_> {
     }
 
     /// Objects of `object_type` with a row `key` = `value`, found through `meta_index`.
-    fn find_objects(&mut self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<(String, String, Fields)>> {
+    fn find_objects(
+        &mut self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<(String, String, Fields)>> {
         match self.index_entry(&index_pk(object_type, key, value))? {
             None => Ok(vec![]),
             Some((1, o)) => Ok(self.object(&o)?.into_iter().collect()),
@@ -264,11 +316,22 @@ impl Tx<'_> {
     fn current(&mut self, key: &RowKey) -> StorageResult<Option<Row>> {
         Ok(match key {
             RowKey::Record(token) => self.record_by_token(token)?.map(Row::Record),
-            RowKey::RecordId(id) => self.token_of_id(id)?.map(|token| Row::RecordId { id: id.clone(), token }),
-            RowKey::MetaObject(o) => self
-                .object(o)?
-                .map(|(object_type, object_id, fields)| Row::MetaObject { object_type, object_id, fields }),
-            RowKey::MetaIndex(v) => self.index_entry(v)?.map(|(n, o)| Row::MetaIndex { v: v.clone(), n, o }),
+            RowKey::RecordId(id) => self.token_of_id(id)?.map(|token| Row::RecordId {
+                id: id.clone(),
+                token,
+            }),
+            RowKey::MetaObject(o) => {
+                self.object(o)?
+                    .map(|(object_type, object_id, fields)| Row::MetaObject {
+                        object_type,
+                        object_id,
+                        fields,
+                    })
+            }
+            RowKey::MetaIndex(v) => {
+                self.index_entry(v)?
+                    .map(|(n, o)| Row::MetaIndex { v: v.clone(), n, o })
+            }
         })
     }
 
@@ -289,7 +352,10 @@ impl Tx<'_> {
         // GlueSQL 0.20 runs every DELETE through a scan that clones the whole table, so a point
         // delete goes through its keyed storage API instead (O(log n); rows of a table with a
         // PRIMARY KEY are keyed by that column's value).
-        self.glue.storage.delete_data(table, vec![Key::Str(pk.clone())]).map_err(backend)?;
+        self.glue
+            .storage
+            .delete_data(table, vec![Key::Str(pk.clone())])
+            .map_err(backend)?;
         // INSERTs name no columns: with a column list GlueSQL checks uniqueness by scanning the
         // table; without one it checks the primary key by lookup. Values follow SCHEMA's order.
         let (sql, params) = match row {
@@ -310,18 +376,28 @@ impl Tx<'_> {
                 "INSERT INTO record_ids VALUES ($1, $2)".to_owned(),
                 vec![id.into_param_literal(), token.into_param_literal()],
             ),
-            Some(Row::MetaObject { object_type, object_id, fields }) => (
+            Some(Row::MetaObject {
+                object_type,
+                object_id,
+                fields,
+            }) => (
                 "INSERT INTO meta_objects VALUES ($1, $2, $3, $4)".to_owned(),
                 vec![
                     object_pk(&object_type, &object_id).into_param_literal(),
                     object_type.into_param_literal(),
                     object_id.into_param_literal(),
-                    serde_json::to_string(&fields).map_err(backend)?.into_param_literal(),
+                    serde_json::to_string(&fields)
+                        .map_err(backend)?
+                        .into_param_literal(),
                 ],
             ),
             Some(Row::MetaIndex { v, n, o }) => (
                 "INSERT INTO meta_index VALUES ($1, $2, $3)".to_owned(),
-                vec![v.into_param_literal(), n.into_param_literal(), o.into_param_literal()],
+                vec![
+                    v.into_param_literal(),
+                    n.into_param_literal(),
+                    o.into_param_literal(),
+                ],
             ),
         };
         self.run(&sql, params).map(drop)
@@ -335,7 +411,12 @@ impl Tx<'_> {
         }
     }
 
-    fn write_object(&mut self, object_type: &str, object_id: &str, fields: Fields) -> StorageResult<()> {
+    fn write_object(
+        &mut self,
+        object_type: &str,
+        object_id: &str,
+        fields: Fields,
+    ) -> StorageResult<()> {
         let row = (!fields.is_empty()).then(|| Row::MetaObject {
             object_type: object_type.to_owned(),
             object_id: object_id.to_owned(),
@@ -345,7 +426,11 @@ impl Tx<'_> {
     }
 
     fn put_meta(&mut self, row: MetaRow, must_be_new: bool) -> StorageResult<()> {
-        let MetaKey { object_type, object_id, key } = &row.key;
+        let MetaKey {
+            object_type,
+            object_id,
+            key,
+        } = &row.key;
         let mut fields = self.fields(object_type, object_id)?;
         let old = fields.get(key).cloned();
         if must_be_new && old.is_some() {
@@ -363,7 +448,10 @@ impl Tx<'_> {
             self.unindex(object_type, object_id, key, &old)?;
         }
         let o = object_pk(object_type, object_id);
-        self.write_row(RowKey::MetaIndex(v.clone()), Some(Row::MetaIndex { v, n: n + 1, o }))?;
+        self.write_row(
+            RowKey::MetaIndex(v.clone()),
+            Some(Row::MetaIndex { v, n: n + 1, o }),
+        )?;
         fields.insert(key.clone(), row.value.clone());
         self.write_object(object_type, object_id, fields)
     }
@@ -377,7 +465,13 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn unindex(&mut self, object_type: &str, object_id: &str, key: &str, value: &str) -> StorageResult<()> {
+    fn unindex(
+        &mut self,
+        object_type: &str,
+        object_id: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<()> {
         let v = index_pk(object_type, key, value);
         let this = object_pk(object_type, object_id);
         let next = match self.index_entry(&v)? {
@@ -392,7 +486,11 @@ impl Tx<'_> {
                 } else {
                     o
                 };
-                Some(Row::MetaIndex { v: v.clone(), n: n - 1, o })
+                Some(Row::MetaIndex {
+                    v: v.clone(),
+                    n: n - 1,
+                    o,
+                })
             }
             _ => None,
         };
@@ -409,18 +507,32 @@ impl Tx<'_> {
                     return Err(StorageError::IdTaken(record.id));
                 }
                 let (id, token) = (record.id.clone(), record.token.clone());
-                self.write_row(RowKey::RecordId(id.clone()), Some(Row::RecordId { id, token: token.clone() }))?;
+                self.write_row(
+                    RowKey::RecordId(id.clone()),
+                    Some(Row::RecordId {
+                        id,
+                        token: token.clone(),
+                    }),
+                )?;
                 self.write_row(RowKey::Record(token), Some(Row::Record(record)))
             }
-            WriteOp::UpdateRecord { record, expect_value } => {
-                let current = self.record_by_id(&record.id)?.ok_or_else(|| StorageError::RecordMissing(record.id.clone()))?;
+            WriteOp::UpdateRecord {
+                record,
+                expect_value,
+            } => {
+                let current = self
+                    .record_by_id(&record.id)?
+                    .ok_or_else(|| StorageError::RecordMissing(record.id.clone()))?;
                 if current.token != record.token {
                     return Err(backend("a record's token cannot change"));
                 }
                 if expect_value.is_some_and(|v| v != current.value) {
                     return Err(StorageError::Changed(record.id));
                 }
-                self.write_row(RowKey::Record(record.token.clone()), Some(Row::Record(record)))
+                self.write_row(
+                    RowKey::Record(record.token.clone()),
+                    Some(Row::Record(record)),
+                )
             }
             WriteOp::DeleteRecord { id } => match self.token_of_id(&id)? {
                 Some(token) => {
@@ -432,11 +544,20 @@ impl Tx<'_> {
             WriteOp::InsertMeta(row) => self.put_meta(row, true),
             WriteOp::PutMeta(row) => self.put_meta(row, false),
             WriteOp::DeleteMeta(key) => self.delete_meta(&key),
-            WriteOp::DeleteObjectIfUnreferenced { object_type, object_id, referrer_type, referrer_key } => {
+            WriteOp::DeleteObjectIfUnreferenced {
+                object_type,
+                object_id,
+                referrer_type,
+                referrer_key,
+            } => {
                 let referrers = index_pk(&referrer_type, &referrer_key, &object_id);
                 if self.index_entry(&referrers)?.is_none_or(|(n, _)| n == 0) {
                     for key in self.fields(&object_type, &object_id)?.into_keys() {
-                        self.delete_meta(&MetaKey { object_type: object_type.clone(), object_id: object_id.clone(), key })?;
+                        self.delete_meta(&MetaKey {
+                            object_type: object_type.clone(),
+                            object_id: object_id.clone(),
+                            key,
+                        })?;
                     }
                 }
                 Ok(())
@@ -447,7 +568,11 @@ impl Tx<'_> {
                     "SELECT o FROM meta_objects WHERE object_type <> $1 LIMIT 1",
                     vec![object_type::VAULT.into_param_literal()],
                 )?;
-                if records.is_empty() && meta.is_empty() { Ok(()) } else { Err(StorageError::NotEmpty) }
+                if records.is_empty() && meta.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StorageError::NotEmpty)
+                }
             }
             WriteOp::ClearAll => {
                 for key in self.all_keys()? {
@@ -461,7 +586,10 @@ impl Tx<'_> {
     fn all_keys(&mut self) -> StorageResult<Vec<RowKey>> {
         let mut keys = Vec::new();
         for (sql, make) in [
-            ("SELECT token FROM records", RowKey::Record as fn(String) -> RowKey),
+            (
+                "SELECT token FROM records",
+                RowKey::Record as fn(String) -> RowKey,
+            ),
             ("SELECT id FROM record_ids", RowKey::RecordId),
             ("SELECT o FROM meta_objects", RowKey::MetaObject),
             ("SELECT v FROM meta_index", RowKey::MetaIndex),
@@ -479,16 +607,23 @@ impl GlueMemoryStorage {
     pub fn new() -> StorageResult<Self> {
         let mut glue = Glue::new(MemoryStorage::default());
         glue.execute(SCHEMA).map_err(backend)?;
-        Ok(GlueMemoryStorage { glue: Mutex::new(Some(glue)) })
+        Ok(GlueMemoryStorage {
+            glue: Mutex::new(Some(glue)),
+        })
     }
 
     /// Run `f` on the open database. Every call is synchronous, so holding the lock for its whole
     /// length makes each trait method atomic with respect to every other.
     fn with<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> StorageResult<T>) -> StorageResult<T> {
-        let mut guard: MutexGuard<'_, Option<Glue<MemoryStorage>>> =
-            self.glue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard: MutexGuard<'_, Option<Glue<MemoryStorage>>> = self
+            .glue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let glue = guard.as_mut().ok_or(StorageError::Closed)?;
-        let mut tx = Tx { glue, undo: Vec::new() };
+        let mut tx = Tx {
+            glue,
+            undo: Vec::new(),
+        };
         f(&mut tx)
     }
 
@@ -539,16 +674,29 @@ impl Storage for GlueMemoryStorage {
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
-        self.with(|tx| Ok(tx.candidates(filter)?.iter().filter(|r| filter.matches(r, now)).count() as u64))
+        self.with(|tx| {
+            Ok(tx
+                .candidates(filter)?
+                .iter()
+                .filter(|r| filter.matches(r, now))
+                .count() as u64)
+        })
     }
 
-    async fn scan_records(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<StoredRecord>> {
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredRecord>> {
         self.with(|tx| {
             // Ids are compared by GlueSQL's own text order in both the WHERE and the ORDER BY,
             // so paging never skips or repeats a record whatever characters the ids hold.
             let rows = tx.select(
                 "SELECT id FROM record_ids WHERE id > $1 ORDER BY id LIMIT $2",
-                vec![after_id.unwrap_or("").into_param_literal(), (limit as u64).into_param_literal()],
+                vec![
+                    after_id.unwrap_or("").into_param_literal(),
+                    (limit as u64).into_param_literal(),
+                ],
             )?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
@@ -562,14 +710,25 @@ impl Storage for GlueMemoryStorage {
     }
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
-        self.with(|tx| Ok(tx.fields(&key.object_type, &key.object_id)?.remove(&key.key)))
+        self.with(|tx| {
+            Ok(tx
+                .fields(&key.object_type, &key.object_id)?
+                .remove(&key.key))
+        })
     }
 
     async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
-        self.with(|tx| Ok(rows_of(object_type, object_id, tx.fields(object_type, object_id)?).collect()))
+        self.with(|tx| {
+            Ok(rows_of(object_type, object_id, tx.fields(object_type, object_id)?).collect())
+        })
     }
 
-    async fn meta_find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
         self.with(|tx| {
             let mut rows: Vec<MetaRow> = tx
                 .find_objects(object_type, key, value)?
@@ -583,7 +742,10 @@ impl Storage for GlueMemoryStorage {
 
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
         self.with(|tx| {
-            let objects = tx.select("SELECT object_type, object_id, fields FROM meta_objects", vec![])?;
+            let objects = tx.select(
+                "SELECT object_type, object_id, fields FROM meta_objects",
+                vec![],
+            )?;
             let mut rows = Vec::new();
             for object in objects {
                 let (t, id, fields) = object_from(&object)?;
@@ -620,12 +782,18 @@ mod tests {
     fn token_lookups_take_the_primary_key_path() {
         let storage = GlueMemoryStorage::new().unwrap();
         let plan = storage.explain_token_lookup().unwrap();
-        assert!(plan.contains("PrimaryKey"), "token lookups must not scan: {plan}");
+        assert!(
+            plan.contains("PrimaryKey"),
+            "token lookups must not scan: {plan}"
+        );
     }
 
     #[test]
     fn link_key_is_the_documented_row() {
         let k = link_key("abc");
-        assert_eq!((k.object_type.as_str(), k.object_id.as_str(), k.key.as_str()), ("record", "r_abc", "password_id"));
+        assert_eq!(
+            (k.object_type.as_str(), k.object_id.as_str(), k.key.as_str()),
+            ("record", "r_abc", "password_id")
+        );
     }
 }

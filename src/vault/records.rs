@@ -18,7 +18,9 @@ impl Vault {
         self.ensure_open()?;
         let filter = query.validate()?;
         if filter.count_only {
-            return Err(VaultError::invalid("recordList cannot run a countOnly query; use recordCount"));
+            return Err(VaultError::invalid(
+                "recordList cannot run a countOnly query; use recordCount",
+            ));
         }
         Ok(self.storage.query_records(&filter, self.now()).await?)
     }
@@ -82,7 +84,13 @@ impl Vault {
         let mut total = 0;
         loop {
             // Each page leaves the result set once soft-deleted, so the next query moves on.
-            let page = self.storage.query_records(&RecordFilter::expired(SoftDeleted::Exclude, PURGE_PAGE), now).await?;
+            let page = self
+                .storage
+                .query_records(
+                    &RecordFilter::expired(SoftDeleted::Exclude, PURGE_PAGE),
+                    now,
+                )
+                .await?;
             if page.is_empty() {
                 return Ok(total);
             }
@@ -91,7 +99,10 @@ impl Vault {
                 .into_iter()
                 .map(|mut record| {
                     soft_delete(&mut record, now);
-                    WriteOp::UpdateRecord { expect_value: Some(record.value.clone()), record }
+                    WriteOp::UpdateRecord {
+                        expect_value: Some(record.value.clone()),
+                        record,
+                    }
                 })
                 .collect();
             self.storage.apply(batch).await?;
@@ -108,14 +119,26 @@ impl Vault {
         let now = self.now();
         let mut total = 0;
         loop {
-            let page = self.storage.query_records(&RecordFilter::expired(SoftDeleted::Include, PURGE_PAGE), now).await?;
+            let page = self
+                .storage
+                .query_records(
+                    &RecordFilter::expired(SoftDeleted::Include, PURGE_PAGE),
+                    now,
+                )
+                .await?;
             if page.is_empty() {
                 return Ok(total);
             }
             let n = page.len();
             // The links decide which identities may go with these records: one more round trip.
             let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
-            let batch: Vec<WriteOp> = self.storage.records_by_ids(&ids).await?.iter().flat_map(delete_ops).collect();
+            let batch: Vec<WriteOp> = self
+                .storage
+                .records_by_ids(&ids)
+                .await?
+                .iter()
+                .flat_map(delete_ops)
+                .collect();
             self.storage.apply(batch).await?;
             total += n as u64;
             if n < PURGE_PAGE {

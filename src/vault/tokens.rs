@@ -2,13 +2,15 @@
 
 use super::{Vault, WriteKey};
 use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
-use zeroize::Zeroizing;
 use crate::error::{NotFoundReason, Result, VaultError};
 use crate::identity::Identity;
 use crate::record::{Record, check_time, new_record_id};
 use crate::secret::Secret;
-use crate::storage::{LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, link_key, object_type};
+use crate::storage::{
+    LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, link_key, object_type,
+};
 use crate::token;
+use zeroize::Zeroizing;
 
 /// Attempts before giving up on a batch that keeps meeting conflicts. A random token collides
 /// with probability below 2^-60 per attempt; identity races resolve on the second attempt.
@@ -32,9 +34,15 @@ enum TokenSource<'a> {
 /// A record that is there to be read: not soft-deleted, not expired.
 pub(crate) fn check_readable(record: &Record, now: i64) -> Result<()> {
     if record.is_soft_deleted() {
-        Err(VaultError::not_found(NotFoundReason::SoftDeleted, &record.token))
+        Err(VaultError::not_found(
+            NotFoundReason::SoftDeleted,
+            &record.token,
+        ))
     } else if record.is_expired(now) {
-        Err(VaultError::not_found(NotFoundReason::Expired, &record.token))
+        Err(VaultError::not_found(
+            NotFoundReason::Expired,
+            &record.token,
+        ))
     } else {
         Ok(())
     }
@@ -52,13 +60,18 @@ pub(crate) fn record_ops(op: WriteOp, record_id: &str, key: &WriteKey) -> Vec<Wr
 pub(crate) fn link_row(record_id: &str, identity_id: &str) -> MetaRow {
     let key = link_key(record_id);
     debug_assert_eq!(key.key, LINK_KEY);
-    MetaRow { key, value: identity_id.to_owned() }
+    MetaRow {
+        key,
+        value: identity_id.to_owned(),
+    }
 }
 
 /// Removing a record removes its link, and its identity when that was the identity's last record.
 pub(crate) fn delete_ops(stored: &StoredRecord) -> Vec<WriteOp> {
     let mut ops = vec![
-        WriteOp::DeleteRecord { id: stored.record.id.clone() },
+        WriteOp::DeleteRecord {
+            id: stored.record.id.clone(),
+        },
         WriteOp::DeleteMeta(link_key(&stored.record.id)),
     ];
     if let Some(identity_id) = &stored.identity_id {
@@ -82,22 +95,55 @@ fn check_expiry(expires_at: Option<i64>) -> Result<Option<i64>> {
 
 impl Vault {
     /// Store `value` under a new random token.
-    pub async fn token_create(&self, value: &str, secret: &Secret, options: &CreateOptions) -> Result<String> {
+    pub async fn token_create(
+        &self,
+        value: &str,
+        secret: &Secret,
+        options: &CreateOptions,
+    ) -> Result<String> {
         let length = options.length.unwrap_or(token::DEFAULT_TOKEN_LEN);
-        let mut tokens = self.insert_values(&[value], secret, TokenSource::Random(length), options.expires_at).await?;
-        tokens.pop().ok_or_else(|| VaultError::storage("no token was created"))
+        let mut tokens = self
+            .insert_values(
+                &[value],
+                secret,
+                TokenSource::Random(length),
+                options.expires_at,
+            )
+            .await?;
+        tokens
+            .pop()
+            .ok_or_else(|| VaultError::storage("no token was created"))
     }
 
     /// Store every value under its own new token, in one atomic write.
-    pub async fn tokens_create(&self, values: &[&str], secret: &Secret, options: &CreateOptions) -> Result<Vec<String>> {
+    pub async fn tokens_create(
+        &self,
+        values: &[&str],
+        secret: &Secret,
+        options: &CreateOptions,
+    ) -> Result<Vec<String>> {
         let length = options.length.unwrap_or(token::DEFAULT_TOKEN_LEN);
-        self.insert_values(values, secret, TokenSource::Random(length), options.expires_at).await
+        self.insert_values(
+            values,
+            secret,
+            TokenSource::Random(length),
+            options.expires_at,
+        )
+        .await
     }
 
     /// Store `value` under a token of the caller's choosing; `TOKEN_EXISTS` when it is taken.
-    pub async fn token_create_custom(&self, token: &str, value: &str, secret: &Secret, expires_at: Option<i64>) -> Result<()> {
+    pub async fn token_create_custom(
+        &self,
+        token: &str,
+        value: &str,
+        secret: &Secret,
+        expires_at: Option<i64>,
+    ) -> Result<()> {
         token::check_custom(token)?;
-        self.insert_values(&[value], secret, TokenSource::Custom(token), expires_at).await.map(drop)
+        self.insert_values(&[value], secret, TokenSource::Custom(token), expires_at)
+            .await
+            .map(drop)
     }
 
     async fn insert_values(
@@ -142,16 +188,24 @@ impl Vault {
             }
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(tokens),
-                Err(StorageError::TokenTaken(token)) if matches!(source, TokenSource::Custom(_)) => {
+                Err(StorageError::TokenTaken(token))
+                    if matches!(source, TokenSource::Custom(_)) =>
+                {
                     return Err(VaultError::TokenExists(token));
                 }
                 // A colliding random token or id, or an identity another writer created first:
                 // nothing was written; draw again (and find that identity).
-                Err(StorageError::TokenTaken(_) | StorageError::IdTaken(_) | StorageError::UniqueValueTaken(_)) => continue,
+                Err(
+                    StorageError::TokenTaken(_)
+                    | StorageError::IdTaken(_)
+                    | StorageError::UniqueValueTaken(_),
+                ) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(VaultError::storage("could not store the value: conflicting writes kept happening; retry"))
+        Err(VaultError::storage(
+            "could not store the value: conflicting writes kept happening; retry",
+        ))
     }
 
     /// The value stored under `token`.
@@ -165,13 +219,18 @@ impl Vault {
         check_readable(&stored.record, self.now())?;
         let opener = self.opener(secret, stored.identity_id.is_some()).await?;
         let opened = opener.open(&stored).map_err(|e| e.for_token(token))?;
-        self.link_on_access(&opener, vec![(stored, opened.clone())]).await;
+        self.link_on_access(&opener, vec![(stored, opened.clone())])
+            .await;
         Ok(opened)
     }
 
     /// The values of several tokens, in one storage round trip. Expired tokens are left out;
     /// duplicates appear once. Returns `(token, value)` pairs in the order tokens first appear.
-    pub async fn tokens_read(&self, tokens: &[&str], secret: &Secret) -> Result<Vec<(String, String)>> {
+    pub async fn tokens_read(
+        &self,
+        tokens: &[&str],
+        secret: &Secret,
+    ) -> Result<Vec<(String, String)>> {
         self.ensure_open()?;
         let mut unique: Vec<String> = Vec::with_capacity(tokens.len());
         for token in tokens {
@@ -198,21 +257,32 @@ impl Vault {
         }
         // API.md: missing tokens are reported before any decryption failure.
         if !missing.is_empty() || !soft_deleted.is_empty() {
-            let reason = if missing.is_empty() { NotFoundReason::SoftDeleted } else { NotFoundReason::Missing };
+            let reason = if missing.is_empty() {
+                NotFoundReason::SoftDeleted
+            } else {
+                NotFoundReason::Missing
+            };
             missing.extend(soft_deleted);
-            return Err(VaultError::RecordNotFound { reason, tokens: missing });
+            return Err(VaultError::RecordNotFound {
+                reason,
+                tokens: missing,
+            });
         }
         if live.is_empty() {
             return Ok(vec![]);
         }
-        let opener = self.opener(secret, live.iter().any(|s| s.identity_id.is_some())).await?;
+        let opener = self
+            .opener(secret, live.iter().any(|s| s.identity_id.is_some()))
+            .await?;
         let mut wrong_key = Vec::new();
         let mut damaged = Vec::new();
         let mut opened = Vec::with_capacity(live.len());
         for stored in live {
             match opener.open(&stored) {
                 Ok(value) => opened.push((stored, value)),
-                Err(VaultError::InvalidPassword { .. }) => wrong_key.push(stored.record.token.clone()),
+                Err(VaultError::InvalidPassword { .. }) => {
+                    wrong_key.push(stored.record.token.clone())
+                }
                 Err(_) => damaged.push(stored.record.token.clone()),
             }
         }
@@ -222,7 +292,10 @@ impl Vault {
         if !damaged.is_empty() {
             return Err(VaultError::DecryptionFailed { tokens: damaged });
         }
-        let values = opened.iter().map(|(s, v)| (s.record.token.clone(), v.clone())).collect();
+        let values = opened
+            .iter()
+            .map(|(s, v)| (s.record.token.clone(), v.clone()))
+            .collect();
         self.link_on_access(&opener, opened).await;
         Ok(values)
     }
@@ -238,7 +311,10 @@ impl Vault {
         Ok(key_to_token
             .iter()
             .filter_map(|(key, token)| {
-                values.iter().find(|(t, _)| t == token).map(|(_, v)| (key.clone(), v.clone()))
+                values
+                    .iter()
+                    .find(|(t, _)| t == token)
+                    .map(|(_, v)| (key.clone(), v.clone()))
             })
             .collect())
     }
@@ -251,13 +327,23 @@ impl Vault {
         self.check_policy(secret)?;
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.live_record(token).await?;
-            let key = self.rewrite_key(&stored, secret).await.map_err(|e| e.for_token(token))?;
+            let key = self
+                .rewrite_key(&stored, secret)
+                .await
+                .map_err(|e| e.for_token(token))?;
             let mut record = stored.record.clone();
             record.value = seal_value(&key.key, token, value)?;
             record.updated_at = self.now();
             let id = record.id.clone();
             let mut batch = key.setup.clone();
-            batch.extend(record_ops(WriteOp::UpdateRecord { record, expect_value: None }, &id, &key));
+            batch.extend(record_ops(
+                WriteOp::UpdateRecord {
+                    record,
+                    expect_value: None,
+                },
+                &id,
+                &key,
+            ));
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::RecordMissing(_)) => {
@@ -267,7 +353,9 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(VaultError::storage("could not update the value: conflicting writes kept happening; retry"))
+        Err(VaultError::storage(
+            "could not update the value: conflicting writes kept happening; retry",
+        ))
     }
 
     /// Create when `existing` is empty or absent; otherwise update it and return it.
@@ -280,7 +368,10 @@ impl Vault {
     ) -> Result<String> {
         match existing {
             None | Some("") => self.token_create(value, secret, options).await,
-            Some(token) => self.token_update(token, value, secret).await.map(|()| token.to_owned()),
+            Some(token) => self
+                .token_update(token, value, secret)
+                .await
+                .map(|()| token.to_owned()),
         }
     }
 
@@ -288,7 +379,10 @@ impl Vault {
     pub async fn token_exists(&self, token: &str) -> Result<bool> {
         self.ensure_open()?;
         token::check_lookup(token)?;
-        Ok(self.record_by_token(token).await?.is_some_and(|s| !s.record.is_soft_deleted()))
+        Ok(self
+            .record_by_token(token)
+            .await?
+            .is_some_and(|s| !s.record.is_soft_deleted()))
     }
 
     /// Set a new expiry; `None` never expires.
@@ -343,13 +437,19 @@ impl Vault {
     async fn live_record(&self, token: &str) -> Result<StoredRecord> {
         match self.record_by_token(token).await? {
             None => Err(VaultError::not_found(NotFoundReason::Missing, token)),
-            Some(s) if s.record.is_soft_deleted() => Err(VaultError::not_found(NotFoundReason::SoftDeleted, token)),
+            Some(s) if s.record.is_soft_deleted() => {
+                Err(VaultError::not_found(NotFoundReason::SoftDeleted, token))
+            }
             Some(s) => Ok(s),
         }
     }
 
     /// Change a record's metadata (never its value); `RECORD_NOT_FOUND` when it is missing.
-    pub(crate) async fn change_record(&self, token: &str, change: impl Fn(&mut Record, i64)) -> Result<()> {
+    pub(crate) async fn change_record(
+        &self,
+        token: &str,
+        change: impl Fn(&mut Record, i64),
+    ) -> Result<()> {
         let stored = self
             .record_by_token(token)
             .await?
@@ -357,14 +457,28 @@ impl Vault {
         self.change_stored(stored, change).await
     }
 
-    pub(crate) async fn change_stored(&self, stored: StoredRecord, change: impl Fn(&mut Record, i64)) -> Result<()> {
+    pub(crate) async fn change_stored(
+        &self,
+        stored: StoredRecord,
+        change: impl Fn(&mut Record, i64),
+    ) -> Result<()> {
         let mut record = stored.record.clone();
         change(&mut record, self.now());
         if record == stored.record {
             return Ok(());
         }
-        match self.storage.apply(vec![WriteOp::UpdateRecord { record, expect_value: None }]).await {
-            Err(StorageError::RecordMissing(_)) => Err(VaultError::not_found(NotFoundReason::Missing, &stored.record.token)),
+        match self
+            .storage
+            .apply(vec![WriteOp::UpdateRecord {
+                record,
+                expect_value: None,
+            }])
+            .await
+        {
+            Err(StorageError::RecordMissing(_)) => Err(VaultError::not_found(
+                NotFoundReason::Missing,
+                &stored.record.token,
+            )),
             other => Ok(other?),
         }
     }
@@ -393,7 +507,11 @@ impl Vault {
     /// is linked or identities are on, its identity.
     pub(crate) async fn opener(&self, secret: &Secret, need_identity: bool) -> Result<Opener> {
         let mk = self.master_key(secret).await?;
-        let identity = if need_identity || self.identities { self.find_identity(&mk).await? } else { None };
+        let identity = if need_identity || self.identities {
+            self.find_identity(&mk).await?
+        } else {
+            None
+        };
         Ok(Opener { mk, identity })
     }
 
@@ -417,7 +535,11 @@ impl Vault {
 
     /// Reseal `records` (with their plaintext) under the identity of `mk` and link them, in one
     /// atomic batch. Fails with `STORAGE` if a record changed meanwhile.
-    pub(crate) async fn relink(&self, mk: &MasterKey, records: &[(StoredRecord, Zeroizing<String>)]) -> Result<usize> {
+    pub(crate) async fn relink(
+        &self,
+        mk: &MasterKey,
+        records: &[(StoredRecord, Zeroizing<String>)],
+    ) -> Result<usize> {
         for _ in 0..MAX_ATTEMPTS {
             let key = self.write_key(mk).await?;
             let now = self.now();
@@ -427,7 +549,10 @@ impl Vault {
                 record.value = seal_value(&key.key, &record.token, plaintext)?;
                 record.updated_at = now;
                 let id = record.id.clone();
-                let op = WriteOp::UpdateRecord { record, expect_value: Some(stored.record.value.clone()) };
+                let op = WriteOp::UpdateRecord {
+                    record,
+                    expect_value: Some(stored.record.value.clone()),
+                };
                 batch.extend(record_ops(op, &id, &key));
             }
             match self.storage.apply(batch).await {
@@ -442,7 +567,9 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(VaultError::storage("could not link the records: conflicting writes kept happening; retry"))
+        Err(VaultError::storage(
+            "could not link the records: conflicting writes kept happening; retry",
+        ))
     }
 }
 
@@ -457,10 +584,14 @@ impl Opener {
         let record = &stored.record;
         let open = || match &stored.identity_id {
             Some(linked) => match &self.identity {
-                Some(identity) if &identity.id == linked => Envelope::parse(&record.value)?.open(&identity.dek, &record.token),
+                Some(identity) if &identity.id == linked => {
+                    Envelope::parse(&record.value)?.open(&identity.dek, &record.token)
+                }
                 _ => Err(VaultError::InvalidPassword { tokens: vec![] }),
             },
-            None => Envelope::parse(&record.value)?.open(&DataKey::from_master(&self.mk), &record.token),
+            None => {
+                Envelope::parse(&record.value)?.open(&DataKey::from_master(&self.mk), &record.token)
+            }
         };
         open().map_err(|e| e.for_token(&record.token))
     }

@@ -1,0 +1,78 @@
+//! The JavaScript bindings: the only code that knows JavaScript exists. The public API is the
+//! TypeScript layer in `js/`, which wraps these classes; see API.md for the contract.
+
+mod convert;
+mod error;
+pub mod platform;
+mod query;
+mod vault;
+
+pub use query::JsRecordQuery;
+pub use vault::JsVault;
+
+use std::cell::RefCell;
+use wasm_bindgen::prelude::*;
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Record a panic's message before the instance traps, so the TypeScript layer can turn the trap
+/// into a clear error and refuse further calls, instead of leaving a silently poisoned instance.
+pub(crate) fn install_panic_hook() {
+    use std::sync::Once;
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.to_string();
+            web_sys::console::error_1(&JsValue::from_str(&format!(
+                "vaultstore-wasm panicked: {message}"
+            )));
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
+        }));
+    });
+}
+
+/// The message of the panic that stopped this instance, if one did.
+#[wasm_bindgen(js_name = lastPanic)]
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+/// `isToken(s)`: a string that starts with `"tk_"`. Anything else, strings or not, is `false`.
+#[wasm_bindgen(js_name = isToken)]
+pub fn is_token(#[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue) -> bool {
+    value
+        .as_string()
+        .is_some_and(|s| crate::token::is_token(&s))
+}
+
+/// `isTokenValidLength(s)`: `isToken(s)` and a total length (in UTF-16 units) of 15..=40.
+#[wasm_bindgen(js_name = isTokenValidLength)]
+pub fn is_token_valid_length(
+    #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+) -> bool {
+    value
+        .as_string()
+        .is_some_and(|s| crate::token::is_token_valid_length(&s))
+}
+
+/// Which backends this build carries (the TypeScript layer picks the module to load from it).
+#[wasm_bindgen(js_name = buildFeatures, unchecked_return_type = "{ memory: boolean; indexeddb: boolean }")]
+pub fn build_features() -> JsValue {
+    let o = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(
+        &o,
+        &"memory".into(),
+        &JsValue::from_bool(cfg!(feature = "gluesql")),
+    );
+    let _ = js_sys::Reflect::set(&o, &"indexeddb".into(), &JsValue::from_bool(false));
+    o.into()
+}
+
+// The option and result types of the signatures above are written once, in the TypeScript layer
+// (js/types.ts, shipped as dist/types.d.ts next to dist/wasm/).
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"import type {
+    CreateOptions, CustomCreateOptions, OrderBy, QueryInit, RekeyOptions, Secret, SortOrder, Time, VaultOptions, VaultRecord,
+} from "../types.js";"#;

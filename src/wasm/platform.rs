@@ -1,0 +1,136 @@
+//! Host services from JavaScript: WebCrypto PBKDF2, a clock-free yield to the event loop, and
+//! rekey progress / `AbortSignal` cancellation.
+
+use crate::crypto::{KdfParams, MasterKey, derive_password_key};
+use crate::error::Result;
+use crate::identity::RekeyObserver;
+use crate::platform::{PasswordKdf, Scheduler};
+use async_trait::async_trait;
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+fn get(target: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(target, &JsValue::from_str(key))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// PBKDF2 through `crypto.subtle` where the runtime has it (2-6x faster than wasm), with the
+/// Rust implementation as the fallback whenever WebCrypto is missing or refuses (Cloudflare
+/// Workers reject more than 100,000 iterations). The derived bits arrive in a JavaScript
+/// `ArrayBuffer`; they are copied into wasm memory and the buffer is zero-filled at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WebCryptoKdf;
+
+impl WebCryptoKdf {
+    /// Derive with WebCrypto only; `None` when the runtime cannot.
+    pub async fn derive_webcrypto(password: &str, params: &KdfParams) -> Option<MasterKey> {
+        let subtle = get(&js_sys::global(), "crypto").and_then(|c| get(&c, "subtle"))?;
+        let import_key: Function = get(&subtle, "importKey")?.dyn_into().ok()?;
+        let derive_bits: Function = get(&subtle, "deriveBits")?.dyn_into().ok()?;
+
+        let password_bytes = Uint8Array::from(password.as_bytes());
+        let usages: Array = [JsValue::from_str("deriveBits")].into_iter().collect();
+        let args: Array = [
+            JsValue::from_str("raw"),
+            password_bytes.clone().into(),
+            JsValue::from_str("PBKDF2"),
+            JsValue::FALSE,
+            usages.into(),
+        ]
+        .into_iter()
+        .collect();
+        let imported = import_key
+            .apply(&subtle, &args)
+            .ok()?
+            .dyn_into::<Promise>()
+            .ok();
+        let key = match imported {
+            Some(p) => JsFuture::from(p).await.ok(),
+            None => None,
+        };
+        password_bytes.fill(0, 0, password_bytes.length());
+        let key = key?;
+
+        let algorithm = Object::new();
+        let salt = Uint8Array::from(&params.salt[..]);
+        for (k, v) in [
+            ("name", JsValue::from_str("PBKDF2")),
+            ("hash", JsValue::from_str("SHA-256")),
+            ("salt", salt.into()),
+            (
+                "iterations",
+                JsValue::from_f64(f64::from(params.iterations)),
+            ),
+        ] {
+            Reflect::set(&algorithm, &JsValue::from_str(k), &v).ok()?;
+        }
+        let args: Array = [algorithm.into(), key, JsValue::from_f64(256.0)]
+            .into_iter()
+            .collect();
+        let promise: Promise = derive_bits.apply(&subtle, &args).ok()?.dyn_into().ok()?;
+        let buffer = JsFuture::from(promise).await.ok()?;
+        let view = Uint8Array::new(&buffer);
+        if view.length() != 32 {
+            return None;
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        view.copy_to(bytes.as_mut());
+        view.fill(0, 0, 32);
+        Some(MasterKey::from_bytes(*bytes))
+    }
+}
+
+#[async_trait(?Send)]
+impl PasswordKdf for WebCryptoKdf {
+    async fn derive(&self, password: &str, params: &KdfParams) -> Result<MasterKey> {
+        match Self::derive_webcrypto(password, params).await {
+            Some(key) => Ok(key),
+            None => Ok(derive_password_key(password, params)),
+        }
+    }
+}
+
+/// Yields to the host's event loop with `setTimeout(0)`, which every runtime has, so timers,
+/// `AbortSignal`s and rendering get their turn during a long rekey.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimerScheduler;
+
+#[async_trait(?Send)]
+impl Scheduler for TimerScheduler {
+    async fn yield_now(&self) {
+        let Some(set_timeout) =
+            get(&js_sys::global(), "setTimeout").and_then(|f| f.dyn_into::<Function>().ok())
+        else {
+            return;
+        };
+        let promise = Promise::new(&mut |resolve, _reject| {
+            let _ = set_timeout.call2(&JsValue::UNDEFINED, &resolve, &JsValue::from_f64(0.0));
+        });
+        let _ = JsFuture::from(promise).await;
+    }
+}
+
+/// `onProgress` and `signal` of `bulkRekey`.
+pub struct JsRekeyObserver {
+    pub on_progress: Option<Function>,
+    pub signal: Option<web_sys::AbortSignal>,
+}
+
+impl RekeyObserver for JsRekeyObserver {
+    fn progress(&self, done: u64, total: u64) {
+        if let Some(f) = &self.on_progress {
+            // A throwing progress callback must not break the rekey; its error is dropped.
+            let _ = f.call2(
+                &JsValue::UNDEFINED,
+                &JsValue::from_f64(done as f64),
+                &JsValue::from_f64(total as f64),
+            );
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.signal.as_ref().is_some_and(|s| s.aborted())
+    }
+}
