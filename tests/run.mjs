@@ -1,32 +1,24 @@
 #!/usr/bin/env node
 // `npm test`: install what a fresh machine lacks, then run every test level, stopping at the
 // first failure. Each step prints what it does and how long it took.
-import { execFileSync } from "node:child_process";
+import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, run } from "../js/tools/toolchain.mjs";
 
-function run(cmd, args, opts = {}) {
-  const started = Date.now();
-  console.log(`\n▶ ${cmd} ${args.join(" ")}`);
-  execFileSync(cmd, args, { stdio: "inherit", ...opts });
-  console.log(`✔ ${cmd} ${args[0] ?? ""} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-}
+const started = Date.now();
+ensureWasmTarget();
+ensureWasmBindgen();
+ensureNodeModules();
 
-function output(cmd, args) {
-  try {
-    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-  } catch {
-    return "";
-  }
-}
-
-// 1. Toolchain: the wasm target (a fresh machine has x86_64 only).
-if (!output("rustup", ["target", "list", "--installed"]).includes("wasm32-unknown-unknown")) {
-  run("rustup", ["target", "add", "wasm32-unknown-unknown"]);
-}
-
-// 2. Native: unit, known-answer, conformance (GlueSQL) and vault tests.
+// 1. Native: unit, known-answer, conformance (GlueSQL) and vault tests.
 run("cargo", ["test", "--locked"]);
 
-// 3. The core builds for wasm32 with the GlueSQL backend.
-run("cargo", ["build", "--locked", "--target", "wasm32-unknown-unknown", "--features", "gluesql"]);
+// 2. The core builds for wasm32 without the bindings.
+run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql"]);
 
-console.log("\nAll test levels passed.");
+// 3. The JavaScript boundary, in Node.
+run("cargo", ["test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "wasm,gluesql", "--test", "wasm_node"]);
+
+// 4. The package, and 5. the JS suite against the packed tarball.
+run("node", ["js/tools/build.mjs"]);
+run("node", ["tests/js/run-packed.mjs"]);
+
+console.log(`\nAll test levels passed in ${((Date.now() - started) / 60000).toFixed(1)} min.`);

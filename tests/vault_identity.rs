@@ -18,37 +18,60 @@ type Rows = (Vec<(String, String)>, Vec<MetaRow>);
 
 /// Every record's (token, value envelope) and every meta row: "nothing changed" means this.
 async fn state(v: &Vault) -> Rows {
-    let snapshot: serde_json::Value = serde_json::from_slice(&v.export_snapshot().await.unwrap()).unwrap();
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&v.export_snapshot().await.unwrap()).unwrap();
     let mut records: Vec<(String, String)> = snapshot["records"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["token"].as_str().unwrap().to_owned(), r["value"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["token"].as_str().unwrap().to_owned(),
+                r["value"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     records.sort();
     let meta = snapshot["meta"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| MetaRow::new(m["objectType"].as_str().unwrap(), m["objectId"].as_str().unwrap(), m["key"].as_str().unwrap(), m["value"].as_str().unwrap()))
+        .map(|m| {
+            MetaRow::new(
+                m["objectType"].as_str().unwrap(),
+                m["objectId"].as_str().unwrap(),
+                m["key"].as_str().unwrap(),
+                m["value"].as_str().unwrap(),
+            )
+        })
         .collect();
     (records, meta)
 }
 
 fn identities(rows: &Rows) -> Vec<String> {
-    let mut ids: Vec<String> = rows.1.iter().filter(|m| m.key.object_type == "password_identity").map(|m| m.key.object_id.clone()).collect();
+    let mut ids: Vec<String> = rows
+        .1
+        .iter()
+        .filter(|m| m.key.object_type == "password_identity")
+        .map(|m| m.key.object_id.clone())
+        .collect();
     ids.dedup();
     ids
 }
 
 fn links(rows: &Rows) -> Vec<&MetaRow> {
-    rows.1.iter().filter(|m| m.key.object_type == "record").collect()
+    rows.1
+        .iter()
+        .filter(|m| m.key.object_type == "record")
+        .collect()
 }
 
 async fn create_many(v: &Vault, password: &str, n: usize) -> Vec<String> {
     let values: Vec<String> = (0..n).map(|i| format!("{password} #{i}")).collect();
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-    v.tokens_create(&refs, &pw(password), &CreateOptions::default()).await.unwrap()
+    v.tokens_create(&refs, &pw(password), &CreateOptions::default())
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -56,44 +79,108 @@ fn records_are_linked_to_one_identity_per_secret() {
     run(async {
         let v = identity_vault().await;
         let a = create_many(&v, PASSWORD, 3).await;
-        let b = v.token_create("other", &pw(OTHER), &CreateOptions::default()).await.unwrap();
+        let b = v
+            .token_create("other", &pw(OTHER), &CreateOptions::default())
+            .await
+            .unwrap();
         let rows = state(&v).await;
         let ids = identities(&rows);
         assert_eq!(ids.len(), 2);
-        assert!(ids.iter().all(|id| id.len() == 34 && id.starts_with("p_") && id[2..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())));
+        assert!(ids.iter().all(|id| {
+            id.len() == 34
+                && id.starts_with("p_")
+                && id[2..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        }));
         assert_eq!(links(&rows).len(), 4);
-        assert!(rows.1.iter().any(|m| m.key.key == "dek" && m.value.starts_with("vs1k:")));
-        assert!(rows.1.iter().any(|m| m.key.key == "tag" && m.value.len() == 64));
-        assert_eq!(v.token_read(&a[0], &pw(PASSWORD)).await.unwrap(), format!("{PASSWORD} #0"));
-        code(v.token_read(&b, &pw(PASSWORD)).await, ErrorCode::InvalidPassword);
-        code(v.token_read(&a[1], &pw("a third password")).await, ErrorCode::InvalidPassword);
+        assert!(
+            rows.1
+                .iter()
+                .any(|m| m.key.key == "dek" && m.value.starts_with("vs1k:"))
+        );
+        assert!(
+            rows.1
+                .iter()
+                .any(|m| m.key.key == "tag" && m.value.len() == 64)
+        );
+        assert_eq!(
+            v.token_read(&a[0], &pw(PASSWORD)).await.unwrap(),
+            format!("{PASSWORD} #0")
+        );
+        code(
+            v.token_read(&b, &pw(PASSWORD)).await,
+            ErrorCode::InvalidPassword,
+        );
+        code(
+            v.token_read(&a[1], &pw("a third password")).await,
+            ErrorCode::InvalidPassword,
+        );
     });
 }
 
 #[test]
 fn rekey_to_a_new_secret_rewraps_without_touching_any_value() {
     run(async {
-        let (v, clock, probe) = probed_vault(VaultOptions { password_identity: true, ..options() }).await;
+        let (v, clock, probe) = probed_vault(VaultOptions {
+            password_identity: true,
+            ..options()
+        })
+        .await;
         let tokens = create_many(&v, PASSWORD, 20).await;
-        let other = v.token_create("untouched", &pw(OTHER), &CreateOptions::default()).await.unwrap();
+        let other = v
+            .token_create("untouched", &pw(OTHER), &CreateOptions::default())
+            .await
+            .unwrap();
         v.token_soft_delete(&tokens[0]).await.unwrap();
         v.token_renew(&tokens[1], Some(T0)).await.unwrap();
         clock.advance(10); // tokens[1] is now expired
         let before = state(&v).await;
         let batches = probe.batches.load(Ordering::SeqCst);
-        let moved = v.bulk_rekey(&pw(PASSWORD), &pw("brand new password"), &RekeyOptions::default()).await.unwrap();
+        let moved = v
+            .bulk_rekey(
+                &pw(PASSWORD),
+                &pw("brand new password"),
+                &RekeyOptions::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(moved, 20, "soft-deleted and expired records count");
-        assert_eq!(probe.batches.load(Ordering::SeqCst) - batches, 1, "one small write");
+        assert_eq!(
+            probe.batches.load(Ordering::SeqCst) - batches,
+            1,
+            "one small write"
+        );
         let after = state(&v).await;
         assert_eq!(before.0, after.0, "every record value is byte-identical");
         assert_eq!(identities(&before), identities(&after));
         let changed: Vec<_> = after.1.iter().filter(|m| !before.1.contains(m)).collect();
-        assert_eq!(changed.len(), 2, "only the identity's tag and dek rows change: {changed:?}");
-        assert_eq!(v.token_read(&tokens[5], &pw("brand new password")).await.unwrap(), format!("{PASSWORD} #5"));
-        code(v.token_read(&tokens[5], &pw(PASSWORD)).await, ErrorCode::InvalidPassword);
+        assert_eq!(
+            changed.len(),
+            2,
+            "only the identity's tag and dek rows change: {changed:?}"
+        );
+        assert_eq!(
+            v.token_read(&tokens[5], &pw("brand new password"))
+                .await
+                .unwrap(),
+            format!("{PASSWORD} #5")
+        );
+        code(
+            v.token_read(&tokens[5], &pw(PASSWORD)).await,
+            ErrorCode::InvalidPassword,
+        );
         assert_eq!(v.token_read(&other, &pw(OTHER)).await.unwrap(), "untouched");
         // The old password no longer has an identity.
-        code(v.bulk_rekey(&pw(PASSWORD), &pw("whatever else"), &RekeyOptions::default()).await, ErrorCode::IdentityNotFound);
+        code(
+            v.bulk_rekey(
+                &pw(PASSWORD),
+                &pw("whatever else"),
+                &RekeyOptions::default(),
+            )
+            .await,
+            ErrorCode::IdentityNotFound,
+        );
     });
 }
 
@@ -104,9 +191,20 @@ fn rekey_of_ten_thousand_records_derives_exactly_two_keys() {
         create_many(&v, PASSWORD, 10_000).await;
         v.lock();
         let before = v.key_derivations();
-        let moved = v.bulk_rekey(&pw(PASSWORD), &pw("brand new password"), &RekeyOptions::default()).await.unwrap();
+        let moved = v
+            .bulk_rekey(
+                &pw(PASSWORD),
+                &pw("brand new password"),
+                &RekeyOptions::default(),
+            )
+            .await
+            .unwrap();
         assert_eq!(moved, 10_000);
-        assert_eq!(v.key_derivations() - before, 2, "one derivation per secret, none per record");
+        assert_eq!(
+            v.key_derivations() - before,
+            2,
+            "one derivation per secret, none per record"
+        );
     });
 }
 
@@ -115,10 +213,20 @@ fn rotate_re_encrypts_under_a_fresh_data_key() {
     run(async {
         let v = identity_vault().await;
         let tokens = create_many(&v, PASSWORD, 5).await;
-        let other = v.token_create("bystander", &pw(OTHER), &CreateOptions::default()).await.unwrap();
+        let other = v
+            .token_create("bystander", &pw(OTHER), &CreateOptions::default())
+            .await
+            .unwrap();
         let before = state(&v).await;
         let moved = v
-            .bulk_rekey(&pw(PASSWORD), &pw("rotated password"), &RekeyOptions { rotate: true, observer: None })
+            .bulk_rekey(
+                &pw(PASSWORD),
+                &pw("rotated password"),
+                &RekeyOptions {
+                    rotate: true,
+                    observer: None,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(moved, 5);
@@ -129,11 +237,28 @@ fn rotate_re_encrypts_under_a_fresh_data_key() {
             assert_ne!(old.1, new.1, "re-encrypted");
             assert!(v.token_read(token, &pw("rotated password")).await.is_ok());
         }
-        assert_eq!(identities(&after).len(), 2, "the old identity is gone, a new one holds the records");
-        assert!(identities(&after).iter().any(|id| !identities(&before).contains(id)));
+        assert_eq!(
+            identities(&after).len(),
+            2,
+            "the old identity is gone, a new one holds the records"
+        );
+        assert!(
+            identities(&after)
+                .iter()
+                .any(|id| !identities(&before).contains(id))
+        );
         assert_eq!(v.token_read(&other, &pw(OTHER)).await.unwrap(), "bystander");
         // Rotating a secret onto itself gives a fresh key and the same password keeps working.
-        v.bulk_rekey(&pw(OTHER), &pw(OTHER), &RekeyOptions { rotate: true, observer: None }).await.unwrap();
+        v.bulk_rekey(
+            &pw(OTHER),
+            &pw(OTHER),
+            &RekeyOptions {
+                rotate: true,
+                observer: None,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(v.token_read(&other, &pw(OTHER)).await.unwrap(), "bystander");
         assert_ne!(state(&v).await.0, after.0);
     });
@@ -145,14 +270,28 @@ fn rekey_onto_a_secret_with_an_identity_merges_them() {
         let v = identity_vault().await;
         let mine = create_many(&v, PASSWORD, 4).await;
         let theirs = create_many(&v, OTHER, 2).await;
-        assert_eq!(v.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &RekeyOptions::default()).await.unwrap(), 4);
+        assert_eq!(
+            v.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &RekeyOptions::default())
+                .await
+                .unwrap(),
+            4
+        );
         let rows = state(&v).await;
-        assert_eq!(identities(&rows).len(), 1, "the emptied identity was removed");
+        assert_eq!(
+            identities(&rows).len(),
+            1,
+            "the emptied identity was removed"
+        );
         for t in mine.iter().chain(&theirs) {
             assert!(v.token_read(t, &pw(OTHER)).await.is_ok());
         }
         // Same secret on both sides: nothing to move.
-        assert_eq!(v.bulk_rekey(&pw(OTHER), &pw(OTHER), &RekeyOptions::default()).await.unwrap(), 6);
+        assert_eq!(
+            v.bulk_rekey(&pw(OTHER), &pw(OTHER), &RekeyOptions::default())
+                .await
+                .unwrap(),
+            6
+        );
         assert_eq!(state(&v).await, rows);
     });
 }
@@ -162,12 +301,36 @@ fn rekey_errors() {
     run(async {
         let v = identity_vault().await;
         create_many(&v, PASSWORD, 1).await;
-        code(v.bulk_rekey(&pw("unknown password"), &pw(OTHER), &RekeyOptions::default()).await, ErrorCode::IdentityNotFound);
-        code(v.bulk_rekey(&pw(PASSWORD), &pw("short"), &RekeyOptions::default()).await, ErrorCode::PasswordPolicy);
+        code(
+            v.bulk_rekey(
+                &pw("unknown password"),
+                &pw(OTHER),
+                &RekeyOptions::default(),
+            )
+            .await,
+            ErrorCode::IdentityNotFound,
+        );
+        code(
+            v.bulk_rekey(&pw(PASSWORD), &pw("short"), &RekeyOptions::default())
+                .await,
+            ErrorCode::PasswordPolicy,
+        );
         let off = vault().await;
         create_many(&off, PASSWORD, 1).await;
-        assert_eq!(off.bulk_rekey(&pw("unknown password"), &pw(OTHER), &RekeyOptions::default()).await.unwrap(), 0);
-        code(off.migrate_record_links(&pw(PASSWORD)).await, ErrorCode::IdentityDisabled);
+        assert_eq!(
+            off.bulk_rekey(
+                &pw("unknown password"),
+                &pw(OTHER),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            0
+        );
+        code(
+            off.migrate_record_links(&pw(PASSWORD)).await,
+            ErrorCode::IdentityDisabled,
+        );
     });
 }
 
@@ -178,20 +341,41 @@ fn rekey_with_identities_off_finds_records_by_key_check() {
         let mine = create_many(&v, PASSWORD, 30).await;
         let theirs = create_many(&v, OTHER, 10).await;
         let before = state(&v).await;
-        assert_eq!(v.bulk_rekey(&pw(PASSWORD), &pw("third password"), &RekeyOptions::default()).await.unwrap(), 30);
+        assert_eq!(
+            v.bulk_rekey(
+                &pw(PASSWORD),
+                &pw("third password"),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            30
+        );
         let after = state(&v).await;
         for t in &theirs {
             let find = |rows: &Rows| rows.0.iter().find(|(x, _)| x == t).cloned();
-            assert_eq!(find(&before), find(&after), "records of other passwords are not touched");
+            assert_eq!(
+                find(&before),
+                find(&after),
+                "records of other passwords are not touched"
+            );
             assert!(v.token_read(t, &pw(OTHER)).await.is_ok());
         }
         for t in &mine {
             assert!(v.token_read(t, &pw("third password")).await.is_ok());
-            code(v.token_read(t, &pw(PASSWORD)).await, ErrorCode::InvalidPassword);
+            code(
+                v.token_read(t, &pw(PASSWORD)).await,
+                ErrorCode::InvalidPassword,
+            );
         }
         // A raw key can take over from a password.
         let key = vaultstore_wasm::Secret::raw_key(&[3u8; 32]).unwrap();
-        assert_eq!(v.bulk_rekey(&pw("third password"), &key, &RekeyOptions::default()).await.unwrap(), 30);
+        assert_eq!(
+            v.bulk_rekey(&pw("third password"), &key, &RekeyOptions::default())
+                .await
+                .unwrap(),
+            30
+        );
         assert!(v.token_read(&mine[0], &key).await.is_ok());
     });
 }
@@ -220,23 +404,59 @@ impl RekeyObserver for CancelAfter {
 fn progress_is_reported_and_cancellation_changes_nothing() {
     run(async {
         for (identities_on, rotate) in [(true, true), (true, false), (false, false)] {
-            let v = if identities_on { identity_vault().await } else { vault().await };
+            let v = if identities_on {
+                identity_vault().await
+            } else {
+                vault().await
+            };
             let tokens = create_many(&v, PASSWORD, 40).await;
             let before = state(&v).await;
 
-            let observer = CancelAfter { after: u64::MAX, reports: Cell::new(vec![]) };
-            let options = RekeyOptions { rotate, observer: Some(&observer) };
+            let observer = CancelAfter {
+                after: u64::MAX,
+                reports: Cell::new(vec![]),
+            };
+            let options = RekeyOptions {
+                rotate,
+                observer: Some(&observer),
+            };
             // Cancel part-way (or, for the O(1) re-wrap, right before the commit).
-            let cancelling = CancelAfter { after: if rotate || !identities_on { 25 } else { 0 }, reports: Cell::new(vec![]) };
-            let e = code(v.bulk_rekey(&pw(PASSWORD), &pw("new password!"), &RekeyOptions { rotate, observer: Some(&cancelling) }).await, ErrorCode::Aborted);
+            let cancelling = CancelAfter {
+                after: if rotate || !identities_on { 25 } else { 0 },
+                reports: Cell::new(vec![]),
+            };
+            let e = code(
+                v.bulk_rekey(
+                    &pw(PASSWORD),
+                    &pw("new password!"),
+                    &RekeyOptions {
+                        rotate,
+                        observer: Some(&cancelling),
+                    },
+                )
+                .await,
+                ErrorCode::Aborted,
+            );
             assert!(e.to_string().contains("nothing was changed"));
-            assert_eq!(state(&v).await, before, "identities {identities_on}, rotate {rotate}: aborted rekey changed something");
+            assert_eq!(
+                state(&v).await,
+                before,
+                "identities {identities_on}, rotate {rotate}: aborted rekey changed something"
+            );
             assert!(v.token_read(&tokens[0], &pw(PASSWORD)).await.is_ok());
 
-            assert_eq!(v.bulk_rekey(&pw(PASSWORD), &pw("new password!"), &options).await.unwrap(), 40);
+            assert_eq!(
+                v.bulk_rekey(&pw(PASSWORD), &pw("new password!"), &options)
+                    .await
+                    .unwrap(),
+                40
+            );
             let reports = observer.reports.take();
             assert_eq!(reports.last(), Some(&(40, 40)));
-            assert!(reports.windows(2).all(|w| w[0].0 <= w[1].0), "progress never goes back");
+            assert!(
+                reports.windows(2).all(|w| w[0].0 <= w[1].0),
+                "progress never goes back"
+            );
         }
     });
 }
@@ -244,8 +464,17 @@ fn progress_is_reported_and_cancellation_changes_nothing() {
 #[test]
 fn a_failed_write_leaves_every_record_link_and_identity_as_it_was() {
     run(async {
-        for (identities_on, rotate, merge) in [(true, false, false), (true, true, false), (true, false, true), (false, false, false)] {
-            let (v, _, probe) = probed_vault(VaultOptions { password_identity: identities_on, ..options() }).await;
+        for (identities_on, rotate, merge) in [
+            (true, false, false),
+            (true, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
+            let (v, _, probe) = probed_vault(VaultOptions {
+                password_identity: identities_on,
+                ..options()
+            })
+            .await;
             let tokens = create_many(&v, PASSWORD, 25).await;
             if merge {
                 create_many(&v, OTHER, 3).await;
@@ -253,12 +482,36 @@ fn a_failed_write_leaves_every_record_link_and_identity_as_it_was() {
             let before = state(&v).await;
             probe.fail_writes.store(true, Ordering::SeqCst);
             let target = if merge { OTHER } else { "new password!" };
-            let e = code(v.bulk_rekey(&pw(PASSWORD), &pw(target), &RekeyOptions { rotate, observer: None }).await, ErrorCode::Storage);
-            assert!(e.to_string().contains("InjectedFailure"), "the cause survives: {e}");
+            let e = code(
+                v.bulk_rekey(
+                    &pw(PASSWORD),
+                    &pw(target),
+                    &RekeyOptions {
+                        rotate,
+                        observer: None,
+                    },
+                )
+                .await,
+                ErrorCode::Storage,
+            );
+            assert!(
+                e.to_string().contains("InjectedFailure"),
+                "the cause survives: {e}"
+            );
             probe.fail_writes.store(false, Ordering::SeqCst);
-            assert_eq!(state(&v).await, before, "identities {identities_on}, rotate {rotate}, merge {merge}");
-            assert_eq!(v.token_read(&tokens[3], &pw(PASSWORD)).await.unwrap(), format!("{PASSWORD} #3"));
-            code(v.token_read(&tokens[3], &pw(target)).await, ErrorCode::InvalidPassword);
+            assert_eq!(
+                state(&v).await,
+                before,
+                "identities {identities_on}, rotate {rotate}, merge {merge}"
+            );
+            assert_eq!(
+                v.token_read(&tokens[3], &pw(PASSWORD)).await.unwrap(),
+                format!("{PASSWORD} #3")
+            );
+            code(
+                v.token_read(&tokens[3], &pw(target)).await,
+                ErrorCode::InvalidPassword,
+            );
         }
     });
 }
@@ -270,21 +523,56 @@ fn identities_go_with_their_last_record() {
         let tokens = create_many(&v, PASSWORD, 2).await;
         v.token_soft_delete(&tokens[0]).await.unwrap();
         v.token_soft_delete(&tokens[1]).await.unwrap();
-        assert_eq!(identities(&state(&v).await).len(), 1, "a soft delete keeps the identity");
+        assert_eq!(
+            identities(&state(&v).await).len(),
+            1,
+            "a soft delete keeps the identity"
+        );
         v.token_delete(&tokens[0]).await.unwrap();
         let rows = state(&v).await;
-        assert_eq!((identities(&rows).len(), links(&rows).len()), (1, 1), "the link went with its record");
-        let id = v.record_list(&vaultstore_wasm::RecordQuery { soft_deleted_include: true, ..Default::default() }).await.unwrap()[0].id.clone();
+        assert_eq!(
+            (identities(&rows).len(), links(&rows).len()),
+            (1, 1),
+            "the link went with its record"
+        );
+        let id = v
+            .record_list(&vaultstore_wasm::RecordQuery {
+                soft_deleted_include: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()[0]
+            .id
+            .clone();
         v.record_delete_by_id(&id).await.unwrap();
         let rows = state(&v).await;
-        assert!(identities(&rows).is_empty() && links(&rows).is_empty(), "{rows:?}");
+        assert!(
+            identities(&rows).is_empty() && links(&rows).is_empty(),
+            "{rows:?}"
+        );
         // Expiry purges prune identities too.
-        let (v, clock) = vault_with(VaultOptions { password_identity: true, ..options() }).await;
-        v.tokens_create(&["a", "b"], &pw(PASSWORD), &CreateOptions { length: None, expires_at: Some(T0) }).await.unwrap();
+        let (v, clock) = vault_with(VaultOptions {
+            password_identity: true,
+            ..options()
+        })
+        .await;
+        v.tokens_create(
+            &["a", "b"],
+            &pw(PASSWORD),
+            &CreateOptions {
+                length: None,
+                expires_at: Some(T0),
+            },
+        )
+        .await
+        .unwrap();
         clock.advance(1);
         assert_eq!(v.tokens_expired_delete().await.unwrap(), 2);
         let rows = state(&v).await;
-        assert!(identities(&rows).is_empty() && links(&rows).is_empty(), "{rows:?}");
+        assert!(
+            identities(&rows).is_empty() && links(&rows).is_empty(),
+            "{rows:?}"
+        );
     });
 }
 
@@ -294,7 +582,11 @@ fn concurrent_first_uses_of_a_secret_create_one_identity() {
         let v = identity_vault().await;
         let creates = (0..20).map(|i| {
             let v = &v;
-            async move { v.token_create(&i.to_string(), &pw(PASSWORD), &CreateOptions::default()).await.unwrap() }
+            async move {
+                v.token_create(&i.to_string(), &pw(PASSWORD), &CreateOptions::default())
+                    .await
+                    .unwrap()
+            }
         });
         let tokens = futures::future::join_all(creates).await;
         assert_eq!(identities(&state(&v).await).len(), 1);
@@ -308,14 +600,34 @@ fn concurrent_first_uses_of_a_secret_create_one_identity() {
 fn two_vaults_on_one_store_share_identities() {
     run(async {
         let shared = Arc::new(GlueMemoryStorage::new().unwrap());
-        let open = || Vault::open_with(Box::new(shared.clone()), VaultOptions { password_identity: true, ..options() }, Platform::default());
+        let open = || {
+            Vault::open_with(
+                Box::new(shared.clone()),
+                VaultOptions {
+                    password_identity: true,
+                    ..options()
+                },
+                Platform::default(),
+            )
+        };
         let (a, b) = (open().await.unwrap(), open().await.unwrap());
-        let ta = a.token_create("from a", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
-        let tb = b.token_create("from b", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
+        let ta = a
+            .token_create("from a", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        let tb = b
+            .token_create("from b", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
         assert_eq!(identities(&state(&a).await).len(), 1);
         // A rekey in one is seen at once by the other: the old password stops working there too.
-        a.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &RekeyOptions::default()).await.unwrap();
-        code(b.token_read(&ta, &pw(PASSWORD)).await, ErrorCode::InvalidPassword);
+        a.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &RekeyOptions::default())
+            .await
+            .unwrap();
+        code(
+            b.token_read(&ta, &pw(PASSWORD)).await,
+            ErrorCode::InvalidPassword,
+        );
         assert_eq!(b.token_read(&tb, &pw(OTHER)).await.unwrap(), "from b");
     });
 }
@@ -327,29 +639,71 @@ fn migration_links_records_made_before_identities() {
         let mine = create_many(&legacy, PASSWORD, 6).await;
         let theirs = create_many(&legacy, OTHER, 2).await;
         let snapshot = legacy.export_snapshot().await.unwrap();
-        let (v, _) = vault_with(VaultOptions { password_identity: true, snapshot: Some(snapshot), ..options() }).await;
+        let (v, _) = vault_with(VaultOptions {
+            password_identity: true,
+            snapshot: Some(snapshot),
+            ..options()
+        })
+        .await;
         assert!(links(&state(&v).await).is_empty());
         // Reading links on access (and re-encrypts under the identity key).
         let before = state(&v).await;
-        assert_eq!(v.token_read(&mine[0], &pw(PASSWORD)).await.unwrap(), format!("{PASSWORD} #0"));
+        assert_eq!(
+            v.token_read(&mine[0], &pw(PASSWORD)).await.unwrap(),
+            format!("{PASSWORD} #0")
+        );
         let after = state(&v).await;
         assert_eq!(links(&after).len(), 1);
-        assert_ne!(before.0.iter().find(|(t, _)| t == &mine[0]), after.0.iter().find(|(t, _)| t == &mine[0]));
+        assert_ne!(
+            before.0.iter().find(|(t, _)| t == &mine[0]),
+            after.0.iter().find(|(t, _)| t == &mine[0])
+        );
         assert_eq!(v.migrate_record_links(&pw(PASSWORD)).await.unwrap(), 5);
-        assert_eq!(v.migrate_record_links(&pw(PASSWORD)).await.unwrap(), 0, "nothing left to link");
+        assert_eq!(
+            v.migrate_record_links(&pw(PASSWORD)).await.unwrap(),
+            0,
+            "nothing left to link"
+        );
         assert_eq!(links(&state(&v).await).len(), 6);
         // Now the O(1) rekey covers them all; the other password's records are untouched.
-        assert_eq!(v.bulk_rekey(&pw(PASSWORD), &pw("third password"), &RekeyOptions::default()).await.unwrap(), 6);
+        assert_eq!(
+            v.bulk_rekey(
+                &pw(PASSWORD),
+                &pw("third password"),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            6
+        );
         for t in &mine {
             assert!(v.token_read(t, &pw("third password")).await.is_ok());
         }
-        assert_eq!(v.token_read(&theirs[1], &pw(OTHER)).await.unwrap(), format!("{OTHER} #1"));
+        assert_eq!(
+            v.token_read(&theirs[1], &pw(OTHER)).await.unwrap(),
+            format!("{OTHER} #1")
+        );
         // A vault reopened without identities still reads linked records.
         let snapshot = v.export_snapshot().await.unwrap();
-        let (off, _) = vault_with(VaultOptions { snapshot: Some(snapshot), ..options() }).await;
-        assert!(off.token_read(&mine[2], &pw("third password")).await.is_ok());
-        off.token_update(&mine[2], "updated", &pw("third password")).await.unwrap();
-        assert_eq!(off.token_read(&mine[2], &pw("third password")).await.unwrap(), "updated");
+        let (off, _) = vault_with(VaultOptions {
+            snapshot: Some(snapshot),
+            ..options()
+        })
+        .await;
+        assert!(
+            off.token_read(&mine[2], &pw("third password"))
+                .await
+                .is_ok()
+        );
+        off.token_update(&mine[2], "updated", &pw("third password"))
+            .await
+            .unwrap();
+        assert_eq!(
+            off.token_read(&mine[2], &pw("third password"))
+                .await
+                .unwrap(),
+            "updated"
+        );
     });
 }
 
@@ -357,17 +711,33 @@ fn migration_links_records_made_before_identities() {
 fn identity_rows_are_checked_not_trusted() {
     run(async {
         let v = identity_vault().await;
-        let t = v.token_create("v", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
-        let mut doc: serde_json::Value = serde_json::from_slice(&v.export_snapshot().await.unwrap()).unwrap();
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&v.export_snapshot().await.unwrap()).unwrap();
         for m in doc["meta"].as_array_mut().unwrap() {
             if m["key"] == "dek" {
                 let s = m["value"].as_str().unwrap().to_owned();
-                let flipped = if s.ends_with('A') { format!("{}B", &s[..s.len() - 1]) } else { format!("{}A", &s[..s.len() - 1]) };
+                let flipped = if s.ends_with('A') {
+                    format!("{}B", &s[..s.len() - 1])
+                } else {
+                    format!("{}A", &s[..s.len() - 1])
+                };
                 m["value"] = serde_json::Value::String(flipped);
             }
         }
-        let (w, _) = vault_with(VaultOptions { password_identity: true, snapshot: Some(serde_json::to_vec(&doc).unwrap()), ..options() }).await;
-        code(w.token_read(&t, &pw(PASSWORD)).await, ErrorCode::DecryptionFailed);
+        let (w, _) = vault_with(VaultOptions {
+            password_identity: true,
+            snapshot: Some(serde_json::to_vec(&doc).unwrap()),
+            ..options()
+        })
+        .await;
+        code(
+            w.token_read(&t, &pw(PASSWORD)).await,
+            ErrorCode::DecryptionFailed,
+        );
     });
 }
 

@@ -14,18 +14,33 @@ fn a_new_vault_has_version_1_and_is_not_migrated() {
         let v = vault().await;
         assert_eq!(v.get_vault_version().await.unwrap(), "1");
         assert!(!v.is_vault_migrated().await.unwrap());
-        assert_eq!(v.get_vault_setting("migrated").await.unwrap().as_deref(), Some("false"));
+        assert_eq!(
+            v.get_vault_setting("migrated").await.unwrap().as_deref(),
+            Some("false")
+        );
         v.mark_vault_migrated().await.unwrap();
         assert!(v.is_vault_migrated().await.unwrap());
         v.set_vault_version("2.1").await.unwrap();
         assert_eq!(v.get_vault_version().await.unwrap(), "2.1");
         v.set_vault_setting("theme", "dark").await.unwrap();
-        assert_eq!(v.get_vault_setting("theme").await.unwrap().as_deref(), Some("dark"));
+        assert_eq!(
+            v.get_vault_setting("theme").await.unwrap().as_deref(),
+            Some("dark")
+        );
         assert_eq!(v.get_vault_setting("missing").await.unwrap(), None);
         let kdf = v.get_vault_setting("kdf").await.unwrap().unwrap();
-        assert!(kdf.starts_with(r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":""#), "{kdf}");
-        code(v.set_vault_setting("kdf", "{}").await, ErrorCode::InvalidArgument);
-        code(v.set_vault_setting("", "x").await, ErrorCode::InvalidArgument);
+        assert!(
+            kdf.starts_with(r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":""#),
+            "{kdf}"
+        );
+        code(
+            v.set_vault_setting("kdf", "{}").await,
+            ErrorCode::InvalidArgument,
+        );
+        code(
+            v.set_vault_setting("", "x").await,
+            ErrorCode::InvalidArgument,
+        );
         code(v.get_vault_setting("").await, ErrorCode::InvalidArgument);
         code(v.set_vault_version("").await, ErrorCode::InvalidArgument);
     });
@@ -35,15 +50,36 @@ fn a_new_vault_has_version_1_and_is_not_migrated() {
 fn kdf_iterations_are_bounded_and_kept_by_existing_vaults() {
     run(async {
         for bad in [0, 999, 10_000_001] {
-            let result = Vault::open(Box::new(GlueMemoryStorage::new().unwrap()), VaultOptions { kdf_iterations: bad, ..options() }).await;
+            let result = Vault::open(
+                Box::new(GlueMemoryStorage::new().unwrap()),
+                VaultOptions {
+                    kdf_iterations: bad,
+                    ..options()
+                },
+            )
+            .await;
             code(result, ErrorCode::InvalidArgument);
         }
         let v = vault().await;
         assert_eq!(v.kdf_iterations(), 1000);
         let snapshot = v.export_snapshot().await.unwrap();
-        let (reopened, _) = vault_with(VaultOptions { kdf_iterations: 5000, snapshot: Some(snapshot), ..options() }).await;
-        assert_eq!(reopened.kdf_iterations(), 1000, "an existing vault keeps its KDF parameters");
-        let fresh = Vault::open(Box::new(GlueMemoryStorage::new().unwrap()), VaultOptions::default()).await.unwrap();
+        let (reopened, _) = vault_with(VaultOptions {
+            kdf_iterations: 5000,
+            snapshot: Some(snapshot),
+            ..options()
+        })
+        .await;
+        assert_eq!(
+            reopened.kdf_iterations(),
+            1000,
+            "an existing vault keeps its KDF parameters"
+        );
+        let fresh = Vault::open(
+            Box::new(GlueMemoryStorage::new().unwrap()),
+            VaultOptions::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(fresh.kdf_iterations(), 600_000, "the default");
     });
 }
@@ -53,17 +89,31 @@ fn two_memory_vaults_never_share_state() {
     run(async {
         let a = vault().await;
         let b = vault().await;
-        let t = a.token_create("v", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
+        let t = a
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
         assert!(!b.token_exists(&t).await.unwrap());
-        assert_ne!(a.get_vault_setting("kdf").await.unwrap(), b.get_vault_setting("kdf").await.unwrap(), "own salts");
+        assert_ne!(
+            a.get_vault_setting("kdf").await.unwrap(),
+            b.get_vault_setting("kdf").await.unwrap(),
+            "own salts"
+        );
     });
 }
 
 #[test]
 fn a_password_is_derived_once_per_unlock() {
     run(async {
-        let (v, clock) = vault_with(VaultOptions { key_cache_ttl_ms: 1_000, ..options() }).await;
-        let t = v.token_create("v", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
+        let (v, clock) = vault_with(VaultOptions {
+            key_cache_ttl_ms: 1_000,
+            ..options()
+        })
+        .await;
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
         for _ in 0..5 {
             v.token_read(&t, &pw(PASSWORD)).await.unwrap();
         }
@@ -75,11 +125,17 @@ fn a_password_is_derived_once_per_unlock() {
         v.token_read(&t, &pw(PASSWORD)).await.unwrap();
         assert_eq!(v.key_derivations(), 3, "lock() wiped the cache");
         // A failed read caches nothing wrong: the right password still works afterwards.
-        code(v.token_read(&t, &pw(OTHER)).await, ErrorCode::InvalidPassword);
+        code(
+            v.token_read(&t, &pw(OTHER)).await,
+            ErrorCode::InvalidPassword,
+        );
         assert_eq!(v.token_read(&t, &pw(PASSWORD)).await.unwrap(), "v");
         // Missing tokens fail before any derivation.
         let before = v.key_derivations();
-        code(v.token_read("tk_missing", &pw("never derived pw")).await, ErrorCode::RecordNotFound);
+        code(
+            v.token_read("tk_missing", &pw("never derived pw")).await,
+            ErrorCode::RecordNotFound,
+        );
         assert_eq!(v.key_derivations(), before);
     });
 }
@@ -87,8 +143,15 @@ fn a_password_is_derived_once_per_unlock() {
 #[test]
 fn a_zero_ttl_never_caches() {
     run(async {
-        let (v, _) = vault_with(VaultOptions { key_cache_ttl_ms: 0, ..options() }).await;
-        let t = v.token_create("v", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
+        let (v, _) = vault_with(VaultOptions {
+            key_cache_ttl_ms: 0,
+            ..options()
+        })
+        .await;
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
         v.token_read(&t, &pw(PASSWORD)).await.unwrap();
         v.token_read(&t, &pw(PASSWORD)).await.unwrap();
         assert_eq!(v.key_derivations(), 3);
@@ -101,10 +164,24 @@ fn concurrent_calls_are_safe_and_derive_once() {
         let v = vault().await;
         let creates = (0..100).map(|i| {
             let v = &v;
-            async move { (i, v.token_create(&format!("value {i}"), &pw(PASSWORD), &CreateOptions::default()).await) }
+            async move {
+                (
+                    i,
+                    v.token_create(
+                        &format!("value {i}"),
+                        &pw(PASSWORD),
+                        &CreateOptions::default(),
+                    )
+                    .await,
+                )
+            }
         });
         let created = join_all(creates).await;
-        assert_eq!(v.key_derivations(), 1, "100 concurrent calls with one password derive once");
+        assert_eq!(
+            v.key_derivations(),
+            1,
+            "100 concurrent calls with one password derive once"
+        );
         let reads = created.iter().map(|(i, t)| {
             let v = &v;
             let t = t.as_ref().unwrap().clone();
@@ -121,20 +198,37 @@ fn concurrent_calls_are_safe_and_derive_once() {
 fn after_close_everything_is_closed_but_lock_and_close() {
     run(async {
         let v = vault().await;
-        let t = v.token_create("v", &pw(PASSWORD), &CreateOptions::default()).await.unwrap();
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
         v.close().await;
         v.close().await;
         v.lock();
         assert!(v.is_closed());
         code(v.token_read(&t, &pw(PASSWORD)).await, ErrorCode::Closed);
-        code(v.token_create("x", &pw(PASSWORD), &CreateOptions::default()).await, ErrorCode::Closed);
+        code(
+            v.token_create("x", &pw(PASSWORD), &CreateOptions::default())
+                .await,
+            ErrorCode::Closed,
+        );
         code(v.token_exists(&t).await, ErrorCode::Closed);
-        code(v.record_list(&RecordQuery::default()).await, ErrorCode::Closed);
-        code(v.record_count(&RecordQuery::default()).await, ErrorCode::Closed);
+        code(
+            v.record_list(&RecordQuery::default()).await,
+            ErrorCode::Closed,
+        );
+        code(
+            v.record_count(&RecordQuery::default()).await,
+            ErrorCode::Closed,
+        );
         code(v.tokens_expired_delete().await, ErrorCode::Closed);
         code(v.get_vault_version().await, ErrorCode::Closed);
         code(v.export_snapshot().await, ErrorCode::Closed);
-        code(v.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &Default::default()).await, ErrorCode::Closed);
+        code(
+            v.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &Default::default())
+                .await,
+            ErrorCode::Closed,
+        );
         let e = code(v.token_delete(&t).await, ErrorCode::Closed);
         assert!(e.to_string().contains("open a new Vault"), "{e}");
     });

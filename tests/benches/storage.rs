@@ -17,30 +17,49 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 fn main() {
     futures::executor::block_on(async {
         let password = Secret::password("correct horse battery");
-        println!("{:>8} {:>14} {:>16} {:>16}", "records", "batch create", "single create", "token read");
+        println!(
+            "{:>8} {:>14} {:>16} {:>16}",
+            "records", "batch create", "single create", "token read"
+        );
         for n in [1_000usize, 4_000, 16_000] {
             let vault = Vault::open(
                 Box::new(GlueMemoryStorage::new().expect("memory store")),
-                VaultOptions { kdf_iterations: 1_000, ..VaultOptions::default() },
+                VaultOptions {
+                    kdf_iterations: 1_000,
+                    ..VaultOptions::default()
+                },
             )
             .await
             .expect("open");
             let values: Vec<String> = (0..n).map(|i| format!("value {i}")).collect();
             let refs: Vec<&str> = values.iter().map(String::as_str).collect();
             let started = Instant::now();
-            let tokens = vault.tokens_create(&refs, &password, &CreateOptions::default()).await.expect("batch");
+            let tokens = vault
+                .tokens_create(&refs, &password, &CreateOptions::default())
+                .await
+                .expect("batch");
             let batch = started.elapsed();
             let mut creates = Vec::new();
             let mut reads = Vec::new();
             for i in 0..101 {
                 let started = Instant::now();
-                vault.token_create("x", &password, &CreateOptions::default()).await.expect("create");
+                vault
+                    .token_create("x", &password, &CreateOptions::default())
+                    .await
+                    .expect("create");
                 creates.push(started.elapsed());
                 let started = Instant::now();
-                vault.token_read(&tokens[i * (n / 101)], &password).await.expect("read");
+                vault
+                    .token_read(&tokens[i * (n / 101)], &password)
+                    .await
+                    .expect("read");
                 reads.push(started.elapsed());
             }
-            println!("{n:>8} {batch:>14.2?} {:>16.2?} {:>16.2?}", median(creates), median(reads));
+            println!(
+                "{n:>8} {batch:>14.2?} {:>16.2?} {:>16.2?}",
+                median(creates),
+                median(reads)
+            );
         }
     });
 }

@@ -8,7 +8,9 @@ use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
-use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp};
+use vaultstore_wasm::storage::{
+    MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp,
+};
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -20,7 +22,10 @@ pub fn pw(p: &str) -> Secret {
 
 /// Cheap KDF settings: these tests are not about KDF cost.
 pub fn options() -> VaultOptions {
-    VaultOptions { kdf_iterations: 1_000, ..VaultOptions::default() }
+    VaultOptions {
+        kdf_iterations: 1_000,
+        ..VaultOptions::default()
+    }
 }
 
 pub fn run<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -61,7 +66,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn new() -> Self {
-        Probe { fail_writes: Arc::default(), batches: Arc::default(), reads: Arc::default() }
+        Probe {
+            fail_writes: Arc::default(),
+            batches: Arc::default(),
+            reads: Arc::default(),
+        }
     }
 }
 
@@ -94,7 +103,11 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         self.read();
         self.inner.count_records(filter, now).await
     }
-    async fn scan_records(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<StoredRecord>> {
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<StoredRecord>> {
         self.read();
         self.inner.scan_records(after_id, limit).await
     }
@@ -106,7 +119,12 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         self.read();
         self.inner.meta_object(object_type, object_id).await
     }
-    async fn meta_find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
         self.read();
         self.inner.meta_find(object_type, key, value).await
     }
@@ -117,7 +135,10 @@ impl<S: Storage> Storage for ProbedStorage<S> {
     async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.probe.batches.fetch_add(1, Ordering::SeqCst);
         if self.probe.fail_writes.load(Ordering::SeqCst) {
-            return Err(StorageError::Backend { name: Some("InjectedFailure".into()), message: "the test failed this write".into() });
+            return Err(StorageError::Backend {
+                name: Some("InjectedFailure".into()),
+                message: "the test failed this write".into(),
+            });
         }
         self.inner.apply(batch).await
     }
@@ -137,16 +158,29 @@ pub async fn vault() -> Vault {
 }
 
 pub async fn identity_vault() -> Vault {
-    vault_with(VaultOptions { password_identity: true, ..options() }).await.0
+    vault_with(VaultOptions {
+        password_identity: true,
+        ..options()
+    })
+    .await
+    .0
 }
 
 /// A vault whose storage the test can watch and break.
 pub async fn probed_vault(options: VaultOptions) -> (Vault, TestClock, Probe) {
     let clock = TestClock::new(T0);
     let probe = Probe::new();
-    let storage = ProbedStorage { inner: GlueMemoryStorage::new().unwrap(), probe: probe.clone() };
-    let platform = Platform { clock: Box::new(clock.clone()), ..Platform::default() };
-    let vault = Vault::open_with(Box::new(storage), options, platform).await.unwrap();
+    let storage = ProbedStorage {
+        inner: GlueMemoryStorage::new().unwrap(),
+        probe: probe.clone(),
+    };
+    let platform = Platform {
+        clock: Box::new(clock.clone()),
+        ..Platform::default()
+    };
+    let vault = Vault::open_with(Box::new(storage), options, platform)
+        .await
+        .unwrap();
     (vault, clock, probe)
 }
 

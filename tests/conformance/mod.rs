@@ -10,7 +10,9 @@
 
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
 use vaultstore_wasm::record::Record;
-use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageError, StoredRecord, WriteOp, link_key};
+use vaultstore_wasm::storage::{
+    MetaKey, MetaRow, Storage, StorageError, StoredRecord, WriteOp, link_key,
+};
 
 pub const NOW: i64 = 1_700_000_000_000;
 
@@ -35,7 +37,10 @@ pub fn meta(t: &str, id: &str, k: &str, v: &str) -> MetaRow {
 
 fn link(record_id: &str, identity: &str) -> WriteOp {
     let key = link_key(record_id);
-    WriteOp::PutMeta(MetaRow { key, value: identity.to_owned() })
+    WriteOp::PutMeta(MetaRow {
+        key,
+        value: identity.to_owned(),
+    })
 }
 
 fn prune(identity: &str) -> WriteOp {
@@ -62,7 +67,10 @@ pub async fn dump(s: &dyn Storage) -> (Vec<StoredRecord>, Vec<MetaRow>) {
 }
 
 async fn get_token(s: &dyn Storage, token: &str) -> Option<StoredRecord> {
-    s.records_by_tokens(&[token.to_owned()]).await.unwrap().pop()
+    s.records_by_tokens(&[token.to_owned()])
+        .await
+        .unwrap()
+        .pop()
 }
 
 async fn get_id(s: &dyn Storage, id: &str) -> Option<StoredRecord> {
@@ -72,14 +80,39 @@ async fn get_id(s: &dyn Storage, id: &str) -> Option<StoredRecord> {
 // ---------------------------------------------------------------- cases
 
 pub async fn empty_store_has_nothing(s: impl Storage) {
-    assert!(s.records_by_tokens(&["tk_a".into()]).await.unwrap().is_empty());
+    assert!(
+        s.records_by_tokens(&["tk_a".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(s.records_by_ids(&["a".into()]).await.unwrap().is_empty());
-    assert!(s.query_records(&RecordFilter::default(), NOW).await.unwrap().is_empty());
-    assert_eq!(s.count_records(&RecordFilter::default(), NOW).await.unwrap(), 0);
+    assert!(
+        s.query_records(&RecordFilter::default(), NOW)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.count_records(&RecordFilter::default(), NOW)
+            .await
+            .unwrap(),
+        0
+    );
     assert!(s.scan_records(None, 10).await.unwrap().is_empty());
-    assert_eq!(s.meta_get(&MetaKey::new("vault", "settings", "kdf")).await.unwrap(), None);
+    assert_eq!(
+        s.meta_get(&MetaKey::new("vault", "settings", "kdf"))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(s.meta_all().await.unwrap().is_empty());
-    assert!(s.meta_find("password_identity", "tag", "x").await.unwrap().is_empty());
+    assert!(
+        s.meta_find("password_identity", "tag", "x")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
@@ -87,83 +120,151 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
     let mut b = record("id-b", "tk_b");
     b.expires_at = Some(NOW + 5);
     b.soft_deleted_at = Some(NOW - 5);
-    s.apply(vec![WriteOp::InsertRecord(a.clone()), WriteOp::InsertRecord(b.clone()), link("id-b", "p_1")])
-        .await
-        .unwrap();
+    s.apply(vec![
+        WriteOp::InsertRecord(a.clone()),
+        WriteOp::InsertRecord(b.clone()),
+        link("id-b", "p_1"),
+    ])
+    .await
+    .unwrap();
     let found = get_token(&s, "tk_a").await.unwrap();
-    assert_eq!(found, StoredRecord { record: a.clone(), identity_id: None });
+    assert_eq!(
+        found,
+        StoredRecord {
+            record: a.clone(),
+            identity_id: None
+        }
+    );
     let found = get_id(&s, "id-b").await.unwrap();
-    assert_eq!(found, StoredRecord { record: b.clone(), identity_id: Some("p_1".into()) });
+    assert_eq!(
+        found,
+        StoredRecord {
+            record: b.clone(),
+            identity_id: Some("p_1".into())
+        }
+    );
     // Batch lookups: missing ones absent, duplicates harmless, one call.
     let mut many = s
         .records_by_tokens(&["tk_b".into(), "tk_missing".into(), "tk_a".into()])
         .await
         .unwrap();
     many.sort_by(|x, y| x.record.id.cmp(&y.record.id));
-    assert_eq!(many.iter().map(|r| r.record.token.as_str()).collect::<Vec<_>>(), ["tk_a", "tk_b"]);
-    let by_ids = s.records_by_ids(&["id-a".into(), "nope".into()]).await.unwrap();
+    assert_eq!(
+        many.iter()
+            .map(|r| r.record.token.as_str())
+            .collect::<Vec<_>>(),
+        ["tk_a", "tk_b"]
+    );
+    let by_ids = s
+        .records_by_ids(&["id-a".into(), "nope".into()])
+        .await
+        .unwrap();
     assert_eq!(by_ids.len(), 1);
 }
 
 pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
-    s.apply(vec![WriteOp::InsertRecord(record("id-a", "tk_a"))]).await.unwrap();
+    s.apply(vec![WriteOp::InsertRecord(record("id-a", "tk_a"))])
+        .await
+        .unwrap();
     let before = dump(&s).await;
     let err = s
-        .apply(vec![WriteOp::InsertRecord(record("id-new", "tk_new")), WriteOp::InsertRecord(record("id-x", "tk_a"))])
+        .apply(vec![
+            WriteOp::InsertRecord(record("id-new", "tk_new")),
+            WriteOp::InsertRecord(record("id-x", "tk_a")),
+        ])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
-    assert_eq!(dump(&s).await, before, "the first insert of the failed batch must not be visible");
-    let err = s.apply(vec![WriteOp::InsertRecord(record("id-a", "tk_other"))]).await.unwrap_err();
+    assert_eq!(
+        dump(&s).await,
+        before,
+        "the first insert of the failed batch must not be visible"
+    );
+    let err = s
+        .apply(vec![WriteOp::InsertRecord(record("id-a", "tk_other"))])
+        .await
+        .unwrap_err();
     assert_eq!(err, StorageError::IdTaken("id-a".into()));
     // A soft-deleted record still holds its token.
     let mut gone = record("id-a", "tk_a");
     gone.soft_deleted_at = Some(NOW);
-    s.apply(vec![WriteOp::UpdateRecord { record: gone, expect_value: None }]).await.unwrap();
-    let err = s.apply(vec![WriteOp::InsertRecord(record("id-z", "tk_a"))]).await.unwrap_err();
+    s.apply(vec![WriteOp::UpdateRecord {
+        record: gone,
+        expect_value: None,
+    }])
+    .await
+    .unwrap();
+    let err = s
+        .apply(vec![WriteOp::InsertRecord(record("id-z", "tk_a"))])
+        .await
+        .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
 }
 
 pub async fn updates_replace_and_compare_and_swap(s: impl Storage) {
     let a = record("id-a", "tk_a");
-    s.apply(vec![WriteOp::InsertRecord(a.clone())]).await.unwrap();
+    s.apply(vec![WriteOp::InsertRecord(a.clone())])
+        .await
+        .unwrap();
     let mut changed = a.clone();
     changed.value = format!("{VALUE}changed");
     changed.updated_at = NOW + 1;
     changed.expires_at = Some(NOW + 100);
-    s.apply(vec![WriteOp::UpdateRecord { record: changed.clone(), expect_value: Some(a.value.clone()) }])
-        .await
-        .unwrap();
+    s.apply(vec![WriteOp::UpdateRecord {
+        record: changed.clone(),
+        expect_value: Some(a.value.clone()),
+    }])
+    .await
+    .unwrap();
     assert_eq!(get_token(&s, "tk_a").await.unwrap().record, changed);
     // The stored value is no longer a.value: the swap must fail and change nothing.
     let mut stale = changed.clone();
     stale.value = format!("{VALUE}stale");
     let err = s
-        .apply(vec![WriteOp::UpdateRecord { record: stale, expect_value: Some(a.value.clone()) }])
+        .apply(vec![WriteOp::UpdateRecord {
+            record: stale,
+            expect_value: Some(a.value.clone()),
+        }])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::Changed("id-a".into()));
     assert_eq!(get_token(&s, "tk_a").await.unwrap().record, changed);
     let err = s
-        .apply(vec![WriteOp::UpdateRecord { record: record("id-missing", "tk_m"), expect_value: None }])
+        .apply(vec![WriteOp::UpdateRecord {
+            record: record("id-missing", "tk_m"),
+            expect_value: None,
+        }])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::RecordMissing("id-missing".into()));
 }
 
 pub async fn deletes_are_idempotent(s: impl Storage) {
-    s.apply(vec![WriteOp::InsertRecord(record("id-a", "tk_a")), link("id-a", "p_1")]).await.unwrap();
-    s.apply(vec![WriteOp::DeleteRecord { id: "id-a".into() }, WriteOp::DeleteMeta(link_key("id-a"))])
-        .await
-        .unwrap();
+    s.apply(vec![
+        WriteOp::InsertRecord(record("id-a", "tk_a")),
+        link("id-a", "p_1"),
+    ])
+    .await
+    .unwrap();
+    s.apply(vec![
+        WriteOp::DeleteRecord { id: "id-a".into() },
+        WriteOp::DeleteMeta(link_key("id-a")),
+    ])
+    .await
+    .unwrap();
     assert!(get_token(&s, "tk_a").await.is_none());
     assert!(get_id(&s, "id-a").await.is_none());
     assert!(s.meta_all().await.unwrap().is_empty());
-    s.apply(vec![WriteOp::DeleteRecord { id: "id-a".into() }, WriteOp::DeleteMeta(link_key("id-a"))])
+    s.apply(vec![
+        WriteOp::DeleteRecord { id: "id-a".into() },
+        WriteOp::DeleteMeta(link_key("id-a")),
+    ])
+    .await
+    .unwrap();
+    // The token is free again.
+    s.apply(vec![WriteOp::InsertRecord(record("id-b", "tk_a"))])
         .await
         .unwrap();
-    // The token is free again.
-    s.apply(vec![WriteOp::InsertRecord(record("id-b", "tk_a"))]).await.unwrap();
 }
 
 pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
@@ -176,19 +277,50 @@ pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
     .unwrap();
     let key = MetaKey::new("vault", "settings", "version");
     assert_eq!(s.meta_get(&key).await.unwrap().as_deref(), Some("1"));
-    s.apply(vec![WriteOp::PutMeta(meta("vault", "settings", "version", "2"))]).await.unwrap();
+    s.apply(vec![WriteOp::PutMeta(meta(
+        "vault", "settings", "version", "2",
+    ))])
+    .await
+    .unwrap();
     assert_eq!(s.meta_get(&key).await.unwrap().as_deref(), Some("2"));
-    let err = s.apply(vec![WriteOp::InsertMeta(meta("vault", "settings", "kdf", "other"))]).await.unwrap_err();
-    assert_eq!(err, StorageError::MetaTaken(MetaKey::new("vault", "settings", "kdf")));
+    let err = s
+        .apply(vec![WriteOp::InsertMeta(meta(
+            "vault", "settings", "kdf", "other",
+        ))])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StorageError::MetaTaken(MetaKey::new("vault", "settings", "kdf"))
+    );
     let object = s.meta_object("vault", "settings").await.unwrap();
-    assert_eq!(object, vec![meta("vault", "settings", "kdf", "{}"), meta("vault", "settings", "version", "2")]);
+    assert_eq!(
+        object,
+        vec![
+            meta("vault", "settings", "kdf", "{}"),
+            meta("vault", "settings", "version", "2")
+        ]
+    );
     assert_eq!(s.meta_all().await.unwrap().len(), 3);
-    s.apply(vec![WriteOp::DeleteMeta(key.clone()), WriteOp::DeleteMeta(key.clone())]).await.unwrap();
+    s.apply(vec![
+        WriteOp::DeleteMeta(key.clone()),
+        WriteOp::DeleteMeta(key.clone()),
+    ])
+    .await
+    .unwrap();
     assert_eq!(s.meta_get(&key).await.unwrap(), None);
     // Values may be empty and hold anything.
     let odd = "'; DROP TABLE meta; -- \u{0} \"[]\" é 😀";
-    s.apply(vec![WriteOp::PutMeta(meta("vault", odd, odd, ""))]).await.unwrap();
-    assert_eq!(s.meta_get(&MetaKey::new("vault", odd, odd)).await.unwrap().as_deref(), Some(""));
+    s.apply(vec![WriteOp::PutMeta(meta("vault", odd, odd, ""))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.meta_get(&MetaKey::new("vault", odd, odd))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("")
+    );
 }
 
 pub async fn identity_tags_are_unique(s: impl Storage) {
@@ -208,10 +340,25 @@ pub async fn identity_tags_are_unique(s: impl Storage) {
         .unwrap_err();
     assert!(matches!(err, StorageError::UniqueValueTaken(_)), "{err:?}");
     assert_eq!(dump(&s).await, before);
-    let err = s.apply(vec![WriteOp::PutMeta(meta("password_identity", "p_3", "tag", "t1"))]).await.unwrap_err();
+    let err = s
+        .apply(vec![WriteOp::PutMeta(meta(
+            "password_identity",
+            "p_3",
+            "tag",
+            "t1",
+        ))])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::UniqueValueTaken(_)), "{err:?}");
     // Re-putting the same row is fine; moving p_1 to a new tag frees the old one.
-    s.apply(vec![WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1"))]).await.unwrap();
+    s.apply(vec![WriteOp::PutMeta(meta(
+        "password_identity",
+        "p_1",
+        "tag",
+        "t1",
+    ))])
+    .await
+    .unwrap();
     s.apply(vec![
         WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t9")),
         WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1")),
@@ -219,7 +366,14 @@ pub async fn identity_tags_are_unique(s: impl Storage) {
     .await
     .unwrap();
     // Other keys are not unique.
-    s.apply(vec![WriteOp::PutMeta(meta("password_identity", "p_2", "dek", "d1"))]).await.unwrap();
+    s.apply(vec![WriteOp::PutMeta(meta(
+        "password_identity",
+        "p_2",
+        "dek",
+        "d1",
+    ))])
+    .await
+    .unwrap();
 }
 
 pub async fn meta_find_returns_whole_objects(s: impl Storage) {
@@ -232,21 +386,52 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     .await
     .unwrap();
     let found = s.meta_find("password_identity", "tag", "t2").await.unwrap();
-    assert_eq!(found, vec![meta("password_identity", "p_2", "dek", "d2"), meta("password_identity", "p_2", "tag", "t2")]);
+    assert_eq!(
+        found,
+        vec![
+            meta("password_identity", "p_2", "dek", "d2"),
+            meta("password_identity", "p_2", "tag", "t2")
+        ]
+    );
     let mut batch = Vec::new();
     for i in 0..30 {
-        batch.push(WriteOp::InsertRecord(record(&format!("r{i:02}"), &format!("tk_{i:02}"))));
-        batch.push(link(&format!("r{i:02}"), if i % 3 == 0 { "p_1" } else { "p_2" }));
+        batch.push(WriteOp::InsertRecord(record(
+            &format!("r{i:02}"),
+            &format!("tk_{i:02}"),
+        )));
+        batch.push(link(
+            &format!("r{i:02}"),
+            if i % 3 == 0 { "p_1" } else { "p_2" },
+        ));
     }
     s.apply(batch).await.unwrap();
     let links = s.meta_find("record", "password_id", "p_1").await.unwrap();
     assert_eq!(links.len(), 10);
-    assert!(links.iter().all(|l| l.value == "p_1" && l.key.key == "password_id" && l.key.object_id.starts_with("r_r")));
+    assert!(links.iter().all(|l| l.value == "p_1"
+        && l.key.key == "password_id"
+        && l.key.object_id.starts_with("r_r")));
     // Moving one link updates both answers.
     s.apply(vec![link("r00", "p_2")]).await.unwrap();
-    assert_eq!(s.meta_find("record", "password_id", "p_1").await.unwrap().len(), 9);
-    assert_eq!(s.meta_find("record", "password_id", "p_2").await.unwrap().len(), 21);
-    assert!(s.meta_find("record", "password_id", "p_9").await.unwrap().is_empty());
+    assert_eq!(
+        s.meta_find("record", "password_id", "p_1")
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
+    assert_eq!(
+        s.meta_find("record", "password_id", "p_2")
+            .await
+            .unwrap()
+            .len(),
+        21
+    );
+    assert!(
+        s.meta_find("record", "password_id", "p_9")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storage) {
@@ -261,17 +446,43 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
     .await
     .unwrap();
     // One link left: the identity stays.
-    s.apply(vec![WriteOp::DeleteRecord { id: "a".into() }, WriteOp::DeleteMeta(link_key("a")), prune("p_1")])
-        .await
-        .unwrap();
-    assert_eq!(s.meta_object("password_identity", "p_1").await.unwrap().len(), 2);
+    s.apply(vec![
+        WriteOp::DeleteRecord { id: "a".into() },
+        WriteOp::DeleteMeta(link_key("a")),
+        prune("p_1"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.meta_object("password_identity", "p_1")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The last link goes: so does the identity, and its tag is free again.
-    s.apply(vec![WriteOp::DeleteRecord { id: "b".into() }, WriteOp::DeleteMeta(link_key("b")), prune("p_1")])
-        .await
-        .unwrap();
-    assert!(s.meta_object("password_identity", "p_1").await.unwrap().is_empty());
+    s.apply(vec![
+        WriteOp::DeleteRecord { id: "b".into() },
+        WriteOp::DeleteMeta(link_key("b")),
+        prune("p_1"),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        s.meta_object("password_identity", "p_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(s.meta_all().await.unwrap().is_empty());
-    s.apply(vec![WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1"))]).await.unwrap();
+    s.apply(vec![WriteOp::InsertMeta(meta(
+        "password_identity",
+        "p_2",
+        "tag",
+        "t1",
+    ))])
+    .await
+    .unwrap();
     // Pruning a missing identity is a no-op.
     s.apply(vec![prune("p_404")]).await.unwrap();
 }
@@ -295,15 +506,24 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     let failing_tail = [
         WriteOp::InsertRecord(record("z", "tk_e")),
         WriteOp::InsertMeta(meta("vault", "settings", "version", "9")),
-        WriteOp::UpdateRecord { record: record("missing", "tk_missing"), expect_value: None },
-        WriteOp::UpdateRecord { record: record("e", "tk_e"), expect_value: Some("not the value".into()) },
+        WriteOp::UpdateRecord {
+            record: record("missing", "tk_missing"),
+            expect_value: None,
+        },
+        WriteOp::UpdateRecord {
+            record: record("e", "tk_e"),
+            expect_value: Some("not the value".into()),
+        },
         WriteOp::PutMeta(meta("password_identity", "p_9", "tag", "t3")),
         WriteOp::ExpectEmpty,
     ];
     for tail in failing_tail {
         let batch = vec![
             WriteOp::InsertRecord(record("d", "tk_d")),
-            WriteOp::UpdateRecord { record: c.clone(), expect_value: None },
+            WriteOp::UpdateRecord {
+                record: c.clone(),
+                expect_value: None,
+            },
             WriteOp::DeleteRecord { id: "a".into() },
             WriteOp::DeleteMeta(link_key("b")),
             prune("p_1"),
@@ -318,34 +538,82 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
         ];
         assert!(s.apply(batch).await.is_err(), "{tail:?} must fail");
         assert_eq!(dump(&s).await, before, "after a batch failing on {tail:?}");
-        let count = s.count_records(&RecordFilter { soft_deleted: SoftDeleted::Include, ..Default::default() }, NOW).await.unwrap();
+        let count = s
+            .count_records(
+                &RecordFilter {
+                    soft_deleted: SoftDeleted::Include,
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
         assert_eq!(count, 3);
-        assert!(s.meta_find("password_identity", "tag", "t2").await.unwrap().is_empty());
-        assert_eq!(s.meta_find("password_identity", "tag", "t1").await.unwrap().len(), 1);
+        assert!(
+            s.meta_find("password_identity", "tag", "t2")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.meta_find("password_identity", "tag", "t1")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
 
 pub async fn expect_empty_and_clear_all(s: impl Storage) {
-    s.apply(vec![WriteOp::PutMeta(meta("vault", "settings", "kdf", "{}"))]).await.unwrap();
+    s.apply(vec![WriteOp::PutMeta(meta(
+        "vault", "settings", "kdf", "{}",
+    ))])
+    .await
+    .unwrap();
     // Vault settings alone do not count as data.
     s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap();
-    s.apply(vec![WriteOp::InsertMeta(meta("password_identity", "p", "tag", "t"))]).await.unwrap();
-    assert_eq!(s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(), StorageError::NotEmpty);
-    s.apply(vec![WriteOp::ClearAll, WriteOp::InsertRecord(record("a", "tk_a"))]).await.unwrap();
-    assert_eq!(s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(), StorageError::NotEmpty);
+    s.apply(vec![WriteOp::InsertMeta(meta(
+        "password_identity",
+        "p",
+        "tag",
+        "t",
+    ))])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(),
+        StorageError::NotEmpty
+    );
+    s.apply(vec![
+        WriteOp::ClearAll,
+        WriteOp::InsertRecord(record("a", "tk_a")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(),
+        StorageError::NotEmpty
+    );
     assert!(s.meta_all().await.unwrap().is_empty());
     s.apply(vec![WriteOp::ClearAll]).await.unwrap();
     assert_eq!(dump(&s).await, (vec![], vec![]));
-    s.apply(vec![WriteOp::ExpectEmpty, WriteOp::InsertMeta(meta("password_identity", "p", "tag", "t"))])
-        .await
-        .unwrap();
+    s.apply(vec![
+        WriteOp::ExpectEmpty,
+        WriteOp::InsertMeta(meta("password_identity", "p", "tag", "t")),
+    ])
+    .await
+    .unwrap();
 }
 
 /// A varied set of records for the query cases.
 pub fn query_fixture() -> Vec<Record> {
     let mut out = Vec::new();
     for i in 0..40i64 {
-        let mut r = record(&format!("id{:02}", (i * 7) % 40), &format!("tk_{:02}", (i * 13) % 40));
+        let mut r = record(
+            &format!("id{:02}", (i * 7) % 40),
+            &format!("tk_{:02}", (i * 13) % 40),
+        );
         r.created_at = NOW - 1000 + (i % 10) * 10; // ties on created_at
         r.updated_at = NOW - 500 + (i % 7);
         r.expires_at = match i % 4 {
@@ -372,36 +640,98 @@ pub fn query_fixture() -> Vec<Record> {
 
 pub fn query_filters() -> Vec<RecordFilter> {
     let mut filters = Vec::new();
-    for order_by in [OrderBy::CreatedAt, OrderBy::UpdatedAt, OrderBy::ExpiresAt, OrderBy::Token, OrderBy::Id] {
+    for order_by in [
+        OrderBy::CreatedAt,
+        OrderBy::UpdatedAt,
+        OrderBy::ExpiresAt,
+        OrderBy::Token,
+        OrderBy::Id,
+    ] {
         for descending in [true, false] {
-            filters.push(RecordFilter { order_by, descending, ..Default::default() });
+            filters.push(RecordFilter {
+                order_by,
+                descending,
+                ..Default::default()
+            });
         }
     }
-    for soft_deleted in [SoftDeleted::Exclude, SoftDeleted::Include, SoftDeleted::Only] {
+    for soft_deleted in [
+        SoftDeleted::Exclude,
+        SoftDeleted::Include,
+        SoftDeleted::Only,
+    ] {
         for expired_only in [false, true] {
-            filters.push(RecordFilter { soft_deleted, expired_only, ..Default::default() });
+            filters.push(RecordFilter {
+                soft_deleted,
+                expired_only,
+                ..Default::default()
+            });
         }
     }
-    filters.push(RecordFilter { limit: Some(5), offset: 3, ..Default::default() });
-    filters.push(RecordFilter { limit: Some(5), offset: 100, ..Default::default() });
-    filters.push(RecordFilter { offset: 7, order_by: OrderBy::Token, descending: false, ..Default::default() });
-    filters.push(RecordFilter { token: Some("tk_03".into()), soft_deleted: SoftDeleted::Include, ..Default::default() });
-    filters.push(RecordFilter { token: Some("tk_none".into()), ..Default::default() });
     filters.push(RecordFilter {
-        token_in: Some(vec!["tk_01".into(), "tk_02".into(), "tk_01".into(), "tk_x".into(), "tk_\u{1f600}".into()]),
+        limit: Some(5),
+        offset: 3,
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        limit: Some(5),
+        offset: 100,
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        offset: 7,
+        order_by: OrderBy::Token,
+        descending: false,
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        token: Some("tk_03".into()),
         soft_deleted: SoftDeleted::Include,
         ..Default::default()
     });
-    filters.push(RecordFilter { token_in: Some(vec![]), ..Default::default() });
-    filters.push(RecordFilter { id: Some("id07".into()), ..Default::default() });
     filters.push(RecordFilter {
-        id_in: Some(vec!["id01".into(), "id02".into(), "id'--".into(), "nope".into()]),
+        token: Some("tk_none".into()),
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        token_in: Some(vec![
+            "tk_01".into(),
+            "tk_02".into(),
+            "tk_01".into(),
+            "tk_x".into(),
+            "tk_\u{1f600}".into(),
+        ]),
+        soft_deleted: SoftDeleted::Include,
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        token_in: Some(vec![]),
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        id: Some("id07".into()),
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        id_in: Some(vec![
+            "id01".into(),
+            "id02".into(),
+            "id'--".into(),
+            "nope".into(),
+        ]),
         order_by: OrderBy::Id,
         descending: false,
         ..Default::default()
     });
-    filters.push(RecordFilter { id_in: Some(vec![]), ..Default::default() });
-    filters.push(RecordFilter { id: Some("id07".into()), id_in: Some(vec!["id08".into()]), ..Default::default() });
+    filters.push(RecordFilter {
+        id_in: Some(vec![]),
+        ..Default::default()
+    });
+    filters.push(RecordFilter {
+        id: Some("id07".into()),
+        id_in: Some(vec!["id08".into()]),
+        ..Default::default()
+    });
     filters.push(RecordFilter {
         id_in: Some(vec!["id01".into(), "id02".into()]),
         token_in: Some(vec!["tk_01".into(), "tk_13".into(), "tk_26".into()]),
@@ -415,7 +745,9 @@ pub fn query_filters() -> Vec<RecordFilter> {
 
 pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
     let all = query_fixture();
-    s.apply(all.iter().cloned().map(WriteOp::InsertRecord).collect()).await.unwrap();
+    s.apply(all.iter().cloned().map(WriteOp::InsertRecord).collect())
+        .await
+        .unwrap();
     for filter in query_filters() {
         let expected = filter.apply(all.clone(), NOW);
         let got = s.query_records(&filter, NOW).await.unwrap();
@@ -425,9 +757,17 @@ pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
             "{filter:?}"
         );
         assert_eq!(got, expected, "{filter:?}");
-        let unpaged = RecordFilter { limit: None, offset: 0, ..filter.clone() };
+        let unpaged = RecordFilter {
+            limit: None,
+            offset: 0,
+            ..filter.clone()
+        };
         let count = s.count_records(&filter, NOW).await.unwrap();
-        assert_eq!(count as usize, unpaged.apply(all.clone(), NOW).len(), "count ignores paging: {filter:?}");
+        assert_eq!(
+            count as usize,
+            unpaged.apply(all.clone(), NOW).len(),
+            "count ignores paging: {filter:?}"
+        );
     }
 }
 
@@ -435,7 +775,11 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     let mut batch = Vec::new();
     let mut ids = Vec::new();
     for i in 0..53 {
-        let id = format!("{:x}{}", (i * 7919) % 1000, if i % 2 == 0 { "\u{1f600}" } else { "\u{ff5e}" });
+        let id = format!(
+            "{:x}{}",
+            (i * 7919) % 1000,
+            if i % 2 == 0 { "\u{1f600}" } else { "\u{ff5e}" }
+        );
         batch.push(WriteOp::InsertRecord(record(&id, &format!("tk_{i}"))));
         if i % 4 == 0 {
             batch.push(link(&id, "p_1"));
@@ -456,11 +800,24 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     seen_ids.sort();
     ids.sort();
     assert_eq!(seen_ids, ids, "every record exactly once");
-    assert_eq!(seen.iter().filter(|r| r.identity_id.as_deref() == Some("p_1")).count(), 14);
+    assert_eq!(
+        seen.iter()
+            .filter(|r| r.identity_id.as_deref() == Some("p_1"))
+            .count(),
+        14
+    );
 }
 
 pub async fn odd_strings_round_trip(s: impl Storage) {
-    let tokens = ["tk_' OR 1=1; --", "x", "tk_\"quoted\"", "tk_\\back\\slash", "tk_😀", "tk_\u{0}nul", &"z".repeat(255)];
+    let tokens = [
+        "tk_' OR 1=1; --",
+        "x",
+        "tk_\"quoted\"",
+        "tk_\\back\\slash",
+        "tk_😀",
+        "tk_\u{0}nul",
+        &"z".repeat(255),
+    ];
     let batch = tokens
         .iter()
         .enumerate()
@@ -471,14 +828,29 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
         let found = get_token(&s, t).await.unwrap_or_else(|| panic!("{t:?}"));
         assert_eq!(found.record.id, format!("'{i}\""));
     }
-    assert_eq!(s.count_records(&RecordFilter::default(), NOW).await.unwrap(), tokens.len() as u64);
+    assert_eq!(
+        s.count_records(&RecordFilter::default(), NOW)
+            .await
+            .unwrap(),
+        tokens.len() as u64
+    );
 }
 
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
-    s.apply(vec![WriteOp::InsertRecord(record("a", "tk_a"))]).await.unwrap();
+    s.apply(vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+        .await
+        .unwrap();
     s.close().await;
-    assert_eq!(s.records_by_tokens(&["tk_a".into()]).await.unwrap_err(), StorageError::Closed);
-    assert_eq!(s.apply(vec![WriteOp::DeleteRecord { id: "a".into() }]).await.unwrap_err(), StorageError::Closed);
+    assert_eq!(
+        s.records_by_tokens(&["tk_a".into()]).await.unwrap_err(),
+        StorageError::Closed
+    );
+    assert_eq!(
+        s.apply(vec![WriteOp::DeleteRecord { id: "a".into() }])
+            .await
+            .unwrap_err(),
+        StorageError::Closed
+    );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
     s.close().await;
 }

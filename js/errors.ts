@@ -1,0 +1,65 @@
+/** Every code a `VaultError` can carry (API.md "Errors"). */
+export type ErrorCode =
+  | "RECORD_NOT_FOUND"
+  | "INVALID_PASSWORD"
+  | "DECRYPTION_FAILED"
+  | "PASSWORD_POLICY"
+  | "INVALID_ARGUMENT"
+  | "TOKEN_EXISTS"
+  | "IDENTITY_NOT_FOUND"
+  | "IDENTITY_DISABLED"
+  | "QUOTA_EXCEEDED"
+  | "STORAGE"
+  | "ABORTED"
+  | "CLOSED";
+
+/** Why a token did not resolve to a value (`RECORD_NOT_FOUND`). */
+export type NotFoundReason = "missing" | "soft_deleted" | "expired";
+
+export interface VaultErrorOptions {
+  reason?: NotFoundReason;
+  tokens?: string[];
+  cause?: unknown;
+}
+
+/** The one error type of the package: every rejection is a `VaultError`. */
+export class VaultError extends Error {
+  override readonly name = "VaultError" as const;
+  /** A stable code; see {@link ErrorCode}. */
+  readonly code: ErrorCode;
+  /** For `RECORD_NOT_FOUND`: why. */
+  readonly reason?: NotFoundReason;
+  /** For batch reads: every token the error is about. */
+  readonly tokens?: string[];
+
+  constructor(code: ErrorCode, message: string, options: VaultErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    if (options.reason !== undefined) this.reason = options.reason;
+    if (options.tokens !== undefined) this.tokens = options.tokens;
+  }
+}
+
+/** Type guard, also for errors from another copy of the package. */
+export function isVaultError(value: unknown): value is VaultError {
+  return (
+    value instanceof VaultError ||
+    (value instanceof Error && value.name === "VaultError" && typeof (value as { code?: unknown }).code === "string")
+  );
+}
+
+interface RawVaultError extends Error {
+  code: ErrorCode;
+  reason?: NotFoundReason;
+  tokens?: string[];
+}
+
+/** Give an error thrown by the wasm engine the `VaultError` prototype (keeping its stack). */
+export function adoptError(error: unknown): VaultError | undefined {
+  if (error instanceof VaultError) return error;
+  if (error instanceof Error && error.name === "VaultError" && typeof (error as RawVaultError).code === "string") {
+    Object.setPrototypeOf(error, VaultError.prototype);
+    return error as VaultError;
+  }
+  return undefined;
+}

@@ -1,0 +1,14 @@
+// Node >= 20: the full engine (memory backend; IndexedDB too where a polyfill provides it),
+// instantiated synchronously from the file next to this one.
+import { readFileSync } from "node:fs";
+import * as engine from "./wasm/vaultstore_full.js";
+import { hasIndexedDB, setRuntime } from "./runtime.js";
+
+engine.initSync({ module: readFileSync(new URL("./wasm/vaultstore_full_bg.wasm", import.meta.url)) });
+setRuntime({
+  primary: engine,
+  engineFor: async () => engine,
+  defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
+});
+
+export * from "./index.js";

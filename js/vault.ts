@@ -1,0 +1,215 @@
+import { VaultError } from "./errors.js";
+import { RecordQuery } from "./query.js";
+import { call, runtime } from "./runtime.js";
+import type { EngineModule, EngineVault } from "./runtime.js";
+import type {
+  CreateOptions,
+  CustomCreateOptions,
+  QueryInit,
+  RekeyOptions,
+  Secret,
+  Time,
+  VaultOptions,
+  VaultRecord,
+} from "./types.js";
+
+function plainQuery(query: RecordQuery | QueryInit | undefined): QueryInit | undefined {
+  return query instanceof RecordQuery ? query.toJSON() : query;
+}
+
+/**
+ * An encrypted token vault. Open one with {@link Vault.open}; every method returns a promise that
+ * rejects with a {@link VaultError}.
+ */
+export class Vault {
+  readonly #engine: EngineModule;
+  readonly #inner: EngineVault;
+
+  private constructor(engine: EngineModule, inner: EngineVault) {
+    this.#engine = engine;
+    this.#inner = inner;
+  }
+
+  #call<T>(run: (inner: EngineVault) => Promise<T>): Promise<T> {
+    return call(this.#engine, () => run(this.#inner));
+  }
+
+  /** Open (or create) a vault. */
+  static async open(options?: VaultOptions): Promise<Vault> {
+    const rt = runtime();
+    const given: unknown = options;
+    const isObject = typeof given === "object" && given !== null && !Array.isArray(given);
+    const backend = isObject && (given as VaultOptions).backend !== undefined ? (given as VaultOptions).backend : rt.defaultBackend();
+    if (backend !== "memory" && backend !== "indexeddb") {
+      throw new VaultError("INVALID_ARGUMENT", `backend must be "indexeddb" or "memory", got ${JSON.stringify(backend)}`);
+    }
+    const engine = await call(rt.primary, () => rt.engineFor(backend));
+    const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...(given as VaultOptions), backend } : given;
+    const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
+    return new Vault(engine, inner);
+  }
+
+  /** Wipe every cached key from memory now. */
+  lock(): void {
+    this.#inner.lock();
+  }
+
+  /** Close the vault. Afterwards every call rejects with `CLOSED`; `lock()` and `close()` do nothing. */
+  close(): Promise<void> {
+    return this.#call((v) => v.close());
+  }
+
+  /** The whole vault as snapshot bytes; values stay encrypted. */
+  exportSnapshot(): Promise<Uint8Array> {
+    return this.#call((v) => v.exportSnapshot());
+  }
+
+  // ---- tokens ----
+
+  tokenCreate(value: string, password: Secret, options?: CreateOptions): Promise<string> {
+    return this.#call((v) => v.tokenCreate(value, password, options));
+  }
+
+  /** One write, all or nothing. */
+  tokensCreate(values: string[], password: Secret, options?: CreateOptions): Promise<string[]> {
+    return this.#call((v) => v.tokensCreate(values, password, options));
+  }
+
+  tokenCreateCustom(token: string, value: string, password: Secret, options?: CustomCreateOptions): Promise<void> {
+    return this.#call((v) => v.tokenCreateCustom(token, value, password, options));
+  }
+
+  tokenRead(token: string, password: Secret): Promise<string> {
+    return this.#call((v) => v.tokenRead(token, password));
+  }
+
+  /** One storage round trip. Expired tokens are left out of the result. */
+  tokensRead(tokens: string[], password: Secret): Promise<Record<string, string>> {
+    return this.#call((v) => v.tokensRead(tokens, password));
+  }
+
+  tokensReadToResolvedMap(keyToToken: Record<string, string>, password: Secret): Promise<Record<string, string>> {
+    return this.#call((v) => v.tokensReadToResolvedMap(keyToToken, password));
+  }
+
+  /** Keeps `expiresAt`. The password must be the one the value is stored with. */
+  tokenUpdate(token: string, value: string, password: Secret): Promise<void> {
+    return this.#call((v) => v.tokenUpdate(token, value, password));
+  }
+
+  /** Creates when `existingToken` is empty or absent; otherwise updates it and returns it. */
+  tokenUpsert(existingToken: string | null | undefined, value: string, password: Secret, options?: CreateOptions): Promise<string> {
+    return this.#call((v) => v.tokenUpsert(existingToken, value, password, options));
+  }
+
+  /** False for soft-deleted tokens; true for expired ones not yet purged. */
+  tokenExists(token: string): Promise<boolean> {
+    return this.#call((v) => v.tokenExists(token));
+  }
+
+  /** `null` never expires. */
+  tokenRenew(token: string, expiresAt: Time): Promise<void> {
+    return this.#call((v) => v.tokenRenew(token, expiresAt));
+  }
+
+  tokenSoftDelete(token: string): Promise<void> {
+    return this.#call((v) => v.tokenSoftDelete(token));
+  }
+
+  /** Undoes a soft delete; a live token is left as it is. */
+  tokenRestore(token: string): Promise<void> {
+    return this.#call((v) => v.tokenRestore(token));
+  }
+
+  /** Permanent; deleting a missing token succeeds. */
+  tokenDelete(token: string): Promise<void> {
+    return this.#call((v) => v.tokenDelete(token));
+  }
+
+  tokensExpiredSoftDelete(): Promise<number> {
+    return this.#call((v) => v.tokensExpiredSoftDelete());
+  }
+
+  /** Purges every expired record, soft-deleted or not. */
+  tokensExpiredDelete(): Promise<number> {
+    return this.#call((v) => v.tokensExpiredDelete());
+  }
+
+  // ---- records ----
+
+  recordList(query?: RecordQuery | QueryInit): Promise<VaultRecord[]> {
+    return this.#call((v) => v.recordList(plainQuery(query)));
+  }
+
+  /** Ignores limit, offset and order. */
+  recordCount(query?: RecordQuery | QueryInit): Promise<number> {
+    return this.#call((v) => v.recordCount(plainQuery(query)));
+  }
+
+  /** `null` when missing or soft-deleted. */
+  recordFindById(id: string): Promise<VaultRecord | null> {
+    return this.#call((v) => v.recordFindById(id));
+  }
+
+  /** `null` when missing or soft-deleted. */
+  recordFindByToken(token: string): Promise<VaultRecord | null> {
+    return this.#call((v) => v.recordFindByToken(token));
+  }
+
+  recordDeleteById(id: string): Promise<void> {
+    return this.#call((v) => v.recordDeleteById(id));
+  }
+
+  recordDeleteByToken(token: string): Promise<void> {
+    return this.#call((v) => v.recordDeleteByToken(token));
+  }
+
+  recordSoftDeleteById(id: string): Promise<void> {
+    return this.#call((v) => v.recordSoftDeleteById(id));
+  }
+
+  recordSoftDeleteByToken(token: string): Promise<void> {
+    return this.#call((v) => v.recordSoftDeleteByToken(token));
+  }
+
+  // ---- identities ----
+
+  /**
+   * Move every record of `oldPassword` to `newPassword`, atomically. Returns how many records now
+   * open with `newPassword`.
+   */
+  bulkRekey(oldPassword: Secret, newPassword: Secret, options?: RekeyOptions): Promise<number> {
+    return this.#call((v) => v.bulkRekey(oldPassword, newPassword, options));
+  }
+
+  /** Link every unlinked record that opens with `password` to its identity. */
+  migrateRecordLinks(password: Secret): Promise<number> {
+    return this.#call((v) => v.migrateRecordLinks(password));
+  }
+
+  // ---- settings ----
+
+  getVaultSetting(key: string): Promise<string | null> {
+    return this.#call((v) => v.getVaultSetting(key));
+  }
+
+  setVaultSetting(key: string, value: string): Promise<void> {
+    return this.#call((v) => v.setVaultSetting(key, value));
+  }
+
+  getVaultVersion(): Promise<string> {
+    return this.#call((v) => v.getVaultVersion());
+  }
+
+  setVaultVersion(version: string): Promise<void> {
+    return this.#call((v) => v.setVaultVersion(version));
+  }
+
+  isVaultMigrated(): Promise<boolean> {
+    return this.#call((v) => v.isVaultMigrated());
+  }
+
+  markVaultMigrated(): Promise<void> {
+    return this.#call((v) => v.markVaultMigrated());
+  }
+}

@@ -1,0 +1,14 @@
+// Cloudflare Workers / workerd: the wasm is imported as a module (Workers refuse to compile wasm
+// from bytes) and instantiated synchronously. No randomness is drawn at module scope.
+import wasmModule from "./wasm/vaultstore_full_bg.wasm";
+import * as engine from "./wasm/vaultstore_full.js";
+import { hasIndexedDB, setRuntime } from "./runtime.js";
+
+engine.initSync({ module: wasmModule });
+setRuntime({
+  primary: engine,
+  engineFor: async () => engine,
+  defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
+});
+
+export * from "./index.js";

@@ -1,0 +1,61 @@
+// Type-checked (strict) against the installed package: the public API as a TypeScript user
+// sees it. Compiling is the test; nothing here runs.
+import {
+  Vault,
+  RecordQuery,
+  VaultError,
+  isToken,
+  isTokenValidLength,
+  isVaultError,
+  type ErrorCode,
+  type QueryInit,
+  type VaultOptions,
+  type VaultRecord,
+} from "vaultstore-wasm";
+
+export async function usage(): Promise<void> {
+  const options: VaultOptions = { backend: "memory", kdfIterations: 1000, passwordPolicy: { minLength: 8 } };
+  const vault: Vault = await Vault.open(options);
+  const token: string = await vault.tokenCreate("v", "password", { length: 20, expiresAt: new Date() });
+  const tokens: string[] = await vault.tokensCreate(["a"], new Uint8Array(32));
+  const values: Record<string, string> = await vault.tokensRead(tokens, "password");
+  const resolved: Record<string, string> = await vault.tokensReadToResolvedMap({ k: token }, "password");
+  const upserted: string = await vault.tokenUpsert(null, "v", "password");
+  const exists: boolean = await vault.tokenExists(token);
+  await vault.tokenRenew(token, null);
+  await vault.tokenCreateCustom("custom", "v", "password", { expiresAt: 5 });
+  const query: QueryInit = { orderBy: "token", sortOrder: "asc", limit: 10 };
+  const list: VaultRecord[] = await vault.recordList(new RecordQuery(query).setSoftDeletedInclude(true));
+  const count: number = await vault.recordCount(query);
+  const found: VaultRecord | null = await vault.recordFindById(list[0]?.id ?? "");
+  const created: Date | undefined = found?.createdAt;
+  const expires: Date | null | undefined = found?.expiresAt;
+  const moved: number = await vault.bulkRekey("password", "new", {
+    rotate: true,
+    signal: new AbortController().signal,
+    onProgress: (done: number, total: number) => void [done, total],
+  });
+  const setting: string | null = await vault.getVaultSetting("k");
+  const migrated: boolean = await vault.isVaultMigrated();
+  const snapshot: Uint8Array = await vault.exportSnapshot();
+  vault.lock();
+  await vault.close();
+  try {
+    await vault.tokenRead(token, "password");
+  } catch (e) {
+    if (isVaultError(e)) {
+      const code: ErrorCode = e.code;
+      const tokensOfError: string[] | undefined = e.tokens;
+      const reason: "missing" | "soft_deleted" | "expired" | undefined = e.reason;
+      void [code, tokensOfError, reason];
+    }
+    if (e instanceof VaultError && e.code === "CLOSED") {
+      // @ts-expect-error: codes are a closed union
+      const wrong: ErrorCode = "NOT_A_CODE";
+      void wrong;
+    }
+  }
+  // @ts-expect-error: options are checked
+  await Vault.open({ backend: "sqlite" });
+  void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, isToken(token), isTokenValidLength(5)];
+}

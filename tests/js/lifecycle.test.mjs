@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import { Vault } from "vaultstore-wasm";
+import { PASSWORD, open, rejects } from "./helpers.mjs";
+
+test("a new vault: version 1, not migrated, settings round-trip", async () => {
+  const v = await open();
+  assert.equal(await v.getVaultVersion(), "1");
+  assert.equal(await v.isVaultMigrated(), false);
+  await v.markVaultMigrated();
+  assert.equal(await v.isVaultMigrated(), true);
+  await v.setVaultVersion("2");
+  assert.equal(await v.getVaultVersion(), "2");
+  await v.setVaultSetting("theme", "dark");
+  assert.equal(await v.getVaultSetting("theme"), "dark");
+  assert.equal(await v.getVaultSetting("nothing"), null);
+  assert.match(await v.getVaultSetting("kdf"), /^\{"alg":"pbkdf2-sha256","iterations":1000,"salt":"[A-Za-z0-9_-]{22}"\}$/);
+  await rejects(v.setVaultSetting("kdf", "{}"), "INVALID_ARGUMENT");
+  await rejects(v.setVaultSetting("", "x"), "INVALID_ARGUMENT");
+  await rejects(v.setVaultSetting("k", 5), "INVALID_ARGUMENT");
+});
+
+test("two memory vaults never share state, whatever their name", async () => {
+  const a = await open({ name: "same" });
+  const b = await open({ name: "same" });
+  const t = await a.tokenCreate("v", PASSWORD);
+  assert.equal(await b.tokenExists(t), false);
+});
+
+test("snapshots: export, reopen, same rows; refusals", async () => {
+  const v = await open({ passwordIdentity: true });
+  const t = await v.tokenCreate("persisted", PASSWORD);
+  await v.setVaultSetting("k", "v");
+  const bytes = await v.exportSnapshot();
+  assert.ok(bytes instanceof Uint8Array);
+  const text = new TextDecoder().decode(bytes);
+  assert.ok(!text.includes("persisted") && !text.includes(PASSWORD), "no plaintext, no password");
+  const fromBytes = await Vault.open({ backend: "memory", snapshot: bytes, passwordIdentity: true });
+  const fromText = await Vault.open({ backend: "memory", snapshot: text });
+  assert.equal(await fromBytes.tokenRead(t, PASSWORD), "persisted");
+  assert.equal(await fromText.tokenRead(t, PASSWORD), "persisted", "linked records read with identities off too");
+  assert.deepEqual(await fromBytes.exportSnapshot(), bytes, "re-export gives the same rows");
+  for (const bad of ["{", "{}", JSON.stringify({ ...JSON.parse(text), version: 2 }), new Uint8Array([0xff, 0xfe])]) {
+    await rejects(Vault.open({ backend: "memory", snapshot: bad }), "INVALID_ARGUMENT");
+  }
+});
+
+test("the frozen snapshot of an earlier release opens", async () => {
+  const v = await Vault.open({ backend: "memory", snapshot: readFileSync("fixtures/snapshot_v1.json") });
+  assert.equal(await v.tokenRead("tk_identityrecord000000000001", PASSWORD), "linked value");
+  assert.equal(await v.tokenRead("tk_legacyrecord00000000000001", "another long password"), "unlinked value");
+});
+
+test("a tampered value is DECRYPTION_FAILED; a damaged identity is STORAGE", async () => {
+  const v = await open({ passwordIdentity: true });
+  const t = await v.tokenCreate("value", PASSWORD);
+  const doc = JSON.parse(new TextDecoder().decode(await v.exportSnapshot()));
+  const flip = (s) => s.slice(0, -2) + (s.at(-2) === "A" ? "B" : "A") + s.at(-1);
+  const tampered = structuredClone(doc);
+  tampered.records[0].value = flip(tampered.records[0].value);
+  const w = await Vault.open({ backend: "memory", snapshot: JSON.stringify(tampered), passwordIdentity: true });
+  const e = await rejects(w.tokenRead(t, PASSWORD), "DECRYPTION_FAILED");
+  assert.deepEqual(e.tokens, [t]);
+  const noDek = structuredClone(doc);
+  noDek.meta = noDek.meta.filter((m) => m.key !== "dek");
+  const x = await Vault.open({ backend: "memory", snapshot: JSON.stringify(noDek), passwordIdentity: true });
+  const s = await rejects(x.tokenRead(t, PASSWORD), "STORAGE");
+  assert.match(s.message, /damaged/);
+  // After any rejection the same vault keeps working (for secrets whose identity is intact).
+  const other = await x.tokenCreate("still works", "another long password");
+  assert.equal(await x.tokenRead(other, "another long password"), "still works");
+});
+
+test("lock() wipes keys; close() closes for good", async () => {
+  const v = await open();
+  const t = await v.tokenCreate("v", PASSWORD);
+  v.lock();
+  assert.equal(await v.tokenRead(t, PASSWORD), "v", "a locked vault derives again on the next call");
+  await v.close();
+  await v.close();
+  v.lock();
+  const e = await rejects(v.tokenRead(t, PASSWORD), "CLOSED");
+  assert.match(e.message, /open a new Vault/);
+  for (const call of [() => v.tokenCreate("x", PASSWORD), () => v.recordList(), () => v.exportSnapshot(), () => v.getVaultVersion(), () => v.bulkRekey(PASSWORD, "x")]) {
+    await rejects(call(), "CLOSED");
+  }
+});
+
+test("100 concurrent tokenCreate on one Vault all succeed and read back", async () => {
+  const v = await open();
+  const tokens = await Promise.all(Array.from({ length: 100 }, (_, i) => v.tokenCreate(`value ${i}`, PASSWORD)));
+  assert.equal(new Set(tokens).size, 100);
+  const values = await Promise.all(tokens.map((t) => v.tokenRead(t, PASSWORD)));
+  values.forEach((value, i) => assert.equal(value, `value ${i}`));
+  assert.equal(await v.recordCount(), 100);
+  // Mixed concurrent traffic, including failing calls, leaves the vault consistent.
+  const mixed = await Promise.allSettled([
+    ...tokens.slice(0, 20).map((t) => v.tokenUpdate(t, "updated", PASSWORD)),
+    ...tokens.slice(20, 40).map((t) => v.tokenDelete(t)),
+    ...tokens.slice(40, 60).map((t) => v.tokenRead(t, "wrong password!")),
+    v.tokensRead(tokens.slice(60), PASSWORD),
+  ]);
+  assert.equal(mixed.filter((r) => r.status === "rejected").length, 20);
+  assert.equal(await v.recordCount(), 80);
+  assert.equal(await v.tokenRead(tokens[0], PASSWORD), "updated");
+});
