@@ -24,6 +24,17 @@ const SCAN_PAGE: usize = 500;
 /// Records re-encrypted between two chances for the host to run (progress, abort, UI).
 const YIELD_EVERY: usize = 64;
 
+/// The writes of one rekey, applied in one atomic batch at the end.
+#[derive(Default)]
+struct RekeyPlan {
+    batch: Vec<WriteOp>,
+    moved: u64,
+}
+
+fn cancelled(observer: Option<&dyn RekeyObserver>) -> bool {
+    observer.is_some_and(|o| o.is_cancelled())
+}
+
 /// An identity, unlocked.
 pub(crate) struct Identity {
     pub id: String,
@@ -106,6 +117,12 @@ impl Vault {
     /// Move every record of `old` to `new` (API.md "Password identities and rekey"). Atomic:
     /// either every record opens with `new` afterwards, or nothing changed (also on abort).
     /// Returns how many records of `old` now open with `new`.
+    ///
+    /// With identities on, `old` must have an identity, and only its records move (one re-wrap
+    /// when `new` has no identity). With identities off, `old`'s records sealed with its master
+    /// key are found by key check; if `old` also has an identity (the vault was used with
+    /// identities on before), that identity moves too, in the same atomic write, so no record of
+    /// `old` is left behind.
     pub async fn bulk_rekey(
         &self,
         old: &Secret,
@@ -115,56 +132,68 @@ impl Vault {
         self.ensure_open()?;
         self.check_policy(new)?;
         let observer = options.observer;
-        let cancelled = || observer.is_some_and(|o| o.is_cancelled());
         let mk_old = self.master_key(old).await?;
         let mk_new = self.master_key(new).await?;
-        if cancelled() {
+        if cancelled(observer) {
             return Err(VaultError::Aborted);
         }
-        if self.identities {
-            self.rekey_identity(&mk_old, &mk_new, options).await
-        } else {
-            self.rekey_by_key_check(&mk_old, &mk_new, observer).await
+        let source = self.find_identity(&mk_old).await?;
+        if self.identities && source.is_none() {
+            return Err(VaultError::IdentityNotFound);
         }
+        let mut plan = RekeyPlan::default();
+        if let Some(source) = source {
+            self.plan_identity_move(source, &mk_new, options, &mut plan)
+                .await?;
+        }
+        if !self.identities {
+            self.plan_key_check_move(&mk_old, &mk_new, observer, &mut plan)
+                .await?;
+        }
+        if cancelled(observer) {
+            return Err(VaultError::Aborted);
+        }
+        if !plan.batch.is_empty() {
+            self.apply_rekey(plan.batch).await?;
+        }
+        Ok(plan.moved)
     }
 
-    async fn rekey_identity(
+    /// The writes that move `source`'s records to the identity of `mk_new`: a re-wrap of the DEK
+    /// when that secret has no identity (O(1)), else re-encryption and relinking.
+    async fn plan_identity_move(
         &self,
-        mk_old: &MasterKey,
+        source: Identity,
         mk_new: &MasterKey,
         options: &RekeyOptions<'_>,
-    ) -> Result<u64> {
+        plan: &mut RekeyPlan,
+    ) -> Result<()> {
         let observer = options.observer;
-        let source = self
-            .find_identity(mk_old)
-            .await?
-            .ok_or(VaultError::IdentityNotFound)?;
         let existing = self.find_identity(mk_new).await?;
         let links = self
             .storage
             .meta_find(object_type::RECORD, LINK_KEY, &source.id)
             .await?;
-        let total = links.len() as u64;
+        let linked = links.len() as u64;
 
         let (target, setup) = match existing {
             Some(same) if same.id == source.id && !options.rotate => {
                 // The new secret already opens this identity: nothing to move.
-                report(observer, total, total);
-                return Ok(total);
+                report(observer, linked, linked);
+                plan.moved += linked;
+                return Ok(());
             }
             Some(other) if other.id != source.id => (other, vec![]),
             None if !options.rotate => {
                 // O(1) whatever the record count: the DEK stays, only its wrapping changes.
-                let batch = identity_rows(&source.id, mk_new, self, &source.dek)?
-                    .into_iter()
-                    .map(WriteOp::PutMeta)
-                    .collect();
-                if observer.is_some_and(|o| o.is_cancelled()) {
-                    return Err(VaultError::Aborted);
-                }
-                self.storage.apply(batch).await?;
-                report(observer, total, total);
-                return Ok(total);
+                plan.batch.extend(
+                    identity_rows(&source.id, mk_new, self, &source.dek)?
+                        .into_iter()
+                        .map(WriteOp::PutMeta),
+                );
+                report(observer, linked, linked);
+                plan.moved += linked;
+                return Ok(());
             }
             // Rotation (or the same secret asking for a fresh key): a new identity and DEK.
             _ => self.new_identity(mk_new)?,
@@ -175,7 +204,6 @@ impl Vault {
             .filter_map(|row| row.key.object_id.strip_prefix("r_").map(str::to_owned))
             .collect();
         let records = self.storage.records_by_ids(&ids).await?;
-        let mut batch = Vec::with_capacity(records.len() * 2 + 4);
         let total = records.len() as u64;
         let now = self.now();
         for (done, stored) in records.iter().enumerate() {
@@ -188,38 +216,36 @@ impl Vault {
             let mut moved = record.clone();
             moved.value = seal_value(&target.dek, &record.token, &plaintext)?;
             moved.updated_at = now;
-            batch.push(WriteOp::UpdateRecord {
+            plan.batch.push(WriteOp::UpdateRecord {
                 record: moved,
                 expect_value: Some(record.value.clone()),
             });
-            batch.push(WriteOp::PutMeta(link_row(&record.id, &target.id)));
+            plan.batch
+                .push(WriteOp::PutMeta(link_row(&record.id, &target.id)));
             self.checkpoint(observer, done + 1, total).await?;
         }
         // The source identity goes once no link points at it; its tag row must be gone before
         // a rotated identity of the same secret inserts the same tag.
-        batch.push(prune_identity(&source.id));
-        batch.extend(setup);
-        if observer.is_some_and(|o| o.is_cancelled()) {
-            return Err(VaultError::Aborted);
-        }
-        self.apply_rekey(batch).await?;
-        Ok(total)
+        plan.batch.push(prune_identity(&source.id));
+        plan.batch.extend(setup);
+        plan.moved += total;
+        Ok(())
     }
 
-    /// Identities off: find `mk_old`'s records by key check value (one HMAC each, no trial
-    /// decryption), re-encrypt them under `mk_new`, and write them all in one batch.
-    async fn rekey_by_key_check(
+    /// The writes that move the unlinked records sealed with `mk_old`, found by key check value
+    /// (one HMAC each, no trial decryption), to `mk_new`.
+    async fn plan_key_check_move(
         &self,
         mk_old: &MasterKey,
         mk_new: &MasterKey,
         observer: Option<&dyn RekeyObserver>,
-    ) -> Result<u64> {
+        plan: &mut RekeyPlan,
+    ) -> Result<()> {
         let old_key = DataKey::from_master(mk_old);
         let new_key = DataKey::from_master(mk_new);
         let found = self.unlinked_records_of(&old_key, observer).await?;
         let total = found.len() as u64;
         let now = self.now();
-        let mut batch = Vec::with_capacity(found.len());
         for (done, (record, envelope)) in found.into_iter().enumerate() {
             let plaintext = Zeroizing::new(
                 envelope
@@ -229,19 +255,14 @@ impl Vault {
             let mut moved = record.clone();
             moved.value = seal_value(&new_key, &record.token, &plaintext)?;
             moved.updated_at = now;
-            batch.push(WriteOp::UpdateRecord {
+            plan.batch.push(WriteOp::UpdateRecord {
                 record: moved,
                 expect_value: Some(record.value),
             });
             self.checkpoint(observer, done + 1, total).await?;
         }
-        if observer.is_some_and(|o| o.is_cancelled()) {
-            return Err(VaultError::Aborted);
-        }
-        if !batch.is_empty() {
-            self.apply_rekey(batch).await?;
-        }
-        Ok(total)
+        plan.moved += total;
+        Ok(())
     }
 
     /// Link every unlinked record that opens with `secret` to its identity (re-encrypting it
@@ -300,7 +321,7 @@ impl Vault {
                     found.push((stored.record, envelope));
                 }
             }
-            if observer.is_some_and(|o| o.is_cancelled()) {
+            if cancelled(observer) {
                 return Err(VaultError::Aborted);
             }
             self.platform.scheduler.yield_now().await;
@@ -319,7 +340,7 @@ impl Vault {
         total: u64,
     ) -> Result<()> {
         report(observer, done as u64, total);
-        if observer.is_some_and(|o| o.is_cancelled()) {
+        if cancelled(observer) {
             return Err(VaultError::Aborted);
         }
         if done % YIELD_EVERY == 0 {

@@ -743,3 +743,63 @@ fn identity_rows_are_checked_not_trusted() {
 
 #[allow(dead_code)]
 fn storage_is_object_safe(_: &dyn Storage) {}
+
+#[test]
+fn rekey_with_identities_off_also_moves_the_secrets_identity() {
+    run(async {
+        // Records of one password, some linked (written with identities on), some not.
+        let with_ids = identity_vault().await;
+        let linked = create_many(&with_ids, PASSWORD, 3).await;
+        let snapshot = with_ids.export_snapshot().await.unwrap();
+        let (v, _) = vault_with(VaultOptions {
+            snapshot: Some(snapshot),
+            ..options()
+        })
+        .await;
+        let unlinked = create_many(&v, PASSWORD, 2).await;
+        let theirs = create_many(&v, OTHER, 1).await;
+        assert_eq!(
+            v.bulk_rekey(
+                &pw(PASSWORD),
+                &pw("third password"),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            5
+        );
+        for t in linked.iter().chain(&unlinked) {
+            assert!(v.token_read(t, &pw("third password")).await.is_ok(), "{t}");
+            code(
+                v.token_read(t, &pw(PASSWORD)).await,
+                ErrorCode::InvalidPassword,
+            );
+        }
+        assert!(v.token_read(&theirs[0], &pw(OTHER)).await.is_ok());
+        // One atomic write for both kinds: an abort part-way leaves all five where they were.
+        let restore = v.export_snapshot().await.unwrap();
+        let (w, _) = vault_with(VaultOptions {
+            snapshot: Some(restore),
+            ..options()
+        })
+        .await;
+        let before = state(&w).await;
+        let cancel = CancelAfter {
+            after: 4,
+            reports: Cell::new(vec![]),
+        };
+        code(
+            w.bulk_rekey(
+                &pw("third password"),
+                &pw("fourth password"),
+                &RekeyOptions {
+                    rotate: true,
+                    observer: Some(&cancel),
+                },
+            )
+            .await,
+            ErrorCode::Aborted,
+        );
+        assert_eq!(state(&w).await, before);
+    });
+}
