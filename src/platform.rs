@@ -82,3 +82,24 @@ impl Default for Platform {
         }
     }
 }
+
+/// Resolve after `ms` milliseconds through the host's `setTimeout`, which browsers, Node and
+/// workers all have; a macrotask, so timers, events and `AbortSignal`s get their turn.
+#[cfg(all(feature = "wasm", target_arch = "wasm32"))]
+pub(crate) async fn sleep_ms(ms: u32) {
+    use wasm_bindgen::{JsCast, JsValue};
+    let set_timeout = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("setTimeout"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    let Some(set_timeout) = set_timeout else {
+        return;
+    };
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let _ = set_timeout.call2(
+            &JsValue::UNDEFINED,
+            &resolve,
+            &JsValue::from_f64(f64::from(ms)),
+        );
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

@@ -164,12 +164,13 @@ impl Default for RecordFilter {
 }
 
 impl RecordFilter {
-    /// Every expired record, soft-deleted or not, `limit` at a time (purges).
+    /// Expired records, `limit` at a time, soonest-expired first (purges). Ordered by expiry so
+    /// that backends with an expiry index visit only expired records.
     pub fn expired(soft_deleted: SoftDeleted, limit: usize) -> Self {
         RecordFilter {
             soft_deleted,
             expired_only: true,
-            order_by: OrderBy::Id,
+            order_by: OrderBy::ExpiresAt,
             descending: false,
             limit: Some(limit),
             ..Self::default()
@@ -424,7 +425,8 @@ mod tests {
         );
         assert_eq!(
             ids(RecordFilter::expired(SoftDeleted::Include, 10)),
-            ["1", "4"]
+            ["4", "1"],
+            "purges take the soonest-expired first"
         );
         let empty_in = RecordFilter {
             token_in: Some(vec![]),

@@ -7,6 +7,8 @@
 //!
 //! Every backend must pass the storage conformance suite in `tests/conformance/`.
 
+#[cfg(all(feature = "idb", target_arch = "wasm32"))]
+pub mod indexeddb;
 #[cfg(feature = "gluesql")]
 pub mod memory;
 

@@ -66,7 +66,11 @@ pub fn build_features() -> JsValue {
         &"memory".into(),
         &JsValue::from_bool(cfg!(feature = "gluesql")),
     );
-    let _ = js_sys::Reflect::set(&o, &"indexeddb".into(), &JsValue::from_bool(false));
+    let _ = js_sys::Reflect::set(
+        &o,
+        &"indexeddb".into(),
+        &JsValue::from_bool(cfg!(feature = "idb")),
+    );
     o.into()
 }
 

@@ -100,15 +100,7 @@ pub struct TimerScheduler;
 #[async_trait(?Send)]
 impl Scheduler for TimerScheduler {
     async fn yield_now(&self) {
-        let Some(set_timeout) =
-            get(&js_sys::global(), "setTimeout").and_then(|f| f.dyn_into::<Function>().ok())
-        else {
-            return;
-        };
-        let promise = Promise::new(&mut |resolve, _reject| {
-            let _ = set_timeout.call2(&JsValue::UNDEFINED, &resolve, &JsValue::from_f64(0.0));
-        });
-        let _ = JsFuture::from(promise).await;
+        crate::platform::sleep_ms(0).await;
     }
 }
 

@@ -102,7 +102,7 @@ fn policy(value: &JsValue) -> JsResult<PasswordPolicy> {
 }
 
 /// The backends this build carries.
-fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
+async fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
     let _ = name;
     match backend {
         #[cfg(feature = "gluesql")]
@@ -111,6 +111,12 @@ fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
             .map_err(|e| err(e.into())),
         #[cfg(not(feature = "gluesql"))]
         "memory" => Err(invalid("the \"memory\" backend is not part of this build")),
+        #[cfg(feature = "idb")]
+        "indexeddb" => crate::storage::indexeddb::IdbStorage::open(name)
+            .await
+            .map(|s| Box::new(s) as Box<dyn Storage>)
+            .map_err(|e| err(e.into())),
+        #[cfg(not(feature = "idb"))]
         "indexeddb" => Err(invalid(
             "the \"indexeddb\" backend is not part of this build",
         )),
@@ -767,9 +773,12 @@ impl JsVault {
                 .map_or(DEFAULT_KEY_CACHE_TTL_MS, |n| n as u64),
                 snapshot,
             };
-            Ok((open_storage(&backend, &name)?, vault_options))
+            Ok((backend, name, vault_options))
         })();
-        let (storage, vault_options) = parsed?;
+        let (backend, name, vault_options) = parsed?;
+        // Opening storage and deriving nothing else: key derivation happens per call, outside
+        // any storage transaction.
+        let storage = open_storage(&backend, &name).await?;
         let platform = Platform {
             clock: Box::new(SystemClock),
             kdf: Box::new(WebCryptoKdf),
