@@ -1,12 +1,32 @@
-// Browsers and bundlers: the wasm is fetched next to this module (bundlers follow the
-// `new URL(..., import.meta.url)` in the glue) and instantiated before the module finishes loading.
-import init, * as engine from "./wasm/vaultstore_full.js";
+// Browsers and bundlers. The IndexedDB-only engine (small) is fetched next to this module and
+// instantiated before the module finishes loading; the GlueSQL engine (about 1.2 MB gzipped more)
+// is fetched only on the first `backend: "memory"` open, so an app that only uses IndexedDB never
+// downloads it. Bundlers follow the `new URL(..., import.meta.url)` in each glue file.
+import init, * as core from "./wasm/vaultstore_idb.js";
 import { hasIndexedDB, setRuntime } from "./runtime.js";
+import type { EngineModule } from "./runtime.js";
 
 await init();
+
+let full: Promise<EngineModule> | undefined;
+
+function loadFull(): Promise<EngineModule> {
+  full ??= import("./wasm/vaultstore_full.js").then(
+    async (engine) => {
+      await engine.default();
+      return engine;
+    },
+    (error: unknown) => {
+      full = undefined; // a failed download (offline) is retried on the next memory open
+      throw error;
+    },
+  );
+  return full;
+}
+
 setRuntime({
-  primary: engine,
-  engineFor: async () => engine,
+  primary: core,
+  engineFor: (backend) => (backend === "memory" ? loadFull() : Promise.resolve(core)),
   defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
 });
 

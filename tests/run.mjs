@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // `npm test`: install what a fresh machine lacks, then run every test level, stopping at the
 // first failure. Each step prints what it does and how long it took.
-import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, run } from "../js/tools/toolchain.mjs";
+import { join } from "node:path";
+import { ensureChromium, ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run } from "../js/tools/toolchain.mjs";
 
 const started = Date.now();
 ensureWasmTarget();
 ensureWasmBindgen();
 ensureNodeModules();
+ensureChromium();
 
 // 1. Native: unit, known-answer, conformance (GlueSQL) and vault tests.
 run("cargo", ["test", "--locked"]);
@@ -14,11 +16,29 @@ run("cargo", ["test", "--locked"]);
 // 2. The core builds for wasm32 without the bindings.
 run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql"]);
 
-// 3. The JavaScript boundary, in Node.
-run("cargo", ["test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "wasm,gluesql", "--test", "wasm_node"]);
+// 3. wasm tests: the JavaScript boundary in Node; the conformance suite on IndexedDB and the
+//    IndexedDB vault tests in headless Chromium. One build; the runner picks Node or Chromium
+//    per test file.
+run(
+  "cargo",
+  [
+    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql",
+    "--test", "wasm_node", "--test", "storage_idb", "--test", "idb_browser",
+  ],
+  {
+    env: {
+      ...process.env,
+      CHROMEDRIVER: process.env.CHROMEDRIVER ?? "/usr/bin/chromedriver",
+      WASM_BINDGEN_TEST_WEBDRIVER_JSON: join(root, "tests", "browser", "webdriver.json"),
+    },
+  },
+);
 
-// 4. The package, and 5. the JS suite against the packed tarball.
+// 4. The package; 5. the JS suite against the packed tarball; 6. end to end in Chromium.
 run("node", ["js/tools/build.mjs"]);
 run("node", ["tests/js/run-packed.mjs"]);
+run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
+  env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
+});
 
 console.log(`\nAll test levels passed in ${((Date.now() - started) / 60000).toFixed(1)} min.`);

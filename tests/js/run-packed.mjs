@@ -7,7 +7,7 @@ import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { root, run } from "../../js/tools/toolchain.mjs";
 
-const work = join(root, ".test-tmp", "packed");
+export const work = join(root, ".test-tmp", "packed");
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 
@@ -20,7 +20,8 @@ console.log(`packed ${packed.filename}: ${packed.entryCount} files, ${(packed.si
 const consumer = join(work, "consumer");
 mkdirSync(consumer);
 writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
-run("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball], { cwd: consumer });
+// fake-indexeddb (a dev dependency) lets one suite run the indexeddb backend in Node.
+run("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, join(root, "node_modules", "fake-indexeddb")], { cwd: consumer });
 
 for (const file of readdirSync(join(root, "tests", "js"))) {
   if (/\.test\.(mjs|cjs)$/.test(file) || file === "consumer.ts" || file === "helpers.mjs") {
