@@ -18,7 +18,7 @@ use super::{
     MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp, is_unique_meta,
     link_key, object_type,
 };
-use crate::query::RecordFilter;
+use crate::query::{RecordFilter, SoftDeleted};
 use crate::record::Record;
 use async_trait::async_trait;
 use gluesql_core::data::{Key, Value};
@@ -268,28 +268,40 @@ impl Tx<'_> {
         })
     }
 
-    fn all_records(&mut self) -> StorageResult<Vec<Record>> {
-        let rows = self.select(&format!("SELECT {RECORD_COLUMNS} FROM records"), vec![])?;
-        rows.iter().map(|r| record_from(r)).collect()
-    }
-
-    /// Records the filter names by token or id, or every record when it names none.
-    fn candidates(&mut self, filter: &RecordFilter) -> StorageResult<Vec<Record>> {
+    /// Records the filter names by token or id, or else the records its soft-delete and expiry
+    /// conditions select (evaluated by GlueSQL, so only matching rows are copied out). Either way
+    /// the caller applies the shared filter to the candidates.
+    fn candidates(&mut self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
         if let Some(tokens) = filter.candidate_tokens() {
             let mut out = Vec::with_capacity(tokens.len());
             for token in tokens {
                 out.extend(self.record_by_token(&token)?);
             }
-            Ok(out)
-        } else if let Some(ids) = filter.candidate_ids() {
+            return Ok(out);
+        }
+        if let Some(ids) = filter.candidate_ids() {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 out.extend(self.record_by_id(&id)?);
             }
-            Ok(out)
-        } else {
-            self.all_records()
+            return Ok(out);
         }
+        let deleted = match filter.soft_deleted {
+            SoftDeleted::Exclude => "soft_deleted_at IS NULL",
+            SoftDeleted::Only => "soft_deleted_at IS NOT NULL",
+            SoftDeleted::Include => "TRUE",
+        };
+        // Expired means now > expires_at (API.md); a NULL expiry never is.
+        let expired = if filter.expired_only {
+            "expires_at IS NOT NULL AND expires_at < $1"
+        } else {
+            "$1 = $1"
+        };
+        let rows = self.select(
+            &format!("SELECT {RECORD_COLUMNS} FROM records WHERE {deleted} AND {expired}"),
+            vec![now.into_param_literal()],
+        )?;
+        rows.iter().map(|r| record_from(r)).collect()
     }
 
     /// Objects of `object_type` with a row `key` = `value`, found through `meta_index`.
@@ -670,13 +682,13 @@ impl Storage for GlueMemoryStorage {
     }
 
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
-        self.with(|tx| Ok(filter.apply(tx.candidates(filter)?, now)))
+        self.with(|tx| Ok(filter.apply(tx.candidates(filter, now)?, now)))
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
         self.with(|tx| {
             Ok(tx
-                .candidates(filter)?
+                .candidates(filter, now)?
                 .iter()
                 .filter(|r| filter.matches(r, now))
                 .count() as u64)
