@@ -42,4 +42,5 @@ run(join(root, "node_modules", ".bin", "tsc"), [
 ], { cwd: consumer, env });
 
 const tests = readdirSync(consumer).filter((f) => /\.test\.(mjs|cjs)$/.test(f)).sort();
-run("node", ["--test", "--test-reporter=spec", ...tests], { cwd: consumer, env });
+const tools = { WORKERD: join(root, "node_modules", ".bin", "workerd"), ESBUILD: join(root, "node_modules", ".bin", "esbuild") };
+run("node", ["--test", "--test-reporter=spec", ...tests], { cwd: consumer, env: { ...env, ...tools } });
