@@ -79,66 +79,54 @@ impl Vault {
 
     /// Soft-delete every expired record that is not soft-deleted yet; returns how many.
     pub async fn tokens_expired_soft_delete(&self) -> Result<u64> {
-        self.ensure_open()?;
-        let now = self.now();
-        let mut total = 0;
-        loop {
-            // Each page leaves the result set once soft-deleted, so the next query moves on.
-            let page = self
-                .storage
-                .query_records(
-                    &RecordFilter::expired(SoftDeleted::Exclude, PURGE_PAGE),
-                    now,
-                )
-                .await?;
-            if page.is_empty() {
-                return Ok(total);
-            }
-            let n = page.len();
-            let batch = page
-                .into_iter()
-                .map(|mut record| {
-                    soft_delete(&mut record, now);
-                    WriteOp::UpdateRecord {
-                        expect_value: Some(record.value.clone()),
-                        record,
-                    }
-                })
-                .collect();
-            self.storage.apply(batch).await?;
-            total += n as u64;
-            if n < PURGE_PAGE {
-                return Ok(total);
-            }
-        }
+        self.purge_expired(Purge::SoftDelete).await
     }
 
     /// Delete every expired record, soft-deleted or not, with its link; returns how many.
     pub async fn tokens_expired_delete(&self) -> Result<u64> {
+        self.purge_expired(Purge::Delete).await
+    }
+
+    /// Purge expired records a page at a time, one atomic batch per page, so memory and each
+    /// transaction stay bounded whatever the store holds.
+    async fn purge_expired(&self, purge: Purge) -> Result<u64> {
         self.ensure_open()?;
         let now = self.now();
+        let soft_deleted = match purge {
+            Purge::SoftDelete => SoftDeleted::Exclude,
+            Purge::Delete => SoftDeleted::Include,
+        };
+        let filter = RecordFilter::expired(soft_deleted, PURGE_PAGE);
         let mut total = 0;
         loop {
-            let page = self
-                .storage
-                .query_records(
-                    &RecordFilter::expired(SoftDeleted::Include, PURGE_PAGE),
-                    now,
-                )
-                .await?;
-            if page.is_empty() {
+            // A purged page leaves the result set, so the next query moves on.
+            let page = self.storage.query_records(&filter, now).await?;
+            let n = page.len();
+            if n == 0 {
                 return Ok(total);
             }
-            let n = page.len();
-            // The links decide which identities may go with these records: one more round trip.
-            let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
-            let batch: Vec<WriteOp> = self
-                .storage
-                .records_by_ids(&ids)
-                .await?
-                .iter()
-                .flat_map(delete_ops)
-                .collect();
+            let batch: Vec<WriteOp> = match purge {
+                Purge::SoftDelete => page
+                    .into_iter()
+                    .map(|mut record| {
+                        soft_delete(&mut record, now);
+                        WriteOp::UpdateRecord {
+                            expect_value: Some(record.value.clone()),
+                            record,
+                        }
+                    })
+                    .collect(),
+                Purge::Delete => {
+                    // The links decide which identities may go with these records.
+                    let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
+                    self.storage
+                        .records_by_ids(&ids)
+                        .await?
+                        .iter()
+                        .flat_map(delete_ops)
+                        .collect()
+                }
+            };
             self.storage.apply(batch).await?;
             total += n as u64;
             if n < PURGE_PAGE {
@@ -146,6 +134,12 @@ impl Vault {
             }
         }
     }
+}
+
+#[derive(Clone, Copy)]
+enum Purge {
+    SoftDelete,
+    Delete,
 }
 
 fn soft_delete(record: &mut Record, now: i64) {
