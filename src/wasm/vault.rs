@@ -8,11 +8,11 @@ use super::convert::{self as js, JsResult, field, opt_bool, opt_int, opt_string,
 use super::error::{err, invalid};
 use super::platform::{JsRekeyObserver, TimerScheduler, WebCryptoKdf};
 use super::query::query_from_value;
-use crate::RekeyOptions;
 use crate::platform::{Platform, SystemClock};
 use crate::policy::PasswordPolicy;
 use crate::storage::Storage;
 use crate::vault::{CreateOptions, DEFAULT_KEY_CACHE_TTL_MS, Vault, VaultOptions};
+use crate::{RekeyObserver, RekeyOptions};
 use js_sys::{Function, Promise, Uint8Array};
 use std::future::Future;
 use std::rc::Rc;
@@ -126,6 +126,64 @@ async fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
     }
 }
 
+// Result conversions shared by the bindings.
+fn number(n: u64) -> JsValue {
+    JsValue::from_f64(n as f64)
+}
+
+fn optional_record(r: Option<crate::Record>) -> JsValue {
+    r.as_ref().map_or(JsValue::NULL, js::record)
+}
+
+fn record_list(records: Vec<crate::Record>) -> JsValue {
+    records
+        .iter()
+        .map(js::record)
+        .collect::<js_sys::Array>()
+        .into()
+}
+
+fn string_map(pairs: Vec<(String, String)>) -> JsValue {
+    js::string_map(&pairs)
+}
+
+fn rekey_observer(options_value: &JsValue) -> JsResult<(bool, JsRekeyObserver)> {
+    let o = options(
+        options_value,
+        "options",
+        &["rotate", "onProgress", "signal"],
+    )?;
+    let present = |v: JsValue| (!v.is_undefined() && !v.is_null()).then_some(v);
+    let on_progress = present(field(&o, "onProgress"))
+        .map(|f| {
+            f.dyn_into::<Function>().map_err(|v| {
+                invalid(format!(
+                    "options.onProgress must be a function, got {}",
+                    js::type_name(&v)
+                ))
+            })
+        })
+        .transpose()?;
+    let signal = present(field(&o, "signal"))
+        .map(|s| {
+            s.dyn_into::<web_sys::AbortSignal>().map_err(|v| {
+                invalid(format!(
+                    "options.signal must be an AbortSignal, got {}",
+                    js::type_name(&v)
+                ))
+            })
+        })
+        .transpose()?;
+    let rotate = opt_bool(&field(&o, "rotate"), "options.rotate")?.unwrap_or(false);
+    Ok((
+        rotate,
+        JsRekeyObserver {
+            on_progress,
+            signal,
+        },
+    ))
+}
+
 #[wasm_bindgen(js_class = Vault)]
 impl JsVault {
     /// Open (or create) a vault. `options.backend` must be given: the TypeScript layer picks the
@@ -144,9 +202,9 @@ impl JsVault {
 
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(
-            async move {
+        self.run(
+            Ok(()),
+            |v, ()| async move {
                 v.close().await;
                 Ok(())
             },
@@ -156,10 +214,11 @@ impl JsVault {
 
     #[wasm_bindgen(js_name = exportSnapshot, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_snapshot(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(async move { v.export_snapshot().await }, |b: Vec<u8>| {
-            js::bytes(&b)
-        })
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.export_snapshot().await },
+            |b: Vec<u8>| js::bytes(&b),
+        )
     }
 
     /// Master keys derived since the vault opened (a diagnostic for tests and benchmarks).
@@ -184,14 +243,11 @@ impl JsVault {
                 create_options(&options, true)?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((value, secret, o)) => promise(
-                async move { v.token_create(&value, &secret, &o).await },
-                |t: String| t.into(),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (value, secret, o)| async move { v.token_create(&value, &secret, &o).await },
+            JsValue::from,
+        )
     }
 
     #[wasm_bindgen(js_name = tokensCreate, unchecked_return_type = "Promise<string[]>")]
@@ -208,17 +264,14 @@ impl JsVault {
                 create_options(&options, true)?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((values, secret, o)) => promise(
-                async move {
-                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-                    v.tokens_create(&refs, &secret, &o).await
-                },
-                |t: Vec<String>| js::string_array(&t),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (values, secret, o)| async move {
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                v.tokens_create(&refs, &secret, &o).await
+            },
+            |t: Vec<String>| js::string_array(&t),
+        )
     }
 
     #[wasm_bindgen(js_name = tokenCreateCustom, unchecked_return_type = "Promise<void>")]
@@ -230,24 +283,22 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "CustomCreateOptions | undefined")] options: JsValue,
     ) -> Promise {
         let args = (|| {
+            let token = js::string(&token, "token")?;
             Ok((
-                js::string(&token, "token")?,
+                token,
                 js::string(&value, "value")?,
                 js::secret(&password, "password")?,
                 create_options(&options, false)?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((token, value, secret, o)) => promise(
-                async move {
-                    v.token_create_custom(&token, &value, &secret, o.expires_at)
-                        .await
-                },
-                undefined,
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (token, value, secret, o)| async move {
+                v.token_create_custom(&token, &value, &secret, o.expires_at)
+                    .await
+            },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenRead, unchecked_return_type = "Promise<string>")]
@@ -262,14 +313,11 @@ impl JsVault {
                 js::secret(&password, "password")?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((token, secret)) => promise(
-                async move { v.token_read(&token, &secret).await },
-                |s: String| s.into(),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (token, secret)| async move { v.token_read(&token, &secret).await },
+            JsValue::from,
+        )
     }
 
     #[wasm_bindgen(js_name = tokensRead, unchecked_return_type = "Promise<Record<string, string>>")]
@@ -284,17 +332,14 @@ impl JsVault {
                 js::secret(&password, "password")?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((tokens, secret)) => promise(
-                async move {
-                    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-                    v.tokens_read(&refs, &secret).await
-                },
-                |pairs: Vec<(String, String)>| js::string_map(&pairs),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (tokens, secret)| async move {
+                let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                v.tokens_read(&refs, &secret).await
+            },
+            string_map,
+        )
     }
 
     #[wasm_bindgen(js_name = tokensReadToResolvedMap, unchecked_return_type = "Promise<Record<string, string>>")]
@@ -309,14 +354,11 @@ impl JsVault {
                 js::secret(&password, "password")?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((map, secret)) => promise(
-                async move { v.tokens_read_to_resolved_map(&map, &secret).await },
-                |pairs: Vec<(String, String)>| js::string_map(&pairs),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (map, secret)| async move { v.tokens_read_to_resolved_map(&map, &secret).await },
+            string_map,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenUpdate, unchecked_return_type = "Promise<void>")]
@@ -333,14 +375,7 @@ impl JsVault {
                 js::secret(&password, "password")?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((token, value, secret)) => promise(
-                async move { v.token_update(&token, &value, &secret).await },
-                undefined,
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(args, |v, (token, value, secret)| async move { v.token_update(&token, &value, &secret).await }, undefined)
     }
 
     #[wasm_bindgen(js_name = tokenUpsert, unchecked_return_type = "Promise<string>")]
@@ -352,24 +387,22 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "CreateOptions | undefined")] options: JsValue,
     ) -> Promise {
         let args = (|| {
+            let existing = opt_string(&existing, "existingToken")?;
             Ok((
-                opt_string(&existing, "existingToken")?,
+                existing,
                 js::string(&value, "value")?,
                 js::secret(&password, "password")?,
                 create_options(&options, true)?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((existing, value, secret, o)) => promise(
-                async move {
-                    v.token_upsert(existing.as_deref(), &value, &secret, &o)
-                        .await
-                },
-                |t: String| t.into(),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (existing, value, secret, o)| async move {
+                v.token_upsert(existing.as_deref(), &value, &secret, &o)
+                    .await
+            },
+            JsValue::from,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenExists, unchecked_return_type = "Promise<boolean>")]
@@ -377,14 +410,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::string(&token, "token") {
-            Ok(token) => promise(
-                async move { v.token_exists(&token).await },
-                JsValue::from_bool,
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.token_exists(&t).await },
+            JsValue::from_bool,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenRenew, unchecked_return_type = "Promise<void>")]
@@ -399,11 +429,11 @@ impl JsVault {
                 js::opt_time(&expires_at, "expiresAt")?,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((token, at)) => promise(async move { v.token_renew(&token, at).await }, undefined),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (token, at)| async move { v.token_renew(&token, at).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenSoftDelete, unchecked_return_type = "Promise<void>")]
@@ -411,7 +441,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        self.with_token(token, |v, t| async move { v.token_soft_delete(&t).await })
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.token_soft_delete(&t).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenRestore, unchecked_return_type = "Promise<void>")]
@@ -419,7 +453,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        self.with_token(token, |v, t| async move { v.token_restore(&t).await })
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.token_restore(&t).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenDelete, unchecked_return_type = "Promise<void>")]
@@ -427,24 +465,29 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        self.with_token(token, |v, t| async move { v.token_delete(&t).await })
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.token_delete(&t).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = tokensExpiredSoftDelete, unchecked_return_type = "Promise<number>")]
     pub fn tokens_expired_soft_delete(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(
-            async move { v.tokens_expired_soft_delete().await },
-            |n: u64| JsValue::from_f64(n as f64),
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.tokens_expired_soft_delete().await },
+            number,
         )
     }
 
     #[wasm_bindgen(js_name = tokensExpiredDelete, unchecked_return_type = "Promise<number>")]
     pub fn tokens_expired_delete(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(async move { v.tokens_expired_delete().await }, |n: u64| {
-            JsValue::from_f64(n as f64)
-        })
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.tokens_expired_delete().await },
+            number,
+        )
     }
 
     // ---- records ----
@@ -454,20 +497,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "QueryInit | undefined")] query: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match query_from_value(&query) {
-            Ok(q) => promise(
-                async move { v.record_list(&q).await },
-                |records: Vec<crate::Record>| {
-                    records
-                        .iter()
-                        .map(js::record)
-                        .collect::<js_sys::Array>()
-                        .into()
-                },
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            query_from_value(&query),
+            |v, q| async move { v.record_list(&q).await },
+            record_list,
+        )
     }
 
     #[wasm_bindgen(js_name = recordCount, unchecked_return_type = "Promise<number>")]
@@ -475,13 +509,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "QueryInit | undefined")] query: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match query_from_value(&query) {
-            Ok(q) => promise(async move { v.record_count(&q).await }, |n: u64| {
-                JsValue::from_f64(n as f64)
-            }),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            query_from_value(&query),
+            |v, q| async move { v.record_count(&q).await },
+            number,
+        )
     }
 
     #[wasm_bindgen(js_name = recordFindById, unchecked_return_type = "Promise<VaultRecord | null>")]
@@ -489,14 +521,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::string(&id, "id") {
-            Ok(id) => promise(
-                async move { v.record_find_by_id(&id).await },
-                |r: Option<crate::Record>| r.as_ref().map_or(JsValue::NULL, js::record),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::string(&id, "id"),
+            |v, id| async move { v.record_find_by_id(&id).await },
+            optional_record,
+        )
     }
 
     #[wasm_bindgen(js_name = recordFindByToken, unchecked_return_type = "Promise<VaultRecord | null>")]
@@ -504,14 +533,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::string(&token, "token") {
-            Ok(token) => promise(
-                async move { v.record_find_by_token(&token).await },
-                |r: Option<crate::Record>| r.as_ref().map_or(JsValue::NULL, js::record),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.record_find_by_token(&t).await },
+            optional_record,
+        )
     }
 
     #[wasm_bindgen(js_name = recordDeleteById, unchecked_return_type = "Promise<void>")]
@@ -519,7 +545,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
-        self.with_id(id, |v, id| async move { v.record_delete_by_id(&id).await })
+        self.run(
+            js::string(&id, "id"),
+            |v, id| async move { v.record_delete_by_id(&id).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = recordDeleteByToken, unchecked_return_type = "Promise<void>")]
@@ -527,9 +557,10 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        self.with_token(
-            token,
+        self.run(
+            js::string(&token, "token"),
             |v, t| async move { v.record_delete_by_token(&t).await },
+            undefined,
         )
     }
 
@@ -538,9 +569,10 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
-        self.with_id(
-            id,
+        self.run(
+            js::string(&id, "id"),
             |v, id| async move { v.record_soft_delete_by_id(&id).await },
+            undefined,
         )
     }
 
@@ -549,9 +581,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
-        self.with_token(token, |v, t| async move {
-            v.record_soft_delete_by_token(&t).await
-        })
+        self.run(
+            js::string(&token, "token"),
+            |v, t| async move { v.record_soft_delete_by_token(&t).await },
+            undefined,
+        )
     }
 
     // ---- identities ----
@@ -564,64 +598,32 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "RekeyOptions | undefined")] options_value: JsValue,
     ) -> Promise {
         let args = (|| {
-            let o = options(
-                &options_value,
-                "options",
-                &["rotate", "onProgress", "signal"],
-            )?;
-            let on_progress = field(&o, "onProgress");
-            let on_progress = if on_progress.is_undefined() || on_progress.is_null() {
-                None
-            } else {
-                Some(on_progress.dyn_into::<Function>().map_err(|v| {
-                    invalid(format!(
-                        "options.onProgress must be a function, got {}",
-                        js::type_name(&v)
-                    ))
-                })?)
-            };
-            let signal = field(&o, "signal");
-            let signal = if signal.is_undefined() || signal.is_null() {
-                None
-            } else {
-                Some(signal.dyn_into::<web_sys::AbortSignal>().map_err(|v| {
-                    invalid(format!(
-                        "options.signal must be an AbortSignal, got {}",
-                        js::type_name(&v)
-                    ))
-                })?)
-            };
+            let (rotate, observer) = rekey_observer(&options_value)?;
             Ok((
                 js::secret(&old_password, "oldPassword")?,
                 js::secret(&new_password, "newPassword")?,
-                opt_bool(&field(&o, "rotate"), "options.rotate")?.unwrap_or(false),
-                JsRekeyObserver {
-                    on_progress,
-                    signal,
-                },
+                rotate,
+                observer,
             ))
         })();
-        let v = self.vault.clone();
-        match args {
-            Ok((old, new, rotate, observer)) => promise(
-                async move {
-                    if observer.signal.as_ref().is_some_and(|s| s.aborted()) {
-                        return Err(crate::VaultError::Aborted);
-                    }
-                    v.bulk_rekey(
-                        &old,
-                        &new,
-                        &RekeyOptions {
-                            rotate,
-                            observer: Some(&observer),
-                        },
-                    )
-                    .await
-                },
-                |n: u64| JsValue::from_f64(n as f64),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (old, new, rotate, observer)| async move {
+                if observer.is_cancelled() {
+                    return Err(crate::VaultError::Aborted);
+                }
+                v.bulk_rekey(
+                    &old,
+                    &new,
+                    &RekeyOptions {
+                        rotate,
+                        observer: Some(&observer),
+                    },
+                )
+                .await
+            },
+            number,
+        )
     }
 
     #[wasm_bindgen(js_name = migrateRecordLinks, unchecked_return_type = "Promise<number>")]
@@ -629,14 +631,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Secret")] password: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::secret(&password, "password") {
-            Ok(secret) => promise(
-                async move { v.migrate_record_links(&secret).await },
-                |n: u64| JsValue::from_f64(n as f64),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::secret(&password, "password"),
+            |v, s| async move { v.migrate_record_links(&s).await },
+            number,
+        )
     }
 
     // ---- settings ----
@@ -646,14 +645,11 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::string(&key, "key") {
-            Ok(key) => promise(
-                async move { v.get_vault_setting(&key).await },
-                |s: Option<String>| s.map_or(JsValue::NULL, JsValue::from),
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::string(&key, "key"),
+            |v, k| async move { v.get_vault_setting(&k).await },
+            |s: Option<String>| s.map_or(JsValue::NULL, JsValue::from),
+        )
     }
 
     #[wasm_bindgen(js_name = setVaultSetting, unchecked_return_type = "Promise<void>")]
@@ -663,20 +659,20 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] value: JsValue,
     ) -> Promise {
         let args = (|| Ok((js::string(&key, "key")?, js::string(&value, "value")?)))();
-        let v = self.vault.clone();
-        match args {
-            Ok((key, value)) => promise(
-                async move { v.set_vault_setting(&key, &value).await },
-                undefined,
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            args,
+            |v, (key, value)| async move { v.set_vault_setting(&key, &value).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = getVaultVersion, unchecked_return_type = "Promise<string>")]
     pub fn get_vault_version(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(async move { v.get_vault_version().await }, JsValue::from)
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.get_vault_version().await },
+            JsValue::from,
+        )
     }
 
     #[wasm_bindgen(js_name = setVaultVersion, unchecked_return_type = "Promise<void>")]
@@ -684,29 +680,29 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] version: JsValue,
     ) -> Promise {
-        let v = self.vault.clone();
-        match js::string(&version, "version") {
-            Ok(version) => promise(
-                async move { v.set_vault_version(&version).await },
-                undefined,
-            ),
-            Err(e) => rejected(e),
-        }
+        self.run(
+            js::string(&version, "version"),
+            |v, ver| async move { v.set_vault_version(&ver).await },
+            undefined,
+        )
     }
 
     #[wasm_bindgen(js_name = isVaultMigrated, unchecked_return_type = "Promise<boolean>")]
     pub fn is_vault_migrated(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(
-            async move { v.is_vault_migrated().await },
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.is_vault_migrated().await },
             JsValue::from_bool,
         )
     }
 
     #[wasm_bindgen(js_name = markVaultMigrated, unchecked_return_type = "Promise<void>")]
     pub fn mark_vault_migrated(&self) -> Promise {
-        let v = self.vault.clone();
-        promise(async move { v.mark_vault_migrated().await }, undefined)
+        self.run(
+            Ok(()),
+            |v, ()| async move { v.mark_vault_migrated().await },
+            undefined,
+        )
     }
 }
 
@@ -792,24 +788,21 @@ impl JsVault {
         })
     }
 
-    fn with_token<F, Fut>(&self, token: JsValue, op: F) -> Promise
+    /// The shape of every binding: arguments checked synchronously (a bad one rejects at once),
+    /// then the operation on a clone of the `Rc`, so no borrow of `self` outlives this call.
+    fn run<A, F, Fut, T>(
+        &self,
+        args: JsResult<A>,
+        op: F,
+        into_js: impl FnOnce(T) -> JsValue + 'static,
+    ) -> Promise
     where
-        F: FnOnce(Rc<Vault>, String) -> Fut,
-        Fut: Future<Output = crate::Result<()>> + 'static,
+        F: FnOnce(Rc<Vault>, A) -> Fut,
+        Fut: Future<Output = crate::Result<T>> + 'static,
+        T: 'static,
     {
-        match js::string(&token, "token") {
-            Ok(token) => promise(op(self.vault.clone(), token), undefined),
-            Err(e) => rejected(e),
-        }
-    }
-
-    fn with_id<F, Fut>(&self, id: JsValue, op: F) -> Promise
-    where
-        F: FnOnce(Rc<Vault>, String) -> Fut,
-        Fut: Future<Output = crate::Result<()>> + 'static,
-    {
-        match js::string(&id, "id") {
-            Ok(id) => promise(op(self.vault.clone(), id), undefined),
+        match args {
+            Ok(args) => promise(op(self.vault.clone(), args), into_js),
             Err(e) => rejected(e),
         }
     }
