@@ -426,6 +426,13 @@ impl IdbStorage {
     }
 }
 
+/// How `Reader::records_by` finds records.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Token,
+    Id,
+}
+
 /// Reads in one transaction.
 struct Reader {
     records: idb::ObjectStore,
@@ -525,20 +532,45 @@ impl Reader {
     /// Records the filter names by token or id (point lookups), if it names any.
     async fn named(&self, filter: &RecordFilter) -> StorageResult<Option<Vec<Record>>> {
         if let Some(tokens) = filter.candidate_tokens() {
-            let mut out = Vec::with_capacity(tokens.len());
-            for t in tokens {
-                out.extend(self.by_token(&t).await?);
-            }
-            Ok(Some(out))
+            Ok(Some(self.records_by(&tokens, Lookup::Token).await?))
         } else if let Some(ids) = filter.candidate_ids() {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.extend(self.record(&id).await?);
-            }
-            Ok(Some(out))
+            Ok(Some(self.records_by(&ids, Lookup::Id).await?))
         } else {
             Ok(None)
         }
+    }
+
+    /// The records with these tokens or ids, each once, missing ones left out: every request
+    /// issued at once, then awaited (one round trip).
+    async fn records_by(&self, keys: &[String], lookup: Lookup) -> StorageResult<Vec<Record>> {
+        let token_index = match lookup {
+            Lookup::Token => Some(
+                self.records
+                    .index("token")
+                    .map_err(idb_error("open the token index"))?,
+            ),
+            Lookup::Id => None,
+        };
+        let mut pending = Vec::with_capacity(keys.len());
+        for key in keys {
+            let key = JsValue::from_str(key);
+            let request = match &token_index {
+                Some(index) => index.get(key),
+                None => self.records.get(key),
+            }
+            .map_err(idb_error("read a record"))?;
+            pending.push(std::future::IntoFuture::into_future(request));
+        }
+        let mut records: Vec<Record> = Vec::with_capacity(keys.len());
+        for found in join_all(pending).await {
+            if let Some(value) = found.map_err(idb_error("read a record"))? {
+                let record = record_from_js(&value)?;
+                if !records.iter().any(|r| r.id == record.id) {
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// Walk the records in the filter's order through the index for it, calling `visit` on each
@@ -618,48 +650,13 @@ impl IdbStorage {
 impl Storage for IdbStorage {
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
         let r = self.reader()?;
-        let index = r
-            .records
-            .index("token")
-            .map_err(idb_error("open the token index"))?;
-        let mut pending = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            let request = index
-                .get(JsValue::from_str(t))
-                .map_err(idb_error("look up a token"))?;
-            pending.push(std::future::IntoFuture::into_future(request));
-        }
-        let mut records = Vec::new();
-        for found in join_all(pending).await {
-            if let Some(v) = found.map_err(idb_error("look up a token"))? {
-                let record = record_from_js(&v)?;
-                if !records.iter().any(|r: &Record| r.id == record.id) {
-                    records.push(record);
-                }
-            }
-        }
+        let records = r.records_by(tokens, Lookup::Token).await?;
         r.with_links(records).await
     }
 
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
         let r = self.reader()?;
-        let mut pending = Vec::with_capacity(ids.len());
-        for id in ids {
-            let request = r
-                .records
-                .get(JsValue::from_str(id))
-                .map_err(idb_error("read a record"))?;
-            pending.push(std::future::IntoFuture::into_future(request));
-        }
-        let mut records = Vec::new();
-        for found in join_all(pending).await {
-            if let Some(v) = found.map_err(idb_error("read a record"))? {
-                let record = record_from_js(&v)?;
-                if !records.iter().any(|r: &Record| r.id == record.id) {
-                    records.push(record);
-                }
-            }
-        }
+        let records = r.records_by(ids, Lookup::Id).await?;
         r.with_links(records).await
     }
 

@@ -219,6 +219,23 @@ impl Tx<'_> {
         }
     }
 
+    /// The records with these keys (tokens or ids, by `lookup`), each once, missing ones left out.
+    fn records_by(
+        &mut self,
+        keys: &[String],
+        lookup: fn(&mut Self, &str) -> StorageResult<Option<Record>>,
+    ) -> StorageResult<Vec<Record>> {
+        let mut out: Vec<Record> = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(record) = lookup(self, key)?
+                && !out.iter().any(|r| r.id == record.id)
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     fn object(&mut self, o: &str) -> StorageResult<Option<(String, String, Fields)>> {
         let rows = self.select(
             "SELECT object_type, object_id, fields FROM meta_objects WHERE o = $1",
@@ -273,18 +290,10 @@ impl Tx<'_> {
     /// the caller applies the shared filter to the candidates.
     fn candidates(&mut self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
         if let Some(tokens) = filter.candidate_tokens() {
-            let mut out = Vec::with_capacity(tokens.len());
-            for token in tokens {
-                out.extend(self.record_by_token(&token)?);
-            }
-            return Ok(out);
+            return self.records_by(&tokens, Self::record_by_token);
         }
         if let Some(ids) = filter.candidate_ids() {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.extend(self.record_by_id(&id)?);
-            }
-            return Ok(out);
+            return self.records_by(&ids, Self::record_by_id);
         }
         let deleted = match filter.soft_deleted {
             SoftDeleted::Exclude => "soft_deleted_at IS NULL",
@@ -659,25 +668,15 @@ impl GlueMemoryStorage {
 impl Storage for GlueMemoryStorage {
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
         self.with(|tx| {
-            let mut out = Vec::with_capacity(tokens.len());
-            for token in tokens {
-                if let Some(record) = tx.record_by_token(token)? {
-                    out.push(tx.with_link(record)?);
-                }
-            }
-            Ok(out)
+            let records = tx.records_by(tokens, Tx::record_by_token)?;
+            records.into_iter().map(|r| tx.with_link(r)).collect()
         })
     }
 
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
         self.with(|tx| {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(record) = tx.record_by_id(id)? {
-                    out.push(tx.with_link(record)?);
-                }
-            }
-            Ok(out)
+            let records = tx.records_by(ids, Tx::record_by_id)?;
+            records.into_iter().map(|r| tx.with_link(r)).collect()
         })
     }
 

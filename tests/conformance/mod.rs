@@ -160,6 +160,23 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
         .await
         .unwrap();
     assert_eq!(by_ids.len(), 1);
+    // A key asked for twice gives its record once.
+    let twice = s
+        .records_by_tokens(&["tk_a".into(), "tk_a".into()])
+        .await
+        .unwrap();
+    assert_eq!(twice.len(), 1);
+    let twice = s
+        .records_by_ids(&["id-b".into(), "id-b".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        twice,
+        vec![StoredRecord {
+            record: b.clone(),
+            identity_id: Some("p_1".into())
+        }]
+    );
 }
 
 pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
