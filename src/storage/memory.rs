@@ -9,7 +9,7 @@
 //! | `records`    | `token`                       | the records; token lookups are the hot path |
 //! | `record_ids` | `id`                          | id → token, so id lookups do not scan      |
 //! | `meta_objects` | `o` = JSON `[type, id]`     | one row per meta object; its rows as a JSON map `key → value` |
-//! | `meta_index` | `v` = JSON `[type, key, value]` | how many rows hold this value, and one object holding it: tag lookups, unique tags and "is this identity still linked" without scanning |
+//! | `meta_index` | `v` = JSON `[type, key, value]` | how many rows hold this value, and (exact when only one does) the object holding it: tag lookups, unique tags and "is this identity still linked" without scanning |
 //!
 //! GlueSQL's memory storage has no transactions, so [`Storage::apply`] keeps an undo log of
 //! before-images and restores them, newest first, when any op of the batch fails.
@@ -497,8 +497,10 @@ impl Tx<'_> {
         let this = object_pk(object_type, object_id);
         let next = match self.index_entry(&v)? {
             Some((n, o)) if n > 1 => {
-                // `o` names one holder of the value; if it is the row going away, name another.
-                let o = if o == this {
+                // `o` is read only when a single row holds the value (`find_objects`), so it must
+                // be exact when the count drops to one; while several rows hold it, a stale `o`
+                // is harmless and saves a scan per change (a relink of k records stays O(k)).
+                let o = if n == 2 {
                     self.find_objects(object_type, key, value)?
                         .into_iter()
                         .map(|(t, id, _)| object_pk(&t, &id))
