@@ -451,6 +451,45 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     );
 }
 
+pub async fn meta_find_follows_values_as_rows_move(s: impl Storage) {
+    let mut batch = Vec::new();
+    for id in ["a", "b", "c"] {
+        batch.push(WriteOp::InsertRecord(record(id, &format!("tk_{id}"))));
+        batch.push(link(id, "p_1"));
+    }
+    s.apply(batch).await.unwrap();
+    // Move the rows off p_1 one at a time, last-linked first, down to a single holder.
+    s.apply(vec![link("c", "p_2")]).await.unwrap();
+    s.apply(vec![link("b", "p_2")]).await.unwrap();
+    let holders = s.meta_find("record", "password_id", "p_1").await.unwrap();
+    assert_eq!(
+        holders,
+        vec![MetaRow {
+            key: link_key("a"),
+            value: "p_1".into()
+        }]
+    );
+    let moved = s.meta_find("record", "password_id", "p_2").await.unwrap();
+    assert_eq!(moved.len(), 2);
+    s.apply(vec![WriteOp::DeleteMeta(link_key("a"))])
+        .await
+        .unwrap();
+    assert!(
+        s.meta_find("record", "password_id", "p_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.apply(vec![link("a", "p_1")]).await.unwrap();
+    assert_eq!(
+        s.meta_find("record", "password_id", "p_1")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storage) {
     s.apply(vec![
         WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
@@ -885,6 +924,7 @@ macro_rules! storage_conformance {
         $wrap!(meta_rows_put_get_insert_delete, $make);
         $wrap!(identity_tags_are_unique, $make);
         $wrap!(meta_find_returns_whole_objects, $make);
+        $wrap!(meta_find_follows_values_as_rows_move, $make);
         $wrap!(unreferenced_identities_are_pruned_in_the_same_batch, $make);
         $wrap!(failed_batches_change_nothing, $make);
         $wrap!(expect_empty_and_clear_all, $make);
