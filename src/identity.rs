@@ -9,9 +9,7 @@ use crate::crypto::{
 };
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, StorageError, StoredRecord, WriteOp, object_type,
-};
+use crate::storage::{LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, object_type};
 use crate::vault::Vault;
 use crate::vault::tokens::{link_row, prune_identity};
 use zeroize::Zeroizing;
@@ -98,8 +96,7 @@ impl Vault {
         if let Some(identity) = self.find_identity(mk).await? {
             return Ok((identity, vec![]));
         }
-        let (identity, setup) = self.new_identity(mk)?;
-        Ok((identity, setup))
+        self.new_identity(mk)
     }
 
     fn new_identity(&self, mk: &MasterKey) -> Result<(Identity, Vec<WriteOp>)> {
@@ -366,9 +363,4 @@ fn report(observer: Option<&dyn RekeyObserver>, done: u64, total: u64) {
     if let Some(o) = observer {
         o.progress(done, total);
     }
-}
-
-/// The meta key of an identity's tag row (tests inspect identities through it).
-pub fn identity_tag_key(identity_id: &str) -> MetaKey {
-    MetaKey::new(object_type::IDENTITY, identity_id, TAG_KEY)
 }

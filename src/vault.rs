@@ -187,9 +187,8 @@ impl Vault {
         if self.identities {
             let (identity, setup) = self.identity_or_create(mk).await?;
             Ok(WriteKey {
-                key: identity.dek,
-                identity_id: Some(identity.id),
                 setup,
+                ..WriteKey::from_identity(identity)
             })
         } else {
             Ok(WriteKey {
@@ -301,10 +300,12 @@ fn check_setting_key(key: &str) -> Result<()> {
 /// Read the vault's KDF settings, creating them on first open. Creation inserts the rows only if
 /// absent, atomically, so two tabs opening a new vault at once end with one salt.
 async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Result<KdfParams> {
-    let kdf_key = MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF);
     for _ in 0..3 {
-        if let Some(json) = storage.meta_get(&kdf_key).await? {
-            return KdfParams::from_json(&json).map_err(|e| {
+        // One round trip for the whole settings object.
+        let settings = storage.meta_object(object_type::VAULT, SETTINGS_ID).await?;
+        let has = |key: &str| settings.iter().find(|row| row.key.key == key);
+        if let Some(kdf) = has(SETTING_KDF) {
+            return KdfParams::from_json(&kdf.value).map_err(|e| {
                 VaultError::storage(format!("the stored vault settings are damaged: {e}"))
             });
         }
@@ -316,11 +317,7 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
             params.to_json(),
         ))];
         for (key, default) in [(SETTING_VERSION, "1"), (SETTING_MIGRATED, "false")] {
-            if storage
-                .meta_get(&MetaKey::new(object_type::VAULT, SETTINGS_ID, key))
-                .await?
-                .is_none()
-            {
+            if has(key).is_none() {
                 batch.push(WriteOp::InsertMeta(MetaRow::new(
                     object_type::VAULT,
                     SETTINGS_ID,
