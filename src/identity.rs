@@ -9,7 +9,9 @@ use crate::crypto::{
 };
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, object_type};
+use crate::storage::{
+    LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, object_type, scan_pages,
+};
 use crate::vault::Vault;
 use crate::vault::tokens::{link_row, prune_identity};
 use zeroize::Zeroizing;
@@ -298,15 +300,7 @@ impl Vault {
         observer: Option<&dyn RekeyObserver>,
     ) -> Result<Vec<(crate::record::Record, Envelope)>> {
         let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .storage
-                .scan_records(after.as_deref(), SCAN_PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.record.id.clone());
-            let full = page.len() == SCAN_PAGE;
+        scan_pages(&*self.storage, SCAN_PAGE, async |page| {
             for stored in page {
                 if stored.identity_id.is_some() {
                     continue;
@@ -322,10 +316,9 @@ impl Vault {
                 return Err(VaultError::Aborted);
             }
             self.platform.scheduler.yield_now().await;
-            if !full {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(found)
     }
 

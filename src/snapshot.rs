@@ -8,7 +8,7 @@ use crate::error::{Result, VaultError};
 use crate::query::js_string_cmp;
 use crate::record::{Record, check_time};
 use crate::storage::{
-    MetaKey, MetaRow, Storage, StorageError, WriteOp, is_unique_meta, object_type,
+    MetaKey, MetaRow, Storage, StorageError, WriteOp, is_unique_meta, object_type, scan_pages,
 };
 use crate::token;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
@@ -168,17 +168,11 @@ impl Snapshot {
     /// meta by key) so that exporting the same data twice gives the same bytes.
     pub async fn export(storage: &dyn Storage) -> Result<Self> {
         let mut records = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = storage.scan_records(after.as_deref(), EXPORT_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.record.id.clone());
-            let full = page.len() == EXPORT_PAGE;
+        scan_pages(storage, EXPORT_PAGE, async |page| {
             records.extend(page.into_iter().map(|s| s.record));
-            if !full {
-                break;
-            }
-        }
+            Ok(())
+        })
+        .await?;
         records.sort_by(|a, b| js_string_cmp(&a.id, &b.id));
         let mut meta = storage.meta_all().await?;
         meta.sort();

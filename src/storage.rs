@@ -254,6 +254,28 @@ pub trait Storage: MaybeSendSync {
     async fn close(&self);
 }
 
+/// Every record, with its link, a page at a time in the backend's id order. `visit` sees each
+/// page in turn, so memory stays bounded by one page plus whatever `visit` keeps.
+pub(crate) async fn scan_pages(
+    storage: &dyn Storage,
+    page_size: usize,
+    mut visit: impl AsyncFnMut(Vec<StoredRecord>) -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = storage.scan_records(after.as_deref(), page_size).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.record.id.clone());
+        let full = page.len() == page_size;
+        visit(page).await?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
 /// A shared store: several vaults on one backend (as two tabs share one IndexedDB database).
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]

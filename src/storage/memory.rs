@@ -236,6 +236,16 @@ impl Tx<'_> {
         Ok(out)
     }
 
+    /// `records_by`, each record with its identity link.
+    fn stored_by(
+        &mut self,
+        keys: &[String],
+        lookup: fn(&mut Self, &str) -> StorageResult<Option<Record>>,
+    ) -> StorageResult<Vec<StoredRecord>> {
+        let records = self.records_by(keys, lookup)?;
+        records.into_iter().map(|r| self.with_link(r)).collect()
+    }
+
     fn object(&mut self, o: &str) -> StorageResult<Option<(String, String, Fields)>> {
         let rows = self.select(
             "SELECT object_type, object_id, fields FROM meta_objects WHERE o = $1",
@@ -653,15 +663,16 @@ impl GlueMemoryStorage {
     /// The plan GlueSQL makes for a token lookup; a test checks it takes the primary-key path.
     #[doc(hidden)]
     pub fn explain_token_lookup(&self) -> StorageResult<String> {
-        let mut guard = self.glue.lock().unwrap_or_else(|p| p.into_inner());
-        let glue = guard.as_mut().ok_or(StorageError::Closed)?;
-        let plans = glue
-            .plan_with_params(
-                format!("SELECT {RECORD_COLUMNS} FROM records WHERE token = $1"),
-                vec!["tk_x".into_param_literal()],
-            )
-            .map_err(backend)?;
-        Ok(format!("{plans:?}"))
+        self.with(|tx| {
+            let plans = tx
+                .glue
+                .plan_with_params(
+                    format!("SELECT {RECORD_COLUMNS} FROM records WHERE token = $1"),
+                    vec!["tk_x".into_param_literal()],
+                )
+                .map_err(backend)?;
+            Ok(format!("{plans:?}"))
+        })
     }
 }
 
@@ -669,17 +680,11 @@ impl GlueMemoryStorage {
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 impl Storage for GlueMemoryStorage {
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        self.with(|tx| {
-            let records = tx.records_by(tokens, Tx::record_by_token)?;
-            records.into_iter().map(|r| tx.with_link(r)).collect()
-        })
+        self.with(|tx| tx.stored_by(tokens, Tx::record_by_token))
     }
 
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        self.with(|tx| {
-            let records = tx.records_by(ids, Tx::record_by_id)?;
-            records.into_iter().map(|r| tx.with_link(r)).collect()
-        })
+        self.with(|tx| tx.stored_by(ids, Tx::record_by_id))
     }
 
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
@@ -711,14 +716,11 @@ impl Storage for GlueMemoryStorage {
                     (limit as u64).into_param_literal(),
                 ],
             )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let id = first_text(&row)?;
-                if let Some(record) = tx.record_by_id(&id)? {
-                    out.push(tx.with_link(record)?);
-                }
-            }
-            Ok(out)
+            let ids = rows
+                .iter()
+                .map(|row| first_text(row))
+                .collect::<StorageResult<Vec<_>>>()?;
+            tx.stored_by(&ids, Tx::record_by_id)
         })
     }
 
