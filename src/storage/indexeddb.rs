@@ -134,6 +134,23 @@ fn idb_error(doing: &'static str) -> impl Fn(idb::Error) -> StorageError {
     }
 }
 
+/// An IndexedDB request, issued and awaited, with what was being done named in any error
+/// (issuing and completing fail with the same kind of DOMException, so one label serves both).
+trait Request<T> {
+    async fn done(self, doing: &'static str) -> StorageResult<T>;
+}
+
+impl<R, T> Request<T> for Result<R, idb::Error>
+where
+    R: std::future::IntoFuture<Output = Result<T, idb::Error>>,
+{
+    async fn done(self, doing: &'static str) -> StorageResult<T> {
+        self.map_err(idb_error(doing))?
+            .await
+            .map_err(idb_error(doing))
+    }
+}
+
 fn not_ours(what: &str) -> StorageError {
     StorageError::Backend {
         name: Some("DataError".into()),
@@ -444,9 +461,8 @@ impl Reader {
         let found = self
             .records
             .get(JsValue::from_str(id))
-            .map_err(idb_error("read a record"))?
-            .await
-            .map_err(idb_error("read a record"))?;
+            .done("read a record")
+            .await?;
         found.as_ref().map(record_from_js).transpose()
     }
 
@@ -457,9 +473,8 @@ impl Reader {
             .map_err(idb_error("open the token index"))?;
         let found = index
             .get(JsValue::from_str(token))
-            .map_err(idb_error("look up a token"))?
-            .await
-            .map_err(idb_error("look up a token"))?;
+            .done("look up a token")
+            .await?;
         found.as_ref().map(record_from_js).transpose()
     }
 
@@ -495,9 +510,8 @@ impl Reader {
         let rows = self
             .meta
             .get_all(Some(object_range(object_type, object_id)?), None)
-            .map_err(idb_error("read meta rows"))?
-            .await
-            .map_err(idb_error("read meta rows"))?;
+            .done("read meta rows")
+            .await?;
         rows.iter().map(meta_from_js).collect()
     }
 
@@ -511,9 +525,8 @@ impl Reader {
                 Some(Query::from(key_array(&[object_type, key, value]))),
                 None,
             )
-            .map_err(idb_error("look up meta rows"))?
-            .await
-            .map_err(idb_error("look up meta rows"))?;
+            .done("look up meta rows")
+            .await?;
         rows.iter().map(meta_from_js).collect()
     }
 
@@ -524,9 +537,8 @@ impl Reader {
             .map_err(idb_error("open the meta index"))?;
         index
             .count(Some(Query::from(key_array(&[object_type, key, value]))))
-            .map_err(idb_error("count meta rows"))?
+            .done("count meta rows")
             .await
-            .map_err(idb_error("count meta rows"))
     }
 
     /// Records the filter names by token or id (point lookups), if it names any.
@@ -611,10 +623,7 @@ impl Reader {
                 index.open_cursor(None, direction)
             }
         };
-        let cursor = open
-            .map_err(idb_error("open a cursor"))?
-            .await
-            .map_err(idb_error("open a cursor"))?;
+        let cursor = open.done("open a cursor").await?;
         let Some(cursor) = cursor else { return Ok(()) };
         let mut cursor = cursor.into_managed();
         while let Some(value) = cursor.value().map_err(idb_error("read a cursor"))? {
@@ -702,12 +711,7 @@ impl Storage for IdbStorage {
                     index.count(Some(Query::from(JsValue::from_f64(flag))))
                 }
             };
-            return Ok(u64::from(
-                count
-                    .map_err(idb_error("count records"))?
-                    .await
-                    .map_err(idb_error("count records"))?,
-            ));
+            return Ok(u64::from(count.done("count records").await?));
         }
         let mut n = 0u64;
         let walk = RecordFilter {
@@ -742,9 +746,8 @@ impl Storage for IdbStorage {
         let rows = r
             .records
             .get_all(query, Some(limit))
-            .map_err(idb_error("scan records"))?
-            .await
-            .map_err(idb_error("scan records"))?;
+            .done("scan records")
+            .await?;
         let records = rows
             .iter()
             .map(record_from_js)
@@ -754,12 +757,7 @@ impl Storage for IdbStorage {
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
         let r = self.reader()?;
-        let found = r
-            .meta
-            .get(meta_key_js(key))
-            .map_err(idb_error("read a meta row"))?
-            .await
-            .map_err(idb_error("read a meta row"))?;
+        let found = r.meta.get(meta_key_js(key)).done("read a meta row").await?;
         Ok(found
             .as_ref()
             .map(meta_from_js)
@@ -792,12 +790,7 @@ impl Storage for IdbStorage {
 
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
         let r = self.reader()?;
-        let rows = r
-            .meta
-            .get_all(None, None)
-            .map_err(idb_error("read meta rows"))?
-            .await
-            .map_err(idb_error("read meta rows"))?;
+        let rows = r.meta.get_all(None, None).done("read meta rows").await?;
         let mut rows = rows
             .iter()
             .map(meta_from_js)
@@ -860,10 +853,10 @@ impl Batch {
                 if self.r.record(&record.id).await?.is_some() {
                     return Err(StorageError::IdTaken(record.id));
                 }
-                let request = records
+                records
                     .add(&record_to_js(&record), None)
-                    .map_err(idb_error("add a record"))?;
-                request.await.map_err(idb_error("add a record"))?;
+                    .done("add a record")
+                    .await?;
             }
             WriteOp::UpdateRecord {
                 record,
@@ -883,23 +876,22 @@ impl Batch {
                 if expect_value.is_some_and(|v| v != current.value) {
                     return Err(StorageError::Changed(record.id));
                 }
-                let request = records
+                records
                     .put(&record_to_js(&record), None)
-                    .map_err(idb_error("write a record"))?;
-                request.await.map_err(idb_error("write a record"))?;
+                    .done("write a record")
+                    .await?;
             }
             WriteOp::DeleteRecord { id } => {
-                let request = records
+                records
                     .delete(JsValue::from_str(&id))
-                    .map_err(idb_error("delete a record"))?;
-                request.await.map_err(idb_error("delete a record"))?;
+                    .done("delete a record")
+                    .await?;
             }
             WriteOp::InsertMeta(row) => {
                 let exists = meta
                     .get_key(meta_key_js(&row.key))
-                    .map_err(idb_error("read a meta row"))?
-                    .await
-                    .map_err(idb_error("read a meta row"))?;
+                    .done("read a meta row")
+                    .await?;
                 if exists.is_some() {
                     return Err(StorageError::MetaTaken(row.key));
                 }
@@ -907,10 +899,9 @@ impl Batch {
             }
             WriteOp::PutMeta(row) => self.put_meta(row).await?,
             WriteOp::DeleteMeta(key) => {
-                let request = meta
-                    .delete(meta_key_js(&key))
-                    .map_err(idb_error("delete a meta row"))?;
-                request.await.map_err(idb_error("delete a meta row"))?;
+                meta.delete(meta_key_js(&key))
+                    .done("delete a meta row")
+                    .await?;
             }
             WriteOp::DeleteObjectIfUnreferenced {
                 object_type,
@@ -924,23 +915,14 @@ impl Batch {
                     .await?
                     == 0
                 {
-                    let request = meta
-                        .delete(object_range(&object_type, &object_id)?)
-                        .map_err(idb_error("delete meta rows"))?;
-                    request.await.map_err(idb_error("delete meta rows"))?;
+                    meta.delete(object_range(&object_type, &object_id)?)
+                        .done("delete meta rows")
+                        .await?;
                 }
             }
             WriteOp::ExpectEmpty => {
-                let n = records
-                    .count(None)
-                    .map_err(idb_error("count records"))?
-                    .await
-                    .map_err(idb_error("count records"))?;
-                let all = meta
-                    .count(None)
-                    .map_err(idb_error("count meta rows"))?
-                    .await
-                    .map_err(idb_error("count meta rows"))?;
+                let n = records.count(None).done("count records").await?;
+                let all = meta.count(None).done("count meta rows").await?;
                 let vault_range = {
                     let lower = key_array(&[object_type::VAULT]);
                     let upper: JsValue =
@@ -952,23 +934,15 @@ impl Batch {
                 };
                 let settings = meta
                     .count(Some(vault_range))
-                    .map_err(idb_error("count meta rows"))?
-                    .await
-                    .map_err(idb_error("count meta rows"))?;
+                    .done("count meta rows")
+                    .await?;
                 if n > 0 || all > settings {
                     return Err(StorageError::NotEmpty);
                 }
             }
             WriteOp::ClearAll => {
-                records
-                    .clear()
-                    .map_err(idb_error("clear records"))?
-                    .await
-                    .map_err(idb_error("clear records"))?;
-                meta.clear()
-                    .map_err(idb_error("clear meta rows"))?
-                    .await
-                    .map_err(idb_error("clear meta rows"))?;
+                records.clear().done("clear records").await?;
+                meta.clear().done("clear meta rows").await?;
             }
         }
         Ok(())
@@ -984,12 +958,11 @@ impl Batch {
                 return Err(StorageError::UniqueValueTaken(row.key));
             }
         }
-        let request = self
-            .r
+        self.r
             .meta
             .put(&meta_to_js(&row), None)
-            .map_err(idb_error("write a meta row"))?;
-        request.await.map_err(idb_error("write a meta row"))?;
+            .done("write a meta row")
+            .await?;
         Ok(())
     }
 }
