@@ -57,23 +57,6 @@ pub fn is_token_valid_length(
         .is_some_and(|s| crate::token::is_token_valid_length(&s))
 }
 
-/// Which backends this build carries (the TypeScript layer picks the module to load from it).
-#[wasm_bindgen(js_name = buildFeatures, unchecked_return_type = "{ memory: boolean; indexeddb: boolean }")]
-pub fn build_features() -> JsValue {
-    let o = js_sys::Object::new();
-    let _ = js_sys::Reflect::set(
-        &o,
-        &"memory".into(),
-        &JsValue::from_bool(cfg!(feature = "gluesql")),
-    );
-    let _ = js_sys::Reflect::set(
-        &o,
-        &"indexeddb".into(),
-        &JsValue::from_bool(cfg!(feature = "idb")),
-    );
-    o.into()
-}
-
 // The option and result types of the signatures above are written once, in the TypeScript layer
 // (js/types.ts, shipped as dist/types.d.ts next to dist/wasm/).
 #[wasm_bindgen(typescript_custom_section)]

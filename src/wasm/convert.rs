@@ -198,7 +198,8 @@ pub fn type_name(value: &JsValue) -> String {
 
 // ---- results ----
 
-fn set(target: &Object, key: &str, value: &JsValue) {
+/// Set a data property. On a plain object or Error the wasm layer just made this cannot fail.
+pub(super) fn set(target: &JsValue, key: &str, value: &JsValue) {
     let _ = Reflect::set(target, &JsValue::from_str(key), value);
 }
 

@@ -1,14 +1,10 @@
 //! `VaultError` → a JavaScript `Error` carrying `name`, `code`, `reason`, `tokens` and `cause`.
 //! The TypeScript layer gives it the `VaultError` prototype, so `instanceof` works in every entry.
 
+use super::convert::set;
 use crate::error::VaultError;
-use js_sys::{Array, Error, Reflect};
+use js_sys::{Array, Error};
 use wasm_bindgen::JsValue;
-
-fn set(target: &JsValue, key: &str, value: &JsValue) {
-    // Setting a plain data property on a fresh Error object cannot fail.
-    let _ = Reflect::set(target, &JsValue::from_str(key), value);
-}
 
 /// The JavaScript form of a vault error.
 pub fn to_js(error: &VaultError) -> JsValue {
