@@ -3,7 +3,7 @@
 // is fetched only on the first `backend: "memory"` open, so an app that only uses IndexedDB never
 // downloads it. Bundlers follow the `new URL(..., import.meta.url)` in each glue file.
 import init, * as core from "./wasm/vaultstore_idb.js";
-import { hasIndexedDB, setRuntime } from "./runtime.js";
+import { setRuntime } from "./runtime.js";
 import type { EngineModule } from "./runtime.js";
 
 await init();
@@ -27,7 +27,6 @@ function loadFull(): Promise<EngineModule> {
 setRuntime({
   primary: core,
   engineFor: (backend) => (backend === "memory" ? loadFull() : Promise.resolve(core)),
-  defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
 });
 
 export * from "./index.js";

@@ -2,13 +2,9 @@
 // instantiated synchronously from the file next to this one.
 import { readFileSync } from "node:fs";
 import * as engine from "./wasm/vaultstore_full.js";
-import { hasIndexedDB, setRuntime } from "./runtime.js";
+import { setRuntime, singleEngine } from "./runtime.js";
 
 engine.initSync({ module: readFileSync(new URL("./wasm/vaultstore_full_bg.wasm", import.meta.url)) });
-setRuntime({
-  primary: engine,
-  engineFor: async () => engine,
-  defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
-});
+setRuntime(singleEngine(engine));
 
 export * from "./index.js";

@@ -13,8 +13,11 @@ export interface Runtime {
   primary: EngineModule;
   /** The engine that hosts `backend` (loaded on first use where it is a separate download). */
   engineFor(backend: Backend): Promise<EngineModule>;
-  /** Default backend of this runtime. */
-  defaultBackend(): Backend;
+}
+
+/** A runtime whose one engine hosts every backend (Node, workerd). */
+export function singleEngine(engine: EngineModule): Runtime {
+  return { primary: engine, engineFor: async () => engine };
 }
 
 let current: Runtime | undefined;
@@ -72,6 +75,8 @@ export function callSync<T>(engine: EngineModule, run: () => T): T {
   }
 }
 
-export function hasIndexedDB(): boolean {
-  return typeof (globalThis as { indexedDB?: unknown }).indexedDB === "object" && (globalThis as { indexedDB?: unknown }).indexedDB !== null;
+/** What `Vault.open` uses when no backend is given: IndexedDB wherever it exists (API.md). */
+export function defaultBackend(): Backend {
+  const idb = (globalThis as { indexedDB?: unknown }).indexedDB;
+  return typeof idb === "object" && idb !== null ? "indexeddb" : "memory";
 }

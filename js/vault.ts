@@ -1,6 +1,6 @@
 import { VaultError } from "./errors.js";
 import { RecordQuery } from "./query.js";
-import { call, runtime } from "./runtime.js";
+import { call, defaultBackend, runtime } from "./runtime.js";
 import type { EngineModule, EngineVault } from "./runtime.js";
 import type {
   CreateOptions,
@@ -39,7 +39,7 @@ export class Vault {
     const rt = runtime();
     const given: unknown = options;
     const isObject = typeof given === "object" && given !== null && !Array.isArray(given);
-    const backend = isObject && (given as VaultOptions).backend !== undefined ? (given as VaultOptions).backend : rt.defaultBackend();
+    const backend = isObject && (given as VaultOptions).backend !== undefined ? (given as VaultOptions).backend : defaultBackend();
     if (backend !== "memory" && backend !== "indexeddb") {
       throw new VaultError("INVALID_ARGUMENT", `backend must be "indexeddb" or "memory", got ${JSON.stringify(backend)}`);
     }

@@ -2,13 +2,9 @@
 // from bytes) and instantiated synchronously. No randomness is drawn at module scope.
 import wasmModule from "./wasm/vaultstore_full_bg.wasm";
 import * as engine from "./wasm/vaultstore_full.js";
-import { hasIndexedDB, setRuntime } from "./runtime.js";
+import { setRuntime, singleEngine } from "./runtime.js";
 
 engine.initSync({ module: wasmModule });
-setRuntime({
-  primary: engine,
-  engineFor: async () => engine,
-  defaultBackend: () => (hasIndexedDB() ? "indexeddb" : "memory"),
-});
+setRuntime(singleEngine(engine));
 
 export * from "./index.js";
