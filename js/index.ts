@@ -16,6 +16,7 @@ export type {
   Secret,
   SortOrder,
   Time,
+  VaultEvent,
   VaultOptions,
   VaultRecord,
 } from "./types.js";

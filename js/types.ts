@@ -1,3 +1,5 @@
+import type { ErrorCode } from "./errors.js";
+
 /** A password (PBKDF2) or a raw 256-bit key (exactly 32 bytes; HKDF). */
 export type Secret = string | Uint8Array;
 
@@ -30,6 +32,14 @@ export interface VaultOptions {
   passwordPolicy?: PasswordPolicy;
   /** How long derived keys stay in memory; 0 = never cache. Default 900,000 (15 min). */
   keyCacheTtlMs?: number;
+  /**
+   * Refuse (`INVALID_ARGUMENT`) an existing or imported vault whose stored PBKDF2 iteration count
+   * is lower: the stored count is not authenticated, so write access to the storage alone could
+   * weaken it. Default: the smaller of 100,000 and `kdfIterations`.
+   */
+  minKdfIterations?: number;
+  /** Called after every operation with its name, duration, record count and outcome; never a secret. */
+  onEvent?: (event: VaultEvent) => void;
   /** Start from `exportSnapshot()` output. */
   snapshot?: Uint8Array | string;
 }
@@ -51,6 +61,17 @@ export interface RekeyOptions {
   onProgress?: (done: number, total: number) => void;
   /** Aborting before the commit rejects with `ABORTED` and changes nothing. */
   signal?: AbortSignal;
+}
+
+/** What `onEvent` receives after each operation. It never holds a value, a secret, a key or a token. */
+export interface VaultEvent {
+  /** The method's name, e.g. `"tokenRead"`, `"bulkRekey"`, `"open"`. */
+  op: string;
+  durationMs: number;
+  /** Records the operation read or wrote. */
+  records: number;
+  /** `"OK"`, or the `VaultError` code it rejected with. */
+  code: "OK" | ErrorCode;
 }
 
 /** Record metadata; `value` is the encrypted envelope, never plaintext. */

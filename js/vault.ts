@@ -13,8 +13,27 @@ import type {
   VaultRecord,
 } from "./types.js";
 
+/**
+ * A plain copy of the caller's options object, read once, so that a getter or Proxy trap that
+ * throws is an `INVALID_ARGUMENT` here rather than an exception from inside the engine. Anything
+ * that is not a plain object is passed on for the engine to reject with its type.
+ */
+function plainOptions(options: unknown): unknown {
+  try {
+    if (typeof options !== "object" || options === null || Array.isArray(options)) return options;
+    return { ...options };
+  } catch {
+    throw new VaultError("INVALID_ARGUMENT", "options could not be read: a getter or Proxy trap threw");
+  }
+}
+
 function plainQuery(query: RecordQuery | QueryInit | undefined): QueryInit | undefined {
-  return query instanceof RecordQuery ? query.toJSON() : query;
+  try {
+    return query instanceof RecordQuery ? query.toJSON() : (plainOptions(query) as QueryInit | undefined);
+  } catch (error) {
+    if (error instanceof VaultError) throw error;
+    throw new VaultError("INVALID_ARGUMENT", "the query could not be read: a getter or Proxy trap threw");
+  }
 }
 
 /**
@@ -37,14 +56,16 @@ export class Vault {
   /** Open (or create) a vault. */
   static async open(options?: VaultOptions): Promise<Vault> {
     const rt = runtime();
-    const given: unknown = options;
-    const isObject = typeof given === "object" && given !== null && !Array.isArray(given);
-    const backend = isObject && (given as VaultOptions).backend !== undefined ? (given as VaultOptions).backend : defaultBackend();
+    const given = plainOptions(options);
+    const isObject = typeof given === "object" && given !== null;
+    const chosen = isObject ? (given as VaultOptions).backend : undefined;
+    const backend = chosen === undefined ? defaultBackend() : chosen;
     if (backend !== "memory" && backend !== "indexeddb") {
-      throw new VaultError("INVALID_ARGUMENT", `backend must be "indexeddb" or "memory", got ${JSON.stringify(backend)}`);
+      // The value is not repeated: whatever a caller puts in the wrong place may be a secret.
+      throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb" or "memory"');
     }
     const engine = await call(rt.primary, () => rt.engineFor(backend));
-    const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...(given as VaultOptions), backend } : given;
+    const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...given, backend } : given;
     const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
     return new Vault(engine, inner);
   }

@@ -55,11 +55,16 @@ pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 /// HKDF-SHA256 with a 32-byte output.
 pub(crate) fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
     let mut okm = zeroize::Zeroizing::new([0u8; 32]);
+    hkdf_into(ikm, salt, info, &mut okm);
+    okm
+}
+
+/// HKDF-SHA256 writing its 32 bytes into `okm`.
+pub(crate) fn hkdf_into(ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8; 32]) {
     // 32 bytes is far below HKDF's 255 * 32 limit, so expand cannot fail.
     hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm)
-        .expand(info, okm.as_mut())
+        .expand(info, okm)
         .unwrap_or_else(|_| unreachable!());
-    okm
 }
 
 /// AES-256-GCM keyed with a 32-byte key.

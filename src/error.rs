@@ -148,6 +148,11 @@ pub enum VaultError {
     #[error("the operation was aborted before it committed; nothing was changed")]
     Aborted,
 
+    #[error(
+        "the vault was locked while {0} ran, so the keys it held were dropped; nothing was changed. Call it again with the secret"
+    )]
+    LockedDuring(&'static str),
+
     #[error("the vault is closed; open a new Vault to continue")]
     Closed,
 }
@@ -198,6 +203,7 @@ impl VaultError {
             VaultError::IdentityDisabled(_) => ErrorCode::IdentityDisabled,
             VaultError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             VaultError::Storage { .. } => ErrorCode::Storage,
+            VaultError::LockedDuring(_) => ErrorCode::Aborted,
             VaultError::Aborted => ErrorCode::Aborted,
             VaultError::Closed => ErrorCode::Closed,
         }

@@ -3,37 +3,39 @@
 //! With identities on, each secret maps (by its tag) to an identity holding a random data key
 //! (DEK) wrapped under the secret. Records are sealed with the DEK and linked to the identity, so
 //! changing a password re-wraps one DEK instead of re-encrypting every record.
+//!
+//! A rekey reads, seals and then commits everything in one atomic batch. Other tabs, isolates or
+//! calls may write meanwhile, so the batch is guarded: it expects the write epoch it read before
+//! reading any record (every batch that seals a value renews it) and the identities it relied on.
+//! When a guard fails, nothing was written; the rekey reads again and seals only the records
+//! whose value changed (earlier work is kept), and commits again. Writes that resolved while it
+//! ran are never undone, and every value opens with the secret the outcome implies.
 
 use crate::crypto::{
     DataKey, Envelope, MasterKey, identity_tag, new_identity_id, seal_value, unwrap_dek, wrap_dek,
 };
 use crate::error::{Result, VaultError};
+use crate::record::Record;
 use crate::secret::Secret;
 use crate::storage::{
-    LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, object_type, scan_pages,
+    LINK_KEY, MetaKey, MetaRow, StorageError, WriteOp, object_type, scan_pages, unlinked_records,
+    write_epoch,
 };
-use crate::vault::Vault;
-use crate::vault::tokens::{link_row, prune_identity};
+use crate::vault::tokens::reseal_ops;
+use crate::vault::{Vault, WriteKey, new_write_epoch};
+use std::collections::HashMap;
 use zeroize::Zeroizing;
 
-const TAG_KEY: &str = "tag";
+pub(crate) const TAG_KEY: &str = "tag";
 const DEK_KEY: &str = "dek";
 
 /// Records scanned per page when looking for a secret's records by key check.
-const SCAN_PAGE: usize = 500;
-/// Records re-encrypted between two chances for the host to run (progress, abort, UI).
-const YIELD_EVERY: usize = 64;
-
-/// The writes of one rekey, applied in one atomic batch at the end.
-#[derive(Default)]
-struct RekeyPlan {
-    batch: Vec<WriteOp>,
-    moved: u64,
-}
-
-fn cancelled(observer: Option<&dyn RekeyObserver>) -> bool {
-    observer.is_some_and(|o| o.is_cancelled())
-}
+const SCAN_PAGE: usize = 1_000;
+/// Rounds of "read, seal, commit" before a rekey that keeps meeting concurrent writers gives up.
+/// Each round after the first re-seals only what changed, so the window shrinks to a round trip.
+const REKEY_ATTEMPTS: usize = 16;
+/// Milliseconds of work between two chances for the host to run (progress, abort, UI).
+const YIELD_AFTER_MS: i64 = 8;
 
 /// An identity, unlocked.
 pub(crate) struct Identity {
@@ -69,6 +71,78 @@ fn identity_rows(id: &str, mk: &MasterKey, vault: &Vault, dek: &DataKey) -> Resu
     ])
 }
 
+/// Fail the batch unless identity `id` still has the tag of `mk`.
+fn expect_tag(id: &str, mk: &MasterKey) -> WriteOp {
+    WriteOp::ExpectMeta {
+        key: MetaKey::new(object_type::IDENTITY, id, TAG_KEY),
+        value: Some(identity_tag(mk)),
+    }
+}
+
+/// Which of the old secret's keys a record to move is sealed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The old secret's identity's DEK: the record joins the target identity.
+    Identity,
+    /// The old secret's master key: the record joins the target for unlinked records.
+    Master,
+}
+
+/// One record to move, as read in this round.
+struct Move {
+    record: Record,
+    side: Side,
+}
+
+/// The keys of a round: what each side is sealed with now, and what it moves to.
+struct MoveKeys<'a> {
+    from_identity: Option<&'a DataKey>,
+    from_master: &'a DataKey,
+    to_identity: Option<&'a WriteKey>,
+    to_master: &'a WriteKey,
+}
+
+impl MoveKeys<'_> {
+    fn of(&self, side: Side) -> Result<(&DataKey, &WriteKey)> {
+        match side {
+            Side::Identity => self.from_identity.zip(self.to_identity),
+            Side::Master => Some((self.from_master, self.to_master)),
+        }
+        .ok_or_else(|| VaultError::storage("a rekey planned a move without its keys"))
+    }
+}
+
+/// Work that outlives one round of a rekey or a migration.
+#[derive(Default)]
+struct Carry {
+    /// Values already sealed, by record id: the value they replace and the new one, for the
+    /// target identity (or `None` for a master key) they were sealed for.
+    sealed: HashMap<String, (String, String, Option<String>)>,
+    /// The fresh identity of a rotation, drawn once so that sealed values stay valid.
+    fresh: Option<Identity>,
+    /// The lock epoch when the operation began.
+    lock_epoch: u64,
+    last_yield: i64,
+    /// The furthest progress reported, so that a later round never reports less.
+    reported: u64,
+}
+
+/// The writes of one round, applied in one atomic batch at its end: guards and record moves,
+/// then `finish` (identities pruned or created once the links have moved).
+#[derive(Default)]
+struct Round {
+    batch: Vec<WriteOp>,
+    finish: Vec<WriteOp>,
+    moved: u64,
+}
+
+impl Round {
+    fn into_batch(mut self) -> Vec<WriteOp> {
+        self.batch.append(&mut self.finish);
+        self.batch
+    }
+}
+
 impl Vault {
     /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
     pub(crate) async fn find_identity(&self, mk: &MasterKey) -> Result<Option<Identity>> {
@@ -98,30 +172,30 @@ impl Vault {
         if let Some(identity) = self.find_identity(mk).await? {
             return Ok((identity, vec![]));
         }
-        self.new_identity(mk)
-    }
-
-    fn new_identity(&self, mk: &MasterKey) -> Result<(Identity, Vec<WriteOp>)> {
         let identity = Identity {
             id: new_identity_id()?,
             dek: DataKey::generate()?,
         };
-        let setup = identity_rows(&identity.id, mk, self, &identity.dek)?
+        let setup = self.create_ops(&identity, mk)?;
+        Ok((identity, setup))
+    }
+
+    fn create_ops(&self, identity: &Identity, mk: &MasterKey) -> Result<Vec<WriteOp>> {
+        Ok(identity_rows(&identity.id, mk, self, &identity.dek)?
             .into_iter()
             .map(WriteOp::InsertMeta)
-            .collect();
-        Ok((identity, setup))
+            .collect())
     }
 
     /// Move every record of `old` to `new` (API.md "Password identities and rekey"). Atomic:
     /// either every record opens with `new` afterwards, or nothing changed (also on abort).
     /// Returns how many records of `old` now open with `new`.
     ///
-    /// With identities on, `old` must have an identity, and only its records move (one re-wrap
-    /// when `new` has no identity). With identities off, `old`'s records sealed with its master
-    /// key are found by key check; if `old` also has an identity (the vault was used with
-    /// identities on before), that identity moves too, in the same atomic write, so no record of
-    /// `old` is left behind.
+    /// With identities on, `old` must have an identity; its linked records move (one re-wrap
+    /// when `new` has no identity), and so do records of `old` written before identities were
+    /// on, found by key check when the vault may hold any. With identities off, `old`'s records
+    /// sealed with its master key are found by key check; if `old` also has an identity (the
+    /// vault was used with identities on before), that identity moves too, in the same write.
     pub async fn bulk_rekey(
         &self,
         old: &Secret,
@@ -131,136 +205,269 @@ impl Vault {
         self.ensure_open()?;
         self.check_policy(new)?;
         let observer = options.observer;
+        let mut carry = Carry {
+            lock_epoch: self.lock_epoch(),
+            last_yield: self.now(),
+            ..Carry::default()
+        };
         let mk_old = self.master_key(old).await?;
         let mk_new = self.master_key(new).await?;
-        if cancelled(observer) {
-            return Err(VaultError::Aborted);
-        }
-        let source = self.find_identity(&mk_old).await?;
-        if self.identities && source.is_none() {
-            return Err(VaultError::IdentityNotFound);
-        }
-        let mut plan = RekeyPlan::default();
-        if let Some(source) = source {
-            self.plan_identity_move(source, &mk_new, options, &mut plan)
+        check_cancelled(observer)?;
+        for _ in 0..REKEY_ATTEMPTS {
+            let mut round = Round::default();
+            round.batch.push(self.expect_write_epoch().await?);
+            let source = self.find_identity(&mk_old).await?;
+            if self.identities && source.is_none() {
+                return Err(VaultError::IdentityNotFound);
+            }
+            let master_old = DataKey::from_master(&mk_old);
+            let (identity_target, mut moves) = match &source {
+                Some(source) => {
+                    let (target, moves) = self
+                        .plan_identity_move(
+                            source, &mk_old, &mk_new, options, &mut round, &mut carry,
+                        )
+                        .await?;
+                    (Some(target), moves)
+                }
+                None => (None, vec![]),
+            };
+            // Records sealed with the old master key: with identities off they stay unlinked
+            // under the new one; with identities on they join the target identity.
+            let master_target = match &identity_target {
+                Some(target) if self.identities => target.clone(),
+                _ => WriteKey::master(&mk_new),
+            };
+            moves.extend(
+                self.plan_unlinked_move(
+                    &master_old,
+                    &master_target,
+                    observer,
+                    &mut round,
+                    &mut carry,
+                )
+                .await?,
+            );
+            let keys = MoveKeys {
+                from_identity: source.as_ref().map(|s| &s.dek),
+                from_master: &master_old,
+                to_identity: identity_target.as_ref(),
+                to_master: &master_target,
+            };
+            self.seal_moves(moves, &keys, observer, &mut round, &mut carry)
                 .await?;
+            check_cancelled(observer)?;
+            self.check_not_locked_since(carry.lock_epoch, "the rekey")?;
+            let moved = round.moved;
+            report_at_least(observer, &mut carry, moved, moved);
+            let mut batch = round.into_batch();
+            if !writes(&batch) {
+                return Ok(moved);
+            }
+            batch.push(new_write_epoch()?);
+            match self.storage.apply(batch).await {
+                Ok(()) => return Ok(moved),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        if !self.identities {
-            self.plan_key_check_move(&mk_old, &mk_new, observer, &mut plan)
-                .await?;
-        }
-        if cancelled(observer) {
-            return Err(VaultError::Aborted);
-        }
-        if !plan.batch.is_empty() {
-            self.apply_rekey(plan.batch).await?;
-        }
-        Ok(plan.moved)
+        Err(gave_up("the rekey"))
     }
 
-    /// The writes that move `source`'s records to the identity of `mk_new`: a re-wrap of the DEK
-    /// when that secret has no identity (O(1)), else re-encryption and relinking.
+    /// The write epoch as it is now, as the guard a round's batch starts with. Read before any
+    /// record, so every value sealed after this read renews it and fails the guard.
+    async fn expect_write_epoch(&self) -> Result<WriteOp> {
+        let key = write_epoch();
+        let value = self.storage.meta_get(&key).await?;
+        Ok(WriteOp::ExpectMeta { key, value })
+    }
+
+    /// Plan moving `source`'s linked records to the identity `mk_new` will have: a re-wrap of the
+    /// DEK when that secret has no identity (O(1)), else re-encryption and relinking. Returns
+    /// the key records joining that identity are sealed with, and the records to re-encrypt.
     async fn plan_identity_move(
         &self,
-        source: Identity,
+        source: &Identity,
+        mk_old: &MasterKey,
         mk_new: &MasterKey,
         options: &RekeyOptions<'_>,
-        plan: &mut RekeyPlan,
-    ) -> Result<()> {
-        let observer = options.observer;
+        round: &mut Round,
+        carry: &mut Carry,
+    ) -> Result<(WriteKey, Vec<Move>)> {
         let existing = self.find_identity(mk_new).await?;
         let links = self
             .storage
             .meta_find(object_type::RECORD, LINK_KEY, &source.id)
             .await?;
         let linked = links.len() as u64;
-
+        // The source must still be the old secret's when this commits.
+        round.batch.push(expect_tag(&source.id, mk_old));
+        let stay = |round: &mut Round| {
+            round.moved += linked;
+            WriteKey {
+                key: DataKey::filled_by(|k| k.copy_from_slice(source.dek.as_bytes())),
+                identity_id: Some(source.id.clone()),
+                guard: vec![],
+            }
+        };
         let (target, setup) = match existing {
             Some(same) if same.id == source.id && !options.rotate => {
                 // The new secret already opens this identity: nothing to move.
-                report(observer, linked, linked);
-                plan.moved += linked;
-                return Ok(());
+                return Ok((stay(round), vec![]));
             }
-            Some(other) if other.id != source.id => (other, vec![]),
+            Some(other) if other.id != source.id => {
+                let guard = expect_tag(&other.id, mk_new);
+                (other, vec![guard])
+            }
             None if !options.rotate => {
                 // O(1) whatever the record count: the DEK stays, only its wrapping changes.
-                plan.batch.extend(
+                round.batch.extend(
                     identity_rows(&source.id, mk_new, self, &source.dek)?
                         .into_iter()
                         .map(WriteOp::PutMeta),
                 );
-                report(observer, linked, linked);
-                plan.moved += linked;
-                return Ok(());
+                return Ok((stay(round), vec![]));
             }
-            // Rotation (or the same secret asking for a fresh key): a new identity and DEK.
-            _ => self.new_identity(mk_new)?,
+            // Rotation (or the same secret asking for a fresh key): a new identity and DEK,
+            // drawn once for the whole rekey so that work sealed in one round stays valid.
+            _ => {
+                if carry.fresh.is_none() {
+                    carry.fresh = Some(Identity {
+                        id: new_identity_id()?,
+                        dek: DataKey::generate()?,
+                    });
+                }
+                let fresh = carry.fresh.as_ref().ok_or_else(|| gave_up("the rekey"))?;
+                let identity = Identity {
+                    id: fresh.id.clone(),
+                    dek: fresh.dek.clone(),
+                };
+                let setup = self.create_ops(&identity, mk_new)?;
+                (identity, setup)
+            }
         };
-
         let ids: Vec<String> = links
             .iter()
             .filter_map(|row| row.key.object_id.strip_prefix("r_").map(str::to_owned))
             .collect();
-        let records = self.storage.records_by_ids(&ids).await?;
-        let total = records.len() as u64;
-        let now = self.now();
-        for (done, stored) in records.iter().enumerate() {
-            let record = &stored.record;
-            let plaintext = Zeroizing::new(
-                Envelope::parse(&record.value)?
-                    .open(&source.dek, &record.token)
-                    .map_err(|e| e.for_token(&record.token))?,
-            );
-            let mut moved = record.clone();
-            moved.value = seal_value(&target.dek, &record.token, &plaintext)?;
-            moved.updated_at = now;
-            plan.batch.push(WriteOp::UpdateRecord {
-                record: moved,
-                expect_value: Some(record.value.clone()),
-            });
-            plan.batch
-                .push(WriteOp::PutMeta(link_row(&record.id, &target.id)));
-            self.checkpoint(observer, done + 1, total).await?;
-        }
-        // The source identity goes once no link points at it; its tag row must be gone before
-        // a rotated identity of the same secret inserts the same tag.
-        plan.batch.push(prune_identity(&source.id));
-        plan.batch.extend(setup);
-        plan.moved += total;
-        Ok(())
+        let moves = self
+            .storage
+            .records_by_ids(&ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|record| Move {
+                record,
+                side: Side::Identity,
+            })
+            .collect();
+        // Finishing the batch, after the links moved: the source goes once no link points at
+        // it (its tag row must be gone before a rotated identity of the same secret inserts the
+        // same tag), then the target is created or checked.
+        round.finish.push(prune_identity(&source.id));
+        round.finish.extend(setup);
+        let target = WriteKey {
+            key: target.dek,
+            identity_id: Some(target.id),
+            guard: vec![],
+        };
+        Ok((target, moves))
     }
 
-    /// The writes that move the unlinked records sealed with `mk_old`, found by key check value
-    /// (one HMAC each, no trial decryption), to `mk_new`.
-    async fn plan_key_check_move(
+    /// Plan moving the records sealed with the master key `from` (found by key check value: one
+    /// HMAC each, no trial decryption) to `target`. With identities on, a vault that has never
+    /// held such records (FORMAT.md "Vault state") is not scanned at all.
+    async fn plan_unlinked_move(
         &self,
-        mk_old: &MasterKey,
-        mk_new: &MasterKey,
+        from: &DataKey,
+        target: &WriteKey,
         observer: Option<&dyn RekeyObserver>,
-        plan: &mut RekeyPlan,
-    ) -> Result<()> {
-        let old_key = DataKey::from_master(mk_old);
-        let new_key = DataKey::from_master(mk_new);
-        let found = self.unlinked_records_of(&old_key, observer).await?;
-        let total = found.len() as u64;
-        let now = self.now();
-        for (done, (record, envelope)) in found.into_iter().enumerate() {
-            let plaintext = Zeroizing::new(
-                envelope
-                    .open(&old_key, &record.token)
-                    .map_err(|e| e.for_token(&record.token))?,
-            );
-            let mut moved = record.clone();
-            moved.value = seal_value(&new_key, &record.token, &plaintext)?;
-            moved.updated_at = now;
-            plan.batch.push(WriteOp::UpdateRecord {
-                record: moved,
-                expect_value: Some(record.value),
-            });
-            self.checkpoint(observer, done + 1, total).await?;
+        round: &mut Round,
+        carry: &mut Carry,
+    ) -> Result<Vec<Move>> {
+        if self.identities
+            && self.storage.meta_get(&unlinked_records()).await?.as_deref() == Some("false")
+        {
+            return Ok(vec![]);
         }
-        plan.moved += total;
+        let mut moves = Vec::new();
+        let mut scanned = 0u64;
+        scan_pages(&*self.storage, SCAN_PAGE, async |page| {
+            scanned += page.len() as u64;
+            for record in page {
+                // A damaged value belongs to nobody; it is left as it is.
+                if let Ok(envelope) = Envelope::parse(&record.value)
+                    && envelope.was_sealed_with(from)
+                {
+                    moves.push(Move {
+                        record,
+                        side: Side::Master,
+                    });
+                }
+            }
+            check_cancelled(observer)?;
+            self.pause(carry).await;
+            Ok(())
+        })
+        .await?;
+        if target.identity_id.is_some() {
+            // Links are counted after the scan: a record deleted meanwhile only makes the count
+            // smaller, so "no unlinked record is left" is never claimed when one is.
+            let links = self.storage.meta_count(object_type::RECORD).await?;
+            if scanned == links + moves.len() as u64 {
+                round.batch.push(WriteOp::PutMeta(MetaRow {
+                    key: unlinked_records(),
+                    value: "false".into(),
+                }));
+            }
+        }
+        Ok(moves)
+    }
+
+    /// Re-encrypt `moves` under their targets, reporting progress. A value sealed by an earlier
+    /// round is reused while the record still holds the value it replaces.
+    async fn seal_moves(
+        &self,
+        moves: Vec<Move>,
+        keys: &MoveKeys<'_>,
+        observer: Option<&dyn RekeyObserver>,
+        round: &mut Round,
+        carry: &mut Carry,
+    ) -> Result<()> {
+        let base = round.moved;
+        let total = base + moves.len() as u64;
+        let now = self.now();
+        round.batch.reserve(moves.len() * 2);
+        for (done, Move { record, side }) in moves.into_iter().enumerate() {
+            let (from, to) = keys.of(side)?;
+            let sealed = match carry.sealed.get(&record.id) {
+                Some((was, sealed, target))
+                    if *was == record.value && *target == to.identity_id =>
+                {
+                    sealed.clone()
+                }
+                _ => {
+                    let plaintext = Zeroizing::new(
+                        Envelope::parse(&record.value)?
+                            .open(from, &record.token)
+                            .map_err(|e| e.for_token(&record.token))?,
+                    );
+                    let sealed = seal_value(&to.key, &record.token, &plaintext)?;
+                    carry.sealed.insert(
+                        record.id.clone(),
+                        (record.value.clone(), sealed.clone(), to.identity_id.clone()),
+                    );
+                    sealed
+                }
+            };
+            round.batch.extend(reseal_ops(&record, sealed, to, now));
+            round.moved += 1;
+            report_at_least(observer, carry, base + done as u64 + 1, total);
+            check_cancelled(observer)?;
+            if done % 16 == 15 {
+                self.pause(carry).await;
+            }
+        }
         Ok(())
     }
 
@@ -271,89 +478,107 @@ impl Vault {
         if !self.identities {
             return Err(VaultError::IdentityDisabled("migrateRecordLinks"));
         }
+        let mut carry = Carry {
+            lock_epoch: self.lock_epoch(),
+            last_yield: self.now(),
+            ..Carry::default()
+        };
         let mk = self.master_key(secret).await?;
-        let key = DataKey::from_master(&mk);
-        let mut opened = Vec::new();
-        for (record, envelope) in self.unlinked_records_of(&key, None).await? {
-            let plaintext = envelope
-                .open(&key, &record.token)
-                .map_err(|e| e.for_token(&record.token))?;
-            opened.push((
-                StoredRecord {
-                    record,
-                    identity_id: None,
-                },
-                Zeroizing::new(plaintext),
-            ));
-        }
-        if opened.is_empty() {
-            return Ok(0);
-        }
-        self.relink(&mk, &opened).await.map(|n| n as u64)
-    }
-
-    /// Every record without an identity link whose key check value matches `key`, scanned in
-    /// pages so memory stays bounded by the matches, not the store.
-    async fn unlinked_records_of(
-        &self,
-        key: &DataKey,
-        observer: Option<&dyn RekeyObserver>,
-    ) -> Result<Vec<(crate::record::Record, Envelope)>> {
-        let mut found = Vec::new();
-        scan_pages(&*self.storage, SCAN_PAGE, async |page| {
-            for stored in page {
-                if stored.identity_id.is_some() {
-                    continue;
-                }
-                // A damaged value belongs to nobody; it is left as it is.
-                if let Ok(envelope) = Envelope::parse(&stored.record.value)
-                    && envelope.was_sealed_with(key)
-                {
-                    found.push((stored.record, envelope));
-                }
+        let master = DataKey::from_master(&mk);
+        for _ in 0..REKEY_ATTEMPTS {
+            let mut round = Round::default();
+            round.batch.push(self.expect_write_epoch().await?);
+            let target = self.write_key(&mk).await?;
+            let moves = self
+                .plan_unlinked_move(&master, &target, None, &mut round, &mut carry)
+                .await?;
+            if !moves.is_empty() {
+                // Creates the identity, or checks it is still this secret's; an identity with
+                // no record to hold is never created.
+                round.batch.extend(target.guard.iter().cloned());
+            } else if !writes(&round.batch) {
+                return Ok(0);
             }
-            if cancelled(observer) {
-                return Err(VaultError::Aborted);
+            let keys = MoveKeys {
+                from_identity: None,
+                from_master: &master,
+                to_identity: None,
+                to_master: &target,
+            };
+            self.seal_moves(moves, &keys, None, &mut round, &mut carry)
+                .await?;
+            self.check_not_locked_since(carry.lock_epoch, "the link migration")?;
+            let moved = round.moved;
+            let mut batch = round.into_batch();
+            batch.push(new_write_epoch()?);
+            match self.storage.apply(batch).await {
+                Ok(()) => return Ok(moved),
+                Err(e) if is_conflict(&e) => continue,
+                Err(e) => return Err(e.into()),
             }
-            self.platform.scheduler.yield_now().await;
-            Ok(())
-        })
-        .await?;
-        Ok(found)
+        }
+        Err(gave_up("the link migration"))
     }
 
-    /// Report progress, honour cancellation, and let the host run now and then.
-    async fn checkpoint(
-        &self,
-        observer: Option<&dyn RekeyObserver>,
-        done: usize,
-        total: u64,
-    ) -> Result<()> {
-        report(observer, done as u64, total);
-        if cancelled(observer) {
-            return Err(VaultError::Aborted);
-        }
-        if done % YIELD_EVERY == 0 {
+    /// Let the host run if this operation has computed for a while.
+    async fn pause(&self, carry: &mut Carry) {
+        let now = self.now();
+        if now - carry.last_yield >= YIELD_AFTER_MS {
             self.platform.scheduler.yield_now().await;
-        }
-        Ok(())
-    }
-
-    async fn apply_rekey(&self, batch: Vec<WriteOp>) -> Result<()> {
-        match self.storage.apply(batch).await {
-            Err(StorageError::Changed(id)) => Err(VaultError::storage(format!(
-                "record {id} changed while the rekey ran; nothing was changed, run the rekey again"
-            ))),
-            Err(StorageError::UniqueValueTaken(_)) => Err(VaultError::storage(
-                "another writer linked records to these identities while the rekey ran; nothing was changed, run the rekey again",
-            )),
-            other => Ok(other?),
+            carry.last_yield = self.now();
         }
     }
 }
 
-fn report(observer: Option<&dyn RekeyObserver>, done: u64, total: u64) {
-    if let Some(o) = observer {
-        o.progress(done, total);
+/// Whether a batch does more than check its guards.
+fn writes(batch: &[WriteOp]) -> bool {
+    batch
+        .iter()
+        .any(|op| !matches!(op, WriteOp::ExpectMeta { .. }))
+}
+
+/// A guard of the batch failed: someone wrote meanwhile, and a new round will see it.
+fn is_conflict(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::MetaChanged(_)
+            | StorageError::Changed(_)
+            | StorageError::RecordMissing(_)
+            | StorageError::UniqueValueTaken(_)
+            | StorageError::MetaTaken(_)
+    )
+}
+
+fn gave_up(what: &str) -> VaultError {
+    VaultError::storage(format!(
+        "other writers kept changing the vault's records while {what} ran ({REKEY_ATTEMPTS} rounds); nothing was changed. Run it again when fewer writes are happening"
+    ))
+}
+
+fn check_cancelled(observer: Option<&dyn RekeyObserver>) -> Result<()> {
+    if observer.is_some_and(|o| o.is_cancelled()) {
+        Err(VaultError::Aborted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Report progress, never less than already reported (a later round of a rekey starts over).
+fn report_at_least(observer: Option<&dyn RekeyObserver>, carry: &mut Carry, done: u64, total: u64) {
+    if let Some(o) = observer
+        && done >= carry.reported
+    {
+        carry.reported = done;
+        o.progress(done, total.max(done));
+    }
+}
+
+/// Remove an identity once no record link refers to it, in the same batch.
+pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
+    WriteOp::DeleteObjectIfUnreferenced {
+        object_type: object_type::IDENTITY.to_owned(),
+        object_id: identity_id.to_owned(),
+        referrer_type: object_type::RECORD.to_owned(),
+        referrer_key: LINK_KEY.to_owned(),
     }
 }

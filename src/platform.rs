@@ -50,11 +50,18 @@ impl PasswordKdf for RustKdf {
 }
 
 /// Lets the host run between chunks of long work (a browser's event loop, so that an
-/// `AbortSignal` can fire and the page stays responsive). Natively there is nothing to do.
+/// `AbortSignal` can fire and the page stays responsive), and run a task later (expired keys
+/// are wiped when they expire, not only on the next call). Natively there is nothing to do:
+/// expired keys are still swept on every access.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 pub trait Scheduler: MaybeSendSync {
     async fn yield_now(&self);
+
+    /// Run `task` in about `delay_ms` milliseconds, without keeping the host alive for it.
+    fn after(&self, delay_ms: u64, task: Box<dyn FnOnce()>) {
+        let _ = (delay_ms, task);
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,15 +75,23 @@ impl Scheduler for NoYield {
 
 /// The host services one vault uses.
 pub struct Platform {
-    pub clock: Box<dyn Clock>,
+    pub clock: std::sync::Arc<dyn Clock>,
     pub kdf: Box<dyn PasswordKdf>,
     pub scheduler: Box<dyn Scheduler>,
+}
+
+impl Platform {
+    /// A `'static` handle on the clock, for tasks that run later.
+    pub(crate) fn clock_handle(&self) -> impl Fn() -> i64 + 'static {
+        let clock = self.clock.clone();
+        move || clock.now_ms()
+    }
 }
 
 impl Default for Platform {
     fn default() -> Self {
         Platform {
-            clock: Box::new(SystemClock),
+            clock: std::sync::Arc::new(SystemClock),
             kdf: Box::new(RustKdf),
             scheduler: Box::new(NoYield),
         }

@@ -43,11 +43,9 @@ impl PasswordPolicy {
         }
         let mut broken = Vec::new();
         let length = password.chars().count();
+        // The message never says how long the password is: that much of it must not leak.
         if length < self.min_length {
-            broken.push(format!(
-                "it has {length} characters, at least {} are required",
-                self.min_length
-            ));
+            broken.push(format!("it needs at least {} characters", self.min_length));
         }
         type Rule = (bool, fn(char) -> bool, &'static str);
         let rules: [Rule; 4] = [

@@ -23,10 +23,10 @@ impl OrderBy {
             "expires_at" => OrderBy::ExpiresAt,
             "token" => OrderBy::Token,
             "id" => OrderBy::Id,
-            other => {
-                return Err(VaultError::invalid(format!(
-                    "orderBy must be one of created_at, updated_at, expires_at, token, id; got {other:?}"
-                )));
+            _ => {
+                return Err(VaultError::invalid(
+                    "orderBy must be one of created_at, updated_at, expires_at, token, id",
+                ));
             }
         })
     }
@@ -62,18 +62,14 @@ impl RecordQuery {
     pub fn validate(&self) -> Result<RecordFilter> {
         let limit = match self.limit {
             Some(n) if n < 0 => {
-                return Err(VaultError::invalid(format!(
-                    "limit must be 0 or more, got {n}"
-                )));
+                return Err(VaultError::invalid("limit must be 0 or more"));
             }
             Some(0) | None => None,
             Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         };
         let offset = match self.offset {
             Some(n) if n < 0 => {
-                return Err(VaultError::invalid(format!(
-                    "offset must be 0 or more, got {n}"
-                )));
+                return Err(VaultError::invalid("offset must be 0 or more"));
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => 0,
@@ -98,10 +94,8 @@ impl RecordQuery {
         let descending = match self.sort_order.as_deref() {
             None | Some("desc") => true,
             Some("asc") => false,
-            Some(other) => {
-                return Err(VaultError::invalid(format!(
-                    "sortOrder must be \"asc\" or \"desc\", got {other:?}"
-                )));
+            Some(_) => {
+                return Err(VaultError::invalid("sortOrder must be \"asc\" or \"desc\""));
             }
         };
         let soft_deleted = if self.soft_deleted_only {

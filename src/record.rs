@@ -49,7 +49,7 @@ pub fn check_time(ms: i64, what: &str) -> Result<i64> {
         Ok(ms)
     } else {
         Err(crate::error::VaultError::invalid(format!(
-            "{what} must be a time within the range of a JavaScript Date, got {ms}"
+            "{what} must be a time within the range of a JavaScript Date"
         )))
     }
 }

@@ -17,10 +17,7 @@ impl Secret {
     /// A raw key must be exactly 32 bytes; anything else is `INVALID_ARGUMENT`.
     pub fn raw_key(bytes: &[u8]) -> Result<Self> {
         let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            VaultError::invalid(format!(
-                "a raw key must be exactly 32 bytes, got {}",
-                bytes.len()
-            ))
+            VaultError::invalid("a raw key must be a Uint8Array of exactly 32 bytes")
         })?;
         Ok(Secret::RawKey(Zeroizing::new(key)))
     }

@@ -1,24 +1,34 @@
 //! Snapshots (FORMAT.md "Snapshot"): the whole vault as UTF-8 JSON, values still encrypted.
 //!
-//! Import checks everything first and then writes in one atomic batch, so a malformed snapshot
-//! changes nothing.
+//! A snapshot may come from anywhere, so parsing is bounded and strict: at most
+//! [`MAX_SNAPSHOT_BYTES`], read straight into its typed rows (never into a generic JSON tree,
+//! whose size a hostile document could multiply), every row checked (record shapes, identity
+//! ids, tags and wrapped keys, links that point at records and identities the snapshot has), and
+//! errors that name what is wrong without echoing what the snapshot holds. Import checks
+//! everything first and then writes in one atomic batch, so a malformed snapshot changes nothing.
 
-use crate::crypto::{Envelope, KdfParams};
+use crate::crypto::{Envelope, IDENTITY_ID_PREFIX, KdfParams};
 use crate::error::{Result, VaultError};
 use crate::query::js_string_cmp;
 use crate::record::{Record, check_time};
 use crate::storage::{
-    MetaKey, MetaRow, Storage, StorageError, WriteOp, is_unique_meta, object_type, scan_pages,
+    LINK_KEY, MetaKey, MetaRow, STATE_ID, Storage, StorageError, WriteOp, is_unique_meta,
+    object_type, scan_pages, unlinked_records,
 };
 use crate::token;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 const FORMAT: &str = "vaultstore-snapshot";
 const VERSION: u64 = 1;
 /// Records read per page while exporting.
 const EXPORT_PAGE: usize = 1_000;
+/// The largest snapshot accepted or produced: 64 MiB, about 200,000 records of short values.
+/// Parsing needs a few times its size in memory, and a WebAssembly instance has at most 4 GiB
+/// (browsers often grant less); past this, persist with IndexedDB or the SQL backend instead.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -38,6 +48,73 @@ struct SnapshotDoc {
     meta: Vec<SnapshotMeta>,
 }
 
+/// `format` and `version`, read first so another format gets a clear message, not a field
+/// error; every other field is skipped without being kept.
+#[derive(Deserialize)]
+struct Header {
+    #[serde(default)]
+    format: Loose<String>,
+    #[serde(default)]
+    version: Loose<u64>,
+}
+
+/// A field that is read when it has the expected type and skipped (streamed past, never
+/// buffered) when it does not.
+#[derive(Default)]
+enum Loose<T> {
+    #[default]
+    Missing,
+    Is(T),
+    Other,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Lenient<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Lenient<T> {
+            type Value = Loose<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(T::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map_or(Loose::Other, Loose::Is))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(T::deserialize(de::value::U64Deserializer::<E>::new(v))
+                    .map_or(Loose::Other, Loose::Is))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(Lenient(std::marker::PhantomData))
+    }
+}
+
 /// A checked snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -49,113 +126,107 @@ fn malformed(detail: impl std::fmt::Display) -> VaultError {
     VaultError::invalid(format!("the snapshot is malformed: {detail}"))
 }
 
+/// What a JSON error says, without the input it quotes: serde's messages cite the offending
+/// value ("invalid type: integer 4111…"), and a snapshot's content must never reach an error.
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {}, column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Io | Category::Syntax => format!("it is not valid JSON (at {at})"),
+        Category::Eof => "the JSON ends too early".to_owned(),
+        Category::Data => {
+            let text = e.to_string();
+            // Field names in "missing field" come from this crate's own types, never from input.
+            match text.strip_prefix("missing field ") {
+                Some(rest) => format!(
+                    "missing field {} (at {at})",
+                    rest.split(" at line").next().unwrap_or(rest)
+                ),
+                None => format!(
+                    "a field is unknown, or has the wrong type or an out-of-range value (at {at})"
+                ),
+            }
+        }
+    }
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_identity_id(s: &str) -> bool {
+    s.strip_prefix(IDENTITY_ID_PREFIX)
+        .is_some_and(|hex| is_lower_hex(hex, 32))
+}
+
+/// A wrapped DEK: `vs1k:` and base64url of nonce (12), DEK (32) and tag (16).
+fn is_wrapped_dek(s: &str) -> bool {
+    s.strip_prefix("vs1k:")
+        .and_then(crate::crypto::b64u_decode)
+        .is_some_and(|b| b.len() == 12 + 32 + 16)
+}
+
 impl Snapshot {
     /// Parse and check snapshot bytes. Everything wrong is `INVALID_ARGUMENT`.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
+        check_size(bytes.len())?;
         let text = std::str::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
-        // Check the header first, so another format gets a clear message, not a field error.
-        let header: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| malformed(format!("invalid JSON ({e})")))?;
-        match (
-            header.get("format").and_then(|f| f.as_str()),
-            header.get("version").and_then(|v| v.as_u64()),
-        ) {
-            (Some(FORMAT), Some(VERSION)) => {}
-            (Some(FORMAT), _) => {
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
+        match (&header.format, &header.version) {
+            (Loose::Is(f), Loose::Is(VERSION)) if f == FORMAT => {}
+            (Loose::Is(f), Loose::Is(v)) if f == FORMAT => {
                 return Err(VaultError::invalid(format!(
-                    "snapshot version {} is not supported (this release reads version {VERSION})",
-                    header
-                        .get("version")
-                        .map_or("(missing)".to_owned(), ToString::to_string)
+                    "snapshot version {v} is not supported (this release reads version {VERSION})"
                 )));
+            }
+            (Loose::Is(f), _) if f == FORMAT => {
+                return Err(malformed("\"version\" must be the number 1"));
             }
             _ => return Err(malformed(format!("\"format\" must be {FORMAT:?}"))),
         }
-        let doc: SnapshotDoc = serde_json::from_value(header).map_err(malformed)?;
+        let doc: SnapshotDoc =
+            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
+        let records = check_records(doc.records)?;
+        let meta = check_meta(doc.meta, &records)?;
+        Ok(Snapshot { records, meta })
+    }
 
-        let mut ids = HashSet::new();
-        let mut tokens = HashSet::new();
-        let mut records = Vec::with_capacity(doc.records.len());
-        for r in doc.records {
-            let at = |what: &str| format!("record {:?}: {what}", r.id);
-            if r.id.is_empty() || r.id.len() > token::MAX_CUSTOM_TOKEN_BYTES {
-                return Err(malformed(at(
-                    "the id must be a non-empty string of at most 255 bytes",
-                )));
-            }
-            token::check_custom(&r.token).map_err(|e| malformed(at(&e.to_string())))?;
-            if !Envelope::is_well_formed(&r.value) {
-                return Err(malformed(at(
-                    "the value is not a well-formed vs1: envelope",
-                )));
-            }
-            for (name, time) in [
-                ("createdAt", Some(r.created_at)),
-                ("updatedAt", Some(r.updated_at)),
-                ("expiresAt", r.expires_at),
-                ("softDeletedAt", r.soft_deleted_at),
-            ] {
-                if let Some(t) = time {
-                    check_time(t, name).map_err(|e| malformed(at(&e.to_string())))?;
-                }
-            }
-            if !ids.insert(r.id.clone()) {
-                return Err(malformed(at("the id appears twice")));
-            }
-            if !tokens.insert(r.token.clone()) {
-                return Err(malformed(format!("token {:?} appears twice", r.token)));
-            }
-            records.push(r);
-        }
-
-        let mut keys = HashSet::new();
-        let mut unique_values = HashSet::new();
-        let mut meta = Vec::with_capacity(doc.meta.len());
-        for m in doc.meta {
-            if m.object_type.is_empty() || m.object_id.is_empty() || m.key.is_empty() {
-                return Err(malformed(
-                    "meta rows need a non-empty objectType, objectId and key",
-                ));
-            }
-            let row = MetaRow {
-                key: MetaKey {
-                    object_type: m.object_type,
-                    object_id: m.object_id,
-                    key: m.key,
-                },
-                value: m.value,
-            };
-            if !keys.insert(row.key.clone()) {
-                return Err(malformed(format!("meta row {:?} appears twice", row.key)));
-            }
-            if is_unique_meta(&row.key)
-                && !unique_values.insert((
-                    row.key.object_type.clone(),
-                    row.key.key.clone(),
-                    row.value.clone(),
-                ))
-            {
-                return Err(malformed("two identities have the same tag"));
-            }
-            meta.push(row);
-        }
-        let kdf = meta
+    /// The vault's KDF parameters.
+    pub fn kdf(&self) -> Result<KdfParams> {
+        let kdf = self
+            .meta
             .iter()
             .find(|m| m.key == MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF))
             .ok_or_else(|| {
                 malformed("it has no vault kdf setting, so none of its values could be opened")
             })?;
-        KdfParams::from_json(&kdf.value).map_err(malformed)?;
-        Ok(Snapshot { records, meta })
+        KdfParams::from_json(&kdf.value).map_err(malformed)
     }
 
     /// Write this snapshot into `storage`, which must hold no records and no identities.
     pub async fn import(self, storage: &dyn Storage) -> Result<()> {
-        let mut batch = Vec::with_capacity(2 + self.meta.len() + self.records.len());
+        let linked: HashSet<&str> = self
+            .meta
+            .iter()
+            .filter(|m| m.key.object_type == object_type::RECORD)
+            .map(|m| m.key.object_id.as_str())
+            .collect();
+        let all_linked = self
+            .records
+            .iter()
+            .all(|r| linked.contains(format!("r_{}", r.id).as_str()));
+        let mut batch = Vec::with_capacity(3 + self.meta.len() + self.records.len());
         batch.push(WriteOp::ExpectEmpty);
         batch.push(WriteOp::ClearAll);
         batch.extend(self.meta.into_iter().map(WriteOp::InsertMeta));
         batch.extend(self.records.into_iter().map(WriteOp::InsertRecord));
+        batch.push(WriteOp::PutMeta(MetaRow {
+            key: unlinked_records(),
+            value: (!all_linked).to_string(),
+        }));
         match storage.apply(batch).await {
             Err(StorageError::NotEmpty) => Err(VaultError::invalid(
                 "a snapshot can only be opened into a database with no records and no identities; use a new database name",
@@ -165,22 +236,25 @@ impl Snapshot {
     }
 
     /// Read the whole vault, records in pages. Rows come out in a fixed order (records by id,
-    /// meta by key) so that exporting the same data twice gives the same bytes.
+    /// meta by key) so that exporting the same data twice gives the same bytes. The vault's
+    /// internal state rows (FORMAT.md "Vault state") stay behind: they describe this store.
     pub async fn export(storage: &dyn Storage) -> Result<Self> {
         let mut records = Vec::new();
         scan_pages(storage, EXPORT_PAGE, async |page| {
-            records.extend(page.into_iter().map(|s| s.record));
+            records.extend(page);
             Ok(())
         })
         .await?;
         records.sort_by(|a, b| js_string_cmp(&a.id, &b.id));
         let mut meta = storage.meta_all().await?;
+        meta.retain(|m| !(m.key.object_type == object_type::VAULT && m.key.object_id == STATE_ID));
         meta.sort();
         Ok(Snapshot { records, meta })
     }
 
-    /// The snapshot's JSON bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The snapshot's JSON bytes; `INVALID_ARGUMENT` past [`MAX_SNAPSHOT_BYTES`], which no
+    /// release could import again.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let doc = SnapshotDoc {
             format: FORMAT.to_owned(),
             version: VERSION,
@@ -197,6 +271,149 @@ impl Snapshot {
                 .collect(),
         };
         // Strings and integers always serialize.
-        serde_json::to_vec(&doc).unwrap_or_default()
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        check_size(bytes.len()).map_err(|_| {
+            VaultError::invalid(format!(
+                "the vault is too large for a snapshot ({} MiB, the limit is {} MiB); keep it in IndexedDB or the SQL backend instead",
+                bytes.len() >> 20,
+                MAX_SNAPSHOT_BYTES >> 20
+            ))
+        })?;
+        Ok(bytes)
     }
+}
+
+fn check_size(len: usize) -> Result<()> {
+    if len > MAX_SNAPSHOT_BYTES {
+        Err(malformed(format!(
+            "it is larger than {} MiB",
+            MAX_SNAPSHOT_BYTES >> 20
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_records(records: Vec<Record>) -> Result<Vec<Record>> {
+    let mut ids = HashSet::with_capacity(records.len());
+    let mut tokens = HashSet::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let at = |what: &str| format!("record #{i}: {what}");
+        if r.id.is_empty() || r.id.len() > token::MAX_CUSTOM_TOKEN_BYTES {
+            return Err(malformed(at(
+                "the id must be a non-empty string of at most 255 bytes",
+            )));
+        }
+        token::check_custom(&r.token).map_err(|e| malformed(at(&e.to_string())))?;
+        if !Envelope::is_well_formed(&r.value) {
+            return Err(malformed(at(
+                "the value is not a well-formed vs1: envelope",
+            )));
+        }
+        for (name, time) in [
+            ("createdAt", Some(r.created_at)),
+            ("updatedAt", Some(r.updated_at)),
+            ("expiresAt", r.expires_at),
+            ("softDeletedAt", r.soft_deleted_at),
+        ] {
+            if let Some(t) = time {
+                check_time(t, name).map_err(|_| {
+                    malformed(at(&format!(
+                        "{name} is outside the range of a JavaScript Date"
+                    )))
+                })?;
+            }
+        }
+        if !ids.insert(r.id.as_str()) {
+            return Err(malformed(at("its id appears twice")));
+        }
+        if !tokens.insert(r.token.as_str()) {
+            return Err(malformed(at("its token appears twice")));
+        }
+    }
+    Ok(records)
+}
+
+fn check_meta(rows: Vec<SnapshotMeta>, records: &[Record]) -> Result<Vec<MetaRow>> {
+    let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let mut keys = HashSet::with_capacity(rows.len());
+    let mut unique_values = HashSet::new();
+    // Each identity's rows, to check it has both and that links point at one.
+    let mut identities: HashMap<String, (bool, bool)> = HashMap::new();
+    let mut links = Vec::new();
+    let mut meta = Vec::with_capacity(rows.len());
+    for (i, m) in rows.into_iter().enumerate() {
+        let at = |what: &str| malformed(format!("meta row #{i}: {what}"));
+        match m.object_type.as_str() {
+            object_type::VAULT => {
+                if m.object_id != SETTINGS_ID || m.key.is_empty() {
+                    return Err(at(
+                        "vault rows must be settings (objectId \"settings\") with a non-empty key",
+                    ));
+                }
+            }
+            object_type::IDENTITY => {
+                if !is_identity_id(&m.object_id) {
+                    return Err(at(
+                        "an identity id must be \"p_\" and 32 lowercase hex digits",
+                    ));
+                }
+                let entry = identities.entry(m.object_id.clone()).or_default();
+                match m.key.as_str() {
+                    "tag" if is_lower_hex(&m.value, 64) => entry.0 = true,
+                    "dek" if is_wrapped_dek(&m.value) => entry.1 = true,
+                    "tag" => return Err(at("an identity tag must be 64 lowercase hex digits")),
+                    "dek" => return Err(at("an identity's dek is not a well-formed vs1k: key")),
+                    _ => return Err(at("identity rows must be \"tag\" or \"dek\"")),
+                }
+            }
+            object_type::RECORD => {
+                let linked = m.object_id.strip_prefix("r_").unwrap_or_default();
+                if m.key != LINK_KEY || !record_ids.contains(linked) {
+                    return Err(at(
+                        "a record link must be \"r_\" and the id of a record in the snapshot, with key \"password_id\"",
+                    ));
+                }
+                links.push((i, m.value.clone()));
+            }
+            _ => {
+                return Err(at(
+                    "objectType must be \"vault\", \"password_identity\" or \"record\"",
+                ));
+            }
+        }
+        let row = MetaRow {
+            key: MetaKey {
+                object_type: m.object_type,
+                object_id: m.object_id,
+                key: m.key,
+            },
+            value: m.value,
+        };
+        if !keys.insert(row.key.clone()) {
+            return Err(at("the same row appears twice"));
+        }
+        if is_unique_meta(&row.key)
+            && !unique_values.insert((row.key.key.clone(), row.value.clone()))
+        {
+            return Err(at("two identities have the same tag"));
+        }
+        meta.push(row);
+    }
+    if identities.values().any(|(tag, dek)| !(tag & dek)) {
+        return Err(malformed("an identity lacks its tag or its dek row"));
+    }
+    for (i, identity) in links {
+        if !identities.contains_key(&identity) {
+            return Err(malformed(format!(
+                "meta row #{i}: the record link points at an identity the snapshot does not have"
+            )));
+        }
+    }
+    let snapshot = Snapshot {
+        records: vec![],
+        meta,
+    };
+    snapshot.kdf()?;
+    Ok(snapshot.meta)
 }

@@ -74,22 +74,81 @@ pub fn is_unique_meta(key: &MetaKey) -> bool {
         .any(|(t, k)| key.object_type == *t && key.key == *k)
 }
 
-/// One change inside an atomic batch.
+/// A change to one record's metadata or value. The backend applies it to the record as it is
+/// inside the batch's transaction, so a change never carries stale copies of the other fields:
+/// a renewal that commits while a rekey runs keeps the rekey's value, and the rekey keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordChange {
+    /// Set the expiry (`None`: never expires).
+    Renew { expires_at: Option<i64> },
+    /// Soft-delete; a record already soft-deleted keeps its first time and is left unchanged.
+    /// With `if_expired_at`, only a record still expired at that time (`at > expiresAt`) is
+    /// changed; a record renewed meanwhile fails the batch with [`StorageError::Changed`].
+    SoftDelete { if_expired_at: Option<i64> },
+    /// Undo a soft delete; a live record is left unchanged.
+    Restore,
+    /// Replace the value if it is still `expect` (compare-and-swap), else fail the batch with
+    /// [`StorageError::Changed`]: a value sealed from a stale read never overwrites a newer one.
+    Reseal { expect: String, value: String },
+}
+
+impl RecordChange {
+    /// Apply to `record` at time `at`; `Ok(false)` when the record is left as it is.
+    pub fn apply_to(&self, record: &mut Record, at: i64) -> StorageResult<bool> {
+        match self {
+            RecordChange::Renew { expires_at } => record.expires_at = *expires_at,
+            RecordChange::SoftDelete { if_expired_at } => {
+                if let Some(now) = if_expired_at
+                    && !record.is_expired(*now)
+                {
+                    return Err(StorageError::Changed(record.id.clone()));
+                }
+                if record.soft_deleted_at.is_some() {
+                    return Ok(false);
+                }
+                record.soft_deleted_at = Some(at);
+            }
+            RecordChange::Restore => {
+                if record.soft_deleted_at.is_none() {
+                    return Ok(false);
+                }
+                record.soft_deleted_at = None;
+            }
+            RecordChange::Reseal { expect, value } => {
+                if &record.value != expect {
+                    return Err(StorageError::Changed(record.id.clone()));
+                }
+                record.value.clone_from(value);
+            }
+        }
+        record.updated_at = at;
+        Ok(true)
+    }
+}
+
+/// One change inside an atomic batch. Each op states its own preconditions, and every backend
+/// checks them inside the transaction that applies the batch, so no read made before the batch
+/// can be stale when it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     /// Add a record. Fails with [`StorageError::TokenTaken`] / [`StorageError::IdTaken`] when a
     /// record with the same token / id exists (soft-deleted ones included).
     InsertRecord(Record),
-    /// Replace the record with the same id (its token must not change). Fails with
-    /// [`StorageError::RecordMissing`] when there is none, and with [`StorageError::Changed`] when
-    /// `expect_value` is set and the stored value differs (compare-and-swap, so a rekey never
-    /// overwrites a value another tab changed meanwhile).
-    UpdateRecord {
-        record: Record,
-        expect_value: Option<String>,
+    /// Change one record in place, setting `updatedAt` to `at` when it changes. Fails with
+    /// [`StorageError::RecordMissing`] when there is none (see [`RecordChange`] for the rest).
+    ChangeRecord {
+        id: String,
+        change: RecordChange,
+        at: i64,
     },
-    /// Remove a record by id; nothing happens when it is missing.
-    DeleteRecord { id: String },
+    /// Remove a record by id together with its identity link, and the identity the link pointed
+    /// to when no other link refers to it. Nothing happens when the record is missing. With
+    /// `if_expired_at`, a record that is not expired at that time fails the batch with
+    /// [`StorageError::Changed`] (a purge never removes a record renewed meanwhile).
+    DeleteRecord {
+        id: String,
+        if_expired_at: Option<i64>,
+    },
     /// Add a meta row; fails with [`StorageError::MetaTaken`] when the key exists, or with
     /// [`StorageError::UniqueValueTaken`] (see [`UNIQUE_META_VALUES`]).
     InsertMeta(MetaRow),
@@ -97,6 +156,10 @@ pub enum WriteOp {
     PutMeta(MetaRow),
     /// Remove a meta row; nothing happens when it is missing.
     DeleteMeta(MetaKey),
+    /// Fail with [`StorageError::MetaChanged`] unless the row `key` holds `value` (`None`: the
+    /// row is absent). Writes that rely on an identity check that its tag is still theirs; a
+    /// rekey checks that no value was written since it read the records (see [`write_epoch`]).
+    ExpectMeta { key: MetaKey, value: Option<String> },
     /// Remove every row of the object `(object_type, object_id)` unless some meta row of type
     /// `referrer_type` with key `referrer_key` has the value `object_id`: an identity with no
     /// record links left goes, in the same atomic batch that removed its last link.
@@ -113,6 +176,24 @@ pub enum WriteOp {
     ClearAll,
 }
 
+/// The meta row every batch that seals a value or removes a record rewrites with a fresh random
+/// tag (FORMAT.md "Vault state"). A rekey reads it before it reads any record and expects it
+/// unchanged when it commits: if another tab or isolate sealed, linked or deleted a value
+/// meanwhile, the rekey reads again and re-seals what changed instead of overwriting it.
+pub fn write_epoch() -> MetaKey {
+    MetaKey::new(object_type::VAULT, STATE_ID, "writes")
+}
+
+/// Whether records without an identity link may exist (FORMAT.md "Vault state"): `"false"` only
+/// when none do. Writes sealed with a master key set it; a rekey that finds none clears it, so a
+/// vault that has always used identities never scans its records on a password change.
+pub fn unlinked_records() -> MetaKey {
+    MetaKey::new(object_type::VAULT, STATE_ID, "unlinked")
+}
+
+/// The object holding the vault's internal state rows (never exported in snapshots).
+pub const STATE_ID: &str = "state";
+
 /// Object types of the meta store (FORMAT.md).
 pub mod object_type {
     pub const VAULT: &str = "vault";
@@ -128,7 +209,10 @@ pub enum StorageError {
     MetaTaken(MetaKey),
     UniqueValueTaken(MetaKey),
     RecordMissing(String),
+    /// A record changed since the caller read it ([`RecordChange::Reseal`], conditional purges).
     Changed(String),
+    /// A meta row does not hold what [`WriteOp::ExpectMeta`] expected.
+    MetaChanged(MetaKey),
     NotEmpty,
     /// The platform refused to store more (IndexedDB `QuotaExceededError`).
     Quota(String),
@@ -155,6 +239,11 @@ impl fmt::Display for StorageError {
             StorageError::Changed(id) => write!(
                 f,
                 "record {id:?} was changed by another writer meanwhile; retry"
+            ),
+            StorageError::MetaChanged(k) => write!(
+                f,
+                "meta row {}/{}/{} was changed by another writer meanwhile; retry",
+                k.object_type, k.object_id, k.key
             ),
             StorageError::NotEmpty => write!(f, "the store already holds records or identities"),
             StorageError::Quota(m) => write!(f, "quota exceeded: {m}"),
@@ -186,13 +275,6 @@ impl From<StorageError> for crate::error::VaultError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// A record together with the identity it is linked to (`record` / `r_<id>` / `password_id`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    pub record: Record,
-    pub identity_id: Option<String>,
-}
-
 /// The meta key of a record's identity link (FORMAT.md "Record links").
 pub fn link_key(record_id: &str) -> MetaKey {
     MetaKey::new(object_type::RECORD, &format!("r_{record_id}"), LINK_KEY)
@@ -205,13 +287,12 @@ pub const LINK_KEY: &str = "password_id";
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 pub trait Storage: MaybeSendSync {
-    /// Records with these tokens, each with its identity link, in one round trip. Tokens that do
-    /// not exist are simply absent from the result; order is unspecified.
-    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>>;
+    /// The record of each token, in the order asked (`None` where there is none), in one round
+    /// trip. Links are not read: the vault tells which key sealed a value by its key check.
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>>;
 
-    /// Records with these ids, each with its identity link, in one round trip. Ids that do not
-    /// exist are absent from the result; order is unspecified.
-    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>>;
+    /// The record of each id, in the order asked (`None` where there is none), in one round trip.
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>>;
 
     /// Records matching `filter` at time `now`, in its order, paged by its limit and offset.
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>>;
@@ -220,13 +301,13 @@ pub trait Storage: MaybeSendSync {
     /// materialising them where the backend can avoid it.
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64>;
 
-    /// Up to `limit` records, with links, in the backend's own id order, starting after `after_id`:
-    /// a full scan in bounded memory (rekey by key check, link migration, snapshot export).
+    /// Up to `limit` records in the backend's own id order, starting after `after_id`: a full
+    /// scan in bounded memory (rekey by key check, link migration, snapshot export).
     async fn scan_records(
         &self,
         after_id: Option<&str>,
         limit: usize,
-    ) -> StorageResult<Vec<StoredRecord>>;
+    ) -> StorageResult<Vec<Record>>;
 
     /// The value of one meta row.
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>>;
@@ -244,6 +325,9 @@ pub trait Storage: MaybeSendSync {
         value: &str,
     ) -> StorageResult<Vec<MetaRow>>;
 
+    /// How many meta rows have this `object_type` (record links: is any record unlinked?).
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64>;
+
     /// Every meta row, in key order (snapshot export; meta stays small).
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>>;
 
@@ -254,12 +338,12 @@ pub trait Storage: MaybeSendSync {
     async fn close(&self);
 }
 
-/// Every record, with its link, a page at a time in the backend's id order. `visit` sees each
-/// page in turn, so memory stays bounded by one page plus whatever `visit` keeps.
+/// Every record, a page at a time in the backend's id order. `visit` sees each page in turn, so
+/// memory stays bounded by one page plus whatever `visit` keeps.
 pub(crate) async fn scan_pages(
     storage: &dyn Storage,
     page_size: usize,
-    mut visit: impl AsyncFnMut(Vec<StoredRecord>) -> crate::error::Result<()>,
+    mut visit: impl AsyncFnMut(Vec<Record>) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
     let mut after: Option<String> = None;
     loop {
@@ -267,7 +351,7 @@ pub(crate) async fn scan_pages(
         let Some(last) = page.last() else {
             return Ok(());
         };
-        after = Some(last.record.id.clone());
+        after = Some(last.id.clone());
         let full = page.len() == page_size;
         visit(page).await?;
         if !full {
@@ -276,50 +360,73 @@ pub(crate) async fn scan_pages(
     }
 }
 
-/// A shared store: several vaults on one backend (as two tabs share one IndexedDB database).
-#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
-#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
-impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
-    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        (**self).records_by_tokens(tokens).await
-    }
-    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        (**self).records_by_ids(ids).await
-    }
-    async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
-        (**self).query_records(filter, now).await
-    }
-    async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
-        (**self).count_records(filter, now).await
-    }
-    async fn scan_records(
-        &self,
-        after_id: Option<&str>,
-        limit: usize,
-    ) -> StorageResult<Vec<StoredRecord>> {
-        (**self).scan_records(after_id, limit).await
-    }
-    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
-        (**self).meta_get(key).await
-    }
-    async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
-        (**self).meta_object(object_type, object_id).await
-    }
-    async fn meta_find(
-        &self,
-        object_type: &str,
-        key: &str,
-        value: &str,
-    ) -> StorageResult<Vec<MetaRow>> {
-        (**self).meta_find(object_type, key, value).await
-    }
-    async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
-        (**self).meta_all().await
-    }
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
-        (**self).apply(batch).await
-    }
-    async fn close(&self) {
-        (**self).close().await
-    }
+/// Delegates the trait through a pointer: `Arc<S>` is a shared store (several vaults on one
+/// backend, as two tabs share one IndexedDB database), `Box<dyn Storage>` a chosen one.
+macro_rules! delegate_storage {
+    ($pointer:ident) => {
+        #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+        #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+        impl<S: Storage + ?Sized> Storage for $pointer<S> {
+            async fn records_by_tokens(
+                &self,
+                tokens: &[String],
+            ) -> StorageResult<Vec<Option<Record>>> {
+                (**self).records_by_tokens(tokens).await
+            }
+            async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
+                (**self).records_by_ids(ids).await
+            }
+            async fn query_records(
+                &self,
+                filter: &RecordFilter,
+                now: i64,
+            ) -> StorageResult<Vec<Record>> {
+                (**self).query_records(filter, now).await
+            }
+            async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
+                (**self).count_records(filter, now).await
+            }
+            async fn scan_records(
+                &self,
+                after_id: Option<&str>,
+                limit: usize,
+            ) -> StorageResult<Vec<Record>> {
+                (**self).scan_records(after_id, limit).await
+            }
+            async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+                (**self).meta_get(key).await
+            }
+            async fn meta_object(
+                &self,
+                object_type: &str,
+                object_id: &str,
+            ) -> StorageResult<Vec<MetaRow>> {
+                (**self).meta_object(object_type, object_id).await
+            }
+            async fn meta_find(
+                &self,
+                object_type: &str,
+                key: &str,
+                value: &str,
+            ) -> StorageResult<Vec<MetaRow>> {
+                (**self).meta_find(object_type, key, value).await
+            }
+            async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+                (**self).meta_count(object_type).await
+            }
+            async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
+                (**self).meta_all().await
+            }
+            async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+                (**self).apply(batch).await
+            }
+            async fn close(&self) {
+                (**self).close().await
+            }
+        }
+    };
 }
+
+use std::sync::Arc;
+delegate_storage!(Arc);
+delegate_storage!(Box);

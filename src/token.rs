@@ -35,7 +35,7 @@ pub fn check_length(length: usize) -> Result<usize> {
         Ok(length)
     } else {
         Err(VaultError::invalid(format!(
-            "token length must be from {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} (prefix \"tk_\" included), got {length}"
+            "token length must be from {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} (prefix \"tk_\" included)"
         )))
     }
 }
@@ -62,8 +62,7 @@ pub fn check_custom(token: &str) -> Result<()> {
     }
     if token.len() > MAX_CUSTOM_TOKEN_BYTES {
         return Err(VaultError::invalid(format!(
-            "token must be at most {MAX_CUSTOM_TOKEN_BYTES} UTF-8 bytes, got {}",
-            token.len()
+            "token must be at most {MAX_CUSTOM_TOKEN_BYTES} UTF-8 bytes"
         )));
     }
     Ok(())

@@ -15,9 +15,13 @@ use crate::identity::Identity;
 use crate::keycache::KeyCache;
 use crate::platform::Platform;
 use crate::policy::PasswordPolicy;
+use crate::record::Record;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
-use crate::storage::{MetaKey, MetaRow, Storage, StorageError, StoredRecord, WriteOp, object_type};
+use crate::storage::{
+    MetaKey, MetaRow, Storage, StorageError, WriteOp, object_type, unlinked_records, write_epoch,
+};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The id of the vault settings object in the meta store (FORMAT.md "Vault settings").
@@ -29,6 +33,14 @@ pub(crate) const SETTING_MIGRATED: &str = "migrated";
 /// Default time a derived key stays cached: 15 minutes.
 pub const DEFAULT_KEY_CACHE_TTL_MS: u64 = 900_000;
 
+/// The default floor for an existing vault's PBKDF2 iterations: the smaller of this and the
+/// `kdf_iterations` asked for (API.md `minKdfIterations`).
+pub const DEFAULT_MIN_KDF_ITERATIONS: u32 = 100_000;
+
+/// Attempts before a write that keeps meeting concurrent writers gives up. A random token
+/// collides with probability below 2^-60 per attempt; identity races settle on the second.
+pub(crate) const MAX_ATTEMPTS: usize = 8;
+
 /// How a vault is opened (API.md `VaultOptions`; the backend is chosen by the caller).
 #[derive(Debug, Clone)]
 pub struct VaultOptions {
@@ -39,8 +51,20 @@ pub struct VaultOptions {
     pub password_policy: PasswordPolicy,
     /// How long derived keys stay in memory; 0 = never cache.
     pub key_cache_ttl_ms: u64,
+    /// Refuse an existing or imported vault whose stored PBKDF2 iteration count is lower (the
+    /// `kdf` row is not authenticated: anyone who can write the storage could lower it). `None`:
+    /// the smaller of [`DEFAULT_MIN_KDF_ITERATIONS`] and `kdf_iterations`.
+    pub min_kdf_iterations: Option<u32>,
     /// Start from `export_snapshot` output.
     pub snapshot: Option<Vec<u8>>,
+}
+
+impl VaultOptions {
+    /// The KDF floor these options set (see [`VaultOptions::min_kdf_iterations`]).
+    pub fn kdf_floor(&self) -> u32 {
+        self.min_kdf_iterations
+            .unwrap_or_else(|| DEFAULT_MIN_KDF_ITERATIONS.min(self.kdf_iterations))
+    }
 }
 
 impl Default for VaultOptions {
@@ -50,6 +74,7 @@ impl Default for VaultOptions {
             kdf_iterations: DEFAULT_ITERATIONS,
             password_policy: PasswordPolicy::default(),
             key_cache_ttl_ms: DEFAULT_KEY_CACHE_TTL_MS,
+            min_kdf_iterations: None,
             snapshot: None,
         }
     }
@@ -62,7 +87,7 @@ pub struct Vault {
     pub(crate) kdf: KdfParams,
     pub(crate) identities: bool,
     pub(crate) policy: PasswordPolicy,
-    keys: KeyCache,
+    keys: Arc<KeyCache>,
     /// Serialises derivations so that 100 concurrent calls with one new password derive once.
     derive_lock: futures::lock::Mutex<()>,
     pub(crate) platform: Platform,
@@ -93,16 +118,27 @@ impl Vault {
         platform: Platform,
     ) -> Result<Self> {
         crate::crypto::check_iterations(u64::from(options.kdf_iterations))?;
+        let floor = options.kdf_floor();
+        crate::crypto::check_iterations(u64::from(floor)).map_err(|_| {
+            VaultError::invalid(format!(
+                "minKdfIterations must be an integer from {} to {}",
+                crate::crypto::MIN_ITERATIONS,
+                crate::crypto::MAX_ITERATIONS
+            ))
+        })?;
         if let Some(bytes) = &options.snapshot {
-            Snapshot::parse(bytes)?.import(&*storage).await?;
+            let snapshot = Snapshot::parse(bytes)?;
+            check_kdf_floor(&snapshot.kdf()?, floor, "the snapshot")?;
+            snapshot.import(&*storage).await?;
         }
         let kdf = load_or_create_settings(&*storage, options.kdf_iterations).await?;
+        check_kdf_floor(&kdf, floor, "this vault")?;
         Ok(Vault {
             storage,
             kdf,
             identities: options.password_identity,
             policy: options.password_policy,
-            keys: KeyCache::new(options.key_cache_ttl_ms)?,
+            keys: Arc::new(KeyCache::new(options.key_cache_ttl_ms)?),
             derive_lock: futures::lock::Mutex::new(()),
             platform,
             closed: AtomicBool::new(false),
@@ -110,9 +146,25 @@ impl Vault {
         })
     }
 
-    /// Wipe every cached key from memory now. The next call with a password derives again.
+    /// Wipe every cached key from memory now. The next call with a password derives again; a
+    /// derivation already running is not cached, and a rekey or migration that began before the
+    /// lock stops without changing anything (`ABORTED`).
     pub fn lock(&self) {
         self.keys.clear();
+    }
+
+    /// The lock epoch: multi-step operations compare it before they commit.
+    pub(crate) fn lock_epoch(&self) -> u64 {
+        self.keys.epoch()
+    }
+
+    /// `ABORTED` if [`Vault::lock`] ran since `epoch`: keys derived before a lock may not be used.
+    pub(crate) fn check_not_locked_since(&self, epoch: u64, what: &'static str) -> Result<()> {
+        if self.keys.epoch() == epoch {
+            Ok(())
+        } else {
+            Err(VaultError::LockedDuring(what))
+        }
     }
 
     /// Close the vault: wipes keys and releases the backend. Every later call fails with
@@ -161,24 +213,46 @@ impl Vault {
     }
 
     /// The master key of `secret`: from the cache, or derived once (FORMAT.md "Master key").
+    /// A derivation that a `lock()` overtakes is thrown away and made again, so no key derived
+    /// before the lock is used or cached after it.
     pub(crate) async fn master_key(&self, secret: &Secret) -> Result<MasterKey> {
-        let id = self.keys.id_of(secret);
-        if let Some(key) = self.keys.get(&id, self.now()) {
+        for _ in 0..MAX_ATTEMPTS {
+            let lookup = self.keys.lookup(secret, self.now());
+            if let Some(key) = lookup.key {
+                return Ok(key);
+            }
+            let _derivation = self.derive_lock.lock().await;
+            // Another call may have derived it while this one waited.
+            let lookup = self.keys.lookup(secret, self.now());
+            if let Some(key) = lookup.key {
+                return Ok(key);
+            }
+            let key = match secret {
+                Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf).await?,
+                Secret::RawKey(raw) => derive_raw_key(raw, &self.kdf),
+            };
+            self.derivations.fetch_add(1, Ordering::SeqCst);
+            self.ensure_open()?;
+            if self.keys.epoch() != lookup.epoch {
+                continue;
+            }
+            if let Some(expires_at) = self.keys.put(lookup.id, lookup.epoch, &key, self.now()) {
+                let keys = Arc::downgrade(&self.keys);
+                let clock = self.platform.clock.now_ms();
+                let delay = u64::try_from(expires_at.saturating_sub(clock)).unwrap_or(0);
+                let now = self.platform.clock_handle();
+                self.platform.scheduler.after(
+                    delay,
+                    Box::new(move || {
+                        if let Some(keys) = keys.upgrade() {
+                            keys.sweep(now());
+                        }
+                    }),
+                );
+            }
             return Ok(key);
         }
-        let _derivation = self.derive_lock.lock().await;
-        // Another call may have derived it while this one waited.
-        if let Some(key) = self.keys.get(&id, self.now()) {
-            return Ok(key);
-        }
-        let key = match secret {
-            Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf).await?,
-            Secret::RawKey(raw) => derive_raw_key(raw, &self.kdf),
-        };
-        self.derivations.fetch_add(1, Ordering::SeqCst);
-        self.ensure_open()?;
-        self.keys.put(id, &key, self.now());
-        Ok(key)
+        Err(VaultError::LockedDuring("the key derivation"))
     }
 
     /// The key new values of `secret` are sealed with, and what to write along with them:
@@ -186,29 +260,32 @@ impl Vault {
     pub(crate) async fn write_key(&self, mk: &MasterKey) -> Result<WriteKey> {
         if self.identities {
             let (identity, setup) = self.identity_or_create(mk).await?;
-            Ok(WriteKey {
-                setup,
-                ..WriteKey::from_identity(identity)
-            })
+            let mut key = WriteKey::from_identity(identity, mk);
+            if !setup.is_empty() {
+                key.guard = setup;
+            }
+            Ok(key)
         } else {
-            Ok(WriteKey {
-                key: DataKey::from_master(mk),
-                identity_id: None,
-                setup: vec![],
-            })
+            Ok(WriteKey::master(mk))
         }
     }
 
-    pub(crate) async fn record_by_token(&self, token: &str) -> Result<Option<StoredRecord>> {
+    pub(crate) async fn record_by_token(&self, token: &str) -> Result<Option<Record>> {
         Ok(self
             .storage
             .records_by_tokens(&[token.to_owned()])
             .await?
-            .pop())
+            .pop()
+            .flatten())
     }
 
-    pub(crate) async fn record_by_id(&self, id: &str) -> Result<Option<StoredRecord>> {
-        Ok(self.storage.records_by_ids(&[id.to_owned()]).await?.pop())
+    pub(crate) async fn record_by_id(&self, id: &str) -> Result<Option<Record>> {
+        Ok(self
+            .storage
+            .records_by_ids(&[id.to_owned()])
+            .await?
+            .pop()
+            .flatten())
     }
 
     // ---- settings (API.md "Vault settings") ----
@@ -264,27 +341,97 @@ impl Vault {
 
     /// The whole vault as snapshot JSON bytes; values stay encrypted.
     pub async fn export_snapshot(&self) -> Result<Vec<u8>> {
+        self.export_snapshot_counted().await.map(|(bytes, _)| bytes)
+    }
+
+    /// The snapshot bytes and how many records they hold.
+    pub async fn export_snapshot_counted(&self) -> Result<(Vec<u8>, u64)> {
         self.ensure_open()?;
-        Snapshot::export(&*self.storage).await.map(|s| s.to_bytes())
+        let snapshot = Snapshot::export(&*self.storage).await?;
+        Ok((snapshot.to_bytes()?, snapshot.records.len() as u64))
     }
 }
 
-/// The key and extra writes for sealing new values of one secret.
+/// The key new values of one secret are sealed with, and the rows that must be written with them.
+#[derive(Clone)]
 pub(crate) struct WriteKey {
     pub key: DataKey,
     pub identity_id: Option<String>,
-    /// Rows creating the identity, when this write is its first use.
-    pub setup: Vec<WriteOp>,
+    /// Ops that make the batch valid only for this key: the rows creating the secret's identity
+    /// on its first use, or the check that the identity's tag is still this secret's (a rekey
+    /// that committed meanwhile moved or removed it, and nothing may be sealed under it then).
+    pub guard: Vec<WriteOp>,
 }
 
 impl WriteKey {
-    pub(crate) fn from_identity(identity: Identity) -> Self {
+    pub(crate) fn master(mk: &MasterKey) -> Self {
+        WriteKey {
+            key: DataKey::from_master(mk),
+            identity_id: None,
+            guard: vec![],
+        }
+    }
+
+    pub(crate) fn from_identity(identity: Identity, mk: &MasterKey) -> Self {
+        let guard = vec![WriteOp::ExpectMeta {
+            key: MetaKey::new(
+                object_type::IDENTITY,
+                &identity.id,
+                crate::identity::TAG_KEY,
+            ),
+            value: Some(crate::crypto::identity_tag(mk)),
+        }];
         WriteKey {
             key: identity.dek,
             identity_id: Some(identity.id),
-            setup: vec![],
+            guard,
         }
     }
+
+    /// The ops a batch sealing values with this key starts with: its guard, a fresh write epoch
+    /// and, for values sealed with a master key, the mark that unlinked records exist.
+    pub(crate) fn batch_ops(&self) -> Result<Vec<WriteOp>> {
+        let mut ops = self.guard.clone();
+        ops.push(new_write_epoch()?);
+        if self.identity_id.is_none() {
+            ops.push(WriteOp::PutMeta(MetaRow {
+                key: unlinked_records(),
+                value: "true".into(),
+            }));
+        }
+        Ok(ops)
+    }
+
+    /// The link row of a record sealed with this key, when it belongs to an identity.
+    pub(crate) fn link(&self, record_id: &str) -> Option<WriteOp> {
+        self.identity_id
+            .as_ref()
+            .map(|id| WriteOp::PutMeta(crate::vault::tokens::link_row(record_id, id)))
+    }
+}
+
+/// A new value for the write epoch row (see [`write_epoch`]): 16 random bytes, in hex.
+pub(crate) fn new_write_epoch() -> Result<WriteOp> {
+    let mut tag = [0u8; 16];
+    crate::crypto::random_bytes(&mut tag)?;
+    Ok(WriteOp::PutMeta(MetaRow {
+        key: write_epoch(),
+        value: base16ct::lower::encode_string(&tag),
+    }))
+}
+
+/// Refuse a vault (stored or imported) whose PBKDF2 iteration count is below the floor: the
+/// `kdf` row is not authenticated, so storage write access alone could weaken it.
+fn check_kdf_floor(kdf: &KdfParams, floor: u32, whose: &str) -> Result<()> {
+    if kdf.iterations >= floor {
+        return Ok(());
+    }
+    Err(VaultError::invalid(format!(
+        "{whose} derives keys with {} PBKDF2 iterations, fewer than minKdfIterations ({floor}); \
+         someone with write access to its storage may have weakened it. If you created it with \
+         {} iterations yourself, open it with {{ minKdfIterations: {} }}",
+        kdf.iterations, kdf.iterations, kdf.iterations
+    )))
 }
 
 fn check_setting_key(key: &str) -> Result<()> {
@@ -316,6 +463,11 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
             SETTING_KDF,
             params.to_json(),
         ))];
+        // A new vault has no record, so none is unlinked: identity rekeys need not scan.
+        batch.push(WriteOp::PutMeta(MetaRow {
+            key: unlinked_records(),
+            value: "false".into(),
+        }));
         for (key, default) in [(SETTING_VERSION, "1"), (SETTING_MIGRATED, "false")] {
             if has(key).is_none() {
                 batch.push(WriteOp::InsertMeta(MetaRow::new(

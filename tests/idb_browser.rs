@@ -15,6 +15,10 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+mod interleaving;
+
+use interleaving::{Gate, Gated, interleave};
+
 const PASSWORD: &str = "correct horse battery";
 
 fn unique(name: &str) -> String {
@@ -41,30 +45,13 @@ async fn vault_with(
         ..VaultOptions::default()
     };
     let platform = Platform {
-        clock: Box::new(SystemClock),
+        clock: std::sync::Arc::new(SystemClock),
         kdf: Box::new(RustKdf),
         scheduler,
     };
     Vault::open_with(Box::new(storage), options, platform)
         .await
         .unwrap()
-}
-
-type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-
-/// A scheduler that, the first time the vault yields, runs a job to completion: another tab's
-/// write, landing deterministically in the middle of a rekey.
-#[derive(Clone, Default)]
-struct Interleave(Rc<std::cell::RefCell<Option<Job>>>);
-
-#[async_trait::async_trait(?Send)]
-impl vaultstore_wasm::platform::Scheduler for Interleave {
-    async fn yield_now(&self) {
-        let job = self.0.borrow_mut().take();
-        if let Some(job) = job {
-            job.await;
-        }
-    }
 }
 
 /// Lets other tasks (a "second tab" writing) run while a rekey works.
@@ -153,86 +140,77 @@ async fn an_aborted_rekey_leaves_every_value_and_link_byte_identical() {
 }
 
 #[wasm_bindgen_test]
-async fn a_rekey_whose_commit_fails_mid_transaction_changes_nothing() {
-    // Another tab updates one record while this one re-encrypts: the compare-and-swap of that
-    // record fails inside the IndexedDB transaction after earlier records were already written
-    // in it, and the abort must take those writes back.
-    let name = unique("failed-commit");
-    let interleave = Interleave::default();
-    let v = vault_with(&name, false, Box::new(interleave.clone())).await;
-    let other_tab = Rc::new(vault_on(&name, false).await);
+async fn a_rekey_that_meets_another_tabs_write_finishes_and_keeps_it() {
+    // Another tab updates one record after this one read it for the rekey and before the rekey
+    // commits. The rekey's guarded commit fails inside its IndexedDB transaction (after 400
+    // writes were issued in it), nothing of it remains, and the rekey reads again, re-seals just
+    // that record and commits: the other tab's value is kept, under the new password.
+    let name = unique("meets-a-write");
+    let gate = Gate::default();
+    let storage = IdbStorage::open(&name).await.unwrap();
+    let v = interleaving::open(
+        Box::new(Gated {
+            inner: storage,
+            gate: gate.clone(),
+        }),
+        false,
+    )
+    .await;
+    let other_tab = vault_on(&name, false).await;
     let values: Vec<String> = (0..200).map(|i| format!("value {i}")).collect();
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     let tokens = v
         .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
         .await
         .unwrap();
-    // The record the other tab touches is the last the rekey writes (it scans in id order).
-    let query = vaultstore_wasm::RecordQuery {
-        order_by: Some("id".into()),
-        sort_order: Some("asc".into()),
-        ..Default::default()
-    };
-    let last = v.record_list(&query).await.unwrap().pop().unwrap().token;
-    let before = state(&v).await;
-    {
-        let (tab, token) = (other_tab.clone(), last.clone());
-        *interleave.0.borrow_mut() = Some(Box::pin(async move {
-            tab.token_update(
-                &token,
-                "changed by the other tab",
-                &Secret::password(PASSWORD),
-            )
-            .await
-            .unwrap();
-        }));
-    }
-    let e = v
-        .bulk_rekey(
-            &pw(PASSWORD),
-            &pw("new password!!"),
-            &RekeyOptions::default(),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), ErrorCode::Storage, "{e}");
-    assert!(e.to_string().contains("run the rekey again"), "{e}");
-    assert!(
-        interleave.0.borrow().is_none(),
-        "the other tab's write ran mid-rekey"
-    );
-    // Everything is as before, but for the other tab's one update.
-    assert_eq!(
-        v.token_read(&last, &pw(PASSWORD)).await.unwrap(),
-        "changed by the other tab"
-    );
-    for t in tokens.iter().filter(|t| **t != last) {
-        assert!(
-            v.token_read(t, &pw(PASSWORD)).await.is_ok(),
-            "{t} still opens with the old password"
-        );
-    }
-    let after: serde_json::Value = serde_json::from_slice(&state(&v).await).unwrap();
-    let before: serde_json::Value = serde_json::from_slice(&before).unwrap();
-    let changed = after["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(before["records"].as_array().unwrap())
-        .filter(|(a, b)| a != b)
-        .count();
-    assert_eq!(changed, 1, "only the other tab's record differs");
-    assert_eq!(after["meta"], before["meta"]);
-    // Run again: it goes through now.
-    assert_eq!(
+    let touched = tokens[137].clone();
+    let (moved, updated) = interleave(
+        &gate,
         v.bulk_rekey(
             &pw(PASSWORD),
             &pw("new password!!"),
-            &RekeyOptions::default()
-        )
-        .await
-        .unwrap(),
-        200
+            &RekeyOptions::default(),
+        ),
+        other_tab.token_update(&touched, "changed by the other tab", &pw(PASSWORD)),
+    )
+    .await;
+    assert_eq!(updated, Some(Ok(())), "the other tab's write ran mid-rekey");
+    assert_eq!(moved.unwrap(), 200);
+    let new = pw("new password!!");
+    assert_eq!(
+        v.token_read(&touched, &new).await.unwrap(),
+        "changed by the other tab"
+    );
+    for (t, value) in tokens.iter().zip(&values).filter(|(t, _)| **t != touched) {
+        assert_eq!(&v.token_read(t, &new).await.unwrap(), value);
+        assert_eq!(
+            v.token_read(t, &pw(PASSWORD)).await.unwrap_err().code(),
+            ErrorCode::InvalidPassword
+        );
+    }
+}
+
+/// Every (rekey variant × write kind) interleaving, both orders, on IndexedDB: three
+/// connections to one database play the tabs (see `tests/interleaving/`).
+#[wasm_bindgen_test]
+async fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
+    let failures = interleaving::run_all(
+        |name| async move {
+            let name = unique(&name);
+            let connect =
+                || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+            (connect().await, connect().await, connect().await)
+        },
+        |name| async move {
+            Box::new(IdbStorage::open(&unique(&name)).await.unwrap()) as Box<dyn Storage>
+        },
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
 
@@ -265,7 +243,7 @@ async fn two_connections_opening_a_new_vault_at_once_agree_on_one_salt() {
         );
         for r in [x, y] {
             if let Err(e) = r {
-                assert_eq!(e.code(), ErrorCode::TokenExists);
+                assert_eq!(e.code(), ErrorCode::TokenExists, "{e}");
             }
         }
     }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use futures::future::join_all;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
@@ -65,6 +67,8 @@ fn kdf_iterations_are_bounded_and_kept_by_existing_vaults() {
         let snapshot = v.export_snapshot().await.unwrap();
         let (reopened, _) = vault_with(VaultOptions {
             kdf_iterations: 5000,
+            // The default floor would be 5,000 (see the KDF floor test below).
+            min_kdf_iterations: Some(1000),
             snapshot: Some(snapshot),
             ..options()
         })
@@ -81,6 +85,65 @@ fn kdf_iterations_are_bounded_and_kept_by_existing_vaults() {
         .await
         .unwrap();
         assert_eq!(fresh.kdf_iterations(), 600_000, "the default");
+    });
+}
+
+/// The stored `kdf` row is not authenticated: anyone who can write the storage could lower the
+/// iteration count so that later values are cheap to attack. `minKdfIterations` refuses that.
+#[test]
+fn a_weakened_or_cheap_kdf_is_refused_below_the_floor() {
+    run(async {
+        let storage = Arc::new(GlueMemoryStorage::new().unwrap());
+        let open = |kdf_iterations: u32, min: Option<u32>| {
+            let storage = storage.clone();
+            async move {
+                Vault::open(
+                    Box::new(storage),
+                    VaultOptions {
+                        kdf_iterations,
+                        min_kdf_iterations: min,
+                        ..options()
+                    },
+                )
+                .await
+            }
+        };
+        // Created with 1,000 iterations on purpose (the floor defaults to kdfIterations).
+        let v = open(1_000, None).await.unwrap();
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        // An app that asks for 600,000 by default refuses it, and says how to open it anyway.
+        let e = code(open(600_000, None).await, ErrorCode::InvalidArgument);
+        let message = e.to_string();
+        assert!(message.contains("1000 PBKDF2 iterations"), "{message}");
+        assert!(message.contains("minKdfIterations: 1000"), "{message}");
+        let reopened = open(600_000, Some(1_000)).await.unwrap();
+        assert_eq!(reopened.token_read(&t, &pw(PASSWORD)).await.unwrap(), "v");
+        // The same for a snapshot whose kdf row was lowered.
+        let snapshot = v.export_snapshot().await.unwrap();
+        let e = code(
+            Vault::open(
+                Box::new(GlueMemoryStorage::new().unwrap()),
+                VaultOptions {
+                    kdf_iterations: 200_000,
+                    snapshot: Some(snapshot.clone()),
+                    ..options()
+                },
+            )
+            .await,
+            ErrorCode::InvalidArgument,
+        );
+        assert!(
+            e.to_string()
+                .contains("the snapshot derives keys with 1000"),
+            "{e}"
+        );
+        // The floor is bounded like the iteration count itself.
+        for bad in [0, 999, 10_000_001] {
+            code(open(1_000, Some(bad)).await, ErrorCode::InvalidArgument);
+        }
     });
 }
 

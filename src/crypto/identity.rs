@@ -102,8 +102,10 @@ pub fn unwrap_dek(
             // damaged, not that the secret is wrong.
             .map_err(|_| damaged())?,
     );
-    let bytes: [u8; 32] = dek.as_slice().try_into().map_err(|_| damaged())?;
-    Ok(DataKey::from_bytes(bytes))
+    if dek.len() != 32 {
+        return Err(damaged());
+    }
+    Ok(DataKey::filled_by(|k| k.copy_from_slice(&dek)))
 }
 
 /// Lowercase hex, as FORMAT.md requires for ids and tags (constant-time encoder).

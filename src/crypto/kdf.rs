@@ -1,6 +1,6 @@
 //! Master-key derivation (FORMAT.md "Master key") and the vault's `kdf` settings row.
 
-use super::{MasterKey, hkdf_sha256, label};
+use super::{MasterKey, hkdf_into, label};
 use crate::error::{Result, VaultError};
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,8 @@ impl KdfParams {
     pub fn from_json(text: &str) -> Result<Self> {
         let row: KdfRow = serde_json::from_str(text).map_err(|e| {
             VaultError::invalid(format!(
-                "the vault's kdf setting is not valid JSON of the expected shape: {e}"
+                "the vault's kdf setting is not JSON of the expected shape: {}",
+                crate::snapshot::describe_json_error(&e)
             ))
         })?;
         if row.alg != ALG {
@@ -89,26 +90,26 @@ pub fn check_iterations(n: u64) -> Result<u32> {
         Ok(n as u32)
     } else {
         Err(VaultError::invalid(format!(
-            "kdfIterations must be an integer from {MIN_ITERATIONS} to {MAX_ITERATIONS}, got {n}"
+            "kdfIterations must be an integer from {MIN_ITERATIONS} to {MAX_ITERATIONS}"
         )))
     }
 }
 
 /// `MK = PBKDF2-HMAC-SHA256(UTF-8(P), salt, N, 32)`; no Unicode normalisation.
 pub fn derive_password_key(password: &str, params: &KdfParams) -> MasterKey {
-    let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
-        password.as_bytes(),
-        &params.salt,
-        params.iterations,
-        out.as_mut(),
-    );
-    MasterKey::from_bytes(*out)
+    MasterKey::filled_by(|out| {
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+            password.as_bytes(),
+            &params.salt,
+            params.iterations,
+            out,
+        )
+    })
 }
 
 /// `MK = HKDF-SHA256(ikm = R, salt = vault salt, info = "vaultstore/v1/raw")`.
 pub fn derive_raw_key(raw: &[u8; 32], params: &KdfParams) -> MasterKey {
-    MasterKey::from_bytes(*hkdf_sha256(raw, &params.salt, label::RAW))
+    MasterKey::filled_by(|out| hkdf_into(raw, &params.salt, label::RAW, out))
 }
 
 #[cfg(test)]

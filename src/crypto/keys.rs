@@ -1,4 +1,6 @@
-//! 256-bit key types. They zeroize on drop, never implement `Clone` carelessly, and never print.
+//! 256-bit key types. They zeroize on drop, never print, and keep their bytes on the heap: moving
+//! a key moves a pointer, so no stale copy of the bytes is left behind in a stack frame (in wasm,
+//! the stack is part of the linear memory a dump would show).
 
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -10,11 +12,19 @@ macro_rules! key_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Zeroize, ZeroizeOnDrop, Clone)]
-        pub struct $name([u8; KEY_LEN]);
+        pub struct $name(Box<[u8; KEY_LEN]>);
 
         impl $name {
+            /// A key written in place by `fill`, so its bytes never exist outside this box.
+            pub(crate) fn filled_by(fill: impl FnOnce(&mut [u8; KEY_LEN])) -> Self {
+                let mut key = Self(Box::new([0; KEY_LEN]));
+                fill(&mut key.0);
+                key
+            }
+
+            #[cfg(test)]
             pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-                Self(bytes)
+                Self(Box::new(bytes))
             }
 
             pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -26,7 +36,7 @@ macro_rules! key_type {
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
                 use subtle::ConstantTimeEq;
-                self.0.ct_eq(&other.0).into()
+                self.0[..].ct_eq(&other.0[..]).into()
             }
         }
 
@@ -52,14 +62,14 @@ key_type!(
 impl DataKey {
     /// With identities off, a record's data key is the master key itself (FORMAT.md).
     pub fn from_master(mk: &MasterKey) -> Self {
-        Self(*mk.as_bytes())
+        Self::filled_by(|k| k.copy_from_slice(mk.as_bytes()))
     }
 
     /// A fresh random DEK for a new identity or a rotation.
     pub(crate) fn generate() -> crate::error::Result<Self> {
-        let mut bytes = [0u8; KEY_LEN];
-        super::random_bytes(&mut bytes)?;
-        Ok(Self(bytes))
+        let mut result = Ok(());
+        let key = Self::filled_by(|k| result = super::random_bytes(k));
+        result.map(|()| key)
     }
 }
 

@@ -19,7 +19,7 @@
 //! transactions on the same stores one after the other, so two tabs cannot both take a token.
 
 use super::{
-    MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp, is_unique_meta,
+    LINK_KEY, MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp, is_unique_meta,
     link_key, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
@@ -29,10 +29,11 @@ use futures::future::{Either, join_all, select};
 use idb::request::OpenDatabaseRequest;
 use idb::{
     CursorDirection, Database, DatabaseEvent, Event as _, Factory, KeyPath, KeyRange, Query,
-    Request as _, Transaction, TransactionMode, TransactionResult,
+    Request as _, Transaction, TransactionMode,
 };
 use js_sys::{Array, Object, Reflect};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 
@@ -282,6 +283,16 @@ fn object_range(object_type: &str, object_id: &str) -> StorageResult<Query> {
     range(KeyRange::bound(&lower, &upper, Some(false), Some(false)))
 }
 
+/// Every key `[object_type, *, *]` (arrays sort after strings, as in [`object_range`]).
+fn object_type_range(object_type: &str) -> StorageResult<Query> {
+    let lower = key_array(&[object_type]);
+    let upper: JsValue = [JsValue::from_str(object_type), Array::new().into()]
+        .into_iter()
+        .collect::<Array>()
+        .into();
+    range(KeyRange::bound(&lower, &upper, Some(false), Some(false)))
+}
+
 // ---------------------------------------------------------------- the backend
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,104 +468,13 @@ struct Reader {
 }
 
 impl Reader {
-    async fn record(&self, id: &str) -> StorageResult<Option<Record>> {
-        let found = self
-            .records
-            .get(JsValue::from_str(id))
-            .done("read a record")
-            .await?;
-        found.as_ref().map(record_from_js).transpose()
-    }
-
-    async fn by_token(&self, token: &str) -> StorageResult<Option<Record>> {
-        let index = self
-            .records
-            .index("token")
-            .map_err(idb_error("open the token index"))?;
-        let found = index
-            .get(JsValue::from_str(token))
-            .done("look up a token")
-            .await?;
-        found.as_ref().map(record_from_js).transpose()
-    }
-
-    /// Links for these records: all requests issued at once, then awaited.
-    async fn with_links(&self, records: Vec<Record>) -> StorageResult<Vec<StoredRecord>> {
-        let mut pending = Vec::with_capacity(records.len());
-        for r in &records {
-            let request = self
-                .meta
-                .get(meta_key_js(&link_key(&r.id)))
-                .map_err(idb_error("read a record link"))?;
-            pending.push(std::future::IntoFuture::into_future(request));
-        }
-        let links = join_all(pending).await;
-        records
-            .into_iter()
-            .zip(links)
-            .map(|(record, link)| {
-                let link = link.map_err(idb_error("read a record link"))?;
-                let identity_id = match link {
-                    Some(row) => Some(meta_from_js(&row)?.value),
-                    None => None,
-                };
-                Ok(StoredRecord {
-                    record,
-                    identity_id,
-                })
-            })
-            .collect()
-    }
-
-    async fn object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
-        let rows = self
-            .meta
-            .get_all(Some(object_range(object_type, object_id)?), None)
-            .done("read meta rows")
-            .await?;
-        rows.iter().map(meta_from_js).collect()
-    }
-
-    async fn find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
-        let index = self
-            .meta
-            .index("by_value")
-            .map_err(idb_error("open the meta index"))?;
-        let rows = index
-            .get_all(
-                Some(Query::from(key_array(&[object_type, key, value]))),
-                None,
-            )
-            .done("look up meta rows")
-            .await?;
-        rows.iter().map(meta_from_js).collect()
-    }
-
-    async fn count_value(&self, object_type: &str, key: &str, value: &str) -> StorageResult<u32> {
-        let index = self
-            .meta
-            .index("by_value")
-            .map_err(idb_error("open the meta index"))?;
-        index
-            .count(Some(Query::from(key_array(&[object_type, key, value]))))
-            .done("count meta rows")
-            .await
-    }
-
-    /// Records the filter names by token or id (point lookups), if it names any.
-    async fn named(&self, filter: &RecordFilter) -> StorageResult<Option<Vec<Record>>> {
-        if let Some(tokens) = filter.candidate_tokens() {
-            Ok(Some(self.records_by(&tokens, Lookup::Token).await?))
-        } else if let Some(ids) = filter.candidate_ids() {
-            Ok(Some(self.records_by(&ids, Lookup::Id).await?))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// The records with these tokens or ids, each once, missing ones left out: every request
-    /// issued at once, then awaited (one round trip).
-    async fn records_by(&self, keys: &[String], lookup: Lookup) -> StorageResult<Vec<Record>> {
+    /// The record of each token or id, in order: every request issued at once, then awaited
+    /// (one round trip).
+    async fn records_by(
+        &self,
+        keys: &[String],
+        lookup: Lookup,
+    ) -> StorageResult<Vec<Option<Record>>> {
         let token_index = match lookup {
             Lookup::Token => Some(
                 self.records
@@ -573,16 +493,56 @@ impl Reader {
             .map_err(idb_error("read a record"))?;
             pending.push(std::future::IntoFuture::into_future(request));
         }
-        let mut records: Vec<Record> = Vec::with_capacity(keys.len());
-        for found in join_all(pending).await {
-            if let Some(value) = found.map_err(idb_error("read a record"))? {
-                let record = record_from_js(&value)?;
-                if !records.iter().any(|r| r.id == record.id) {
-                    records.push(record);
-                }
-            }
-        }
-        Ok(records)
+        join_all(pending)
+            .await
+            .into_iter()
+            .map(|found| {
+                found
+                    .map_err(idb_error("read a record"))?
+                    .as_ref()
+                    .map(record_from_js)
+                    .transpose()
+            })
+            .collect()
+    }
+
+    async fn object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
+        let rows = self
+            .meta
+            .get_all(Some(object_range(object_type, object_id)?), None)
+            .done("read meta rows")
+            .await?;
+        rows.iter().map(meta_from_js).collect()
+    }
+
+    fn by_value(&self) -> StorageResult<idb::Index> {
+        self.meta
+            .index("by_value")
+            .map_err(idb_error("open the meta index"))
+    }
+
+    async fn find(&self, object_type: &str, key: &str, value: &str) -> StorageResult<Vec<MetaRow>> {
+        let rows = self
+            .by_value()?
+            .get_all(
+                Some(Query::from(key_array(&[object_type, key, value]))),
+                None,
+            )
+            .done("look up meta rows")
+            .await?;
+        rows.iter().map(meta_from_js).collect()
+    }
+
+    /// Records the filter names by token or id (point lookups), if it names any.
+    async fn named(&self, filter: &RecordFilter) -> StorageResult<Option<Vec<Record>>> {
+        let found = if let Some(tokens) = filter.candidate_tokens() {
+            self.records_by(&tokens, Lookup::Token).await?
+        } else if let Some(ids) = filter.candidate_ids() {
+            self.records_by(&ids, Lookup::Id).await?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(found.into_iter().flatten().collect()))
     }
 
     /// Walk the records in the filter's order through the index for it, calling `visit` on each
@@ -657,16 +617,12 @@ impl IdbStorage {
 
 #[async_trait(?Send)]
 impl Storage for IdbStorage {
-    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        let r = self.reader()?;
-        let records = r.records_by(tokens, Lookup::Token).await?;
-        r.with_links(records).await
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.reader()?.records_by(tokens, Lookup::Token).await
     }
 
-    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
-        let r = self.reader()?;
-        let records = r.records_by(ids, Lookup::Id).await?;
-        r.with_links(records).await
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.reader()?.records_by(ids, Lookup::Id).await
     }
 
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
@@ -733,7 +689,7 @@ impl Storage for IdbStorage {
         &self,
         after_id: Option<&str>,
         limit: usize,
-    ) -> StorageResult<Vec<StoredRecord>> {
+    ) -> StorageResult<Vec<Record>> {
         let r = self.reader()?;
         let query = match after_id {
             Some(id) => Some(range(KeyRange::lower_bound(
@@ -748,11 +704,7 @@ impl Storage for IdbStorage {
             .get_all(query, Some(limit))
             .done("scan records")
             .await?;
-        let records = rows
-            .iter()
-            .map(record_from_js)
-            .collect::<StorageResult<Vec<_>>>()?;
-        r.with_links(records).await
+        rows.iter().map(record_from_js).collect()
     }
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
@@ -776,16 +728,30 @@ impl Storage for IdbStorage {
         value: &str,
     ) -> StorageResult<Vec<MetaRow>> {
         let r = self.reader()?;
+        let mut holders: Vec<String> = r
+            .find(object_type, key, value)
+            .await?
+            .into_iter()
+            .map(|row| row.key.object_id)
+            .collect();
+        holders.dedup();
+        let objects = join_all(holders.iter().map(|id| r.object(object_type, id))).await;
         let mut rows = Vec::new();
-        let mut seen: Vec<String> = Vec::new();
-        for found in r.find(object_type, key, value).await? {
-            if !seen.contains(&found.key.object_id) {
-                seen.push(found.key.object_id.clone());
-                rows.extend(r.object(object_type, &found.key.object_id).await?);
-            }
+        for object in objects {
+            rows.extend(object?);
         }
         rows.sort();
         Ok(rows)
+    }
+
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        let r = self.reader()?;
+        let count = r
+            .meta
+            .count(Some(object_type_range(object_type)?))
+            .done("count meta rows")
+            .await?;
+        Ok(u64::from(count))
     }
 
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
@@ -800,31 +766,42 @@ impl Storage for IdbStorage {
     }
 
     async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
-        let tx = self.transaction(TransactionMode::ReadWrite)?;
+        // `tx` owns the handlers `outcome` listens with: it lives until the outcome is known.
+        let mut tx = self.transaction(TransactionMode::ReadWrite)?;
+        let outcome = Outcome::watch(&mut tx);
         let (records, meta) = Self::stores(&tx)?;
-        let writer = Batch {
+        let mut writer = Batch {
             r: Reader { records, meta },
+            rows: HashMap::new(),
+            links: HashMap::new(),
+            checks: Vec::new(),
+            inserted: Vec::new(),
+            batch_tokens: Default::default(),
         };
-        for op in batch {
-            if let Err(e) = writer.apply(op).await {
-                // Nothing of the batch may remain: abort (a failed request may already have).
-                let _ = tx.abort();
-                return Err(e);
+        let checked = match writer.run(batch).await {
+            Ok(()) => writer.verify().await,
+            Err(e) => Err(e),
+        };
+        let failure = match checked {
+            Ok(()) => match outcome.settled().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            Err(e) => {
+                // Nothing of the batch may remain: abort (a failed request may already have),
+                // and wait for the abort to finish, so the transaction's handlers outlive it.
+                let _ = writer.r.records.transaction().abort();
+                let cause = outcome.settled().await.err();
+                // A read that failed because a write issued before it had already aborted the
+                // transaction says only "AbortError"; the request that failed names the cause.
+                match (e, cause) {
+                    (StorageError::Backend { .. }, Some(cause)) => cause,
+                    (e, _) => e,
+                }
             }
-        }
-        // The commit itself can fail (a QuotaExceededError is raised here): its cause is the
-        // transaction's `error`, read through a store of the same transaction.
-        let store = writer.r.records.clone();
-        match tx.await {
-            Ok(TransactionResult::Committed) => Ok(()),
-            Ok(TransactionResult::Aborted) | Err(_) => Err(match store.transaction().error() {
-                Some(dom) => from_js(&dom.into(), "commit the write"),
-                None => StorageError::Backend {
-                    name: Some("AbortError".into()),
-                    message: "IndexedDB aborted the write; nothing was changed".into(),
-                },
-            }),
-        }
+        };
+        drop(tx);
+        Err(self.diagnose(failure, &writer.inserted).await)
     }
 
     async fn close(&self) {
@@ -836,72 +813,261 @@ impl Storage for IdbStorage {
     }
 }
 
-/// One batch's writes, inside one readwrite transaction.
+impl IdbStorage {
+    /// An `add` that broke a uniqueness constraint fails the whole transaction with a bare
+    /// `ConstraintError`, which does not say whether the token or the id was taken. The batch is
+    /// rolled back by now, so look the inserted tokens up to tell the caller which.
+    async fn diagnose(&self, e: StorageError, inserted: &[(String, String)]) -> StorageError {
+        let constraint =
+            matches!(&e, StorageError::Backend { name: Some(n), .. } if n == "ConstraintError");
+        if !constraint || inserted.is_empty() {
+            return e;
+        }
+        let Ok(r) = self.reader() else { return e };
+        let tokens: Vec<String> = inserted.iter().map(|(_, t)| t.clone()).collect();
+        match r.records_by(&tokens, Lookup::Token).await {
+            Ok(found) => match found.into_iter().flatten().next() {
+                Some(taken) => StorageError::TokenTaken(taken.token),
+                None => StorageError::IdTaken(inserted[0].0.clone()),
+            },
+            Err(_) => e,
+        }
+    }
+}
+
+/// How a readwrite transaction ended. A request that fails fires `error` (on the request, then
+/// the transaction) *before* the transaction aborts, so the cause is taken from that request;
+/// an abort without a failed request (a `QuotaExceededError` raised at commit) carries its cause
+/// in `transaction.error`, set by the time `abort` fires.
+struct Outcome {
+    done: futures::channel::oneshot::Receiver<bool>,
+    cause: Rc<std::cell::RefCell<Option<JsValue>>>,
+}
+
+/// `target.error`, if the event's target has one.
+fn target_error(event: &web_sys::Event) -> Option<JsValue> {
+    event
+        .target()
+        .and_then(|target| Reflect::get(&target, &JsValue::from_str("error")).ok())
+        .filter(|e| !e.is_null() && !e.is_undefined())
+}
+
+impl Outcome {
+    fn watch(tx: &mut Transaction) -> Outcome {
+        let (done_tx, done) = futures::channel::oneshot::channel();
+        let done_tx = Rc::new(Cell::new(Some(done_tx)));
+        let cause: Rc<std::cell::RefCell<Option<JsValue>>> = Rc::default();
+        let finish = |committed: bool| {
+            let (done_tx, cause) = (done_tx.clone(), cause.clone());
+            move |event: web_sys::Event| {
+                if !committed && cause.borrow().is_none() {
+                    *cause.borrow_mut() = target_error(&event);
+                }
+                if let Some(tx) = done_tx.take() {
+                    let _ = tx.send(committed);
+                }
+            }
+        };
+        tx.on_complete(finish(true));
+        tx.on_abort(finish(false));
+        let first = cause.clone();
+        tx.on_error(move |event: web_sys::Event| {
+            *first.borrow_mut() = target_error(&event);
+        });
+        Outcome { done, cause }
+    }
+
+    /// Wait for `complete` or `abort`.
+    async fn settled(self) -> StorageResult<()> {
+        if self.done.await.unwrap_or(false) {
+            return Ok(());
+        }
+        Err(match self.cause.borrow_mut().take() {
+            Some(error) => from_js(&error, "write"),
+            None => StorageError::Backend {
+                name: Some("AbortError".into()),
+                message: "IndexedDB aborted the write; nothing was changed".into(),
+            },
+        })
+    }
+}
+
+/// A precondition whose read was issued in request order and is checked once it resolves. The
+/// writes after it are issued at once, without waiting: if a check fails, the transaction is
+/// aborted and they never commit.
+enum Check {
+    /// `InsertMeta`: the key must not exist yet.
+    Absent(MetaKey, StoreFuture<Option<JsValue>>),
+    /// A unique value: no row other than `key` may hold it.
+    Unique(MetaKey, StoreFuture<Vec<JsValue>>),
+    /// `ExpectMeta`: the row must hold this value.
+    Holds(MetaKey, Option<String>, StoreFuture<Option<JsValue>>),
+}
+
+type StoreFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, idb::Error>>>>;
+
+fn pending<T, R>(
+    request: Result<R, idb::Error>,
+    doing: &'static str,
+) -> StorageResult<StoreFuture<T>>
+where
+    R: std::future::IntoFuture<Output = Result<T, idb::Error>> + 'static,
+{
+    let request = request.map_err(idb_error(doing))?;
+    Ok(Box::pin(std::future::IntoFuture::into_future(request)))
+}
+
+/// One batch's writes, inside one readwrite transaction. Requests run in the order they are
+/// issued, so a read issued after a write sees it; only reads are awaited, so a batch of N
+/// records costs a few round trips, not N.
 struct Batch {
     r: Reader,
+    /// The batch's view of the records it changes or deletes, by id (`None`: absent).
+    rows: HashMap<String, Option<Record>>,
+    /// The identity each record the batch deletes is linked to, by record id.
+    links: HashMap<String, Option<String>>,
+    checks: Vec<Check>,
+    /// `(id, token)` of every inserted record, to tell a taken token from a taken id.
+    inserted: Vec<(String, String)>,
+    /// The tokens this batch inserted and did not delete again.
+    batch_tokens: std::collections::HashSet<String>,
 }
 
 impl Batch {
-    async fn apply(&self, op: WriteOp) -> StorageResult<()> {
+    async fn run(&mut self, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.prefetch(&batch).await?;
+        let mut ops = batch.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            if let WriteOp::DeleteRecord { .. } = op {
+                // A run of deletes prunes the identities they unlink once, at its end: deletes
+                // only remove references, so this prunes exactly what pruning after each would.
+                let mut identities = Vec::new();
+                self.delete_record(op, &mut identities)?;
+                while let Some(next @ WriteOp::DeleteRecord { .. }) = ops.peek().cloned() {
+                    ops.next();
+                    self.delete_record(next, &mut identities)?;
+                }
+                identities.sort();
+                identities.dedup();
+                self.prune_identities(identities).await?;
+            } else {
+                self.apply(op).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read, in one round trip, every record the batch changes or deletes, and the links of
+    /// those it deletes.
+    async fn prefetch(&mut self, batch: &[WriteOp]) -> StorageResult<()> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut deleted: Vec<String> = Vec::new();
+        for op in batch {
+            match op {
+                WriteOp::ChangeRecord { id, .. } => ids.push(id.clone()),
+                WriteOp::DeleteRecord { id, .. } => {
+                    ids.push(id.clone());
+                    deleted.push(id.clone());
+                }
+                _ => {}
+            }
+        }
+        for list in [&mut ids, &mut deleted] {
+            list.sort();
+            list.dedup();
+        }
+        let records = ids.iter().map(|id| {
+            let request = self.r.records.get(JsValue::from_str(id));
+            async move { request.done("read a record").await }
+        });
+        let links = deleted.iter().map(|id| {
+            let request = self.r.meta.get(meta_key_js(&link_key(id)));
+            async move { request.done("read a record link").await }
+        });
+        let (records, links) = futures::future::join(join_all(records), join_all(links)).await;
+        for (id, found) in ids.into_iter().zip(records) {
+            let row = found?.as_ref().map(record_from_js).transpose()?;
+            self.rows.insert(id, row);
+        }
+        for (id, found) in deleted.into_iter().zip(links) {
+            let identity = found?
+                .as_ref()
+                .map(meta_from_js)
+                .transpose()?
+                .map(|m| m.value);
+            self.links.insert(id, identity);
+        }
+        Ok(())
+    }
+
+    /// Keep the batch's view of links current when the batch itself writes one.
+    fn track_link(&mut self, key: &MetaKey, value: Option<&str>) {
+        if key.object_type == object_type::RECORD
+            && key.key == LINK_KEY
+            && let Some(id) = key.object_id.strip_prefix("r_")
+            && let Some(link) = self.links.get_mut(id)
+        {
+            *link = value.map(str::to_owned);
+        }
+    }
+
+    fn put_record(&self, record: &Record) -> StorageResult<()> {
+        self.r
+            .records
+            .put(&record_to_js(record), None)
+            .map_err(idb_error("write a record"))
+            .map(drop)
+    }
+
+    async fn apply(&mut self, op: WriteOp) -> StorageResult<()> {
         let records = &self.r.records;
         let meta = &self.r.meta;
         match op {
             WriteOp::InsertRecord(record) => {
-                if self.r.by_token(&record.token).await?.is_some() {
+                // The primary key and the unique token index refuse a taken id or token; the
+                // failure aborts the transaction and `IdbStorage::diagnose` names it. A token or
+                // id this batch itself inserted is named here, as nothing of it is stored.
+                if !self.batch_tokens.insert(record.token.clone()) {
                     return Err(StorageError::TokenTaken(record.token));
                 }
-                if self.r.record(&record.id).await?.is_some() {
+                if matches!(self.rows.get(&record.id), Some(Some(_))) {
                     return Err(StorageError::IdTaken(record.id));
                 }
                 records
                     .add(&record_to_js(&record), None)
-                    .done("add a record")
-                    .await?;
+                    .map_err(idb_error("add a record"))?;
+                self.inserted
+                    .push((record.id.clone(), record.token.clone()));
+                self.rows.insert(record.id.clone(), Some(record));
             }
-            WriteOp::UpdateRecord {
-                record,
-                expect_value,
-            } => {
-                let current = self
-                    .r
-                    .record(&record.id)
-                    .await?
-                    .ok_or_else(|| StorageError::RecordMissing(record.id.clone()))?;
-                if current.token != record.token {
-                    return Err(StorageError::Backend {
-                        name: None,
-                        message: "a record's token cannot change".into(),
-                    });
+            WriteOp::ChangeRecord { id, change, at } => {
+                let Some(Some(record)) = self.rows.get_mut(&id) else {
+                    return Err(StorageError::RecordMissing(id));
+                };
+                if change.apply_to(record, at)? {
+                    let record = record.clone();
+                    self.put_record(&record)?;
                 }
-                if expect_value.is_some_and(|v| v != current.value) {
-                    return Err(StorageError::Changed(record.id));
-                }
-                records
-                    .put(&record_to_js(&record), None)
-                    .done("write a record")
-                    .await?;
             }
-            WriteOp::DeleteRecord { id } => {
-                records
-                    .delete(JsValue::from_str(&id))
-                    .done("delete a record")
-                    .await?;
+            WriteOp::DeleteRecord { .. } => {
+                let mut identities = Vec::new();
+                self.delete_record(op, &mut identities)?;
+                self.prune_identities(identities).await?;
             }
             WriteOp::InsertMeta(row) => {
-                let exists = meta
-                    .get_key(meta_key_js(&row.key))
-                    .done("read a meta row")
-                    .await?;
-                if exists.is_some() {
-                    return Err(StorageError::MetaTaken(row.key));
-                }
-                self.put_meta(row).await?;
+                let exists = pending(meta.get(meta_key_js(&row.key)), "read a meta row")?;
+                self.checks.push(Check::Absent(row.key.clone(), exists));
+                self.put_meta(row)?;
             }
-            WriteOp::PutMeta(row) => self.put_meta(row).await?,
+            WriteOp::PutMeta(row) => self.put_meta(row)?,
             WriteOp::DeleteMeta(key) => {
                 meta.delete(meta_key_js(&key))
-                    .done("delete a meta row")
-                    .await?;
+                    .map_err(idb_error("delete a meta row"))?;
+                self.track_link(&key, None);
+            }
+            WriteOp::ExpectMeta { key, value } => {
+                let found = pending(meta.get(meta_key_js(&key)), "read a meta row")?;
+                self.checks.push(Check::Holds(key, value, found));
             }
             WriteOp::DeleteObjectIfUnreferenced {
                 object_type,
@@ -909,31 +1075,26 @@ impl Batch {
                 referrer_type,
                 referrer_key,
             } => {
-                if self
+                let referrers = self
                     .r
-                    .count_value(&referrer_type, &referrer_key, &object_id)
-                    .await?
-                    == 0
-                {
+                    .by_value()?
+                    .count(Some(Query::from(key_array(&[
+                        &referrer_type,
+                        &referrer_key,
+                        &object_id,
+                    ]))))
+                    .done("count meta rows")
+                    .await?;
+                if referrers == 0 {
                     meta.delete(object_range(&object_type, &object_id)?)
-                        .done("delete meta rows")
-                        .await?;
+                        .map_err(idb_error("delete meta rows"))?;
                 }
             }
             WriteOp::ExpectEmpty => {
                 let n = records.count(None).done("count records").await?;
                 let all = meta.count(None).done("count meta rows").await?;
-                let vault_range = {
-                    let lower = key_array(&[object_type::VAULT]);
-                    let upper: JsValue =
-                        [JsValue::from_str(object_type::VAULT), Array::new().into()]
-                            .into_iter()
-                            .collect::<Array>()
-                            .into();
-                    range(KeyRange::bound(&lower, &upper, Some(false), Some(false)))?
-                };
                 let settings = meta
-                    .count(Some(vault_range))
+                    .count(Some(object_type_range(object_type::VAULT)?))
                     .done("count meta rows")
                     .await?;
                 if n > 0 || all > settings {
@@ -941,28 +1102,134 @@ impl Batch {
                 }
             }
             WriteOp::ClearAll => {
-                records.clear().done("clear records").await?;
-                meta.clear().done("clear meta rows").await?;
+                records.clear().map_err(idb_error("clear records"))?;
+                meta.clear().map_err(idb_error("clear meta rows"))?;
+                for row in self.rows.values_mut() {
+                    *row = None;
+                }
+                self.batch_tokens.clear();
             }
         }
         Ok(())
     }
 
-    async fn put_meta(&self, row: MetaRow) -> StorageResult<()> {
-        if is_unique_meta(&row.key) {
-            let holders = self
-                .r
-                .find(&row.key.object_type, &row.key.key, &row.value)
-                .await?;
-            if holders.iter().any(|h| h.key != row.key) {
-                return Err(StorageError::UniqueValueTaken(row.key));
+    /// Delete a prefetched record and its link; the identity the link pointed to is collected
+    /// for pruning.
+    fn delete_record(&mut self, op: WriteOp, identities: &mut Vec<String>) -> StorageResult<()> {
+        let WriteOp::DeleteRecord { id, if_expired_at } = op else {
+            return Ok(());
+        };
+        let Some(Some(record)) = self.rows.get(&id) else {
+            return Ok(());
+        };
+        if if_expired_at.is_some_and(|now| !record.is_expired(now)) {
+            return Err(StorageError::Changed(id));
+        }
+        self.r
+            .records
+            .delete(JsValue::from_str(&id))
+            .map_err(idb_error("delete a record"))?;
+        let link = link_key(&id);
+        if let Some(Some(identity)) = self.links.get(&id) {
+            identities.push(identity.clone());
+        }
+        self.r
+            .meta
+            .delete(meta_key_js(&link))
+            .map_err(idb_error("delete a record link"))?;
+        self.track_link(&link, None);
+        if let Some(Some(record)) = self.rows.get(&id) {
+            self.batch_tokens.remove(&record.token);
+        }
+        self.rows.insert(id, None);
+        Ok(())
+    }
+
+    /// Remove every identity of `identities` that no link refers to any more. The counts are
+    /// issued after the deletes, so they see them; one round trip for all.
+    async fn prune_identities(&self, identities: Vec<String>) -> StorageResult<()> {
+        if identities.is_empty() {
+            return Ok(());
+        }
+        let index = self.r.by_value()?;
+        let mut counts = Vec::with_capacity(identities.len());
+        for identity in &identities {
+            let count = index.count(Some(Query::from(key_array(&[
+                object_type::RECORD,
+                LINK_KEY,
+                identity,
+            ]))));
+            counts.push(async move { count.done("count record links").await });
+        }
+        for (identity, count) in identities.iter().zip(join_all(counts).await) {
+            if count? == 0 {
+                self.r
+                    .meta
+                    .delete(object_range(object_type::IDENTITY, identity)?)
+                    .map_err(idb_error("delete an identity"))?;
             }
+        }
+        Ok(())
+    }
+
+    fn put_meta(&mut self, row: MetaRow) -> StorageResult<()> {
+        self.track_link(&row.key, Some(&row.value));
+        if is_unique_meta(&row.key) {
+            let holders = pending(
+                self.r.by_value()?.get_all(
+                    Some(Query::from(key_array(&[
+                        &row.key.object_type,
+                        &row.key.key,
+                        &row.value,
+                    ]))),
+                    None,
+                ),
+                "look up meta rows",
+            )?;
+            self.checks.push(Check::Unique(row.key.clone(), holders));
         }
         self.r
             .meta
             .put(&meta_to_js(&row), None)
-            .done("write a meta row")
-            .await?;
-        Ok(())
+            .map_err(idb_error("write a meta row"))
+            .map(drop)
+    }
+
+    /// Check every precondition, in the order of the ops that made them.
+    async fn verify(&mut self) -> StorageResult<()> {
+        let checks = std::mem::take(&mut self.checks);
+        let futures = checks.into_iter().map(|check| async move {
+            match check {
+                Check::Absent(key, found) => {
+                    match found.await.map_err(idb_error("read a meta row"))? {
+                        Some(_) => Err(StorageError::MetaTaken(key)),
+                        None => Ok(()),
+                    }
+                }
+                Check::Unique(key, holders) => {
+                    let holders = holders.await.map_err(idb_error("look up meta rows"))?;
+                    for holder in &holders {
+                        if meta_from_js(holder)?.key != key {
+                            return Err(StorageError::UniqueValueTaken(key));
+                        }
+                    }
+                    Ok(())
+                }
+                Check::Holds(key, value, found) => {
+                    let found = found.await.map_err(idb_error("read a meta row"))?;
+                    let actual = found
+                        .as_ref()
+                        .map(meta_from_js)
+                        .transpose()?
+                        .map(|m| m.value);
+                    if actual == value {
+                        Ok(())
+                    } else {
+                        Err(StorageError::MetaChanged(key))
+                    }
+                }
+            }
+        });
+        join_all(futures).await.into_iter().collect()
     }
 }

@@ -1,11 +1,10 @@
 //! Record metadata operations and expiry purges (API.md "Records and queries").
 
-use super::Vault;
-use super::tokens::delete_ops;
-use crate::error::{NotFoundReason, Result, VaultError};
+use super::{MAX_ATTEMPTS, Vault, new_write_epoch};
+use crate::error::{Result, VaultError};
 use crate::query::{RecordFilter, RecordQuery, SoftDeleted};
 use crate::record::Record;
-use crate::storage::{StoredRecord, WriteOp};
+use crate::storage::{RecordChange, StorageError, WriteOp};
 use crate::token;
 
 /// Records changed per atomic batch when purging expired ones: bounds memory and the size of
@@ -50,10 +49,7 @@ impl Vault {
     pub async fn record_delete_by_id(&self, id: &str) -> Result<()> {
         self.ensure_open()?;
         check_id(id)?;
-        match self.record_by_id(id).await? {
-            Some(stored) => Ok(self.storage.apply(delete_ops(&stored)).await?),
-            None => Ok(()),
-        }
+        self.delete_by_id(id).await
     }
 
     /// Delete permanently by token; a missing record is not an error.
@@ -65,11 +61,13 @@ impl Vault {
     pub async fn record_soft_delete_by_id(&self, id: &str) -> Result<()> {
         self.ensure_open()?;
         check_id(id)?;
-        let stored = self
-            .record_by_id(id)
-            .await?
-            .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, id))?;
-        self.change_stored(stored, soft_delete).await
+        self.change_by_id(
+            id,
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+        )
+        .await
     }
 
     /// Soft-delete by token; `RECORD_NOT_FOUND` when there is no such record.
@@ -88,7 +86,9 @@ impl Vault {
     }
 
     /// Purge expired records a page at a time, one atomic batch per page, so memory and each
-    /// transaction stay bounded whatever the store holds.
+    /// transaction stay bounded whatever the store holds. Each change holds only if its record is
+    /// still expired when the batch commits: a renewal that lands between the query and the
+    /// write fails the batch, and the page is read again, so a renewed record is never purged.
     async fn purge_expired(&self, purge: Purge) -> Result<u64> {
         self.ensure_open()?;
         let now = self.now();
@@ -98,6 +98,7 @@ impl Vault {
         };
         let filter = RecordFilter::expired(soft_deleted, PURGE_PAGE);
         let mut total = 0;
+        let mut conflicts = 0;
         loop {
             // A purged page leaves the result set, so the next query moves on.
             let page = self.storage.query_records(&filter, now).await?;
@@ -105,30 +106,36 @@ impl Vault {
             if n == 0 {
                 return Ok(total);
             }
-            let batch: Vec<WriteOp> = match purge {
-                Purge::SoftDelete => page
-                    .into_iter()
-                    .map(|mut record| {
-                        soft_delete(&mut record, now);
-                        WriteOp::UpdateRecord {
-                            expect_value: Some(record.value.clone()),
-                            record,
-                        }
-                    })
-                    .collect(),
-                Purge::Delete => {
-                    // The links decide which identities may go with these records.
-                    let ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
-                    self.storage
-                        .records_by_ids(&ids)
-                        .await?
-                        .iter()
-                        .flat_map(delete_ops)
-                        .collect()
+            let mut batch: Vec<WriteOp> = page
+                .into_iter()
+                .map(|record| match purge {
+                    Purge::SoftDelete => WriteOp::ChangeRecord {
+                        id: record.id,
+                        change: RecordChange::SoftDelete {
+                            if_expired_at: Some(now),
+                        },
+                        at: now,
+                    },
+                    Purge::Delete => WriteOp::DeleteRecord {
+                        id: record.id,
+                        if_expired_at: Some(now),
+                    },
+                })
+                .collect();
+            if let Purge::Delete = purge {
+                batch.push(new_write_epoch()?);
+            }
+            match self.storage.apply(batch).await {
+                Ok(()) => total += n as u64,
+                // Renewed, restored or deleted meanwhile: read the page again.
+                Err(StorageError::Changed(_) | StorageError::RecordMissing(_))
+                    if conflicts < MAX_ATTEMPTS =>
+                {
+                    conflicts += 1;
+                    continue;
                 }
-            };
-            self.storage.apply(batch).await?;
-            total += n as u64;
+                Err(e) => return Err(e.into()),
+            }
             if n < PURGE_PAGE {
                 return Ok(total);
             }
@@ -142,15 +149,8 @@ enum Purge {
     Delete,
 }
 
-fn soft_delete(record: &mut Record, now: i64) {
-    if record.soft_deleted_at.is_none() {
-        record.soft_deleted_at = Some(now);
-        record.updated_at = now;
-    }
-}
-
-fn visible(stored: Option<StoredRecord>) -> Option<Record> {
-    stored.map(|s| s.record).filter(|r| !r.is_soft_deleted())
+fn visible(record: Option<Record>) -> Option<Record> {
+    record.filter(|r| !r.is_soft_deleted())
 }
 
 fn check_id(id: &str) -> Result<()> {

@@ -1,20 +1,21 @@
 //! Token operations (API.md "Tokens").
+//!
+//! Every write states what it relied on, and storage checks it inside the transaction that
+//! applies it: a value update is a compare-and-swap on the value it read, metadata changes are
+//! patches applied to the record as it is then, and values sealed under an identity are written
+//! only while the identity's tag is still the secret's. Whatever runs between a read and the
+//! write that depends on it, a write that resolves is never undone by another.
 
-use super::{Vault, WriteKey};
+use super::{MAX_ATTEMPTS, Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
 use crate::error::{NotFoundReason, Result, VaultError};
 use crate::identity::Identity;
 use crate::record::{Record, check_time, new_record_id};
 use crate::secret::Secret;
-use crate::storage::{
-    LINK_KEY, MetaRow, StorageError, StoredRecord, WriteOp, link_key, object_type,
-};
+use crate::storage::{LINK_KEY, MetaRow, RecordChange, StorageError, WriteOp, link_key};
 use crate::token;
+use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
-
-/// Attempts before giving up on a batch that keeps meeting conflicts. A random token collides
-/// with probability below 2^-60 per attempt; identity races resolve on the second attempt.
-const MAX_ATTEMPTS: usize = 8;
 
 /// Options of `tokenCreate` / `tokensCreate` / `tokenUpsert`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,15 +49,6 @@ pub(crate) fn check_readable(record: &Record, now: i64) -> Result<()> {
     }
 }
 
-/// The rows a new or rewritten record of `key` needs: the record op and, with an identity, its link.
-pub(crate) fn record_ops(op: WriteOp, record_id: &str, key: &WriteKey) -> Vec<WriteOp> {
-    let mut ops = vec![op];
-    if let Some(identity_id) = &key.identity_id {
-        ops.push(WriteOp::PutMeta(link_row(record_id, identity_id)));
-    }
-    ops
-}
-
 pub(crate) fn link_row(record_id: &str, identity_id: &str) -> MetaRow {
     let key = link_key(record_id);
     debug_assert_eq!(key.key, LINK_KEY);
@@ -66,31 +58,66 @@ pub(crate) fn link_row(record_id: &str, identity_id: &str) -> MetaRow {
     }
 }
 
-/// Removing a record removes its link, and its identity when that was the identity's last record.
-pub(crate) fn delete_ops(stored: &StoredRecord) -> Vec<WriteOp> {
-    let mut ops = vec![
-        WriteOp::DeleteRecord {
-            id: stored.record.id.clone(),
+/// A reseal of `record` from `expect` to `value`, and its link when the key has an identity.
+pub(crate) fn reseal_ops(record: &Record, value: String, key: &WriteKey, at: i64) -> Vec<WriteOp> {
+    let mut ops = vec![WriteOp::ChangeRecord {
+        id: record.id.clone(),
+        change: RecordChange::Reseal {
+            expect: record.value.clone(),
+            value,
         },
-        WriteOp::DeleteMeta(link_key(&stored.record.id)),
-    ];
-    if let Some(identity_id) = &stored.identity_id {
-        ops.push(prune_identity(identity_id));
-    }
+        at,
+    }];
+    ops.extend(key.link(&record.id));
     ops
-}
-
-pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
-    WriteOp::DeleteObjectIfUnreferenced {
-        object_type: object_type::IDENTITY.to_owned(),
-        object_id: identity_id.to_owned(),
-        referrer_type: object_type::RECORD.to_owned(),
-        referrer_key: LINK_KEY.to_owned(),
-    }
 }
 
 fn check_expiry(expires_at: Option<i64>) -> Result<Option<i64>> {
     expires_at.map(|at| check_time(at, "expiresAt")).transpose()
+}
+
+/// Which key a value was sealed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealedWith {
+    /// The secret's identity's data key.
+    Identity,
+    /// The secret's master key (identities off, or a record written before they were on).
+    Master,
+}
+
+/// One secret, unlocked: opens its records whatever key scheme they use, telling which by the
+/// envelope's key check value (FORMAT.md), so reading never needs the record's link row.
+pub(crate) struct Opener {
+    pub mk: MasterKey,
+    master: DataKey,
+    pub identity: Option<Identity>,
+}
+
+impl Opener {
+    /// Which of this secret's keys sealed `envelope`, if any.
+    pub(crate) fn key_of(&self, envelope: &Envelope) -> Option<(&DataKey, SealedWith)> {
+        match &self.identity {
+            Some(identity) if envelope.was_sealed_with(&identity.dek) => {
+                Some((&identity.dek, SealedWith::Identity))
+            }
+            _ if envelope.was_sealed_with(&self.master) => Some((&self.master, SealedWith::Master)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn open(&self, record: &Record) -> Result<(Zeroizing<String>, SealedWith)> {
+        let open = || {
+            let envelope = Envelope::parse(&record.value)?;
+            let (key, sealed_with) = self
+                .key_of(&envelope)
+                .ok_or(VaultError::InvalidPassword { tokens: vec![] })?;
+            Ok((
+                Zeroizing::new(envelope.open(key, &record.token)?),
+                sealed_with,
+            ))
+        };
+        open().map_err(|e: VaultError| e.for_token(&record.token))
+    }
 }
 
 impl Vault {
@@ -166,7 +193,8 @@ impl Vault {
         for _ in 0..MAX_ATTEMPTS {
             let key = self.write_key(&mk).await?;
             let now = self.now();
-            let mut batch = key.setup.clone();
+            let mut batch = key.batch_ops()?;
+            batch.reserve(values.len() * 2);
             let mut tokens = Vec::with_capacity(values.len());
             for value in values {
                 let token = match source {
@@ -182,8 +210,9 @@ impl Vault {
                     expires_at,
                     soft_deleted_at: None,
                 };
-                let id = record.id.clone();
-                batch.extend(record_ops(WriteOp::InsertRecord(record), &id, &key));
+                let link = key.link(&record.id);
+                batch.push(WriteOp::InsertRecord(record));
+                batch.extend(link);
                 tokens.push(token);
             }
             match self.storage.apply(batch).await {
@@ -193,12 +222,14 @@ impl Vault {
                 {
                     return Err(VaultError::TokenExists(token));
                 }
-                // A colliding random token or id, or an identity another writer created first:
-                // nothing was written; draw again (and find that identity).
+                // A colliding random token or id, an identity another writer created first, or
+                // one a rekey moved meanwhile: nothing was written; draw again, look again.
                 Err(
                     StorageError::TokenTaken(_)
                     | StorageError::IdTaken(_)
-                    | StorageError::UniqueValueTaken(_),
+                    | StorageError::UniqueValueTaken(_)
+                    | StorageError::MetaTaken(_)
+                    | StorageError::MetaChanged(_),
                 ) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -212,16 +243,18 @@ impl Vault {
     pub async fn token_read(&self, token: &str, secret: &Secret) -> Result<String> {
         self.ensure_open()?;
         token::check_lookup(token)?;
-        let stored = self
+        let record = self
             .record_by_token(token)
             .await?
             .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, token))?;
-        check_readable(&stored.record, self.now())?;
-        let opener = self.opener(secret, stored.identity_id.is_some()).await?;
-        let opened = opener.open(&stored).map_err(|e| e.for_token(token))?;
-        self.link_on_access(&opener, vec![(stored, opened.clone())])
-            .await;
-        Ok(opened)
+        check_readable(&record, self.now())?;
+        let opener = self.opener(secret, std::slice::from_ref(&record)).await?;
+        let (value, sealed_with) = opener.open(&record)?;
+        let result = value.as_str().to_owned();
+        if sealed_with == SealedWith::Master {
+            self.link_on_access(&opener, vec![(record, value)]).await;
+        }
+        Ok(result)
     }
 
     /// The values of several tokens, in one storage round trip. Expired tokens are left out;
@@ -232,10 +265,11 @@ impl Vault {
         secret: &Secret,
     ) -> Result<Vec<(String, String)>> {
         self.ensure_open()?;
+        let mut seen = HashSet::with_capacity(tokens.len());
         let mut unique: Vec<String> = Vec::with_capacity(tokens.len());
         for token in tokens {
             token::check_lookup(token)?;
-            if !unique.iter().any(|t| t == token) {
+            if seen.insert(*token) {
                 unique.push((*token).to_owned());
             }
         }
@@ -247,12 +281,12 @@ impl Vault {
         let mut missing = Vec::new();
         let mut soft_deleted = Vec::new();
         let mut live = Vec::with_capacity(found.len());
-        for token in &unique {
-            match found.iter().find(|s| &s.record.token == token) {
-                None => missing.push(token.clone()),
-                Some(s) if s.record.is_soft_deleted() => soft_deleted.push(token.clone()),
-                Some(s) if s.record.is_expired(now) => {}
-                Some(s) => live.push(s.clone()),
+        for (token, record) in unique.into_iter().zip(found) {
+            match record {
+                None => missing.push(token),
+                Some(r) if r.is_soft_deleted() => soft_deleted.push(token),
+                Some(r) if r.is_expired(now) => {}
+                Some(r) => live.push(r),
             }
         }
         // API.md: missing tokens are reported before any decryption failure.
@@ -271,19 +305,21 @@ impl Vault {
         if live.is_empty() {
             return Ok(vec![]);
         }
-        let opener = self
-            .opener(secret, live.iter().any(|s| s.identity_id.is_some()))
-            .await?;
+        let opener = self.opener(secret, &live).await?;
         let mut wrong_key = Vec::new();
         let mut damaged = Vec::new();
-        let mut opened = Vec::with_capacity(live.len());
-        for stored in live {
-            match opener.open(&stored) {
-                Ok(value) => opened.push((stored, value)),
-                Err(VaultError::InvalidPassword { .. }) => {
-                    wrong_key.push(stored.record.token.clone())
+        let mut values = Vec::with_capacity(live.len());
+        let mut unlinked = Vec::new();
+        for record in live {
+            match opener.open(&record) {
+                Ok((value, sealed_with)) => {
+                    values.push((record.token.clone(), value.as_str().to_owned()));
+                    if sealed_with == SealedWith::Master && self.identities {
+                        unlinked.push((record, value));
+                    }
                 }
-                Err(_) => damaged.push(stored.record.token.clone()),
+                Err(VaultError::InvalidPassword { .. }) => wrong_key.push(record.token),
+                Err(_) => damaged.push(record.token),
             }
         }
         if !wrong_key.is_empty() {
@@ -292,11 +328,7 @@ impl Vault {
         if !damaged.is_empty() {
             return Err(VaultError::DecryptionFailed { tokens: damaged });
         }
-        let values = opened
-            .iter()
-            .map(|(s, v)| (s.record.token.clone(), v.clone()))
-            .collect();
-        self.link_on_access(&opener, opened).await;
+        self.link_on_access(&opener, unlinked).await;
         Ok(values)
     }
 
@@ -307,15 +339,14 @@ impl Vault {
         secret: &Secret,
     ) -> Result<Vec<(String, String)>> {
         let tokens: Vec<&str> = key_to_token.iter().map(|(_, t)| t.as_str()).collect();
-        let values = self.tokens_read(&tokens, secret).await?;
+        let values: HashMap<String, String> = self
+            .tokens_read(&tokens, secret)
+            .await?
+            .into_iter()
+            .collect();
         Ok(key_to_token
             .iter()
-            .filter_map(|(key, token)| {
-                values
-                    .iter()
-                    .find(|(t, _)| t == token)
-                    .map(|(_, v)| (key.clone(), v.clone()))
-            })
+            .filter_map(|(key, token)| values.get(token).map(|v| (key.clone(), v.clone())))
             .collect())
     }
 
@@ -326,30 +357,27 @@ impl Vault {
         token::check_lookup(token)?;
         self.check_policy(secret)?;
         for _ in 0..MAX_ATTEMPTS {
-            let stored = self.live_record(token).await?;
+            let record = self.live_record(token).await?;
             let key = self
-                .rewrite_key(&stored, secret)
+                .rewrite_key(&record, secret)
                 .await
                 .map_err(|e| e.for_token(token))?;
-            let mut record = stored.record.clone();
-            record.value = seal_value(&key.key, token, value)?;
-            record.updated_at = self.now();
-            let id = record.id.clone();
-            let mut batch = key.setup.clone();
-            batch.extend(record_ops(
-                WriteOp::UpdateRecord {
-                    record,
-                    expect_value: None,
-                },
-                &id,
-                &key,
-            ));
+            let sealed = seal_value(&key.key, token, value)?;
+            let mut batch = key.batch_ops()?;
+            batch.extend(reseal_ops(&record, sealed, &key, self.now()));
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::RecordMissing(_)) => {
                     return Err(VaultError::not_found(NotFoundReason::Missing, token));
                 }
-                Err(StorageError::UniqueValueTaken(_)) => continue,
+                // The value changed since it was read (a rekey or another update committed):
+                // read it again, and check again that this secret opens it.
+                Err(
+                    StorageError::Changed(_)
+                    | StorageError::UniqueValueTaken(_)
+                    | StorageError::MetaTaken(_)
+                    | StorageError::MetaChanged(_),
+                ) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -382,7 +410,7 @@ impl Vault {
         Ok(self
             .record_by_token(token)
             .await?
-            .is_some_and(|s| !s.record.is_soft_deleted()))
+            .is_some_and(|r| !r.is_soft_deleted()))
     }
 
     /// Set a new expiry; `None` never expires.
@@ -390,23 +418,20 @@ impl Vault {
         self.ensure_open()?;
         token::check_lookup(token)?;
         let expires_at = check_expiry(expires_at)?;
-        self.change_record(token, |r, now| {
-            r.expires_at = expires_at;
-            r.updated_at = now;
-        })
-        .await
+        self.change_by_token(token, RecordChange::Renew { expires_at })
+            .await
     }
 
     /// Hide `token` from reads and listings until restored. Soft-deleting twice keeps the first time.
     pub async fn token_soft_delete(&self, token: &str) -> Result<()> {
         self.ensure_open()?;
         token::check_lookup(token)?;
-        self.change_record(token, |r, now| {
-            if r.soft_deleted_at.is_none() {
-                r.soft_deleted_at = Some(now);
-                r.updated_at = now;
-            }
-        })
+        self.change_by_token(
+            token,
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+        )
         .await
     }
 
@@ -414,13 +439,7 @@ impl Vault {
     pub async fn token_restore(&self, token: &str) -> Result<()> {
         self.ensure_open()?;
         token::check_lookup(token)?;
-        self.change_record(token, |r, now| {
-            if r.soft_deleted_at.is_some() {
-                r.soft_deleted_at = None;
-                r.updated_at = now;
-            }
-        })
-        .await
+        self.change_by_token(token, RecordChange::Restore).await
     }
 
     /// Delete permanently. Deleting a missing token succeeds.
@@ -428,108 +447,111 @@ impl Vault {
         self.ensure_open()?;
         token::check_lookup(token)?;
         match self.record_by_token(token).await? {
-            Some(stored) => Ok(self.storage.apply(delete_ops(&stored)).await?),
+            Some(record) => self.delete_by_id(&record.id).await,
             None => Ok(()),
         }
     }
 
+    /// Delete a record, its link and, with its last record, its identity. A delete renews the
+    /// write epoch: a rekey running meanwhile counts the records it moves.
+    pub(crate) async fn delete_by_id(&self, id: &str) -> Result<()> {
+        Ok(self
+            .storage
+            .apply(vec![
+                WriteOp::DeleteRecord {
+                    id: id.to_owned(),
+                    if_expired_at: None,
+                },
+                new_write_epoch()?,
+            ])
+            .await?)
+    }
+
     /// A record that exists and is not soft-deleted (expired ones count: they can be updated).
-    async fn live_record(&self, token: &str) -> Result<StoredRecord> {
+    async fn live_record(&self, token: &str) -> Result<Record> {
         match self.record_by_token(token).await? {
             None => Err(VaultError::not_found(NotFoundReason::Missing, token)),
-            Some(s) if s.record.is_soft_deleted() => {
+            Some(r) if r.is_soft_deleted() => {
                 Err(VaultError::not_found(NotFoundReason::SoftDeleted, token))
             }
-            Some(s) => Ok(s),
+            Some(r) => Ok(r),
         }
     }
 
-    /// Change a record's metadata (never its value); `RECORD_NOT_FOUND` when it is missing.
-    pub(crate) async fn change_record(
-        &self,
-        token: &str,
-        change: impl Fn(&mut Record, i64),
-    ) -> Result<()> {
-        let stored = self
+    async fn change_by_token(&self, token: &str, change: RecordChange) -> Result<()> {
+        let record = self
             .record_by_token(token)
             .await?
             .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, token))?;
-        self.change_stored(stored, change).await
+        match self.change_by_id(&record.id, change).await {
+            // Deleted since it was read: report the token the caller gave.
+            Err(VaultError::RecordNotFound { reason, .. }) => Err(VaultError::RecordNotFound {
+                reason,
+                tokens: vec![token.to_owned()],
+            }),
+            other => other,
+        }
     }
 
-    pub(crate) async fn change_stored(
-        &self,
-        stored: StoredRecord,
-        change: impl Fn(&mut Record, i64),
-    ) -> Result<()> {
-        let mut record = stored.record.clone();
-        change(&mut record, self.now());
-        if record == stored.record {
-            return Ok(());
-        }
-        match self
-            .storage
-            .apply(vec![WriteOp::UpdateRecord {
-                record,
-                expect_value: None,
-            }])
-            .await
-        {
-            Err(StorageError::RecordMissing(_)) => Err(VaultError::not_found(
-                NotFoundReason::Missing,
-                &stored.record.token,
-            )),
+    /// Apply a metadata change to the record as it is when the change commits.
+    pub(crate) async fn change_by_id(&self, id: &str, change: RecordChange) -> Result<()> {
+        let op = WriteOp::ChangeRecord {
+            id: id.to_owned(),
+            change,
+            at: self.now(),
+        };
+        match self.storage.apply(vec![op]).await {
+            Err(StorageError::RecordMissing(_)) => {
+                Err(VaultError::not_found(NotFoundReason::Missing, id))
+            }
             other => Ok(other?),
         }
     }
 
     /// The key to rewrite a record with. The secret must open the record as it is now (its
-    /// identity, or its key check value); with identities on, an unlinked record moves to the
-    /// secret's identity.
-    async fn rewrite_key(&self, stored: &StoredRecord, secret: &Secret) -> Result<WriteKey> {
-        let envelope = Envelope::parse(&stored.record.value)?;
-        let mk = self.master_key(secret).await?;
-        match &stored.identity_id {
-            Some(linked) => match self.find_identity(&mk).await? {
-                Some(identity) if &identity.id == linked => Ok(WriteKey::from_identity(identity)),
-                _ => Err(VaultError::InvalidPassword { tokens: vec![] }),
+    /// identity's key or its master key, by key check); with identities on, a record sealed with
+    /// the master key moves to the secret's identity.
+    async fn rewrite_key(&self, record: &Record, secret: &Secret) -> Result<WriteKey> {
+        let envelope = Envelope::parse(&record.value)?;
+        let opener = self.opener(secret, std::slice::from_ref(record)).await?;
+        match opener.key_of(&envelope) {
+            Some((_, SealedWith::Identity)) => match opener.identity {
+                Some(identity) => Ok(WriteKey::from_identity(identity, &opener.mk)),
+                None => Err(VaultError::InvalidPassword { tokens: vec![] }),
             },
-            None => {
-                if !envelope.was_sealed_with(&DataKey::from_master(&mk)) {
-                    return Err(VaultError::InvalidPassword { tokens: vec![] });
-                }
-                self.write_key(&mk).await
-            }
+            Some((_, SealedWith::Master)) => self.write_key(&opener.mk).await,
+            None => Err(VaultError::InvalidPassword { tokens: vec![] }),
         }
     }
 
-    /// Everything needed to open records with one secret: its master key and, when some record
-    /// is linked or identities are on, its identity.
-    pub(crate) async fn opener(&self, secret: &Secret, need_identity: bool) -> Result<Opener> {
+    /// Everything needed to open `records` with one secret: its master key and, when identities
+    /// are on or some record is not sealed with the master key, its identity.
+    pub(crate) async fn opener(&self, secret: &Secret, records: &[Record]) -> Result<Opener> {
         let mk = self.master_key(secret).await?;
-        let identity = if need_identity || self.identities {
+        let master = DataKey::from_master(&mk);
+        let need_identity = self.identities
+            || records.iter().any(|r| {
+                Envelope::parse(&r.value).is_ok_and(|envelope| !envelope.was_sealed_with(&master))
+            });
+        let identity = if need_identity {
             self.find_identity(&mk).await?
         } else {
             None
         };
-        Ok(Opener { mk, identity })
+        Ok(Opener {
+            mk,
+            master,
+            identity,
+        })
     }
 
     /// With identities on, a record still sealed with a master key is moved to the secret's
     /// identity when it is read (API.md "linked on access"). Best effort: the read has already
     /// succeeded, and a failed move changes nothing (the batch is atomic) and is retried on the
     /// next read.
-    async fn link_on_access(&self, opener: &Opener, opened: Vec<(StoredRecord, String)>) {
-        if !self.identities {
-            return;
-        }
-        let unlinked: Vec<_> = opened
-            .into_iter()
-            .filter(|(s, _)| s.identity_id.is_none())
-            .map(|(s, v)| (s, Zeroizing::new(v)))
-            .collect();
-        if !unlinked.is_empty() {
-            let _ = self.relink(&opener.mk, &unlinked).await;
+    async fn link_on_access(&self, opener: &Opener, opened: Vec<(Record, Zeroizing<String>)>) {
+        if self.identities && !opened.is_empty() {
+            let _ = self.relink(&opener.mk, &opened).await;
         }
     }
 
@@ -538,28 +560,25 @@ impl Vault {
     pub(crate) async fn relink(
         &self,
         mk: &MasterKey,
-        records: &[(StoredRecord, Zeroizing<String>)],
+        records: &[(Record, Zeroizing<String>)],
     ) -> Result<usize> {
         for _ in 0..MAX_ATTEMPTS {
             let key = self.write_key(mk).await?;
             let now = self.now();
-            let mut batch = key.setup.clone();
-            for (stored, plaintext) in records {
-                let mut record = stored.record.clone();
-                record.value = seal_value(&key.key, &record.token, plaintext)?;
-                record.updated_at = now;
-                let id = record.id.clone();
-                let op = WriteOp::UpdateRecord {
-                    record,
-                    expect_value: Some(stored.record.value.clone()),
-                };
-                batch.extend(record_ops(op, &id, &key));
+            let mut batch = key.batch_ops()?;
+            for (record, plaintext) in records {
+                let sealed = seal_value(&key.key, &record.token, plaintext)?;
+                batch.extend(reseal_ops(record, sealed, &key, now));
             }
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(records.len()),
-                // Another writer created this secret's identity first: use theirs.
-                Err(StorageError::UniqueValueTaken(_)) => continue,
-                Err(StorageError::Changed(id)) => {
+                // Another writer created this secret's identity first, or moved it: look again.
+                Err(
+                    StorageError::UniqueValueTaken(_)
+                    | StorageError::MetaTaken(_)
+                    | StorageError::MetaChanged(_),
+                ) => continue,
+                Err(StorageError::Changed(id) | StorageError::RecordMissing(id)) => {
                     return Err(VaultError::storage(format!(
                         "record {id} changed while it was being linked; nothing was changed, retry"
                     )));
@@ -570,29 +589,5 @@ impl Vault {
         Err(VaultError::storage(
             "could not link the records: conflicting writes kept happening; retry",
         ))
-    }
-}
-
-/// One secret, unlocked: opens its records whatever key scheme they use.
-pub(crate) struct Opener {
-    pub mk: MasterKey,
-    pub identity: Option<Identity>,
-}
-
-impl Opener {
-    pub(crate) fn open(&self, stored: &StoredRecord) -> Result<String> {
-        let record = &stored.record;
-        let open = || match &stored.identity_id {
-            Some(linked) => match &self.identity {
-                Some(identity) if &identity.id == linked => {
-                    Envelope::parse(&record.value)?.open(&identity.dek, &record.token)
-                }
-                _ => Err(VaultError::InvalidPassword { tokens: vec![] }),
-            },
-            None => {
-                Envelope::parse(&record.value)?.open(&DataKey::from_master(&self.mk), &record.token)
-            }
-        };
-        open().map_err(|e| e.for_token(&record.token))
     }
 }

@@ -1,20 +1,64 @@
 //! Reading arguments from JavaScript and building results for it. Everything a caller passes is
 //! checked here, explicitly: a wrong type is `INVALID_ARGUMENT` naming the argument, never a panic
 //! and never a silent coercion.
+//!
+//! Callers' objects may be hostile: getters that throw, Proxies (revoked ones too), arrays of a
+//! billion elements, strings of a gigabyte. So every property is read through the catching
+//! `Reflect` functions (a JavaScript exception must never unwind through wasm frames, which would
+//! leave the instance mid-borrow), every length is checked before anything is copied into wasm
+//! memory (an allocation that fails traps the instance), and no message repeats what the caller
+//! passed: an argument in the wrong place may be a card number or a password.
 
 use super::error::invalid;
 use crate::record::{MAX_TIME_MS, Record};
 use crate::secret::Secret;
-use js_sys::{Array, Date, Object, Reflect, Uint8Array};
+use js_sys::{Array, ArrayBuffer, Date, JsString, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
+use zeroize::Zeroizing;
 
 pub type JsResult<T> = Result<T, JsValue>;
 
-/// A required string argument.
-pub fn string(value: &JsValue, what: &str) -> JsResult<String> {
+/// Longest value, in UTF-16 code units (JavaScript `length`): 16 Mi, at most 48 MiB of UTF-8.
+pub const MAX_VALUE_UNITS: u32 = 16 << 20;
+/// Longest password.
+pub const MAX_PASSWORD_UNITS: u32 = 64 << 10;
+/// Longest token, id, setting key or name: tokens are at most 255 UTF-8 bytes anyway.
+pub const MAX_NAME_UNITS: u32 = 1 << 10;
+/// Longest setting value.
+pub const MAX_SETTING_UNITS: u32 = 1 << 20;
+/// Most items in one array argument (`tokensCreate`, `tokensRead`, `idIn`, ...).
+pub const MAX_ITEMS: u32 = 100_000;
+/// Most UTF-16 code units in all the values of one call together.
+pub const MAX_BATCH_UNITS: u64 = 64 << 20;
+
+fn too_long(what: &str, max: u32) -> JsValue {
+    invalid(format!("{what} is longer than {max} characters"))
+}
+
+/// A required string of at most `max` UTF-16 code units.
+pub fn text(value: &JsValue, what: &str, max: u32) -> JsResult<String> {
+    let Some(s) = value.dyn_ref::<JsString>() else {
+        return Err(invalid(format!(
+            "{what} must be a string, got {}",
+            type_name(value)
+        )));
+    };
+    if s.length() > max {
+        return Err(too_long(what, max));
+    }
     value
         .as_string()
-        .ok_or_else(|| invalid(format!("{what} must be a string, got {}", type_name(value))))
+        .ok_or_else(|| invalid(format!("{what} must be a string")))
+}
+
+/// A token, id, key or name.
+pub fn string(value: &JsValue, what: &str) -> JsResult<String> {
+    text(value, what, MAX_NAME_UNITS)
+}
+
+/// A value to seal: wiped from wasm memory when dropped.
+pub fn value(value: &JsValue, what: &str) -> JsResult<Zeroizing<String>> {
+    text(value, what, MAX_VALUE_UNITS).map(Zeroizing::new)
 }
 
 /// `undefined` / `null` → `None`, otherwise a string.
@@ -26,15 +70,25 @@ pub fn opt_string(value: &JsValue, what: &str) -> JsResult<Option<String>> {
     }
 }
 
-/// A password (`string`) or a raw 256-bit key (`Uint8Array` of 32 bytes).
+/// A password (`string`) or a raw 256-bit key (`Uint8Array` of 32 bytes). The length of a key
+/// is checked before a byte is copied (a 2.5 GB array must not reach the allocator), and every
+/// copy in wasm memory is wiped when dropped.
 pub fn secret(value: &JsValue, what: &str) -> JsResult<Secret> {
-    if let Some(password) = value.as_string() {
-        return Ok(Secret::password(&password));
+    if value.is_string() {
+        let password = Zeroizing::new(text(value, what, MAX_PASSWORD_UNITS)?);
+        return Ok(Secret::Password(password));
     }
-    if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
-        let mut key = zeroize::Zeroizing::new(vec![0u8; bytes.length() as usize]);
-        bytes.copy_to(&mut key);
-        return Secret::raw_key(&key).map_err(super::error::err);
+    // `ArrayBuffer.isView` is false for a Proxy, whose typed-array methods would throw.
+    if ArrayBuffer::is_view(value) && value.is_instance_of::<Uint8Array>() {
+        let bytes: &Uint8Array = value.unchecked_ref();
+        if bytes.length() != 32 {
+            return Err(invalid(format!(
+                "{what} must be a string password or a Uint8Array key of exactly 32 bytes"
+            )));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        bytes.copy_to(key.as_mut());
+        return Secret::raw_key(key.as_ref()).map_err(super::error::err);
     }
     Err(invalid(format!(
         "{what} must be a string password or a 32-byte Uint8Array key, got {}",
@@ -42,19 +96,79 @@ pub fn secret(value: &JsValue, what: &str) -> JsResult<Secret> {
     )))
 }
 
-/// An array of strings.
-pub fn strings(value: &JsValue, what: &str) -> JsResult<Vec<String>> {
-    let array = value.dyn_ref::<Array>().ok_or_else(|| {
+/// One property, read through `Reflect.get`: a getter or Proxy trap that throws is an
+/// `INVALID_ARGUMENT`, not an exception through wasm.
+pub fn get(target: &JsValue, key: &str, what: &str) -> JsResult<JsValue> {
+    Reflect::get(target, &JsValue::from_str(key)).map_err(|_| {
         invalid(format!(
+            "{what} could not be read: a getter or Proxy trap threw"
+        ))
+    })
+}
+
+/// The items of an array, each read with `item`. Proxies are read through `Reflect` like any
+/// object; the length is checked before anything is read.
+pub fn array<T>(
+    value: &JsValue,
+    what: &str,
+    mut item: impl FnMut(&JsValue, &str) -> JsResult<T>,
+) -> JsResult<Vec<T>> {
+    if !value.is_instance_of::<Array>() {
+        return Err(invalid(format!(
             "{what} must be an array of strings, got {}",
             type_name(value)
-        ))
-    })?;
-    array
-        .iter()
-        .enumerate()
-        .map(|(i, v)| string(&v, &format!("{what}[{i}]")))
-        .collect()
+        )));
+    }
+    let length = get(value, "length", what)?
+        .as_f64()
+        .filter(|n| n.is_finite() && *n >= 0.0 && n.fract() == 0.0)
+        .ok_or_else(|| invalid(format!("{what} has no valid length")))?;
+    if length > f64::from(MAX_ITEMS) {
+        return Err(invalid(format!(
+            "{what} has more than {MAX_ITEMS} items; split it into several calls"
+        )));
+    }
+    let mut out = Vec::with_capacity(length as usize);
+    for i in 0..length as u32 {
+        let element = Reflect::get_u32(value, i).map_err(|_| {
+            invalid(format!(
+                "{what}[{i}] could not be read: a getter or Proxy trap threw"
+            ))
+        })?;
+        out.push(item(&element, &format!("{what}[{i}]"))?);
+    }
+    Ok(out)
+}
+
+/// An array of tokens or ids.
+pub fn strings(value: &JsValue, what: &str) -> JsResult<Vec<String>> {
+    array(value, what, string)
+}
+
+/// An array of values to seal, at most [`MAX_BATCH_UNITS`] together.
+pub fn values(value: &JsValue, what: &str) -> JsResult<Vec<Zeroizing<String>>> {
+    let mut total = 0u64;
+    array(value, what, |v, at| {
+        if let Some(s) = v.dyn_ref::<JsString>() {
+            total += u64::from(s.length());
+            if total > MAX_BATCH_UNITS {
+                return Err(invalid(format!(
+                    "{what} holds more than {MAX_BATCH_UNITS} characters in all; split it into several calls"
+                )));
+            }
+        }
+        self::value(v, at)
+    })
+}
+
+/// The own enumerable-or-not string keys of an object (symbols are ignored).
+fn own_keys(object: &JsValue, what: &str) -> JsResult<Vec<String>> {
+    let keys = Reflect::own_keys(object)
+        .map_err(|_| invalid(format!("{what} could not be read: a Proxy trap threw")))?;
+    if keys.length() > MAX_ITEMS {
+        return Err(invalid(format!("{what} has more than {MAX_ITEMS} keys")));
+    }
+    Ok(keys.iter().filter_map(|k| k.as_string()).collect())
 }
 
 /// A `Record<string, string>` as `(key, value)` pairs, in property order.
@@ -65,12 +179,14 @@ pub fn string_record(value: &JsValue, what: &str) -> JsResult<Vec<(String, Strin
             type_name(value)
         )));
     }
-    Object::entries(value.unchecked_ref())
-        .iter()
-        .map(|entry| {
-            let pair: Array = entry.unchecked_into();
-            let key = string(&pair.get(0), what)?;
-            let token = string(&pair.get(1), &format!("{what}[{key:?}]"))?;
+    own_keys(value, what)?
+        .into_iter()
+        .map(|key| {
+            if key.len() > MAX_NAME_UNITS as usize {
+                return Err(too_long(&format!("a key of {what}"), MAX_NAME_UNITS));
+            }
+            let at = format!("{what}[{key:?}]");
+            let token = string(&get(value, &key, &at)?, &at)?;
             Ok((key, token))
         })
         .collect()
@@ -81,8 +197,14 @@ pub fn opt_time(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
     if value.is_undefined() || value.is_null() {
         return Ok(None);
     }
-    let ms = if let Some(date) = value.dyn_ref::<Date>() {
-        date.get_time()
+    let ms = if value.is_instance_of::<Date>() {
+        // `Date.prototype.getTime` through `Reflect.apply`, which throws (caught) for a Proxy.
+        let get_time = get(&Date::new_0().into(), "getTime", what)?;
+        let get_time: &js_sys::Function = get_time.unchecked_ref();
+        Reflect::apply(get_time, value, &Array::new())
+            .ok()
+            .and_then(|t: JsValue| t.as_f64())
+            .ok_or_else(|| invalid(format!("{what} is not a readable Date")))?
     } else if let Some(n) = value.as_f64() {
         n
     } else {
@@ -93,7 +215,7 @@ pub fn opt_time(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
     };
     if !ms.is_finite() || ms.fract() != 0.0 || ms.abs() > MAX_TIME_MS as f64 {
         return Err(invalid(format!(
-            "{what} must be a valid time (an integer number of milliseconds within the range of Date), got {ms}"
+            "{what} must be a valid time (an integer number of milliseconds within the range of Date)"
         )));
     }
     Ok(Some(ms as i64))
@@ -106,8 +228,8 @@ pub fn opt_int(value: &JsValue, what: &str, min: f64, max: f64) -> JsResult<Opti
     }
     match value.as_f64() {
         Some(n) if n.is_finite() && n.fract() == 0.0 && (min..=max).contains(&n) => Ok(Some(n)),
-        Some(n) => Err(invalid(format!(
-            "{what} must be an integer from {min} to {max}, got {n}"
+        Some(_) => Err(invalid(format!(
+            "{what} must be an integer from {min} to {max}"
         ))),
         None => Err(invalid(format!(
             "{what} must be a number, got {}",
@@ -129,70 +251,85 @@ pub fn opt_bool(value: &JsValue, what: &str) -> JsResult<Option<bool>> {
     })
 }
 
-/// The fields of an options object, refusing keys it does not know (a typo such as
-/// `kdfIteration` must not pass silently). `undefined`/`null` mean "no options".
+/// The fields of an options object, read once each into a plain object, refusing keys it does
+/// not know (a typo such as `kdfIteration` must not pass silently). `undefined`/`null` mean "no
+/// options". Reading every known field up front means a getter runs exactly once, and a throwing
+/// one is reported here.
 pub fn options(value: &JsValue, what: &str, known: &[&str]) -> JsResult<Object> {
+    let plain = Object::new();
     if value.is_undefined() || value.is_null() {
-        return Ok(Object::new());
+        return Ok(plain);
     }
-    if !value.is_object() || value.is_function() || Array::is_array(value) {
+    if !is_plain_object(value) {
         return Err(invalid(format!(
             "{what} must be an object, got {}",
             type_name(value)
         )));
     }
-    let object: Object = value.clone().unchecked_into();
-    for key in Object::keys(&object).iter() {
-        let key = key.as_string().unwrap_or_default();
+    for key in own_keys(value, what)? {
         if !known.contains(&key.as_str()) {
+            let shown: String = key.chars().take(40).collect();
             return Err(invalid(format!(
-                "{what} has an unknown option {key:?}; known options: {}",
+                "{what} has an unknown option {shown:?}; known options: {}",
                 known.join(", ")
             )));
         }
     }
-    Ok(object)
+    for key in known {
+        let v = get(value, key, &format!("{what}.{key}"))?;
+        if !v.is_undefined() {
+            set(&plain, key, &v);
+        }
+    }
+    Ok(plain)
 }
 
-/// One property of an options object (`undefined` when absent).
+/// A plain copy of an object's own string-keyed properties, each read once through `Reflect`.
+pub fn plain_copy(value: &JsValue, what: &str) -> JsResult<Object> {
+    let copy = Object::new();
+    for key in own_keys(value, what)? {
+        let v = get(value, &key, &format!("{what}.{key}"))?;
+        set(&copy, &key, &v);
+    }
+    Ok(copy)
+}
+
+/// One property of an object made by [`options`] (`undefined` when absent); reading a plain
+/// object's data property cannot throw.
 pub fn field(object: &Object, key: &str) -> JsValue {
     Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
 }
 
 fn is_plain_object(value: &JsValue) -> bool {
-    value.is_object() && !value.is_function() && !Array::is_array(value)
+    value.is_object() && !value.is_function() && !value.is_instance_of::<Array>()
 }
 
-/// How a value reads in an error message: `string`, `number 5`, `null`, `Array`...
-pub fn type_name(value: &JsValue) -> String {
+/// How a value reads in an error message: its type only, never its content.
+pub fn type_name(value: &JsValue) -> &'static str {
     if value.is_undefined() {
-        "undefined".into()
+        "undefined"
     } else if value.is_null() {
-        "null".into()
-    } else if let Some(n) = value.as_f64() {
-        format!("number {n}")
+        "null"
+    } else if value.as_f64().is_some() {
+        "number"
     } else if value.is_string() {
-        "string".into()
+        "string"
     } else if value.as_bool().is_some() {
-        "boolean".into()
-    } else if Array::is_array(value) {
-        "Array".into()
+        "boolean"
     } else if value.is_function() {
-        "function".into()
+        "function"
     } else if value.is_bigint() {
-        "bigint".into()
+        "bigint"
     } else if value.is_symbol() {
-        "symbol".into()
+        "symbol"
+    } else if value.is_instance_of::<Array>() {
+        "Array"
+    } else if value.is_instance_of::<Date>() {
+        "Date"
+    } else if ArrayBuffer::is_view(value) {
+        "a typed array or DataView"
     } else {
-        value
-            .dyn_ref::<Object>()
-            .map(|o| {
-                o.constructor()
-                    .name()
-                    .as_string()
-                    .unwrap_or_else(|| "object".into())
-            })
-            .unwrap_or_else(|| "object".into())
+        "object"
     }
 }
 
@@ -223,18 +360,26 @@ pub fn record(r: &Record) -> JsValue {
 }
 
 /// A `Record<string, string>`. Keys are defined, not assigned, so a key like `"__proto__"` is an
-/// ordinary own property instead of replacing the object's prototype.
-pub fn string_map(pairs: &[(String, String)]) -> JsValue {
+/// ordinary own property instead of replacing the object's prototype. The plaintexts are wiped
+/// from wasm memory once they are in the JavaScript object.
+pub fn string_map(pairs: Vec<(String, String)>) -> JsValue {
     let o = Object::new();
     for (k, v) in pairs {
+        let v = Zeroizing::new(v);
         let descriptor = Object::new();
-        set(&descriptor, "value", &JsValue::from_str(v));
+        set(&descriptor, "value", &JsValue::from_str(&v));
         for flag in ["writable", "enumerable", "configurable"] {
             set(&descriptor, flag, &JsValue::TRUE);
         }
-        let _ = Reflect::define_property(&o, &JsValue::from_str(k), &descriptor);
+        let _ = Reflect::define_property(&o, &JsValue::from_str(&k), &descriptor);
     }
     o.into()
+}
+
+/// A plaintext for JavaScript, wiped from wasm memory once copied out.
+pub fn plaintext(value: String) -> JsValue {
+    let value = Zeroizing::new(value);
+    JsValue::from_str(&value)
 }
 
 pub fn string_array(items: &[String]) -> JsValue {

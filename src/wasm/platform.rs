@@ -75,10 +75,9 @@ impl WebCryptoKdf {
         if view.length() != 32 {
             return None;
         }
-        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-        view.copy_to(bytes.as_mut());
+        let key = MasterKey::filled_by(|k| view.copy_to(k));
         view.fill(0, 0, 32);
-        Some(MasterKey::from_bytes(*bytes))
+        Some(key)
     }
 }
 
@@ -93,21 +92,53 @@ impl PasswordKdf for WebCryptoKdf {
 }
 
 /// Yields to the host's event loop with `setTimeout(0)`, which every runtime has, so timers,
-/// `AbortSignal`s and rendering get their turn during a long rekey.
+/// `AbortSignal`s and rendering get their turn during a long rekey; runs key-cache sweeps on a
+/// timer.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TimerScheduler;
+
+/// `setTimeout` allows at most 2^31 - 1 ms; a later sweep is simply done sooner.
+const MAX_TIMER_MS: u64 = 0x7fff_ffff;
 
 #[async_trait(?Send)]
 impl Scheduler for TimerScheduler {
     async fn yield_now(&self) {
         crate::platform::sleep_ms(0).await;
     }
+
+    fn after(&self, delay_ms: u64, task: Box<dyn FnOnce()>) {
+        let Some(set_timeout) =
+            get(&js_sys::global(), "setTimeout").and_then(|f| f.dyn_into::<Function>().ok())
+        else {
+            return;
+        };
+        let callback = wasm_bindgen::closure::Closure::once_into_js(task);
+        let delay = JsValue::from_f64(delay_ms.min(MAX_TIMER_MS) as f64);
+        if let Ok(timer) = set_timeout.call2(&JsValue::UNDEFINED, &callback, &delay) {
+            // Node keeps a process alive for a pending timer; a sweep is no reason to.
+            if let Some(unref) = get(&timer, "unref").and_then(|f| f.dyn_into::<Function>().ok()) {
+                let _ = unref.call0(&timer);
+            }
+        }
+    }
+}
+
+/// Milliseconds from `performance.now()` where the host has it (sub-millisecond in browsers and
+/// Node), else `Date.now()`: for event durations, never for stored times.
+pub fn now_ms() -> f64 {
+    get(&js_sys::global(), "performance")
+        .and_then(|p| {
+            let now = get(&p, "now")?.dyn_into::<Function>().ok()?;
+            now.call0(&p).ok()?.as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
 }
 
 /// `onProgress` and `signal` of `bulkRekey`.
 pub struct JsRekeyObserver {
     pub on_progress: Option<Function>,
-    pub signal: Option<web_sys::AbortSignal>,
+    /// An `AbortSignal`; read through `Reflect`, so a Proxy that throws reads as "aborted".
+    pub signal: Option<JsValue>,
 }
 
 impl RekeyObserver for JsRekeyObserver {
@@ -123,6 +154,9 @@ impl RekeyObserver for JsRekeyObserver {
     }
 
     fn is_cancelled(&self) -> bool {
-        self.signal.as_ref().is_some_and(|s| s.aborted())
+        self.signal.as_ref().is_some_and(|s| {
+            Reflect::get(s, &JsValue::from_str("aborted"))
+                .map_or(true, |aborted| aborted.is_truthy())
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! The `RecordQuery` class and `QueryInit` objects. Types are checked here, field by field, with
 //! unknown fields refused; ranges and combinations by `RecordQuery::validate` in the core.
 
-use super::convert::{JsResult, field, opt_bool, opt_string, options, strings, type_name};
+use super::convert::{
+    JsResult, field, opt_bool, opt_string, options, plain_copy, strings, type_name,
+};
 use super::error::{err, invalid};
 use crate::query::RecordQuery;
 use js_sys::{Object, Reflect};
@@ -31,7 +33,7 @@ fn opt_integer(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
         Some(n) if n.is_finite() && n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_991.0 => {
             Ok(Some(n as i64))
         }
-        Some(n) => Err(invalid(format!("{what} must be an integer, got {n}"))),
+        Some(_) => Err(invalid(format!("{what} must be an integer"))),
         None => Err(invalid(format!(
             "{what} must be a number, got {}",
             type_name(value)
@@ -82,11 +84,10 @@ impl JsRecordQuery {
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "QueryInit | undefined")] init: JsValue,
     ) -> Result<JsRecordQuery, JsValue> {
-        let query = JsRecordQuery {
-            init: Object::new(),
-        };
         if init.is_undefined() || init.is_null() {
-            return Ok(query);
+            return Ok(JsRecordQuery {
+                init: Object::new(),
+            });
         }
         if !init.is_object() {
             return Err(invalid(format!(
@@ -94,8 +95,9 @@ impl JsRecordQuery {
                 type_name(&init)
             )));
         }
-        Object::assign(&query.init, init.unchecked_ref());
-        Ok(query)
+        Ok(JsRecordQuery {
+            init: plain_copy(&init, "query")?,
+        })
     }
 
     fn put(&mut self, key: &str, value: JsValue) {

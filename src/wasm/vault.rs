@@ -1,19 +1,24 @@
 //! The `Vault` class JavaScript sees (wrapped by the TypeScript layer in `js/`).
 //!
-//! Every method clones the `Rc` of the vault in a synchronous prologue and returns a promise of
-//! an `async move` block, so no `RefCell` borrow of the wasm object lives across an `.await`:
-//! any number of concurrent calls on one `Vault` are fine, and so is `free()` while they run.
+//! Every method checks its arguments synchronously, clones the `Rc` of the vault and returns a
+//! promise of an `async move` block, so no `RefCell` borrow of the wasm object lives across an
+//! `.await`: any number of concurrent calls on one `Vault` are fine, and so is `free()` while
+//! they run. Every method goes through [`JsVault::run`], which also reports the operation to the
+//! `onEvent` listener (API.md "Events") with its name, duration, record count and outcome code,
+//! and never anything a caller passed.
 
-use super::convert::{self as js, JsResult, field, opt_bool, opt_int, opt_string, options};
+use super::convert::{
+    self as js, JsResult, MAX_SETTING_UNITS, field, opt_bool, opt_int, opt_string, options,
+};
 use super::error::{err, invalid};
-use super::platform::{JsRekeyObserver, TimerScheduler, WebCryptoKdf};
+use super::platform::{JsRekeyObserver, TimerScheduler, WebCryptoKdf, now_ms};
 use super::query::query_from_value;
 use crate::platform::{Platform, SystemClock};
 use crate::policy::PasswordPolicy;
 use crate::storage::Storage;
 use crate::vault::{CreateOptions, DEFAULT_KEY_CACHE_TTL_MS, Vault, VaultOptions};
 use crate::{RekeyObserver, RekeyOptions};
-use js_sys::{Function, Promise, Uint8Array};
+use js_sys::{Function, Object, Promise, Uint8Array};
 use std::future::Future;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -25,23 +30,61 @@ const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 #[wasm_bindgen(js_name = Vault)]
 pub struct JsVault {
     vault: Rc<Vault>,
+    events: Events,
 }
 
-/// Run an operation of the vault as a promise, turning `VaultError`s into JavaScript errors.
-fn promise<F, T>(future: F, into_js: impl FnOnce(T) -> JsValue + 'static) -> Promise
-where
-    F: Future<Output = crate::Result<T>> + 'static,
-    T: 'static,
-{
-    future_to_promise(async move { future.await.map(into_js).map_err(err) })
-}
+/// The `onEvent` listener, if any.
+#[derive(Clone, Default)]
+struct Events(Option<Function>);
 
-fn rejected(error: JsValue) -> Promise {
-    Promise::reject(&error)
+impl Events {
+    /// Report one operation. The event carries no value, secret, key or token; a listener that
+    /// throws is ignored (`Function.call` catches), so it can never change the outcome.
+    fn emit(&self, op: &str, started: f64, records: u64, code: &str) {
+        let Some(listener) = &self.0 else { return };
+        let event = Object::new();
+        js::set(&event, "op", &JsValue::from_str(op));
+        js::set(
+            &event,
+            "durationMs",
+            &JsValue::from_f64((now_ms() - started).max(0.0)),
+        );
+        js::set(&event, "records", &JsValue::from_f64(records as f64));
+        js::set(&event, "code", &JsValue::from_str(code));
+        let _ = listener.call1(&JsValue::UNDEFINED, &event);
+    }
+
+    fn emit_error(&self, op: &str, started: f64, error: &JsValue) {
+        if self.0.is_some() {
+            let code = js_sys::Reflect::get(error, &JsValue::from_str("code"))
+                .ok()
+                .and_then(|c| c.as_string())
+                .unwrap_or_else(|| "STORAGE".into());
+            self.emit(op, started, 0, &code);
+        }
+    }
 }
 
 fn undefined<T>(_: T) -> JsValue {
     JsValue::UNDEFINED
+}
+
+// How many records an operation read or wrote, from its result.
+fn none<T>(_: &T) -> u64 {
+    0
+}
+fn one<T>(_: &T) -> u64 {
+    1
+}
+#[allow(clippy::ptr_arg)] // called as `fn(&T) -> u64` with `T = Vec<_>`
+fn len<T>(v: &Vec<T>) -> u64 {
+    v.len() as u64
+}
+fn count(n: &u64) -> u64 {
+    *n
+}
+fn found<T>(r: &Option<T>) -> u64 {
+    u64::from(r.is_some())
 }
 
 fn create_options(value: &JsValue, with_length: bool) -> JsResult<CreateOptions> {
@@ -120,9 +163,9 @@ async fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
         "indexeddb" => Err(invalid(
             "the \"indexeddb\" backend is not part of this build",
         )),
-        other => Err(invalid(format!(
-            "backend must be \"indexeddb\" or \"memory\", got {other:?}"
-        ))),
+        _ => Err(invalid(
+            "backend must be \"indexeddb\", \"memory\" or \"sql\"",
+        )),
     }
 }
 
@@ -143,8 +186,17 @@ fn record_list(records: Vec<crate::Record>) -> JsValue {
         .into()
 }
 
-fn string_map(pairs: Vec<(String, String)>) -> JsValue {
-    js::string_map(&pairs)
+/// An optional listener function.
+fn opt_function(value: JsValue, what: &str) -> JsResult<Option<Function>> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value.dyn_into::<Function>().map(Some).map_err(|v| {
+        invalid(format!(
+            "{what} must be a function, got {}",
+            js::type_name(&v)
+        ))
+    })
 }
 
 fn rekey_observer(options_value: &JsValue) -> JsResult<(bool, JsRekeyObserver)> {
@@ -153,27 +205,18 @@ fn rekey_observer(options_value: &JsValue) -> JsResult<(bool, JsRekeyObserver)> 
         "options",
         &["rotate", "onProgress", "signal"],
     )?;
-    let present = |v: JsValue| (!v.is_undefined() && !v.is_null()).then_some(v);
-    let on_progress = present(field(&o, "onProgress"))
-        .map(|f| {
-            f.dyn_into::<Function>().map_err(|v| {
-                invalid(format!(
-                    "options.onProgress must be a function, got {}",
-                    js::type_name(&v)
-                ))
-            })
-        })
-        .transpose()?;
-    let signal = present(field(&o, "signal"))
-        .map(|s| {
-            s.dyn_into::<web_sys::AbortSignal>().map_err(|v| {
-                invalid(format!(
-                    "options.signal must be an AbortSignal, got {}",
-                    js::type_name(&v)
-                ))
-            })
-        })
-        .transpose()?;
+    let on_progress = opt_function(field(&o, "onProgress"), "options.onProgress")?;
+    let signal = field(&o, "signal");
+    let signal = if signal.is_undefined() || signal.is_null() {
+        None
+    } else if signal.is_instance_of::<web_sys::AbortSignal>() {
+        Some(signal)
+    } else {
+        return Err(invalid(format!(
+            "options.signal must be an AbortSignal, got {}",
+            js::type_name(&signal)
+        )));
+    };
     let rotate = opt_bool(&field(&o, "rotate"), "options.rotate")?.unwrap_or(false);
     Ok((
         rotate,
@@ -182,6 +225,10 @@ fn rekey_observer(options_value: &JsValue) -> JsResult<(bool, JsRekeyObserver)> 
             signal,
         },
     ))
+}
+
+fn truth(b: &bool) -> u64 {
+    u64::from(*b)
 }
 
 #[wasm_bindgen(js_class = Vault)]
@@ -197,27 +244,33 @@ impl JsVault {
 
     /// Wipe every cached key from memory now.
     pub fn lock(&self) {
+        let started = now_ms();
         self.vault.lock();
+        self.events.emit("lock", started, 0, "OK");
     }
 
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         self.run(
+            "close",
             Ok(()),
             |v, ()| async move {
                 v.close().await;
                 Ok(())
             },
             undefined,
+            none,
         )
     }
 
     #[wasm_bindgen(js_name = exportSnapshot, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_snapshot(&self) -> Promise {
         self.run(
+            "exportSnapshot",
             Ok(()),
-            |v, ()| async move { v.export_snapshot().await },
-            |b: Vec<u8>| js::bytes(&b),
+            |v, ()| async move { v.export_snapshot_counted().await },
+            |(bytes, _): (Vec<u8>, u64)| js::bytes(&bytes),
+            |(_, n)| *n,
         )
     }
 
@@ -238,15 +291,17 @@ impl JsVault {
     ) -> Promise {
         let args = (|| {
             Ok((
-                js::string(&value, "value")?,
+                js::value(&value, "value")?,
                 js::secret(&password, "password")?,
                 create_options(&options, true)?,
             ))
         })();
         self.run(
+            "tokenCreate",
             args,
             |v, (value, secret, o)| async move { v.token_create(&value, &secret, &o).await },
             JsValue::from,
+            one,
         )
     }
 
@@ -259,18 +314,20 @@ impl JsVault {
     ) -> Promise {
         let args = (|| {
             Ok((
-                js::strings(&values, "values")?,
+                js::values(&values, "values")?,
                 js::secret(&password, "password")?,
                 create_options(&options, true)?,
             ))
         })();
         self.run(
+            "tokensCreate",
             args,
             |v, (values, secret, o)| async move {
-                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = values.iter().map(|v| v.as_str()).collect();
                 v.tokens_create(&refs, &secret, &o).await
             },
             |t: Vec<String>| js::string_array(&t),
+            len,
         )
     }
 
@@ -283,21 +340,22 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "CustomCreateOptions | undefined")] options: JsValue,
     ) -> Promise {
         let args = (|| {
-            let token = js::string(&token, "token")?;
             Ok((
-                token,
-                js::string(&value, "value")?,
+                js::string(&token, "token")?,
+                js::value(&value, "value")?,
                 js::secret(&password, "password")?,
                 create_options(&options, false)?,
             ))
         })();
         self.run(
+            "tokenCreateCustom",
             args,
             |v, (token, value, secret, o)| async move {
                 v.token_create_custom(&token, &value, &secret, o.expires_at)
                     .await
             },
             undefined,
+            one,
         )
     }
 
@@ -314,9 +372,11 @@ impl JsVault {
             ))
         })();
         self.run(
+            "tokenRead",
             args,
             |v, (token, secret)| async move { v.token_read(&token, &secret).await },
-            JsValue::from,
+            js::plaintext,
+            one,
         )
     }
 
@@ -333,12 +393,14 @@ impl JsVault {
             ))
         })();
         self.run(
+            "tokensRead",
             args,
             |v, (tokens, secret)| async move {
                 let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
                 v.tokens_read(&refs, &secret).await
             },
-            string_map,
+            js::string_map,
+            len,
         )
     }
 
@@ -355,9 +417,11 @@ impl JsVault {
             ))
         })();
         self.run(
+            "tokensReadToResolvedMap",
             args,
             |v, (map, secret)| async move { v.tokens_read_to_resolved_map(&map, &secret).await },
-            string_map,
+            js::string_map,
+            len,
         )
     }
 
@@ -371,11 +435,19 @@ impl JsVault {
         let args = (|| {
             Ok((
                 js::string(&token, "token")?,
-                js::string(&value, "value")?,
+                js::value(&value, "value")?,
                 js::secret(&password, "password")?,
             ))
         })();
-        self.run(args, |v, (token, value, secret)| async move { v.token_update(&token, &value, &secret).await }, undefined)
+        self.run(
+            "tokenUpdate",
+            args,
+            |v, (token, value, secret)| async move {
+                v.token_update(&token, &value, &secret).await
+            },
+            undefined,
+            one,
+        )
     }
 
     #[wasm_bindgen(js_name = tokenUpsert, unchecked_return_type = "Promise<string>")]
@@ -387,21 +459,22 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "CreateOptions | undefined")] options: JsValue,
     ) -> Promise {
         let args = (|| {
-            let existing = opt_string(&existing, "existingToken")?;
             Ok((
-                existing,
-                js::string(&value, "value")?,
+                opt_string(&existing, "existingToken")?,
+                js::value(&value, "value")?,
                 js::secret(&password, "password")?,
                 create_options(&options, true)?,
             ))
         })();
         self.run(
+            "tokenUpsert",
             args,
             |v, (existing, value, secret, o)| async move {
                 v.token_upsert(existing.as_deref(), &value, &secret, &o)
                     .await
             },
             JsValue::from,
+            one,
         )
     }
 
@@ -411,9 +484,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "tokenExists",
             js::string(&token, "token"),
             |v, t| async move { v.token_exists(&t).await },
             JsValue::from_bool,
+            truth,
         )
     }
 
@@ -430,9 +505,11 @@ impl JsVault {
             ))
         })();
         self.run(
+            "tokenRenew",
             args,
             |v, (token, at)| async move { v.token_renew(&token, at).await },
             undefined,
+            one,
         )
     }
 
@@ -442,9 +519,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "tokenSoftDelete",
             js::string(&token, "token"),
             |v, t| async move { v.token_soft_delete(&t).await },
             undefined,
+            one,
         )
     }
 
@@ -454,9 +533,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "tokenRestore",
             js::string(&token, "token"),
             |v, t| async move { v.token_restore(&t).await },
             undefined,
+            one,
         )
     }
 
@@ -466,27 +547,33 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "tokenDelete",
             js::string(&token, "token"),
             |v, t| async move { v.token_delete(&t).await },
             undefined,
+            one,
         )
     }
 
     #[wasm_bindgen(js_name = tokensExpiredSoftDelete, unchecked_return_type = "Promise<number>")]
     pub fn tokens_expired_soft_delete(&self) -> Promise {
         self.run(
+            "tokensExpiredSoftDelete",
             Ok(()),
             |v, ()| async move { v.tokens_expired_soft_delete().await },
             number,
+            count,
         )
     }
 
     #[wasm_bindgen(js_name = tokensExpiredDelete, unchecked_return_type = "Promise<number>")]
     pub fn tokens_expired_delete(&self) -> Promise {
         self.run(
+            "tokensExpiredDelete",
             Ok(()),
             |v, ()| async move { v.tokens_expired_delete().await },
             number,
+            count,
         )
     }
 
@@ -498,9 +585,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "QueryInit | undefined")] query: JsValue,
     ) -> Promise {
         self.run(
+            "recordList",
             query_from_value(&query),
             |v, q| async move { v.record_list(&q).await },
             record_list,
+            len,
         )
     }
 
@@ -510,9 +599,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "QueryInit | undefined")] query: JsValue,
     ) -> Promise {
         self.run(
+            "recordCount",
             query_from_value(&query),
             |v, q| async move { v.record_count(&q).await },
             number,
+            count,
         )
     }
 
@@ -522,9 +613,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
         self.run(
+            "recordFindById",
             js::string(&id, "id"),
             |v, id| async move { v.record_find_by_id(&id).await },
             optional_record,
+            found,
         )
     }
 
@@ -534,9 +627,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "recordFindByToken",
             js::string(&token, "token"),
             |v, t| async move { v.record_find_by_token(&t).await },
             optional_record,
+            found,
         )
     }
 
@@ -546,9 +641,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
         self.run(
+            "recordDeleteById",
             js::string(&id, "id"),
             |v, id| async move { v.record_delete_by_id(&id).await },
             undefined,
+            one,
         )
     }
 
@@ -558,9 +655,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "recordDeleteByToken",
             js::string(&token, "token"),
             |v, t| async move { v.record_delete_by_token(&t).await },
             undefined,
+            one,
         )
     }
 
@@ -570,9 +669,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
         self.run(
+            "recordSoftDeleteById",
             js::string(&id, "id"),
             |v, id| async move { v.record_soft_delete_by_id(&id).await },
             undefined,
+            one,
         )
     }
 
@@ -582,9 +683,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
     ) -> Promise {
         self.run(
+            "recordSoftDeleteByToken",
             js::string(&token, "token"),
             |v, t| async move { v.record_soft_delete_by_token(&t).await },
             undefined,
+            one,
         )
     }
 
@@ -607,6 +710,7 @@ impl JsVault {
             ))
         })();
         self.run(
+            "bulkRekey",
             args,
             |v, (old, new, rotate, observer)| async move {
                 if observer.is_cancelled() {
@@ -623,6 +727,7 @@ impl JsVault {
                 .await
             },
             number,
+            count,
         )
     }
 
@@ -632,9 +737,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "Secret")] password: JsValue,
     ) -> Promise {
         self.run(
+            "migrateRecordLinks",
             js::secret(&password, "password"),
             |v, s| async move { v.migrate_record_links(&s).await },
             number,
+            count,
         )
     }
 
@@ -646,9 +753,11 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
     ) -> Promise {
         self.run(
+            "getVaultSetting",
             js::string(&key, "key"),
             |v, k| async move { v.get_vault_setting(&k).await },
             |s: Option<String>| s.map_or(JsValue::NULL, JsValue::from),
+            none,
         )
     }
 
@@ -658,20 +767,29 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] value: JsValue,
     ) -> Promise {
-        let args = (|| Ok((js::string(&key, "key")?, js::string(&value, "value")?)))();
+        let args = (|| {
+            Ok((
+                js::string(&key, "key")?,
+                js::text(&value, "value", MAX_SETTING_UNITS)?,
+            ))
+        })();
         self.run(
+            "setVaultSetting",
             args,
             |v, (key, value)| async move { v.set_vault_setting(&key, &value).await },
             undefined,
+            none,
         )
     }
 
     #[wasm_bindgen(js_name = getVaultVersion, unchecked_return_type = "Promise<string>")]
     pub fn get_vault_version(&self) -> Promise {
         self.run(
+            "getVaultVersion",
             Ok(()),
             |v, ()| async move { v.get_vault_version().await },
             JsValue::from,
+            none,
         )
     }
 
@@ -681,28 +799,129 @@ impl JsVault {
         #[wasm_bindgen(unchecked_param_type = "string")] version: JsValue,
     ) -> Promise {
         self.run(
-            js::string(&version, "version"),
+            "setVaultVersion",
+            js::text(&version, "version", MAX_SETTING_UNITS),
             |v, ver| async move { v.set_vault_version(&ver).await },
             undefined,
+            none,
         )
     }
 
     #[wasm_bindgen(js_name = isVaultMigrated, unchecked_return_type = "Promise<boolean>")]
     pub fn is_vault_migrated(&self) -> Promise {
         self.run(
+            "isVaultMigrated",
             Ok(()),
             |v, ()| async move { v.is_vault_migrated().await },
             JsValue::from_bool,
+            none,
         )
     }
 
     #[wasm_bindgen(js_name = markVaultMigrated, unchecked_return_type = "Promise<void>")]
     pub fn mark_vault_migrated(&self) -> Promise {
         self.run(
+            "markVaultMigrated",
             Ok(()),
             |v, ()| async move { v.mark_vault_migrated().await },
             undefined,
+            none,
         )
+    }
+}
+
+/// What `Vault.open` was asked for.
+struct OpenRequest {
+    backend: String,
+    name: String,
+    options: VaultOptions,
+    events: Events,
+}
+
+fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
+    let o = options(
+        options_value,
+        "options",
+        &[
+            "backend",
+            "name",
+            "passwordIdentity",
+            "kdfIterations",
+            "minKdfIterations",
+            "passwordPolicy",
+            "keyCacheTtlMs",
+            "onEvent",
+            "snapshot",
+        ],
+    )?;
+    let events = Events(opt_function(field(&o, "onEvent"), "options.onEvent")?);
+    let backend =
+        opt_string(&field(&o, "backend"), "options.backend")?.unwrap_or_else(|| "memory".into());
+    let name =
+        opt_string(&field(&o, "name"), "options.name")?.unwrap_or_else(|| "vaultstore".into());
+    if name.is_empty() {
+        return Err(invalid("options.name must be a non-empty string"));
+    }
+    let snapshot = snapshot_bytes(&field(&o, "snapshot"))?;
+    let iterations = |key: &str| -> JsResult<Option<u32>> {
+        Ok(opt_int(
+            &field(&o, key),
+            &format!("options.{key}"),
+            0.0,
+            MAX_SAFE_INTEGER,
+        )?
+        .map(|n| n.min(f64::from(u32::MAX)) as u32))
+    };
+    let options = VaultOptions {
+        password_identity: opt_bool(&field(&o, "passwordIdentity"), "options.passwordIdentity")?
+            .unwrap_or(false),
+        kdf_iterations: iterations("kdfIterations")?.unwrap_or(crate::crypto::DEFAULT_ITERATIONS),
+        min_kdf_iterations: iterations("minKdfIterations")?,
+        password_policy: policy(&field(&o, "passwordPolicy"))?,
+        key_cache_ttl_ms: opt_int(
+            &field(&o, "keyCacheTtlMs"),
+            "options.keyCacheTtlMs",
+            0.0,
+            MAX_SAFE_INTEGER,
+        )?
+        .map_or(DEFAULT_KEY_CACHE_TTL_MS, |n| n as u64),
+        snapshot,
+    };
+    Ok(OpenRequest {
+        backend,
+        name,
+        options,
+        events,
+    })
+}
+
+/// `options.snapshot`: bytes or the text of `exportSnapshot()`, its size checked before a byte
+/// is copied into wasm memory.
+fn snapshot_bytes(value: &JsValue) -> JsResult<Option<Vec<u8>>> {
+    let max = crate::snapshot::MAX_SNAPSHOT_BYTES;
+    let too_large = || invalid(format!("options.snapshot is larger than {} MiB", max >> 20));
+    if value.is_undefined() || value.is_null() {
+        Ok(None)
+    } else if value.is_string() {
+        // Each UTF-16 unit is at least one UTF-8 byte.
+        js::text(
+            value,
+            "options.snapshot",
+            u32::try_from(max).unwrap_or(u32::MAX),
+        )
+        .map(|t| Some(t.into_bytes()))
+        .map_err(|_| too_large())
+    } else if js_sys::ArrayBuffer::is_view(value) && value.is_instance_of::<Uint8Array>() {
+        let bytes: &Uint8Array = value.unchecked_ref();
+        if bytes.length() as usize > max {
+            return Err(too_large());
+        }
+        Ok(Some(bytes.to_vec()))
+    } else {
+        Err(invalid(format!(
+            "options.snapshot must be a Uint8Array or a string from exportSnapshot(), got {}",
+            js::type_name(value)
+        )))
     }
 }
 
@@ -710,100 +929,76 @@ impl JsVault {
     /// `Vault.open` for Rust callers (the wasm tests).
     pub async fn open_native(options_value: JsValue) -> JsResult<JsVault> {
         super::install_panic_hook();
-        let parsed = (|| -> JsResult<_> {
-            let o = options(
-                &options_value,
-                "options",
-                &[
-                    "backend",
-                    "name",
-                    "passwordIdentity",
-                    "kdfIterations",
-                    "passwordPolicy",
-                    "keyCacheTtlMs",
-                    "snapshot",
-                ],
-            )?;
-            let backend = opt_string(&field(&o, "backend"), "options.backend")?
-                .unwrap_or_else(|| "memory".into());
-            let name = opt_string(&field(&o, "name"), "options.name")?
-                .unwrap_or_else(|| "vaultstore".into());
-            if name.is_empty() {
-                return Err(invalid("options.name must be a non-empty string"));
+        let started = now_ms();
+        let request = open_request(&options_value)?;
+        let events = request.events.clone();
+        let opened = async {
+            // Opening storage and deriving nothing else: key derivation happens per call,
+            // outside any storage transaction.
+            let storage = open_storage(&request.backend, &request.name).await?;
+            let platform = Platform {
+                clock: std::sync::Arc::new(SystemClock),
+                kdf: Box::new(WebCryptoKdf),
+                scheduler: Box::new(TimerScheduler),
+            };
+            Vault::open_with(storage, request.options, platform)
+                .await
+                .map_err(err)
+        }
+        .await;
+        match opened {
+            Ok(vault) => {
+                events.emit("open", started, 0, "OK");
+                Ok(JsVault {
+                    vault: Rc::new(vault),
+                    events,
+                })
             }
-            let snapshot = field(&o, "snapshot");
-            let snapshot = if snapshot.is_undefined() || snapshot.is_null() {
-                None
-            } else if let Some(text) = snapshot.as_string() {
-                Some(text.into_bytes())
-            } else if let Some(bytes) = snapshot.dyn_ref::<Uint8Array>() {
-                Some(bytes.to_vec())
-            } else {
-                return Err(invalid(format!(
-                    "options.snapshot must be a Uint8Array or a string from exportSnapshot(), got {}",
-                    js::type_name(&snapshot)
-                )));
-            };
-            let vault_options = VaultOptions {
-                password_identity: opt_bool(
-                    &field(&o, "passwordIdentity"),
-                    "options.passwordIdentity",
-                )?
-                .unwrap_or(false),
-                kdf_iterations: opt_int(
-                    &field(&o, "kdfIterations"),
-                    "options.kdfIterations",
-                    0.0,
-                    MAX_SAFE_INTEGER,
-                )?
-                .map_or(crate::crypto::DEFAULT_ITERATIONS, |n| {
-                    n.min(f64::from(u32::MAX)) as u32
-                }),
-                password_policy: policy(&field(&o, "passwordPolicy"))?,
-                key_cache_ttl_ms: opt_int(
-                    &field(&o, "keyCacheTtlMs"),
-                    "options.keyCacheTtlMs",
-                    0.0,
-                    MAX_SAFE_INTEGER,
-                )?
-                .map_or(DEFAULT_KEY_CACHE_TTL_MS, |n| n as u64),
-                snapshot,
-            };
-            Ok((backend, name, vault_options))
-        })();
-        let (backend, name, vault_options) = parsed?;
-        // Opening storage and deriving nothing else: key derivation happens per call, outside
-        // any storage transaction.
-        let storage = open_storage(&backend, &name).await?;
-        let platform = Platform {
-            clock: Box::new(SystemClock),
-            kdf: Box::new(WebCryptoKdf),
-            scheduler: Box::new(TimerScheduler),
-        };
-        let vault = Vault::open_with(storage, vault_options, platform)
-            .await
-            .map_err(err)?;
-        Ok(JsVault {
-            vault: Rc::new(vault),
-        })
+            Err(e) => {
+                events.emit_error("open", started, &e);
+                Err(e)
+            }
+        }
     }
 
     /// The shape of every binding: arguments checked synchronously (a bad one rejects at once),
-    /// then the operation on a clone of the `Rc`, so no borrow of `self` outlives this call.
+    /// then the operation on a clone of the `Rc`, so no borrow of `self` outlives this call;
+    /// either way the operation is reported to the `onEvent` listener.
     fn run<A, F, Fut, T>(
         &self,
+        op: &'static str,
         args: JsResult<A>,
-        op: F,
+        f: F,
         into_js: impl FnOnce(T) -> JsValue + 'static,
+        records: fn(&T) -> u64,
     ) -> Promise
     where
         F: FnOnce(Rc<Vault>, A) -> Fut,
         Fut: Future<Output = crate::Result<T>> + 'static,
         T: 'static,
     {
+        let started = now_ms();
+        let events = self.events.clone();
         match args {
-            Ok(args) => promise(op(self.vault.clone(), args), into_js),
-            Err(e) => rejected(e),
+            Ok(args) => {
+                let operation = f(self.vault.clone(), args);
+                future_to_promise(async move {
+                    match operation.await {
+                        Ok(result) => {
+                            events.emit(op, started, records(&result), "OK");
+                            Ok(into_js(result))
+                        }
+                        Err(e) => {
+                            events.emit(op, started, 0, e.code().as_str());
+                            Err(err(e))
+                        }
+                    }
+                })
+            }
+            Err(e) => {
+                events.emit_error(op, started, &e);
+                Promise::reject(&e)
+            }
         }
     }
 }

@@ -95,7 +95,7 @@ test("the JS API works on IndexedDB, the default backend in a browser", async ()
     out.afterRekey = await v.tokenRead(t, "a brand new password");
     out.identityNotFound = await code(v.bulkRekey(pw, "whatever long"));
     const snapshot = await v.exportSnapshot();
-    const copy = await Vault.open({ backend: "memory", snapshot });
+    const copy = await Vault.open({ backend: "memory", kdfIterations: 1000, snapshot });
     out.copied = await copy.tokenRead(t, "a brand new password");
     await v.close();
     out.closed = await code(v.tokenRead(t, pw));
@@ -146,7 +146,7 @@ test("tokens survive a reload", async () => {
   await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
   const read = await page.evaluate(
     async ([name, tokens]) => {
-      const v = await window.vaultstore.Vault.open({ name });
+      const v = await window.vaultstore.Vault.open({ name, kdfIterations: 1000 });
       return v.tokensRead(tokens, "correct horse battery");
     },
     [name, tokens],
@@ -173,7 +173,7 @@ test("two tabs write 200 tokens each at once; a third reads all 400", async () =
   assert.equal(new Set(all).size, 400, "tokens are unique across tabs");
   const read = await c.page.evaluate(
     async ([name, tokens]) => {
-      const v = await window.vaultstore.Vault.open({ name });
+      const v = await window.vaultstore.Vault.open({ name, kdfIterations: 1000 });
       const values = await v.tokensRead(tokens, "correct horse battery");
       const snapshot = JSON.parse(new TextDecoder().decode(await v.exportSnapshot()));
       return {

@@ -8,9 +8,7 @@ use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
-use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Storage, StorageError, StorageResult, StoredRecord, WriteOp,
-};
+use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp};
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -87,11 +85,11 @@ impl<S> ProbedStorage<S> {
 
 #[async_trait]
 impl<S: Storage> Storage for ProbedStorage<S> {
-    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<StoredRecord>> {
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.read();
         self.inner.records_by_tokens(tokens).await
     }
-    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<StoredRecord>> {
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.read();
         self.inner.records_by_ids(ids).await
     }
@@ -107,7 +105,7 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         &self,
         after_id: Option<&str>,
         limit: usize,
-    ) -> StorageResult<Vec<StoredRecord>> {
+    ) -> StorageResult<Vec<Record>> {
         self.read();
         self.inner.scan_records(after_id, limit).await
     }
@@ -127,6 +125,10 @@ impl<S: Storage> Storage for ProbedStorage<S> {
     ) -> StorageResult<Vec<MetaRow>> {
         self.read();
         self.inner.meta_find(object_type, key, value).await
+    }
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        self.read();
+        self.inner.meta_count(object_type).await
     }
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
         self.read();
@@ -175,7 +177,7 @@ pub async fn probed_vault(options: VaultOptions) -> (Vault, TestClock, Probe) {
         probe: probe.clone(),
     };
     let platform = Platform {
-        clock: Box::new(clock.clone()),
+        clock: Arc::new(clock.clone()),
         ..Platform::default()
     };
     let vault = Vault::open_with(Box::new(storage), options, platform)

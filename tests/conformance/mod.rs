@@ -11,7 +11,7 @@
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Storage, StorageError, StoredRecord, WriteOp, link_key,
+    MetaKey, MetaRow, RecordChange, Storage, StorageError, WriteOp, link_key,
 };
 
 pub const NOW: i64 = 1_700_000_000_000;
@@ -53,40 +53,63 @@ fn prune(identity: &str) -> WriteOp {
 }
 
 /// Everything a store holds, in a canonical order, to prove "nothing changed".
-pub async fn dump(s: &dyn Storage) -> (Vec<StoredRecord>, Vec<MetaRow>) {
+pub async fn dump(s: &dyn Storage) -> (Vec<Record>, Vec<MetaRow>) {
     let mut records = Vec::new();
     let mut after: Option<String> = None;
     loop {
         let page = s.scan_records(after.as_deref(), 1000).await.unwrap();
         let Some(last) = page.last() else { break };
-        after = Some(last.record.id.clone());
+        after = Some(last.id.clone());
         records.extend(page);
     }
-    records.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+    records.sort_by(|a, b| a.id.cmp(&b.id));
     (records, s.meta_all().await.unwrap())
 }
 
-async fn get_token(s: &dyn Storage, token: &str) -> Option<StoredRecord> {
+async fn get_token(s: &dyn Storage, token: &str) -> Option<Record> {
     s.records_by_tokens(&[token.to_owned()])
         .await
         .unwrap()
         .pop()
+        .flatten()
 }
 
-async fn get_id(s: &dyn Storage, id: &str) -> Option<StoredRecord> {
-    s.records_by_ids(&[id.to_owned()]).await.unwrap().pop()
+async fn get_id(s: &dyn Storage, id: &str) -> Option<Record> {
+    s.records_by_ids(&[id.to_owned()])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+}
+
+fn change(id: &str, change: RecordChange, at: i64) -> WriteOp {
+    WriteOp::ChangeRecord {
+        id: id.into(),
+        change,
+        at,
+    }
+}
+
+fn delete(id: &str) -> WriteOp {
+    WriteOp::DeleteRecord {
+        id: id.into(),
+        if_expired_at: None,
+    }
+}
+
+async fn link_of(s: &dyn Storage, id: &str) -> Option<String> {
+    s.meta_get(&link_key(id)).await.unwrap()
 }
 
 // ---------------------------------------------------------------- cases
 
 pub async fn empty_store_has_nothing(s: impl Storage) {
-    assert!(
-        s.records_by_tokens(&["tk_a".into()])
-            .await
-            .unwrap()
-            .is_empty()
+    assert_eq!(
+        s.records_by_tokens(&["tk_a".into()]).await.unwrap(),
+        vec![None]
     );
-    assert!(s.records_by_ids(&["a".into()]).await.unwrap().is_empty());
+    assert_eq!(s.records_by_ids(&["a".into()]).await.unwrap(), vec![None]);
+    assert!(s.records_by_ids(&[]).await.unwrap().is_empty());
     assert!(
         s.query_records(&RecordFilter::default(), NOW)
             .await
@@ -127,56 +150,26 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
     ])
     .await
     .unwrap();
-    let found = get_token(&s, "tk_a").await.unwrap();
-    assert_eq!(
-        found,
-        StoredRecord {
-            record: a.clone(),
-            identity_id: None
-        }
-    );
-    let found = get_id(&s, "id-b").await.unwrap();
-    assert_eq!(
-        found,
-        StoredRecord {
-            record: b.clone(),
-            identity_id: Some("p_1".into())
-        }
-    );
-    // Batch lookups: missing ones absent, duplicates harmless, one call.
-    let mut many = s
+    assert_eq!(get_token(&s, "tk_a").await.unwrap(), a);
+    assert_eq!(get_id(&s, "id-b").await.unwrap(), b);
+    assert_eq!(link_of(&s, "id-b").await.as_deref(), Some("p_1"));
+    // Batch lookups answer in the order asked, `None` for what is missing, in one call.
+    let many = s
         .records_by_tokens(&["tk_b".into(), "tk_missing".into(), "tk_a".into()])
         .await
         .unwrap();
-    many.sort_by(|x, y| x.record.id.cmp(&y.record.id));
-    assert_eq!(
-        many.iter()
-            .map(|r| r.record.token.as_str())
-            .collect::<Vec<_>>(),
-        ["tk_a", "tk_b"]
-    );
+    assert_eq!(many, vec![Some(b.clone()), None, Some(a.clone())]);
     let by_ids = s
         .records_by_ids(&["id-a".into(), "nope".into()])
         .await
         .unwrap();
-    assert_eq!(by_ids.len(), 1);
-    // A key asked for twice gives its record once.
-    let twice = s
-        .records_by_tokens(&["tk_a".into(), "tk_a".into()])
-        .await
-        .unwrap();
-    assert_eq!(twice.len(), 1);
+    assert_eq!(by_ids, vec![Some(a.clone()), None]);
+    // A key asked for twice is answered twice.
     let twice = s
         .records_by_ids(&["id-b".into(), "id-b".into()])
         .await
         .unwrap();
-    assert_eq!(
-        twice,
-        vec![StoredRecord {
-            record: b.clone(),
-            identity_id: Some("p_1".into())
-        }]
-    );
+    assert_eq!(twice, vec![Some(b.clone()), Some(b)]);
 }
 
 pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
@@ -202,13 +195,24 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::IdTaken("id-a".into()));
+    // Two inserts of one token in the same batch.
+    let err = s
+        .apply(vec![
+            WriteOp::InsertRecord(record("id-1", "tk_twice")),
+            WriteOp::InsertRecord(record("id-2", "tk_twice")),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_twice".into()));
+    assert_eq!(dump(&s).await, before);
     // A soft-deleted record still holds its token.
-    let mut gone = record("id-a", "tk_a");
-    gone.soft_deleted_at = Some(NOW);
-    s.apply(vec![WriteOp::UpdateRecord {
-        record: gone,
-        expect_value: None,
-    }])
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::SoftDelete {
+            if_expired_at: None,
+        },
+        NOW,
+    )])
     .await
     .unwrap();
     let err = s
@@ -218,70 +222,267 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
 }
 
-pub async fn updates_replace_and_compare_and_swap(s: impl Storage) {
+pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
     let a = record("id-a", "tk_a");
     s.apply(vec![WriteOp::InsertRecord(a.clone())])
         .await
         .unwrap();
-    let mut changed = a.clone();
-    changed.value = format!("{VALUE}changed");
-    changed.updated_at = NOW + 1;
-    changed.expires_at = Some(NOW + 100);
-    s.apply(vec![WriteOp::UpdateRecord {
-        record: changed.clone(),
-        expect_value: Some(a.value.clone()),
-    }])
+    // Each change touches its fields and updatedAt, and nothing else.
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::Renew {
+            expires_at: Some(NOW + 100),
+        },
+        NOW + 1,
+    )])
     .await
     .unwrap();
-    assert_eq!(get_token(&s, "tk_a").await.unwrap().record, changed);
-    // The stored value is no longer a.value: the swap must fail and change nothing.
-    let mut stale = changed.clone();
-    stale.value = format!("{VALUE}stale");
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::Reseal {
+            expect: a.value.clone(),
+            value: format!("{VALUE}v2"),
+        },
+        NOW + 2,
+    )])
+    .await
+    .unwrap();
+    let now = get_id(&s, "id-a").await.unwrap();
+    assert_eq!(
+        now,
+        Record {
+            value: format!("{VALUE}v2"),
+            expires_at: Some(NOW + 100),
+            updated_at: NOW + 2,
+            ..a.clone()
+        },
+        "a reseal keeps an expiry set before it"
+    );
+    // Soft delete keeps its first time; restore of a live record and a second soft delete
+    // change nothing (not even updatedAt).
+    let soft = || {
+        change(
+            "id-a",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            NOW + 3,
+        )
+    };
+    s.apply(vec![soft()]).await.unwrap();
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::SoftDelete {
+            if_expired_at: None,
+        },
+        NOW + 4,
+    )])
+    .await
+    .unwrap();
+    let deleted = get_id(&s, "id-a").await.unwrap();
+    assert_eq!(deleted.soft_deleted_at, Some(NOW + 3));
+    assert_eq!(deleted.updated_at, NOW + 3);
+    s.apply(vec![change("id-a", RecordChange::Restore, NOW + 5)])
+        .await
+        .unwrap();
+    s.apply(vec![change("id-a", RecordChange::Restore, NOW + 6)])
+        .await
+        .unwrap();
+    let restored = get_id(&s, "id-a").await.unwrap();
+    assert_eq!(restored.soft_deleted_at, None);
+    assert_eq!(restored.updated_at, NOW + 5);
+    assert_eq!(restored.value, format!("{VALUE}v2"));
+    // Several changes of one record in one batch apply in order.
+    s.apply(vec![
+        change("id-a", RecordChange::Renew { expires_at: None }, NOW + 7),
+        soft(),
+        change(
+            "id-a",
+            RecordChange::Reseal {
+                expect: format!("{VALUE}v2"),
+                value: format!("{VALUE}v3"),
+            },
+            NOW + 8,
+        ),
+    ])
+    .await
+    .unwrap();
+    let after = get_id(&s, "id-a").await.unwrap();
+    assert_eq!(
+        (
+            after.expires_at,
+            after.soft_deleted_at,
+            after.value.as_str()
+        ),
+        (None, Some(NOW + 3), format!("{VALUE}v3").as_str())
+    );
+}
+
+pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
+    let mut a = record("id-a", "tk_a");
+    a.expires_at = Some(NOW - 10);
+    s.apply(vec![WriteOp::InsertRecord(a.clone())])
+        .await
+        .unwrap();
+    let before = dump(&s).await;
+    // A reseal from a value that is no longer there.
     let err = s
-        .apply(vec![WriteOp::UpdateRecord {
-            record: stale,
-            expect_value: Some(a.value.clone()),
-        }])
+        .apply(vec![
+            change("id-a", RecordChange::Renew { expires_at: None }, NOW),
+            change(
+                "id-a",
+                RecordChange::Reseal {
+                    expect: format!("{VALUE}stale"),
+                    value: format!("{VALUE}new"),
+                },
+                NOW,
+            ),
+        ])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::Changed("id-a".into()));
-    assert_eq!(get_token(&s, "tk_a").await.unwrap().record, changed);
+    assert_eq!(
+        dump(&s).await,
+        before,
+        "the renewal of the failed batch is undone"
+    );
+    // A purge of a record that is not expired at that time.
+    for op in [
+        change(
+            "id-a",
+            RecordChange::SoftDelete {
+                if_expired_at: Some(NOW - 20),
+            },
+            NOW,
+        ),
+        WriteOp::DeleteRecord {
+            id: "id-a".into(),
+            if_expired_at: Some(NOW - 20),
+        },
+    ] {
+        let err = s.apply(vec![op]).await.unwrap_err();
+        assert_eq!(err, StorageError::Changed("id-a".into()));
+        assert_eq!(dump(&s).await, before);
+    }
+    // Still expired at NOW: both purges apply.
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::SoftDelete {
+            if_expired_at: Some(NOW),
+        },
+        NOW,
+    )])
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "id-a").await.unwrap().soft_deleted_at, Some(NOW));
+    s.apply(vec![WriteOp::DeleteRecord {
+        id: "id-a".into(),
+        if_expired_at: Some(NOW),
+    }])
+    .await
+    .unwrap();
+    assert!(get_id(&s, "id-a").await.is_none());
+    // A change of a record that is gone.
     let err = s
-        .apply(vec![WriteOp::UpdateRecord {
-            record: record("id-missing", "tk_m"),
-            expect_value: None,
-        }])
+        .apply(vec![change("id-a", RecordChange::Restore, NOW)])
         .await
         .unwrap_err();
-    assert_eq!(err, StorageError::RecordMissing("id-missing".into()));
+    assert_eq!(err, StorageError::RecordMissing("id-a".into()));
 }
 
-pub async fn deletes_are_idempotent(s: impl Storage) {
+pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     s.apply(vec![
         WriteOp::InsertRecord(record("id-a", "tk_a")),
+        WriteOp::InsertRecord(record("id-b", "tk_b")),
+        WriteOp::InsertRecord(record("id-c", "tk_c")),
         link("id-a", "p_1"),
+        link("id-b", "p_1"),
+        link("id-c", "p_2"),
+        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+        WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+        WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
     ])
     .await
     .unwrap();
-    s.apply(vec![
-        WriteOp::DeleteRecord { id: "id-a".into() },
-        WriteOp::DeleteMeta(link_key("id-a")),
-    ])
-    .await
-    .unwrap();
+    s.apply(vec![delete("id-a"), delete("id-c")]).await.unwrap();
     assert!(get_token(&s, "tk_a").await.is_none());
     assert!(get_id(&s, "id-a").await.is_none());
+    assert_eq!(link_of(&s, "id-a").await, None);
+    // p_1 still has b; p_2 lost its last record and went with it.
+    assert_eq!(
+        s.meta_object("password_identity", "p_1")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        s.meta_object("password_identity", "p_2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.apply(vec![delete("id-b")]).await.unwrap();
     assert!(s.meta_all().await.unwrap().is_empty());
+    // Deleting what is gone is not an error, and the token is free again.
+    s.apply(vec![delete("id-a")]).await.unwrap();
+    s.apply(vec![WriteOp::InsertRecord(record("id-b2", "tk_a"))])
+        .await
+        .unwrap();
+}
+
+pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
+    s.apply(vec![WriteOp::PutMeta(meta(
+        "vault", "state", "writes", "e1",
+    ))])
+    .await
+    .unwrap();
+    let expect = |value: Option<&str>| WriteOp::ExpectMeta {
+        key: MetaKey::new("vault", "state", "writes"),
+        value: value.map(str::to_owned),
+    };
     s.apply(vec![
-        WriteOp::DeleteRecord { id: "id-a".into() },
-        WriteOp::DeleteMeta(link_key("id-a")),
+        expect(Some("e1")),
+        WriteOp::InsertRecord(record("id-a", "tk_a")),
+        WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
     ])
     .await
     .unwrap();
-    // The token is free again.
-    s.apply(vec![WriteOp::InsertRecord(record("id-b", "tk_a"))])
-        .await
-        .unwrap();
+    let before = dump(&s).await;
+    for stale in [Some("e1"), None] {
+        let err = s
+            .apply(vec![
+                WriteOp::InsertRecord(record("id-b", "tk_b")),
+                expect(stale),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            StorageError::MetaChanged(MetaKey::new("vault", "state", "writes"))
+        );
+        assert_eq!(
+            dump(&s).await,
+            before,
+            "a failed guard leaves nothing behind"
+        );
+    }
+    // An absent row is expected as `None`; a row written earlier in the batch is seen.
+    s.apply(vec![
+        WriteOp::ExpectMeta {
+            key: MetaKey::new("vault", "state", "other"),
+            value: None,
+        },
+        WriteOp::PutMeta(meta("vault", "state", "other", "x")),
+        WriteOp::ExpectMeta {
+            key: MetaKey::new("vault", "state", "other"),
+            value: Some("x".into()),
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.meta_count("vault").await.unwrap(), 2);
+    assert_eq!(s.meta_count("record").await.unwrap(), 0);
 }
 
 pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
@@ -502,13 +703,9 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
     .await
     .unwrap();
     // One link left: the identity stays.
-    s.apply(vec![
-        WriteOp::DeleteRecord { id: "a".into() },
-        WriteOp::DeleteMeta(link_key("a")),
-        prune("p_1"),
-    ])
-    .await
-    .unwrap();
+    s.apply(vec![WriteOp::DeleteMeta(link_key("a")), prune("p_1")])
+        .await
+        .unwrap();
     assert_eq!(
         s.meta_object("password_identity", "p_1")
             .await
@@ -518,9 +715,10 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
     );
     // The last link goes: so does the identity, and its tag is free again.
     s.apply(vec![
-        WriteOp::DeleteRecord { id: "b".into() },
+        delete("a"),
         WriteOp::DeleteMeta(link_key("b")),
         prune("p_1"),
+        delete("b"),
     ])
     .await
     .unwrap();
@@ -544,7 +742,7 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
 }
 
 pub async fn failed_batches_change_nothing(s: impl Storage) {
-    let mut c = record("c", "tk_c");
+    let c = record("c", "tk_c");
     s.apply(vec![
         WriteOp::InsertRecord(record("a", "tk_a")),
         WriteOp::InsertRecord(record("b", "tk_b")),
@@ -556,31 +754,48 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     .await
     .unwrap();
     let before = dump(&s).await;
-    c.value = format!("{VALUE}new");
     // Every kind of op, then one that fails at the very end (after `ClearAll`, so each tail
     // conflicts with something the batch itself wrote).
     let failing_tail = [
         WriteOp::InsertRecord(record("z", "tk_e")),
+        WriteOp::InsertRecord(record("e", "tk_z")),
         WriteOp::InsertMeta(meta("vault", "settings", "version", "9")),
-        WriteOp::UpdateRecord {
-            record: record("missing", "tk_missing"),
-            expect_value: None,
-        },
-        WriteOp::UpdateRecord {
-            record: record("e", "tk_e"),
-            expect_value: Some("not the value".into()),
-        },
+        change("missing", RecordChange::Restore, NOW),
+        change(
+            "e",
+            RecordChange::Reseal {
+                expect: "not the value".into(),
+                value: format!("{VALUE}x"),
+            },
+            NOW,
+        ),
+        change("c", RecordChange::Restore, NOW),
         WriteOp::PutMeta(meta("password_identity", "p_9", "tag", "t3")),
+        WriteOp::ExpectMeta {
+            key: MetaKey::new("vault", "settings", "version"),
+            value: Some("2".into()),
+        },
         WriteOp::ExpectEmpty,
     ];
     for tail in failing_tail {
         let batch = vec![
             WriteOp::InsertRecord(record("d", "tk_d")),
-            WriteOp::UpdateRecord {
-                record: c.clone(),
-                expect_value: None,
-            },
-            WriteOp::DeleteRecord { id: "a".into() },
+            change(
+                "c",
+                RecordChange::Reseal {
+                    expect: c.value.clone(),
+                    value: format!("{VALUE}new"),
+                },
+                NOW + 1,
+            ),
+            change(
+                "b",
+                RecordChange::SoftDelete {
+                    if_expired_at: None,
+                },
+                NOW + 1,
+            ),
+            delete("a"),
             WriteOp::DeleteMeta(link_key("b")),
             prune("p_1"),
             WriteOp::PutMeta(meta("vault", "settings", "version", "2")),
@@ -849,17 +1064,19 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
         let page = s.scan_records(after.as_deref(), 7).await.unwrap();
         assert!(page.len() <= 7);
         let Some(last) = page.last() else { break };
-        after = Some(last.record.id.clone());
+        after = Some(last.id.clone());
         seen.extend(page);
     }
-    let mut seen_ids: Vec<String> = seen.iter().map(|r| r.record.id.clone()).collect();
+    let mut seen_ids: Vec<String> = seen.iter().map(|r| r.id.clone()).collect();
     seen_ids.sort();
     ids.sort();
     assert_eq!(seen_ids, ids, "every record exactly once");
+    assert_eq!(s.meta_count("record").await.unwrap(), 14);
     assert_eq!(
-        seen.iter()
-            .filter(|r| r.identity_id.as_deref() == Some("p_1"))
-            .count(),
+        s.meta_find("record", "password_id", "p_1")
+            .await
+            .unwrap()
+            .len(),
         14
     );
 }
@@ -882,7 +1099,7 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
     s.apply(batch).await.unwrap();
     for (i, t) in tokens.iter().enumerate() {
         let found = get_token(&s, t).await.unwrap_or_else(|| panic!("{t:?}"));
-        assert_eq!(found.record.id, format!("'{i}\""));
+        assert_eq!(found.id, format!("'{i}\""));
     }
     assert_eq!(
         s.count_records(&RecordFilter::default(), NOW)
@@ -902,9 +1119,7 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
         StorageError::Closed
     );
     assert_eq!(
-        s.apply(vec![WriteOp::DeleteRecord { id: "a".into() }])
-            .await
-            .unwrap_err(),
+        s.apply(vec![delete("a")]).await.unwrap_err(),
         StorageError::Closed
     );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
@@ -919,8 +1134,10 @@ macro_rules! storage_conformance {
         $wrap!(empty_store_has_nothing, $make);
         $wrap!(inserted_records_are_found_by_token_and_id, $make);
         $wrap!(duplicate_tokens_and_ids_are_refused_atomically, $make);
-        $wrap!(updates_replace_and_compare_and_swap, $make);
-        $wrap!(deletes_are_idempotent, $make);
+        $wrap!(changes_patch_the_record_as_it_is, $make);
+        $wrap!(stale_changes_fail_and_change_nothing, $make);
+        $wrap!(deletes_take_links_and_last_identities_along, $make);
+        $wrap!(expected_meta_rows_guard_the_batch, $make);
         $wrap!(meta_rows_put_get_insert_delete, $make);
         $wrap!(identity_tags_are_unique, $make);
         $wrap!(meta_find_returns_whole_objects, $make);

@@ -36,40 +36,44 @@ test("snapshots: export, reopen, same rows; refusals", async () => {
   assert.ok(bytes instanceof Uint8Array);
   const text = new TextDecoder().decode(bytes);
   assert.ok(!text.includes("persisted") && !text.includes(PASSWORD), "no plaintext, no password");
-  const fromBytes = await Vault.open({ backend: "memory", snapshot: bytes, passwordIdentity: true });
-  const fromText = await Vault.open({ backend: "memory", snapshot: text });
+  const fromBytes = await Vault.open({ backend: "memory", kdfIterations: 1000, snapshot: bytes, passwordIdentity: true });
+  const fromText = await Vault.open({ backend: "memory", kdfIterations: 1000, snapshot: text });
   assert.equal(await fromBytes.tokenRead(t, PASSWORD), "persisted");
   assert.equal(await fromText.tokenRead(t, PASSWORD), "persisted", "linked records read with identities off too");
   assert.deepEqual(await fromBytes.exportSnapshot(), bytes, "re-export gives the same rows");
   for (const bad of ["{", "{}", JSON.stringify({ ...JSON.parse(text), version: 2 }), new Uint8Array([0xff, 0xfe])]) {
-    await rejects(Vault.open({ backend: "memory", snapshot: bad }), "INVALID_ARGUMENT");
+    await rejects(Vault.open({ backend: "memory", kdfIterations: 1000, snapshot: bad }), "INVALID_ARGUMENT");
   }
 });
 
 test("the frozen snapshot of an earlier release opens", async () => {
-  const v = await Vault.open({ backend: "memory", snapshot: readFileSync("fixtures/snapshot_v1.json") });
+  const v = await Vault.open({ backend: "memory", minKdfIterations: 1000, snapshot: readFileSync("fixtures/snapshot_v1.json") });
   assert.equal(await v.tokenRead("tk_identityrecord000000000001", PASSWORD), "linked value");
   assert.equal(await v.tokenRead("tk_legacyrecord00000000000001", "another long password"), "unlinked value");
 });
 
-test("a tampered value is DECRYPTION_FAILED; a damaged identity is STORAGE", async () => {
+test("a tampered value or identity key is DECRYPTION_FAILED; a snapshot missing one is refused", async () => {
   const v = await open({ passwordIdentity: true });
   const t = await v.tokenCreate("value", PASSWORD);
   const doc = JSON.parse(new TextDecoder().decode(await v.exportSnapshot()));
   const flip = (s) => s.slice(0, -2) + (s.at(-2) === "A" ? "B" : "A") + s.at(-1);
+  const reopen = (d) => Vault.open({ backend: "memory", kdfIterations: 1000, snapshot: JSON.stringify(d), passwordIdentity: true });
   const tampered = structuredClone(doc);
   tampered.records[0].value = flip(tampered.records[0].value);
-  const w = await Vault.open({ backend: "memory", snapshot: JSON.stringify(tampered), passwordIdentity: true });
-  const e = await rejects(w.tokenRead(t, PASSWORD), "DECRYPTION_FAILED");
+  const e = await rejects((await reopen(tampered)).tokenRead(t, PASSWORD), "DECRYPTION_FAILED");
   assert.deepEqual(e.tokens, [t]);
-  const noDek = structuredClone(doc);
-  noDek.meta = noDek.meta.filter((m) => m.key !== "dek");
-  const x = await Vault.open({ backend: "memory", snapshot: JSON.stringify(noDek), passwordIdentity: true });
-  const s = await rejects(x.tokenRead(t, PASSWORD), "STORAGE");
-  assert.match(s.message, /damaged/);
+  const badDek = structuredClone(doc);
+  const dek = badDek.meta.find((m) => m.key === "dek");
+  dek.value = flip(dek.value);
+  const x = await reopen(badDek);
+  await rejects(x.tokenRead(t, PASSWORD), "DECRYPTION_FAILED");
   // After any rejection the same vault keeps working (for secrets whose identity is intact).
   const other = await x.tokenCreate("still works", "another long password");
   assert.equal(await x.tokenRead(other, "another long password"), "still works");
+  const noDek = structuredClone(doc);
+  noDek.meta = noDek.meta.filter((m) => m.key !== "dek");
+  const refused = await rejects(reopen(noDek), "INVALID_ARGUMENT");
+  assert.match(refused.message, /lacks its tag or its dek/);
 });
 
 test("lock() wipes keys; close() closes for good", async () => {

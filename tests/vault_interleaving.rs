@@ -1,0 +1,30 @@
+//! Every (rekey variant × write kind) interleaving, both orders, on the GlueSQL backend: two
+//! vaults on one shared store, as two isolates on one database (see `tests/interleaving/`).
+#![cfg(all(feature = "gluesql", not(target_arch = "wasm32")))]
+
+mod interleaving;
+
+use std::sync::Arc;
+use vaultstore_wasm::storage::Storage;
+use vaultstore_wasm::storage::memory::GlueMemoryStorage;
+
+#[test]
+fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
+    let failures = futures::executor::block_on(interleaving::run_all(
+        |_| async {
+            let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+            (
+                Box::new(shared.clone()) as Box<dyn Storage>,
+                Box::new(shared.clone()) as Box<dyn Storage>,
+                Box::new(shared) as Box<dyn Storage>,
+            )
+        },
+        |_| async { Box::new(GlueMemoryStorage::new().unwrap()) as Box<dyn Storage> },
+    ));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
