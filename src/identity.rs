@@ -18,8 +18,8 @@ use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::secret::Secret;
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, StorageError, WriteOp, object_type, scan_pages, unlinked_records,
-    write_epoch,
+    LINK_KEY, MetaKey, MetaRow, Optimistic, StorageError, WriteOp, WriteTransaction, object_type,
+    scan_pages, unlinked_records, write_epoch,
 };
 use crate::vault::tokens::reseal_ops;
 use crate::vault::{Vault, WriteKey, new_write_epoch};
@@ -123,6 +123,8 @@ struct Carry {
     /// The lock epoch when the operation began.
     lock_epoch: u64,
     last_yield: i64,
+    /// Planning inside a held transaction: nothing but it may be awaited, so no pauses.
+    held: bool,
     /// The furthest progress reported, so that a later round never reports less.
     reported: u64,
 }
@@ -146,8 +148,16 @@ impl Round {
 impl Vault {
     /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
     pub(crate) async fn find_identity(&self, mk: &MasterKey) -> Result<Option<Identity>> {
-        let rows = self
-            .storage
+        self.find_identity_in(&Optimistic(&*self.storage), mk).await
+    }
+
+    /// [`Vault::find_identity`], read through `reads`.
+    async fn find_identity_in(
+        &self,
+        reads: &dyn WriteTransaction,
+        mk: &MasterKey,
+    ) -> Result<Option<Identity>> {
+        let rows = reads
             .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
             .await?;
         let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
@@ -213,59 +223,24 @@ impl Vault {
         let mk_old = self.master_key(old).await?;
         let mk_new = self.master_key(new).await?;
         check_cancelled(observer)?;
-        for _ in 0..REKEY_ATTEMPTS {
-            let mut round = Round::default();
-            round.batch.push(self.expect_write_epoch().await?);
-            let source = self.find_identity(&mk_old).await?;
-            if self.identities && source.is_none() {
-                return Err(VaultError::IdentityNotFound);
-            }
-            let master_old = DataKey::from_master(&mk_old);
-            let (identity_target, mut moves) = match &source {
-                Some(source) => {
-                    let (target, moves) = self
-                        .plan_identity_move(
-                            source, &mk_old, &mk_new, options, &mut round, &mut carry,
-                        )
-                        .await?;
-                    (Some(target), moves)
-                }
-                None => (None, vec![]),
+        for attempt in 0..REKEY_ATTEMPTS {
+            // The first round does the bulk of the work optimistically, letting the host run
+            // (progress, abort). If others wrote meanwhile, later rounds re-plan the difference
+            // and commit inside one held transaction, so other writers cannot starve them.
+            let tx = if attempt == 0 {
+                Box::new(Optimistic(&*self.storage)) as Box<dyn WriteTransaction + '_>
+            } else {
+                self.storage.transaction().await?
             };
-            // Records sealed with the old master key: with identities off they stay unlinked
-            // under the new one; with identities on they join the target identity.
-            let master_target = match &identity_target {
-                Some(target) if self.identities => target.clone(),
-                _ => WriteKey::master(&mk_new),
-            };
-            moves.extend(
-                self.plan_unlinked_move(
-                    &master_old,
-                    &master_target,
-                    observer,
-                    &mut round,
-                    &mut carry,
-                )
-                .await?,
-            );
-            let keys = MoveKeys {
-                from_identity: source.as_ref().map(|s| &s.dek),
-                from_master: &master_old,
-                to_identity: identity_target.as_ref(),
-                to_master: &master_target,
-            };
-            self.seal_moves(moves, &keys, observer, &mut round, &mut carry)
+            carry.held = attempt > 0;
+            let round = self
+                .plan_rekey(&*tx, &mk_old, &mk_new, options, &mut carry)
                 .await?;
             check_cancelled(observer)?;
             self.check_not_locked_since(carry.lock_epoch, "the rekey")?;
             let moved = round.moved;
             report_at_least(observer, &mut carry, moved, moved);
-            let mut batch = round.into_batch();
-            if !writes(&batch) {
-                return Ok(moved);
-            }
-            batch.push(new_write_epoch()?);
-            match self.storage.apply(batch).await {
+            match commit_round(tx, round).await {
                 Ok(()) => return Ok(moved),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -274,19 +249,67 @@ impl Vault {
         Err(gave_up("the rekey"))
     }
 
-    /// The write epoch as it is now, as the guard a round's batch starts with. Read before any
-    /// record, so every value sealed after this read renews it and fails the guard.
-    async fn expect_write_epoch(&self) -> Result<WriteOp> {
-        let key = write_epoch();
-        let value = self.storage.meta_get(&key).await?;
-        Ok(WriteOp::ExpectMeta { key, value })
+    /// One round of a rekey: every read it needs, through `reads`, and the batch to commit.
+    async fn plan_rekey(
+        &self,
+        reads: &dyn WriteTransaction,
+        mk_old: &MasterKey,
+        mk_new: &MasterKey,
+        options: &RekeyOptions<'_>,
+        carry: &mut Carry,
+    ) -> Result<Round> {
+        let observer = options.observer;
+        let mut round = Round::default();
+        round.batch.push(expect_write_epoch(reads).await?);
+        let source = self.find_identity_in(reads, mk_old).await?;
+        if self.identities && source.is_none() {
+            return Err(VaultError::IdentityNotFound);
+        }
+        let master_old = DataKey::from_master(mk_old);
+        let (identity_target, mut moves) = match &source {
+            Some(source) => {
+                let (target, moves) = self
+                    .plan_identity_move(reads, source, mk_old, mk_new, options, &mut round, carry)
+                    .await?;
+                (Some(target), moves)
+            }
+            None => (None, vec![]),
+        };
+        // Records sealed with the old master key: with identities off they stay unlinked
+        // under the new one; with identities on they join the target identity.
+        let master_target = match &identity_target {
+            Some(target) if self.identities => target.clone(),
+            _ => WriteKey::master(mk_new),
+        };
+        moves.extend(
+            self.plan_unlinked_move(
+                reads,
+                &master_old,
+                &master_target,
+                observer,
+                &mut round,
+                carry,
+            )
+            .await?,
+        );
+        let keys = MoveKeys {
+            from_identity: source.as_ref().map(|s| &s.dek),
+            from_master: &master_old,
+            to_identity: identity_target.as_ref(),
+            to_master: &master_target,
+        };
+        self.seal_moves(moves, &keys, observer, &mut round, carry)
+            .await?;
+        Ok(round)
     }
 
     /// Plan moving `source`'s linked records to the identity `mk_new` will have: a re-wrap of the
     /// DEK when that secret has no identity (O(1)), else re-encryption and relinking. Returns
     /// the key records joining that identity are sealed with, and the records to re-encrypt.
+    #[allow(clippy::too_many_arguments)]
     async fn plan_identity_move(
         &self,
+        reads: &dyn WriteTransaction,
         source: &Identity,
         mk_old: &MasterKey,
         mk_new: &MasterKey,
@@ -294,9 +317,8 @@ impl Vault {
         round: &mut Round,
         carry: &mut Carry,
     ) -> Result<(WriteKey, Vec<Move>)> {
-        let existing = self.find_identity(mk_new).await?;
-        let links = self
-            .storage
+        let existing = self.find_identity_in(reads, mk_new).await?;
+        let links = reads
             .meta_find(object_type::RECORD, LINK_KEY, &source.id)
             .await?;
         let linked = links.len() as u64;
@@ -350,8 +372,7 @@ impl Vault {
             .iter()
             .filter_map(|row| row.key.object_id.strip_prefix("r_").map(str::to_owned))
             .collect();
-        let moves = self
-            .storage
+        let moves = reads
             .records_by_ids(&ids)
             .await?
             .into_iter()
@@ -379,20 +400,20 @@ impl Vault {
     /// held such records (FORMAT.md "Vault state") is not scanned at all.
     async fn plan_unlinked_move(
         &self,
+        reads: &dyn WriteTransaction,
         from: &DataKey,
         target: &WriteKey,
         observer: Option<&dyn RekeyObserver>,
         round: &mut Round,
         carry: &mut Carry,
     ) -> Result<Vec<Move>> {
-        if self.identities
-            && self.storage.meta_get(&unlinked_records()).await?.as_deref() == Some("false")
+        if self.identities && reads.meta_get(&unlinked_records()).await?.as_deref() == Some("false")
         {
             return Ok(vec![]);
         }
         let mut moves = Vec::new();
         let mut scanned = 0u64;
-        scan_pages(&*self.storage, SCAN_PAGE, async |page| {
+        scan_pages(reads, SCAN_PAGE, async |page| {
             scanned += page.len() as u64;
             for record in page {
                 // A damaged value belongs to nobody; it is left as it is.
@@ -413,7 +434,7 @@ impl Vault {
         if target.identity_id.is_some() {
             // Links are counted after the scan: a record deleted meanwhile only makes the count
             // smaller, so "no unlinked record is left" is never claimed when one is.
-            let links = self.storage.meta_count(object_type::RECORD).await?;
+            let links = reads.meta_count(object_type::RECORD).await?;
             if scanned == links + moves.len() as u64 {
                 round.batch.push(WriteOp::PutMeta(MetaRow {
                     key: unlinked_records(),
@@ -485,19 +506,36 @@ impl Vault {
         };
         let mk = self.master_key(secret).await?;
         let master = DataKey::from_master(&mk);
-        for _ in 0..REKEY_ATTEMPTS {
+        for attempt in 0..REKEY_ATTEMPTS {
+            let tx = if attempt == 0 {
+                Box::new(Optimistic(&*self.storage)) as Box<dyn WriteTransaction + '_>
+            } else {
+                self.storage.transaction().await?
+            };
+            carry.held = attempt > 0;
             let mut round = Round::default();
-            round.batch.push(self.expect_write_epoch().await?);
-            let target = self.write_key(&mk).await?;
+            round.batch.push(expect_write_epoch(&*tx).await?);
+            let target = match self.find_identity_in(&*tx, &mk).await? {
+                Some(identity) => WriteKey::from_identity(identity, &mk),
+                None => {
+                    let identity = Identity {
+                        id: new_identity_id()?,
+                        dek: DataKey::generate()?,
+                    };
+                    let setup = self.create_ops(&identity, &mk)?;
+                    WriteKey {
+                        guard: setup,
+                        ..WriteKey::from_identity(identity, &mk)
+                    }
+                }
+            };
             let moves = self
-                .plan_unlinked_move(&master, &target, None, &mut round, &mut carry)
+                .plan_unlinked_move(&*tx, &master, &target, None, &mut round, &mut carry)
                 .await?;
             if !moves.is_empty() {
                 // Creates the identity, or checks it is still this secret's; an identity with
                 // no record to hold is never created.
                 round.batch.extend(target.guard.iter().cloned());
-            } else if !writes(&round.batch) {
-                return Ok(0);
             }
             let keys = MoveKeys {
                 from_identity: None,
@@ -509,9 +547,7 @@ impl Vault {
                 .await?;
             self.check_not_locked_since(carry.lock_epoch, "the link migration")?;
             let moved = round.moved;
-            let mut batch = round.into_batch();
-            batch.push(new_write_epoch()?);
-            match self.storage.apply(batch).await {
+            match commit_round(tx, round).await {
                 Ok(()) => return Ok(moved),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -520,14 +556,44 @@ impl Vault {
         Err(gave_up("the link migration"))
     }
 
-    /// Let the host run if this operation has computed for a while.
+    /// Let the host run if this operation has computed for a while (never inside a held
+    /// transaction, which must await nothing but itself).
     async fn pause(&self, carry: &mut Carry) {
+        if carry.held {
+            return;
+        }
         let now = self.now();
         if now - carry.last_yield >= YIELD_AFTER_MS {
             self.platform.scheduler.yield_now().await;
             carry.last_yield = self.now();
         }
     }
+}
+
+/// The write epoch as `reads` sees it now, as the guard a round's batch starts with. Read
+/// before any record, so every value sealed after this read renews it and fails the guard.
+async fn expect_write_epoch(reads: &dyn WriteTransaction) -> Result<WriteOp> {
+    let key = write_epoch();
+    let value = reads.meta_get(&key).await?;
+    Ok(WriteOp::ExpectMeta { key, value })
+}
+
+/// Commit a round's batch through its transaction: with a fresh write epoch when it writes
+/// anything, and as an empty commit (ending the transaction) when it only checked guards.
+async fn commit_round(
+    tx: Box<dyn WriteTransaction + '_>,
+    round: Round,
+) -> std::result::Result<(), StorageError> {
+    let mut batch = round.into_batch();
+    if !writes(&batch) {
+        return tx.commit(vec![]).await;
+    }
+    let epoch = new_write_epoch().map_err(|e| StorageError::Backend {
+        name: None,
+        message: e.to_string(),
+    })?;
+    batch.push(epoch);
+    tx.commit(batch).await
 }
 
 /// Whether a batch does more than check its guards.

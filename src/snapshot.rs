@@ -12,8 +12,8 @@ use crate::error::{Result, VaultError};
 use crate::query::js_string_cmp;
 use crate::record::{Record, check_time};
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, STATE_ID, Storage, StorageError, WriteOp, is_unique_meta,
-    object_type, scan_pages, unlinked_records,
+    LINK_KEY, MetaKey, MetaRow, Optimistic, STATE_ID, Storage, StorageError, WriteOp,
+    is_unique_meta, object_type, scan_pages, unlinked_records,
 };
 use crate::token;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
@@ -240,7 +240,7 @@ impl Snapshot {
     /// internal state rows (FORMAT.md "Vault state") stay behind: they describe this store.
     pub async fn export(storage: &dyn Storage) -> Result<Self> {
         let mut records = Vec::new();
-        scan_pages(storage, EXPORT_PAGE, async |page| {
+        scan_pages(&Optimistic(storage), EXPORT_PAGE, async |page| {
             records.extend(page);
             Ok(())
         })

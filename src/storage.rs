@@ -334,14 +334,82 @@ pub trait Storage: MaybeSendSync {
     /// Apply every op in order, atomically: after an error nothing of the batch is visible.
     async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()>;
 
+    /// Begin a write transaction for a write planned from reads (a rekey's later rounds): the
+    /// reads made through it and its commit are one transaction where the backend can hold the
+    /// store meanwhile (IndexedDB: nothing else writes until it commits), so its guards hold and
+    /// it cannot starve under other writers. Where a backend cannot, the commit is an ordinary
+    /// [`Storage::apply`] whose guards still refuse a stale plan. The caller must await nothing
+    /// but the transaction between its first read and its commit.
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>>;
+
     /// Release the backend. Later calls fail with [`StorageError::Closed`].
     async fn close(&self);
+}
+
+/// The reads a multi-step write plans with, and its commit (see [`Storage::transaction`]).
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait WriteTransaction: MaybeSendSync {
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>>;
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>>;
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>>;
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>>;
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64>;
+    /// Apply `batch` in this transaction, atomically, checking its guards.
+    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()>;
+}
+
+/// A write "transaction" made of ordinary calls: reads go to the store as they come, and the
+/// commit is one [`Storage::apply`], whose guards refuse a plan that went stale meanwhile. The
+/// GlueSQL backend answers every call without yielding, so nothing can run between its reads
+/// and its commit anyway.
+pub struct Optimistic<'a>(pub &'a dyn Storage);
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl WriteTransaction for Optimistic<'_> {
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.0.records_by_ids(ids).await
+    }
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.0.scan_records(after_id, limit).await
+    }
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        self.0.meta_get(key).await
+    }
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
+        self.0.meta_find(object_type, key, value).await
+    }
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        self.0.meta_count(object_type).await
+    }
+    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.0.apply(batch).await
+    }
 }
 
 /// Every record, a page at a time in the backend's id order. `visit` sees each page in turn, so
 /// memory stays bounded by one page plus whatever `visit` keeps.
 pub(crate) async fn scan_pages(
-    storage: &dyn Storage,
+    storage: &dyn WriteTransaction,
     page_size: usize,
     mut visit: impl AsyncFnMut(Vec<Record>) -> crate::error::Result<()>,
 ) -> crate::error::Result<()> {
@@ -419,6 +487,9 @@ macro_rules! delegate_storage {
             }
             async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
                 (**self).apply(batch).await
+            }
+            async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+                (**self).transaction().await
             }
             async fn close(&self) {
                 (**self).close().await

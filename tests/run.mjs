@@ -37,7 +37,7 @@ run(
 // 4. The package; 5. the JS suite against the packed tarball; 6. end to end in Chromium.
 run("node", ["js/tools/build.mjs"]);
 run("node", ["tests/js/run-packed.mjs"]);
-run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
+run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/concurrency.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
 });
 

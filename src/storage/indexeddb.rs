@@ -15,12 +15,20 @@
 //! `expiresSort` is `expiresAt`, or `Infinity` for "never" (null is not a valid key); `deleted` is
 //! 0 or 1. Every [`Storage::apply`] is one readwrite transaction over both stores in which nothing
 //! but IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
-//! Checks such as "is this token taken" run inside that transaction, and IndexedDB runs readwrite
-//! transactions on the same stores one after the other, so two tabs cannot both take a token.
+//! IndexedDB runs readwrite transactions on the same stores one after the other, so the checks a
+//! batch makes inside its transaction (is this token taken, is this value still the one read) hold
+//! when it commits: two tabs cannot both take a token or overwrite each other's changes.
+//!
+//! A batch costs a few round trips, not one per op (see [`Batch`]): the records it changes or
+//! deletes are read at once, every write is issued without waiting (requests run in issue order,
+//! so later reads see earlier writes), and each precondition is checked when its read resolves;
+//! a failed one aborts the transaction, which takes back every write already issued. Inserts
+//! rely on the primary key and the unique token index; a refused `add` aborts the transaction,
+//! and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    LINK_KEY, MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp, is_unique_meta,
-    link_key, object_type,
+    LINK_KEY, MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
+    is_unique_meta, link_key, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::Record;
@@ -424,7 +432,7 @@ impl IdbStorage {
         })
     }
 
-    fn transaction(&self, mode: TransactionMode) -> StorageResult<Transaction> {
+    fn open_transaction(&self, mode: TransactionMode) -> StorageResult<Transaction> {
         match self.state.get() {
             Connection::ClosedByUs => return Err(StorageError::Closed),
             Connection::ClosedByVersionChange => {
@@ -462,6 +470,7 @@ enum Lookup {
 }
 
 /// Reads in one transaction.
+#[derive(Clone)]
 struct Reader {
     records: idb::ObjectStore,
     meta: idb::ObjectStore,
@@ -504,6 +513,68 @@ impl Reader {
                     .transpose()
             })
             .collect()
+    }
+
+    async fn scan(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<Record>> {
+        let query = match after_id {
+            Some(id) => Some(range(KeyRange::lower_bound(
+                &JsValue::from_str(id),
+                Some(true),
+            ))?),
+            None => None,
+        };
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let rows = self
+            .records
+            .get_all(query, Some(limit))
+            .done("scan records")
+            .await?;
+        rows.iter().map(record_from_js).collect()
+    }
+
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        let found = self
+            .meta
+            .get(meta_key_js(key))
+            .done("read a meta row")
+            .await?;
+        Ok(found
+            .as_ref()
+            .map(meta_from_js)
+            .transpose()?
+            .map(|m| m.value))
+    }
+
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        let count = self
+            .meta
+            .count(Some(object_type_range(object_type)?))
+            .done("count meta rows")
+            .await?;
+        Ok(u64::from(count))
+    }
+
+    /// Every row of every object of `object_type` holding `key` = `value`.
+    async fn objects_holding(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
+        let mut holders: Vec<String> = self
+            .find(object_type, key, value)
+            .await?
+            .into_iter()
+            .map(|row| row.key.object_id)
+            .collect();
+        holders.dedup();
+        let objects = join_all(holders.iter().map(|id| self.object(object_type, id))).await;
+        let mut rows = Vec::new();
+        for object in objects {
+            rows.extend(object?);
+        }
+        rows.sort();
+        Ok(rows)
     }
 
     async fn object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
@@ -609,7 +680,7 @@ fn key_array_num(n: i64) -> JsValue {
 
 impl IdbStorage {
     fn reader(&self) -> StorageResult<Reader> {
-        let tx = self.transaction(TransactionMode::ReadOnly)?;
+        let tx = self.open_transaction(TransactionMode::ReadOnly)?;
         let (records, meta) = Self::stores(&tx)?;
         Ok(Reader { records, meta })
     }
@@ -690,31 +761,11 @@ impl Storage for IdbStorage {
         after_id: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<Record>> {
-        let r = self.reader()?;
-        let query = match after_id {
-            Some(id) => Some(range(KeyRange::lower_bound(
-                &JsValue::from_str(id),
-                Some(true),
-            ))?),
-            None => None,
-        };
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        let rows = r
-            .records
-            .get_all(query, Some(limit))
-            .done("scan records")
-            .await?;
-        rows.iter().map(record_from_js).collect()
+        self.reader()?.scan(after_id, limit).await
     }
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
-        let r = self.reader()?;
-        let found = r.meta.get(meta_key_js(key)).done("read a meta row").await?;
-        Ok(found
-            .as_ref()
-            .map(meta_from_js)
-            .transpose()?
-            .map(|m| m.value))
+        self.reader()?.meta_get(key).await
     }
 
     async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
@@ -727,31 +778,13 @@ impl Storage for IdbStorage {
         key: &str,
         value: &str,
     ) -> StorageResult<Vec<MetaRow>> {
-        let r = self.reader()?;
-        let mut holders: Vec<String> = r
-            .find(object_type, key, value)
-            .await?
-            .into_iter()
-            .map(|row| row.key.object_id)
-            .collect();
-        holders.dedup();
-        let objects = join_all(holders.iter().map(|id| r.object(object_type, id))).await;
-        let mut rows = Vec::new();
-        for object in objects {
-            rows.extend(object?);
-        }
-        rows.sort();
-        Ok(rows)
+        self.reader()?
+            .objects_holding(object_type, key, value)
+            .await
     }
 
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
-        let r = self.reader()?;
-        let count = r
-            .meta
-            .count(Some(object_type_range(object_type)?))
-            .done("count meta rows")
-            .await?;
-        Ok(u64::from(count))
+        self.reader()?.meta_count(object_type).await
     }
 
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
@@ -766,12 +799,64 @@ impl Storage for IdbStorage {
     }
 
     async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
-        // `tx` owns the handlers `outcome` listens with: it lives until the outcome is known.
-        let mut tx = self.transaction(TransactionMode::ReadWrite)?;
+        self.begin()?.commit_batch(batch).await
+    }
+
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+        Ok(Box::new(self.begin()?))
+    }
+
+    async fn close(&self) {
+        if self.state.get() == Connection::Open {
+            self.state.set(Connection::ClosedByUs);
+        }
+        // Waits for running transactions, then closes (IDBDatabase.close()).
+        self.db.close();
+    }
+}
+
+/// One readwrite transaction over both stores: what [`Storage::apply`] runs a batch in, and what
+/// a rekey reads and commits through (see [`Storage::transaction`]). While it is open IndexedDB
+/// runs no other readwrite transaction on these stores, in any tab.
+struct IdbWriteTransaction<'a> {
+    storage: &'a IdbStorage,
+    /// Owns the handlers `outcome` listens with: kept until the outcome is known (or, if the
+    /// caller drops this without committing, handed to JavaScript so a late event finds them).
+    tx: Option<Transaction>,
+    outcome: Option<Outcome>,
+    r: Reader,
+}
+
+impl IdbStorage {
+    fn begin(&self) -> StorageResult<IdbWriteTransaction<'_>> {
+        let mut tx = self.open_transaction(TransactionMode::ReadWrite)?;
         let outcome = Outcome::watch(&mut tx);
         let (records, meta) = Self::stores(&tx)?;
-        let mut writer = Batch {
+        Ok(IdbWriteTransaction {
+            storage: self,
+            tx: Some(tx),
+            outcome: Some(outcome),
             r: Reader { records, meta },
+        })
+    }
+}
+
+impl Drop for IdbWriteTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(mut tx) = self.tx.take() {
+            // Not committed through us: IndexedDB still ends it (committing whatever was
+            // written, which is nothing, as writes only happen in `commit`), and the handlers
+            // must outlive that event.
+            tx.forget_callbacks();
+        }
+    }
+}
+
+impl IdbWriteTransaction<'_> {
+    async fn commit_batch(mut self, batch: Vec<WriteOp>) -> StorageResult<()> {
+        let outcome = self.outcome.take().ok_or(StorageError::Closed)?;
+        let mut writer = Batch {
+            r: self.r.clone(),
             rows: HashMap::new(),
             links: HashMap::new(),
             checks: Vec::new(),
@@ -783,10 +868,7 @@ impl Storage for IdbStorage {
             Err(e) => Err(e),
         };
         let failure = match checked {
-            Ok(()) => match outcome.settled().await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            },
+            Ok(()) => outcome.settled().await.err(),
             Err(e) => {
                 // Nothing of the batch may remain: abort (a failed request may already have),
                 // and wait for the abort to finish, so the transaction's handlers outlive it.
@@ -794,22 +876,49 @@ impl Storage for IdbStorage {
                 let cause = outcome.settled().await.err();
                 // A read that failed because a write issued before it had already aborted the
                 // transaction says only "AbortError"; the request that failed names the cause.
-                match (e, cause) {
+                Some(match (e, cause) {
                     (StorageError::Backend { .. }, Some(cause)) => cause,
                     (e, _) => e,
-                }
+                })
             }
         };
-        drop(tx);
-        Err(self.diagnose(failure, &writer.inserted).await)
-    }
-
-    async fn close(&self) {
-        if self.state.get() == Connection::Open {
-            self.state.set(Connection::ClosedByUs);
+        // The transaction has ended: its handlers may go.
+        drop(self.tx.take());
+        match failure {
+            None => Ok(()),
+            Some(e) => Err(self.storage.diagnose(e, &writer.inserted).await),
         }
-        // Waits for running transactions, then closes (IDBDatabase.close()).
-        self.db.close();
+    }
+}
+
+#[async_trait(?Send)]
+impl WriteTransaction for IdbWriteTransaction<'_> {
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.r.records_by(ids, Lookup::Id).await
+    }
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.r.scan(after_id, limit).await
+    }
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        self.r.meta_get(key).await
+    }
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
+        self.r.objects_holding(object_type, key, value).await
+    }
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        self.r.meta_count(object_type).await
+    }
+    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()> {
+        (*self).commit_batch(batch).await
     }
 }
 

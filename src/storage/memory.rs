@@ -21,8 +21,8 @@
 //! newest first, when any op of the batch fails.
 
 use super::{
-    MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp, is_unique_meta, link_key,
-    object_type,
+    MetaKey, MetaRow, Optimistic, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
+    is_unique_meta, link_key, object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::Record;
@@ -610,6 +610,12 @@ impl Storage for GlueMemoryStorage {
             }
             Ok(())
         })
+    }
+
+    /// Every call here is synchronous: between a plan's reads and its commit nothing else runs
+    /// unless the caller yields, so the optimistic transaction is as good as a held one.
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+        Ok(Box::new(Optimistic(self)))
     }
 
     async fn close(&self) {

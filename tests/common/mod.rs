@@ -8,7 +8,9 @@ use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
-use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp};
+use vaultstore_wasm::storage::{
+    MetaKey, MetaRow, Optimistic, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
+};
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -143,6 +145,10 @@ impl<S: Storage> Storage for ProbedStorage<S> {
             });
         }
         self.inner.apply(batch).await
+    }
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+        // Through `apply`, so the probe sees (and can fail) the commit.
+        Ok(Box::new(Optimistic(self)))
     }
     async fn close(&self) {
         self.inner.close().await

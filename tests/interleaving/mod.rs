@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{NoYield, Platform, RustKdf, SystemClock};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
-use vaultstore_wasm::storage::{MetaKey, MetaRow, Storage, StorageResult, WriteOp};
+use vaultstore_wasm::storage::{
+    MetaKey, MetaRow, Storage, StorageResult, WriteOp, WriteTransaction,
+};
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RecordQuery, RekeyOptions, Secret, Vault, VaultError, VaultOptions,
 };
@@ -123,6 +125,11 @@ impl<S: Storage> Storage for Gated<S> {
             let _ = go.await;
         }
         self.inner.apply(batch).await
+    }
+    /// The backend's own transaction, past the gate: a held transaction is exactly what nothing
+    /// can interleave with.
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+        self.inner.transaction().await
     }
     async fn close(&self) {
         self.inner.close().await
