@@ -245,7 +245,9 @@ impl Vault {
                     delay,
                     Box::new(move || {
                         if let Some(keys) = keys.upgrade() {
-                            keys.sweep(now());
+                            // Timers may fire a little early by the wall clock: everything due
+                            // by the time this one was set for is expired.
+                            keys.sweep(now().max(expires_at));
                         }
                     }),
                 );

@@ -33,6 +33,21 @@ pub(crate) fn install_panic_hook() {
     });
 }
 
+/// How much of the stack below an operation's frame [`scrub_stack`] overwrites: more than the
+/// deepest the vault's crypto goes.
+const SCRUBBED_STACK: usize = 32 * 1024;
+
+/// Overwrite the stack below the caller with zeros. Key and password bytes are wiped where they
+/// are dropped (`zeroize`), but the moves of hash and cipher states leave stale copies in stack
+/// frames, and in WebAssembly the stack is part of the linear memory a dump shows. Called when an
+/// operation completes and on `lock()`; one `memory.fill`, about a microsecond.
+#[inline(never)]
+pub(crate) fn scrub_stack() {
+    let mut stack = [0u8; SCRUBBED_STACK];
+    // The zeros must really be written: `black_box` may read them.
+    std::hint::black_box(&mut stack);
+}
+
 /// The message of the panic that stopped this instance, if one did.
 #[wasm_bindgen(js_name = lastPanic)]
 pub fn last_panic() -> Option<String> {

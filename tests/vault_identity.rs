@@ -803,3 +803,87 @@ fn rekey_with_identities_off_also_moves_the_secrets_identity() {
         assert_eq!(state(&w).await, before);
     });
 }
+
+/// Issue 7: with identities on, a rekey must not leave the old password's records that predate
+/// identities behind, and a vault that never had any must not pay for looking.
+#[test]
+fn rekey_moves_records_from_before_identities_and_skips_the_scan_when_there_are_none() {
+    run(async {
+        let legacy = vault().await;
+        let old_unlinked = create_many(&legacy, PASSWORD, 3).await;
+        let bystander = create_many(&legacy, OTHER, 1).await;
+        let (v, _, probe) = probed_vault(VaultOptions {
+            password_identity: true,
+            snapshot: Some(legacy.export_snapshot().await.unwrap()),
+            min_kdf_iterations: Some(1_000),
+            ..options()
+        })
+        .await;
+        let linked = create_many(&v, PASSWORD, 2).await;
+        assert_eq!(
+            links(&state(&v).await).len(),
+            2,
+            "only the new records are linked"
+        );
+        // One atomic write moves the linked and the unlinked records of the old password.
+        assert_eq!(
+            v.bulk_rekey(
+                &pw(PASSWORD),
+                &pw("a new password"),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            5
+        );
+        for t in old_unlinked.iter().chain(&linked) {
+            assert!(v.token_read(t, &pw("a new password")).await.is_ok(), "{t}");
+            assert_eq!(
+                code(
+                    v.token_read(t, &pw(PASSWORD)).await,
+                    ErrorCode::InvalidPassword
+                )
+                .tokens(),
+                Some(&[t.clone()][..])
+            );
+        }
+        assert_eq!(
+            v.token_read(&bystander[0], &pw(OTHER)).await.unwrap(),
+            format!("{OTHER} #0")
+        );
+        // The bystander is still unlinked, so the next rekey scans again.
+        let scans = |probe: &Probe| probe.reads.load(Ordering::SeqCst);
+        let before = scans(&probe);
+        v.bulk_rekey(
+            &pw("a new password"),
+            &pw("a newer password"),
+            &RekeyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let scanned = scans(&probe) - before;
+        // Once every record is linked, a rekey is a handful of reads whatever the record count.
+        v.migrate_record_links(&pw(OTHER)).await.unwrap();
+        create_many(&v, "a newer password", 300).await;
+        let before = scans(&probe);
+        assert_eq!(
+            v.bulk_rekey(
+                &pw("a newer password"),
+                &pw("the newest password"),
+                &RekeyOptions::default()
+            )
+            .await
+            .unwrap(),
+            305
+        );
+        let reads = scans(&probe) - before;
+        assert!(
+            reads < scanned,
+            "a re-wrap of an all-linked vault reads less ({reads}) than one that scans ({scanned})"
+        );
+        assert_eq!(
+            reads, 5,
+            "epoch, two identities, the links, the vault state"
+        );
+    });
+}

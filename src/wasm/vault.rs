@@ -246,6 +246,7 @@ impl JsVault {
     pub fn lock(&self) {
         let started = now_ms();
         self.vault.lock();
+        super::scrub_stack();
         self.events.emit("lock", started, 0, "OK");
     }
 
@@ -983,7 +984,9 @@ impl JsVault {
             Ok(args) => {
                 let operation = f(self.vault.clone(), args);
                 future_to_promise(async move {
-                    match operation.await {
+                    let result = operation.await;
+                    super::scrub_stack();
+                    match result {
                         Ok(result) => {
                             events.emit(op, started, records(&result), "OK");
                             Ok(into_js(result))

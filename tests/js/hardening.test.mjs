@@ -214,3 +214,19 @@ test("after lock() no master key, data key, raw key or password is left in wasm 
   // Locked, not closed: the next call derives again.
   assert.equal(await v.tokenRead(tokens[1], password), "two");
 });
+
+test("an expired key is wiped by a timer, without waiting for the next call", async () => {
+  const password = "ttl scan: Battery Staple 5521";
+  const v = await open({ keyCacheTtlMs: 50 });
+  const t = await v.tokenCreate("v", password);
+  const snapshot = JSON.parse(new TextDecoder().decode(await v.exportSnapshot()));
+  const kdf = JSON.parse(snapshot.meta.find((m) => m.key === "kdf").value);
+  const base = await subtle.importKey("raw", utf8.encode(password), "PBKDF2", false, ["deriveBits"]);
+  const salt = new Uint8Array(Buffer.from(kdf.salt, "base64url"));
+  const mk = new Uint8Array(await subtle.deriveBits({ name: "PBKDF2", hash: "SHA-256", salt, iterations: kdf.iterations }, base, 256));
+  const memory = await wasmMemory();
+  assert.notEqual(indexOf(new Uint8Array(memory.buffer), mk), -1, "cached right after use");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(indexOf(new Uint8Array(memory.buffer), mk), -1, "gone once its time is up");
+  assert.equal(await v.tokenRead(t, password), "v");
+});
