@@ -43,7 +43,7 @@ export class Vault {
     if (backend !== "memory" && backend !== "indexeddb") {
       throw new VaultError("INVALID_ARGUMENT", `backend must be "indexeddb" or "memory", got ${JSON.stringify(backend)}`);
     }
-    const engine = await call(rt.primary, () => rt.engineFor(backend));
+    const engine = await rt.engineFor(backend);
     const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...(given as VaultOptions), backend } : given;
     const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
     return new Vault(engine, inner);
