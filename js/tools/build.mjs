@@ -60,8 +60,10 @@ if (tsOnly) {
   buildWasm(builds[0]);
   if (process.send) {
     // What a browser page needs, transpiled without type-checking (that needs the full engine's
-    // types); tsc replaces these files below.
-    run(bin("esbuild"), [...readdirSync(join(root, "js")).filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts")).map((f) => join(root, "js", f)),
+    // types); tsc replaces these files below. Not types.ts: it has no code, and a dist/types.js
+    // would shadow it when tsc resolves the glue's `import type … from "../types.js"`.
+    const sources = readdirSync(join(root, "js")).filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts") && f !== "types.ts");
+    run(bin("esbuild"), [...sources.map((f) => join(root, "js", f)),
       "--format=esm", "--target=es2022", `--outdir=${dist}`, "--log-level=warning"]);
     process.send({ browserReady: true });
   }
