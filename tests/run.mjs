@@ -42,7 +42,7 @@ run("node", ["tests/js/run-packed.mjs"]);
 const packed = join(root, ".test-tmp", "packed");
 const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz")));
 run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs"], { env: { ...process.env, TARBALL: tarball } });
-run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
+run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/demo.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
 });
 
