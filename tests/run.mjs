@@ -38,6 +38,7 @@ run(
 // 4. The package; 5. the JS suite against the packed tarball; 6. the bundler matrix; 7. end to
 //    end in Chromium.
 run("node", ["js/tools/build.mjs"]);
+run("node", ["js/tools/docs.mjs", "--check"]); // js/REFERENCE.md is what the doc comments generate
 run("node", ["tests/js/run-packed.mjs"]);
 const packed = join(root, ".test-tmp", "packed");
 const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz")));
