@@ -17,7 +17,7 @@ const { checkQuery } = await import(pathToFileURL(join(dist, "query-check.js")).
 const engine = await import(pathToFileURL(join(dist, "wasm", "vaultstore_full.js")).href);
 engine.initSync({ module: readFileSync(join(dist, "wasm", "vaultstore_full_bg.wasm")) });
 
-export const GOOD = [
+const GOOD = [
   undefined, null, {}, { limit: 0 }, { limit: 10, offset: 5 }, { limit: -0 }, { limit: 9007199254740991 },
   { orderBy: "token", sortOrder: "asc" }, { orderBy: "expires_at" }, { sortOrder: "desc" },
   { id: "x" }, { idIn: [] }, { idIn: ["a", "b"] }, { token: "tk_x" }, { tokenIn: ["a"] },
@@ -26,7 +26,7 @@ export const GOOD = [
   { countOnly: true }, { countOnly: true, limit: 0, offset: 0 }, { countOnly: false, limit: 3, offset: 1 },
 ];
 
-export const BAD = [
+const BAD = [
   5, "created_at", true, [], ["limit"], () => ({}),
   { limit: -1 }, { offset: -5 }, { limit: 1.5 }, { limit: "5" }, { limit: Number.NaN }, { limit: Infinity },
   { offset: -Infinity }, { limit: 1e21 }, { limit: 2 ** 53 }, { offset: 1e-7 }, { limit: 123.456 }, { limit: true },
