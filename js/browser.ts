@@ -1,32 +1,26 @@
-// Browsers and bundlers. The IndexedDB-only engine (small) is fetched next to this module and
-// instantiated before the module finishes loading; the GlueSQL engine (about 1.2 MB gzipped more)
-// is fetched only on the first `backend: "memory"` open, so an app that only uses IndexedDB never
-// downloads it. Bundlers follow the `new URL(..., import.meta.url)` in each glue file.
-import init, * as core from "./wasm/vaultstore_idb.js";
-import { setRuntime } from "./runtime.js";
-import type { EngineModule } from "./runtime.js";
+// Browsers and bundlers. Nothing is fetched at import: the IndexedDB engine (small) is fetched and
+// instantiated by the first IndexedDB `Vault.open`, the GlueSQL engine (about 1.2 MB gzipped more)
+// by the first `backend: "memory"` open, so an app that only uses IndexedDB never downloads it.
+// There is no top-level await (Vite's default es2020 target refuses it). Bundlers follow the
+// `new URL("…_bg.wasm", import.meta.url)` in each glue file and emit the WebAssembly next to the
+// JavaScript.
+import initIndexedDbEngine, * as indexedDbEngine from "./wasm/vaultstore_idb.js";
+import { lazyEngine, setRuntime } from "./runtime.js";
 
-await init();
+const indexedDb = lazyEngine(async () => {
+  await initIndexedDbEngine();
+  return indexedDbEngine;
+});
 
-let full: Promise<EngineModule> | undefined;
-
-function loadFull(): Promise<EngineModule> {
-  full ??= import("./wasm/vaultstore_full.js").then(
-    async (engine) => {
-      await engine.default();
-      return engine;
-    },
-    (error: unknown) => {
-      full = undefined; // a failed download (offline) is retried on the next memory open
-      throw error;
-    },
-  );
-  return full;
-}
+const full = lazyEngine(async () => {
+  const engine = await import("./wasm/vaultstore_full.js");
+  await engine.default();
+  return engine;
+});
 
 setRuntime({
-  primary: core,
-  engineFor: (backend) => (backend === "memory" ? loadFull() : Promise.resolve(core)),
+  readyEngine: () => indexedDb.ready() ?? full.ready(),
+  engineFor: (backend) => (backend === "memory" ? full.load() : indexedDb.load()),
 });
 
 export * from "./index.js";

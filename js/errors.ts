@@ -16,14 +16,31 @@ export type ErrorCode =
 /** Why a token did not resolve to a value (`RECORD_NOT_FOUND`). */
 export type NotFoundReason = "missing" | "soft_deleted" | "expired";
 
+/** The details a {@link VaultError} can carry besides its code and message. */
 export interface VaultErrorOptions {
+  /** For `RECORD_NOT_FOUND`: why. */
   reason?: NotFoundReason;
+  /** For batch reads: every token the error is about. */
   tokens?: string[];
+  /** The underlying failure (for `STORAGE`, the browser's error name and message). */
   cause?: unknown;
 }
 
-/** The one error type of the package: every rejection is a `VaultError`. */
+/**
+ * The one error type of the package: every rejection is a `VaultError`, with a stable `code`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await vault.tokenRead(token, password);
+ * } catch (error) {
+ *   if (error instanceof VaultError && error.code === "RECORD_NOT_FOUND") console.log(error.reason); // "expired", …
+ *   else throw error;
+ * }
+ * ```
+ */
 export class VaultError extends Error {
+  /** Always `"VaultError"`. */
   override readonly name = "VaultError" as const;
   /** A stable code; see {@link ErrorCode}. */
   readonly code: ErrorCode;
@@ -32,6 +49,7 @@ export class VaultError extends Error {
   /** For batch reads: every token the error is about. */
   readonly tokens?: string[];
 
+  /** Errors come from the vault; constructing one yourself is for tests and adapters. */
   constructor(code: ErrorCode, message: string, options: VaultErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;

@@ -1,6 +1,4 @@
 // What every entry point exports (API.md).
-import { callSync, runtime } from "./runtime.js";
-
 export { Vault } from "./vault.js";
 export { RecordQuery } from "./query.js";
 export { VaultError, isVaultError } from "./errors.js";
@@ -21,14 +19,27 @@ export type {
   VaultRecord,
 } from "./types.js";
 
-/** Starts with `"tk_"`. Non-strings are `false`. */
+// Token shape (API.md "Details that tests rely on"), also in src/token.rs; no engine needed, so
+// these work before any `await`. tests/js/query-check.test.mjs holds both to the same answers.
+const TOKEN_PREFIX = "tk_";
+const MIN_TOKEN_LENGTH = 15;
+const MAX_TOKEN_LENGTH = 40;
+
+/**
+ * Whether `value` looks like a generated token: a string that starts with `"tk_"`. Non-strings are
+ * `false`.
+ *
+ * @example
+ * ```ts
+ * isToken("tk_7f3k9q2m4x8c1v5b6n0z"); // true
+ * isToken(42); // false
+ * ```
+ */
 export function isToken(value: unknown): value is string {
-  const engine = runtime().primary;
-  return callSync(engine, () => engine.isToken(value));
+  return typeof value === "string" && value.startsWith(TOKEN_PREFIX);
 }
 
-/** `isToken(value)` and a total length (JavaScript `length`) of 15..=40. */
+/** `isToken(value)` and a total length (JavaScript `length`, prefix included) of 15..=40. */
 export function isTokenValidLength(value: unknown): value is string {
-  const engine = runtime().primary;
-  return callSync(engine, () => engine.isTokenValidLength(value));
+  return isToken(value) && value.length >= MIN_TOKEN_LENGTH && value.length <= MAX_TOKEN_LENGTH;
 }

@@ -1,44 +1,90 @@
+import { VaultError } from "./errors.js";
+import { QUERY_FIELDS, checkQuery, typeName } from "./query-check.js";
 import { callSync, runtime } from "./runtime.js";
-import type { EngineModule } from "./runtime.js";
-import type * as Engine from "./wasm/vaultstore_full.js";
 import type { OrderBy, QueryInit, SortOrder } from "./types.js";
 
-type EngineQuery = Engine.RecordQuery;
-
 /**
- * A record query. Setters return `this`; nothing is checked until `validate()` or the call that
- * takes the query, which throw `VaultError` `INVALID_ARGUMENT`.
+ * A record query for {@link Vault.recordList} and {@link Vault.recordCount}. Setters return
+ * `this`; nothing is checked until `validate()` or the call that takes the query, which throw
+ * `VaultError` `INVALID_ARGUMENT`. Building one needs no engine, so it works before any `await`.
+ *
+ * @example
+ * ```ts
+ * const page = await vault.recordList(
+ *   new RecordQuery().setOrderBy("updated_at").setSortOrder("desc").setLimit(20).setOffset(40),
+ * );
+ * ```
  */
 export class RecordQuery {
-  readonly #engine: EngineModule;
-  readonly #inner: EngineQuery;
+  // The query as given, unchecked (wrong types included, so validation can name them).
+  readonly #init: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
 
+  /** A query from a plain object (or none: every live record, newest first). */
   constructor(init?: QueryInit) {
-    this.#engine = runtime().primary;
-    this.#inner = callSync(this.#engine, () => new this.#engine.RecordQuery(init));
+    const given: unknown = init;
+    if (given === undefined || given === null) return;
+    if (typeof given !== "object" && typeof given !== "function") {
+      throw new VaultError("INVALID_ARGUMENT", `invalid argument: a RecordQuery is built from a plain object, got ${typeName(given)}`);
+    }
+    Object.assign(this.#init, given);
   }
 
-  setId(id: string): this { this.#inner.setId(id); return this; }
-  setIdIn(ids: string[]): this { this.#inner.setIdIn(ids); return this; }
-  setToken(token: string): this { this.#inner.setToken(token); return this; }
-  setTokenIn(tokens: string[]): this { this.#inner.setTokenIn(tokens); return this; }
-  /** 0 means no limit. */
-  setLimit(n: number): this { this.#inner.setLimit(n); return this; }
-  setOffset(n: number): this { this.#inner.setOffset(n); return this; }
-  setOrderBy(column: OrderBy): this { this.#inner.setOrderBy(column); return this; }
-  setSortOrder(order: SortOrder): this { this.#inner.setSortOrder(order); return this; }
-  setSoftDeletedInclude(include: boolean): this { this.#inner.setSoftDeletedInclude(include); return this; }
-  setSoftDeletedOnly(only: boolean): this { this.#inner.setSoftDeletedOnly(only); return this; }
-  setExpiredOnly(only: boolean): this { this.#inner.setExpiredOnly(only); return this; }
-  setCountOnly(only: boolean): this { this.#inner.setCountOnly(only); return this; }
+  /** Only the record with this id. */
+  setId(id: string): this { this.#init.id = id; return this; }
+  /** Only records whose id is in `ids` (an empty list matches nothing). */
+  setIdIn(ids: string[]): this { this.#init.idIn = ids; return this; }
+  /** Only the record with this token. */
+  setToken(token: string): this { this.#init.token = token; return this; }
+  /** Only records whose token is in `tokens` (an empty list matches nothing). */
+  setTokenIn(tokens: string[]): this { this.#init.tokenIn = tokens; return this; }
+  /** At most `n` records; 0 means no limit. */
+  setLimit(n: number): this { this.#init.limit = n; return this; }
+  /** Skip the first `n` matching records. */
+  setOffset(n: number): this { this.#init.offset = n; return this; }
+  /** The column to sort by; default `created_at`. Ties break on `id`. */
+  setOrderBy(column: OrderBy): this { this.#init.orderBy = column; return this; }
+  /** Default `"desc"`. */
+  setSortOrder(order: SortOrder): this { this.#init.sortOrder = order; return this; }
+  /** Also list soft-deleted records. */
+  setSoftDeletedInclude(include: boolean): this { this.#init.softDeletedInclude = include; return this; }
+  /** List only soft-deleted records. */
+  setSoftDeletedOnly(only: boolean): this { this.#init.softDeletedOnly = only; return this; }
+  /** List only expired records (not yet purged). */
+  setExpiredOnly(only: boolean): this { this.#init.expiredOnly = only; return this; }
+  /** Mark the query as a count (no limit or offset allowed). */
+  setCountOnly(only: boolean): this { this.#init.countOnly = only; return this; }
 
   /** Throws `VaultError` (`INVALID_ARGUMENT`) naming what is wrong. */
   validate(): void {
-    callSync(this.#engine, () => this.#inner.validate());
+    const query = this.toJSON();
+    const engine = runtime().readyEngine();
+    if (engine === undefined) {
+      // A browser before its first open: the same rules, mirrored (see query-check.ts).
+      checkQuery(query);
+      return;
+    }
+    callSync(engine, () => {
+      const checked = new engine.RecordQuery(query);
+      try {
+        checked.validate();
+      } finally {
+        checked.free();
+      }
+    });
   }
 
-  /** The query as a plain object. */
+  /** The query as a plain `QueryInit` object (what the Vault methods hand to the engine). */
   toJSON(): QueryInit {
-    return this.#inner.toJSON() as QueryInit;
+    const copy: Record<string, unknown> = {};
+    for (const key of QUERY_FIELDS) {
+      if (this.#init[key] !== undefined) copy[key] = this.#init[key];
+    }
+    // Keys that are not query fields stay, so validation can name them.
+    for (const key of Object.keys(this.#init)) {
+      if (!(QUERY_FIELDS as readonly string[]).includes(key)) {
+        Object.defineProperty(copy, key, { value: this.#init[key], enumerable: true, writable: true, configurable: true });
+      }
+    }
+    return copy as QueryInit;
   }
 }

@@ -1,23 +1,70 @@
 // How an entry point (Node, browser, workerd) provides the wasm engine. Each entry registers one
-// runtime before any other code runs; the rest of the package only talks to it.
+// runtime when it is imported; the rest of the package only talks to it. No entry waits for an
+// engine at import (no top-level await, which bundlers targeting es2020 refuse): an engine starts
+// on the first call that needs it.
 import { VaultError, adoptError } from "./errors.js";
 import type * as Engine from "./wasm/vaultstore_full.js";
 import type { Backend } from "./types.js";
 
 /** What every wasm build exports (see src/wasm.rs). */
-export type EngineModule = Pick<typeof Engine, "Vault" | "RecordQuery" | "isToken" | "isTokenValidLength" | "lastPanic">;
+export type EngineModule = Pick<typeof Engine, "Vault" | "RecordQuery" | "lastPanic">;
 export type EngineVault = Engine.Vault;
 
 export interface Runtime {
-  /** Loaded at import: tokens helpers, RecordQuery. */
-  primary: EngineModule;
-  /** The engine that hosts `backend` (loaded on first use where it is a separate download). */
+  /**
+   * An engine that runs now or can start synchronously (Node, workerd), for synchronous callers;
+   * `undefined` in a browser until a `Vault.open` has loaded one.
+   */
+  readyEngine(): EngineModule | undefined;
+  /** The engine that hosts `backend`, started on first use. Rejects only with `VaultError`. */
   engineFor(backend: Backend): Promise<EngineModule>;
 }
 
-/** A runtime whose one engine hosts every backend (Node, workerd). */
-export function singleEngine(engine: EngineModule): Runtime {
-  return { primary: engine, engineFor: async () => engine };
+function engineLoadError(error: unknown): VaultError {
+  const adopted = adoptError(error);
+  if (adopted !== undefined) return adopted;
+  const message = error instanceof Error ? error.message : String(error);
+  return new VaultError(
+    "STORAGE",
+    `could not load the vaultstore-wasm engine (${message}); check that the package's .wasm files are served next to its JavaScript (as application/wasm) and try again`,
+    { cause: error },
+  );
+}
+
+/** A runtime whose one engine hosts every backend and starts synchronously (Node, workerd). */
+export function singleEngine(start: () => EngineModule): Runtime {
+  let engine: EngineModule | undefined;
+  const get = (): EngineModule => {
+    try {
+      return (engine ??= start());
+    } catch (error) {
+      throw engineLoadError(error);
+    }
+  };
+  return { readyEngine: get, engineFor: async () => get() };
+}
+
+/** An engine fetched on first use (browsers). A failed download (offline) is retried next time. */
+export interface LazyEngine {
+  /** The engine if it has loaded. */
+  ready(): EngineModule | undefined;
+  load(): Promise<EngineModule>;
+}
+
+export function lazyEngine(fetchEngine: () => Promise<EngineModule>): LazyEngine {
+  let loaded: EngineModule | undefined;
+  let loading: Promise<EngineModule> | undefined;
+  return {
+    ready: () => loaded,
+    load: () =>
+      (loading ??= fetchEngine().then(
+        (engine) => (loaded = engine),
+        (error: unknown) => {
+          loading = undefined;
+          throw engineLoadError(error);
+        },
+      )),
+  };
 }
 
 let current: Runtime | undefined;

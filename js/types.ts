@@ -6,13 +6,18 @@ export type Secret = string | Uint8Array;
 /** Milliseconds since the epoch, a `Date`, or `null` for "never". */
 export type Time = Date | number | null;
 
+/** Where a vault lives: `"indexeddb"` (browsers) or `"memory"` (anywhere; persist with snapshots). */
 export type Backend = "indexeddb" | "memory";
 
+/** What a password that encrypts must look like (never checked on reads). */
 export interface PasswordPolicy {
   /** Minimum length in characters. Default 12. */
   minLength?: number;
+  /** At least one lowercase letter. Default false. */
   requireLowercase?: boolean;
+  /** At least one uppercase letter. Default false. */
   requireUppercase?: boolean;
+  /** At least one digit. Default false. */
   requireNumbers?: boolean;
   /** Any character that is not a letter, a digit or whitespace. */
   requireSymbols?: boolean;
@@ -20,6 +25,7 @@ export interface PasswordPolicy {
   allowEmpty?: boolean;
 }
 
+/** Options of {@link Vault.open}; unknown keys are `INVALID_ARGUMENT`. */
 export interface VaultOptions {
   /** Default: `"indexeddb"` where `globalThis.indexedDB` exists, else `"memory"`. */
   backend?: Backend;
@@ -29,6 +35,7 @@ export interface VaultOptions {
   passwordIdentity?: boolean;
   /** PBKDF2 iterations for a new vault: 1,000 ..= 10,000,000, default 600,000. */
   kdfIterations?: number;
+  /** Rules for passwords that encrypt; default: at least 12 characters. */
   passwordPolicy?: PasswordPolicy;
   /** How long derived keys stay in memory; 0 = never cache. Default 900,000 (15 min). */
   keyCacheTtlMs?: number;
@@ -44,16 +51,21 @@ export interface VaultOptions {
   snapshot?: Uint8Array | string;
 }
 
+/** Options of {@link Vault.tokenCreate}, {@link Vault.tokensCreate} and {@link Vault.tokenUpsert}. */
 export interface CreateOptions {
   /** Total token length including `"tk_"`: 15..=40, default 32. */
   length?: number;
+  /** When the token stops resolving (reads say `expired`); `null` or absent: never. */
   expiresAt?: Time;
 }
 
+/** Options of {@link Vault.tokenCreateCustom}. */
 export interface CustomCreateOptions {
+  /** When the token stops resolving; `null` or absent: never. */
   expiresAt?: Time;
 }
 
+/** Options of {@link Vault.bulkRekey}. */
 export interface RekeyOptions {
   /** Re-encrypt every record under a fresh data key (identities on). */
   rotate?: boolean;
@@ -76,29 +88,51 @@ export interface VaultEvent {
 
 /** Record metadata; `value` is the encrypted envelope, never plaintext. */
 export interface VaultRecord {
+  /** The record's own id (random, stable). */
   id: string;
+  /** The token the value is read with. */
   token: string;
+  /** The `vs1:` envelope: the value, encrypted. */
   value: string;
+  /** When the record was created. */
   createdAt: Date;
+  /** When its value or expiry last changed. */
   updatedAt: Date;
+  /** When it expires; `null`: never. */
   expiresAt: Date | null;
+  /** When it was soft-deleted; `null`: it is live. */
   softDeletedAt: Date | null;
 }
 
+/** A column a query can sort by. */
 export type OrderBy = "created_at" | "updated_at" | "expires_at" | "token" | "id";
+/** A query's direction; default `"desc"`. */
 export type SortOrder = "asc" | "desc";
 
+/** A query as a plain object: the fields of {@link RecordQuery}'s setters, all optional. */
 export type QueryInit = Partial<{
+  /** Only the record with this id. */
   id: string;
+  /** Only records whose id is listed (an empty list matches nothing). */
   idIn: string[];
+  /** Only the record with this token. */
   token: string;
+  /** Only records whose token is listed (an empty list matches nothing). */
   tokenIn: string[];
+  /** At most this many records; 0 (the default) means no limit. */
   limit: number;
+  /** Skip this many matching records first. */
   offset: number;
+  /** Sort column; default `created_at`, ties broken on `id`. */
   orderBy: OrderBy;
+  /** Default `"desc"`. */
   sortOrder: SortOrder;
+  /** Also list soft-deleted records. */
   softDeletedInclude: boolean;
+  /** List only soft-deleted records. */
   softDeletedOnly: boolean;
+  /** List only expired records (not yet purged). */
   expiredOnly: boolean;
+  /** A count query: no limit or offset allowed. */
   countOnly: boolean;
 }>;

@@ -39,6 +39,13 @@ function plainQuery(query: RecordQuery | QueryInit | undefined): QueryInit | und
 /**
  * An encrypted token vault. Open one with {@link Vault.open}; every method returns a promise that
  * rejects with a {@link VaultError}.
+ *
+ * @example
+ * ```ts
+ * const vault = await Vault.open({ name: "my-app" }); // IndexedDB in a browser, memory in Node
+ * const token = await vault.tokenCreate("4111 1111 1111 1111", password);
+ * const card = await vault.tokenRead(token, password);
+ * ```
  */
 export class Vault {
   readonly #engine: EngineModule;
@@ -53,7 +60,15 @@ export class Vault {
     return call(this.#engine, () => run(this.#inner));
   }
 
-  /** Open (or create) a vault. */
+  /**
+   * Open (or create) a vault: IndexedDB database `name` where `indexedDB` exists, else memory.
+   *
+   * @example
+   * ```ts
+   * const vault = await Vault.open({ name: "my-app", passwordIdentity: true });
+   * const copy = await Vault.open({ backend: "memory", snapshot: await vault.exportSnapshot() });
+   * ```
+   */
   static async open(options?: VaultOptions): Promise<Vault> {
     const rt = runtime();
     const given = plainOptions(options);
@@ -64,7 +79,7 @@ export class Vault {
       // The value is not repeated: whatever a caller puts in the wrong place may be a secret.
       throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb" or "memory"');
     }
-    const engine = await call(rt.primary, () => rt.engineFor(backend));
+    const engine = await rt.engineFor(backend);
     const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...given, backend } : given;
     const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
     return new Vault(engine, inner);
@@ -87,6 +102,15 @@ export class Vault {
 
   // ---- tokens ----
 
+  /**
+   * Seal `value` under `password` and return its new random token (`"tk_…"`, 32 characters unless
+   * `length` says otherwise).
+   *
+   * @example
+   * ```ts
+   * const token = await vault.tokenCreate("4111 1111 1111 1111", password, { expiresAt: Date.now() + 86_400_000 });
+   * ```
+   */
   tokenCreate(value: string, password: Secret, options?: CreateOptions): Promise<string> {
     return this.#call((v) => v.tokenCreate(value, password, options));
   }
@@ -96,10 +120,12 @@ export class Vault {
     return this.#call((v) => v.tokensCreate(values, password, options));
   }
 
+  /** Seal `value` under a token you choose; `TOKEN_EXISTS` if it is taken (soft-deleted included). */
   tokenCreateCustom(token: string, value: string, password: Secret, options?: CustomCreateOptions): Promise<void> {
     return this.#call((v) => v.tokenCreateCustom(token, value, password, options));
   }
 
+  /** The value of `token`; `RECORD_NOT_FOUND` (with `reason`) when missing, soft-deleted or expired. */
   tokenRead(token: string, password: Secret): Promise<string> {
     return this.#call((v) => v.tokenRead(token, password));
   }
@@ -109,6 +135,14 @@ export class Vault {
     return this.#call((v) => v.tokensRead(tokens, password));
   }
 
+  /**
+   * Read the tokens of an object's values; the result has the same keys with the values in clear.
+   *
+   * @example
+   * ```ts
+   * const { card, email } = await vault.tokensReadToResolvedMap({ card: cardToken, email: emailToken }, password);
+   * ```
+   */
   tokensReadToResolvedMap(keyToToken: Record<string, string>, password: Secret): Promise<Record<string, string>> {
     return this.#call((v) => v.tokensReadToResolvedMap(keyToToken, password));
   }
@@ -133,6 +167,7 @@ export class Vault {
     return this.#call((v) => v.tokenRenew(token, expiresAt));
   }
 
+  /** Hide `token` from reads and listings until {@link Vault.tokenRestore}. */
   tokenSoftDelete(token: string): Promise<void> {
     return this.#call((v) => v.tokenSoftDelete(token));
   }
@@ -147,6 +182,7 @@ export class Vault {
     return this.#call((v) => v.tokenDelete(token));
   }
 
+  /** Soft-delete every expired record; returns how many. */
   tokensExpiredSoftDelete(): Promise<number> {
     return this.#call((v) => v.tokensExpiredSoftDelete());
   }
@@ -158,6 +194,15 @@ export class Vault {
 
   // ---- records ----
 
+  /**
+   * Records' metadata (never a value in clear), filtered, sorted and paged by `query`.
+   *
+   * @example
+   * ```ts
+   * const newest = await vault.recordList({ orderBy: "created_at", limit: 20 });
+   * const trash = await vault.recordList(new RecordQuery().setSoftDeletedOnly(true));
+   * ```
+   */
   recordList(query?: RecordQuery | QueryInit): Promise<VaultRecord[]> {
     return this.#call((v) => v.recordList(plainQuery(query)));
   }
@@ -177,18 +222,22 @@ export class Vault {
     return this.#call((v) => v.recordFindByToken(token));
   }
 
+  /** Delete the record with this id, permanently; a missing one is no error. */
   recordDeleteById(id: string): Promise<void> {
     return this.#call((v) => v.recordDeleteById(id));
   }
 
+  /** Delete the record with this token, permanently; a missing one is no error. */
   recordDeleteByToken(token: string): Promise<void> {
     return this.#call((v) => v.recordDeleteByToken(token));
   }
 
+  /** Soft-delete the record with this id (`RECORD_NOT_FOUND` if there is none). */
   recordSoftDeleteById(id: string): Promise<void> {
     return this.#call((v) => v.recordSoftDeleteById(id));
   }
 
+  /** Soft-delete the record with this token (`RECORD_NOT_FOUND` if there is none). */
   recordSoftDeleteByToken(token: string): Promise<void> {
     return this.#call((v) => v.recordSoftDeleteByToken(token));
   }
@@ -198,6 +247,15 @@ export class Vault {
   /**
    * Move every record of `oldPassword` to `newPassword`, atomically. Returns how many records now
    * open with `newPassword`.
+   *
+   * @example
+   * ```ts
+   * const controller = new AbortController();
+   * const moved = await vault.bulkRekey(oldPassword, newPassword, {
+   *   onProgress: (done, total) => console.log(`${done} of ${total}`),
+   *   signal: controller.signal, // controller.abort() before the commit: ABORTED, nothing changed
+   * });
+   * ```
    */
   bulkRekey(oldPassword: Secret, newPassword: Secret, options?: RekeyOptions): Promise<number> {
     return this.#call((v) => v.bulkRekey(oldPassword, newPassword, options));
@@ -210,26 +268,32 @@ export class Vault {
 
   // ---- settings ----
 
+  /** Your own setting `key`, or `null`. Settings are stored in clear: keep secrets out of them. */
   getVaultSetting(key: string): Promise<string | null> {
     return this.#call((v) => v.getVaultSetting(key));
   }
 
+  /** Store your own setting `key` (in clear, like every setting). */
   setVaultSetting(key: string, value: string): Promise<void> {
     return this.#call((v) => v.setVaultSetting(key, value));
   }
 
+  /** Your vault's schema version: `"1"` for a new vault. */
   getVaultVersion(): Promise<string> {
     return this.#call((v) => v.getVaultVersion());
   }
 
+  /** Record your vault's schema version (for your own migrations). */
   setVaultVersion(version: string): Promise<void> {
     return this.#call((v) => v.setVaultVersion(version));
   }
 
+  /** Whether {@link Vault.markVaultMigrated} was called: `false` for a new vault. */
   isVaultMigrated(): Promise<boolean> {
     return this.#call((v) => v.isVaultMigrated());
   }
 
+  /** Remember that your migration ran. */
   markVaultMigrated(): Promise<void> {
     return this.#call((v) => v.markVaultMigrated());
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm test`: install what a fresh machine lacks, then run every test level, stopping at the
 // first failure. Each step prints what it does and how long it took.
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { ensureChromium, ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run } from "../js/tools/toolchain.mjs";
 
@@ -34,10 +35,15 @@ run(
   },
 );
 
-// 4. The package; 5. the JS suite against the packed tarball; 6. end to end in Chromium.
+// 4. The package; 5. the JS suite against the packed tarball; 6. the bundler matrix; 7. end to
+//    end in Chromium.
 run("node", ["js/tools/build.mjs"]);
+run("node", ["js/tools/docs.mjs", "--check"]); // js/REFERENCE.md is what the doc comments generate
 run("node", ["tests/js/run-packed.mjs"]);
-run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/concurrency.test.mjs"], {
+const packed = join(root, ".test-tmp", "packed");
+const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz")));
+run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs"], { env: { ...process.env, TARBALL: tarball } });
+run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/demo.test.mjs", "tests/browser/concurrency.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
 });
 

@@ -1,176 +1,623 @@
-// The demo: a vault in IndexedDB, used through the public API only.
-import { Vault, VaultError } from "vaultstore-wasm";
+// Secrets: a small password manager, and the showcase of vaultstore-wasm's public API. Nothing
+// here touches a key or a cipher: the package seals and opens every value.
+//
+// An entry is ONE sealed value, the JSON {name, secret}, stored with tokenCreate; the list
+// decrypts the names of the page it shows with one tokensRead. The vault is opened without
+// password identities, so changing the password re-encrypts every entry (bulkRekey), which is
+// what the progress bar and the Abort button are about.
+import { RecordQuery, Vault, VaultError } from "vaultstore-wasm";
 
 const $ = (id) => document.getElementById(id);
-let vault;
-let name;
-let password;
 
-function say(text, isError = false) {
-  $("message").textContent = text;
-  $("message").className = isError ? "error" : "";
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+/** Expiry choices offered for an entry: label → milliseconds from now (null: never). */
+const EXPIRIES = { never: null, "1 hour": HOUR, "1 day": DAY, "7 days": 7 * DAY, "30 days": 30 * DAY, "1 year": 365 * DAY };
+const AUTO_LOCK_SETTING = "secrets.autoLockMinutes";
+
+const session = {
+  vault: undefined, // the open Vault (a database name; opening needs no password)
+  name: undefined,
+  isNew: false, // the vault has no entry yet: the unlock form creates its password
+  password: undefined, // only while unlocked
+  names: new Map(), // token → name, decrypted this session; forgotten on lock
+  revealed: new Map(), // token → secret, for the entries whose secret is shown
+  view: "entries", // or "trash"
+  page: 0,
+  renders: 0,
+  lastActivity: Date.now(),
+  lockTimer: undefined,
+};
+
+// ---- messages ----
+
+function say(text) {
+  $("error").textContent = "";
+  $("status").textContent = text;
 }
 
-/** Run an action, reporting VaultErrors by code. */
+/** A sentence a person can act on, for any error; VaultErrors by their stable `code`. */
+function explain(error) {
+  if (!(error instanceof VaultError)) return error?.message ?? String(error);
+  switch (error.code) {
+    case "INVALID_PASSWORD":
+      return "Wrong password: it does not open this vault's entries.";
+    case "DECRYPTION_FAILED":
+      return "This entry is damaged (it was changed outside this app) and cannot be decrypted.";
+    case "PASSWORD_POLICY":
+      return `Choose a stronger password: ${error.message.replace(/^.*policy: /, "")}.`;
+    case "RECORD_NOT_FOUND":
+      return {
+        expired: "This entry has expired: renew it to read it again.",
+        soft_deleted: "This entry is in the trash: restore it first.",
+        missing: "This entry no longer exists (was it deleted in another tab?).",
+      }[error.reason] ?? error.message;
+    case "QUOTA_EXCEEDED":
+      return "The browser refused to store more: free some disk space, or empty the trash.";
+    case "ABORTED":
+      return "Stopped: nothing was changed.";
+    case "CLOSED":
+      return "The vault is closed: reload the page.";
+    case "STORAGE":
+      return error.cause?.name === "VersionChangeError"
+        ? "A newer version of this page changed the vault in another tab: reload the page."
+        : `The browser's storage failed: ${error.message}. Reload the page and try again.`;
+    case "INVALID_ARGUMENT":
+      return `That did not work: ${error.message.replace(/^invalid argument: /, "")}.`;
+    default:
+      return error.message;
+  }
+}
+
+/** Run a user action; whatever it throws is shown, never lost. */
 async function act(action) {
   try {
     await action();
   } catch (error) {
-    const detail = error instanceof VaultError ? `${error.code}: ${error.message}` : String(error);
-    say(detail, true);
+    $("error").textContent = explain(error) + (error instanceof VaultError ? ` [${error.code}]` : "");
   }
 }
 
-const when = (date) => (date ? date.toLocaleString() : "never");
+// ---- formatting ----
+
+const relativeTime = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+function relative(date) {
+  const diff = date.getTime() - Date.now();
+  for (const [unit, ms] of [["year", 365 * DAY], ["month", 30 * DAY], ["day", DAY], ["hour", HOUR], ["minute", 60_000]]) {
+    if (Math.abs(diff) >= 0.95 * ms) return relativeTime.format(Math.round(diff / ms), unit); // 59.9 minutes: "in 1 hour"
+  }
+  return relativeTime.format(Math.round(diff / 1000), "second");
+}
+
+const isExpired = (record) => record.expiresAt !== null && record.expiresAt.getTime() < Date.now();
+
+/** The sealed value: `{name, secret}` (a value written by another app is all secret). */
+function parseEntry(value) {
+  try {
+    const entry = JSON.parse(value);
+    if (typeof entry?.name === "string" && typeof entry?.secret === "string") return entry;
+  } catch {
+    // not ours: fall through
+  }
+  return { name: "(untitled)", secret: value };
+}
+
+function element(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+// ---- opening, creating and unlocking ----
+
+async function openVault(name) {
+  if (session.vault && session.name === name) return;
+  await session.vault?.close();
+  session.vault = await Vault.open({ name });
+  session.name = name;
+  localStorage.setItem("secrets.vault", name);
+}
+
+/** Show "create" for an empty vault, "unlock" otherwise. */
+async function refreshUnlockForm() {
+  const name = $("vault-name").value.trim();
+  if (!name) return;
+  await openVault(name);
+  session.isNew = (await session.vault.recordCount({ softDeletedInclude: true })) === 0;
+  $("unlock-title").textContent = session.isNew ? "Create a vault" : "Unlock";
+  $("unlock-hint").textContent = session.isNew
+    ? `“${name}” is empty. Choose its password: at least 12 characters. It cannot be recovered, so keep it safe.`
+    : `Enter the password of “${name}”.`;
+  $("confirm-field").hidden = !session.isNew;
+  $("confirm").required = session.isNew;
+  $("password").autocomplete = session.isNew ? "new-password" : "current-password";
+  if (session.isNew) $("password").minLength = 12;
+  else $("password").removeAttribute("minlength");
+  $("unlock-button").textContent = session.isNew ? "Create vault" : "Unlock";
+}
+
+/**
+ * Refuse a wrong password: it must open the entry that expires last. (A vault whose entries are
+ * all expired or in the trash has nothing to check against.)
+ */
+async function checkPassword(password) {
+  const [probe] = await session.vault.recordList({ orderBy: "expires_at", sortOrder: "desc", limit: 1 });
+  if (probe && !isExpired(probe)) await session.vault.tokenRead(probe.token, password);
+}
+
+async function unlock() {
+  if ($("vault-name").value.trim() !== session.name) await refreshUnlockForm();
+  const password = $("password").value;
+  if (session.isNew && password !== $("confirm").value) throw new Error("The two passwords differ: type the same password twice.");
+  if (!session.isNew) await checkPassword(password);
+  session.password = password;
+  $("password").value = "";
+  $("confirm").value = "";
+  $("unlock").hidden = true;
+  $("vault").hidden = false;
+  $("session").hidden = false;
+  $("vault-label").textContent = session.name;
+  $("auto-lock").value = (await session.vault.getVaultSetting(AUTO_LOCK_SETTING)) ?? "5";
+  session.view = "entries";
+  session.page = 0;
+  $("search").value = "";
+  showView();
+  session.lastActivity = Date.now();
+  scheduleLock();
+  await render();
+  say(session.isNew ? `Vault “${session.name}” created. Add your first entry.` : `Unlocked “${session.name}”.`);
+  ($("rows").childElementCount > 0 ? $("search") : $("add")).focus();
+}
+
+/** Wipe the keys (vault.lock()), forget the password and every decrypted name, ask again. */
+function lock(message) {
+  session.vault.lock();
+  session.password = undefined;
+  session.names.clear();
+  session.revealed.clear();
+  clearTimeout(session.lockTimer);
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  $("rows").replaceChildren();
+  $("raw-dump").textContent = "";
+  for (const id of ["current-password", "new-password", "repeat-password", "entry-name", "entry-secret"]) $(id).value = "";
+  for (const panel of $("vault").querySelectorAll("details")) panel.open = false;
+  $("rekey-progress").hidden = true;
+  $("rekey-text").textContent = "";
+  $("vault").hidden = true;
+  $("session").hidden = true;
+  $("unlock").hidden = false;
+  say(message);
+  $("password").focus();
+  act(refreshUnlockForm);
+}
+
+// ---- auto-lock ----
+
+function scheduleLock() {
+  clearTimeout(session.lockTimer);
+  const limit = Number($("auto-lock").value) * 60_000;
+  if (session.password === undefined || limit === 0) return;
+  session.lockTimer = setTimeout(() => {
+    if (Date.now() - session.lastActivity >= limit) {
+      lock(`Locked after ${$("auto-lock").selectedOptions[0].textContent} without activity. Enter the password to continue.`);
+    } else {
+      scheduleLock();
+    }
+  }, Math.max(session.lastActivity + limit - Date.now(), 0));
+}
+
+for (const type of ["pointerdown", "pointermove", "keydown", "wheel"]) {
+  document.addEventListener(type, () => (session.lastActivity = Date.now()), { passive: true });
+}
+
+// ---- the list ----
+
+const pageSize = () => Number($("page-size").value);
+
+function sortQuery() {
+  const [orderBy, sortOrder] = $("sort").value.split(" ");
+  return { orderBy, sortOrder };
+}
+
+/**
+ * Decrypt the names of `records` with one tokensRead (expired ones cannot be read). An entry
+ * sealed with another password is left nameless instead of failing the whole page.
+ */
+async function readNames(records, { onlyMissing = false } = {}) {
+  let tokens = records.filter((r) => !isExpired(r) && !(onlyMissing && session.names.has(r.token))).map((r) => r.token);
+  for (let attempt = 0; tokens.length > 0 && attempt < 3; attempt++) {
+    try {
+      const values = await session.vault.tokensRead(tokens, session.password);
+      for (const [token, value] of Object.entries(values)) session.names.set(token, parseEntry(value).name);
+      return;
+    } catch (error) {
+      if (!(error instanceof VaultError) || !error.tokens || error.code === "RECORD_NOT_FOUND") throw error;
+      tokens = tokens.filter((t) => !error.tokens.includes(t));
+    }
+  }
+}
 
 async function render() {
-  const records = await vault.recordList({ softDeletedInclude: true, orderBy: "created_at" });
-  const now = Date.now();
-  $("records").replaceChildren(
-    ...records.map((r) => {
-      const row = document.createElement("tr");
-      const status = r.softDeletedAt ? "deleted" : r.expiresAt && r.expiresAt.getTime() < now ? "expired" : "live";
-      row.innerHTML = `<td><code></code></td><td>${when(r.createdAt)}</td><td>${when(r.expiresAt)}</td><td>${status}</td><td></td>`;
-      row.querySelector("code").textContent = r.token;
-      const actions = row.lastElementChild;
-      const button = (label, run) => {
-        const b = document.createElement("button");
-        b.type = "button";
-        b.textContent = label;
-        b.addEventListener("click", () => act(run));
-        actions.append(b);
-      };
-      if (status === "live") {
-        button("Reveal", async () => {
-          const value = await vault.tokenRead(r.token, password);
-          const span = document.createElement("span");
-          span.className = "revealed";
-          span.textContent = value;
-          actions.replaceChildren(span);
-        });
-        button("Delete", async () => {
-          await vault.tokenSoftDelete(r.token);
-          await render();
-        });
-      } else if (status === "deleted") {
-        button("Restore", async () => {
-          await vault.tokenRestore(r.token);
-          await render();
-        });
-        button("Purge", async () => {
-          await vault.tokenDelete(r.token);
-          await render();
-        });
-      } else {
-        button("Renew", async () => {
-          await vault.tokenRenew(r.token, null);
-          await render();
-        });
-      }
-      return row;
+  const ticket = ++session.renders;
+  const { vault } = session;
+  const trash = session.view === "trash";
+  const [live, trashed] = await Promise.all([vault.recordCount(), vault.recordCount({ softDeletedOnly: true })]);
+  const size = pageSize();
+  const search = trash ? "" : $("search").value.trim().toLocaleLowerCase();
+  let records;
+  let total;
+  if (search) {
+    // Names are sealed, so a search decrypts every live entry's name once (one tokensRead for those
+    // not seen yet) and filters here; nothing about the search reaches storage.
+    const all = await vault.recordList(sortQuery());
+    await readNames(all, { onlyMissing: true });
+    const hits = all.filter((r) => session.names.get(r.token)?.toLocaleLowerCase().includes(search));
+    total = hits.length;
+    session.page = Math.min(session.page, Math.max(0, Math.ceil(total / size) - 1));
+    records = hits.slice(session.page * size, (session.page + 1) * size);
+  } else {
+    total = trash ? trashed : live;
+    session.page = Math.min(session.page, Math.max(0, Math.ceil(total / size) - 1));
+    const query = new RecordQuery(sortQuery()).setLimit(size).setOffset(session.page * size);
+    if (trash) query.setSoftDeletedOnly(true);
+    records = await vault.recordList(query);
+    if (!trash) await readNames(records); // the visible page: one tokensRead
+  }
+  if (ticket !== session.renders) return; // a newer render is under way
+
+  $("count-entries").textContent = `(${live})`;
+  $("count-trash").textContent = `(${trashed})`;
+  $("rows").replaceChildren(...records.map((record) => row(record, trash)));
+  const pages = Math.max(1, Math.ceil(total / size));
+  const noun = trash ? "in the trash" : search ? "matching" : "entries";
+  $("caption").textContent = `${trash ? "Trash" : "Entries"}, page ${session.page + 1} of ${pages}`;
+  $("page-info").textContent = `Page ${session.page + 1} of ${pages} · ${total} ${noun}`;
+  $("prev").disabled = session.page === 0;
+  $("next").disabled = session.page + 1 >= pages;
+  $("empty").hidden = records.length > 0;
+  $("empty").textContent = trash
+    ? "The trash is empty."
+    : search
+      ? `No entry named like “${$("search").value.trim()}”.`
+      : "No entries yet: “Add entry” seals a name and a secret with your password.";
+}
+
+function row(record, trash) {
+  const { token } = record;
+  const name = session.names.get(token);
+  const label = name ?? token;
+  const expired = isExpired(record);
+
+  const nameCell = element("td", { className: "name" });
+  nameCell.append(name === undefined
+    ? element("em", {}, trash ? "Sealed (restore it to read its name)" : expired ? "Expired (renew it to read it)" : "Sealed with another password")
+    : name);
+  if (expired && !trash) nameCell.append(" ", element("span", { className: "badge" }, "expired"));
+  if (session.revealed.has(token)) {
+    nameCell.append(element("div", { className: "secret" }, element("code", { tabIndex: 0, ariaLabel: `Secret of ${label}` }, session.revealed.get(token))));
+  }
+
+  const tokenCell = element("td", { className: "token" }, element("code", {}, token), " ");
+  tokenCell.append(button("Copy", `Copy the token of ${label}`, "copy-token", () => copy(token, `Token of “${label}” copied.`)));
+
+  const expires = element("td", {}, record.expiresAt ? (expired ? `expired ${relative(record.expiresAt)}` : relative(record.expiresAt)) : "never");
+  if (record.expiresAt) expires.title = record.expiresAt.toLocaleString();
+  const changedAt = trash ? record.softDeletedAt : record.updatedAt;
+  const changed = element("td", { title: changedAt.toLocaleString() }, trash ? `trashed ${relative(changedAt)}` : relative(changedAt));
+
+  const actions = element("div", { className: "actions" });
+  if (trash) {
+    actions.append(
+      button("Restore", `Restore ${label}`, "restore", async () => {
+        await session.vault.tokenRestore(token);
+        await render();
+        say(`“${label}” restored.`);
+      }),
+      button("Delete forever", `Delete ${label} forever`, "purge", async () => {
+        if (!confirm(`Delete “${label}” forever? This cannot be undone.`)) return;
+        await session.vault.tokenDelete(token);
+        session.names.delete(token);
+        await render();
+        say(`“${label}” deleted forever.`);
+      }),
+    );
+  } else if (expired) {
+    actions.append(button("Renew", `Renew ${label}`, "renew", () => openRenewDialog(record), { opensDialog: true }));
+  } else {
+    const shown = session.revealed.has(token);
+    actions.append(
+      button(shown ? "Hide" : "Reveal", `${shown ? "Hide" : "Reveal"} the secret of ${label}`, "reveal", async () => {
+        if (shown) session.revealed.delete(token);
+        else session.revealed.set(token, parseEntry(await session.vault.tokenRead(token, session.password)).secret);
+        await render();
+      }),
+      button("Copy secret", `Copy the secret of ${label}`, "copy-secret", async () => {
+        const { secret } = parseEntry(await session.vault.tokenRead(token, session.password));
+        await copy(secret, `Secret of “${label}” copied.`);
+      }),
+      button("Edit", `Edit ${label}`, "edit", () => openEntryDialog(record), { opensDialog: true }),
+    );
+  }
+  if (!trash) {
+    actions.append(button("Trash", `Move ${label} to the trash`, "trash", async () => {
+      await session.vault.tokenSoftDelete(token);
+      session.revealed.delete(token);
+      await render();
+      say(`“${label}” moved to the trash.`);
+    }));
+  }
+  const tr = element("tr", {}, nameCell, tokenCell, expires, changed, element("td", {}, actions));
+  tr.dataset.token = token;
+  return tr;
+}
+
+/** Put the focus back on a row's button after the list was redrawn (else on the list's first). */
+function focusRowButton(token, action) {
+  const again = $("rows").querySelector(`tr[data-token="${CSS.escape(token)}"] button[data-action="${action}"]`);
+  (again ?? $("rows").querySelector("button") ?? $("add")).focus();
+}
+
+/** A row button. Unless it opens a dialog (which hands the focus back itself), the focus stays. */
+function button(text, ariaLabel, action, run, { opensDialog = false } = {}) {
+  const b = element("button", { type: "button", ariaLabel }, text);
+  b.dataset.action = action;
+  b.addEventListener("click", () =>
+    act(async () => {
+      const token = b.closest("tr").dataset.token;
+      await run();
+      if (!opensDialog && !b.isConnected) focusRowButton(token, action);
     }),
   );
-  $("empty").hidden = records.length > 0;
+  return b;
+}
+
+async function copy(text, message) {
+  await navigator.clipboard.writeText(text);
+  say(message);
+}
+
+function showView() {
+  const trash = session.view === "trash";
+  $("view-entries").setAttribute("aria-pressed", String(!trash));
+  $("view-trash").setAttribute("aria-pressed", String(trash));
+  $("search").disabled = trash;
+  $("add").hidden = trash;
+}
+
+// ---- add, edit, renew ----
+
+let editing; // the token the entry dialog edits (undefined: a new entry)
+
+function expiryOptions(select, keep) {
+  select.replaceChildren(
+    ...(keep ? [element("option", { value: "keep" }, `Keep (${keep})`)] : []),
+    ...Object.keys(EXPIRIES).map((label) => element("option", { value: label }, label === "never" ? "Never" : `In ${label}`)),
+  );
+}
+
+const expiryFrom = (choice) => (EXPIRIES[choice] === null ? null : Date.now() + EXPIRIES[choice]);
+const describeExpiry = (record) => (record.expiresAt ? `expires ${relative(record.expiresAt)}` : "never expires");
+
+async function openEntryDialog(record) {
+  editing = record?.token;
+  const entry = record ? parseEntry(await session.vault.tokenRead(record.token, session.password)) : { name: "", secret: "" };
+  $("entry-title").textContent = record ? `Edit “${entry.name}”` : "Add entry";
+  $("entry-name").value = entry.name;
+  $("entry-secret").value = entry.secret;
+  expiryOptions($("entry-expiry"), record && describeExpiry(record));
+  $("entry-dialog").returnValue = "";
+  $("entry-dialog").showModal();
+  $("entry-name").focus();
+}
+
+async function saveEntry() {
+  const entry = { name: $("entry-name").value.trim(), secret: $("entry-secret").value };
+  const choice = $("entry-expiry").value;
+  const value = JSON.stringify(entry);
+  let message;
+  if (editing) {
+    await session.vault.tokenUpdate(editing, value, session.password); // keeps the expiry
+    if (choice !== "keep") await session.vault.tokenRenew(editing, expiryFrom(choice));
+    session.revealed.delete(editing);
+    message = `“${entry.name}” saved.`;
+  } else {
+    const token = await session.vault.tokenCreate(value, session.password, { expiresAt: expiryFrom(choice) });
+    message = `“${entry.name}” added (token ${token}).`;
+  }
+  $("entry-name").value = "";
+  $("entry-secret").value = "";
+  await render();
+  say(message);
+  if (editing) focusRowButton(editing, "edit");
+  else $("add").focus();
+}
+
+let renewing; // the record the renew dialog is for
+
+function openRenewDialog(record) {
+  renewing = record;
+  $("renew-title").textContent = `Renew “${session.names.get(record.token) ?? record.token}”`;
+  expiryOptions($("renew-expiry"));
+  $("renew-expiry").value = "30 days";
+  $("renew-dialog").returnValue = "";
+  $("renew-dialog").showModal();
+}
+
+async function renew() {
+  await session.vault.tokenRenew(renewing.token, expiryFrom($("renew-expiry").value));
+  await render();
+  say(`Renewed: ${$("renew-expiry").value === "never" ? "it never expires" : `it expires in ${$("renew-expiry").value}`}.`);
+  focusRowButton(renewing.token, "reveal");
+}
+
+// ---- change password ----
+
+async function changePassword() {
+  const current = $("current-password").value;
+  const next = $("new-password").value;
+  if (current !== session.password) throw new Error("The current password is not the one this vault was unlocked with.");
+  if (next !== $("repeat-password").value) throw new Error("The two new passwords differ: type the same password twice.");
+  const controller = new AbortController();
+  const progress = $("rekey-progress");
+  $("abort").onclick = () => controller.abort();
+  $("abort").disabled = false;
+  $("rekey").disabled = true;
+  progress.hidden = false;
+  progress.value = 0;
+  progress.max = 1;
+  $("rekey-text").textContent = "Deriving the keys…";
+  try {
+    const moved = await session.vault.bulkRekey(current, next, {
+      signal: controller.signal,
+      onProgress: (done, total) => {
+        progress.max = Math.max(total, 1);
+        progress.value = done;
+        $("rekey-text").textContent = `${done} of ${total} entries re-encrypted…`;
+      },
+    });
+    session.password = next;
+    for (const id of ["current-password", "new-password", "repeat-password"]) $(id).value = "";
+    $("rekey-text").textContent = `Done: ${moved} entries re-encrypted.`;
+    say(`Password changed: ${moved} entries now open with the new password.`);
+  } catch (error) {
+    $("rekey-text").textContent = "Nothing was changed.";
+    if (!(error instanceof VaultError && error.code === "ABORTED")) throw error;
+    say("Password change aborted: nothing was changed, the current password still opens every entry.");
+  } finally {
+    $("abort").disabled = true;
+    $("abort").onclick = null;
+    $("rekey").disabled = false;
+  }
+}
+
+// ---- snapshots ----
+
+async function exportSnapshot() {
+  const bytes = await session.vault.exportSnapshot();
+  const count = await session.vault.recordCount({ softDeletedInclude: true });
+  const link = element("a", {
+    href: URL.createObjectURL(new Blob([bytes], { type: "application/json" })),
+    download: `${session.name}-${new Date().toISOString().slice(0, 10)}.vaultstore.json`,
+  });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+  say(`Snapshot downloaded: ${count} entries, still encrypted.`);
+}
+
+async function importSnapshot() {
+  const file = $("import-file").files[0];
+  const name = $("import-name").value.trim();
+  // Vault.open refuses a snapshot into a database that already has entries.
+  const imported = await Vault.open({ name, snapshot: new Uint8Array(await file.arrayBuffer()) });
+  const count = await imported.recordCount({ softDeletedInclude: true });
+  await session.vault?.close();
+  session.vault = imported;
+  session.name = name;
+  localStorage.setItem("secrets.vault", name);
+  $("vault-name").value = name;
+  $("import-form").reset();
+  $("import").open = false;
+  await refreshUnlockForm();
+  say(`Imported ${count} entries into “${name}”. Unlock it with the password they were sealed with.`);
+  $("password").focus();
+}
+
+// ---- what IndexedDB holds ----
+
+function request(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
 }
 
 async function rawDump() {
-  const db = await new Promise((resolve, reject) => {
-    const request = indexedDB.open(name);
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
-  });
+  // Read the database directly, as any script of this origin (or a forensic tool) could.
+  const db = await request(indexedDB.open(session.name));
   const rows = {};
-  for (const store of db.objectStoreNames) {
-    rows[store] = await new Promise((resolve) => {
-      const request = db.transaction(store).objectStore(store).getAll();
-      request.onsuccess = () => resolve(request.result);
-    });
+  try {
+    for (const store of db.objectStoreNames) rows[store] = await request(db.transaction(store).objectStore(store).getAll());
+  } finally {
+    db.close();
   }
-  db.close();
+  $("raw-summary").textContent = Object.entries(rows).map(([store, list]) => `${list.length} rows in “${store}”`).join(", ");
   $("raw-dump").textContent = JSON.stringify(rows, null, 2);
 }
 
-$("open-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  act(async () => {
-    name = $("vault-name").value;
-    password = $("password").value;
-    say("Opening…");
-    vault = await Vault.open({ name, passwordIdentity: $("identity").checked });
-    $("vault-label").textContent = name;
-    $("unlock").hidden = true;
-    $("vault").hidden = false;
-    await render();
-    say(`Opened "${name}". Secrets you store are sealed with your password before they are written.`);
-  });
-});
+// ---- wiring ----
 
-$("store-form").addEventListener("submit", (event) => {
+$("vault-name").addEventListener("change", () => act(refreshUnlockForm));
+$("unlock-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  act(async () => {
-    const minutes = Number($("expires").value);
-    const expiresAt = minutes > 0 ? Date.now() + minutes * 60_000 : null;
-    const token = await vault.tokenCreate($("secret").value, password, { expiresAt });
-    $("secret").value = "";
-    await render();
-    say(`Stored as ${token}.`);
-  });
+  act(unlock);
 });
+$("import-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(importSnapshot);
+});
+$("lock").addEventListener("click", () => lock("Locked: keys wiped from memory. Enter the password to continue."));
+$("auto-lock").addEventListener("change", () =>
+  act(async () => {
+    await session.vault.setVaultSetting(AUTO_LOCK_SETTING, $("auto-lock").value);
+    scheduleLock();
+    say($("auto-lock").value === "0" ? "Auto-lock is off." : `Locks after ${$("auto-lock").selectedOptions[0].textContent} without activity.`);
+  }),
+);
 
+for (const view of ["entries", "trash"]) {
+  $(`view-${view}`).addEventListener("click", () =>
+    act(async () => {
+      session.view = view;
+      session.page = 0;
+      showView();
+      await render();
+    }),
+  );
+}
+let searchTimer;
+$("search").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    session.page = 0;
+    act(render);
+  }, 150);
+});
+for (const id of ["sort", "page-size"]) {
+  $(id).addEventListener("change", () => {
+    session.page = 0;
+    act(render);
+  });
+}
+$("prev").addEventListener("click", () => {
+  session.page -= 1;
+  act(render);
+});
+$("next").addEventListener("click", () => {
+  session.page += 1;
+  act(render);
+});
+$("add").addEventListener("click", () => act(() => openEntryDialog()));
+$("entry-dialog").addEventListener("close", () => {
+  if ($("entry-dialog").returnValue === "save") act(saveEntry);
+});
+$("renew-dialog").addEventListener("close", () => {
+  if ($("renew-dialog").returnValue === "save") act(renew);
+});
 $("rekey-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  act(async () => {
-    const controller = new AbortController();
-    $("abort").disabled = false;
-    $("abort").onclick = () => controller.abort();
-    $("progress").hidden = false;
-    try {
-      const moved = await vault.bulkRekey(password, $("new-password").value, {
-        rotate: $("rotate").checked,
-        signal: controller.signal,
-        onProgress: (done, total) => {
-          $("progress").max = Math.max(total, 1);
-          $("progress").value = done;
-        },
-      });
-      password = $("new-password").value;
-      $("new-password").value = "";
-      say(`Password changed: ${moved} secret(s) now open with the new password.`);
-    } finally {
-      $("abort").disabled = true;
-      $("progress").hidden = true;
-    }
-  });
+  act(changePassword);
 });
-
-$("lock").addEventListener("click", () => {
-  vault.lock();
-  say("Locked: derived keys wiped from memory. The next action derives the key again.");
-});
-
-$("close").addEventListener("click", () =>
-  act(async () => {
-    await vault.close();
-    $("vault").hidden = true;
-    $("unlock").hidden = false;
-    $("password").value = "";
-    password = undefined;
-    say("Closed.");
-  }),
-);
-
+$("export").addEventListener("click", () => act(exportSnapshot));
 $("refresh-raw").addEventListener("click", () => act(rawDump));
 $("raw").addEventListener("toggle", () => $("raw").open && act(rawDump));
+document.addEventListener("keydown", (event) => {
+  const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLSelectElement;
+  if (event.key === "/" && !typing && !$("vault").hidden && !$("search").disabled) {
+    event.preventDefault();
+    $("search").focus();
+  }
+});
 
-$("export").addEventListener("click", () =>
-  act(async () => {
-    const bytes = await vault.exportSnapshot();
-    const link = document.createElement("a");
-    link.href = URL.createObjectURL(new Blob([bytes], { type: "application/json" }));
-    link.download = `${name}-snapshot.json`;
-    link.click();
-    URL.revokeObjectURL(link.href);
-  }),
-);
-
-say("Ready.");
+$("vault-name").value = localStorage.getItem("secrets.vault") ?? "secrets";
+act(refreshUnlockForm);

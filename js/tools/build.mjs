@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 // `npm run build`: the package in dist/, from the Rust crate and the TypeScript layer.
 //
-//   dist/wasm/vaultstore_idb.*    IndexedDB only: what a browser loads up front (small)
+//   dist/wasm/vaultstore_idb.*    IndexedDB only: what a browser loads on its first open (small)
 //   dist/wasm/vaultstore_full.*   IndexedDB + GlueSQL memory: Node, workerd, and browsers on the
 //                                 first `backend: "memory"` open
 //   dist/{node,browser,workerd}.js + .d.ts   entry points (tsc), dist/node.cjs (esbuild)
+//
+// The browser's part comes first: when `npm start` runs this script (with an IPC channel), it is
+// told as soon as the IndexedDB engine and the JavaScript are in dist/, and serves the demo while
+// the GlueSQL engine (most of the build time) is built.
+//
+//   --no-opt   skip wasm-opt (about 40 s) for quick local iterations; packages never do
+//   --ts-only  rebuild only the TypeScript layer, keeping the wasm already in dist/wasm
 //
 // wasm-opt is npm's binaryen@132, never Debian's (its output fails at instantiation).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -12,8 +19,8 @@ import { join } from "node:path";
 import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run } from "./toolchain.mjs";
 
 const dist = join(root, "dist");
-// `--no-opt` skips wasm-opt (about a minute) for quick local iterations; packages never do.
 const optimize = !process.argv.includes("--no-opt");
+const tsOnly = process.argv.includes("--ts-only");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 
 /** One wasm build: which cargo features it carries and the name of its files. */
@@ -22,14 +29,7 @@ const builds = [
   { name: "vaultstore_full", features: "wasm,idb,gluesql" },
 ];
 
-ensureWasmTarget();
-ensureWasmBindgen();
-ensureNodeModules();
-
-rmSync(dist, { recursive: true, force: true });
-mkdirSync(join(dist, "wasm"), { recursive: true });
-
-for (const build of builds) {
+function buildWasm(build) {
   run("cargo", [
     "build", "--locked", "--release", "--lib",
     "--target", "wasm32-unknown-unknown",
@@ -43,6 +43,31 @@ for (const build of builds) {
   ]);
   const wasm = join(dist, "wasm", `${build.name}_bg.wasm`);
   if (optimize) run(bin("wasm-opt"), ["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals", "--enable-reference-types", "--enable-multivalue", wasm, "-o", wasm]);
+}
+
+ensureNodeModules();
+rmSync(join(dist, "BUILD"), { force: true });
+if (tsOnly) {
+  if (!builds.every((b) => existsSync(join(dist, "wasm", `${b.name}_bg.wasm`)))) {
+    throw new Error("--ts-only needs the wasm of a previous full build in dist/wasm");
+  }
+  for (const file of readdirSync(dist)) if (file !== "wasm") rmSync(join(dist, file), { recursive: true, force: true });
+} else {
+  ensureWasmTarget();
+  ensureWasmBindgen();
+  rmSync(dist, { recursive: true, force: true });
+  mkdirSync(join(dist, "wasm"), { recursive: true });
+  buildWasm(builds[0]);
+  if (process.send) {
+    // What a browser page needs, transpiled without type-checking (that needs the full engine's
+    // types); tsc replaces these files below. Not types.ts: it has no code, and a dist/types.js
+    // would shadow it when tsc resolves the glue's `import type … from "../types.js"`.
+    const sources = readdirSync(join(root, "js")).filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts") && f !== "types.ts");
+    run(bin("esbuild"), [...sources.map((f) => join(root, "js", f)),
+      "--format=esm", "--target=es2022", `--outdir=${dist}`, "--log-level=warning"]);
+    process.send({ browserReady: true });
+  }
+  buildWasm(builds[1]);
 }
 
 run(bin("tsc"), ["-p", join(root, "js", "tsconfig.json")]);
@@ -68,6 +93,17 @@ for (const file of publicTypes) {
   if (/\bany\b/.test(text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ""))) {
     throw new Error(`dist/${file} exposes \`any\` in the public API`);
   }
+}
+
+// No entry may wait at import: bundlers targeting es2020 (Vite's default) refuse top-level await.
+const { build } = await import("esbuild");
+for (const entry of ["browser.js", "node.js", "workerd.js"]) {
+  await build({
+    entryPoints: [join(dist, entry)], bundle: true, write: false, format: "esm", target: "es2020",
+    platform: entry === "node.js" ? "node" : "browser", external: ["*.wasm"], logLevel: "silent",
+  }).catch((error) => {
+    throw new Error(`dist/${entry} does not bundle for es2020 (top-level await?): ${error.message}`);
+  });
 }
 
 // Written last: a dist/ with this file is complete.

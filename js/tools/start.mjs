@@ -2,11 +2,18 @@
 // `npm start`: build the package if dist/ is missing or older than the sources, then serve the
 // demo (www/) with the package (dist/) on 127.0.0.1 and print the URL. PORT picks the port
 // (default 8080; a busy one falls back to any free port).
-import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, statSync } from "node:fs";
+//
+// The demo needs only the IndexedDB engine: the page is served as soon as that engine and the
+// JavaScript are built, and the rest of the package (the GlueSQL engine, for Node, workers and
+// memory vaults) goes on building in the background, logged to target/npm-start-build.log.
+import { fork } from "node:child_process";
+import { createWriteStream, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { serve } from "./serve.mjs";
 import { root } from "./toolchain.mjs";
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)} s`;
 
 /** Newest modification time of the files under `dir` that `keep` accepts. */
 function newest(dir, keep = () => true) {
@@ -19,6 +26,29 @@ function newest(dir, keep = () => true) {
   return latest;
 }
 
+/**
+ * Run the build; resolve when the browser's part is in dist/ (or the build is done), and return
+ * the build while it goes on.
+ */
+function buildUntilBrowserReady() {
+  const log = join(root, "target", "npm-start-build.log");
+  const child = fork(join(root, "js", "tools", "build.mjs"), [], { cwd: root, stdio: ["ignore", "pipe", "pipe", "ipc"] });
+  let sink = process.stdout;
+  child.stdout.on("data", (chunk) => sink.write(chunk));
+  child.stderr.on("data", (chunk) => sink.write(chunk));
+  const finished = new Promise((resolve) => child.on("exit", (code) => resolve(code === 0)));
+  const ready = new Promise((resolve) => {
+    child.on("message", (message) => {
+      if (!message?.browserReady) return;
+      mkdirSync(join(root, "target"), { recursive: true });
+      sink = createWriteStream(log);
+      resolve(true);
+    });
+    finished.then((ok) => resolve(ok ? true : false));
+  });
+  return { ready, finished, log, running: () => child.exitCode === null };
+}
+
 // What dist/ is built from: the crate and the TypeScript layer (not the build tools themselves).
 const stamp = join(root, "dist", "BUILD");
 const sources = Math.max(
@@ -26,9 +56,21 @@ const sources = Math.max(
   newest(join(root, "js"), (path) => path.endsWith(".ts") || path.endsWith("tsconfig.json")),
   ...["Cargo.toml", "Cargo.lock"].map((f) => statSync(join(root, f)).mtimeMs),
 );
+let build;
 if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {
-  execFileSync(process.execPath, [join(root, "js", "tools", "build.mjs")], { stdio: "inherit", cwd: root });
+  build = buildUntilBrowserReady();
+  if (!(await build.ready)) {
+    console.error("\nThe build failed (see above); nothing to serve.");
+    process.exit(1);
+  }
 }
 
 const { url } = await serve([join(root, "www"), { mount: "/dist", dir: join(root, "dist") }], Number(process.env.PORT ?? 8080));
-console.log(`\nvaultstore-wasm demo: ${url}/\n(serving www/ and dist/ on 127.0.0.1; Ctrl+C to stop)`);
+console.log(`\nvaultstore-wasm demo: ${url}/  (ready after ${elapsed()})\n(serving www/ and dist/ on 127.0.0.1; Ctrl+C to stop)`);
+
+if (build?.running()) {
+  console.log(`\nThe rest of the package (the GlueSQL engine for Node, workers and memory vaults) is building in the background; log: ${build.log}`);
+  build.finished.then((ok) =>
+    console.log(ok ? `\n✔ package fully built in dist/ (${elapsed()})` : `\n✖ the background build failed; see ${build.log}. The demo keeps working.`),
+  );
+}

@@ -1,8 +1,8 @@
 // Install what a fresh machine lacks, skipping whatever is already there (a second run costs
 // seconds). Used by `npm run build`, `npm test` and `npm start`.
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { execFile, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -61,4 +61,27 @@ export function ensureChromium() {
   const apt = (args) => (sudo.length ? run("sudo", ["apt-get", ...args], { env }) : run("apt-get", args, { env }));
   apt(["update"]);
   apt(["install", "-y", "chromium", "chromium-driver"]);
+}
+
+/**
+ * npm packages that only a test needs (bundlers, runtimes), at exact versions, installed into
+ * `dir` (under .test-tmp/) and kept between runs: a second run installs nothing. Resolves when
+ * they are there; the npm output is shown only when the install fails.
+ */
+export async function ensureNpmFolder(dir, dependencies) {
+  const manifest = `${JSON.stringify({ name: basename(dir), private: true, type: "module", devDependencies: dependencies }, null, 2)}\n`;
+  const stamp = join(dir, "node_modules", ".installed-by-vaultstore");
+  if (existsSync(stamp) && readFileSync(stamp, "utf8") === manifest) return;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "package.json"), manifest);
+  const started = Date.now();
+  const what = Object.entries(dependencies).map(([name, version]) => `${name}@${version}`).join(" ");
+  await new Promise((resolve, reject) => {
+    execFile("npm", ["install", "--no-audit", "--no-fund"], { cwd: dir, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`npm install ${what} failed in ${dir}:\n${stdout}${stderr}`));
+      else resolve();
+    });
+  });
+  writeFileSync(stamp, manifest);
+  console.log(`✔ installed ${what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 }

@@ -2,10 +2,10 @@
 // served on 127.0.0.1, on IndexedDB. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { serve } from "../../js/tools/serve.mjs";
+import { launchChromium } from "./chromium.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;
@@ -16,15 +16,7 @@ let browser;
 
 before(async () => {
   server = await serve([here, consumer]);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox", "--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--disable-quic",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -321,37 +313,4 @@ test("another tab upgrading the database makes calls report STORAGE, never hang"
   assert.equal(result[1], "VersionChangeError");
   assert.match(result[2], /reload/);
   await context.close();
-});
-
-test("the demo (npm start) stores, reveals, rekeys and shows only envelopes in IndexedDB", async () => {
-  const demo = await serve([join(here, "..", "..", "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }]);
-  const page = await browser.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e));
-  try {
-    await page.goto(`${demo.url}/`);
-    await page.waitForFunction(() => document.getElementById("message").textContent === "Ready.");
-    await page.fill("#vault-name", unique("demo"));
-    await page.fill("#password", "correct horse battery");
-    await page.click("#open-form button[type=submit]");
-    await page.waitForSelector("#vault:not([hidden])");
-    await page.fill("#secret", "DEMO-SECRET-4111");
-    await page.click("#store-form button[type=submit]");
-    await page.waitForSelector("#records tr");
-    await page.click("#records tr button:text('Reveal')");
-    assert.equal(await page.textContent("#records .revealed"), "DEMO-SECRET-4111");
-    await page.click("#rekey-form >> xpath=..");
-    await page.fill("#new-password", "a different long password");
-    await page.click("#rekey-form button[type=submit]");
-    await page.waitForFunction(() => document.getElementById("message").textContent.startsWith("Password changed: 1"));
-    await page.click("#raw summary");
-    await page.waitForFunction(() => document.getElementById("raw-dump").textContent.includes("vs1:"));
-    const dump = await page.textContent("#raw-dump");
-    assert.ok(!dump.includes("DEMO-SECRET") && !dump.includes("correct horse"), "no plaintext in the demo's database");
-    assert.match(dump, /tk_/);
-    assert.deepEqual(errors, []);
-  } finally {
-    await page.close();
-    await demo.close();
-  }
 });

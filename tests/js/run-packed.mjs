@@ -5,7 +5,7 @@
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { root, run } from "../../js/tools/toolchain.mjs";
+import { ensureNpmFolder, root, run } from "../../js/tools/toolchain.mjs";
 
 export const work = join(root, ".test-tmp", "packed");
 rmSync(work, { recursive: true, force: true });
@@ -21,12 +21,19 @@ const consumer = join(work, "consumer");
 mkdirSync(consumer);
 writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
 // Dev dependencies the suites use next to the package: fake-indexeddb runs the indexeddb backend
-// in Node; fast-check drives the property-based suite.
+// in Node; fast-check drives the property-based suite; edge-runtime is Vercel's Edge Runtime, and
+// workers-types the types a Worker is checked against.
 const devDependencies = ["fake-indexeddb", "fast-check"].map((name) => join(root, "node_modules", name));
-run("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, ...devDependencies], { cwd: consumer });
+run("npm", [
+  "install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, ...devDependencies,
+  "edge-runtime@4.0.1", "@cloudflare/workers-types@5.20261117.1",
+], { cwd: consumer });
+// Deno and Bun, from npm (about 200 MB, kept between runs in .test-tmp/tools/).
+const runtimes = join(root, ".test-tmp", "tools", "runtimes");
+await ensureNpmFolder(runtimes, { deno: "2.9.6", bun: "1.4.5" });
 
 for (const file of readdirSync(join(root, "tests", "js"))) {
-  if (/\.test\.(mjs|cjs)$/.test(file) || file === "consumer.ts" || file === "helpers.mjs") {
+  if (/\.test\.(mjs|cjs)$/.test(file) || /\.ts$/.test(file) || file === "helpers.mjs") {
     cpSync(join(root, "tests", "js", file), join(consumer, file));
   }
 }
@@ -37,12 +44,18 @@ cpSync(join(root, "README.md"), join(consumer, "README.md"));
 const path = process.env.PATH.split(delimiter).filter((p) => !/\.cargo|rustup/.test(p)).join(delimiter);
 const env = { ...process.env, PATH: path };
 
-// The shipped types, as a strict TypeScript user sees them.
-run(join(root, "node_modules", ".bin", "tsc"), [
-  "--noEmit", "--strict", "--target", "ES2022", "--module", "NodeNext", "--moduleResolution", "NodeNext",
-  "--lib", "ES2022,DOM", "--types", "node", "--typeRoots", join(root, "node_modules", "@types"), "consumer.ts",
-], { cwd: consumer, env });
+// The shipped types, as a strict TypeScript user sees them: Node's resolution, a bundler's, and a
+// Cloudflare Worker's (workers-types, the `workerd` condition, no DOM).
+const tsc = (args) => run(join(root, "node_modules", ".bin", "tsc"), ["--noEmit", "--strict", "--target", "ES2022", ...args], { cwd: consumer, env });
+tsc(["--module", "NodeNext", "--moduleResolution", "NodeNext", "--lib", "ES2022,DOM", "--types", "node", "--typeRoots", join(root, "node_modules", "@types"), "consumer.ts"]);
+tsc(["--module", "ESNext", "--moduleResolution", "bundler", "--lib", "ES2022,DOM", "--typeRoots", join(consumer, "no-types"), "consumer.ts"]);
+tsc(["--module", "ESNext", "--moduleResolution", "bundler", "--customConditions", "workerd", "--lib", "ES2022", "--types", "@cloudflare/workers-types", "worker.ts"]);
 
 const tests = readdirSync(consumer).filter((f) => /\.test\.(mjs|cjs)$/.test(f)).sort();
-const tools = { WORKERD: join(root, "node_modules", ".bin", "workerd"), ESBUILD: join(root, "node_modules", ".bin", "esbuild") };
+const tools = {
+  WORKERD: join(root, "node_modules", ".bin", "workerd"),
+  ESBUILD: join(root, "node_modules", ".bin", "esbuild"),
+  DENO: join(runtimes, "node_modules", ".bin", "deno"),
+  BUN: join(runtimes, "node_modules", ".bin", "bun"),
+};
 run("node", ["--test", "--test-reporter=spec", ...tests], { cwd: consumer, env: { ...env, ...tools } });

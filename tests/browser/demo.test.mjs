@@ -1,0 +1,299 @@
+// The demo (www/, what `npm start` serves) walked through as a user's whole session, in headless
+// Chromium, on the packaged browser build: create a password, add entries (one with the keyboard
+// alone), search, page, sort, reveal, copy, edit, trash/restore/purge, expiry and renewal, change
+// the password with progress, abort a change, auto-lock, export and import a snapshot, and the
+// "What IndexedDB holds" panel. Elements are found by role and accessible name, as a screen
+// reader finds them. Any console error, failed request or HTTP error fails the test. Screenshots
+// go to .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { serve } from "../../js/tools/serve.mjs";
+import { launchChromium, watchPage } from "./chromium.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const consumer = process.env.CONSUMER_DIR;
+assert.ok(consumer, "CONSUMER_DIR must name the folder with the installed package");
+const screenshots = join(root, ".test-tmp", "screenshots");
+
+const PASSWORD = "correct horse battery staple";
+const NEW_PASSWORD = "a much longer new passphrase";
+const ENTRIES = [
+  ["GitHub", "ghp_SECRET_github_7f3k"],
+  ["Bank card", "SECRET 4111 1111 1111 1111"],
+  ["Email", "SECRET-mail-93"],
+  ["Wi-Fi at home", "SECRET-wifi-passphrase"],
+  ["AWS root", "SECRET-aws-AKIA2931"],
+  ["Passport number", "SECRET-P1234567"],
+  ["Gym locker", "SECRET-4-8-15"],
+];
+
+test("a user's whole session in the demo", async () => {
+  rmSync(screenshots, { recursive: true, force: true });
+  mkdirSync(screenshots, { recursive: true });
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }]);
+  const browser = await launchChromium();
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, acceptDownloads: true });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
+  const page = await context.newPage();
+  const problems = watchPage(page);
+  await page.clock.install(); // time flows as usual; the test jumps ahead for expiry and auto-lock
+  let shot = 0;
+  const screenshot = (name) => page.screenshot({ path: join(screenshots, `${String(++shot).padStart(2, "0")}-${name}.png`), fullPage: true });
+  const button = (name) => page.getByRole("button", { name, exact: true });
+  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
+  const error = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("error").textContent), pattern.source);
+  const names = () => page.$$eval("#rows tr", (rows) => rows.map((tr) => tr.cells[0].firstChild.textContent));
+  const pageInfo = () => page.textContent("#page-info");
+  const disclose = (summary) => page.locator("summary", { hasText: summary }).click();
+  const clipboard = () => page.evaluate(() => navigator.clipboard.readText());
+  const vaultName = `secrets-${Date.now()}`;
+
+  try {
+    // ---- create a password for a new vault ----
+    await page.goto(`${server.url}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill("not the same password");
+    await screenshot("create-vault");
+    await button("Create vault").click();
+    await error(/passwords differ/);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+    assert.equal(await page.evaluate(() => document.activeElement.id), "add", "focus moves to the first thing to do");
+
+    // ---- add entries (the last one expires in an hour) ----
+    for (const [i, [name, secret]] of ENTRIES.entries()) {
+      await button("Add entry").click();
+      await page.waitForSelector("#entry-dialog[open]");
+      await page.getByLabel("Name", { exact: true }).fill(name);
+      await page.getByLabel("Secret", { exact: true }).fill(secret);
+      if (i === ENTRIES.length - 1) await page.getByLabel("Expires", { exact: true }).selectOption("1 hour");
+      await button("Save").click();
+      await status(new RegExp(`“${name}” added`));
+    }
+    // One more with the keyboard alone.
+    await page.keyboard.press("Shift+Tab"); // the focus was returned to "Add entry"; step off and back
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "add");
+    await page.keyboard.press("Enter");
+    await page.keyboard.type("Door code");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("SECRET-door-2580");
+    await page.keyboard.press("Tab"); // Expires
+    await page.keyboard.press("Tab"); // Save
+    await page.keyboard.press("Enter");
+    await status(/“Door code” added/);
+    ENTRIES.push(["Door code", "SECRET-door-2580"]);
+    assert.deepEqual(await names(), ENTRIES.map(([n]) => n).reverse(), "newest first");
+    assert.match(await page.textContent('#rows tr:has-text("Gym locker")'), /in 1 hour/);
+    await screenshot("entries");
+
+    // ---- paging, sorting, searching ----
+    await page.getByLabel("Per page").selectOption("5");
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.startsWith("Page 1 of 2"));
+    assert.equal(await pageInfo(), "Page 1 of 2 · 8 entries");
+    await button("Next").click();
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.startsWith("Page 2"));
+    assert.deepEqual(await names(), ["Email", "Bank card", "GitHub"]);
+    await screenshot("page-2");
+    await button("Previous").click();
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.startsWith("Page 1"));
+    await page.getByLabel("Sort").selectOption("Oldest first");
+    await page.waitForFunction(() => document.querySelector("#rows tr")?.cells[0].firstChild.textContent === "GitHub");
+    await page.getByLabel("Sort").selectOption("Newest first");
+    await page.keyboard.press("Escape");
+    await page.locator("body").click({ position: { x: 5, y: 5 } });
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "search", "/ focuses the search");
+    await page.keyboard.type("BANK");
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.endsWith("1 matching"));
+    assert.deepEqual(await names(), ["Bank card"]);
+    await screenshot("search");
+    await page.getByLabel("Search names").fill("");
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.endsWith("8 entries"));
+    await page.getByLabel("Per page").selectOption("10");
+    await page.waitForFunction(() => document.getElementById("page-info").textContent === "Page 1 of 1 · 8 entries");
+
+    // ---- reveal, copy, edit ----
+    await button("Reveal the secret of GitHub").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "ghp_SECRET_github_7f3k");
+    assert.equal(await page.evaluate(() => document.activeElement.ariaLabel), "Hide the secret of GitHub", "focus stays on the row");
+    await screenshot("reveal");
+    await button("Hide the secret of GitHub").click();
+    await page.waitForFunction(() => !document.querySelector("#rows .secret"));
+    await button("Copy the secret of Bank card").click();
+    await status(/Secret of “Bank card” copied/);
+    assert.equal(await clipboard(), "SECRET 4111 1111 1111 1111");
+    await button("Copy the token of GitHub").click();
+    await status(/Token of “GitHub” copied/);
+    const githubToken = await page.textContent('#rows tr:has-text("GitHub") td.token code');
+    assert.equal(await clipboard(), githubToken);
+    assert.match(githubToken, /^tk_[0-9a-hjkmnp-tv-z]{29}$/);
+
+    await button("Edit Email").click();
+    await page.waitForSelector("#entry-dialog[open]");
+    assert.equal(await page.getByLabel("Name", { exact: true }).inputValue(), "Email");
+    assert.equal(await page.getByLabel("Secret", { exact: true }).inputValue(), "SECRET-mail-93");
+    await page.getByLabel("Name", { exact: true }).fill("Email (work)");
+    await page.getByLabel("Secret", { exact: true }).fill("SECRET-mail-94");
+    await screenshot("edit");
+    await button("Save").click();
+    await status(/“Email \(work\)” saved/);
+    await button("Reveal the secret of Email (work)").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "SECRET-mail-94");
+    await button("Hide the secret of Email (work)").click();
+
+    // ---- trash, restore, delete forever ----
+    page.on("dialog", (dialog) => dialog.accept());
+    await button("Move Passport number to the trash").click();
+    await status(/“Passport number” moved to the trash/);
+    await button("Move Wi-Fi at home to the trash").click();
+    await status(/“Wi-Fi at home” moved to the trash/);
+    assert.equal(await page.textContent("#count-trash"), "(2)");
+    await page.getByRole("button", { name: /^Trash/ }).first().click();
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.endsWith("2 in the trash"));
+    assert.deepEqual((await names()).sort(), ["Passport number", "Wi-Fi at home"]);
+    await screenshot("trash");
+    await button("Restore Wi-Fi at home").click();
+    await status(/“Wi-Fi at home” restored/);
+    await button("Delete Passport number forever").click();
+    await status(/“Passport number” deleted forever/);
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.endsWith("0 in the trash"));
+    await page.getByRole("button", { name: /^Entries/ }).click();
+    await page.waitForFunction(() => document.getElementById("page-info").textContent.endsWith("7 entries"));
+    assert.ok((await names()).includes("Wi-Fi at home"));
+
+    // ---- expiry: an hour later the gym locker has expired; renew it ----
+    await page.getByLabel("Lock after").selectOption("never");
+    await status(/Auto-lock is off/);
+    await page.clock.fastForward("01:01:00");
+    await page.getByRole("button", { name: /^Entries/ }).click();
+    await page.waitForSelector('#rows tr:has-text("Gym locker") .badge');
+    assert.match(await page.textContent('#rows tr:has-text("Gym locker")'), /expired .*ago/);
+    await button("Reveal the secret of GitHub").click(); // the others still open (keys derived again)
+    await page.waitForSelector("#rows .secret");
+    await button("Hide the secret of GitHub").click();
+    await screenshot("expired");
+    await button("Renew Gym locker").click();
+    await page.waitForSelector("#renew-dialog[open]");
+    await page.getByLabel("New expiry").selectOption("7 days");
+    await button("Renew").click();
+    await status(/Renewed: it expires in 7 days/);
+    assert.match(await page.textContent('#rows tr:has-text("Gym locker")'), /in 7 days/);
+    await button("Reveal the secret of Gym locker").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "SECRET-4-8-15");
+    await button("Hide the secret of Gym locker").click();
+
+    // ---- change the password, with progress; then abort a second change ----
+    await disclose("Change password");
+    await page.getByLabel("Current password").fill(PASSWORD);
+    await page.getByLabel("New password", { exact: true }).fill(NEW_PASSWORD);
+    await page.getByLabel("Repeat the new password").fill(NEW_PASSWORD);
+    await button("Change password").click();
+    await status(/Password changed: 7 entries now open with the new password/);
+    assert.deepEqual(await page.$eval("#rekey-progress", (p) => [p.value, p.max]), [7, 7]);
+    assert.equal(await page.textContent("#rekey-text"), "Done: 7 entries re-encrypted.");
+    await screenshot("password-changed");
+
+    // A slow device: key derivation takes 1.5 s, long enough to press Abort.
+    await page.evaluate(() => {
+      const derive = (window.realDeriveBits = SubtleCrypto.prototype.deriveBits);
+      SubtleCrypto.prototype.deriveBits = function (...args) {
+        return new Promise((resolve) => setTimeout(resolve, 1500)).then(() => derive.apply(this, args));
+      };
+    });
+    await page.getByLabel("Current password").fill(NEW_PASSWORD);
+    await page.getByLabel("New password", { exact: true }).fill("yet another password here");
+    await page.getByLabel("Repeat the new password").fill("yet another password here");
+    await button("Change password").click();
+    await page.waitForFunction(() => !document.getElementById("abort").disabled);
+    await button("Abort").click();
+    await status(/Password change aborted: nothing was changed/);
+    await screenshot("password-change-aborted");
+    await page.evaluate(() => (SubtleCrypto.prototype.deriveBits = window.realDeriveBits));
+    assert.equal(await page.textContent("#rekey-text"), "Nothing was changed.");
+    await button("Reveal the secret of AWS root").click(); // still opens with the current password
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "SECRET-aws-AKIA2931");
+
+    // ---- auto-lock after a minute without activity ----
+    await page.getByLabel("Lock after").selectOption("1 minute");
+    await status(/Locks after 1 minute without activity/);
+    await page.clock.fastForward("01:30");
+    await status(/Locked after 1 minute without activity/);
+    assert.equal(await page.isVisible("#vault"), false, "the entries are gone from the page");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "password");
+    await screenshot("auto-locked");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD); // the old one
+    await button("Unlock").click();
+    await error(/Wrong password.*\[INVALID_PASSWORD\]/);
+    await page.getByLabel("Password", { exact: true }).fill(NEW_PASSWORD);
+    await button("Unlock").click();
+    await status(/Unlocked/);
+    assert.equal(await page.getByLabel("Lock after").inputValue(), "1", "the auto-lock choice is a vault setting");
+    await page.getByLabel("Lock after").selectOption("never");
+
+    // ---- export a snapshot, then import it into a new vault ----
+    await disclose("Back up");
+    const [download] = await Promise.all([page.waitForEvent("download"), button("Download snapshot").click()]);
+    const snapshotFile = join(screenshots, "snapshot.vaultstore.json");
+    await download.saveAs(snapshotFile);
+    await status(/Snapshot downloaded: 7 entries, still encrypted/);
+    const snapshot = readFileSync(snapshotFile, "utf8");
+    assert.match(snapshot, /vs1:/);
+    for (const [name, secret] of ENTRIES) {
+      assert.ok(!snapshot.includes(name) && !snapshot.includes(secret), `${name} is not in the snapshot in clear`);
+    }
+
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await disclose("Import a snapshot into a new vault");
+    await page.getByLabel("Snapshot file").setInputFiles(snapshotFile);
+    await page.getByLabel("New vault name").fill(vaultName); // taken: refused, readably
+    await button("Import").click();
+    await error(/use a new database name.*\[INVALID_ARGUMENT\]/);
+    await page.getByLabel("New vault name").fill(`${vaultName}-copy`);
+    await button("Import").click();
+    await status(/Imported 7 entries into “.*-copy”/);
+    assert.equal(await page.getByLabel("Vault name", { exact: true }).inputValue(), `${vaultName}-copy`);
+    await screenshot("imported");
+    await page.getByLabel("Password", { exact: true }).fill(NEW_PASSWORD);
+    await button("Unlock").click();
+    await status(/Unlocked “.*-copy”/);
+    assert.deepEqual((await names()).sort(), ENTRIES.map(([n]) => n).filter((n) => n !== "Passport number").map((n) => (n === "Email" ? "Email (work)" : n)).sort());
+    await button("Reveal the secret of Bank card").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "SECRET 4111 1111 1111 1111");
+
+    // ---- what IndexedDB holds: envelopes, never a name, a secret or a password ----
+    await disclose("What IndexedDB holds");
+    await page.waitForFunction(() => document.getElementById("raw-dump").textContent.includes("vs1:"));
+    await screenshot("indexeddb");
+    const dump = await page.textContent("#raw-dump");
+    assert.match(await page.textContent("#raw-summary"), /7 rows in “records”/);
+    for (const needle of [...ENTRIES.flat(), "Email (work)", "SECRET-mail-94", PASSWORD, NEW_PASSWORD]) {
+      assert.ok(!dump.includes(needle), `${needle} is not in IndexedDB in clear`);
+    }
+
+    // ---- every form control has a label; status and errors are live regions ----
+    const unlabelled = await page.$$eval("input, select, textarea", (els) => els.filter((el) => el.labels.length === 0 && !el.ariaLabel).map((el) => el.id));
+    assert.deepEqual(unlabelled, []);
+    assert.deepEqual(await page.$eval("#status", (el) => [el.getAttribute("role"), el.getAttribute("aria-live")]), ["status", "polite"]);
+    assert.equal(await page.$eval("#error", (el) => el.getAttribute("role")), "alert");
+
+    assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
