@@ -23,15 +23,20 @@ const optimize = !process.argv.includes("--no-opt");
 const tsOnly = process.argv.includes("--ts-only");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 
-/** One wasm build: which cargo features it carries and the name of its files. */
+/**
+ * One wasm build: the cargo features it carries, the name of its files, the cargo profile and
+ * the wasm-opt level. The IndexedDB engine is what a browser downloads, so it is optimised for
+ * size (its budget is enforced below); the full engine serves Node and workers, where speed
+ * matters and the size budget leaves room, so it is optimised for speed (Cargo.toml).
+ */
 const builds = [
-  { name: "vaultstore_idb", features: "wasm,idb" },
-  { name: "vaultstore_full", features: "wasm,idb,gluesql" },
+  { name: "vaultstore_idb", features: "wasm,idb", profile: "release", opt: "-Oz" },
+  { name: "vaultstore_full", features: "wasm,idb,gluesql", profile: "release-speed", opt: "-O3" },
 ];
 
 function buildWasm(build) {
   run("cargo", [
-    "build", "--locked", "--release", "--lib",
+    "build", "--locked", "--profile", build.profile, "--lib",
     "--target", "wasm32-unknown-unknown",
     "--no-default-features", "--features", build.features,
   ]);
@@ -39,10 +44,11 @@ function buildWasm(build) {
     "--target", "web",
     "--out-dir", join(dist, "wasm"),
     "--out-name", build.name,
-    join(root, "target", "wasm32-unknown-unknown", "release", "vaultstore_wasm.wasm"),
+    join(root, "target", "wasm32-unknown-unknown", build.profile, "vaultstore_wasm.wasm"),
   ]);
   const wasm = join(dist, "wasm", `${build.name}_bg.wasm`);
-  if (optimize) run(bin("wasm-opt"), ["-Oz", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals", "--enable-reference-types", "--enable-multivalue", wasm, "-o", wasm]);
+  const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue", "simd"];
+  if (optimize) run(bin("wasm-opt"), [build.opt, ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm]);
 }
 
 ensureNodeModules();
