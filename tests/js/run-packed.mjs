@@ -2,26 +2,14 @@
 // Pack the package, install the tarball into an empty folder, and run the JS suites there, as a
 // user would: `import ... from "vaultstore-wasm"` resolves to the installed tarball, and no Rust
 // toolchain is on PATH.
-import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, readdirSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { root, run } from "../../js/tools/toolchain.mjs";
+import { installPacked } from "./pack.mjs";
 
 export const work = join(root, ".test-tmp", "packed");
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-
-const packed = JSON.parse(
-  execFileSync("npm", ["pack", "--json", "--pack-destination", work], { cwd: root, encoding: "utf8" }),
-)[0];
-const tarball = join(work, packed.filename);
-console.log(`packed ${packed.filename}: ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} KiB`);
-
-const consumer = join(work, "consumer");
-mkdirSync(consumer);
-writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
 // fake-indexeddb (a dev dependency) lets one suite run the indexeddb backend in Node.
-run("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, join(root, "node_modules", "fake-indexeddb")], { cwd: consumer });
+const consumer = installPacked(work, [join(root, "node_modules", "fake-indexeddb")]);
 
 for (const file of readdirSync(join(root, "tests", "js"))) {
   if (/\.test\.(mjs|cjs)$/.test(file) || file === "consumer.ts" || file === "helpers.mjs") {
