@@ -35,12 +35,15 @@ run(
 );
 
 // 4. The package (with its download sizes); 5. the JS suite against the packed tarball; 6. end
-//    to end in Chromium.
+//    to end in Chromium; 7. the benchmark, once with tiny counts, as a smoke test: it fails if a
+//    benchmark throws or disagrees with its baseline, never on timings.
+const consumer = join(root, ".test-tmp", "packed", "consumer");
 // TODO(issue 8): remove once the budgets are met
 run("node", ["js/tools/build.mjs"], { env: { ...process.env, VAULTSTORE_SIZE_BUDGET: "warn" } });
 run("node", ["tests/js/run-packed.mjs"]);
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
-  env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
+  env: { ...process.env, CONSUMER_DIR: consumer },
 });
+run("node", ["tests/benches/bench.mjs", "--quick"], { env: { ...process.env, CONSUMER_DIR: consumer } });
 
 console.log(`\nAll test levels passed in ${((Date.now() - started) / 60000).toFixed(1)} min.`);
