@@ -13,7 +13,7 @@
 // CONSUMER_DIR where `npm test` already installed it. Run `npm run build` first.
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -42,6 +42,8 @@ if (!existsSync(join(root, "dist", "BUILD"))) {
   process.exit(1);
 }
 const started = Date.now();
+// Shared machines: the load around the run says how much to trust its figures.
+const loadBefore = loadavg()[0];
 const consumer = process.env.CONSUMER_DIR ?? installPacked(work);
 const packageDir = join(consumer, "node_modules", "vaultstore-wasm");
 // The Node benchmarks run next to the installed package, so "vaultstore-wasm" resolves as a user's does.
@@ -114,6 +116,7 @@ const dirty = output("git", ["status", "--porcelain", "--", "src", "js", "Cargo.
 const machine = {
   cpu: (readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.+)$/m) ?? [])[1] ?? "unknown",
   cores: availableParallelism(),
+  load: `${loadBefore.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end (1-minute load average)`,
   node: process.version,
   chromium: chromiumVersion,
   date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),

@@ -108,6 +108,7 @@ export function markdown({ machine, config, results, sizes, quick, svgName }) {
     "|---|---|",
     `| CPU | ${machine.cpu} |`,
     `| cores | ${machine.cores} |`,
+    `| load | ${machine.load} |`,
     `| Node | ${machine.node} |`,
     `| Chromium | ${machine.chromium} |`,
     `| date | ${machine.date} |`,
