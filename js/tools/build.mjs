@@ -16,6 +16,7 @@
 // wasm-opt is npm's binaryen@132, never Debian's (its output fails at instantiation).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { formatBytes, measureSizes } from "./sizes.mjs";
 import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run } from "./toolchain.mjs";
 
 const dist = join(root, "dist");
@@ -115,3 +116,19 @@ for (const entry of ["browser.js", "node.js", "workerd.js"]) {
 // Written last: a dist/ with this file is complete.
 writeFileSync(join(dist, "BUILD"), `${new Date().toISOString()}\n`);
 console.log(`\npackage built in ${dist}${existsSync(join(dist, "node.cjs")) ? "" : " (no CJS)"}`);
+
+// The download budgets of issue 8 (gzip -9; see sizes.mjs). Over budget fails the build, unless
+// VAULTSTORE_SIZE_BUDGET=warn turns the failure into a warning.
+const sizes = measureSizes(root, join(root, "target", "size-edge"), bin("wrangler"));
+for (const size of sizes) {
+  console.log(`${size.ok ? "✔" : "✘"} ${size.what}: ${formatBytes(size.gzip)} gzip (budget ${formatBytes(size.budget)})`);
+}
+const over = sizes.filter((size) => !size.ok).map((size) => size.name);
+if (over.length > 0) {
+  const message = `over the size budget: ${over.join(", ")}`;
+  if (process.env.VAULTSTORE_SIZE_BUDGET !== "warn") {
+    console.error(`\n${message} (VAULTSTORE_SIZE_BUDGET=warn makes this a warning)`);
+    process.exit(1);
+  }
+  console.warn(`\nwarning: ${message} (VAULTSTORE_SIZE_BUDGET=warn)`);
+}

@@ -2,32 +2,17 @@
 // Pack the package, install the tarball into an empty folder, and run the JS suites there, as a
 // user would: `import ... from "vaultstore-wasm"` resolves to the installed tarball, and no Rust
 // toolchain is on PATH.
-import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, readdirSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { ensureNpmFolder, root, run } from "../../js/tools/toolchain.mjs";
+import { installPacked } from "./pack.mjs";
 
 export const work = join(root, ".test-tmp", "packed");
-rmSync(work, { recursive: true, force: true });
-mkdirSync(work, { recursive: true });
-
-const packed = JSON.parse(
-  execFileSync("npm", ["pack", "--json", "--pack-destination", work], { cwd: root, encoding: "utf8" }),
-)[0];
-const tarball = join(work, packed.filename);
-console.log(`packed ${packed.filename}: ${packed.entryCount} files, ${(packed.size / 1024).toFixed(0)} KiB`);
-
-const consumer = join(work, "consumer");
-mkdirSync(consumer);
-writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
 // Dev dependencies the suites use next to the package: fake-indexeddb runs the indexeddb backend
 // in Node; fast-check drives the property-based suite; edge-runtime is Vercel's Edge Runtime, and
 // workers-types the types a Worker is checked against.
 const devDependencies = ["fake-indexeddb", "fast-check"].map((name) => join(root, "node_modules", name));
-run("npm", [
-  "install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, ...devDependencies,
-  "edge-runtime@4.0.1", "@cloudflare/workers-types@5.20261117.1",
-], { cwd: consumer });
+const consumer = installPacked(work, [...devDependencies, "edge-runtime@4.0.1", "@cloudflare/workers-types@5.20261117.1"]);
 // Deno and Bun, from npm (about 200 MB, kept between runs in .test-tmp/tools/).
 const runtimes = join(root, ".test-tmp", "tools", "runtimes");
 await ensureNpmFolder(runtimes, { deno: "2.9.6", bun: "1.4.5" });

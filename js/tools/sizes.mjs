@@ -1,0 +1,104 @@
+// The two download-size budgets of issue 8, measured on a built package (dist/ of this repository,
+// or an installed copy): used at the end of `npm run build` and by the benchmark report.
+//
+//   browser  what a page that only uses IndexedDB downloads: dist/browser.js, every module it
+//            imports statically, and the IndexedDB engine those modules fetch. The GlueSQL engine
+//            (vaultstore_full*) is only reached by a dynamic import() on the first memory open.
+//   edge     what `wrangler deploy --dry-run --outdir` uploads for a minimal worker importing the
+//            package (the GlueSQL engine and the bundled worker).
+//
+// Sizes are gzip at level 9 (gzip -9), file by file, summed: each file is a separate download or
+// upload module. kB and MB are 1,000 and 1,000,000 bytes.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { gzipSync } from "node:zlib";
+
+export const BUDGETS = { browser: 150_000, edge: 1_000_000 };
+
+const gzipBytes = (file) => gzipSync(readFileSync(file), { level: 9 }).length;
+
+/** Relative specifiers a module loads up front: static imports/re-exports and `new URL(…, import.meta.url)`. */
+function staticDependencies(source) {
+  const found = [];
+  const patterns = [
+    /^\s*(?:import|export)\b[^;"']*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']/gm,
+    /^\s*import\s*["'](\.{1,2}\/[^"']+)["']/gm,
+    /new URL\(\s*["']([^"']+)["']\s*,\s*import\.meta\.url\s*\)/g,
+  ];
+  for (const pattern of patterns) {
+    for (const match of source.matchAll(pattern)) found.push(match[1]);
+  }
+  return found;
+}
+
+/**
+ * The files a browser downloads for IndexedDB use, starting at `<packageDir>/dist/browser.js`,
+ * with their gzip sizes. Dynamic `import()`s are not followed: that is how the GlueSQL engine
+ * stays out.
+ */
+export function browserDownload(packageDir) {
+  const entry = join(packageDir, "dist", "browser.js");
+  const seen = new Set();
+  const queue = [entry];
+  while (queue.length > 0) {
+    const file = queue.shift();
+    if (seen.has(file)) continue;
+    seen.add(file);
+    if (!file.endsWith(".js")) continue;
+    for (const specifier of staticDependencies(readFileSync(file, "utf8"))) {
+      queue.push(join(dirname(file), specifier));
+    }
+  }
+  const files = [...seen].map((file) => ({ file: relative(packageDir, file), gzip: gzipBytes(file) }));
+  return { files, gzip: files.reduce((sum, f) => sum + f.gzip, 0) };
+}
+
+const WORKER = `import { Vault } from "vaultstore-wasm";
+
+export default {
+  async fetch() {
+    const vault = await Vault.open({ backend: "memory" });
+    return new Response(await vault.tokenCreate("value", crypto.getRandomValues(new Uint8Array(32))));
+  },
+};
+`;
+
+/**
+ * What wrangler uploads for a minimal worker that imports the package at `packageDir`, built in
+ * `workDir` (emptied first) with `wrangler` (the binary). A dry run takes about a second, so the
+ * build runs the real thing rather than imitating its bundling.
+ */
+export function edgeUpload(packageDir, workDir, wrangler) {
+  rmSync(workDir, { recursive: true, force: true });
+  mkdirSync(join(workDir, "node_modules"), { recursive: true });
+  symlinkSync(packageDir, join(workDir, "node_modules", "vaultstore-wasm"), "dir");
+  writeFileSync(join(workDir, "worker.mjs"), WORKER);
+  writeFileSync(
+    join(workDir, "wrangler.jsonc"),
+    JSON.stringify({ name: "vaultstore-size", main: "worker.mjs", compatibility_date: "2026-04-01" }, null, 2),
+  );
+  execFileSync(wrangler, ["deploy", "--dry-run", "--outdir", "out"], {
+    cwd: workDir,
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const out = join(workDir, "out");
+  // The upload is the modules; wrangler also writes a source map and a README that it does not upload.
+  const files = readdirSync(out)
+    .filter((f) => !f.endsWith(".map") && f !== "README.md")
+    .map((f) => ({ file: f, gzip: gzipBytes(join(out, f)) }));
+  return { files, gzip: files.reduce((sum, f) => sum + f.gzip, 0) };
+}
+
+/** Both sizes with their budgets: `[{ name, what, gzip, budget, ok }]`. */
+export function measureSizes(packageDir, workDir, wrangler) {
+  const browser = browserDownload(packageDir);
+  const edge = edgeUpload(packageDir, workDir, wrangler);
+  return [
+    { name: "browser", what: "browser download for IndexedDB use", gzip: browser.gzip, budget: BUDGETS.browser, ok: browser.gzip <= BUDGETS.browser, files: browser.files },
+    { name: "edge", what: "edge bundle (wrangler deploy --dry-run)", gzip: edge.gzip, budget: BUDGETS.edge, ok: edge.gzip <= BUDGETS.edge, files: edge.files },
+  ];
+}
+
+export const formatBytes = (bytes) => (bytes >= 1_000_000 ? `${(bytes / 1_000_000).toFixed(2)} MB` : `${(bytes / 1_000).toFixed(1)} kB`);

@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+// `npm run bench`: the package against the code a JavaScript developer would write instead
+// (issue 8), in Node (memory backend) and headless Chromium (IndexedDB), plus the download sizes.
+// Writes tests/benches/results/latest.md and latest.svg.
+//
+//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 5 rounds (~8 min)
+//   npm run bench -- --quick           smoke run (BENCH_QUICK=1 too): tiny counts, 2 rounds, report
+//                                      in .test-tmp/bench/; fails if a benchmark throws or disagrees
+//                                      with its baseline, never on timings
+//   --rounds N   --out DIR   --only node|chromium
+//
+// The package measured is dist/ packed and installed into an empty folder, or the folder named by
+// CONSUMER_DIR where `npm test` already installed it. Run `npm run build` first.
+import { execFileSync } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serve } from "../../js/tools/serve.mjs";
+import { measureSizes } from "../../js/tools/sizes.mjs";
+import { output, root } from "../../js/tools/toolchain.mjs";
+import { installPacked } from "../js/pack.mjs";
+import { markdown, svg } from "./report.mjs";
+import { alternate } from "./protocol.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+const option = (name) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const quick = args.includes("--quick") || process.env.BENCH_QUICK === "1";
+
+const config = quick
+  ? { records1k: 50, records10k: 50, records100k: 200, chunk: 50, reads: 50, kdfSmall: 1000, kdfDefault: 1000, rounds: 2 }
+  : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 5 };
+if (option("--rounds")) config.rounds = Number(option("--rounds"));
+const only = option("--only");
+const work = join(root, ".test-tmp", "bench");
+const outDir = option("--out") ?? (quick ? work : join(here, "results"));
+
+if (!existsSync(join(root, "dist", "BUILD"))) {
+  console.error("dist/ is not built: run `npm run build` first");
+  process.exit(1);
+}
+const started = Date.now();
+// Shared machines: the load around the run says how much to trust its figures.
+const loadBefore = loadavg()[0];
+const consumer = process.env.CONSUMER_DIR ?? installPacked(work);
+const packageDir = join(consumer, "node_modules", "vaultstore-wasm");
+// The Node benchmarks run next to the installed package, so "vaultstore-wasm" resolves as a user's does.
+const benchDir = join(consumer, "bench");
+mkdirSync(benchDir, { recursive: true });
+for (const file of ["node.mjs", "baselines.mjs", "protocol.mjs"]) cpSync(join(here, file), join(benchDir, file));
+
+const results = {};
+const progress = (row, samples) => {
+  const summary = Object.entries(samples).map(([side, list]) => `${side} ${list.map((s) => Object.values(s).map((v) => v.toFixed(1)).join("/")).join(" ")}`);
+  console.log(`  ${row}: ${summary.join(" | ")}`);
+};
+
+if (only !== "chromium") {
+  console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row)`);
+  for (const row of ["sequentialCreate", "batchCreate", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"]) {
+    const stdout = execFileSync(process.execPath, [join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
+      cwd: consumer,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    results[`node.${row}`] = JSON.parse(stdout.trim().split("\n").pop());
+    progress(`node.${row}`, results[`node.${row}`]);
+  }
+}
+
+let chromiumVersion = "not run";
+if (only !== "node") {
+  console.log(`\n▶ Chromium, IndexedDB (${config.rounds} rounds per row, one page per row)`);
+  const server = await serve([here, consumer, { mount: "/dexie", dir: join(root, "node_modules", "dexie", "dist") }]);
+  const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+  chromiumVersion = output(executablePath, ["--version"]).trim() || "unknown";
+  // A persistent profile keeps IndexedDB on disk, as in a user's browser (a fresh Playwright
+  // context would be off the record, with IndexedDB in memory). A new one for every run.
+  const profile = join(work, "chromium-profile");
+  rmSync(profile, { recursive: true, force: true });
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: [
+      "--no-sandbox", "--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--disable-quic",
+    ],
+  });
+  try {
+    for (const row of ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate"]) {
+      const page = await context.newPage();
+      page.on("pageerror", (error) => console.error("page error:", error));
+      await page.goto(`${server.url}/page.html`);
+      await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
+      const sides = await page.evaluate((row) => window.benchRows[row], row);
+      results[`idb.${row}`] = await alternate(
+        config.rounds,
+        Object.fromEntries(sides.map((side) => [side, () => page.evaluate(([r, s, c]) => window.bench(r, s, c), [row, side, config])])),
+      );
+      progress(`idb.${row}`, results[`idb.${row}`]);
+      await page.close();
+    }
+  } finally {
+    await context.close();
+    await server.close();
+  }
+}
+
+console.log("\n▶ download sizes");
+const sizes = measureSizes(packageDir, join(work, "size-edge"), join(root, "node_modules", ".bin", "wrangler"));
+
+const dirty = output("git", ["status", "--porcelain", "--", "src", "js", "Cargo.toml", "Cargo.lock", "package.json"]).trim();
+const machine = {
+  cpu: (readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.+)$/m) ?? [])[1] ?? "unknown",
+  cores: availableParallelism(),
+  load: `${loadBefore.toFixed(2)} at the start, ${loadavg()[0].toFixed(2)} at the end (1-minute load average)`,
+  node: process.version,
+  chromium: chromiumVersion,
+  date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+  commit: `${output("git", ["rev-parse", "--short", "HEAD"]).trim()}${dirty ? " with uncommitted changes" : ""} (branch ${output("git", ["rev-parse", "--abbrev-ref", "HEAD"]).trim()})`,
+};
+mkdirSync(outDir, { recursive: true });
+const report = { machine, config, results, sizes, quick, svgName: "latest.svg" };
+writeFileSync(join(outDir, "latest.md"), markdown(report));
+writeFileSync(join(outDir, "latest.svg"), svg(report));
+console.log(`\nbenchmark report: ${join(outDir, "latest.md")} (${((Date.now() - started) / 60000).toFixed(1)} min)`);

@@ -1,0 +1,214 @@
+// The Chromium half of the benchmark: the packed browser build on IndexedDB against WebCrypto
+// HKDF+AES-GCM and Dexie, the IndexedDB library most apps would reach for. Loaded by page.html;
+// the driver calls `window.bench(row, side, config)` once per round and side, and gets one sample
+// (milliseconds). Every round uses a new database, deleted afterwards, so rounds are independent.
+import Dexie from "dexie";
+import { Vault } from "vaultstore-wasm";
+import { hkdf, newRecord, newSalt, newToken, pbkdf2 } from "./baselines.mjs";
+import { NEW_PASSWORD, PASSWORD, expectEqual, time, values } from "./protocol.mjs";
+
+const uniqueName = (side) => `bench-${side}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+/** An IndexedDB vault in a new database, with PASSWORD's key derived and cached. */
+async function unlockedVault(config, options = {}) {
+  const name = uniqueName("package");
+  const vault = await Vault.open({ backend: "indexeddb", name, kdfIterations: config.kdfSmall, ...options });
+  await vault.tokenDelete(await vault.tokenCreate("unlock", PASSWORD));
+  return { vault, name };
+}
+
+async function dropVault({ vault, name }) {
+  await vault.close();
+  await new Promise((resolve, reject) => {
+    const request = indexedDB.deleteDatabase(name);
+    request.onsuccess = resolve;
+    request.onerror = () => reject(request.error);
+  });
+}
+
+async function expectPackageValues(vault, tokens, expected, password = PASSWORD) {
+  const read = await vault.tokensRead(tokens, password);
+  expectEqual(tokens.map((t) => read[t]), expected, "package values read back");
+}
+
+/**
+ * The baseline's database. The token is the primary key (it is what callers look records up by);
+ * the indexes are the package's (unique id, created, updated, expiry, soft delete), so both sides
+ * maintain as much on every write.
+ */
+async function openDexie() {
+  const db = new Dexie(uniqueName("dexie"));
+  db.version(1).stores({ tokens: "token, &id, createdAt, updatedAt, expiresAt, softDeletedAt" });
+  await db.open();
+  return db;
+}
+
+/** A new record for `value`, sealed under `key`. */
+async function sealedRecord(key, value) {
+  const token = newToken();
+  return newRecord(token, await hkdf.seal(key, token, value));
+}
+
+async function expectDexieValues(db, key, expected) {
+  const rows = await db.tokens.toArray();
+  const read = await Promise.all(rows.map((r) => hkdf.open(key, r.token, r.value)));
+  expectEqual(read.sort(), [...expected].sort(), "baseline values read back");
+}
+
+/** `tokensCreate(count)` in one call, a fresh database each time. */
+async function packageBatchCreate(config, count) {
+  const input = values(count);
+  const handle = await unlockedVault(config);
+  let tokens;
+  const ms = await time(async () => {
+    tokens = await handle.vault.tokensCreate(input, PASSWORD);
+  });
+  await expectPackageValues(handle.vault, tokens, input);
+  await dropVault(handle);
+  return { ms };
+}
+
+/** What a user writes for a batch: seal everything at once, then one bulkAdd. */
+async function dexieBatchCreate(config, count) {
+  const input = values(count);
+  const key = await hkdf.deriveKey(PASSWORD, newSalt(), config.kdfSmall);
+  const db = await openDexie();
+  const ms = await time(async () => {
+    const rows = await Promise.all(input.map((value) => sealedRecord(key, value)));
+    await db.tokens.bulkAdd(rows);
+  });
+  await expectDexieValues(db, key, input);
+  await db.delete();
+  return { ms };
+}
+
+const rows = {
+  batchCreate1k: {
+    package: (config) => packageBatchCreate(config, config.records1k),
+    baseline: (config) => dexieBatchCreate(config, config.records1k),
+  },
+  batchCreate10k: {
+    package: (config) => packageBatchCreate(config, config.records10k),
+    baseline: (config) => dexieBatchCreate(config, config.records10k),
+  },
+
+  /** The physical limit: the same rows, sealed before the clock starts; only the write is timed. */
+  batchCreateVsBulkAdd: {
+    package: (config) => packageBatchCreate(config, config.records1k),
+    async baseline(config) {
+      const input = values(config.records1k);
+      const key = await hkdf.deriveKey(PASSWORD, newSalt(), config.kdfSmall);
+      const rows = await Promise.all(input.map((value) => sealedRecord(key, value)));
+      const db = await openDexie();
+      const ms = await time(() => db.tokens.bulkAdd(rows));
+      await expectDexieValues(db, key, input);
+      await db.delete();
+      return { ms };
+    },
+  },
+
+  batchRead: {
+    async package(config) {
+      const input = values(config.records1k);
+      const handle = await unlockedVault(config);
+      const tokens = await handle.vault.tokensCreate(input, PASSWORD);
+      let read;
+      const ms = await time(async () => {
+        read = await handle.vault.tokensRead(tokens, PASSWORD);
+      });
+      expectEqual(tokens.map((t) => read[t]), input, "package tokensRead");
+      await dropVault(handle);
+      return { ms };
+    },
+    async baseline(config) {
+      const input = values(config.records1k);
+      const key = await hkdf.deriveKey(PASSWORD, newSalt(), config.kdfSmall);
+      const db = await openDexie();
+      const stored = await Promise.all(input.map((value) => sealedRecord(key, value)));
+      await db.tokens.bulkAdd(stored);
+      const tokens = stored.map((r) => r.token);
+      let read;
+      const ms = await time(async () => {
+        const rows = await db.tokens.bulkGet(tokens);
+        read = await Promise.all(rows.map((r) => hkdf.open(key, r.token, r.value)));
+      });
+      expectEqual(read, input, "baseline reads");
+      await db.delete();
+      return { ms };
+    },
+  },
+
+  sequentialCreate: {
+    async package(config) {
+      const input = values(config.records1k);
+      const handle = await unlockedVault(config);
+      const tokens = [];
+      const ms = await time(async () => {
+        for (const value of input) tokens.push(await handle.vault.tokenCreate(value, PASSWORD));
+      });
+      await expectPackageValues(handle.vault, tokens, input);
+      await dropVault(handle);
+      return { ms };
+    },
+    async baseline(config) {
+      const input = values(config.records1k);
+      const key = await hkdf.deriveKey(PASSWORD, newSalt(), config.kdfSmall);
+      const db = await openDexie();
+      const ms = await time(async () => {
+        for (const value of input) await db.tokens.add(await sealedRecord(key, value));
+      });
+      await expectDexieValues(db, key, input);
+      await db.delete();
+      return { ms };
+    },
+  },
+
+  /**
+   * A rotating rekey of records10k records at the default iteration count. The baseline derives
+   * the new key, reads every row, re-seals it, and writes them all back. The third side times one
+   * PBKDF2 alone, for "beyond the new password's derivation".
+   */
+  rekeyRotate: {
+    async package(config) {
+      const input = values(config.records10k);
+      const handle = await unlockedVault(config, { passwordIdentity: true, kdfIterations: config.kdfDefault });
+      const tokens = await handle.vault.tokensCreate(input, PASSWORD);
+      let moved;
+      const ms = await time(async () => {
+        moved = await handle.vault.bulkRekey(PASSWORD, NEW_PASSWORD, { rotate: true });
+      });
+      expectEqual(moved, input.length, "package records rekeyed");
+      await expectPackageValues(handle.vault, tokens, input, NEW_PASSWORD);
+      await dropVault(handle);
+      return { ms };
+    },
+    async baseline(config) {
+      const input = values(config.records10k);
+      const salt = newSalt();
+      const oldKey = await hkdf.deriveKey(PASSWORD, salt, config.kdfDefault);
+      const db = await openDexie();
+      await db.tokens.bulkAdd(await Promise.all(input.map((value) => sealedRecord(oldKey, value))));
+      let newKey;
+      const ms = await time(async () => {
+        newKey = await hkdf.deriveKey(NEW_PASSWORD, salt, config.kdfDefault);
+        const rows = await db.tokens.toArray();
+        const resealed = await Promise.all(
+          rows.map(async (row) => {
+            const value = await hkdf.open(oldKey, row.token, row.value);
+            return { ...row, value: await hkdf.seal(newKey, row.token, value), updatedAt: Date.now() };
+          }),
+        );
+        await db.tokens.bulkPut(resealed);
+      });
+      await expectDexieValues(db, newKey, input);
+      await db.delete();
+      return { ms };
+    },
+    async pbkdf2(config) {
+      return { ms: await time(() => pbkdf2(NEW_PASSWORD, newSalt(), config.kdfDefault)) };
+    },
+  },
+};
+
+window.bench = (row, side, config) => rows[row][side](config);
+window.benchRows = Object.fromEntries(Object.entries(rows).map(([row, sides]) => [row, Object.keys(sides)]));

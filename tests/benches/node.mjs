@@ -1,0 +1,309 @@
+// The Node half of the benchmark: the packed package on `backend: "memory"` against WebCrypto and
+// a Map. Run from the folder the tarball is installed in, one row per process (a fresh heap each):
+//
+//   node node.mjs <row> '<config JSON>'     prints { side: [sample, ...] } as JSON
+//
+// Samples are milliseconds. Keys are cached on both sides (the package caches derived keys; a
+// baseline derives its key before the clock starts) except where the derivation is what is measured.
+import { Vault } from "vaultstore-wasm";
+import { hkdf, newRecord, newSalt, newToken, pbkdf2, plain } from "./baselines.mjs";
+import { NEW_PASSWORD, PASSWORD, alternate, expectEqual, median, time, values } from "./protocol.mjs";
+
+const [row, configJson] = process.argv.slice(2);
+const config = JSON.parse(configJson);
+
+/** A memory vault whose key for PASSWORD is already derived and cached. */
+async function unlockedVault(options = {}) {
+  const vault = await Vault.open({ backend: "memory", kdfIterations: config.kdfSmall, ...options });
+  await vault.tokenDelete(await vault.tokenCreate("unlock", PASSWORD));
+  return vault;
+}
+
+async function expectPackageValues(vault, tokens, expected, password = PASSWORD) {
+  const read = await vault.tokensRead(tokens, password);
+  expectEqual(tokens.map((t) => read[t]), expected, "package values read back");
+}
+
+async function expectMapValues(store, key, scheme, expected) {
+  const read = await Promise.all([...store.values()].map((r) => scheme.open(key, r.token, r.value)));
+  expectEqual(read.sort(), [...expected].sort(), "baseline values read back");
+}
+
+/** A baseline's plain key and an empty Map, made before the clock starts. */
+async function plainStore(iterations = config.kdfSmall) {
+  const salt = newSalt();
+  return { salt, key: await plain.deriveKey(PASSWORD, salt, iterations), store: new Map() };
+}
+
+/** p50 of `count` sequential reads of random tokens (microseconds), each checked. */
+async function readP50(read, tokens, expected, count) {
+  const micros = [];
+  for (let i = 0; i < count; i++) {
+    const pick = Math.floor(Math.random() * tokens.length);
+    const started = performance.now();
+    const value = await read(tokens[pick]);
+    micros.push((performance.now() - started) * 1000);
+    if (value !== expected[pick]) throw new Error(`read ${tokens[pick]}: got ${value}`);
+  }
+  return median(micros);
+}
+
+const rows = {
+  /** n × `await tokenCreate` against n × (seal, Map.set). */
+  async sequentialCreate() {
+    const input = values(config.records10k);
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await unlockedVault();
+        const tokens = [];
+        const ms = await time(async () => {
+          for (const value of input) tokens.push(await vault.tokenCreate(value, PASSWORD));
+        });
+        await expectPackageValues(vault, tokens, input);
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        const { key, store } = await plainStore();
+        const ms = await time(async () => {
+          for (const value of input) {
+            const token = newToken();
+            store.set(token, newRecord(token, await plain.seal(key, token, value)));
+          }
+        });
+        await expectMapValues(store, key, plain, input);
+        return { ms };
+      },
+    });
+  },
+
+  /** `tokensCreate(n)` against Promise.all of seals, then Map.set. */
+  async batchCreate() {
+    const input = values(config.records10k);
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await unlockedVault();
+        let tokens;
+        const ms = await time(async () => {
+          tokens = await vault.tokensCreate(input, PASSWORD);
+        });
+        await expectPackageValues(vault, tokens, input);
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        const { key, store } = await plainStore();
+        const ms = await time(async () => {
+          const records = await Promise.all(
+            input.map(async (value) => {
+              const token = newToken();
+              return newRecord(token, await plain.seal(key, token, value));
+            }),
+          );
+          for (const record of records) store.set(record.token, record);
+        });
+        await expectMapValues(store, key, plain, input);
+        return { ms };
+      },
+    });
+  },
+
+  /** 10 × `tokensRead(n)` against 10 × (Map.get, Promise.all of opens). */
+  async batchRead() {
+    const input = values(config.records1k);
+    const repeat = 10;
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await unlockedVault();
+        const tokens = await vault.tokensCreate(input, PASSWORD);
+        let read;
+        const ms = await time(async () => {
+          for (let i = 0; i < repeat; i++) read = await vault.tokensRead(tokens, PASSWORD);
+        });
+        expectEqual(tokens.map((t) => read[t]), input, "package tokensRead");
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        const { key, store } = await plainStore();
+        const tokens = input.map(() => newToken());
+        for (const [i, token] of tokens.entries()) store.set(token, newRecord(token, await plain.seal(key, token, input[i])));
+        let read;
+        const ms = await time(async () => {
+          for (let i = 0; i < repeat; i++) {
+            read = await Promise.all(tokens.map((token) => plain.open(key, token, store.get(token).value)));
+          }
+        });
+        expectEqual(read, input, "baseline reads");
+        return { ms };
+      },
+    });
+  },
+
+  /**
+   * Build a vault of records100k (tokensCreate in chunks), then the p50 of single `tokenRead`s in
+   * it and in a vault of records1k. The baseline reads a Map of HKDF+AES-GCM records (built once:
+   * reads do not change it).
+   */
+  async readLatency() {
+    const big = values(config.records100k);
+    const small = values(config.records1k);
+    let baselineStores;
+    async function hkdfStore(input) {
+      const key = await hkdf.deriveKey(PASSWORD, newSalt(), config.kdfSmall);
+      const store = new Map();
+      for (let i = 0; i < input.length; i += config.chunk) {
+        const records = await Promise.all(
+          input.slice(i, i + config.chunk).map(async (value) => {
+            const token = newToken();
+            return newRecord(token, await hkdf.seal(key, token, value));
+          }),
+        );
+        for (const record of records) store.set(record.token, record);
+      }
+      return { key, store, tokens: [...store.keys()] };
+    }
+    const baselineP50 = ({ key, store, tokens }, input) =>
+      readP50((token) => hkdf.open(key, token, store.get(token).value), tokens, input, config.reads);
+
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await unlockedVault();
+        const tokens = [];
+        const buildMs = await time(async () => {
+          for (let i = 0; i < big.length; i += config.chunk) {
+            tokens.push(...(await vault.tokensCreate(big.slice(i, i + config.chunk), PASSWORD)));
+          }
+        });
+        const p50Big = await readP50((t) => vault.tokenRead(t, PASSWORD), tokens, big, config.reads);
+        expectEqual(await vault.recordCount(), big.length, "package record count");
+        await vault.close();
+
+        const smallVault = await unlockedVault();
+        const smallTokens = await smallVault.tokensCreate(small, PASSWORD);
+        const p50Small = await readP50((t) => smallVault.tokenRead(t, PASSWORD), smallTokens, small, config.reads);
+        await smallVault.close();
+        return { buildMs, p50Big, p50Small };
+      },
+      async baseline() {
+        baselineStores ??= { big: await hkdfStore(big), small: await hkdfStore(small) };
+        // The Map is in insertion order, so the tokens line up with the values.
+        return {
+          p50Big: await baselineP50(baselineStores.big, big),
+          p50Small: await baselineP50(baselineStores.small, small),
+        };
+      },
+    });
+  },
+
+  /** bulkRekey with identities (re-encrypting every record): `rotate: true`. */
+  rekeyRotate: () => rekey({ passwordIdentity: true, rotate: true }),
+  /** bulkRekey with identities off: the records of the old password found by key check. */
+  rekeyScan: () => rekey({ passwordIdentity: false, rotate: false }),
+
+  /** The first `tokenCreate` of a fresh vault (the unlock: PBKDF2) against deriveBits + 1 seal. */
+  async unlock() {
+    const value = values(1)[0];
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await Vault.open({ backend: "memory", kdfIterations: config.kdfDefault });
+        let token;
+        const ms = await time(async () => {
+          token = await vault.tokenCreate(value, PASSWORD);
+        });
+        expectEqual(await vault.tokenRead(token, PASSWORD), value, "package unlock read");
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        const salt = newSalt();
+        const store = new Map();
+        let key;
+        const ms = await time(async () => {
+          key = await plain.deriveKey(PASSWORD, salt, config.kdfDefault);
+          const token = newToken();
+          store.set(token, newRecord(token, await plain.seal(key, token, value)));
+        });
+        await expectMapValues(store, key, plain, [value]);
+        return { ms };
+      },
+    });
+  },
+
+  /**
+   * The Rust PBKDF2, which takes over when WebCrypto refuses (Workers refuse more than 100,000
+   * iterations): `deriveBits` is made to reject while the package unlocks a fresh vault.
+   */
+  async fallback() {
+    const value = values(1)[0];
+    return alternate(config.rounds, {
+      async package() {
+        const vault = await Vault.open({ backend: "memory", kdfIterations: config.kdfDefault });
+        let refused = 0;
+        crypto.subtle.deriveBits = async () => {
+          refused++;
+          throw new DOMException("refused by the benchmark", "NotSupportedError");
+        };
+        let token;
+        const ms = await time(async () => {
+          token = await vault.tokenCreate(value, PASSWORD);
+        }).finally(() => delete crypto.subtle.deriveBits);
+        if (refused === 0) throw new Error("the package never asked WebCrypto: the fallback was not measured");
+        expectEqual(await vault.tokenRead(token, PASSWORD), value, "package fallback read");
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        return { ms: await time(() => pbkdf2(PASSWORD, newSalt(), config.kdfDefault)) };
+      },
+    });
+  },
+};
+
+/**
+ * A rekey of records10k records at the default iteration count, as a user runs it. The baseline
+ * derives the new key, then opens and re-seals every record into the Map. A third side times one
+ * PBKDF2 alone, so the report can show the time beyond the new password's derivation.
+ */
+async function rekey({ passwordIdentity, rotate }) {
+  const input = values(config.records10k);
+  return alternate(config.rounds, {
+    async package() {
+      const vault = await Vault.open({ backend: "memory", passwordIdentity, kdfIterations: config.kdfDefault });
+      const tokens = await vault.tokensCreate(input, PASSWORD);
+      let moved;
+      const ms = await time(async () => {
+        moved = await vault.bulkRekey(PASSWORD, NEW_PASSWORD, { rotate });
+      });
+      expectEqual(moved, input.length, "package records rekeyed");
+      await expectPackageValues(vault, tokens, input, NEW_PASSWORD);
+      await vault.close();
+      return { ms };
+    },
+    async baseline() {
+      const { salt, key: oldKey, store } = await plainStore(config.kdfDefault);
+      for (const value of input) {
+        const token = newToken();
+        store.set(token, newRecord(token, await plain.seal(oldKey, token, value)));
+      }
+      let newKey;
+      const ms = await time(async () => {
+        newKey = await plain.deriveKey(NEW_PASSWORD, salt, config.kdfDefault);
+        await Promise.all(
+          [...store.values()].map(async (record) => {
+            const value = await plain.open(oldKey, record.token, record.value);
+            store.set(record.token, { ...record, value: await plain.seal(newKey, record.token, value), updatedAt: Date.now() });
+          }),
+        );
+      });
+      await expectMapValues(store, newKey, plain, input);
+      return { ms };
+    },
+    async pbkdf2() {
+      return { ms: await time(() => pbkdf2(NEW_PASSWORD, newSalt(), config.kdfDefault)) };
+    },
+  });
+}
+
+if (!(row in rows)) throw new Error(`unknown Node benchmark ${row}; rows: ${Object.keys(rows).join(", ")}`);
+console.log(JSON.stringify(await rows[row]()));

@@ -1,0 +1,209 @@
+// The benchmark report: medians and ratios against the goals of issue 8, as markdown, and the same
+// figures as an SVG bar chart drawn here (no chart library, no network).
+import { formatBytes } from "../../js/tools/sizes.mjs";
+import { median } from "./protocol.mjs";
+
+const count = (n) => n.toLocaleString("en-US");
+const ms = (v) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : v >= 10 ? `${v.toFixed(0)} ms` : `${v.toFixed(2)} ms`);
+const us = (v) => `${v.toFixed(1)} µs`;
+const opsPerSecond = (operations, millis) => `${count(Math.round((operations * 1000) / millis))} ops/s`;
+
+/** The goal a line is held to: `package ÷ baseline ≤ ratio`, or `package value ≤ limit`. */
+const ratioGoal = (ratio) => ({
+  text: `≤ ${ratio.toFixed(1)}×`,
+  met: (line) => line.ratio <= ratio,
+  bar: (line) => ({ x: line.ratio, goal: ratio, value: `${line.ratio.toFixed(2)}×` }),
+});
+/** `package value ≤ limit`; the chart draws value ÷ limit, or the value itself when it is a ratio. */
+const limitGoal = (limit, text, { isRatio = false } = {}) => ({
+  text,
+  met: (line) => line.package <= limit,
+  bar: (line) => ({ x: isRatio ? line.package : line.package / limit, goal: isRatio ? limit : 1, value: line.show(line.package) }),
+});
+
+/**
+ * Every line of the report: `{ runtime, operation, baseline (what a user writes), package and
+ * baseline medians, show (formats a value), ratio, goal }`.
+ */
+export function lines(config, results) {
+  const med = (row, side, metric = "ms") => median(results[row][side].map((sample) => sample[metric]));
+  const compare = (row, extra = {}) => {
+    const pkg = med(row, "package");
+    const base = med(row, "baseline");
+    return { package: pkg, baseline: base, ratio: pkg / base, show: ms, ...extra };
+  };
+  const beyondPbkdf2 = (row) => {
+    const pbkdf2 = med(row, "pbkdf2");
+    const pkg = med(row, "package") - pbkdf2;
+    const base = med(row, "baseline") - pbkdf2;
+    return { package: pkg, baseline: base, ratio: pkg / base, show: ms, note: `one PBKDF2 of ${count(config.kdfDefault)} iterations: ${ms(pbkdf2)}` };
+  };
+  const throughput = (operations) => (v) => `${ms(v)} (${opsPerSecond(operations, v)})`;
+  const { records1k: n1k, records10k: n10k, records100k: n100k } = config;
+  const out = [];
+  const add = (runtime, operation, baseline, values, goal) => out.push({ runtime, operation, baselineWhat: baseline, goal, ...values });
+
+  if (results["idb.batchCreate1k"]) {
+    const r = "chromium";
+    add(r, `tokensCreate(${count(n1k)}), 100-byte values`, "HKDF+AES-GCM seals (Promise.all) + Dexie bulkAdd", compare("idb.batchCreate1k"), ratioGoal(1.0));
+    add(r, `tokensCreate(${count(n10k)})`, "the same, " + count(n10k), compare("idb.batchCreate10k"));
+    add(r, `tokensCreate(${count(n1k)}) vs the physical limit`, "one Dexie bulkAdd of the same rows, already sealed", compare("idb.batchCreateVsBulkAdd"), ratioGoal(1.5));
+    add(r, `tokensRead(${count(n1k)})`, "Dexie bulkGet + Promise.all opens", compare("idb.batchRead"), ratioGoal(1.0));
+    add(r, `${count(n1k)} × await tokenCreate`, `${count(n1k)} × (seal, Dexie add)`, compare("idb.sequentialCreate"), ratioGoal(1.0));
+    add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + toArray + open/re-seal + bulkPut", compare("idb.rekeyRotate"));
+    add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("idb.rekeyRotate"), limitGoal(1000, "< 1 s"));
+  }
+  if (results["node.sequentialCreate"]) {
+    const r = "node";
+    add(r, `${count(n10k)} × await tokenCreate`, "plain AES-GCM seal + Map.set, awaited one by one", compare("node.sequentialCreate", { show: throughput(n10k) }), ratioGoal(1.0));
+    add(r, `tokensCreate(${count(n10k)})`, "the same, Promise.all", compare("node.batchCreate", { show: throughput(n10k) }), ratioGoal(1.0));
+    add(r, `tokensRead(${count(n1k)}) × 10`, "Map.get + Promise.all plain opens", compare("node.batchRead", { show: throughput(10 * n1k) }), ratioGoal(1.0));
+    const big = med("node.readLatency", "package", "p50Big");
+    const small = med("node.readLatency", "package", "p50Small");
+    const baseBig = med("node.readLatency", "baseline", "p50Big");
+    const baseSmall = med("node.readLatency", "baseline", "p50Small");
+    add(r, `tokenRead p50, ${count(n100k)}-record vault`, "Map.get + HKDF+AES-GCM open", { package: big, baseline: baseBig, ratio: big / baseBig, show: us }, limitGoal(20, "≤ 20 µs"));
+    add(r, `tokenRead p50, ${count(n1k)}-record vault`, "the same", { package: small, baseline: baseSmall, ratio: small / baseSmall, show: us });
+    add(r, `p50 at ${count(n100k)} ÷ p50 at ${count(n1k)}`, "the same", { package: big / small, baseline: baseBig / baseSmall, ratio: null, show: (v) => `${v.toFixed(2)}×` }, limitGoal(1.5, "≤ 1.5×", { isRatio: true }));
+    const build = med("node.readLatency", "package", "buildMs");
+    add(r, `build a ${count(n100k)}-record vault (tokensCreate × ${count(config.chunk)})`, "—", { package: build, baseline: null, ratio: null, show: ms }, limitGoal(5000, "< 5 s"));
+    add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + open/re-seal into the Map", compare("node.rekeyRotate"), ratioGoal(1.0));
+    add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("node.rekeyRotate"));
+    add(r, `bulkRekey, identities off (key-check scan), ${count(n10k)}`, "PBKDF2 + open/re-seal into the Map", compare("node.rekeyScan"), ratioGoal(1.0));
+    add(r, `bulkRekey key-check scan, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("node.rekeyScan"));
+    add(r, `unlock: first tokenCreate of a new vault (PBKDF2 ${count(config.kdfDefault)})`, "subtle.deriveBits + 1 seal", compare("node.unlock"), ratioGoal(1.1));
+    add(r, `Rust PBKDF2 fallback (${count(config.kdfDefault)}), WebCrypto refused`, "subtle.deriveBits", compare("node.fallback"), ratioGoal(2.0));
+  }
+  for (const line of out) line.met = line.goal ? line.goal.met(line) : undefined;
+  return out;
+}
+
+const RUNTIMES = {
+  chromium: "Chromium, IndexedDB (`backend: \"indexeddb\"` vs WebCrypto + Dexie)",
+  node: "Node, memory (`backend: \"memory\"` vs WebCrypto + Map)",
+};
+
+function table(rows, quick) {
+  const met = (line) => (line.goal === undefined ? "" : quick ? "(quick run)" : line.met ? "✅ yes" : "❌ no");
+  const body = rows.map((line) => {
+    const base = line.baseline === null ? "—" : line.show(line.baseline);
+    const ratio = line.ratio === null ? "—" : `${line.ratio.toFixed(2)}×`;
+    const note = line.note ? ` (${line.note})` : "";
+    return `| ${line.operation}${note} | ${line.show(line.package)} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
+  });
+  return ["| operation | package | baseline | what the baseline does | ratio | goal | met |", "|---|--:|--:|---|--:|:-:|:-:|", ...body].join("\n");
+}
+
+/** The markdown report. */
+export function markdown({ machine, config, results, sizes, quick, svgName }) {
+  const all = lines(config, results);
+  const parts = [
+    "# vaultstore-wasm: the package against what a developer writes instead (issue 8)",
+    "",
+    quick
+      ? "**Quick smoke run** (`npm run bench -- --quick`): tiny counts, 1,000 PBKDF2 iterations, 2 rounds. The figures only show that every benchmark runs and agrees with its baseline; the goals apply to a full run."
+      : `Produced by \`npm run bench\` on the machine below. Each figure is the median of ${config.rounds} rounds; in each round the package and its baseline take turns (package, baseline, package, …), each on a new vault or database, deleted afterwards.`,
+    "",
+    "| machine | |",
+    "|---|---|",
+    `| CPU | ${machine.cpu} |`,
+    `| cores | ${machine.cores} |`,
+    `| load | ${machine.load} |`,
+    `| Node | ${machine.node} |`,
+    `| Chromium | ${machine.chromium} |`,
+    `| date | ${machine.date} |`,
+    `| package commit | ${machine.commit} |`,
+    "",
+    "**ratio** = package median ÷ baseline median: below 1 the package is faster (for ops/s rows it is the inverse of the throughput ratio). " +
+      "The package is the packed tarball installed in an empty folder (`npm pack`), loaded as users load it. " +
+      `Keys are derived before the clock starts on both sides (the package caches them; each baseline derives once), except in the unlock, fallback and rekey rows, which run PBKDF2 at ${count(config.kdfDefault)} iterations as a user would; everything else uses ${count(config.kdfSmall)}. ` +
+      "Baselines are in `tests/benches/baselines.mjs`, `node.mjs` and `browser.mjs`: \"plain\" is one AES-256-GCM key and a random nonce per value; \"HKDF+AES-GCM\" is, per record, a random 16-byte salt, a 12-byte nonce and an HKDF-SHA256-derived AES-256-GCM key, as the package seals. Both bind the token as associated data and store the package's metadata fields.",
+    "",
+  ];
+  for (const [runtime, title] of Object.entries(RUNTIMES)) {
+    const rows = all.filter((line) => line.runtime === runtime);
+    if (rows.length > 0) parts.push(`## ${title}`, "", table(rows, quick), "");
+  }
+  if (sizes) {
+    parts.push("## Download sizes (gzip -9, file by file)", "", "| what | gzip | budget | met | files |", "|---|--:|--:|:-:|---|");
+    for (const size of sizes) {
+      const files = size.files.map((f) => `\`${f.file.replace(/^[0-9a-f]{40}-/, "")}\` ${formatBytes(f.gzip)}`).join(", ");
+      parts.push(`| ${size.what} | ${formatBytes(size.gzip)} | ${formatBytes(size.budget)} | ${size.ok ? "✅ yes" : "❌ no"} | ${files} |`);
+    }
+    parts.push("", "The browser figure is `dist/browser.js`, every module it imports statically and the IndexedDB engine (`vaultstore_idb*`); the GlueSQL engine (`vaultstore_full*`) is left out because a page that only uses IndexedDB never loads it. The edge figure is what `wrangler deploy --dry-run --outdir` writes for a minimal worker that imports the package (its source map excluded).", "");
+  }
+  parts.push("## Chart", "", `![ratio per operation, with each goal marked](${svgName})`, "");
+  parts.push(
+    "<details><summary>Raw samples (milliseconds; p50s in microseconds)</summary>",
+    "",
+    "```json",
+    JSON.stringify({ config, results }, (key, value) => (typeof value === "number" ? Math.round(value * 1000) / 1000 : value)),
+    "```",
+    "",
+    "</details>",
+    "",
+  );
+  return parts.join("\n");
+}
+
+const escapeXml = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+/**
+ * Horizontal bars on a log scale: package ÷ baseline for ratio goals, measured ÷ limit for
+ * absolute goals (sizes included), each with its goal marked; green when met, red when not.
+ */
+export function svg({ config, results, sizes, quick, machine }) {
+  const bars = [];
+  for (const [runtime, title] of Object.entries({ chromium: "Chromium, IndexedDB", node: "Node, memory" })) {
+    const rows = lines(config, results).filter((line) => line.runtime === runtime && line.goal);
+    if (rows.length === 0) continue;
+    bars.push({ heading: title });
+    for (const line of rows) {
+      const { x, goal, value } = line.goal.bar(line);
+      bars.push({ label: line.operation, x, goal, met: line.met, text: `${value} (goal ${line.goal.text})` });
+    }
+  }
+  if (sizes) {
+    bars.push({ heading: "Download sizes (gzip)" });
+    for (const size of sizes) {
+      bars.push({ label: size.what, x: size.gzip / size.budget, goal: 1, met: size.ok, text: `${formatBytes(size.gzip)} (budget ${formatBytes(size.budget)})` });
+    }
+  }
+
+  const xs = bars.filter((b) => b.x !== undefined).flatMap((b) => [b.x, b.goal]);
+  const lo = 2 ** Math.floor(Math.log2(Math.min(0.25, ...xs.map((x) => Math.max(x, 1 / 64)))));
+  const hi = 2 ** Math.ceil(Math.log2(Math.max(4, ...xs)));
+  const width = 1000;
+  const left = 420;
+  const right = 790;
+  const rowHeight = 24;
+  const top = 84;
+  const pos = (x) => left + ((Math.log2(Math.max(x, lo)) - Math.log2(lo)) / (Math.log2(hi) - Math.log2(lo))) * (right - left);
+  const height = top + bars.length * rowHeight + 40;
+
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="#fff"/>`,
+    `<text x="16" y="24" font-size="16" font-weight="bold">vaultstore-wasm vs what a developer writes instead${quick ? " (quick smoke run)" : ""}</text>`,
+    `<text x="16" y="42" fill="#555">Bar: package ÷ baseline, or the measured value ÷ its limit for absolute goals (log scale). Black tick: the goal.</text>`,
+    `<text x="16" y="58" fill="#555">${quick ? "Grey: a smoke run, goals do not apply" : "Green: goal met; red: not met"}. ${escapeXml(machine.date)}, commit ${escapeXml(machine.commit)}.</text>`,
+  ];
+  for (let x = lo; x <= hi; x *= 2) {
+    out.push(`<line x1="${pos(x)}" y1="${top - 8}" x2="${pos(x)}" y2="${height - 34}" stroke="${x === 1 ? "#999" : "#e4e4e4"}"/>`);
+    out.push(`<text x="${pos(x)}" y="${height - 20}" text-anchor="middle" fill="#555">${x >= 1 ? x : `1/${1 / x}`}×</text>`);
+  }
+  bars.forEach((bar, i) => {
+    const y = top + i * rowHeight;
+    if (bar.heading) {
+      out.push(`<text x="16" y="${y + 14}" font-weight="bold">${escapeXml(bar.heading)}</text>`);
+      return;
+    }
+    const color = quick ? "#90a4ae" : bar.met ? "#2e7d32" : "#c62828";
+    out.push(`<text x="${left - 8}" y="${y + 14}" text-anchor="end">${escapeXml(bar.label)}</text>`);
+    out.push(`<rect x="${left}" y="${y + 3}" width="${Math.max(1, pos(bar.x) - left)}" height="14" fill="${color}"/>`);
+    out.push(`<line x1="${pos(bar.goal)}" y1="${y}" x2="${pos(bar.goal)}" y2="${y + 20}" stroke="#000" stroke-width="2"/>`);
+    out.push(`<text x="${right + 8}" y="${y + 14}">${escapeXml(bar.text)}</text>`);
+  });
+  out.push("</svg>", "");
+  return out.join("\n");
+}
