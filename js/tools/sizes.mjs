@@ -20,6 +20,8 @@ const gzipBytes = (file) => gzipSync(readFileSync(file), { level: 9 }).length;
 
 /** Relative specifiers a module loads up front: static imports/re-exports and `new URL(…, import.meta.url)`. */
 function staticDependencies(source) {
+  // Comments may quote such code; only what runs counts.
+  source = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
   const found = [];
   const patterns = [
     /^\s*(?:import|export)\b[^;"']*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']/gm,

@@ -93,6 +93,12 @@ pub(crate) struct Opener {
     pub identity: Option<Identity>,
 }
 
+/// A record's envelope, parsed once, and whether the secret's master key sealed it.
+pub(crate) struct Parsed {
+    envelope: Result<Envelope>,
+    by_master: bool,
+}
+
 impl Opener {
     /// Which of this secret's keys sealed `envelope`, if any.
     pub(crate) fn key_of(&self, envelope: &Envelope) -> Option<(&DataKey, SealedWith)> {
@@ -105,12 +111,35 @@ impl Opener {
         }
     }
 
-    pub(crate) fn open(&self, record: &Record) -> Result<(Zeroizing<String>, SealedWith)> {
+    fn parse(&self, record: &Record) -> Parsed {
+        let envelope = Envelope::parse(&record.value);
+        let by_master = envelope
+            .as_ref()
+            .is_ok_and(|e| e.was_sealed_with(&self.master));
+        Parsed {
+            envelope,
+            by_master,
+        }
+    }
+
+    /// Open `record` from its parsed envelope: one key check per key tried, no second parse.
+    pub(crate) fn open(
+        &self,
+        record: &Record,
+        parsed: Parsed,
+    ) -> Result<(Zeroizing<String>, SealedWith)> {
         let open = || {
-            let envelope = Envelope::parse(&record.value)?;
-            let (key, sealed_with) = self
-                .key_of(&envelope)
-                .ok_or(VaultError::InvalidPassword { tokens: vec![] })?;
+            let envelope = parsed.envelope?;
+            let (key, sealed_with) = if parsed.by_master {
+                (&self.master, SealedWith::Master)
+            } else {
+                match &self.identity {
+                    Some(identity) if envelope.was_sealed_with(&identity.dek) => {
+                        (&identity.dek, SealedWith::Identity)
+                    }
+                    _ => return Err(VaultError::InvalidPassword { tokens: vec![] }),
+                }
+            };
             Ok((
                 Zeroizing::new(envelope.open(key, &record.token)?),
                 sealed_with,
@@ -248,8 +277,11 @@ impl Vault {
             .await?
             .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, token))?;
         check_readable(&record, self.now())?;
-        let opener = self.opener(secret, std::slice::from_ref(&record)).await?;
-        let (value, sealed_with) = opener.open(&record)?;
+        let (opener, mut parsed) = self.opener(secret, std::slice::from_ref(&record)).await?;
+        let parsed = parsed
+            .pop()
+            .ok_or_else(|| VaultError::storage("no record was parsed"))?;
+        let (value, sealed_with) = opener.open(&record, parsed)?;
         let result = value.as_str().to_owned();
         if sealed_with == SealedWith::Master {
             self.link_on_access(&opener, vec![(record, value)]).await;
@@ -305,13 +337,13 @@ impl Vault {
         if live.is_empty() {
             return Ok(vec![]);
         }
-        let opener = self.opener(secret, &live).await?;
+        let (opener, parsed) = self.opener(secret, &live).await?;
         let mut wrong_key = Vec::new();
         let mut damaged = Vec::new();
         let mut values = Vec::with_capacity(live.len());
         let mut unlinked = Vec::new();
-        for record in live {
-            match opener.open(&record) {
+        for (record, parsed) in live.into_iter().zip(parsed) {
+            match opener.open(&record, parsed) {
                 Ok((value, sealed_with)) => {
                     values.push((record.token.clone(), value.as_str().to_owned()));
                     if sealed_with == SealedWith::Master && self.identities {
@@ -513,7 +545,7 @@ impl Vault {
     /// the master key moves to the secret's identity.
     async fn rewrite_key(&self, record: &Record, secret: &Secret) -> Result<WriteKey> {
         let envelope = Envelope::parse(&record.value)?;
-        let opener = self.opener(secret, std::slice::from_ref(record)).await?;
+        let (opener, _) = self.opener(secret, std::slice::from_ref(record)).await?;
         match opener.key_of(&envelope) {
             Some((_, SealedWith::Identity)) => match opener.identity {
                 Some(identity) => Ok(WriteKey::from_identity(identity, &opener.mk)),
@@ -524,25 +556,25 @@ impl Vault {
         }
     }
 
-    /// Everything needed to open `records` with one secret: its master key and, when identities
-    /// are on or some record is not sealed with the master key, its identity.
-    pub(crate) async fn opener(&self, secret: &Secret, records: &[Record]) -> Result<Opener> {
+    /// Everything needed to open `records` with one secret, and their envelopes parsed once:
+    /// its master key and, when identities are on or some record is not sealed with the master
+    /// key, its identity.
+    pub(crate) async fn opener(
+        &self,
+        secret: &Secret,
+        records: &[Record],
+    ) -> Result<(Opener, Vec<Parsed>)> {
         let mk = self.master_key(secret).await?;
-        let master = DataKey::from_master(&mk);
-        let need_identity = self.identities
-            || records.iter().any(|r| {
-                Envelope::parse(&r.value).is_ok_and(|envelope| !envelope.was_sealed_with(&master))
-            });
-        let identity = if need_identity {
-            self.find_identity(&mk).await?
-        } else {
-            None
-        };
-        Ok(Opener {
+        let mut opener = Opener {
+            master: DataKey::from_master(&mk),
             mk,
-            master,
-            identity,
-        })
+            identity: None,
+        };
+        let parsed: Vec<Parsed> = records.iter().map(|r| opener.parse(r)).collect();
+        if self.identities || parsed.iter().any(|p| p.envelope.is_ok() && !p.by_master) {
+            opener.identity = self.find_identity(&opener.mk).await?;
+        }
+        Ok((opener, parsed))
     }
 
     /// With identities on, a record still sealed with a master key is moved to the secret's
