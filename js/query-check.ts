@@ -27,51 +27,25 @@ function invalid(message: string): VaultError {
   return new VaultError("INVALID_ARGUMENT", `invalid argument: ${message}`);
 }
 
-/** A number as Rust's `{}` prints an f64: never in exponent notation, `inf`, `NaN`, `-0`. */
-function rustNumber(n: number): string {
-  if (Number.isNaN(n)) return "NaN";
-  if (!Number.isFinite(n)) return n > 0 ? "inf" : "-inf";
-  if (Object.is(n, -0)) return "-0";
-  const [mantissa = "", exponent] = String(Math.abs(n)).split("e");
-  let text = mantissa;
-  if (exponent !== undefined) {
-    const [whole = "", fraction = ""] = mantissa.split(".");
-    const digits = whole + fraction;
-    const point = whole.length + Number(exponent);
-    text = point <= 0 ? `0.${"0".repeat(-point)}${digits}` : point >= digits.length ? digits + "0".repeat(point - digits.length) : `${digits.slice(0, point)}.${digits.slice(point)}`;
-  }
-  return n < 0 ? `-${text}` : text;
-}
-
-/** A string as Rust's `{:?}` quotes it (for the printable strings queries are made of). */
-function rustQuote(s: string): string {
-  const escaped = s.replace(/[\\"\n\r\t\0]|[\u0001-\u001f\u007f-\u009f]/g, (c) => {
-    switch (c) {
-      case "\\": return "\\\\";
-      case "\"": return "\\\"";
-      case "\n": return "\\n";
-      case "\r": return "\\r";
-      case "\t": return "\\t";
-      case "\0": return "\\0";
-      default: return `\\u{${c.charCodeAt(0).toString(16)}}`;
-    }
-  });
-  return `"${escaped}"`;
+/** An unknown key as the engine quotes it: its first 40 code points, between double quotes. */
+function shownKey(key: string): string {
+  return `"${Array.from(key).slice(0, 40).join("")}"`;
 }
 
 /** How a value reads in an error message (src/wasm/convert.rs `type_name`). */
 export function typeName(value: unknown): string {
   if (value === undefined) return "undefined";
   if (value === null) return "null";
-  if (typeof value === "number") return `number ${rustNumber(value)}`;
+  if (typeof value === "number") return "number";
   if (typeof value === "string") return "string";
   if (typeof value === "boolean") return "boolean";
-  if (Array.isArray(value)) return "Array";
   if (typeof value === "function") return "function";
   if (typeof value === "bigint") return "bigint";
   if (typeof value === "symbol") return "symbol";
-  const name: unknown = (value as { constructor?: { name?: unknown } }).constructor?.name;
-  return typeof name === "string" ? name : "object";
+  if (value instanceof Array) return "Array";
+  if (value instanceof Date) return "Date";
+  if (ArrayBuffer.isView(value)) return "a typed array or DataView";
+  return "object";
 }
 
 function optString(value: unknown, what: string): string | undefined {
@@ -92,7 +66,7 @@ function optStrings(value: unknown, what: string): void {
 function optInteger(value: unknown, what: string): number | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "number") throw invalid(`${what} must be a number, got ${typeName(value)}`);
-  if (!Number.isSafeInteger(value)) throw invalid(`${what} must be an integer, got ${rustNumber(value)}`);
+  if (!Number.isSafeInteger(value)) throw invalid(`${what} must be an integer`);
   return value === 0 ? 0 : value; // -0 becomes the integer 0, as in the engine
 }
 
@@ -110,7 +84,7 @@ export function checkQuery(value: unknown): void {
   }
   for (const key of Object.keys(value)) {
     if (!(QUERY_FIELDS as readonly string[]).includes(key)) {
-      throw invalid(`query has an unknown option ${rustQuote(key)}; known options: ${QUERY_FIELDS.join(", ")}`);
+      throw invalid(`query has an unknown option ${shownKey(key)}; known options: ${QUERY_FIELDS.join(", ")}`);
     }
   }
   const q = value as Record<string, unknown>;
@@ -125,17 +99,17 @@ export function checkQuery(value: unknown): void {
   for (const flag of ["softDeletedInclude", "softDeletedOnly", "expiredOnly"] as const) optBool(q[flag], `query.${flag}`);
   const countOnly = optBool(q.countOnly, "query.countOnly");
 
-  if (limit !== undefined && limit < 0) throw invalid(`limit must be 0 or more, got ${limit}`);
-  if (offset !== undefined && offset < 0) throw invalid(`offset must be 0 or more, got ${offset}`);
+  if (limit !== undefined && limit < 0) throw invalid("limit must be 0 or more");
+  if (offset !== undefined && offset < 0) throw invalid("offset must be 0 or more");
   if (countOnly && ((limit ?? 0) > 0 || (offset ?? 0) > 0)) {
     throw invalid("countOnly cannot be combined with limit or offset; a count covers every matching record");
   }
   if (id === "") throw invalid("id must be a non-empty string");
   if (token === "") throw invalid("token must be a non-empty string");
   if (orderBy !== undefined && !ORDER_BY.includes(orderBy)) {
-    throw invalid(`orderBy must be one of created_at, updated_at, expires_at, token, id; got ${rustQuote(orderBy)}`);
+    throw invalid("orderBy must be one of created_at, updated_at, expires_at, token, id");
   }
   if (sortOrder !== undefined && sortOrder !== "asc" && sortOrder !== "desc") {
-    throw invalid(`sortOrder must be "asc" or "desc", got ${rustQuote(sortOrder)}`);
+    throw invalid('sortOrder must be "asc" or "desc"');
   }
 }

@@ -3,6 +3,9 @@ import { QUERY_FIELDS, checkQuery, typeName } from "./query-check.js";
 import { callSync, runtime } from "./runtime.js";
 import type { OrderBy, QueryInit, SortOrder } from "./types.js";
 
+/** The most keys an object argument may have (src/wasm/convert.rs `MAX_ITEMS`). */
+const MAX_KEYS = 100_000;
+
 /**
  * A record query for {@link Vault.recordList} and {@link Vault.recordCount}. Setters return
  * `this`; nothing is checked until `validate()` or the call that takes the query, which throw
@@ -26,7 +29,23 @@ export class RecordQuery {
     if (typeof given !== "object" && typeof given !== "function") {
       throw new VaultError("INVALID_ARGUMENT", `invalid argument: a RecordQuery is built from a plain object, got ${typeName(given)}`);
     }
-    Object.assign(this.#init, given);
+    // Read as the engine reads it (src/wasm/convert.rs `plain_copy`): every own string key once,
+    // and a throwing getter or Proxy trap is INVALID_ARGUMENT, not a stray exception.
+    let keys: (string | symbol)[];
+    try {
+      keys = Reflect.ownKeys(given);
+    } catch {
+      throw new VaultError("INVALID_ARGUMENT", "invalid argument: query could not be read: a Proxy trap threw");
+    }
+    if (keys.length > MAX_KEYS) throw new VaultError("INVALID_ARGUMENT", `invalid argument: query has more than ${MAX_KEYS} keys`);
+    for (const key of keys) {
+      if (typeof key !== "string") continue;
+      try {
+        this.#init[key] = Reflect.get(given, key) as unknown;
+      } catch {
+        throw new VaultError("INVALID_ARGUMENT", `invalid argument: query.${key} could not be read: a getter or Proxy trap threw`);
+      }
+    }
   }
 
   /** Only the record with this id. */

@@ -79,6 +79,7 @@ export interface RekeyOptions {
 export interface VaultEvent {
   /** The method's name, e.g. `"tokenRead"`, `"bulkRekey"`, `"open"`. */
   op: string;
+  /** Milliseconds from the call to its result (`performance.now()` where there is one). */
   durationMs: number;
   /** Records the operation read or wrote. */
   records: number;

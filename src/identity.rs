@@ -122,6 +122,9 @@ struct Carry {
     fresh: Option<Identity>,
     /// The lock epoch when the operation began.
     lock_epoch: u64,
+    /// When the operation last let the host run; `i64::MIN` until the first pause, which always
+    /// yields, so an abort or timer already due is seen before anything is committed however
+    /// fast the rest is.
     last_yield: i64,
     /// Planning inside a held transaction: nothing but it may be awaited, so no pauses.
     held: bool,
@@ -217,7 +220,7 @@ impl Vault {
         let observer = options.observer;
         let mut carry = Carry {
             lock_epoch: self.lock_epoch(),
-            last_yield: self.now(),
+            last_yield: i64::MIN,
             ..Carry::default()
         };
         let mk_old = self.master_key(old).await?;
@@ -501,7 +504,7 @@ impl Vault {
         }
         let mut carry = Carry {
             lock_epoch: self.lock_epoch(),
-            last_yield: self.now(),
+            last_yield: i64::MIN,
             ..Carry::default()
         };
         let mk = self.master_key(secret).await?;
@@ -563,7 +566,7 @@ impl Vault {
             return;
         }
         let now = self.now();
-        if now - carry.last_yield >= YIELD_AFTER_MS {
+        if now.saturating_sub(carry.last_yield) >= YIELD_AFTER_MS {
             self.platform.scheduler.yield_now().await;
             carry.last_yield = self.now();
         }

@@ -62,6 +62,11 @@ pub trait Scheduler: MaybeSendSync {
     fn after(&self, delay_ms: u64, task: Box<dyn FnOnce()>) {
         let _ = (delay_ms, task);
     }
+
+    /// Drop every task [`Scheduler::after`] scheduled that has not run yet. A locked or closed
+    /// vault has no keys left to sweep, and a pending timer keeps some hosts alive (Deno,
+    /// edge-runtime) where it cannot be unreferenced.
+    fn cancel_pending(&self) {}
 }
 
 #[derive(Debug, Default, Clone, Copy)]

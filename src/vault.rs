@@ -151,6 +151,7 @@ impl Vault {
     /// lock stops without changing anything (`ABORTED`).
     pub fn lock(&self) {
         self.keys.clear();
+        self.platform.scheduler.cancel_pending();
     }
 
     /// The lock epoch: multi-step operations compare it before they commit.
@@ -172,6 +173,7 @@ impl Vault {
     pub async fn close(&self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
             self.keys.clear();
+            self.platform.scheduler.cancel_pending();
             self.storage.close().await;
         }
     }

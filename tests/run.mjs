@@ -31,6 +31,9 @@ run(
       ...process.env,
       CHROMEDRIVER: process.env.CHROMEDRIVER ?? "/usr/bin/chromedriver",
       WASM_BINDGEN_TEST_WEBDRIVER_JSON: join(root, "tests", "browser", "webdriver.json"),
+      // The runner's limit is for a whole test file, 20 s by default; the IndexedDB suite takes
+      // about that on a busy 2-core machine. A hang still fails, after 5 minutes.
+      WASM_BINDGEN_TEST_TIMEOUT: process.env.WASM_BINDGEN_TEST_TIMEOUT ?? "300",
     },
   },
 );

@@ -7,6 +7,9 @@ use crate::identity::RekeyObserver;
 use crate::platform::{PasswordKdf, Scheduler};
 use async_trait::async_trait;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -94,8 +97,22 @@ impl PasswordKdf for WebCryptoKdf {
 /// Yields to the host's event loop with `setTimeout(0)`, which every runtime has, so timers,
 /// `AbortSignal`s and rendering get their turn during a long rekey; runs key-cache sweeps on a
 /// timer.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TimerScheduler;
+#[derive(Default)]
+pub struct TimerScheduler {
+    /// Timers set and not yet fired, by a sequence number, with their callbacks: dropping a
+    /// callback frees it, which a cleared timer would otherwise never do.
+    pending: Rc<RefCell<Vec<Timer>>>,
+    next: Cell<u64>,
+}
+
+/// A timer's sequence number, its id from `setTimeout`, and its callback.
+type Timer = (u64, JsValue, Closure<dyn FnMut()>);
+
+impl std::fmt::Debug for TimerScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TimerScheduler")
+    }
+}
 
 /// `setTimeout` allows at most 2^31 - 1 ms; a later sweep is simply done sooner.
 const MAX_TIMER_MS: u64 = 0x7fff_ffff;
@@ -107,18 +124,55 @@ impl Scheduler for TimerScheduler {
     }
 
     fn after(&self, delay_ms: u64, task: Box<dyn FnOnce()>) {
+        let global = js_sys::global();
         let Some(set_timeout) =
-            get(&js_sys::global(), "setTimeout").and_then(|f| f.dyn_into::<Function>().ok())
+            get(&global, "setTimeout").and_then(|f| f.dyn_into::<Function>().ok())
         else {
             return;
         };
-        let callback = wasm_bindgen::closure::Closure::once_into_js(task);
-        let delay = JsValue::from_f64(delay_ms.min(MAX_TIMER_MS) as f64);
-        if let Ok(timer) = set_timeout.call2(&JsValue::UNDEFINED, &callback, &delay) {
-            // Node keeps a process alive for a pending timer; a sweep is no reason to.
-            if let Some(unref) = get(&timer, "unref").and_then(|f| f.dyn_into::<Function>().ok()) {
-                let _ = unref.call0(&timer);
+        let seq = self.next.get();
+        self.next.set(seq + 1);
+        let pending = Rc::downgrade(&self.pending);
+        let mut task = Some(task);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            // Out of the list first; the callback itself is freed once this call returns
+            // (wasm-bindgen defers freeing a closure that is running).
+            let entry = pending.upgrade().and_then(|pending| {
+                let mut pending = pending.borrow_mut();
+                let at = pending.iter().position(|(s, _, _)| *s == seq)?;
+                Some(pending.remove(at))
+            });
+            if let Some(task) = task.take() {
+                task();
             }
+            drop(entry);
+        });
+        let delay = JsValue::from_f64(delay_ms.min(MAX_TIMER_MS) as f64);
+        let Ok(timer) = set_timeout.call2(&JsValue::UNDEFINED, callback.as_ref(), &delay) else {
+            return;
+        };
+        // A sweep is no reason to keep a process alive: Node and Bun return a timer object
+        // with `unref`, Deno a number that `Deno.unrefTimer` takes.
+        if let Some(unref) = get(&timer, "unref").and_then(|f| f.dyn_into::<Function>().ok()) {
+            let _ = unref.call0(&timer);
+        } else if let Some(deno) = get(&global, "Deno")
+            && let Some(unref) =
+                get(&deno, "unrefTimer").and_then(|f| f.dyn_into::<Function>().ok())
+        {
+            let _ = unref.call1(&deno, &timer);
+        }
+        self.pending.borrow_mut().push((seq, timer, callback));
+    }
+
+    fn cancel_pending(&self) {
+        let timers = std::mem::take(&mut *self.pending.borrow_mut());
+        let Some(clear) =
+            get(&js_sys::global(), "clearTimeout").and_then(|f| f.dyn_into::<Function>().ok())
+        else {
+            return;
+        };
+        for (_, timer, _callback) in timers {
+            let _ = clear.call1(&JsValue::UNDEFINED, &timer);
         }
     }
 }

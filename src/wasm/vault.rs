@@ -940,7 +940,7 @@ impl JsVault {
             let platform = Platform {
                 clock: std::sync::Arc::new(SystemClock),
                 kdf: Box::new(WebCryptoKdf),
-                scheduler: Box::new(TimerScheduler),
+                scheduler: Box::new(TimerScheduler::default()),
             };
             Vault::open_with(storage, request.options, platform)
                 .await

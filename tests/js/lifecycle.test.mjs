@@ -109,3 +109,35 @@ test("100 concurrent tokenCreate on one Vault all succeed and read back", async 
   assert.equal(await v.recordCount(), 80);
   assert.equal(await v.tokenRead(tokens[0], PASSWORD), "updated");
 });
+
+test("lock() and close() clear the cached key's expiry timer, for hosts that cannot unreference it", async () => {
+  // Such a host (edge-runtime; setTimeout returns a number there) stays alive for a pending
+  // timer, so a vault's 15-minute key expiry must go when the key does. Timers of the engine's
+  // yields (0 ms) pass through; the long ones are recorded here instead of set.
+  const realSet = globalThis.setTimeout;
+  const realClear = globalThis.clearTimeout;
+  const pending = new Map();
+  let next = 1;
+  globalThis.setTimeout = (callback, ms, ...rest) => {
+    if (!(ms > 60_000)) return realSet(callback, ms, ...rest);
+    pending.set(next, ms);
+    return next++;
+  };
+  globalThis.clearTimeout = (id) => (pending.has(id) ? pending.delete(id) : realClear(id));
+  try {
+    const v = await open({ keyCacheTtlMs: 900_000 });
+    const t = await v.tokenCreate("value", PASSWORD);
+    assert.equal(pending.size, 1, "one key cached, one expiry");
+    const [delay] = pending.values();
+    assert.ok(delay > 890_000 && delay <= 900_000, `the cached key expires in keyCacheTtlMs (${delay} ms)`);
+    v.lock();
+    assert.equal(pending.size, 0, "lock() cleared it");
+    assert.equal(await v.tokenRead(t, PASSWORD), "value");
+    assert.equal(pending.size, 1, "unlocking again schedules the expiry again");
+    await v.close();
+    assert.equal(pending.size, 0, "close() cleared it");
+  } finally {
+    globalThis.setTimeout = realSet;
+    globalThis.clearTimeout = realClear;
+  }
+});

@@ -94,7 +94,7 @@ test("the TypeScript query check and the engine agree on every query of the tabl
 test("setters build what the engine reads; RecordQuery needs no engine", () => {
   const q = new RecordQuery({ limit: 2 }).setOrderBy("token").setSortOrder("asc").setOffset(4).setSoftDeletedInclude(true);
   assert.deepEqual(q.toJSON(), { limit: 2, offset: 4, orderBy: "token", sortOrder: "asc", softDeletedInclude: true });
-  assert.match(outcome(() => new RecordQuery(5)), /^INVALID_ARGUMENT: .*plain object, got number 5/);
+  assert.match(outcome(() => new RecordQuery(5)), /^INVALID_ARGUMENT: .*plain object, got number$/);
   assert.equal(outcome(() => new RecordQuery().setLimit(-1).validate()), outcome(() => checkQuery({ limit: -1 })));
 });
 
