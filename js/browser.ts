@@ -20,7 +20,9 @@ const full = lazyEngine(async () => {
 
 setRuntime({
   readyEngine: () => indexedDb.ready() ?? full.ready(),
-  engineFor: (backend) => (backend === "memory" ? full.load() : indexedDb.load()),
+  // The IndexedDB engine leaves out what reads snapshots (its download budget): opening one
+  // loads the full engine, which has IndexedDB too.
+  engineFor: (backend, withSnapshot) => (backend === "memory" || withSnapshot ? full.load() : indexedDb.load()),
 });
 
 export * from "./index.js";

@@ -16,8 +16,11 @@ export interface Runtime {
    * `undefined` in a browser until a `Vault.open` has loaded one.
    */
   readyEngine(): EngineModule | undefined;
-  /** The engine that hosts `backend`, started on first use. Rejects only with `VaultError`. */
-  engineFor(backend: Backend): Promise<EngineModule>;
+  /**
+   * The engine that hosts `backend`, started on first use. Rejects only with `VaultError`.
+   * `withSnapshot`: the vault opens from a snapshot, which only the full engine can read.
+   */
+  engineFor(backend: Backend, withSnapshot: boolean): Promise<EngineModule>;
 }
 
 function engineLoadError(error: unknown): VaultError {

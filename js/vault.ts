@@ -79,7 +79,8 @@ export class Vault {
       // The value is not repeated: whatever a caller puts in the wrong place may be a secret.
       throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb" or "memory"');
     }
-    const engine = await rt.engineFor(backend);
+    const snapshot = isObject ? (given as VaultOptions).snapshot : undefined;
+    const engine = await rt.engineFor(backend, snapshot !== undefined && snapshot !== null);
     const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...given, backend } : given;
     const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
     return new Vault(engine, inner);

@@ -122,7 +122,7 @@ pub enum VaultError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    #[error("token {0:?} already exists; choose another token or update the existing one")]
+    #[error("token \"{0}\" already exists; choose another token or update the existing one")]
     TokenExists(String),
 
     #[error(
@@ -171,7 +171,7 @@ fn token_list_message(what: &str, tokens: &[String], advice: &str) -> String {
     let mut list = tokens
         .iter()
         .take(SHOWN)
-        .map(|t| format!("{t:?}"))
+        .map(|t| format!("\"{t}\""))
         .collect::<Vec<_>>()
         .join(", ");
     if tokens.len() > SHOWN {

@@ -40,6 +40,7 @@
 pub mod crypto;
 pub mod error;
 pub mod identity;
+mod json;
 mod keycache;
 pub mod platform;
 pub mod policy;
@@ -47,6 +48,7 @@ pub mod query;
 pub mod record;
 pub mod secret;
 pub mod snapshot;
+mod sorting;
 pub mod storage;
 pub mod token;
 pub mod vault;
@@ -61,3 +63,9 @@ pub use record::Record;
 pub use secret::Secret;
 pub use token::{is_token, is_token_valid_length};
 pub use vault::{CreateOptions, Vault, VaultOptions};
+
+// talc rather than the standard dlmalloc: smaller in wasm (Cargo.toml). `new_global` is sound
+// because the engine runs single-threaded (no wasm threads are enabled), its one requirement.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };

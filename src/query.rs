@@ -3,6 +3,7 @@
 
 use crate::error::{Result, VaultError};
 use crate::record::Record;
+use crate::sorting;
 use std::cmp::Ordering;
 
 /// Columns a query can order by.
@@ -215,7 +216,7 @@ impl RecordFilter {
             .into_iter()
             .filter(|r| self.matches(r, now))
             .collect();
-        records.sort_by(|a, b| self.compare(a, b));
+        sorting::sort_by(&mut records, |a, b| self.compare(a, b));
         self.page(records)
     }
 
@@ -242,7 +243,7 @@ fn candidates(one: &Option<String>, many: &Option<Vec<String>>) -> Option<Vec<St
         (Some(v), _) => Some(vec![v.clone()]),
         (None, Some(vs)) => {
             let mut vs = vs.clone();
-            vs.sort();
+            sorting::sort(&mut vs);
             vs.dedup();
             Some(vs)
         }

@@ -2,13 +2,16 @@
 
 use crate::crypto;
 use crate::error::Result;
-use serde::{Deserialize, Serialize};
 
 /// One stored token. Times are milliseconds since the epoch. The serde form is the snapshot's
 /// (FORMAT.md "Snapshot"): `deserialize_with` makes the `null`-able fields required, so a
 /// snapshot that leaves one out is malformed rather than "never expires".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "snapshot-import",
+    derive(serde::Deserialize),
+    serde(rename_all = "camelCase", deny_unknown_fields)
+)]
 pub struct Record {
     pub id: String,
     pub token: String,
@@ -16,9 +19,15 @@ pub struct Record {
     pub value: String,
     pub created_at: i64,
     pub updated_at: i64,
-    #[serde(deserialize_with = "Option::deserialize")]
+    #[cfg_attr(
+        feature = "snapshot-import",
+        serde(deserialize_with = "serde::Deserialize::deserialize")
+    )]
     pub expires_at: Option<i64>,
-    #[serde(deserialize_with = "Option::deserialize")]
+    #[cfg_attr(
+        feature = "snapshot-import",
+        serde(deserialize_with = "serde::Deserialize::deserialize")
+    )]
     pub soft_deleted_at: Option<i64>,
 }
 

@@ -1,5 +1,9 @@
 //! Snapshots (FORMAT.md "Snapshot"): the whole vault as UTF-8 JSON, values still encrypted.
 //!
+//! Every engine writes snapshots (with `crate::json`); reading one needs serde_json and is
+//! compiled in with the `snapshot-import` feature only, which the browser's IndexedDB engine
+//! leaves out for its download budget (the browser entry opens snapshots with the full engine).
+//!
 //! A snapshot may come from anywhere, so parsing is bounded and strict: at most
 //! [`MAX_SNAPSHOT_BYTES`], read straight into its typed rows (never into a generic JSON tree,
 //! whose size a hostile document could multiply), every row checked (record shapes, identity
@@ -7,113 +11,27 @@
 //! errors that name what is wrong without echoing what the snapshot holds. Import checks
 //! everything first and then writes in one atomic batch, so a malformed snapshot changes nothing.
 
-use crate::crypto::{Envelope, IDENTITY_ID_PREFIX, KdfParams};
+use crate::crypto::KdfParams;
 use crate::error::{Result, VaultError};
+use crate::json::{write_opt_int, write_str};
 use crate::query::js_string_cmp;
-use crate::record::{Record, check_time};
+use crate::record::Record;
+use crate::sorting;
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, Optimistic, STATE_ID, Storage, StorageError, WriteOp,
-    is_unique_meta, object_type, scan_pages, unlinked_records,
+    MetaKey, MetaRow, Optimistic, STATE_ID, Storage, StorageError, WriteOp, object_type,
+    scan_pages, unlinked_records,
 };
-use crate::token;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
-use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 const FORMAT: &str = "vaultstore-snapshot";
-const VERSION: u64 = 1;
+const VERSION: i64 = 1;
 /// Records read per page while exporting.
 const EXPORT_PAGE: usize = 1_000;
 /// The largest snapshot accepted or produced: 64 MiB, about 200,000 records of short values.
 /// Parsing needs a few times its size in memory, and a WebAssembly instance has at most 4 GiB
 /// (browsers often grant less); past this, persist with IndexedDB or the SQL backend instead.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SnapshotMeta {
-    object_type: String,
-    object_id: String,
-    key: String,
-    value: String,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnapshotDoc {
-    format: String,
-    version: u64,
-    records: Vec<Record>,
-    meta: Vec<SnapshotMeta>,
-}
-
-/// `format` and `version`, read first so another format gets a clear message, not a field
-/// error; every other field is skipped without being kept.
-#[derive(Deserialize)]
-struct Header {
-    #[serde(default)]
-    format: Loose<String>,
-    #[serde(default)]
-    version: Loose<u64>,
-}
-
-/// A field that is read when it has the expected type and skipped (streamed past, never
-/// buffered) when it does not.
-#[derive(Default)]
-enum Loose<T> {
-    #[default]
-    Missing,
-    Is(T),
-    Other,
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Lenient<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Lenient<T> {
-            type Value = Loose<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
-                Ok(T::deserialize(de::value::StrDeserializer::<E>::new(v))
-                    .map_or(Loose::Other, Loose::Is))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
-                Ok(T::deserialize(de::value::U64Deserializer::<E>::new(v))
-                    .map_or(Loose::Other, Loose::Is))
-            }
-            fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
-                Ok(Loose::Other)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-            fn visit_map<A: de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Loose::Other)
-            }
-        }
-        d.deserialize_any(Lenient(std::marker::PhantomData))
-    }
-}
 
 /// A checked snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,72 +44,16 @@ fn malformed(detail: impl std::fmt::Display) -> VaultError {
     VaultError::invalid(format!("the snapshot is malformed: {detail}"))
 }
 
-/// What a JSON error says, without the input it quotes: serde's messages cite the offending
-/// value ("invalid type: integer 4111…"), and a snapshot's content must never reach an error.
-pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let at = format!("line {}, column {}", e.line(), e.column());
-    match e.classify() {
-        Category::Io | Category::Syntax => format!("it is not valid JSON (at {at})"),
-        Category::Eof => "the JSON ends too early".to_owned(),
-        Category::Data => {
-            let text = e.to_string();
-            // Field names in "missing field" come from this crate's own types, never from input.
-            match text.strip_prefix("missing field ") {
-                Some(rest) => format!(
-                    "missing field {} (at {at})",
-                    rest.split(" at line").next().unwrap_or(rest)
-                ),
-                None => format!(
-                    "a field is unknown, or has the wrong type or an out-of-range value (at {at})"
-                ),
-            }
-        }
-    }
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn is_identity_id(s: &str) -> bool {
-    s.strip_prefix(IDENTITY_ID_PREFIX)
-        .is_some_and(|hex| is_lower_hex(hex, 32))
-}
-
-/// A wrapped DEK: `vs1k:` and base64url of nonce (12), DEK (32) and tag (16).
-fn is_wrapped_dek(s: &str) -> bool {
-    s.strip_prefix("vs1k:")
-        .and_then(crate::crypto::b64u_decode)
-        .is_some_and(|b| b.len() == 12 + 32 + 16)
-}
-
 impl Snapshot {
     /// Parse and check snapshot bytes. Everything wrong is `INVALID_ARGUMENT`.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         check_size(bytes.len())?;
-        let text = std::str::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
-        let header: Header =
-            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
-        match (&header.format, &header.version) {
-            (Loose::Is(f), Loose::Is(VERSION)) if f == FORMAT => {}
-            (Loose::Is(f), Loose::Is(v)) if f == FORMAT => {
-                return Err(VaultError::invalid(format!(
-                    "snapshot version {v} is not supported (this release reads version {VERSION})"
-                )));
-            }
-            (Loose::Is(f), _) if f == FORMAT => {
-                return Err(malformed("\"version\" must be the number 1"));
-            }
-            _ => return Err(malformed(format!("\"format\" must be {FORMAT:?}"))),
-        }
-        let doc: SnapshotDoc =
-            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
-        let records = check_records(doc.records)?;
-        let meta = check_meta(doc.meta, &records)?;
-        Ok(Snapshot { records, meta })
+        #[cfg(feature = "snapshot-import")]
+        return import::parse(bytes);
+        #[cfg(not(feature = "snapshot-import"))]
+        Err(VaultError::invalid(
+            "this engine cannot open snapshots (it is the browser's IndexedDB engine, built without snapshot-import); open the vault through the package's entry, which opens snapshots with the full engine",
+        ))
     }
 
     /// The vault's KDF parameters.
@@ -245,41 +107,73 @@ impl Snapshot {
             Ok(())
         })
         .await?;
-        records.sort_by(|a, b| js_string_cmp(&a.id, &b.id));
+        sorting::sort_by(&mut records, |a, b| js_string_cmp(&a.id, &b.id));
         let mut meta = storage.meta_all().await?;
         meta.retain(|m| !(m.key.object_type == object_type::VAULT && m.key.object_id == STATE_ID));
-        meta.sort();
+        sorting::sort(&mut meta);
         Ok(Snapshot { records, meta })
     }
 
     /// The snapshot's JSON bytes; `INVALID_ARGUMENT` past [`MAX_SNAPSHOT_BYTES`], which no
-    /// release could import again.
+    /// release could import again. Compact JSON, fields in FORMAT.md's order.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let doc = SnapshotDoc {
-            format: FORMAT.to_owned(),
-            version: VERSION,
-            records: self.records.clone(),
-            meta: self
-                .meta
-                .iter()
-                .map(|m| SnapshotMeta {
-                    object_type: m.key.object_type.clone(),
-                    object_id: m.key.object_id.clone(),
-                    key: m.key.key.clone(),
-                    value: m.value.clone(),
-                })
-                .collect(),
-        };
-        // Strings and integers always serialize.
-        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-        check_size(bytes.len()).map_err(|_| {
+        let mut out = String::with_capacity(64 + 300 * self.records.len() + 80 * self.meta.len());
+        out.push_str(r#"{"format":"#);
+        write_str(&mut out, FORMAT);
+        out.push_str(r#","version":"#);
+        write_opt_int(&mut out, Some(VERSION));
+        out.push_str(r#","records":["#);
+        for (i, r) in self.records.iter().enumerate() {
+            out.push_str(if i == 0 { "{" } else { ",{" });
+            for (name, text) in [("id", &r.id), ("token", &r.token), ("value", &r.value)] {
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                write_str(&mut out, text);
+                out.push(',');
+            }
+            for (name, time) in [
+                ("createdAt", Some(r.created_at)),
+                ("updatedAt", Some(r.updated_at)),
+                ("expiresAt", r.expires_at),
+                ("softDeletedAt", r.soft_deleted_at),
+            ] {
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                write_opt_int(&mut out, time);
+                out.push(',');
+            }
+            out.pop();
+            out.push('}');
+        }
+        out.push_str(r#"],"meta":["#);
+        for (i, m) in self.meta.iter().enumerate() {
+            out.push_str(if i == 0 { "{" } else { ",{" });
+            for (name, text) in [
+                ("objectType", &m.key.object_type),
+                ("objectId", &m.key.object_id),
+                ("key", &m.key.key),
+                ("value", &m.value),
+            ] {
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                write_str(&mut out, text);
+                out.push(',');
+            }
+            out.pop();
+            out.push('}');
+        }
+        out.push_str("]}");
+        check_size(out.len()).map_err(|_| {
             VaultError::invalid(format!(
                 "the vault is too large for a snapshot ({} MiB, the limit is {} MiB); keep it in IndexedDB or the SQL backend instead",
-                bytes.len() >> 20,
+                out.len() >> 20,
                 MAX_SNAPSHOT_BYTES >> 20
             ))
         })?;
-        Ok(bytes)
+        Ok(out.into_bytes())
     }
 }
 
@@ -294,126 +188,363 @@ fn check_size(len: usize) -> Result<()> {
     }
 }
 
-fn check_records(records: Vec<Record>) -> Result<Vec<Record>> {
-    let mut ids = HashSet::with_capacity(records.len());
-    let mut tokens = HashSet::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        let at = |what: &str| format!("record #{i}: {what}");
-        if r.id.is_empty() || r.id.len() > token::MAX_CUSTOM_TOKEN_BYTES {
-            return Err(malformed(at(
-                "the id must be a non-empty string of at most 255 bytes",
-            )));
-        }
-        token::check_custom(&r.token).map_err(|e| malformed(at(&e.to_string())))?;
-        if !Envelope::is_well_formed(&r.value) {
-            return Err(malformed(at(
-                "the value is not a well-formed vs1: envelope",
-            )));
-        }
-        for (name, time) in [
-            ("createdAt", Some(r.created_at)),
-            ("updatedAt", Some(r.updated_at)),
-            ("expiresAt", r.expires_at),
-            ("softDeletedAt", r.soft_deleted_at),
-        ] {
-            if let Some(t) = time {
-                check_time(t, name).map_err(|_| {
-                    malformed(at(&format!(
-                        "{name} is outside the range of a JavaScript Date"
-                    )))
-                })?;
+/// Reading snapshots: serde_json, strictly (see the module docs).
+#[cfg(feature = "snapshot-import")]
+mod import {
+    use super::{FORMAT, Snapshot, VERSION, malformed};
+    use crate::crypto::{Envelope, IDENTITY_ID_PREFIX};
+    use crate::error::{Result, VaultError};
+    use crate::record::{Record, check_time};
+    use crate::storage::{LINK_KEY, MetaKey, MetaRow, is_unique_meta, object_type};
+    use crate::token;
+    use crate::vault::SETTINGS_ID;
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+    use std::collections::{HashMap, HashSet};
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct SnapshotMeta {
+        object_type: String,
+        object_id: String,
+        key: String,
+        value: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SnapshotDoc {
+        // Checked through `Header` before this is parsed.
+        #[serde(rename = "format")]
+        _format: IgnoredAny,
+        #[serde(rename = "version")]
+        _version: IgnoredAny,
+        records: Vec<Record>,
+        meta: Vec<SnapshotMeta>,
+    }
+
+    /// `format` and `version`, read first so another format gets a clear message, not a field
+    /// error; every other field is skipped without being kept.
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        format: Loose<String>,
+        #[serde(default)]
+        version: Loose<i64>,
+    }
+
+    /// A field that is read when it has the expected type and skipped (streamed past, never
+    /// buffered) when it does not.
+    #[derive(Default)]
+    enum Loose<T> {
+        #[default]
+        Missing,
+        Is(T),
+        Other,
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Lenient<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for Lenient<T> {
+                type Value = Loose<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("any value")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                    Ok(T::deserialize(de::value::StrDeserializer::<E>::new(v))
+                        .map_or(Loose::Other, Loose::Is))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                    Ok(T::deserialize(de::value::U64Deserializer::<E>::new(v))
+                        .map_or(Loose::Other, Loose::Is))
+                }
+                fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+                    Ok(Loose::Other)
+                }
+                fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+                    Ok(Loose::Other)
+                }
+                fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                    Ok(Loose::Other)
+                }
+                fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+                    Ok(Loose::Other)
+                }
+                fn visit_seq<A: de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<Self::Value, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Loose::Other)
+                }
+                fn visit_map<A: de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<Self::Value, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(Loose::Other)
+                }
             }
-        }
-        if !ids.insert(r.id.as_str()) {
-            return Err(malformed(at("its id appears twice")));
-        }
-        if !tokens.insert(r.token.as_str()) {
-            return Err(malformed(at("its token appears twice")));
+            d.deserialize_any(Lenient(std::marker::PhantomData))
         }
     }
-    Ok(records)
+
+    /// What a JSON error says, without the input it quotes: serde's messages cite the offending
+    /// value ("invalid type: integer 4111…"), and a snapshot's content must never reach an error.
+    pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+        use serde_json::error::Category;
+        let at = format!("line {}, column {}", e.line(), e.column());
+        match e.classify() {
+            Category::Io | Category::Syntax => format!("it is not valid JSON (at {at})"),
+            Category::Eof => "the JSON ends too early".to_owned(),
+            // serde's own message is not used: it quotes the offending value.
+            Category::Data => format!(
+                "a field is missing or unknown, or has the wrong type or an out-of-range value (at {at})"
+            ),
+        }
+    }
+
+    fn is_lower_hex(s: &str, len: usize) -> bool {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    fn is_identity_id(s: &str) -> bool {
+        s.strip_prefix(IDENTITY_ID_PREFIX)
+            .is_some_and(|hex| is_lower_hex(hex, 32))
+    }
+
+    /// A wrapped DEK: `vs1k:` and base64url of nonce (12), DEK (32) and tag (16).
+    fn is_wrapped_dek(s: &str) -> bool {
+        s.strip_prefix("vs1k:")
+            .and_then(crate::crypto::b64u_decode)
+            .is_some_and(|b| b.len() == 12 + 32 + 16)
+    }
+
+    /// [`Snapshot::parse`], after the size check.
+    pub(super) fn parse(bytes: &[u8]) -> Result<Snapshot> {
+        let text = std::str::from_utf8(bytes).map_err(|_| malformed("it is not UTF-8 text"))?;
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
+        match (&header.format, &header.version) {
+            (Loose::Is(f), Loose::Is(VERSION)) if f == FORMAT => {}
+            (Loose::Is(f), Loose::Is(v)) if f == FORMAT => {
+                return Err(VaultError::invalid(format!(
+                    "snapshot version {v} is not supported (this release reads version {VERSION})"
+                )));
+            }
+            (Loose::Is(f), _) if f == FORMAT => {
+                return Err(malformed("\"version\" must be the number 1"));
+            }
+            _ => return Err(malformed(format!("\"format\" must be \"{FORMAT}\""))),
+        }
+        let doc: SnapshotDoc =
+            serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
+        let records = check_records(doc.records)?;
+        let meta = check_meta(doc.meta, &records)?;
+        Ok(Snapshot { records, meta })
+    }
+
+    fn check_records(records: Vec<Record>) -> Result<Vec<Record>> {
+        let mut ids = HashSet::with_capacity(records.len());
+        let mut tokens = HashSet::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let at = |what: &str| format!("record #{i}: {what}");
+            if r.id.is_empty() || r.id.len() > token::MAX_CUSTOM_TOKEN_BYTES {
+                return Err(malformed(at(
+                    "the id must be a non-empty string of at most 255 bytes",
+                )));
+            }
+            token::check_custom(&r.token).map_err(|e| malformed(at(&e.to_string())))?;
+            if !Envelope::is_well_formed(&r.value) {
+                return Err(malformed(at(
+                    "the value is not a well-formed vs1: envelope",
+                )));
+            }
+            for (name, time) in [
+                ("createdAt", Some(r.created_at)),
+                ("updatedAt", Some(r.updated_at)),
+                ("expiresAt", r.expires_at),
+                ("softDeletedAt", r.soft_deleted_at),
+            ] {
+                if let Some(t) = time {
+                    check_time(t, name).map_err(|_| {
+                        malformed(at(&format!(
+                            "{name} is outside the range of a JavaScript Date"
+                        )))
+                    })?;
+                }
+            }
+            if !ids.insert(r.id.as_str()) {
+                return Err(malformed(at("its id appears twice")));
+            }
+            if !tokens.insert(r.token.as_str()) {
+                return Err(malformed(at("its token appears twice")));
+            }
+        }
+        Ok(records)
+    }
+
+    fn check_meta(rows: Vec<SnapshotMeta>, records: &[Record]) -> Result<Vec<MetaRow>> {
+        let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let mut keys = HashSet::with_capacity(rows.len());
+        let mut unique_values = HashSet::new();
+        // Each identity's rows, to check it has both and that links point at one.
+        let mut identities: HashMap<String, (bool, bool)> = HashMap::new();
+        let mut links = Vec::new();
+        let mut meta = Vec::with_capacity(rows.len());
+        for (i, m) in rows.into_iter().enumerate() {
+            let at = |what: &str| malformed(format!("meta row #{i}: {what}"));
+            match m.object_type.as_str() {
+                object_type::VAULT => {
+                    if m.object_id != SETTINGS_ID || m.key.is_empty() {
+                        return Err(at(
+                            "vault rows must be settings (objectId \"settings\") with a non-empty key",
+                        ));
+                    }
+                }
+                object_type::IDENTITY => {
+                    if !is_identity_id(&m.object_id) {
+                        return Err(at(
+                            "an identity id must be \"p_\" and 32 lowercase hex digits",
+                        ));
+                    }
+                    let entry = identities.entry(m.object_id.clone()).or_default();
+                    match m.key.as_str() {
+                        "tag" if is_lower_hex(&m.value, 64) => entry.0 = true,
+                        "dek" if is_wrapped_dek(&m.value) => entry.1 = true,
+                        "tag" => return Err(at("an identity tag must be 64 lowercase hex digits")),
+                        "dek" => {
+                            return Err(at("an identity's dek is not a well-formed vs1k: key"));
+                        }
+                        _ => return Err(at("identity rows must be \"tag\" or \"dek\"")),
+                    }
+                }
+                object_type::RECORD => {
+                    let linked = m.object_id.strip_prefix("r_").unwrap_or_default();
+                    if m.key != LINK_KEY || !record_ids.contains(linked) {
+                        return Err(at(
+                            "a record link must be \"r_\" and the id of a record in the snapshot, with key \"password_id\"",
+                        ));
+                    }
+                    links.push((i, m.value.clone()));
+                }
+                _ => {
+                    return Err(at(
+                        "objectType must be \"vault\", \"password_identity\" or \"record\"",
+                    ));
+                }
+            }
+            let row = MetaRow {
+                key: MetaKey {
+                    object_type: m.object_type,
+                    object_id: m.object_id,
+                    key: m.key,
+                },
+                value: m.value,
+            };
+            if !keys.insert(row.key.clone()) {
+                return Err(at("the same row appears twice"));
+            }
+            if is_unique_meta(&row.key)
+                && !unique_values.insert((row.key.key.clone(), row.value.clone()))
+            {
+                return Err(at("two identities have the same tag"));
+            }
+            meta.push(row);
+        }
+        if identities.values().any(|(tag, dek)| !(tag & dek)) {
+            return Err(malformed("an identity lacks its tag or its dek row"));
+        }
+        for (i, identity) in links {
+            if !identities.contains_key(&identity) {
+                return Err(malformed(format!(
+                    "meta row #{i}: the record link points at an identity the snapshot does not have"
+                )));
+            }
+        }
+        let snapshot = Snapshot {
+            records: vec![],
+            meta,
+        };
+        snapshot.kdf()?;
+        Ok(snapshot.meta)
+    }
 }
 
-fn check_meta(rows: Vec<SnapshotMeta>, records: &[Record]) -> Result<Vec<MetaRow>> {
-    let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    let mut keys = HashSet::with_capacity(rows.len());
-    let mut unique_values = HashSet::new();
-    // Each identity's rows, to check it has both and that links point at one.
-    let mut identities: HashMap<String, (bool, bool)> = HashMap::new();
-    let mut links = Vec::new();
-    let mut meta = Vec::with_capacity(rows.len());
-    for (i, m) in rows.into_iter().enumerate() {
-        let at = |what: &str| malformed(format!("meta row #{i}: {what}"));
-        match m.object_type.as_str() {
-            object_type::VAULT => {
-                if m.object_id != SETTINGS_ID || m.key.is_empty() {
-                    return Err(at(
-                        "vault rows must be settings (objectId \"settings\") with a non-empty key",
-                    ));
-                }
-            }
-            object_type::IDENTITY => {
-                if !is_identity_id(&m.object_id) {
-                    return Err(at(
-                        "an identity id must be \"p_\" and 32 lowercase hex digits",
-                    ));
-                }
-                let entry = identities.entry(m.object_id.clone()).or_default();
-                match m.key.as_str() {
-                    "tag" if is_lower_hex(&m.value, 64) => entry.0 = true,
-                    "dek" if is_wrapped_dek(&m.value) => entry.1 = true,
-                    "tag" => return Err(at("an identity tag must be 64 lowercase hex digits")),
-                    "dek" => return Err(at("an identity's dek is not a well-formed vs1k: key")),
-                    _ => return Err(at("identity rows must be \"tag\" or \"dek\"")),
-                }
-            }
-            object_type::RECORD => {
-                let linked = m.object_id.strip_prefix("r_").unwrap_or_default();
-                if m.key != LINK_KEY || !record_ids.contains(linked) {
-                    return Err(at(
-                        "a record link must be \"r_\" and the id of a record in the snapshot, with key \"password_id\"",
-                    ));
-                }
-                links.push((i, m.value.clone()));
-            }
-            _ => {
-                return Err(at(
-                    "objectType must be \"vault\", \"password_identity\" or \"record\"",
-                ));
-            }
-        }
-        let row = MetaRow {
-            key: MetaKey {
-                object_type: m.object_type,
-                object_id: m.object_id,
-                key: m.key,
-            },
-            value: m.value,
+#[cfg(all(test, feature = "snapshot-import"))]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let record = |id: &str, token: &str, expires_at| Record {
+            id: id.into(),
+            token: token.into(),
+            value: format!("vs1:{}", "A".repeat(64)),
+            created_at: 1,
+            updated_at: -2,
+            expires_at,
+            soft_deleted_at: None,
         };
-        if !keys.insert(row.key.clone()) {
-            return Err(at("the same row appears twice"));
+        Snapshot {
+            records: vec![
+                record("a", "tk_a", None),
+                record(
+                    "b\"\\\n\u{1}",
+                    "tk_\u{7f}ünï 😀",
+                    Some(8_640_000_000_000_000),
+                ),
+            ],
+            meta: vec![
+                MetaRow::new(
+                    "vault",
+                    "settings",
+                    "kdf",
+                    KdfParams::generate(1000).unwrap().to_json(),
+                ),
+                MetaRow::new("vault", "settings", "note", "a \"quoted\"\t value"),
+            ],
         }
-        if is_unique_meta(&row.key)
-            && !unique_values.insert((row.key.key.clone(), row.value.clone()))
-        {
-            return Err(at("two identities have the same tag"));
-        }
-        meta.push(row);
     }
-    if identities.values().any(|(tag, dek)| !(tag & dek)) {
-        return Err(malformed("an identity lacks its tag or its dek row"));
+
+    #[test]
+    fn the_bytes_are_what_serde_json_wrote_for_earlier_releases() {
+        let one = Snapshot {
+            records: vec![Record {
+                id: "i".into(),
+                token: "t\"".into(),
+                value: "v".into(),
+                created_at: 1,
+                updated_at: 2,
+                expires_at: None,
+                soft_deleted_at: Some(3),
+            }],
+            meta: vec![MetaRow::new("vault", "settings", "k", "v\n")],
+        };
+        assert_eq!(
+            String::from_utf8(one.to_bytes().unwrap()).unwrap(),
+            r#"{"format":"vaultstore-snapshot","version":1,"records":[{"id":"i","token":"t\"","value":"v","createdAt":1,"updatedAt":2,"expiresAt":null,"softDeletedAt":3}],"meta":[{"objectType":"vault","objectId":"settings","key":"k","value":"v\n"}]}"#
+        );
+        let empty = Snapshot {
+            records: vec![],
+            meta: vec![],
+        };
+        assert_eq!(
+            empty.to_bytes().unwrap(),
+            br#"{"format":"vaultstore-snapshot","version":1,"records":[],"meta":[]}"#
+        );
     }
-    for (i, identity) in links {
-        if !identities.contains_key(&identity) {
-            return Err(malformed(format!(
-                "meta row #{i}: the record link points at an identity the snapshot does not have"
-            )));
-        }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let snapshot = sample();
+        let bytes = snapshot.to_bytes().unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["records"][1]["id"], "b\"\\\n\u{1}");
+        assert_eq!(value["records"][1]["token"], "tk_\u{7f}ünï 😀");
+        assert_eq!(value["records"][1]["expiresAt"], 8_640_000_000_000_000i64);
+        assert_eq!(Snapshot::parse(&bytes).unwrap(), snapshot);
     }
-    let snapshot = Snapshot {
-        records: vec![],
-        meta,
-    };
-    snapshot.kdf()?;
-    Ok(snapshot.meta)
 }

@@ -227,18 +227,22 @@ pub enum StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageError::TokenTaken(t) => write!(f, "token {t:?} is already stored"),
-            StorageError::IdTaken(id) => write!(f, "record id {id:?} is already stored"),
-            StorageError::MetaTaken(k) => write!(f, "meta row {k:?} already exists"),
+            StorageError::TokenTaken(t) => write!(f, "token \"{t}\" is already stored"),
+            StorageError::IdTaken(id) => write!(f, "record id \"{id}\" is already stored"),
+            StorageError::MetaTaken(k) => write!(
+                f,
+                "meta row {}/{}/{} already exists",
+                k.object_type, k.object_id, k.key
+            ),
             StorageError::UniqueValueTaken(k) => write!(
                 f,
                 "another {}/{} row has the same value",
                 k.object_type, k.key
             ),
-            StorageError::RecordMissing(id) => write!(f, "record {id:?} no longer exists"),
+            StorageError::RecordMissing(id) => write!(f, "record \"{id}\" no longer exists"),
             StorageError::Changed(id) => write!(
                 f,
-                "record {id:?} was changed by another writer meanwhile; retry"
+                "record \"{id}\" was changed by another writer meanwhile; retry"
             ),
             StorageError::MetaChanged(k) => write!(
                 f,

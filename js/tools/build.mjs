@@ -12,6 +12,8 @@
 //
 //   --no-opt   skip wasm-opt (about 40 s) for quick local iterations; packages never do
 //   --ts-only  rebuild only the TypeScript layer, keeping the wasm already in dist/wasm
+//   --names    keep wasm function names, for profiles (tests/benches/profile.mjs); much bigger,
+//              so the size budgets are not checked
 //
 // wasm-opt is npm's binaryen@132, never Debian's (its output fails at instantiation).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -22,6 +24,7 @@ import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run } fro
 const dist = join(root, "dist");
 const optimize = !process.argv.includes("--no-opt");
 const tsOnly = process.argv.includes("--ts-only");
+const names = process.argv.includes("--names");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 
 /**
@@ -32,7 +35,7 @@ const bin = (name) => join(root, "node_modules", ".bin", name);
  */
 const builds = [
   { name: "vaultstore_idb", features: "wasm,idb", profile: "release", opt: "-Oz" },
-  { name: "vaultstore_full", features: "wasm,idb,gluesql", profile: "release-speed", opt: "-O3" },
+  { name: "vaultstore_full", features: "wasm,idb,gluesql,snapshot-import", profile: "release-speed", opt: "-O3" },
 ];
 
 function buildWasm(build) {
@@ -42,6 +45,7 @@ function buildWasm(build) {
     "--no-default-features", "--features", build.features,
   ]);
   run("wasm-bindgen", [
+    ...(names ? ["--keep-debug"] : []),
     "--target", "web",
     "--out-dir", join(dist, "wasm"),
     "--out-name", build.name,
@@ -49,7 +53,7 @@ function buildWasm(build) {
   ]);
   const wasm = join(dist, "wasm", `${build.name}_bg.wasm`);
   const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue", "simd"];
-  if (optimize) run(bin("wasm-opt"), [build.opt, ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm]);
+  if (optimize) run(bin("wasm-opt"), [build.opt, ...(names ? ["-g"] : []), ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm]);
 }
 
 ensureNodeModules();
@@ -90,6 +94,16 @@ run(bin("esbuild"), [
   "--log-level=warning",
 ]);
 
+// What a browser downloads without a bundler (issue 8's budget): the browser entry with the
+// TypeScript layer it imports, as one minified module, and the IndexedDB engine's glue, minified.
+// The glue stays a file of its own next to its .wasm, so its `new URL(…, import.meta.url)`
+// still resolves; the full engine stays a separate file, imported on demand. Node and workerd
+// keep the readable modules.
+run(bin("esbuild"), [join(dist, "browser.js"), "--bundle", "--minify", "--format=esm", "--target=es2022",
+  "--external:./wasm/*", "--allow-overwrite", `--outfile=${join(dist, "browser.js")}`, "--log-level=warning"]);
+run(bin("esbuild"), [join(dist, "wasm", "vaultstore_idb.js"), "--minify", "--format=esm", "--target=es2022",
+  "--allow-overwrite", `--outfile=${join(dist, "wasm", "vaultstore_idb.js")}`, "--log-level=warning"]);
+
 // The shipped types must type-check on their own, and say nothing as loose as `any`.
 run(bin("tsc"), ["--noEmit", "--strict", "--skipLibCheck", "false", "--lib", "ES2022,DOM", "--types", "node",
   "--module", "NodeNext", "--moduleResolution", "NodeNext",
@@ -117,15 +131,22 @@ for (const entry of ["browser.js", "node.js", "workerd.js"]) {
 writeFileSync(join(dist, "BUILD"), `${new Date().toISOString()}\n`);
 console.log(`\npackage built in ${dist}${existsSync(join(dist, "node.cjs")) ? "" : " (no CJS)"}`);
 
-// The download budgets of issue 8 (gzip -9; see sizes.mjs). Over budget fails the build, unless
-// VAULTSTORE_SIZE_BUDGET=warn turns the failure into a warning.
+// The download budgets of issue 8 (gzip -9; see sizes.mjs). The build fails over a budget, or,
+// while a budget is not met yet, over its ceiling (sizes.mjs CEILINGS): a size may not grow.
+// VAULTSTORE_SIZE_BUDGET=warn turns the failure into a warning (`npm start` serves the demo
+// regardless).
+if (names) {
+  console.log("(--names: size budgets not checked)");
+  process.exit(0);
+}
 const sizes = measureSizes(root, join(root, "target", "size-edge"), bin("wrangler"));
 for (const size of sizes) {
-  console.log(`${size.ok ? "✔" : "✘"} ${size.what}: ${formatBytes(size.gzip)} gzip (budget ${formatBytes(size.budget)})`);
+  const enforced = size.limit === size.budget ? "" : `; not met yet, the build fails above ${formatBytes(size.limit)}`;
+  console.log(`${size.ok ? "✔" : "✘"} ${size.what}: ${formatBytes(size.gzip)} gzip (budget ${formatBytes(size.budget)}${enforced})`);
 }
-const over = sizes.filter((size) => !size.ok).map((size) => size.name);
+const over = sizes.filter((size) => !size.withinLimit).map((size) => `${size.name} ${formatBytes(size.gzip)} > ${formatBytes(size.limit)}`);
 if (over.length > 0) {
-  const message = `over the size budget: ${over.join(", ")}`;
+  const message = `over the size limit: ${over.join(", ")}`;
   if (process.env.VAULTSTORE_SIZE_BUDGET !== "warn") {
     console.error(`\n${message} (VAULTSTORE_SIZE_BUDGET=warn makes this a warning)`);
     process.exit(1);

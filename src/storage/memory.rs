@@ -26,6 +26,7 @@ use super::{
 };
 use crate::query::RecordFilter;
 use crate::record::Record;
+use crate::sorting;
 use async_trait::async_trait;
 use gluesql_core::data::{Key, Schema, Value};
 use gluesql_core::store::StoreMut;
@@ -580,7 +581,7 @@ impl Storage for GlueMemoryStorage {
             for holder in tx.holders(object_type, key, value)? {
                 rows.extend(tx.object(object_type, &holder)?);
             }
-            rows.sort();
+            sorting::sort(&mut rows);
             Ok(rows)
         })
     }
@@ -595,7 +596,7 @@ impl Storage for GlueMemoryStorage {
                 .all_rows(META)
                 .map(|row| meta_from(row))
                 .collect::<StorageResult<Vec<_>>>()?;
-            rows.sort();
+            sorting::sort(&mut rows);
             Ok(rows)
         })
     }

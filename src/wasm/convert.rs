@@ -185,7 +185,7 @@ pub fn string_record(value: &JsValue, what: &str) -> JsResult<Vec<(String, Strin
             if key.len() > MAX_NAME_UNITS as usize {
                 return Err(too_long(&format!("a key of {what}"), MAX_NAME_UNITS));
             }
-            let at = format!("{what}[{key:?}]");
+            let at = format!("{what}[\"{key}\"]");
             let token = string(&get(value, &key, &at)?, &at)?;
             Ok((key, token))
         })
@@ -221,13 +221,16 @@ pub fn opt_time(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
     Ok(Some(ms as i64))
 }
 
-/// An optional integer within `range`.
-pub fn opt_int(value: &JsValue, what: &str, min: f64, max: f64) -> JsResult<Option<f64>> {
+/// An optional integer from `min` to `max` (both at most 2^53, JavaScript's safe integers).
+pub fn opt_int(value: &JsValue, what: &str, min: u64, max: u64) -> JsResult<Option<u64>> {
     if value.is_undefined() {
         return Ok(None);
     }
     match value.as_f64() {
-        Some(n) if n.is_finite() && n.fract() == 0.0 && (min..=max).contains(&n) => Ok(Some(n)),
+        Some(n) if n.is_finite() && n.fract() == 0.0 && (min as f64..=max as f64).contains(&n) => {
+            Ok(Some(n as u64))
+        }
+        // Bounds are printed as integers: formatting floats would cost the download 14 kB.
         Some(_) => Err(invalid(format!(
             "{what} must be an integer from {min} to {max}"
         ))),
@@ -270,7 +273,7 @@ pub fn options(value: &JsValue, what: &str, known: &[&str]) -> JsResult<Object> 
         if !known.contains(&key.as_str()) {
             let shown: String = key.chars().take(40).collect();
             return Err(invalid(format!(
-                "{what} has an unknown option {shown:?}; known options: {}",
+                "{what} has an unknown option \"{shown}\"; known options: {}",
                 known.join(", ")
             )));
         }

@@ -20,11 +20,12 @@ use crate::vault::{CreateOptions, DEFAULT_KEY_CACHE_TTL_MS, Vault, VaultOptions}
 use crate::{RekeyObserver, RekeyOptions};
 use js_sys::{Function, Object, Promise, Uint8Array};
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
 
 /// An open vault. Use the TypeScript `Vault` class; this is its engine.
 #[wasm_bindgen(js_name = Vault)]
@@ -95,13 +96,8 @@ fn create_options(value: &JsValue, with_length: bool) -> JsResult<CreateOptions>
     };
     let o = options(value, "options", known)?;
     let length = if with_length {
-        opt_int(
-            &field(&o, "length"),
-            "options.length",
-            0.0,
-            MAX_SAFE_INTEGER,
-        )?
-        .map(|n| n as usize)
+        opt_int(&field(&o, "length"), "options.length", 0, MAX_SAFE_INTEGER)?
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     } else {
         None
     };
@@ -129,13 +125,8 @@ fn policy(value: &JsValue) -> JsResult<PasswordPolicy> {
         Ok(opt_bool(&field(&o, key), &format!("passwordPolicy.{key}"))?.unwrap_or(default))
     };
     Ok(PasswordPolicy {
-        min_length: opt_int(
-            &field(&o, "minLength"),
-            "passwordPolicy.minLength",
-            0.0,
-            4096.0,
-        )?
-        .map_or(defaults.min_length, |n| n as usize),
+        min_length: opt_int(&field(&o, "minLength"), "passwordPolicy.minLength", 0, 4096)?
+            .map_or(defaults.min_length, |n| n as usize),
         require_lowercase: flag("requireLowercase", defaults.require_lowercase)?,
         require_uppercase: flag("requireUppercase", defaults.require_uppercase)?,
         require_numbers: flag("requireNumbers", defaults.require_numbers)?,
@@ -831,6 +822,30 @@ impl JsVault {
     }
 }
 
+/// What an operation gave: the records it read or wrote and its result, or its error.
+type Outcome = crate::Result<(u64, JsValue)>;
+
+/// Await an operation, then wipe the stack it used and report it to the `onEvent` listener.
+async fn finish(
+    op: &'static str,
+    started: f64,
+    events: Events,
+    outcome: Pin<Box<dyn Future<Output = Outcome>>>,
+) -> JsResult<JsValue> {
+    let outcome = outcome.await;
+    super::scrub_stack();
+    match outcome {
+        Ok((records, result)) => {
+            events.emit(op, started, records, "OK");
+            Ok(result)
+        }
+        Err(e) => {
+            events.emit(op, started, 0, e.code().as_str());
+            Err(err(e))
+        }
+    }
+}
+
 /// What `Vault.open` was asked for.
 struct OpenRequest {
     backend: String,
@@ -868,10 +883,10 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
         Ok(opt_int(
             &field(&o, key),
             &format!("options.{key}"),
-            0.0,
+            0,
             MAX_SAFE_INTEGER,
         )?
-        .map(|n| n.min(f64::from(u32::MAX)) as u32))
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
     };
     let options = VaultOptions {
         password_identity: opt_bool(&field(&o, "passwordIdentity"), "options.passwordIdentity")?
@@ -882,10 +897,10 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
         key_cache_ttl_ms: opt_int(
             &field(&o, "keyCacheTtlMs"),
             "options.keyCacheTtlMs",
-            0.0,
+            0,
             MAX_SAFE_INTEGER,
         )?
-        .map_or(DEFAULT_KEY_CACHE_TTL_MS, |n| n as u64),
+        .unwrap_or(DEFAULT_KEY_CACHE_TTL_MS),
         snapshot,
     };
     Ok(OpenRequest {
@@ -983,20 +998,15 @@ impl JsVault {
         match args {
             Ok(args) => {
                 let operation = f(self.vault.clone(), args);
-                future_to_promise(async move {
-                    let result = operation.await;
-                    super::scrub_stack();
-                    match result {
-                        Ok(result) => {
-                            events.emit(op, started, records(&result), "OK");
-                            Ok(into_js(result))
-                        }
-                        Err(e) => {
-                            events.emit(op, started, 0, e.code().as_str());
-                            Err(err(e))
-                        }
+                // One boxed future type for every method: `future_to_promise` and the epilogue
+                // are compiled once, not once per method (the browser's download budget).
+                let outcome: Pin<Box<dyn Future<Output = Outcome>>> = Box::pin(async move {
+                    match operation.await {
+                        Ok(result) => Ok((records(&result), into_js(result))),
+                        Err(e) => Err(e),
                     }
-                })
+                });
+                future_to_promise(finish(op, started, events, outcome))
             }
             Err(e) => {
                 events.emit_error(op, started, &e);
