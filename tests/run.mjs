@@ -10,11 +10,11 @@ ensureWasmBindgen();
 ensureNodeModules();
 ensureChromium();
 
-// 1. Native: unit, known-answer, conformance (GlueSQL) and vault tests.
+// 1. Native: unit, known-answer, conformance (GlueSQL, SQL on SQLite) and vault tests.
 run("cargo", ["test", "--locked"]);
 
 // 2. The core builds for wasm32 without the bindings.
-run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql"]);
+run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql,sql"]);
 
 // 3. wasm tests: the JavaScript boundary in Node; the conformance suite on IndexedDB and the
 //    IndexedDB vault tests in headless Chromium. One build; the runner picks Node or Chromium
@@ -22,7 +22,7 @@ run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown"
 run(
   "cargo",
   [
-    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql",
+    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql",
     "--test", "wasm_node", "--test", "storage_idb", "--test", "idb_browser",
   ],
   {
@@ -34,9 +34,12 @@ run(
   },
 );
 
-// 4. The package; 5. the JS suite against the packed tarball; 6. end to end in Chromium.
+// 4. The package; 5. the JS suite against the packed tarball (libSQL included); 6. the storage
+// conformance suite on D1 and Durable Object SQLite in workerd, through the packed package's
+// adapters; 7. end to end in Chromium.
 run("node", ["js/tools/build.mjs"]);
 run("node", ["tests/js/run-packed.mjs"]);
+run("node", ["tests/workers/run-conformance.mjs"]);
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
 });

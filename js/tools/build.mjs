@@ -2,8 +2,8 @@
 // `npm run build`: the package in dist/, from the Rust crate and the TypeScript layer.
 //
 //   dist/wasm/vaultstore_idb.*    IndexedDB only: what a browser loads up front (small)
-//   dist/wasm/vaultstore_full.*   IndexedDB + GlueSQL memory: Node, workerd, and browsers on the
-//                                 first `backend: "memory"` open
+//   dist/wasm/vaultstore_full.*   IndexedDB + GlueSQL memory + SQL: Node, workerd, and browsers
+//                                 on the first `backend: "memory"` or `"sql"` open
 //   dist/{node,browser,workerd}.js + .d.ts   entry points (tsc), dist/node.cjs (esbuild)
 //
 // wasm-opt is npm's binaryen@132, never Debian's (its output fails at instantiation).
@@ -19,7 +19,7 @@ const bin = (name) => join(root, "node_modules", ".bin", name);
 /** One wasm build: which cargo features it carries and the name of its files. */
 const builds = [
   { name: "vaultstore_idb", features: "wasm,idb" },
-  { name: "vaultstore_full", features: "wasm,idb,gluesql" },
+  { name: "vaultstore_full", features: "wasm,idb,gluesql,sql" },
 ];
 
 ensureWasmTarget();

@@ -48,7 +48,10 @@ export function ensureWasmBindgen() {
 export function ensureNodeModules() {
   const lock = join(root, "package-lock.json");
   const stamp = join(root, "node_modules", ".package-lock.json");
-  if (!existsSync(stamp) || readFileSync(stamp, "utf8").length === 0 || !existsSync(join(root, "node_modules", ".bin", "tsc"))) {
+  // A checkout that gained a dev dependency since the last install installs again.
+  const { devDependencies = {} } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+  const missing = Object.keys(devDependencies).some((name) => !existsSync(join(root, "node_modules", name, "package.json")));
+  if (missing || !existsSync(stamp) || readFileSync(stamp, "utf8").length === 0 || !existsSync(join(root, "node_modules", ".bin", "tsc"))) {
     run("npm", existsSync(lock) ? ["ci", "--no-audit", "--no-fund"] : ["install", "--no-audit", "--no-fund"]);
   }
 }

@@ -20,8 +20,14 @@ console.log(`packed ${packed.filename}: ${packed.entryCount} files, ${(packed.si
 const consumer = join(work, "consumer");
 mkdirSync(consumer);
 writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
-// fake-indexeddb (a dev dependency) lets one suite run the indexeddb backend in Node.
-run("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, join(root, "node_modules", "fake-indexeddb")], { cwd: consumer });
+// fake-indexeddb (a dev dependency) lets one suite run the indexeddb backend in Node;
+// @libsql/client, the SQL backend on a local libSQL file.
+const devDependency = (name) => join(root, "node_modules", name);
+run(
+  "npm",
+  ["install", "--no-audit", "--no-fund", "--ignore-scripts", tarball, devDependency("fake-indexeddb"), devDependency("@libsql/client")],
+  { cwd: consumer },
+);
 
 for (const file of readdirSync(join(root, "tests", "js"))) {
   if (/\.test\.(mjs|cjs)$/.test(file) || file === "consumer.ts" || file === "helpers.mjs") {
