@@ -36,10 +36,13 @@ run(
 
 // 4. The package; 5. the JS suite against the packed tarball (libSQL included); 6. the storage
 // conformance suite on D1 and Durable Object SQLite in workerd, through the packed package's
-// adapters; 7. end to end in Chromium.
+// adapters; 8. end to end in Chromium.
 run("node", ["js/tools/build.mjs"]);
 run("node", ["tests/js/run-packed.mjs"]);
 run("node", ["tests/workers/run-conformance.mjs"]);
+// 7. The example worker (www/worker) as users deploy it: wrangler's dry-run bundle in Miniflare on
+//    D1 and on a Durable Object, and WebCrypto PBKDF2 capped as in production.
+run("node", ["--test", "--test-reporter=spec", "tests/worker/example.test.mjs"]);
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: join(root, ".test-tmp", "packed", "consumer") },
 });
