@@ -4,10 +4,11 @@
 // tokens survive a restart, two isolates racing for one custom token give one 201 and one 409,
 // an aborted key rotation leaves every row byte-identical. Last, WebCrypto PBKDF2 capped at
 // 100,000 iterations as in production: a 600,000-iteration vault still opens (Rust PBKDF2) and
-// its keys match Node's. Run after tests/js/run-packed.mjs, which packs the tarball.
+// its keys match Node's. The README's copy of the example is checked against its files. Run
+// after tests/js/run-packed.mjs, which packs the tarball.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -130,6 +131,13 @@ async function rows(dir) {
 
 let bundle;
 let bundleDo;
+
+test("the README shows the example as it is in www/worker", () => {
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+  const block = (marker) => `${readme.split(`<!-- ${marker} -->\n`)[1].replace(/^```\w*\n/, "").split("\n```\n")[0]}\n`;
+  assert.equal(block("worker-config"), readFileSync(join(root, "www", "worker", "wrangler.jsonc"), "utf8"));
+  assert.equal(block("worker-code"), readFileSync(join(root, "www", "worker", "src", "index.js"), "utf8"));
+});
 
 test("the adapters take a D1 binding and Durable Object storage as @cloudflare/workers-types types them", () => {
   cpSync(join(root, "tests", "worker", "workers-types.ts"), join(app, "workers-types.ts"));
