@@ -1,6 +1,7 @@
 // The SQL backend's executors (API.md "The SQL backend"): how the engine reaches a SQLite-dialect
 // database the host holds. Each adapter is a few lines over the engine's own API and is tested
 // against that engine (D1 and Durable Objects in workerd, libSQL on a local file).
+import { VaultError } from "./errors.js";
 
 /** A value bound to, or read from, a statement. Integers are JavaScript numbers (below 2^53). */
 export type SqlValue = string | number | null | Uint8Array;
@@ -53,6 +54,17 @@ export interface LibsqlClientLike {
   batch(statements: { sql: string; args: SqlValue[] }[], mode: "write"): Promise<unknown>;
 }
 
+/** `INVALID_ARGUMENT` unless `target` has the methods at `paths` (the value itself is never shown). */
+function expect(target: unknown, what: string, paths: string[][], hint: string): void {
+  for (const path of paths) {
+    let at: unknown = target;
+    for (const key of path) at = typeof at === "object" && at !== null ? (at as Record<string, unknown>)[key] : undefined;
+    if (typeof at !== "function") {
+      throw new VaultError("INVALID_ARGUMENT", `${what} needs ${hint}: it has no ${path.join(".")}() method`);
+    }
+  }
+}
+
 /** D1 and Durable Objects bind bytes as `ArrayBuffer`s, and D1 returns them as number arrays. */
 function bindable(value: SqlValue): string | number | null | ArrayBuffer {
   return value instanceof Uint8Array ? value.slice().buffer : value;
@@ -67,6 +79,7 @@ function bytesBack(row: unknown[]): SqlValue[] {
  * is one transaction; every check of a vault write runs inside it.
  */
 export function d1(db: D1DatabaseLike): SqlExecutor {
+  expect(db, "d1()", [["prepare"], ["batch"]], "a D1 binding such as env.DB");
   const statement = (sql: string, params: SqlValue[]) => db.prepare(sql).bind(...params.map(bindable));
   return {
     async all(sql, params) {
@@ -83,6 +96,8 @@ export function d1(db: D1DatabaseLike): SqlExecutor {
  * Statements run synchronously through `ctx.storage.sql.exec`; a batch is one `transactionSync`.
  */
 export function durableObject(storage: DurableObjectStorageLike): SqlExecutor {
+  expect(storage, "durableObject()", [["sql", "exec"], ["transactionSync"]],
+    "the ctx.storage of a SQLite-backed Durable Object (its class listed in new_sqlite_classes)");
   const run = (sql: string, params: SqlValue[]) => Array.from(storage.sql.exec(sql, ...params.map(bindable)).raw(), bytesBack);
   return {
     async all(sql, params) {
@@ -108,6 +123,7 @@ const NUL = /\u0000|(?:^|[^\\])(?:\\\\)*\\u0000/;
  * custom token, a setting) is refused with `STORAGE` rather than stored and read back damaged.
  */
 export function libsql(client: LibsqlClientLike): SqlExecutor {
+  expect(client, "libsql()", [["execute"], ["batch"]], "an @libsql/client Client");
   return {
     async all(sql, params) {
       const result = await client.execute({ sql, args: params });

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { createClient } from "@libsql/client";
-import { RecordQuery, Vault, libsql } from "vaultstore-wasm";
+import { RecordQuery, Vault, d1, durableObject, libsql } from "vaultstore-wasm";
 import { OTHER, PASSWORD, rejects } from "./helpers.mjs";
 
 const dir = mkdtempSync(join(tmpdir(), "vaultstore-libsql-"));
@@ -218,6 +218,18 @@ test("options.sql is required with backend sql, refused otherwise, and must be a
     const error = await rejects(Vault.open(options), "INVALID_ARGUMENT");
     assert.match(error.message, message);
     assert.ok(!error.message.includes(secret));
+  }
+});
+
+test("each adapter says what it needs when handed something else", () => {
+  const kv = { get() {}, put() {} };
+  for (const [make, message] of [
+    [() => d1(kv), /d1\(\) needs a D1 binding such as env\.DB: it has no prepare\(\) method/],
+    [() => durableObject(kv), /SQLite-backed Durable Object.*no sql\.exec\(\)/],
+    [() => durableObject({ sql: { exec() {} } }), /no transactionSync\(\)/],
+    [() => libsql(undefined), /libsql\(\) needs an @libsql\/client Client/],
+  ]) {
+    assert.throws(make, (e) => e.code === "INVALID_ARGUMENT" && message.test(e.message));
   }
 });
 
