@@ -2,6 +2,16 @@
 export { Vault } from "./vault.js";
 export { RecordQuery } from "./query.js";
 export { VaultError, isVaultError } from "./errors.js";
+export { d1, durableObject, libsql } from "./sql.js";
+export type {
+  D1DatabaseLike,
+  D1PreparedStatementLike,
+  DurableObjectStorageLike,
+  LibsqlClientLike,
+  SqlExecutor,
+  SqlStatement,
+  SqlValue,
+} from "./sql.js";
 export type { ErrorCode, NotFoundReason, VaultErrorOptions } from "./errors.js";
 export type {
   Backend,

@@ -1,4 +1,5 @@
 import type { ErrorCode } from "./errors.js";
+import type { SqlExecutor } from "./sql.js";
 
 /** A password (PBKDF2) or a raw 256-bit key (exactly 32 bytes; HKDF). */
 export type Secret = string | Uint8Array;
@@ -6,8 +7,11 @@ export type Secret = string | Uint8Array;
 /** Milliseconds since the epoch, a `Date`, or `null` for "never". */
 export type Time = Date | number | null;
 
-/** Where a vault lives: `"indexeddb"` (browsers) or `"memory"` (anywhere; persist with snapshots). */
-export type Backend = "indexeddb" | "memory";
+/**
+ * Where a vault lives: `"indexeddb"` (browsers), `"memory"` (anywhere; persist with snapshots) or
+ * `"sql"` (a SQLite-dialect database: D1, a Durable Object, libSQL; see `VaultOptions.sql`).
+ */
+export type Backend = "indexeddb" | "memory" | "sql";
 
 /** What a password that encrypts must look like (never checked on reads). */
 export interface PasswordPolicy {
@@ -29,7 +33,15 @@ export interface PasswordPolicy {
 export interface VaultOptions {
   /** Default: `"indexeddb"` where `globalThis.indexedDB` exists, else `"memory"`. */
   backend?: Backend;
-  /** IndexedDB database name. Default `"vaultstore"`. Memory vaults never share state. */
+  /**
+   * Where a `backend: "sql"` vault lives: `d1(env.DB)`, `durableObject(ctx.storage)`,
+   * `libsql(client)` or an executor of your own. Required with `"sql"`, refused otherwise.
+   */
+  sql?: SqlExecutor;
+  /**
+   * IndexedDB database name, or the namespace inside an SQL database (several vaults can share
+   * one). Default `"vaultstore"`. Memory vaults never share state.
+   */
   name?: string;
   /** Group passwords into identities (instant password changes). Default false. */
   passwordIdentity?: boolean;

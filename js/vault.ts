@@ -75,9 +75,9 @@ export class Vault {
     const isObject = typeof given === "object" && given !== null;
     const chosen = isObject ? (given as VaultOptions).backend : undefined;
     const backend = chosen === undefined ? defaultBackend() : chosen;
-    if (backend !== "memory" && backend !== "indexeddb") {
+    if (backend !== "memory" && backend !== "indexeddb" && backend !== "sql") {
       // The value is not repeated: whatever a caller puts in the wrong place may be a secret.
-      throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb" or "memory"');
+      throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb", "memory" or "sql"');
     }
     const snapshot = isObject ? (given as VaultOptions).snapshot : undefined;
     const engine = await rt.engineFor(backend, snapshot !== undefined && snapshot !== null);

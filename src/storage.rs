@@ -11,6 +11,8 @@
 pub mod indexeddb;
 #[cfg(feature = "gluesql")]
 pub mod memory;
+#[cfg(feature = "sql")]
+pub mod sql;
 
 use crate::query::RecordFilter;
 use crate::record::Record;

@@ -5,6 +5,8 @@ mod convert;
 mod error;
 pub mod platform;
 mod query;
+#[cfg(feature = "sql")]
+pub mod sql;
 mod vault;
 
 pub use query::JsRecordQuery;

@@ -11,11 +11,11 @@ ensureWasmBindgen();
 ensureNodeModules();
 ensureChromium();
 
-// 1. Native: unit, known-answer, conformance (GlueSQL) and vault tests.
+// 1. Native: unit, known-answer, conformance (GlueSQL, SQL on SQLite) and vault tests.
 run("cargo", ["test", "--locked"]);
 
 // 2. The core builds for wasm32 without the bindings.
-run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql"]);
+run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gluesql,sql"]);
 
 // 3. wasm tests: the JavaScript boundary in Node; the conformance suite on IndexedDB and the
 //    IndexedDB vault tests in headless Chromium. One build; the runner picks Node or Chromium
@@ -23,7 +23,7 @@ run("cargo", ["check", "--locked", "--lib", "--target", "wasm32-unknown-unknown"
 run(
   "cargo",
   [
-    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,snapshot-import",
+    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql,snapshot-import",
     "--test", "wasm_node", "--test", "storage_idb", "--test", "idb_browser",
   ],
   {
@@ -38,13 +38,19 @@ run(
   },
 );
 
-// 4. The package (with its download sizes); 5. the JS suite against the packed tarball; 6. the
-//    bundler matrix; 7. end to end in Chromium; 8. the benchmark, once with tiny counts, as a
-//    smoke test: it fails if a benchmark throws or disagrees with its baseline, never on timings.
+// 4. The package (with its download sizes); 5. the JS suite against the packed tarball (libSQL
+//    included); 6. the storage conformance suite on D1 and Durable Object SQLite in workerd,
+//    through the packed package's adapters; 7. the example worker (www/worker) as users deploy
+//    it: wrangler's dry-run bundle in Miniflare on D1 and on a Durable Object, WebCrypto PBKDF2
+//    capped as in production; 8. the bundler matrix; 9. end to end in Chromium; 10. the
+//    benchmark, once with tiny counts, as a smoke test: it fails if a benchmark throws or
+//    disagrees with its baseline, never on timings.
 const consumer = join(root, ".test-tmp", "packed", "consumer");
 run("node", ["js/tools/build.mjs"]);
 run("node", ["js/tools/docs.mjs", "--check"]); // js/REFERENCE.md is what the doc comments generate
 run("node", ["tests/js/run-packed.mjs"]);
+run("node", ["tests/workers/run-conformance.mjs"]);
+run("node", ["--test", "--test-reporter=spec", "tests/worker/example.test.mjs"]);
 const packed = join(root, ".test-tmp", "packed");
 const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz")));
 run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs"], { env: { ...process.env, TARBALL: tarball } });

@@ -2,8 +2,9 @@
 // `npm run build`: the package in dist/, from the Rust crate and the TypeScript layer.
 //
 //   dist/wasm/vaultstore_idb.*    IndexedDB only: what a browser loads on its first open (small)
-//   dist/wasm/vaultstore_full.*   IndexedDB + GlueSQL memory: Node, workerd, and browsers on the
-//                                 first `backend: "memory"` open
+//   dist/wasm/vaultstore_full.*   IndexedDB + GlueSQL memory + SQL + snapshot import: Node,
+//                                 workerd, and browsers on the first `backend: "memory"` or
+//                                 `"sql"` open, or an open from a snapshot
 //   dist/{node,browser,workerd}.js + .d.ts   entry points (tsc), dist/node.cjs (esbuild)
 //
 // The browser's part comes first: when `npm start` runs this script (with an IPC channel), it is
@@ -35,7 +36,7 @@ const bin = (name) => join(root, "node_modules", ".bin", name);
  */
 const builds = [
   { name: "vaultstore_idb", features: "wasm,idb", profile: "release", opt: "-Oz" },
-  { name: "vaultstore_full", features: "wasm,idb,gluesql,snapshot-import", profile: "release-speed", opt: "-O3" },
+  { name: "vaultstore_full", features: "wasm,idb,gluesql,sql,snapshot-import", profile: "release-speed", opt: "-O3" },
 ];
 
 function buildWasm(build) {

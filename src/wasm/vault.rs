@@ -135,9 +135,9 @@ fn policy(value: &JsValue) -> JsResult<PasswordPolicy> {
     })
 }
 
-/// The backends this build carries.
-async fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
-    let _ = name;
+/// The backends this build carries. `name` is the IndexedDB database or the SQL namespace.
+async fn open_storage(backend: &str, name: &str, sql: &JsValue) -> JsResult<Box<dyn Storage>> {
+    let _ = (name, sql);
     match backend {
         #[cfg(feature = "gluesql")]
         "memory" => crate::storage::memory::GlueMemoryStorage::new()
@@ -154,6 +154,16 @@ async fn open_storage(backend: &str, name: &str) -> JsResult<Box<dyn Storage>> {
         "indexeddb" => Err(invalid(
             "the \"indexeddb\" backend is not part of this build",
         )),
+        #[cfg(feature = "sql")]
+        "sql" => {
+            let executor = super::sql::JsSqlExecutor::from_js(sql, "options.sql")?;
+            crate::storage::sql::SqlStorage::open(executor, name)
+                .await
+                .map(|s| Box::new(s) as Box<dyn Storage>)
+                .map_err(|e| err(e.into()))
+        }
+        #[cfg(not(feature = "sql"))]
+        "sql" => Err(invalid("the \"sql\" backend is not part of this build")),
         _ => Err(invalid(
             "backend must be \"indexeddb\", \"memory\" or \"sql\"",
         )),
@@ -850,6 +860,8 @@ async fn finish(
 struct OpenRequest {
     backend: String,
     name: String,
+    /// The SQL executor (`backend: "sql"` only).
+    sql: JsValue,
     options: VaultOptions,
     events: Events,
 }
@@ -868,6 +880,7 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
             "keyCacheTtlMs",
             "onEvent",
             "snapshot",
+            "sql",
         ],
     )?;
     let events = Events(opt_function(field(&o, "onEvent"), "options.onEvent")?);
@@ -877,6 +890,22 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
         opt_string(&field(&o, "name"), "options.name")?.unwrap_or_else(|| "vaultstore".into());
     if name.is_empty() {
         return Err(invalid("options.name must be a non-empty string"));
+    }
+    // API.md: `sql` is required with backend "sql" and refused otherwise.
+    let sql = field(&o, "sql");
+    match (backend.as_str(), sql.is_undefined() || sql.is_null()) {
+        ("sql", true) => {
+            return Err(invalid(
+                "options.sql is required with backend \"sql\": pass d1(env.DB), durableObject(ctx.storage), libsql(client) or an executor of your own",
+            ));
+        }
+        ("sql", false) => {}
+        (_, false) => {
+            return Err(invalid(
+                "options.sql only applies to backend \"sql\"; remove it or set backend: \"sql\"",
+            ));
+        }
+        (_, true) => {}
     }
     let snapshot = snapshot_bytes(&field(&o, "snapshot"))?;
     let iterations = |key: &str| -> JsResult<Option<u32>> {
@@ -906,6 +935,7 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
     Ok(OpenRequest {
         backend,
         name,
+        sql,
         options,
         events,
     })
@@ -951,7 +981,7 @@ impl JsVault {
         let opened = async {
             // Opening storage and deriving nothing else: key derivation happens per call,
             // outside any storage transaction.
-            let storage = open_storage(&request.backend, &request.name).await?;
+            let storage = open_storage(&request.backend, &request.name, &request.sql).await?;
             let platform = Platform {
                 clock: std::sync::Arc::new(SystemClock),
                 kdf: Box::new(WebCryptoKdf),

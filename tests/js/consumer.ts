@@ -1,8 +1,15 @@
 // Type-checked (strict) against the installed package: the public API as a TypeScript user
 // sees it. Compiling is the test; nothing here runs.
+import type { Client } from "@libsql/client";
 import {
   Vault,
   RecordQuery,
+  d1,
+  durableObject,
+  libsql,
+  type SqlExecutor,
+  type SqlStatement,
+  type SqlValue,
   VaultError,
   isToken,
   isTokenValidLength,
@@ -58,4 +65,17 @@ export async function usage(): Promise<void> {
   // @ts-expect-error: options are checked
   await Vault.open({ backend: "sqlite" });
   void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, isToken(token), isTokenValidLength(5)];
+}
+
+/** The SQL backend: the libsql adapter takes a real `@libsql/client` Client; executors are plain objects. */
+export async function sqlUsage(client: Client): Promise<void> {
+  const vault: Vault = await Vault.open({ backend: "sql", sql: libsql(client), name: "tenant-a" });
+  const own: SqlExecutor = {
+    all: async (sql: string, params: SqlValue[]): Promise<SqlValue[][]> => [[sql, params.length]],
+    batch: (statements: SqlStatement[]): void => void statements,
+  };
+  await Vault.open({ backend: "sql", sql: own });
+  // @ts-expect-error: an executor needs batch()
+  await Vault.open({ backend: "sql", sql: { all: async () => [] } });
+  void [vault, d1, durableObject];
 }

@@ -9,9 +9,10 @@ import { installPacked } from "./pack.mjs";
 
 export const work = join(root, ".test-tmp", "packed");
 // Dev dependencies the suites use next to the package: fake-indexeddb runs the indexeddb backend
-// in Node; fast-check drives the property-based suite; edge-runtime is Vercel's Edge Runtime, and
-// workers-types the types a Worker is checked against.
-const devDependencies = ["fake-indexeddb", "fast-check"].map((name) => join(root, "node_modules", name));
+// in Node; @libsql/client, the SQL backend on a local libSQL file; fast-check drives the
+// property-based suite; edge-runtime is Vercel's Edge Runtime, and workers-types the types a
+// Worker is checked against.
+const devDependencies = ["fake-indexeddb", "@libsql/client", "fast-check"].map((name) => join(root, "node_modules", name));
 const consumer = installPacked(work, [...devDependencies, "edge-runtime@4.0.1", "@cloudflare/workers-types@5.20261117.1"]);
 // Deno and Bun, from npm (about 200 MB, kept between runs in .test-tmp/tools/).
 const runtimes = join(root, ".test-tmp", "tools", "runtimes");

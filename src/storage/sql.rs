@@ -1,0 +1,1572 @@
+//! SQL backend (feature `sql`): the vault in any SQLite-dialect database the host can reach
+//! (Cloudflare D1, Durable Object SQLite storage, libSQL/Turso, better-sqlite3, ...), through a
+//! small executor the host supplies ([`SqlExecutor`]). FORMAT.md "SQL tables" is the schema.
+//!
+//! Every trait method is one statement (reads) or one atomic batch (writes). Each op's
+//! precondition is a statement of that batch, so it is checked inside the transaction that
+//! applies it, which is what D1 needs (it has no interactive transactions): a failed check
+//! inserts a row that a named CHECK constraint of `vaultstore_guard` refuses, the error aborts
+//! the batch, and [`classify`] maps the constraint's name (or the UNIQUE index that refused a
+//! taken token, id or identity tag) to the same [`StorageError`] the other backends return.
+//!
+//! Runs of ops of one kind become one statement over a JSON array (`json_each(?)`), so a batch
+//! of 10,000 records is a few statements and never more than a handful of bound parameters
+//! (D1 allows 100 per statement, and 2 MB per string: arrays are cut at [`MAX_JSON_PARAM`]).
+//! Caller strings only ever travel as bound parameters, never in SQL text.
+//!
+//! Strings sort by UTF-16 code units (API.md) while SQLite compares UTF-8 bytes. The two orders
+//! differ only between U+E000..U+FFFF and the supplementary planes, so the `id_key` and
+//! `token_key` columns hold the string with those two ranges swapped ([`sort_key`]): valid
+//! UTF-8 whose byte order is the UTF-16 order, equal to the string itself when it has no
+//! character at or above U+E000 (every generated token and id).
+
+use super::{
+    MetaKey, MetaRow, Optimistic, RecordChange, Storage, StorageError, StorageResult, WriteOp,
+    WriteTransaction, is_unique_meta,
+};
+use crate::query::{OrderBy, RecordFilter, SoftDeleted};
+use crate::record::Record;
+use async_trait::async_trait;
+use serde_json::{Value as Json, json};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A value bound to, or read from, a statement. Times are integer milliseconds (all below 2^53,
+/// so JavaScript numbers carry them exactly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl From<&str> for SqlValue {
+    fn from(s: &str) -> Self {
+        SqlValue::Text(s.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(s: String) -> Self {
+        SqlValue::Text(s)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(n: i64) -> Self {
+        SqlValue::Integer(n)
+    }
+}
+
+/// One statement of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl Statement {
+    fn new(sql: &str, params: Vec<SqlValue>) -> Self {
+        Statement {
+            sql: sql.to_owned(),
+            params,
+        }
+    }
+}
+
+/// What the database (or the executor) threw: its error name when it has one (`"Error"`,
+/// `"LibsqlError"`, ...) and its message, in which SQLite names a failed constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub name: Option<String>,
+    pub message: String,
+}
+
+/// How the backend reaches a database: the host supplies it (API.md "The SQL backend").
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait SqlExecutor: super::MaybeSendSync {
+    /// Run one statement and return its rows, each a list of column values in select order.
+    async fn all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, SqlError>;
+    /// Run every statement in order in one transaction: all of them, or (on any error) none.
+    async fn batch(&self, statements: Vec<Statement>) -> Result<(), SqlError>;
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<E: SqlExecutor + ?Sized> SqlExecutor for Box<E> {
+    async fn all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+        (**self).all(sql, params).await
+    }
+    async fn batch(&self, statements: Vec<Statement>) -> Result<(), SqlError> {
+        (**self).batch(statements).await
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<E: SqlExecutor + ?Sized> SqlExecutor for std::sync::Arc<E> {
+    async fn all(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+        (**self).all(sql, params).await
+    }
+    async fn batch(&self, statements: Vec<Statement>) -> Result<(), SqlError> {
+        (**self).batch(statements).await
+    }
+}
+
+/// The default namespace (API.md: `name` defaults to `"vaultstore"`).
+pub const DEFAULT_NAMESPACE: &str = "vaultstore";
+
+/// The schema version this release writes. `vaultstore_schema` holds the database's.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The largest JSON array bound to one statement, in bytes (D1 refuses strings over 2 MB).
+pub const MAX_JSON_PARAM: usize = 1_000_000;
+
+/// "Never expires", as `expires_key` stores it: above every time a JavaScript `Date` can hold,
+/// and exact as a JavaScript number.
+pub const NEVER: i64 = 9_007_199_254_740_991;
+
+/// The schema history: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`, in one
+/// batch with the version row. Never edit a released entry; append one.
+pub const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE IF NOT EXISTS vaultstore_records (
+        ns TEXT NOT NULL,
+        id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        soft_deleted_at INTEGER,
+        id_key TEXT NOT NULL,
+        token_key TEXT NOT NULL,
+        expires_key INTEGER NOT NULL GENERATED ALWAYS AS (coalesce(expires_at, 9007199254740991)) VIRTUAL,
+        CONSTRAINT vaultstore_records_id UNIQUE (ns, id_key),
+        CONSTRAINT vaultstore_records_token UNIQUE (ns, token_key)
+    )",
+    "CREATE INDEX IF NOT EXISTS vaultstore_records_created ON vaultstore_records (ns, created_at, id_key)",
+    "CREATE INDEX IF NOT EXISTS vaultstore_records_updated ON vaultstore_records (ns, updated_at, id_key)",
+    "CREATE INDEX IF NOT EXISTS vaultstore_records_expires ON vaultstore_records (ns, expires_key, id_key)",
+    "CREATE INDEX IF NOT EXISTS vaultstore_records_deleted ON vaultstore_records (ns, soft_deleted_at) WHERE soft_deleted_at IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS vaultstore_meta (
+        ns TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (ns, object_type, object_id, key)
+    )",
+    "CREATE INDEX IF NOT EXISTS vaultstore_meta_value ON vaultstore_meta (ns, object_type, key, value)",
+    // `UNIQUE_META_VALUES`: an identity tag is unique in a vault (FORMAT.md).
+    "CREATE UNIQUE INDEX IF NOT EXISTS vaultstore_meta_unique_tag ON vaultstore_meta (ns, object_type, key, value)
+        WHERE object_type = 'password_identity' AND key = 'tag'",
+    // Never holds a row: inserting one is how a batch fails a precondition (module docs).
+    "CREATE TABLE IF NOT EXISTS vaultstore_guard (
+        failed TEXT,
+        CONSTRAINT vaultstore_record_missing CHECK (failed IS NOT 'record_missing'),
+        CONSTRAINT vaultstore_record_changed CHECK (failed IS NOT 'record_changed'),
+        CONSTRAINT vaultstore_meta_changed CHECK (failed IS NOT 'meta_changed'),
+        CONSTRAINT vaultstore_not_empty CHECK (failed IS NOT 'not_empty')
+    )",
+    "CREATE TABLE IF NOT EXISTS vaultstore_schema (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    )",
+]];
+
+const SET_VERSION: &str = "INSERT INTO vaultstore_schema (id, version) VALUES (1, ?1)
+    ON CONFLICT (id) DO UPDATE SET version = excluded.version WHERE version < excluded.version";
+
+const RECORD_COLUMNS: &str =
+    "r.id, r.token, r.value, r.created_at, r.updated_at, r.expires_at, r.soft_deleted_at";
+
+/// `s` with U+E000..U+FFFF and the supplementary planes swapped, so that SQLite's byte order of
+/// the result is JavaScript's UTF-16 order of `s` (module docs). A bijection onto valid strings.
+pub fn sort_key(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c >= '\u{e000}') {
+        return Cow::Borrowed(s);
+    }
+    s.chars()
+        .map(|c| {
+            let cp = c as u32;
+            let mapped = match cp {
+                0x1_0000.. => cp - 0x1_0000 + 0xe000,
+                0xe000..=0xffff => cp + 0x10_0000,
+                _ => cp,
+            };
+            char::from_u32(mapped).unwrap_or(c)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- errors
+
+/// What a failed batch's error message says went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    TokenTaken,
+    IdTaken,
+    MetaTaken,
+    UniqueValueTaken,
+    RecordMissing,
+    RecordChanged,
+    MetaChanged,
+    NotEmpty,
+}
+
+/// The precondition a database error reports, from the constraint it names. Every engine
+/// (SQLite, D1, libSQL, Durable Objects) keeps SQLite's wording inside its own message.
+fn classify(message: &str) -> Option<Failure> {
+    if let Some(at) = message.find("CHECK constraint failed: ") {
+        let rest = &message[at + "CHECK constraint failed: ".len()..];
+        let name: &str = rest
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        return match name {
+            "vaultstore_record_missing" => Some(Failure::RecordMissing),
+            "vaultstore_record_changed" => Some(Failure::RecordChanged),
+            "vaultstore_meta_changed" => Some(Failure::MetaChanged),
+            "vaultstore_not_empty" => Some(Failure::NotEmpty),
+            _ => None,
+        };
+    }
+    if message.contains("UNIQUE constraint failed") {
+        if message.contains("vaultstore_records.token_key") {
+            return Some(Failure::TokenTaken);
+        }
+        if message.contains("vaultstore_records.id_key") {
+            return Some(Failure::IdTaken);
+        }
+        if message.contains("vaultstore_meta.value") {
+            return Some(Failure::UniqueValueTaken);
+        }
+        if message.contains("vaultstore_meta.") {
+            return Some(Failure::MetaTaken);
+        }
+    }
+    None
+}
+
+fn backend(doing: &str, e: SqlError) -> StorageError {
+    StorageError::Backend {
+        name: Some(e.name.unwrap_or_else(|| "SqlError".to_owned())),
+        message: format!("the SQL database refused to {doing}: {}", e.message),
+    }
+}
+
+fn not_ours(what: &str) -> StorageError {
+    StorageError::Backend {
+        name: Some("DataError".to_owned()),
+        message: format!("the SQL database holds {what} that vaultstore did not write"),
+    }
+}
+
+// ---------------------------------------------------------------- rows
+
+fn text(v: SqlValue, what: &str) -> StorageResult<String> {
+    match v {
+        SqlValue::Text(s) => Ok(s),
+        _ => Err(not_ours(&format!("a {what} that is not text"))),
+    }
+}
+
+fn int(v: SqlValue, what: &str) -> StorageResult<i64> {
+    match v {
+        SqlValue::Integer(n) => Ok(n),
+        _ => Err(not_ours(&format!("a {what} that is not an integer"))),
+    }
+}
+
+fn opt_int(v: SqlValue, what: &str) -> StorageResult<Option<i64>> {
+    match v {
+        SqlValue::Null => Ok(None),
+        v => int(v, what).map(Some),
+    }
+}
+
+fn record_from(row: Vec<SqlValue>) -> StorageResult<Record> {
+    let Ok::<[SqlValue; 7], _>([id, token, value, created, updated, expires, deleted]) =
+        row.try_into()
+    else {
+        return Err(not_ours("a record row with the wrong number of columns"));
+    };
+    Ok(Record {
+        id: text(id, "record id")?,
+        token: text(token, "token")?,
+        value: text(value, "record value")?,
+        created_at: int(created, "creation time")?,
+        updated_at: int(updated, "update time")?,
+        expires_at: opt_int(expires, "expiry time")?,
+        soft_deleted_at: opt_int(deleted, "soft-delete time")?,
+    })
+}
+
+fn meta_from(row: Vec<SqlValue>) -> StorageResult<MetaRow> {
+    let Ok::<[SqlValue; 4], _>([object_type, object_id, key, value]) = row.try_into() else {
+        return Err(not_ours("a meta row with the wrong number of columns"));
+    };
+    Ok(MetaRow {
+        key: MetaKey {
+            object_type: text(object_type, "meta object type")?,
+            object_id: text(object_id, "meta object id")?,
+            key: text(key, "meta key")?,
+        },
+        value: text(value, "meta value")?,
+    })
+}
+
+fn count_from(rows: Vec<Vec<SqlValue>>) -> StorageResult<u64> {
+    let n = rows
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .map_or(Ok(0), |v| int(v, "count"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// JSON arrays of `items`, each at most [`MAX_JSON_PARAM`] bytes (an item larger than that
+/// goes alone), in order.
+fn json_chunks(items: impl IntoIterator<Item = Json>) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::from("[");
+    for item in items {
+        let encoded = item.to_string();
+        if current.len() > 1 && current.len() + encoded.len() + 1 > MAX_JSON_PARAM {
+            current.push(']');
+            chunks.push(std::mem::replace(&mut current, String::from("[")));
+        }
+        if current.len() > 1 {
+            current.push(',');
+        }
+        current.push_str(&encoded);
+    }
+    if current.len() > 1 {
+        current.push(']');
+        chunks.push(current);
+    }
+    chunks
+}
+
+fn meta_json(row: &MetaRow) -> Json {
+    json!({ "type": row.key.object_type, "id": row.key.object_id, "key": row.key.key, "value": row.value })
+}
+
+fn meta_key_json(key: &MetaKey, value: Option<&str>) -> Json {
+    json!({ "type": key.object_type, "id": key.object_id, "key": key.key, "value": value })
+}
+
+// ---------------------------------------------------------------- writes
+
+/// The statements of one batch. Consecutive ops of one kind share statements (one JSON array
+/// each); a run ends where an op of another kind starts, or where a record op names a record
+/// the run already holds, so every statement sees exactly what the ops before it left.
+fn plan(ns: &str, batch: &[WriteOp]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let end = run_end(batch, i);
+        emit(ns, &batch[i..end], &mut out);
+        i = end;
+    }
+    out
+}
+
+fn run_end(batch: &[WriteOp], start: usize) -> usize {
+    let kind = std::mem::discriminant(&batch[start]);
+    let record_id = |op: &WriteOp| match op {
+        WriteOp::ChangeRecord { id, .. } | WriteOp::DeleteRecord { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let groups = matches!(
+        batch[start],
+        WriteOp::InsertRecord(_)
+            | WriteOp::ChangeRecord { .. }
+            | WriteOp::DeleteRecord { .. }
+            | WriteOp::InsertMeta(_)
+            | WriteOp::PutMeta(_)
+            | WriteOp::DeleteMeta(_)
+            | WriteOp::ExpectMeta { .. }
+    );
+    if !groups {
+        return start + 1;
+    }
+    let mut seen = HashSet::new();
+    let mut end = start;
+    while end < batch.len() && std::mem::discriminant(&batch[end]) == kind {
+        if let Some(id) = record_id(&batch[end])
+            && !seen.insert(id)
+        {
+            break;
+        }
+        end += 1;
+    }
+    end
+}
+
+/// ns is always `?1`; a run's JSON array is `?2`.
+fn emit(ns: &str, run: &[WriteOp], out: &mut Vec<Statement>) {
+    let with_array = |out: &mut Vec<Statement>, sqls: &[&str], items: Vec<Json>| {
+        for chunk in json_chunks(items) {
+            for sql in sqls {
+                out.push(Statement::new(
+                    sql,
+                    vec![ns.into(), SqlValue::Text(chunk.clone())],
+                ));
+            }
+        }
+    };
+    match &run[0] {
+        WriteOp::InsertRecord(_) => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::InsertRecord(r) => Some(json!({
+                        "id": r.id, "token": r.token, "value": r.value,
+                        "created_at": r.created_at, "updated_at": r.updated_at,
+                        "expires_at": r.expires_at, "soft_deleted_at": r.soft_deleted_at,
+                        "id_key": sort_key(&r.id), "token_key": sort_key(&r.token),
+                    })),
+                    _ => None,
+                })
+                .collect();
+            with_array(out, &[INSERT_RECORDS], items);
+        }
+        WriteOp::ChangeRecord { .. } => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::ChangeRecord { id, change, at } => Some(change_json(id, change, *at)),
+                    _ => None,
+                })
+                .collect();
+            with_array(out, &[CHECK_CHANGES, APPLY_CHANGES], items);
+        }
+        WriteOp::DeleteRecord { .. } => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::DeleteRecord { id, if_expired_at } => {
+                        Some(json!({ "key": sort_key(id), "if_expired_at": if_expired_at }))
+                    }
+                    _ => None,
+                })
+                .collect();
+            with_array(
+                out,
+                &[
+                    CHECK_DELETES,
+                    DELETE_LAST_IDENTITIES,
+                    DELETE_LINKS,
+                    DELETE_RECORDS,
+                ],
+                items,
+            );
+        }
+        WriteOp::InsertMeta(_) | WriteOp::PutMeta(_) => {
+            let upsert = matches!(run[0], WriteOp::PutMeta(_));
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => Some(meta_json(row)),
+                    _ => None,
+                })
+                .collect();
+            with_array(out, &[if upsert { PUT_META } else { INSERT_META }], items);
+        }
+        WriteOp::DeleteMeta(_) => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::DeleteMeta(key) => Some(meta_key_json(key, None)),
+                    _ => None,
+                })
+                .collect();
+            with_array(out, &[DELETE_META], items);
+        }
+        WriteOp::ExpectMeta { .. } => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::ExpectMeta { key, value } => {
+                        Some(meta_key_json(key, value.as_deref()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            with_array(out, &[CHECK_META], items);
+        }
+        WriteOp::DeleteObjectIfUnreferenced {
+            object_type,
+            object_id,
+            referrer_type,
+            referrer_key,
+        } => out.push(Statement::new(
+            DELETE_UNREFERENCED,
+            vec![
+                ns.into(),
+                object_type.as_str().into(),
+                object_id.as_str().into(),
+                referrer_type.as_str().into(),
+                referrer_key.as_str().into(),
+            ],
+        )),
+        WriteOp::ExpectEmpty => out.push(Statement::new(CHECK_EMPTY, vec![ns.into()])),
+        WriteOp::ClearAll => {
+            out.push(Statement::new(CLEAR_RECORDS, vec![ns.into()]));
+            out.push(Statement::new(CLEAR_META, vec![ns.into()]));
+        }
+    }
+}
+
+fn change_json(id: &str, change: &RecordChange, at: i64) -> Json {
+    let key = sort_key(id);
+    match change {
+        RecordChange::Renew { expires_at } => {
+            json!({ "key": key, "op": "renew", "at": at, "expires_at": expires_at })
+        }
+        RecordChange::SoftDelete { if_expired_at } => {
+            json!({ "key": key, "op": "soft_delete", "at": at, "if_expired_at": if_expired_at })
+        }
+        RecordChange::Restore => json!({ "key": key, "op": "restore", "at": at }),
+        RecordChange::Reseal { expect, value } => {
+            json!({ "key": key, "op": "reseal", "at": at, "expect": expect, "value": value })
+        }
+    }
+}
+
+const INSERT_RECORDS: &str = "INSERT INTO vaultstore_records
+    (ns, id, token, value, created_at, updated_at, expires_at, soft_deleted_at, id_key, token_key)
+    SELECT ?1, r.value->>'id', r.value->>'token', r.value->>'value', r.value->>'created_at',
+        r.value->>'updated_at', r.value->>'expires_at', r.value->>'soft_deleted_at',
+        r.value->>'id_key', r.value->>'token_key'
+    FROM json_each(?2) AS r";
+
+/// `RecordChange::apply_to` in SQL, first its failures: a missing record; a reseal whose
+/// expected value is gone; a purge of a record no longer expired (`at > expiresAt`).
+const CHECK_CHANGES: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT CASE WHEN r.id IS NULL THEN 'record_missing' ELSE 'record_changed' END
+    FROM json_each(?2) AS c
+    LEFT JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = c.value->>'key'
+    WHERE r.id IS NULL
+        OR (c.value->>'op' = 'reseal' AND r.value IS NOT c.value->>'expect')
+        OR (c.value->>'if_expired_at' IS NOT NULL AND NOT (c.value->>'if_expired_at' > r.expires_key))";
+
+/// Then the change, written back over the record as an upsert on its unique `(ns, id_key)`: the
+/// changed rows are found through the JSON array (a `CROSS JOIN` fixes that order; with
+/// `UPDATE … FROM` the planners of some SQLite releases walk the whole namespace and probe the
+/// array instead). A soft delete of a soft-deleted record and a restore of a live one are not
+/// selected, so they leave it as it is, `updatedAt` included.
+const APPLY_CHANGES: &str = "INSERT INTO vaultstore_records
+    (ns, id, token, value, created_at, updated_at, expires_at, soft_deleted_at, id_key, token_key)
+    SELECT r.ns, r.id, r.token,
+        CASE c.value->>'op' WHEN 'reseal' THEN c.value->>'value' ELSE r.value END,
+        r.created_at,
+        c.value->>'at',
+        CASE c.value->>'op' WHEN 'renew' THEN c.value->>'expires_at' ELSE r.expires_at END,
+        CASE c.value->>'op'
+            WHEN 'soft_delete' THEN c.value->>'at'
+            WHEN 'restore' THEN NULL
+            ELSE r.soft_deleted_at END,
+        r.id_key, r.token_key
+    FROM json_each(?2) AS c
+    CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = c.value->>'key'
+    WHERE NOT (c.value->>'op' = 'soft_delete' AND r.soft_deleted_at IS NOT NULL)
+        AND NOT (c.value->>'op' = 'restore' AND r.soft_deleted_at IS NULL)
+    ON CONFLICT (ns, id_key) DO UPDATE SET
+        value = excluded.value,
+        updated_at = excluded.updated_at,
+        expires_at = excluded.expires_at,
+        soft_deleted_at = excluded.soft_deleted_at";
+
+/// A purge never removes a record renewed meanwhile.
+const CHECK_DELETES: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'record_changed'
+    FROM json_each(?2) AS d
+    CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
+    WHERE d.value->>'if_expired_at' IS NOT NULL AND NOT (d.value->>'if_expired_at' > r.expires_key)";
+
+/// The identities whose every remaining link belongs to a deleted record go with them
+/// (FORMAT.md "Password identities"). Runs before the links are deleted, so it still sees them.
+const DELETE_LAST_IDENTITIES: &str = "WITH gone (link) AS (
+        SELECT 'r_' || r.id FROM json_each(?2) AS d
+        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
+    ),
+    linked (identity) AS (
+        SELECT DISTINCT l.value FROM gone
+        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
+            AND l.object_id = gone.link AND l.key = 'password_id'
+    )
+    DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT i.rowid FROM linked
+        CROSS JOIN vaultstore_meta AS i ON i.ns = ?1 AND i.object_type = 'password_identity'
+            AND i.object_id = linked.identity
+        WHERE NOT EXISTS (
+            SELECT 1 FROM vaultstore_meta AS o
+            WHERE o.ns = ?1 AND o.object_type = 'record' AND o.key = 'password_id'
+                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))";
+
+const DELETE_LINKS: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT l.rowid FROM json_each(?2) AS d
+        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
+        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
+            AND l.object_id = 'r_' || r.id AND l.key = 'password_id')";
+
+const DELETE_RECORDS: &str = "DELETE FROM vaultstore_records WHERE rowid IN (
+        SELECT r.rowid FROM json_each(?2) AS d
+        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key')";
+
+const INSERT_META: &str = "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value)
+    SELECT ?1, m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'value'
+    FROM json_each(?2) AS m";
+
+/// `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint; a row that
+/// already holds its value is not rewritten (D1 bills rows written).
+const PUT_META: &str = "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value)
+    SELECT ?1, m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'value'
+    FROM json_each(?2) AS m WHERE true
+    ON CONFLICT (ns, object_type, object_id, key) DO UPDATE SET value = excluded.value
+    WHERE vaultstore_meta.value IS NOT excluded.value";
+
+const DELETE_META: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT m.rowid FROM json_each(?2) AS j
+        CROSS JOIN vaultstore_meta AS m ON m.ns = ?1 AND m.object_type = j.value->>'type'
+            AND m.object_id = j.value->>'id' AND m.key = j.value->>'key')";
+
+const CHECK_META: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'meta_changed' FROM json_each(?2) AS e
+    WHERE (SELECT m.value FROM vaultstore_meta AS m
+           WHERE m.ns = ?1 AND m.object_type = e.value->>'type'
+               AND m.object_id = e.value->>'id' AND m.key = e.value->>'key')
+        IS NOT e.value->>'value'";
+
+const DELETE_UNREFERENCED: &str = "DELETE FROM vaultstore_meta
+    WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3
+        AND NOT EXISTS (SELECT 1 FROM vaultstore_meta AS r
+                        WHERE r.ns = ?1 AND r.object_type = ?4 AND r.key = ?5 AND r.value = ?3)";
+
+const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'not_empty'
+    WHERE EXISTS (SELECT 1 FROM vaultstore_records WHERE ns = ?1)
+        OR EXISTS (SELECT 1 FROM vaultstore_meta WHERE ns = ?1 AND object_type <> 'vault')";
+
+const CLEAR_RECORDS: &str = "DELETE FROM vaultstore_records WHERE ns = ?1";
+const CLEAR_META: &str = "DELETE FROM vaultstore_meta WHERE ns = ?1";
+
+// ---------------------------------------------------------------- the backend
+
+/// The SQL backend over one executor, in one namespace of its database.
+pub struct SqlStorage<E: SqlExecutor> {
+    executor: E,
+    ns: String,
+    closed: AtomicBool,
+}
+
+impl<E: SqlExecutor> std::fmt::Debug for SqlStorage<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStorage")
+            .field("ns", &self.ns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: SqlExecutor> SqlStorage<E> {
+    /// Open the namespace `namespace` of the executor's database, creating or upgrading the
+    /// tables first when they are missing or older (idempotent: any number of isolates may open
+    /// a new database at once).
+    pub async fn open(executor: E, namespace: &str) -> StorageResult<Self> {
+        let storage = SqlStorage {
+            executor,
+            ns: namespace.to_owned(),
+            closed: AtomicBool::new(false),
+        };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    /// The database's schema version (0: no tables yet).
+    pub async fn schema_version(&self) -> StorageResult<i64> {
+        // A missing table is an error in every engine; any other failure shows again, named,
+        // when the migration batch runs.
+        match self
+            .executor
+            .all("SELECT version FROM vaultstore_schema WHERE id = 1", &[])
+            .await
+        {
+            Ok(rows) => match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+                Some(v) => int(v, "schema version"),
+                None => Ok(0),
+            },
+            Err(_) => Ok(0),
+        }
+    }
+
+    async fn migrate(&self) -> StorageResult<()> {
+        let version = self.schema_version().await?;
+        let latest = MIGRATIONS.len() as i64;
+        if version > latest {
+            return Err(StorageError::Backend {
+                name: Some("VersionError".to_owned()),
+                message: format!(
+                    "the SQL database holds vaultstore tables of schema version {version}, written by a newer release; this release knows versions up to {latest}. Upgrade vaultstore-wasm"
+                ),
+            });
+        }
+        if version == latest {
+            return Ok(());
+        }
+        let mut statements = Vec::new();
+        for step in &MIGRATIONS[usize::try_from(version).unwrap_or(0)..] {
+            statements.extend(step.iter().map(|sql| Statement::new(sql, vec![])));
+        }
+        statements.push(Statement::new(SET_VERSION, vec![SqlValue::Integer(latest)]));
+        self.executor
+            .batch(statements)
+            .await
+            .map_err(|e| backend("create the vaultstore tables", e))
+    }
+
+    fn ensure_open(&self) -> StorageResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(StorageError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn all(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: Vec<SqlValue>,
+    ) -> StorageResult<Vec<Vec<SqlValue>>> {
+        self.ensure_open()?;
+        self.executor
+            .all(sql, &params)
+            .await
+            .map_err(|e| backend(doing, e))
+    }
+
+    /// Records whose token or id is one of `keys`, each looked up through its unique index
+    /// (one statement per [`MAX_JSON_PARAM`] of keys).
+    async fn records_where_in(
+        &self,
+        column: KeyColumn,
+        keys: &[String],
+    ) -> StorageResult<Vec<Record>> {
+        let sql = format!("SELECT {RECORD_COLUMNS}{}", column.driven_by(2));
+        let mut unique: Vec<&String> = keys.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let mut found = Vec::new();
+        for chunk in json_chunks(unique.into_iter().map(|k| Json::from(sort_key(k)))) {
+            for row in self
+                .all(
+                    "read records",
+                    &sql,
+                    vec![self.ns.as_str().into(), chunk.into()],
+                )
+                .await?
+            {
+                found.push(record_from(row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn lookup(
+        &self,
+        column: KeyColumn,
+        keys: &[String],
+    ) -> StorageResult<Vec<Option<Record>>> {
+        if keys.is_empty() {
+            self.ensure_open()?;
+            return Ok(vec![]);
+        }
+        let found = self.records_where_in(column, keys).await?;
+        let by_key: HashMap<&str, &Record> = found
+            .iter()
+            .map(|r| match column {
+                KeyColumn::Token => (r.token.as_str(), r),
+                KeyColumn::Id => (r.id.as_str(), r),
+            })
+            .collect();
+        Ok(keys
+            .iter()
+            .map(|k| by_key.get(k.as_str()).map(|r| (*r).clone()))
+            .collect())
+    }
+
+    /// A filter naming more tokens or ids than one parameter holds: its records looked up in
+    /// chunks, then filtered, ordered and paged by the shared filter.
+    async fn named_in_chunks(&self, filter: &RecordFilter) -> StorageResult<Vec<Record>> {
+        let (column, keys) = match (filter.candidate_tokens(), filter.candidate_ids()) {
+            (Some(tokens), _) => (KeyColumn::Token, tokens),
+            (None, Some(ids)) => (KeyColumn::Id, ids),
+            (None, None) => return Ok(vec![]),
+        };
+        self.records_where_in(column, &keys).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KeyColumn {
+    Token,
+    Id,
+}
+
+impl KeyColumn {
+    /// `FROM` the records named by the JSON array `?n` of keys, each found through its unique
+    /// index: the array drives the join (`CROSS JOIN` fixes the order), so a query naming ten
+    /// tokens reads ten rows, never the namespace.
+    fn driven_by(self, n: usize) -> String {
+        let column = match self {
+            KeyColumn::Token => "token_key",
+            KeyColumn::Id => "id_key",
+        };
+        format!(
+            " FROM json_each(?{n}) AS k CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.{column} = k.value"
+        )
+    }
+}
+
+/// The `FROM` and `WHERE` of a query for `filter` at `now`, with its parameters (`?1` is the
+/// namespace), or `None` when a list it names does not fit one parameter.
+fn select_from(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
+    let mut params: Vec<SqlValue> = vec![ns.into()];
+    let array = |params: &mut Vec<SqlValue>, keys: &[String]| -> Option<usize> {
+        let mut chunks = json_chunks(keys.iter().map(|k| Json::from(sort_key(k))));
+        if chunks.len() > 1 {
+            return None;
+        }
+        params.push(chunks.pop().unwrap_or_else(|| "[]".to_owned()).into());
+        Some(params.len())
+    };
+    let mut sql = match (filter.candidate_tokens(), filter.candidate_ids()) {
+        (Some(tokens), _) => KeyColumn::Token.driven_by(array(&mut params, &tokens)?),
+        (None, Some(ids)) => KeyColumn::Id.driven_by(array(&mut params, &ids)?),
+        (None, None) => " FROM vaultstore_records AS r".to_owned(),
+    };
+    sql.push_str(" WHERE r.ns = ?1");
+    let lists = [
+        ("token_key", &filter.token, &filter.token_in),
+        ("id_key", &filter.id, &filter.id_in),
+    ];
+    for (column, one, many) in lists {
+        if let Some(v) = one {
+            params.push(sort_key(v).into_owned().into());
+            sql.push_str(&format!(" AND r.{column} = ?{}", params.len()));
+        }
+        if let Some(vs) = many {
+            let n = array(&mut params, vs)?;
+            sql.push_str(&format!(
+                " AND r.{column} IN (SELECT value FROM json_each(?{n}))"
+            ));
+        }
+    }
+    match filter.soft_deleted {
+        SoftDeleted::Exclude => sql.push_str(" AND r.soft_deleted_at IS NULL"),
+        SoftDeleted::Include => {}
+        SoftDeleted::Only => sql.push_str(" AND r.soft_deleted_at IS NOT NULL"),
+    }
+    if filter.expired_only {
+        // Expired is `now > expiresAt`; "never" is NEVER, above every `now`.
+        params.push(SqlValue::Integer(now));
+        sql.push_str(&format!(" AND r.expires_key < ?{}", params.len()));
+    }
+    Some((sql, params))
+}
+
+fn order_clause(filter: &RecordFilter) -> String {
+    let dir = if filter.descending { "DESC" } else { "ASC" };
+    match filter.order_by {
+        OrderBy::CreatedAt => format!(" ORDER BY r.created_at {dir}, r.id_key {dir}"),
+        OrderBy::UpdatedAt => format!(" ORDER BY r.updated_at {dir}, r.id_key {dir}"),
+        OrderBy::ExpiresAt => format!(" ORDER BY r.expires_key {dir}, r.id_key {dir}"),
+        // Tokens are unique: no tie to break.
+        OrderBy::Token => format!(" ORDER BY r.token_key {dir}"),
+        OrderBy::Id => format!(" ORDER BY r.id_key {dir}"),
+    }
+}
+
+/// The statement of [`Storage::query_records`] for `filter` at `now`.
+fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
+    let (from, mut params) = select_from(ns, filter, now)?;
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
+    params.push(SqlValue::Integer(limit));
+    params.push(SqlValue::Integer(offset));
+    let n = params.len();
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS}{from}{} LIMIT ?{} OFFSET ?{n}",
+        order_clause(filter),
+        n - 1
+    );
+    Some((sql, params))
+}
+
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+impl<E: SqlExecutor> Storage for SqlStorage<E> {
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.lookup(KeyColumn::Token, tokens).await
+    }
+
+    async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.lookup(KeyColumn::Id, ids).await
+    }
+
+    async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
+        let Some((sql, params)) = query_statement(&self.ns, filter, now) else {
+            let named = self.named_in_chunks(filter).await?;
+            return Ok(filter.apply(named, now));
+        };
+        self.all("query records", &sql, params)
+            .await?
+            .into_iter()
+            .map(record_from)
+            .collect()
+    }
+
+    async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
+        let Some((from, params)) = select_from(&self.ns, filter, now) else {
+            let named = self.named_in_chunks(filter).await?;
+            return Ok(named.iter().filter(|r| filter.matches(r, now)).count() as u64);
+        };
+        count_from(
+            self.all("count records", &format!("SELECT count(*){from}"), params)
+                .await?,
+        )
+    }
+
+    async fn scan_records(
+        &self,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        let limit = SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX));
+        let ns: SqlValue = self.ns.as_str().into();
+        let rows = match after_id {
+            Some(id) => {
+                self.all(
+                    "scan records",
+                    "SELECT r.id, r.token, r.value, r.created_at, r.updated_at, r.expires_at,
+                         r.soft_deleted_at
+                     FROM vaultstore_records AS r WHERE r.ns = ?1 AND r.id_key > ?2
+                     ORDER BY r.id_key LIMIT ?3",
+                    vec![ns, sort_key(id).into_owned().into(), limit],
+                )
+                .await?
+            }
+            None => {
+                self.all(
+                    "scan records",
+                    "SELECT r.id, r.token, r.value, r.created_at, r.updated_at, r.expires_at,
+                         r.soft_deleted_at
+                     FROM vaultstore_records AS r WHERE r.ns = ?1 ORDER BY r.id_key LIMIT ?2",
+                    vec![ns, limit],
+                )
+                .await?
+            }
+        };
+        rows.into_iter().map(record_from).collect()
+    }
+
+    async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        let rows = self
+            .all(
+                "read a meta row",
+                "SELECT value FROM vaultstore_meta
+                 WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3 AND key = ?4",
+                vec![
+                    self.ns.as_str().into(),
+                    key.object_type.as_str().into(),
+                    key.object_id.as_str().into(),
+                    key.key.as_str().into(),
+                ],
+            )
+            .await?;
+        match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
+            Some(v) => text(v, "meta value").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn meta_object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
+        let rows = self
+            .all(
+                "read meta rows",
+                "SELECT object_type, object_id, key, value FROM vaultstore_meta
+                 WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3",
+                vec![
+                    self.ns.as_str().into(),
+                    object_type.into(),
+                    object_id.into(),
+                ],
+            )
+            .await?;
+        sorted_meta(rows)
+    }
+
+    async fn meta_find(
+        &self,
+        object_type: &str,
+        key: &str,
+        value: &str,
+    ) -> StorageResult<Vec<MetaRow>> {
+        let rows = self
+            .all(
+                "look up meta rows",
+                "SELECT object_type, object_id, key, value FROM vaultstore_meta
+                 WHERE ns = ?1 AND object_type = ?2 AND object_id IN (
+                     SELECT object_id FROM vaultstore_meta
+                     WHERE ns = ?1 AND object_type = ?2 AND key = ?3 AND value = ?4)",
+                vec![
+                    self.ns.as_str().into(),
+                    object_type.into(),
+                    key.into(),
+                    value.into(),
+                ],
+            )
+            .await?;
+        sorted_meta(rows)
+    }
+
+    async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
+        count_from(
+            self.all(
+                "count meta rows",
+                "SELECT count(*) FROM vaultstore_meta WHERE ns = ?1 AND object_type = ?2",
+                vec![self.ns.as_str().into(), object_type.into()],
+            )
+            .await?,
+        )
+    }
+
+    async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
+        let rows = self
+            .all(
+                "read meta rows",
+                "SELECT object_type, object_id, key, value FROM vaultstore_meta WHERE ns = ?1",
+                vec![self.ns.as_str().into()],
+            )
+            .await?;
+        sorted_meta(rows)
+    }
+
+    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.ensure_open()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let statements = plan(&self.ns, &batch);
+        match self.executor.batch(statements).await {
+            Ok(()) => Ok(()),
+            Err(e) => match classify(&e.message) {
+                Some(failure) => Err(self.diagnose(failure, &batch).await),
+                None => Err(backend("write", e)),
+            },
+        }
+    }
+
+    /// An executor runs one statement or one batch at a time (D1 has no interactive
+    /// transactions), so nothing can hold the database between a plan's reads and its commit:
+    /// the plan's guards (the write epoch, `ExpectMeta`, the records' expected values) are
+    /// checked inside the commit's transaction, and a stale plan fails there and is made again.
+    async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
+        self.ensure_open()?;
+        Ok(Box::new(Optimistic(self)))
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn sorted_meta(rows: Vec<Vec<SqlValue>>) -> StorageResult<Vec<MetaRow>> {
+    let mut rows = rows
+        .into_iter()
+        .map(meta_from)
+        .collect::<StorageResult<Vec<_>>>()?;
+    rows.sort();
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------- naming what failed
+
+/// The first item of `items` that occurs twice.
+fn first_duplicate<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen = HashSet::new();
+    items.into_iter().find(|item| !seen.insert(*item))
+}
+
+impl<E: SqlExecutor> SqlStorage<E> {
+    /// The database names the constraint a batch broke, not the row. The batch is rolled back
+    /// by now: a single candidate is the answer; among several, the first that fails against
+    /// the store as it is now, else the first that conflicts with the batch itself, else the
+    /// first. (Reads here that fail only cost the precision of the answer.)
+    async fn diagnose(&self, failure: Failure, batch: &[WriteOp]) -> StorageError {
+        match failure {
+            Failure::NotEmpty => StorageError::NotEmpty,
+            Failure::TokenTaken | Failure::IdTaken => {
+                let inserted: Vec<&Record> = batch
+                    .iter()
+                    .filter_map(|op| match op {
+                        WriteOp::InsertRecord(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                let pick = |r: &Record| match failure {
+                    Failure::TokenTaken => r.token.clone(),
+                    _ => r.id.clone(),
+                };
+                let keys: Vec<String> = inserted.iter().map(|r| pick(r)).collect();
+                let stored = if keys.len() > 1 {
+                    match failure {
+                        Failure::TokenTaken => self.records_by_tokens(&keys).await,
+                        _ => self.records_by_ids(&keys).await,
+                    }
+                    .ok()
+                    .and_then(|found| {
+                        keys.iter()
+                            .zip(found)
+                            .find(|(_, r)| r.is_some())
+                            .map(|(k, _)| k.clone())
+                    })
+                } else {
+                    None
+                };
+                let named = stored
+                    .or_else(|| first_duplicate(keys.iter().map(String::as_str)).map(str::to_owned))
+                    .or_else(|| keys.first().cloned())
+                    .unwrap_or_default();
+                match failure {
+                    Failure::TokenTaken => StorageError::TokenTaken(named),
+                    _ => StorageError::IdTaken(named),
+                }
+            }
+            Failure::MetaTaken | Failure::UniqueValueTaken => {
+                let unique = failure == Failure::UniqueValueTaken;
+                let rows: Vec<&MetaRow> = batch
+                    .iter()
+                    .filter_map(|op| match op {
+                        WriteOp::InsertMeta(row) => Some(row),
+                        WriteOp::PutMeta(row) if unique => Some(row),
+                        _ => None,
+                    })
+                    .filter(|row| !unique || is_unique_meta(&row.key))
+                    .collect();
+                let mut named = None;
+                if rows.len() > 1 {
+                    for row in &rows {
+                        let taken = if unique {
+                            self.meta_find(&row.key.object_type, &row.key.key, &row.value)
+                                .await
+                                .is_ok_and(|held| {
+                                    held.iter().any(|h| {
+                                        h.key.key == row.key.key
+                                            && h.value == row.value
+                                            && h.key.object_id != row.key.object_id
+                                    })
+                                })
+                        } else {
+                            self.meta_get(&row.key).await.is_ok_and(|v| v.is_some())
+                        };
+                        if taken {
+                            named = Some(row.key.clone());
+                            break;
+                        }
+                    }
+                }
+                let named = named
+                    .or_else(|| {
+                        let ids: Vec<String> = rows
+                            .iter()
+                            .map(|r| {
+                                if unique {
+                                    format!("{}\0{}\0{}", r.key.object_type, r.key.key, r.value)
+                                } else {
+                                    format!(
+                                        "{}\0{}\0{}",
+                                        r.key.object_type, r.key.object_id, r.key.key
+                                    )
+                                }
+                            })
+                            .collect();
+                        let dup = first_duplicate(ids.iter().map(String::as_str))?;
+                        let at = ids.iter().rposition(|i| i == dup)?;
+                        rows.get(at).map(|r| r.key.clone())
+                    })
+                    .or_else(|| rows.first().map(|r| r.key.clone()))
+                    .unwrap_or_else(|| MetaKey::new("", "", ""));
+                if unique {
+                    StorageError::UniqueValueTaken(named)
+                } else {
+                    StorageError::MetaTaken(named)
+                }
+            }
+            Failure::RecordMissing | Failure::RecordChanged => {
+                let candidates: Vec<&WriteOp> = batch
+                    .iter()
+                    .filter(|op| match op {
+                        WriteOp::ChangeRecord { change, .. } => {
+                            failure == Failure::RecordMissing
+                                || matches!(
+                                    change,
+                                    RecordChange::Reseal { .. }
+                                        | RecordChange::SoftDelete {
+                                            if_expired_at: Some(_)
+                                        }
+                                )
+                        }
+                        WriteOp::DeleteRecord { if_expired_at, .. } => {
+                            failure == Failure::RecordChanged && if_expired_at.is_some()
+                        }
+                        _ => false,
+                    })
+                    .collect();
+                let id_of = |op: &WriteOp| match op {
+                    WriteOp::ChangeRecord { id, .. } | WriteOp::DeleteRecord { id, .. } => {
+                        id.clone()
+                    }
+                    _ => String::new(),
+                };
+                let mut named = None;
+                if candidates.len() > 1 {
+                    let ids: Vec<String> = candidates.iter().map(|op| id_of(op)).collect();
+                    if let Ok(found) = self.records_by_ids(&ids).await {
+                        named = candidates.iter().zip(found).find_map(|(op, record)| {
+                            let fails = match (op, record) {
+                                (WriteOp::ChangeRecord { .. }, None) => {
+                                    failure == Failure::RecordMissing
+                                }
+                                (WriteOp::ChangeRecord { change, at, .. }, Some(mut r)) => {
+                                    failure == Failure::RecordChanged
+                                        && change.apply_to(&mut r, *at).is_err()
+                                }
+                                (WriteOp::DeleteRecord { if_expired_at, .. }, Some(r)) => {
+                                    if_expired_at.is_some_and(|now| !r.is_expired(now))
+                                }
+                                _ => false,
+                            };
+                            fails.then(|| id_of(op))
+                        });
+                    }
+                }
+                let named = named
+                    .or_else(|| candidates.first().map(|op| id_of(op)))
+                    .unwrap_or_default();
+                match failure {
+                    Failure::RecordMissing => StorageError::RecordMissing(named),
+                    _ => StorageError::Changed(named),
+                }
+            }
+            Failure::MetaChanged => {
+                let expected: Vec<(&MetaKey, &Option<String>)> = batch
+                    .iter()
+                    .filter_map(|op| match op {
+                        WriteOp::ExpectMeta { key, value } => Some((key, value)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut named = None;
+                if expected.len() > 1 {
+                    for (key, value) in &expected {
+                        if self.meta_get(key).await.is_ok_and(|now| &now != *value) {
+                            named = Some((*key).clone());
+                            break;
+                        }
+                    }
+                }
+                StorageError::MetaChanged(
+                    named
+                        .or_else(|| expected.first().map(|(k, _)| (*k).clone()))
+                        .unwrap_or_else(|| MetaKey::new("", "", "")),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::js_string_cmp;
+
+    #[test]
+    fn sort_keys_order_bytes_as_javascript_orders_strings() {
+        let samples = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "\u{0}",
+            "a\u{0}",
+            "\u{7f}",
+            "\u{80}",
+            "é",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{ff5e}",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{1f600}",
+            "\u{10ffff}",
+            "a\u{1f600}",
+            "a\u{ff5e}",
+            "tk_\u{ff5e}",
+            "tk_\u{1f600}",
+            "z",
+            "\u{fffd}x",
+        ];
+        for a in samples {
+            for b in samples {
+                assert_eq!(
+                    sort_key(a).as_bytes().cmp(sort_key(b).as_bytes()),
+                    js_string_cmp(a, b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+        assert!(matches!(sort_key("tk_0123abc"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn constraint_messages_name_the_failure() {
+        let cases = [
+            (
+                "D1_ERROR: CHECK constraint failed: vaultstore_record_changed: SQLITE_CONSTRAINT",
+                Some(Failure::RecordChanged),
+            ),
+            (
+                "CHECK constraint failed: vaultstore_record_missing",
+                Some(Failure::RecordMissing),
+            ),
+            (
+                "CHECK constraint failed: vaultstore_meta_changed",
+                Some(Failure::MetaChanged),
+            ),
+            (
+                "CHECK constraint failed: vaultstore_not_empty",
+                Some(Failure::NotEmpty),
+            ),
+            ("CHECK constraint failed: something_else", None),
+            (
+                "UNIQUE constraint failed: vaultstore_records.ns, vaultstore_records.token_key",
+                Some(Failure::TokenTaken),
+            ),
+            (
+                "UNIQUE constraint failed: vaultstore_records.ns, vaultstore_records.id_key",
+                Some(Failure::IdTaken),
+            ),
+            (
+                "UNIQUE constraint failed: vaultstore_meta.ns, vaultstore_meta.object_type, vaultstore_meta.key, vaultstore_meta.value",
+                Some(Failure::UniqueValueTaken),
+            ),
+            (
+                "UNIQUE constraint failed: vaultstore_meta.ns, vaultstore_meta.object_type, vaultstore_meta.object_id, vaultstore_meta.key",
+                Some(Failure::MetaTaken),
+            ),
+            ("no such table: vaultstore_records", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(classify(message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn json_arrays_are_cut_below_the_parameter_limit() {
+        let big = "x".repeat(MAX_JSON_PARAM / 3 - 10);
+        let chunks = json_chunks((0..7).map(|_| Json::from(big.as_str())));
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| c.len() <= MAX_JSON_PARAM));
+        let back: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| serde_json::from_str::<Vec<String>>(c).unwrap())
+            .collect();
+        assert_eq!(back.len(), 7);
+        assert!(json_chunks(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn runs_group_ops_of_one_kind_on_distinct_records() {
+        let change = |id: &str| WriteOp::ChangeRecord {
+            id: id.into(),
+            change: RecordChange::Restore,
+            at: 1,
+        };
+        let batch = vec![
+            change("a"),
+            change("b"),
+            change("a"),
+            WriteOp::DeleteMeta(MetaKey::new("t", "i", "k")),
+            WriteOp::DeleteMeta(MetaKey::new("t", "i", "k2")),
+        ];
+        assert_eq!(run_end(&batch, 0), 2);
+        assert_eq!(run_end(&batch, 2), 3);
+        assert_eq!(run_end(&batch, 3), 5);
+        // Two statements per run of changes (check, apply), one per run of meta deletes.
+        assert_eq!(plan("ns", &batch).len(), 5);
+    }
+
+    /// Every statement the backend sends reads through an index: no full scan of a table, and
+    /// no sort of more than the rows a query names (EXPLAIN QUERY PLAN on the real schema).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn every_statement_uses_an_index() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS[0] {
+            db.execute(sql, []).unwrap();
+        }
+        let plan = |sql: &str| -> Vec<String> {
+            let mut s = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Value::Null; s.parameter_count()];
+            s.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let full_scan = |lines: &[String]| {
+            // The JSON array, a constant row and the CTEs are not tables.
+            lines.iter().any(|l| {
+                l.starts_with("SCAN ")
+                    && !l.contains("VIRTUAL TABLE")
+                    && !["SCAN CONSTANT ROW", "SCAN linked", "SCAN gone"].contains(&l.as_str())
+            })
+        };
+        let mut ordered = Vec::new();
+        for order_by in [
+            OrderBy::CreatedAt,
+            OrderBy::UpdatedAt,
+            OrderBy::ExpiresAt,
+            OrderBy::Token,
+            OrderBy::Id,
+        ] {
+            for soft_deleted in [
+                SoftDeleted::Exclude,
+                SoftDeleted::Include,
+                SoftDeleted::Only,
+            ] {
+                for descending in [true, false] {
+                    ordered.push(RecordFilter {
+                        order_by,
+                        soft_deleted,
+                        descending,
+                        limit: Some(20),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        ordered.push(RecordFilter::expired(SoftDeleted::Include, 500));
+        ordered.push(RecordFilter::expired(SoftDeleted::Exclude, 500));
+        for filter in &ordered {
+            let (sql, _) = query_statement("ns", filter, 0).unwrap();
+            let lines = plan(&sql);
+            assert!(
+                !full_scan(&lines) && !lines.iter().any(|l| l.contains("TEMP B-TREE")),
+                "{filter:?}: {lines:?}"
+            );
+        }
+        let expired = plan(
+            &query_statement("ns", &RecordFilter::expired(SoftDeleted::Include, 500), 0)
+                .unwrap()
+                .0,
+        );
+        assert!(
+            expired
+                .iter()
+                .any(|l| l.contains("vaultstore_records_expires (ns=? AND expires_key<?)")),
+            "{expired:?}"
+        );
+        let named = [
+            RecordFilter {
+                token: Some("t".into()),
+                ..Default::default()
+            },
+            RecordFilter {
+                token_in: Some(vec!["a".into(), "b".into()]),
+                ..Default::default()
+            },
+            RecordFilter {
+                id: Some("i".into()),
+                soft_deleted: SoftDeleted::Include,
+                ..Default::default()
+            },
+            RecordFilter {
+                id_in: Some(vec!["a".into()]),
+                token_in: Some(vec!["b".into()]),
+                ..Default::default()
+            },
+        ];
+        for filter in &named {
+            let (sql, _) = query_statement("ns", filter, 0).unwrap();
+            let lines = plan(&sql);
+            assert!(!full_scan(&lines), "{filter:?}: {lines:?}");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("SEARCH r USING INDEX sqlite_autoindex")),
+                "{filter:?}: {lines:?}"
+            );
+            let (from, _) = select_from("ns", filter, 0).unwrap();
+            assert!(
+                !full_scan(&plan(&format!("SELECT count(*){from}"))),
+                "count {filter:?}"
+            );
+        }
+        for soft_deleted in [
+            SoftDeleted::Exclude,
+            SoftDeleted::Include,
+            SoftDeleted::Only,
+        ] {
+            let (from, _) = select_from(
+                "ns",
+                &RecordFilter {
+                    soft_deleted,
+                    ..Default::default()
+                },
+                0,
+            )
+            .unwrap();
+            let lines = plan(&format!("SELECT count(*){from}"));
+            assert!(!full_scan(&lines), "count {soft_deleted:?}: {lines:?}");
+        }
+        // Statements that touch named rows find each through an index on more than the
+        // namespace: a plan searching on `ns` alone walks every record of the vault.
+        let writes = [
+            INSERT_RECORDS,
+            CHECK_CHANGES,
+            APPLY_CHANGES,
+            CHECK_DELETES,
+            DELETE_LAST_IDENTITIES,
+            DELETE_LINKS,
+            DELETE_RECORDS,
+            INSERT_META,
+            PUT_META,
+            DELETE_META,
+            CHECK_META,
+            DELETE_UNREFERENCED,
+        ];
+        let lookup = format!("SELECT {RECORD_COLUMNS}{}", KeyColumn::Token.driven_by(2));
+        let reads = [
+            lookup.as_str(),
+            "SELECT value FROM vaultstore_meta WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3 AND key = ?4",
+        ];
+        for sql in writes.iter().chain(&reads) {
+            let lines = plan(sql);
+            assert!(
+                !full_scan(&lines) && !lines.iter().any(|l| l.ends_with("(ns=?)")),
+                "{sql}: {lines:?}"
+            );
+        }
+        for sql in [CHECK_EMPTY, CLEAR_RECORDS, CLEAR_META] {
+            assert!(!full_scan(&plan(sql)), "{sql}");
+        }
+    }
+}
