@@ -44,7 +44,7 @@ use js_sys::{Array, Object, Reflect};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -849,6 +849,9 @@ impl Drop for IdbWriteTransaction<'_> {
             // written, which is nothing, as writes only happen in `commit`), and the handlers
             // must outlive that event.
             tx.forget_callbacks();
+            if let Some(outcome) = self.outcome.take() {
+                outcome.forget();
+            }
         }
     }
 }
@@ -952,6 +955,11 @@ impl IdbStorage {
 struct Outcome {
     done: futures::channel::oneshot::Receiver<bool>,
     cause: Rc<std::cell::RefCell<Option<JsValue>>>,
+    /// The `error` listener. Not idb's `on_error`: that is a once-closure, and every failed
+    /// request's error bubbles to the transaction (an abort fails each pending request), so a
+    /// second call threw "FnOnce called more than once" into the page. Kept until the outcome is
+    /// known: `error` events all come before `abort`.
+    on_error: Option<wasm_bindgen::closure::Closure<dyn FnMut(web_sys::Event)>>,
 }
 
 /// `target.error`, if the event's target has one.
@@ -981,15 +989,36 @@ impl Outcome {
         tx.on_complete(finish(true));
         tx.on_abort(finish(false));
         let first = cause.clone();
-        tx.on_error(move |event: web_sys::Event| {
-            *first.borrow_mut() = target_error(&event);
-        });
-        Outcome { done, cause }
+        // The first error is the cause; those after it are the aborts of pending requests.
+        let on_error = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::Event)>::new(
+            move |event: web_sys::Event| {
+                if first.borrow().is_none() {
+                    *first.borrow_mut() = target_error(&event);
+                }
+            },
+        );
+        // The raw transaction, reached through one of its stores (idb hands out no reference).
+        if let Ok(store) = tx.object_store(RECORDS) {
+            web_sys::IdbTransaction::from(store.transaction())
+                .set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        }
+        Outcome {
+            done,
+            cause,
+            on_error: Some(on_error),
+        }
+    }
+
+    /// The transaction ends without us waiting for it: its `error` listener must outlive it.
+    fn forget(mut self) {
+        if let Some(listener) = self.on_error.take() {
+            listener.forget();
+        }
     }
 
     /// Wait for `complete` or `abort`.
-    async fn settled(self) -> StorageResult<()> {
-        if self.done.await.unwrap_or(false) {
+    async fn settled(mut self) -> StorageResult<()> {
+        if (&mut self.done).await.unwrap_or(false) {
             return Ok(());
         }
         Err(match self.cause.borrow_mut().take() {

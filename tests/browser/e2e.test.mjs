@@ -11,6 +11,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;
 assert.ok(consumer, "CONSUMER_DIR must name the folder with the installed package");
 
+// Uncaught exceptions in any page: an aborted IndexedDB write once threw one per failed request.
+const uncaught = [];
 let server;
 let browser;
 
@@ -29,7 +31,7 @@ async function openPage(context) {
   const page = await (context ?? browser).newPage();
   const requests = [];
   page.on("request", (r) => requests.push(r.url()));
-  page.on("pageerror", (e) => console.error("page error:", e));
+  page.on("pageerror", (e) => uncaught.push(e.message));
   await page.goto(`${server.url}/page.html`);
   await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
   return { page, requests };
@@ -313,4 +315,8 @@ test("another tab upgrading the database makes calls report STORAGE, never hang"
   assert.equal(result[1], "VersionChangeError");
   assert.match(result[2], /reload/);
   await context.close();
+});
+
+test("no page threw an uncaught exception", () => {
+  assert.deepEqual(uncaught, []);
 });
