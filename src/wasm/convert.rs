@@ -367,13 +367,15 @@ pub fn record(r: &Record) -> JsValue {
 /// from wasm memory once they are in the JavaScript object.
 pub fn string_map(pairs: Vec<(String, String)>) -> JsValue {
     let o = Object::new();
+    // One descriptor for every key (defineProperty reads it when called), only its value changed.
+    let descriptor = Object::new();
+    for flag in ["writable", "enumerable", "configurable"] {
+        set(&descriptor, flag, &JsValue::TRUE);
+    }
+    let value = JsValue::from_str("value");
     for (k, v) in pairs {
         let v = Zeroizing::new(v);
-        let descriptor = Object::new();
-        set(&descriptor, "value", &JsValue::from_str(&v));
-        for flag in ["writable", "enumerable", "configurable"] {
-            set(&descriptor, flag, &JsValue::TRUE);
-        }
+        let _ = Reflect::set(&descriptor, &value, &JsValue::from_str(&v));
         let _ = Reflect::define_property(&o, &JsValue::from_str(&k), &descriptor);
     }
     o.into()

@@ -8,6 +8,7 @@
 //                                      in .test-tmp/bench/; fails if a benchmark throws or disagrees
 //                                      with its baseline, never on timings
 //   --rounds N   --out DIR   --only node|chromium
+//   --rows a,b   only these rows (e.g. batchRead,sequentialCreate): medians printed, no report
 //
 // The package measured is dist/ packed and installed into an empty folder, or the folder named by
 // CONSUMER_DIR where `npm test` already installed it. Run `npm run build` first.
@@ -34,6 +35,8 @@ const config = quick
   : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 5 };
 if (option("--rounds")) config.rounds = Number(option("--rounds"));
 const only = option("--only");
+const rowFilter = option("--rows")?.split(",");
+const wanted = (row) => !rowFilter || rowFilter.includes(row);
 const work = join(root, ".test-tmp", "bench");
 const outDir = option("--out") ?? (quick ? work : join(here, "results"));
 
@@ -59,7 +62,7 @@ const progress = (row, samples) => {
 
 if (only !== "chromium") {
   console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row)`);
-  for (const row of ["sequentialCreate", "batchCreate", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"]) {
+  for (const row of ["sequentialCreate", "batchCreate", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
     const stdout = execFileSync(process.execPath, [join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
       cwd: consumer,
       encoding: "utf8",
@@ -90,7 +93,7 @@ if (only !== "node") {
     ],
   });
   try {
-    for (const row of ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate"]) {
+    for (const row of ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate"].filter(wanted)) {
       const page = await context.newPage();
       page.on("pageerror", (error) => console.error("page error:", error));
       await page.goto(`${server.url}/page.html`);
@@ -107,6 +110,16 @@ if (only !== "node") {
     await context.close();
     await server.close();
   }
+}
+
+if (rowFilter) {
+  // A partial run (while optimising one path): medians only, no report.
+  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+  for (const [row, sides] of Object.entries(results)) {
+    const medians = Object.entries(sides).map(([side, samples]) => `${side} ${median(samples.map((x) => x.ms ?? x.p50Big)).toFixed(1)}`);
+    console.log(`${row}: ${medians.join(", ")}`);
+  }
+  process.exit(0);
 }
 
 console.log("\n▶ download sizes");

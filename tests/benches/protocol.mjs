@@ -9,9 +9,14 @@ export const values = (n) => Array.from({ length: n }, (_, i) => `value ${i} `.p
 
 /** Milliseconds `fn` took. */
 export async function time(fn) {
+  // profile.mjs sets this to profile only the timed part (DevTools' console.profile).
+  const profiling = globalThis.PROFILE_TIMED === true;
+  if (profiling) console.profile("timed");
   const started = performance.now();
   await fn();
-  return performance.now() - started;
+  const ms = performance.now() - started;
+  if (profiling) console.profileEnd("timed");
+  return ms;
 }
 
 /**

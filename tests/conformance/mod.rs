@@ -1081,6 +1081,88 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     );
 }
 
+/// Reads of many keys at once (a rekey's, a large `tokensRead`'s) answer exactly as reads of
+/// one key do, in the order asked, duplicates and missing keys included; so do finds with many
+/// holders, and batches that change or delete many records. Backends may serve these
+/// differently (IndexedDB reads the store in pages once the keys are a good part of it).
+pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
+    const N: usize = 2_500;
+    let id = |i: usize| format!("id-{i:05}");
+    let mut batch = Vec::new();
+    for i in 0..N {
+        // Tokens in an order unrelated to the ids' (7919 is prime to N).
+        let record_id = id((i * 7919) % N);
+        batch.push(WriteOp::InsertRecord(record(
+            &record_id,
+            &format!("tk_{i}"),
+        )));
+        batch.push(link(&record_id, if i % 4 == 0 { "p_b" } else { "p_a" }));
+    }
+    s.apply(batch).await.unwrap();
+
+    let mut ids: Vec<String> = (0..N).rev().map(id).collect();
+    ids.insert(100, id(42));
+    ids.push("id-missing".into());
+    let found = s.records_by_ids(&ids).await.unwrap();
+    assert_eq!(found.len(), ids.len());
+    for (wanted, got) in ids.iter().zip(&found) {
+        match got {
+            Some(r) => assert_eq!(&r.id, wanted),
+            None => assert_eq!(wanted, "id-missing"),
+        }
+    }
+    let mut tokens: Vec<String> = (0..N).step_by(3).map(|i| format!("tk_{i}")).collect();
+    tokens.insert(7, "tk_nope".into());
+    let by_token = s.records_by_tokens(&tokens).await.unwrap();
+    assert_eq!(by_token.len(), tokens.len());
+    for (wanted, got) in tokens.iter().zip(&by_token) {
+        let expected = (wanted != "tk_nope").then_some(wanted.as_str());
+        assert_eq!(got.as_ref().map(|r| r.token.as_str()), expected);
+    }
+    for at in [0, 7, 8, 500, tokens.len() - 1] {
+        assert_eq!(
+            by_token[at],
+            get_token(&s, &tokens[at]).await,
+            "{}",
+            tokens[at]
+        );
+    }
+
+    let holders = s.meta_find("record", "password_id", "p_a").await.unwrap();
+    assert_eq!(holders.len(), N - N / 4);
+    assert!(
+        holders
+            .iter()
+            .all(|m| m.key.key == "password_id" && m.value == "p_a")
+    );
+
+    let mut batch = Vec::new();
+    for i in 0..N / 2 {
+        let renew = RecordChange::Renew {
+            expires_at: Some(NOW + 1),
+        };
+        batch.push(change(&id(i), renew, NOW));
+    }
+    for i in N / 2..N / 2 + 600 {
+        batch.push(delete(&id(i)));
+    }
+    s.apply(batch).await.unwrap();
+    let (records, meta) = dump(&s).await;
+    assert_eq!(records.len(), N - 600);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.expires_at == Some(NOW + 1))
+            .count(),
+        N / 2
+    );
+    let links = meta
+        .iter()
+        .filter(|m| m.key.object_type == "record")
+        .count();
+    assert_eq!(links, N - 600, "a deleted record's link goes with it");
+}
+
 pub async fn odd_strings_round_trip(s: impl Storage) {
     let tokens = [
         "tk_' OR 1=1; --",
@@ -1147,6 +1229,7 @@ macro_rules! storage_conformance {
         $wrap!(expect_empty_and_clear_all, $make);
         $wrap!(queries_agree_with_the_shared_filter, $make);
         $wrap!(scans_page_through_everything_once, $make);
+        $wrap!(bulk_reads_and_writes_answer_as_single_ones, $make);
         $wrap!(odd_strings_round_trip, $make);
         $wrap!(closed_storage_refuses_calls, $make);
     };
