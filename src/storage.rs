@@ -348,8 +348,34 @@ pub trait Storage: MaybeSendSync {
     /// but the transaction between its first read and its commit.
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>>;
 
+    /// Purge every record expired at `at` (`at > expiresAt`) as `purge` says, together with
+    /// `also` (the write epoch), in one atomic write, and say how many were purged; or `None`
+    /// where the backend has no set-based purge, and the vault pages through the expired records
+    /// instead. A count that changes between reading it and writing (a renewal, a record
+    /// expiring) fails with [`StorageError::Changed`] and nothing is written.
+    async fn purge_expired(
+        &self,
+        at: i64,
+        purge: Purge,
+        also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        let _ = (at, purge, also);
+        Ok(None)
+    }
+
     /// Release the backend. Later calls fail with [`StorageError::Closed`].
     async fn close(&self);
+}
+
+/// What an expiry purge does to each expired record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Soft-delete the expired records that are not soft-deleted yet (`softDeletedAt` and
+    /// `updatedAt` become the purge's time).
+    SoftDelete,
+    /// Delete every expired record, soft-deleted or not, with its link, and the identities
+    /// left without any link.
+    Delete,
 }
 
 /// The reads a multi-step write plans with, and its commit (see [`Storage::transaction`]).

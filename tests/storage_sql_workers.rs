@@ -84,23 +84,4 @@ macro_rules! gateway_conformance {
     };
 }
 
-gateway_conformance!(
-    empty_store_has_nothing,
-    inserted_records_are_found_by_token_and_id,
-    duplicate_tokens_and_ids_are_refused_atomically,
-    changes_patch_the_record_as_it_is,
-    stale_changes_fail_and_change_nothing,
-    deletes_take_links_and_last_identities_along,
-    expected_meta_rows_guard_the_batch,
-    meta_rows_put_get_insert_delete,
-    identity_tags_are_unique,
-    meta_find_returns_whole_objects,
-    meta_find_follows_values_as_rows_move,
-    unreferenced_identities_are_pruned_in_the_same_batch,
-    failed_batches_change_nothing,
-    expect_empty_and_clear_all,
-    queries_agree_with_the_shared_filter,
-    scans_page_through_everything_once,
-    odd_strings_round_trip,
-    closed_storage_refuses_calls,
-);
+conformance_cases!(gateway_conformance);

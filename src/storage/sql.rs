@@ -21,8 +21,8 @@
 //! character at or above U+E000 (every generated token and id).
 
 use super::{
-    MetaKey, MetaRow, Optimistic, RecordChange, Storage, StorageError, StorageResult, WriteOp,
-    WriteTransaction, is_unique_meta,
+    MetaKey, MetaRow, Optimistic, Purge, RecordChange, Storage, StorageError, StorageResult,
+    WriteOp, WriteTransaction, is_unique_meta,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::Record;
@@ -653,6 +653,51 @@ const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
     WHERE EXISTS (SELECT 1 FROM vaultstore_records WHERE ns = ?1)
         OR EXISTS (SELECT 1 FROM vaultstore_meta WHERE ns = ?1 AND object_type <> 'vault')";
 
+/// An expiry purge as one atomic batch (`?1` the namespace, `?2` the purge's time): the
+/// expired records, soft-deleted ones included for a delete, found through the expiry index.
+const EXPIRED: &str = "r.ns = ?1 AND r.expires_key < ?2";
+const EXPIRED_LIVE: &str = "r.ns = ?1 AND r.expires_key < ?2 AND r.soft_deleted_at IS NULL";
+
+/// The purge writes only if as many records are expired as were counted (`?3`): a renewal or a
+/// newly expired record in between fails the batch, and the vault counts again.
+fn check_purge_count(expired: &str) -> String {
+    format!(
+        "INSERT INTO vaultstore_guard (failed) SELECT 'record_changed'
+        WHERE (SELECT count(*) FROM vaultstore_records AS r WHERE {expired}) <> ?3"
+    )
+}
+
+const PURGE_SOFT_DELETE: &str =
+    "UPDATE vaultstore_records AS r SET soft_deleted_at = ?2, updated_at = ?2
+    WHERE r.ns = ?1 AND r.expires_key < ?2 AND r.soft_deleted_at IS NULL";
+
+/// As [`DELETE_LAST_IDENTITIES`], for every expired record: runs before their links go.
+const PURGE_LAST_IDENTITIES: &str = "WITH gone (link) AS (
+        SELECT 'r_' || r.id FROM vaultstore_records AS r WHERE r.ns = ?1 AND r.expires_key < ?2
+    ),
+    linked (identity) AS (
+        SELECT DISTINCT l.value FROM gone
+        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
+            AND l.object_id = gone.link AND l.key = 'password_id'
+    )
+    DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT i.rowid FROM linked
+        CROSS JOIN vaultstore_meta AS i ON i.ns = ?1 AND i.object_type = 'password_identity'
+            AND i.object_id = linked.identity
+        WHERE NOT EXISTS (
+            SELECT 1 FROM vaultstore_meta AS o
+            WHERE o.ns = ?1 AND o.object_type = 'record' AND o.key = 'password_id'
+                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))";
+
+const PURGE_LINKS: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT l.rowid FROM vaultstore_records AS r
+        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
+            AND l.object_id = 'r_' || r.id AND l.key = 'password_id'
+        WHERE r.ns = ?1 AND r.expires_key < ?2)";
+
+const PURGE_RECORDS: &str =
+    "DELETE FROM vaultstore_records AS r WHERE r.ns = ?1 AND r.expires_key < ?2";
+
 const CLEAR_RECORDS: &str = "DELETE FROM vaultstore_records WHERE ns = ?1";
 const CLEAR_META: &str = "DELETE FROM vaultstore_meta WHERE ns = ?1";
 
@@ -1071,6 +1116,60 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
                 Some(failure) => Err(self.diagnose(failure, &batch).await),
                 None => Err(backend("write", e)),
             },
+        }
+    }
+
+    /// One count and one batch whatever the number of expired records: nothing of them travels
+    /// to the isolate, and the database finds them through its expiry index.
+    async fn purge_expired(
+        &self,
+        at: i64,
+        purge: Purge,
+        also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        self.ensure_open()?;
+        let expired = match purge {
+            Purge::SoftDelete => EXPIRED_LIVE,
+            Purge::Delete => EXPIRED,
+        };
+        let ns = || SqlValue::from(self.ns.as_str());
+        let counted = count_from(
+            self.all(
+                "count expired records",
+                &format!("SELECT count(*) FROM vaultstore_records AS r WHERE {expired}"),
+                vec![ns(), at.into()],
+            )
+            .await?,
+        )?;
+        if counted == 0 {
+            return Ok(Some(0));
+        }
+        let both = || vec![ns(), SqlValue::Integer(at)];
+        let mut statements = vec![Statement::new(
+            &check_purge_count(expired),
+            vec![
+                ns(),
+                at.into(),
+                SqlValue::Integer(i64::try_from(counted).unwrap_or(i64::MAX)),
+            ],
+        )];
+        match purge {
+            Purge::SoftDelete => statements.push(Statement::new(PURGE_SOFT_DELETE, both())),
+            Purge::Delete => {
+                for sql in [PURGE_LAST_IDENTITIES, PURGE_LINKS, PURGE_RECORDS] {
+                    statements.push(Statement::new(sql, both()));
+                }
+            }
+        }
+        statements.extend(plan(&self.ns, &also));
+        match self.executor.batch(statements).await {
+            Ok(()) => Ok(Some(counted)),
+            Err(e) => Err(match classify(&e.message) {
+                Some(Failure::RecordChanged) => {
+                    StorageError::Changed("the expired records".to_owned())
+                }
+                _ => backend("purge expired records", e),
+            }),
         }
     }
 
@@ -1567,6 +1666,30 @@ mod tests {
         }
         for sql in [CHECK_EMPTY, CLEAR_RECORDS, CLEAR_META] {
             assert!(!full_scan(&plan(sql)), "{sql}");
+        }
+        // A purge finds the expired records through the expiry index, never a walk of the vault.
+        let purges = [
+            check_purge_count(EXPIRED),
+            check_purge_count(EXPIRED_LIVE),
+            format!("SELECT count(*) FROM vaultstore_records AS r WHERE {EXPIRED_LIVE}"),
+            PURGE_SOFT_DELETE.to_owned(),
+            PURGE_LAST_IDENTITIES.to_owned(),
+            PURGE_LINKS.to_owned(),
+            PURGE_RECORDS.to_owned(),
+        ];
+        for sql in &purges {
+            let lines = plan(sql);
+            assert!(
+                !full_scan(&lines) && !lines.iter().any(|l| l.ends_with("(ns=?)")),
+                "{sql}: {lines:?}"
+            );
+            assert!(
+                !sql.contains("vaultstore_records AS r WHERE")
+                    || lines
+                        .iter()
+                        .any(|l| l.contains("vaultstore_records_expires (ns=? AND expires_key<?)")),
+                "{sql}: {lines:?}"
+            );
         }
     }
 }

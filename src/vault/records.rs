@@ -4,7 +4,7 @@ use super::{MAX_ATTEMPTS, Vault, new_write_epoch};
 use crate::error::{Result, VaultError};
 use crate::query::{RecordFilter, RecordQuery, SoftDeleted};
 use crate::record::Record;
-use crate::storage::{RecordChange, StorageError, WriteOp};
+use crate::storage::{Purge, RecordChange, StorageError, WriteOp};
 use crate::token;
 
 /// Records changed per atomic batch when purging expired ones: bounds memory and the size of
@@ -85,12 +85,32 @@ impl Vault {
         self.purge_expired(Purge::Delete).await
     }
 
+    /// Purge expired records: in one set-based write where the backend has one (SQL), else a
+    /// page at a time.
+    async fn purge_expired(&self, purge: Purge) -> Result<u64> {
+        self.ensure_open()?;
+        for _ in 0..MAX_ATTEMPTS {
+            // Deletes renew the write epoch, so a rekey planned before them notices.
+            let also = match purge {
+                Purge::Delete => vec![new_write_epoch()?],
+                Purge::SoftDelete => vec![],
+            };
+            match self.storage.purge_expired(self.now(), purge, also).await {
+                Ok(Some(purged)) => return Ok(purged),
+                Ok(None) => break,
+                // Renewed or expired meanwhile: count again.
+                Err(StorageError::Changed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.purge_expired_in_pages(purge).await
+    }
+
     /// Purge expired records a page at a time, one atomic batch per page, so memory and each
     /// transaction stay bounded whatever the store holds. Each change holds only if its record is
     /// still expired when the batch commits: a renewal that lands between the query and the
     /// write fails the batch, and the page is read again, so a renewed record is never purged.
-    async fn purge_expired(&self, purge: Purge) -> Result<u64> {
-        self.ensure_open()?;
+    async fn purge_expired_in_pages(&self, purge: Purge) -> Result<u64> {
         let now = self.now();
         let soft_deleted = match purge {
             Purge::SoftDelete => SoftDeleted::Exclude,
@@ -141,12 +161,6 @@ impl Vault {
             }
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Purge {
-    SoftDelete,
-    Delete,
 }
 
 fn visible(record: Option<Record>) -> Option<Record> {

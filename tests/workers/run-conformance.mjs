@@ -37,7 +37,7 @@ try {
   run(
     "cargo",
     [
-      "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql",
+      "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql,snapshot-import",
       "--test", "storage_sql_workers",
     ],
     { env: { ...process.env, SQL_GATEWAY: url.href.replace(/\/$/, "") } },
