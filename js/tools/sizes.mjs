@@ -19,7 +19,7 @@ export const BUDGETS = { browser: 150_000, edge: 1_000_000 };
 
 /**
  * What the build enforces where a budget is not met yet: the measured size plus a small margin,
- * so nothing grows while the gap is open. The browser download is 177 kB against 150 kB; what
+ * so nothing grows while the gap is open. The browser download is 178 kB against 150 kB; what
  * bounds it and what closing it would take is in the README ("Download size"). Remove an entry
  * once its budget is met: the budget is then the limit.
  */

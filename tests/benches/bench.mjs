@@ -3,7 +3,7 @@
 // (issue 8), in Node (memory backend) and headless Chromium (IndexedDB), plus the download sizes.
 // Writes tests/benches/results/latest.md and latest.svg.
 //
-//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 5 rounds (~8 min)
+//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 5 rounds (~3 min)
 //   npm run bench -- --quick           smoke run (BENCH_QUICK=1 too): tiny counts, 2 rounds, report
 //                                      in .test-tmp/bench/; fails if a benchmark throws or disagrees
 //                                      with its baseline, never on timings
