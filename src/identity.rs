@@ -218,24 +218,12 @@ impl Vault {
         self.ensure_open()?;
         self.check_policy(new)?;
         let observer = options.observer;
-        let mut carry = Carry {
-            lock_epoch: self.lock_epoch(),
-            last_yield: i64::MIN,
-            ..Carry::default()
-        };
+        let mut carry = self.carry();
         let mk_old = self.master_key(old).await?;
         let mk_new = self.master_key(new).await?;
         check_cancelled(observer)?;
         for attempt in 0..REKEY_ATTEMPTS {
-            // The first round does the bulk of the work optimistically, letting the host run
-            // (progress, abort). If others wrote meanwhile, later rounds re-plan the difference
-            // and commit inside one held transaction, so other writers cannot starve them.
-            let tx = if attempt == 0 {
-                Box::new(Optimistic(&*self.storage)) as Box<dyn WriteTransaction + '_>
-            } else {
-                self.storage.transaction().await?
-            };
-            carry.held = attempt > 0;
+            let tx = self.round_reads(attempt, &mut carry).await?;
             let round = self
                 .plan_rekey(&*tx, &mk_old, &mk_new, options, &mut carry)
                 .await?;
@@ -502,20 +490,11 @@ impl Vault {
         if !self.identities {
             return Err(VaultError::IdentityDisabled("migrateRecordLinks"));
         }
-        let mut carry = Carry {
-            lock_epoch: self.lock_epoch(),
-            last_yield: i64::MIN,
-            ..Carry::default()
-        };
+        let mut carry = self.carry();
         let mk = self.master_key(secret).await?;
         let master = DataKey::from_master(&mk);
         for attempt in 0..REKEY_ATTEMPTS {
-            let tx = if attempt == 0 {
-                Box::new(Optimistic(&*self.storage)) as Box<dyn WriteTransaction + '_>
-            } else {
-                self.storage.transaction().await?
-            };
-            carry.held = attempt > 0;
+            let tx = self.round_reads(attempt, &mut carry).await?;
             let mut round = Round::default();
             round.batch.push(expect_write_epoch(&*tx).await?);
             let target = match self.find_identity_in(&*tx, &mk).await? {
@@ -557,6 +536,31 @@ impl Vault {
             }
         }
         Err(gave_up("the link migration"))
+    }
+
+    /// The state a rekey or migration starts with.
+    fn carry(&self) -> Carry {
+        Carry {
+            lock_epoch: self.lock_epoch(),
+            last_yield: i64::MIN,
+            ..Carry::default()
+        }
+    }
+
+    /// What round `attempt` reads through and commits with: the first optimistically, letting
+    /// the host run (progress, abort); later ones re-plan what others changed meanwhile inside
+    /// one held transaction, so other writers cannot starve them.
+    async fn round_reads(
+        &self,
+        attempt: usize,
+        carry: &mut Carry,
+    ) -> Result<Box<dyn WriteTransaction + '_>> {
+        carry.held = attempt > 0;
+        Ok(if attempt == 0 {
+            Box::new(Optimistic(&*self.storage))
+        } else {
+            self.storage.transaction().await?
+        })
     }
 
     /// Let the host run if this operation has computed for a while (never inside a held

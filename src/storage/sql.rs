@@ -455,16 +455,10 @@ fn emit(ns: &str, run: &[WriteOp], out: &mut Vec<Statement>) {
                     _ => None,
                 })
                 .collect();
-            with_array(
-                out,
-                &[
-                    CHECK_DELETES,
-                    DELETE_LAST_IDENTITIES,
-                    DELETE_LINKS,
-                    DELETE_RECORDS,
-                ],
-                items,
-            );
+            let identities = delete_last_identities(NAMED);
+            let links = delete_links(NAMED);
+            let records = delete_records(NAMED);
+            with_array(out, &[CHECK_DELETES, &identities, &links, &records], items);
         }
         WriteOp::InsertMeta(_) | WriteOp::PutMeta(_) => {
             let upsert = matches!(run[0], WriteOp::PutMeta(_));
@@ -589,11 +583,31 @@ const CHECK_DELETES: &str = "INSERT INTO vaultstore_guard (failed)
     CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
     WHERE d.value->>'if_expired_at' IS NOT NULL AND NOT (d.value->>'if_expired_at' > r.expires_key)";
 
+/// The records a delete takes: those a batch names in the JSON array `?2`, or every record
+/// expired at `?2` (a purge), as the `FROM` and `WHERE` of a select over them as `r`.
+#[derive(Clone, Copy)]
+struct Deleted {
+    from: &'static str,
+    filter: &'static str,
+}
+
+const NAMED: Deleted = Deleted {
+    from: "json_each(?2) AS d
+        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'",
+    filter: "true",
+};
+const ALL_EXPIRED: Deleted = Deleted {
+    from: "vaultstore_records AS r",
+    filter: "r.ns = ?1 AND r.expires_key < ?2",
+};
+
 /// The identities whose every remaining link belongs to a deleted record go with them
 /// (FORMAT.md "Password identities"). Runs before the links are deleted, so it still sees them.
-const DELETE_LAST_IDENTITIES: &str = "WITH gone (link) AS (
-        SELECT 'r_' || r.id FROM json_each(?2) AS d
-        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
+fn delete_last_identities(deleted: Deleted) -> String {
+    let Deleted { from, filter } = deleted;
+    format!(
+        "WITH gone (link) AS (
+        SELECT 'r_' || r.id FROM {from} WHERE {filter}
     ),
     linked (identity) AS (
         SELECT DISTINCT l.value FROM gone
@@ -607,17 +621,27 @@ const DELETE_LAST_IDENTITIES: &str = "WITH gone (link) AS (
         WHERE NOT EXISTS (
             SELECT 1 FROM vaultstore_meta AS o
             WHERE o.ns = ?1 AND o.object_type = 'record' AND o.key = 'password_id'
-                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))";
+                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))"
+    )
+}
 
-const DELETE_LINKS: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
-        SELECT l.rowid FROM json_each(?2) AS d
-        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'
+fn delete_links(deleted: Deleted) -> String {
+    let Deleted { from, filter } = deleted;
+    format!(
+        "DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT l.rowid FROM {from}
         CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
-            AND l.object_id = 'r_' || r.id AND l.key = 'password_id')";
+            AND l.object_id = 'r_' || r.id AND l.key = 'password_id'
+        WHERE {filter})"
+    )
+}
 
-const DELETE_RECORDS: &str = "DELETE FROM vaultstore_records WHERE rowid IN (
-        SELECT r.rowid FROM json_each(?2) AS d
-        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key')";
+fn delete_records(deleted: Deleted) -> String {
+    let Deleted { from, filter } = deleted;
+    format!(
+        "DELETE FROM vaultstore_records WHERE rowid IN (SELECT r.rowid FROM {from} WHERE {filter})"
+    )
+}
 
 const INSERT_META: &str = "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value)
     SELECT ?1, m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'value'
@@ -670,33 +694,6 @@ fn check_purge_count(expired: &str) -> String {
 const PURGE_SOFT_DELETE: &str =
     "UPDATE vaultstore_records AS r SET soft_deleted_at = ?2, updated_at = ?2
     WHERE r.ns = ?1 AND r.expires_key < ?2 AND r.soft_deleted_at IS NULL";
-
-/// As [`DELETE_LAST_IDENTITIES`], for every expired record: runs before their links go.
-const PURGE_LAST_IDENTITIES: &str = "WITH gone (link) AS (
-        SELECT 'r_' || r.id FROM vaultstore_records AS r WHERE r.ns = ?1 AND r.expires_key < ?2
-    ),
-    linked (identity) AS (
-        SELECT DISTINCT l.value FROM gone
-        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
-            AND l.object_id = gone.link AND l.key = 'password_id'
-    )
-    DELETE FROM vaultstore_meta WHERE rowid IN (
-        SELECT i.rowid FROM linked
-        CROSS JOIN vaultstore_meta AS i ON i.ns = ?1 AND i.object_type = 'password_identity'
-            AND i.object_id = linked.identity
-        WHERE NOT EXISTS (
-            SELECT 1 FROM vaultstore_meta AS o
-            WHERE o.ns = ?1 AND o.object_type = 'record' AND o.key = 'password_id'
-                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))";
-
-const PURGE_LINKS: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
-        SELECT l.rowid FROM vaultstore_records AS r
-        CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
-            AND l.object_id = 'r_' || r.id AND l.key = 'password_id'
-        WHERE r.ns = ?1 AND r.expires_key < ?2)";
-
-const PURGE_RECORDS: &str =
-    "DELETE FROM vaultstore_records AS r WHERE r.ns = ?1 AND r.expires_key < ?2";
 
 const CLEAR_RECORDS: &str = "DELETE FROM vaultstore_records WHERE ns = ?1";
 const CLEAR_META: &str = "DELETE FROM vaultstore_meta WHERE ns = ?1";
@@ -1156,8 +1153,12 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         match purge {
             Purge::SoftDelete => statements.push(Statement::new(PURGE_SOFT_DELETE, both())),
             Purge::Delete => {
-                for sql in [PURGE_LAST_IDENTITIES, PURGE_LINKS, PURGE_RECORDS] {
-                    statements.push(Statement::new(sql, both()));
+                for sql in [
+                    delete_last_identities(ALL_EXPIRED),
+                    delete_links(ALL_EXPIRED),
+                    delete_records(ALL_EXPIRED),
+                ] {
+                    statements.push(Statement::new(&sql, both()));
                 }
             }
         }
@@ -1638,14 +1639,19 @@ mod tests {
         }
         // Statements that touch named rows find each through an index on more than the
         // namespace: a plan searching on `ns` alone walks every record of the vault.
+        let (identities, links, records) = (
+            delete_last_identities(NAMED),
+            delete_links(NAMED),
+            delete_records(NAMED),
+        );
         let writes = [
             INSERT_RECORDS,
             CHECK_CHANGES,
             APPLY_CHANGES,
             CHECK_DELETES,
-            DELETE_LAST_IDENTITIES,
-            DELETE_LINKS,
-            DELETE_RECORDS,
+            &identities,
+            &links,
+            &records,
             INSERT_META,
             PUT_META,
             DELETE_META,
@@ -1673,9 +1679,9 @@ mod tests {
             check_purge_count(EXPIRED_LIVE),
             format!("SELECT count(*) FROM vaultstore_records AS r WHERE {EXPIRED_LIVE}"),
             PURGE_SOFT_DELETE.to_owned(),
-            PURGE_LAST_IDENTITIES.to_owned(),
-            PURGE_LINKS.to_owned(),
-            PURGE_RECORDS.to_owned(),
+            delete_last_identities(ALL_EXPIRED),
+            delete_links(ALL_EXPIRED),
+            delete_records(ALL_EXPIRED),
         ];
         for sql in &purges {
             let lines = plan(sql);

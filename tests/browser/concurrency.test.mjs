@@ -5,11 +5,10 @@
 // record that existed when the rekey began opens with the new one. Seeded; CONCURRENCY_ROUNDS
 // runs more rounds (default: one per rekey kind). CONSUMER_DIR is the packed-package folder.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { serve } from "../../js/tools/serve.mjs";
+import { packagePages } from "./chromium.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;
@@ -19,36 +18,8 @@ const OLD = "the old password";
 const NEW = "the new password";
 const RECORDS = 300;
 
-// Uncaught exceptions in any page: an aborted IndexedDB write once threw one per failed request.
-const uncaught = [];
-let server;
-let browser;
-
-before(async () => {
-  server = await serve([here, consumer]);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--no-sandbox", "--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--disable-quic",
-    ],
-  });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
-
-async function tab(context) {
-  const page = await context.newPage();
-  page.on("pageerror", (e) => uncaught.push(e.message));
-  await page.goto(`${server.url}/page.html`);
-  await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
-  return page;
-}
+const pages = packagePages([here, consumer]);
+const tab = async (context) => (await pages.open(context)).page;
 
 /** The writer tab: random writes, one after the other, until the rekey tab says it is done. */
 async function writer(page, { name, identities, tokens, seed }) {
@@ -138,7 +109,7 @@ for (let round = 0; round < rounds; round++) {
     const identities = round % 3 !== 0;
     const rotate = round % 3 === 2;
     const name = `concurrency-${round}-${Date.now()}`;
-    const context = await browser.newContext();
+    const context = await pages.browser.newContext();
     const [rekeyer, writing, reader] = [await tab(context), await tab(context), await tab(context)];
 
     const initial = await rekeyer.evaluate(
@@ -226,5 +197,5 @@ for (let round = 0; round < rounds; round++) {
 }
 
 test("no page threw an uncaught exception", () => {
-  assert.deepEqual(uncaught, []);
+  assert.deepEqual(pages.uncaught, []);
 });

@@ -1,41 +1,17 @@
 // End to end in real headless Chromium (Playwright): the packaged browser build, loaded by a page
 // served on 127.0.0.1, on IndexedDB. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { serve } from "../../js/tools/serve.mjs";
-import { launchChromium } from "./chromium.mjs";
+import { packagePages } from "./chromium.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;
 assert.ok(consumer, "CONSUMER_DIR must name the folder with the installed package");
 
-// Uncaught exceptions in any page: an aborted IndexedDB write once threw one per failed request.
-const uncaught = [];
-let server;
-let browser;
-
-before(async () => {
-  server = await serve([here, consumer]);
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
-
-/** A page with the package loaded (as `window.vaultstore`), and every request it made. */
-async function openPage(context) {
-  const page = await (context ?? browser).newPage();
-  const requests = [];
-  page.on("request", (r) => requests.push(r.url()));
-  page.on("pageerror", (e) => uncaught.push(e.message));
-  await page.goto(`${server.url}/page.html`);
-  await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
-  return { page, requests };
-}
+const pages = packagePages([here, consumer]);
+const openPage = pages.open;
 
 const unique = (name) => `${name}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
 
@@ -151,7 +127,7 @@ test("tokens survive a reload", async () => {
 
 test("two tabs write 200 tokens each at once; a third reads all 400", async () => {
   const name = unique("tabs");
-  const context = await browser.newContext();
+  const context = await pages.browser.newContext();
   const [a, b, c] = [await openPage(context), await openPage(context), await openPage(context)];
   const write = (page, tab) =>
     page.evaluate(
@@ -261,10 +237,10 @@ test("an aborted rekey on IndexedDB leaves every value and link byte-identical",
 });
 
 test("QUOTA_EXCEEDED when the browser refuses to store more, and the vault keeps working", async () => {
-  const context = await browser.newContext();
+  const context = await pages.browser.newContext();
   const { page } = await openPage(context);
   const cdp = await context.newCDPSession(page);
-  await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 2 * 1024 * 1024 });
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin: pages.server.url, quotaSize: 2 * 1024 * 1024 });
   const result = await page.evaluate(async (name) => {
     const { Vault } = window.vaultstore;
     const v = await Vault.open({ name, kdfIterations: 1000 });
@@ -287,7 +263,7 @@ test("QUOTA_EXCEEDED when the browser refuses to store more, and the vault keeps
 
 test("another tab upgrading the database makes calls report STORAGE, never hang", async () => {
   const name = unique("versionchange");
-  const context = await browser.newContext();
+  const context = await pages.browser.newContext();
   const [one, two] = [await openPage(context), await openPage(context)];
   const token = await one.page.evaluate(async (name) => {
     window.vault = await window.vaultstore.Vault.open({ name, kdfIterations: 1000 });
@@ -318,5 +294,5 @@ test("another tab upgrading the database makes calls report STORAGE, never hang"
 });
 
 test("no page threw an uncaught exception", () => {
-  assert.deepEqual(uncaught, []);
+  assert.deepEqual(pages.uncaught, []);
 });
