@@ -166,13 +166,17 @@ impl Scheduler for TimerScheduler {
 
     fn cancel_pending(&self) {
         let timers = std::mem::take(&mut *self.pending.borrow_mut());
-        let Some(clear) =
-            get(&js_sys::global(), "clearTimeout").and_then(|f| f.dyn_into::<Function>().ok())
-        else {
-            return;
-        };
-        for (_, timer, _callback) in timers {
-            let _ = clear.call1(&JsValue::UNDEFINED, &timer);
+        let clear =
+            get(&js_sys::global(), "clearTimeout").and_then(|f| f.dyn_into::<Function>().ok());
+        for (_, timer, callback) in timers {
+            let cleared = clear
+                .as_ref()
+                .is_some_and(|clear| clear.call1(&JsValue::UNDEFINED, &timer).is_ok());
+            if !cleared {
+                // The timer will still fire, so its callback must stay callable (the key it
+                // would sweep is gone already); a cleared one can never run and is freed.
+                callback.forget();
+            }
         }
     }
 }
