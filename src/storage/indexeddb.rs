@@ -161,6 +161,52 @@ where
     }
 }
 
+/// A settled request's result as JavaScript holds it (`request.result`).
+trait RequestResult {
+    fn into_js(self) -> JsValue;
+}
+
+impl RequestResult for Option<JsValue> {
+    fn into_js(self) -> JsValue {
+        self.unwrap_or(JsValue::UNDEFINED)
+    }
+}
+
+impl RequestResult for u32 {
+    fn into_js(self) -> JsValue {
+        JsValue::from_f64(f64::from(self))
+    }
+}
+
+impl RequestResult for Vec<JsValue> {
+    fn into_js(self) -> JsValue {
+        self.into_iter().collect::<Array>().into()
+    }
+}
+
+/// The results (`request.result`) of requests issued together in one transaction, in order,
+/// with one listener for them all: IndexedDB completes a transaction's requests in the order
+/// they were made, so once the last is done every result is in. Awaiting each instead costs two
+/// closures and a wake-up per request.
+async fn in_order<R, T>(mut requests: Vec<R>, doing: &'static str) -> StorageResult<Vec<JsValue>>
+where
+    R: idb::Request + std::future::IntoFuture<Output = Result<T, idb::Error>>,
+    T: RequestResult,
+{
+    let Some(last) = requests.pop() else {
+        return Ok(Vec::new());
+    };
+    let last = std::future::IntoFuture::into_future(last)
+        .await
+        .map_err(idb_error(doing))?;
+    let mut results = Vec::with_capacity(requests.len() + 1);
+    for request in &requests {
+        results.push(idb::Request::result(request).map_err(idb_error(doing))?);
+    }
+    results.push(last.into_js());
+    Ok(results)
+}
+
 fn not_ours(what: &str) -> StorageError {
     StorageError::Backend {
         name: Some("DataError".into()),
@@ -544,25 +590,15 @@ impl Reader {
             .map_err(idb_error("read a record"))?;
             requests.push(request);
         }
-        let Some(last) = requests.pop() else {
-            return Ok(Vec::new());
-        };
-        // Requests complete in the order they were made, so once the last has, every result is
-        // in: one listener for the batch instead of two closures and a wake-up per request.
-        let last = std::future::IntoFuture::into_future(last)
-            .await
-            .map_err(idb_error("read a record"))?;
-        let mut found = Vec::with_capacity(keys.len());
-        for request in &requests {
-            let row = idb::Request::result(request).map_err(idb_error("read a record"))?;
-            found.push(if row.is_undefined() {
-                None
-            } else {
-                Some(record_from_js(&row)?)
-            });
-        }
-        found.push(last.as_ref().map(record_from_js).transpose()?);
-        Ok(found)
+        in_order(requests, "read a record")
+            .await?
+            .iter()
+            .map(|row| {
+                (!row.is_undefined())
+                    .then(|| record_from_js(row))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// Whether `keys` rows are worth reading by going through every record (or every record
@@ -690,9 +726,18 @@ impl Reader {
                 }
             }
         } else {
-            let objects = join_all(holders.iter().map(|id| self.object(object_type, id))).await;
-            for object in objects {
-                rows.extend(object?);
+            let mut requests = Vec::with_capacity(holders.len());
+            for id in &holders {
+                requests.push(
+                    self.meta
+                        .get_all(Some(object_range(object_type, id)?), None)
+                        .map_err(idb_error("read meta rows"))?,
+                );
+            }
+            for object in in_order(requests, "read meta rows").await? {
+                for row in Array::from(&object).iter() {
+                    rows.push(meta_from_js(&row)?);
+                }
             }
         }
         sorting::sort(&mut rows);
@@ -1263,19 +1308,22 @@ impl Batch {
             sorting::sort(list);
             list.dedup();
         }
-        let links = deleted.iter().map(|id| {
+        let mut links = Vec::with_capacity(deleted.len());
+        for id in &deleted {
             let request = self.r.meta.get(meta_key_js(&link_key(id)));
-            async move { request.done("read a record link").await }
-        });
-        let (records, links) =
-            futures::future::join(self.r.records_by(&ids, Lookup::Id), join_all(links)).await;
+            links.push(request.map_err(idb_error("read a record link"))?);
+        }
+        let (records, links) = futures::future::join(
+            self.r.records_by(&ids, Lookup::Id),
+            in_order(links, "read a record link"),
+        )
+        .await;
         for (id, row) in ids.into_iter().zip(records?) {
             self.rows.insert(id, row);
         }
-        for (id, found) in deleted.into_iter().zip(links) {
-            let identity = found?
-                .as_ref()
-                .map(meta_from_js)
+        for (id, found) in deleted.into_iter().zip(links?) {
+            let identity = (!found.is_undefined())
+                .then(|| meta_from_js(&found))
                 .transpose()?
                 .map(|m| m.value);
             self.links.insert(id, identity);
@@ -1444,10 +1492,11 @@ impl Batch {
                 LINK_KEY,
                 identity,
             ]))));
-            counts.push(async move { count.done("count record links").await });
+            counts.push(count.map_err(idb_error("count record links"))?);
         }
-        for (identity, count) in identities.iter().zip(join_all(counts).await) {
-            if count? == 0 {
+        let counts = in_order(counts, "count record links").await?;
+        for (identity, count) in identities.iter().zip(counts) {
+            if count.as_f64() == Some(0.0) {
                 self.r
                     .meta
                     .delete(object_range(object_type::IDENTITY, identity)?)
