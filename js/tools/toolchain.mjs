@@ -36,6 +36,13 @@ export function ensureWasmTarget() {
   }
 }
 
+/** clippy and rustfmt: `npm test` lints with both (rustup's default profile has them; minimal doesn't). */
+export function ensureRustComponents() {
+  const installed = output("rustup", ["component", "list", "--installed"]);
+  const missing = ["clippy", "rustfmt"].filter((c) => !installed.includes(`${c}-`));
+  if (missing.length) run("rustup", ["component", "add", ...missing]);
+}
+
 export function ensureWasmBindgen() {
   const wanted = lockedWasmBindgenVersion();
   const have = output("wasm-bindgen", ["--version"]).trim();
