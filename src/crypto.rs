@@ -4,6 +4,7 @@
 //!
 #![doc = include_str!("FORMAT.md")]
 
+mod aead;
 mod envelope;
 mod identity;
 mod kdf;
@@ -65,12 +66,6 @@ pub(crate) fn hkdf_into(ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8; 32]
     hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm)
         .expand(info, okm)
         .unwrap_or_else(|_| unreachable!());
-}
-
-/// AES-256-GCM keyed with a 32-byte key.
-pub(crate) fn gcm(key: &[u8; 32]) -> aes_gcm::Aes256Gcm {
-    use aes_gcm::aead::KeyInit;
-    aes_gcm::Aes256Gcm::new(key.into())
 }
 
 /// base64url without padding, as FORMAT.md's `b64u`.

@@ -4,18 +4,14 @@
 //! value = "vs1:" || b64u( kcv[4] || rsalt[16] || nonce[12] || ciphertext || tag[16] )
 //! ```
 
+use super::aead::{self, NONCE_LEN, TAG_LEN};
 use super::{DataKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label, random_bytes};
 use crate::error::{Result, VaultError};
-use aes_gcm::Nonce;
-use aes_gcm::aead::{Aead, Payload};
 use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
 
 const PREFIX: &str = "vs1:";
 const KCV_LEN: usize = 4;
 const RSALT_LEN: usize = 16;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = KCV_LEN + RSALT_LEN + NONCE_LEN;
 
 /// A parsed, well-formed envelope. Parsing checks shape only, never keys.
@@ -67,19 +63,9 @@ impl Envelope {
             return Err(VaultError::InvalidPassword { tokens: vec![] });
         }
         let rk = hkdf_sha256(key.as_bytes(), &self.rsalt, label::RECORD);
-        let cipher = super::gcm(&rk);
         let aad = record_aad(token);
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &Nonce::from(self.nonce),
-                    Payload {
-                        msg: &self.sealed,
-                        aad: aad.as_bytes(),
-                    },
-                )
-                .map_err(|_| VaultError::DecryptionFailed { tokens: vec![] })?,
-        );
+        let plaintext = aead::open(&rk, &self.nonce, &self.sealed, aad.as_bytes())
+            .ok_or(VaultError::DecryptionFailed { tokens: vec![] })?;
         // The plaintext was UTF-8 when sealed and GCM authenticated it, so this only fails for
         // a forged envelope that also forged the tag, which GCM already rejects.
         String::from_utf8(plaintext.to_vec())
@@ -117,18 +103,12 @@ pub(crate) fn seal_value_with(
     nonce: [u8; NONCE_LEN],
 ) -> String {
     let rk = hkdf_sha256(key.as_bytes(), &rsalt, label::RECORD);
-    let cipher = super::gcm(&rk);
-    let aad = record_aad(token);
-    // Encryption of an in-memory buffer far below GCM's length limit cannot fail.
-    let sealed = cipher
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: plaintext.as_bytes(),
-                aad: aad.as_bytes(),
-            },
-        )
-        .unwrap_or_else(|_| unreachable!());
+    let sealed = aead::seal(
+        &rk,
+        &nonce,
+        plaintext.as_bytes(),
+        record_aad(token).as_bytes(),
+    );
     let mut bytes = Vec::with_capacity(HEADER_LEN + sealed.len());
     bytes.extend_from_slice(&kcv(key, &rsalt));
     bytes.extend_from_slice(&rsalt);

@@ -1,19 +1,17 @@
 //! Password identities (FORMAT.md "Password identities"): the tag that finds an identity from a
 //! secret, and the wrapping of its data key (DEK) under a key-encryption key (KEK).
 
+use super::aead::{self, NONCE_LEN, TAG_LEN};
 use super::{
     DataKey, KdfParams, MasterKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label,
     random_bytes,
 };
 use crate::error::{Result, VaultError};
-use aes_gcm::Nonce;
-use aes_gcm::aead::{Aead, Payload};
 use zeroize::Zeroizing;
 
 /// Identity ids are `"p_"` + 32 lowercase hex characters.
 pub const IDENTITY_ID_PREFIX: &str = "p_";
 const DEK_PREFIX: &str = "vs1k:";
-const NONCE_LEN: usize = 12;
 
 /// `hex(HMAC-SHA256(MK, "vaultstore/v1/identity"))`: one HMAC finds a secret's identity.
 pub fn identity_tag(mk: &MasterKey) -> String {
@@ -55,17 +53,12 @@ pub(crate) fn wrap_dek_with(
     dek: &DataKey,
     nonce: [u8; NONCE_LEN],
 ) -> String {
-    let kek = kek(mk, params);
-    let aad = dek_aad(identity_id);
-    let sealed = super::gcm(&kek)
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: dek.as_bytes(),
-                aad: aad.as_bytes(),
-            },
-        )
-        .unwrap_or_else(|_| unreachable!());
+    let sealed = aead::seal(
+        &kek(mk, params),
+        &nonce,
+        dek.as_bytes(),
+        dek_aad(identity_id).as_bytes(),
+    );
     let mut bytes = nonce.to_vec();
     bytes.extend_from_slice(&sealed);
     format!("{DEK_PREFIX}{}", b64u_encode(&bytes))
@@ -83,25 +76,19 @@ pub fn unwrap_dek(
     let bytes = wrapped
         .strip_prefix(DEK_PREFIX)
         .and_then(b64u_decode)
-        .filter(|b| b.len() == NONCE_LEN + 32 + 16)
+        .filter(|b| b.len() == NONCE_LEN + 32 + TAG_LEN)
         .ok_or_else(damaged)?;
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| damaged())?;
-    let kek = kek(mk, params);
-    let aad = dek_aad(identity_id);
-    let dek = Zeroizing::new(
-        super::gcm(&kek)
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: aad.as_bytes(),
-                },
-            )
-            // The identity was found by this secret's tag, so a GCM failure means the row is
-            // damaged, not that the secret is wrong.
-            .map_err(|_| damaged())?,
-    );
+    // The identity was found by this secret's tag, so a GCM failure means the row is damaged,
+    // not that the secret is wrong.
+    let dek = aead::open(
+        &kek(mk, params),
+        &nonce,
+        sealed,
+        dek_aad(identity_id).as_bytes(),
+    )
+    .ok_or_else(damaged)?;
     if dek.len() != 32 {
         return Err(damaged());
     }
