@@ -1300,12 +1300,14 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
     s.close().await;
 }
 
-/// Call `$callback!(case, case, ...)` with the name of every case, for a harness that
-/// instantiates them its own way (tests/storage_sql_workers.rs): one list, so none is missed.
+/// Call `$callback!(case, case, ...)` with the name of every case (after `$arg;` when one is
+/// given): the one list of cases, so no harness misses one. `storage_conformance!` instantiates
+/// them as native or wasm tests; tests/storage_sql_workers.rs its own way.
 #[macro_export]
 macro_rules! conformance_cases {
-    ($callback:ident) => {
+    ($callback:ident $(, $arg:path)?) => {
         $callback!(
+            $($arg;)?
             empty_store_has_nothing,
             inserted_records_are_found_by_token_and_id,
             duplicate_tokens_and_ids_are_refused_atomically,
@@ -1330,54 +1332,42 @@ macro_rules! conformance_cases {
     };
 }
 
+/// Every case as a native `#[test]` on the store `$make` opens.
+#[macro_export]
+macro_rules! conformance_native_tests {
+    ($make:path; $($case:ident,)*) => {
+        $(
+            #[test]
+            fn $case() {
+                futures::executor::block_on(async {
+                    conformance::$case($make(stringify!($case)).await).await
+                })
+            }
+        )*
+    };
+}
+
+/// Every case as a `#[wasm_bindgen_test]` on the store `$make` opens.
+#[macro_export]
+macro_rules! conformance_wasm_tests {
+    ($make:path; $($case:ident,)*) => {
+        $(
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn $case() {
+                conformance::$case($make(stringify!($case)).await).await
+            }
+        )*
+    };
+}
+
 /// Instantiate every case for one backend. `$make` is an `async fn(&str) -> impl Storage`
 /// returning an empty store under a name unique to the case.
 #[macro_export]
 macro_rules! storage_conformance {
-    (@cases $wrap:ident, $make:path) => {
-        $wrap!(empty_store_has_nothing, $make);
-        $wrap!(inserted_records_are_found_by_token_and_id, $make);
-        $wrap!(duplicate_tokens_and_ids_are_refused_atomically, $make);
-        $wrap!(changes_patch_the_record_as_it_is, $make);
-        $wrap!(stale_changes_fail_and_change_nothing, $make);
-        $wrap!(deletes_take_links_and_last_identities_along, $make);
-        $wrap!(expected_meta_rows_guard_the_batch, $make);
-        $wrap!(meta_rows_put_get_insert_delete, $make);
-        $wrap!(identity_tags_are_unique, $make);
-        $wrap!(meta_find_returns_whole_objects, $make);
-        $wrap!(meta_find_follows_values_as_rows_move, $make);
-        $wrap!(unreferenced_identities_are_pruned_in_the_same_batch, $make);
-        $wrap!(failed_batches_change_nothing, $make);
-        $wrap!(expect_empty_and_clear_all, $make);
-        $wrap!(queries_agree_with_the_shared_filter, $make);
-        $wrap!(scans_page_through_everything_once, $make);
-        $wrap!(bulk_reads_and_writes_answer_as_single_ones, $make);
-        $wrap!(set_based_purges_take_exactly_the_expired, $make);
-        $wrap!(odd_strings_round_trip, $make);
-        $wrap!(closed_storage_refuses_calls, $make);
-    };
     (native, $make:path) => {
-        macro_rules! native_case {
-            ($case:ident, $mk:path) => {
-                #[test]
-                fn $case() {
-                    futures::executor::block_on(async {
-                        conformance::$case($mk(stringify!($case)).await).await
-                    })
-                }
-            };
-        }
-        storage_conformance!(@cases native_case, $make);
+        conformance_cases!(conformance_native_tests, $make);
     };
     (wasm, $make:path) => {
-        macro_rules! wasm_case {
-            ($case:ident, $mk:path) => {
-                #[wasm_bindgen_test::wasm_bindgen_test]
-                async fn $case() {
-                    conformance::$case($mk(stringify!($case)).await).await
-                }
-            };
-        }
-        storage_conformance!(@cases wasm_case, $make);
+        conformance_cases!(conformance_wasm_tests, $make);
     };
 }
