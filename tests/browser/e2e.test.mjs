@@ -35,6 +35,7 @@ test("the JS API works on IndexedDB, the default backend in a browser", async ()
     out.token = isToken(t) && t.length === 32;
     out.read = await v.tokenRead(t, pw);
     const many = await v.tokensCreate(["a", "b", "c"], pw);
+    out.many = many;
     out.batch = await v.tokensRead([...many, many[0]], pw);
     out.batchOrder = Object.keys(out.batch).length;
     await v.tokenCreateCustom("custom-1", "custom value", pw);
@@ -75,7 +76,9 @@ test("the JS API works on IndexedDB, the default backend in a browser", async ()
     databases: true,
     token: true,
     read: "card 4111",
-    batch: { ...result.batch },
+    many: result.many,
+    // Each token maps to the value it was created for (a duplicate appears once).
+    batch: { [result.many[0]]: "a", [result.many[1]]: "b", [result.many[2]]: "c" },
     batchOrder: 3,
     tokenExists: "TOKEN_EXISTS",
     updated: "card 5500",
@@ -101,7 +104,7 @@ test("the JS API works on IndexedDB, the default backend in a browser", async ()
     copied: "card 6011",
     closed: "CLOSED",
   });
-  assert.deepEqual(Object.values(result.batch).sort(), ["a", "b", "c"]);
+  assert.equal(new Set(result.many).size, 3, "three distinct tokens");
   await page.close();
 });
 

@@ -2,7 +2,10 @@
 // `wrangler deploy --dry-run` bundling it from its wrangler.jsonc, and the bundle run in
 // Miniflare (workerd) with D1, then with a Durable Object, both persisted to temporary folders:
 // tokens survive a restart, two isolates racing for one custom token give one 201 and one 409,
-// an aborted key rotation leaves every row byte-identical. Last, WebCrypto PBKDF2 capped at
+// an aborted key rotation leaves every row byte-identical, and the README's key rotation steps,
+// run with an isolate of the previous version writing during the rollout and another writing
+// throughout the rotation, lose no write. Each credential opens only its own routes; a failing
+// database's text reaches the worker's log, never the client. Last, WebCrypto PBKDF2 capped at
 // 100,000 iterations as in production: a 600,000-iteration vault still opens (Rust PBKDF2) and
 // its keys match Node's. The README's copy of the example is checked against its files. Run
 // after tests/js/run-packed.mjs, which packs the tarball.
@@ -22,11 +25,19 @@ const app = join(root, ".test-tmp", "worker-example");
 const scratch = mkdtempSync(join(tmpdir(), "vaultstore-worker-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
-const API_TOKEN = "test-api-token-0123456789";
+// The three credentials, each its own secret.
+const CREDENTIALS = {
+  TOKENIZE_TOKEN: "test-tokenize-0123456789",
+  DETOKENIZE_TOKEN: "test-detokenize-0123456789",
+  ADMIN_TOKEN: "test-admin-0123456789",
+};
 const VAULT_KEY = "8f".repeat(32);
 // The next key as base64, the other format the worker accepts.
 const VAULT_KEY_NEXT = Buffer.alloc(32, 7).toString("base64");
-const auth = { Authorization: `Bearer ${API_TOKEN}`, "Content-Type": "application/json" };
+const auth = (credential) => ({ Authorization: `Bearer ${CREDENTIALS[credential]}`, "Content-Type": "application/json" });
+/** The credential a route takes (the worker's ROUTES). */
+const credentialOf = (method, path) =>
+  path.startsWith("/tokenize") ? "TOKENIZE_TOKEN" : path.startsWith("/admin/") ? "ADMIN_TOKEN" : "DETOKENIZE_TOKEN";
 
 /** Every Miniflare started, so a failing test still stops its workerd processes. */
 const running = new Set();
@@ -81,7 +92,7 @@ function worker(dir, storage, persist, { main = "index.js", bindings = {}, name 
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2026-04-01",
-    bindings: { API_TOKEN, VAULT_KEY, VAULT_KEY_NEXT, ...bindings },
+    bindings: { ...CREDENTIALS, VAULT_KEY, ...bindings },
   };
   if (storage === "d1") return { ...options, d1Databases: { DB: "vault" } };
   return { ...options, durableObjects: { VAULT_OBJECT: { className: "VaultObject", useSQLite: true, scriptName: "a" } } };
@@ -91,10 +102,11 @@ function persistence(storage, dir) {
   return storage === "d1" ? { d1Persist: dir } : { durableObjectsPersist: dir };
 }
 
-/** A JSON request to a Miniflare instance or one of its workers. */
-async function call(target, method, path, body) {
+/** A JSON request to a Miniflare instance or one of its workers, with the route's credential. */
+async function call(target, method, path, body, credential = credentialOf(method, path)) {
   const send = target instanceof Miniflare ? target.dispatchFetch.bind(target) : target.fetch.bind(target);
-  const response = await send(`http://worker${path}`, { method, headers: auth, body: body === undefined ? undefined : JSON.stringify(body) });
+  const headers = credential === null ? { "Content-Type": "application/json" } : auth(credential);
+  const response = await send(`http://worker${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : null };
 }
@@ -213,13 +225,13 @@ for (const storage of ["d1", "durable-object"]) {
     test("a rotation stopped before it commits leaves every row byte-identical; a finished one moves every value", async () => {
       const restart = (bindings) => start({ ...worker(dir(), storage, persist, { name: "a", bindings }), ...persistence(storage, persist) });
       const before = await rows(persist);
-      let mf = restart();
+      let mf = restart({ VAULT_KEY_NEXT });
       const stopped = await call(mf, "POST", "/admin/rotate", { maxRecords: 150 });
       assert.deepEqual([stopped.status, stopped.body.error.code], [409, "ABORTED"]);
       await mf.dispose();
       assert.deepEqual(await rows(persist), before);
 
-      mf = restart();
+      mf = restart({ VAULT_KEY_NEXT });
       const done = await call(mf, "POST", "/admin/rotate", {});
       assert.equal(done.status, 200, JSON.stringify(done.body));
       assert.ok(done.body.moved >= 198, `moved ${done.body.moved}`);
@@ -235,8 +247,170 @@ for (const storage of ["d1", "durable-object"]) {
       assert.deepEqual([old.status, old.body.error.code], [401, "INVALID_PASSWORD"]);
       await mf.dispose();
     });
+
+    test("a key rotation under steady writes from two isolates loses no write (README's operator steps)", async () => {
+      // Its own folder: the vault starts empty, so every value in it is one this test wrote.
+      const folder = join(scratch, `${storage}-rotation`);
+      const OLD_ONLY = {}; // the deployment before step 1: VAULT_KEY alone
+      const BOTH = { VAULT_KEY_NEXT }; // after step 1 (`wrangler secret put VAULT_KEY_NEXT`)
+      const FINAL = { VAULT_KEY: VAULT_KEY_NEXT }; // after steps 4 and 5
+      // One Miniflare per deployment state, with up to two isolates ("a" hosts the Durable Object,
+      // so on a Durable Object every request runs with a's configuration, as there is one object).
+      const deployment = (...configs) =>
+        start({ workers: configs.map((bindings, i) => worker(dir(), storage, folder, { name: "ab"[i], bindings })), ...persistence(storage, folder) });
+      const written = new Map(); // token -> value, every write that any isolate answered 200 to
+      let sealedWithOld = 0;
+      const tokenize = async (target, value, { old = false, count = 1 } = {}) => {
+        const fields = Object.fromEntries(Array.from({ length: count }, (_, i) => [`f${i}`, `${value} #${i}`]));
+        const response = await call(target, "POST", "/tokenize", fields);
+        assert.equal(response.status, 200, JSON.stringify(response.body));
+        for (const [field, value] of Object.entries(fields)) written.set(response.body[field], value);
+        if (old) sealedWithOld += count;
+      };
+      const readBack = async (target) => {
+        const tokens = [...written.keys()];
+        const read = await call(target, "POST", "/detokenize", { tokens });
+        assert.equal(read.status, 200, JSON.stringify(read.body));
+        assert.deepEqual(new Map(Object.entries(read.body.values)), written, "every token written so far opens to its own value");
+      };
+
+      // Before: values sealed with VAULT_KEY.
+      let mf = deployment(OLD_ONLY);
+      for (let i = 0; i < 10; i++) await tokenize(mf, `before ${i}`, { old: true, count: 50 });
+      await mf.dispose();
+
+      // Step 1 rolling out: an isolate of the old version still writes with VAULT_KEY while one
+      // of the new version writes with VAULT_KEY_NEXT; the new one reads both kinds.
+      mf = deployment(BOTH, OLD_ONLY);
+      const [fresh, stale] = [await mf.getWorker("a"), await mf.getWorker("b")];
+      for (let i = 0; i < 20; i++) {
+        await Promise.all([
+          tokenize(fresh, `rollout next ${i}`),
+          // A Durable Object has one instance, restarted by the deployment: no old isolate.
+          tokenize(storage === "d1" ? stale : fresh, `rollout ${storage === "d1" ? "old" : "next"} ${i}`, { old: storage === "d1" }),
+        ]);
+      }
+      await readBack(fresh);
+      await mf.dispose();
+
+      // Steps 2-3: every isolate has both keys. One writes (and reads everything back) without a
+      // pause while the operator rotates until a rotation moves 0, and goes on after that.
+      mf = deployment(BOTH, BOTH);
+      const [admin, writer] = [await mf.getWorker("a"), await mf.getWorker("b")];
+      let rotating = true;
+      let writesDuringRotation = 0;
+      const writing = (async () => {
+        for (let i = 0; rotating || i < writesDuringRotation + 10; i++) {
+          await tokenize(writer, `during ${i}`);
+          if (rotating) writesDuringRotation++;
+          if (i % 10 === 9) await readBack(writer);
+        }
+      })();
+      const rotations = [];
+      try {
+        for (let attempt = 0; attempt < 40; attempt++) {
+          const rotated = await call(admin, "POST", "/admin/rotate", {});
+          // 500 STORAGE: writes kept changing the vault while it ran; nothing changed; again.
+          if (rotated.status === 500 && rotated.body.error.code === "STORAGE") {
+            rotations.push("gave up");
+            continue;
+          }
+          assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+          rotations.push(rotated.body.moved);
+          if (rotated.body.moved === 0) break;
+        }
+      } finally {
+        rotating = false;
+        await writing;
+      }
+      const moved = rotations.filter((n) => typeof n === "number");
+      console.log(`# ${storage}: rotations answered ${JSON.stringify(rotations)} while ${writesDuringRotation} writes landed`);
+      assert.equal(moved.at(-1), 0, "the operator's rotations ended with one that moved nothing");
+      assert.ok(writesDuringRotation >= 1, "writes landed while the rotations ran");
+      assert.equal(
+        moved.reduce((a, b) => a + b, 0),
+        sealedWithOld,
+        "the rotations moved exactly the values sealed with VAULT_KEY; every other write was sealed with VAULT_KEY_NEXT",
+      );
+      await readBack(writer);
+      await mf.dispose();
+
+      // Steps 4-5: VAULT_KEY is the new key, VAULT_KEY_NEXT gone. Every token any isolate ever
+      // wrote opens with the new key alone; the old key alone opens none.
+      mf = deployment(FINAL);
+      await readBack(mf);
+      await mf.dispose();
+      mf = deployment(OLD_ONLY);
+      const old = await call(mf, "POST", "/detokenize", { tokens: [...written.keys()] });
+      assert.deepEqual([old.status, old.body.error.code, old.body.error.tokens?.length], [401, "INVALID_PASSWORD", written.size]);
+      await mf.dispose();
+    });
   });
 }
+
+test("each credential opens its own routes only: 401 without one, 403 with another's", async () => {
+  const mf = start({ ...worker(bundle, "d1", null, { bindings: { VAULT_KEY_NEXT } }) });
+  const created = await call(mf, "POST", "/tokenize", { card: "4111 1111 1111 1111" });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  const token = created.body.card;
+  const routes = [
+    ["POST", "/tokenize", { card: "5500 0000 0000 0004" }],
+    ["POST", "/detokenize", { tokens: [token] }],
+    ["PUT", "/tokens/tk_custom_credentials", { value: "custom" }],
+    ["POST", `/tokens/${token}/renew`, { expiresAt: null }],
+    ["POST", "/admin/rotate", {}],
+    ["DELETE", `/tokens/${token}`, undefined],
+  ];
+  const seen = [];
+  for (const [method, path, body] of routes) {
+    const own = credentialOf(method, path);
+    for (const credential of [null, "wrong", ...Object.keys(CREDENTIALS)]) {
+      if (credential === own) continue;
+      const headers = { "Content-Type": "application/json" };
+      if (credential === "wrong") headers.Authorization = `Bearer ${CREDENTIALS[own]}x`;
+      else if (credential) headers.Authorization = `Bearer ${CREDENTIALS[credential]}`;
+      const response = await mf.dispatchFetch(`http://worker${path}`, { method, headers, body: body && JSON.stringify(body) });
+      const answer = await response.text();
+      const want = credential === null || credential === "wrong" ? [401, "UNAUTHORIZED"] : [403, "FORBIDDEN"];
+      assert.deepEqual([response.status, answer && JSON.parse(answer).error?.code], want, `${method} ${path} with ${credential ?? "no credential"}: ${answer}`);
+    }
+    // Refused by every other credential, and still doing its job with its own (the refusals
+    // changed nothing: the token is still there to read, renew and delete).
+    const answer = await call(mf, method, path, body);
+    assert.ok(answer.status < 300, `${method} ${path} with ${own}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    seen.push(`${method} ${path.replace(token, ":token")} -> ${answer.status}`);
+  }
+  assert.deepEqual((await call(mf, "POST", "/detokenize", { tokens: [token] })).status, 404, "the delete went through");
+  // Two credentials with one value would make the roles meaningless: refused, not guessed.
+  const same = start({ ...worker(bundle, "d1", null, { bindings: { ADMIN_TOKEN: CREDENTIALS.TOKENIZE_TOKEN } }), name: "same" });
+  const refused = await call(same, "POST", "/tokenize", { card: "1" });
+  assert.deepEqual([refused.status, refused.body.error.code], [500, "CONFIG"]);
+  await Promise.all([mf.dispose(), same.dispose()]);
+});
+
+test("a failing database: the client gets the code and a generic message, the worker's log the database's text", async () => {
+  let log = "";
+  const mf = start({
+    ...worker(bundle, "d1", null),
+    handleRuntimeStdio(stdout, stderr) {
+      for (const stream of [stdout, stderr]) stream.on("data", (chunk) => (log += chunk));
+    },
+  });
+  assert.equal((await call(mf, "POST", "/tokenize", { card: "4111 1111 1111 1111" })).status, 200);
+  // The database loses its table under the running isolate, which opened the vault already.
+  await (await mf.getD1Database("DB")).exec("DROP TABLE vaultstore_records");
+  for (const [method, path, body] of [
+    ["POST", "/tokenize", { card: "5500 0000 0000 0004" }],
+    ["POST", "/detokenize", { tokens: ["tk_0000000000000000"] }],
+  ]) {
+    const failed = await call(mf, method, path, body);
+    assert.equal(failed.status, 500, `${path}: ${JSON.stringify(failed.body)}`);
+    assert.equal(failed.body.error.code, "STORAGE");
+    assert.doesNotMatch(failed.body.error.message, /vaultstore_records|no such table|SQLITE|D1_/i, "no database text reaches the client");
+  }
+  await mf.dispose();
+  assert.match(log, /no such table: vaultstore_records/, "the database's message is in the worker's log");
+});
 
 test("WebCrypto capped at 100,000 PBKDF2 iterations, as deployed: a 600,000-iteration vault opens with Rust PBKDF2 and its keys match Node's", async () => {
   // Production refuses `deriveBits` above 100,000 iterations; local workerd does not. This entry
@@ -275,7 +449,7 @@ export default {
   });
   const timed = async (body) => {
     const started = performance.now();
-    const response = await mf.dispatchFetch("http://worker/tokenize", { method: "POST", headers: auth, body: JSON.stringify(body) });
+    const response = await mf.dispatchFetch("http://worker/tokenize", { method: "POST", headers: auth("TOKENIZE_TOKEN"), body: JSON.stringify(body) });
     return { ms: performance.now() - started, response, body: await response.json() };
   };
   const first = await timed({ card: "4111 1111 1111 1111" });
