@@ -4,7 +4,7 @@
 // (the trash and expired records count), false when nothing is stored yet, INVALID_PASSWORD
 // otherwise; one key derivation, cached for the calls after it; an event that repeats nothing.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -140,4 +140,14 @@ test("unlock: a vault written with identities off unlocks with them on, and the 
   assert.equal(await off.unlock(OTHER), true, "an identity");
   await refused(on.unlock(THIRD), "switch");
   await refused(off.unlock(THIRD), "switch");
+});
+
+test("unlock: a vault written by an earlier release (the frozen snapshot) checks both of its secrets", async () => {
+  const snapshot = readFileSync("fixtures/snapshot_v1.json");
+  for (const passwordIdentity of [false, true]) {
+    const v = await Vault.open({ backend: "memory", minKdfIterations: 1000, passwordIdentity, snapshot });
+    assert.equal(await v.unlock(PASSWORD), true, "the identity's password");
+    assert.equal(await v.unlock(OTHER), true, "the password of a record written before identities");
+    await refused(v.unlock(THIRD), `frozen snapshot, identities ${passwordIdentity}`);
+  }
 });
