@@ -38,15 +38,15 @@ fn unlock_on_the_sql_backend() {
     }));
 }
 
-/// A store that runs a job (another vault writing) right before the first record scan made
-/// through it, then answers as the store does.
-struct WriteBeforeScan {
+/// A store that runs a job (another vault writing, a `lock()`) right before the first record
+/// scan made through it, then answers as the store does.
+struct JobBeforeScan {
     inner: Arc<GlueMemoryStorage>,
     job: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
 }
 
 #[async_trait::async_trait]
-impl Storage for WriteBeforeScan {
+impl Storage for JobBeforeScan {
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.inner.records_by_tokens(tokens).await
     }
@@ -132,7 +132,7 @@ fn a_first_record_written_while_unlock_looks_is_not_refused() {
                     .unwrap();
             }) as futures::future::BoxFuture<'static, ()>
         };
-        let storage = WriteBeforeScan {
+        let storage = JobBeforeScan {
             inner: shared,
             job: std::sync::Mutex::new(Some(job)),
         };
@@ -143,6 +143,57 @@ fn a_first_record_written_while_unlock_looks_is_not_refused() {
                 .await
                 .map_err(|e| e.to_string()),
             Ok(true)
+        );
+    });
+}
+
+/// API.md: after `lock()` returns, no call uses a key derived before it. A lock that lands while
+/// unlock checks the key makes it reject `ABORTED`, and the key is not cached: the next call
+/// derives again.
+#[test]
+fn a_lock_during_unlock_aborts_it() {
+    futures::executor::block_on(async {
+        let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+        let clock = unlock::HandClock::at(unlock::T0);
+        let writer = unlock::open(Box::new(shared.clone()), false, &clock).await;
+        writer
+            .token_create(
+                "v",
+                &Secret::password(unlock::PASSWORD),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let reader_cell: Arc<std::sync::OnceLock<std::sync::Weak<vaultstore_wasm::Vault>>> =
+            Arc::default();
+        let job = {
+            let cell = reader_cell.clone();
+            Box::pin(async move {
+                if let Some(reader) = cell.get().and_then(std::sync::Weak::upgrade) {
+                    reader.lock();
+                }
+            }) as futures::future::BoxFuture<'static, ()>
+        };
+        let storage = JobBeforeScan {
+            inner: shared,
+            job: std::sync::Mutex::new(Some(job)),
+        };
+        let reader = Arc::new(unlock::open(Box::new(storage), false, &clock).await);
+        reader_cell.set(Arc::downgrade(&reader)).unwrap();
+        let secret = Secret::password(unlock::PASSWORD);
+        match reader.unlock(&secret).await {
+            Err(e) => assert_eq!(e.code(), vaultstore_wasm::ErrorCode::Aborted, "{e}"),
+            Ok(b) => panic!("a lock during unlock: expected ABORTED, got Ok({b})"),
+        }
+        let derived = reader.key_derivations();
+        assert_eq!(
+            reader.unlock(&secret).await.map_err(|e| e.to_string()),
+            Ok(true)
+        );
+        assert_eq!(
+            reader.key_derivations(),
+            derived + 1,
+            "the key derived before the lock was not kept"
         );
     });
 }
