@@ -91,6 +91,30 @@ export class Vault {
     this.#inner.lock();
   }
 
+  /**
+   * Derive `secret`'s key once, cache it (as any other call would) and check it against the vault,
+   * for an app's unlock screen. Resolves `true` when a stored record or identity opens with it
+   * (soft-deleted and expired records count), `false` when the vault holds nothing yet to check
+   * against (the secret you use next becomes the vault's), and rejects with `INVALID_PASSWORD`
+   * otherwise. Cheap: one key derivation, then one identity lookup and, where records sealed
+   * without an identity may exist, one key check per record until the first that opens (no trial
+   * decryption of the others).
+   *
+   * @example
+   * ```ts
+   * try {
+   *   const known = await vault.unlock(password);
+   *   showEntries(known ? "unlocked" : "new vault: this password is now its password");
+   * } catch (error) {
+   *   if (error instanceof VaultError && error.code === "INVALID_PASSWORD") showError("Wrong password");
+   *   else throw error;
+   * }
+   * ```
+   */
+  unlock(secret: Secret): Promise<boolean> {
+    return this.#call((v) => v.unlock(secret));
+  }
+
   /** Close the vault. Afterwards every call rejects with `CLOSED`; `lock()` and `close()` do nothing. */
   close(): Promise<void> {
     return this.#call((v) => v.close());

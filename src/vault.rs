@@ -1,11 +1,12 @@
 //! The vault: every operation of API.md over any [`Storage`].
 //!
 //! Opening, settings, key access and closing live here; token operations in `vault/tokens.rs`,
-//! record queries and purges in `vault/records.rs`, identities and rekey in `identity.rs`,
-//! snapshots in `snapshot.rs`.
+//! record queries and purges in `vault/records.rs`, `unlock` in `vault/unlock.rs`, identities and
+//! rekey in `identity.rs`, snapshots in `snapshot.rs`.
 
 mod records;
 pub(crate) mod tokens;
+mod unlock;
 
 pub use tokens::CreateOptions;
 

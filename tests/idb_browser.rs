@@ -16,6 +16,7 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 wasm_bindgen_test_configure!(run_in_browser);
 
 mod interleaving;
+mod unlock;
 
 use interleaving::{Gate, Gated, interleave};
 
@@ -212,6 +213,19 @@ async fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// `unlock(secret)` on IndexedDB: every case of `tests/unlock/`, identities off and on; the
+/// cases that switch identities use two connections to one database.
+#[wasm_bindgen_test]
+async fn unlock_checks_the_secret_against_what_is_stored() {
+    unlock::run_all(|name| async move {
+        let name = unique(&name);
+        let connect =
+            || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+        (connect().await, connect().await)
+    })
+    .await;
 }
 
 #[wasm_bindgen_test]

@@ -138,19 +138,26 @@ async function refreshUnlockForm() {
 }
 
 /**
- * Refuse a wrong password: it must open the entry that expires last. (A vault whose entries are
- * all expired or in the trash has nothing to check against.)
+ * Check the password with `vault.unlock`, which derives its key once (kept for the session) and
+ * tries it against what the vault holds, entries in the trash and expired ones included:
+ * `true` it opens them; `false` the vault holds nothing yet, so this password becomes its
+ * password; a wrong one rejects with INVALID_PASSWORD and the vault stays locked.
  */
-async function checkPassword(password) {
-  const [probe] = await session.vault.recordList({ orderBy: "expires_at", sortOrder: "desc", limit: 1 });
-  if (probe && !isExpired(probe)) await session.vault.tokenRead(probe.token, password);
-}
-
 async function unlock() {
   if ($("vault-name").value.trim() !== session.name) await refreshUnlockForm();
   const password = $("password").value;
   if (session.isNew && password !== $("confirm").value) throw new Error("The two passwords differ: type the same password twice.");
-  if (!session.isNew) await checkPassword(password);
+  const known = await session.vault.unlock(password);
+  if (!known && !session.isNew) {
+    // Emptied since the form was shown (every entry deleted forever, maybe in another tab): the
+    // password typed now would become the vault's, so have it typed twice first.
+    session.vault.lock();
+    await refreshUnlockForm();
+    say(`“${session.name}” holds nothing any more: the password you type now becomes its password. Type it twice.`);
+    $("password").focus();
+    return;
+  }
+  session.isNew = !known;
   session.password = password;
   $("password").value = "";
   $("confirm").value = "";
@@ -166,7 +173,11 @@ async function unlock() {
   session.lastActivity = Date.now();
   scheduleLock();
   await render();
-  say(session.isNew ? `Vault “${session.name}” created. Add your first entry.` : `Unlocked “${session.name}”.`);
+  say(
+    session.isNew
+      ? `Vault “${session.name}” created: the password you typed is now its password. Add your first entry.`
+      : `Unlocked “${session.name}”.`,
+  );
   ($("rows").childElementCount > 0 ? $("search") : $("add")).focus();
 }
 

@@ -251,6 +251,23 @@ impl JsVault {
         self.events.emit("lock", started, 0, "OK");
     }
 
+    /// Derive and cache `secret`'s key, checked against what is stored: `true` when it opens an
+    /// identity or a record, `false` when nothing is stored yet, else `INVALID_PASSWORD`. The
+    /// event counts the records whose key check was computed.
+    #[wasm_bindgen(unchecked_return_type = "Promise<boolean>")]
+    pub fn unlock(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Secret")] secret: JsValue,
+    ) -> Promise {
+        self.run(
+            "unlock",
+            js::secret(&secret, "secret"),
+            |v, s| async move { v.unlock_counted(&s).await },
+            |(opens, _): (bool, u64)| JsValue::from_bool(opens),
+            |(_, checked)| *checked,
+        )
+    }
+
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         self.run(

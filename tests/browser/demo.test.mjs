@@ -1,10 +1,11 @@
 // The demo (www/, what `npm start` serves) walked through as a user's whole session, in headless
 // Chromium, on the packaged browser build: create a password, add entries (one with the keyboard
 // alone), search, page, sort, reveal, copy, edit, trash/restore/purge, expiry and renewal, change
-// the password with progress, abort a change, auto-lock, export and import a snapshot, and the
-// "What IndexedDB holds" panel. Elements are found by role and accessible name, as a screen
-// reader finds them. Any console error, failed request or HTTP error fails the test. Screenshots
-// go to .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
+// the password with progress, abort a change, auto-lock, export and import a snapshot, the
+// "What IndexedDB holds" panel, and a wrong password refused by a vault whose only entry is in the
+// trash. Elements are found by role and accessible name, as a screen reader finds them. Any
+// console error, failed request or HTTP error fails the test. Screenshots go to
+// .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -284,6 +285,38 @@ test("a user's whole session in the demo", async () => {
     for (const needle of [...ENTRIES.flat(), "Email (work)", "SECRET-mail-94", PASSWORD, NEW_PASSWORD]) {
       assert.ok(!dump.includes(needle), `${needle} is not in IndexedDB in clear`);
     }
+
+    // ---- a vault whose only entry is in the trash still checks the password (vault.unlock) ----
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    const trashVault = `${vaultName}-trash`;
+    await page.getByLabel("Vault name", { exact: true }).fill(trashVault);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created: the password you typed is now its password/);
+    await button("Add entry").click();
+    await page.waitForSelector("#entry-dialog[open]");
+    await page.getByLabel("Name", { exact: true }).fill("Old note");
+    await page.getByLabel("Secret", { exact: true }).fill("SECRET-old-note");
+    await button("Save").click();
+    await status(/“Old note” added/);
+    await button("Move Old note to the trash").click();
+    await status(/“Old note” moved to the trash/);
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Unlock");
+    await page.getByLabel("Password", { exact: true }).fill("not the password of this vault");
+    await button("Unlock").click();
+    await error(/Wrong password.*\[INVALID_PASSWORD\]/);
+    assert.equal(await page.isVisible("#vault"), false, "a wrong password opens nothing, even with every entry in the trash");
+    await screenshot("wrong-password-all-trashed");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await button("Unlock").click();
+    await status(new RegExp(`Unlocked “${trashVault}”`));
+    assert.equal(await page.textContent("#count-trash"), "(1)");
 
     // ---- every form control has a label; status and errors are live regions ----
     const unlabelled = await page.$$eval("input, select, textarea", (els) => els.filter((el) => el.labels.length === 0 && !el.ariaLabel).map((el) => el.id));

@@ -45,6 +45,7 @@ export async function usage(): Promise<void> {
   const setting: string | null = await vault.getVaultSetting("k");
   const migrated: boolean = await vault.isVaultMigrated();
   const snapshot: Uint8Array = await vault.exportSnapshot();
+  const known: boolean = await vault.unlock(new Uint8Array(32));
   vault.lock();
   await vault.close();
   try {
@@ -64,7 +65,7 @@ export async function usage(): Promise<void> {
   }
   // @ts-expect-error: options are checked
   await Vault.open({ backend: "sqlite" });
-  void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, isToken(token), isTokenValidLength(5)];
+  void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, known, isToken(token), isTokenValidLength(5)];
 }
 
 /** The SQL backend: the libsql adapter takes a real `@libsql/client` Client; executors are plain objects. */
