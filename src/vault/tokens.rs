@@ -72,6 +72,23 @@ pub(crate) fn reseal_ops(record: &Record, value: String, key: &WriteKey, at: i64
     ops
 }
 
+/// A caller's new value for `record` (`tokenUpdate`): [`reseal_ops`] with a compare-and-swap on
+/// the soft-delete state too. A `tokenSoftDelete` that lands while the update derives its key
+/// fails the batch, and the next round reports the record soft-deleted, as it does without the
+/// race.
+fn update_ops(record: &Record, value: String, key: &WriteKey, at: i64) -> Vec<WriteOp> {
+    let mut ops = vec![WriteOp::ChangeRecord {
+        id: record.id.clone(),
+        change: RecordChange::Update {
+            expect: record.value.clone(),
+            value,
+        },
+        at,
+    }];
+    ops.extend(key.link(&record.id));
+    ops
+}
+
 fn check_expiry(expires_at: Option<i64>) -> Result<Option<i64>> {
     expires_at.map(|at| check_time(at, "expiresAt")).transpose()
 }
@@ -396,7 +413,7 @@ impl Vault {
                 .map_err(|e| e.for_token(token))?;
             let sealed = seal_value(&key.key, token, value)?;
             let mut batch = key.batch_ops()?;
-            batch.extend(reseal_ops(&record, sealed, &key, self.now()));
+            batch.extend(update_ops(&record, sealed, &key, self.now()));
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::RecordMissing(_)) => {
