@@ -231,7 +231,7 @@ impl Vault {
             }
             let key = match secret {
                 Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf).await?,
-                Secret::RawKey(raw) => derive_raw_key(raw, &self.kdf),
+                Secret::RawKey(raw) => derive_raw_key(raw.as_bytes(), &self.kdf),
             };
             self.derivations.fetch_add(1, Ordering::SeqCst);
             self.ensure_open()?;

@@ -86,9 +86,8 @@ pub fn secret(value: &JsValue, what: &str) -> JsResult<Secret> {
                 "{what} must be a string password or a Uint8Array key of exactly 32 bytes"
             )));
         }
-        let mut key = Zeroizing::new([0u8; 32]);
-        bytes.copy_to(key.as_mut());
-        return Secret::raw_key(key.as_ref()).map_err(super::error::err);
+        // Straight from the JavaScript array into the key's heap box: no copy on the stack.
+        return Ok(Secret::raw_key_filled_by(|key| bytes.copy_to(key)));
     }
     Err(invalid(format!(
         "{what} must be a string password or a 32-byte Uint8Array key, got {}",
