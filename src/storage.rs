@@ -241,27 +241,25 @@ pub enum StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageError::TokenTaken(t) => write!(f, "token \"{t}\" is already stored"),
-            StorageError::IdTaken(id) => write!(f, "record id \"{id}\" is already stored"),
-            StorageError::MetaTaken(k) => write!(
-                f,
-                "meta row {}/{}/{} already exists",
-                k.object_type, k.object_id, k.key
-            ),
+            // No token, id or key is quoted: they may be what a caller passed (API.md "Errors").
+            StorageError::TokenTaken(_) => f.write_str("the token is already stored"),
+            StorageError::IdTaken(_) => f.write_str("the record id is already stored"),
+            StorageError::MetaTaken(k) => {
+                write!(f, "a {}/{} meta row already exists", k.object_type, k.key)
+            }
             StorageError::UniqueValueTaken(k) => write!(
                 f,
                 "another {}/{} row has the same value",
                 k.object_type, k.key
             ),
-            StorageError::RecordMissing(id) => write!(f, "record \"{id}\" no longer exists"),
-            StorageError::Changed(id) => write!(
-                f,
-                "record \"{id}\" was changed by another writer meanwhile; retry"
-            ),
+            StorageError::RecordMissing(_) => f.write_str("the record no longer exists"),
+            StorageError::Changed(_) => {
+                f.write_str("the record was changed by another writer meanwhile; retry")
+            }
             StorageError::MetaChanged(k) => write!(
                 f,
-                "meta row {}/{}/{} was changed by another writer meanwhile; retry",
-                k.object_type, k.object_id, k.key
+                "a {}/{} meta row was changed by another writer meanwhile; retry",
+                k.object_type, k.key
             ),
             StorageError::NotEmpty => write!(f, "the store already holds records or identities"),
             StorageError::Quota(m) => write!(f, "quota exceeded: {m}"),

@@ -631,10 +631,10 @@ impl Vault {
                     | StorageError::MetaTaken(_)
                     | StorageError::MetaChanged(_),
                 ) => continue,
-                Err(StorageError::Changed(id) | StorageError::RecordMissing(id)) => {
-                    return Err(VaultError::storage(format!(
-                        "record {id} changed while it was being linked; nothing was changed, retry"
-                    )));
+                Err(StorageError::Changed(_) | StorageError::RecordMissing(_)) => {
+                    return Err(VaultError::storage(
+                        "a record changed while it was being linked; nothing was changed, retry",
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -123,6 +123,74 @@ test("no error message, cause or event repeats a value, a password or its length
 test("onEvent reports every operation with its outcome, and a throwing listener changes nothing", async () => {
   const events = [];
   const v = await open({ onEvent: (e) => events.push(e) });
+test("no message quotes a string the caller passed, in any argument or order; error.tokens carries tokens", async () => {
+  // Every string argument carries a distinctive marker; a message may name the argument, its
+  // type and its limit, never its content (API.md "Errors").
+  const M = "zqMARK3R";
+  const mark = (what) => `${M}-${what}`;
+  const password = mark("password-Aa1!");
+  const v = await open({ passwordIdentity: true });
+  const token = await v.tokenCreate(mark("value"), password);
+  const custom = mark("custom-token");
+  await v.tokenCreateCustom(custom, mark("value"), password);
+  const weak = `${M}x`; // shorter than the default policy's 12 characters
+  const pending = [];
+  // [what, call, code, the tokens error.tokens must hold (undefined: no tokens property)]
+  const cases = [
+    ["tokenRead(password, token): swapped", () => v.tokenRead(password, token), "RECORD_NOT_FOUND", [password]],
+    ["tokenRead(token, wrong password)", () => v.tokenRead(token, mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokenRead(unknown token, password)", () => v.tokenRead(mark("token"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRead(token, token): a token as the password", () => v.tokenRead(token, token), "INVALID_PASSWORD", [token]],
+    ["tokensRead(unknown tokens)", () => v.tokensRead([mark("a"), token, mark("b")], password), "RECORD_NOT_FOUND", [mark("a"), mark("b")]],
+    ["tokensRead([password], token): swapped", () => v.tokensRead([password], token), "RECORD_NOT_FOUND", [password]],
+    ["tokensRead(tokens, wrong password)", () => v.tokensRead([token], mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokensRead(a string for the array)", () => v.tokensRead(mark("not an array"), password), "INVALID_ARGUMENT"],
+    ["tokensReadToResolvedMap(unknown token)", () => v.tokensReadToResolvedMap({ [mark("key")]: mark("token") }, password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokensReadToResolvedMap(a key mapped to a number)", () => v.tokensReadToResolvedMap({ [mark("key")]: 5 }, password), "INVALID_ARGUMENT"],
+    ["tokenCreate(value, weak password)", () => v.tokenCreate(mark("value"), weak), "PASSWORD_POLICY"],
+    ["tokenCreate with an unknown option", () => v.tokenCreate(mark("value"), password, { [mark("option")]: 1 }), "INVALID_ARGUMENT"],
+    ["tokenCreate with a string length", () => v.tokenCreate(mark("value"), password, { length: mark("length") }), "INVALID_ARGUMENT"],
+    ["tokenCreate with a string expiry", () => v.tokenCreate(mark("value"), password, { expiresAt: mark("expiry") }), "INVALID_ARGUMENT"],
+    ["tokensCreate with a number among the values", () => v.tokensCreate([mark("value"), 5], password), "INVALID_ARGUMENT"],
+    ["tokenCreateCustom(taken token)", () => v.tokenCreateCustom(custom, mark("value"), password), "TOKEN_EXISTS", [custom]],
+    ["tokenCreateCustom(token, value, weak password)", () => v.tokenCreateCustom(mark("new-token"), mark("value"), weak), "PASSWORD_POLICY"],
+    ["tokenUpdate(unknown token)", () => v.tokenUpdate(mark("token"), mark("value"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenUpdate(password, value, token): swapped", () => v.tokenUpdate(password, mark("value"), token), "RECORD_NOT_FOUND", [password]],
+    ["tokenUpdate(token, value, wrong password)", () => v.tokenUpdate(token, mark("value"), mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokenUpsert(unknown token)", () => v.tokenUpsert(mark("token"), mark("value"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRenew(unknown token)", () => v.tokenRenew(mark("token"), null), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRenew(token, a string time)", () => v.tokenRenew(token, mark("time")), "INVALID_ARGUMENT"],
+    ["tokenSoftDelete(password): a password as the token", () => v.tokenSoftDelete(password), "RECORD_NOT_FOUND", [password]],
+    ["tokenRestore(unknown token)", () => v.tokenRestore(mark("token")), "RECORD_NOT_FOUND", [mark("token")]],
+    ["recordList with an unknown option", () => v.recordList({ [mark("field")]: 1 }), "INVALID_ARGUMENT"],
+    ["recordList with an unknown orderBy", () => v.recordList({ orderBy: mark("order") }), "INVALID_ARGUMENT"],
+    ["recordList with an unknown sortOrder", () => v.recordList({ sortOrder: mark("sort") }), "INVALID_ARGUMENT"],
+    ["recordCount with a string limit", () => v.recordCount({ limit: mark("limit") }), "INVALID_ARGUMENT"],
+    ["bulkRekey(unknown old password)", () => v.bulkRekey(mark("old password"), mark("new password")), "IDENTITY_NOT_FOUND"],
+    ["bulkRekey(old, weak new password)", () => v.bulkRekey(password, weak), "PASSWORD_POLICY"],
+    ["bulkRekey with an unknown option", () => v.bulkRekey(password, mark("new password"), { [mark("option")]: true }), "INVALID_ARGUMENT"],
+    ["setVaultSetting(kdf, value)", () => v.setVaultSetting("kdf", mark("value")), "INVALID_ARGUMENT"],
+    ["setVaultSetting(key, number)", () => v.setVaultSetting(mark("key"), 5), "INVALID_ARGUMENT"],
+    ["Vault.open with an unknown backend", () => Vault.open({ backend: mark("backend") }), "INVALID_ARGUMENT"],
+    ["Vault.open with an unknown option", () => Vault.open({ backend: "memory", [mark("option")]: 1 }), "INVALID_ARGUMENT"],
+    ["Vault.open with a string kdfIterations", () => Vault.open({ backend: "memory", kdfIterations: mark("n") }), "INVALID_ARGUMENT"],
+    ["Vault.open with a snapshot that is not one", () => Vault.open({ backend: "memory", snapshot: mark("snapshot") }), "INVALID_ARGUMENT"],
+  ];
+  for (const [what, call, code, tokens] of cases) {
+    const e = await call().then(
+      (value) => assert.fail(`${what} resolved with ${JSON.stringify(value)}`),
+      (error) => error,
+    );
+    assert.ok(e instanceof VaultError, `${what}: ${e}`);
+    assert.equal(e.code, code, `${what}: ${e.message}`);
+    const shown = [e.message, String(e), e.stack ?? "", e.cause?.message ?? ""].join("\n");
+    assert.ok(!shown.includes(M), `${what}: the message quotes the caller's text: ${e.message}`);
+    assert.deepEqual(e.tokens, tokens, `${what}: error.tokens`);
+    pending.push(e);
+  }
+  assert.equal(pending.length, cases.length, "every call rejected");
+});
+
   const tokens = await v.tokensCreate(["a", "b", "c"], PASSWORD);
   await v.tokensRead(tokens, PASSWORD);
   await v.tokenRead(tokens[0], "wrong password!!").catch(() => {});
