@@ -64,9 +64,11 @@ pub struct Probe {
     pub fail_writes: Arc<AtomicBool>,
     pub batches: Arc<AtomicUsize>,
     pub reads: Arc<AtomicUsize>,
-    /// "Reached the lookup" to the test, and the test's "go on".
-    pause_find: Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>,
+    pause_find: Arc<Mutex<Option<Pause>>>,
 }
+
+/// "Reached the lookup" to the test, and the test's "go on".
+type Pause = (oneshot::Sender<()>, oneshot::Receiver<()>);
 
 impl Probe {
     pub fn new() -> Self {
