@@ -20,7 +20,7 @@ export type NotFoundReason = "missing" | "soft_deleted" | "expired";
 export interface VaultErrorOptions {
   /** For `RECORD_NOT_FOUND`: why. */
   reason?: NotFoundReason;
-  /** For batch reads: every token the error is about. */
+  /** The tokens the error is about (`RECORD_NOT_FOUND`, `INVALID_PASSWORD`, `DECRYPTION_FAILED`, `TOKEN_EXISTS`), as data: messages never quote them. */
   tokens?: string[];
   /** The underlying failure (for `STORAGE`, the browser's error name and message). */
   cause?: unknown;
@@ -46,7 +46,7 @@ export class VaultError extends Error {
   readonly code: ErrorCode;
   /** For `RECORD_NOT_FOUND`: why. */
   readonly reason?: NotFoundReason;
-  /** For batch reads: every token the error is about. */
+  /** The tokens the error is about (`RECORD_NOT_FOUND`, `INVALID_PASSWORD`, `DECRYPTION_FAILED`, `TOKEN_EXISTS`), as data: messages never quote them. */
   readonly tokens?: string[];
 
   /** Errors come from the vault; constructing one yourself is for tests and adapters. */

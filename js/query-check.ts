@@ -27,11 +27,6 @@ function invalid(message: string): VaultError {
   return new VaultError("INVALID_ARGUMENT", `invalid argument: ${message}`);
 }
 
-/** An unknown key as the engine quotes it: its first 40 code points, between double quotes. */
-function shownKey(key: string): string {
-  return `"${Array.from(key).slice(0, 40).join("")}"`;
-}
-
 /** How a value reads in an error message (src/wasm/convert.rs `type_name`). */
 export function typeName(value: unknown): string {
   if (value === undefined) return "undefined";
@@ -84,7 +79,8 @@ export function checkQuery(value: unknown): void {
   }
   for (const key of Object.keys(value)) {
     if (!(QUERY_FIELDS as readonly string[]).includes(key)) {
-      throw invalid(`query has an unknown option ${shownKey(key)}; known options: ${QUERY_FIELDS.join(", ")}`);
+      // The key is not quoted: it is the caller's text (API.md "Errors").
+      throw invalid(`query has an option that is not one of: ${QUERY_FIELDS.join(", ")}`);
     }
   }
   const q = value as Record<string, unknown>;

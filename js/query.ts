@@ -43,7 +43,7 @@ export class RecordQuery {
       try {
         this.#init[key] = Reflect.get(given, key) as unknown;
       } catch {
-        throw new VaultError("INVALID_ARGUMENT", `invalid argument: query.${key} could not be read: a getter or Proxy trap threw`);
+        throw new VaultError("INVALID_ARGUMENT", "invalid argument: a property of query could not be read: a getter or Proxy trap threw");
       }
     }
   }

@@ -16,7 +16,7 @@ pub use kdf::{
     DEFAULT_ITERATIONS, KdfParams, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, check_iterations,
     derive_password_key, derive_raw_key,
 };
-pub use keys::{DataKey, KEY_LEN, MasterKey};
+pub use keys::{DataKey, KEY_LEN, MasterKey, RawKey};
 
 #[cfg(test)]
 mod kat;

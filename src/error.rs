@@ -97,22 +97,14 @@ pub enum VaultError {
     },
 
     #[error(
-        "{}",
-        token_list_message(
-            "the password or key does not open",
-            tokens,
-            "check that you pass the secret the value was stored with"
-        )
+        "the password or key does not open {}; check that you pass the secret the value was stored with",
+        records(tokens)
     )]
     InvalidPassword { tokens: Vec<String> },
 
     #[error(
-        "{}",
-        token_list_message(
-            "the stored value is damaged or was tampered with for",
-            tokens,
-            "the value cannot be recovered from this record"
-        )
+        "the stored value of {} is damaged or was tampered with; it cannot be recovered",
+        records(tokens)
     )]
     DecryptionFailed { tokens: Vec<String> },
 
@@ -122,7 +114,9 @@ pub enum VaultError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    #[error("token \"{0}\" already exists; choose another token or update the existing one")]
+    #[error(
+        "the custom token is already taken (error.tokens holds it); choose another token or update the existing record"
+    )]
     TokenExists(String),
 
     #[error(
@@ -157,36 +151,41 @@ pub enum VaultError {
     Closed,
 }
 
+// API.md "Errors": a message never quotes what the caller passed (a token argument may be a
+// password passed in the wrong place). Messages say how many records an error is about;
+// `error.tokens` carries the tokens themselves, as data.
 fn not_found_message(reason: NotFoundReason, tokens: &[String]) -> String {
-    let what = match reason {
-        NotFoundReason::Missing => "no record exists for",
-        NotFoundReason::SoftDeleted => "the record is soft-deleted (restore it first) for",
-        NotFoundReason::Expired => "the record has expired (renew it first) for",
-    };
-    token_list_message(what, tokens, "")
+    let n = tokens.len();
+    let many = n > 1;
+    match reason {
+        NotFoundReason::Missing if many => {
+            format!("no record exists for {n} of the tokens (error.tokens lists them)")
+        }
+        NotFoundReason::Missing => {
+            "no record exists for this token or id (error.tokens holds it)".to_owned()
+        }
+        NotFoundReason::SoftDeleted if many => format!(
+            "{n} records are soft-deleted; restore them first (error.tokens lists their tokens)"
+        ),
+        NotFoundReason::SoftDeleted => {
+            "the record is soft-deleted; restore it first (error.tokens holds its token)".to_owned()
+        }
+        NotFoundReason::Expired if many => {
+            format!("{n} records have expired; renew them first (error.tokens lists their tokens)")
+        }
+        NotFoundReason::Expired => {
+            "the record has expired; renew it first (error.tokens holds its token)".to_owned()
+        }
+    }
 }
 
-fn token_list_message(what: &str, tokens: &[String], advice: &str) -> String {
-    const SHOWN: usize = 5;
-    let mut list = tokens
-        .iter()
-        .take(SHOWN)
-        .map(|t| format!("\"{t}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if tokens.len() > SHOWN {
-        list.push_str(&format!(" and {} more", tokens.len() - SHOWN));
+/// "the record (error.tokens holds its token)", "3 records (error.tokens lists their tokens)".
+fn records(tokens: &[String]) -> String {
+    match tokens.len() {
+        0 => "the record".to_owned(),
+        1 => "the record (error.tokens holds its token)".to_owned(),
+        n => format!("{n} records (error.tokens lists their tokens)"),
     }
-    let mut message = if tokens.is_empty() {
-        what.trim_end_matches(" for").to_owned()
-    } else {
-        format!("{what} {list}")
-    };
-    if !advice.is_empty() {
-        message.push_str("; ");
-        message.push_str(advice);
-    }
-    message
 }
 
 impl VaultError {
@@ -217,12 +216,13 @@ impl VaultError {
         }
     }
 
-    /// `error.tokens`: the tokens a batch read failed on.
+    /// `error.tokens`: the tokens the error is about (never in the message).
     pub fn tokens(&self) -> Option<&[String]> {
         match self {
             VaultError::RecordNotFound { tokens, .. }
             | VaultError::InvalidPassword { tokens }
             | VaultError::DecryptionFailed { tokens } => Some(tokens),
+            VaultError::TokenExists(token) => Some(std::slice::from_ref(token)),
             _ => None,
         }
     }
@@ -339,9 +339,18 @@ mod tests {
             tokens: (0..7).map(|i| format!("tk_{i}")).collect(),
         };
         let m = e.to_string();
-        assert!(m.contains("soft-deleted"), "{m}");
-        assert!(m.contains("\"tk_0\"") && m.contains("and 2 more"), "{m}");
+        assert!(m.contains("soft-deleted") && m.contains("7 records"), "{m}");
+        assert!(!m.contains("tk_"), "the message never quotes a token: {m}");
+        assert_eq!(e.tokens().map(<[String]>::len), Some(7));
         assert_eq!(e.reason().map(NotFoundReason::as_str), Some("soft_deleted"));
+        let one = VaultError::not_found(NotFoundReason::Missing, "tk_secret-marker");
+        assert_eq!(
+            one.to_string(),
+            "no record exists for this token or id (error.tokens holds it)"
+        );
+        let taken = VaultError::TokenExists("tk_secret-marker".into());
+        assert!(!taken.to_string().contains("marker"), "{taken}");
+        assert_eq!(taken.tokens(), Some(&["tk_secret-marker".to_owned()][..]));
 
         let e = VaultError::Storage {
             name: Some("DataError".into()),

@@ -150,8 +150,15 @@ impl Round {
 
 impl Vault {
     /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
-    pub(crate) async fn find_identity(&self, mk: &MasterKey) -> Result<Option<Identity>> {
-        self.find_identity_in(&Optimistic(&*self.storage), mk).await
+    /// `epoch` is the lock epoch `mk` belongs to: `ABORTED` if a `lock()` ran during the lookup,
+    /// before the key unwraps anything (see [`Vault::unlocked`]).
+    pub(crate) async fn find_identity(
+        &self,
+        mk: &MasterKey,
+        epoch: u64,
+    ) -> Result<Option<Identity>> {
+        self.find_identity_in(&Optimistic(&*self.storage), mk, epoch)
+            .await
     }
 
     /// [`Vault::find_identity`], read through `reads`.
@@ -159,10 +166,12 @@ impl Vault {
         &self,
         reads: &dyn WriteTransaction,
         mk: &MasterKey,
+        epoch: u64,
     ) -> Result<Option<Identity>> {
         let rows = reads
             .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
             .await?;
+        self.check_key_epoch(epoch)?;
         let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
             return Ok(None);
         };
@@ -181,8 +190,9 @@ impl Vault {
     pub(crate) async fn identity_or_create(
         &self,
         mk: &MasterKey,
+        epoch: u64,
     ) -> Result<(Identity, Vec<WriteOp>)> {
-        if let Some(identity) = self.find_identity(mk).await? {
+        if let Some(identity) = self.find_identity(mk, epoch).await? {
             return Ok((identity, vec![]));
         }
         let identity = Identity {
@@ -252,7 +262,9 @@ impl Vault {
         let observer = options.observer;
         let mut round = Round::default();
         round.batch.push(expect_write_epoch(reads).await?);
-        let source = self.find_identity_in(reads, mk_old).await?;
+        let source = self
+            .find_identity_in(reads, mk_old, carry.lock_epoch)
+            .await?;
         if self.identities && source.is_none() {
             return Err(VaultError::IdentityNotFound);
         }
@@ -308,7 +320,9 @@ impl Vault {
         round: &mut Round,
         carry: &mut Carry,
     ) -> Result<(WriteKey, Vec<Move>)> {
-        let existing = self.find_identity_in(reads, mk_new).await?;
+        let existing = self
+            .find_identity_in(reads, mk_new, carry.lock_epoch)
+            .await?;
         let links = reads
             .meta_find(object_type::RECORD, LINK_KEY, &source.id)
             .await?;
@@ -418,7 +432,7 @@ impl Vault {
                 }
             }
             check_cancelled(observer)?;
-            self.pause(carry).await;
+            self.pause(carry).await?;
             Ok(())
         })
         .await?;
@@ -477,7 +491,7 @@ impl Vault {
             report_at_least(observer, carry, base + done as u64 + 1, total);
             check_cancelled(observer)?;
             if done % 16 == 15 {
-                self.pause(carry).await;
+                self.pause(carry).await?;
             }
         }
         Ok(())
@@ -497,7 +511,7 @@ impl Vault {
             let tx = self.round_reads(attempt, &mut carry).await?;
             let mut round = Round::default();
             round.batch.push(expect_write_epoch(&*tx).await?);
-            let target = match self.find_identity_in(&*tx, &mk).await? {
+            let target = match self.find_identity_in(&*tx, &mk, carry.lock_epoch).await? {
                 Some(identity) => WriteKey::from_identity(identity, &mk),
                 None => {
                     let identity = Identity {
@@ -565,15 +579,18 @@ impl Vault {
 
     /// Let the host run if this operation has computed for a while (never inside a held
     /// transaction, which must await nothing but itself).
-    async fn pause(&self, carry: &mut Carry) {
+    async fn pause(&self, carry: &mut Carry) -> Result<()> {
         if carry.held {
-            return;
+            return Ok(());
         }
         let now = self.now();
         if now.saturating_sub(carry.last_yield) >= YIELD_AFTER_MS {
             self.platform.scheduler.yield_now().await;
             carry.last_yield = self.now();
+            // The host ran: if it locked the vault, the keys this operation holds go unused.
+            self.check_key_epoch(carry.lock_epoch)?;
         }
+        Ok(())
     }
 }
 

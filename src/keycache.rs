@@ -75,7 +75,7 @@ impl KeyCache {
             Secret::Password(p) => {
                 hmac_sha256(state.id_key.as_ref(), &[b"password:", p.as_bytes()])
             }
-            Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_ref()]),
+            Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_bytes()]),
         });
         let key = state
             .entries

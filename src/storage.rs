@@ -92,6 +92,11 @@ pub enum RecordChange {
     /// Replace the value if it is still `expect` (compare-and-swap), else fail the batch with
     /// [`StorageError::Changed`]: a value sealed from a stale read never overwrites a newer one.
     Reseal { expect: String, value: String },
+    /// A caller's new value (`tokenUpdate`): [`RecordChange::Reseal`] that also requires the
+    /// record not to be soft-deleted when the batch commits, else [`StorageError::Changed`]. A
+    /// soft delete that lands while the update derives its key must not be written over: the
+    /// update would change a record the caller can no longer see, as it does without the race.
+    Update { expect: String, value: String },
 }
 
 impl RecordChange {
@@ -118,6 +123,12 @@ impl RecordChange {
             }
             RecordChange::Reseal { expect, value } => {
                 if &record.value != expect {
+                    return Err(StorageError::Changed(record.id.clone()));
+                }
+                record.value.clone_from(value);
+            }
+            RecordChange::Update { expect, value } => {
+                if &record.value != expect || record.soft_deleted_at.is_some() {
                     return Err(StorageError::Changed(record.id.clone()));
                 }
                 record.value.clone_from(value);
@@ -211,7 +222,8 @@ pub enum StorageError {
     MetaTaken(MetaKey),
     UniqueValueTaken(MetaKey),
     RecordMissing(String),
-    /// A record changed since the caller read it ([`RecordChange::Reseal`], conditional purges).
+    /// A record changed since the caller read it ([`RecordChange::Reseal`] and
+    /// [`RecordChange::Update`], conditional purges).
     Changed(String),
     /// A meta row does not hold what [`WriteOp::ExpectMeta`] expected.
     MetaChanged(MetaKey),
@@ -229,27 +241,25 @@ pub enum StorageError {
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StorageError::TokenTaken(t) => write!(f, "token \"{t}\" is already stored"),
-            StorageError::IdTaken(id) => write!(f, "record id \"{id}\" is already stored"),
-            StorageError::MetaTaken(k) => write!(
-                f,
-                "meta row {}/{}/{} already exists",
-                k.object_type, k.object_id, k.key
-            ),
+            // No token, id or key is quoted: they may be what a caller passed (API.md "Errors").
+            StorageError::TokenTaken(_) => f.write_str("the token is already stored"),
+            StorageError::IdTaken(_) => f.write_str("the record id is already stored"),
+            StorageError::MetaTaken(k) => {
+                write!(f, "a {}/{} meta row already exists", k.object_type, k.key)
+            }
             StorageError::UniqueValueTaken(k) => write!(
                 f,
                 "another {}/{} row has the same value",
                 k.object_type, k.key
             ),
-            StorageError::RecordMissing(id) => write!(f, "record \"{id}\" no longer exists"),
-            StorageError::Changed(id) => write!(
-                f,
-                "record \"{id}\" was changed by another writer meanwhile; retry"
-            ),
+            StorageError::RecordMissing(_) => f.write_str("the record no longer exists"),
+            StorageError::Changed(_) => {
+                f.write_str("the record was changed by another writer meanwhile; retry")
+            }
             StorageError::MetaChanged(k) => write!(
                 f,
-                "meta row {}/{}/{} was changed by another writer meanwhile; retry",
-                k.object_type, k.object_id, k.key
+                "a {}/{} meta row was changed by another writer meanwhile; retry",
+                k.object_type, k.key
             ),
             StorageError::NotEmpty => write!(f, "the store already holds records or identities"),
             StorageError::Quota(m) => write!(f, "quota exceeded: {m}"),

@@ -216,23 +216,38 @@ impl Vault {
     }
 
     /// The master key of `secret`: from the cache, or derived once (FORMAT.md "Master key").
-    /// A derivation that a `lock()` overtakes is thrown away and made again, so no key derived
-    /// before the lock is used or cached after it.
     pub(crate) async fn master_key(&self, secret: &Secret) -> Result<MasterKey> {
+        self.unlocked(secret).await.map(|(key, _)| key)
+    }
+
+    /// The master key of `secret` and the lock epoch it belongs to.
+    ///
+    /// API.md: after `lock()` returns, no call uses a key derived before it. Two rules keep it:
+    ///
+    /// - a derivation that a `lock()` overtakes is thrown away and made again (the caller still
+    ///   holds the secret, and nothing was done with the key yet, so deriving again costs time
+    ///   only), and it is never cached;
+    /// - an operation that holds a key checks, after every `.await` and before it uses the key
+    ///   again, that the epoch is still the one returned here ([`Vault::check_key_epoch`]), and
+    ///   otherwise rejects `ABORTED` having changed nothing. It does not derive again: the lock
+    ///   may be the user walking away, and an operation that began before it silently putting
+    ///   a fresh key back in the cache would undo the lock. Writes check right before they
+    ///   seal, so a write that was already sealed may still commit; it uses no key doing so.
+    pub(crate) async fn unlocked(&self, secret: &Secret) -> Result<(MasterKey, u64)> {
         for _ in 0..MAX_ATTEMPTS {
             let lookup = self.keys.lookup(secret, self.now());
             if let Some(key) = lookup.key {
-                return Ok(key);
+                return Ok((key, lookup.epoch));
             }
             let _derivation = self.derive_lock.lock().await;
             // Another call may have derived it while this one waited.
             let lookup = self.keys.lookup(secret, self.now());
             if let Some(key) = lookup.key {
-                return Ok(key);
+                return Ok((key, lookup.epoch));
             }
             let key = match secret {
                 Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf).await?,
-                Secret::RawKey(raw) => derive_raw_key(raw, &self.kdf),
+                Secret::RawKey(raw) => derive_raw_key(raw.as_bytes(), &self.kdf),
             };
             self.derivations.fetch_add(1, Ordering::SeqCst);
             self.ensure_open()?;
@@ -255,16 +270,24 @@ impl Vault {
                     }),
                 );
             }
-            return Ok(key);
+            return Ok((key, lookup.epoch));
         }
         Err(VaultError::LockedDuring("the key derivation"))
     }
 
+    /// `ABORTED` if [`Vault::lock`] ran since a key of `epoch` was obtained: an operation calls
+    /// it after every `.await` before it uses such a key again (see [`Vault::unlocked`]).
+    pub(crate) fn check_key_epoch(&self, epoch: u64) -> Result<()> {
+        self.check_not_locked_since(epoch, "this call")
+    }
+
     /// The key new values of `secret` are sealed with, and what to write along with them:
     /// with identities on, the secret's identity (created on first use) and the record's link.
-    pub(crate) async fn write_key(&self, mk: &MasterKey) -> Result<WriteKey> {
+    /// `epoch` is the lock epoch `mk` belongs to: `ABORTED` if a `lock()` ran since.
+    pub(crate) async fn write_key(&self, mk: &MasterKey, epoch: u64) -> Result<WriteKey> {
+        self.check_key_epoch(epoch)?;
         if self.identities {
-            let (identity, setup) = self.identity_or_create(mk).await?;
+            let (identity, setup) = self.identity_or_create(mk, epoch).await?;
             let mut key = WriteKey::from_identity(identity, mk);
             if !setup.is_empty() {
                 key.guard = setup;

@@ -228,6 +228,19 @@ async fn unlock_checks_the_secret_against_what_is_stored() {
     .await;
 }
 
+/// A soft delete landing inside a `tokenUpdate` is not written over (see `tests/interleaving/`).
+#[wasm_bindgen_test]
+async fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
+    let failures = interleaving::update_against_soft_delete(|name| async move {
+        let name = unique(&name);
+        let connect =
+            || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+        (connect().await, connect().await, connect().await)
+    })
+    .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[wasm_bindgen_test]
 async fn two_connections_opening_a_new_vault_at_once_agree_on_one_salt() {
     let name = unique("two-tabs");

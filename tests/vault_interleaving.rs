@@ -28,3 +28,18 @@ fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
         failures.join("\n")
     );
 }
+
+/// A soft delete landing inside a `tokenUpdate` is not written over (see `tests/interleaving/`).
+#[test]
+fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
+    let failures =
+        futures::executor::block_on(interleaving::update_against_soft_delete(|_| async {
+            let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+            (
+                Box::new(shared.clone()) as Box<dyn Storage>,
+                Box::new(shared.clone()) as Box<dyn Storage>,
+                Box::new(shared) as Box<dyn Storage>,
+            )
+        }));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -49,3 +49,23 @@ fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
         failures.join("\n")
     );
 }
+
+/// A soft delete landing inside a `tokenUpdate` is not written over, on two SQLite connections
+/// to one file (see `tests/interleaving/`).
+#[test]
+fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
+    let dir = std::env::temp_dir().join(format!("vaultstore-update-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let failures = futures::executor::block_on(interleaving::update_against_soft_delete(|name| {
+        let path = dir.join(format!("{name}.db"));
+        async move {
+            (
+                connection(&path).await,
+                connection(&path).await,
+                connection(&path).await,
+            )
+        }
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

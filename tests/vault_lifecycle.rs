@@ -3,10 +3,13 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::*;
+use futures::channel::oneshot;
 use futures::future::join_all;
+use vaultstore_wasm::crypto::{KdfParams, MasterKey};
+use vaultstore_wasm::platform::{PasswordKdf, Platform, RustKdf};
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::{CreateOptions, ErrorCode, RecordQuery, Vault, VaultOptions};
 
@@ -294,5 +297,130 @@ fn after_close_everything_is_closed_but_lock_and_close() {
         );
         let e = code(v.token_delete(&t).await, ErrorCode::Closed);
         assert!(e.to_string().contains("open a new Vault"), "{e}");
+    });
+}
+
+/// Run `operation` and, when it reaches the identity lookup `probe` pauses, `v.lock()`.
+async fn lock_during<T>(
+    v: &Vault,
+    probe: &Probe,
+    operation: impl std::future::Future<Output = T>,
+) -> T {
+    let (reached, go) = probe.pause_next_find();
+    let (result, ()) = futures::future::join(operation, async {
+        reached.await.expect("the operation looked its identity up");
+        v.lock();
+        let _ = go.send(());
+    })
+    .await;
+    result
+}
+
+/// API.md `lock()`: a read that already holds its (cached) master key when `lock()` runs does
+/// not go on to use it: it rejects `ABORTED`, and the next call derives again.
+#[test]
+fn a_read_holding_a_key_when_lock_runs_uses_it_no_more() {
+    run(async {
+        let (v, _, probe) = probed_vault(VaultOptions {
+            password_identity: true,
+            ..options()
+        })
+        .await;
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            v.key_derivations(),
+            1,
+            "the read below finds the key cached"
+        );
+        let read = lock_during(&v, &probe, v.token_read(&t, &pw(PASSWORD))).await;
+        let e = code(read, ErrorCode::Aborted);
+        assert!(e.to_string().contains("locked"), "{e}");
+        assert_eq!(v.key_derivations(), 1, "the read did not derive again");
+        assert_eq!(v.token_read(&t, &pw(PASSWORD)).await.unwrap(), "v");
+        assert_eq!(v.key_derivations(), 2, "the next call derives again");
+        let read = lock_during(&v, &probe, v.tokens_read(&[t.as_str()], &pw(PASSWORD))).await;
+        code(read, ErrorCode::Aborted);
+        assert_eq!(v.key_derivations(), 2);
+    });
+}
+
+/// The same for writes: a create or update holding its key when `lock()` runs seals nothing
+/// with it and writes nothing.
+#[test]
+fn a_write_holding_a_key_when_lock_runs_writes_nothing() {
+    run(async {
+        let (v, _, probe) = probed_vault(VaultOptions {
+            password_identity: true,
+            ..options()
+        })
+        .await;
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        let (secret, create_options) = (pw(PASSWORD), CreateOptions::default());
+        let create = v.token_create("late", &secret, &create_options);
+        code(lock_during(&v, &probe, create).await, ErrorCode::Aborted);
+        let update = v.token_update(&t, "late", &secret);
+        code(lock_during(&v, &probe, update).await, ErrorCode::Aborted);
+        assert_eq!(v.record_count(&RecordQuery::default()).await.unwrap(), 1);
+        assert_eq!(v.token_read(&t, &pw(PASSWORD)).await.unwrap(), "v");
+    });
+}
+
+type Stop = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
+
+/// A KDF that stops its next derivation until the test says go.
+struct PausedKdf(Stop);
+
+#[async_trait::async_trait]
+impl PasswordKdf for PausedKdf {
+    async fn derive(
+        &self,
+        password: &str,
+        params: &KdfParams,
+    ) -> vaultstore_wasm::Result<MasterKey> {
+        let stop = self.0.lock().unwrap().take();
+        if let Some((reached, go)) = stop {
+            let _ = reached.send(());
+            let _ = go.await;
+        }
+        RustKdf.derive(password, params).await
+    }
+}
+
+/// A derivation that `lock()` overtakes is thrown away and made again: the call succeeds with
+/// a key derived after the lock, and the key from before is never cached.
+#[test]
+fn a_derivation_overtaken_by_lock_is_made_again() {
+    run(async {
+        let (reached, on_reached) = oneshot::channel();
+        let (go, on_go) = oneshot::channel();
+        let stop = Stop::default();
+        let platform = Platform {
+            kdf: Box::new(PausedKdf(stop.clone())),
+            ..Platform::default()
+        };
+        let storage = Box::new(GlueMemoryStorage::new().unwrap());
+        let v = Vault::open_with(storage, options(), platform)
+            .await
+            .unwrap();
+        let t = v
+            .token_create("v", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        v.lock();
+        *stop.lock().unwrap() = Some((reached, on_go));
+        let (read, ()) = futures::future::join(v.token_read(&t, &pw(PASSWORD)), async {
+            on_reached.await.unwrap();
+            v.lock();
+            let _ = go.send(());
+        })
+        .await;
+        assert_eq!(read.unwrap(), "v");
+        assert_eq!(v.key_derivations(), 3, "derived again after the lock");
     });
 }

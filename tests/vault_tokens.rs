@@ -133,7 +133,9 @@ fn read_errors_say_why() {
             v.token_read(&t, &pw(OTHER)).await,
             ErrorCode::InvalidPassword,
         );
-        assert!(e.to_string().contains(&t), "{e}");
+        // API.md "Errors": the token is data in `tokens`, never quoted in the message.
+        assert!(!e.to_string().contains(&t), "{e}");
+        assert_eq!(e.tokens(), Some(&[t.clone()][..]));
 
         v.token_soft_delete(&t).await.unwrap();
         let e = code(
@@ -352,7 +354,8 @@ fn custom_tokens() {
                 .await,
             ErrorCode::TokenExists,
         );
-        assert!(e.to_string().contains("order-42"));
+        assert!(!e.to_string().contains("order-42"), "{e}");
+        assert_eq!(e.tokens(), Some(&["order-42".to_owned()][..]));
         v.token_soft_delete("order-42").await.unwrap();
         code(
             v.token_create_custom("order-42", "v2", &pw(PASSWORD), None)

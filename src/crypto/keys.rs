@@ -51,6 +51,11 @@ macro_rules! key_type {
 }
 
 key_type!(
+    /// A caller's raw 256-bit key (API.md "Secrets"), copied from JavaScript straight into its
+    /// box, so no copy of it lives in a stack frame or moves with a future.
+    RawKey
+);
+key_type!(
     /// MK: derived from a password (PBKDF2) or a raw key (HKDF). FORMAT.md "Master key".
     MasterKey
 );
@@ -85,6 +90,8 @@ mod tests {
         assert!(!shown.to_lowercase().contains("ab"));
         let d = DataKey::from_master(&k);
         assert_eq!(format!("{d:?}"), "DataKey(<redacted>)");
+        let r = RawKey::from_bytes([0xab; KEY_LEN]);
+        assert_eq!(format!("{r:?}"), "RawKey(<redacted>)");
     }
 
     #[test]

@@ -490,7 +490,7 @@ impl IdbStorage {
         let stores = db.store_names();
         if !stores.iter().any(|s| s == RECORDS) || !stores.iter().any(|s| s == META) {
             db.close();
-            return Err(not_ours(&format!("a database named \"{name}\"")));
+            return Err(not_ours("a database of the name given in options.name"));
         }
         let state = Rc::new(Cell::new(Connection::Open));
         let on_change = state.clone();

@@ -529,6 +529,9 @@ fn change_json(id: &str, change: &RecordChange, at: i64) -> Json {
         RecordChange::Reseal { expect, value } => {
             json!({ "key": key, "op": "reseal", "at": at, "expect": expect, "value": value })
         }
+        RecordChange::Update { expect, value } => {
+            json!({ "key": key, "op": "update", "at": at, "expect": expect, "value": value })
+        }
     }
 }
 
@@ -540,13 +543,15 @@ const INSERT_RECORDS: &str = "INSERT INTO vaultstore_records
     FROM json_each(?2) AS r";
 
 /// `RecordChange::apply_to` in SQL, first its failures: a missing record; a reseal whose
-/// expected value is gone; a purge of a record no longer expired (`at > expiresAt`).
+/// expected value is gone; an update whose expected value is gone or whose record is
+/// soft-deleted; a purge of a record no longer expired (`at > expiresAt`).
 const CHECK_CHANGES: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT CASE WHEN r.id IS NULL THEN 'record_missing' ELSE 'record_changed' END
     FROM json_each(?2) AS c
     LEFT JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = c.value->>'key'
     WHERE r.id IS NULL
-        OR (c.value->>'op' = 'reseal' AND r.value IS NOT c.value->>'expect')
+        OR (c.value->>'op' IN ('reseal', 'update') AND r.value IS NOT c.value->>'expect')
+        OR (c.value->>'op' = 'update' AND r.soft_deleted_at IS NOT NULL)
         OR (c.value->>'if_expired_at' IS NOT NULL AND NOT (c.value->>'if_expired_at' > r.expires_key))";
 
 /// Then the change, written back over the record as an upsert on its unique `(ns, id_key)`: the
@@ -557,7 +562,7 @@ const CHECK_CHANGES: &str = "INSERT INTO vaultstore_guard (failed)
 const APPLY_CHANGES: &str = "INSERT INTO vaultstore_records
     (ns, id, token, value, created_at, updated_at, expires_at, soft_deleted_at, id_key, token_key)
     SELECT r.ns, r.id, r.token,
-        CASE c.value->>'op' WHEN 'reseal' THEN c.value->>'value' ELSE r.value END,
+        CASE WHEN c.value->>'op' IN ('reseal', 'update') THEN c.value->>'value' ELSE r.value END,
         r.created_at,
         c.value->>'at',
         CASE c.value->>'op' WHEN 'renew' THEN c.value->>'expires_at' ELSE r.expires_at END,
@@ -1319,6 +1324,7 @@ impl<E: SqlExecutor> SqlStorage<E> {
                                 || matches!(
                                     change,
                                     RecordChange::Reseal { .. }
+                                        | RecordChange::Update { .. }
                                         | RecordChange::SoftDelete {
                                             if_expired_at: Some(_)
                                         }

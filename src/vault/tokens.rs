@@ -72,6 +72,23 @@ pub(crate) fn reseal_ops(record: &Record, value: String, key: &WriteKey, at: i64
     ops
 }
 
+/// A caller's new value for `record` (`tokenUpdate`): [`reseal_ops`] with a compare-and-swap on
+/// the soft-delete state too. A `tokenSoftDelete` that lands while the update derives its key
+/// fails the batch, and the next round reports the record soft-deleted, as it does without the
+/// race.
+fn update_ops(record: &Record, value: String, key: &WriteKey, at: i64) -> Vec<WriteOp> {
+    let mut ops = vec![WriteOp::ChangeRecord {
+        id: record.id.clone(),
+        change: RecordChange::Update {
+            expect: record.value.clone(),
+            value,
+        },
+        at,
+    }];
+    ops.extend(key.link(&record.id));
+    ops
+}
+
 fn check_expiry(expires_at: Option<i64>) -> Result<Option<i64>> {
     expires_at.map(|at| check_time(at, "expiresAt")).transpose()
 }
@@ -89,6 +106,8 @@ pub(crate) enum SealedWith {
 /// envelope's key check value (FORMAT.md), so reading never needs the record's link row.
 pub(crate) struct Opener {
     pub mk: MasterKey,
+    /// The lock epoch `mk` belongs to (see [`Vault::unlocked`]).
+    pub epoch: u64,
     master: DataKey,
     pub identity: Option<Identity>,
 }
@@ -218,9 +237,9 @@ impl Vault {
         if values.is_empty() {
             return Ok(vec![]);
         }
-        let mk = self.master_key(secret).await?;
+        let (mk, epoch) = self.unlocked(secret).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let key = self.write_key(&mk).await?;
+            let key = self.write_key(&mk, epoch).await?;
             let now = self.now();
             let mut batch = key.batch_ops()?;
             batch.reserve(values.len() * 2);
@@ -396,7 +415,7 @@ impl Vault {
                 .map_err(|e| e.for_token(token))?;
             let sealed = seal_value(&key.key, token, value)?;
             let mut batch = key.batch_ops()?;
-            batch.extend(reseal_ops(&record, sealed, &key, self.now()));
+            batch.extend(update_ops(&record, sealed, &key, self.now()));
             match self.storage.apply(batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::RecordMissing(_)) => {
@@ -551,7 +570,7 @@ impl Vault {
                 Some(identity) => Ok(WriteKey::from_identity(identity, &opener.mk)),
                 None => Err(VaultError::InvalidPassword { tokens: vec![] }),
             },
-            Some((_, SealedWith::Master)) => self.write_key(&opener.mk).await,
+            Some((_, SealedWith::Master)) => self.write_key(&opener.mk, opener.epoch).await,
             None => Err(VaultError::InvalidPassword { tokens: vec![] }),
         }
     }
@@ -564,15 +583,16 @@ impl Vault {
         secret: &Secret,
         records: &[Record],
     ) -> Result<(Opener, Vec<Parsed>)> {
-        let mk = self.master_key(secret).await?;
+        let (mk, epoch) = self.unlocked(secret).await?;
         let mut opener = Opener {
             master: DataKey::from_master(&mk),
             mk,
+            epoch,
             identity: None,
         };
         let parsed: Vec<Parsed> = records.iter().map(|r| opener.parse(r)).collect();
         if self.identities || parsed.iter().any(|p| p.envelope.is_ok() && !p.by_master) {
-            opener.identity = self.find_identity(&opener.mk).await?;
+            opener.identity = self.find_identity(&opener.mk, epoch).await?;
         }
         Ok((opener, parsed))
     }
@@ -583,7 +603,7 @@ impl Vault {
     /// next read.
     async fn link_on_access(&self, opener: &Opener, opened: Vec<(Record, Zeroizing<String>)>) {
         if self.identities && !opened.is_empty() {
-            let _ = self.relink(&opener.mk, &opened).await;
+            let _ = self.relink(&opener.mk, opener.epoch, &opened).await;
         }
     }
 
@@ -592,10 +612,11 @@ impl Vault {
     pub(crate) async fn relink(
         &self,
         mk: &MasterKey,
+        epoch: u64,
         records: &[(Record, Zeroizing<String>)],
     ) -> Result<usize> {
         for _ in 0..MAX_ATTEMPTS {
-            let key = self.write_key(mk).await?;
+            let key = self.write_key(mk, epoch).await?;
             let now = self.now();
             let mut batch = key.batch_ops()?;
             for (record, plaintext) in records {
@@ -610,10 +631,10 @@ impl Vault {
                     | StorageError::MetaTaken(_)
                     | StorageError::MetaChanged(_),
                 ) => continue,
-                Err(StorageError::Changed(id) | StorageError::RecordMissing(id)) => {
-                    return Err(VaultError::storage(format!(
-                        "record {id} changed while it was being linked; nothing was changed, retry"
-                    )));
+                Err(StorageError::Changed(_) | StorageError::RecordMissing(_)) => {
+                    return Err(VaultError::storage(
+                        "a record changed while it was being linked; nothing was changed, retry",
+                    ));
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -40,15 +40,16 @@ impl Vault {
     /// answered, 1 when the first record scanned opened).
     pub async fn unlock_counted(&self, secret: &Secret) -> Result<(bool, u64)> {
         self.ensure_open()?;
-        let mk = self.master_key(secret).await?;
-        let lock_epoch = self.lock_epoch();
+        // The key and the lock epoch it belongs to: a `lock()` between the derivation and any
+        // later use of the key is seen (API.md: no call uses a key derived before a lock).
+        let (mk, lock_epoch) = self.unlocked(secret).await?;
         let mut checked = 0u64;
         for _ in 0..MAX_ATTEMPTS {
             // A "no" is only given for a vault nobody wrote to while it was checked: a first
             // record or identity written meanwhile (another tab, another isolate) might have
             // been missed by a scan that had passed it, or made an empty vault non-empty.
             let writes = self.storage.meta_get(&write_epoch()).await?;
-            let check = self.check_key(&mk, &mut checked).await?;
+            let check = self.check_key(&mk, lock_epoch, &mut checked).await?;
             self.check_not_locked_since(lock_epoch, "unlock")?;
             match check {
                 Check::Opens => return Ok((true, checked)),
@@ -63,9 +64,9 @@ impl Vault {
     }
 
     /// One look at the vault for `mk`.
-    async fn check_key(&self, mk: &MasterKey, checked: &mut u64) -> Result<Check> {
+    async fn check_key(&self, mk: &MasterKey, epoch: u64, checked: &mut u64) -> Result<Check> {
         // With identities off too: a vault used with them on before still holds identities.
-        if self.find_identity(mk).await?.is_some() {
+        if self.find_identity(mk, epoch).await?.is_some() {
             return Ok(Check::Opens);
         }
         // With identities on, a vault that never held a record sealed with a master key (FORMAT.md
@@ -74,7 +75,7 @@ impl Vault {
             || self.storage.meta_get(&unlinked_records()).await?.as_deref() != Some("false");
         let has_records = if unlinked_possible {
             let master = DataKey::from_master(mk);
-            match self.scan_for_master(&master, checked).await? {
+            match self.scan_for_master(&master, epoch, checked).await? {
                 Scan::Opened => return Ok(Check::Opens),
                 Scan::NoneOpened { any } => any,
             }
@@ -91,7 +92,12 @@ impl Vault {
     /// Look for a record sealed with `master`, a page at a time, stopping at the first that opens.
     /// The 4-byte key check picks candidates; a candidate must also decrypt, so a key check that
     /// matches by chance (2^-32 per record) never lets a wrong secret through.
-    async fn scan_for_master(&self, master: &DataKey, checked: &mut u64) -> Result<Scan> {
+    async fn scan_for_master(
+        &self,
+        master: &DataKey,
+        epoch: u64,
+        checked: &mut u64,
+    ) -> Result<Scan> {
         let mut after: Option<String> = None;
         let mut any = false;
         loop {
@@ -99,6 +105,7 @@ impl Vault {
                 .storage
                 .scan_records(after.as_deref(), SCAN_PAGE)
                 .await?;
+            self.check_key_epoch(epoch)?;
             let Some(last) = page.last() else {
                 return Ok(Scan::NoneOpened { any });
             };

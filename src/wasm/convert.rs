@@ -86,9 +86,8 @@ pub fn secret(value: &JsValue, what: &str) -> JsResult<Secret> {
                 "{what} must be a string password or a Uint8Array key of exactly 32 bytes"
             )));
         }
-        let mut key = Zeroizing::new([0u8; 32]);
-        bytes.copy_to(key.as_mut());
-        return Secret::raw_key(key.as_ref()).map_err(super::error::err);
+        // Straight from the JavaScript array into the key's heap box: no copy on the stack.
+        return Ok(Secret::raw_key_filled_by(|key| bytes.copy_to(key)));
     }
     Err(invalid(format!(
         "{what} must be a string password or a 32-byte Uint8Array key, got {}",
@@ -181,11 +180,13 @@ pub fn string_record(value: &JsValue, what: &str) -> JsResult<Vec<(String, Strin
     }
     own_keys(value, what)?
         .into_iter()
-        .map(|key| {
+        .enumerate()
+        .map(|(i, key)| {
             if key.len() > MAX_NAME_UNITS as usize {
                 return Err(too_long(&format!("a key of {what}"), MAX_NAME_UNITS));
             }
-            let at = format!("{what}[\"{key}\"]");
+            // Named by position: the key is the caller's text (API.md "Errors").
+            let at = format!("the token of key #{i} of {what}");
             let token = string(&get(value, &key, &at)?, &at)?;
             Ok((key, token))
         })
@@ -271,9 +272,9 @@ pub fn options(value: &JsValue, what: &str, known: &[&str]) -> JsResult<Object> 
     }
     for key in own_keys(value, what)? {
         if !known.contains(&key.as_str()) {
-            let shown: String = key.chars().take(40).collect();
+            // The key is not quoted: it is the caller's text (API.md "Errors").
             return Err(invalid(format!(
-                "{what} has an unknown option \"{shown}\"; known options: {}",
+                "{what} has an option that is not one of: {}",
                 known.join(", ")
             )));
         }
@@ -291,7 +292,7 @@ pub fn options(value: &JsValue, what: &str, known: &[&str]) -> JsResult<Object> 
 pub fn plain_copy(value: &JsValue, what: &str) -> JsResult<Object> {
     let copy = Object::new();
     for key in own_keys(value, what)? {
-        let v = get(value, &key, &format!("{what}.{key}"))?;
+        let v = get(value, &key, &format!("a property of {what}"))?;
         set(&copy, &key, &v);
     }
     Ok(copy)

@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
-use std::sync::Arc;
+use futures::channel::oneshot;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
@@ -56,13 +57,18 @@ impl Clock for TestClock {
 
 pub const T0: i64 = 1_700_000_000_000;
 
-/// Wraps a backend; can be told to fail the next batch writes and counts round trips.
+/// Wraps a backend; can be told to fail the next batch writes or to pause at the next identity
+/// lookup, and counts round trips.
 #[derive(Clone)]
 pub struct Probe {
     pub fail_writes: Arc<AtomicBool>,
     pub batches: Arc<AtomicUsize>,
     pub reads: Arc<AtomicUsize>,
+    pause_find: Arc<Mutex<Option<Pause>>>,
 }
+
+/// "Reached the lookup" to the test, and the test's "go on".
+type Pause = (oneshot::Sender<()>, oneshot::Receiver<()>);
 
 impl Probe {
     pub fn new() -> Self {
@@ -70,7 +76,17 @@ impl Probe {
             fail_writes: Arc::default(),
             batches: Arc::default(),
             reads: Arc::default(),
+            pause_find: Arc::default(),
         }
+    }
+
+    /// Stop the next `meta_find` (an identity lookup, made while the operation holds its master
+    /// key) until the test says go: returns the "reached" receiver and the "go" sender.
+    pub fn pause_next_find(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached, on_reached) = oneshot::channel();
+        let (go, on_go) = oneshot::channel();
+        *self.pause_find.lock().unwrap() = Some((reached, on_go));
+        (on_reached, go)
     }
 }
 
@@ -126,6 +142,11 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         value: &str,
     ) -> StorageResult<Vec<MetaRow>> {
         self.read();
+        let stop = self.probe.pause_find.lock().unwrap().take();
+        if let Some((reached, go)) = stop {
+            let _ = reached.send(());
+            let _ = go.await;
+        }
         self.inner.meta_find(object_type, key, value).await
     }
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {

@@ -375,6 +375,36 @@ pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
     .await
     .unwrap();
     assert_eq!(get_id(&s, "id-a").await.unwrap().soft_deleted_at, Some(NOW));
+    // A caller's update of a record soft-deleted since it was read, with its value unchanged
+    // (`tokenUpdate` racing `tokenSoftDelete`); a reseal (a rekey) of it still applies.
+    let soft_deleted = dump(&s).await;
+    let err = s
+        .apply(vec![change(
+            "id-a",
+            RecordChange::Update {
+                expect: a.value.clone(),
+                value: format!("{VALUE}updated"),
+            },
+            NOW,
+        )])
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::Changed("id-a".into()));
+    assert_eq!(dump(&s).await, soft_deleted);
+    s.apply(vec![change(
+        "id-a",
+        RecordChange::Reseal {
+            expect: a.value.clone(),
+            value: format!("{VALUE}resealed"),
+        },
+        NOW,
+    )])
+    .await
+    .unwrap();
+    assert_eq!(
+        get_id(&s, "id-a").await.unwrap().value,
+        format!("{VALUE}resealed")
+    );
     s.apply(vec![WriteOp::DeleteRecord {
         id: "id-a".into(),
         if_expired_at: Some(NOW),

@@ -646,3 +646,65 @@ where
     }
     failures
 }
+
+/// A `tokenSoftDelete` (on `b`) that lands while a `tokenUpdate` (on the gated `a`) derives its
+/// key and seals: the update must fail as it does after the delete (`RECORD_NOT_FOUND`,
+/// `soft_deleted`) and leave the record soft-deleted with its old value, for every key scheme.
+/// Returns every failure.
+pub async fn update_against_soft_delete<F, Fut>(fresh: F) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = (Box<dyn Storage>, Box<dyn Storage>, Box<dyn Storage>)>,
+{
+    let mut failures = Vec::new();
+    for identities in [false, true] {
+        let here = format!("tokenUpdate × tokenSoftDelete, identities {identities}");
+        let (a, b, _) = fresh(format!("update-soft-delete-{identities}")).await;
+        let gate = Gate::default();
+        let a = open(
+            Box::new(Gated {
+                inner: a,
+                gate: gate.clone(),
+            }),
+            identities,
+        )
+        .await;
+        let b = open(b, identities).await;
+        let old = Key::Old.secret();
+        let token = b.token_create("before", &old, &create()).await.unwrap();
+        let (updated, deleted) = interleave(
+            &gate,
+            a.token_update(&token, "after", &old),
+            b.token_soft_delete(&token),
+        )
+        .await;
+        if deleted.as_ref().map(|r| r.is_ok()) != Some(true) {
+            failures.push(format!("{here}: the soft delete gave {deleted:?}"));
+            continue;
+        }
+        match &updated {
+            Err(e)
+                if e.code() == ErrorCode::RecordNotFound
+                    && e.reason().map(|r| r.as_str()) == Some("soft_deleted") => {}
+            other => failures.push(format!(
+                "{here}: the update gave {other:?}, expected RECORD_NOT_FOUND (soft_deleted)"
+            )),
+        }
+        let all = RecordQuery {
+            soft_deleted_include: true,
+            ..RecordQuery::default()
+        };
+        let records = b.record_list(&all).await.unwrap();
+        if records.len() != 1 || !records[0].is_soft_deleted() {
+            failures.push(format!("{here}: the record is no longer soft-deleted"));
+        }
+        b.token_restore(&token).await.unwrap();
+        match b.token_read(&token, &old).await {
+            Ok(value) if value == "before" => {}
+            other => failures.push(format!(
+                "{here}: the record holds {other:?}, expected the value from before the delete"
+            )),
+        }
+    }
+    failures
+}

@@ -2,9 +2,12 @@
 // input never traps the engine, no error or event repeats a secret, and after lock() no key or
 // password is left anywhere in WebAssembly memory.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import nodeCrypto from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
-import { Vault, VaultError } from "vaultstore-wasm";
+import { Vault, VaultError, libsql } from "vaultstore-wasm";
 import { PASSWORD, open, rejects } from "./helpers.mjs";
 
 const { subtle } = globalThis.crypto;
@@ -132,6 +135,74 @@ test("no error message, cause or event repeats a value, a password or its length
   }
 });
 
+test("no message quotes a string the caller passed, in any argument or order; error.tokens carries tokens", async () => {
+  // Every string argument carries a distinctive marker; a message may name the argument, its
+  // type and its limit, never its content (API.md "Errors").
+  const M = "zqMARK3R";
+  const mark = (what) => `${M}-${what}`;
+  const password = mark("password-Aa1!");
+  const v = await open({ passwordIdentity: true });
+  const token = await v.tokenCreate(mark("value"), password);
+  const custom = mark("custom-token");
+  await v.tokenCreateCustom(custom, mark("value"), password);
+  const weak = `${M}x`; // shorter than the default policy's 12 characters
+  const pending = [];
+  // [what, call, code, the tokens error.tokens must hold (undefined: no tokens property)]
+  const cases = [
+    ["tokenRead(password, token): swapped", () => v.tokenRead(password, token), "RECORD_NOT_FOUND", [password]],
+    ["tokenRead(token, wrong password)", () => v.tokenRead(token, mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokenRead(unknown token, password)", () => v.tokenRead(mark("token"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRead(token, token): a token as the password", () => v.tokenRead(token, token), "INVALID_PASSWORD", [token]],
+    ["tokensRead(unknown tokens)", () => v.tokensRead([mark("a"), token, mark("b")], password), "RECORD_NOT_FOUND", [mark("a"), mark("b")]],
+    ["tokensRead([password], token): swapped", () => v.tokensRead([password], token), "RECORD_NOT_FOUND", [password]],
+    ["tokensRead(tokens, wrong password)", () => v.tokensRead([token], mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokensRead(a string for the array)", () => v.tokensRead(mark("not an array"), password), "INVALID_ARGUMENT"],
+    ["tokensReadToResolvedMap(unknown token)", () => v.tokensReadToResolvedMap({ [mark("key")]: mark("token") }, password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokensReadToResolvedMap(a key mapped to a number)", () => v.tokensReadToResolvedMap({ [mark("key")]: 5 }, password), "INVALID_ARGUMENT"],
+    ["tokenCreate(value, weak password)", () => v.tokenCreate(mark("value"), weak), "PASSWORD_POLICY"],
+    ["tokenCreate with an unknown option", () => v.tokenCreate(mark("value"), password, { [mark("option")]: 1 }), "INVALID_ARGUMENT"],
+    ["tokenCreate with a string length", () => v.tokenCreate(mark("value"), password, { length: mark("length") }), "INVALID_ARGUMENT"],
+    ["tokenCreate with a string expiry", () => v.tokenCreate(mark("value"), password, { expiresAt: mark("expiry") }), "INVALID_ARGUMENT"],
+    ["tokensCreate with a number among the values", () => v.tokensCreate([mark("value"), 5], password), "INVALID_ARGUMENT"],
+    ["tokenCreateCustom(taken token)", () => v.tokenCreateCustom(custom, mark("value"), password), "TOKEN_EXISTS", [custom]],
+    ["tokenCreateCustom(token, value, weak password)", () => v.tokenCreateCustom(mark("new-token"), mark("value"), weak), "PASSWORD_POLICY"],
+    ["tokenUpdate(unknown token)", () => v.tokenUpdate(mark("token"), mark("value"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenUpdate(password, value, token): swapped", () => v.tokenUpdate(password, mark("value"), token), "RECORD_NOT_FOUND", [password]],
+    ["tokenUpdate(token, value, wrong password)", () => v.tokenUpdate(token, mark("value"), mark("wrong password")), "INVALID_PASSWORD", [token]],
+    ["tokenUpsert(unknown token)", () => v.tokenUpsert(mark("token"), mark("value"), password), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRenew(unknown token)", () => v.tokenRenew(mark("token"), null), "RECORD_NOT_FOUND", [mark("token")]],
+    ["tokenRenew(token, a string time)", () => v.tokenRenew(token, mark("time")), "INVALID_ARGUMENT"],
+    ["tokenSoftDelete(password): a password as the token", () => v.tokenSoftDelete(password), "RECORD_NOT_FOUND", [password]],
+    ["tokenRestore(unknown token)", () => v.tokenRestore(mark("token")), "RECORD_NOT_FOUND", [mark("token")]],
+    ["recordList with an unknown option", () => v.recordList({ [mark("field")]: 1 }), "INVALID_ARGUMENT"],
+    ["recordList with an unknown orderBy", () => v.recordList({ orderBy: mark("order") }), "INVALID_ARGUMENT"],
+    ["recordList with an unknown sortOrder", () => v.recordList({ sortOrder: mark("sort") }), "INVALID_ARGUMENT"],
+    ["recordCount with a string limit", () => v.recordCount({ limit: mark("limit") }), "INVALID_ARGUMENT"],
+    ["bulkRekey(unknown old password)", () => v.bulkRekey(mark("old password"), mark("new password")), "IDENTITY_NOT_FOUND"],
+    ["bulkRekey(old, weak new password)", () => v.bulkRekey(password, weak), "PASSWORD_POLICY"],
+    ["bulkRekey with an unknown option", () => v.bulkRekey(password, mark("new password"), { [mark("option")]: true }), "INVALID_ARGUMENT"],
+    ["setVaultSetting(kdf, value)", () => v.setVaultSetting("kdf", mark("value")), "INVALID_ARGUMENT"],
+    ["setVaultSetting(key, number)", () => v.setVaultSetting(mark("key"), 5), "INVALID_ARGUMENT"],
+    ["Vault.open with an unknown backend", () => Vault.open({ backend: mark("backend") }), "INVALID_ARGUMENT"],
+    ["Vault.open with an unknown option", () => Vault.open({ backend: "memory", [mark("option")]: 1 }), "INVALID_ARGUMENT"],
+    ["Vault.open with a string kdfIterations", () => Vault.open({ backend: "memory", kdfIterations: mark("n") }), "INVALID_ARGUMENT"],
+    ["Vault.open with a snapshot that is not one", () => Vault.open({ backend: "memory", snapshot: mark("snapshot") }), "INVALID_ARGUMENT"],
+  ];
+  for (const [what, call, code, tokens] of cases) {
+    const e = await call().then(
+      (value) => assert.fail(`${what} resolved with ${JSON.stringify(value)}`),
+      (error) => error,
+    );
+    assert.ok(e instanceof VaultError, `${what}: ${e}`);
+    assert.equal(e.code, code, `${what}: ${e.message}`);
+    const shown = [e.message, String(e), e.stack ?? "", e.cause?.message ?? ""].join("\n");
+    assert.ok(!shown.includes(M), `${what}: the message quotes the caller's text: ${e.message}`);
+    assert.deepEqual(e.tokens, tokens, `${what}: error.tokens`);
+    pending.push(e);
+  }
+  assert.equal(pending.length, cases.length, "every call rejected");
+});
+
 test("onEvent reports every operation with its outcome, and a throwing listener changes nothing", async () => {
   const events = [];
   const v = await open({ onEvent: (e) => events.push(e) });
@@ -170,62 +241,187 @@ test("onEvent reports every operation with its outcome, and a throwing listener 
   await rejects(open({ onEvent: "not a function" }), "INVALID_ARGUMENT");
 });
 
-test("after lock() no master key, data key, raw key or password is left in wasm memory", async () => {
-  const password = "memory scan: Correct Horse 9174";
-  const raw = crypto.getRandomValues(new Uint8Array(32));
-  const v = await open({ passwordIdentity: true });
-  const tokens = await v.tokensCreate(["one", "two"], password);
-  await v.tokensRead(tokens, password);
-  await v.tokenUpdate(tokens[0], "uno", password);
-  const rawToken = await v.tokenCreate("raw", raw);
-  assert.equal(await v.tokenRead(rawToken, raw), "raw");
-  await v.bulkRekey(password, password, { rotate: true });
-  assert.equal(await v.tokenRead(tokens[1], password), "two");
-
-  // The keys, computed here with WebCrypto from FORMAT.md, outside wasm memory.
-  const snapshot = JSON.parse(new TextDecoder().decode(await v.exportSnapshot()));
-  const meta = (type, key) => snapshot.meta.filter((m) => m.objectType === type && m.key === key);
-  const kdf = JSON.parse(meta("vault", "kdf")[0].value);
-  const salt = new Uint8Array(Buffer.from(kdf.salt, "base64url"));
-  const pbkdf2 = await subtle.importKey("raw", utf8.encode(password), "PBKDF2", false, ["deriveBits"]);
-  const mk = new Uint8Array(await subtle.deriveBits({ name: "PBKDF2", hash: "SHA-256", salt, iterations: kdf.iterations }, pbkdf2, 256));
-  const hkdf = async (ikm, info) => {
-    const k = await subtle.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
-    return new Uint8Array(await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info: utf8.encode(info) }, k, 256));
-  };
-  const rawMk = await hkdf(raw, "vaultstore/v1/raw");
-  const kek = await hkdf(mk, "vaultstore/v1/kek");
-  const deks = [];
-  for (const row of meta("password_identity", "dek")) {
-    const wrapped = new Uint8Array(Buffer.from(row.value.slice(5), "base64url"));
-    const k = await subtle.importKey("raw", kek, "AES-GCM", false, ["decrypt"]);
-    const aad = utf8.encode(`vaultstore/v1/dek:${row.objectId}`);
-    try {
-      deks.push(new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: wrapped.slice(0, 12), additionalData: aad }, k, wrapped.slice(12))));
-    } catch {
-      /* the raw key's identity */
-    }
+/** SHA-256's compression function (FIPS 180-4), on a state of eight 32-bit words. */
+function compress(state, block) {
+  const K = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+    0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+    0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+    0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+    0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+    0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+  ];
+  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
+  const w = new Uint32Array(64);
+  for (let i = 0; i < 16; i++) w[i] = (block[4 * i] << 24) | (block[4 * i + 1] << 16) | (block[4 * i + 2] << 8) | block[4 * i + 3];
+  for (let i = 16; i < 64; i++) {
+    const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
+    const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
   }
-  assert.equal(deks.length, 1, "the password's identity after rotation");
-
-  const memory = await wasmMemory();
-  const before = new Uint8Array(memory.buffer);
-  assert.notEqual(indexOf(before, mk), -1, "the scan finds the cached master key before lock()");
-
-  v.lock();
-  const after = new Uint8Array(memory.buffer);
-  for (const [what, needle] of [
-    ["the master key", mk],
-    ["the raw key's master key", rawMk],
-    ["the data key", deks[0]],
-    ["the raw key", raw],
-    ["the password", utf8.encode(password)],
-  ]) {
-    assert.equal(indexOf(after, needle), -1, `${what} is still in wasm memory after lock()`);
+  let [a, b, c, d, e, f, g, h] = state;
+  for (let i = 0; i < 64; i++) {
+    const t1 = (h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i]) >>> 0;
+    const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) >>> 0;
+    [h, g, f, e, d, c, b, a] = [g, f, e, (d + t1) >>> 0, c, b, a, (t1 + t2) >>> 0];
   }
-  // Locked, not closed: the next call derives again.
-  assert.equal(await v.tokenRead(tokens[1], password), "two");
+  return Uint32Array.from(state, (x, i) => x + [a, b, c, d, e, f, g, h][i]);
+}
+
+/**
+ * The HMAC-SHA256 midstates of `key` (at most 64 bytes): SHA-256's state after absorbing
+ * key ^ ipad and key ^ opad, as the engine holds them in wasm memory (eight little-endian u32).
+ */
+function hmacMidstates(key) {
+  const iv = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+  return [0x36, 0x5c].map((pad) => {
+    const block = new Uint8Array(64).map((_, i) => (key[i] ?? 0) ^ pad);
+    return new Uint8Array(compress(iv, block).buffer);
+  });
+}
+
+// The midstates of a key are what PBKDF2 iterates on: with them an attacker skips the password.
+// The compression above is checked against node:crypto: an HMAC finished from the midstates
+// must equal node:crypto's HMAC.
+test("the test's SHA-256 compression is SHA-256", () => {
+  const iv = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+  const block = new Uint8Array(64);
+  block[0] = 0x80; // the padded empty message
+  const digest = Buffer.from(new Uint8Array(compress(iv, block).map((x) => ((x & 0xff) << 24) | ((x >>> 8 & 0xff) << 16) | ((x >>> 16 & 0xff) << 8) | (x >>> 24)).buffer));
+  assert.equal(digest.toString("hex"), nodeCrypto.createHash("sha256").update("").digest("hex"));
 });
+
+/**
+ * After lock(), no secret is anywhere in wasm memory, scanned right after lock() with nothing in
+ * between; and each one IS found before lock() (a positive control: a scan that cannot see a
+ * secret proves nothing). Transient secrets (the password, a raw key, a key-encryption key, a
+ * data key, PBKDF2's HMAC midstates) live only while an operation runs, so the positive control
+ * copies the whole wasm memory each time the engine calls its SQL executor mid-operation; the
+ * cached master keys are also found in the live memory right before lock(). Every key is
+ * computed here with node:crypto from FORMAT.md, never read out of the engine.
+ */
+for (const path of ["WebCrypto PBKDF2", "the Rust PBKDF2 fallback"]) {
+  test(`after lock() no key, password or midstate is left in wasm memory (${path}), and the scan sees each before`, async () => {
+    const fallback = path.includes("Rust");
+    const subtle = globalThis.crypto.subtle;
+    const deriveBits = subtle.deriveBits;
+    let refused = 0;
+    if (fallback) {
+      // As deployed Cloudflare Workers do: WebCrypto refuses PBKDF2 above 100,000 iterations.
+      subtle.deriveBits = function (algorithm, key, length) {
+        if (algorithm?.name === "PBKDF2" && algorithm.iterations > 100_000) {
+          refused++;
+          return Promise.reject(new DOMException("iteration counts above 100000 are not supported", "NotSupportedError"));
+        }
+        return deriveBits.call(this, algorithm, key, length);
+      };
+    }
+    const memory = await wasmMemory();
+    const snapshots = [];
+    const { createClient } = await import("@libsql/client");
+    const dir = mkdtempSync(join(tmpdir(), "vaultstore-scan-"));
+    const client = createClient({ url: `file:${join(dir, "db.sqlite")}` });
+    const inner = libsql(client);
+    // Copy wasm memory at every statement, synchronously, while the engine is mid-operation.
+    const sql = {
+      all(statement, params) {
+        snapshots.push(new Uint8Array(memory.buffer).slice());
+        return inner.all(statement, params);
+      },
+      batch(statements) {
+        snapshots.push(new Uint8Array(memory.buffer).slice());
+        return inner.batch(statements);
+      },
+    };
+    try {
+      const password = `memory scan ${fallback ? "fallback" : "webcrypto"}: Correct Horse 9174`;
+      const raw = globalThis.crypto.getRandomValues(new Uint8Array(32));
+      const iterations = fallback ? 150_000 : 1_000;
+      const v = await Vault.open({ backend: "sql", sql, kdfIterations: iterations, passwordIdentity: true });
+      const tokens = await v.tokensCreate(["one", "two"], password);
+      assert.deepEqual(await v.tokensRead(tokens, password), { [tokens[0]]: "one", [tokens[1]]: "two" });
+      await v.tokenUpdate(tokens[0], "uno", password);
+      const rawToken = await v.tokenCreate("raw", raw);
+      assert.equal(await v.tokenRead(rawToken, raw), "raw");
+      assert.equal(refused, fallback ? 1 : 0, "the fallback derived the password's key once");
+
+      // The keys, from FORMAT.md, outside wasm memory.
+      const kdf = JSON.parse(await v.getVaultSetting("kdf"));
+      assert.equal(kdf.iterations, iterations);
+      const salt = Buffer.from(kdf.salt, "base64url");
+      const hkdf = (ikm, info) => new Uint8Array(nodeCrypto.hkdfSync("sha256", ikm, salt, info, 32));
+      const mk = new Uint8Array(nodeCrypto.pbkdf2Sync(utf8.encode(password), salt, iterations, 32, "sha256"));
+      const rawMk = hkdf(raw, "vaultstore/v1/raw");
+      const keks = [hkdf(mk, "vaultstore/v1/kek"), hkdf(rawMk, "vaultstore/v1/kek")];
+      const deks = [];
+      for (const row of await inner.all("SELECT object_id, value FROM vaultstore_meta WHERE key = 'dek' ORDER BY object_id", [])) {
+        const [id, value] = row;
+        const wrapped = Buffer.from(value.slice("vs1k:".length), "base64url");
+        for (const kek of keks) {
+          const decipher = nodeCrypto.createDecipheriv("aes-256-gcm", kek, wrapped.subarray(0, 12));
+          decipher.setAAD(utf8.encode(`vaultstore/v1/dek:${id}`));
+          decipher.setAuthTag(wrapped.subarray(wrapped.length - 16));
+          try {
+            deks.push(new Uint8Array(Buffer.concat([decipher.update(wrapped.subarray(12, wrapped.length - 16)), decipher.final()])));
+          } catch {
+            /* the other secret's identity */
+          }
+        }
+      }
+      assert.equal(deks.length, 2, "one identity per secret");
+      // Held by the engine while an operation runs: the scan must see each in a copy taken then.
+      const held = [
+        ["the password", utf8.encode(password)],
+        ["the raw key", raw],
+        ["the password's master key", mk],
+        ["the raw key's master key", rawMk],
+        ["the password's data key", deks[0]],
+        ["the raw key's data key", deks[1]],
+      ];
+      // Made and wiped inside one synchronous call (unwrapping or wrapping a data key; the
+      // fallback's PBKDF2 loop), so there is no moment at which JavaScript can copy the memory
+      // holding them. Their positive control is planted: each is passed as a raw key to a call
+      // that is copied mid-flight, which proves the scan finds exactly these bytes anywhere in
+      // wasm memory; and after lock() they must be gone like the rest.
+      const transient = [
+        ["the password's key-encryption key", keks[0]],
+        ["the raw key's key-encryption key", keks[1]],
+      ];
+      if (fallback) {
+        // WebCrypto's PBKDF2 runs outside wasm memory; the fallback's runs inside it.
+        const [ipad, opad] = hmacMidstates(utf8.encode(password));
+        transient.push(["the password's HMAC inner midstate", ipad], ["the password's HMAC outer midstate", opad]);
+      }
+      const seenDuring = (from, [, needle]) => snapshots.slice(from).some((s) => indexOf(s, needle) !== -1);
+      const unseen = held.filter((secret) => !seenDuring(0, secret)).map(([what]) => what);
+      assert.deepEqual(unseen, [], "positive control: the scan finds each secret in wasm memory while an operation uses it");
+      for (const secret of transient) {
+        const from = snapshots.length;
+        await rejects(v.tokenRead(rawToken, secret[1]), "INVALID_PASSWORD");
+        assert.ok(seenDuring(from, secret), `planted positive control: the scan finds ${secret[0]} passed as a key`);
+      }
+      const before = new Uint8Array(memory.buffer);
+      for (const [what, needle] of [held[2], held[3]]) {
+        assert.notEqual(indexOf(before, needle), -1, `positive control: ${what} is cached, so the scan finds it right before lock()`);
+      }
+
+      // Nothing runs between lock() and the scan.
+      v.lock();
+      const after = new Uint8Array(memory.buffer);
+      for (const [what, needle] of [...held, ...transient]) {
+        assert.equal(indexOf(after, needle), -1, `${what} is still in wasm memory after lock()`);
+      }
+      // Locked, not closed: the next call derives again.
+      assert.equal(await v.tokenRead(tokens[1], password), "two");
+      await v.close();
+    } finally {
+      subtle.deriveBits = deriveBits;
+      client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
 
 test("an expired key is wiped by a timer, without waiting for the next call", async () => {
   const password = "ttl scan: Battery Staple 5521";

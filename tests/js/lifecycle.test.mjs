@@ -141,3 +141,76 @@ test("lock() and close() clear the cached key's expiry timer, for hosts that can
     globalThis.clearTimeout = realClear;
   }
 });
+
+test("a call holding a key when lock() runs does not use it: ABORTED, nothing written", async () => {
+  const { createClient } = await import("@libsql/client");
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { libsql } = await import("vaultstore-wasm");
+  const dir = mkdtempSync(join(tmpdir(), "vaultstore-lock-"));
+  const client = createClient({ url: `file:${join(dir, "db.sqlite")}` });
+  const inner = libsql(client);
+  // An executor that locks the vault when the engine looks an identity up, which it does while
+  // holding the master key (the lookup's parameters are [ns, "password_identity", "tag", tag]).
+  let lockAtLookup = false;
+  let vault;
+  const sql = {
+    async all(statement, params) {
+      if (lockAtLookup && params[2] === "tag") {
+        lockAtLookup = false;
+        await Promise.resolve();
+        vault.lock();
+      }
+      return inner.all(statement, params);
+    },
+    batch: (statements) => inner.batch(statements),
+  };
+  try {
+    vault = await Vault.open({ backend: "sql", sql, kdfIterations: 1000, passwordIdentity: true });
+    const token = await vault.tokenCreate("before", PASSWORD);
+    for (const [what, call] of [
+      ["tokenRead", () => vault.tokenRead(token, PASSWORD)],
+      ["tokensRead", () => vault.tokensRead([token], PASSWORD)],
+      ["tokenCreate", () => vault.tokenCreate("late", PASSWORD)],
+      ["tokenUpdate", () => vault.tokenUpdate(token, "late", PASSWORD)],
+    ]) {
+      await vault.tokenRead(token, PASSWORD); // the key is cached when the call starts
+      lockAtLookup = true;
+      const e = await rejects(call(), "ABORTED");
+      assert.match(e.message, /locked/, what);
+      assert.equal(lockAtLookup, false, `${what} looked its identity up`);
+    }
+    assert.equal(await vault.recordCount(), 1, "the create wrote nothing");
+    assert.equal(await vault.tokenRead(token, PASSWORD), "before", "the update wrote nothing");
+  } finally {
+    client.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a derivation that lock() overtakes is made again, and the call succeeds", async () => {
+  // Count the engine's PBKDF2 runs through WebCrypto.
+  const subtle = globalThis.crypto.subtle;
+  const deriveBits = subtle.deriveBits;
+  let derivations = 0;
+  subtle.deriveBits = function (algorithm, key, length) {
+    if (algorithm?.name === "PBKDF2") derivations++;
+    return deriveBits.call(this, algorithm, key, length);
+  };
+  try {
+    const v = await open({ kdfIterations: 1_000_000 });
+    const t = await v.tokenCreate("v", PASSWORD);
+    v.lock();
+    derivations = 0;
+    const read = v.tokenRead(t, PASSWORD);
+    // Let the call start its (thread-pool) PBKDF2, then lock while it runs.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(derivations, 1, "the derivation is running");
+    v.lock();
+    assert.equal(await read, "v");
+    assert.equal(derivations, 2, "thrown away and made again after the lock");
+  } finally {
+    subtle.deriveBits = deriveBits;
+  }
+});
