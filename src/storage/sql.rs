@@ -596,9 +596,13 @@ const NAMED: Deleted = Deleted {
         CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = d.value->>'key'",
     filter: "true",
 };
-const ALL_EXPIRED: Deleted = Deleted {
+/// A purge's chunk: the first `?3` records expired at `?2` in expiry order, through the
+/// expiry index `(ns, expires_key, id_key)`. The order is total, so every statement of the
+/// chunk's batch picks the same records (the records go last, after their links).
+const EXPIRED_CHUNK: Deleted = Deleted {
     from: "vaultstore_records AS r",
-    filter: "r.ns = ?1 AND r.expires_key < ?2",
+    filter: "r.rowid IN (SELECT e.rowid FROM vaultstore_records AS e
+            WHERE e.ns = ?1 AND e.expires_key < ?2 ORDER BY e.expires_key, e.id_key LIMIT ?3)",
 };
 
 /// The identities whose every remaining link belongs to a deleted record go with them
@@ -677,23 +681,34 @@ const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
     WHERE EXISTS (SELECT 1 FROM vaultstore_records WHERE ns = ?1)
         OR EXISTS (SELECT 1 FROM vaultstore_meta WHERE ns = ?1 AND object_type <> 'vault')";
 
-/// An expiry purge as one atomic batch (`?1` the namespace, `?2` the purge's time): the
-/// expired records, soft-deleted ones included for a delete, found through the expiry index.
-const EXPIRED: &str = "r.ns = ?1 AND r.expires_key < ?2";
-const EXPIRED_LIVE: &str = "r.ns = ?1 AND r.expires_key < ?2 AND r.soft_deleted_at IS NULL";
+/// The records an expiry purge may take (`?1` the namespace, `?2` the purge's time), found
+/// through the expiry index: every expired one for a delete, the live ones for a soft delete.
+const EXPIRED: &str = "e.ns = ?1 AND e.expires_key < ?2";
+const EXPIRED_LIVE: &str = "e.ns = ?1 AND e.expires_key < ?2 AND e.soft_deleted_at IS NULL";
 
-/// The purge writes only if as many records are expired as were counted (`?3`): a renewal or a
-/// newly expired record in between fails the batch, and the vault counts again.
+/// How many records a chunk of at most `?3` takes.
+fn count_chunk(expired: &str) -> String {
+    format!(
+        "SELECT count(*) FROM (SELECT 1 FROM vaultstore_records AS e WHERE {expired}
+            ORDER BY e.expires_key, e.id_key LIMIT ?3)"
+    )
+}
+
+/// The chunk's batch writes only if it takes as many records as were counted (`?4`): a
+/// renewal or a restore in between fails the batch, and the vault counts again.
 fn check_purge_count(expired: &str) -> String {
     format!(
         "INSERT INTO vaultstore_guard (failed) SELECT 'record_changed'
-        WHERE (SELECT count(*) FROM vaultstore_records AS r WHERE {expired}) <> ?3"
+        WHERE ({}) <> ?4",
+        count_chunk(expired)
     )
 }
 
 const PURGE_SOFT_DELETE: &str =
     "UPDATE vaultstore_records AS r SET soft_deleted_at = ?2, updated_at = ?2
-    WHERE r.ns = ?1 AND r.expires_key < ?2 AND r.soft_deleted_at IS NULL";
+    WHERE r.rowid IN (SELECT e.rowid FROM vaultstore_records AS e
+        WHERE e.ns = ?1 AND e.expires_key < ?2 AND e.soft_deleted_at IS NULL
+        ORDER BY e.expires_key, e.id_key LIMIT ?3)";
 
 const CLEAR_RECORDS: &str = "DELETE FROM vaultstore_records WHERE ns = ?1";
 const CLEAR_META: &str = "DELETE FROM vaultstore_meta WHERE ns = ?1";
@@ -1116,12 +1131,14 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         }
     }
 
-    /// One count and one batch whatever the number of expired records: nothing of them travels
-    /// to the isolate, and the database finds them through its expiry index.
+    /// One count and one batch per chunk of `limit` records: nothing of them travels to the
+    /// isolate, the database finds them through its expiry index, and each batch touches at
+    /// most `limit` records (with their links and identities) whatever the backlog.
     async fn purge_expired(
         &self,
         at: i64,
         purge: Purge,
+        limit: usize,
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
         self.ensure_open()?;
@@ -1130,35 +1147,29 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
             Purge::Delete => EXPIRED,
         };
         let ns = || SqlValue::from(self.ns.as_str());
+        let limit = SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX));
+        let chunk = || vec![ns(), SqlValue::Integer(at), limit.clone()];
         let counted = count_from(
-            self.all(
-                "count expired records",
-                &format!("SELECT count(*) FROM vaultstore_records AS r WHERE {expired}"),
-                vec![ns(), at.into()],
-            )
-            .await?,
+            self.all("count expired records", &count_chunk(expired), chunk())
+                .await?,
         )?;
         if counted == 0 {
             return Ok(Some(0));
         }
-        let both = || vec![ns(), SqlValue::Integer(at)];
-        let mut statements = vec![Statement::new(
-            &check_purge_count(expired),
-            vec![
-                ns(),
-                at.into(),
-                SqlValue::Integer(i64::try_from(counted).unwrap_or(i64::MAX)),
-            ],
-        )];
+        let mut guarded = chunk();
+        guarded.push(SqlValue::Integer(
+            i64::try_from(counted).unwrap_or(i64::MAX),
+        ));
+        let mut statements = vec![Statement::new(&check_purge_count(expired), guarded)];
         match purge {
-            Purge::SoftDelete => statements.push(Statement::new(PURGE_SOFT_DELETE, both())),
+            Purge::SoftDelete => statements.push(Statement::new(PURGE_SOFT_DELETE, chunk())),
             Purge::Delete => {
                 for sql in [
-                    delete_last_identities(ALL_EXPIRED),
-                    delete_links(ALL_EXPIRED),
-                    delete_records(ALL_EXPIRED),
+                    delete_last_identities(EXPIRED_CHUNK),
+                    delete_links(EXPIRED_CHUNK),
+                    delete_records(EXPIRED_CHUNK),
                 ] {
-                    statements.push(Statement::new(&sql, both()));
+                    statements.push(Statement::new(&sql, chunk()));
                 }
             }
         }
@@ -1532,10 +1543,12 @@ mod tests {
                 .collect()
         };
         let full_scan = |lines: &[String]| {
-            // The JSON array, a constant row and the CTEs are not tables.
+            // The JSON array, a constant row, the CTEs and a bounded subquery's own rows (a
+            // purge chunk's LIMIT) are not tables.
             lines.iter().any(|l| {
                 l.starts_with("SCAN ")
                     && !l.contains("VIRTUAL TABLE")
+                    && !l.starts_with("SCAN (subquery-")
                     && !["SCAN CONSTANT ROW", "SCAN linked", "SCAN gone"].contains(&l.as_str())
             })
         };
@@ -1677,23 +1690,25 @@ mod tests {
         let purges = [
             check_purge_count(EXPIRED),
             check_purge_count(EXPIRED_LIVE),
-            format!("SELECT count(*) FROM vaultstore_records AS r WHERE {EXPIRED_LIVE}"),
+            count_chunk(EXPIRED_LIVE),
             PURGE_SOFT_DELETE.to_owned(),
-            delete_last_identities(ALL_EXPIRED),
-            delete_links(ALL_EXPIRED),
-            delete_records(ALL_EXPIRED),
+            delete_last_identities(EXPIRED_CHUNK),
+            delete_links(EXPIRED_CHUNK),
+            delete_records(EXPIRED_CHUNK),
         ];
         for sql in &purges {
             let lines = plan(sql);
             assert!(
-                !full_scan(&lines) && !lines.iter().any(|l| l.ends_with("(ns=?)")),
+                !full_scan(&lines)
+                    && !lines
+                        .iter()
+                        .any(|l| l.ends_with("(ns=?)") || l.contains("TEMP B-TREE FOR ORDER BY")),
                 "{sql}: {lines:?}"
             );
             assert!(
-                !sql.contains("vaultstore_records AS r WHERE")
-                    || lines
-                        .iter()
-                        .any(|l| l.contains("vaultstore_records_expires (ns=? AND expires_key<?)")),
+                lines
+                    .iter()
+                    .any(|l| l.contains("vaultstore_records_expires (ns=? AND expires_key<?)")),
                 "{sql}: {lines:?}"
             );
         }
