@@ -225,7 +225,7 @@ mod sql_only {
             SqlError, SqlExecutor, SqlStorage, SqlValue, Statement,
         };
         use vaultstore_wasm::vault::PURGE_CHUNK;
-        use vaultstore_wasm::{CreateOptions, Vault, VaultOptions};
+        use vaultstore_wasm::{CreateOptions, RekeyOptions, Vault, VaultOptions};
 
         #[derive(Clone, Default)]
         pub struct Counter {
@@ -320,6 +320,70 @@ mod sql_only {
 
         fn values(n: usize) -> Vec<String> {
             (0..n).map(|i| format!("value {i}")).collect()
+        }
+
+        /// With identities on, `tokensCreate` used to send a record insert and a link write per
+        /// value (802 statements for 400 values) and a rotation three per record (1,204): past
+        /// D1's 50 (free) or 1,000 (paid) statements per invocation. Grouped by kind, both cost
+        /// the same few statements whatever the count.
+        #[test]
+        fn creating_and_rotating_cost_the_same_statements_whatever_the_count() {
+            super::block_on(async {
+                let mut costs = Vec::new();
+                for n in [1, 40, 400] {
+                    let clock = TestClock::new(T0);
+                    let (vault, counter, _) = counted_vault(true, &clock).await;
+                    let (old, new) = (pw("the old password"), pw("the new password"));
+                    // The identity exists before the measured calls (its creation is a write of
+                    // its own, once per secret).
+                    vault
+                        .token_create("first", &old, &CreateOptions::default())
+                        .await
+                        .unwrap();
+                    let values = values(n);
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    counter.take();
+                    let tokens = vault
+                        .tokens_create(&refs, &old, &CreateOptions::default())
+                        .await
+                        .unwrap();
+                    let created = counter.take();
+                    let rotate = RekeyOptions {
+                        rotate: true,
+                        observer: None,
+                    };
+                    assert_eq!(
+                        vault.bulk_rekey(&old, &new, &rotate).await.unwrap(),
+                        n as u64 + 1
+                    );
+                    let rotated = counter.take();
+                    // Every value moved and opens with the new secret only.
+                    let read = vault
+                        .tokens_read(&tokens.iter().map(String::as_str).collect::<Vec<_>>(), &new)
+                        .await
+                        .unwrap();
+                    assert_eq!(read.len(), n);
+                    for (i, (token, value)) in read.iter().enumerate() {
+                        assert_eq!((token, value), (&tokens[i], &values[i]));
+                    }
+                    assert!(vault.token_read(&tokens[0], &old).await.is_err());
+                    costs.push((n, created, rotated));
+                }
+                let (_, created_1, rotated_1) = costs[0];
+                for &(n, created, rotated) in &costs {
+                    assert_eq!(
+                        (created.0, created.1),
+                        (created_1.0, created_1.1),
+                        "tokensCreate({n}) costs as many statements and batches as of one: {costs:?}"
+                    );
+                    assert_eq!(
+                        (rotated.0, rotated.1),
+                        (rotated_1.0, rotated_1.1),
+                        "rotating {n} records costs as many statements and batches as one: {costs:?}"
+                    );
+                }
+                assert!(created_1.0 <= 6 && rotated_1.0 <= 16, "{costs:?}");
+            });
         }
 
         /// The set-based purge is what a vault on SQL runs: one count and one batch per
