@@ -464,5 +464,121 @@ mod sql_only {
                 let _ = db;
             });
         }
+
+        /// An executor that, before each batch of its vault, lets another vault on the same
+        /// database write: a worker's other isolates writing steadily while a rekey runs.
+        struct Interrupting {
+            db: Arc<Sqlite>,
+            writer: Arc<std::sync::Mutex<Option<(Arc<Vault>, &'static str)>>>,
+            written: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+        }
+
+        #[async_trait]
+        impl SqlExecutor for Interrupting {
+            async fn all(
+                &self,
+                sql: &str,
+                params: &[SqlValue],
+            ) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+                self.db.all(sql, params).await
+            }
+            async fn batch(&self, statements: Vec<Statement>) -> Result<(), SqlError> {
+                let writer = self.writer.lock().unwrap().clone();
+                if let Some((vault, secret)) = writer {
+                    let value = format!("written meanwhile {}", self.written.lock().unwrap().len());
+                    let token = vault
+                        .token_create(&value, &pw(secret), &CreateOptions::default())
+                        .await
+                        .unwrap();
+                    self.written.lock().unwrap().push((token, value));
+                }
+                self.db.batch(statements).await
+            }
+        }
+
+        /// A rekey on SQL re-plans when a write lands between its reads and its commit. With a
+        /// writer that writes before every commit it used to give up after 16 rounds whatever
+        /// the writer's secret; now a round that lost checks in its own batch exactly what it
+        /// moves, and finishes while others write under other secrets. Writes under the old
+        /// secret itself still stop it, with `STORAGE` and nothing changed.
+        #[test]
+        fn a_rekey_finishes_under_steady_writes_by_other_secrets() {
+            super::block_on(async {
+                for (rotate, writer_secret, finishes) in [
+                    (false, "a bystander's password", true),
+                    (true, "a bystander's password", true),
+                    (true, "the new password", true),
+                    (true, "the old password", false),
+                ] {
+                    let case = format!("rotate {rotate}, writes under {writer_secret:?}");
+                    let db = Arc::new(Sqlite::memory());
+                    let open = |executor: Box<dyn SqlExecutor>| async move {
+                        let storage = SqlStorage::open(executor, "vaultstore").await.unwrap();
+                        Vault::open(
+                            Box::new(storage),
+                            VaultOptions {
+                                password_identity: true,
+                                ..options()
+                            },
+                        )
+                        .await
+                        .unwrap()
+                    };
+                    let writer = Arc::new(std::sync::Mutex::new(None));
+                    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+                    let vault = open(Box::new(Interrupting {
+                        db: db.clone(),
+                        writer: writer.clone(),
+                        written: written.clone(),
+                    }))
+                    .await;
+                    let other = Arc::new(open(Box::new(db.clone())).await);
+                    let (old, new) = (pw("the old password"), pw("the new password"));
+                    let values = values(30);
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    let tokens = vault
+                        .tokens_create(&refs, &old, &CreateOptions::default())
+                        .await
+                        .unwrap();
+                    *writer.lock().unwrap() = Some((other.clone(), writer_secret));
+                    let options = RekeyOptions {
+                        rotate,
+                        observer: None,
+                    };
+                    let result = vault.bulk_rekey(&old, &new, &options).await;
+                    *writer.lock().unwrap() = None;
+                    let written = written.lock().unwrap().clone();
+                    assert!(written.len() >= 2, "{case}: a write landed in every round");
+                    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                    if finishes {
+                        assert_eq!(result.unwrap(), 30, "{case}");
+                        let read = vault.tokens_read(&refs, &new).await.unwrap();
+                        let read: Vec<&str> = read.iter().map(|(_, v)| v.as_str()).collect();
+                        assert_eq!(read, refs_of(&values), "{case}");
+                        assert!(vault.token_read(&tokens[0], &old).await.is_err(), "{case}");
+                    } else {
+                        let e = result.unwrap_err();
+                        assert_eq!(e.code(), vaultstore_wasm::ErrorCode::Storage, "{case}: {e}");
+                        assert!(e.to_string().contains("kept changing"), "{case}: {e}");
+                        let read = vault.tokens_read(&refs, &old).await.unwrap();
+                        assert_eq!(read.len(), 30, "{case}: nothing changed");
+                    }
+                    // Whatever the outcome, every write that resolved opens with its secret.
+                    for (token, value) in &written {
+                        // (Under the old secret when the rekey gave up: nothing moved.)
+                        let secret = pw(writer_secret);
+                        assert_eq!(
+                            &other.token_read(token, &secret).await.unwrap(),
+                            value,
+                            "{case}"
+                        );
+                    }
+                }
+            });
+        }
+
+        fn refs_of(values: &[String]) -> Vec<&str> {
+            values.iter().map(String::as_str).collect()
+        }
     }
 }
