@@ -465,11 +465,14 @@ mod sql_only {
             });
         }
 
+        /// The vault that writes meanwhile, and the secret it writes under.
+        type Writer = (Arc<Vault>, &'static str);
+
         /// An executor that, before each batch of its vault, lets another vault on the same
         /// database write: a worker's other isolates writing steadily while a rekey runs.
         struct Interrupting {
             db: Arc<Sqlite>,
-            writer: Arc<std::sync::Mutex<Option<(Arc<Vault>, &'static str)>>>,
+            writer: Arc<std::sync::Mutex<Option<Writer>>>,
             written: Arc<std::sync::Mutex<Vec<(String, String)>>>,
         }
 
