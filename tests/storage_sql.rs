@@ -2,7 +2,6 @@
 //! only this backend has: namespaces, the schema, index use, and writers on separate connections.
 #![cfg(all(feature = "sql", not(target_arch = "wasm32")))]
 
-mod common;
 mod conformance;
 mod sqlite;
 
@@ -214,7 +213,34 @@ mod sql_only {
     /// What a vault costs its database: statements sent (each counts against D1's limit per
     /// invocation), batches, and rows that travel back to the isolate.
     mod costs {
-        use super::super::common::{T0, TestClock, pw};
+        use std::sync::atomic::AtomicI64;
+        use vaultstore_wasm::Secret;
+        use vaultstore_wasm::platform::Clock;
+
+        const T0: i64 = 1_700_000_000_000;
+
+        fn pw(p: &str) -> Secret {
+            Secret::password(p)
+        }
+
+        /// A clock the test moves by hand.
+        #[derive(Clone)]
+        pub struct TestClock(Arc<AtomicI64>);
+
+        impl TestClock {
+            fn new(at: i64) -> Self {
+                TestClock(Arc::new(AtomicI64::new(at)))
+            }
+            fn advance(&self, ms: i64) {
+                self.0.fetch_add(ms, Ordering::SeqCst);
+            }
+        }
+
+        impl Clock for TestClock {
+            fn now_ms(&self) -> i64 {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
         use super::super::sqlite::Sqlite;
         use super::options;
         use async_trait::async_trait;
