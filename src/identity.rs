@@ -155,7 +155,10 @@ impl Round {
     /// when no link is left: a record linked to it meanwhile fails the batch). Every record it
     /// reseals still holds the value it read (compare-and-swap), and the identities it relies on
     /// keep their tags. Where the batch cannot check what it moves (records found by key check),
-    /// the write epoch stays.
+    /// the write epoch stays. Known gaps: a re-wrap reports the links it read, so a record the
+    /// old secret linked meanwhile moves with the identity but is not counted; and a link whose
+    /// record is missing (a damaged vault) keeps the source from being pruned, so such a
+    /// rotation gives up instead of finishing.
     fn guard_itself(&mut self) {
         if !self.no_unlinked {
             return;
