@@ -358,20 +358,24 @@ pub trait Storage: MaybeSendSync {
     /// but the transaction between its first read and its commit.
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>>;
 
-    /// Purge every record expired at `at` (`at > expiresAt`) as `purge` says, together with
-    /// `also` (the write epoch), in one atomic write, and say how many were purged; or `None`
-    /// where the backend has no set-based purge, and the vault pages through the expired records
-    /// instead. A count that changes between reading it and writing (a renewal, a record
-    /// expiring) fails with [`StorageError::Changed`] and nothing is written.
+    /// Purge up to `limit` of the records expired at `at` (`at > expiresAt`) as `purge` says,
+    /// the first in expiry order, together with `also` (the write epoch), in one atomic write,
+    /// and say how many were purged: fewer than `limit` means none is left. The vault calls it
+    /// again until then, so each write stays bounded (D1 stops a statement that runs too long).
+    /// A count that changes between reading it and writing (a renewal, a restore) fails with
+    /// [`StorageError::Changed`] and nothing is written.
+    ///
+    /// `Ok(None)` says the backend has no set-based purge (it would have to read the records
+    /// anyway), and the vault pages through the expired records with [`Storage::apply`]
+    /// instead. Every backend and every wrapper must answer for itself: a wrapper that does not
+    /// forward this silently turns the set-based purge off.
     async fn purge_expired(
         &self,
         at: i64,
         purge: Purge,
+        limit: usize,
         also: Vec<WriteOp>,
-    ) -> StorageResult<Option<u64>> {
-        let _ = (at, purge, also);
-        Ok(None)
-    }
+    ) -> StorageResult<Option<u64>>;
 
     /// Release the backend. Later calls fail with [`StorageError::Closed`].
     async fn close(&self);
@@ -532,6 +536,15 @@ macro_rules! delegate_storage {
             }
             async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
                 (**self).transaction().await
+            }
+            async fn purge_expired(
+                &self,
+                at: i64,
+                purge: Purge,
+                limit: usize,
+                also: Vec<WriteOp>,
+            ) -> StorageResult<Option<u64>> {
+                (**self).purge_expired(at, purge, limit, also).await
             }
             async fn close(&self) {
                 (**self).close().await

@@ -8,6 +8,7 @@ mod records;
 pub(crate) mod tokens;
 mod unlock;
 
+pub use records::PURGE_CHUNK;
 pub use tokens::CreateOptions;
 
 use crate::crypto::{DEFAULT_ITERATIONS, DataKey, KdfParams, MasterKey, derive_raw_key};

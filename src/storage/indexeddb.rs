@@ -27,8 +27,8 @@
 //! and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    LINK_KEY, MetaKey, MetaRow, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
-    is_unique_meta, link_key, object_type,
+    LINK_KEY, MetaKey, MetaRow, Purge, Storage, StorageError, StorageResult, WriteOp,
+    WriteTransaction, is_unique_meta, link_key, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::Record;
@@ -975,6 +975,18 @@ impl Storage for IdbStorage {
 
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
         Ok(Box::new(self.begin()?))
+    }
+
+    /// IndexedDB cannot change records without reading them into the page first: the
+    /// vault pages through the expired records with bounded transactions instead.
+    async fn purge_expired(
+        &self,
+        _at: i64,
+        _purge: Purge,
+        _limit: usize,
+        _also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        Ok(None)
     }
 
     async fn close(&self) {

@@ -21,8 +21,8 @@
 //! newest first, when any op of the batch fails.
 
 use super::{
-    MetaKey, MetaRow, Optimistic, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
-    is_unique_meta, link_key, object_type,
+    MetaKey, MetaRow, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
+    WriteTransaction, is_unique_meta, link_key, object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::Record;
@@ -617,6 +617,19 @@ impl Storage for GlueMemoryStorage {
     /// unless the caller yields, so the optimistic transaction is as good as a held one.
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
         Ok(Box::new(Optimistic(self)))
+    }
+
+    /// GlueSQL's memory store has no index to find expired records by and runs every
+    /// statement in the isolate, so a "set-based" purge would read every record anyway: the
+    /// vault pages through them instead.
+    async fn purge_expired(
+        &self,
+        _at: i64,
+        _purge: Purge,
+        _limit: usize,
+        _also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        Ok(None)
     }
 
     async fn close(&self) {

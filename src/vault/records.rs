@@ -11,6 +11,12 @@ use crate::token;
 /// each IndexedDB transaction, whatever the store holds.
 pub const PURGE_PAGE: usize = 500;
 
+/// Records purged per atomic write by a backend with a set-based purge (SQL): the write's
+/// statements touch at most this many records, their links and identities, so a backlog of any
+/// size never makes one write that D1 stops for running too long; 10,000 expired records are
+/// two writes.
+pub const PURGE_CHUNK: usize = 5_000;
+
 impl Vault {
     /// Records matching `query` (metadata only; values stay encrypted).
     pub async fn record_list(&self, query: &RecordQuery) -> Result<Vec<Record>> {
@@ -85,25 +91,38 @@ impl Vault {
         self.purge_expired(Purge::Delete).await
     }
 
-    /// Purge expired records: in one set-based write where the backend has one (SQL), else a
-    /// page at a time.
+    /// Purge expired records: set-based where the backend has it (SQL), in atomic chunks of
+    /// [`PURGE_CHUNK`] so that no write grows with the backlog, else a page at a time.
     async fn purge_expired(&self, purge: Purge) -> Result<u64> {
         self.ensure_open()?;
-        for _ in 0..MAX_ATTEMPTS {
+        let now = self.now();
+        let mut total = 0;
+        let mut conflicts = 0;
+        loop {
             // Deletes renew the write epoch, so a rekey planned before them notices.
             let also = match purge {
                 Purge::Delete => vec![new_write_epoch()?],
                 Purge::SoftDelete => vec![],
             };
-            match self.storage.purge_expired(self.now(), purge, also).await {
-                Ok(Some(purged)) => return Ok(purged),
+            match self
+                .storage
+                .purge_expired(now, purge, PURGE_CHUNK, also)
+                .await
+            {
+                Ok(Some(purged)) => {
+                    total += purged;
+                    if purged < PURGE_CHUNK as u64 {
+                        return Ok(total);
+                    }
+                }
                 Ok(None) => break,
-                // Renewed or expired meanwhile: count again.
-                Err(StorageError::Changed(_)) => continue,
+                // Renewed or restored meanwhile: count this chunk again.
+                Err(StorageError::Changed(_)) if conflicts < MAX_ATTEMPTS => conflicts += 1,
+                Err(StorageError::Changed(_)) => break,
                 Err(e) => return Err(e.into()),
             }
         }
-        self.purge_expired_in_pages(purge).await
+        Ok(total + self.purge_expired_in_pages(purge).await?)
     }
 
     /// Purge expired records a page at a time, one atomic batch per page, so memory and each

@@ -10,7 +10,8 @@ use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Optimistic, Storage, StorageError, StorageResult, WriteOp, WriteTransaction,
+    MetaKey, MetaRow, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
+    WriteTransaction,
 };
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
@@ -170,6 +171,15 @@ impl<S: Storage> Storage for ProbedStorage<S> {
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
         // Through `apply`, so the probe sees (and can fail) the commit.
         Ok(Box::new(Optimistic(self)))
+    }
+    async fn purge_expired(
+        &self,
+        at: i64,
+        purge: Purge,
+        limit: usize,
+        also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        self.inner.purge_expired(at, purge, limit, also).await
     }
     async fn close(&self) {
         self.inner.close().await

@@ -1227,7 +1227,7 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     s.apply(batch).await.unwrap();
 
     let Some(soft) = s
-        .purge_expired(NOW, Purge::SoftDelete, vec![])
+        .purge_expired(NOW, Purge::SoftDelete, 100, vec![])
         .await
         .unwrap()
     else {
@@ -1241,18 +1241,29 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
         Some(NOW - 5)
     );
     assert_eq!(
-        s.purge_expired(NOW, Purge::SoftDelete, vec![])
+        s.purge_expired(NOW, Purge::SoftDelete, 100, vec![])
             .await
             .unwrap(),
         Some(0)
     );
 
+    // A bounded purge takes the earliest expiry first and says it may not be done.
     let epoch = WriteOp::PutMeta(meta("vault", "state", "epoch", "e2"));
-    let deleted = s
-        .purge_expired(NOW, Purge::Delete, vec![epoch])
+    let first = s
+        .purge_expired(NOW, Purge::Delete, 1, vec![epoch.clone()])
         .await
         .unwrap();
-    assert_eq!(deleted, Some(2));
+    assert_eq!(first, Some(1));
+    assert!(
+        get_id(&s, "gone-2").await.is_none(),
+        "expired first, purged first"
+    );
+    assert!(get_id(&s, "gone-1").await.is_some(), "beyond the limit");
+    let deleted = s
+        .purge_expired(NOW, Purge::Delete, 100, vec![epoch])
+        .await
+        .unwrap();
+    assert_eq!(deleted, Some(1), "fewer than the limit: nothing is left");
     let (records, rows) = dump(&s).await;
     let mut ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
     ids.sort();
@@ -1272,7 +1283,7 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
         "the purged records' links and the identity they left alone are gone; the rest stays"
     );
     assert_eq!(
-        s.purge_expired(NOW + 2, Purge::Delete, vec![])
+        s.purge_expired(NOW + 2, Purge::Delete, 100, vec![])
             .await
             .unwrap(),
         Some(2)

@@ -20,7 +20,7 @@ use vaultstore_wasm::platform::{NoYield, Platform, RustKdf, SystemClock};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Storage, StorageResult, WriteOp, WriteTransaction,
+    MetaKey, MetaRow, Purge, Storage, StorageResult, WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RecordQuery, RekeyOptions, Secret, Vault, VaultError, VaultOptions,
@@ -130,6 +130,30 @@ impl<S: Storage> Storage for Gated<S> {
     /// can interleave with.
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
         self.inner.transaction().await
+    }
+    /// The backend's own purge, as production runs it (SQL: set-based), past the gate when
+    /// it has one. A backend without one (`None`) writes through `apply` instead, whose gate
+    /// then stops it after its reads; asking it to purge nothing tells which it is.
+    async fn purge_expired(
+        &self,
+        at: i64,
+        purge: Purge,
+        limit: usize,
+        also: Vec<WriteOp>,
+    ) -> StorageResult<Option<u64>> {
+        if self
+            .inner
+            .purge_expired(i64::MIN, purge, limit, vec![])
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        if let Some((reached, go)) = self.gate.take() {
+            let _ = reached.send(());
+            let _ = go.await;
+        }
+        self.inner.purge_expired(at, purge, limit, also).await
     }
     async fn close(&self) {
         self.inner.close().await
