@@ -100,9 +100,10 @@ impl Storage for JobBeforeScan {
         &self,
         at: i64,
         purge: Purge,
+        limit: usize,
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
-        self.inner.purge_expired(at, purge, also).await
+        self.inner.purge_expired(at, purge, limit, also).await
     }
     async fn close(&self) {
         self.inner.close().await
