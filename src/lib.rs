@@ -27,8 +27,8 @@
 //! # }
 //! ```
 //!
-//! Layers, each depending only on those below it: `vault` (operations) → `identity`, `snapshot`
-//! → `crypto` (pure key hierarchy and envelopes) and `storage` (the [`storage::Storage`] trait
+//! Layers, each depending only on those below it: `vault` (operations, identities and rekeys
+//! included) → `snapshot` → `crypto` (pure key hierarchy and envelopes) and `storage` (the [`storage::Storage`] trait
 //! and its backends). The `wasm` module, when built, is the only code that knows JavaScript.
 
 // Nothing reachable from JavaScript may panic: a panic poisons the wasm instance for every later call.
@@ -39,7 +39,6 @@
 
 pub mod crypto;
 pub mod error;
-pub mod identity;
 mod json;
 mod keycache;
 pub mod platform;
@@ -56,13 +55,13 @@ pub mod vault;
 pub mod wasm;
 
 pub use error::{ErrorCode, NotFoundReason, Result, VaultError};
-pub use identity::{RekeyObserver, RekeyOptions};
 pub use policy::PasswordPolicy;
 pub use query::{OrderBy, RecordFilter, RecordQuery};
 pub use record::Record;
 pub use secret::Secret;
 pub use token::{is_token, is_token_valid_length};
 pub use vault::{CreateOptions, Vault, VaultOptions};
+pub use vault::{RekeyObserver, RekeyOptions};
 
 // talc rather than the standard dlmalloc: smaller in wasm (Cargo.toml). `new_global` is sound
 // because the engine runs single-threaded (no wasm threads are enabled), its one requirement.

@@ -1,19 +1,22 @@
 //! The vault: every operation of API.md over any [`Storage`].
 //!
 //! Opening, settings, key access and closing live here; token operations in `vault/tokens.rs`,
-//! record queries and purges in `vault/records.rs`, `unlock` in `vault/unlock.rs`, identities and
-//! rekey in `identity.rs`, snapshots in `snapshot.rs`.
+//! record queries and purges in `vault/records.rs`, `unlock` in `vault/unlock.rs`, identities in
+//! `vault/identity.rs`, rekeys and link migration in `vault/rekey.rs`, snapshots in `snapshot.rs`.
 
+pub(crate) mod identity;
 mod records;
+mod rekey;
 pub(crate) mod tokens;
 mod unlock;
+
+pub use rekey::{RekeyObserver, RekeyOptions};
 
 pub use records::PURGE_CHUNK;
 pub use tokens::CreateOptions;
 
 use crate::crypto::{DEFAULT_ITERATIONS, DataKey, KdfParams, MasterKey, derive_raw_key};
 use crate::error::{Result, VaultError};
-use crate::identity::Identity;
 use crate::keycache::KeyCache;
 use crate::platform::Platform;
 use crate::policy::PasswordPolicy;
@@ -23,6 +26,7 @@ use crate::snapshot::Snapshot;
 use crate::storage::{
     MetaKey, MetaRow, Storage, StorageError, WriteOp, object_type, unlinked_records, write_epoch,
 };
+use identity::Identity;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -403,11 +407,7 @@ impl WriteKey {
 
     pub(crate) fn from_identity(identity: Identity, mk: &MasterKey) -> Self {
         let guard = vec![WriteOp::ExpectMeta {
-            key: MetaKey::new(
-                object_type::IDENTITY,
-                &identity.id,
-                crate::identity::TAG_KEY,
-            ),
+            key: MetaKey::new(object_type::IDENTITY, &identity.id, identity::TAG_KEY),
             value: Some(crate::crypto::identity_tag(mk)),
         }];
         WriteKey {

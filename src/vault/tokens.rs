@@ -9,11 +9,11 @@
 use super::{MAX_ATTEMPTS, Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
 use crate::error::{NotFoundReason, Result, VaultError};
-use crate::identity::Identity;
 use crate::record::{Record, check_time, new_record_id};
 use crate::secret::Secret;
 use crate::storage::{LINK_KEY, MetaRow, RecordChange, StorageError, WriteOp, link_key};
 use crate::token;
+use crate::vault::identity::Identity;
 use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
 

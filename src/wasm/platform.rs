@@ -3,8 +3,8 @@
 
 use crate::crypto::{KdfParams, MasterKey, derive_password_key};
 use crate::error::Result;
-use crate::identity::RekeyObserver;
 use crate::platform::{PasswordKdf, Scheduler};
+use crate::vault::RekeyObserver;
 use async_trait::async_trait;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use std::cell::{Cell, RefCell};

@@ -1,8 +1,4 @@
-//! Password identities (FORMAT.md "Password identities"), bulk rekey and link migration.
-//!
-//! With identities on, each secret maps (by its tag) to an identity holding a random data key
-//! (DEK) wrapped under the secret. Records are sealed with the DEK and linked to the identity, so
-//! changing a password re-wraps one DEK instead of re-encrypting every record.
+//! Bulk rekey and link migration (API.md "Password identities and rekey").
 //!
 //! A rekey reads, seals and then commits everything in one atomic batch. Other tabs, isolates or
 //! calls may write meanwhile, so the batch is guarded: it expects the write epoch it read before
@@ -11,9 +7,10 @@
 //! whose value changed (earlier work is kept), and commits again. Writes that resolved while it
 //! ran are never undone, and every value opens with the secret the outcome implies.
 
-use crate::crypto::{
-    DataKey, Envelope, MasterKey, identity_tag, new_identity_id, seal_value, unwrap_dek, wrap_dek,
-};
+use super::identity::{Identity, TAG_KEY, expect_tag, identity_rows, prune_identity};
+use super::tokens::reseal_ops;
+use super::{Vault, WriteKey, new_write_epoch};
+use crate::crypto::{DataKey, Envelope, MasterKey, new_identity_id, seal_value};
 use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::secret::Secret;
@@ -21,13 +18,8 @@ use crate::storage::{
     LINK_KEY, MetaKey, MetaRow, Optimistic, StorageError, WriteOp, WriteTransaction, object_type,
     scan_pages, unlinked_records, write_epoch,
 };
-use crate::vault::tokens::reseal_ops;
-use crate::vault::{Vault, WriteKey, new_write_epoch};
 use std::collections::HashMap;
 use zeroize::Zeroizing;
-
-pub(crate) const TAG_KEY: &str = "tag";
-const DEK_KEY: &str = "dek";
 
 /// Records scanned per page when looking for a secret's records by key check.
 const SCAN_PAGE: usize = 1_000;
@@ -36,12 +28,6 @@ const SCAN_PAGE: usize = 1_000;
 const REKEY_ATTEMPTS: usize = 16;
 /// Milliseconds of work between two chances for the host to run (progress, abort, UI).
 const YIELD_AFTER_MS: i64 = 8;
-
-/// An identity, unlocked.
-pub(crate) struct Identity {
-    pub id: String,
-    pub dek: DataKey,
-}
 
 /// Reports progress of a rekey and lets the caller cancel it before it commits.
 pub trait RekeyObserver {
@@ -57,26 +43,6 @@ pub struct RekeyOptions<'a> {
     /// Re-encrypt under a fresh data key even when a re-wrap would do.
     pub rotate: bool,
     pub observer: Option<&'a dyn RekeyObserver>,
-}
-
-fn identity_rows(id: &str, mk: &MasterKey, vault: &Vault, dek: &DataKey) -> Result<[MetaRow; 2]> {
-    Ok([
-        MetaRow::new(object_type::IDENTITY, id, TAG_KEY, identity_tag(mk)),
-        MetaRow::new(
-            object_type::IDENTITY,
-            id,
-            DEK_KEY,
-            wrap_dek(mk, &vault.kdf, id, dek)?,
-        ),
-    ])
-}
-
-/// Fail the batch unless identity `id` still has the tag of `mk`.
-fn expect_tag(id: &str, mk: &MasterKey) -> WriteOp {
-    WriteOp::ExpectMeta {
-        key: MetaKey::new(object_type::IDENTITY, id, TAG_KEY),
-        value: Some(identity_tag(mk)),
-    }
 }
 
 /// Which of the old secret's keys a record to move is sealed with.
@@ -201,67 +167,6 @@ impl Round {
 }
 
 impl Vault {
-    /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
-    /// `epoch` is the lock epoch `mk` belongs to: `ABORTED` if a `lock()` ran during the lookup,
-    /// before the key unwraps anything (see [`Vault::unlocked`]).
-    pub(crate) async fn find_identity(
-        &self,
-        mk: &MasterKey,
-        epoch: u64,
-    ) -> Result<Option<Identity>> {
-        self.find_identity_in(&Optimistic(&*self.storage), mk, epoch)
-            .await
-    }
-
-    /// [`Vault::find_identity`], read through `reads`.
-    async fn find_identity_in(
-        &self,
-        reads: &dyn WriteTransaction,
-        mk: &MasterKey,
-        epoch: u64,
-    ) -> Result<Option<Identity>> {
-        let rows = reads
-            .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
-            .await?;
-        self.check_key_epoch(epoch)?;
-        let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
-            return Ok(None);
-        };
-        let wrapped = rows.iter().find(|r| r.key.key == DEK_KEY).ok_or_else(|| {
-            VaultError::storage(format!(
-                "identity {id} has no data key row; the vault is damaged"
-            ))
-        })?;
-        let dek = unwrap_dek(mk, &self.kdf, &id, &wrapped.value)?;
-        Ok(Some(Identity { id, dek }))
-    }
-
-    /// The identity of `mk`, or a new one with the rows that create it. Creation inserts the tag
-    /// row, which storage keeps unique: if another writer creates the identity first, the batch
-    /// fails with `UniqueValueTaken` and the caller looks again.
-    pub(crate) async fn identity_or_create(
-        &self,
-        mk: &MasterKey,
-        epoch: u64,
-    ) -> Result<(Identity, Vec<WriteOp>)> {
-        if let Some(identity) = self.find_identity(mk, epoch).await? {
-            return Ok((identity, vec![]));
-        }
-        let identity = Identity {
-            id: new_identity_id()?,
-            dek: DataKey::generate()?,
-        };
-        let setup = self.create_ops(&identity, mk)?;
-        Ok((identity, setup))
-    }
-
-    fn create_ops(&self, identity: &Identity, mk: &MasterKey) -> Result<Vec<WriteOp>> {
-        Ok(identity_rows(&identity.id, mk, self, &identity.dek)?
-            .into_iter()
-            .map(WriteOp::InsertMeta)
-            .collect())
-    }
-
     /// Move every record of `old` to `new` (API.md "Password identities and rekey"). Atomic:
     /// either every record opens with `new` afterwards, or nothing changed (also on abort).
     /// Returns how many records of `old` now open with `new`.
@@ -716,15 +621,5 @@ fn report_at_least(observer: Option<&dyn RekeyObserver>, carry: &mut Carry, done
     {
         carry.reported = done;
         o.progress(done, total.max(done));
-    }
-}
-
-/// Remove an identity once no record link refers to it, in the same batch.
-pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
-    WriteOp::DeleteObjectIfUnreferenced {
-        object_type: object_type::IDENTITY.to_owned(),
-        object_id: identity_id.to_owned(),
-        referrer_type: object_type::RECORD.to_owned(),
-        referrer_key: LINK_KEY.to_owned(),
     }
 }

@@ -1,0 +1,120 @@
+//! Password identities (FORMAT.md "Password identities"): finding a secret's identity and
+//! creating one.
+//!
+//! With identities on, each secret maps (by its tag) to an identity holding a random data key
+//! (DEK) wrapped under the secret. Records are sealed with the DEK and linked to the identity, so
+//! changing a password re-wraps one DEK instead of re-encrypting every record (`rekey.rs`).
+
+use super::Vault;
+use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
+use crate::error::{Result, VaultError};
+use crate::storage::{
+    LINK_KEY, MetaKey, MetaRow, Optimistic, WriteOp, WriteTransaction, object_type,
+};
+
+pub(crate) const TAG_KEY: &str = "tag";
+const DEK_KEY: &str = "dek";
+
+/// An identity, unlocked.
+pub(crate) struct Identity {
+    pub id: String,
+    pub dek: DataKey,
+}
+
+pub(super) fn identity_rows(
+    id: &str,
+    mk: &MasterKey,
+    vault: &Vault,
+    dek: &DataKey,
+) -> Result<[MetaRow; 2]> {
+    Ok([
+        MetaRow::new(object_type::IDENTITY, id, TAG_KEY, identity_tag(mk)),
+        MetaRow::new(
+            object_type::IDENTITY,
+            id,
+            DEK_KEY,
+            wrap_dek(mk, &vault.kdf, id, dek)?,
+        ),
+    ])
+}
+
+/// Fail the batch unless identity `id` still has the tag of `mk`.
+pub(super) fn expect_tag(id: &str, mk: &MasterKey) -> WriteOp {
+    WriteOp::ExpectMeta {
+        key: MetaKey::new(object_type::IDENTITY, id, TAG_KEY),
+        value: Some(identity_tag(mk)),
+    }
+}
+
+impl Vault {
+    /// The identity of `mk`, if it has one: one tag computation and one storage lookup.
+    /// `epoch` is the lock epoch `mk` belongs to: `ABORTED` if a `lock()` ran during the lookup,
+    /// before the key unwraps anything (see [`Vault::unlocked`]).
+    pub(crate) async fn find_identity(
+        &self,
+        mk: &MasterKey,
+        epoch: u64,
+    ) -> Result<Option<Identity>> {
+        self.find_identity_in(&Optimistic(&*self.storage), mk, epoch)
+            .await
+    }
+
+    /// [`Vault::find_identity`], read through `reads`.
+    pub(super) async fn find_identity_in(
+        &self,
+        reads: &dyn WriteTransaction,
+        mk: &MasterKey,
+        epoch: u64,
+    ) -> Result<Option<Identity>> {
+        let rows = reads
+            .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
+            .await?;
+        self.check_key_epoch(epoch)?;
+        let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
+            return Ok(None);
+        };
+        let wrapped = rows.iter().find(|r| r.key.key == DEK_KEY).ok_or_else(|| {
+            VaultError::storage(format!(
+                "identity {id} has no data key row; the vault is damaged"
+            ))
+        })?;
+        let dek = unwrap_dek(mk, &self.kdf, &id, &wrapped.value)?;
+        Ok(Some(Identity { id, dek }))
+    }
+
+    /// The identity of `mk`, or a new one with the rows that create it. Creation inserts the tag
+    /// row, which storage keeps unique: if another writer creates the identity first, the batch
+    /// fails with `UniqueValueTaken` and the caller looks again.
+    pub(crate) async fn identity_or_create(
+        &self,
+        mk: &MasterKey,
+        epoch: u64,
+    ) -> Result<(Identity, Vec<WriteOp>)> {
+        if let Some(identity) = self.find_identity(mk, epoch).await? {
+            return Ok((identity, vec![]));
+        }
+        let identity = Identity {
+            id: new_identity_id()?,
+            dek: DataKey::generate()?,
+        };
+        let setup = self.create_ops(&identity, mk)?;
+        Ok((identity, setup))
+    }
+
+    pub(super) fn create_ops(&self, identity: &Identity, mk: &MasterKey) -> Result<Vec<WriteOp>> {
+        Ok(identity_rows(&identity.id, mk, self, &identity.dek)?
+            .into_iter()
+            .map(WriteOp::InsertMeta)
+            .collect())
+    }
+}
+
+/// Remove an identity once no record link refers to it, in the same batch.
+pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
+    WriteOp::DeleteObjectIfUnreferenced {
+        object_type: object_type::IDENTITY.to_owned(),
+        object_id: identity_id.to_owned(),
+        referrer_type: object_type::RECORD.to_owned(),
+        referrer_key: LINK_KEY.to_owned(),
+    }
+}
