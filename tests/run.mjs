@@ -18,7 +18,7 @@ run("node", ["--test", "--test-reporter=spec", "tests/tools/"]);
 
 // npm test's own build checks the size limits whatever the caller's environment says: a
 // VAULTSTORE_SIZE_BUDGET=warn (or a ceiling raise) left in a shell must not pass it
-// (--enforce-sizes ignores both).
+// (--enforce-sizes ignores both; the fresh clone's builds get neither).
 const buildEnv = { ...process.env };
 delete buildEnv.VAULTSTORE_SIZE_BUDGET;
 delete buildEnv.VAULTSTORE_SIZE_RAISE;
@@ -56,7 +56,9 @@ run(
 //    it: wrangler's dry-run bundle in Miniflare on D1 and on a Durable Object, WebCrypto PBKDF2
 //    capped as in production; 8. the bundler matrix; 9. end to end in Chromium; 10. the
 //    benchmark, once with tiny counts, as a smoke test: it fails if a benchmark throws or
-//    disagrees with its baseline, never on timings.
+//    disagrees with its baseline, never on timings. 11. The README's commands on a fresh clone of
+//    HEAD (tests/tools/fresh-clone.mjs): `npm start` (the demo in Chromium), `npm run build`
+//    and `npm run bench -- --quick`, with no node_modules and no dist/ to start from.
 const consumer = join(root, ".test-tmp", "packed", "consumer");
 run("node", ["js/tools/build.mjs", "--enforce-sizes"], { env: buildEnv });
 run("node", ["js/tools/docs.mjs", "--check"]); // js/REFERENCE.md is what the doc comments generate
@@ -70,5 +72,6 @@ run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "te
   env: { ...process.env, CONSUMER_DIR: consumer },
 });
 run("node", ["tests/benches/bench.mjs", "--quick"], { env: { ...process.env, CONSUMER_DIR: consumer } });
+run("node", ["tests/tools/fresh-clone.mjs"], { env: buildEnv });
 
 console.log(`\nAll test levels passed in ${((Date.now() - started) / 60000).toFixed(1)} min.`);
