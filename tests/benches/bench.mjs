@@ -51,8 +51,8 @@ const outDir = option("--out") ?? (quick ? work : join(here, "results"));
 ensureNodeModules();
 const { chromium } = await import("playwright-core");
 if (!existsSync(join(root, "dist", "BUILD"))) {
-  console.log("dist/ is not built (or its build did not finish): building it first");
-  run(process.execPath, [join(root, "js", "tools", "build.mjs")]);
+  console.log("dist/ is not built (or its build did not finish): `npm run build` first");
+  run("npm", ["run", "build"]);
 }
 const source = sourceState();
 const mismatch = buildMismatch(readFileSync(join(root, "dist", "BUILD"), "utf8"), source);
