@@ -135,7 +135,7 @@ for (const entry of ["browser.js", "node.js", "workerd.js"]) {
 }
 
 // Written last: a dist/ with this file is complete.
-writeFileSync(join(dist, "BUILD"), `${JSON.stringify({ built: new Date().toISOString(), ...source, names, optimized: optimize }, null, 2)}\n`);
+writeFileSync(join(dist, "BUILD"), `${JSON.stringify({ built: new Date().toISOString(), ...source, names, optimized: optimize, tsOnly }, null, 2)}\n`);
 console.log(`\npackage built in ${dist}${existsSync(join(dist, "node.cjs")) ? "" : " (no CJS)"}`);
 
 // The download budgets of issue 8 (gzip -9; see sizes.mjs). The build fails over a budget, or,

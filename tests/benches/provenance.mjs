@@ -1,6 +1,6 @@
 // Whether dist/ was built from the source state a benchmark report would name (bench.mjs).
 // dist/BUILD is JSON written by js/tools/build.mjs: { built, commit, dirty, changes, names,
-// optimized }; an older build wrote only a date.
+// optimized, tsOnly }; an older build wrote only a date.
 
 /**
  * Why a build (the text of dist/BUILD) is not what `source` ({ commit, dirty, changes }, from
@@ -22,5 +22,6 @@ export function buildMismatch(buildText, source) {
     return `dist/ was built from ${describe(build)}, the tree is at ${describe(source)}`;
   }
   if (build.names || build.optimized === false) return "dist/ is a --names or --no-opt build, not what users get";
+  if (build.tsOnly) return "dist/ is a --ts-only build: its wasm may come from another commit";
   return undefined;
 }

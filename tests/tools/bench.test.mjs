@@ -88,4 +88,5 @@ test("a dist/ from another commit or another set of edits is refused", () => {
   assert.equal(buildMismatch(build({ dirty: true, changes: "1234" }), { commit, dirty: true, changes: "1234" }), undefined);
   assert.match(buildMismatch("2026-11-30T13:22:14.000Z\n", clean), /older build script/);
   assert.match(buildMismatch(build({ optimized: false }), clean), /--no-opt/);
+  assert.match(buildMismatch(build({ tsOnly: true }), clean), /--ts-only/);
 });
