@@ -25,7 +25,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serve } from "../../js/tools/serve.mjs";
 import { measureSizes } from "../../js/tools/sizes.mjs";
-import { ensureNodeModules, output, root, run, sourceState } from "../../js/tools/toolchain.mjs";
+import { ensureChromium, ensureNodeModules, output, root, run, sourceState } from "../../js/tools/toolchain.mjs";
 import { installPacked } from "../js/pack.mjs";
 import { markdown, svg } from "./report.mjs";
 import { alternate, seedOf } from "./protocol.mjs";
@@ -49,6 +49,7 @@ const work = join(root, ".test-tmp", "bench");
 const outDir = option("--out") ?? (quick ? work : join(here, "results"));
 
 ensureNodeModules();
+if (only !== "node" && !process.env.CHROMIUM) ensureChromium();
 const { chromium } = await import("playwright-core");
 if (!existsSync(join(root, "dist", "BUILD"))) {
   console.log("dist/ is not built (or its build did not finish): `npm run build` first");
