@@ -21,6 +21,7 @@ const ratioGoal = (ratio) => ({
 /** `package value ≤ limit`; the chart draws value ÷ limit, or the value itself when it is a ratio. */
 const limitGoal = (limit, text, { isRatio = false } = {}) => ({
   text,
+  onValue: true,
   met: (line) => verdict(line.valueInterval, limit),
   bar: (line) => ({ x: isRatio ? line.package : line.package / limit, goal: isRatio ? limit : 1, value: line.show(line.package) }),
 });
@@ -133,9 +134,11 @@ function table(rows, quick) {
   const body = rows.map((line) => {
     const base = line.baseline === null ? "—" : line.show(line.baseline);
     const span = (i, format) => ` [${format(i.low)}–${format(i.high)}]`;
-    const ratio = line.ratio === null ? (line.valueInterval && line.goal ? `— (value${span(line.valueInterval, line.show)})` : "—") : `${line.ratio.toFixed(2)}×${span(line.ratioInterval, (v) => v.toFixed(2))}`;
+    const ratio = line.ratio === null ? "—" : `${line.ratio.toFixed(2)}×${span(line.ratioInterval, (v) => v.toFixed(2))}`;
+    // A goal on the value itself shows the value's interval, which decides it.
+    const pkg = line.goal?.onValue ? `${line.show(line.package)}${span(line.valueInterval, line.show)}` : line.show(line.package);
     const note = line.note ? ` (${line.note})` : "";
-    return `| ${line.operation}${note} | ${line.show(line.package)} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
+    return `| ${line.operation}${note} | ${pkg} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
   });
   return ["| operation | package | baseline | what the baseline does | ratio [95% interval] | goal | met |", "|---|--:|--:|---|--:|:-:|:-:|", ...body].join("\n");
 }
