@@ -57,8 +57,9 @@ run(
 //    capped as in production; 8. the bundler matrix; 9. end to end in Chromium; 10. the
 //    benchmark, once with tiny counts, as a smoke test: it fails if a benchmark throws or
 //    disagrees with its baseline, never on timings. 11. The README's commands on a fresh clone of
-//    HEAD (tests/tools/fresh-clone.mjs): `npm start` (the demo in Chromium), `npm run build`
-//    and `npm run bench -- --quick`, with no node_modules and no dist/ to start from.
+//    HEAD (tests/tools/fresh-clone.mjs), with no node_modules and no dist/ to start from:
+//    `npm start` (the demo used in Chromium), then `npm run bench -- --quick`, which runs
+//    `npm run build` first.
 const consumer = join(root, ".test-tmp", "packed", "consumer");
 run("node", ["js/tools/build.mjs", "--enforce-sizes"], { env: buildEnv });
 run("node", ["js/tools/docs.mjs", "--check"]); // js/REFERENCE.md is what the doc comments generate
