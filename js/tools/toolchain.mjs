@@ -26,7 +26,7 @@ export function sourceState(dir = root) {
   const commit = output("git", ["rev-parse", "HEAD"], { cwd: dir }).trim() || "unknown";
   const status = output("git", ["status", "--porcelain", "--untracked-files=all", ...paths], { cwd: dir });
   if (commit === "unknown" || status.trim() === "") return { commit, dirty: false, changes: "" };
-  const hash = createHash("sha256").update(output("git", ["diff", "HEAD", ...paths], { cwd: dir }));
+  const hash = createHash("sha256").update(output("git", ["diff", "--binary", "HEAD", ...paths], { cwd: dir, maxBuffer: 1 << 30 }));
   for (const line of status.split("\n")) {
     // Untracked files are not in `git diff`: their names and contents count too.
     if (!line.startsWith("??")) continue;

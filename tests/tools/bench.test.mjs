@@ -2,7 +2,12 @@
 // report.mjs): sides run in a seeded shuffled order, every ratio gets a bootstrap interval, a goal
 // is met only when the whole interval is on its side, and a dist/ from another commit is refused.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
+import { sourceState } from "../../js/tools/toolchain.mjs";
 import { alternate, medianInterval, medianRatio, seededRandom, shuffle, verdict } from "../benches/protocol.mjs";
 import { buildMismatch } from "../benches/provenance.mjs";
 import { lines } from "../benches/report.mjs";
@@ -89,4 +94,38 @@ test("a dist/ from another commit or another set of edits is refused", () => {
   assert.match(buildMismatch("2026-11-30T13:22:14.000Z\n", clean), /older build script/);
   assert.match(buildMismatch(build({ optimized: false }), clean), /--no-opt/);
   assert.match(buildMismatch(build({ tsOnly: true }), clean), /--ts-only/);
+});
+
+test("the source state tells commits and uncommitted edits apart, and ignores what dist/ is not made of", () => {
+  const dir = mkdtempSync(join(tmpdir(), "source-state-"));
+  try {
+    const git = (...args) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t.invalid", ...args], { cwd: dir, stdio: "ignore" });
+    git("init", "-q");
+    mkdirSync(join(dir, "src"));
+    mkdirSync(join(dir, "tests"));
+    writeFileSync(join(dir, "src", "lib.rs"), "fn a() {}\n");
+    writeFileSync(join(dir, "tests", "t.mjs"), "1\n");
+    git("add", ".");
+    git("commit", "-qm", "one");
+    const clean = sourceState(dir);
+    assert.match(clean.commit, /^[0-9a-f]{40}$/);
+    assert.deepEqual([clean.dirty, clean.changes], [false, ""]);
+
+    writeFileSync(join(dir, "tests", "t.mjs"), "2\n");
+    assert.equal(sourceState(dir).dirty, false, "a test edit does not change what dist/ is built from");
+
+    writeFileSync(join(dir, "src", "lib.rs"), "fn b() {}\n");
+    const edited = sourceState(dir);
+    assert.equal(edited.dirty, true);
+    assert.match(edited.changes, /^[0-9a-f]{16}$/);
+    writeFileSync(join(dir, "src", "lib.rs"), "fn c() {}\n");
+    assert.notEqual(sourceState(dir).changes, edited.changes, "other edits, another state");
+    writeFileSync(join(dir, "src", "lib.rs"), "fn b() {}\n");
+    assert.equal(sourceState(dir).changes, edited.changes, "the same edits, the same state");
+
+    writeFileSync(join(dir, "src", "new.rs"), "x\n");
+    assert.notEqual(sourceState(dir).changes, edited.changes, "an untracked source file counts");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
