@@ -9,21 +9,82 @@
 //
 // Sizes are gzip at level 9 (gzip -9), file by file, summed: each file is a separate download or
 // upload module. kB and MB are 1,000 and 1,000,000 bytes.
+//
+// Only Node built-ins are imported at module load (the build runs before `npm ci` on a fresh
+// clone); es-module-lexer is imported when a size is measured.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { gzipSync } from "node:zlib";
-import { initSync as initLexer, parse as parseModule } from "es-module-lexer";
 
 export const BUDGETS = { browser: 150_000, edge: 1_000_000 };
 
 /**
- * What the build enforces where a budget is not met yet: the measured size plus a small margin,
- * so nothing grows while the gap is open. The browser download is 178 kB against 150 kB; what
- * bounds it and what closing it would take is in the README ("Download size"). Remove an entry
- * once its budget is met: the budget is then the limit.
+ * Where a budget is not met yet, the build enforces a ceiling instead: the last measured size
+ * plus CEILING_MARGIN, kept in this committed file (`{ "browser": 179200 }`). A build that
+ * measures less lowers it (rewrites the file, which the next commit shows); nothing raises it
+ * but an explicit VAULTSTORE_SIZE_RAISE=1, which says so. The browser download is 178 kB against
+ * 150 kB; what bounds it and what closing it would take is in the README ("Download size").
  */
-export const CEILINGS = { browser: 180_000 };
+export const CEILINGS_FILE = join(dirname(new URL(import.meta.url).pathname), "size-ceilings.json");
+export const CEILING_MARGIN = 1_000;
+
+export function readCeilings(file = CEILINGS_FILE) {
+  return existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : {};
+}
+
+export function writeCeilings(ceilings, file = CEILINGS_FILE) {
+  writeFileSync(file, `${JSON.stringify(ceilings, null, 2)}\n`);
+}
+
+/**
+ * How a build treats the size limits, from its environment and arguments: `{ warnOnly, raise }`.
+ * VAULTSTORE_SIZE_BUDGET=warn makes "over the limit" a warning (`npm start`, for the demo);
+ * VAULTSTORE_SIZE_RAISE=1 raises a ceiling to the measured size. `--enforce-sizes` (what
+ * `npm test` passes) ignores both: a variable left in a shell must not pass the tests.
+ */
+export function sizePolicy(env, argv) {
+  if (argv.includes("--enforce-sizes")) return { warnOnly: false, raise: false };
+  return { warnOnly: env.VAULTSTORE_SIZE_BUDGET === "warn", raise: env.VAULTSTORE_SIZE_RAISE === "1" };
+}
+
+/**
+ * The ratchet, without I/O. `ceilings` as in the file, `measured` `{ name: gzip bytes }`; `raise`
+ * allows a ceiling to go up. Returns `{ ceilings, changes, over }`: the ceilings to store,
+ * what changed (lines to print), and the names over their limit (the ceiling, or the budget when
+ * it has none), which fail the build. A ceiling whose budget is met is dropped: the budget is the
+ * limit from then on.
+ */
+export function ratchet(ceilings, measured, { budgets = BUDGETS, margin = CEILING_MARGIN, raise = false } = {}) {
+  const next = { ...ceilings };
+  const changes = [];
+  const over = [];
+  for (const [name, size] of Object.entries(measured)) {
+    const budget = budgets[name];
+    const ceiling = ceilings[name];
+    if (size <= budget) {
+      if (ceiling !== undefined) {
+        delete next[name];
+        changes.push(`${name}: within its budget (${formatBytes(size)} ≤ ${formatBytes(budget)}); its ceiling is removed, the budget is the limit`);
+      }
+      continue;
+    }
+    if (ceiling === undefined || size > ceiling) {
+      if (raise) {
+        next[name] = size + margin;
+        changes.push(`${name}: ceiling RAISED ${ceiling === undefined ? "from none" : `from ${formatBytes(ceiling)}`} to ${formatBytes(size + margin)} (VAULTSTORE_SIZE_RAISE=1)`);
+      } else {
+        over.push(name);
+      }
+      continue;
+    }
+    if (size + margin < ceiling) {
+      next[name] = size + margin;
+      changes.push(`${name}: ceiling lowered from ${formatBytes(ceiling)} to ${formatBytes(size + margin)} (measured ${formatBytes(size)})`);
+    }
+  }
+  return { ceilings: next, changes, over };
+}
 
 const gzipBytes = (file) => gzipSync(readFileSync(file), { level: 9 }).length;
 
@@ -32,7 +93,7 @@ const gzipBytes = (file) => gzipSync(readFileSync(file), { level: 9 }).length;
  * `new URL("…", import.meta.url)`. es-module-lexer reads minified output and skips comments and
  * strings, which regular expressions over the source did not.
  */
-function staticDependencies(source) {
+function staticDependencies(parseModule, source) {
   const [imports] = parseModule(source);
   const found = [];
   for (const entry of imports) {
@@ -50,8 +111,9 @@ function staticDependencies(source) {
  * with their gzip sizes. Dynamic `import()`s are not followed: that is how the GlueSQL engine
  * stays out.
  */
-export function browserDownload(packageDir) {
-  initLexer();
+export async function browserDownload(packageDir) {
+  const { init, parse } = await import("es-module-lexer");
+  await init;
   const entry = join(packageDir, "dist", "browser.js");
   const seen = new Set();
   const queue = [entry];
@@ -60,7 +122,7 @@ export function browserDownload(packageDir) {
     if (seen.has(file)) continue;
     seen.add(file);
     if (!file.endsWith(".js")) continue;
-    for (const specifier of staticDependencies(readFileSync(file, "utf8"))) {
+    for (const specifier of staticDependencies(parse, readFileSync(file, "utf8"))) {
       queue.push(join(dirname(file), specifier));
     }
   }
@@ -107,14 +169,15 @@ export function edgeUpload(packageDir, workDir, wrangler) {
 
 /**
  * Both sizes with their budgets: `[{ name, what, gzip, budget, limit, ok, withinLimit }]`; `ok`
- * is within the budget, `withinLimit` within what the build enforces (CEILINGS, else the budget).
+ * is within the budget, `withinLimit` within what the build enforces (the ceiling of
+ * `ceilings`, else the budget).
  */
-export function measureSizes(packageDir, workDir, wrangler) {
-  const browser = browserDownload(packageDir);
+export async function measureSizes(packageDir, workDir, wrangler, ceilings = readCeilings()) {
+  const browser = await browserDownload(packageDir);
   const edge = edgeUpload(packageDir, workDir, wrangler);
   const size = (name, what, measured) => {
     const budget = BUDGETS[name];
-    const limit = CEILINGS[name] ?? budget;
+    const limit = Math.max(budget, ceilings[name] ?? budget);
     return { name, what, gzip: measured.gzip, budget, limit, ok: measured.gzip <= budget, withinLimit: measured.gzip <= limit, files: measured.files };
   };
   return [

@@ -6,11 +6,15 @@
 // The demo needs only the IndexedDB engine: the page is served as soon as that engine and the
 // JavaScript are built, and the rest of the package (the GlueSQL engine, for Node, workers and
 // memory vaults) goes on building in the background, logged to target/npm-start-build.log.
+//
+// On a fresh clone (Rust and Node only) it first installs what the build needs: the npm dev
+// dependencies, the wasm32 target and the wasm-bindgen CLI (each skipped when present). Only Node
+// built-ins are imported at module load, since nothing is installed yet.
 import { fork } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { serve } from "./serve.mjs";
-import { root } from "./toolchain.mjs";
+import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root } from "./toolchain.mjs";
 
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)} s`;
@@ -60,6 +64,14 @@ const sources = Math.max(
 );
 let build;
 if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {
+  try {
+    ensureNodeModules();
+    ensureWasmTarget();
+    ensureWasmBindgen();
+  } catch (error) {
+    console.error(`\nInstalling what the build needs failed (${error.message}); nothing to serve.`);
+    process.exit(1);
+  }
   build = buildUntilBrowserReady();
   if (!(await build.ready)) {
     console.error("\nThe build failed (see above); nothing to serve.");

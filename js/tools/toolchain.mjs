@@ -2,10 +2,44 @@
 // seconds). Used by `npm run build`, `npm test` and `npm start`.
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { createHash } from "node:crypto";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
+// Everything under js/tools/ imports only Node built-ins at module load: these scripts are what
+// installs the npm packages (`npm start` on a fresh clone runs before any `npm ci`). An npm
+// package is imported with `await import(...)` after ensureNodeModules() (tests/tools/imports.test.mjs).
+
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+/** Cargo's target directory: CARGO_TARGET_DIR (relative to the repository, as cargo reads it here) or target/. */
+export const targetDir = process.env.CARGO_TARGET_DIR ? resolve(root, process.env.CARGO_TARGET_DIR) : join(root, "target");
+
+/**
+ * What the package is built from, as git sees it: `{ commit, dirty, changes }`. `changes` is a
+ * hash of the uncommitted changes to what dist/ is made of (empty when clean), so two builds of one
+ * dirty tree compare equal only when the edits are the same. Outside a git checkout (a tarball),
+ * `commit` is "unknown".
+ */
+export function sourceState(dir = root) {
+  const paths = ["--", ".", ":(exclude)js/tools/size-ceilings.json", ":(exclude)tests", ":(exclude)www", ":(exclude)README.md"];
+  const commit = output("git", ["rev-parse", "HEAD"], { cwd: dir }).trim() || "unknown";
+  const status = output("git", ["status", "--porcelain", "--untracked-files=all", ...paths], { cwd: dir });
+  if (commit === "unknown" || status.trim() === "") return { commit, dirty: false, changes: "" };
+  const hash = createHash("sha256").update(output("git", ["diff", "--binary", "HEAD", ...paths], { cwd: dir, maxBuffer: 1 << 30 }));
+  for (const line of status.split("\n")) {
+    // Untracked files are not in `git diff`: their names and contents count too.
+    if (!line.startsWith("??")) continue;
+    const file = line.slice(3);
+    hash.update(`\0${file}\0`);
+    try {
+      hash.update(readFileSync(join(dir, file)));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { commit, dirty: true, changes: hash.digest("hex").slice(0, 16) };
+}
 
 export function run(cmd, args, opts = {}) {
   const started = Date.now();

@@ -3,7 +3,7 @@
 // (issue 8), in Node (memory backend) and headless Chromium (IndexedDB), plus the download sizes.
 // Writes tests/benches/results/latest.md and latest.svg.
 //
-//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 5 rounds (~3 min)
+//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 7 rounds (~4 min)
 //   npm run bench -- --quick           smoke run (BENCH_QUICK=1 too): tiny counts, 2 rounds, report
 //                                      in .test-tmp/bench/; fails if a benchmark throws or disagrees
 //                                      with its baseline, never on timings
@@ -11,19 +11,25 @@
 //   --rows a,b   only these rows (e.g. batchRead,sequentialCreate): medians printed, no report
 //
 // The package measured is dist/ packed and installed into an empty folder, or the folder named by
-// CONSUMER_DIR where `npm test` already installed it. Run `npm run build` first.
+// CONSUMER_DIR where `npm test` already installed it. On a fresh clone (no node_modules, no dist/)
+// it installs the npm dev dependencies and builds first. A report names the commit it measures,
+// so a full run refuses a dist/ built from another source state (dist/BUILD: commit, uncommitted
+// changes) than the tree's: rebuild with `npm run build`. A --quick run only warns.
+//
+// Only Node built-ins and this repository's own modules are imported at module load; npm
+// packages (playwright-core) after ensureNodeModules().
 import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { serve } from "../../js/tools/serve.mjs";
 import { measureSizes } from "../../js/tools/sizes.mjs";
-import { output, root } from "../../js/tools/toolchain.mjs";
+import { ensureChromium, ensureNodeModules, output, root, run, sourceState } from "../../js/tools/toolchain.mjs";
 import { installPacked } from "../js/pack.mjs";
 import { markdown, svg } from "./report.mjs";
-import { alternate } from "./protocol.mjs";
+import { alternate, seedOf } from "./protocol.mjs";
+import { buildMismatch } from "./provenance.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -32,17 +38,31 @@ const quick = args.includes("--quick") || process.env.BENCH_QUICK === "1";
 
 const config = quick
   ? { records1k: 50, records10k: 50, records100k: 200, chunk: 50, reads: 50, kdfSmall: 1000, kdfDefault: 1000, rounds: 2 }
-  : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 5 };
+  : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 7 };
 if (option("--rounds")) config.rounds = Number(option("--rounds"));
+// Seeds the order of the sides in every round (protocol.mjs alternate).
+config.seed = Number(option("--seed") ?? 1);
 const only = option("--only");
 const rowFilter = option("--rows")?.split(",");
 const wanted = (row) => !rowFilter || rowFilter.includes(row);
 const work = join(root, ".test-tmp", "bench");
 const outDir = option("--out") ?? (quick ? work : join(here, "results"));
 
+ensureNodeModules();
+if (only !== "node" && !process.env.CHROMIUM) ensureChromium();
+const { chromium } = await import("playwright-core");
 if (!existsSync(join(root, "dist", "BUILD"))) {
-  console.error("dist/ is not built: run `npm run build` first");
-  process.exit(1);
+  console.log("dist/ is not built (or its build did not finish): `npm run build` first");
+  run("npm", ["run", "build"]);
+}
+const source = sourceState();
+const mismatch = buildMismatch(readFileSync(join(root, "dist", "BUILD"), "utf8"), source);
+if (mismatch) {
+  if (!quick) {
+    console.error(`refusing to benchmark: ${mismatch}. The report would name a commit it did not measure; run \`npm run build\` first.`);
+    process.exit(1);
+  }
+  console.warn(`warning: ${mismatch} (a --quick run goes on: it checks answers, not timings)`);
 }
 const started = Date.now();
 // Shared machines: the load around the run says how much to trust its figures.
@@ -52,7 +72,7 @@ const packageDir = join(consumer, "node_modules", "vaultstore-wasm");
 // The Node benchmarks run next to the installed package, so "vaultstore-wasm" resolves as a user's does.
 const benchDir = join(consumer, "bench");
 mkdirSync(benchDir, { recursive: true });
-for (const file of ["node.mjs", "baselines.mjs", "protocol.mjs"]) cpSync(join(here, file), join(benchDir, file));
+for (const file of ["node.mjs", "baselines.mjs", "baselines-node.mjs", "protocol.mjs"]) cpSync(join(here, file), join(benchDir, file));
 
 const results = {};
 const progress = (row, samples) => {
@@ -62,7 +82,7 @@ const progress = (row, samples) => {
 
 if (only !== "chromium") {
   console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row)`);
-  for (const row of ["sequentialCreate", "batchCreate", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
+  for (const row of ["sequentialCreate", "batchCreate", "sequentialRead", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
     const stdout = execFileSync(process.execPath, [join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
       cwd: consumer,
       encoding: "utf8",
@@ -102,6 +122,7 @@ if (only !== "node") {
       results[`idb.${row}`] = await alternate(
         config.rounds,
         Object.fromEntries(sides.map((side) => [side, () => page.evaluate(([r, s, c]) => window.bench(r, s, c), [row, side, config])])),
+        seedOf(row) ^ config.seed,
       );
       progress(`idb.${row}`, results[`idb.${row}`]);
       await page.close();
@@ -123,9 +144,8 @@ if (rowFilter) {
 }
 
 console.log("\n▶ download sizes");
-const sizes = measureSizes(packageDir, join(work, "size-edge"), join(root, "node_modules", ".bin", "wrangler"));
+const sizes = await measureSizes(packageDir, join(work, "size-edge"), join(root, "node_modules", ".bin", "wrangler"));
 
-const dirty = output("git", ["status", "--porcelain", "--", "src", "js", "Cargo.toml", "Cargo.lock", "package.json"]).trim();
 const machine = {
   cpu: (readFileSync("/proc/cpuinfo", "utf8").match(/^model name\s*:\s*(.+)$/m) ?? [])[1] ?? "unknown",
   cores: availableParallelism(),
@@ -133,7 +153,7 @@ const machine = {
   node: process.version,
   chromium: chromiumVersion,
   date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
-  commit: `${output("git", ["rev-parse", "--short", "HEAD"]).trim()}${dirty ? " with uncommitted changes" : ""} (branch ${output("git", ["rev-parse", "--abbrev-ref", "HEAD"]).trim()})`,
+  commit: `${source.commit.slice(0, 7)}${source.dirty ? ` with uncommitted changes (${source.changes})` : ""} (branch ${output("git", ["rev-parse", "--abbrev-ref", "HEAD"]).trim()})`,
 };
 mkdirSync(outDir, { recursive: true });
 const report = { machine, config, results, sizes, quick, svgName: "latest.svg" };

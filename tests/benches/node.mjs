@@ -1,5 +1,6 @@
 // The Node half of the benchmark: the packed package on `backend: "memory"` against WebCrypto and
-// a Map. Run from the folder the tarball is installed in, one row per process (a fresh heap each):
+// a Map, and (creates and reads) against node:crypto and a Map, with and without per-record HKDF
+// (baselines-node.mjs). Run from the folder the tarball is installed in, one row per process (a fresh heap each):
 //
 //   node node.mjs <row> '<config JSON>'     prints { side: [sample, ...] } as JSON
 //
@@ -7,10 +8,45 @@
 // baseline derives its key before the clock starts) except where the derivation is what is measured.
 import { Vault } from "vaultstore-wasm";
 import { hkdf, newRecord, newSalt, newToken, pbkdf2, plain } from "./baselines.mjs";
-import { NEW_PASSWORD, PASSWORD, alternate, expectEqual, median, time, values } from "./protocol.mjs";
+import { crossCheck, nodeHkdf, nodePlain } from "./baselines-node.mjs";
+import { NEW_PASSWORD, PASSWORD, alternate, expectEqual, median, seedOf, time, values } from "./protocol.mjs";
 
 const [row, configJson] = process.argv.slice(2);
 const config = JSON.parse(configJson);
+/** The rounds of this row, sides in a shuffled order seeded by the row's name and config.seed. */
+const alternateRow = (sides) => alternate(config.rounds, sides, seedOf(row) ^ (config.seed ?? 1));
+
+/** A node:crypto baseline's key (derived before the clock starts) and an empty Map. */
+function nodeStore(scheme) {
+  return { key: scheme.deriveKey(PASSWORD, newSalt(), config.kdfSmall), store: new Map() };
+}
+
+function expectNodeValues(store, key, scheme, expected) {
+  const read = [...store.values()].map((r) => scheme.open(key, r.token, r.value));
+  expectEqual(read.sort(), [...expected].sort(), `${scheme.name}: values read back`);
+}
+
+/** Both node:crypto sides of a create row: `create(scheme, key, store)` is the timed part. */
+function nodeCreateSides(input, create) {
+  const side = (scheme) => async () => {
+    const { key, store } = nodeStore(scheme);
+    const ms = await time(async () => create(scheme, key, store));
+    expectNodeValues(store, key, scheme, input);
+    return { ms };
+  };
+  return { nodeHkdf: side(nodeHkdf), nodePlain: side(nodePlain) };
+}
+
+/** A Map of `input` sealed with `scheme`, and its tokens in the order of `input`. */
+function nodeFilled(scheme, input) {
+  const { key, store } = nodeStore(scheme);
+  const tokens = input.map((value) => {
+    const token = newToken();
+    store.set(token, newRecord(token, scheme.seal(key, token, value)));
+    return token;
+  });
+  return { key, store, tokens };
+}
 
 /** A memory vault whose key for PASSWORD is already derived and cached. */
 async function unlockedVault(options = {}) {
@@ -48,11 +84,28 @@ async function readP50(read, tokens, expected, count) {
   return median(micros);
 }
 
+/**
+ * Both node:crypto sides of a read row: `repeat` × `readAll(scheme, key, store, tokens)` timed,
+ * the last one's values checked against `input`.
+ */
+function nodeReadSides(input, repeat, readAll) {
+  const side = (scheme) => async () => {
+    const { key, store, tokens } = nodeFilled(scheme, input);
+    let read;
+    const ms = await time(async () => {
+      for (let i = 0; i < repeat; i++) read = readAll(scheme, key, store, tokens);
+    });
+    expectEqual(read, input, `${scheme.name}: reads`);
+    return { ms };
+  };
+  return { nodeHkdf: side(nodeHkdf), nodePlain: side(nodePlain) };
+}
+
 const rows = {
   /** n × `await tokenCreate` against n × (seal, Map.set). */
   async sequentialCreate() {
     const input = values(config.records10k);
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await unlockedVault();
         const tokens = [];
@@ -74,13 +127,20 @@ const rows = {
         await expectMapValues(store, key, plain, input);
         return { ms };
       },
+      // node:crypto is synchronous: what a Node developer writes has no await.
+      ...nodeCreateSides(input, (scheme, key, store) => {
+        for (const value of input) {
+          const token = newToken();
+          store.set(token, newRecord(token, scheme.seal(key, token, value)));
+        }
+      }),
     });
   },
 
   /** `tokensCreate(n)` against Promise.all of seals, then Map.set. */
   async batchCreate() {
     const input = values(config.records10k);
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await unlockedVault();
         let tokens;
@@ -105,6 +165,13 @@ const rows = {
         await expectMapValues(store, key, plain, input);
         return { ms };
       },
+      ...nodeCreateSides(input, (scheme, key, store) => {
+        const records = input.map((value) => {
+          const token = newToken();
+          return newRecord(token, scheme.seal(key, token, value));
+        });
+        for (const record of records) store.set(record.token, record);
+      }),
     });
   },
 
@@ -112,7 +179,7 @@ const rows = {
   async batchRead() {
     const input = values(config.records1k);
     const repeat = 10;
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await unlockedVault();
         const tokens = await vault.tokensCreate(input, PASSWORD);
@@ -137,6 +204,50 @@ const rows = {
         expectEqual(read, input, "baseline reads");
         return { ms };
       },
+      ...nodeReadSides(input, repeat, (scheme, key, store, tokens) => tokens.map((token) => scheme.open(key, token, store.get(token).value))),
+    });
+  },
+
+  /** 10 × n × `await tokenRead` (each token in turn) against 10 × n × (Map.get, open). */
+  async sequentialRead() {
+    const input = values(config.records1k);
+    const repeat = 10;
+    const readAll = async (read, tokens) => {
+      const out = [];
+      for (let i = 0; i < repeat; i++) {
+        out.length = 0;
+        for (const token of tokens) out.push(await read(token));
+      }
+      return out;
+    };
+    return alternateRow({
+      async package() {
+        const vault = await unlockedVault();
+        const tokens = await vault.tokensCreate(input, PASSWORD);
+        let read;
+        const ms = await time(async () => {
+          read = await readAll((t) => vault.tokenRead(t, PASSWORD), tokens);
+        });
+        expectEqual(read, input, "package tokenRead");
+        await vault.close();
+        return { ms };
+      },
+      async baseline() {
+        const { key, store } = await plainStore();
+        const tokens = input.map(() => newToken());
+        for (const [i, token] of tokens.entries()) store.set(token, newRecord(token, await plain.seal(key, token, input[i])));
+        let read;
+        const ms = await time(async () => {
+          read = await readAll((t) => plain.open(key, t, store.get(t).value), tokens);
+        });
+        expectEqual(read, input, "baseline reads");
+        return { ms };
+      },
+      ...nodeReadSides(input, repeat, (scheme, key, store, tokens) => {
+        const out = [];
+        for (const token of tokens) out.push(scheme.open(key, token, store.get(token).value));
+        return out;
+      }),
     });
   },
 
@@ -166,7 +277,7 @@ const rows = {
     const baselineP50 = ({ key, store, tokens }, input) =>
       readP50((token) => hkdf.open(key, token, store.get(token).value), tokens, input, config.reads);
 
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await unlockedVault();
         const tokens = [];
@@ -204,7 +315,7 @@ const rows = {
   /** The first `tokenCreate` of a fresh vault (the unlock: PBKDF2) against deriveBits + 1 seal. */
   async unlock() {
     const value = values(1)[0];
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await Vault.open({ backend: "memory", kdfIterations: config.kdfDefault });
         let token;
@@ -236,7 +347,7 @@ const rows = {
    */
   async fallback() {
     const value = values(1)[0];
-    return alternate(config.rounds, {
+    return alternateRow({
       async package() {
         const vault = await Vault.open({ backend: "memory", kdfIterations: config.kdfDefault });
         let refused = 0;
@@ -267,7 +378,7 @@ const rows = {
  */
 async function rekey({ passwordIdentity, rotate }) {
   const input = values(config.records10k);
-  return alternate(config.rounds, {
+  return alternateRow({
     async package() {
       const vault = await Vault.open({ backend: "memory", passwordIdentity, kdfIterations: config.kdfDefault });
       const tokens = await vault.tokensCreate(input, PASSWORD);
@@ -306,4 +417,6 @@ async function rekey({ passwordIdentity, rotate }) {
 }
 
 if (!(row in rows)) throw new Error(`unknown Node benchmark ${row}; rows: ${Object.keys(rows).join(", ")}`);
+// The node:crypto baselines frame values as WebCrypto does, or no row runs.
+await crossCheck(PASSWORD, newSalt(), config.kdfSmall);
 console.log(JSON.stringify(await rows[row]()));

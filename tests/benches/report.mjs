@@ -1,47 +1,69 @@
 // The benchmark report: medians and ratios against the goals of issue 8, as markdown, and the same
 // figures as an SVG bar chart drawn here (no chart library, no network).
 import { formatBytes } from "../../js/tools/sizes.mjs";
-import { median } from "./protocol.mjs";
+import { bootstrap, median, medianInterval, medianRatio, verdict } from "./protocol.mjs";
 
 const count = (n) => n.toLocaleString("en-US");
 const ms = (v) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : v >= 10 ? `${v.toFixed(0)} ms` : `${v.toFixed(2)} ms`);
 const us = (v) => `${v.toFixed(1)} µs`;
 const opsPerSecond = (operations, millis) => `${count(Math.round((operations * 1000) / millis))} ops/s`;
 
-/** The goal a line is held to: `package ÷ baseline ≤ ratio`, or `package value ≤ limit`. */
+/**
+ * The goal a line is held to: `package ÷ baseline ≤ ratio`, or `package value ≤ limit`. `met` is
+ * "met", "not met" or "undecided" from the line's 95% bootstrap interval (protocol.mjs verdict):
+ * met only when the whole interval is on the goal's side.
+ */
 const ratioGoal = (ratio) => ({
   text: `≤ ${ratio.toFixed(1)}×`,
-  met: (line) => line.ratio <= ratio,
+  met: (line) => verdict(line.ratioInterval, ratio),
   bar: (line) => ({ x: line.ratio, goal: ratio, value: `${line.ratio.toFixed(2)}×` }),
 });
 /** `package value ≤ limit`; the chart draws value ÷ limit, or the value itself when it is a ratio. */
 const limitGoal = (limit, text, { isRatio = false } = {}) => ({
   text,
-  met: (line) => line.package <= limit,
+  onValue: true,
+  met: (line) => verdict(line.valueInterval, limit),
   bar: (line) => ({ x: isRatio ? line.package : line.package / limit, goal: isRatio ? limit : 1, value: line.show(line.package) }),
 });
 
 /**
  * Every line of the report: `{ runtime, operation, baseline (what a user writes), package and
- * baseline medians, show (formats a value), ratio, goal }`.
+ * baseline medians, show (formats a value), ratio, ratioInterval and valueInterval (95% bootstrap
+ * intervals of the ratio and of the package's median, `{ low, high }`), goal }`.
  */
 export function lines(config, results) {
-  const med = (row, side, metric = "ms") => median(results[row][side].map((sample) => sample[metric]));
-  const compare = (row, extra = {}) => {
-    const pkg = med(row, "package");
-    const base = med(row, "baseline");
-    return { package: pkg, baseline: base, ratio: pkg / base, show: ms, ...extra };
+  const samples = (row, side, metric = "ms") => results[row][side].map((sample) => sample[metric]);
+  const med = (row, side, metric = "ms") => median(samples(row, side, metric));
+  const interval = ({ low, high }) => ({ low, high });
+  // A row or side that was not run (a partial results object) gives no line.
+  const compare = (row, extra = {}, against = "baseline") => {
+    if (!results[row]?.[against]) return null;
+    const pkg = samples(row, "package");
+    const base = samples(row, against);
+    const { ratio, low, high } = medianRatio(pkg, base);
+    return { package: median(pkg), baseline: median(base), ratio, ratioInterval: { low, high }, valueInterval: interval(medianInterval(pkg)), show: ms, ...extra };
   };
   const beyondPbkdf2 = (row) => {
-    const pbkdf2 = med(row, "pbkdf2");
-    const pkg = med(row, "package") - pbkdf2;
-    const base = med(row, "baseline") - pbkdf2;
-    return { package: pkg, baseline: base, ratio: pkg / base, show: ms, note: `one PBKDF2 of ${count(config.kdfDefault)} iterations: ${ms(pbkdf2)}` };
+    if (!results[row]) return null;
+    const [pkgs, bases, kdfs] = ["package", "baseline", "pbkdf2"].map((side) => samples(row, side));
+    const pick = (list, indices) => median(indices.map((i) => list[i]));
+    const all = pkgs.map((_, i) => i);
+    const beyond = (indices) => pick(pkgs, indices) - pick(kdfs, indices);
+    const ratioOf = (indices) => beyond(indices) / (pick(bases, indices) - pick(kdfs, indices));
+    const pbkdf2 = pick(kdfs, all);
+    const pkg = beyond(all);
+    const base = pick(bases, all) - pbkdf2;
+    const [rLow, rHigh] = bootstrap(all.length, ratioOf);
+    const [vLow, vHigh] = bootstrap(all.length, beyond);
+    return {
+      package: pkg, baseline: base, ratio: pkg / base, ratioInterval: { low: rLow, high: rHigh }, valueInterval: { low: vLow, high: vHigh },
+      show: ms, note: `one PBKDF2 of ${count(config.kdfDefault)} iterations: ${ms(pbkdf2)}`,
+    };
   };
   const throughput = (operations) => (v) => `${ms(v)} (${opsPerSecond(operations, v)})`;
   const { records1k: n1k, records10k: n10k, records100k: n100k } = config;
   const out = [];
-  const add = (runtime, operation, baseline, values, goal) => out.push({ runtime, operation, baselineWhat: baseline, goal, ...values });
+  const add = (runtime, operation, baseline, values, goal) => values && out.push({ runtime, operation, baselineWhat: baseline, goal, ...values });
 
   if (results["idb.batchCreate1k"]) {
     const r = "chromium";
@@ -58,21 +80,42 @@ export function lines(config, results) {
     add(r, `${count(n10k)} × await tokenCreate`, "plain AES-GCM seal + Map.set, awaited one by one", compare("node.sequentialCreate", { show: throughput(n10k) }), ratioGoal(1.0));
     add(r, `tokensCreate(${count(n10k)})`, "the same, Promise.all", compare("node.batchCreate", { show: throughput(n10k) }), ratioGoal(1.0));
     add(r, `tokensRead(${count(n1k)}) × 10`, "Map.get + Promise.all plain opens", compare("node.batchRead", { show: throughput(10 * n1k) }), ratioGoal(1.0));
-    const big = med("node.readLatency", "package", "p50Big");
-    const small = med("node.readLatency", "package", "p50Small");
-    const baseBig = med("node.readLatency", "baseline", "p50Big");
-    const baseSmall = med("node.readLatency", "baseline", "p50Small");
-    add(r, `tokenRead p50, ${count(n100k)}-record vault`, "Map.get + HKDF+AES-GCM open", { package: big, baseline: baseBig, ratio: big / baseBig, show: us }, limitGoal(20, "≤ 20 µs"));
-    add(r, `tokenRead p50, ${count(n1k)}-record vault`, "the same", { package: small, baseline: baseSmall, ratio: small / baseSmall, show: us });
-    add(r, `p50 at ${count(n100k)} ÷ p50 at ${count(n1k)}`, "the same", { package: big / small, baseline: baseBig / baseSmall, ratio: null, show: (v) => `${v.toFixed(2)}×` }, limitGoal(1.5, "≤ 1.5×", { isRatio: true }));
-    const build = med("node.readLatency", "package", "buildMs");
-    add(r, `build a ${count(n100k)}-record vault (tokensCreate × ${count(config.chunk)})`, "—", { package: build, baseline: null, ratio: null, show: ms }, limitGoal(5000, "< 5 s"));
+    add(r, `${count(n1k)} × await tokenRead, × 10`, "Map.get + plain open, awaited one by one", compare("node.sequentialRead", { show: throughput(10 * n1k) }));
+    if (results["node.readLatency"]) {
+      const latency = (side, metric) => samples("node.readLatency", side, metric);
+      const p50 = (metric) => {
+        const { ratio, low, high } = medianRatio(latency("package", metric), latency("baseline", metric));
+        return { package: med("node.readLatency", "package", metric), baseline: med("node.readLatency", "baseline", metric), ratio, ratioInterval: { low, high }, valueInterval: interval(medianInterval(latency("package", metric))), show: us };
+      };
+      add(r, `tokenRead p50, ${count(n100k)}-record vault`, "Map.get + HKDF+AES-GCM open", p50("p50Big"), limitGoal(20, "≤ 20 µs"));
+      add(r, `tokenRead p50, ${count(n1k)}-record vault`, "the same", p50("p50Small"));
+      const growth = medianRatio(latency("package", "p50Big"), latency("package", "p50Small"));
+      const baseGrowth = med("node.readLatency", "baseline", "p50Big") / med("node.readLatency", "baseline", "p50Small");
+      add(r, `p50 at ${count(n100k)} ÷ p50 at ${count(n1k)}`, "the same", { package: growth.ratio, baseline: baseGrowth, ratio: null, valueInterval: interval(growth), show: (v) => `${v.toFixed(2)}×` }, limitGoal(1.5, "≤ 1.5×", { isRatio: true }));
+      const build = samples("node.readLatency", "package", "buildMs");
+      add(r, `build a ${count(n100k)}-record vault (tokensCreate × ${count(config.chunk)})`, "—", { package: median(build), baseline: null, ratio: null, valueInterval: interval(medianInterval(build)), show: ms }, limitGoal(5000, "< 5 s"));
+    }
     add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + open/re-seal into the Map", compare("node.rekeyRotate"), ratioGoal(1.0));
     add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("node.rekeyRotate"));
     add(r, `bulkRekey, identities off (key-check scan), ${count(n10k)}`, "PBKDF2 + open/re-seal into the Map", compare("node.rekeyScan"), ratioGoal(1.0));
     add(r, `bulkRekey key-check scan, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("node.rekeyScan"));
     add(r, `unlock: first tokenCreate of a new vault (PBKDF2 ${count(config.kdfDefault)})`, "subtle.deriveBits + 1 seal", compare("node.unlock"), ratioGoal(1.1));
     add(r, `Rust PBKDF2 fallback (${count(config.kdfDefault)}), WebCrypto refused`, "subtle.deriveBits", compare("node.fallback"), ratioGoal(2.0));
+  }
+  if (results["node.sequentialCreate"]?.nodeHkdf) {
+    // What a Node developer writes: node:crypto, synchronous (baselines-node.mjs). No goal: these
+    // rows say what the package costs against it.
+    const r = "nodeCrypto";
+    const operations = [
+      ["node.sequentialCreate", `${count(n10k)} × await tokenCreate`, n10k, "a loop of seals + Map.set"],
+      ["node.batchCreate", `tokensCreate(${count(n10k)})`, n10k, "seals mapped over the values, then Map.set"],
+      ["node.sequentialRead", `${count(n1k)} × await tokenRead, × 10`, 10 * n1k, "a loop of Map.get + open"],
+      ["node.batchRead", `tokensRead(${count(n1k)}) × 10`, 10 * n1k, "Map.get + open mapped over the tokens"],
+    ];
+    for (const [row, operation, n, what] of operations) {
+      add(r, operation, `node:crypto + HKDF: ${what} (hkdfSync + createCipheriv per record)`, compare(row, { show: throughput(n) }, "nodeHkdf"));
+      add(r, `${operation}, against one key`, `node:crypto, one key, no HKDF: ${what}`, compare(row, { show: throughput(n) }, "nodePlain"));
+    }
   }
   for (const line of out) line.met = line.goal ? line.goal.met(line) : undefined;
   return out;
@@ -81,17 +124,23 @@ export function lines(config, results) {
 const RUNTIMES = {
   chromium: "Chromium, IndexedDB (`backend: \"indexeddb\"` vs WebCrypto + Dexie)",
   node: "Node, memory (`backend: \"memory\"` vs WebCrypto + Map)",
+  nodeCrypto: "Node, memory (`backend: \"memory\"` vs node:crypto + Map)",
 };
 
+const VERDICTS = { met: "✅ yes", "not met": "❌ no", undecided: "❔ undecided (the interval spans the goal)" };
+
 function table(rows, quick) {
-  const met = (line) => (line.goal === undefined ? "" : quick ? "(quick run)" : line.met ? "✅ yes" : "❌ no");
+  const met = (line) => (line.goal === undefined ? "" : quick ? "(quick run)" : VERDICTS[line.met]);
   const body = rows.map((line) => {
     const base = line.baseline === null ? "—" : line.show(line.baseline);
-    const ratio = line.ratio === null ? "—" : `${line.ratio.toFixed(2)}×`;
+    const span = (i, format) => ` [${format(i.low)}–${format(i.high)}]`;
+    const ratio = line.ratio === null ? "—" : `${line.ratio.toFixed(2)}×${span(line.ratioInterval, (v) => v.toFixed(2))}`;
+    // A goal on the value itself shows the value's interval, which decides it.
+    const pkg = line.goal?.onValue ? `${line.show(line.package)}${span(line.valueInterval, line.show)}` : line.show(line.package);
     const note = line.note ? ` (${line.note})` : "";
-    return `| ${line.operation}${note} | ${line.show(line.package)} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
+    return `| ${line.operation}${note} | ${pkg} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
   });
-  return ["| operation | package | baseline | what the baseline does | ratio | goal | met |", "|---|--:|--:|---|--:|:-:|:-:|", ...body].join("\n");
+  return ["| operation | package | baseline | what the baseline does | ratio [95% interval] | goal | met |", "|---|--:|--:|---|--:|:-:|:-:|", ...body].join("\n");
 }
 
 /** The markdown report. */
@@ -102,7 +151,7 @@ export function markdown({ machine, config, results, sizes, quick, svgName }) {
     "",
     quick
       ? "**Quick smoke run** (`npm run bench -- --quick`): tiny counts, 1,000 PBKDF2 iterations, 2 rounds. The figures only show that every benchmark runs and agrees with its baseline; the goals apply to a full run."
-      : `Produced by \`npm run bench\` on the machine below. Each figure is the median of ${config.rounds} rounds; in each round the package and its baseline take turns (package, baseline, package, …), each on a new vault or database, deleted afterwards.`,
+      : `Produced by \`npm run bench\` on the machine below. Each figure is the median of ${config.rounds} rounds; in each round the package and its baselines take turns in an order shuffled per round (seeded, so a run can be repeated), each on a new vault or database, deleted afterwards. Each ratio has a 95% bootstrap interval (rounds resampled with replacement, ${"2,000"} resamples, the ratio of medians recomputed); a goal is met only when the whole interval is on its side, not met when the whole interval is on the other, and undecided otherwise.`,
     "",
     "| machine | |",
     "|---|---|",
@@ -117,7 +166,8 @@ export function markdown({ machine, config, results, sizes, quick, svgName }) {
     "**ratio** = package median ÷ baseline median: below 1 the package is faster (for ops/s rows it is the inverse of the throughput ratio). " +
       "The package is the packed tarball installed in an empty folder (`npm pack`), loaded as users load it. " +
       `Keys are derived before the clock starts on both sides (the package caches them; each baseline derives once), except in the unlock, fallback and rekey rows, which run PBKDF2 at ${count(config.kdfDefault)} iterations as a user would; everything else uses ${count(config.kdfSmall)}. ` +
-      "Baselines are in `tests/benches/baselines.mjs`, `node.mjs` and `browser.mjs`: \"plain\" is one AES-256-GCM key and a random nonce per value; \"HKDF+AES-GCM\" is, per record, a random 16-byte salt, a 12-byte nonce and an HKDF-SHA256-derived AES-256-GCM key, as the package seals. Both bind the token as associated data and store the package's metadata fields.",
+      "Baselines are in `tests/benches/baselines.mjs`, `node.mjs` and `browser.mjs`: \"plain\" is one AES-256-GCM key and a random nonce per value; \"HKDF+AES-GCM\" is, per record, a random 16-byte salt, a 12-byte nonce and an HKDF-SHA256-derived AES-256-GCM key, as the package seals. Both bind the token as associated data and store the package's metadata fields. " +
+      "The node:crypto rows (`baselines-node.mjs`) are what a Node developer writes: synchronous `createCipheriv(\"aes-256-gcm\")` into a `Map`, with a per-record `hkdfSync` key (the package's work) or with one key and no HKDF; they frame values as WebCrypto does (nonce beside, 16-byte tag after the ciphertext), decrypt for real on reads, and every run first checks that node:crypto opens what WebCrypto sealed and the other way round.",
     "",
   ];
   for (const [runtime, title] of Object.entries(RUNTIMES)) {
@@ -166,7 +216,7 @@ export function svg({ config, results, sizes, quick, machine }) {
   if (sizes) {
     bars.push({ heading: "Download sizes (gzip)" });
     for (const size of sizes) {
-      bars.push({ label: size.what, x: size.gzip / size.budget, goal: 1, met: size.ok, text: `${formatBytes(size.gzip)} (budget ${formatBytes(size.budget)})` });
+      bars.push({ label: size.what, x: size.gzip / size.budget, goal: 1, met: size.ok ? "met" : "not met", text: `${formatBytes(size.gzip)} (budget ${formatBytes(size.budget)})` });
     }
   }
 
@@ -186,7 +236,7 @@ export function svg({ config, results, sizes, quick, machine }) {
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
     `<text x="16" y="24" font-size="16" font-weight="bold">vaultstore-wasm vs what a developer writes instead${quick ? " (quick smoke run)" : ""}</text>`,
     `<text x="16" y="42" fill="#555">Bar: package ÷ baseline, or the measured value ÷ its limit for absolute goals (log scale). Black tick: the goal.</text>`,
-    `<text x="16" y="58" fill="#555">${quick ? "Grey: a smoke run, goals do not apply" : "Green: goal met; red: not met"}. ${escapeXml(machine.date)}, commit ${escapeXml(machine.commit)}.</text>`,
+    `<text x="16" y="58" fill="#555">${quick ? "Grey: a smoke run, goals do not apply" : "Green: goal met; red: not met; amber: undecided (the 95% interval spans the goal)"}. ${escapeXml(machine.date)}, commit ${escapeXml(machine.commit)}.</text>`,
   ];
   for (let x = lo; x <= hi; x *= 2) {
     out.push(`<line x1="${pos(x)}" y1="${top - 8}" x2="${pos(x)}" y2="${height - 34}" stroke="${x === 1 ? "#999" : "#e4e4e4"}"/>`);
@@ -198,7 +248,7 @@ export function svg({ config, results, sizes, quick, machine }) {
       out.push(`<text x="16" y="${y + 14}" font-weight="bold">${escapeXml(bar.heading)}</text>`);
       return;
     }
-    const color = quick ? "#90a4ae" : bar.met ? "#2e7d32" : "#c62828";
+    const color = quick ? "#90a4ae" : { met: "#2e7d32", "not met": "#c62828" }[bar.met] ?? "#f9a825";
     out.push(`<text x="${left - 8}" y="${y + 14}" text-anchor="end">${escapeXml(bar.label)}</text>`);
     out.push(`<rect x="${left}" y="${y + 3}" width="${Math.max(1, pos(bar.x) - left)}" height="14" fill="${color}"/>`);
     out.push(`<line x1="${pos(bar.goal)}" y1="${y}" x2="${pos(bar.goal)}" y2="${y + 20}" stroke="#000" stroke-width="2"/>`);
