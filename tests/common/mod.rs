@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use futures::channel::oneshot;
+use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{Clock, Platform};
@@ -58,14 +59,16 @@ impl Clock for TestClock {
 
 pub const T0: i64 = 1_700_000_000_000;
 
-/// Wraps a backend; can be told to fail the next batch writes or to pause at the next identity
-/// lookup, and counts round trips.
+/// Wraps a backend; can be told to fail the next batch writes, to pause at the next identity
+/// lookup, or to run a job (another vault writing, a `lock()`) before the next record scan, and
+/// counts round trips.
 #[derive(Clone)]
 pub struct Probe {
     pub fail_writes: Arc<AtomicBool>,
     pub batches: Arc<AtomicUsize>,
     pub reads: Arc<AtomicUsize>,
     pause_find: Arc<Mutex<Option<Pause>>>,
+    before_scan: Arc<Mutex<Option<BoxFuture<'static, ()>>>>,
 }
 
 /// "Reached the lookup" to the test, and the test's "go on".
@@ -78,7 +81,13 @@ impl Probe {
             batches: Arc::default(),
             reads: Arc::default(),
             pause_find: Arc::default(),
+            before_scan: Arc::default(),
         }
+    }
+
+    /// Run `job` to completion right before the next `scan_records`, then answer it.
+    pub fn before_next_scan(&self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        *self.before_scan.lock().unwrap() = Some(Box::pin(job));
     }
 
     /// Stop the next `meta_find` (an identity lookup, made while the operation holds its master
@@ -126,6 +135,10 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         limit: usize,
     ) -> StorageResult<Vec<Record>> {
         self.read();
+        let job = self.probe.before_scan.lock().unwrap().take();
+        if let Some(job) = job {
+            job.await;
+        }
         self.inner.scan_records(after_id, limit).await
     }
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
