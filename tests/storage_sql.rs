@@ -491,15 +491,24 @@ mod sql_only {
             });
         }
 
-        /// The vault that writes meanwhile, and the secret it writes under.
-        type Writer = (Arc<Vault>, &'static str);
+        const OLD: &str = "the old password";
+        const NEW: &str = "the new password";
+        const OTHER: &str = "a bystander's password";
+
+        /// The vault that writes meanwhile, and the secrets it writes under before the rekeying
+        /// vault's batches, in turn (`None`: no write); the last entry holds for every later
+        /// batch.
+        type Writer = (Arc<Vault>, Vec<Option<&'static str>>);
+
+        /// What the writer wrote: token, value and secret.
+        type Written = Vec<(String, String, &'static str)>;
 
         /// An executor that, before each batch of its vault, lets another vault on the same
         /// database write: a worker's other isolates writing steadily while a rekey runs.
         struct Interrupting {
             db: Arc<Sqlite>,
             writer: Arc<std::sync::Mutex<Option<Writer>>>,
-            written: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+            written: Arc<std::sync::Mutex<Written>>,
         }
 
         #[async_trait]
@@ -512,16 +521,92 @@ mod sql_only {
                 self.db.all(sql, params).await
             }
             async fn batch(&self, statements: Vec<Statement>) -> Result<(), SqlError> {
-                let writer = self.writer.lock().unwrap().clone();
-                if let Some((vault, secret)) = writer {
+                let next = self
+                    .writer
+                    .lock()
+                    .unwrap()
+                    .as_mut()
+                    .and_then(|(vault, script)| {
+                        let secret = if script.len() > 1 {
+                            script.remove(0)
+                        } else {
+                            script.first().copied().flatten()
+                        };
+                        secret.map(|secret| (vault.clone(), secret))
+                    });
+                if let Some((vault, secret)) = next {
                     let value = format!("written meanwhile {}", self.written.lock().unwrap().len());
                     let token = vault
                         .token_create(&value, &pw(secret), &CreateOptions::default())
                         .await
                         .unwrap();
-                    self.written.lock().unwrap().push((token, value));
+                    self.written.lock().unwrap().push((token, value, secret));
                 }
                 self.db.batch(statements).await
+            }
+        }
+
+        /// What [`rekey_while_writing`] leaves to check.
+        struct Rekeyed {
+            result: Result<u64, vaultstore_wasm::VaultError>,
+            vault: Vault,
+            other: Arc<Vault>,
+            tokens: Vec<String>,
+            values: Vec<String>,
+            written: Written,
+        }
+
+        /// Create 30 records under the old password on SQLite, then rekey them to the new one
+        /// while a second vault on the same database writes before the rekeying vault's batches
+        /// as `script` says.
+        async fn rekey_while_writing(
+            identities: bool,
+            rotate: bool,
+            script: Vec<Option<&'static str>>,
+        ) -> Rekeyed {
+            let db = Arc::new(Sqlite::memory());
+            let open = |executor: Box<dyn SqlExecutor>| async move {
+                let storage = SqlStorage::open(executor, "vaultstore").await.unwrap();
+                Vault::open(
+                    Box::new(storage),
+                    VaultOptions {
+                        password_identity: identities,
+                        ..options()
+                    },
+                )
+                .await
+                .unwrap()
+            };
+            let writer = Arc::new(std::sync::Mutex::new(None));
+            let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let vault = open(Box::new(Interrupting {
+                db: db.clone(),
+                writer: writer.clone(),
+                written: written.clone(),
+            }))
+            .await;
+            let other = Arc::new(open(Box::new(db.clone())).await);
+            let values = values(30);
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let tokens = vault
+                .tokens_create(&refs, &pw(OLD), &CreateOptions::default())
+                .await
+                .unwrap();
+            *writer.lock().unwrap() = Some((other.clone(), script));
+            let options = RekeyOptions {
+                rotate,
+                observer: None,
+            };
+            let result = vault.bulk_rekey(&pw(OLD), &pw(NEW), &options).await;
+            *writer.lock().unwrap() = None;
+            let written = written.lock().unwrap().clone();
+            Rekeyed {
+                result,
+                vault,
+                other,
+                tokens,
+                values,
+                written,
             }
         }
 
@@ -534,73 +619,119 @@ mod sql_only {
         fn a_rekey_finishes_under_steady_writes_by_other_secrets() {
             super::block_on(async {
                 for (rotate, writer_secret, finishes) in [
-                    (false, "a bystander's password", true),
-                    (true, "a bystander's password", true),
-                    (true, "the new password", true),
-                    (true, "the old password", false),
+                    (false, OTHER, true),
+                    (true, OTHER, true),
+                    (true, NEW, true),
+                    (true, OLD, false),
                 ] {
                     let case = format!("rotate {rotate}, writes under {writer_secret:?}");
-                    let db = Arc::new(Sqlite::memory());
-                    let open = |executor: Box<dyn SqlExecutor>| async move {
-                        let storage = SqlStorage::open(executor, "vaultstore").await.unwrap();
-                        Vault::open(
-                            Box::new(storage),
-                            VaultOptions {
-                                password_identity: true,
-                                ..options()
-                            },
-                        )
-                        .await
-                        .unwrap()
-                    };
-                    let writer = Arc::new(std::sync::Mutex::new(None));
-                    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-                    let vault = open(Box::new(Interrupting {
-                        db: db.clone(),
-                        writer: writer.clone(),
-                        written: written.clone(),
-                    }))
-                    .await;
-                    let other = Arc::new(open(Box::new(db.clone())).await);
-                    let (old, new) = (pw("the old password"), pw("the new password"));
-                    let values = values(30);
-                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-                    let tokens = vault
-                        .tokens_create(&refs, &old, &CreateOptions::default())
-                        .await
-                        .unwrap();
-                    *writer.lock().unwrap() = Some((other.clone(), writer_secret));
-                    let options = RekeyOptions {
-                        rotate,
-                        observer: None,
-                    };
-                    let result = vault.bulk_rekey(&old, &new, &options).await;
-                    *writer.lock().unwrap() = None;
-                    let written = written.lock().unwrap().clone();
+                    let Rekeyed {
+                        result,
+                        vault,
+                        other,
+                        tokens,
+                        values,
+                        written,
+                    } = rekey_while_writing(true, rotate, vec![Some(writer_secret)]).await;
                     assert!(written.len() >= 2, "{case}: a write landed in every round");
                     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
                     if finishes {
                         assert_eq!(result.unwrap(), 30, "{case}");
-                        let read = vault.tokens_read(&refs, &new).await.unwrap();
+                        let read = vault.tokens_read(&refs, &pw(NEW)).await.unwrap();
                         let read: Vec<&str> = read.iter().map(|(_, v)| v.as_str()).collect();
                         assert_eq!(read, refs_of(&values), "{case}");
-                        assert!(vault.token_read(&tokens[0], &old).await.is_err(), "{case}");
+                        assert!(
+                            vault.token_read(&tokens[0], &pw(OLD)).await.is_err(),
+                            "{case}"
+                        );
                     } else {
                         let e = result.unwrap_err();
                         assert_eq!(e.code(), vaultstore_wasm::ErrorCode::Storage, "{case}: {e}");
                         assert!(e.to_string().contains("kept changing"), "{case}: {e}");
-                        let read = vault.tokens_read(&refs, &old).await.unwrap();
+                        let read = vault.tokens_read(&refs, &pw(OLD)).await.unwrap();
                         assert_eq!(read.len(), 30, "{case}: nothing changed");
                     }
                     // Whatever the outcome, every write that resolved opens with its secret.
-                    for (token, value) in &written {
+                    for (token, value, secret) in &written {
                         // (Under the old secret when the rekey gave up: nothing moved.)
-                        let secret = pw(writer_secret);
                         assert_eq!(
-                            &other.token_read(token, &secret).await.unwrap(),
+                            &other.token_read(token, &pw(secret)).await.unwrap(),
                             value,
                             "{case}"
                         );
+                    }
+                }
+            });
+        }
+
+        /// With identities off (the example worker's rotation) a rekey finds the old secret's
+        /// records by key check, and the batch cannot tell a record written under the old
+        /// secret meanwhile from any other new record: the key check is salted per record, so
+        /// only the old key finds it. Committing without it would leave a value that was
+        /// written, and resolved, while the rekey ran still sealed with the old secret, after
+        /// the rekey resolved; so every round expects the write epoch, and a write under the
+        /// old secret that lands inside any round, a later one too, is moved (or nothing
+        /// changes). The price: under steady writes by any secret it gives up, with `STORAGE`
+        /// and a message that says why and what to do.
+        #[test]
+        fn a_rekey_without_identities_moves_every_write_of_the_old_secret_or_changes_nothing() {
+            super::block_on(async {
+                for (identities, rotate, script, moved) in [
+                    // A bystander's write makes the first round lose; one under the old secret
+                    // lands inside the second round; the third moves it with the rest.
+                    (false, false, vec![Some(OTHER), Some(OLD), None], Some(31)),
+                    (true, true, vec![Some(OTHER), Some(OLD), None], Some(31)),
+                    // Steady writes, under another secret or the new one: every round loses.
+                    (false, false, vec![Some(OTHER)], None),
+                    (false, false, vec![Some(NEW)], None),
+                ] {
+                    let case = format!("identities {identities}, rotate {rotate}, {script:?}");
+                    let Rekeyed {
+                        result,
+                        vault,
+                        other,
+                        tokens,
+                        values,
+                        written,
+                    } = rekey_while_writing(identities, rotate, script).await;
+                    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                    match moved {
+                        Some(moved) => {
+                            assert_eq!(written.len(), 2, "{case}: two rounds lost");
+                            assert_eq!(result.unwrap(), moved, "{case}");
+                            let read = vault.tokens_read(&refs, &pw(NEW)).await.unwrap();
+                            let read: Vec<&str> = read.iter().map(|(_, v)| v.as_str()).collect();
+                            assert_eq!(read, refs_of(&values), "{case}");
+                            for (token, value, secret) in &written {
+                                // The write under the old secret moved with the rest.
+                                let now = if *secret == OLD { NEW } else { secret };
+                                let read = other.token_read(token, &pw(now)).await;
+                                assert_eq!(read.as_ref().ok(), Some(value), "{case}: {secret}");
+                                if *secret == OLD {
+                                    let stale = other.token_read(token, &pw(OLD)).await;
+                                    assert!(stale.is_err(), "{case}: still opens with the old");
+                                }
+                            }
+                        }
+                        None => {
+                            assert!(written.len() >= 16, "{case}: a write in every round");
+                            let e = result.unwrap_err();
+                            assert_eq!(
+                                e.code(),
+                                vaultstore_wasm::ErrorCode::Storage,
+                                "{case}: {e}"
+                            );
+                            let message = e.to_string();
+                            for says in ["kept changing", "nothing was changed", "key check"] {
+                                assert!(message.contains(says), "{case}: {message}");
+                            }
+                            let read = vault.tokens_read(&refs, &pw(OLD)).await.unwrap();
+                            assert_eq!(read.len(), 30, "{case}: nothing changed");
+                            for (token, value, secret) in &written {
+                                let read = other.token_read(token, &pw(secret)).await;
+                                assert_eq!(read.as_ref().ok(), Some(value), "{case}");
+                            }
+                        }
                     }
                 }
             });

@@ -120,11 +120,18 @@ impl Round {
     /// is still "false"), and the source identity is gone once its links moved (pruned only
     /// when no link is left: a record linked to it meanwhile fails the batch). Every record it
     /// reseals still holds the value it read (compare-and-swap), and the identities it relies on
-    /// keep their tags. Where the batch cannot check what it moves (records found by key check),
-    /// the write epoch stays. Known gaps: a re-wrap reports the links it read, so a record the
-    /// old secret linked meanwhile moves with the identity but is not counted; and a link whose
-    /// record is missing (a damaged vault) keeps the source from being pruned, so such a
-    /// rotation gives up instead of finishing.
+    /// keep their tags. Where the batch cannot check what it moves (records found by key check:
+    /// identities off, or unlinked records present), the write epoch stays in every round: a
+    /// record written under the old secret meanwhile is, to the batch, one more new record (its
+    /// key check is salted per record, so only the old key tells it apart), and a batch that
+    /// committed without it would leave a write that resolved while the rekey ran sealed with
+    /// the old secret after the rekey resolved, which no order of the two explains (a read of
+    /// a moved record with the old secret after that write resolved shows the rekey had not
+    /// happened yet). Such a rekey gives up under steady writes by any secret. Known gaps: a
+    /// re-wrap reports the links it read, so a record the old secret linked meanwhile moves
+    /// with the identity but is not counted; and a link whose record is missing (a damaged
+    /// vault) keeps the source from being pruned, so such a rotation gives up instead of
+    /// finishing.
     fn guard_itself(&mut self) {
         if !self.no_unlinked {
             return;
@@ -207,7 +214,14 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(gave_up("the rekey"))
+        Err(if self.identities {
+            gave_up("the rekey")
+        } else {
+            VaultError::storage(format!(
+                "{}. Without password identities a rekey finds its records by key check and must read again after any write between its reads and its commit, whatever the write's secret: run it again when writes pause",
+                gave_up_what("the rekey")
+            ))
+        })
     }
 
     /// One round of a rekey: every read it needs, through `reads`, and the batch to commit.
@@ -602,8 +616,16 @@ fn is_conflict(e: &StorageError) -> bool {
 
 fn gave_up(what: &str) -> VaultError {
     VaultError::storage(format!(
-        "other writers kept changing the vault's records while {what} ran ({REKEY_ATTEMPTS} rounds); nothing was changed. Run it again when fewer writes are happening"
+        "{}. Run it again when fewer writes are happening",
+        gave_up_what(what)
     ))
+}
+
+/// What happened when `what` gave up, without the advice.
+fn gave_up_what(what: &str) -> String {
+    format!(
+        "other writers kept changing the vault's records while {what} ran ({REKEY_ATTEMPTS} rounds); nothing was changed"
+    )
 }
 
 fn check_cancelled(observer: Option<&dyn RekeyObserver>) -> Result<()> {
