@@ -191,8 +191,8 @@ async fn a_rekey_that_meets_another_tabs_write_finishes_and_keeps_it() {
     }
 }
 
-/// Every (rekey variant × write kind) interleaving, both orders, on IndexedDB: three
-/// connections to one database play the tabs (see `tests/interleaving/`).
+/// Every (rekey variant × write kind) interleaving, both orders and inside a later round, on
+/// IndexedDB: three connections to one database play the tabs (see `tests/interleaving/`).
 #[wasm_bindgen_test]
 async fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
     let failures = interleaving::run_all(
@@ -205,6 +205,7 @@ async fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
         |name| async move {
             Box::new(IdbStorage::open(&unique(&name)).await.unwrap()) as Box<dyn Storage>
         },
+        true,
     )
     .await;
     assert!(

@@ -1,5 +1,6 @@
-//! Every (rekey variant × write kind) interleaving, both orders, on the GlueSQL backend: two
-//! vaults on one shared store, as two isolates on one database (see `tests/interleaving/`).
+//! Every (rekey variant × write kind) interleaving, both orders and inside a later round, on the
+//! GlueSQL backend: two vaults on one shared store, as two isolates on one database (see
+//! `tests/interleaving/`).
 #![cfg(all(feature = "gluesql", not(target_arch = "wasm32")))]
 
 mod interleaving;
@@ -20,6 +21,7 @@ fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
             )
         },
         |_| async { Box::new(GlueMemoryStorage::new().unwrap()) as Box<dyn Storage> },
+        false,
     ));
     assert!(
         failures.is_empty(),

@@ -1,6 +1,6 @@
-//! Every (rekey variant × write kind) interleaving, both orders, on the SQL backend: two vaults on
-//! separate SQLite connections to one database file, as two isolates on one D1 database (see
-//! `tests/interleaving/`).
+//! Every (rekey variant × write kind) interleaving, both orders and inside a later round, on the
+//! SQL backend: two vaults on separate SQLite connections to one database file, as two isolates
+//! on one D1 database (see `tests/interleaving/`).
 #![cfg(all(feature = "sql", not(target_arch = "wasm32")))]
 
 mod interleaving;
@@ -40,6 +40,7 @@ fn nothing_that_resolved_is_lost_whatever_the_interleaving() {
                     .unwrap(),
             ) as Box<dyn Storage>
         },
+        false,
     ));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
