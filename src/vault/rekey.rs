@@ -108,6 +108,9 @@ struct Round {
     /// The round found the vault holding no unlinked record (FORMAT.md "Vault state") and so
     /// scanned none.
     no_unlinked: bool,
+    /// The round re-wraps the source identity's key for the new secret: no record is written,
+    /// and what it reports moved is the links it read.
+    rewrap: bool,
 }
 
 impl Round {
@@ -127,13 +130,16 @@ impl Round {
     /// committed without it would leave a write that resolved while the rekey ran sealed with
     /// the old secret after the rekey resolved, which no order of the two explains (a read of
     /// a moved record with the old secret after that write resolved shows the rekey had not
-    /// happened yet). Such a rekey gives up under steady writes by any secret. Known gaps: a
-    /// re-wrap reports the links it read, so a record the old secret linked meanwhile moves
-    /// with the identity but is not counted; and a link whose record is missing (a damaged
-    /// vault) keeps the source from being pruned, so such a rotation gives up instead of
-    /// finishing.
+    /// happened yet). Such a rekey gives up under steady writes by any secret, and so does a
+    /// re-wrap (below). Known gap: a link whose record is missing (a damaged vault) keeps the
+    /// source from being pruned, so such a rotation gives up instead of finishing.
     fn guard_itself(&mut self) {
-        if !self.no_unlinked {
+        // A re-wrap writes no record, so nothing in its batch fails when a record is linked to
+        // the source identity or deleted between its reads and its commit; its count (API.md:
+        // the records that now open with the new secret) would then be off. It keeps the write
+        // epoch: under writes that never pause it gives up (`STORAGE`, nothing changed), and
+        // its one small write is cheap to retry.
+        if !self.no_unlinked || self.rewrap {
             return;
         }
         let epoch = write_epoch();
@@ -322,6 +328,7 @@ impl Vault {
             }
             None if !options.rotate => {
                 // O(1) whatever the record count: the DEK stays, only its wrapping changes.
+                round.rewrap = true;
                 round.batch.extend(
                     identity_rows(&source.id, mk_new, self, &source.dek)?
                         .into_iter()
