@@ -699,8 +699,6 @@ pub async fn scenario(
     let write_outcome = write_outcome.ok_or(format!("{here}: the write never finished"))?;
     let created = write_outcome.clone().unwrap_or_default();
     let u_linked = order == Order::WriteInsideLaterRound && identities;
-    // What the rekey's last round read of the old password before the write landed.
-    let read = state.values().filter(|e| e.key == Key::Old).count() as u64;
     let (expected_write, expected_moved) = match order {
         Order::WriteInsideRekey | Order::WriteInsideLaterRound => {
             let w = after_write(kind, &names, &mut state, &created, u_linked);
