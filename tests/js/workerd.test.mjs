@@ -80,17 +80,33 @@ const app :Workerd.Worker = (
 );
 `,
   );
-  const server = spawn(process.env.WORKERD, ["serve", join(dir, "config.capnp")], { stdio: ["ignore", "inherit", "inherit"] });
+  // workerd's own output is kept, and shown if it exits or never answers: the test runs beside
+  // the other test files on a shared 2-core machine, where a cold workerd can take seconds to
+  // listen, and a port taken meanwhile makes it exit at once.
+  const server = spawn(process.env.WORKERD, ["serve", join(dir, "config.capnp")], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  server.stdout.on("data", (chunk) => (output += chunk));
+  server.stderr.on("data", (chunk) => (output += chunk));
+  let exited = null;
+  server.on("exit", (code, signal) => (exited = signal ?? code));
   try {
     let body;
-    for (let attempt = 0; attempt < 100 && body === undefined; attempt++) {
+    let lastError;
+    const deadline = Date.now() + 60_000;
+    while (body === undefined && exited === null && Date.now() < deadline) {
       try {
-        body = await (await fetch(`http://127.0.0.1:${port}/`)).json();
-      } catch {
+        const response = await fetch(`http://127.0.0.1:${port}/`);
+        const text = await response.text();
+        // The worker answered: anything but its JSON is a failure of the worker, not a wait.
+        assert.equal(response.status, 200, `the worker answered ${response.status}: ${text}\n${output}`);
+        body = JSON.parse(text);
+      } catch (error) {
+        if (error instanceof assert.AssertionError) throw error;
+        lastError = error;
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    assert.ok(body, "workerd answered");
+    assert.ok(body, `workerd answered (exited: ${exited}; last error: ${lastError?.cause?.code ?? lastError}):\n${output}`);
     assert.equal(body.read, "sealed in a worker");
     assert.equal(body.isToken, true);
     assert.deepEqual(body.wrong, [true, "INVALID_PASSWORD"]);
