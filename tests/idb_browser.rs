@@ -16,6 +16,7 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 wasm_bindgen_test_configure!(run_in_browser);
 
 mod interleaving;
+mod slots;
 mod unlock;
 
 use interleaving::{Gate, Gated, interleave};
@@ -240,6 +241,31 @@ async fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
     })
     .await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `secretAdd`/`secretRemove` racing a rotation or a re-wrap (see `tests/interleaving/`).
+#[wasm_bindgen_test]
+async fn a_slot_added_or_removed_during_a_rekey_opens_exactly_what_the_order_implies() {
+    let failures = interleaving::slots_against_rekeys(|name| async move {
+        let name = unique(&name);
+        let connect =
+            || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+        (connect().await, connect().await, connect().await)
+    })
+    .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Several secrets for one identity on IndexedDB: every case of `tests/slots/`.
+#[wasm_bindgen_test]
+async fn slots_add_remove_rekey_and_rotate() {
+    slots::run_all(|name| async move {
+        let name = unique(&name);
+        let connect =
+            || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+        (connect().await, connect().await)
+    })
+    .await;
 }
 
 #[wasm_bindgen_test]

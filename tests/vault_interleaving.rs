@@ -45,3 +45,17 @@ fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
         }));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `secretAdd`/`secretRemove` racing a rotation or a re-wrap (see `tests/interleaving/`).
+#[test]
+fn a_slot_added_or_removed_during_a_rekey_opens_exactly_what_the_order_implies() {
+    let failures = futures::executor::block_on(interleaving::slots_against_rekeys(|_| async {
+        let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+        (
+            Box::new(shared.clone()) as Box<dyn Storage>,
+            Box::new(shared.clone()) as Box<dyn Storage>,
+            Box::new(shared) as Box<dyn Storage>,
+        )
+    }));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -70,3 +70,22 @@ fn an_update_never_rewrites_a_record_soft_deleted_meanwhile() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `secretAdd`/`secretRemove` racing a rotation or a re-wrap (see `tests/interleaving/`).
+#[test]
+fn a_slot_added_or_removed_during_a_rekey_opens_exactly_what_the_order_implies() {
+    let dir = std::env::temp_dir().join(format!("vaultstore-slot-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let failures = futures::executor::block_on(interleaving::slots_against_rekeys(|name| {
+        let path = dir.join(format!("{name}.db"));
+        async move {
+            (
+                connection(&path).await,
+                connection(&path).await,
+                connection(&path).await,
+            )
+        }
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -900,3 +900,177 @@ where
     }
     failures
 }
+
+/// `secretAdd` and `secretRemove` (API.md "Unlocking, and several secrets for one identity")
+/// interleaved with a rekey of the same identity, in both orders: one operation runs on the gated
+/// `a`, the other lands right before its write. Whatever the order, a slot never opens records a
+/// rotation moved away from it, and every secret opens exactly what the order implies. Returns
+/// every failure.
+pub async fn slots_against_rekeys<F, Fut>(fresh: F) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = (Box<dyn Storage>, Box<dyn Storage>, Box<dyn Storage>)>,
+{
+    let old = Secret::password(OLD);
+    let new = Secret::password(NEW);
+    let key = Secret::raw_key(&[9u8; 32]).unwrap();
+    let rotate = RekeyOptions {
+        rotate: true,
+        ..RekeyOptions::default()
+    };
+    let rewrap = RekeyOptions::default();
+    let mut failures = Vec::new();
+    for case in 0..4 {
+        let (a, b, _) = fresh(format!("slots-against-rekeys-{case}")).await;
+        let gate = Gate::default();
+        let a = open(
+            Box::new(Gated {
+                inner: a,
+                gate: gate.clone(),
+            }),
+            true,
+        )
+        .await;
+        let b = open(b, true).await;
+        let token = b.token_create("value", &old, &create()).await.unwrap();
+        let v = Some("value");
+        match case {
+            0 => {
+                let here = "secretAdd with a rotation landing inside it";
+                let (added, rotated) = interleave(
+                    &gate,
+                    a.secret_add(&old, &key),
+                    b.bulk_rekey(&old, &new, &rotate),
+                )
+                .await;
+                if rotated.as_ref().map(|r| r.is_ok()) != Some(true) {
+                    failures.push(format!("{here}: the rotation gave {rotated:?}"));
+                }
+                if added.as_ref().map_err(|e| e.code()) != Err(ErrorCode::IdentityNotFound) {
+                    failures.push(format!(
+                        "{here}: secretAdd gave {added:?}, expected IDENTITY_NOT_FOUND"
+                    ));
+                }
+                failures.extend(
+                    slot_check(
+                        here,
+                        &b,
+                        &token,
+                        &[
+                            (&new, "NEW", v),
+                            (&old, "OLD", None),
+                            (&key, "the key", None),
+                        ],
+                    )
+                    .await,
+                );
+            }
+            1 => {
+                let here = "a rotation with secretAdd landing inside it";
+                let (rotated, added) = interleave(
+                    &gate,
+                    a.bulk_rekey(&old, &new, &rotate),
+                    b.secret_add(&old, &key),
+                )
+                .await;
+                if added.as_ref().map(|r| r.is_ok()) != Some(true) {
+                    failures.push(format!("{here}: secretAdd gave {added:?}"));
+                }
+                if rotated.as_ref().map_err(|e| e.code()) != Ok(&1) {
+                    failures.push(format!("{here}: the rotation gave {rotated:?}"));
+                }
+                failures.extend(
+                    slot_check(
+                        here,
+                        &b,
+                        &token,
+                        &[
+                            (&new, "NEW", v),
+                            (&old, "OLD", None),
+                            (&key, "the key", None),
+                        ],
+                    )
+                    .await,
+                );
+            }
+            2 => {
+                let here = "a re-wrap with secretAdd landing inside it";
+                let (moved, added) = interleave(
+                    &gate,
+                    a.bulk_rekey(&old, &new, &rewrap),
+                    b.secret_add(&old, &key),
+                )
+                .await;
+                if added.as_ref().map(|r| r.is_ok()) != Some(true) {
+                    failures.push(format!("{here}: secretAdd gave {added:?}"));
+                }
+                if moved.as_ref().map_err(|e| e.code()) != Ok(&1) {
+                    failures.push(format!("{here}: the re-wrap gave {moved:?}"));
+                }
+                failures.extend(
+                    slot_check(
+                        here,
+                        &b,
+                        &token,
+                        &[(&new, "NEW", v), (&old, "OLD", None), (&key, "the key", v)],
+                    )
+                    .await,
+                );
+            }
+            _ => {
+                let here = "secretRemove with a re-wrap of that slot landing inside it";
+                b.secret_add(&old, &key).await.unwrap();
+                let (removed, moved) = interleave(
+                    &gate,
+                    a.secret_remove(&key),
+                    b.bulk_rekey(&key, &new, &rewrap),
+                )
+                .await;
+                if moved.as_ref().map(|r| r.is_ok()) != Some(true) {
+                    failures.push(format!("{here}: the re-wrap gave {moved:?}"));
+                }
+                if removed.as_ref().map_err(|e| e.code()) != Err(ErrorCode::IdentityNotFound) {
+                    failures.push(format!(
+                        "{here}: secretRemove gave {removed:?}, expected IDENTITY_NOT_FOUND"
+                    ));
+                }
+                failures.extend(
+                    slot_check(
+                        here,
+                        &b,
+                        &token,
+                        &[(&new, "NEW", v), (&old, "OLD", v), (&key, "the key", None)],
+                    )
+                    .await,
+                );
+            }
+        }
+    }
+    failures
+}
+
+/// What each secret gives for `token` afterwards, against what it must: its value (and unlock
+/// `true`), or `None` for `INVALID_PASSWORD` from both.
+async fn slot_check(
+    here: &str,
+    v: &Vault,
+    token: &str,
+    expect: &[(&Secret, &str, Option<&str>)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (secret, name, value) in expect {
+        let got = v.token_read(token, secret).await.map_err(|e| e.code());
+        let want = value.map(str::to_owned).ok_or(ErrorCode::InvalidPassword);
+        if got != want {
+            out.push(format!("{here}: {name} reads {got:?}, expected {want:?}"));
+        }
+        let unlocked = v.unlock(secret).await.map_err(|e| e.code());
+        let want = value.map(|_| true).ok_or(ErrorCode::InvalidPassword);
+        if unlocked != want {
+            out.push(format!(
+                "{here}: {name} unlocks {unlocked:?}, expected {want:?}"
+            ));
+        }
+    }
+    out
+}
