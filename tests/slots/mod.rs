@@ -323,11 +323,23 @@ pub async fn removing_a_further_slot_forgets_only_it(v: Vault, t: &dyn Storage) 
     let before = identity_rows(t).await;
     v.secret_add(&p, &pw(OTHER)).await.unwrap();
     all_open(&v, &pw(OTHER), &tokens, &VALUES, "before the removal").await;
+    let derived = v.key_derivations();
     v.secret_remove(&pw(OTHER)).await.unwrap();
     assert_eq!(
         identity_rows(t).await,
         before,
         "exactly the slot's rows went"
+    );
+    // Its key left the cache: checking it again derives it again.
+    fails(
+        v.unlock(&pw(OTHER)).await,
+        ErrorCode::InvalidPassword,
+        "the removed secret",
+    );
+    assert_eq!(
+        v.key_derivations(),
+        derived + 1,
+        "the removed secret's key stayed cached"
     );
     opens_nothing(&v, &pw(OTHER), &tokens, "the removed secret").await;
     all_open(&v, &p, &tokens, &VALUES, "the remaining secret").await;
