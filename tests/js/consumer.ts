@@ -46,6 +46,8 @@ export async function usage(): Promise<void> {
   const migrated: boolean = await vault.isVaultMigrated();
   const snapshot: Uint8Array = await vault.exportSnapshot();
   const known: boolean = await vault.unlock(new Uint8Array(32));
+  const added: void = await vault.secretAdd("password", new Uint8Array(32));
+  const removed: void = await vault.secretRemove(new Uint8Array(32));
   vault.lock();
   await vault.close();
   try {
@@ -65,7 +67,7 @@ export async function usage(): Promise<void> {
   }
   // @ts-expect-error: options are checked
   await Vault.open({ backend: "sqlite" });
-  void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, known, isToken(token), isTokenValidLength(5)];
+  void [values, resolved, upserted, exists, count, created, expires, moved, setting, migrated, snapshot, known, added, removed, isToken(token), isTokenValidLength(5)];
 }
 
 /** The SQL backend: the libsql adapter takes a real `@libsql/client` Client; executors are plain objects. */
