@@ -494,7 +494,7 @@ async function detectPasskeys() {
     $("passkey-note").replaceChildren(
       "Passkeys need a domain name, not an IP address: open ",
       element("a", { href: twin.href }, twin.origin),
-      " to use one.",
+      " to use one (another origin, so it has vaults of its own).",
     );
     $("passkey-note").hidden = false;
     return;
