@@ -286,6 +286,38 @@ export class Vault {
     return this.#call((v) => v.bulkRekey(oldPassword, newPassword, options));
   }
 
+  /**
+   * Let `added` open everything `existing` opens (identities on): the identity's data key is
+   * wrapped a second time, under `added`, like a LUKS key slot. O(1): no record is read or
+   * written. A password and a passkey (a 32-byte raw key), or two people's passwords, then open
+   * the same records; `bulkRekey(old, new)` later replaces only `old`'s slot, and a rotation
+   * (`rotate: true`) removes every other slot. Rejects with `IDENTITY_DISABLED` when identities
+   * are off, `IDENTITY_NOT_FOUND` when `existing` has no identity, `INVALID_ARGUMENT` when `added`
+   * already opens an identity (this one included), and `PASSWORD_POLICY` when `added` is a password
+   * the policy refuses.
+   *
+   * @example
+   * ```ts
+   * // key: 32 bytes, e.g. a passkey's PRF output; or another password
+   * await vault.secretAdd(password, key);
+   * await vault.unlock(key); // true: the key opens everything the password opens
+   * ```
+   */
+  secretAdd(existing: Secret, added: Secret): Promise<void> {
+    return this.#call((v) => v.secretAdd(existing, added));
+  }
+
+  /**
+   * Forget one of an identity's secrets (identities on); its cached key is dropped too. The other
+   * secrets keep opening every record. The last secret of an identity that still has records is
+   * refused with `INVALID_ARGUMENT` (add another secret first, or delete the records), so no
+   * record is left without a key; the last secret of an identity without records removes it.
+   * `IDENTITY_NOT_FOUND` when the secret opens no identity.
+   */
+  secretRemove(secret: Secret): Promise<void> {
+    return this.#call((v) => v.secretRemove(secret));
+  }
+
   /** Link every unlinked record that opens with `password` to its identity. */
   migrateRecordLinks(password: Secret): Promise<number> {
     return this.#call((v) => v.migrateRecordLinks(password));

@@ -44,6 +44,14 @@ pub(crate) struct Lookup {
     pub epoch: u64,
 }
 
+/// The lookup id of `secret` under the cache's current id key.
+fn lookup_id(state: &State, secret: &Secret) -> CacheId {
+    Zeroizing::new(match secret {
+        Secret::Password(p) => hmac_sha256(state.id_key.as_ref(), &[b"password:", p.as_bytes()]),
+        Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_bytes()]),
+    })
+}
+
 fn new_id_key() -> Result<Zeroizing<[u8; 32]>> {
     let mut id_key = Zeroizing::new([0u8; 32]);
     random_bytes(id_key.as_mut())?;
@@ -71,12 +79,7 @@ impl KeyCache {
     pub(crate) fn lookup(&self, secret: &Secret, now: i64) -> Lookup {
         let mut state = self.state();
         state.entries.retain(|e| now < e.expires_at);
-        let id = Zeroizing::new(match secret {
-            Secret::Password(p) => {
-                hmac_sha256(state.id_key.as_ref(), &[b"password:", p.as_bytes()])
-            }
-            Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_bytes()]),
-        });
+        let id = lookup_id(&state, secret);
         let key = state
             .entries
             .iter()
@@ -104,6 +107,14 @@ impl KeyCache {
             expires_at,
         });
         Some(expires_at)
+    }
+
+    /// Drop (and so zeroize) the cached key of `secret`, if any: a secret removed from the
+    /// vault (`secretRemove`) leaves no key behind.
+    pub(crate) fn forget(&self, secret: &Secret) {
+        let mut state = self.state();
+        let id = lookup_id(&state, secret);
+        state.entries.retain(|e| *e.id != *id);
     }
 
     /// Drop expired entries (a timer calls this when one expires).

@@ -195,7 +195,7 @@ mod import {
     use crate::crypto::{Envelope, IDENTITY_ID_PREFIX};
     use crate::error::{Result, VaultError};
     use crate::record::{Record, check_time};
-    use crate::storage::{LINK_KEY, MetaKey, MetaRow, is_unique_meta, object_type};
+    use crate::storage::{LINK_KEY, MetaKey, MetaRow, OWNER_KEY, is_unique_meta, object_type};
     use crate::token;
     use crate::vault::SETTINGS_ID;
     use serde::Deserialize;
@@ -391,8 +391,9 @@ mod import {
         let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let mut keys = HashSet::with_capacity(rows.len());
         let mut unique_values = HashSet::new();
-        // Each identity's rows, to check it has both and that links point at one.
-        let mut identities: HashMap<String, (bool, bool)> = HashMap::new();
+        // Each identity object's rows (tag, dek, and the identity a further slot belongs to), to
+        // check it has both keys and that links and slots point at an identity's first slot.
+        let mut identities: HashMap<String, (bool, bool, Option<String>)> = HashMap::new();
         let mut links = Vec::new();
         let mut meta = Vec::with_capacity(rows.len());
         for (i, m) in rows.into_iter().enumerate() {
@@ -415,11 +416,21 @@ mod import {
                     match m.key.as_str() {
                         "tag" if is_lower_hex(&m.value, 64) => entry.0 = true,
                         "dek" if is_wrapped_dek(&m.value) => entry.1 = true,
+                        OWNER_KEY if is_identity_id(&m.value) => entry.2 = Some(m.value.clone()),
                         "tag" => return Err(at("an identity tag must be 64 lowercase hex digits")),
                         "dek" => {
                             return Err(at("an identity's dek is not a well-formed vs1k: key"));
                         }
-                        _ => return Err(at("identity rows must be \"tag\" or \"dek\"")),
+                        OWNER_KEY => {
+                            return Err(at(
+                                "a secret slot's identity must be \"p_\" and 32 lowercase hex digits",
+                            ));
+                        }
+                        _ => {
+                            return Err(at(
+                                "identity rows must be \"tag\", \"dek\" or (for a further secret slot) \"identity\"",
+                            ));
+                        }
                     }
                 }
                 object_type::RECORD => {
@@ -455,11 +466,25 @@ mod import {
             }
             meta.push(row);
         }
-        if identities.values().any(|(tag, dek)| !(tag & dek)) {
+        if identities.values().any(|(tag, dek, _)| !(tag & dek)) {
             return Err(malformed("an identity lacks its tag or its dek row"));
         }
+        // An identity's own object, not one of its further slots.
+        let is_identity = |id: &str| {
+            identities
+                .get(id)
+                .is_some_and(|(_, _, owner)| owner.is_none())
+        };
+        if identities
+            .values()
+            .any(|(_, _, owner)| owner.as_deref().is_some_and(|o| !is_identity(o)))
+        {
+            return Err(malformed(
+                "a secret slot names an identity the snapshot does not have (or another slot)",
+            ));
+        }
         for (i, identity) in links {
-            if !identities.contains_key(&identity) {
+            if !is_identity(&identity) {
                 return Err(malformed(format!(
                     "meta row #{i}: the record link points at an identity the snapshot does not have"
                 )));

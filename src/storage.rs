@@ -155,7 +155,7 @@ pub enum WriteOp {
         at: i64,
     },
     /// Remove a record by id together with its identity link, and the identity the link pointed
-    /// to when no other link refers to it. Nothing happens when the record is missing. With
+    /// to when no other link refers to it (with its slots, see [`OWNER_KEY`]). Nothing happens when the record is missing. With
     /// `if_expired_at`, a record that is not expired at that time fails the batch with
     /// [`StorageError::Changed`] (a purge never removes a record renewed meanwhile).
     DeleteRecord {
@@ -175,7 +175,9 @@ pub enum WriteOp {
     ExpectMeta { key: MetaKey, value: Option<String> },
     /// Remove every row of the object `(object_type, object_id)` unless some meta row of type
     /// `referrer_type` with key `referrer_key` has the value `object_id`: an identity with no
-    /// record links left goes, in the same atomic batch that removed its last link.
+    /// record links left goes, in the same atomic batch that removed its last link. Every object
+    /// of the same `object_type` with a row [`OWNER_KEY`] = `object_id` goes with it (an
+    /// identity's further secret slots).
     DeleteObjectIfUnreferenced {
         object_type: String,
         object_id: String,
@@ -298,6 +300,13 @@ pub fn link_key(record_id: &str) -> MetaKey {
 
 /// The `key` column of record link rows.
 pub const LINK_KEY: &str = "password_id";
+
+/// The key of the row naming the object a dependent object belongs to (FORMAT.md "Password
+/// identities": a further secret slot of an identity is an object of the same type with a row
+/// `identity` = the identity's id). Removing an object, by [`WriteOp::DeleteObjectIfUnreferenced`]
+/// or by the prune of [`WriteOp::DeleteRecord`], removes its dependents in the same batch, found
+/// through the by-value index.
+pub const OWNER_KEY: &str = "identity";
 
 /// A storage backend. See the module docs; each method is one round trip to the backend.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]

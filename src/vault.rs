@@ -7,6 +7,7 @@
 pub(crate) mod identity;
 mod records;
 mod rekey;
+mod slots;
 pub(crate) mod tokens;
 mod unlock;
 
@@ -280,6 +281,11 @@ impl Vault {
         Err(VaultError::LockedDuring("the key derivation"))
     }
 
+    /// Drop `secret`'s cached key (a secret removed from the vault).
+    pub(crate) fn forget_key(&self, secret: &Secret) {
+        self.keys.forget(secret);
+    }
+
     /// `ABORTED` if [`Vault::lock`] ran since a key of `epoch` was obtained: an operation calls
     /// it after every `.await` before it uses such a key again (see [`Vault::unlocked`]).
     pub(crate) fn check_key_epoch(&self, epoch: u64) -> Result<()> {
@@ -391,8 +397,9 @@ pub(crate) struct WriteKey {
     pub key: DataKey,
     pub identity_id: Option<String>,
     /// Ops that make the batch valid only for this key: the rows creating the secret's identity
-    /// on its first use, or the check that the identity's tag is still this secret's (a rekey
-    /// that committed meanwhile moved or removed it, and nothing may be sealed under it then).
+    /// on its first use, or the check that the identity's slot that found it still has this
+    /// secret's tag (a rekey or `secretRemove` that committed meanwhile moved or removed it, and
+    /// nothing may be sealed under it then; while the slot exists, so does its identity).
     pub guard: Vec<WriteOp>,
 }
 
@@ -407,7 +414,7 @@ impl WriteKey {
 
     pub(crate) fn from_identity(identity: Identity, mk: &MasterKey) -> Self {
         let guard = vec![WriteOp::ExpectMeta {
-            key: MetaKey::new(object_type::IDENTITY, &identity.id, identity::TAG_KEY),
+            key: MetaKey::new(object_type::IDENTITY, &identity.slot, identity::TAG_KEY),
             value: Some(crate::crypto::identity_tag(mk)),
         }];
         WriteKey {

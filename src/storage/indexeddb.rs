@@ -27,7 +27,7 @@
 //! and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    LINK_KEY, MetaKey, MetaRow, Purge, Storage, StorageError, StorageResult, WriteOp,
+    LINK_KEY, MetaKey, MetaRow, OWNER_KEY, Purge, Storage, StorageError, StorageResult, WriteOp,
     WriteTransaction, is_unique_meta, link_key, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};

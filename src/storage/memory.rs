@@ -21,7 +21,7 @@
 //! newest first, when any op of the batch fails.
 
 use super::{
-    MetaKey, MetaRow, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
+    MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
     WriteTransaction, is_unique_meta, link_key, object_type,
 };
 use crate::query::RecordFilter;
@@ -336,8 +336,13 @@ impl Tx<'_> {
         {
             return Ok(());
         }
-        for row in self.object(object_type, object_id)? {
-            self.delete_meta(&row.key)?;
+        // The object's dependents (an identity's further secret slots) go with it.
+        let mut gone = self.holders(object_type, OWNER_KEY, object_id)?;
+        gone.push(object_id.to_owned());
+        for id in gone {
+            for row in self.object(object_type, &id)? {
+                self.delete_meta(&row.key)?;
+            }
         }
         Ok(())
     }

@@ -9,39 +9,59 @@ use super::Vault;
 use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
 use crate::error::{Result, VaultError};
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, Optimistic, WriteOp, WriteTransaction, object_type,
+    LINK_KEY, MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
 };
 
 pub(crate) const TAG_KEY: &str = "tag";
-const DEK_KEY: &str = "dek";
+pub(crate) const DEK_KEY: &str = "dek";
 
 /// An identity, unlocked.
 pub(crate) struct Identity {
+    /// The identity's id: what record links name.
     pub id: String,
+    /// The object holding the secret's slot that found it (its `tag` and `dek`): `id` for the
+    /// identity's first slot, else a slot object with a row `identity` = `id` (FORMAT.md
+    /// "Password identities"). Writes that rely on the identity expect this slot's tag.
+    pub slot: String,
     pub dek: DataKey,
 }
 
-pub(super) fn identity_rows(
-    id: &str,
+impl Identity {
+    /// An identity found through (or created with) its first slot.
+    pub(crate) fn new(id: String, dek: DataKey) -> Self {
+        Identity {
+            slot: id.clone(),
+            id,
+            dek,
+        }
+    }
+}
+
+/// The `tag` and `dek` rows of a slot of identity `owner` held by object `slot` (`owner` itself
+/// for its first slot): the DEK is wrapped with the owner's id as associated data, so a slot's
+/// rows cannot be moved to another identity.
+pub(super) fn slot_rows(
+    slot: &str,
+    owner: &str,
     mk: &MasterKey,
     vault: &Vault,
     dek: &DataKey,
 ) -> Result<[MetaRow; 2]> {
     Ok([
-        MetaRow::new(object_type::IDENTITY, id, TAG_KEY, identity_tag(mk)),
+        MetaRow::new(object_type::IDENTITY, slot, TAG_KEY, identity_tag(mk)),
         MetaRow::new(
             object_type::IDENTITY,
-            id,
+            slot,
             DEK_KEY,
-            wrap_dek(mk, &vault.kdf, id, dek)?,
+            wrap_dek(mk, &vault.kdf, owner, dek)?,
         ),
     ])
 }
 
-/// Fail the batch unless identity `id` still has the tag of `mk`.
-pub(super) fn expect_tag(id: &str, mk: &MasterKey) -> WriteOp {
+/// Fail the batch unless slot object `slot` still has the tag of `mk`.
+pub(super) fn expect_tag(slot: &str, mk: &MasterKey) -> WriteOp {
     WriteOp::ExpectMeta {
-        key: MetaKey::new(object_type::IDENTITY, id, TAG_KEY),
+        key: MetaKey::new(object_type::IDENTITY, slot, TAG_KEY),
         value: Some(identity_tag(mk)),
     }
 }
@@ -70,16 +90,21 @@ impl Vault {
             .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
             .await?;
         self.check_key_epoch(epoch)?;
-        let Some(id) = rows.first().map(|r| r.key.object_id.clone()) else {
+        let Some(slot) = rows.first().map(|r| r.key.object_id.clone()) else {
             return Ok(None);
         };
+        // A further slot names its identity; the first slot is the identity's own object.
+        let id = rows
+            .iter()
+            .find(|r| r.key.key == OWNER_KEY)
+            .map_or_else(|| slot.clone(), |r| r.value.clone());
         let wrapped = rows.iter().find(|r| r.key.key == DEK_KEY).ok_or_else(|| {
             VaultError::storage(format!(
                 "identity {id} has no data key row; the vault is damaged"
             ))
         })?;
         let dek = unwrap_dek(mk, &self.kdf, &id, &wrapped.value)?;
-        Ok(Some(Identity { id, dek }))
+        Ok(Some(Identity { id, slot, dek }))
     }
 
     /// The identity of `mk`, or a new one with the rows that create it. Creation inserts the tag
@@ -93,23 +118,23 @@ impl Vault {
         if let Some(identity) = self.find_identity(mk, epoch).await? {
             return Ok((identity, vec![]));
         }
-        let identity = Identity {
-            id: new_identity_id()?,
-            dek: DataKey::generate()?,
-        };
+        let identity = Identity::new(new_identity_id()?, DataKey::generate()?);
         let setup = self.create_ops(&identity, mk)?;
         Ok((identity, setup))
     }
 
     pub(super) fn create_ops(&self, identity: &Identity, mk: &MasterKey) -> Result<Vec<WriteOp>> {
-        Ok(identity_rows(&identity.id, mk, self, &identity.dek)?
-            .into_iter()
-            .map(WriteOp::InsertMeta)
-            .collect())
+        Ok(
+            slot_rows(&identity.slot, &identity.id, mk, self, &identity.dek)?
+                .into_iter()
+                .map(WriteOp::InsertMeta)
+                .collect(),
+        )
     }
 }
 
-/// Remove an identity once no record link refers to it, in the same batch.
+/// Remove an identity once no record link refers to it, in the same batch, with its further
+/// secret slots (storage removes the objects naming it in a row `identity`).
 pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
     WriteOp::DeleteObjectIfUnreferenced {
         object_type: object_type::IDENTITY.to_owned(),

@@ -7,7 +7,7 @@
 //! whose value changed (earlier work is kept), and commits again. Writes that resolved while it
 //! ran are never undone, and every value opens with the secret the outcome implies.
 
-use super::identity::{Identity, TAG_KEY, expect_tag, identity_rows, prune_identity};
+use super::identity::{Identity, TAG_KEY, expect_tag, prune_identity, slot_rows};
 use super::tokens::reseal_ops;
 use super::{Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, new_identity_id, seal_value};
@@ -307,8 +307,9 @@ impl Vault {
             .meta_find(object_type::RECORD, LINK_KEY, &source.id)
             .await?;
         let linked = links.len() as u64;
-        // The source must still be the old secret's when this commits.
-        round.batch.push(expect_tag(&source.id, mk_old));
+        // The source must still be the old secret's when this commits (through the slot that
+        // found it: its other slots may change meanwhile).
+        round.batch.push(expect_tag(&source.slot, mk_old));
         let stay = |round: &mut Round| {
             round.moved += linked;
             WriteKey {
@@ -319,37 +320,36 @@ impl Vault {
         };
         let (target, setup) = match existing {
             Some(same) if same.id == source.id && !options.rotate => {
-                // The new secret already opens this identity: nothing to move.
+                // The new secret already opens this identity (the same secret, or another of
+                // its slots): nothing to move.
                 return Ok((stay(round), vec![]));
             }
             Some(other) if other.id != source.id => {
-                let guard = expect_tag(&other.id, mk_new);
+                let guard = expect_tag(&other.slot, mk_new);
                 (other, vec![guard])
             }
             None if !options.rotate => {
-                // O(1) whatever the record count: the DEK stays, only its wrapping changes.
+                // O(1) whatever the record count: the DEK stays, only the old secret's slot is
+                // re-wrapped (its other slots keep working).
                 round.rewrap = true;
                 round.batch.extend(
-                    identity_rows(&source.id, mk_new, self, &source.dek)?
+                    slot_rows(&source.slot, &source.id, mk_new, self, &source.dek)?
                         .into_iter()
                         .map(WriteOp::PutMeta),
                 );
                 return Ok((stay(round), vec![]));
             }
             // Rotation (or the same secret asking for a fresh key): a new identity and DEK,
-            // drawn once for the whole rekey so that work sealed in one round stays valid.
+            // drawn once for the whole rekey so that work sealed in one round stays valid. The
+            // source is pruned at the end with every slot it has, so no other secret of it
+            // opens the rotated records; that includes the new secret's own slot when it was
+            // one of the source's (its tag is gone before the new identity inserts it).
             _ => {
                 if carry.fresh.is_none() {
-                    carry.fresh = Some(Identity {
-                        id: new_identity_id()?,
-                        dek: DataKey::generate()?,
-                    });
+                    carry.fresh = Some(Identity::new(new_identity_id()?, DataKey::generate()?));
                 }
                 let fresh = carry.fresh.as_ref().ok_or_else(|| gave_up("the rekey"))?;
-                let identity = Identity {
-                    id: fresh.id.clone(),
-                    dek: fresh.dek.clone(),
-                };
+                let identity = Identity::new(fresh.id.clone(), fresh.dek.clone());
                 let setup = self.create_ops(&identity, mk_new)?;
                 (identity, setup)
             }
@@ -496,10 +496,7 @@ impl Vault {
             let target = match self.find_identity_in(&*tx, &mk, carry.lock_epoch).await? {
                 Some(identity) => WriteKey::from_identity(identity, &mk),
                 None => {
-                    let identity = Identity {
-                        id: new_identity_id()?,
-                        dek: DataKey::generate()?,
-                    };
+                    let identity = Identity::new(new_identity_id()?, DataKey::generate()?);
                     let setup = self.create_ops(&identity, &mk)?;
                     WriteKey {
                         guard: setup,

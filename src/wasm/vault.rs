@@ -750,6 +750,44 @@ impl JsVault {
         )
     }
 
+    /// Wrap the data key of `existing`'s identity under `added` too (API.md "Unlocking, and
+    /// several secrets for one identity").
+    #[wasm_bindgen(js_name = secretAdd, unchecked_return_type = "Promise<void>")]
+    pub fn secret_add(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Secret")] existing: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Secret")] added: JsValue,
+    ) -> Promise {
+        let args = (|| {
+            Ok((
+                js::secret(&existing, "existing")?,
+                js::secret(&added, "added")?,
+            ))
+        })();
+        self.run(
+            "secretAdd",
+            args,
+            |v, (existing, added)| async move { v.secret_add(&existing, &added).await },
+            undefined,
+            none,
+        )
+    }
+
+    /// Forget one of an identity's secrets; never the last one of an identity with records.
+    #[wasm_bindgen(js_name = secretRemove, unchecked_return_type = "Promise<void>")]
+    pub fn secret_remove(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Secret")] secret: JsValue,
+    ) -> Promise {
+        self.run(
+            "secretRemove",
+            js::secret(&secret, "secret"),
+            |v, s| async move { v.secret_remove(&s).await },
+            undefined,
+            none,
+        )
+    }
+
     #[wasm_bindgen(js_name = migrateRecordLinks, unchecked_return_type = "Promise<number>")]
     pub fn migrate_record_links(
         &self,

@@ -771,6 +771,104 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
     s.apply(vec![prune("p_404")]).await.unwrap();
 }
 
+/// An identity's further secret slots (objects of its type with a row `identity` naming it,
+/// `OWNER_KEY`) go with it, by the explicit prune and by a record delete's implicit one, in the
+/// same batch; slots of other identities and rows of other types stay.
+pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
+    let identity = |id: &str, tag: &str| {
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", id, "tag", tag)),
+            WriteOp::InsertMeta(meta("password_identity", id, "dek", &format!("d{tag}"))),
+        ]
+    };
+    let slot = |id: &str, owner: &str, tag: &str| {
+        let mut ops = identity(id, tag);
+        ops.push(WriteOp::InsertMeta(meta(
+            "password_identity",
+            id,
+            "identity",
+            owner,
+        )));
+        ops
+    };
+    let mut setup = Vec::new();
+    setup.extend(identity("p_1", "t1"));
+    setup.extend(slot("p_1a", "p_1", "t1a"));
+    setup.extend(slot("p_1b", "p_1", "t1b"));
+    setup.extend(identity("p_2", "t2"));
+    setup.extend(slot("p_2a", "p_2", "t2a"));
+    // Same key and value, another object type: not a slot.
+    setup.push(WriteOp::InsertMeta(meta("other", "x", "identity", "p_1")));
+    for (id, owner) in [("a", "p_1"), ("b", "p_1"), ("c", "p_2")] {
+        setup.push(WriteOp::InsertRecord(record(id, &format!("tk_{id}"))));
+        setup.push(link(id, owner));
+    }
+    s.apply(setup).await.unwrap();
+    let objects = |rows: Vec<MetaRow>| {
+        let mut ids: Vec<String> = rows
+            .into_iter()
+            .filter(|m| m.key.object_type == "password_identity")
+            .map(|m| m.key.object_id)
+            .collect();
+        ids.dedup();
+        ids
+    };
+    let all = ["p_1", "p_1a", "p_1b", "p_2", "p_2a"];
+    // Still referenced: the prune leaves the identity and its slots.
+    s.apply(vec![prune("p_1")]).await.unwrap();
+    s.apply(vec![WriteOp::DeleteMeta(link_key("a")), prune("p_1")])
+        .await
+        .unwrap();
+    assert_eq!(objects(s.meta_all().await.unwrap()), all);
+    // The last record of p_1 deleted: p_1 and exactly its slots go.
+    s.apply(vec![delete("b")]).await.unwrap();
+    assert_eq!(objects(s.meta_all().await.unwrap()), ["p_2", "p_2a"]);
+    assert_eq!(
+        s.meta_get(&MetaKey::new("other", "x", "identity"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("p_1")
+    );
+    // Their tags are free again.
+    s.apply(slot("p_3a", "p_3", "t1a")).await.unwrap();
+    s.apply(vec![WriteOp::DeleteMeta(link_key("c")), prune("p_2")])
+        .await
+        .unwrap();
+    assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
+    // The explicit prune takes slots written earlier in the same batch.
+    let mut batch = identity("p_4", "t4");
+    batch.extend(slot("p_4a", "p_4", "t4a"));
+    batch.push(prune("p_4"));
+    s.apply(batch).await.unwrap();
+    assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
+    // And a purge of expired records (set-based where the backend has one).
+    let mut expiring = record("e", "tk_e");
+    expiring.expires_at = Some(NOW - 1);
+    let mut batch = identity("p_5", "t5");
+    batch.extend(slot("p_5a", "p_5", "t5a"));
+    batch.push(WriteOp::InsertRecord(expiring));
+    batch.push(link("e", "p_5"));
+    s.apply(batch).await.unwrap();
+    assert_eq!(
+        objects(s.meta_all().await.unwrap()),
+        ["p_3a", "p_5", "p_5a"]
+    );
+    if s.purge_expired(NOW, Purge::Delete, 100, vec![])
+        .await
+        .unwrap()
+        .is_none()
+    {
+        s.apply(vec![WriteOp::DeleteRecord {
+            id: "e".into(),
+            if_expired_at: Some(NOW),
+        }])
+        .await
+        .unwrap();
+    }
+    assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
+}
+
 pub async fn failed_batches_change_nothing(s: impl Storage) {
     let c = record("c", "tk_c");
     s.apply(vec![
@@ -1361,6 +1459,7 @@ macro_rules! conformance_cases {
             meta_find_returns_whole_objects,
             meta_find_follows_values_as_rows_move,
             unreferenced_identities_are_pruned_in_the_same_batch,
+            identity_slots_go_with_their_identity,
             failed_batches_change_nothing,
             expect_empty_and_clear_all,
             queries_agree_with_the_shared_filter,

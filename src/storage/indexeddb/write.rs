@@ -435,8 +435,7 @@ impl Batch {
                     .done("count meta rows")
                     .await?;
                 if referrers == 0 {
-                    meta.delete(object_range(&object_type, &object_id)?)
-                        .map_err(idb_error("delete meta rows"))?;
+                    self.delete_object(&object_type, &object_id).await?;
                 }
             }
             WriteOp::ExpectEmpty => {
@@ -515,11 +514,26 @@ impl Batch {
         let counts = in_order(counts, "count record links").await?;
         for (identity, count) in identities.iter().zip(counts) {
             if count.as_f64() == Some(0.0) {
-                self.r
-                    .meta
-                    .delete(object_range(object_type::IDENTITY, identity)?)
-                    .map_err(idb_error("delete an identity"))?;
+                self.delete_object(object_type::IDENTITY, identity).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Delete every row of an object and of its dependents: the objects of the same type with a
+    /// row [`OWNER_KEY`] naming it (an identity's further secret slots), found through the
+    /// by-value index inside this transaction, so they include rows the batch wrote before.
+    async fn delete_object(&self, object_type: &str, object_id: &str) -> StorageResult<()> {
+        let dependents = self.r.find(object_type, OWNER_KEY, object_id).await?;
+        self.r
+            .meta
+            .delete(object_range(object_type, object_id)?)
+            .map_err(idb_error("delete meta rows"))?;
+        for row in dependents {
+            self.r
+                .meta
+                .delete(object_range(object_type, &row.key.object_id)?)
+                .map_err(idb_error("delete meta rows"))?;
         }
         Ok(())
     }

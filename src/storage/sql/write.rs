@@ -363,8 +363,9 @@ pub(super) const EXPIRED_CHUNK: Deleted = Deleted {
             WHERE e.ns = ?1 AND e.expires_key < ?2 ORDER BY e.expires_key, e.id_key LIMIT ?3)",
 };
 
-/// The identities whose every remaining link belongs to a deleted record go with them
-/// (FORMAT.md "Password identities"). Runs before the links are deleted, so it still sees them.
+/// The identities whose every remaining link belongs to a deleted record go with them, and so
+/// do their further secret slots (objects with a row `identity` naming them, `OWNER_KEY`;
+/// FORMAT.md "Password identities"). Runs before the links are deleted, so it still sees them.
 pub(super) fn delete_last_identities(deleted: Deleted) -> String {
     let Deleted { from, filter } = deleted;
     format!(
@@ -375,15 +376,25 @@ pub(super) fn delete_last_identities(deleted: Deleted) -> String {
         SELECT DISTINCT l.value FROM gone
         CROSS JOIN vaultstore_meta AS l ON l.ns = ?1 AND l.object_type = 'record'
             AND l.object_id = gone.link AND l.key = 'password_id'
-    )
-    DELETE FROM vaultstore_meta WHERE rowid IN (
-        SELECT i.rowid FROM linked
-        CROSS JOIN vaultstore_meta AS i ON i.ns = ?1 AND i.object_type = 'password_identity'
-            AND i.object_id = linked.identity
+    ),
+    pruned (identity) AS (
+        SELECT linked.identity FROM linked
         WHERE NOT EXISTS (
             SELECT 1 FROM vaultstore_meta AS o
             WHERE o.ns = ?1 AND o.object_type = 'record' AND o.key = 'password_id'
-                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone)))"
+                AND o.value = linked.identity AND o.object_id NOT IN (SELECT link FROM gone))
+    ),
+    doomed (object_id) AS (
+        SELECT identity FROM pruned
+        UNION ALL
+        SELECT s.object_id FROM pruned
+        CROSS JOIN vaultstore_meta AS s ON s.ns = ?1 AND s.object_type = 'password_identity'
+            AND s.key = 'identity' AND s.value = pruned.identity
+    )
+    DELETE FROM vaultstore_meta WHERE rowid IN (
+        SELECT i.rowid FROM doomed
+        CROSS JOIN vaultstore_meta AS i ON i.ns = ?1 AND i.object_type = 'password_identity'
+            AND i.object_id = doomed.object_id)"
     )
 }
 
@@ -431,8 +442,14 @@ pub(super) const CHECK_META: &str = "INSERT INTO vaultstore_guard (failed)
                AND m.object_id = e.value->>'id' AND m.key = e.value->>'key')
         IS NOT e.value->>'value'";
 
+/// The object `?3` and its dependents (objects of its type with a row `identity` naming it,
+/// `OWNER_KEY`: an identity's further secret slots), unless a referrer names it.
 pub(super) const DELETE_UNREFERENCED: &str = "DELETE FROM vaultstore_meta
-    WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3
+    WHERE ns = ?1 AND object_type = ?2
+        AND object_id IN (SELECT ?3 UNION ALL
+                          SELECT s.object_id FROM vaultstore_meta AS s
+                          WHERE s.ns = ?1 AND s.object_type = ?2 AND s.key = 'identity'
+                              AND s.value = ?3)
         AND NOT EXISTS (SELECT 1 FROM vaultstore_meta AS r
                         WHERE r.ns = ?1 AND r.object_type = ?4 AND r.key = ?5 AND r.value = ?3)";
 

@@ -1,0 +1,222 @@
+//! Several secrets for one identity (API.md "Unlocking, and several secrets for one identity";
+//! FORMAT.md "Password identities"): `secretAdd` wraps an identity's data key a second time,
+//! under another secret, like a LUKS key slot; `secretRemove` forgets one slot.
+//!
+//! An identity's own `tag` and `dek` rows are its first slot. Each further slot is an object of
+//! the same type with a random id and three rows: `tag` (the added secret's tag, unique among all
+//! slots of all identities, so a secret opens at most one identity, found with one lookup),
+//! `dek` (the same DEK, wrapped under the added secret with the owning identity's id as
+//! associated data) and `identity` (the owning identity's id). Storage removes an identity's
+//! slots with it (`OWNER_KEY`). Both operations are one guarded atomic batch, touch no record,
+//! and retry when a guard shows another writer changed the slots they read.
+
+use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
+use super::{MAX_ATTEMPTS, Vault};
+use crate::crypto::{MasterKey, identity_tag, new_identity_id};
+use crate::error::{Result, VaultError};
+use crate::secret::Secret;
+use crate::storage::{LINK_KEY, MetaKey, MetaRow, OWNER_KEY, StorageError, WriteOp, object_type};
+
+/// One slot as stored: the object holding it, its tag and its wrapped DEK.
+struct StoredSlot {
+    object_id: String,
+    tag: String,
+    dek: String,
+}
+
+impl Vault {
+    /// Wrap the data key of `existing`'s identity under `added` too (O(1): no record is read or
+    /// written), so that both open the same records.
+    pub async fn secret_add(&self, existing: &Secret, added: &Secret) -> Result<()> {
+        self.ensure_open()?;
+        if !self.identities {
+            return Err(VaultError::IdentityDisabled("secretAdd"));
+        }
+        self.check_policy(added)?;
+        let (mk_existing, epoch) = self.unlocked(existing).await?;
+        let mk_added = self.master_key(added).await?;
+        // A `lock()` between the two derivations: neither key may be used any more.
+        self.check_key_epoch(epoch)?;
+        let added_tag = identity_tag(&mk_added);
+        for _ in 0..MAX_ATTEMPTS {
+            let identity = self
+                .find_identity(&mk_existing, epoch)
+                .await?
+                .ok_or(VaultError::IdentityNotFound)?;
+            let taken = self
+                .storage
+                .meta_find(object_type::IDENTITY, TAG_KEY, &added_tag)
+                .await?;
+            self.check_key_epoch(epoch)?;
+            if !taken.is_empty() {
+                return Err(already_opens());
+            }
+            let slot = new_identity_id()?;
+            let mut batch = vec![expect_tag(&identity.slot, &mk_existing)];
+            batch.extend(
+                slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?
+                    .into_iter()
+                    .map(WriteOp::InsertMeta),
+            );
+            batch.push(WriteOp::InsertMeta(MetaRow::new(
+                object_type::IDENTITY,
+                &slot,
+                OWNER_KEY,
+                identity.id.as_str(),
+            )));
+            match self.storage.apply(batch).await {
+                Ok(()) => return Ok(()),
+                // The slot that found the identity changed (a rekey, a removal), or another
+                // writer added the same secret first: look again.
+                Err(
+                    StorageError::MetaChanged(_)
+                    | StorageError::UniqueValueTaken(_)
+                    | StorageError::MetaTaken(_),
+                ) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(gave_up("secretAdd"))
+    }
+
+    /// Forget `secret`'s slot. The last slot of an identity that still has records is refused,
+    /// so no record is ever left without a key.
+    pub async fn secret_remove(&self, secret: &Secret) -> Result<()> {
+        self.ensure_open()?;
+        if !self.identities {
+            return Err(VaultError::IdentityDisabled("secretRemove"));
+        }
+        let (mk, epoch) = self.unlocked(secret).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let batch = self.removal(&mk, epoch).await?;
+            match self.storage.apply(batch).await {
+                Ok(()) => {
+                    self.forget_key(secret);
+                    return Ok(());
+                }
+                Err(StorageError::MetaChanged(_) | StorageError::UniqueValueTaken(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(gave_up("secretRemove"))
+    }
+
+    /// The batch removing `mk`'s slot, planned from what storage holds now.
+    async fn removal(&self, mk: &MasterKey, epoch: u64) -> Result<Vec<WriteOp>> {
+        let tag = identity_tag(mk);
+        let rows = self
+            .storage
+            .meta_find(object_type::IDENTITY, TAG_KEY, &tag)
+            .await?;
+        self.check_key_epoch(epoch)?;
+        let Some(slot) = rows.first().map(|r| r.key.object_id.clone()) else {
+            return Err(VaultError::IdentityNotFound);
+        };
+        let guard = expect_tag(&slot, mk);
+        if rows.iter().any(|r| r.key.key == OWNER_KEY) {
+            // A further slot: its rows go, nothing else changes.
+            let mut batch = vec![guard];
+            batch.extend(rows.into_iter().map(|r| WriteOp::DeleteMeta(r.key)));
+            return Ok(batch);
+        }
+        // The identity's first slot (its own rows).
+        let owner = slot;
+        if let Some(other) = self.another_slot(&owner).await? {
+            // Promote another slot: its tag and dek become the identity's own (the wrap's
+            // associated data is the identity's id either way), and its object goes. Its rows
+            // are deleted before the tag is written, as tags stay unique at every step.
+            let mut batch = vec![
+                guard,
+                WriteOp::ExpectMeta {
+                    key: slot_key(&other.object_id, TAG_KEY),
+                    value: Some(other.tag.clone()),
+                },
+                WriteOp::ExpectMeta {
+                    key: slot_key(&other.object_id, DEK_KEY),
+                    value: Some(other.dek.clone()),
+                },
+            ];
+            for key in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+                batch.push(WriteOp::DeleteMeta(slot_key(&other.object_id, key)));
+            }
+            batch.push(WriteOp::PutMeta(MetaRow::new(
+                object_type::IDENTITY,
+                &owner,
+                TAG_KEY,
+                other.tag,
+            )));
+            batch.push(WriteOp::PutMeta(MetaRow::new(
+                object_type::IDENTITY,
+                &owner,
+                DEK_KEY,
+                other.dek,
+            )));
+            return Ok(batch);
+        }
+        // The last slot: only an identity without records may go.
+        let links = self
+            .storage
+            .meta_find(object_type::RECORD, LINK_KEY, &owner)
+            .await?;
+        if !links.is_empty() {
+            return Err(VaultError::invalid(
+                "this is the last secret of an identity that still has records, which would be left without a key: add another secret first (secretAdd), or delete the records",
+            ));
+        }
+        // Pruned only while no record links to it; the identity must be gone after, so a
+        // record linked to it meanwhile fails the batch and the next round refuses instead.
+        Ok(vec![
+            guard,
+            prune_identity(&owner),
+            WriteOp::ExpectMeta {
+                key: slot_key(&owner, TAG_KEY),
+                value: None,
+            },
+        ])
+    }
+
+    /// A further slot of identity `owner`, if it has any: the one with the smallest object id
+    /// (any would do; this one is deterministic). A slot missing its `dek` row is skipped.
+    async fn another_slot(&self, owner: &str) -> Result<Option<StoredSlot>> {
+        let rows = self
+            .storage
+            .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
+            .await?;
+        let value = |object_id: &str, key: &str| {
+            rows.iter()
+                .find(|r| r.key.object_id == object_id && r.key.key == key)
+                .map(|r| r.value.clone())
+        };
+        let mut best: Option<StoredSlot> = None;
+        for row in rows.iter().filter(|r| r.key.key == TAG_KEY) {
+            let id = &row.key.object_id;
+            if best.as_ref().is_some_and(|b| b.object_id <= *id) {
+                continue;
+            }
+            if let Some(dek) = value(id, DEK_KEY) {
+                best = Some(StoredSlot {
+                    object_id: id.clone(),
+                    tag: row.value.clone(),
+                    dek,
+                });
+            }
+        }
+        Ok(best)
+    }
+}
+
+fn slot_key(object_id: &str, key: &str) -> MetaKey {
+    MetaKey::new(object_type::IDENTITY, object_id, key)
+}
+
+fn already_opens() -> VaultError {
+    VaultError::invalid(
+        "the secret to add already opens an identity of this vault (it may be the existing secret itself); remove it from that identity first (secretRemove) if it should open this one",
+    )
+}
+
+fn gave_up(what: &str) -> VaultError {
+    VaultError::storage(format!(
+        "other writers kept changing this identity's secrets while {what} ran ({MAX_ATTEMPTS} rounds); nothing was changed, try again"
+    ))
+}
