@@ -505,6 +505,16 @@ async function detectPasskeys() {
 
 const passkeyKey = () => `secrets.passkey.${session.name}`;
 
+/** Say what the browser is about to ask for, while it asks (the prompt is the browser's own). */
+async function prompting(text, request) {
+  say(text);
+  try {
+    return await request();
+  } finally {
+    $("status").textContent = "";
+  }
+}
+
 function showPasskeyPanel() {
   const stored = localStorage.getItem(passkeyKey()) !== null;
   $("passkey-panel").hidden = !passkeys.usable;
@@ -517,8 +527,9 @@ async function addPasskey() {
   if (session.byPasskey) throw new Error("Unlock with the password to add a passkey.");
   // Entries stored before this vault used identities get linked to the password's identity first.
   await session.vault.migrateRecordLinks(session.password);
-  say("Follow your browser's prompt to create the passkey…");
-  const { credentialId, secret } = await passkeyRegister({ rpName: "Secrets (vaultstore-wasm demo)", userName: `vault “${session.name}”` });
+  const { credentialId, secret } = await prompting("Follow your browser's prompt to create the passkey…", () =>
+    passkeyRegister({ rpName: "Secrets (vaultstore-wasm demo)", userName: `vault “${session.name}”` }),
+  );
   try {
     await session.vault.secretAdd(session.password, secret);
   } finally {
@@ -534,8 +545,8 @@ async function addPasskey() {
 async function unlockWithPasskey() {
   if ($("vault-name").value.trim() !== session.name) await refreshUnlockForm();
   if (session.isNew) throw new Error("This vault is empty: create it with a password first.");
-  say("Follow your browser's prompt to use your passkey…");
-  const secret = await passkeySecret({ credentialId: localStorage.getItem(passkeyKey()) ?? undefined });
+  const credentialId = localStorage.getItem(passkeyKey()) ?? undefined;
+  const secret = await prompting("Follow your browser's prompt to use your passkey…", () => passkeySecret({ credentialId }));
   try {
     if (!(await session.vault.unlock(secret))) throw new Error("This vault holds nothing yet: create it with a password first.");
   } catch (error) {
@@ -553,8 +564,7 @@ async function removePasskey() {
   const credentialId = localStorage.getItem(passkeyKey()) ?? undefined;
   let secret = session.byPasskey ? session.password : undefined;
   if (secret === undefined) {
-    say("Follow your browser's prompt to confirm with the passkey…");
-    secret = await passkeySecret({ credentialId });
+    secret = await prompting("Follow your browser's prompt to confirm with the passkey…", () => passkeySecret({ credentialId }));
   }
   await session.vault.secretRemove(secret);
   localStorage.removeItem(passkeyKey());

@@ -432,6 +432,7 @@ test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; n
     await page.locator("summary", { hasText: "Passkey" }).click();
     await button("Add a passkey").click();
     await error(/Passkeys are not available here: .*PRF.*the password keeps working.*\[UNSUPPORTED\]/);
+    assert.equal(await page.textContent("#status"), "", "the prompt's note is gone with the prompt");
     await page.screenshot({ path: join(screenshots, "passkey-no-prf.png"), fullPage: true });
     await button("Reveal the secret of Email").click();
     await page.waitForSelector("#rows .secret");
