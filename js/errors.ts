@@ -11,7 +11,8 @@ export type ErrorCode =
   | "QUOTA_EXCEEDED"
   | "STORAGE"
   | "ABORTED"
-  | "CLOSED";
+  | "CLOSED"
+  | "UNSUPPORTED";
 
 /** Why a token did not resolve to a value (`RECORD_NOT_FOUND`). */
 export type NotFoundReason = "missing" | "soft_deleted" | "expired";

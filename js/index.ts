@@ -2,6 +2,8 @@
 export { Vault } from "./vault.js";
 export { RecordQuery } from "./query.js";
 export { VaultError, isVaultError } from "./errors.js";
+export { passkeyRegister, passkeySecret } from "./passkey.js";
+export type { PasskeyRegisterOptions, PasskeyRegistration, PasskeySecretOptions } from "./passkey.js";
 export { d1, durableObject, libsql } from "./sql.js";
 export type {
   D1DatabaseLike,

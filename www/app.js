@@ -2,10 +2,10 @@
 // here touches a key or a cipher: the package seals and opens every value.
 //
 // An entry is ONE sealed value, the JSON {name, secret}, stored with tokenCreate; the list
-// decrypts the names of the page it shows with one tokensRead. The vault is opened without
-// password identities, so changing the password re-encrypts every entry (bulkRekey), which is
-// what the progress bar and the Abort button are about.
-import { RecordQuery, Vault, VaultError } from "vaultstore-wasm";
+// decrypts the names of the page it shows with one tokensRead. The vault is opened with password
+// identities, so a passkey can be added beside the password (secretAdd: a second key for the
+// same entries), and changing the password seals the vault's key anew (bulkRekey).
+import { RecordQuery, Vault, VaultError, passkeyRegister, passkeySecret } from "vaultstore-wasm";
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,7 +19,8 @@ const session = {
   vault: undefined, // the open Vault (a database name; opening needs no password)
   name: undefined,
   isNew: false, // the vault has no entry yet: the unlock form creates its password
-  password: undefined, // only while unlocked
+  password: undefined, // only while unlocked: the typed password, or the passkey's secret
+  byPasskey: false, // unlocked with the passkey (session.password is its secret)
   names: new Map(), // token → name, decrypted this session; forgotten on lock
   revealed: new Map(), // token → secret, for the entries whose secret is shown
   view: "entries", // or "trash"
@@ -42,6 +43,8 @@ function explain(error) {
   switch (error.code) {
     case "INVALID_PASSWORD":
       return "Wrong password: it does not open this vault's entries.";
+    case "IDENTITY_NOT_FOUND":
+      return "Wrong current password: it does not open this vault.";
     case "DECRYPTION_FAILED":
       return "This entry is damaged (it was changed outside this app) and cannot be decrypted.";
     case "PASSWORD_POLICY":
@@ -58,6 +61,8 @@ function explain(error) {
       return "Stopped: nothing was changed.";
     case "CLOSED":
       return "The vault is closed: reload the page.";
+    case "UNSUPPORTED":
+      return `Passkeys are not available here: ${error.message}.`;
     case "STORAGE":
       return error.cause?.name === "VersionChangeError"
         ? "A newer version of this page changed the vault in another tab: reload the page."
@@ -114,7 +119,7 @@ function element(tag, props = {}, ...children) {
 async function openVault(name) {
   if (session.vault && session.name === name) return;
   await session.vault?.close();
-  session.vault = await Vault.open({ name });
+  session.vault = await Vault.open({ name, passwordIdentity: true });
   session.name = name;
   localStorage.setItem("secrets.vault", name);
 }
@@ -135,6 +140,7 @@ async function refreshUnlockForm() {
   if (session.isNew) $("password").minLength = 12;
   else $("password").removeAttribute("minlength");
   $("unlock-button").textContent = session.isNew ? "Create vault" : "Unlock";
+  $("passkey-unlock").hidden = session.isNew || !passkeys.usable;
 }
 
 /**
@@ -158,7 +164,13 @@ async function unlock() {
     return;
   }
   session.isNew = !known;
-  session.password = password;
+  await opened(password, false);
+}
+
+/** The vault is open with `secret` (a password, or a passkey's secret): show the entries. */
+async function opened(secret, byPasskey) {
+  session.password = secret;
+  session.byPasskey = byPasskey;
   $("password").value = "";
   $("confirm").value = "";
   $("unlock").hidden = true;
@@ -173,10 +185,11 @@ async function unlock() {
   session.lastActivity = Date.now();
   scheduleLock();
   await render();
+  showPasskeyPanel();
   say(
     session.isNew
       ? `Vault “${session.name}” created: the password you typed is now its password. Add your first entry.`
-      : `Unlocked “${session.name}”.`,
+      : `Unlocked “${session.name}”${byPasskey ? " with the passkey" : ""}.`,
   );
   ($("rows").childElementCount > 0 ? $("search") : $("add")).focus();
 }
@@ -184,7 +197,9 @@ async function unlock() {
 /** Wipe the keys (vault.lock()), forget the password and every decrypted name, ask again. */
 function lock(message) {
   session.vault.lock();
+  if (session.password instanceof Uint8Array) session.password.fill(0); // a passkey's secret
   session.password = undefined;
+  session.byPasskey = false;
   session.names.clear();
   session.revealed.clear();
   clearTimeout(session.lockTimer);
@@ -462,12 +477,113 @@ async function renew() {
   focusRowButton(renewing.token, "reveal");
 }
 
+// ---- passkeys ----
+
+/**
+ * Whether this browser can use a passkey here. WebAuthn refuses an IP address as the site's id, so
+ * on 127.0.0.1 the page points at its localhost twin; where the browser reports its capabilities,
+ * the PRF extension must be among them (without that API, a try answers UNSUPPORTED if need be).
+ */
+const passkeys = { usable: false };
+
+async function detectPasskeys() {
+  if (typeof PublicKeyCredential !== "function" || !navigator.credentials) return;
+  if (/^\d+\.\d+\.\d+\.\d+$|^\[/.test(location.hostname)) {
+    const twin = new URL(location.href);
+    twin.hostname = "localhost";
+    $("passkey-note").replaceChildren(
+      "Passkeys need a domain name, not an IP address: open ",
+      element("a", { href: twin.href }, twin.origin),
+      " to use one (another origin, so it has vaults of its own).",
+    );
+    $("passkey-note").hidden = false;
+    return;
+  }
+  const capabilities = await PublicKeyCredential.getClientCapabilities?.().catch(() => undefined);
+  passkeys.usable = capabilities === undefined || capabilities["extension:prf"] === true;
+}
+
+const passkeyKey = () => `secrets.passkey.${session.name}`;
+
+/** Say what the browser is about to ask for, while it asks (the prompt is the browser's own). */
+async function prompting(text, request) {
+  say(text);
+  try {
+    return await request();
+  } finally {
+    $("status").textContent = "";
+  }
+}
+
+function showPasskeyPanel() {
+  const stored = localStorage.getItem(passkeyKey()) !== null;
+  $("passkey-panel").hidden = !passkeys.usable;
+  $("passkey-add").hidden = stored;
+  $("passkey-remove").hidden = !stored;
+}
+
+/** Make a passkey and add its secret to the vault, beside the password. */
+async function addPasskey() {
+  if (session.byPasskey) throw new Error("Unlock with the password to add a passkey.");
+  // Entries stored before this vault used identities get linked to the password's identity first.
+  await session.vault.migrateRecordLinks(session.password);
+  const { credentialId, secret } = await prompting("Follow your browser's prompt to create the passkey…", () =>
+    passkeyRegister({ rpName: "Secrets (vaultstore-wasm demo)", userName: `vault “${session.name}”` }),
+  );
+  try {
+    await session.vault.secretAdd(session.password, secret);
+  } finally {
+    secret.fill(0);
+  }
+  localStorage.setItem(passkeyKey(), credentialId); // public: it only says which passkey to ask for
+  showPasskeyPanel();
+  say("Passkey added: “Unlock with a passkey” now opens this vault. The password keeps working too.");
+  $("passkey-remove").focus();
+}
+
+/** Ask for the passkey and open the vault with its secret (vault.unlock, as with a password). */
+async function unlockWithPasskey() {
+  if ($("vault-name").value.trim() !== session.name) await refreshUnlockForm();
+  if (session.isNew) throw new Error("This vault is empty: create it with a password first.");
+  const credentialId = localStorage.getItem(passkeyKey()) ?? undefined;
+  const secret = await prompting("Follow your browser's prompt to use your passkey…", () => passkeySecret({ credentialId }));
+  try {
+    if (!(await session.vault.unlock(secret))) throw new Error("This vault holds nothing yet: create it with a password first.");
+  } catch (error) {
+    secret.fill(0);
+    if (error instanceof VaultError && error.code === "INVALID_PASSWORD") {
+      throw new Error("This passkey does not open this vault (it was removed, or the vault's key was rotated). Use the password.");
+    }
+    throw error;
+  }
+  await opened(secret, true);
+}
+
+/** Forget the passkey's key in the vault (secretRemove) and its id here; the password stays. */
+async function removePasskey() {
+  const credentialId = localStorage.getItem(passkeyKey()) ?? undefined;
+  let secret = session.byPasskey ? session.password : undefined;
+  if (secret === undefined) {
+    secret = await prompting("Follow your browser's prompt to confirm with the passkey…", () => passkeySecret({ credentialId }));
+  }
+  await session.vault.secretRemove(secret);
+  localStorage.removeItem(passkeyKey());
+  if (session.byPasskey) {
+    lock("Passkey removed: it no longer opens this vault. Unlock with the password.");
+    return;
+  }
+  secret.fill(0);
+  showPasskeyPanel();
+  say("Passkey removed: only the password opens this vault now. (Delete the passkey in your browser's or device's settings too.)");
+  $("passkey-add").focus();
+}
+
 // ---- change password ----
 
 async function changePassword() {
   const current = $("current-password").value;
   const next = $("new-password").value;
-  if (current !== session.password) throw new Error("The current password is not the one this vault was unlocked with.");
+  if (!session.byPasskey && current !== session.password) throw new Error("The current password is not the one this vault was unlocked with.");
   if (next !== $("repeat-password").value) throw new Error("The two new passwords differ: type the same password twice.");
   const controller = new AbortController();
   const progress = $("rekey-progress");
@@ -487,9 +603,9 @@ async function changePassword() {
         $("rekey-text").textContent = `${done} of ${total} entries re-encrypted…`;
       },
     });
-    session.password = next;
+    if (!session.byPasskey) session.password = next;
     for (const id of ["current-password", "new-password", "repeat-password"]) $(id).value = "";
-    $("rekey-text").textContent = `Done: ${moved} entries re-encrypted.`;
+    $("rekey-text").textContent = `Done: ${moved} entries now open with the new password.`;
     say(`Password changed: ${moved} entries now open with the new password.`);
   } catch (error) {
     $("rekey-text").textContent = "Nothing was changed.";
@@ -520,7 +636,7 @@ async function importSnapshot() {
   const file = $("import-file").files[0];
   const name = $("import-name").value.trim();
   // Vault.open refuses a snapshot into a database that already has entries.
-  const imported = await Vault.open({ name, snapshot: new Uint8Array(await file.arrayBuffer()) });
+  const imported = await Vault.open({ name, passwordIdentity: true, snapshot: new Uint8Array(await file.arrayBuffer()) });
   const count = await imported.recordCount({ softDeletedInclude: true });
   await session.vault?.close();
   session.vault = imported;
@@ -620,6 +736,9 @@ $("rekey-form").addEventListener("submit", (event) => {
   act(changePassword);
 });
 $("export").addEventListener("click", () => act(exportSnapshot));
+$("passkey-unlock").addEventListener("click", () => act(unlockWithPasskey));
+$("passkey-add").addEventListener("click", () => act(addPasskey));
+$("passkey-remove").addEventListener("click", () => act(removePasskey));
 $("refresh-raw").addEventListener("click", () => act(rawDump));
 $("raw").addEventListener("toggle", () => $("raw").open && act(rawDump));
 document.addEventListener("keydown", (event) => {
@@ -631,4 +750,7 @@ document.addEventListener("keydown", (event) => {
 });
 
 $("vault-name").value = localStorage.getItem("secrets.vault") ?? "secrets";
-act(refreshUnlockForm);
+act(async () => {
+  await detectPasskeys();
+  await refreshUnlockForm();
+});

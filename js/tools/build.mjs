@@ -106,8 +106,11 @@ run(bin("esbuild"), [
 // The glue stays a file of its own next to its .wasm, so its `new URL(…, import.meta.url)`
 // still resolves; the full engine stays a separate file, imported on demand. Node and workerd
 // keep the readable modules.
+// The passkey ceremony (webauthn.js) stays a module of its own too, imported on a passkey's first use.
 run(bin("esbuild"), [join(dist, "browser.js"), "--bundle", "--minify", "--format=esm", "--target=es2022",
-  "--external:./wasm/*", "--allow-overwrite", `--outfile=${join(dist, "browser.js")}`, "--log-level=warning"]);
+  "--external:./wasm/*", "--external:./webauthn.js", "--allow-overwrite", `--outfile=${join(dist, "browser.js")}`, "--log-level=warning"]);
+run(bin("esbuild"), [join(dist, "webauthn.js"), "--minify", "--format=esm", "--target=es2022",
+  "--allow-overwrite", `--outfile=${join(dist, "webauthn.js")}`, "--log-level=warning"]);
 run(bin("esbuild"), [join(dist, "wasm", "vaultstore_idb.js"), "--minify", "--format=esm", "--target=es2022",
   "--allow-overwrite", `--outfile=${join(dist, "wasm", "vaultstore_idb.js")}`, "--log-level=warning"]);
 

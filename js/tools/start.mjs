@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm start`: build the package if dist/ is missing or older than the sources, then serve the
-// demo (www/) with the package (dist/) on 127.0.0.1 and print the URL. PORT picks the port
+// demo (www/) with the package (dist/) on 127.0.0.1 and print the URL (and its localhost twin,
+// which passkeys need). PORT picks the port
 // (default 8080; a busy one falls back to any free port).
 //
 // The demo needs only the IndexedDB engine: the page is served as soon as that engine and the
@@ -81,6 +82,8 @@ if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {
 
 const { url } = await serve([join(root, "www"), { mount: "/dist", dir: join(root, "dist") }], Number(process.env.PORT ?? 8080));
 console.log(`\nvaultstore-wasm demo: ${url}/  (ready after ${elapsed()})\n(serving www/ and dist/ on 127.0.0.1; Ctrl+C to stop)`);
+// Passkeys (WebAuthn) refuse an IP address as the site's id; localhost is allowed over plain http.
+console.log(`for passkeys, open it as ${url.replace("127.0.0.1", "localhost")}/ (WebAuthn refuses an IP address)`);
 
 if (build?.running()) {
   console.log(`\nThe rest of the package (the GlueSQL engine for Node, workers and memory vaults) is building in the background; log: ${build.log}`);

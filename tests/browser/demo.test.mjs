@@ -3,7 +3,9 @@
 // alone), search, page, sort, reveal, copy, edit, trash/restore/purge, expiry and renewal, change
 // the password with progress, abort a change, auto-lock, export and import a snapshot, the
 // "What IndexedDB holds" panel, and a wrong password refused by a vault whose only entry is in the
-// trash. Elements are found by role and accessible name, as a screen reader finds them. Any
+// trash; then, on localhost with a virtual authenticator, the passkey path (add a passkey, lock,
+// unlock with it, remove it; an authenticator without PRF). Elements are found by role and
+// accessible name, as a screen reader finds them. Any
 // console error, failed request or HTTP error fails the test. Screenshots go to
 // .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
@@ -56,6 +58,9 @@ test("a user's whole session in the demo", async () => {
     // ---- create a password for a new vault ----
     await page.goto(`${server.url}/`);
     await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    // On 127.0.0.1 passkeys cannot work (WebAuthn refuses an IP address): the page says where they do.
+    assert.match(await page.textContent("#passkey-note"), /Passkeys need a domain name.*open http:\/\/localhost:\d+/);
+    assert.equal(await button("Unlock with a passkey").isVisible(), false);
     await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
     await page.getByLabel("Vault name", { exact: true }).press("Tab");
     await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
@@ -203,7 +208,7 @@ test("a user's whole session in the demo", async () => {
     await button("Change password").click();
     await status(/Password changed: 7 entries now open with the new password/);
     assert.deepEqual(await page.$eval("#rekey-progress", (p) => [p.value, p.max]), [7, 7]);
-    assert.equal(await page.textContent("#rekey-text"), "Done: 7 entries re-encrypted.");
+    assert.equal(await page.textContent("#rekey-text"), "Done: 7 entries now open with the new password.");
     await screenshot("password-changed");
 
     // A slow device: key derivation takes 1.5 s, long enough to press Abort.
@@ -323,6 +328,115 @@ test("a user's whole session in the demo", async () => {
     assert.deepEqual(unlabelled, []);
     assert.deepEqual(await page.$eval("#status", (el) => [el.getAttribute("role"), el.getAttribute("aria-live")]), ["status", "polite"]);
     assert.equal(await page.$eval("#error", (el) => el.getAttribute("role")), "alert");
+
+    assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
+
+test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; no PRF is said plainly", async () => {
+  // On localhost (an IP is not a valid WebAuthn site id), with Chromium's virtual authenticator.
+  mkdirSync(screenshots, { recursive: true });
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }]);
+  const origin = server.url.replace("127.0.0.1", "localhost");
+  const browser = await launchChromium();
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  const problems = watchPage(page);
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable", { enableUI: false });
+  const authenticator = {
+    protocol: "ctap2", ctap2Version: "ctap2_1", transport: "internal", hasResidentKey: true, hasUserVerification: true,
+    isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
+  };
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", { options: authenticator });
+  const button = (name) => page.getByRole("button", { name, exact: true });
+  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
+  const error = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("error").textContent), pattern.source);
+  const names = () => page.$$eval("#rows tr", (rows) => rows.map((tr) => tr.cells[0].firstChild.textContent));
+  const vaultName = `passkey-${Date.now()}`;
+  const unlockWithPassword = async () => {
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await button("Unlock").click();
+    await status(/^Unlocked “[^”]*”\.$/);
+  };
+  const addEntry = async (name, secret) => {
+    await button("Add entry").click();
+    await page.waitForSelector("#entry-dialog[open]");
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await page.getByLabel("Secret", { exact: true }).fill(secret);
+    await button("Save").click();
+    await status(new RegExp(`“${name}” added`));
+  };
+
+  try {
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    assert.equal(await page.isVisible("#passkey-note"), false, "no IP-address note on localhost");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    assert.equal(await button("Unlock with a passkey").isVisible(), false, "an empty vault has nothing a passkey could open");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+    await addEntry("GitHub", "ghp_SECRET_github_7f3k");
+
+    // ---- add a passkey (after unlocking with the password) ----
+    await page.locator("summary", { hasText: "Passkey" }).click();
+    await button("Add a passkey").click();
+    await status(/Passkey added/);
+    assert.equal(await button("Remove passkey").isVisible(), true);
+    const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+    assert.equal(credentials.length, 1, "the authenticator holds the new passkey");
+    const stored = await page.evaluate((name) => localStorage.getItem(`secrets.passkey.${name}`), vaultName);
+    assert.match(stored, /^[A-Za-z0-9_-]+$/, "the page keeps the credential id (public)");
+    await page.screenshot({ path: join(screenshots, "passkey-added.png"), fullPage: true });
+
+    // ---- lock, unlock with the passkey: the entries open, and a new one opens with the password too ----
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Unlock");
+    await button("Unlock with a passkey").click();
+    await status(/Unlocked “.*” with the passkey/);
+    assert.deepEqual(await names(), ["GitHub"]);
+    await button("Reveal the secret of GitHub").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "ghp_SECRET_github_7f3k");
+    await addEntry("Email", "SECRET-mail-93");
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await unlockWithPassword();
+    assert.deepEqual((await names()).sort(), ["Email", "GitHub"], "the password opens what was added with the passkey");
+
+    // ---- remove the passkey: it opens nothing any more; the password still does ----
+    await page.locator("summary", { hasText: "Passkey" }).click();
+    await button("Remove passkey").click();
+    await status(/Passkey removed: only the password opens this vault now/);
+    assert.equal(await button("Add a passkey").isVisible(), true);
+    assert.equal(await page.evaluate((name) => localStorage.getItem(`secrets.passkey.${name}`), vaultName), null);
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await button("Unlock with a passkey").click();
+    await error(/This passkey does not open this vault/);
+    assert.equal(await page.isVisible("#vault"), false);
+    await unlockWithPassword();
+    assert.deepEqual((await names()).sort(), ["Email", "GitHub"]);
+
+    // ---- an authenticator without PRF: a clear message, and the password keeps working ----
+    await cdp.send("WebAuthn.removeVirtualAuthenticator", { authenticatorId });
+    await cdp.send("WebAuthn.addVirtualAuthenticator", { options: { ...authenticator, transport: "usb", hasPrf: false } });
+    await page.locator("summary", { hasText: "Passkey" }).click();
+    await button("Add a passkey").click();
+    await error(/Passkeys are not available here: .*PRF.*the password keeps working.*\[UNSUPPORTED\]/);
+    assert.equal(await page.textContent("#status"), "", "the prompt's note is gone with the prompt");
+    await page.screenshot({ path: join(screenshots, "passkey-no-prf.png"), fullPage: true });
+    await button("Reveal the secret of Email").click();
+    await page.waitForSelector("#rows .secret");
+    assert.equal(await page.textContent("#rows .secret"), "SECRET-mail-93");
 
     assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
   } finally {

@@ -18,6 +18,9 @@ import {
   type QueryInit,
   type VaultOptions,
   type VaultRecord,
+  passkeyRegister,
+  passkeySecret,
+  type PasskeyRegistration,
 } from "vaultstore-wasm";
 
 export async function usage(): Promise<void> {
@@ -81,4 +84,16 @@ export async function sqlUsage(client: Client): Promise<void> {
   // @ts-expect-error: an executor needs batch()
   await Vault.open({ backend: "sql", sql: { all: async () => [] } });
   void [vault, d1, durableObject];
+}
+
+/** Passkeys: the same names and types on every entry; the secret is a raw-key Secret. */
+export async function passkeyUsage(vault: Vault): Promise<void> {
+  const { credentialId, secret }: PasskeyRegistration = await passkeyRegister({ rpName: "App", userName: "ada", signal: AbortSignal.timeout(60_000) });
+  await vault.secretAdd("password", secret);
+  const again: Uint8Array = await passkeySecret({ credentialId, rpId: "example.com" });
+  const known: boolean = await vault.unlock(await passkeySecret());
+  const unsupported: ErrorCode = "UNSUPPORTED";
+  // @ts-expect-error: userName is required
+  await passkeyRegister({ rpName: "App" });
+  void [again, known, unsupported];
 }

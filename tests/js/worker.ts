@@ -1,6 +1,6 @@
 // Type-checked (strict) against @cloudflare/workers-types, with the `workerd` export condition and
 // no DOM library: the package as a Worker's author sees it. Compiling is the test.
-import { Vault, VaultError, isToken, type VaultRecord } from "vaultstore-wasm";
+import { Vault, VaultError, isToken, passkeySecret, type VaultRecord } from "vaultstore-wasm";
 
 interface Env {
   /** A 32-byte key, base64, set with `wrangler secret put VAULT_KEY`. */
@@ -20,6 +20,9 @@ export default {
       if (error instanceof VaultError) return Response.json({ code: error.code }, { status: 403 });
     }
     const snapshot: Uint8Array = await vault.exportSnapshot();
+    // The same passkey names type-check without the DOM library (they reject UNSUPPORTED here).
+    const passkey: Promise<Uint8Array> = passkeySecret({ signal: request.signal });
+    passkey.catch(() => undefined);
     return Response.json({ token, isToken: isToken(token), records: records.length, bytes: snapshot.byteLength });
   },
 } satisfies ExportedHandler<Env>;

@@ -27,7 +27,7 @@ SubtleCrypto.prototype.deriveBits = function (algorithm, key, length) {
 
 const WORKER = `
 import "./cap.mjs";
-import { Vault, VaultError, isToken } from "vaultstore-wasm";
+import { Vault, VaultError, isToken, passkeyRegister, passkeySecret } from "vaultstore-wasm";
 export default {
   async fetch() {
     // 200,000 iterations: more than Workers' WebCrypto allows, so the Rust PBKDF2 takes over.
@@ -42,7 +42,10 @@ export default {
     const raw = await v.tokenRead(await v.tokenCreate("raw key", key), key);
     const snapshot = new TextDecoder().decode(await v.exportSnapshot());
     const read = await v.tokenRead(token, "correct horse battery");
-    return Response.json({ token, isToken: isToken(token), read, wrong, raw, snapshot, capped, refused: globalThis.refused });
+    // No WebAuthn in a worker: both passkey functions reject UNSUPPORTED.
+    const passkeys = await Promise.all([passkeyRegister({ rpName: "Secrets", userName: "ada" }), passkeySecret()].map((p) =>
+      p.then(() => "resolved", (e) => [e instanceof VaultError, e.code])));
+    return Response.json({ token, isToken: isToken(token), read, wrong, raw, snapshot, capped, refused: globalThis.refused, passkeys });
   },
 };
 `;
@@ -111,6 +114,7 @@ const app :Workerd.Worker = (
     assert.equal(body.isToken, true);
     assert.deepEqual(body.wrong, [true, "INVALID_PASSWORD"]);
     assert.equal(body.raw, "raw key");
+    assert.deepEqual(body.passkeys, [[true, "UNSUPPORTED"], [true, "UNSUPPORTED"]]);
     assert.equal(body.capped, "NotSupportedError", "WebCrypto refuses PBKDF2 above 100,000 iterations, as deployed");
     // Two passwords derived (the right one, cached after its first use, and the wrong one): two
     // refusals, so the Rust PBKDF2 derived both keys. The raw key needs no PBKDF2.
