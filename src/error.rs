@@ -120,7 +120,7 @@ pub enum VaultError {
     TokenExists(String),
 
     #[error(
-        "no password identity matches this secret; pass the current password of the records you want to rekey"
+        "no password identity matches this secret; pass a password or key that already opens the records (the current one, not an old or new one)"
     )]
     IdentityNotFound,
 
