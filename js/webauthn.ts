@@ -100,6 +100,22 @@ async function get(
   return secret;
 }
 
+/**
+ * A passkey that cannot give a secret is of no use to the app, which never learns its id: ask the
+ * passkey provider to drop it (the WebAuthn Signal API, where the browser has it), so the user's
+ * passkey list does not collect dead entries. Best effort: nothing to undo if it is missing.
+ */
+function forget(rpId: string | undefined, credentialId: string): void {
+  const signal = (PublicKeyCredential as { signalUnknownCredential?: (o: { rpId: string; credentialId: string }) => Promise<void> })
+    .signalUnknownCredential;
+  if (typeof signal !== "function") return;
+  try {
+    signal.call(PublicKeyCredential, { rpId: rpId ?? location.hostname, credentialId }).catch(() => {});
+  } catch {
+    // A browser that refuses the call keeps the passkey; the user can delete it in its settings.
+  }
+}
+
 export async function register(options: PasskeyRegisterOptions, fail: PasskeyFail): Promise<PasskeyRegistration> {
   if (typeof options !== "object" || options === null) throw fail("INVALID_ARGUMENT", "passkeyRegister takes an options object");
   const { rpName, userName, rpId, signal } = options;
@@ -130,8 +146,17 @@ export async function register(options: PasskeyRegisterOptions, fail: PasskeyFai
   const credentialId = toBase64Url(rawId);
   const prf = credential.getClientExtensionResults().prf;
   // Many authenticators enable PRF at creation but only evaluate it on a get: ask for the new one.
-  const secret = prfResult(credential) ?? (prf?.enabled === true ? await get(rpId, rawId, signal, fail) : undefined);
-  if (secret === undefined) throw fail("UNSUPPORTED", NO_PRF);
+  let secret: Uint8Array | undefined;
+  try {
+    secret = prfResult(credential) ?? (prf?.enabled === true ? await get(rpId, rawId, signal, fail) : undefined);
+  } catch (error) {
+    forget(rpId, credentialId);
+    throw error;
+  }
+  if (secret === undefined) {
+    forget(rpId, credentialId);
+    throw fail("UNSUPPORTED", NO_PRF);
+  }
   return { credentialId, secret };
 }
 
