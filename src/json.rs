@@ -25,7 +25,9 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
             0x00..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&s[start..i]);
+        // `get`, not indexing: the bounds are at ASCII bytes, so it never misses, and indexing
+        // would pull core's char-boundary panic (its message formatting) into the browser engine.
+        out.push_str(s.get(start..i).unwrap_or_default());
         if escape.is_empty() {
             let _ = write!(out, "\\u{b:04x}");
         } else {
@@ -33,7 +35,7 @@ pub(crate) fn write_str(out: &mut String, s: &str) {
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -93,10 +95,13 @@ pub(crate) fn parse_flat_object(text: &str) -> Result<Vec<(&str, Flat<'_>)>, Fla
                     "a value is neither a string nor an unsigned integer",
                 ));
             }
-            let n = rest[..digits]
+            // ASCII digits: the split is on a char boundary (and `split_at_checked` has no
+            // panic path to carry, see `write_str`).
+            let (number, after) = rest.split_at_checked(digits).unwrap_or((rest, ""));
+            let n = number
                 .parse()
                 .map_err(|_| FlatError("an integer is out of range"))?;
-            (Flat::Uint(n), &rest[digits..])
+            (Flat::Uint(n), after)
         };
         if fields.iter().any(|(k, _)| *k == key) {
             return Err(FlatError("a key appears twice"));
@@ -127,10 +132,12 @@ fn string(text: &str) -> Result<(&str, &str), FlatError> {
     let end = body
         .find(['"', '\\'])
         .ok_or(FlatError("a string is not closed"))?;
-    if body.as_bytes()[end] == b'\\' || body[..end].chars().any(char::is_control) {
-        return Err(FlatError("a string holds an escape or a control character"));
+    let (inner, after) = body.split_at_checked(end).unwrap_or((body, ""));
+    // `after` starts with the quote or backslash found; a backslash is an escape.
+    match after.strip_prefix('"') {
+        Some(after) if !inner.chars().any(char::is_control) => Ok((inner, after)),
+        _ => Err(FlatError("a string holds an escape or a control character")),
     }
-    Ok((&body[..end], &body[end + 1..]))
 }
 
 #[cfg(test)]
