@@ -49,6 +49,7 @@ pub mod secret;
 pub mod snapshot;
 mod sorting;
 pub mod storage;
+pub mod sync;
 pub mod token;
 pub mod vault;
 #[cfg(all(feature = "wasm", target_arch = "wasm32"))]
