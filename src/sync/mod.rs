@@ -76,6 +76,7 @@
 //! the record with the smaller `(createdAt, id)` keeps the token, the other is stranded on the
 //! replica that created it (see [`token_holder`] for why first creator, not greatest revision).
 
+pub mod json;
 pub mod merge;
 pub mod rev;
 
