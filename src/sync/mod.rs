@@ -1,6 +1,7 @@
 //! Zero-knowledge sync (`shared/spec/SYNC.md`): the replicated model, its revisions and the
-//! conflict rule. This module is pure: no storage, no I/O, no key. The storage schema, the engine
-//! and the wire format build on it.
+//! conflict rule, and the wire format that carries them ([`wire`], protocol 1, read with the
+//! strict JSON reader [`json`]). This module is pure: no storage, no I/O, no key. The storage
+//! schema and the engine build on it.
 //!
 //! # What sync is
 //! A vault may live on several **replicas** (a browser profile's IndexedDB, a worker's D1
@@ -79,6 +80,7 @@
 pub mod json;
 pub mod merge;
 pub mod rev;
+pub mod wire;
 
 pub use merge::{
     LiveRecord, MetaVersion, RecordVersion, Side, TokenClaim, Tombstone, TombstoneReason,
