@@ -53,13 +53,15 @@
 //!   digits. `REV`: a revision, 32 lowercase hex digits ([`super::Rev`]: wall ms, counter, node).
 //!   `ms`: an integer within the range of a JavaScript `Date` (±8.64e15).
 //! - `token`: a non-empty string of at most 255 UTF-8 bytes (as `tokenCreate` accepts).
+//!   A record travels whole in one row, so one whose row alone exceeds the body cap (a value
+//!   near 4 MiB; the API stores larger ones) cannot travel in protocol 1.
 //! - `value`: a well-formed `vs1:` envelope (FORMAT.md "Record value envelope"); it is opened only
 //!   by replicas that hold its key.
 //! - Meta rows are the vault's settings and its password identities' rows, and nothing else:
 //!   `vault`/`settings`/any key but `kdf` (the `kdf` row travels only in `vault`, and changes only
 //!   through the join); `password_identity`/`PID`/`tag` (64 lowercase hex), `dek` (`vs1k:` and the
 //!   base64url of 60 bytes) or `identity` (a `PID`: the identity a further secret slot belongs to).
-//!   A value is at most 64 KiB ([`MAX_META_VALUE_BYTES`]). Local rows (`vault/state/*`,
+//!   A setting key is not empty. A value is at most 64 KiB ([`MAX_META_VALUE_BYTES`]). Local rows (`vault/state/*`,
 //!   `sync/*`) are never sent; nor are record links (in protocol 1 they are the record's
 //!   `passwordId`).
 //! - How two versions of one row merge is [`crate::sync`]'s conflict rule; revisions travel as
@@ -119,7 +121,7 @@ use crate::crypto::{Envelope, IDENTITY_ID_PREFIX};
 use crate::json::write_str;
 use crate::record::MAX_TIME_MS;
 use crate::storage::{MetaKey, OWNER_KEY, STATE_ID, object_type};
-use crate::token::MAX_CUSTOM_TOKEN_BYTES;
+use crate::token;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
@@ -912,7 +914,9 @@ fn live_record(fields: &mut Fields) -> Result<Row, WireError> {
     let id = record_id(fields.take("id")?, &fields.path("id"))?;
     let token_path = fields.path("token");
     let token = string(fields.take("token")?, &token_path)?;
-    if token.is_empty() || token.len() > MAX_CUSTOM_TOKEN_BYTES {
+    // The rule `tokenCreate` applies to custom tokens, so every stored token can travel. Its
+    // own message is not used: the path is what locates the field.
+    if token::check_custom(&token).is_err() {
         return Err(malformed(
             &token_path,
             "a token must be a non-empty string of at most 255 UTF-8 bytes",
@@ -984,11 +988,8 @@ fn meta_key(fields: &mut Fields) -> Result<MetaKey, WireError> {
                 "the kdf setting never travels as a row (it is the request's vault.kdf)",
             ));
         }
-        object_type::VAULT if key.is_empty() || key.len() > MAX_CUSTOM_TOKEN_BYTES => {
-            return Err(malformed(
-                &key_path,
-                "a setting key must be a non-empty string of at most 255 UTF-8 bytes",
-            ));
+        object_type::VAULT if key.is_empty() => {
+            return Err(malformed(&key_path, "a setting key must not be empty"));
         }
         object_type::VAULT => {}
         object_type::IDENTITY => {
