@@ -4,7 +4,8 @@
 // the password with progress, abort a change, auto-lock, export and import a snapshot, the
 // "What IndexedDB holds" panel, and a wrong password refused by a vault whose only entry is in the
 // trash; then, on localhost with a virtual authenticator, the passkey path (add a passkey, lock,
-// unlock with it, remove it; an authenticator without PRF). Elements are found by role and
+// unlock with it, remove it; an authenticator without PRF; a browser reporting no PRF gets no
+// passkey buttons). Elements are found by role and
 // accessible name, as a screen reader finds them. Any
 // console error, failed request or HTTP error fails the test. Screenshots go to
 // .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
@@ -438,6 +439,51 @@ test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; n
     await page.waitForSelector("#rows .secret");
     assert.equal(await page.textContent("#rows .secret"), "SECRET-mail-93");
 
+    assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
+
+test("a browser that reports no PRF is offered no passkey button, on the unlock screen or after", async () => {
+  // The demo asks PublicKeyCredential.getClientCapabilities() before offering passkeys. Chromium
+  // here reports "extension:prf": true; a browser without PRF reports false, which this page is
+  // told before any of its scripts run. (The test above shows the buttons where PRF is reported.)
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }]);
+  const origin = server.url.replace("127.0.0.1", "localhost");
+  const browser = await launchChromium();
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    PublicKeyCredential.getClientCapabilities = async () => ({ "extension:prf": false });
+  });
+  const page = await context.newPage();
+  const problems = watchPage(page);
+  const button = (name) => page.getByRole("button", { name, exact: true });
+  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
+  try {
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(`noprf-${Date.now()}`);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+    // An entry, so the locked vault has something a passkey could open (an empty one offers none).
+    await button("Add entry").click();
+    await page.waitForSelector("#entry-dialog[open]");
+    await page.getByLabel("Name", { exact: true }).fill("Email");
+    await page.getByLabel("Secret", { exact: true }).fill("SECRET-mail-93");
+    await button("Save").click();
+    await status(/“Email” added/);
+    assert.equal(await page.isVisible("#passkey-panel"), false, "no passkey panel in a browser without PRF");
+    await button("Lock now").click();
+    await status(/Locked: keys wiped/);
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Unlock");
+    assert.equal(await button("Unlock").isVisible(), true, "the password is still the way in");
+    assert.equal(await button("Unlock with a passkey").isVisible(), false, "no passkey unlock without PRF");
     assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
   } finally {
     await browser.close();
