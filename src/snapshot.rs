@@ -192,7 +192,7 @@ fn check_size(len: usize) -> Result<()> {
 #[cfg(feature = "snapshot-import")]
 mod import {
     use super::{FORMAT, Snapshot, VERSION, malformed};
-    use crate::crypto::{Envelope, IDENTITY_ID_PREFIX};
+    use crate::crypto::{Envelope, is_identity_id, is_lower_hex, is_wrapped_dek};
     use crate::error::{Result, VaultError};
     use crate::record::{Record, check_time};
     use crate::storage::{LINK_KEY, MetaKey, MetaRow, OWNER_KEY, is_unique_meta, object_type};
@@ -303,24 +303,6 @@ mod import {
                 "a field is missing or unknown, or has the wrong type or an out-of-range value (at {at})"
             ),
         }
-    }
-
-    fn is_lower_hex(s: &str, len: usize) -> bool {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    }
-
-    fn is_identity_id(s: &str) -> bool {
-        s.strip_prefix(IDENTITY_ID_PREFIX)
-            .is_some_and(|hex| is_lower_hex(hex, 32))
-    }
-
-    /// A wrapped DEK: `vs1k:` and base64url of nonce (12), DEK (32) and tag (16).
-    fn is_wrapped_dek(s: &str) -> bool {
-        s.strip_prefix("vs1k:")
-            .and_then(crate::crypto::b64u_decode)
-            .is_some_and(|b| b.len() == 12 + 32 + 16)
     }
 
     /// [`Snapshot::parse`], after the size check.

@@ -120,6 +120,16 @@ fn re_exporting_an_imported_vault_gives_the_same_rows() {
     });
 }
 
+/// The first identity row with `key` of a snapshot.
+fn identity_row<'a>(d: &'a mut Value, key: &str) -> &'a mut Value {
+    d["meta"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["objectType"] == "password_identity" && m["key"] == key)
+        .unwrap()
+}
+
 fn mutate(f: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut doc: Value = serde_json::from_str(FROZEN).unwrap();
     f(&mut doc);
@@ -253,6 +263,18 @@ fn malformed_snapshots_are_invalid_arguments() {
                     let mut copy = tag.clone();
                     copy["objectId"] = json!("p_ffffffffffffffffffffffffffffffff");
                     d["meta"].as_array_mut().unwrap().push(copy);
+                }),
+            ),
+            (
+                "identity dek too short",
+                mutate(|d| identity_row(d, "dek")["value"] = json!("vs1k:AAAAAAAAAAAAAAAA")),
+            ),
+            (
+                "identity tag in uppercase",
+                mutate(|d| {
+                    let row = identity_row(d, "tag");
+                    let upper = row["value"].as_str().unwrap().to_uppercase();
+                    row["value"] = json!(upper);
                 }),
             ),
         ];

@@ -12,6 +12,27 @@ use zeroize::Zeroizing;
 /// Identity ids are `"p_"` + 32 lowercase hex characters.
 pub const IDENTITY_ID_PREFIX: &str = "p_";
 const DEK_PREFIX: &str = "vs1k:";
+/// Bytes of a wrapped DEK after its prefix: nonce, DEK, GCM tag.
+const WRAPPED_DEK_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
+
+/// Whether `s` is exactly `len` lowercase hex characters (FORMAT.md: ids and tags are lowercase).
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `s` has the shape of an identity id: `"p_"` + 32 lowercase hex characters.
+pub(crate) fn is_identity_id(s: &str) -> bool {
+    s.strip_prefix(IDENTITY_ID_PREFIX)
+        .is_some_and(|hex| is_lower_hex(hex, 32))
+}
+
+/// Whether `s` has the shape [`unwrap_dek`] opens: `"vs1k:"` and the base64url of nonce (12),
+/// DEK (32) and tag (16) bytes. Checked where rows arrive from outside (snapshots, sync).
+pub(crate) fn is_wrapped_dek(s: &str) -> bool {
+    s.strip_prefix(DEK_PREFIX)
+        .and_then(b64u_decode)
+        .is_some_and(|b| b.len() == WRAPPED_DEK_LEN)
+}
 
 /// `hex(HMAC-SHA256(MK, "vaultstore/v1/identity"))`: one HMAC finds a secret's identity.
 pub fn identity_tag(mk: &MasterKey) -> String {
@@ -76,7 +97,7 @@ pub fn unwrap_dek(
     let bytes = wrapped
         .strip_prefix(DEK_PREFIX)
         .and_then(b64u_decode)
-        .filter(|b| b.len() == NONCE_LEN + 32 + TAG_LEN)
+        .filter(|b| b.len() == WRAPPED_DEK_LEN)
         .ok_or_else(damaged)?;
     let (nonce, sealed) = bytes.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| damaged())?;

@@ -117,7 +117,7 @@
 use super::json::{self, JsonError, Limits, Value};
 use super::merge::{LiveRecord, MetaVersion, RecordVersion, Tombstone, TombstoneReason};
 use super::rev::Rev;
-use crate::crypto::{Envelope, IDENTITY_ID_PREFIX};
+use crate::crypto::{Envelope, IDENTITY_ID_PREFIX, is_identity_id, is_lower_hex, is_wrapped_dek};
 use crate::json::write_str;
 use crate::record::MAX_TIME_MS;
 use crate::storage::{MetaKey, OWNER_KEY, STATE_ID, object_type};
@@ -737,23 +737,6 @@ fn array<T>(
         .enumerate()
         .map(|(i, item)| read(item, &format!("{path}[{i}]")))
         .collect()
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn is_identity_id(s: &str) -> bool {
-    s.strip_prefix(IDENTITY_ID_PREFIX)
-        .is_some_and(|hex| is_lower_hex(hex, 32))
-}
-
-/// `vs1k:` and the base64url of nonce (12), DEK (32) and tag (16) bytes (FORMAT.md "Password
-/// identities"), the shape `unwrap_dek` opens.
-fn is_wrapped_dek(s: &str) -> bool {
-    s.strip_prefix("vs1k:")
-        .and_then(crate::crypto::b64u_decode)
-        .is_some_and(|b| b.len() == 12 + 32 + 16)
 }
 
 fn hex_string(value: Value, path: &str, prefix: &str, what: &str) -> Result<String, WireError> {
