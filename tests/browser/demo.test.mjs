@@ -22,6 +22,23 @@ const consumer = process.env.CONSUMER_DIR;
 assert.ok(consumer, "CONSUMER_DIR must name the folder with the installed package");
 const screenshots = join(root, ".test-tmp", "screenshots");
 
+/** The demo's controls as a user reaches them: buttons by accessible name, the status and error lines, the entries' names, adding an entry. */
+function ui(page) {
+  const button = (name) => page.getByRole("button", { name, exact: true });
+  const line = (id) => (pattern) => page.waitForFunction(([id, p]) => new RegExp(p).test(document.getElementById(id).textContent), [id, pattern.source]);
+  const status = line("status");
+  const addEntry = async (name, secret) => {
+    await button("Add entry").click();
+    await page.waitForSelector("#entry-dialog[open]");
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await page.getByLabel("Secret", { exact: true }).fill(secret);
+    await button("Save").click();
+    await status(new RegExp(`“${name}” added`));
+  };
+  const names = () => page.$$eval("#rows tr", (rows) => rows.map((tr) => tr.cells[0].firstChild.textContent));
+  return { button, status, error: line("error"), names, addEntry };
+}
+
 const PASSWORD = "correct horse battery staple";
 const NEW_PASSWORD = "a much longer new passphrase";
 const ENTRIES = [
@@ -46,10 +63,7 @@ test("a user's whole session in the demo", async () => {
   await page.clock.install(); // time flows as usual; the test jumps ahead for expiry and auto-lock
   let shot = 0;
   const screenshot = (name) => page.screenshot({ path: join(screenshots, `${String(++shot).padStart(2, "0")}-${name}.png`), fullPage: true });
-  const button = (name) => page.getByRole("button", { name, exact: true });
-  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
-  const error = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("error").textContent), pattern.source);
-  const names = () => page.$$eval("#rows tr", (rows) => rows.map((tr) => tr.cells[0].firstChild.textContent));
+  const { button, status, error, names } = ui(page);
   const pageInfo = () => page.textContent("#page-info");
   const disclose = (summary) => page.locator("summary", { hasText: summary }).click();
   const clipboard = () => page.evaluate(() => navigator.clipboard.readText());
@@ -353,23 +367,12 @@ test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; n
     isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
   };
   const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", { options: authenticator });
-  const button = (name) => page.getByRole("button", { name, exact: true });
-  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
-  const error = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("error").textContent), pattern.source);
-  const names = () => page.$$eval("#rows tr", (rows) => rows.map((tr) => tr.cells[0].firstChild.textContent));
+  const { button, status, error, names, addEntry } = ui(page);
   const vaultName = `passkey-${Date.now()}`;
   const unlockWithPassword = async () => {
     await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
     await button("Unlock").click();
     await status(/^Unlocked “[^”]*”\.$/);
-  };
-  const addEntry = async (name, secret) => {
-    await button("Add entry").click();
-    await page.waitForSelector("#entry-dialog[open]");
-    await page.getByLabel("Name", { exact: true }).fill(name);
-    await page.getByLabel("Secret", { exact: true }).fill(secret);
-    await button("Save").click();
-    await status(new RegExp(`“${name}” added`));
   };
 
   try {
@@ -459,8 +462,7 @@ test("a browser that reports no PRF is offered no passkey button, on the unlock 
   });
   const page = await context.newPage();
   const problems = watchPage(page);
-  const button = (name) => page.getByRole("button", { name, exact: true });
-  const status = (pattern) => page.waitForFunction((p) => new RegExp(p).test(document.getElementById("status").textContent), pattern.source);
+  const { button, status, addEntry } = ui(page);
   try {
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
@@ -472,12 +474,7 @@ test("a browser that reports no PRF is offered no passkey button, on the unlock 
     await button("Create vault").click();
     await status(/created/);
     // An entry, so the locked vault has something a passkey could open (an empty one offers none).
-    await button("Add entry").click();
-    await page.waitForSelector("#entry-dialog[open]");
-    await page.getByLabel("Name", { exact: true }).fill("Email");
-    await page.getByLabel("Secret", { exact: true }).fill("SECRET-mail-93");
-    await button("Save").click();
-    await status(/“Email” added/);
+    await addEntry("Email", "SECRET-mail-93");
     assert.equal(await page.isVisible("#passkey-panel"), false, "no passkey panel in a browser without PRF");
     await button("Lock now").click();
     await status(/Locked: keys wiped/);
