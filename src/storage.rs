@@ -1,9 +1,32 @@
 //! The `Storage` trait: what the vault needs from a backend, and nothing more.
 //!
-//! Two stores, as in the Go seed: **records** (one row per token) and **meta** (string rows keyed
-//! by `object_type`, `object_id`, `key`: vault settings, password identities, record links).
-//! Reads are plain lookups; every change goes through [`Storage::apply`], which applies a whole
-//! batch atomically or not at all. Backends hold no crypto and see no plaintext.
+//! Two stores, as in the Go seed: **records** (one row per token, with the identity that sealed
+//! its value) and **meta** (string rows keyed by `object_type`, `object_id`, `key`: vault
+//! settings, password identities, vault state). Reads are plain lookups; every change goes
+//! through [`Storage::apply`], which applies a whole batch atomically or not at all. Backends
+//! hold no crypto and see no plaintext.
+//!
+//! # What a store keeps for sync (schema 2)
+//! Every **replicated** row (each record, each meta row [`is_replicated`] says yes to) carries:
+//! - **revisions** (`crate::sync`): a record one per register ([`crate::record::RecordRevs`]), a
+//!   meta row one. A batch writes its [`Stamp`]'s revision into each register or row it changes.
+//!   Rows written before schema 2 have none stored; backends read them as synthesized
+//!   ([`crate::record::RecordRevs::synthesized`] from `createdAt`; [`Rev::ZERO`] for meta), so
+//!   no migration rewrites them.
+//! - a **sequence number** `seq`: every write of a replicated row gives it the store's next one,
+//!   taken inside the batch's transaction, so seqs are unique across records, tombstones and meta
+//!   and grow in commit order ([`Storage::changes_since`]: what a server sends a puller). Rows
+//!   untouched since schema 1 have seq 0.
+//! - a **dirty mark**: the seq of the row's last *local* write, cleared when the server has it
+//!   ([`Storage::dirty_changes`]: what a client pushes). Rows a merge wrote
+//!   ([`WriteOp::PutVersion`] with `dirty: false`) are not dirty.
+//! - **tombstones**: a hard-deleted record, and a deleted meta row, leave a tombstone (its
+//!   revision, `deletedAt`, and for records the reason) in their place, with its own seq and
+//!   dirty mark, so a deletion travels like any change and a stale replica cannot resurrect the
+//!   row. Tombstones are not records or meta rows: no read but the change feeds sees them.
+//!
+//! Local rows (`vault/state/*`, the `kdf` setting, anything of `object_type = "sync"`) carry
+//! none of this and never leave the store.
 //!
 //! Every backend must pass the storage conformance suite in `tests/conformance/`.
 
@@ -16,6 +39,8 @@ pub mod sql;
 
 use crate::query::RecordFilter;
 use crate::record::Record;
+use crate::sync::Rev;
+pub use crate::sync::{Change, Row};
 use async_trait::async_trait;
 use std::fmt;
 
@@ -65,8 +90,11 @@ impl MetaRow {
 }
 
 /// Meta rows whose value must be unique among rows of the same `object_type` and `key`
-/// (FORMAT.md: an identity `tag` is unique in a vault). Backends enforce this on every write, so
-/// two tabs racing to create the same identity end up with one.
+/// (FORMAT.md: an identity `tag` is unique in a vault). Backends enforce this on every local
+/// write ([`WriteOp::InsertMeta`], [`WriteOp::PutMeta`]), so two tabs racing to create the same
+/// identity end up with one. A merge ([`WriteOp::PutVersion`]) does not: two replicas that first
+/// used one password offline each created an identity with its tag, and both must be storable
+/// for the replicas to converge.
 pub const UNIQUE_META_VALUES: &[(&str, &str)] = &[("password_identity", "tag")];
 
 /// Whether `key` names a row whose value must be unique (see [`UNIQUE_META_VALUES`]).
@@ -89,21 +117,37 @@ pub enum RecordChange {
     SoftDelete { if_expired_at: Option<i64> },
     /// Undo a soft delete; a live record is left unchanged.
     Restore,
-    /// Replace the value if it is still `expect` (compare-and-swap), else fail the batch with
+    /// Replace the value, sealed now with the key of `password_id` (`None`: a master key), if
+    /// it is still `expect` (compare-and-swap), else fail the batch with
     /// [`StorageError::Changed`]: a value sealed from a stale read never overwrites a newer one.
-    Reseal { expect: String, value: String },
+    /// Sets the seal revision only: a re-seal is not an edit (`crate::sync`).
+    Reseal {
+        expect: String,
+        value: String,
+        password_id: Option<String>,
+    },
     /// A caller's new value (`tokenUpdate`): [`RecordChange::Reseal`] that also requires the
     /// record not to be soft-deleted when the batch commits, else [`StorageError::Changed`]. A
     /// soft delete that lands while the update derives its key must not be written over: the
     /// update would change a record the caller can no longer see, as it does without the race.
-    Update { expect: String, value: String },
+    /// Sets the value and seal revisions.
+    Update {
+        expect: String,
+        value: String,
+        password_id: Option<String>,
+    },
 }
 
 impl RecordChange {
-    /// Apply to `record` at time `at`; `Ok(false)` when the record is left as it is.
-    pub fn apply_to(&self, record: &mut Record, at: i64) -> StorageResult<bool> {
+    /// Apply to `record` at time `at` under revision `rev`; `Ok(false)` when the record is left
+    /// as it is. `updatedAt` becomes the greater of its old value and `at` (a max-register, so it
+    /// converges under sync and never goes back with a clock).
+    pub fn apply_to(&self, record: &mut Record, at: i64, rev: Rev) -> StorageResult<bool> {
         match self {
-            RecordChange::Renew { expires_at } => record.expires_at = *expires_at,
+            RecordChange::Renew { expires_at } => {
+                record.expires_at = *expires_at;
+                record.revs.expires = rev;
+            }
             RecordChange::SoftDelete { if_expired_at } => {
                 if let Some(now) = if_expired_at
                     && !record.is_expired(*now)
@@ -114,27 +158,42 @@ impl RecordChange {
                     return Ok(false);
                 }
                 record.soft_deleted_at = Some(at);
+                record.revs.deleted = rev;
             }
             RecordChange::Restore => {
                 if record.soft_deleted_at.is_none() {
                     return Ok(false);
                 }
                 record.soft_deleted_at = None;
+                record.revs.deleted = rev;
             }
-            RecordChange::Reseal { expect, value } => {
+            RecordChange::Reseal {
+                expect,
+                value,
+                password_id,
+            } => {
                 if &record.value != expect {
                     return Err(StorageError::Changed(record.id.clone()));
                 }
                 record.value.clone_from(value);
+                record.password_id.clone_from(password_id);
+                record.revs.seal = rev;
             }
-            RecordChange::Update { expect, value } => {
+            RecordChange::Update {
+                expect,
+                value,
+                password_id,
+            } => {
                 if &record.value != expect || record.soft_deleted_at.is_some() {
                     return Err(StorageError::Changed(record.id.clone()));
                 }
                 record.value.clone_from(value);
+                record.password_id.clone_from(password_id);
+                record.revs.value = rev;
+                record.revs.seal = rev;
             }
         }
-        record.updated_at = at;
+        record.updated_at = record.updated_at.max(at);
         Ok(true)
     }
 }
@@ -144,8 +203,9 @@ impl RecordChange {
 /// can be stale when it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
-    /// Add a record. Fails with [`StorageError::TokenTaken`] / [`StorageError::IdTaken`] when a
-    /// record with the same token / id exists (soft-deleted ones included).
+    /// Add a record, with its `passwordId` and revisions as given. Fails with
+    /// [`StorageError::TokenTaken`] / [`StorageError::IdTaken`] when a record with the same token
+    /// / id exists (soft-deleted ones included), or a tombstone has the id.
     InsertRecord(Record),
     /// Change one record in place, setting `updatedAt` to `at` when it changes. Fails with
     /// [`StorageError::RecordMissing`] when there is none (see [`RecordChange`] for the rest).
@@ -154,8 +214,9 @@ pub enum WriteOp {
         change: RecordChange,
         at: i64,
     },
-    /// Remove a record by id together with its identity link, and the identity the link pointed
-    /// to when no other link refers to it (with its slots, see [`OWNER_KEY`]). Nothing happens when the record is missing. With
+    /// Remove a record by id, leaving a tombstone (reason `deleted`), and the identity its
+    /// `passwordId` names when no other record has it (with its slots, see [`OWNER_KEY`]; each
+    /// removed meta row leaves a tombstone). Nothing happens when the record is missing. With
     /// `if_expired_at`, a record that is not expired at that time fails the batch with
     /// [`StorageError::Changed`] (a purge never removes a record renewed meanwhile).
     DeleteRecord {
@@ -167,29 +228,54 @@ pub enum WriteOp {
     InsertMeta(MetaRow),
     /// Add or replace a meta row ([`UNIQUE_META_VALUES`] still hold).
     PutMeta(MetaRow),
-    /// Remove a meta row; nothing happens when it is missing.
+    /// Remove a meta row, leaving a tombstone when it is replicated; nothing happens when it is
+    /// missing.
     DeleteMeta(MetaKey),
     /// Fail with [`StorageError::MetaChanged`] unless the row `key` holds `value` (`None`: the
     /// row is absent). Writes that rely on an identity check that its tag is still theirs; a
     /// rekey checks that no value was written since it read the records (see [`write_epoch`]).
     ExpectMeta { key: MetaKey, value: Option<String> },
-    /// Remove every row of the object `(object_type, object_id)` unless some meta row of type
-    /// `referrer_type` with key `referrer_key` has the value `object_id`: an identity with no
-    /// record links left goes, in the same atomic batch that removed its last link. Every object
-    /// of the same `object_type` with a row [`OWNER_KEY`] = `object_id` goes with it (an
-    /// identity's further secret slots).
-    DeleteObjectIfUnreferenced {
-        object_type: String,
-        object_id: String,
-        referrer_type: String,
-        referrer_key: String,
-    },
-    /// Fail with [`StorageError::NotEmpty`] unless the store holds no records and no meta rows
-    /// other than those of `object_type = "vault"` (snapshot import).
+    /// Remove every row of the identity `identity_id` unless some record's `passwordId` names
+    /// it: an identity with no records left goes, in the same atomic batch that moved or removed
+    /// its last record. Every identity object with a row [`OWNER_KEY`] = `identity_id` goes with
+    /// it (its further secret slots). Each removed row leaves a tombstone.
+    DeleteIdentityIfUnlinked { identity_id: String },
+    /// Store one replicated row at its own revisions, as a merge decided it or a snapshot holds
+    /// it, replacing whatever the store has for its id or key (a live row, a tombstone, or
+    /// nothing): a [`crate::sync::RecordVersion::Gone`] or [`crate::sync::MetaVersion::Gone`]
+    /// removes the live row and stores the tombstone. No revision is stamped; the row takes the
+    /// next seq, and is dirty only when `dirty` says so. A live record whose token another live
+    /// record (another id) holds fails with [`StorageError::TokenTaken`]; unique meta values are
+    /// not checked (see [`UNIQUE_META_VALUES`]).
+    PutVersion { row: Row, dirty: bool },
+    /// Fail with [`StorageError::NotEmpty`] unless the store holds no records, no tombstones and
+    /// no meta rows other than those of `object_type = "vault"` (snapshot import).
     ExpectEmpty,
-    /// Remove every record and every meta row (snapshot import, after `ExpectEmpty`).
+    /// Remove every record, tombstone and meta row (snapshot import, after `ExpectEmpty`).
     ClearAll,
 }
+
+/// What a batch writes into every replicated register and row it changes: one revision for the
+/// whole batch (all its changes happened together), and the time tombstones record as
+/// `deletedAt`. Local rows ([`is_replicated`]) ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub rev: Rev,
+    /// Milliseconds since the epoch, by the writer's clock.
+    pub at: i64,
+}
+
+/// Whether a meta row is replicated by sync (and carries a revision, a seq and a dirty mark),
+/// or is local to its store: the vault's state rows (`vault/state/*`), the `kdf` setting (a
+/// replica takes the server's only when it joins), and sync's own bookkeeping (`sync/*/*`).
+pub fn is_replicated(key: &MetaKey) -> bool {
+    !(key.object_type == object_type::SYNC
+        || (key.object_type == object_type::VAULT
+            && (key.object_id == STATE_ID || (key.object_id == SETTINGS_ID && key.key == "kdf"))))
+}
+
+/// The object holding the vault settings (FORMAT.md "Vault settings").
+pub const SETTINGS_ID: &str = "settings";
 
 /// The meta row every batch that seals a value or removes a record rewrites with a fresh random
 /// tag (FORMAT.md "Vault state"). A rekey reads it before it reads any record and expects it
@@ -213,7 +299,12 @@ pub const STATE_ID: &str = "state";
 pub mod object_type {
     pub const VAULT: &str = "vault";
     pub const IDENTITY: &str = "password_identity";
+    /// Schema 1 only: a record's identity link was a meta row `record/r_<id>/password_id`.
+    /// Schema 2 keeps it in the record (`passwordId`); migrations and version-1 snapshots
+    /// still read these rows.
     pub const RECORD: &str = "record";
+    /// Sync's bookkeeping (checkpoint, server id, clock offset): local rows, never replicated.
+    pub const SYNC: &str = "sync";
 }
 
 /// A backend failure, or a precondition of a batch that did not hold.
@@ -293,17 +384,9 @@ impl From<StorageError> for crate::error::VaultError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// The meta key of a record's identity link (FORMAT.md "Record links").
-pub fn link_key(record_id: &str) -> MetaKey {
-    MetaKey::new(object_type::RECORD, &format!("r_{record_id}"), LINK_KEY)
-}
-
-/// The `key` column of record link rows.
-pub const LINK_KEY: &str = "password_id";
-
 /// The key of the row naming the object a dependent object belongs to (FORMAT.md "Password
 /// identities": a further secret slot of an identity is an object of the same type with a row
-/// `identity` = the identity's id). Removing an object, by [`WriteOp::DeleteObjectIfUnreferenced`]
+/// `identity` = the identity's id). Removing an object, by [`WriteOp::DeleteIdentityIfUnlinked`]
 /// or by the prune of [`WriteOp::DeleteRecord`], removes its dependents in the same batch, found
 /// through the by-value index.
 pub const OWNER_KEY: &str = "identity";
@@ -350,14 +433,34 @@ pub trait Storage: MaybeSendSync {
         value: &str,
     ) -> StorageResult<Vec<MetaRow>>;
 
-    /// How many meta rows have this `object_type` (record links: is any record unlinked?).
+    /// How many meta rows have this `object_type` (does the vault have identities?).
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64>;
 
     /// Every meta row, in key order (snapshot export; meta stays small).
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>>;
 
+    /// Up to `limit` records whose `passwordId` is `identity_id`, in id order after `after_id`:
+    /// one index range (a rekey pages through an identity's records with it).
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>>;
+
+    /// Up to `limit` replicated rows (records, tombstones, meta rows) whose seq is greater than
+    /// `after_seq`, in seq order, each with its seq: the store's change feed. Local rows never
+    /// appear; a row changed twice appears once, at its latest seq.
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>>;
+
+    /// Up to `limit` dirty rows (changed here, not yet acknowledged by a sync server) whose dirty
+    /// mark is greater than `after`, in the order of their marks, each with its mark as `seq`.
+    async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>>;
+
     /// Apply every op in order, atomically: after an error nothing of the batch is visible.
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()>;
+    /// Every replicated register or row the batch changes gets `stamp`'s revision, the store's
+    /// next seq and a dirty mark (see the module docs).
+    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()>;
 
     /// Begin a write transaction for a write planned from reads (a rekey's later rounds): the
     /// reads made through it and its commit are one transaction where the backend can hold the
@@ -367,7 +470,7 @@ pub trait Storage: MaybeSendSync {
     /// but the transaction between its first read and its commit.
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>>;
 
-    /// Purge up to `limit` of the records expired at `at` (`at > expiresAt`) as `purge` says,
+    /// Purge up to `limit` of the records expired at `stamp.at` (`at > expiresAt`) as `purge` says,
     /// the first in expiry order, together with `also` (the write epoch), in one atomic write,
     /// and say how many were purged: fewer than `limit` means none is left. The vault calls it
     /// again until then, so each write stays bounded (D1 stops a statement that runs too long).
@@ -380,11 +483,14 @@ pub trait Storage: MaybeSendSync {
     /// forward this silently turns the set-based purge off.
     async fn purge_expired(
         &self,
-        at: i64,
+        stamp: Stamp,
         purge: Purge,
         limit: usize,
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>>;
+
+    /// How many records have a `passwordId` (is any record sealed with a master key?).
+    async fn linked_count(&self) -> StorageResult<u64>;
 
     /// Release the backend. Later calls fail with [`StorageError::Closed`].
     async fn close(&self);
@@ -393,11 +499,11 @@ pub trait Storage: MaybeSendSync {
 /// What an expiry purge does to each expired record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purge {
-    /// Soft-delete the expired records that are not soft-deleted yet (`softDeletedAt` and
-    /// `updatedAt` become the purge's time).
+    /// Soft-delete the expired records that are not soft-deleted yet (`softDeletedAt` becomes
+    /// the purge's time, `updatedAt` at least that; the deleted revision its stamp's).
     SoftDelete,
-    /// Delete every expired record, soft-deleted or not, with its link, and the identities
-    /// left without any link.
+    /// Delete every expired record, soft-deleted or not, leaving tombstones, and the
+    /// identities left without any record (as [`WriteOp::DeleteRecord`] does).
     Delete,
 }
 
@@ -419,8 +525,17 @@ pub trait WriteTransaction: MaybeSendSync {
         value: &str,
     ) -> StorageResult<Vec<MetaRow>>;
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64>;
-    /// Apply `batch` in this transaction, atomically, checking its guards.
-    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()>;
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>>;
+    /// How many records have a `passwordId` (is any record sealed with a master key?).
+    async fn linked_count(&self) -> StorageResult<u64>;
+    /// Apply `batch` in this transaction, atomically, checking its guards, as
+    /// [`Storage::apply`] does.
+    async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()>;
 }
 
 /// A write "transaction" made of ordinary calls: reads go to the store as they come, and the
@@ -456,8 +571,19 @@ impl WriteTransaction for Optimistic<'_> {
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
         self.0.meta_count(object_type).await
     }
-    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()> {
-        self.0.apply(batch).await
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.0.records_linked_to(identity_id, after_id, limit).await
+    }
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.0.linked_count().await
+    }
+    async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.0.apply(stamp, batch).await
     }
 }
 
@@ -540,20 +666,43 @@ macro_rules! delegate_storage {
             async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
                 (**self).meta_all().await
             }
-            async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
-                (**self).apply(batch).await
+            async fn records_linked_to(
+                &self,
+                identity_id: &str,
+                after_id: Option<&str>,
+                limit: usize,
+            ) -> StorageResult<Vec<Record>> {
+                (**self)
+                    .records_linked_to(identity_id, after_id, limit)
+                    .await
+            }
+            async fn changes_since(
+                &self,
+                after_seq: u64,
+                limit: usize,
+            ) -> StorageResult<Vec<Change>> {
+                (**self).changes_since(after_seq, limit).await
+            }
+            async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+                (**self).dirty_changes(after, limit).await
+            }
+            async fn linked_count(&self) -> StorageResult<u64> {
+                (**self).linked_count().await
+            }
+            async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+                (**self).apply(stamp, batch).await
             }
             async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
                 (**self).transaction().await
             }
             async fn purge_expired(
                 &self,
-                at: i64,
+                stamp: Stamp,
                 purge: Purge,
                 limit: usize,
                 also: Vec<WriteOp>,
             ) -> StorageResult<Option<u64>> {
-                (**self).purge_expired(at, purge, limit, also).await
+                (**self).purge_expired(stamp, purge, limit, also).await
             }
             async fn close(&self) {
                 (**self).close().await

@@ -18,8 +18,8 @@ use vaultstore_wasm::record::MAX_TIME_MS;
 use vaultstore_wasm::storage::MetaKey;
 use vaultstore_wasm::sync::json::{self as wire_json, Limits, MAX_SAFE_INTEGER, Value};
 use vaultstore_wasm::sync::wire::{
-    self, Checkpoint, MAX_BODY_BYTES, MAX_PULL_ROWS, MAX_PUSH_ROWS, PullRequest, PullResponse,
-    PulledRow, PushRequest, PushResponse, Refusal, Refused, Request, Reset, Row, Superseded,
+    self, Change, Checkpoint, MAX_BODY_BYTES, MAX_PULL_ROWS, MAX_PUSH_ROWS, PullRequest,
+    PullResponse, PushRequest, PushResponse, Refusal, Refused, Request, Reset, Row, Superseded,
     VaultInfo, WireError,
 };
 use vaultstore_wasm::sync::{
@@ -242,7 +242,7 @@ fn pull_response() -> impl Strategy<Value = PullResponse> {
                     rows: rows
                         .into_iter()
                         .zip(seqs)
-                        .map(|(row, seq)| PulledRow { seq, row })
+                        .map(|(row, seq)| Change { seq, row })
                         .collect(),
                     checkpoint,
                     more,

@@ -9,6 +9,7 @@
 //! proves the laws over random versions.
 
 use super::rev::Rev;
+use crate::storage::MetaKey;
 use std::cmp::Ordering;
 
 /// One version of a live record, as replicas exchange it. The id is not here: a merge only ever
@@ -301,4 +302,20 @@ mod tests {
         assert!(TombstoneReason::Deleted < TombstoneReason::Displaced);
         assert!(TombstoneReason::Deleted.as_str() < TombstoneReason::Displaced.as_str());
     }
+}
+
+/// One replicated row, as a store holds it and as replicas exchange it: a record (live or a
+/// tombstone) or a meta row (a value or deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Row {
+    Record { id: String, version: RecordVersion },
+    Meta { key: MetaKey, version: MetaVersion },
+}
+
+/// A row with the sequence number its store gave it when it last changed there (the store's
+/// change feed, [`crate::storage::Storage::changes_since`]; the server's sync cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: u64,
+    pub row: Row,
 }

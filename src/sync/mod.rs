@@ -20,7 +20,7 @@
 //! The node id is random per vault instance (per open, not per database: two tabs share one
 //! database), so no two changes ever carry one revision; drift correction, the one step that must
 //! lower a clock ([`Hlc::restart`]), takes a new node id for the same reason. Node 0 is reserved for **synthesized**
-//! revisions, `(updatedAt, 0, 0)`, given to fields written before revisions existed;
+//! revisions, `(createdAt, 0, 0)`, given to fields written before revisions existed;
 //! [`Rev::ZERO`] marks defaults no replica chose (a fresh vault's settings).
 //!
 //! # The replicated rows
@@ -83,7 +83,7 @@ pub mod rev;
 pub mod wire;
 
 pub use merge::{
-    LiveRecord, MetaVersion, RecordVersion, Side, TokenClaim, Tombstone, TombstoneReason,
-    merge_meta, merge_record, token_holder,
+    Change, LiveRecord, MetaVersion, RecordVersion, Row, Side, TokenClaim, Tombstone,
+    TombstoneReason, merge_meta, merge_record, token_holder,
 };
 pub use rev::{ClockExhausted, Hlc, MAX_COUNTER, MAX_WALL_MS, Rev, RevParseError};

@@ -24,7 +24,7 @@ pub const MAX_COUNTER: u16 = u16::MAX;
 pub const REV_LEN: usize = 32;
 
 /// One revision of the hybrid logical clock: `(wall ms, counter, node id)`, ordered in that order.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rev(u128);
 
 impl Rev {
@@ -38,12 +38,14 @@ impl Rev {
     }
 
     /// The revision of a field written before revisions existed (a schema-1 row, a version-1
-    /// snapshot): its `updatedAt`, counter 0, node 0. Derived from the row alone, so two replicas
-    /// built from one snapshot give every row the same revisions and have nothing to resolve.
-    /// Node 0 is never a live clock's ([`Hlc::new`]), so a synthesized revision never equals a
-    /// real change's. Times outside `0..=MAX_WALL_MS` (a snapshot may carry any date) saturate.
-    pub fn synthesized(updated_at_ms: i64) -> Rev {
-        Rev::pack(clamp_wall(updated_at_ms), 0, 0)
+    /// snapshot): the record's `createdAt`, counter 0, node 0. `createdAt` never changes, so the
+    /// revision is the same whenever and wherever it is read: two replicas built from one
+    /// snapshot give every such field the same revision and have nothing to resolve, and a later
+    /// write to one field of the row leaves the others' revisions as they were. Node 0 is never a
+    /// live clock's ([`Hlc::new`]), so a synthesized revision never equals a real change's. Times
+    /// outside `0..=MAX_WALL_MS` (a snapshot may carry any date) saturate.
+    pub fn synthesized(created_at_ms: i64) -> Rev {
+        Rev::pack(clamp_wall(created_at_ms), 0, 0)
     }
 
     /// `wall_ms` must be at most [`MAX_WALL_MS`]: more would spill past the 128 bits.

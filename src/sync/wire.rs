@@ -115,6 +115,7 @@
 //! `STORAGE` telling the user to update.
 
 use super::json::{self, JsonError, Limits, Value};
+pub use super::merge::{Change, Row};
 use super::merge::{LiveRecord, MetaVersion, RecordVersion, Tombstone, TombstoneReason};
 use super::rev::Rev;
 use crate::crypto::{Envelope, IDENTITY_ID_PREFIX, is_identity_id, is_lower_hex, is_wrapped_dek};
@@ -177,13 +178,6 @@ pub struct Checkpoint {
     pub head: String,
 }
 
-/// One replicated row: a record (live or a tombstone) or a meta row (a value or deleted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Row {
-    Record { id: String, version: RecordVersion },
-    Meta { key: MetaKey, version: MetaVersion },
-}
-
 /// What identifies a row within a page: two rows of one page never share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RowKey<'a> {
@@ -198,13 +192,6 @@ impl Row {
             Row::Meta { key, .. } => RowKey::Meta(key),
         }
     }
-}
-
-/// A row of a pull response, with the server's sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PulledRow {
-    pub seq: u64,
-    pub row: Row,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +250,7 @@ pub struct PullResponse {
     pub time: i64,
     pub kdf: String,
     pub reset: Option<Reset>,
-    pub rows: Vec<PulledRow>,
+    pub rows: Vec<Change>,
     pub checkpoint: Checkpoint,
     pub more: bool,
     pub remaining: u64,
@@ -511,7 +498,7 @@ pub fn decode_pull_response(body: &[u8]) -> Result<PullResponse, WireError> {
         let mut fields = Fields::new(v, path)?;
         let seq = uint(fields.take("seq")?, &fields.path("seq"))?;
         let row = row_fields(fields)?;
-        Ok(PulledRow { seq, row })
+        Ok(Change { seq, row })
     })?;
     check_unique_rows(rows.iter().map(|r| &r.row), "rows")?;
     let checkpoint = checkpoint(top.take("checkpoint")?, "checkpoint")?;
