@@ -249,9 +249,11 @@ pub enum WriteOp {
     /// not checked (see [`UNIQUE_META_VALUES`]).
     PutVersion { row: Row, dirty: bool },
     /// Fail with [`StorageError::NotEmpty`] unless the store holds no records, no tombstones and
-    /// no meta rows other than those of `object_type = "vault"` (snapshot import).
+    /// no meta rows other than those of `object_type` `"vault"` or `"sync"` (snapshot import; a
+    /// sync server's "is this vault empty?").
     ExpectEmpty,
-    /// Remove every record, tombstone and meta row (snapshot import, after `ExpectEmpty`).
+    /// Remove every record, tombstone and meta row except sync's own rows (`object_type =
+    /// "sync"`; seqs never go back), after `ExpectEmpty` (snapshot import).
     ClearAll,
 }
 
