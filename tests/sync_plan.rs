@@ -429,13 +429,32 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
     assert!(put_of(&plan.ops).is_empty());
 
     let view = ReplicaView {
-        in_use: [P1.to_owned()].into(),
+        linked: HashMap::from([(P1.to_owned(), vec![R1.to_owned()])]),
         ..ReplicaView::default()
     };
     let plan = plan_pull(&[meta_gone(identity_tag_key(P1), rev(200, 2))], &view);
     assert!(
         put_of(&plan.ops).is_empty(),
         "an identity local records use stays"
+    );
+    // A pulled rotation moves the record first; then the identity goes here too.
+    let view = ReplicaView {
+        stored: local(&[(
+            record(R1, live("tk_a", "vs1:a", Some(P1), rev(100, 1))),
+            false,
+        )]),
+        linked: HashMap::from([(P1.to_owned(), vec![R1.to_owned()])]),
+        ..ReplicaView::default()
+    };
+    let moved = record(R1, live("tk_a", "vs1:b", Some(P2), rev(200, 2)));
+    let plan = plan_pull(
+        &[moved, meta_gone(identity_tag_key(P1), rev(200, 2))],
+        &view,
+    );
+    assert_eq!(
+        put_of(&plan.ops).len(),
+        2,
+        "the record moved, so the identity may go"
     );
 }
 

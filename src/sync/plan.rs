@@ -340,8 +340,8 @@ pub struct ReplicaView {
     pub stored: HashMap<RowKey, Stored>,
     /// The local record (id, createdAt) holding each token claimed by a pulled live record.
     pub token_holders: HashMap<String, (String, i64)>,
-    /// Identities the page removes that local live records still use.
-    pub in_use: HashSet<String>,
+    /// For each identity the page removes: up to `rows + 1` ids of local records linked to it.
+    pub linked: HashMap<String, Vec<String>>,
 }
 
 /// The ops and the report of a pulled page.
@@ -363,6 +363,15 @@ pub struct PullPlan {
 /// Plan a pulled page on a replica.
 pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     let mut plan = PullPlan::default();
+    // Local records linked to each identity the page removes, as the page moves records.
+    let mut linked: HashMap<String, (HashSet<String>, bool)> = view
+        .linked
+        .iter()
+        .map(|(identity, ids)| {
+            let more = ids.len() > rows.len();
+            (identity.clone(), (ids.iter().cloned().collect(), more))
+        })
+        .collect();
     for row in rows {
         let key = row.key();
         let current = view.stored.get(&key);
@@ -433,15 +442,29 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
                 plan.parked.push(id.clone());
                 continue;
             }
-            // An identity removed elsewhere that local records still use: kept until they move.
+            // An identity removed elsewhere that local records still use (records the page does
+            // not move: written here under it and not synced yet): kept until they move.
             (
                 Row::Meta {
                     key,
                     version: MetaVersion::Gone { .. },
                 },
                 _,
-            ) if identity_of(key).is_some_and(|id| view.in_use.contains(id)) => continue,
+            ) if identity_of(key)
+                .and_then(|id| linked.get(id))
+                .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
+            {
+                continue;
+            }
             _ => {}
+        }
+        if let Row::Record { id, .. } = &merged {
+            forget_link(&mut linked, current.map(|c| &c.row), id);
+            if let Some(identity) = sealed_under(&merged)
+                && let Some((ids, _)) = linked.get_mut(identity)
+            {
+                ids.insert(id.clone());
+            }
         }
         plan.applied += 1;
         plan.ops.push(WriteOp::PutVersion {
