@@ -2775,13 +2775,29 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
         Some("t1"),
         "PutVersion never prunes"
     );
-    let (feed, _) = feeds(&s).await;
+    let (feed, dirty) = feeds(&s).await;
     for id in ["a", "never-here"] {
         assert_eq!(
             entry(&feed, is_record(id)).map(|c| c.row.clone()),
             Some(gone_record(id, gone))
         );
+        assert!(entry(&dirty, is_record(id)).is_none(), "dirty: false");
     }
+    // dirty: true marks a tombstone at its seq.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: gone_record("elsewhere", gone),
+            dirty: true,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(mark_of(&s, is_record("elsewhere")).await.is_some());
+    assert_eq!(
+        mark_of(&s, is_record("elsewhere")).await,
+        seq_of(&s, is_record("elsewhere")).await
+    );
     // The id stays taken; the token is free.
     assert_eq!(
         s.apply(
@@ -2847,6 +2863,7 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
         entry(&feeds(&s).await.0, is_meta(&policy)).map(|c| c.row.clone()),
         Some(gone_meta(policy.clone(), meta_gone))
     );
+    assert_eq!(mark_of(&s, is_meta(&policy)).await, None, "dirty: false");
     s.apply(
         stamp(),
         vec![put(meta_value(policy.clone(), rev(9), "back"))],
