@@ -2871,6 +2871,24 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     .await
     .unwrap();
     assert_eq!(s.meta_get(&policy).await.unwrap().as_deref(), Some("back"));
+    // Local rows never come from a merge.
+    let before = everything(&s).await;
+    for key in [
+        MetaKey::new("vault", "state", "writes"),
+        MetaKey::new("vault", "settings", "kdf"),
+        MetaKey::new("sync", "state", "checkpoint"),
+    ] {
+        for row in [
+            meta_value(key.clone(), rev(11), "x"),
+            gone_meta(key.clone(), meta_gone),
+        ] {
+            assert!(
+                s.apply(stamp(), vec![put(row.clone())]).await.is_err(),
+                "{row:?}"
+            );
+        }
+    }
+    assert_eq!(everything(&s).await, before);
     let (feed, _) = feeds(&s).await;
     assert_eq!(feed.iter().filter(|c| is_meta(&policy)(&c.row)).count(), 1);
 
