@@ -117,11 +117,14 @@ pub async fn dump(s: &dyn Storage) -> (Vec<Record>, Vec<MetaRow>) {
     (records, s.meta_all().await.unwrap())
 }
 
+/// A page size larger than any store here holds.
+const ALL: usize = 1 << 20;
+
 /// Every replicated row with its seq (tombstones included), then every dirty row with its mark.
 pub async fn feeds(s: &dyn Storage) -> (Vec<Change>, Vec<Change>) {
     (
-        s.changes_since(0, usize::MAX).await.unwrap(),
-        s.dirty_changes(0, usize::MAX).await.unwrap(),
+        s.changes_since(0, ALL).await.unwrap(),
+        s.dirty_changes(0, ALL).await.unwrap(),
     )
 }
 
@@ -213,13 +216,13 @@ fn is_meta(key: &MetaKey) -> impl Fn(&Row) -> bool + '_ {
 
 /// The seq of one row in the change feed (`None`: not there).
 async fn seq_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
-    let feed = s.changes_since(0, usize::MAX).await.unwrap();
+    let feed = s.changes_since(0, ALL).await.unwrap();
     entry(&feed, is).map(|c| c.seq)
 }
 
 /// The dirty mark of one row (`None`: clean).
 async fn mark_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
-    let dirty = s.dirty_changes(0, usize::MAX).await.unwrap();
+    let dirty = s.dirty_changes(0, ALL).await.unwrap();
     entry(&dirty, is).map(|c| c.seq)
 }
 
@@ -1685,6 +1688,19 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     expected.sort();
     assert_eq!(linked.len(), 14);
     assert_eq!(linked, expected);
+    assert!(
+        s.records_linked_to("p_1", None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.records_linked_to("p_1", None, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        14
+    );
     assert_eq!(s.linked_count().await.unwrap(), 14 + 13);
     assert_eq!(s.meta_count("record").await.unwrap(), 0, "no link rows");
 }
@@ -2355,7 +2371,11 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
             .unwrap()
             .is_empty()
     );
+    // Limits at the edges: 0 is an empty page (not "no limit"), and the largest is no limit.
     assert!(s.changes_since(0, 0).await.unwrap().is_empty());
+    assert!(s.dirty_changes(0, 0).await.unwrap().is_empty());
+    assert_eq!(s.changes_since(0, usize::MAX).await.unwrap(), feed);
+    assert_eq!(s.dirty_changes(0, usize::MAX).await.unwrap(), dirty);
     // Every row here was written locally: dirty at its seq.
     assert_eq!(dirty, feed);
 
