@@ -18,11 +18,14 @@ use crate::query::js_string_cmp;
 use crate::record::Record;
 use crate::sorting;
 use crate::storage::{
-    MetaKey, MetaRow, Optimistic, STATE_ID, Storage, StorageError, WriteOp, object_type,
+    MetaKey, MetaRow, Optimistic, STATE_ID, Stamp, Storage, StorageError, WriteOp, object_type,
     scan_pages, unlinked_records,
 };
+use crate::sync::Rev;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
-use std::collections::HashSet;
+
+/// The `key` of a version-1 snapshot's record link rows (`record/r_<id>/password_id`).
+const LINK_KEY: &str = "password_id";
 
 const FORMAT: &str = "vaultstore-snapshot";
 const VERSION: i64 = 1;
@@ -70,16 +73,7 @@ impl Snapshot {
 
     /// Write this snapshot into `storage`, which must hold no records and no identities.
     pub async fn import(self, storage: &dyn Storage) -> Result<()> {
-        let linked: HashSet<&str> = self
-            .meta
-            .iter()
-            .filter(|m| m.key.object_type == object_type::RECORD)
-            .map(|m| m.key.object_id.as_str())
-            .collect();
-        let all_linked = self
-            .records
-            .iter()
-            .all(|r| linked.contains(format!("r_{}", r.id).as_str()));
+        let all_linked = self.records.iter().all(|r| r.password_id.is_some());
         let mut batch = Vec::with_capacity(3 + self.meta.len() + self.records.len());
         batch.push(WriteOp::ExpectEmpty);
         batch.push(WriteOp::ClearAll);
@@ -89,7 +83,13 @@ impl Snapshot {
             key: unlinked_records(),
             value: (!all_linked).to_string(),
         }));
-        match storage.apply(batch).await {
+        // Rows keep the revisions the snapshot gives them (version 1: synthesized from their
+        // creation), so a restored backup never outranks changes made elsewhere since.
+        let stamp = Stamp {
+            rev: Rev::ZERO,
+            at: 0,
+        };
+        match storage.apply(stamp, batch).await {
             Err(StorageError::NotEmpty) => Err(VaultError::invalid(
                 "a snapshot can only be opened into a database with no records and no identities; use a new database name",
             )),
@@ -109,7 +109,10 @@ impl Snapshot {
         .await?;
         sorting::sort_by(&mut records, |a, b| js_string_cmp(&a.id, &b.id));
         let mut meta = storage.meta_all().await?;
-        meta.retain(|m| !(m.key.object_type == object_type::VAULT && m.key.object_id == STATE_ID));
+        meta.retain(|m| {
+            !(m.key.object_type == object_type::SYNC
+                || (m.key.object_type == object_type::VAULT && m.key.object_id == STATE_ID))
+        });
         sorting::sort(&mut meta);
         Ok(Snapshot { records, meta })
     }
@@ -148,7 +151,24 @@ impl Snapshot {
             out.push('}');
         }
         out.push_str(r#"],"meta":["#);
-        for (i, m) in self.meta.iter().enumerate() {
+        // Version 1 keeps each record's identity link as a meta row (FORMAT.md "Snapshot").
+        let mut meta: Vec<&MetaRow> = self.meta.iter().collect();
+        let links: Vec<MetaRow> = self
+            .records
+            .iter()
+            .filter_map(|r| {
+                let identity = r.password_id.as_ref()?;
+                Some(MetaRow::new(
+                    object_type::RECORD,
+                    &format!("r_{}", r.id),
+                    LINK_KEY,
+                    identity.as_str(),
+                ))
+            })
+            .collect();
+        meta.extend(links.iter());
+        sorting::sort(&mut meta);
+        for (i, m) in meta.iter().enumerate() {
             out.push_str(if i == 0 { "{" } else { ",{" });
             for (name, text) in [
                 ("objectType", &m.key.object_type),
@@ -191,11 +211,11 @@ fn check_size(len: usize) -> Result<()> {
 /// Reading snapshots: serde_json, strictly (see the module docs).
 #[cfg(feature = "snapshot-import")]
 mod import {
-    use super::{FORMAT, Snapshot, VERSION, malformed};
+    use super::{FORMAT, LINK_KEY, Snapshot, VERSION, malformed};
     use crate::crypto::{Envelope, is_identity_id, is_lower_hex, is_wrapped_dek};
     use crate::error::{Result, VaultError};
-    use crate::record::{Record, check_time};
-    use crate::storage::{LINK_KEY, MetaKey, MetaRow, OWNER_KEY, is_unique_meta, object_type};
+    use crate::record::{Record, RecordRevs, check_time};
+    use crate::storage::{MetaKey, MetaRow, OWNER_KEY, is_unique_meta, object_type};
     use crate::token;
     use crate::vault::SETTINGS_ID;
     use serde::Deserialize;
@@ -324,8 +344,12 @@ mod import {
         }
         let doc: SnapshotDoc =
             serde_json::from_str(text).map_err(|e| malformed(describe_json_error(&e)))?;
-        let records = check_records(doc.records)?;
-        let meta = check_meta(doc.meta, &records)?;
+        let mut records = check_records(doc.records)?;
+        let (meta, links) = check_meta(doc.meta, &records)?;
+        for record in &mut records {
+            record.password_id = links.get(&record.id).cloned();
+            record.revs = RecordRevs::synthesized(record.created_at);
+        }
         Ok(Snapshot { records, meta })
     }
 
@@ -369,7 +393,11 @@ mod import {
         Ok(records)
     }
 
-    fn check_meta(rows: Vec<SnapshotMeta>, records: &[Record]) -> Result<Vec<MetaRow>> {
+    /// The checked meta rows, without the record links, and the links (record id → identity).
+    fn check_meta(
+        rows: Vec<SnapshotMeta>,
+        records: &[Record],
+    ) -> Result<(Vec<MetaRow>, HashMap<String, String>)> {
         let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let mut keys = HashSet::with_capacity(rows.len());
         let mut unique_values = HashSet::new();
@@ -422,7 +450,7 @@ mod import {
                             "a record link must be \"r_\" and the id of a record in the snapshot, with key \"password_id\"",
                         ));
                     }
-                    links.push((i, m.value.clone()));
+                    links.push((i, linked.to_owned(), m.value.clone()));
                 }
                 _ => {
                     return Err(at(
@@ -440,6 +468,9 @@ mod import {
             };
             if !keys.insert(row.key.clone()) {
                 return Err(at("the same row appears twice"));
+            }
+            if row.key.object_type == object_type::RECORD {
+                continue;
             }
             if is_unique_meta(&row.key)
                 && !unique_values.insert((row.key.key.clone(), row.value.clone()))
@@ -465,19 +496,21 @@ mod import {
                 "a secret slot names an identity the snapshot does not have (or another slot)",
             ));
         }
-        for (i, identity) in links {
+        let mut linked = HashMap::with_capacity(links.len());
+        for (i, record_id, identity) in links {
             if !is_identity(&identity) {
                 return Err(malformed(format!(
                     "meta row #{i}: the record link points at an identity the snapshot does not have"
                 )));
             }
+            linked.insert(record_id, identity);
         }
         let snapshot = Snapshot {
             records: vec![],
             meta,
         };
         snapshot.kdf()?;
-        Ok(snapshot.meta)
+        Ok((snapshot.meta, linked))
     }
 }
 
@@ -494,6 +527,8 @@ mod tests {
             updated_at: -2,
             expires_at,
             soft_deleted_at: None,
+            password_id: None,
+            revs: crate::record::RecordRevs::synthesized(1),
         };
         Snapshot {
             records: vec![
@@ -527,6 +562,8 @@ mod tests {
                 updated_at: 2,
                 expires_at: None,
                 soft_deleted_at: Some(3),
+                password_id: None,
+                revs: crate::record::RecordRevs::default(),
             }],
             meta: vec![MetaRow::new("vault", "settings", "k", "v\n")],
         };

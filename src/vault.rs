@@ -25,8 +25,10 @@ use crate::record::Record;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 use crate::storage::{
-    MetaKey, MetaRow, Storage, StorageError, WriteOp, object_type, unlinked_records, write_epoch,
+    MetaKey, MetaRow, Stamp, Storage, StorageError, WriteOp, object_type, unlinked_records,
+    write_epoch,
 };
+use crate::sync::{Hlc, Rev};
 use identity::Identity;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,6 +102,9 @@ pub struct Vault {
     pub(crate) platform: Platform,
     closed: AtomicBool,
     derivations: AtomicU64,
+    /// Mints the revision of every batch this instance writes (`crate::sync`, "Revisions"). Its
+    /// node id is random per open, so two tabs on one database never mint the same revision.
+    clock: Hlc,
 }
 
 impl std::fmt::Debug for Vault {
@@ -150,6 +155,7 @@ impl Vault {
             platform,
             closed: AtomicBool::new(false),
             derivations: AtomicU64::new(0),
+            clock: Hlc::new()?,
         })
     }
 
@@ -211,6 +217,34 @@ impl Vault {
 
     pub(crate) fn now(&self) -> i64 {
         self.platform.clock.now_ms()
+    }
+
+    /// The stamp of a batch about to be written: a fresh revision, ordered after every revision
+    /// of `read` (the stored versions the batch was planned from, so the change is causally after
+    /// what it replaces even when another instance with a faster clock wrote them), and now.
+    pub(crate) fn stamp_after<'r>(
+        &self,
+        read: impl IntoIterator<Item = &'r Record>,
+    ) -> Result<Stamp> {
+        for record in read {
+            self.clock.observe(record.revs.max());
+        }
+        let at = self.now();
+        Ok(Stamp {
+            rev: self.clock.tick(at)?,
+            at,
+        })
+    }
+
+    /// Order this instance's next revisions after every revision of `record`, read before a
+    /// write that depends on it.
+    pub(crate) fn observe(&self, record: &Record) {
+        self.clock.observe(record.revs.max());
+    }
+
+    /// The stamp of a batch that depends on no record's revisions.
+    pub(crate) fn stamp(&self) -> Result<Stamp> {
+        self.stamp_after(std::iter::empty())
     }
 
     /// The policy applies to passwords that encrypt, never to raw keys.
@@ -349,7 +383,10 @@ impl Vault {
             ));
         }
         let row = MetaRow::new(object_type::VAULT, SETTINGS_ID, key, value);
-        Ok(self.storage.apply(vec![WriteOp::PutMeta(row)]).await?)
+        Ok(self
+            .storage
+            .apply(self.stamp()?, vec![WriteOp::PutMeta(row)])
+            .await?)
     }
 
     pub async fn get_vault_version(&self) -> Result<String> {
@@ -437,13 +474,6 @@ impl WriteKey {
         }
         Ok(ops)
     }
-
-    /// The link row of a record sealed with this key, when it belongs to an identity.
-    pub(crate) fn link(&self, record_id: &str) -> Option<WriteOp> {
-        self.identity_id
-            .as_ref()
-            .map(|id| WriteOp::PutMeta(crate::vault::tokens::link_row(record_id, id)))
-    }
 }
 
 /// A new value for the write epoch row (see [`write_epoch`]): 16 random bytes, in hex.
@@ -514,7 +544,13 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
                 )));
             }
         }
-        match storage.apply(batch).await {
+        // The defaults are no replica's choice: revision ZERO, so any setting a sync brings in
+        // (the server's vault, which this replica joins) supersedes them.
+        let defaults = Stamp {
+            rev: Rev::ZERO,
+            at: 0,
+        };
+        match storage.apply(defaults, batch).await {
             Ok(()) => return Ok(params),
             // Another opener created the settings first: use theirs.
             Err(StorageError::MetaTaken(_)) => continue,

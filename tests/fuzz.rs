@@ -195,7 +195,11 @@ proptest! {
                 let storage = GlueMemoryStorage::new().unwrap();
                 let fixture = conformance::query_fixture();
                 let batch = fixture.iter().cloned().map(WriteOp::InsertRecord).collect();
-                storage.apply(batch).await.unwrap();
+                let stamp = vaultstore_wasm::storage::Stamp {
+                    rev: vaultstore_wasm::sync::Rev::ZERO,
+                    at: conformance::NOW,
+                };
+                storage.apply(stamp, batch).await.unwrap();
                 let expected = filter.apply(fixture.clone(), conformance::NOW);
                 let count = RecordFilter { limit: None, offset: 0, ..filter.clone() }
                     .apply(fixture, conformance::NOW)

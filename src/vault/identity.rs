@@ -9,7 +9,7 @@ use super::Vault;
 use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
 use crate::error::{Result, VaultError};
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
+    MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
 };
 
 pub(crate) const TAG_KEY: &str = "tag";
@@ -133,13 +133,10 @@ impl Vault {
     }
 }
 
-/// Remove an identity once no record link refers to it, in the same batch, with its further
+/// Remove an identity once no record is sealed with its key, in the same batch, with its further
 /// secret slots (storage removes the objects naming it in a row `identity`).
 pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
-    WriteOp::DeleteObjectIfUnreferenced {
-        object_type: object_type::IDENTITY.to_owned(),
-        object_id: identity_id.to_owned(),
-        referrer_type: object_type::RECORD.to_owned(),
-        referrer_key: LINK_KEY.to_owned(),
+    WriteOp::DeleteIdentityIfUnlinked {
+        identity_id: identity_id.to_owned(),
     }
 }

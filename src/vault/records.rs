@@ -95,7 +95,6 @@ impl Vault {
     /// [`PURGE_CHUNK`] so that no write grows with the backlog, else a page at a time.
     async fn purge_expired(&self, purge: Purge) -> Result<u64> {
         self.ensure_open()?;
-        let now = self.now();
         let mut total = 0;
         let mut conflicts = 0;
         loop {
@@ -106,7 +105,7 @@ impl Vault {
             };
             match self
                 .storage
-                .purge_expired(now, purge, PURGE_CHUNK, also)
+                .purge_expired(self.stamp()?, purge, PURGE_CHUNK, also)
                 .await
             {
                 Ok(Some(purged)) => {
@@ -145,6 +144,7 @@ impl Vault {
             if n == 0 {
                 return Ok(total);
             }
+            let stamp = self.stamp_after(&page)?;
             let mut batch: Vec<WriteOp> = page
                 .into_iter()
                 .map(|record| match purge {
@@ -153,7 +153,7 @@ impl Vault {
                         change: RecordChange::SoftDelete {
                             if_expired_at: Some(now),
                         },
-                        at: now,
+                        at: stamp.at,
                     },
                     Purge::Delete => WriteOp::DeleteRecord {
                         id: record.id,
@@ -164,7 +164,7 @@ impl Vault {
             if let Purge::Delete = purge {
                 batch.push(new_write_epoch()?);
             }
-            match self.storage.apply(batch).await {
+            match self.storage.apply(stamp, batch).await {
                 Ok(()) => total += n as u64,
                 // Renewed, restored or deleted meanwhile: read the page again.
                 Err(StorageError::Changed(_) | StorageError::RecordMissing(_))

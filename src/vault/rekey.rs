@@ -8,14 +8,14 @@
 //! ran are never undone, and every value opens with the secret the outcome implies.
 
 use super::identity::{Identity, TAG_KEY, expect_tag, prune_identity, slot_rows};
-use super::tokens::reseal_ops;
+use super::tokens::reseal_op;
 use super::{Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, new_identity_id, seal_value};
 use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::secret::Secret;
 use crate::storage::{
-    LINK_KEY, MetaKey, MetaRow, Optimistic, StorageError, WriteOp, WriteTransaction, object_type,
+    MetaKey, MetaRow, Optimistic, Stamp, StorageError, WriteOp, WriteTransaction, object_type,
     scan_pages, unlinked_records, write_epoch,
 };
 use std::collections::HashMap;
@@ -155,11 +155,7 @@ impl Round {
         let mut finish = Vec::with_capacity(self.finish.len() + 1);
         for op in self.finish.drain(..) {
             let pruned = match &op {
-                WriteOp::DeleteObjectIfUnreferenced {
-                    object_type: t,
-                    object_id,
-                    ..
-                } if t == object_type::IDENTITY => Some(object_id.clone()),
+                WriteOp::DeleteIdentityIfUnlinked { identity_id } => Some(identity_id.clone()),
                 _ => None,
             };
             finish.push(op);
@@ -214,7 +210,7 @@ impl Vault {
             self.check_not_locked_since(carry.lock_epoch, "the rekey")?;
             let moved = round.moved;
             report_at_least(observer, &mut carry, moved, moved);
-            match commit_round(tx, round).await {
+            match commit_round(tx, self.stamp()?, round).await {
                 Ok(()) => return Ok(moved),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -303,10 +299,8 @@ impl Vault {
         let existing = self
             .find_identity_in(reads, mk_new, carry.lock_epoch)
             .await?;
-        let links = reads
-            .meta_find(object_type::RECORD, LINK_KEY, &source.id)
-            .await?;
-        let linked = links.len() as u64;
+        let linked_records = records_linked_to(reads, &source.id).await?;
+        let linked = linked_records.len() as u64;
         // The source must still be the old secret's when this commits (through the slot that
         // found it: its other slots may change meanwhile).
         round.batch.push(expect_tag(&source.slot, mk_old));
@@ -354,15 +348,8 @@ impl Vault {
                 (identity, setup)
             }
         };
-        let ids: Vec<String> = links
-            .iter()
-            .filter_map(|row| row.key.object_id.strip_prefix("r_").map(str::to_owned))
-            .collect();
-        let moves = reads
-            .records_by_ids(&ids)
-            .await?
+        let moves = linked_records
             .into_iter()
-            .flatten()
             .map(|record| Move {
                 record,
                 side: Side::Identity,
@@ -421,7 +408,7 @@ impl Vault {
         if target.identity_id.is_some() {
             // Links are counted after the scan: a record deleted meanwhile only makes the count
             // smaller, so "no unlinked record is left" is never claimed when one is.
-            let links = reads.meta_count(object_type::RECORD).await?;
+            let links = reads.linked_count().await?;
             if scanned == links + moves.len() as u64 {
                 round.batch.push(WriteOp::PutMeta(MetaRow {
                     key: unlinked_records(),
@@ -445,8 +432,10 @@ impl Vault {
         let base = round.moved;
         let total = base + moves.len() as u64;
         let now = self.now();
-        round.batch.reserve(moves.len() * 2);
+        round.batch.reserve(moves.len());
         for (done, Move { record, side }) in moves.into_iter().enumerate() {
+            // The round's stamp is ordered after every version it moves.
+            self.observe(&record);
             let (from, to) = keys.of(side)?;
             let sealed = match carry.sealed.get(&record.id) {
                 Some((was, sealed, target))
@@ -468,7 +457,7 @@ impl Vault {
                     sealed
                 }
             };
-            round.batch.extend(reseal_ops(&record, sealed, to, now));
+            round.batch.push(reseal_op(&record, sealed, to, now));
             round.moved += 1;
             report_at_least(observer, carry, base + done as u64 + 1, total);
             check_cancelled(observer)?;
@@ -522,7 +511,7 @@ impl Vault {
                 .await?;
             self.check_not_locked_since(carry.lock_epoch, "the link migration")?;
             let moved = round.moved;
-            match commit_round(tx, round).await {
+            match commit_round(tx, self.stamp()?, round).await {
                 Ok(()) => return Ok(moved),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -573,6 +562,26 @@ impl Vault {
     }
 }
 
+/// Every record sealed with the key of `identity_id`, a page at a time through `reads`.
+async fn records_linked_to(
+    reads: &dyn WriteTransaction,
+    identity_id: &str,
+) -> Result<Vec<crate::record::Record>> {
+    const PAGE: usize = 1_000;
+    let mut records: Vec<crate::record::Record> = Vec::new();
+    loop {
+        let after = records.last().map(|r| r.id.clone());
+        let page = reads
+            .records_linked_to(identity_id, after.as_deref(), PAGE)
+            .await?;
+        let full = page.len() == PAGE;
+        records.extend(page);
+        if !full {
+            return Ok(records);
+        }
+    }
+}
+
 /// The write epoch as `reads` sees it now, as the guard a round's batch starts with. Read
 /// before any record, so every value sealed after this read renews it and fails the guard.
 async fn expect_write_epoch(reads: &dyn WriteTransaction) -> Result<WriteOp> {
@@ -585,18 +594,19 @@ async fn expect_write_epoch(reads: &dyn WriteTransaction) -> Result<WriteOp> {
 /// anything, and as an empty commit (ending the transaction) when it only checked guards.
 async fn commit_round(
     tx: Box<dyn WriteTransaction + '_>,
+    stamp: Stamp,
     round: Round,
 ) -> std::result::Result<(), StorageError> {
     let mut batch = round.into_batch();
     if !writes(&batch) {
-        return tx.commit(vec![]).await;
+        return tx.commit(stamp, vec![]).await;
     }
     let epoch = new_write_epoch().map_err(|e| StorageError::Backend {
         name: None,
         message: e.to_string(),
     })?;
     batch.push(epoch);
-    tx.commit(batch).await
+    tx.commit(stamp, batch).await
 }
 
 /// Whether a batch does more than check its guards.

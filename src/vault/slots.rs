@@ -15,7 +15,7 @@ use super::{MAX_ATTEMPTS, Vault};
 use crate::crypto::{MasterKey, identity_tag, new_identity_id};
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{LINK_KEY, MetaKey, MetaRow, OWNER_KEY, StorageError, WriteOp, object_type};
+use crate::storage::{MetaKey, MetaRow, OWNER_KEY, StorageError, WriteOp, object_type};
 
 /// One slot as stored: the object holding it, its tag and its wrapped DEK.
 struct StoredSlot {
@@ -64,7 +64,7 @@ impl Vault {
                 OWNER_KEY,
                 identity.id.as_str(),
             )));
-            match self.storage.apply(batch).await {
+            match self.storage.apply(self.stamp()?, batch).await {
                 Ok(()) => return Ok(()),
                 // The slot that found the identity changed (a rekey, a removal), or another
                 // writer added the same secret first: look again.
@@ -89,7 +89,7 @@ impl Vault {
         let (mk, epoch) = self.unlocked(secret).await?;
         for _ in 0..MAX_ATTEMPTS {
             let batch = self.removal(&mk, epoch).await?;
-            match self.storage.apply(batch).await {
+            match self.storage.apply(self.stamp()?, batch).await {
                 Ok(()) => {
                     self.forget_key(secret);
                     return Ok(());
@@ -154,11 +154,8 @@ impl Vault {
             return Ok(batch);
         }
         // The last slot: only an identity without records may go.
-        let links = self
-            .storage
-            .meta_find(object_type::RECORD, LINK_KEY, &owner)
-            .await?;
-        if !links.is_empty() {
+        let linked = self.storage.records_linked_to(&owner, None, 1).await?;
+        if !linked.is_empty() {
             return Err(VaultError::invalid(
                 "this is the last secret of an identity that still has records, which would be left without a key: add another secret first (secretAdd), or delete the records",
             ));

@@ -9,9 +9,9 @@
 use super::{MAX_ATTEMPTS, Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
 use crate::error::{NotFoundReason, Result, VaultError};
-use crate::record::{Record, check_time, new_record_id};
+use crate::record::{Record, RecordRevs, check_time, new_record_id};
 use crate::secret::Secret;
-use crate::storage::{LINK_KEY, MetaRow, RecordChange, StorageError, WriteOp, link_key};
+use crate::storage::{RecordChange, StorageError, WriteOp};
 use crate::token;
 use crate::vault::identity::Identity;
 use std::collections::{HashMap, HashSet};
@@ -49,44 +49,33 @@ pub(crate) fn check_readable(record: &Record, now: i64) -> Result<()> {
     }
 }
 
-pub(crate) fn link_row(record_id: &str, identity_id: &str) -> MetaRow {
-    let key = link_key(record_id);
-    debug_assert_eq!(key.key, LINK_KEY);
-    MetaRow {
-        key,
-        value: identity_id.to_owned(),
-    }
-}
-
-/// A reseal of `record` from `expect` to `value`, and its link when the key has an identity.
-pub(crate) fn reseal_ops(record: &Record, value: String, key: &WriteKey, at: i64) -> Vec<WriteOp> {
-    let mut ops = vec![WriteOp::ChangeRecord {
+/// A reseal of `record` from `expect` to `value` under `key` (its identity becomes the record's).
+pub(crate) fn reseal_op(record: &Record, value: String, key: &WriteKey, at: i64) -> WriteOp {
+    WriteOp::ChangeRecord {
         id: record.id.clone(),
         change: RecordChange::Reseal {
             expect: record.value.clone(),
             value,
+            password_id: key.identity_id.clone(),
         },
         at,
-    }];
-    ops.extend(key.link(&record.id));
-    ops
+    }
 }
 
-/// A caller's new value for `record` (`tokenUpdate`): [`reseal_ops`] with a compare-and-swap on
+/// A caller's new value for `record` (`tokenUpdate`): [`reseal_op`] with a compare-and-swap on
 /// the soft-delete state too. A `tokenSoftDelete` that lands while the update derives its key
 /// fails the batch, and the next round reports the record soft-deleted, as it does without the
 /// race.
-fn update_ops(record: &Record, value: String, key: &WriteKey, at: i64) -> Vec<WriteOp> {
-    let mut ops = vec![WriteOp::ChangeRecord {
+fn update_op(record: &Record, value: String, key: &WriteKey, at: i64) -> WriteOp {
+    WriteOp::ChangeRecord {
         id: record.id.clone(),
         change: RecordChange::Update {
             expect: record.value.clone(),
             value,
+            password_id: key.identity_id.clone(),
         },
         at,
-    }];
-    ops.extend(key.link(&record.id));
-    ops
+    }
 }
 
 fn check_expiry(expires_at: Option<i64>) -> Result<Option<i64>> {
@@ -240,9 +229,10 @@ impl Vault {
         let (mk, epoch) = self.unlocked(secret).await?;
         for _ in 0..MAX_ATTEMPTS {
             let key = self.write_key(&mk, epoch).await?;
-            let now = self.now();
+            let stamp = self.stamp()?;
+            let now = stamp.at;
             let mut batch = key.batch_ops()?;
-            batch.reserve(values.len() * 2);
+            batch.reserve(values.len());
             let mut tokens = Vec::with_capacity(values.len());
             for value in values {
                 let token = match source {
@@ -257,13 +247,13 @@ impl Vault {
                     updated_at: now,
                     expires_at,
                     soft_deleted_at: None,
+                    password_id: key.identity_id.clone(),
+                    revs: RecordRevs::all(stamp.rev),
                 };
-                let link = key.link(&record.id);
                 batch.push(WriteOp::InsertRecord(record));
-                batch.extend(link);
                 tokens.push(token);
             }
-            match self.storage.apply(batch).await {
+            match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(tokens),
                 Err(StorageError::TokenTaken(token))
                     if matches!(source, TokenSource::Custom(_)) =>
@@ -415,8 +405,9 @@ impl Vault {
                 .map_err(|e| e.for_token(token))?;
             let sealed = seal_value(&key.key, token, value)?;
             let mut batch = key.batch_ops()?;
-            batch.extend(update_ops(&record, sealed, &key, self.now()));
-            match self.storage.apply(batch).await {
+            let stamp = self.stamp_after([&record])?;
+            batch.push(update_op(&record, sealed, &key, stamp.at));
+            match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::RecordMissing(_)) => {
                     return Err(VaultError::not_found(NotFoundReason::Missing, token));
@@ -498,7 +489,10 @@ impl Vault {
         self.ensure_open()?;
         token::check_lookup(token)?;
         match self.record_by_token(token).await? {
-            Some(record) => self.delete_by_id(&record.id).await,
+            Some(record) => {
+                self.observe(&record);
+                self.delete_by_id(&record.id).await
+            }
             None => Ok(()),
         }
     }
@@ -508,13 +502,16 @@ impl Vault {
     pub(crate) async fn delete_by_id(&self, id: &str) -> Result<()> {
         Ok(self
             .storage
-            .apply(vec![
-                WriteOp::DeleteRecord {
-                    id: id.to_owned(),
-                    if_expired_at: None,
-                },
-                new_write_epoch()?,
-            ])
+            .apply(
+                self.stamp()?,
+                vec![
+                    WriteOp::DeleteRecord {
+                        id: id.to_owned(),
+                        if_expired_at: None,
+                    },
+                    new_write_epoch()?,
+                ],
+            )
             .await?)
     }
 
@@ -534,6 +531,7 @@ impl Vault {
             .record_by_token(token)
             .await?
             .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, token))?;
+        self.observe(&record);
         match self.change_by_id(&record.id, change).await {
             // Deleted since it was read: report the token the caller gave.
             Err(VaultError::RecordNotFound { reason, .. }) => Err(VaultError::RecordNotFound {
@@ -546,12 +544,13 @@ impl Vault {
 
     /// Apply a metadata change to the record as it is when the change commits.
     pub(crate) async fn change_by_id(&self, id: &str, change: RecordChange) -> Result<()> {
+        let stamp = self.stamp()?;
         let op = WriteOp::ChangeRecord {
             id: id.to_owned(),
             change,
-            at: self.now(),
+            at: stamp.at,
         };
-        match self.storage.apply(vec![op]).await {
+        match self.storage.apply(stamp, vec![op]).await {
             Err(StorageError::RecordMissing(_)) => {
                 Err(VaultError::not_found(NotFoundReason::Missing, id))
             }
@@ -617,13 +616,13 @@ impl Vault {
     ) -> Result<usize> {
         for _ in 0..MAX_ATTEMPTS {
             let key = self.write_key(mk, epoch).await?;
-            let now = self.now();
+            let stamp = self.stamp_after(records.iter().map(|(record, _)| record))?;
             let mut batch = key.batch_ops()?;
             for (record, plaintext) in records {
                 let sealed = seal_value(&key.key, &record.token, plaintext)?;
-                batch.extend(reseal_ops(record, sealed, &key, now));
+                batch.push(reseal_op(record, sealed, &key, stamp.at));
             }
-            match self.storage.apply(batch).await {
+            match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(records.len()),
                 // Another writer created this secret's identity first, or moved it: look again.
                 Err(

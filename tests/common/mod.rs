@@ -11,8 +11,8 @@ use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
-    WriteTransaction,
+    Change, MetaKey, MetaRow, Optimistic, Purge, Stamp, Storage, StorageError, StorageResult,
+    WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
@@ -171,7 +171,30 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         self.read();
         self.inner.meta_all().await
     }
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.read();
+        self.inner
+            .records_linked_to(identity_id, after_id, limit)
+            .await
+    }
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.read();
+        self.inner.changes_since(after_seq, limit).await
+    }
+    async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.read();
+        self.inner.dirty_changes(after, limit).await
+    }
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.read();
+        self.inner.linked_count().await
+    }
+    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.probe.batches.fetch_add(1, Ordering::SeqCst);
         if self.probe.fail_writes.load(Ordering::SeqCst) {
             return Err(StorageError::Backend {
@@ -179,7 +202,7 @@ impl<S: Storage> Storage for ProbedStorage<S> {
                 message: "the test failed this write".into(),
             });
         }
-        self.inner.apply(batch).await
+        self.inner.apply(stamp, batch).await
     }
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
         // Through `apply`, so the probe sees (and can fail) the commit.
@@ -187,12 +210,12 @@ impl<S: Storage> Storage for ProbedStorage<S> {
     }
     async fn purge_expired(
         &self,
-        at: i64,
+        stamp: Stamp,
         purge: Purge,
         limit: usize,
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
-        self.inner.purge_expired(at, purge, limit, also).await
+        self.inner.purge_expired(stamp, purge, limit, also).await
     }
     async fn close(&self) {
         self.inner.close().await

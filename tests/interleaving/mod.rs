@@ -24,7 +24,7 @@ use vaultstore_wasm::platform::{NoYield, Platform, RustKdf, SystemClock};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Purge, Storage, StorageResult, WriteOp, WriteTransaction,
+    Change, MetaKey, MetaRow, Purge, Stamp, Storage, StorageResult, WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RecordQuery, RekeyOptions, Secret, Vault, VaultError, VaultOptions,
@@ -178,9 +178,28 @@ impl<S: Storage> Storage for Gated<S> {
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
         self.inner.meta_all().await
     }
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.inner
+            .records_linked_to(identity_id, after_id, limit)
+            .await
+    }
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.inner.changes_since(after_seq, limit).await
+    }
+    async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.inner.dirty_changes(after, limit).await
+    }
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.inner.linked_count().await
+    }
+    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.gate.wait().await;
-        self.inner.apply(batch).await
+        self.inner.apply(stamp, batch).await
     }
     /// The backend's own transaction, whose commit waits at the gate after every read made
     /// through it. A held transaction is exactly what nothing can interleave with: the gate
@@ -200,21 +219,25 @@ impl<S: Storage> Storage for Gated<S> {
     /// then stops it after its reads; asking it to purge nothing tells which it is.
     async fn purge_expired(
         &self,
-        at: i64,
+        stamp: Stamp,
         purge: Purge,
         limit: usize,
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
+        let probe = Stamp {
+            at: i64::MIN,
+            ..stamp
+        };
         if self
             .inner
-            .purge_expired(i64::MIN, purge, limit, vec![])
+            .purge_expired(probe, purge, limit, vec![])
             .await?
             .is_none()
         {
             return Ok(None);
         }
         self.gate.wait().await;
-        self.inner.purge_expired(at, purge, limit, also).await
+        self.inner.purge_expired(stamp, purge, limit, also).await
     }
     async fn close(&self) {
         self.inner.close().await
@@ -245,9 +268,22 @@ impl WriteTransaction for GatedTransaction<'_> {
     async fn meta_count(&self, t: &str) -> StorageResult<u64> {
         self.inner.meta_count(t).await
     }
-    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()> {
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.inner
+            .records_linked_to(identity_id, after_id, limit)
+            .await
+    }
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.inner.linked_count().await
+    }
+    async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.gate.wait().await;
-        self.inner.commit(batch).await
+        self.inner.commit(stamp, batch).await
     }
 }
 

@@ -421,11 +421,21 @@ pub async fn the_last_secret_of_an_identity_with_records_stays(v: Vault, t: &dyn
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let unlink: Vec<WriteOp> = ids
-        .iter()
-        .map(|id| WriteOp::DeleteMeta(vaultstore_wasm::storage::link_key(id)))
+    let records = t.records_by_ids(&ids).await.unwrap();
+    let unlink: Vec<WriteOp> = records
+        .into_iter()
+        .flatten()
+        .map(|r| WriteOp::ChangeRecord {
+            id: r.id,
+            change: vaultstore_wasm::storage::RecordChange::Reseal {
+                expect: r.value.clone(),
+                value: r.value,
+                password_id: None,
+            },
+            at: 1,
+        })
         .collect();
-    t.apply(unlink).await.unwrap();
+    t.apply(stamp(), unlink).await.unwrap();
     v.secret_remove(&p).await.unwrap();
     assert!(identity_rows(t).await.is_empty(), "the identity went");
     fails(
@@ -603,13 +613,13 @@ pub async fn a_tampered_slot_fails_alone(v: Vault, t: &dyn Storage) {
             key: dek.key.clone(),
             value: String::from_utf8(tampered).unwrap(),
         };
-        t.apply(vec![WriteOp::PutMeta(row)]).await.unwrap();
+        t.apply(stamp(), vec![WriteOp::PutMeta(row)]).await.unwrap();
         // Which secret this slot was: the one that now fails.
         if v.unlock(&pw(OTHER)).await.is_err() {
             damaged = Some(slot.clone());
             break;
         }
-        t.apply(vec![WriteOp::PutMeta(dek)]).await.unwrap();
+        t.apply(stamp(), vec![WriteOp::PutMeta(dek)]).await.unwrap();
     }
     assert!(damaged.is_some(), "one slot is OTHER's");
     fails(
@@ -733,4 +743,14 @@ pub async fn a_vault_written_before_slots_takes_them(s: Box<dyn Storage>) {
     all_open(&v, &raw(8), &token, &["linked value"], "a slot added to it").await;
     v.secret_remove(&pw(PASSWORD)).await.unwrap();
     all_open(&v, &raw(8), &token, &["linked value"], "promoted in it").await;
+}
+
+/// A stamp for writes the tests make below the vault: a revision from a clock of its own.
+fn stamp() -> vaultstore_wasm::storage::Stamp {
+    static CLOCK: std::sync::OnceLock<vaultstore_wasm::sync::Hlc> = std::sync::OnceLock::new();
+    let clock = CLOCK.get_or_init(|| vaultstore_wasm::sync::Hlc::new().unwrap());
+    vaultstore_wasm::storage::Stamp {
+        rev: clock.tick(1).unwrap(),
+        at: 1,
+    }
 }

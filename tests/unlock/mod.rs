@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use vaultstore_wasm::platform::{Clock, NoYield, Platform, RustKdf};
-use vaultstore_wasm::storage::{RecordChange, Storage, WriteOp, link_key};
+use vaultstore_wasm::storage::{RecordChange, Stamp, Storage, WriteOp};
 use vaultstore_wasm::{CreateOptions, ErrorCode, Secret, Vault, VaultError, VaultOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
@@ -453,13 +453,24 @@ async fn an_identity_without_records_still_checks_the_secret(v: Vault, store: Bo
         .unwrap();
     let record = v.record_find_by_token(&token).await.unwrap().unwrap();
     store
-        .apply(vec![
-            WriteOp::DeleteMeta(link_key(&record.id)),
-            WriteOp::DeleteRecord {
-                id: record.id.clone(),
-                if_expired_at: None,
-            },
-        ])
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::ChangeRecord {
+                    id: record.id.clone(),
+                    change: RecordChange::Reseal {
+                        expect: record.value.clone(),
+                        value: record.value.clone(),
+                        password_id: None,
+                    },
+                    at: T0,
+                },
+                WriteOp::DeleteRecord {
+                    id: record.id.clone(),
+                    if_expired_at: None,
+                },
+            ],
+        )
         .await
         .unwrap();
     assert!(store.scan_records(None, 10).await.unwrap().is_empty());
@@ -482,14 +493,18 @@ async fn a_key_check_that_matches_is_confirmed_by_decryption(v: Vault, store: Bo
     damaged[at] = if damaged[at] == b'A' { b'B' } else { b'A' };
     let damaged = String::from_utf8(damaged).unwrap();
     store
-        .apply(vec![WriteOp::ChangeRecord {
-            id: record.id.clone(),
-            change: RecordChange::Reseal {
-                expect: record.value.clone(),
-                value: damaged,
-            },
-            at: T0,
-        }])
+        .apply(
+            stamp(),
+            vec![WriteOp::ChangeRecord {
+                id: record.id.clone(),
+                change: RecordChange::Reseal {
+                    expect: record.value.clone(),
+                    value: damaged,
+                    password_id: record.password_id.clone(),
+                },
+                at: T0,
+            }],
+        )
         .await
         .unwrap();
     match v.token_read(&token, &pw(PASSWORD)).await {
@@ -501,4 +516,14 @@ async fn a_key_check_that_matches_is_confirmed_by_decryption(v: Vault, store: Bo
         .await
         .unwrap();
     unlocks(&v, &pw(PASSWORD), true, "a damaged record and a good one").await;
+}
+
+/// A stamp for writes the tests make below the vault: a revision from a clock of its own.
+fn stamp() -> Stamp {
+    static CLOCK: std::sync::OnceLock<vaultstore_wasm::sync::Hlc> = std::sync::OnceLock::new();
+    let clock = CLOCK.get_or_init(|| vaultstore_wasm::sync::Hlc::new().unwrap());
+    Stamp {
+        rev: clock.tick(T0).unwrap(),
+        at: T0,
+    }
 }
