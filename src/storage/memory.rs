@@ -425,12 +425,12 @@ impl Tx<'_> {
         table: &str,
         prefix: Vec<u8>,
     ) -> impl Iterator<Item = (&'s Key, &'s Vec<Value>)> + 's {
-        self.from_key(table, Bound::Included(Key::Bytea(prefix.clone())))
+        self.rows_from(table, Bound::Included(Key::Bytea(prefix.clone())))
             .take_while(move |(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
     }
 
     /// Rows from `from` on, in key order.
-    fn from_key<'s>(
+    fn rows_from<'s>(
         &'s self,
         table: &str,
         from: Bound<Key>,
@@ -527,7 +527,7 @@ impl Tx<'_> {
             Some(after) => Bound::Excluded(link_pk(identity_id, after)),
             None => Bound::Included(Key::Bytea(prefix.clone())),
         };
-        self.from_key(RECORD_LINKS, from)
+        self.rows_from(RECORD_LINKS, from)
             .take_while(|(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
             .take(limit)
             .map(|(k, _)| {
@@ -594,7 +594,7 @@ impl Tx<'_> {
 
     /// Up to `limit` entries of `table` (`changes` or `dirty`) after `after`, resolved.
     fn feed(&self, table: &str, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
-        self.from_key(table, Bound::Excluded(Key::U64(after)))
+        self.rows_from(table, Bound::Excluded(Key::U64(after)))
             .take(limit)
             .map(|(seq, row_ref)| self.change(seq, row_ref))
             .collect()
@@ -1102,7 +1102,7 @@ impl Storage for GlueMemoryStorage {
                 None => Bound::Unbounded,
             };
             let tokens = tx
-                .from_key(RECORD_IDS, from)
+                .rows_from(RECORD_IDS, from)
                 .take(limit)
                 .map(|(_, row)| row.first().map(text).transpose())
                 .collect::<StorageResult<Vec<_>>>()?;

@@ -202,7 +202,7 @@ async fn linked_ids_paged(s: &dyn Storage, identity: &str, page_size: usize) -> 
 }
 
 /// The change-feed entry of one row (`None` when it is not in the feed).
-fn entry<'a>(feed: &'a [Change], is: impl Fn(&Row) -> bool) -> Option<&'a Change> {
+fn entry(feed: &[Change], is: impl Fn(&Row) -> bool) -> Option<&Change> {
     feed.iter().find(|c| is(&c.row))
 }
 
@@ -1969,6 +1969,9 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
 
 // ------------------------------------------------ schema 2: revisions, seqs, dirty marks
 
+/// What a change must have done to a record, given its batch's revision.
+type Expect = Box<dyn Fn(&mut Record, Rev)>;
+
 /// The record's row and its seq after each write, for "what did this write touch".
 async fn state_of(s: &dyn Storage, id: &str) -> (Record, Option<u64>) {
     (
@@ -2021,7 +2024,7 @@ pub async fn writes_stamp_exactly_the_registers_they_change(s: impl Storage) {
     // Each change, then exactly what it must have changed.
     let v2 = format!("{VALUE}v2");
     let v3 = format!("{VALUE}v3");
-    let cases: Vec<(RecordChange, Box<dyn Fn(&mut Record, Rev)>)> = vec![
+    let cases: Vec<(RecordChange, Expect)> = vec![
         (
             RecordChange::Renew {
                 expires_at: Some(NOW + 9),
