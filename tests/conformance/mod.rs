@@ -2854,7 +2854,36 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     )
     .await
     .unwrap();
-    assert_eq!(get_token(&s, "tk_b").await, Some(thief));
+    assert_eq!(get_token(&s, "tk_b").await.as_ref(), Some(&thief));
+    // A version of one id under another token (validation refuses these; the store must still
+    // stay whole): the old token is free, the new one finds the record.
+    let renamed = Record {
+        token: "tk_renamed".into(),
+        ..thief.clone()
+    };
+    s.apply(stamp(), vec![put(live_row(&renamed))])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_b").await, None);
+    assert_eq!(get_token(&s, "tk_renamed").await, Some(renamed.clone()));
+    assert_eq!(get_id(&s, "thief").await, Some(renamed));
+    // A displaced record's tombstone keeps its reason.
+    let displaced = Row::Record {
+        id: "thief".into(),
+        version: RecordVersion::Gone(Tombstone {
+            rev: rev(12),
+            deleted_at: NOW + 12,
+            reason: TombstoneReason::Displaced,
+        }),
+    };
+    s.apply(stamp(), vec![put(displaced.clone())])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_renamed").await, None);
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_record("thief")).map(|c| &c.row),
+        Some(&displaced)
+    );
 
     // Meta rows: a value at its own revision, over a row, a tombstone or nothing; a deletion.
     let policy = MetaKey::new("vault", "settings", "policy");
