@@ -22,7 +22,8 @@ mod sql_only {
     use super::sqlite::Sqlite;
     use std::sync::Arc;
     use vaultstore_wasm::storage::sql::{SCHEMA_VERSION, SqlStorage};
-    use vaultstore_wasm::storage::{Storage, StorageError, WriteOp};
+    use vaultstore_wasm::storage::{Stamp, Storage, StorageError, WriteOp};
+    use vaultstore_wasm::sync::Rev;
     use vaultstore_wasm::{CreateOptions, ErrorCode, Secret, Vault, VaultOptions};
 
     use super::conformance::{dump, record};
@@ -39,6 +40,13 @@ mod sql_only {
         futures::executor::block_on(f)
     }
 
+    fn stamp() -> Stamp {
+        Stamp {
+            rev: Rev::new(1, 0, 1).unwrap(),
+            at: 1,
+        }
+    }
+
     fn options() -> VaultOptions {
         VaultOptions {
             kdf_iterations: 1_000,
@@ -51,17 +59,25 @@ mod sql_only {
         let db = Arc::new(Sqlite::memory());
         let a = block_on(SqlStorage::open(db.clone(), "a")).unwrap();
         let b = block_on(SqlStorage::open(db.clone(), "b")).unwrap();
-        block_on(a.apply(vec![WriteOp::InsertRecord(record("id-1", "tk_same"))])).unwrap();
+        block_on(a.apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+        ))
+        .unwrap();
         // The same token and id in another namespace are another record.
-        block_on(b.apply(vec![WriteOp::InsertRecord(record("id-1", "tk_same"))])).unwrap();
-        block_on(b.apply(vec![WriteOp::ClearAll])).unwrap();
+        block_on(b.apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+        ))
+        .unwrap();
+        block_on(b.apply(stamp(), vec![WriteOp::ClearAll])).unwrap();
         assert_eq!(block_on(dump(&b)), (vec![], vec![]));
         assert_eq!(block_on(dump(&a)).0, vec![record("id-1", "tk_same")]);
         assert_eq!(
-            block_on(a.apply(vec![WriteOp::ExpectEmpty])).unwrap_err(),
+            block_on(a.apply(stamp(), vec![WriteOp::ExpectEmpty])).unwrap_err(),
             StorageError::NotEmpty
         );
-        block_on(b.apply(vec![WriteOp::ExpectEmpty])).unwrap();
+        block_on(b.apply(stamp(), vec![WriteOp::ExpectEmpty])).unwrap();
     }
 
     #[test]
@@ -99,7 +115,9 @@ mod sql_only {
                 "vaultstore_guard",
                 "vaultstore_meta",
                 "vaultstore_records",
-                "vaultstore_schema"
+                "vaultstore_schema",
+                "vaultstore_seq",
+                "vaultstore_tombstones"
             ]
         );
         block_on(SqlStorage::open(db.clone(), "other")).unwrap();
@@ -744,5 +762,378 @@ mod sql_only {
         fn refs_of(values: &[String]) -> Vec<&str> {
             values.iter().map(String::as_str).collect()
         }
+    }
+}
+
+/// Schema 1 → 2 on a database written by the release before (`tests/fixtures/sql_v1.sql`, see
+/// its header for what it holds and how it was made).
+mod migration {
+    use super::sqlite::Sqlite;
+    use async_trait::async_trait;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use vaultstore_wasm::platform::{Clock, Platform};
+    use vaultstore_wasm::record::RecordRevs;
+    use vaultstore_wasm::storage::sql::{
+        SqlError, SqlExecutor, SqlStorage, SqlValue, Statement, sort_key,
+    };
+    use vaultstore_wasm::storage::{MetaKey, Row, Storage, StorageError};
+    use vaultstore_wasm::sync::RecordVersion;
+    use vaultstore_wasm::{CreateOptions, ErrorCode, RekeyOptions, Secret, Vault, VaultOptions};
+
+    const FIXTURE: &str = include_str!("fixtures/sql_v1.sql");
+    const T0: i64 = 1_700_000_000_000;
+    const ALPHA: [&str; 2] = [
+        "tk_r935men7zweh9fqaxdz9njvxkv608",
+        "tk_514nnwgh0b9dffvmvskgchkvvx2q2",
+    ];
+    const SOFT_DELETED: &str = "tk_9hwq1cfycz1k31cnqh6ztvs3xfza0";
+    const CUSTOM: &str = "tk_fixture_custom";
+    const BRAVO: &str = "tk_xkjrfw81qtrkawa1jgdrmtwgf7kfx";
+    const RAW: &str = "tk_9veyw3mcq6k25pgvgn5mm037m6h24";
+    const OTHER: &str = "tk_zk2f7rhsyg2wgj79v4njsmky1ttb1";
+    /// A record id no generator makes (a snapshot may carry one): its `id_key` is not the id.
+    const ODD_ID: &str = "odd\u{ff5e}id";
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures::executor::block_on(f)
+    }
+
+    /// The fixture, plus two rows written by hand as schema 1 would hold them: a record without
+    /// a link, and a linked record whose id has a character at or above U+E000.
+    fn load_v1(db: &Sqlite) {
+        db.with(|c| {
+            c.execute_batch(FIXTURE).unwrap();
+            let insert = "INSERT INTO vaultstore_records
+                (ns, id, token, value, created_at, updated_at, id_key, token_key)
+                VALUES ('vaultstore', ?1, ?2, 'vs1:by-hand', 5, 6, ?3, ?2)";
+            c.execute(insert, ["0123456789abcdef0123456789abcdef", "tk_unlinked_by_hand", "0123456789abcdef0123456789abcdef"])
+                .unwrap();
+            c.execute(insert, [ODD_ID, "tk_odd_id_by_hand", &sort_key(ODD_ID)])
+                .unwrap();
+            c.execute(
+                "INSERT INTO vaultstore_meta VALUES ('vaultstore', 'record', ?1, 'password_id', 'p_0b0cff0d37ace17aa306707e0e8e6072')",
+                [format!("r_{ODD_ID}")],
+            )
+            .unwrap();
+        });
+    }
+
+    /// `(ns, record id) → identity` of every link row, and of every record with none.
+    fn links(db: &Sqlite) -> BTreeMap<(String, String), Option<String>> {
+        db.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT r.ns, r.id, l.value FROM vaultstore_records AS r
+                     LEFT JOIN vaultstore_meta AS l ON l.ns = r.ns AND l.object_type = 'record'
+                         AND l.object_id = 'r_' || r.id AND l.key = 'password_id'",
+                )
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+
+    fn count(db: &Sqlite, sql: &str) -> i64 {
+        db.with(|c| c.query_row(sql, [], |r| r.get(0)).unwrap())
+    }
+
+    fn version(db: &Sqlite) -> i64 {
+        count(db, "SELECT version FROM vaultstore_schema")
+    }
+
+    struct Fixed;
+    impl Clock for Fixed {
+        fn now_ms(&self) -> i64 {
+            T0 + 3_600_000
+        }
+    }
+
+    async fn vault(db: Arc<Sqlite>, ns: &str) -> Vault {
+        let storage = SqlStorage::open(db, ns).await.unwrap();
+        Vault::open_with(
+            Box::new(storage),
+            VaultOptions {
+                password_identity: true,
+                kdf_iterations: 1_000,
+                ..VaultOptions::default()
+            },
+            Platform {
+                clock: Arc::new(Fixed),
+                ..Platform::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn links_move_into_their_records_and_nothing_else_is_rewritten() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        let before = links(&db);
+        assert_eq!(before.len(), 9);
+        assert_eq!(before.values().filter(|l| l.is_none()).count(), 1);
+        let storage = block_on(SqlStorage::open(db.clone(), "vaultstore")).unwrap();
+        assert_eq!(version(&db), 2);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE object_type = 'record'"
+            ),
+            0,
+            "no link row is left, in any namespace"
+        );
+        let after: BTreeMap<(String, String), Option<String>> = db.with(|c| {
+            let mut st = c
+                .prepare("SELECT ns, id, password_id FROM vaultstore_records")
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        });
+        assert_eq!(after, before);
+        // No revision, seq or dirty mark was written: rows read as written before revisions.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_records
+                 WHERE value_rev <> '' OR seal_rev <> '' OR expires_rev <> '' OR deleted_rev <> ''
+                     OR seq <> 0 OR dirty IS NOT NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE rev <> '' OR seq <> 0 OR dirty IS NOT NULL"
+            ),
+            0
+        );
+        let read = block_on(
+            storage.records_by_tokens(&[BRAVO.to_owned(), "tk_odd_id_by_hand".to_owned()]),
+        )
+        .unwrap();
+        let bravo = read[0].clone().unwrap();
+        assert_eq!(bravo.revs, RecordRevs::synthesized(bravo.created_at));
+        assert_eq!(
+            bravo.password_id.as_deref(),
+            Some("p_6b4800c91d219e935edff5afff1b93dc")
+        );
+        let odd = read[1].clone().unwrap();
+        assert_eq!(odd.id, ODD_ID);
+        assert_eq!(
+            odd.password_id.as_deref(),
+            Some("p_0b0cff0d37ace17aa306707e0e8e6072")
+        );
+        assert_eq!(block_on(storage.changes_since(0, 100)).unwrap(), vec![]);
+        assert_eq!(block_on(storage.dirty_changes(0, 100)).unwrap(), vec![]);
+        assert_eq!(block_on(storage.linked_count()).unwrap(), 7);
+        let linked =
+            block_on(storage.records_linked_to("p_771430443c4e3b7671e99a2884ca8f88", None, 10))
+                .unwrap();
+        let mut tokens: Vec<&str> = linked.iter().map(|r| r.token.as_str()).collect();
+        tokens.sort();
+        let mut expected = vec![ALPHA[0], ALPHA[1], SOFT_DELETED, CUSTOM];
+        expected.sort();
+        assert_eq!(tokens, expected);
+        // The unique index on tags is gone: the check moved into local writes.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM sqlite_master WHERE name = 'vaultstore_meta_unique_tag'"
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn a_migrated_vault_reads_rekeys_and_feeds_only_new_changes() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        block_on(async {
+            let v = vault(db.clone(), "vaultstore").await;
+            let alpha = Secret::password("fixture password alpha");
+            let bravo = Secret::password("fixture password bravo");
+            let charlie = Secret::password("fixture password charlie");
+            let raw = Secret::raw_key(&[7u8; 32]).unwrap();
+            let mut want = ALPHA.to_vec();
+            want.push(CUSTOM);
+            let read: BTreeMap<String, String> = v
+                .tokens_read(&want, &alpha)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[ALPHA[0]], "alpha one");
+            assert_eq!(read[ALPHA[1]], "alpha two");
+            assert_eq!(read[CUSTOM], "alpha custom");
+            assert_eq!(v.token_read(BRAVO, &bravo).await.unwrap(), "bravo one");
+            assert_eq!(v.token_read(BRAVO, &charlie).await.unwrap(), "bravo one");
+            assert_eq!(v.token_read(RAW, &raw).await.unwrap(), "raw one");
+            assert_eq!(
+                v.token_read(BRAVO, &alpha).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword
+            );
+            let other = vault(db.clone(), "other").await;
+            assert_eq!(
+                other.token_read(OTHER, &alpha).await.unwrap(),
+                "other alpha"
+            );
+
+            // Nothing since the migration is a change; a write is the only one.
+            let storage = SqlStorage::open(db.clone(), "vaultstore").await.unwrap();
+            assert_eq!(storage.changes_since(0, 100).await.unwrap(), vec![]);
+            let new = v
+                .token_create("after the migration", &bravo, &CreateOptions::default())
+                .await
+                .unwrap();
+            let changes = storage.changes_since(0, 100).await.unwrap();
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            let Row::Record {
+                version: RecordVersion::Live(live),
+                ..
+            } = &changes[0].row
+            else {
+                panic!("{changes:?}");
+            };
+            assert_eq!(live.token, new);
+            assert_eq!(
+                live.password_id.as_deref(),
+                Some("p_6b4800c91d219e935edff5afff1b93dc")
+            );
+            assert!(changes[0].seq > 0);
+            assert_eq!(storage.dirty_changes(0, 100).await.unwrap(), changes);
+            assert_eq!(
+                storage.changes_since(changes[0].seq, 100).await.unwrap(),
+                vec![]
+            );
+
+            // A password change moves alpha's records, found through their moved links.
+            let delta = Secret::password("fixture password delta");
+            let moved = v
+                .bulk_rekey(&alpha, &delta, &RekeyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(moved, 4);
+            let read: BTreeMap<String, String> = v
+                .tokens_read(&want, &delta)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[CUSTOM], "alpha custom");
+            assert!(v.token_read(ALPHA[0], &alpha).await.is_err());
+            // With no identity of its own, `new` takes over alpha's: one re-wrap, new tag.
+            let tag = storage
+                .meta_get(&MetaKey::new(
+                    "password_identity",
+                    "p_771430443c4e3b7671e99a2884ca8f88",
+                    "tag",
+                ))
+                .await
+                .unwrap();
+            assert!(
+                tag.is_some_and(|t| !t.starts_with("6a02580274bbb8b1")),
+                "alpha's identity is re-wrapped for delta"
+            );
+            // The other namespace keeps alpha.
+            assert_eq!(
+                other.token_read(OTHER, &alpha).await.unwrap(),
+                "other alpha"
+            );
+        });
+    }
+
+    /// Runs every batch, then fails it at the end: the database rolls all of it back.
+    struct FailsAtTheEnd(Arc<Sqlite>);
+
+    #[async_trait]
+    impl SqlExecutor for FailsAtTheEnd {
+        async fn all(
+            &self,
+            sql: &str,
+            params: &[SqlValue],
+        ) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+            self.0.all(sql, params).await
+        }
+        async fn batch(&self, mut statements: Vec<Statement>) -> Result<(), SqlError> {
+            statements.push(Statement {
+                sql: "INSERT INTO vaultstore_no_such_table VALUES (1)".into(),
+                params: vec![],
+            });
+            self.0.batch(statements).await
+        }
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_schema_1_as_it_was() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        let schema = || {
+            count(&db, "SELECT count(*) FROM sqlite_master")
+                + 1000
+                    * count(
+                        &db,
+                        "SELECT count(*) FROM pragma_table_info('vaultstore_records')",
+                    )
+        };
+        let (links_before, schema_before) = (links(&db), schema());
+        let err = block_on(SqlStorage::open(FailsAtTheEnd(db.clone()), "vaultstore")).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Backend { message, .. } if message.contains("upgrade the vaultstore tables")),
+            "{err:?}"
+        );
+        assert_eq!(version(&db), 1);
+        assert_eq!(schema(), schema_before);
+        assert_eq!(links(&db), links_before);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE object_type = 'record'"
+            ),
+            9 - 1
+        );
+        // The next open migrates.
+        block_on(SqlStorage::open(db.clone(), "vaultstore")).unwrap();
+        assert_eq!(version(&db), 2);
+    }
+
+    #[test]
+    fn isolates_opening_a_schema_1_database_at_once_all_succeed() {
+        let dir =
+            std::env::temp_dir().join(format!("vaultstore-sql-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        let _ = std::fs::remove_file(&path);
+        load_v1(&Sqlite::file(&path));
+        let expected = links(&Sqlite::file(&path));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    block_on(SqlStorage::open(Sqlite::file(&path), "vaultstore")).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+        let db = Sqlite::file(&path);
+        assert_eq!(version(&db), 2);
+        let after: BTreeMap<(String, String), Option<String>> = db.with(|c| {
+            let mut st = c
+                .prepare("SELECT ns, id, password_id FROM vaultstore_records")
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        });
+        assert_eq!(after, expected);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
