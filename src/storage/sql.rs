@@ -7,7 +7,12 @@
 //! applies it, which is what D1 needs (it has no interactive transactions): a failed check
 //! inserts a row that a named CHECK constraint of `vaultstore_guard` refuses, the error aborts
 //! the batch, and [`classify`] maps the constraint's name (or the UNIQUE index that refused a
-//! taken token, id or identity tag) to the same [`StorageError`] the other backends return.
+//! taken token or id) to the same [`StorageError`] the other backends return.
+//!
+//! Schema 2 (storage.rs "What a store keeps for sync"): every statement that writes a replicated
+//! row stamps its revisions, a seq and a dirty mark in the same statement (`sql/write.rs`); the
+//! next seq is one above the greatest of the tables' `(ns, seq)` indexes, or the floor
+//! `vaultstore_seq` keeps across `ClearAll`. Tombstones live in `vaultstore_tombstones`.
 //!
 //! Runs of ops of one kind become one statement over a JSON array (`json_each(?)`), so a batch
 //! of 10,000 records is a few statements and never more than a handful of bound parameters
