@@ -1185,6 +1185,27 @@ fn first_duplicate<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<&'a s
 }
 
 impl<E: SqlExecutor> SqlStorage<E> {
+    /// The first of `ids` a tombstone holds (one statement; `None` also when it fails).
+    async fn tombstoned_ids(&self, ids: &[String]) -> Option<String> {
+        let array = Json::from(ids.to_vec()).to_string();
+        let rows = self
+            .all(
+                "read tombstones",
+                "SELECT t.k1 FROM json_each(?2) AS j
+                 CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = 'record'
+                     AND t.k1 = j.value AND t.k2 = '' AND t.k3 = ''",
+                vec![self.ns.as_str().into(), array.into()],
+            )
+            .await
+            .ok()?;
+        let held: HashSet<String> = rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next())
+            .filter_map(|v| text(v, "record id").ok())
+            .collect();
+        ids.iter().find(|id| held.contains(*id)).cloned()
+    }
+
     /// The database names the constraint a batch broke, not the row. The batch is rolled back
     /// by now: a single candidate is the answer; among several, the first that fails against
     /// the store as it is now, else the first that conflicts with the batch itself, else the
@@ -1227,7 +1248,13 @@ impl<E: SqlExecutor> SqlStorage<E> {
                 } else {
                     None
                 };
+                let tombstoned = if keys.len() > 1 && failure == Failure::IdTaken {
+                    self.tombstoned_ids(&keys).await
+                } else {
+                    None
+                };
                 let named = stored
+                    .or(tombstoned)
                     .or_else(|| first_duplicate(keys.iter().map(String::as_str)).map(str::to_owned))
                     .or_else(|| keys.first().cloned())
                     .unwrap_or_default();
@@ -1674,6 +1701,7 @@ mod tests {
                     && ![
                         "SCAN CONSTANT ROW",
                         "SCAN gone",
+                        "SCAN linked",
                         "SCAN pruned",
                         "SCAN unlinked",
                         "SCAN doomed",

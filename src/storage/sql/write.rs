@@ -657,11 +657,14 @@ pub(super) fn prune_identities(deleted: Deleted) -> [String; 2] {
         "WITH gone (id_key, identity) AS (
         SELECT r.id_key, r.password_id FROM {from} WHERE {filter} AND r.password_id IS NOT NULL
     ),
+    linked (identity) AS (
+        SELECT DISTINCT identity FROM gone
+    ),
     pruned (identity) AS (
-        SELECT DISTINCT gone.identity FROM gone
+        SELECT linked.identity FROM linked
         WHERE NOT EXISTS (
             SELECT 1 FROM vaultstore_records AS o
-            WHERE o.ns = ?1 AND o.password_id = gone.identity
+            WHERE o.ns = ?1 AND o.password_id = linked.identity
                 AND o.id_key NOT IN (SELECT id_key FROM gone))
     ),
     doomed (object_id) AS (
