@@ -1137,3 +1137,90 @@ mod migration {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Where this backend keeps the seq counter: one above the greatest seq a row holds, and a floor
+/// for when `ClearAll` removes those rows (FORMAT.md "SQL tables").
+mod seqs {
+    use super::sqlite::Sqlite;
+    use vaultstore_wasm::record::{Record, RecordRevs};
+    use vaultstore_wasm::storage::sql::SqlStorage;
+    use vaultstore_wasm::storage::{MetaKey, MetaRow, Stamp, Storage, WriteOp};
+    use vaultstore_wasm::sync::Rev;
+
+    fn stamp(at: u64) -> Stamp {
+        Stamp {
+            rev: Rev::new(at, 0, 7).unwrap(),
+            at: at as i64,
+        }
+    }
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            token: format!("tk_{id}"),
+            value: "vs1:x".into(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            soft_deleted_at: None,
+            password_id: None,
+            revs: RecordRevs::all(stamp(1).rev),
+        }
+    }
+
+    #[test]
+    fn seqs_are_unique_across_tables_and_never_go_back_after_a_clear() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            s.apply(
+                stamp(2),
+                vec![
+                    WriteOp::InsertRecord(record("a")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "theme", "dark")),
+                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "state", "writes", "e")),
+                ],
+            )
+            .await
+            .unwrap();
+            s.apply(
+                stamp(3),
+                vec![
+                    WriteOp::DeleteRecord {
+                        id: "a".into(),
+                        if_expired_at: None,
+                    },
+                    WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "theme")),
+                ],
+            )
+            .await
+            .unwrap();
+            let seqs: Vec<u64> = s
+                .changes_since(0, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.seq)
+                .collect();
+            // b, a's tombstone, the theme's tombstone; the state row (local) has none.
+            assert_eq!(seqs.len(), 3, "{seqs:?}");
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            let last = *seqs.last().unwrap();
+            s.apply(stamp(4), vec![WriteOp::ExpectEmpty])
+                .await
+                .unwrap_err();
+            s.apply(stamp(4), vec![WriteOp::ClearAll]).await.unwrap();
+            assert_eq!(s.changes_since(0, 100).await.unwrap(), vec![]);
+            s.apply(stamp(5), vec![WriteOp::InsertRecord(record("c"))])
+                .await
+                .unwrap();
+            let after = s.changes_since(0, 100).await.unwrap();
+            assert_eq!(after.len(), 1);
+            assert!(after[0].seq > last, "{} after {last}", after[0].seq);
+            // A puller that saw `last` before the clear still gets the new row.
+            assert_eq!(s.changes_since(last, 100).await.unwrap(), after);
+        });
+    }
+}
