@@ -1085,6 +1085,7 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         if batch.is_empty() {
             return Ok(());
         }
+        refuse_local_versions(&batch)?;
         let statements = plan(&self.ns, stamp, &batch);
         match self.executor.batch(statements).await {
             Ok(()) => Ok(()),
@@ -1106,6 +1107,7 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
         self.ensure_open()?;
+        refuse_local_versions(&also)?;
         let expired = match purge {
             Purge::SoftDelete => EXPIRED_LIVE,
             Purge::Delete => EXPIRED,
@@ -1165,6 +1167,22 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
     async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
     }
+}
+
+/// A merge never stores a local meta row (`WriteOp::PutVersion`): it would enter the change
+/// feed and leave the store.
+fn refuse_local_versions(batch: &[WriteOp]) -> StorageResult<()> {
+    let local = batch.iter().any(|op| {
+        matches!(op, WriteOp::PutVersion { row: Row::Meta { key, .. }, .. } if !is_replicated(key))
+    });
+    if local {
+        return Err(StorageError::Backend {
+            name: Some("DataError".to_owned()),
+            message: "a merge tried to store a local meta row; local rows are never replicated"
+                .to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn sorted_meta(rows: Vec<Vec<SqlValue>>) -> StorageResult<Vec<MetaRow>> {

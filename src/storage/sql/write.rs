@@ -740,14 +740,16 @@ macro_rules! meta_insert {
 
 pub(super) const INSERT_META: &str = meta_insert!();
 
-/// `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint; a row that
-/// already holds its value is not rewritten (D1 bills rows written), nor stamped.
+/// `WHERE true` keeps SQLite from reading `ON CONFLICT` as a join constraint. A replicated row
+/// is always stamped (rows of one object are written together under one revision, so each
+/// takes it, changed or not); a local row that already holds its value is not rewritten (D1
+/// bills rows written).
 pub(super) const PUT_META: &str = concat!(
     meta_insert!(),
     " WHERE true
     ON CONFLICT (ns, object_type, object_id, key) DO UPDATE SET value = excluded.value,
         rev = excluded.rev, seq = excluded.seq, dirty = excluded.dirty
-    WHERE vaultstore_meta.value IS NOT excluded.value"
+    WHERE vaultstore_meta.value IS NOT excluded.value OR excluded.rev <> ''"
 );
 
 /// A meta row written again replaces its tombstone.
