@@ -1652,7 +1652,13 @@ mod tests {
             id: "old".into(),
             if_expired_at: None,
         };
-        assert_eq!(count(&[rec("a"), delete.clone(), rec("b")]), 2 + 5 + 2);
+        assert_eq!(count(&[rec("a"), delete.clone(), rec("b")]), 2 + 4 + 2);
+        // A purge's delete checks its condition first.
+        let purge = WriteOp::DeleteRecord {
+            id: "old".into(),
+            if_expired_at: Some(9),
+        };
+        assert_eq!(count(&[purge]), 5);
         // A unique value (an identity tag) never passes a write of that kind of row.
         let tags = [
             put("password_identity", "x", "tag", "v"),

@@ -305,17 +305,26 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
             let [tomb_identities, identities] = prune_identities(NAMED);
             let tomb_records = tombstone_records(NAMED);
             let records = delete_records(NAMED);
-            with_array(
-                out,
-                &[
-                    (CHECK_DELETES, Extra::None),
-                    (&tomb_identities, Extra::RevAt),
-                    (&identities, Extra::None),
-                    (&tomb_records, Extra::RevAt),
-                    (&records, Extra::None),
-                ],
-                items,
-            );
+            let mut sqls = vec![
+                (tomb_identities.as_str(), Extra::RevAt),
+                (&identities, Extra::None),
+                (&tomb_records, Extra::RevAt),
+                (&records, Extra::None),
+            ];
+            // Only a purge's deletes are conditional (D1 counts statements).
+            let conditional = run.iter().any(|op| {
+                matches!(
+                    op,
+                    WriteOp::DeleteRecord {
+                        if_expired_at: Some(_),
+                        ..
+                    }
+                )
+            });
+            if conditional {
+                sqls.insert(0, (CHECK_DELETES, Extra::None));
+            }
+            with_array(out, &sqls, items);
         }
         WriteOp::InsertMeta(_) | WriteOp::PutMeta(_) => {
             let upsert = matches!(run[0], WriteOp::PutMeta(_));
