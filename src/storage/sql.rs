@@ -1487,6 +1487,14 @@ mod tests {
                 "CHECK constraint failed: vaultstore_not_empty",
                 Some(Failure::NotEmpty),
             ),
+            (
+                "D1_ERROR: CHECK constraint failed: vaultstore_id_taken: SQLITE_CONSTRAINT",
+                Some(Failure::IdTaken),
+            ),
+            (
+                "CHECK constraint failed: vaultstore_unique_taken",
+                Some(Failure::UniqueValueTaken),
+            ),
             ("CHECK constraint failed: something_else", None),
             (
                 "UNIQUE constraint failed: vaultstore_records.ns, vaultstore_records.token_key",
