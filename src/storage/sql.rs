@@ -1949,4 +1949,51 @@ mod tests {
             );
         }
     }
+
+    /// A purge of records that all share one identity tests that identity once: the work of
+    /// each statement grows with the chunk, not with its square (SQLite's own step count).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_purge_tests_each_identity_once() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for sql in MIGRATIONS.iter().flat_map(|step| step.iter()) {
+            db.execute(sql, []).unwrap();
+        }
+        let n: i64 = 2_000;
+        db.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+             INSERT INTO vaultstore_records (ns, id, token, value, created_at, updated_at,
+                 expires_at, id_key, token_key, password_id)
+             SELECT 'ns', printf('%032x', i), printf('tk_%d', i), 'v', 1, 1, 5,
+                 printf('%032x', i), printf('tk_%d', i), 'p_1' FROM k",
+            [n],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value)
+             VALUES ('ns', 'password_identity', 'p_1', 'tag', 't')",
+            [],
+        )
+        .unwrap();
+        let steps = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            let mut statement = db.prepare(sql).unwrap();
+            statement.execute(params).unwrap();
+            statement.get_status(rusqlite::StatementStatus::VmStep)
+        };
+        let [tombstones, identities] = prune_identities(EXPIRED_CHUNK);
+        let rev = Rev::new(9, 0, 1).unwrap().to_string();
+        // The identity goes with its last records.
+        let work = steps(&tombstones, &[&"ns", &10_i64, &n, &rev]);
+        assert!(work < 200 * n as i32, "{work} steps for {n} records");
+        let work = steps(&identities, &[&"ns", &10_i64, &n]);
+        assert!(work < 200 * n as i32, "{work} steps for {n} records");
+        let left: i64 = db
+            .query_row(
+                "SELECT count(*) FROM vaultstore_meta WHERE object_type = 'password_identity'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    }
 }
