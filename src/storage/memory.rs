@@ -28,8 +28,14 @@
 //! and its dirty mark next to its columns, and has one entry in `changes` (at its seq) and, while
 //! dirty, one in `dirty` (at its mark); a write moves both entries, so the feeds are ordered
 //! ranges, never scans. A record stores its revisions as given ([`WriteOp::InsertRecord`]
-//! included), so rows inserted with synthesized revisions read back with them. Local meta rows
-//! have no revision, seq 0 and no entry in either feed. The seq counter is a field of the store
+//! included), so rows inserted with synthesized revisions read back with them; a revision is
+//! stored as one 128-bit number (no hex to parse per row read). Local meta rows
+//! have no revision, seq 0 and no entry in either feed, and are no row's version
+//! ([`Storage::versions`] answers `None` for them). A version is read by its row key (the
+//! record by id, else its tombstone; the meta row, else its tombstone), which is also how the
+//! feeds resolve their entries; `ExpectVersion` compares its seq, and `MarkClean` rewrites the
+//! row or tombstone without its mark (same seq: an acknowledgement is not a change) and drops
+//! its `dirty` entry. The seq counter is a field of the store
 //! (nothing persists, so it needs no row); a store starts with no schema-1 rows, so nothing here
 //! migrates.
 //!
@@ -38,8 +44,9 @@
 //! any op of the batch fails.
 
 use super::{
-    Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, Stamp, Storage, StorageError,
-    StorageResult, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
+    Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, RowKey, Stamp, Storage,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
+    object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::{Record, RecordRevs};
@@ -194,12 +201,20 @@ fn opt_seq(v: &Value) -> StorageResult<Option<u64>> {
     }
 }
 
+/// A revision as one 128-bit number, `(wall, counter, node)` from the most significant bits
+/// down (the order of its text form): no hex to parse or format per row read or written.
 fn rev(v: &Value) -> StorageResult<Rev> {
-    Rev::parse(&text(v)?).map_err(backend)
+    match v {
+        Value::U128(n) => Rev::new((n >> 80) as u64, (n >> 64) as u16, *n as u64)
+            .ok_or_else(|| backend("a stored revision is out of range")),
+        other => Err(backend(format!("expected a revision, found {other:?}"))),
+    }
 }
 
 fn rev_value(rev: Rev) -> Value {
-    Value::Str(rev.to_string())
+    Value::U128(
+        u128::from(rev.wall_ms()) << 80 | u128::from(rev.counter()) << 64 | u128::from(rev.node()),
+    )
 }
 
 fn opt_value(n: Option<i64>) -> Value {
@@ -425,12 +440,12 @@ impl Tx<'_> {
         table: &str,
         prefix: Vec<u8>,
     ) -> impl Iterator<Item = (&'s Key, &'s Vec<Value>)> + 's {
-        self.from_key(table, Bound::Included(Key::Bytea(prefix.clone())))
+        self.rows_from(table, Bound::Included(Key::Bytea(prefix.clone())))
             .take_while(move |(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
     }
 
     /// Rows from `from` on, in key order.
-    fn from_key<'s>(
+    fn rows_from<'s>(
         &'s self,
         table: &str,
         from: Bound<Key>,
@@ -527,7 +542,7 @@ impl Tx<'_> {
             Some(after) => Bound::Excluded(link_pk(identity_id, after)),
             None => Bound::Included(Key::Bytea(prefix.clone())),
         };
-        self.from_key(RECORD_LINKS, from)
+        self.rows_from(RECORD_LINKS, from)
             .take_while(|(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
             .take(limit)
             .map(|(k, _)| {
@@ -541,60 +556,93 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// The store's version of `key` (its live row or its tombstone) and its place in the feed;
+    /// `None` when it has neither, and for a local meta row (not a replicated row).
+    fn version_of(&self, key: &RowKey) -> StorageResult<Option<(Row, Feed)>> {
+        let malformed = || backend("a tombstone or meta row lacks its revision or reason");
+        match key {
+            RowKey::Record(id) => {
+                if let Some((record, feed)) = self.record_entry(id)? {
+                    let version = RecordVersion::Live(record.to_live());
+                    let row = Row::Record {
+                        id: id.clone(),
+                        version,
+                    };
+                    return Ok(Some((row, feed)));
+                }
+                let Some(t) = self.tombstone(&record_ref(id))? else {
+                    return Ok(None);
+                };
+                let version = RecordVersion::Gone(Tombstone {
+                    rev: t.rev,
+                    deleted_at: t.deleted_at,
+                    reason: t.reason.ok_or_else(malformed)?,
+                });
+                let row = Row::Record {
+                    id: id.clone(),
+                    version,
+                };
+                Ok(Some((row, t.feed)))
+            }
+            RowKey::Meta(key) if !is_replicated(key) => Ok(None),
+            RowKey::Meta(key) => {
+                if let Some(m) = self.meta_entry(key)? {
+                    let version = MetaVersion::Value {
+                        rev: m.rev.ok_or_else(malformed)?,
+                        value: m.row.value,
+                    };
+                    let row = Row::Meta {
+                        key: key.clone(),
+                        version,
+                    };
+                    return Ok(Some((row, m.feed)));
+                }
+                let Some(t) = self.tombstone(&meta_ref(key))? else {
+                    return Ok(None);
+                };
+                let version = MetaVersion::Gone {
+                    rev: t.rev,
+                    deleted_at: t.deleted_at,
+                };
+                let row = Row::Meta {
+                    key: key.clone(),
+                    version,
+                };
+                Ok(Some((row, t.feed)))
+            }
+        }
+    }
+
+    /// [`Storage::versions`] of one key.
+    fn stored(&self, key: &RowKey) -> StorageResult<Option<Stored>> {
+        Ok(self.version_of(key)?.map(|(row, feed)| Stored {
+            seq: feed.seq,
+            dirty: feed.dirty,
+            row,
+        }))
+    }
+
     /// The feed entry of the row `row_ref` names, at `seq`.
     fn change(&self, seq: &Key, row_ref: &[Value]) -> StorageResult<Change> {
         let (Key::U64(seq), [Value::Bytea(row_ref)]) = (seq, row_ref) else {
             return Err(backend("the change feed holds a malformed entry"));
         };
-        let missing = || backend("the change feed names a missing row");
-        let row = match decode_tuple(row_ref)?.as_slice() {
-            [kind, id] if kind == RECORD_ROW => match self.record_by_id(id)? {
-                Some(record) => Row::Record {
-                    id: id.clone(),
-                    version: RecordVersion::Live(record.to_live()),
-                },
-                None => {
-                    let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
-                    Row::Record {
-                        id: id.clone(),
-                        version: RecordVersion::Gone(Tombstone {
-                            rev: t.rev,
-                            deleted_at: t.deleted_at,
-                            reason: t.reason.ok_or_else(missing)?,
-                        }),
-                    }
-                }
-            },
+        let key = match decode_tuple(row_ref)?.as_mut_slice() {
+            [kind, id] if kind == RECORD_ROW => RowKey::Record(std::mem::take(id)),
             [kind, object_type, object_id, key] if kind == META_ROW => {
-                let key = MetaKey::new(object_type, object_id, key);
-                match self.meta_entry(&key)? {
-                    Some(m) => Row::Meta {
-                        key,
-                        version: MetaVersion::Value {
-                            rev: m.rev.ok_or_else(missing)?,
-                            value: m.row.value,
-                        },
-                    },
-                    None => {
-                        let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
-                        Row::Meta {
-                            key,
-                            version: MetaVersion::Gone {
-                                rev: t.rev,
-                                deleted_at: t.deleted_at,
-                            },
-                        }
-                    }
-                }
+                RowKey::Meta(MetaKey::new(object_type, object_id, key))
             }
             _ => return Err(backend("the change feed holds a malformed row key")),
         };
+        let (row, _) = self
+            .version_of(&key)?
+            .ok_or_else(|| backend("the change feed names a missing row"))?;
         Ok(Change { seq: *seq, row })
     }
 
     /// Up to `limit` entries of `table` (`changes` or `dirty`) after `after`, resolved.
     fn feed(&self, table: &str, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
-        self.from_key(table, Bound::Excluded(Key::U64(after)))
+        self.rows_from(table, Bound::Excluded(Key::U64(after)))
             .take(limit)
             .map(|(seq, row_ref)| self.change(seq, row_ref))
             .collect()
@@ -852,6 +900,52 @@ impl Tx<'_> {
         }
     }
 
+    /// Clear the dirty mark of `key`'s row or tombstone if it is still `mark`; its seq stays
+    /// (being acknowledged is not a change).
+    fn mark_clean(&mut self, key: &RowKey, mark: u64) -> StorageResult<()> {
+        let clean = |feed: Feed| Feed {
+            dirty: None,
+            ..feed
+        };
+        let row_ref = match key {
+            RowKey::Record(id) => {
+                if let Some((record, feed)) = self.record_entry(id)? {
+                    if feed.dirty == Some(mark) {
+                        self.put(DIRTY, Key::U64(mark), None)?;
+                        self.write_record(&record, clean(feed))?;
+                    }
+                    return Ok(());
+                }
+                record_ref(id)
+            }
+            RowKey::Meta(key) => {
+                if let Some(m) = self.meta_entry(key)? {
+                    if m.rev.is_some() && m.feed.dirty == Some(mark) {
+                        self.put(DIRTY, Key::U64(mark), None)?;
+                        let stored = StoredMeta {
+                            feed: clean(m.feed),
+                            ..m
+                        };
+                        self.put(META, meta_pk(key), Some(meta_row(&stored)))?;
+                    }
+                    return Ok(());
+                }
+                meta_ref(key)
+            }
+        };
+        if let Some(t) = self.tombstone(&row_ref)?
+            && t.feed.dirty == Some(mark)
+        {
+            self.put(DIRTY, Key::U64(mark), None)?;
+            let t = StoredTombstone {
+                feed: clean(t.feed),
+                ..t
+            };
+            self.write_tombstone(row_ref, t)?;
+        }
+        Ok(())
+    }
+
     fn delete_identity_if_unlinked(
         &mut self,
         identity_id: &str,
@@ -957,6 +1051,16 @@ impl Tx<'_> {
                     version: MetaVersion::Gone { rev, deleted_at },
                 } => self.bury_meta(&key, rev, deleted_at, dirty),
             },
+            WriteOp::ExpectVersion { key, seq } => {
+                if self.version_of(&key)?.map(|(_, feed)| feed.seq) == seq {
+                    return Ok(());
+                }
+                Err(match key {
+                    RowKey::Record(id) => StorageError::Changed(id),
+                    RowKey::Meta(key) => StorageError::MetaChanged(key),
+                })
+            }
+            WriteOp::MarkClean { key, dirty } => self.mark_clean(&key, dirty),
             WriteOp::ExpectEmpty => {
                 let has = |table| self.rows(table).is_some_and(|rows| !rows.is_empty());
                 if has(RECORD_IDS) || has(TOMBSTONES) {
@@ -1102,7 +1206,7 @@ impl Storage for GlueMemoryStorage {
                 None => Bound::Unbounded,
             };
             let tokens = tx
-                .from_key(RECORD_IDS, from)
+                .rows_from(RECORD_IDS, from)
                 .take(limit)
                 .map(|(_, row)| row.first().map(text).transpose())
                 .collect::<StorageResult<Vec<_>>>()?;
@@ -1164,6 +1268,10 @@ impl Storage for GlueMemoryStorage {
 
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.with(|tx| tx.feed(DIRTY, after, limit))
+    }
+
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.with(|tx| keys.iter().map(|key| tx.stored(key)).collect())
     }
 
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
@@ -1257,6 +1365,26 @@ mod tests {
 
     /// Link keys sort by identity, then by id in the order of `scan_records` (string order), so
     /// an identity's records page in the backend's id order.
+    #[test]
+    fn revisions_round_trip_through_their_stored_number() {
+        let revs = [
+            Rev::ZERO,
+            Rev::synthesized(1_700_000_000_000),
+            Rev::new(crate::sync::MAX_WALL_MS, u16::MAX, u64::MAX).unwrap(),
+            Rev::new(5, 1, 2).unwrap(),
+        ];
+        for r in revs {
+            assert_eq!(rev(&rev_value(r)).unwrap(), r);
+        }
+        // Stored numbers sort as the revisions do.
+        let number = |r: Rev| match rev_value(r) {
+            Value::U128(n) => n,
+            _ => unreachable!(),
+        };
+        assert!(number(revs[3]) < number(revs[1]) && number(revs[1]) < number(revs[2]));
+        assert!(rev(&Value::Str(Rev::ZERO.to_string())).is_err());
+    }
+
     #[test]
     fn link_keys_sort_by_identity_then_id_order() {
         let ids = ["", "a", "a\0", "a\u{1}", "ab", "b", "\u{ff5e}", "\u{1f600}"];

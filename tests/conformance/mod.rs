@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
 use vaultstore_wasm::record::{Record, RecordRevs};
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Purge, RecordChange, Row, Stamp, Storage, StorageError, WriteOp,
+    Change, MetaKey, MetaRow, Purge, RecordChange, Row, RowKey, Stamp, Storage, StorageError,
+    Stored, WriteOp,
 };
 use vaultstore_wasm::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 
@@ -117,11 +118,14 @@ pub async fn dump(s: &dyn Storage) -> (Vec<Record>, Vec<MetaRow>) {
     (records, s.meta_all().await.unwrap())
 }
 
+/// A page size larger than any store here holds.
+const ALL: usize = 1 << 20;
+
 /// Every replicated row with its seq (tombstones included), then every dirty row with its mark.
 pub async fn feeds(s: &dyn Storage) -> (Vec<Change>, Vec<Change>) {
     (
-        s.changes_since(0, usize::MAX).await.unwrap(),
-        s.dirty_changes(0, usize::MAX).await.unwrap(),
+        s.changes_since(0, ALL).await.unwrap(),
+        s.dirty_changes(0, ALL).await.unwrap(),
     )
 }
 
@@ -199,7 +203,7 @@ async fn linked_ids_paged(s: &dyn Storage, identity: &str, page_size: usize) -> 
 }
 
 /// The change-feed entry of one row (`None` when it is not in the feed).
-fn entry<'a>(feed: &'a [Change], is: impl Fn(&Row) -> bool) -> Option<&'a Change> {
+fn entry(feed: &[Change], is: impl Fn(&Row) -> bool) -> Option<&Change> {
     feed.iter().find(|c| is(&c.row))
 }
 
@@ -213,13 +217,13 @@ fn is_meta(key: &MetaKey) -> impl Fn(&Row) -> bool + '_ {
 
 /// The seq of one row in the change feed (`None`: not there).
 async fn seq_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
-    let feed = s.changes_since(0, usize::MAX).await.unwrap();
+    let feed = s.changes_since(0, ALL).await.unwrap();
     entry(&feed, is).map(|c| c.seq)
 }
 
 /// The dirty mark of one row (`None`: clean).
 async fn mark_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
-    let dirty = s.dirty_changes(0, usize::MAX).await.unwrap();
+    let dirty = s.dirty_changes(0, ALL).await.unwrap();
     entry(&dirty, is).map(|c| c.seq)
 }
 
@@ -1685,6 +1689,19 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     expected.sort();
     assert_eq!(linked.len(), 14);
     assert_eq!(linked, expected);
+    assert!(
+        s.records_linked_to("p_1", None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.records_linked_to("p_1", None, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        14
+    );
     assert_eq!(s.linked_count().await.unwrap(), 14 + 13);
     assert_eq!(s.meta_count("record").await.unwrap(), 0, "no link rows");
 }
@@ -1953,6 +1970,9 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
 
 // ------------------------------------------------ schema 2: revisions, seqs, dirty marks
 
+/// What a change must have done to a record, given its batch's revision.
+type Expect = Box<dyn Fn(&mut Record, Rev)>;
+
 /// The record's row and its seq after each write, for "what did this write touch".
 async fn state_of(s: &dyn Storage, id: &str) -> (Record, Option<u64>) {
     (
@@ -2005,7 +2025,7 @@ pub async fn writes_stamp_exactly_the_registers_they_change(s: impl Storage) {
     // Each change, then exactly what it must have changed.
     let v2 = format!("{VALUE}v2");
     let v3 = format!("{VALUE}v3");
-    let cases: Vec<(RecordChange, Box<dyn Fn(&mut Record, Rev)>)> = vec![
+    let cases: Vec<(RecordChange, Expect)> = vec![
         (
             RecordChange::Renew {
                 expires_at: Some(NOW + 9),
@@ -2355,7 +2375,11 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
             .unwrap()
             .is_empty()
     );
+    // Limits at the edges: 0 is an empty page (not "no limit"), and the largest is no limit.
     assert!(s.changes_since(0, 0).await.unwrap().is_empty());
+    assert!(s.dirty_changes(0, 0).await.unwrap().is_empty());
+    assert_eq!(s.changes_since(0, usize::MAX).await.unwrap(), feed);
+    assert_eq!(s.dirty_changes(0, usize::MAX).await.unwrap(), dirty);
     // Every row here was written locally: dirty at its seq.
     assert_eq!(dirty, feed);
 
@@ -2831,7 +2855,36 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     )
     .await
     .unwrap();
-    assert_eq!(get_token(&s, "tk_b").await, Some(thief));
+    assert_eq!(get_token(&s, "tk_b").await.as_ref(), Some(&thief));
+    // A version of one id under another token (validation refuses these; the store must still
+    // stay whole): the old token is free, the new one finds the record.
+    let renamed = Record {
+        token: "tk_renamed".into(),
+        ..thief.clone()
+    };
+    s.apply(stamp(), vec![put(live_row(&renamed))])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_b").await, None);
+    assert_eq!(get_token(&s, "tk_renamed").await, Some(renamed.clone()));
+    assert_eq!(get_id(&s, "thief").await, Some(renamed));
+    // A displaced record's tombstone keeps its reason.
+    let displaced = Row::Record {
+        id: "thief".into(),
+        version: RecordVersion::Gone(Tombstone {
+            rev: rev(12),
+            deleted_at: NOW + 12,
+            reason: TombstoneReason::Displaced,
+        }),
+    };
+    s.apply(stamp(), vec![put(displaced.clone())])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_renamed").await, None);
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_record("thief")).map(|c| &c.row),
+        Some(&displaced)
+    );
 
     // Meta rows: a value at its own revision, over a row, a tombstone or nothing; a deletion.
     let policy = MetaKey::new("vault", "settings", "policy");
@@ -3039,6 +3092,649 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     assert_eq!(s.linked_count().await.unwrap(), 2);
 }
 
+/// A write transaction reads what the store holds, and its commit is an atomic batch like
+/// `apply`'s: stamped with its stamp, given seqs and dirty marks, all or nothing.
+pub async fn transactions_read_and_commit_like_apply(s: impl Storage) {
+    let epoch = MetaKey::new("vault", "state", "writes");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+        ],
+    )
+    .await
+    .unwrap();
+    let before = everything(&s).await;
+    {
+        let tx = s.transaction().await.unwrap();
+        let found = tx
+            .records_by_ids(&["b".into(), "nope".into(), "a".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Some(linked("b", "tk_b", "p_1")),
+                None,
+                Some(linked("a", "tk_a", "p_1"))
+            ]
+        );
+        assert_eq!(
+            tx.scan_records(Some("a"), 1).await.unwrap(),
+            [linked("b", "tk_b", "p_1")]
+        );
+        assert_eq!(tx.meta_get(&epoch).await.unwrap().as_deref(), Some("e1"));
+        assert_eq!(
+            tx.meta_find("password_identity", "tag", "t1")
+                .await
+                .unwrap(),
+            [meta("password_identity", "p_1", "tag", "t1")]
+        );
+        assert_eq!(tx.meta_count("password_identity").await.unwrap(), 1);
+        assert_eq!(
+            tx.records_linked_to("p_1", Some("a"), 10).await.unwrap(),
+            [linked("b", "tk_b", "p_1")]
+        );
+        assert_eq!(tx.linked_count().await.unwrap(), 2);
+        // Dropped without a commit: nothing is written.
+    }
+    assert_eq!(everything(&s).await, before);
+
+    // A commit whose guard went stale writes nothing.
+    let tx = s.transaction().await.unwrap();
+    let value = tx.records_by_ids(&["a".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .value;
+    let err = tx
+        .commit(
+            stamp(),
+            vec![
+                reseal("a", &value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
+                prune("p_1"),
+                WriteOp::ExpectMeta {
+                    key: epoch.clone(),
+                    value: Some("e0".into()),
+                },
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::MetaChanged(epoch.clone()));
+    assert_eq!(everything(&s).await, before);
+
+    // A commit that holds: stamped like `apply`, atomically.
+    let tx = s.transaction().await.unwrap();
+    let current = tx.meta_get(&epoch).await.unwrap();
+    let committed = stamp();
+    tx.commit(
+        committed,
+        vec![
+            WriteOp::ExpectMeta {
+                key: epoch.clone(),
+                value: current,
+            },
+            reseal("a", &value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
+            reseal(
+                "b",
+                &format!("{VALUE}b"),
+                &format!("{VALUE}b2"),
+                Some("p_2"),
+                NOW + 1,
+            ),
+            prune("p_1"),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
+        ],
+    )
+    .await
+    .unwrap();
+    let a = get_id(&s, "a").await.unwrap();
+    assert_eq!(
+        (a.value.as_str(), a.password_id.as_deref(), a.revs.seal),
+        (format!("{VALUE}new").as_str(), Some("p_2"), committed.rev)
+    );
+    assert_eq!(
+        a.revs.value,
+        created_rev(),
+        "a re-seal leaves the value's revision"
+    );
+    assert!(
+        s.meta_object("password_identity", "p_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(
+        entry(&feed, is_record("a")).map(|c| &c.row),
+        Some(&live_row(&a))
+    );
+    assert_eq!(
+        entry(
+            &feed,
+            is_meta(&MetaKey::new("password_identity", "p_1", "tag"))
+        )
+        .map(|c| c.row.clone()),
+        Some(gone_meta(
+            MetaKey::new("password_identity", "p_1", "tag"),
+            committed
+        ))
+    );
+    assert_eq!(dirty, feed, "every change here is local");
+    let mut p2 = linked_ids(&s, "p_2").await;
+    p2.sort();
+    assert_eq!(p2, ["a", "b"]);
+}
+
+fn rec_key(id: &str) -> RowKey {
+    RowKey::Record(id.to_owned())
+}
+
+fn meta_key(key: &MetaKey) -> RowKey {
+    RowKey::Meta(key.clone())
+}
+
+/// What `versions` must answer for `key`, from the two feeds: the row and seq of its entry in
+/// the change feed, and its mark in the dirty feed.
+fn stored_in_feeds(feed: &[Change], dirty: &[Change], key: &RowKey) -> Option<Stored> {
+    let c = feed.iter().find(|c| &c.row.key() == key)?;
+    Some(Stored {
+        seq: c.seq,
+        dirty: dirty.iter().find(|d| &d.row.key() == key).map(|d| d.seq),
+        row: c.row.clone(),
+    })
+}
+
+/// `versions` answers each key, in the order asked, with the store's live row or tombstone,
+/// its seq and its dirty mark, in one call, through a transaction too; local rows are not
+/// versions. Every row of the change feed reads back at its feed seq (≥ 1), so a full push
+/// or a first pull, which walk the feed from 0, see every replicated row.
+pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let state = MetaKey::new("vault", "state", "writes");
+    let kdf = MetaKey::new("vault", "settings", "kdf");
+    let checkpoint = MetaKey::new("sync", "state", "checkpoint");
+    let first = write(
+        &s,
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+            WriteOp::PutMeta(meta("vault", "settings", "kdf", "k")),
+            WriteOp::PutMeta(meta("sync", "state", "checkpoint", "c")),
+        ],
+    )
+    .await
+    .unwrap();
+    let deleted = write(
+        &s,
+        vec![
+            delete("dead"),
+            WriteOp::DeleteMeta(old.clone()),
+            change(
+                "b",
+                RecordChange::SoftDelete {
+                    if_expired_at: None,
+                },
+                NOW + 1,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let merged_policy = meta_value(policy.clone(), Rev::new(NOW as u64 + 5, 0, 4).unwrap(), "m");
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: merged_policy.clone(),
+            dirty: false,
+        }],
+    )
+    .await
+    .unwrap();
+
+    let keys = vec![
+        rec_key("b"),
+        rec_key("nope"),
+        meta_key(&policy),
+        rec_key("dead"),
+        meta_key(&tag),
+        meta_key(&old),
+        rec_key("a"),
+        meta_key(&MetaKey::new("vault", "settings", "never")),
+        meta_key(&state),
+        meta_key(&kdf),
+        meta_key(&checkpoint),
+        rec_key("b"),
+    ];
+    let found = s.versions(&keys).await.unwrap();
+    assert_eq!(found.len(), keys.len(), "one answer per key asked");
+    let (feed, dirty) = feeds(&s).await;
+    let expected: Vec<Option<Stored>> = keys
+        .iter()
+        .map(|k| stored_in_feeds(&feed, &dirty, k))
+        .collect();
+    assert_eq!(found, expected, "each key's feed entry, in the order asked");
+    // What those are, spelled out.
+    let b = get_id(&s, "b").await.unwrap();
+    assert!(b.soft_deleted_at.is_some());
+    let row = |i: usize| found[i].as_ref().map(|v| &v.row);
+    assert_eq!(row(0), Some(&live_row(&b)), "a soft-deleted record is live");
+    assert_eq!(found[11], found[0], "a key asked twice is answered twice");
+    assert_eq!(found[1], None, "no row, no tombstone");
+    assert_eq!(row(2), Some(&merged_policy));
+    assert_eq!(
+        found[2].as_ref().unwrap().dirty,
+        None,
+        "a merge's write is clean"
+    );
+    assert_eq!(row(3), Some(&gone_record("dead", deleted)), "a tombstone");
+    let dead = found[3].as_ref().unwrap();
+    assert_eq!(dead.dirty, Some(dead.seq), "a local deletion is dirty");
+    assert_eq!(row(4), Some(&meta_value(tag.clone(), first.rev, "t1")));
+    assert_eq!(
+        row(5),
+        Some(&gone_meta(old.clone(), deleted)),
+        "a meta tombstone"
+    );
+    assert_eq!(row(6), Some(&live_row(&get_id(&s, "a").await.unwrap())));
+    assert_eq!(found[7], None);
+    assert_eq!(
+        found[8..11],
+        [None, None, None],
+        "local rows are not versions"
+    );
+    assert!(s.versions(&[]).await.unwrap().is_empty());
+
+    // Every row of the feed reads back at its feed seq: nothing replicated is at seq 0.
+    let every: Vec<RowKey> = feed.iter().map(|c| c.row.key()).collect();
+    assert_eq!(every.len(), 6, "4 live rows, 2 tombstones: {every:?}");
+    let all = s.versions(&every).await.unwrap();
+    for (c, v) in feed.iter().zip(&all) {
+        let v = v.as_ref().expect("a feed row has a version");
+        assert!(
+            v.seq >= 1 && v.seq == c.seq && v.row == c.row,
+            "{c:?} {v:?}"
+        );
+    }
+
+    // A write moves the version: a new seq, dirty at it.
+    let a_before = found[6].clone().unwrap();
+    s.apply(
+        stamp(),
+        vec![change(
+            "a",
+            RecordChange::Renew {
+                expires_at: Some(NOW + 9),
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    let a_after = s
+        .versions(&[rec_key("a")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(a_after.seq > a_before.seq);
+    assert_eq!(a_after.dirty, Some(a_after.seq));
+    assert_eq!(a_after.row, live_row(&get_id(&s, "a").await.unwrap()));
+
+    // Through a transaction: the same answers, and records by token.
+    let expected = s.versions(&keys).await.unwrap();
+    let tokens = vec!["tk_b".to_owned(), "tk_none".to_owned(), "tk_a".to_owned()];
+    let by_token = s.records_by_tokens(&tokens).await.unwrap();
+    assert!(by_token[0].is_some() && by_token[1].is_none() && by_token[2].is_some());
+    let tx = s.transaction().await.unwrap();
+    assert_eq!(tx.versions(&keys).await.unwrap(), expected);
+    assert_eq!(tx.records_by_tokens(&tokens).await.unwrap(), by_token);
+}
+
+/// `ExpectVersion` lets a batch commit only while each key's version (live or tombstone) still
+/// has the seq the plan read (`None`: no version at all); otherwise it fails with `Changed` /
+/// `MetaChanged` and nothing of the batch is written, whatever op comes first.
+pub async fn expected_versions_guard_the_batch(s: impl Storage) {
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let never = MetaKey::new("vault", "settings", "never");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![delete("dead"), WriteOp::DeleteMeta(old.clone())],
+    )
+    .await
+    .unwrap();
+    let keys = vec![
+        rec_key("a"),
+        rec_key("dead"),
+        meta_key(&policy),
+        meta_key(&old),
+        rec_key("none"),
+        meta_key(&never),
+    ];
+    let seqs: Vec<Option<u64>> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|v| v.seq))
+        .collect();
+    assert!(seqs[..4].iter().all(Option::is_some) && seqs[4..] == [None, None]);
+    let seq = |i: usize| seqs[i].unwrap();
+    let expect = |key: &RowKey, seq: Option<u64>| WriteOp::ExpectVersion {
+        key: key.clone(),
+        seq,
+    };
+
+    // Every version as read: the batch commits.
+    let mut batch: Vec<WriteOp> = keys.iter().zip(&seqs).map(|(k, q)| expect(k, *q)).collect();
+    batch.push(change(
+        "a",
+        RecordChange::Renew {
+            expires_at: Some(NOW + 10),
+        },
+        NOW,
+    ));
+    s.apply(stamp(), batch).await.unwrap();
+    assert_eq!(get_id(&s, "a").await.unwrap().expires_at, Some(NOW + 10));
+
+    // Anything else fails the batch, before or after its writes, and writes nothing.
+    let before = everything(&s).await;
+    let stale = [
+        (expect(&keys[0], Some(seq(0))), "a record written since"),
+        (expect(&keys[0], None), "a live record is a version"),
+        (expect(&keys[1], Some(seq(1) + 1_000)), "another seq"),
+        (expect(&keys[1], None), "a tombstone is a version"),
+        (expect(&keys[4], Some(seq(2))), "no version of an absent id"),
+        (expect(&keys[2], None), "a live meta row is a version"),
+        (expect(&keys[2], Some(seq(3))), "another row's seq"),
+        (expect(&keys[3], None), "a meta tombstone is a version"),
+        (
+            expect(&keys[5], Some(seq(3))),
+            "no version of an absent key",
+        ),
+    ];
+    for (op, why) in stale {
+        let WriteOp::ExpectVersion { key, .. } = &op else {
+            unreachable!()
+        };
+        let wanted = match key {
+            RowKey::Record(id) => StorageError::Changed(id.clone()),
+            RowKey::Meta(key) => StorageError::MetaChanged(key.clone()),
+        };
+        let writes = || {
+            vec![
+                WriteOp::PutMeta(meta("vault", "settings", "policy", "z")),
+                WriteOp::InsertRecord(record("n", "tk_n")),
+                delete("a"),
+            ]
+        };
+        let mut first = vec![op.clone()];
+        first.extend(writes());
+        let mut last = writes();
+        last.push(op.clone());
+        for batch in [first, last] {
+            assert_eq!(s.apply(stamp(), batch).await.unwrap_err(), wanted, "{why}");
+            assert_eq!(everything(&s).await, before, "{why}: nothing written");
+        }
+    }
+
+    // A merge over a tombstone moves its seq: a plan that read the tombstone is stale.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: live_row(&record("dead", "tk_dead")),
+            dirty: false,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(stamp(), vec![expect(&keys[1], Some(seq(1)))])
+            .await
+            .unwrap_err(),
+        StorageError::Changed("dead".into())
+    );
+
+    // Through a transaction: planned from its reads, committed under their guards.
+    let tx = s.transaction().await.unwrap();
+    let read = tx
+        .versions(&[rec_key("dead")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    tx.commit(
+        stamp(),
+        vec![
+            expect(&rec_key("dead"), Some(read.seq)),
+            WriteOp::PutVersion {
+                row: gone_record("dead", stamp()),
+                dirty: false,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "dead").await, None);
+    let before = everything(&s).await;
+    let tx = s.transaction().await.unwrap();
+    let err = tx
+        .commit(
+            stamp(),
+            vec![
+                WriteOp::PutMeta(meta("vault", "settings", "policy", "z")),
+                expect(&rec_key("dead"), Some(read.seq)),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::Changed("dead".into()));
+    assert_eq!(everything(&s).await, before);
+}
+
+/// `MarkClean` clears a row's (or tombstone's) dirty mark only while it is still the mark the
+/// push sent; a row written since keeps its newer mark. Being acknowledged is not a change: the
+/// row, its seq and the change feed stay as they are. Anything else is left alone.
+pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let state = MetaKey::new("vault", "state", "writes");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![delete("dead"), WriteOp::DeleteMeta(old.clone())],
+    )
+    .await
+    .unwrap();
+    let keys = vec![
+        rec_key("a"),
+        rec_key("b"),
+        rec_key("dead"),
+        meta_key(&tag),
+        meta_key(&policy),
+        meta_key(&old),
+    ];
+    let read: Vec<Stored> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    for v in &read {
+        assert_eq!(v.dirty, Some(v.seq), "written here: dirty");
+    }
+    // b changes while the push is in flight.
+    s.apply(
+        stamp(),
+        vec![change(
+            "b",
+            RecordChange::Renew { expires_at: None },
+            NOW + 2,
+        )],
+    )
+    .await
+    .unwrap();
+    let b_now = s
+        .versions(&[rec_key("b")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(b_now.seq > read[1].seq);
+    let (dump_before, (feed_before, _)) = everything(&s).await;
+
+    let acks: Vec<WriteOp> = keys
+        .iter()
+        .zip(&read)
+        .map(|(key, v)| WriteOp::MarkClean {
+            key: key.clone(),
+            dirty: v.dirty.unwrap(),
+        })
+        .collect();
+    s.apply(stamp(), acks.clone()).await.unwrap();
+    let after: Vec<Stored> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    for ((key, was), now) in keys.iter().zip(&read).zip(&after) {
+        if *key == rec_key("b") {
+            assert_eq!(now, &b_now, "changed since it was sent: still dirty");
+        } else {
+            let clean = Stored {
+                dirty: None,
+                ..was.clone()
+            };
+            assert_eq!(now, &clean, "{key:?}: clean, same row, same seq");
+        }
+    }
+    let (dump_after, (feed_after, dirty_after)) = everything(&s).await;
+    assert_eq!(dump_after, dump_before, "no row changes");
+    assert_eq!(feed_after, feed_before, "the change feed is as it was");
+    assert_eq!(
+        dirty_after,
+        [Change {
+            seq: b_now.dirty.unwrap(),
+            row: b_now.row.clone()
+        }],
+        "only b is left to push"
+    );
+
+    // Again, or for what is not there, or a mark that is another row's: nothing happens.
+    let before = everything(&s).await;
+    let mut noops = acks;
+    noops.extend([
+        WriteOp::MarkClean {
+            key: rec_key("none"),
+            dirty: b_now.seq,
+        },
+        WriteOp::MarkClean {
+            key: meta_key(&state),
+            dirty: b_now.seq,
+        },
+        WriteOp::MarkClean {
+            key: rec_key("a"),
+            dirty: b_now.dirty.unwrap(),
+        },
+        WriteOp::MarkClean {
+            key: meta_key(&policy),
+            dirty: b_now.dirty.unwrap(),
+        },
+    ]);
+    s.apply(stamp(), noops).await.unwrap();
+    assert_eq!(everything(&s).await, before);
+
+    // In a batch that fails, undone.
+    let err = s
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::MarkClean {
+                    key: rec_key("b"),
+                    dirty: b_now.dirty.unwrap(),
+                },
+                WriteOp::InsertRecord(record("z", "tk_a")),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
+    assert_eq!(everything(&s).await, before);
+    s.apply(
+        stamp(),
+        vec![WriteOp::MarkClean {
+            key: rec_key("b"),
+            dirty: b_now.dirty.unwrap(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(s.dirty_changes(0, ALL).await.unwrap().is_empty());
+
+    // A clean row written here again is dirty again, at its new seq.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "settings", "policy", "x2"))],
+    )
+    .await
+    .unwrap();
+    let policy_now = s
+        .versions(&[meta_key(&policy)])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(policy_now.seq > read[4].seq);
+    assert_eq!(policy_now.dirty, Some(policy_now.seq));
+    assert_eq!(
+        s.dirty_changes(0, ALL).await.unwrap(),
+        [Change {
+            seq: policy_now.seq,
+            row: policy_now.row
+        }]
+    );
+}
+
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
     s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
         .await
@@ -3053,6 +3749,10 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
         StorageError::Closed
     );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
+    assert_eq!(
+        s.versions(&[RowKey::Record("a".into())]).await.unwrap_err(),
+        StorageError::Closed
+    );
     s.close().await;
 }
 
@@ -3091,6 +3791,10 @@ macro_rules! conformance_cases {
             dirty_marks_follow_local_writes,
             put_version_stores_what_a_merge_decided,
             identities_go_only_when_unlinked,
+            transactions_read_and_commit_like_apply,
+            versions_answer_each_key_with_its_row_seq_and_mark,
+            expected_versions_guard_the_batch,
+            mark_clean_clears_only_the_mark_it_names,
             closed_storage_refuses_calls,
         );
     };
