@@ -26,8 +26,8 @@
 //! character at or above U+E000 (every generated token and id).
 
 use super::{
-    Change, MetaKey, MetaRow, Optimistic, Purge, RecordChange, Row, Stamp, Storage, StorageError,
-    StorageResult, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
+    Change, MetaKey, MetaRow, Optimistic, Purge, RecordChange, Row, RowKey, Stamp, Storage,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::{Record, RecordRevs};
@@ -269,8 +269,14 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
 const SET_VERSION: &str = "INSERT INTO vaultstore_schema (id, version) VALUES (1, ?1)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version WHERE version < excluded.version";
 
-const RECORD_COLUMNS: &str = "r.id, r.token, r.value, r.created_at, r.updated_at, r.expires_at,
-    r.soft_deleted_at, r.password_id, r.value_rev, r.seal_rev, r.expires_rev, r.deleted_rev";
+/// The 12 columns [`record_from`] reads, of a record `r`.
+macro_rules! record_column_list {
+    () => {
+        "r.id, r.token, r.value, r.created_at, r.updated_at, r.expires_at,
+    r.soft_deleted_at, r.password_id, r.value_rev, r.seal_rev, r.expires_rev, r.deleted_rev"
+    };
+}
+const RECORD_COLUMNS: &str = record_column_list!();
 
 /// `s` with U+E000..U+FFFF and the supplementary planes swapped, so that SQLite's byte order of
 /// the result is JavaScript's UTF-16 order of `s` (module docs). A bijection onto valid strings.
@@ -784,6 +790,44 @@ fn feed_statement(column: &str) -> String {
     )
 }
 
+/// The versions of the keys in the JSON array `?2` (each `{i, kind, key, k1, k2, k3}`, from
+/// [`row_key_json`]), each through its table's unique index: rows of 16 columns, the key's
+/// place `i`, the dirty mark, then a [`feed_statement`] row (kind, seq, columns).
+const VERSIONS: &str = concat!(
+    "SELECT k.value->>'i', r.dirty, 'record', r.seq, ",
+    record_column_list!(),
+    "
+    FROM json_each(?2) AS k
+    CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = k.value->>'key'
+    WHERE k.value->>'kind' = 'record'
+UNION ALL
+SELECT k.value->>'i', m.dirty, 'meta', m.seq, m.object_type, m.object_id, m.key, m.value,
+        NULL, m.rev, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM json_each(?2) AS k
+    CROSS JOIN vaultstore_meta AS m ON m.ns = ?1 AND m.object_type = k.value->>'k1'
+        AND m.object_id = k.value->>'k2' AND m.key = k.value->>'k3'
+    WHERE k.value->>'kind' = 'meta'
+UNION ALL
+SELECT k.value->>'i', t.dirty, 'gone_' || t.kind, t.seq, t.k1, t.k2, t.k3, t.reason,
+        t.deleted_at, t.rev, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM json_each(?2) AS k
+    CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = k.value->>'kind'
+        AND t.k1 = k.value->>'k1' AND t.k2 = k.value->>'k2' AND t.k3 = k.value->>'k3'"
+);
+
+/// A row key as the version statements read it: `kind` (`record` or `meta`, the tombstone's
+/// kind too), a record's `key` (its `id_key`), and the tombstone's `k1`..`k3`.
+fn row_key_json(key: &RowKey) -> Json {
+    match key {
+        RowKey::Record(id) => {
+            json!({ "kind": "record", "key": sort_key(id), "k1": id, "k2": "", "k3": "" })
+        }
+        RowKey::Meta(key) => json!({
+            "kind": "meta", "k1": key.object_type, "k2": key.object_id, "k3": key.key,
+        }),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum KeyColumn {
     Token,
@@ -1067,6 +1111,51 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.feed("read the unsynced changes", "dirty", after, limit)
             .await
+    }
+
+    /// One statement per [`MAX_JSON_PARAM`] of keys; local meta rows are never versions, so
+    /// their keys are not asked for.
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.ensure_open()?;
+        let mut found: Vec<Option<Stored>> = vec![None; keys.len()];
+        let asked = keys.iter().enumerate().filter_map(|(i, key)| match key {
+            RowKey::Meta(meta) if !is_replicated(meta) => None,
+            _ => {
+                let mut item = row_key_json(key);
+                item["i"] = Json::from(i);
+                Some(item)
+            }
+        });
+        for chunk in json_chunks(asked) {
+            let rows = self
+                .all(
+                    "read versions",
+                    VERSIONS,
+                    vec![self.ns.as_str().into(), chunk.into()],
+                )
+                .await?;
+            for row in rows {
+                let mut columns = row.into_iter();
+                let (Some(i), Some(dirty)) = (columns.next(), columns.next()) else {
+                    return Err(not_ours("a version row with the wrong number of columns"));
+                };
+                let i = usize::try_from(int(i, "key index")?)
+                    .map_err(|_| not_ours("a version row for no key"))?;
+                let dirty = opt_int(dirty, "dirty mark")?
+                    .map(|d| u64::try_from(d).map_err(|_| not_ours("a negative dirty mark")))
+                    .transpose()?;
+                let Change { seq, row } = change_from(columns.collect())?;
+                let Some(slot) = found.get_mut(i) else {
+                    return Err(not_ours("a version row for no key"));
+                };
+                // A key holds a live row or a tombstone, never both; were both there, the
+                // later write is the version.
+                if slot.as_ref().is_none_or(|held| held.seq < seq) {
+                    *slot = Some(Stored { seq, dirty, row });
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn linked_count(&self) -> StorageResult<u64> {
@@ -1359,35 +1448,50 @@ impl<E: SqlExecutor> SqlStorage<E> {
                         WriteOp::DeleteRecord { if_expired_at, .. } => {
                             failure == Failure::RecordChanged && if_expired_at.is_some()
                         }
+                        WriteOp::ExpectVersion {
+                            key: RowKey::Record(_),
+                            ..
+                        } => failure == Failure::RecordChanged,
                         _ => false,
                     })
                     .collect();
                 let id_of = |op: &WriteOp| match op {
-                    WriteOp::ChangeRecord { id, .. } | WriteOp::DeleteRecord { id, .. } => {
-                        id.clone()
-                    }
+                    WriteOp::ChangeRecord { id, .. }
+                    | WriteOp::DeleteRecord { id, .. }
+                    | WriteOp::ExpectVersion {
+                        key: RowKey::Record(id),
+                        ..
+                    } => id.clone(),
                     _ => String::new(),
                 };
                 let mut named = None;
                 if candidates.len() > 1 {
                     let ids: Vec<String> = candidates.iter().map(|op| id_of(op)).collect();
-                    if let Ok(found) = self.records_by_ids(&ids).await {
-                        named = candidates.iter().zip(found).find_map(|(op, record)| {
-                            let fails = match (op, record) {
-                                (WriteOp::ChangeRecord { .. }, None) => {
-                                    failure == Failure::RecordMissing
-                                }
-                                (WriteOp::ChangeRecord { change, at, .. }, Some(mut r)) => {
-                                    failure == Failure::RecordChanged
-                                        && change.apply_to(&mut r, *at, Rev::ZERO).is_err()
-                                }
-                                (WriteOp::DeleteRecord { if_expired_at, .. }, Some(r)) => {
-                                    if_expired_at.is_some_and(|now| !r.is_expired(now))
-                                }
-                                _ => false,
-                            };
-                            fails.then(|| id_of(op))
-                        });
+                    let keys: Vec<RowKey> = ids.iter().cloned().map(RowKey::Record).collect();
+                    if let (Ok(found), Ok(versions)) =
+                        (self.records_by_ids(&ids).await, self.versions(&keys).await)
+                    {
+                        named = candidates.iter().zip(found).zip(versions).find_map(
+                            |((op, record), version)| {
+                                let fails = match (op, record) {
+                                    (WriteOp::ExpectVersion { seq, .. }, _) => {
+                                        version.map(|v| v.seq) != *seq
+                                    }
+                                    (WriteOp::ChangeRecord { .. }, None) => {
+                                        failure == Failure::RecordMissing
+                                    }
+                                    (WriteOp::ChangeRecord { change, at, .. }, Some(mut r)) => {
+                                        failure == Failure::RecordChanged
+                                            && change.apply_to(&mut r, *at, Rev::ZERO).is_err()
+                                    }
+                                    (WriteOp::DeleteRecord { if_expired_at, .. }, Some(r)) => {
+                                        if_expired_at.is_some_and(|now| !r.is_expired(now))
+                                    }
+                                    _ => false,
+                                };
+                                fails.then(|| id_of(op))
+                            },
+                        );
                     }
                 }
                 let named = named
@@ -1399,25 +1503,51 @@ impl<E: SqlExecutor> SqlStorage<E> {
                 }
             }
             Failure::MetaChanged => {
-                let expected: Vec<(&MetaKey, &Option<String>)> = batch
+                let expected: Vec<&WriteOp> = batch
                     .iter()
-                    .filter_map(|op| match op {
-                        WriteOp::ExpectMeta { key, value } => Some((key, value)),
-                        _ => None,
+                    .filter(|op| {
+                        matches!(
+                            op,
+                            WriteOp::ExpectMeta { .. }
+                                | WriteOp::ExpectVersion {
+                                    key: RowKey::Meta(_),
+                                    ..
+                                }
+                        )
                     })
                     .collect();
+                let key_of = |op: &WriteOp| match op {
+                    WriteOp::ExpectMeta { key, .. }
+                    | WriteOp::ExpectVersion {
+                        key: RowKey::Meta(key),
+                        ..
+                    } => Some(key.clone()),
+                    _ => None,
+                };
                 let mut named = None;
                 if expected.len() > 1 {
-                    for (key, value) in &expected {
-                        if self.meta_get(key).await.is_ok_and(|now| &now != *value) {
-                            named = Some((*key).clone());
+                    for op in &expected {
+                        let stale = match op {
+                            WriteOp::ExpectMeta { key, value } => {
+                                self.meta_get(key).await.is_ok_and(|now| &now != value)
+                            }
+                            WriteOp::ExpectVersion { key, seq } => self
+                                .versions(std::slice::from_ref(key))
+                                .await
+                                .is_ok_and(|now| {
+                                    now.into_iter().next().flatten().map(|v| v.seq) != *seq
+                                }),
+                            _ => false,
+                        };
+                        if stale {
+                            named = key_of(op);
                             break;
                         }
                     }
                 }
                 StorageError::MetaChanged(
                     named
-                        .or_else(|| expected.first().map(|(k, _)| (*k).clone()))
+                        .or_else(|| expected.first().and_then(|op| key_of(op)))
                         .unwrap_or_else(|| MetaKey::new("", "", "")),
                 )
             }
@@ -1873,11 +2003,17 @@ mod tests {
             DELETE_RECORD_VERSIONS,
             PUT_META_VERSIONS,
             PUT_META_TOMBSTONES,
+            EXPECT_RECORD_VERSIONS,
+            EXPECT_META_VERSIONS,
+            CLEAN_RECORDS,
+            CLEAN_META,
+            CLEAN_TOMBSTONES,
             RAISE_SEQ_FLOOR,
         ];
         let lookup = format!("SELECT {RECORD_COLUMNS}{}", KeyColumn::Token.driven_by(2));
         let reads = [
             lookup.as_str(),
+            VERSIONS,
             "SELECT value FROM vaultstore_meta WHERE ns = ?1 AND object_type = ?2 AND object_id = ?3 AND key = ?4",
         ];
         for sql in writes.iter().chain(&reads) {

@@ -89,6 +89,8 @@ fn kind(op: &WriteOp) -> Option<u8> {
                 ..
             } => 10,
         },
+        WriteOp::ExpectVersion { .. } => 11,
+        WriteOp::MarkClean { .. } => 12,
         WriteOp::DeleteIdentityIfUnlinked { .. } | WriteOp::ExpectEmpty | WriteOp::ClearAll => {
             return None;
         }
@@ -184,6 +186,12 @@ impl Footprint {
                     }
                 }
                 Row::Meta { key, .. } => meta(&mut foot, key, false),
+            },
+            WriteOp::ExpectVersion { key, .. } | WriteOp::MarkClean { key, .. } => match key {
+                RowKey::Record(id) => {
+                    foot.records.insert(id.clone());
+                }
+                RowKey::Meta(key) => meta(&mut foot, key, false),
             },
             WriteOp::DeleteIdentityIfUnlinked { .. } => {
                 foot.all_records = true;
@@ -402,6 +410,35 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
                 &[(sqls[0], Extra::None), (sqls[1], Extra::None)],
                 items,
             );
+        }
+        WriteOp::ExpectVersion { .. } | WriteOp::MarkClean { .. } => {
+            let expect = matches!(run[0], WriteOp::ExpectVersion { .. });
+            let (mut records, mut meta) = (Vec::new(), Vec::new());
+            for op in run {
+                let (key, field, n) = match op {
+                    WriteOp::ExpectVersion { key, seq } => (key, "seq", *seq),
+                    WriteOp::MarkClean { key, dirty } => (key, "dirty", Some(*dirty)),
+                    _ => continue,
+                };
+                let mut item = row_key_json(key);
+                item[field] = Json::from(n);
+                match key {
+                    RowKey::Record(_) => records.push(item),
+                    RowKey::Meta(_) => meta.push(item),
+                }
+            }
+            // Only the tables the run's keys live in (D1 counts statements).
+            let (on_records, on_meta) = if expect {
+                (EXPECT_RECORD_VERSIONS, EXPECT_META_VERSIONS)
+            } else {
+                (CLEAN_RECORDS, CLEAN_META)
+            };
+            if !expect {
+                let all = records.iter().chain(&meta).cloned().collect();
+                with_array(out, &[(CLEAN_TOMBSTONES, Extra::None)], all);
+            }
+            with_array(out, &[(on_records, Extra::None)], records);
+            with_array(out, &[(on_meta, Extra::None)], meta);
         }
         WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
             for (sql, stamps) in prune_unlinked_identity().into_iter().zip([true, false]) {
@@ -883,6 +920,48 @@ pub(super) const PUT_META_TOMBSTONES: &str = concat!(
         rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
         seq = excluded.seq, dirty = excluded.dirty"
 );
+
+/// `ExpectVersion` of records (`?2` items of [`row_key_json`] with the expected `seq`, null for
+/// none): the seq of the live record, else of its tombstone, must be that one.
+pub(super) const EXPECT_RECORD_VERSIONS: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'record_changed' FROM json_each(?2) AS e
+    WHERE coalesce(
+        (SELECT r.seq FROM vaultstore_records AS r
+         WHERE r.ns = ?1 AND r.id_key = e.value->>'key'),
+        (SELECT t.seq FROM vaultstore_tombstones AS t
+         WHERE t.ns = ?1 AND t.kind = 'record' AND t.k1 = e.value->>'k1' AND t.k2 = ''
+             AND t.k3 = '')) IS NOT e.value->>'seq'";
+
+/// `ExpectVersion` of meta rows, likewise. A local row (seq 0: every replicated row has a seq
+/// of at least 1, the upgrade to schema 2 included) is no version.
+pub(super) const EXPECT_META_VERSIONS: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'meta_changed' FROM json_each(?2) AS e
+    WHERE coalesce(
+        (SELECT nullif(m.seq, 0) FROM vaultstore_meta AS m
+         WHERE m.ns = ?1 AND m.object_type = e.value->>'k1' AND m.object_id = e.value->>'k2'
+             AND m.key = e.value->>'k3'),
+        (SELECT t.seq FROM vaultstore_tombstones AS t
+         WHERE t.ns = ?1 AND t.kind = 'meta' AND t.k1 = e.value->>'k1'
+             AND t.k2 = e.value->>'k2' AND t.k3 = e.value->>'k3')) IS NOT e.value->>'seq'";
+
+/// `MarkClean` (`?2` items of [`row_key_json`] with the `dirty` mark the server has): the mark
+/// goes only if it is still that one. Nothing else of the row moves, its seq included.
+pub(super) const CLEAN_RECORDS: &str = "UPDATE vaultstore_records SET dirty = NULL
+    WHERE rowid IN (SELECT r.rowid FROM json_each(?2) AS c
+        CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = c.value->>'key'
+        WHERE r.dirty = c.value->>'dirty')";
+
+pub(super) const CLEAN_META: &str = "UPDATE vaultstore_meta SET dirty = NULL
+    WHERE rowid IN (SELECT m.rowid FROM json_each(?2) AS c
+        CROSS JOIN vaultstore_meta AS m ON m.ns = ?1 AND m.object_type = c.value->>'k1'
+            AND m.object_id = c.value->>'k2' AND m.key = c.value->>'k3'
+        WHERE m.dirty = c.value->>'dirty')";
+
+pub(super) const CLEAN_TOMBSTONES: &str = "UPDATE vaultstore_tombstones SET dirty = NULL
+    WHERE rowid IN (SELECT t.rowid FROM json_each(?2) AS c
+        CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = c.value->>'kind'
+            AND t.k1 = c.value->>'k1' AND t.k2 = c.value->>'k2' AND t.k3 = c.value->>'k3'
+        WHERE t.dirty = c.value->>'dirty')";
 
 pub(super) const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'not_empty'
