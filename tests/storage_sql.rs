@@ -777,8 +777,8 @@ mod migration {
     use vaultstore_wasm::storage::sql::{
         SqlError, SqlExecutor, SqlStorage, SqlValue, Statement, sort_key,
     };
-    use vaultstore_wasm::storage::{MetaKey, Row, Storage, StorageError};
-    use vaultstore_wasm::sync::RecordVersion;
+    use vaultstore_wasm::storage::{MetaKey, MetaRow, Row, Stamp, Storage, StorageError, WriteOp};
+    use vaultstore_wasm::sync::{RecordVersion, Rev};
     use vaultstore_wasm::{CreateOptions, ErrorCode, RekeyOptions, Secret, Vault, VaultOptions};
 
     const FIXTURE: &str = include_str!("fixtures/sql_v1.sql");
@@ -896,23 +896,92 @@ mod migration {
                 .collect()
         });
         assert_eq!(after, before);
-        // No revision, seq or dirty mark was written: rows read as written before revisions.
+        // No revision or dirty mark was written: rows read as written before revisions.
         assert_eq!(
             count(
                 &db,
                 "SELECT count(*) FROM vaultstore_records
                  WHERE value_rev <> '' OR seal_rev <> '' OR expires_rev <> '' OR deleted_rev <> ''
-                     OR seq <> 0 OR dirty IS NOT NULL"
+                     OR dirty IS NOT NULL"
             ),
             0
         );
         assert_eq!(
             count(
                 &db,
-                "SELECT count(*) FROM vaultstore_meta WHERE rev <> '' OR seq <> 0 OR dirty IS NOT NULL"
+                "SELECT count(*) FROM vaultstore_meta WHERE rev <> '' OR dirty IS NOT NULL"
             ),
             0
         );
+        // Every replicated row has a seq of its own, at least 1, in every namespace: a full
+        // push or a first pull (the feed from 0) carries all of it. Local rows have none.
+        let seqs: Vec<(String, String, String, String, i64)> = db.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT ns, 'record', id, '', seq FROM vaultstore_records
+                     UNION ALL SELECT ns, object_type, object_id, key, seq FROM vaultstore_meta",
+                )
+                .unwrap();
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        });
+        let local = |t: &str, id: &str, k: &str| {
+            t == "sync" || (t == "vault" && (id == "state" || (id == "settings" && k == "kdf")))
+        };
+        let mut replicated: Vec<(String, i64)> = Vec::new();
+        for (ns, t, id, k, seq) in &seqs {
+            if local(t, id, k) {
+                assert_eq!(*seq, 0, "a local row has no seq: {t}/{id}/{k}");
+            } else {
+                assert!(*seq >= 1, "{ns} {t}/{id}/{k} has seq {seq}");
+                replicated.push((ns.clone(), *seq));
+            }
+        }
+        assert!(seqs.iter().any(|(_, t, id, k, _)| local(t, id, k)));
+        let distinct: std::collections::BTreeSet<&(String, i64)> = replicated.iter().collect();
+        assert_eq!(distinct.len(), replicated.len(), "seqs are distinct");
+        let ours: Vec<i64> = replicated
+            .iter()
+            .filter(|(ns, _)| ns == "vaultstore")
+            .map(|(_, seq)| *seq)
+            .collect();
+        let feed = block_on(storage.changes_since(0, 1_000)).unwrap();
+        assert_eq!(
+            feed.len(),
+            ours.len(),
+            "the feed from 0 holds every replicated row"
+        );
+        let mut fed: Vec<i64> = feed.iter().map(|c| c.seq as i64).collect();
+        let mut ours_sorted = ours.clone();
+        ours_sorted.sort();
+        fed.sort();
+        assert_eq!(fed, ours_sorted);
+        assert!(feed.iter().any(|c| matches!(&c.row, Row::Meta { key, .. }
+            if key.object_type == "password_identity")));
+        assert!(feed.iter().all(|c| match &c.row {
+            Row::Meta { key, .. } => key.object_type != "record",
+            Row::Record { version, .. } => matches!(version, RecordVersion::Live(_)),
+        }));
+        // The next write goes above every backfilled seq.
+        block_on(storage.apply(
+            Stamp {
+                rev: Rev::new(2_000_000_000_000, 0, 1).unwrap(),
+                at: T0,
+            },
+            vec![WriteOp::PutMeta(MetaRow::new(
+                "vault", "settings", "upgraded", "yes",
+            ))],
+        ))
+        .unwrap();
+        let next = block_on(storage.changes_since(0, 1_000)).unwrap();
+        assert_eq!(next.len(), feed.len() + 1);
+        let top = next.last().unwrap();
+        assert!(top.seq as i64 > *ours_sorted.last().unwrap());
+        assert!(matches!(&top.row, Row::Meta { key, .. } if key.key == "upgraded"));
         let read = block_on(
             storage.records_by_tokens(&[BRAVO.to_owned(), "tk_odd_id_by_hand".to_owned()]),
         )
@@ -929,8 +998,11 @@ mod migration {
             odd.password_id.as_deref(),
             Some("p_0b0cff0d37ace17aa306707e0e8e6072")
         );
-        assert_eq!(block_on(storage.changes_since(0, 100)).unwrap(), vec![]);
-        assert_eq!(block_on(storage.dirty_changes(0, 100)).unwrap(), vec![]);
+        assert_eq!(
+            block_on(storage.dirty_changes(0, 100)).unwrap().len(),
+            1,
+            "the backfill dirties nothing: only the write above is to push"
+        );
         assert_eq!(block_on(storage.linked_count()).unwrap(), 7);
         let linked =
             block_on(storage.records_linked_to("p_771430443c4e3b7671e99a2884ca8f88", None, 10))
@@ -984,14 +1056,17 @@ mod migration {
                 "other alpha"
             );
 
-            // Nothing since the migration is a change; a write is the only one.
+            // After what the migration numbered, a write is the only change.
             let storage = SqlStorage::open(db.clone(), "vaultstore").await.unwrap();
-            assert_eq!(storage.changes_since(0, 100).await.unwrap(), vec![]);
+            let backfilled = storage.changes_since(0, 1_000).await.unwrap();
+            assert!(!backfilled.is_empty());
+            let since = backfilled.iter().map(|c| c.seq).max().unwrap();
+            assert_eq!(storage.dirty_changes(0, 100).await.unwrap(), vec![]);
             let new = v
                 .token_create("after the migration", &bravo, &CreateOptions::default())
                 .await
                 .unwrap();
-            let changes = storage.changes_since(0, 100).await.unwrap();
+            let changes = storage.changes_since(since, 100).await.unwrap();
             assert_eq!(changes.len(), 1, "{changes:?}");
             let Row::Record {
                 version: RecordVersion::Live(live),

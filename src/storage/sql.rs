@@ -187,8 +187,7 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
     )",
 ], &[
     // Schema 2 (storage.rs "What a store keeps for sync"). Rows written before keep `''`
-    // revisions (read as synthesized) and seq 0: only the link move below rewrites rows, and
-    // only the linked ones.
+    // revisions (read as synthesized); the link move and the seq backfill below write them.
     "ALTER TABLE vaultstore_records ADD COLUMN password_id TEXT",
     "ALTER TABLE vaultstore_records ADD COLUMN value_rev TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE vaultstore_records ADD COLUMN seal_rev TEXT NOT NULL DEFAULT ''",
@@ -241,6 +240,17 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
         AND l.object_id GLOB '*[\u{e000}-\u{10ffff}]*'
     ON CONFLICT (ns, id_key) DO UPDATE SET password_id = excluded.password_id",
     "DELETE FROM vaultstore_meta WHERE object_type = 'record' AND key = 'password_id'",
+    // The seq backfill: every replicated row gets a distinct seq of at least 1, so a full push
+    // and a first pull (`changes_since(0, …)`, seqs above 0) see it. Records take their rowid
+    // (unique in the table, so in each namespace; SQLite gives every inserted row a positive
+    // one), replicated meta rows theirs above every record's; local rows (`is_replicated`: the
+    // vault state, the `kdf` setting, `sync/*`) keep seq 0. Not dirty: nothing was written here
+    // since. The next seq is one above the greatest (`sql/write.rs` `seq_base!`), and both
+    // happen before the indexes on `seq` exist.
+    "UPDATE vaultstore_records SET seq = rowid",
+    "UPDATE vaultstore_meta SET seq = rowid + (SELECT coalesce(max(rowid), 0) FROM vaultstore_records)
+    WHERE object_type <> 'sync' AND NOT (object_type = 'vault'
+        AND (object_id = 'state' OR (object_id = 'settings' AND key = 'kdf')))",
     // Unique tags are checked by local writes now (`UNIQUE_META_VALUES`): a merge may store two.
     "DROP INDEX IF EXISTS vaultstore_meta_unique_tag",
     // SQLite cannot add a CHECK to a table: the guard (never holding a row) is made again.
