@@ -779,7 +779,9 @@ mod migration {
     };
     use vaultstore_wasm::storage::{MetaKey, MetaRow, Row, Stamp, Storage, StorageError, WriteOp};
     use vaultstore_wasm::sync::{RecordVersion, Rev};
-    use vaultstore_wasm::{CreateOptions, ErrorCode, RekeyOptions, Secret, Vault, VaultOptions};
+    use vaultstore_wasm::{
+        CreateOptions, ErrorCode, RekeyOptions, Secret, SyncTransport, Vault, VaultOptions,
+    };
 
     const FIXTURE: &str = include_str!("fixtures/sql_v1.sql");
     const T0: i64 = 1_700_000_000_000;
@@ -1120,6 +1122,85 @@ mod migration {
                 other.token_read(OTHER, &alpha).await.unwrap(),
                 "other alpha"
             );
+        });
+    }
+
+    /// A sync server in process: the request goes straight to its `sync_handle`.
+    struct Direct<'a>(&'a Vault);
+
+    #[async_trait]
+    impl SyncTransport for Direct<'_> {
+        async fn exchange(&self, body: String) -> vaultstore_wasm::Result<(u16, Vec<u8>)> {
+            let (status, body) = self.0.sync_handle(body.as_bytes()).await;
+            Ok((status, body.into_bytes()))
+        }
+    }
+
+    /// A vault upgraded from schema 1 syncs whole: its first push (the feed from seq 0) carries
+    /// every replicated row it had before the upgrade, so an empty replica joining the server
+    /// opens every token with the secrets that sealed it.
+    #[test]
+    fn a_migrated_vault_syncs_every_row_it_held_to_an_empty_server() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        // The rows written by hand hold no envelope; a server refuses them.
+        db.with(|c| {
+            c.execute(
+                "DELETE FROM vaultstore_records WHERE value = 'vs1:by-hand'",
+                [],
+            )
+            .unwrap()
+        });
+        block_on(async {
+            let upgraded = vault(db.clone(), "vaultstore").await;
+            let held = SqlStorage::open(db.clone(), "vaultstore")
+                .await
+                .unwrap()
+                .changes_since(0, 1_000)
+                .await
+                .unwrap();
+            let server_db = Arc::new(Sqlite::memory());
+            let server = vault(server_db.clone(), "vaultstore").await;
+            let report = upgraded.sync(&Direct(&server), None).await.unwrap();
+            assert_eq!(held.len(), 18, "6 records, 12 replicated meta rows");
+            // The server's own new vault already holds `vault/settings/{version,migrated}` as
+            // sent (same value, the zero revision): those two change nothing there.
+            assert_eq!(report.pushed, 16, "{report:?}");
+            let on_server = SqlStorage::open(server_db, "vaultstore")
+                .await
+                .unwrap()
+                .changes_since(0, 1_000)
+                .await
+                .unwrap();
+            let keys = |feed: &[vaultstore_wasm::storage::Change]| {
+                let mut keys: Vec<_> = feed.iter().map(|c| c.row.key()).collect();
+                keys.sort();
+                keys
+            };
+            assert_eq!(keys(&on_server), keys(&held), "the server has every row");
+
+            let joined = vault(Arc::new(Sqlite::memory()), "vaultstore").await;
+            joined.sync(&Direct(&server), None).await.unwrap();
+            let alpha = Secret::password("fixture password alpha");
+            let mut want = ALPHA.to_vec();
+            want.push(CUSTOM);
+            let read: BTreeMap<String, String> = joined
+                .tokens_read(&want, &alpha)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[ALPHA[0]], "alpha one");
+            assert_eq!(read[CUSTOM], "alpha custom");
+            let bravo = Secret::password("fixture password bravo");
+            assert_eq!(joined.token_read(BRAVO, &bravo).await.unwrap(), "bravo one");
+            let charlie = Secret::password("fixture password charlie");
+            assert_eq!(
+                joined.token_read(BRAVO, &charlie).await.unwrap(),
+                "bravo one"
+            );
+            let raw = Secret::raw_key(&[7u8; 32]).unwrap();
+            assert_eq!(joined.token_read(RAW, &raw).await.unwrap(), "raw one");
         });
     }
 
