@@ -1300,7 +1300,9 @@ mod seqs {
     use super::sqlite::Sqlite;
     use vaultstore_wasm::record::{Record, RecordRevs};
     use vaultstore_wasm::storage::sql::SqlStorage;
-    use vaultstore_wasm::storage::{MetaKey, MetaRow, Stamp, Storage, WriteOp};
+    use vaultstore_wasm::storage::{
+        MetaKey, MetaRow, RowKey, Stamp, Storage, StorageError, WriteOp,
+    };
     use vaultstore_wasm::sync::Rev;
 
     fn stamp(at: u64) -> Stamp {
@@ -1377,6 +1379,43 @@ mod seqs {
             assert!(after[0].seq > last, "{} after {last}", after[0].seq);
             // A puller that saw `last` before the clear still gets the new row.
             assert_eq!(s.changes_since(last, 100).await.unwrap(), after);
+        });
+    }
+
+    /// A local row keeps seq 0 here; it is no version: `versions` answers `None` for it, and
+    /// `ExpectVersion` of it holds for `None` only, as for a key the store does not have.
+    #[test]
+    fn a_local_row_is_no_version() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            let state = MetaKey::new("vault", "state", "writes");
+            s.apply(
+                stamp(2),
+                vec![WriteOp::PutMeta(MetaRow::new(
+                    "vault", "state", "writes", "e",
+                ))],
+            )
+            .await
+            .unwrap();
+            let key = RowKey::Meta(state.clone());
+            assert_eq!(s.versions(&[key.clone()]).await.unwrap(), vec![None]);
+            s.apply(
+                stamp(3),
+                vec![WriteOp::ExpectVersion {
+                    key: key.clone(),
+                    seq: None,
+                }],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                s.apply(stamp(3), vec![WriteOp::ExpectVersion { key, seq: Some(0) }])
+                    .await
+                    .unwrap_err(),
+                StorageError::MetaChanged(state)
+            );
         });
     }
 }
