@@ -1418,4 +1418,71 @@ mod seqs {
             );
         });
     }
+
+    /// The database names only the guard that failed; among several `ExpectVersion`s of a
+    /// batch, the error names the key whose version moved.
+    #[test]
+    fn the_stale_version_among_several_is_named() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            s.apply(
+                stamp(2),
+                vec![
+                    WriteOp::InsertRecord(record("a")),
+                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "x", "1")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "y", "1")),
+                ],
+            )
+            .await
+            .unwrap();
+            let (x, y) = (
+                MetaKey::new("vault", "settings", "x"),
+                MetaKey::new("vault", "settings", "y"),
+            );
+            let keys = [
+                RowKey::Record("a".into()),
+                RowKey::Record("b".into()),
+                RowKey::Meta(x.clone()),
+                RowKey::Meta(y.clone()),
+            ];
+            let read: Vec<Option<u64>> = s
+                .versions(&keys)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| v.map(|v| v.seq))
+                .collect();
+            s.apply(
+                stamp(3),
+                vec![
+                    WriteOp::DeleteRecord {
+                        id: "b".into(),
+                        if_expired_at: None,
+                    },
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "y", "2")),
+                ],
+            )
+            .await
+            .unwrap();
+            let expect = |ks: &[usize]| -> Vec<WriteOp> {
+                ks.iter()
+                    .map(|&i| WriteOp::ExpectVersion {
+                        key: keys[i].clone(),
+                        seq: read[i],
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                s.apply(stamp(4), expect(&[0, 1])).await.unwrap_err(),
+                StorageError::Changed("b".into())
+            );
+            assert_eq!(
+                s.apply(stamp(4), expect(&[2, 3])).await.unwrap_err(),
+                StorageError::MetaChanged(y)
+            );
+        });
+    }
 }
