@@ -392,8 +392,11 @@ fn a_local_change_that_partly_wins_stays_dirty() {
     mine.expires_at = Some(9);
     mine.expires_rev = rev(300, 1);
     let theirs = record(R1, live("tk_a", "vs1:theirs", None, rev(200, 2)));
+    // The last sync ended at 150: the local value (100) came from before it, the local
+    // renewal (300) is a change made here since.
     let view = ReplicaView {
-        stored: local(&[(record(R1, mine), true)]),
+        stored: local(&[(record(R1, mine.clone()), true)]),
+        since: rev(150, 0),
         ..ReplicaView::default()
     };
     let plan = plan_pull(std::slice::from_ref(&theirs), &view);
@@ -403,7 +406,14 @@ fn a_local_change_that_partly_wins_stays_dirty() {
         puts[0].1,
         "the merge holds a local field the server lacks: still dirty"
     );
-    assert_eq!(plan.conflicts, 0);
+    assert_eq!(plan.conflicts, 0, "the local change (the renewal) survived");
+    // Had the value been edited here too (after the last sync), losing it is a conflict.
+    let view = ReplicaView {
+        stored: local(&[(record(R1, mine), true)]),
+        since: rev(50, 0),
+        ..ReplicaView::default()
+    };
+    assert_eq!(plan_pull(std::slice::from_ref(&theirs), &view).conflicts, 1);
 }
 
 #[test]

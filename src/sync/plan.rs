@@ -342,6 +342,9 @@ pub struct ReplicaView {
     pub token_holders: HashMap<String, (String, i64)>,
     /// For each identity the page removes: up to `rows + 1` ids of local records linked to it.
     pub linked: HashMap<String, Vec<String>>,
+    /// The revision this replica's last sync ended at: registers with later revisions were
+    /// changed here since, so losing one is a conflict ([`supersedes_local`]).
+    pub since: Rev,
 }
 
 /// The ops and the report of a pulled page.
@@ -358,6 +361,59 @@ pub struct PullPlan {
     /// Local records kept although the server removed or displaced them, or whose token a
     /// pulled record claims: the ids of the records stranded here.
     pub stranded: Vec<String>,
+}
+
+/// Whether `merged` drops a change made here since the revision `since` (the end of this
+/// replica's last sync) from the local version `local`: a register of `local` with a later
+/// revision that `merged` does not keep, or any such change when `merged` removes the row. A
+/// register `merged` takes from elsewhere that was not changed here (an older one) is no
+/// conflict: it is what sync is for.
+pub fn supersedes_local(local: &Row, merged: &Row, since: Rev) -> bool {
+    match (local, merged) {
+        (
+            Row::Record {
+                version: RecordVersion::Live(mine),
+                ..
+            },
+            Row::Record {
+                version: RecordVersion::Live(result),
+                ..
+            },
+        ) => {
+            let sealed = |l: &super::LiveRecord| {
+                (
+                    l.value_rev,
+                    l.seal_rev,
+                    l.value.clone(),
+                    l.password_id.clone(),
+                )
+            };
+            (mine.seal_rev > since && sealed(mine) != sealed(result))
+                || (mine.expires_rev > since
+                    && (mine.expires_rev, mine.expires_at)
+                        != (result.expires_rev, result.expires_at))
+                || (mine.deleted_rev > since
+                    && (mine.deleted_rev, mine.soft_deleted_at)
+                        != (result.deleted_rev, result.soft_deleted_at))
+        }
+        (
+            Row::Record {
+                version: RecordVersion::Live(mine),
+                ..
+            },
+            Row::Record {
+                version: RecordVersion::Gone(_),
+                ..
+            },
+        ) => mine.max_rev() > since,
+        (
+            Row::Meta { version: mine, .. },
+            Row::Meta {
+                version: result, ..
+            },
+        ) => mine.rev() > since && mine != result,
+        _ => false,
+    }
 }
 
 /// Plan a pulled page on a replica.
@@ -385,7 +441,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
         };
         let dirty = current.is_some_and(|c| c.dirty.is_some());
         if let Some(current) = current {
-            if dirty && merged == *row && current.row != *row {
+            if dirty && supersedes_local(&current.row, &merged, view.since) {
                 plan.conflicts += 1;
             }
             if merged == current.row {

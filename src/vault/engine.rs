@@ -23,12 +23,14 @@ use crate::storage::{
     MaybeSendSync, MetaKey, MetaRow, RowKey, StorageError, Stored, WriteOp, WriteTransaction,
     object_type,
 };
-use crate::sync::plan::{ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push};
+use crate::sync::plan::{
+    ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push, supersedes_local,
+};
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Request,
     VaultInfo, WireError,
 };
-use crate::sync::{MetaVersion, RecordVersion, Row};
+use crate::sync::{MetaVersion, RecordVersion, Rev, Row};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 
@@ -83,6 +85,11 @@ fn log_head_key() -> MetaKey {
 
 fn log_key(seq: u64) -> MetaKey {
     local_key("log", &format!("{seq:020}"))
+}
+
+/// The revision this replica's last completed sync ended at (conflict counting).
+fn synced_key() -> MetaKey {
+    local_key("state", "synced")
 }
 
 fn parked_key(id: &str) -> MetaKey {
@@ -423,16 +430,35 @@ impl Vault {
         self.ensure_open()?;
         let mut report = SyncReport::default();
         let mut stranded: HashSet<String> = HashSet::new();
+        let since = self
+            .storage
+            .meta_get(&synced_key())
+            .await?
+            .and_then(|text| Rev::parse(&text).ok())
+            .unwrap_or(Rev::ZERO);
         let first = self.storage.meta_get(&checkpoint_key()).await?.is_none();
-        let mut push_all = self.pull_all(remote, &mut report, &mut stranded).await? || first;
-        self.push(remote, push_all, &mut report, &mut stranded)
+        let mut push_all = self
+            .pull_all(remote, since, &mut report, &mut stranded)
+            .await?
+            || first;
+        self.push(remote, push_all, since, &mut report, &mut stranded)
             .await?;
         // What the push changed on the server (merges, and rows of other replicas that came
         // meanwhile).
-        push_all = self.pull_all(remote, &mut report, &mut stranded).await?;
+        push_all = self
+            .pull_all(remote, since, &mut report, &mut stranded)
+            .await?;
         if push_all {
-            self.push(remote, true, &mut report, &mut stranded).await?;
+            self.push(remote, true, since, &mut report, &mut stranded)
+                .await?;
         }
+        let end = MetaRow {
+            key: synced_key(),
+            value: self.stamp()?.rev.to_string(),
+        };
+        self.storage
+            .apply(self.stamp()?, vec![WriteOp::PutMeta(end)])
+            .await?;
         if let Some(progress) = progress {
             progress(report.pulled + report.pushed, report.pulled + report.pushed);
         }
@@ -480,6 +506,7 @@ impl Vault {
     async fn pull_all(
         &self,
         remote: &dyn SyncTransport,
+        since: Rev,
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
     ) -> Result<bool> {
@@ -508,7 +535,7 @@ impl Vault {
             })?;
             self.join_as_replica(&response.kdf).await?;
             reset |= response.reset.is_some();
-            self.apply_pulled(&response, stored, report, stranded)
+            self.apply_pulled(&response, stored, since, report, stranded)
                 .await?;
             if !response.more {
                 return Ok(reset);
@@ -557,6 +584,7 @@ impl Vault {
         &self,
         response: &PullResponse,
         checkpoint_was: Option<String>,
+        since: Rev,
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
     ) -> Result<()> {
@@ -568,7 +596,8 @@ impl Vault {
         }
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
-            let view = replica_view(&*tx, &rows).await?;
+            let mut view = replica_view(&*tx, &rows).await?;
+            view.since = since;
             let plan = plan_pull(&rows, &view);
             let mut ops = plan.ops;
             // Applied once: two tabs pulling the same page do not both apply it.
@@ -644,6 +673,7 @@ impl Vault {
         &self,
         remote: &dyn SyncTransport,
         everything: bool,
+        since: Rev,
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
     ) -> Result<()> {
@@ -708,7 +738,7 @@ impl Vault {
             }
             for superseded in &response.superseded {
                 taken_back.push(superseded.current.clone());
-                if superseded.current != rows[superseded.i] {
+                if supersedes_local(&rows[superseded.i], &superseded.current, since) {
                     report.conflicts += 1;
                 }
             }
