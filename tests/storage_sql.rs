@@ -1400,7 +1400,10 @@ mod seqs {
             .await
             .unwrap();
             let key = RowKey::Meta(state.clone());
-            assert_eq!(s.versions(&[key.clone()]).await.unwrap(), vec![None]);
+            assert_eq!(
+                s.versions(std::slice::from_ref(&key)).await.unwrap(),
+                vec![None]
+            );
             s.apply(
                 stamp(3),
                 vec![WriteOp::ExpectVersion {
