@@ -278,6 +278,8 @@ mod tests {
             updated_at: created,
             expires_at: expires,
             soft_deleted_at: deleted,
+            password_id: None,
+            revs: Default::default(),
         }
     }
 

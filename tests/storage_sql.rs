@@ -22,7 +22,8 @@ mod sql_only {
     use super::sqlite::Sqlite;
     use std::sync::Arc;
     use vaultstore_wasm::storage::sql::{SCHEMA_VERSION, SqlStorage};
-    use vaultstore_wasm::storage::{Storage, StorageError, WriteOp};
+    use vaultstore_wasm::storage::{Stamp, Storage, StorageError, WriteOp};
+    use vaultstore_wasm::sync::Rev;
     use vaultstore_wasm::{CreateOptions, ErrorCode, Secret, Vault, VaultOptions};
 
     use super::conformance::{dump, record};
@@ -39,6 +40,13 @@ mod sql_only {
         futures::executor::block_on(f)
     }
 
+    fn stamp() -> Stamp {
+        Stamp {
+            rev: Rev::new(1, 0, 1).unwrap(),
+            at: 1,
+        }
+    }
+
     fn options() -> VaultOptions {
         VaultOptions {
             kdf_iterations: 1_000,
@@ -51,17 +59,25 @@ mod sql_only {
         let db = Arc::new(Sqlite::memory());
         let a = block_on(SqlStorage::open(db.clone(), "a")).unwrap();
         let b = block_on(SqlStorage::open(db.clone(), "b")).unwrap();
-        block_on(a.apply(vec![WriteOp::InsertRecord(record("id-1", "tk_same"))])).unwrap();
+        block_on(a.apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+        ))
+        .unwrap();
         // The same token and id in another namespace are another record.
-        block_on(b.apply(vec![WriteOp::InsertRecord(record("id-1", "tk_same"))])).unwrap();
-        block_on(b.apply(vec![WriteOp::ClearAll])).unwrap();
+        block_on(b.apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+        ))
+        .unwrap();
+        block_on(b.apply(stamp(), vec![WriteOp::ClearAll])).unwrap();
         assert_eq!(block_on(dump(&b)), (vec![], vec![]));
         assert_eq!(block_on(dump(&a)).0, vec![record("id-1", "tk_same")]);
         assert_eq!(
-            block_on(a.apply(vec![WriteOp::ExpectEmpty])).unwrap_err(),
+            block_on(a.apply(stamp(), vec![WriteOp::ExpectEmpty])).unwrap_err(),
             StorageError::NotEmpty
         );
-        block_on(b.apply(vec![WriteOp::ExpectEmpty])).unwrap();
+        block_on(b.apply(stamp(), vec![WriteOp::ExpectEmpty])).unwrap();
     }
 
     #[test]
@@ -99,7 +115,9 @@ mod sql_only {
                 "vaultstore_guard",
                 "vaultstore_meta",
                 "vaultstore_records",
-                "vaultstore_schema"
+                "vaultstore_schema",
+                "vaultstore_seq",
+                "vaultstore_tombstones"
             ]
         );
         block_on(SqlStorage::open(db.clone(), "other")).unwrap();
@@ -744,5 +762,730 @@ mod sql_only {
         fn refs_of(values: &[String]) -> Vec<&str> {
             values.iter().map(String::as_str).collect()
         }
+    }
+}
+
+/// Schema 1 → 2 on a database written by the release before (`tests/fixtures/sql_v1.sql`, see
+/// its header for what it holds and how it was made).
+mod migration {
+    use super::sqlite::Sqlite;
+    use async_trait::async_trait;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use vaultstore_wasm::platform::{Clock, Platform};
+    use vaultstore_wasm::record::RecordRevs;
+    use vaultstore_wasm::storage::sql::{
+        SqlError, SqlExecutor, SqlStorage, SqlValue, Statement, sort_key,
+    };
+    use vaultstore_wasm::storage::{MetaKey, MetaRow, Row, Stamp, Storage, StorageError, WriteOp};
+    use vaultstore_wasm::sync::{RecordVersion, Rev};
+    use vaultstore_wasm::{
+        CreateOptions, ErrorCode, RekeyOptions, Secret, SyncTransport, Vault, VaultOptions,
+    };
+
+    const FIXTURE: &str = include_str!("fixtures/sql_v1.sql");
+    const T0: i64 = 1_700_000_000_000;
+    const ALPHA: [&str; 2] = [
+        "tk_r935men7zweh9fqaxdz9njvxkv608",
+        "tk_514nnwgh0b9dffvmvskgchkvvx2q2",
+    ];
+    const SOFT_DELETED: &str = "tk_9hwq1cfycz1k31cnqh6ztvs3xfza0";
+    const CUSTOM: &str = "tk_fixture_custom";
+    const BRAVO: &str = "tk_xkjrfw81qtrkawa1jgdrmtwgf7kfx";
+    const RAW: &str = "tk_9veyw3mcq6k25pgvgn5mm037m6h24";
+    const OTHER: &str = "tk_zk2f7rhsyg2wgj79v4njsmky1ttb1";
+    /// A record id no generator makes (a snapshot may carry one): its `id_key` is not the id.
+    const ODD_ID: &str = "odd\u{ff5e}id";
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures::executor::block_on(f)
+    }
+
+    /// The fixture, plus two rows written by hand as schema 1 would hold them: a record without
+    /// a link, and a linked record whose id has a character at or above U+E000.
+    fn load_v1(db: &Sqlite) {
+        db.with(|c| {
+            c.execute_batch(FIXTURE).unwrap();
+            let insert = "INSERT INTO vaultstore_records
+                (ns, id, token, value, created_at, updated_at, id_key, token_key)
+                VALUES ('vaultstore', ?1, ?2, 'vs1:by-hand', 5, 6, ?3, ?2)";
+            c.execute(insert, ["0123456789abcdef0123456789abcdef", "tk_unlinked_by_hand", "0123456789abcdef0123456789abcdef"])
+                .unwrap();
+            c.execute(insert, [ODD_ID, "tk_odd_id_by_hand", &sort_key(ODD_ID)])
+                .unwrap();
+            c.execute(
+                "INSERT INTO vaultstore_meta VALUES ('vaultstore', 'record', ?1, 'password_id', 'p_0b0cff0d37ace17aa306707e0e8e6072')",
+                [format!("r_{ODD_ID}")],
+            )
+            .unwrap();
+        });
+    }
+
+    /// `(ns, record id) → identity` of every link row, and of every record with none.
+    fn links(db: &Sqlite) -> BTreeMap<(String, String), Option<String>> {
+        db.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT r.ns, r.id, l.value FROM vaultstore_records AS r
+                     LEFT JOIN vaultstore_meta AS l ON l.ns = r.ns AND l.object_type = 'record'
+                         AND l.object_id = 'r_' || r.id AND l.key = 'password_id'",
+                )
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+
+    fn count(db: &Sqlite, sql: &str) -> i64 {
+        db.with(|c| c.query_row(sql, [], |r| r.get(0)).unwrap())
+    }
+
+    fn version(db: &Sqlite) -> i64 {
+        count(db, "SELECT version FROM vaultstore_schema")
+    }
+
+    struct Fixed;
+    impl Clock for Fixed {
+        fn now_ms(&self) -> i64 {
+            T0 + 3_600_000
+        }
+    }
+
+    async fn vault(db: Arc<Sqlite>, ns: &str) -> Vault {
+        let storage = SqlStorage::open(db, ns).await.unwrap();
+        Vault::open_with(
+            Box::new(storage),
+            VaultOptions {
+                password_identity: true,
+                kdf_iterations: 1_000,
+                ..VaultOptions::default()
+            },
+            Platform {
+                clock: Arc::new(Fixed),
+                ..Platform::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[test]
+    fn links_move_into_their_records_and_nothing_else_is_rewritten() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        let before = links(&db);
+        assert_eq!(before.len(), 9);
+        assert_eq!(before.values().filter(|l| l.is_none()).count(), 1);
+        let storage = block_on(SqlStorage::open(db.clone(), "vaultstore")).unwrap();
+        assert_eq!(version(&db), 2);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE object_type = 'record'"
+            ),
+            0,
+            "no link row is left, in any namespace"
+        );
+        let after: BTreeMap<(String, String), Option<String>> = db.with(|c| {
+            let mut st = c
+                .prepare("SELECT ns, id, password_id FROM vaultstore_records")
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        });
+        assert_eq!(after, before);
+        // No revision or dirty mark was written: rows read as written before revisions.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_records
+                 WHERE value_rev <> '' OR seal_rev <> '' OR expires_rev <> '' OR deleted_rev <> ''
+                     OR dirty IS NOT NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE rev <> '' OR dirty IS NOT NULL"
+            ),
+            0
+        );
+        // Every replicated row has a seq of its own, at least 1, in every namespace: a full
+        // push or a first pull (the feed from 0) carries all of it. Local rows have none.
+        let seqs: Vec<(String, String, String, String, i64)> = db.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT ns, 'record', id, '', seq FROM vaultstore_records
+                     UNION ALL SELECT ns, object_type, object_id, key, seq FROM vaultstore_meta",
+                )
+                .unwrap();
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        });
+        let local = |t: &str, id: &str, k: &str| {
+            t == "sync" || (t == "vault" && (id == "state" || (id == "settings" && k == "kdf")))
+        };
+        let mut replicated: Vec<(String, i64)> = Vec::new();
+        for (ns, t, id, k, seq) in &seqs {
+            if local(t, id, k) {
+                assert_eq!(*seq, 0, "a local row has no seq: {t}/{id}/{k}");
+            } else {
+                assert!(*seq >= 1, "{ns} {t}/{id}/{k} has seq {seq}");
+                replicated.push((ns.clone(), *seq));
+            }
+        }
+        assert!(seqs.iter().any(|(_, t, id, k, _)| local(t, id, k)));
+        let distinct: std::collections::BTreeSet<&(String, i64)> = replicated.iter().collect();
+        assert_eq!(distinct.len(), replicated.len(), "seqs are distinct");
+        let ours: Vec<i64> = replicated
+            .iter()
+            .filter(|(ns, _)| ns == "vaultstore")
+            .map(|(_, seq)| *seq)
+            .collect();
+        let feed = block_on(storage.changes_since(0, 1_000)).unwrap();
+        assert_eq!(
+            feed.len(),
+            ours.len(),
+            "the feed from 0 holds every replicated row"
+        );
+        let mut fed: Vec<i64> = feed.iter().map(|c| c.seq as i64).collect();
+        let mut ours_sorted = ours.clone();
+        ours_sorted.sort();
+        fed.sort();
+        assert_eq!(fed, ours_sorted);
+        assert!(feed.iter().any(|c| matches!(&c.row, Row::Meta { key, .. }
+            if key.object_type == "password_identity")));
+        assert!(feed.iter().all(|c| match &c.row {
+            Row::Meta { key, .. } => key.object_type != "record",
+            Row::Record { version, .. } => matches!(version, RecordVersion::Live(_)),
+        }));
+        // The next write goes above every backfilled seq.
+        block_on(storage.apply(
+            Stamp {
+                rev: Rev::new(2_000_000_000_000, 0, 1).unwrap(),
+                at: T0,
+            },
+            vec![WriteOp::PutMeta(MetaRow::new(
+                "vault", "settings", "upgraded", "yes",
+            ))],
+        ))
+        .unwrap();
+        let next = block_on(storage.changes_since(0, 1_000)).unwrap();
+        assert_eq!(next.len(), feed.len() + 1);
+        let top = next.last().unwrap();
+        assert!(top.seq as i64 > *ours_sorted.last().unwrap());
+        assert!(matches!(&top.row, Row::Meta { key, .. } if key.key == "upgraded"));
+        let read = block_on(
+            storage.records_by_tokens(&[BRAVO.to_owned(), "tk_odd_id_by_hand".to_owned()]),
+        )
+        .unwrap();
+        let bravo = read[0].clone().unwrap();
+        assert_eq!(bravo.revs, RecordRevs::synthesized(bravo.created_at));
+        assert_eq!(
+            bravo.password_id.as_deref(),
+            Some("p_6b4800c91d219e935edff5afff1b93dc")
+        );
+        let odd = read[1].clone().unwrap();
+        assert_eq!(odd.id, ODD_ID);
+        assert_eq!(
+            odd.password_id.as_deref(),
+            Some("p_0b0cff0d37ace17aa306707e0e8e6072")
+        );
+        assert_eq!(
+            block_on(storage.dirty_changes(0, 100)).unwrap().len(),
+            1,
+            "the backfill dirties nothing: only the write above is to push"
+        );
+        assert_eq!(block_on(storage.linked_count()).unwrap(), 7);
+        let linked =
+            block_on(storage.records_linked_to("p_771430443c4e3b7671e99a2884ca8f88", None, 10))
+                .unwrap();
+        let mut tokens: Vec<&str> = linked.iter().map(|r| r.token.as_str()).collect();
+        tokens.sort();
+        let mut expected = vec![ALPHA[0], ALPHA[1], SOFT_DELETED, CUSTOM];
+        expected.sort();
+        assert_eq!(tokens, expected);
+        // The unique index on tags is gone: the check moved into local writes.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM sqlite_master WHERE name = 'vaultstore_meta_unique_tag'"
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn a_migrated_vault_reads_rekeys_and_feeds_only_new_changes() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        block_on(async {
+            let v = vault(db.clone(), "vaultstore").await;
+            let alpha = Secret::password("fixture password alpha");
+            let bravo = Secret::password("fixture password bravo");
+            let charlie = Secret::password("fixture password charlie");
+            let raw = Secret::raw_key(&[7u8; 32]).unwrap();
+            let mut want = ALPHA.to_vec();
+            want.push(CUSTOM);
+            let read: BTreeMap<String, String> = v
+                .tokens_read(&want, &alpha)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[ALPHA[0]], "alpha one");
+            assert_eq!(read[ALPHA[1]], "alpha two");
+            assert_eq!(read[CUSTOM], "alpha custom");
+            assert_eq!(v.token_read(BRAVO, &bravo).await.unwrap(), "bravo one");
+            assert_eq!(v.token_read(BRAVO, &charlie).await.unwrap(), "bravo one");
+            assert_eq!(v.token_read(RAW, &raw).await.unwrap(), "raw one");
+            assert_eq!(
+                v.token_read(BRAVO, &alpha).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword
+            );
+            let other = vault(db.clone(), "other").await;
+            assert_eq!(
+                other.token_read(OTHER, &alpha).await.unwrap(),
+                "other alpha"
+            );
+
+            // After what the migration numbered, a write is the only change.
+            let storage = SqlStorage::open(db.clone(), "vaultstore").await.unwrap();
+            let backfilled = storage.changes_since(0, 1_000).await.unwrap();
+            assert!(!backfilled.is_empty());
+            let since = backfilled.iter().map(|c| c.seq).max().unwrap();
+            assert_eq!(storage.dirty_changes(0, 100).await.unwrap(), vec![]);
+            let new = v
+                .token_create("after the migration", &bravo, &CreateOptions::default())
+                .await
+                .unwrap();
+            let changes = storage.changes_since(since, 100).await.unwrap();
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            let Row::Record {
+                version: RecordVersion::Live(live),
+                ..
+            } = &changes[0].row
+            else {
+                panic!("{changes:?}");
+            };
+            assert_eq!(live.token, new);
+            assert_eq!(
+                live.password_id.as_deref(),
+                Some("p_6b4800c91d219e935edff5afff1b93dc")
+            );
+            assert!(changes[0].seq > 0);
+            assert_eq!(storage.dirty_changes(0, 100).await.unwrap(), changes);
+            assert_eq!(
+                storage.changes_since(changes[0].seq, 100).await.unwrap(),
+                vec![]
+            );
+
+            // A password change moves alpha's records, found through their moved links.
+            let delta = Secret::password("fixture password delta");
+            let moved = v
+                .bulk_rekey(&alpha, &delta, &RekeyOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(moved, 4);
+            let read: BTreeMap<String, String> = v
+                .tokens_read(&want, &delta)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[CUSTOM], "alpha custom");
+            assert!(v.token_read(ALPHA[0], &alpha).await.is_err());
+            // With no identity of its own, `new` takes over alpha's: one re-wrap, new tag.
+            let tag = storage
+                .meta_get(&MetaKey::new(
+                    "password_identity",
+                    "p_771430443c4e3b7671e99a2884ca8f88",
+                    "tag",
+                ))
+                .await
+                .unwrap();
+            assert!(
+                tag.is_some_and(|t| !t.starts_with("6a02580274bbb8b1")),
+                "alpha's identity is re-wrapped for delta"
+            );
+            // The other namespace keeps alpha.
+            assert_eq!(
+                other.token_read(OTHER, &alpha).await.unwrap(),
+                "other alpha"
+            );
+        });
+    }
+
+    /// A sync server in process: the request goes straight to its `sync_handle`.
+    struct Direct<'a>(&'a Vault);
+
+    #[async_trait]
+    impl SyncTransport for Direct<'_> {
+        async fn exchange(&self, body: String) -> vaultstore_wasm::Result<(u16, Vec<u8>)> {
+            let (status, body) = self.0.sync_handle(body.as_bytes()).await;
+            Ok((status, body.into_bytes()))
+        }
+    }
+
+    /// A vault upgraded from schema 1 syncs whole: its first push (the feed from seq 0) carries
+    /// every replicated row it had before the upgrade, so an empty replica joining the server
+    /// opens every token with the secrets that sealed it.
+    #[test]
+    fn a_migrated_vault_syncs_every_row_it_held_to_an_empty_server() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        // The rows written by hand hold no envelope; a server refuses them.
+        db.with(|c| {
+            c.execute(
+                "DELETE FROM vaultstore_records WHERE value = 'vs1:by-hand'",
+                [],
+            )
+            .unwrap()
+        });
+        block_on(async {
+            let upgraded = vault(db.clone(), "vaultstore").await;
+            let held = SqlStorage::open(db.clone(), "vaultstore")
+                .await
+                .unwrap()
+                .changes_since(0, 1_000)
+                .await
+                .unwrap();
+            let server_db = Arc::new(Sqlite::memory());
+            let server = vault(server_db.clone(), "vaultstore").await;
+            let report = upgraded.sync(&Direct(&server), None).await.unwrap();
+            assert_eq!(held.len(), 18, "6 records, 12 replicated meta rows");
+            // The server's own new vault already holds `vault/settings/{version,migrated}` as
+            // sent (same value, the zero revision): those two change nothing there.
+            assert_eq!(report.pushed, 16, "{report:?}");
+            let on_server = SqlStorage::open(server_db, "vaultstore")
+                .await
+                .unwrap()
+                .changes_since(0, 1_000)
+                .await
+                .unwrap();
+            let keys = |feed: &[vaultstore_wasm::storage::Change]| {
+                let mut keys: Vec<_> = feed.iter().map(|c| c.row.key()).collect();
+                keys.sort();
+                keys
+            };
+            assert_eq!(keys(&on_server), keys(&held), "the server has every row");
+
+            let joined = vault(Arc::new(Sqlite::memory()), "vaultstore").await;
+            joined.sync(&Direct(&server), None).await.unwrap();
+            let alpha = Secret::password("fixture password alpha");
+            let mut want = ALPHA.to_vec();
+            want.push(CUSTOM);
+            let read: BTreeMap<String, String> = joined
+                .tokens_read(&want, &alpha)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(read[ALPHA[0]], "alpha one");
+            assert_eq!(read[CUSTOM], "alpha custom");
+            let bravo = Secret::password("fixture password bravo");
+            assert_eq!(joined.token_read(BRAVO, &bravo).await.unwrap(), "bravo one");
+            let charlie = Secret::password("fixture password charlie");
+            assert_eq!(
+                joined.token_read(BRAVO, &charlie).await.unwrap(),
+                "bravo one"
+            );
+            let raw = Secret::raw_key(&[7u8; 32]).unwrap();
+            assert_eq!(joined.token_read(RAW, &raw).await.unwrap(), "raw one");
+        });
+    }
+
+    /// Runs every batch, then fails it at the end: the database rolls all of it back.
+    struct FailsAtTheEnd(Arc<Sqlite>);
+
+    #[async_trait]
+    impl SqlExecutor for FailsAtTheEnd {
+        async fn all(
+            &self,
+            sql: &str,
+            params: &[SqlValue],
+        ) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+            self.0.all(sql, params).await
+        }
+        async fn batch(&self, mut statements: Vec<Statement>) -> Result<(), SqlError> {
+            statements.push(Statement {
+                sql: "INSERT INTO vaultstore_no_such_table VALUES (1)".into(),
+                params: vec![],
+            });
+            self.0.batch(statements).await
+        }
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_schema_1_as_it_was() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        let schema = || {
+            count(&db, "SELECT count(*) FROM sqlite_master")
+                + 1000
+                    * count(
+                        &db,
+                        "SELECT count(*) FROM pragma_table_info('vaultstore_records')",
+                    )
+        };
+        let (links_before, schema_before) = (links(&db), schema());
+        let err = block_on(SqlStorage::open(FailsAtTheEnd(db.clone()), "vaultstore")).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Backend { message, .. } if message.contains("upgrade the vaultstore tables")),
+            "{err:?}"
+        );
+        assert_eq!(version(&db), 1);
+        assert_eq!(schema(), schema_before);
+        assert_eq!(links(&db), links_before);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT count(*) FROM vaultstore_meta WHERE object_type = 'record'"
+            ),
+            9 - 1
+        );
+        // The next open migrates.
+        block_on(SqlStorage::open(db.clone(), "vaultstore")).unwrap();
+        assert_eq!(version(&db), 2);
+    }
+
+    #[test]
+    fn isolates_opening_a_schema_1_database_at_once_all_succeed() {
+        let dir =
+            std::env::temp_dir().join(format!("vaultstore-sql-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        let _ = std::fs::remove_file(&path);
+        load_v1(&Sqlite::file(&path));
+        let expected = links(&Sqlite::file(&path));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    block_on(SqlStorage::open(Sqlite::file(&path), "vaultstore")).map(drop)
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+        let db = Sqlite::file(&path);
+        assert_eq!(version(&db), 2);
+        let after: BTreeMap<(String, String), Option<String>> = db.with(|c| {
+            let mut st = c
+                .prepare("SELECT ns, id, password_id FROM vaultstore_records")
+                .unwrap();
+            st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        });
+        assert_eq!(after, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Where this backend keeps the seq counter: one above the greatest seq a row holds, and a floor
+/// for when `ClearAll` removes those rows (FORMAT.md "SQL tables").
+mod seqs {
+    use super::sqlite::Sqlite;
+    use vaultstore_wasm::record::{Record, RecordRevs};
+    use vaultstore_wasm::storage::sql::SqlStorage;
+    use vaultstore_wasm::storage::{
+        MetaKey, MetaRow, RowKey, Stamp, Storage, StorageError, WriteOp,
+    };
+    use vaultstore_wasm::sync::Rev;
+
+    fn stamp(at: u64) -> Stamp {
+        Stamp {
+            rev: Rev::new(at, 0, 7).unwrap(),
+            at: at as i64,
+        }
+    }
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            token: format!("tk_{id}"),
+            value: "vs1:x".into(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            soft_deleted_at: None,
+            password_id: None,
+            revs: RecordRevs::all(stamp(1).rev),
+        }
+    }
+
+    #[test]
+    fn seqs_are_unique_across_tables_and_never_go_back_after_a_clear() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            s.apply(
+                stamp(2),
+                vec![
+                    WriteOp::InsertRecord(record("a")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "theme", "dark")),
+                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "state", "writes", "e")),
+                ],
+            )
+            .await
+            .unwrap();
+            s.apply(
+                stamp(3),
+                vec![
+                    WriteOp::DeleteRecord {
+                        id: "a".into(),
+                        if_expired_at: None,
+                    },
+                    WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "theme")),
+                ],
+            )
+            .await
+            .unwrap();
+            let seqs: Vec<u64> = s
+                .changes_since(0, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.seq)
+                .collect();
+            // b, a's tombstone, the theme's tombstone; the state row (local) has none.
+            assert_eq!(seqs.len(), 3, "{seqs:?}");
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            let last = *seqs.last().unwrap();
+            s.apply(stamp(4), vec![WriteOp::ExpectEmpty])
+                .await
+                .unwrap_err();
+            s.apply(stamp(4), vec![WriteOp::ClearAll]).await.unwrap();
+            assert_eq!(s.changes_since(0, 100).await.unwrap(), vec![]);
+            s.apply(stamp(5), vec![WriteOp::InsertRecord(record("c"))])
+                .await
+                .unwrap();
+            let after = s.changes_since(0, 100).await.unwrap();
+            assert_eq!(after.len(), 1);
+            assert!(after[0].seq > last, "{} after {last}", after[0].seq);
+            // A puller that saw `last` before the clear still gets the new row.
+            assert_eq!(s.changes_since(last, 100).await.unwrap(), after);
+        });
+    }
+
+    /// A local row keeps seq 0 here; it is no version: `versions` answers `None` for it, and
+    /// `ExpectVersion` of it holds for `None` only, as for a key the store does not have.
+    #[test]
+    fn a_local_row_is_no_version() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            let state = MetaKey::new("vault", "state", "writes");
+            s.apply(
+                stamp(2),
+                vec![WriteOp::PutMeta(MetaRow::new(
+                    "vault", "state", "writes", "e",
+                ))],
+            )
+            .await
+            .unwrap();
+            let key = RowKey::Meta(state.clone());
+            assert_eq!(
+                s.versions(std::slice::from_ref(&key)).await.unwrap(),
+                vec![None]
+            );
+            s.apply(
+                stamp(3),
+                vec![WriteOp::ExpectVersion {
+                    key: key.clone(),
+                    seq: None,
+                }],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                s.apply(stamp(3), vec![WriteOp::ExpectVersion { key, seq: Some(0) }])
+                    .await
+                    .unwrap_err(),
+                StorageError::MetaChanged(state)
+            );
+        });
+    }
+
+    /// The database names only the guard that failed; among several `ExpectVersion`s of a
+    /// batch, the error names the key whose version moved.
+    #[test]
+    fn the_stale_version_among_several_is_named() {
+        futures::executor::block_on(async {
+            let s = SqlStorage::open(Sqlite::memory(), "vaultstore")
+                .await
+                .unwrap();
+            s.apply(
+                stamp(2),
+                vec![
+                    WriteOp::InsertRecord(record("a")),
+                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "x", "1")),
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "y", "1")),
+                ],
+            )
+            .await
+            .unwrap();
+            let (x, y) = (
+                MetaKey::new("vault", "settings", "x"),
+                MetaKey::new("vault", "settings", "y"),
+            );
+            let keys = [
+                RowKey::Record("a".into()),
+                RowKey::Record("b".into()),
+                RowKey::Meta(x.clone()),
+                RowKey::Meta(y.clone()),
+            ];
+            let read: Vec<Option<u64>> = s
+                .versions(&keys)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| v.map(|v| v.seq))
+                .collect();
+            s.apply(
+                stamp(3),
+                vec![
+                    WriteOp::DeleteRecord {
+                        id: "b".into(),
+                        if_expired_at: None,
+                    },
+                    WriteOp::PutMeta(MetaRow::new("vault", "settings", "y", "2")),
+                ],
+            )
+            .await
+            .unwrap();
+            let expect = |ks: &[usize]| -> Vec<WriteOp> {
+                ks.iter()
+                    .map(|&i| WriteOp::ExpectVersion {
+                        key: keys[i].clone(),
+                        seq: read[i],
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                s.apply(stamp(4), expect(&[0, 1])).await.unwrap_err(),
+                StorageError::Changed("b".into())
+            );
+            assert_eq!(
+                s.apply(stamp(4), expect(&[2, 3])).await.unwrap_err(),
+                StorageError::MetaChanged(y)
+            );
+        });
     }
 }

@@ -158,20 +158,23 @@ async function costs(db) {
   await measure(one, "tokensExpiredDelete (none)", { statements: 1, read: 10 }, () => vault.tokensExpiredDelete());
   await measure(one, "tokenDelete", { statements: 6, read: 40 }, () => vault.tokenDelete(token));
 
-  // Identities on: bulk writes of 400 records, a rotation of them, a purge of 1,000.
+  // Identities on: bulk writes of 400 records, a rotation of them, a purge of 1,000. Schema 2
+  // stamps each written row with a seq taken from the tables it writes, so SQLite stages an
+  // insert's rows before writing them (one more row read per row written), and a tag write
+  // checks the tag and clears its tombstone in statements of their own.
   const many = "identities on, 400 values";
   const ids = await Vault.open({ backend: "sql", sql, name: "costs-identities", passwordIdentity: true });
   const next = new Uint8Array(32).fill(7);
   await ids.tokenCreate("the identity exists", key);
   const values = Array.from({ length: 400 }, (_, i) => `value ${i}`);
   let tokens;
-  await measure(many, "tokensCreate(400)", { statements: 6, read: 1_200 }, async () => (tokens = await ids.tokensCreate(values, key)));
+  await measure(many, "tokensCreate(400)", { statements: 6, read: 1_700 }, async () => (tokens = await ids.tokensCreate(values, key)));
   await measure(many, "tokensRead(400)", { statements: 2, read: 1_200 }, () => ids.tokensRead(tokens, key));
   await measure(many, "bulkRekey, rotate 401", { statements: 16, read: 8_000 }, () => ids.bulkRekey(key, next, { rotate: true }));
-  await measure(many, "bulkRekey, re-wrap", { statements: 8, read: 2_500 }, () => ids.bulkRekey(next, key));
+  await measure(many, "bulkRekey, re-wrap", { statements: 10, read: 2_500 }, () => ids.bulkRekey(next, key));
   await ids.tokensCreate(Array.from({ length: 1000 }, (_, i) => `expiring ${i}`), key, { expiresAt: Date.now() + 1_000 });
   await new Promise((resolve) => setTimeout(resolve, 1_100));
-  await measure(many, "tokensExpiredDelete (1,000)", { statements: 8, read: 30_000 }, async () => {
+  await measure(many, "tokensExpiredDelete (1,000)", { statements: 8, read: 40_000 }, async () => {
     if ((await ids.tokensExpiredDelete()) !== 1_000) throw new Error("the purge missed expired records");
   });
 
