@@ -132,11 +132,7 @@ fn add_v2_stores(
     upgrade: &Transaction,
 ) -> Result<(idb::ObjectStore, idb::ObjectStore), idb::Error> {
     let records = upgrade.object_store(RECORDS)?;
-    records.create_index(
-        "identity",
-        KeyPath::new_array(["passwordId", "id"]),
-        None,
-    )?;
+    records.create_index("identity", KeyPath::new_array(["passwordId", "id"]), None)?;
     let meta = upgrade.object_store(META)?;
     let mut params = idb::ObjectStoreParams::new();
     params.key_path(Some(KeyPath::new_single("key")));
@@ -185,18 +181,18 @@ async fn move_links(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> Stor
             if key.key != LINK_KEY {
                 continue;
             }
-            let identity = get(row, "value")
-                .as_string()
-                .ok_or_else(|| not_ours("a record link"))?;
             reads.push(
                 records
                     .get(JsValue::from_str(id))
                     .map_err(idb_error("read a linked record"))?,
             );
-            links.push((meta_key_js(&key), identity));
+            links.push((meta_key_js(&key), get(row, "value")));
         }
         let found = in_order(reads, "read a linked record").await?;
         for ((key, identity), record) in links.into_iter().zip(found) {
+            let identity = identity
+                .as_string()
+                .ok_or_else(|| not_ours("a record link"))?;
             if let Some(record) = record.dyn_ref::<Object>() {
                 set(record, "passwordId", &JsValue::from_str(&identity));
                 records
@@ -708,8 +704,17 @@ impl IdbStorage {
             .open(name, Some(version))
             .map_err(idb_error("open the database"))?;
 
-        let upgrade_failure: Rc<Cell<Option<String>>> = Rc::default();
+        let upgrade_failure: Rc<Cell<Option<StorageError>>> = Rc::default();
         let failure = upgrade_failure.clone();
+        let upgrade_error = {
+            let name = name.to_owned();
+            move |why: &dyn std::fmt::Display| StorageError::Backend {
+                name: Some("UpgradeError".into()),
+                message: format!(
+                    "could not create or upgrade IndexedDB database \"{name}\": {why}"
+                ),
+            }
+        };
         request.on_upgrade_needed(move |event| {
             let start = || -> Result<(usize, Database, Transaction), String> {
                 let from = event.old_version().map_err(|e| e.to_string())? as usize;
@@ -719,25 +724,39 @@ impl IdbStorage {
                 Ok((from, db, upgrade))
             };
             match start() {
-                // The steps run as a task started now, in a microtask of this event, while the
-                // upgrade transaction is active; each awaited request keeps it so.
-                Ok((from, db, upgrade)) => wasm_bindgen_futures::spawn_local(async move {
-                    let mut outcome = Ok(());
-                    for step in migrations.iter().skip(from) {
-                        outcome = step(&db, &upgrade).await;
-                        if outcome.is_err() {
-                            break;
-                        }
-                    }
-                    if let Err(e) = outcome {
-                        // Aborting the upgrade fails the open request (a request that failed
-                        // has aborted it already); report why.
-                        failure.set(Some(e.to_string()));
+                Ok((from, db, upgrade)) => {
+                    let stores = db.store_names();
+                    if from > 0
+                        && !(stores.iter().any(|s| s == RECORDS)
+                            && stores.iter().any(|s| s == META))
+                    {
+                        // Someone else's database: refuse it untouched, as a current one is.
+                        failure.set(Some(not_ours(
+                            "a database of the name given in options.name",
+                        )));
                         let _ = upgrade.abort();
+                        return;
                     }
-                }),
+                    // The steps run as a task started now, in a microtask of this event, while
+                    // the upgrade transaction is active; each awaited request keeps it so.
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let mut outcome = Ok(());
+                        for step in migrations.iter().skip(from) {
+                            outcome = step(&db, &upgrade).await;
+                            if outcome.is_err() {
+                                break;
+                            }
+                        }
+                        if let Err(e) = outcome {
+                            // Aborting the upgrade fails the open request (a request that
+                            // failed has aborted it already); report why.
+                            failure.set(Some(upgrade_error(&e)));
+                            let _ = upgrade.abort();
+                        }
+                    })
+                }
                 Err(message) => {
-                    failure.set(Some(message));
+                    failure.set(Some(upgrade_error(&message)));
                     if let Ok(db) = event.database() {
                         db.close();
                     }
@@ -758,14 +777,10 @@ impl IdbStorage {
             }
         };
         let mut db = match select(Box::pin(opening), Box::pin(blocked)).await {
-            Either::Left((result, _)) => result.map_err(|e| match upgrade_failure.take() {
-                Some(why) => StorageError::Backend {
-                    name: Some("UpgradeError".into()),
-                    message: format!(
-                        "could not create or upgrade IndexedDB database \"{name}\": {why}"
-                    ),
-                },
-                None => idb_error("open the database")(e),
+            Either::Left((result, _)) => result.map_err(|e| {
+                upgrade_failure
+                    .take()
+                    .unwrap_or_else(|| idb_error("open the database")(e))
             })?,
             Either::Right(((), still_opening)) => {
                 // Keep the request alive so a late success is closed, not leaked.
@@ -827,7 +842,8 @@ impl IdbStorage {
 
     /// A reader over the stores of `tx`.
     fn reader_in(&self, tx: &Transaction) -> StorageResult<Reader> {
-        let store = |name: &str, doing: &'static str| tx.object_store(name).map_err(idb_error(doing));
+        let store =
+            |name: &str, doing: &'static str| tx.object_store(name).map_err(idb_error(doing));
         Ok(Reader {
             records: store(RECORDS, "open the records store")?,
             meta: store(META, "open the meta store")?,
@@ -1175,7 +1191,10 @@ impl Reader {
         }
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
         self.identity_index()?
-            .get_all(Some(Self::linked_range(identity_id, after_id)?), Some(limit))
+            .get_all(
+                Some(Self::linked_range(identity_id, after_id)?),
+                Some(limit),
+            )
             .done("read an identity's records")
             .await?
             .iter()
@@ -1194,7 +1213,12 @@ impl Reader {
 
     /// Up to `limit` replicated rows of all three stores whose `mark` (`seq` or `dirty`) is
     /// greater than `after`, in mark order: each store's index read at once, then merged.
-    async fn feed(&self, mark: &'static str, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+    async fn feed(
+        &self,
+        mark: &'static str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<Change>> {
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -488,9 +488,7 @@ impl Batch {
                 }
                 if self.record_tombstones {
                     let found = pending(
-                        self.r
-                            .tombstones
-                            .get_key(record_tombstone_key(&record.id)),
+                        self.r.tombstones.get_key(record_tombstone_key(&record.id)),
                         "read a tombstone",
                     )?;
                     self.checks
@@ -568,8 +566,7 @@ impl Batch {
                     r.records.count(None),
                     r.tombstones.count(None),
                     r.meta.count(None),
-                    r.meta
-                        .count(Some(object_type_range(object_type::VAULT)?)),
+                    r.meta.count(Some(object_type_range(object_type::VAULT)?)),
                     r.meta.count(Some(object_type_range(object_type::SYNC)?)),
                 ]
                 .into_iter()
@@ -589,14 +586,17 @@ impl Batch {
             WriteOp::ClearAll => {
                 let r = &self.r;
                 r.records.clear().map_err(idb_error("clear records"))?;
-                r.tombstones.clear().map_err(idb_error("clear tombstones"))?;
+                r.tombstones
+                    .clear()
+                    .map_err(idb_error("clear tombstones"))?;
                 // Every meta row but sync's own: the keys below ["sync"] and above
                 // ["sync", []] (arrays sort after strings).
                 let sync = key_array(&[object_type::SYNC]);
-                let after_sync: JsValue = [JsValue::from_str(object_type::SYNC), Array::new().into()]
-                    .into_iter()
-                    .collect::<Array>()
-                    .into();
+                let after_sync: JsValue =
+                    [JsValue::from_str(object_type::SYNC), Array::new().into()]
+                        .into_iter()
+                        .collect::<Array>()
+                        .into();
                 for query in [
                     KeyRange::upper_bound(&sync, Some(true)),
                     KeyRange::lower_bound(&after_sync, Some(false)),
@@ -684,7 +684,8 @@ impl Batch {
                     .map_err(idb_error("delete a meta row"))?;
                 if is_replicated(&key) {
                     let mark = self.next_mark(dirty)?;
-                    let tombstone = tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
+                    let tombstone =
+                        tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
                     self.r
                         .tombstones
                         .put(&tombstone, None)
@@ -791,12 +792,8 @@ impl Batch {
             .map_err(idb_error("delete a meta row"))?;
         if is_replicated(key) {
             let mark = self.next_mark(true)?;
-            let tombstone = tombstone_to_js(
-                meta_tombstone_key(key),
-                self.stamp.rev,
-                self.stamp.at,
-                mark,
-            );
+            let tombstone =
+                tombstone_to_js(meta_tombstone_key(key), self.stamp.rev, self.stamp.at, mark);
             self.r
                 .tombstones
                 .put(&tombstone, None)
