@@ -18,6 +18,7 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 wasm_bindgen_test_configure!(run_in_browser);
 
 mod interleaving;
+mod revisions;
 mod slots;
 mod unlock;
 
@@ -256,6 +257,18 @@ async fn a_slot_added_or_removed_during_a_rekey_opens_exactly_what_the_order_imp
     })
     .await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What the vault writes for sync on IndexedDB: every case of `tests/revisions/`.
+#[wasm_bindgen_test]
+async fn revisions_seqs_and_tombstones_as_the_vault_writes_them() {
+    revisions::run_all(|name| async move {
+        let name = unique(&name);
+        let connect =
+            || async { Box::new(IdbStorage::open(&name).await.unwrap()) as Box<dyn Storage> };
+        (connect().await, connect().await, connect().await)
+    })
+    .await;
 }
 
 /// Several secrets for one identity on IndexedDB: every case of `tests/slots/`.
