@@ -472,10 +472,20 @@ fn record_to_js(r: &Record, mark: Mark) -> JsValue {
     if let Some(identity) = &r.password_id {
         set(&o, "passwordId", &identity.as_str().into());
     }
-    set(&o, "valueRev", &rev_js(r.revs.value));
-    set(&o, "sealRev", &rev_js(r.revs.seal));
-    set(&o, "expiresRev", &rev_js(r.revs.expires));
-    set(&o, "deletedRev", &rev_js(r.revs.deleted));
+    // A batch writes one revision into every register it sets: one JavaScript string for all.
+    let value_rev = rev_js(r.revs.value);
+    for (k, rev) in [
+        ("sealRev", r.revs.seal),
+        ("expiresRev", r.revs.expires),
+        ("deletedRev", r.revs.deleted),
+    ] {
+        if rev == r.revs.value {
+            set(&o, k, &value_rev);
+        } else {
+            set(&o, k, &rev_js(rev));
+        }
+    }
+    set(&o, "valueRev", &value_rev);
     set_mark(&o, mark);
     o.into()
 }
