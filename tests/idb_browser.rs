@@ -831,3 +831,60 @@ async fn seqs_from_two_connections_are_unique_and_never_go_back() {
     .unwrap();
     assert_eq!(all_seqs(&a).await, [81]);
 }
+
+#[wasm_bindgen_test]
+async fn a_version_1_database_with_more_links_than_a_page_moves_every_one() {
+    // The link move reads 2,000 link rows per round trip: 2,100 linked records (and one
+    // unlinked between every ten) take two pages, the second starting after the first's last key.
+    let name = unique("upgrade-pages");
+    IdbStorage::open_with(&name, &MIGRATIONS[..1], 1_000)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let db = raw_open(&name, 1).await;
+    let tx = db
+        .transaction(&["records", "meta"], idb::TransactionMode::ReadWrite)
+        .unwrap();
+    let records = tx.object_store("records").unwrap();
+    let meta = tx.object_store("meta").unwrap();
+    let mut linked = 0;
+    for i in 0..2_310 {
+        let id = format!("r{i:05}");
+        records.add(&v1_record(&id, V1_TIME), None).unwrap();
+        if i % 11 != 10 {
+            let identity = format!("p_{}", i % 3);
+            meta.add(
+                &v1_meta("record", &format!("r_{id}"), "password_id", identity.into()),
+                None,
+            )
+            .unwrap();
+            linked += 1;
+        }
+    }
+    tx.commit().unwrap().await.unwrap();
+    db.close();
+    assert_eq!(linked, 2_100);
+
+    let storage = IdbStorage::open(&name).await.unwrap();
+    assert_eq!(storage.meta_count("record").await.unwrap(), 0);
+    assert_eq!(storage.linked_count().await.unwrap(), 2_100);
+    let of_p1 = storage.records_linked_to("p_1", None, 5_000).await.unwrap();
+    let expected: Vec<String> = (0..2_310)
+        .filter(|i| i % 11 != 10 && i % 3 == 1)
+        .map(|i| format!("r{i:05}"))
+        .collect();
+    assert_eq!(
+        of_p1.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    // Paging through one identity's records, as a rekey does.
+    let page = storage
+        .records_linked_to("p_1", Some(&expected[99]), 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        expected[100..150]
+    );
+}
