@@ -246,7 +246,10 @@ pub enum WriteOp {
     /// removes the live row and stores the tombstone. No revision is stamped; the row takes the
     /// next seq, and is dirty only when `dirty` says so. A live record whose token another live
     /// record (another id) holds fails with [`StorageError::TokenTaken`]; unique meta values are
-    /// not checked (see [`UNIQUE_META_VALUES`]).
+    /// not checked (see [`UNIQUE_META_VALUES`]). It never prunes: a record it removes leaves its
+    /// identity's rows as they are (the replica that deleted the record pruned them, and their
+    /// tombstones arrive as versions of their own). A meta row that is not replicated
+    /// ([`is_replicated`]) fails the batch: a merge never stores a local row.
     PutVersion { row: Row, dirty: bool },
     /// Fail with [`StorageError::NotEmpty`] unless the store holds no records, no tombstones and
     /// no meta rows other than those of `object_type` `"vault"` or `"sync"` (snapshot import; a

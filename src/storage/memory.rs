@@ -6,27 +6,45 @@
 //! not through SQL text. Parsing and planning a statement costs about a hundred microseconds,
 //! twenty times a keyed lookup, and every statement here is a keyed lookup or an ordered range;
 //! GlueSQL's SQL layer is also two thirds of the engine's size, so a build that never parses SQL
-//! ships without it. Four tables, each keyed so every lookup is one B-tree search:
+//! ships without it. Eight tables, each keyed so every lookup is one B-tree search:
 //!
-//! | table         | key                                | row                                       |
-//! |---------------|------------------------------------|-------------------------------------------|
-//! | `records`     | token                              | token, id, value, created, updated, expires, soft-deleted |
-//! | `record_ids`  | id                                 | token                                     |
-//! | `meta`        | `(object_type, object_id, key)`    | the four columns of the meta row          |
-//! | `meta_values` | `(object_type, key, value, object_id)` | none: an index for tag lookups, unique tags and "is this identity still linked" |
+//! | table          | key                                    | row                                       |
+//! |----------------|----------------------------------------|-------------------------------------------|
+//! | `records`      | token                                  | token, id, value, created, updated, expires, soft-deleted, passwordId, the four revisions, seq, dirty mark |
+//! | `record_ids`   | id                                     | token                                     |
+//! | `record_links` | `(passwordId, id)`                     | none: an index for an identity's records (`records_linked_to`, "is it still linked", `linked_count`) |
+//! | `meta`         | `(object_type, object_id, key)`        | the four columns of the meta row, its revision (null for local rows), seq, dirty mark |
+//! | `meta_values`  | `(object_type, key, value, object_id)` | none: an index for tag lookups, unique tags and an identity's slots |
+//! | `tombstones`   | a row key (below)                      | revision, deletedAt, reason (null for meta), seq, dirty mark |
+//! | `changes`      | seq                                    | the row key of the row (live or tombstone) holding it: the change feed |
+//! | `dirty`        | dirty mark                             | the row key of the dirty row                 |
 //!
-//! Composite keys are order-preserving byte strings (see [`tuple`]), so "every row of one
-//! object" and "every object holding this value" are range scans. GlueSQL's memory storage has
-//! no transactions: [`Storage::apply`] keeps an undo log of before-images and restores them,
-//! newest first, when any op of the batch fails.
+//! A **row key** names one replicated row, live or gone: `("r", id)` for a record,
+//! `("m", object_type, object_id, key)` for a meta row. Composite keys are order-preserving byte
+//! strings (see [`tuple`]), so "every row of one object", "every object holding this value" and
+//! "every record of this identity, in id order" are range scans.
+//!
+//! Sync (schema 2, see [`crate::storage`]): each replicated row stores its revisions, its seq
+//! and its dirty mark next to its columns, and has one entry in `changes` (at its seq) and, while
+//! dirty, one in `dirty` (at its mark); a write moves both entries, so the feeds are ordered
+//! ranges, never scans. A record stores its revisions as given ([`WriteOp::InsertRecord`]
+//! included), so rows inserted with synthesized revisions read back with them. Local meta rows
+//! have no revision, seq 0 and no entry in either feed. The seq counter is a field of the store
+//! (nothing persists, so it needs no row); a store starts with no schema-1 rows, so nothing here
+//! migrates.
+//!
+//! GlueSQL's memory storage has no transactions: [`Storage::apply`] keeps an undo log of
+//! before-images (of every table, and of the seq counter) and restores them, newest first, when
+//! any op of the batch fails.
 
 use super::{
-    MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Storage, StorageError, StorageResult, WriteOp,
-    WriteTransaction, is_unique_meta, link_key, object_type,
+    Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, Stamp, Storage, StorageError,
+    StorageResult, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
 };
 use crate::query::RecordFilter;
-use crate::record::Record;
+use crate::record::{Record, RecordRevs};
 use crate::sorting;
+use crate::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 use async_trait::async_trait;
 use gluesql_core::data::{Key, Schema, Value};
 use gluesql_core::store::StoreMut;
@@ -36,13 +54,37 @@ use std::sync::{Mutex, MutexGuard};
 
 const RECORDS: &str = "records";
 const RECORD_IDS: &str = "record_ids";
+const RECORD_LINKS: &str = "record_links";
 const META: &str = "meta";
 const META_VALUES: &str = "meta_values";
-const TABLES: [&str; 4] = [RECORDS, RECORD_IDS, META, META_VALUES];
+const TOMBSTONES: &str = "tombstones";
+const CHANGES: &str = "changes";
+const DIRTY: &str = "dirty";
+const TABLES: [&str; 8] = [
+    RECORDS,
+    RECORD_IDS,
+    RECORD_LINKS,
+    META,
+    META_VALUES,
+    TOMBSTONES,
+    CHANGES,
+    DIRTY,
+];
+
+/// The first element of a record's row key.
+const RECORD_ROW: &str = "r";
+/// The first element of a meta row's row key.
+const META_ROW: &str = "m";
+
+/// One open database and the store's seq counter (the last seq given out).
+struct Db {
+    engine: MemoryStorage,
+    last_seq: u64,
+}
 
 /// The GlueSQL in-memory backend. Each instance is its own database: two never share state.
 pub struct GlueMemoryStorage {
-    db: Mutex<Option<MemoryStorage>>,
+    db: Mutex<Option<Db>>,
 }
 
 impl std::fmt::Debug for GlueMemoryStorage {
@@ -75,10 +117,52 @@ fn tuple(parts: &[&str]) -> Vec<u8> {
     out
 }
 
+/// The strings a [`tuple`] encodes.
+fn decode_tuple(bytes: &[u8]) -> StorageResult<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (0, Some(0xff)) => part.push(0),
+            (0, Some(1)) => {
+                parts.push(String::from_utf8(std::mem::take(&mut part)).map_err(backend)?);
+            }
+            (0, _) => return Err(backend("a table holds a malformed key")),
+            (b, _) => {
+                part.push(b);
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    if part.is_empty() {
+        Ok(parts)
+    } else {
+        Err(backend("a table holds a malformed key"))
+    }
+}
+
+/// The string a tuple's last element encodes (see [`tuple`]).
+fn decode_last(bytes: &[u8]) -> StorageResult<String> {
+    match decode_tuple(bytes)?.as_mut_slice() {
+        [only] => Ok(std::mem::take(only)),
+        _ => Err(backend("a table holds a malformed key")),
+    }
+}
+
 fn text(v: &Value) -> StorageResult<String> {
     match v {
         Value::Str(s) => Ok(s.clone()),
         other => Err(backend(format!("expected text, found {other:?}"))),
+    }
+}
+
+fn opt_text(v: &Value) -> StorageResult<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        other => text(other).map(Some),
     }
 }
 
@@ -96,11 +180,60 @@ fn opt_int(v: &Value) -> StorageResult<Option<i64>> {
     }
 }
 
+fn seq_value(v: &Value) -> StorageResult<u64> {
+    match v {
+        Value::U64(n) => Ok(*n),
+        other => Err(backend(format!("expected a seq, found {other:?}"))),
+    }
+}
+
+fn opt_seq(v: &Value) -> StorageResult<Option<u64>> {
+    match v {
+        Value::Null => Ok(None),
+        other => seq_value(other).map(Some),
+    }
+}
+
+fn rev(v: &Value) -> StorageResult<Rev> {
+    Rev::parse(&text(v)?).map_err(backend)
+}
+
+fn rev_value(rev: Rev) -> Value {
+    Value::Str(rev.to_string())
+}
+
 fn opt_value(n: Option<i64>) -> Value {
     n.map_or(Value::Null, Value::I64)
 }
 
-fn record_row(r: &Record) -> Vec<Value> {
+fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::Str(s.to_owned()))
+}
+
+/// Where a replicated row is in the change feed: its seq (0: never written since the store
+/// began) and its dirty mark (`None`: clean).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Feed {
+    seq: u64,
+    dirty: Option<u64>,
+}
+
+fn feed_from(seq: &Value, dirty: &Value) -> StorageResult<Feed> {
+    Ok(Feed {
+        seq: seq_value(seq)?,
+        dirty: opt_seq(dirty)?,
+    })
+}
+
+fn feed_values(feed: Feed) -> [Value; 2] {
+    [
+        Value::U64(feed.seq),
+        feed.dirty.map_or(Value::Null, Value::U64),
+    ]
+}
+
+fn record_row(r: &Record, feed: Feed) -> Vec<Value> {
+    let [seq, dirty] = feed_values(feed);
     vec![
         Value::Str(r.token.clone()),
         Value::Str(r.id.clone()),
@@ -109,10 +242,17 @@ fn record_row(r: &Record) -> Vec<Value> {
         Value::I64(r.updated_at),
         opt_value(r.expires_at),
         opt_value(r.soft_deleted_at),
+        opt_str(r.password_id.as_deref()),
+        rev_value(r.revs.value),
+        rev_value(r.revs.seal),
+        rev_value(r.revs.expires),
+        rev_value(r.revs.deleted),
+        seq,
+        dirty,
     ]
 }
 
-fn record_from(row: &[Value]) -> StorageResult<Record> {
+fn record_from(row: &[Value]) -> StorageResult<(Record, Feed)> {
     let [
         token,
         id,
@@ -121,11 +261,18 @@ fn record_from(row: &[Value]) -> StorageResult<Record> {
         updated_at,
         expires_at,
         soft_deleted_at,
+        password_id,
+        value_rev,
+        seal_rev,
+        expires_rev,
+        deleted_rev,
+        seq,
+        dirty,
     ] = row
     else {
         return Err(backend("records row has the wrong number of columns"));
     };
-    Ok(Record {
+    let record = Record {
         token: text(token)?,
         id: text(id)?,
         value: text(value)?,
@@ -133,29 +280,55 @@ fn record_from(row: &[Value]) -> StorageResult<Record> {
         updated_at: int(updated_at)?,
         expires_at: opt_int(expires_at)?,
         soft_deleted_at: opt_int(soft_deleted_at)?,
-    })
+        password_id: opt_text(password_id)?,
+        revs: RecordRevs {
+            value: rev(value_rev)?,
+            seal: rev(seal_rev)?,
+            expires: rev(expires_rev)?,
+            deleted: rev(deleted_rev)?,
+        },
+    };
+    Ok((record, feed_from(seq, dirty)?))
 }
 
-fn meta_row(row: &MetaRow) -> Vec<Value> {
+/// A meta row as stored: its value, its revision (`None` for a local row) and its feed entry.
+struct StoredMeta {
+    row: MetaRow,
+    rev: Option<Rev>,
+    feed: Feed,
+}
+
+fn meta_row(m: &StoredMeta) -> Vec<Value> {
+    let [seq, dirty] = feed_values(m.feed);
     vec![
-        Value::Str(row.key.object_type.clone()),
-        Value::Str(row.key.object_id.clone()),
-        Value::Str(row.key.key.clone()),
-        Value::Str(row.value.clone()),
+        Value::Str(m.row.key.object_type.clone()),
+        Value::Str(m.row.key.object_id.clone()),
+        Value::Str(m.row.key.key.clone()),
+        Value::Str(m.row.value.clone()),
+        m.rev.map_or(Value::Null, rev_value),
+        seq,
+        dirty,
     ]
 }
 
-fn meta_from(row: &[Value]) -> StorageResult<MetaRow> {
-    let [object_type, object_id, key, value] = row else {
+fn meta_from(row: &[Value]) -> StorageResult<StoredMeta> {
+    let [object_type, object_id, key, value, rev_, seq, dirty] = row else {
         return Err(backend("meta row has the wrong number of columns"));
     };
-    Ok(MetaRow {
-        key: MetaKey {
-            object_type: text(object_type)?,
-            object_id: text(object_id)?,
-            key: text(key)?,
+    Ok(StoredMeta {
+        row: MetaRow {
+            key: MetaKey {
+                object_type: text(object_type)?,
+                object_id: text(object_id)?,
+                key: text(key)?,
+            },
+            value: text(value)?,
         },
-        value: text(value)?,
+        rev: match rev_ {
+            Value::Null => None,
+            other => Some(rev(other)?),
+        },
+        feed: feed_from(seq, dirty)?,
     })
 }
 
@@ -172,15 +345,77 @@ fn value_pk(row: &MetaRow) -> Key {
     ]))
 }
 
-/// One open database and the undo log of the batch being applied.
+fn link_pk(password_id: &str, id: &str) -> Key {
+    Key::Bytea(tuple(&[password_id, id]))
+}
+
+/// The row key of a record (see the module docs).
+fn record_ref(id: &str) -> Vec<u8> {
+    tuple(&[RECORD_ROW, id])
+}
+
+/// The row key of a meta row.
+fn meta_ref(key: &MetaKey) -> Vec<u8> {
+    tuple(&[META_ROW, &key.object_type, &key.object_id, &key.key])
+}
+
+/// What a tombstone holds: a record's, or a meta row's (no reason).
+#[derive(Debug, Clone, Copy)]
+struct StoredTombstone {
+    rev: Rev,
+    deleted_at: i64,
+    reason: Option<TombstoneReason>,
+    feed: Feed,
+}
+
+fn reason_value(reason: Option<TombstoneReason>) -> Value {
+    reason.map_or(Value::Null, |r| Value::Str(r.as_str().to_owned()))
+}
+
+fn tombstone_row(t: &StoredTombstone) -> Vec<Value> {
+    let [seq, dirty] = feed_values(t.feed);
+    vec![
+        rev_value(t.rev),
+        Value::I64(t.deleted_at),
+        reason_value(t.reason),
+        seq,
+        dirty,
+    ]
+}
+
+fn tombstone_from(row: &[Value]) -> StorageResult<StoredTombstone> {
+    let [rev_, deleted_at, reason, seq, dirty] = row else {
+        return Err(backend("tombstones row has the wrong number of columns"));
+    };
+    let reason = match opt_text(reason)?.as_deref() {
+        None => None,
+        Some("deleted") => Some(TombstoneReason::Deleted),
+        Some("displaced") => Some(TombstoneReason::Displaced),
+        Some(_) => return Err(backend("a tombstone holds an unknown reason")),
+    };
+    Ok(StoredTombstone {
+        rev: rev(rev_)?,
+        deleted_at: int(deleted_at)?,
+        reason,
+        feed: feed_from(seq, dirty)?,
+    })
+}
+
+/// One open database, the undo log of the batch being applied, and the seq counter as it was
+/// when the batch began.
 struct Tx<'a> {
-    db: &'a mut MemoryStorage,
+    db: &'a mut Db,
     undo: Vec<(&'static str, Key, Option<Vec<Value>>)>,
+    seq_before: u64,
 }
 
 impl Tx<'_> {
+    fn rows(&self, table: &str) -> Option<&std::collections::BTreeMap<Key, Vec<Value>>> {
+        self.db.engine.items.get(table).map(|item| &item.rows)
+    }
+
     fn get(&self, table: &str, key: &Key) -> Option<&Vec<Value>> {
-        self.db.items.get(table).and_then(|item| item.rows.get(key))
+        self.rows(table).and_then(|rows| rows.get(key))
     }
 
     /// Rows whose key starts with `prefix`, in key order, without copying the table (GlueSQL's
@@ -190,27 +425,33 @@ impl Tx<'_> {
         table: &str,
         prefix: Vec<u8>,
     ) -> impl Iterator<Item = (&'s Key, &'s Vec<Value>)> + 's {
-        let rows = self.db.items.get(table).map(|item| &item.rows);
-        rows.into_iter().flat_map(move |rows| {
-            let from = Key::Bytea(prefix.clone());
-            let prefix = prefix.clone();
-            rows.range((Bound::Included(from), Bound::Unbounded))
-                .take_while(move |(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
-        })
+        self.rows_from(table, Bound::Included(Key::Bytea(prefix.clone())))
+            .take_while(move |(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
+    }
+
+    /// Rows from `from` on, in key order.
+    fn rows_from<'s>(
+        &'s self,
+        table: &str,
+        from: Bound<Key>,
+    ) -> impl Iterator<Item = (&'s Key, &'s Vec<Value>)> + 's {
+        self.rows(table)
+            .into_iter()
+            .flat_map(move |rows| rows.range((from.clone(), Bound::Unbounded)))
     }
 
     fn all_rows<'s>(&'s self, table: &str) -> impl Iterator<Item = &'s Vec<Value>> + 's {
-        self.db
-            .items
-            .get(table)
-            .into_iter()
-            .flat_map(|item| item.rows.values())
+        self.rows(table).into_iter().flat_map(|rows| rows.values())
     }
 
-    fn record_by_token(&self, token: &str) -> StorageResult<Option<Record>> {
+    fn record_entry_by_token(&self, token: &str) -> StorageResult<Option<(Record, Feed)>> {
         self.get(RECORDS, &Key::Str(token.to_owned()))
             .map(|row| record_from(row))
             .transpose()
+    }
+
+    fn record_by_token(&self, token: &str) -> StorageResult<Option<Record>> {
+        Ok(self.record_entry_by_token(token)?.map(|(record, _)| record))
     }
 
     fn token_of_id(&self, id: &str) -> StorageResult<Option<String>> {
@@ -220,22 +461,30 @@ impl Tx<'_> {
             .transpose()
     }
 
-    fn record_by_id(&self, id: &str) -> StorageResult<Option<Record>> {
+    fn record_entry(&self, id: &str) -> StorageResult<Option<(Record, Feed)>> {
         match self.token_of_id(id)? {
-            Some(token) => self.record_by_token(&token),
+            Some(token) => self.record_entry_by_token(&token),
             None => Ok(None),
         }
     }
 
-    fn meta(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+    fn record_by_id(&self, id: &str) -> StorageResult<Option<Record>> {
+        Ok(self.record_entry(id)?.map(|(record, _)| record))
+    }
+
+    fn meta_entry(&self, key: &MetaKey) -> StorageResult<Option<StoredMeta>> {
         self.get(META, &meta_pk(key))
-            .map(|row| meta_from(row).map(|m| m.value))
+            .map(|row| meta_from(row))
             .transpose()
+    }
+
+    fn meta(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        Ok(self.meta_entry(key)?.map(|m| m.row.value))
     }
 
     fn object(&self, object_type: &str, object_id: &str) -> StorageResult<Vec<MetaRow>> {
         self.with_prefix(META, tuple(&[object_type, object_id]))
-            .map(|(_, row)| meta_from(row))
+            .map(|(_, row)| meta_from(row).map(|m| m.row))
             .collect()
     }
 
@@ -252,6 +501,105 @@ impl Tx<'_> {
             .collect()
     }
 
+    fn tombstone(&self, row_ref: &[u8]) -> StorageResult<Option<StoredTombstone>> {
+        self.get(TOMBSTONES, &Key::Bytea(row_ref.to_vec()))
+            .map(|row| tombstone_from(row))
+            .transpose()
+    }
+
+    /// Whether some record's `passwordId` is `identity_id`: one step into `record_links`.
+    fn is_linked(&self, identity_id: &str) -> bool {
+        self.with_prefix(RECORD_LINKS, tuple(&[identity_id]))
+            .next()
+            .is_some()
+    }
+
+    /// Up to `limit` records linked to `identity_id`, in id order after `after_id`.
+    fn linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        let prefix = tuple(&[identity_id]);
+        let skip = prefix.len();
+        let from = match after_id {
+            Some(after) => Bound::Excluded(link_pk(identity_id, after)),
+            None => Bound::Included(Key::Bytea(prefix.clone())),
+        };
+        self.rows_from(RECORD_LINKS, from)
+            .take_while(|(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
+            .take(limit)
+            .map(|(k, _)| {
+                let Key::Bytea(b) = k else {
+                    return Err(backend("record_links holds a key that is not a tuple"));
+                };
+                let id = decode_last(&b[skip..])?;
+                self.record_by_id(&id)?
+                    .ok_or_else(|| backend("record_links names a missing record"))
+            })
+            .collect()
+    }
+
+    /// The feed entry of the row `row_ref` names, at `seq`.
+    fn change(&self, seq: &Key, row_ref: &[Value]) -> StorageResult<Change> {
+        let (Key::U64(seq), [Value::Bytea(row_ref)]) = (seq, row_ref) else {
+            return Err(backend("the change feed holds a malformed entry"));
+        };
+        let missing = || backend("the change feed names a missing row");
+        let row = match decode_tuple(row_ref)?.as_slice() {
+            [kind, id] if kind == RECORD_ROW => match self.record_by_id(id)? {
+                Some(record) => Row::Record {
+                    id: id.clone(),
+                    version: RecordVersion::Live(record.to_live()),
+                },
+                None => {
+                    let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
+                    Row::Record {
+                        id: id.clone(),
+                        version: RecordVersion::Gone(Tombstone {
+                            rev: t.rev,
+                            deleted_at: t.deleted_at,
+                            reason: t.reason.ok_or_else(missing)?,
+                        }),
+                    }
+                }
+            },
+            [kind, object_type, object_id, key] if kind == META_ROW => {
+                let key = MetaKey::new(object_type, object_id, key);
+                match self.meta_entry(&key)? {
+                    Some(m) => Row::Meta {
+                        key,
+                        version: MetaVersion::Value {
+                            rev: m.rev.ok_or_else(missing)?,
+                            value: m.row.value,
+                        },
+                    },
+                    None => {
+                        let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
+                        Row::Meta {
+                            key,
+                            version: MetaVersion::Gone {
+                                rev: t.rev,
+                                deleted_at: t.deleted_at,
+                            },
+                        }
+                    }
+                }
+            }
+            _ => return Err(backend("the change feed holds a malformed row key")),
+        };
+        Ok(Change { seq: *seq, row })
+    }
+
+    /// Up to `limit` entries of `table` (`changes` or `dirty`) after `after`, resolved.
+    fn feed(&self, table: &str, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.rows_from(table, Bound::Excluded(Key::U64(after)))
+            .take(limit)
+            .map(|(seq, row_ref)| self.change(seq, row_ref))
+            .collect()
+    }
+
     // ---- writes: every one goes through `put`, which remembers the before-image ----
 
     fn put(&mut self, table: &'static str, key: Key, row: Option<Vec<Value>>) -> StorageResult<()> {
@@ -262,8 +610,8 @@ impl Tx<'_> {
 
     fn raw_put(&mut self, table: &str, key: Key, row: Option<Vec<Value>>) -> StorageResult<()> {
         match row {
-            Some(row) => self.db.insert_data(table, vec![(key, row)]),
-            None => self.db.delete_data(table, vec![key]),
+            Some(row) => self.db.engine.insert_data(table, vec![(key, row)]),
+            None => self.db.engine.delete_data(table, vec![key]),
         }
         .map_err(backend)
     }
@@ -274,25 +622,176 @@ impl Tx<'_> {
             // engine's insert and delete cannot fail for a table that exists.
             let _ = self.raw_put(table, key, before);
         }
+        self.db.last_seq = self.seq_before;
     }
 
-    fn write_record(&mut self, record: &Record) -> StorageResult<()> {
+    /// Give the row `row_ref` names the store's next seq, and a dirty mark at it when `dirty`,
+    /// moving its feed entries from `old` (its entry before this write, live or tombstone).
+    fn next_feed(&mut self, row_ref: &[u8], old: Feed, dirty: bool) -> StorageResult<Feed> {
+        if old.seq != 0 {
+            self.put(CHANGES, Key::U64(old.seq), None)?;
+        }
+        if let Some(mark) = old.dirty {
+            self.put(DIRTY, Key::U64(mark), None)?;
+        }
+        let seq = self
+            .db
+            .last_seq
+            .checked_add(1)
+            .ok_or_else(|| backend("the store has used every sequence number"))?;
+        self.db.last_seq = seq;
+        let entry = || Some(vec![Value::Bytea(row_ref.to_vec())]);
+        self.put(CHANGES, Key::U64(seq), entry())?;
+        if dirty {
+            self.put(DIRTY, Key::U64(seq), entry())?;
+        }
+        Ok(Feed {
+            seq,
+            dirty: dirty.then_some(seq),
+        })
+    }
+
+    /// Move record `id`'s entry in `record_links` from `old` to `new`.
+    fn relink(&mut self, id: &str, old: Option<&str>, new: Option<&str>) -> StorageResult<()> {
+        if old == new {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.put(RECORD_LINKS, link_pk(old, id), None)?;
+        }
+        if let Some(new) = new {
+            self.put(RECORD_LINKS, link_pk(new, id), Some(vec![]))?;
+        }
+        Ok(())
+    }
+
+    fn write_record(&mut self, record: &Record, feed: Feed) -> StorageResult<()> {
         self.put(
             RECORDS,
             Key::Str(record.token.clone()),
-            Some(record_row(record)),
+            Some(record_row(record, feed)),
         )
     }
 
-    fn put_meta(&mut self, row: MetaRow, must_be_new: bool) -> StorageResult<()> {
-        let old = self.meta(&row.key)?;
+    fn write_tombstone(&mut self, row_ref: Vec<u8>, t: StoredTombstone) -> StorageResult<()> {
+        self.put(TOMBSTONES, Key::Bytea(row_ref), Some(tombstone_row(&t)))
+    }
+
+    /// Remove the tombstone of `row_ref`, if any, and say where it was in the feed.
+    fn unbury(&mut self, row_ref: &[u8]) -> StorageResult<Feed> {
+        match self.tombstone(row_ref)? {
+            Some(t) => {
+                self.put(TOMBSTONES, Key::Bytea(row_ref.to_vec()), None)?;
+                Ok(t.feed)
+            }
+            None => Ok(Feed::default()),
+        }
+    }
+
+    /// Store `record` as its id's live version, over whatever the store has for the id (a live
+    /// row, a tombstone, nothing), at the next seq. Fails when another id holds its token.
+    fn put_record(&mut self, record: &Record, dirty: bool) -> StorageResult<()> {
+        if let Some((holder, _)) = self.record_entry_by_token(&record.token)?
+            && holder.id != record.id
+        {
+            return Err(StorageError::TokenTaken(record.token.clone()));
+        }
+        let row_ref = record_ref(&record.id);
+        let (old_feed, old_link) = match self.record_entry(&record.id)? {
+            Some((old, feed)) => {
+                if old.token != record.token {
+                    self.put(RECORDS, Key::Str(old.token), None)?;
+                }
+                (feed, old.password_id)
+            }
+            None => (self.unbury(&row_ref)?, None),
+        };
+        let feed = self.next_feed(&row_ref, old_feed, dirty)?;
+        self.put(
+            RECORD_IDS,
+            Key::Str(record.id.clone()),
+            Some(vec![Value::Str(record.token.clone())]),
+        )?;
+        self.relink(
+            &record.id,
+            old_link.as_deref(),
+            record.password_id.as_deref(),
+        )?;
+        self.write_record(record, feed)
+    }
+
+    /// Replace whatever the store has for record `id` with `tombstone`, at the next seq; the
+    /// record it removed, if any.
+    fn bury_record(
+        &mut self,
+        id: &str,
+        tombstone: Tombstone,
+        dirty: bool,
+    ) -> StorageResult<Option<Record>> {
+        let row_ref = record_ref(id);
+        let (old_feed, removed) = match self.record_entry(id)? {
+            Some((old, feed)) => {
+                self.put(RECORDS, Key::Str(old.token.clone()), None)?;
+                self.put(RECORD_IDS, Key::Str(id.to_owned()), None)?;
+                self.relink(id, old.password_id.as_deref(), None)?;
+                (feed, Some(old))
+            }
+            None => (self.tombstone(&row_ref)?.unwrap_or_default_feed(), None),
+        };
+        let feed = self.next_feed(&row_ref, old_feed, dirty)?;
+        self.write_tombstone(
+            row_ref,
+            StoredTombstone {
+                rev: tombstone.rev,
+                deleted_at: tombstone.deleted_at,
+                reason: Some(tombstone.reason),
+                feed,
+            },
+        )?;
+        Ok(removed)
+    }
+
+    /// Write a meta row over `old` (the row as it is, if any): a local one as it is, a
+    /// replicated one at `rev` and the next seq, replacing its tombstone.
+    fn write_meta(
+        &mut self,
+        row: MetaRow,
+        old: Option<StoredMeta>,
+        rev: Option<Rev>,
+        dirty: bool,
+    ) -> StorageResult<()> {
+        let feed = match rev {
+            Some(_) => {
+                let row_ref = meta_ref(&row.key);
+                let old_feed = match &old {
+                    Some(old) => old.feed,
+                    None => self.unbury(&row_ref)?,
+                };
+                self.next_feed(&row_ref, old_feed, dirty)?
+            }
+            None => Feed::default(),
+        };
+        let old_value = old.map(|old| old.row);
+        if old_value.as_ref().map(|old| &old.value) != Some(&row.value) {
+            if let Some(old) = &old_value {
+                self.put(META_VALUES, value_pk(old), None)?;
+            }
+            self.put(META_VALUES, value_pk(&row), Some(vec![]))?;
+        }
+        let stored = StoredMeta { row, rev, feed };
+        self.put(META, meta_pk(&stored.row.key), Some(meta_row(&stored)))
+    }
+
+    /// A local [`WriteOp::InsertMeta`] / [`WriteOp::PutMeta`].
+    fn put_meta(&mut self, row: MetaRow, must_be_new: bool, stamp: Stamp) -> StorageResult<()> {
+        let old = self.meta_entry(&row.key)?;
         if must_be_new && old.is_some() {
             return Err(StorageError::MetaTaken(row.key));
         }
-        if old.as_deref() == Some(row.value.as_str()) {
-            return Ok(());
-        }
-        if is_unique_meta(&row.key)
+        let unchanged = old.as_ref().is_some_and(|old| old.row.value == row.value);
+        // A row that already holds its value adds no holder of it.
+        if !unchanged
+            && is_unique_meta(&row.key)
             && self
                 .holders(&row.key.object_type, &row.key.key, &row.value)?
                 .iter()
@@ -300,75 +799,104 @@ impl Tx<'_> {
         {
             return Err(StorageError::UniqueValueTaken(row.key));
         }
-        if let Some(value) = old {
-            let stale = MetaRow {
-                key: row.key.clone(),
-                value,
-            };
-            self.put(META_VALUES, value_pk(&stale), None)?;
+        if is_replicated(&row.key) {
+            // Stamped even when the value is unchanged: rows written together (an identity's
+            // tag and dek) keep one revision, so per-row merges keep them consistent.
+            self.write_meta(row, old, Some(stamp.rev), true)
+        } else if unchanged {
+            Ok(())
+        } else {
+            self.write_meta(row, old, None, false)
         }
-        self.put(META_VALUES, value_pk(&row), Some(vec![]))?;
-        self.put(META, meta_pk(&row.key), Some(meta_row(&row)))
     }
 
-    fn delete_meta(&mut self, key: &MetaKey) -> StorageResult<()> {
-        if let Some(value) = self.meta(key)? {
-            let row = MetaRow {
-                key: key.clone(),
-                value,
-            };
-            self.put(META_VALUES, value_pk(&row), None)?;
-            self.put(META, meta_pk(key), None)?;
-        }
-        Ok(())
-    }
-
-    fn delete_object_if_unreferenced(
+    /// Replace whatever the store has for the replicated meta row `key` with a tombstone.
+    fn bury_meta(
         &mut self,
-        object_type: &str,
-        object_id: &str,
-        referrer_type: &str,
-        referrer_key: &str,
+        key: &MetaKey,
+        rev: Rev,
+        deleted_at: i64,
+        dirty: bool,
     ) -> StorageResult<()> {
-        if !self
-            .holders(referrer_type, referrer_key, object_id)?
-            .is_empty()
-        {
+        let row_ref = meta_ref(key);
+        let old_feed = match self.meta_entry(key)? {
+            Some(old) => {
+                self.put(META_VALUES, value_pk(&old.row), None)?;
+                self.put(META, meta_pk(key), None)?;
+                old.feed
+            }
+            None => self.tombstone(&row_ref)?.unwrap_or_default_feed(),
+        };
+        let feed = self.next_feed(&row_ref, old_feed, dirty)?;
+        self.write_tombstone(
+            row_ref,
+            StoredTombstone {
+                rev,
+                deleted_at,
+                reason: None,
+                feed,
+            },
+        )
+    }
+
+    /// A local [`WriteOp::DeleteMeta`].
+    fn delete_meta(&mut self, key: &MetaKey, stamp: Stamp) -> StorageResult<()> {
+        let Some(old) = self.meta_entry(key)? else {
+            return Ok(());
+        };
+        if is_replicated(key) {
+            self.bury_meta(key, stamp.rev, stamp.at, true)
+        } else {
+            self.put(META_VALUES, value_pk(&old.row), None)?;
+            self.put(META, meta_pk(key), None)
+        }
+    }
+
+    fn delete_identity_if_unlinked(
+        &mut self,
+        identity_id: &str,
+        stamp: Stamp,
+    ) -> StorageResult<()> {
+        if self.is_linked(identity_id) {
             return Ok(());
         }
-        // The object's dependents (an identity's further secret slots) go with it.
-        let mut gone = self.holders(object_type, OWNER_KEY, object_id)?;
-        gone.push(object_id.to_owned());
+        // The identity's dependents (its further secret slots) go with it.
+        let mut gone = self.holders(object_type::IDENTITY, OWNER_KEY, identity_id)?;
+        gone.push(identity_id.to_owned());
         for id in gone {
-            for row in self.object(object_type, &id)? {
-                self.delete_meta(&row.key)?;
+            for row in self.object(object_type::IDENTITY, &id)? {
+                self.delete_meta(&row.key, stamp)?;
             }
         }
         Ok(())
     }
 
-    fn apply_op(&mut self, op: WriteOp) -> StorageResult<()> {
+    fn apply_op(&mut self, op: WriteOp, stamp: Stamp) -> StorageResult<()> {
         match op {
             WriteOp::InsertRecord(record) => {
                 if self.get(RECORDS, &Key::Str(record.token.clone())).is_some() {
                     return Err(StorageError::TokenTaken(record.token));
                 }
-                if self.token_of_id(&record.id)?.is_some() {
+                if self.token_of_id(&record.id)?.is_some()
+                    || self.tombstone(&record_ref(&record.id))?.is_some()
+                {
                     return Err(StorageError::IdTaken(record.id));
                 }
-                self.put(
-                    RECORD_IDS,
-                    Key::Str(record.id.clone()),
-                    Some(vec![Value::Str(record.token.clone())]),
-                )?;
-                self.write_record(&record)
+                self.put_record(&record, true)
             }
             WriteOp::ChangeRecord { id, change, at } => {
-                let mut record = self
-                    .record_by_id(&id)?
+                let (mut record, feed) = self
+                    .record_entry(&id)?
                     .ok_or(StorageError::RecordMissing(id))?;
-                if change.apply_to(&mut record, at)? {
-                    self.write_record(&record)?;
+                let old_link = record.password_id.clone();
+                if change.apply_to(&mut record, at, stamp.rev)? {
+                    let feed = self.next_feed(&record_ref(&record.id), feed, true)?;
+                    self.relink(
+                        &record.id,
+                        old_link.as_deref(),
+                        record.password_id.as_deref(),
+                    )?;
+                    self.write_record(&record, feed)?;
                 }
                 Ok(())
             }
@@ -379,23 +907,20 @@ impl Tx<'_> {
                 if if_expired_at.is_some_and(|now| !record.is_expired(now)) {
                     return Err(StorageError::Changed(id));
                 }
-                self.put(RECORDS, Key::Str(record.token), None)?;
-                self.put(RECORD_IDS, Key::Str(id.clone()), None)?;
-                let link = link_key(&id);
-                if let Some(identity) = self.meta(&link)? {
-                    self.delete_meta(&link)?;
-                    self.delete_object_if_unreferenced(
-                        object_type::IDENTITY,
-                        &identity,
-                        &link.object_type,
-                        &link.key,
-                    )?;
+                let tombstone = Tombstone {
+                    rev: stamp.rev,
+                    deleted_at: stamp.at,
+                    reason: TombstoneReason::Deleted,
+                };
+                self.bury_record(&id, tombstone, true)?;
+                match record.password_id {
+                    Some(identity) => self.delete_identity_if_unlinked(&identity, stamp),
+                    None => Ok(()),
                 }
-                Ok(())
             }
-            WriteOp::InsertMeta(row) => self.put_meta(row, true),
-            WriteOp::PutMeta(row) => self.put_meta(row, false),
-            WriteOp::DeleteMeta(key) => self.delete_meta(&key),
+            WriteOp::InsertMeta(row) => self.put_meta(row, true, stamp),
+            WriteOp::PutMeta(row) => self.put_meta(row, false, stamp),
+            WriteOp::DeleteMeta(key) => self.delete_meta(&key, stamp),
             WriteOp::ExpectMeta { key, value } => {
                 if self.meta(&key)? == value {
                     Ok(())
@@ -403,37 +928,64 @@ impl Tx<'_> {
                     Err(StorageError::MetaChanged(key))
                 }
             }
-            WriteOp::DeleteObjectIfUnreferenced {
-                object_type,
-                object_id,
-                referrer_type,
-                referrer_key,
-            } => self.delete_object_if_unreferenced(
-                &object_type,
-                &object_id,
-                &referrer_type,
-                &referrer_key,
-            ),
-            WriteOp::ExpectEmpty => {
-                let has_records = self.all_rows(RECORD_IDS).next().is_some();
-                let has_meta = self
-                    .all_rows(META)
-                    .map(|row| meta_from(row))
-                    .any(|m| m.is_ok_and(|m| m.key.object_type != object_type::VAULT));
-                if has_records || has_meta {
-                    Err(StorageError::NotEmpty)
-                } else {
-                    Ok(())
+            WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
+                self.delete_identity_if_unlinked(&identity_id, stamp)
+            }
+            // A merge's row: stored as it is, at the next seq; it stamps nothing and never
+            // prunes (the identity rows a deletion took travel as their own versions).
+            WriteOp::PutVersion { row, dirty } => match row {
+                Row::Record {
+                    id,
+                    version: RecordVersion::Live(live),
+                } => self.put_record(&Record::from_live(id, live), dirty),
+                Row::Record {
+                    id,
+                    version: RecordVersion::Gone(tombstone),
+                } => self.bury_record(&id, tombstone, dirty).map(drop),
+                Row::Meta { key, .. } if !is_replicated(&key) => Err(backend(
+                    "a merge tried to store a local meta row; local rows are never replicated",
+                )),
+                Row::Meta {
+                    key,
+                    version: MetaVersion::Value { rev, value },
+                } => {
+                    let old = self.meta_entry(&key)?;
+                    self.write_meta(MetaRow { key, value }, old, Some(rev), dirty)
                 }
+                Row::Meta {
+                    key,
+                    version: MetaVersion::Gone { rev, deleted_at },
+                } => self.bury_meta(&key, rev, deleted_at, dirty),
+            },
+            WriteOp::ExpectEmpty => {
+                let has = |table| self.rows(table).is_some_and(|rows| !rows.is_empty());
+                if has(RECORD_IDS) || has(TOMBSTONES) {
+                    return Err(StorageError::NotEmpty);
+                }
+                for row in self.all_rows(META) {
+                    let t = &meta_from(row)?.row.key.object_type;
+                    if t != object_type::VAULT && t != object_type::SYNC {
+                        return Err(StorageError::NotEmpty);
+                    }
+                }
+                Ok(())
             }
             WriteOp::ClearAll => {
+                // Sync's own rows stay (meta and meta_values keys start with the object type);
+                // they are local, so no feed entry names them.
+                let sync = tuple(&[object_type::SYNC]);
                 for table in TABLES {
+                    let keep = |key: &Key| {
+                        (table == META || table == META_VALUES)
+                            && matches!(key, Key::Bytea(b) if b.starts_with(&sync))
+                    };
                     let keys: Vec<Key> = self
-                        .db
-                        .items
-                        .get(table)
-                        .map(|item| item.rows.keys().cloned().collect())
-                        .unwrap_or_default();
+                        .rows(table)
+                        .into_iter()
+                        .flat_map(|rows| rows.keys())
+                        .filter(|key| !keep(key))
+                        .cloned()
+                        .collect();
                     for key in keys {
                         self.put(table, key, None)?;
                     }
@@ -444,60 +996,55 @@ impl Tx<'_> {
     }
 }
 
-/// The string a tuple's last element encodes (see [`tuple`]).
-fn decode_last(bytes: &[u8]) -> StorageResult<String> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1)) {
-            (0, Some(0xff)) => out.push(0),
-            (0, Some(1)) if i + 2 == bytes.len() => {
-                return String::from_utf8(out).map_err(backend);
-            }
-            (0, _) => break,
-            (b, _) => {
-                out.push(b);
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+/// The feed entry of a tombstone, or none.
+trait FeedOf {
+    fn unwrap_or_default_feed(self) -> Feed;
+}
+
+impl FeedOf for Option<StoredTombstone> {
+    fn unwrap_or_default_feed(self) -> Feed {
+        self.map_or(Feed::default(), |t| t.feed)
     }
-    Err(backend("meta_values holds a malformed key"))
 }
 
 impl GlueMemoryStorage {
     /// A new, empty database.
     pub fn new() -> StorageResult<Self> {
-        let mut db = MemoryStorage::default();
+        let mut engine = MemoryStorage::default();
         for table in TABLES {
             // Schemaless tables: the rows' layout is fixed by this module (see the table above).
-            db.insert_schema(&Schema {
-                table_name: table.to_owned(),
-                column_defs: None,
-                indexes: vec![],
-                engine: None,
-                foreign_keys: vec![],
-                comment: None,
-            })
-            .map_err(backend)?;
+            engine
+                .insert_schema(&Schema {
+                    table_name: table.to_owned(),
+                    column_defs: None,
+                    indexes: vec![],
+                    engine: None,
+                    foreign_keys: vec![],
+                    comment: None,
+                })
+                .map_err(backend)?;
         }
         Ok(GlueMemoryStorage {
-            db: Mutex::new(Some(db)),
+            db: Mutex::new(Some(Db {
+                engine,
+                last_seq: 0,
+            })),
         })
     }
 
     /// Run `f` on the open database. Every call is synchronous, so holding the lock for its whole
     /// length makes each trait method atomic with respect to every other.
     fn with<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> StorageResult<T>) -> StorageResult<T> {
-        let mut guard: MutexGuard<'_, Option<MemoryStorage>> = self
+        let mut guard: MutexGuard<'_, Option<Db>> = self
             .db
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let db = guard.as_mut().ok_or(StorageError::Closed)?;
+        let seq_before = db.last_seq;
         let mut tx = Tx {
             db,
             undo: Vec::new(),
+            seq_before,
         };
         f(&mut tx)
     }
@@ -526,7 +1073,7 @@ impl Storage for GlueMemoryStorage {
             }
             let records = tx
                 .all_rows(RECORDS)
-                .map(|row| record_from(row))
+                .map(|row| record_from(row).map(|(record, _)| record))
                 .collect::<StorageResult<Vec<_>>>()?;
             Ok(filter.apply(records, now))
         })
@@ -536,7 +1083,7 @@ impl Storage for GlueMemoryStorage {
         self.with(|tx| {
             let mut n = 0u64;
             for row in tx.all_rows(RECORDS) {
-                if filter.matches(&record_from(row)?, now) {
+                if filter.matches(&record_from(row)?.0, now) {
                     n += 1;
                 }
             }
@@ -550,16 +1097,12 @@ impl Storage for GlueMemoryStorage {
         limit: usize,
     ) -> StorageResult<Vec<Record>> {
         self.with(|tx| {
-            let Some(ids) = tx.db.items.get(RECORD_IDS) else {
-                return Ok(vec![]);
-            };
             let from = match after_id {
                 Some(id) => Bound::Excluded(Key::Str(id.to_owned())),
                 None => Bound::Unbounded,
             };
-            let tokens = ids
-                .rows
-                .range((from, Bound::Unbounded))
+            let tokens = tx
+                .rows_from(RECORD_IDS, from)
                 .take(limit)
                 .map(|(_, row)| row.first().map(text).transpose())
                 .collect::<StorageResult<Vec<_>>>()?;
@@ -599,17 +1142,34 @@ impl Storage for GlueMemoryStorage {
         self.with(|tx| {
             let mut rows = tx
                 .all_rows(META)
-                .map(|row| meta_from(row))
+                .map(|row| meta_from(row).map(|m| m.row))
                 .collect::<StorageResult<Vec<_>>>()?;
             sorting::sort(&mut rows);
             Ok(rows)
         })
     }
 
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.with(|tx| tx.linked_to(identity_id, after_id, limit))
+    }
+
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.with(|tx| tx.feed(CHANGES, after_seq, limit))
+    }
+
+    async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.with(|tx| tx.feed(DIRTY, after, limit))
+    }
+
+    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.with(|tx| {
             for op in batch {
-                if let Err(e) = tx.apply_op(op) {
+                if let Err(e) = tx.apply_op(op, stamp) {
                     tx.rollback();
                     return Err(e);
                 }
@@ -629,12 +1189,17 @@ impl Storage for GlueMemoryStorage {
     /// vault pages through them instead.
     async fn purge_expired(
         &self,
-        _at: i64,
+        _stamp: Stamp,
         _purge: Purge,
         _limit: usize,
         _also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
         Ok(None)
+    }
+
+    /// The size of `record_links`: one entry per linked record.
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.with(|tx| Ok(tx.rows(RECORD_LINKS).map_or(0, |rows| rows.len() as u64)))
     }
 
     async fn close(&self) {
@@ -677,21 +1242,29 @@ mod tests {
     }
 
     #[test]
-    fn the_last_element_of_a_tuple_decodes() {
+    fn tuples_decode_to_their_parts() {
         for s in ["", "p_0123", "a\0b", "\0", "ünï"] {
             let bytes = tuple(&[s]);
             assert_eq!(decode_last(&bytes).unwrap(), s);
         }
+        let parts = ["m", "vault", "a\0", ""];
+        assert_eq!(decode_tuple(&tuple(&parts)).unwrap(), parts);
         assert!(decode_last(&[0x61]).is_err());
         assert!(decode_last(&[0, 1, 0x61]).is_err());
+        assert!(decode_last(&tuple(&["a", "b"])).is_err());
+        assert!(decode_tuple(&[0x61, 0, 7]).is_err());
     }
 
+    /// Link keys sort by identity, then by id in the order of `scan_records` (string order), so
+    /// an identity's records page in the backend's id order.
     #[test]
-    fn link_key_is_the_documented_row() {
-        let k = link_key("abc");
-        assert_eq!(
-            (k.object_type.as_str(), k.object_id.as_str(), k.key.as_str()),
-            ("record", "r_abc", "password_id")
-        );
+    fn link_keys_sort_by_identity_then_id_order() {
+        let ids = ["", "a", "a\0", "a\u{1}", "ab", "b", "\u{ff5e}", "\u{1f600}"];
+        let mut by_string = ids.to_vec();
+        by_string.sort();
+        let mut by_key = ids.to_vec();
+        by_key.sort_by_key(|id| link_pk("p", id));
+        assert_eq!(by_key, by_string);
+        assert!(link_pk("p", "\u{1f600}") < link_pk("p\0", ""));
     }
 }

@@ -8,16 +8,23 @@
 //! filter is the reference, so backends that pick candidates through indexes must agree with it.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
-use vaultstore_wasm::record::Record;
+use vaultstore_wasm::record::{Record, RecordRevs};
 use vaultstore_wasm::storage::{
-    MetaKey, MetaRow, Purge, RecordChange, Storage, StorageError, WriteOp, link_key,
+    Change, MetaKey, MetaRow, Purge, RecordChange, Row, Stamp, Storage, StorageError, WriteOp,
 };
+use vaultstore_wasm::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 
 pub const NOW: i64 = 1_700_000_000_000;
 
 /// A well-formed envelope; the storage never looks inside.
 pub const VALUE: &str = "vs1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// The revisions [`record`] gives a new record: one batch created it, as a vault does.
+pub fn created_rev() -> Rev {
+    Rev::new(NOW as u64, 0, 1).expect("NOW fits in 48 bits")
+}
 
 pub fn record(id: &str, token: &str) -> Record {
     Record {
@@ -28,6 +35,16 @@ pub fn record(id: &str, token: &str) -> Record {
         updated_at: NOW,
         expires_at: None,
         soft_deleted_at: None,
+        password_id: None,
+        revs: RecordRevs::all(created_rev()),
+    }
+}
+
+/// [`record`], sealed with the key of identity `identity`.
+pub fn linked(id: &str, token: &str, identity: &str) -> Record {
+    Record {
+        password_id: Some(identity.to_owned()),
+        ..record(id, token)
     }
 }
 
@@ -35,20 +52,54 @@ pub fn meta(t: &str, id: &str, k: &str, v: &str) -> MetaRow {
     MetaRow::new(t, id, k, v)
 }
 
-fn link(record_id: &str, identity: &str) -> WriteOp {
-    let key = link_key(record_id);
-    WriteOp::PutMeta(MetaRow {
-        key,
-        value: identity.to_owned(),
-    })
+/// Stamps minted by this suite, across every case of the process: each call's revision is
+/// greater than every earlier one's, as a vault's clock mints them.
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh stamp at time `at`, its revision greater than every stamp minted before.
+pub fn stamp_at(at: i64) -> Stamp {
+    let n = STAMPS.fetch_add(1, Ordering::SeqCst);
+    Stamp {
+        rev: Rev::new(NOW as u64 + 1_000 + n, 0, 0x5eed).expect("fits in 48 bits"),
+        at,
+    }
+}
+
+/// A fresh stamp at [`NOW`].
+pub fn stamp() -> Stamp {
+    stamp_at(NOW)
+}
+
+/// Apply `batch` under a fresh stamp, and return the stamp.
+pub async fn write(s: &dyn Storage, batch: Vec<WriteOp>) -> Result<Stamp, StorageError> {
+    let stamp = stamp();
+    s.apply(stamp, batch).await.map(|()| stamp)
+}
+
+/// Re-seal `id` from `expect` to a new value under `identity` (`None`: a master key).
+fn reseal(id: &str, expect: &str, value: &str, identity: Option<&str>, at: i64) -> WriteOp {
+    change(
+        id,
+        RecordChange::Reseal {
+            expect: expect.to_owned(),
+            value: value.to_owned(),
+            password_id: identity.map(str::to_owned),
+        },
+        at,
+    )
+}
+
+/// Move `id`'s link to `identity`, re-sealing its current value (as [`record`] made it) as is.
+async fn relink(s: &dyn Storage, id: &str, identity: Option<&str>) {
+    let current = get_id(s, id).await.expect("the record exists").value;
+    s.apply(stamp(), vec![reseal(id, &current, &current, identity, NOW)])
+        .await
+        .unwrap();
 }
 
 fn prune(identity: &str) -> WriteOp {
-    WriteOp::DeleteObjectIfUnreferenced {
-        object_type: "password_identity".into(),
-        object_id: identity.into(),
-        referrer_type: "record".into(),
-        referrer_key: "password_id".into(),
+    WriteOp::DeleteIdentityIfUnlinked {
+        identity_id: identity.into(),
     }
 }
 
@@ -64,6 +115,24 @@ pub async fn dump(s: &dyn Storage) -> (Vec<Record>, Vec<MetaRow>) {
     }
     records.sort_by(|a, b| a.id.cmp(&b.id));
     (records, s.meta_all().await.unwrap())
+}
+
+/// A page size larger than any store here holds.
+const ALL: usize = 1 << 20;
+
+/// Every replicated row with its seq (tombstones included), then every dirty row with its mark.
+pub async fn feeds(s: &dyn Storage) -> (Vec<Change>, Vec<Change>) {
+    (
+        s.changes_since(0, ALL).await.unwrap(),
+        s.dirty_changes(0, ALL).await.unwrap(),
+    )
+}
+
+/// [`dump`] and [`feeds`]: what a failed batch must leave exactly as it was.
+pub async fn everything(
+    s: &dyn Storage,
+) -> ((Vec<Record>, Vec<MetaRow>), (Vec<Change>, Vec<Change>)) {
+    (dump(s).await, feeds(s).await)
 }
 
 async fn get_token(s: &dyn Storage, token: &str) -> Option<Record> {
@@ -98,7 +167,113 @@ fn delete(id: &str) -> WriteOp {
 }
 
 async fn link_of(s: &dyn Storage, id: &str) -> Option<String> {
-    s.meta_get(&link_key(id)).await.unwrap()
+    get_id(s, id).await.and_then(|r| r.password_id)
+}
+
+/// Ids of every record linked to `identity`, paging through [`Storage::records_linked_to`].
+async fn linked_ids(s: &dyn Storage, identity: &str) -> Vec<String> {
+    linked_ids_paged(s, identity, 64).await
+}
+
+async fn linked_ids_paged(s: &dyn Storage, identity: &str, page_size: usize) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s
+            .records_linked_to(identity, after.as_deref(), page_size)
+            .await
+            .unwrap();
+        assert!(page.len() <= page_size);
+        assert!(
+            page.iter()
+                .all(|r| r.password_id.as_deref() == Some(identity)),
+            "only records linked to the identity"
+        );
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for r in page {
+            // A page that repeats a record would page forever.
+            assert!(seen.insert(r.id.clone()), "a record is listed twice");
+            ids.push(r.id);
+        }
+    }
+    ids
+}
+
+/// The change-feed entry of one row (`None` when it is not in the feed).
+fn entry(feed: &[Change], is: impl Fn(&Row) -> bool) -> Option<&Change> {
+    feed.iter().find(|c| is(&c.row))
+}
+
+fn is_record(id: &str) -> impl Fn(&Row) -> bool + '_ {
+    move |row| matches!(row, Row::Record { id: i, .. } if i == id)
+}
+
+fn is_meta(key: &MetaKey) -> impl Fn(&Row) -> bool + '_ {
+    move |row| matches!(row, Row::Meta { key: k, .. } if k == key)
+}
+
+/// The seq of one row in the change feed (`None`: not there).
+async fn seq_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
+    let feed = s.changes_since(0, ALL).await.unwrap();
+    entry(&feed, is).map(|c| c.seq)
+}
+
+/// The dirty mark of one row (`None`: clean).
+async fn mark_of(s: &dyn Storage, is: impl Fn(&Row) -> bool) -> Option<u64> {
+    let dirty = s.dirty_changes(0, ALL).await.unwrap();
+    entry(&dirty, is).map(|c| c.seq)
+}
+
+/// The record tombstone `stamp` leaves, reason `deleted`.
+fn tombstone(stamp: Stamp) -> RecordVersion {
+    RecordVersion::Gone(Tombstone {
+        rev: stamp.rev,
+        deleted_at: stamp.at,
+        reason: TombstoneReason::Deleted,
+    })
+}
+
+fn gone_record(id: &str, stamp: Stamp) -> Row {
+    Row::Record {
+        id: id.to_owned(),
+        version: tombstone(stamp),
+    }
+}
+
+fn gone_meta(key: MetaKey, stamp: Stamp) -> Row {
+    Row::Meta {
+        key,
+        version: MetaVersion::Gone {
+            rev: stamp.rev,
+            deleted_at: stamp.at,
+        },
+    }
+}
+
+fn live_row(r: &Record) -> Row {
+    Row::Record {
+        id: r.id.clone(),
+        version: RecordVersion::Live(r.to_live()),
+    }
+}
+
+fn meta_value(key: MetaKey, rev: Rev, value: &str) -> Row {
+    Row::Meta {
+        key,
+        version: MetaVersion::Value {
+            rev,
+            value: value.to_owned(),
+        },
+    }
+}
+
+/// The rows of a feed, without their seqs, sorted: for "which rows are there".
+fn rows_of(feed: &[Change]) -> Vec<Row> {
+    let mut rows: Vec<Row> = feed.iter().map(|c| c.row.clone()).collect();
+    rows.sort_by_key(|r| format!("{r:?}"));
+    rows
 }
 
 // ---------------------------------------------------------------- cases
@@ -140,14 +315,16 @@ pub async fn empty_store_has_nothing(s: impl Storage) {
 
 pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
     let a = record("id-a", "tk_a");
-    let mut b = record("id-b", "tk_b");
+    let mut b = linked("id-b", "tk_b", "p_1");
     b.expires_at = Some(NOW + 5);
     b.soft_deleted_at = Some(NOW - 5);
-    s.apply(vec![
-        WriteOp::InsertRecord(a.clone()),
-        WriteOp::InsertRecord(b.clone()),
-        link("id-b", "p_1"),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(a.clone()),
+            WriteOp::InsertRecord(b.clone()),
+        ],
+    )
     .await
     .unwrap();
     assert_eq!(get_token(&s, "tk_a").await.unwrap(), a);
@@ -173,15 +350,18 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
 }
 
 pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
-    s.apply(vec![WriteOp::InsertRecord(record("id-a", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("id-a", "tk_a"))])
         .await
         .unwrap();
     let before = dump(&s).await;
     let err = s
-        .apply(vec![
-            WriteOp::InsertRecord(record("id-new", "tk_new")),
-            WriteOp::InsertRecord(record("id-x", "tk_a")),
-        ])
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::InsertRecord(record("id-new", "tk_new")),
+                WriteOp::InsertRecord(record("id-x", "tk_a")),
+            ],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
@@ -191,32 +371,41 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
         "the first insert of the failed batch must not be visible"
     );
     let err = s
-        .apply(vec![WriteOp::InsertRecord(record("id-a", "tk_other"))])
+        .apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("id-a", "tk_other"))],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::IdTaken("id-a".into()));
     // Two inserts of one token in the same batch.
     let err = s
-        .apply(vec![
-            WriteOp::InsertRecord(record("id-1", "tk_twice")),
-            WriteOp::InsertRecord(record("id-2", "tk_twice")),
-        ])
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::InsertRecord(record("id-1", "tk_twice")),
+                WriteOp::InsertRecord(record("id-2", "tk_twice")),
+            ],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_twice".into()));
     assert_eq!(dump(&s).await, before);
     // A soft-deleted record still holds its token.
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::SoftDelete {
-            if_expired_at: None,
-        },
-        NOW,
-    )])
+    s.apply(
+        stamp(),
+        vec![change(
+            "id-a",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            NOW,
+        )],
+    )
     .await
     .unwrap();
     let err = s
-        .apply(vec![WriteOp::InsertRecord(record("id-z", "tk_a"))])
+        .apply(stamp(), vec![WriteOp::InsertRecord(record("id-z", "tk_a"))])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
@@ -224,27 +413,32 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
 
 pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
     let a = record("id-a", "tk_a");
-    s.apply(vec![WriteOp::InsertRecord(a.clone())])
+    s.apply(stamp(), vec![WriteOp::InsertRecord(a.clone())])
         .await
         .unwrap();
-    // Each change touches its fields and updatedAt, and nothing else.
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::Renew {
-            expires_at: Some(NOW + 100),
-        },
-        NOW + 1,
-    )])
+    // Each change touches its fields, their revisions and updatedAt, and nothing else.
+    let renewed = write(
+        &s,
+        vec![change(
+            "id-a",
+            RecordChange::Renew {
+                expires_at: Some(NOW + 100),
+            },
+            NOW + 1,
+        )],
+    )
     .await
     .unwrap();
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::Reseal {
-            expect: a.value.clone(),
-            value: format!("{VALUE}v2"),
-        },
-        NOW + 2,
-    )])
+    let resealed = write(
+        &s,
+        vec![reseal(
+            "id-a",
+            &a.value,
+            &format!("{VALUE}v2"),
+            Some("p_1"),
+            NOW + 2,
+        )],
+    )
     .await
     .unwrap();
     let now = get_id(&s, "id-a").await.unwrap();
@@ -252,8 +446,14 @@ pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
         now,
         Record {
             value: format!("{VALUE}v2"),
+            password_id: Some("p_1".into()),
             expires_at: Some(NOW + 100),
             updated_at: NOW + 2,
+            revs: RecordRevs {
+                seal: resealed.rev,
+                expires: renewed.rev,
+                ..a.revs
+            },
             ..a.clone()
         },
         "a reseal keeps an expiry set before it"
@@ -269,42 +469,53 @@ pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
             NOW + 3,
         )
     };
-    s.apply(vec![soft()]).await.unwrap();
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::SoftDelete {
-            if_expired_at: None,
-        },
-        NOW + 4,
-    )])
+    s.apply(stamp(), vec![soft()]).await.unwrap();
+    s.apply(
+        stamp(),
+        vec![change(
+            "id-a",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            NOW + 4,
+        )],
+    )
     .await
     .unwrap();
     let deleted = get_id(&s, "id-a").await.unwrap();
     assert_eq!(deleted.soft_deleted_at, Some(NOW + 3));
     assert_eq!(deleted.updated_at, NOW + 3);
-    s.apply(vec![change("id-a", RecordChange::Restore, NOW + 5)])
-        .await
-        .unwrap();
-    s.apply(vec![change("id-a", RecordChange::Restore, NOW + 6)])
-        .await
-        .unwrap();
+    s.apply(
+        stamp(),
+        vec![change("id-a", RecordChange::Restore, NOW + 5)],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![change("id-a", RecordChange::Restore, NOW + 6)],
+    )
+    .await
+    .unwrap();
     let restored = get_id(&s, "id-a").await.unwrap();
     assert_eq!(restored.soft_deleted_at, None);
     assert_eq!(restored.updated_at, NOW + 5);
     assert_eq!(restored.value, format!("{VALUE}v2"));
     // Several changes of one record in one batch apply in order.
-    s.apply(vec![
-        change("id-a", RecordChange::Renew { expires_at: None }, NOW + 7),
-        soft(),
-        change(
-            "id-a",
-            RecordChange::Reseal {
-                expect: format!("{VALUE}v2"),
-                value: format!("{VALUE}v3"),
-            },
-            NOW + 8,
-        ),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            change("id-a", RecordChange::Renew { expires_at: None }, NOW + 7),
+            soft(),
+            reseal(
+                "id-a",
+                &format!("{VALUE}v2"),
+                &format!("{VALUE}v3"),
+                None,
+                NOW + 8,
+            ),
+        ],
+    )
     .await
     .unwrap();
     let after = get_id(&s, "id-a").await.unwrap();
@@ -316,28 +527,34 @@ pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
         ),
         (None, Some(NOW + 3), format!("{VALUE}v3").as_str())
     );
+    assert_eq!(
+        after.password_id, None,
+        "a reseal under a master key unlinks"
+    );
 }
 
 pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
     let mut a = record("id-a", "tk_a");
     a.expires_at = Some(NOW - 10);
-    s.apply(vec![WriteOp::InsertRecord(a.clone())])
+    s.apply(stamp(), vec![WriteOp::InsertRecord(a.clone())])
         .await
         .unwrap();
     let before = dump(&s).await;
     // A reseal from a value that is no longer there.
     let err = s
-        .apply(vec![
-            change("id-a", RecordChange::Renew { expires_at: None }, NOW),
-            change(
-                "id-a",
-                RecordChange::Reseal {
-                    expect: format!("{VALUE}stale"),
-                    value: format!("{VALUE}new"),
-                },
-                NOW,
-            ),
-        ])
+        .apply(
+            stamp(),
+            vec![
+                change("id-a", RecordChange::Renew { expires_at: None }, NOW),
+                reseal(
+                    "id-a",
+                    &format!("{VALUE}stale"),
+                    &format!("{VALUE}new"),
+                    Some("p_1"),
+                    NOW,
+                ),
+            ],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::Changed("id-a".into()));
@@ -360,18 +577,21 @@ pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
             if_expired_at: Some(NOW - 20),
         },
     ] {
-        let err = s.apply(vec![op]).await.unwrap_err();
+        let err = s.apply(stamp(), vec![op]).await.unwrap_err();
         assert_eq!(err, StorageError::Changed("id-a".into()));
         assert_eq!(dump(&s).await, before);
     }
     // Still expired at NOW: both purges apply.
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::SoftDelete {
-            if_expired_at: Some(NOW),
-        },
-        NOW,
-    )])
+    s.apply(
+        stamp(),
+        vec![change(
+            "id-a",
+            RecordChange::SoftDelete {
+                if_expired_at: Some(NOW),
+            },
+            NOW,
+        )],
+    )
     .await
     .unwrap();
     assert_eq!(get_id(&s, "id-a").await.unwrap().soft_deleted_at, Some(NOW));
@@ -379,65 +599,98 @@ pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
     // (`tokenUpdate` racing `tokenSoftDelete`); a reseal (a rekey) of it still applies.
     let soft_deleted = dump(&s).await;
     let err = s
-        .apply(vec![change(
-            "id-a",
-            RecordChange::Update {
-                expect: a.value.clone(),
-                value: format!("{VALUE}updated"),
-            },
-            NOW,
-        )])
+        .apply(
+            stamp(),
+            vec![change(
+                "id-a",
+                RecordChange::Update {
+                    expect: a.value.clone(),
+                    value: format!("{VALUE}updated"),
+                    password_id: None,
+                },
+                NOW,
+            )],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::Changed("id-a".into()));
     assert_eq!(dump(&s).await, soft_deleted);
-    s.apply(vec![change(
-        "id-a",
-        RecordChange::Reseal {
-            expect: a.value.clone(),
-            value: format!("{VALUE}resealed"),
-        },
-        NOW,
-    )])
+    s.apply(
+        stamp(),
+        vec![reseal(
+            "id-a",
+            &a.value,
+            &format!("{VALUE}resealed"),
+            None,
+            NOW,
+        )],
+    )
     .await
     .unwrap();
     assert_eq!(
         get_id(&s, "id-a").await.unwrap().value,
         format!("{VALUE}resealed")
     );
-    s.apply(vec![WriteOp::DeleteRecord {
-        id: "id-a".into(),
-        if_expired_at: Some(NOW),
-    }])
+    s.apply(
+        stamp(),
+        vec![WriteOp::DeleteRecord {
+            id: "id-a".into(),
+            if_expired_at: Some(NOW),
+        }],
+    )
     .await
     .unwrap();
     assert!(get_id(&s, "id-a").await.is_none());
     // A change of a record that is gone.
     let err = s
-        .apply(vec![change("id-a", RecordChange::Restore, NOW)])
+        .apply(stamp(), vec![change("id-a", RecordChange::Restore, NOW)])
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::RecordMissing("id-a".into()));
 }
 
 pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
-    s.apply(vec![
-        WriteOp::InsertRecord(record("id-a", "tk_a")),
-        WriteOp::InsertRecord(record("id-b", "tk_b")),
-        WriteOp::InsertRecord(record("id-c", "tk_c")),
-        link("id-a", "p_1"),
-        link("id-b", "p_1"),
-        link("id-c", "p_2"),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("id-a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(linked("id-b", "tk_b", "p_1")),
+            WriteOp::InsertRecord(linked("id-c", "tk_c", "p_2")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
+        ],
+    )
     .await
     .unwrap();
-    s.apply(vec![delete("id-a"), delete("id-c")]).await.unwrap();
+    let deleted = write(&s, vec![delete("id-a"), delete("id-c")])
+        .await
+        .unwrap();
     assert!(get_token(&s, "tk_a").await.is_none());
     assert!(get_id(&s, "id-a").await.is_none());
-    assert_eq!(link_of(&s, "id-a").await, None);
+    assert_eq!(linked_ids(&s, "p_1").await, ["id-b"]);
+    assert!(linked_ids(&s, "p_2").await.is_empty());
+    assert_eq!(s.linked_count().await.unwrap(), 1);
+    // Each removed row left a tombstone at the batch's revision and time.
+    let (feed, _) = feeds(&s).await;
+    for id in ["id-a", "id-c"] {
+        assert_eq!(
+            entry(&feed, is_record(id)).map(|c| &c.row),
+            Some(&gone_record(id, deleted)),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        entry(
+            &feed,
+            is_meta(&MetaKey::new("password_identity", "p_2", "tag"))
+        )
+        .map(|c| &c.row),
+        Some(&gone_meta(
+            MetaKey::new("password_identity", "p_2", "tag"),
+            deleted
+        ))
+    );
     // p_1 still has b; p_2 lost its last record and went with it.
     assert_eq!(
         s.meta_object("password_identity", "p_1")
@@ -452,39 +705,55 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
             .unwrap()
             .is_empty()
     );
-    s.apply(vec![delete("id-b")]).await.unwrap();
+    s.apply(stamp(), vec![delete("id-b")]).await.unwrap();
     assert!(s.meta_all().await.unwrap().is_empty());
-    // Deleting what is gone is not an error, and the token is free again.
-    s.apply(vec![delete("id-a")]).await.unwrap();
-    s.apply(vec![WriteOp::InsertRecord(record("id-b2", "tk_a"))])
+    assert_eq!(s.linked_count().await.unwrap(), 0);
+    // Deleting what is gone is not an error and changes nothing, and the token is free again.
+    let before = feeds(&s).await;
+    s.apply(stamp(), vec![delete("id-a"), delete("never")])
         .await
         .unwrap();
+    assert_eq!(
+        feeds(&s).await,
+        before,
+        "deleting a tombstone leaves it as it was"
+    );
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertRecord(record("id-b2", "tk_a"))],
+    )
+    .await
+    .unwrap();
 }
 
 pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
-    s.apply(vec![WriteOp::PutMeta(meta(
-        "vault", "state", "writes", "e1",
-    ))])
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "state", "writes", "e1"))],
+    )
     .await
     .unwrap();
     let expect = |value: Option<&str>| WriteOp::ExpectMeta {
         key: MetaKey::new("vault", "state", "writes"),
         value: value.map(str::to_owned),
     };
-    s.apply(vec![
-        expect(Some("e1")),
-        WriteOp::InsertRecord(record("id-a", "tk_a")),
-        WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            expect(Some("e1")),
+            WriteOp::InsertRecord(record("id-a", "tk_a")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
+        ],
+    )
     .await
     .unwrap();
     let before = dump(&s).await;
     for stale in [Some("e1"), None] {
         let err = s
-            .apply(vec![
-                WriteOp::InsertRecord(record("id-b", "tk_b")),
-                expect(stale),
-            ])
+            .apply(
+                stamp(),
+                vec![WriteOp::InsertRecord(record("id-b", "tk_b")), expect(stale)],
+            )
             .await
             .unwrap_err();
         assert_eq!(
@@ -498,17 +767,20 @@ pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
         );
     }
     // An absent row is expected as `None`; a row written earlier in the batch is seen.
-    s.apply(vec![
-        WriteOp::ExpectMeta {
-            key: MetaKey::new("vault", "state", "other"),
-            value: None,
-        },
-        WriteOp::PutMeta(meta("vault", "state", "other", "x")),
-        WriteOp::ExpectMeta {
-            key: MetaKey::new("vault", "state", "other"),
-            value: Some("x".into()),
-        },
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::ExpectMeta {
+                key: MetaKey::new("vault", "state", "other"),
+                value: None,
+            },
+            WriteOp::PutMeta(meta("vault", "state", "other", "x")),
+            WriteOp::ExpectMeta {
+                key: MetaKey::new("vault", "state", "other"),
+                value: Some("x".into()),
+            },
+        ],
+    )
     .await
     .unwrap();
     assert_eq!(s.meta_count("vault").await.unwrap(), 2);
@@ -516,25 +788,32 @@ pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
 }
 
 pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
-    s.apply(vec![
-        WriteOp::InsertMeta(meta("vault", "settings", "kdf", "{}")),
-        WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
-        WriteOp::PutMeta(meta("vault", "other", "x", "y")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("vault", "settings", "kdf", "{}")),
+            WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
+            WriteOp::PutMeta(meta("vault", "other", "x", "y")),
+        ],
+    )
     .await
     .unwrap();
     let key = MetaKey::new("vault", "settings", "version");
     assert_eq!(s.meta_get(&key).await.unwrap().as_deref(), Some("1"));
-    s.apply(vec![WriteOp::PutMeta(meta(
-        "vault", "settings", "version", "2",
-    ))])
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "settings", "version", "2"))],
+    )
     .await
     .unwrap();
     assert_eq!(s.meta_get(&key).await.unwrap().as_deref(), Some("2"));
     let err = s
-        .apply(vec![WriteOp::InsertMeta(meta(
-            "vault", "settings", "kdf", "other",
-        ))])
+        .apply(
+            stamp(),
+            vec![WriteOp::InsertMeta(meta(
+                "vault", "settings", "kdf", "other",
+            ))],
+        )
         .await
         .unwrap_err();
     assert_eq!(
@@ -550,16 +829,19 @@ pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
         ]
     );
     assert_eq!(s.meta_all().await.unwrap().len(), 3);
-    s.apply(vec![
-        WriteOp::DeleteMeta(key.clone()),
-        WriteOp::DeleteMeta(key.clone()),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::DeleteMeta(key.clone()),
+            WriteOp::DeleteMeta(key.clone()),
+        ],
+    )
     .await
     .unwrap();
     assert_eq!(s.meta_get(&key).await.unwrap(), None);
     // Values may be empty and hold anything.
     let odd = "'; DROP TABLE meta; -- \u{0} \"[]\" é 😀";
-    s.apply(vec![WriteOp::PutMeta(meta("vault", odd, odd, ""))])
+    s.apply(stamp(), vec![WriteOp::PutMeta(meta("vault", odd, odd, ""))])
         .await
         .unwrap();
     assert_eq!(
@@ -572,65 +854,86 @@ pub async fn meta_rows_put_get_insert_delete(s: impl Storage) {
 }
 
 pub async fn identity_tags_are_unique(s: impl Storage) {
-    s.apply(vec![
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+        ],
+    )
     .await
     .unwrap();
     let before = dump(&s).await;
     let err = s
-        .apply(vec![
-            WriteOp::InsertMeta(meta("password_identity", "p_2", "dek", "d2")),
-            WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1")),
-        ])
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::InsertMeta(meta("password_identity", "p_2", "dek", "d2")),
+                WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1")),
+            ],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::UniqueValueTaken(_)), "{err:?}");
     assert_eq!(dump(&s).await, before);
     let err = s
-        .apply(vec![WriteOp::PutMeta(meta(
-            "password_identity",
-            "p_3",
-            "tag",
-            "t1",
-        ))])
+        .apply(
+            stamp(),
+            vec![WriteOp::PutMeta(meta(
+                "password_identity",
+                "p_3",
+                "tag",
+                "t1",
+            ))],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::UniqueValueTaken(_)), "{err:?}");
     // Re-putting the same row is fine; moving p_1 to a new tag frees the old one.
-    s.apply(vec![WriteOp::PutMeta(meta(
-        "password_identity",
-        "p_1",
-        "tag",
-        "t1",
-    ))])
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta(
+            "password_identity",
+            "p_1",
+            "tag",
+            "t1",
+        ))],
+    )
     .await
     .unwrap();
-    s.apply(vec![
-        WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t9")),
-        WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t9")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t1")),
+        ],
+    )
     .await
     .unwrap();
     // Other keys are not unique.
-    s.apply(vec![WriteOp::PutMeta(meta(
-        "password_identity",
-        "p_2",
-        "dek",
-        "d1",
-    ))])
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta(
+            "password_identity",
+            "p_2",
+            "dek",
+            "d1",
+        ))],
+    )
     .await
     .unwrap();
 }
 
 pub async fn meta_find_returns_whole_objects(s: impl Storage) {
-    s.apply(vec![
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
-        WriteOp::InsertMeta(meta("password_identity", "p_2", "dek", "d2")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "dek", "d2")),
+        ],
+    )
     .await
     .unwrap();
     let found = s.meta_find("password_identity", "tag", "t2").await.unwrap();
@@ -643,99 +946,145 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     );
     let mut batch = Vec::new();
     for i in 0..30 {
-        batch.push(WriteOp::InsertRecord(record(
+        let identity = if i % 3 == 0 { "p_1" } else { "p_2" };
+        batch.push(WriteOp::InsertRecord(linked(
             &format!("r{i:02}"),
             &format!("tk_{i:02}"),
+            identity,
         )));
-        batch.push(link(
-            &format!("r{i:02}"),
-            if i % 3 == 0 { "p_1" } else { "p_2" },
-        ));
     }
-    s.apply(batch).await.unwrap();
-    let links = s.meta_find("record", "password_id", "p_1").await.unwrap();
-    assert_eq!(links.len(), 10);
-    assert!(links.iter().all(|l| l.value == "p_1"
-        && l.key.key == "password_id"
-        && l.key.object_id.starts_with("r_r")));
+    s.apply(stamp(), batch).await.unwrap();
+    let links = s.records_linked_to("p_1", None, 100).await.unwrap();
+    assert_eq!(
+        links.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [
+            "r00", "r03", "r06", "r09", "r12", "r15", "r18", "r21", "r24", "r27"
+        ],
+        "whole records, in id order"
+    );
+    assert_eq!(links[1], linked("r03", "tk_03", "p_1"));
     // Moving one link updates both answers.
-    s.apply(vec![link("r00", "p_2")]).await.unwrap();
-    assert_eq!(
-        s.meta_find("record", "password_id", "p_1")
-            .await
-            .unwrap()
-            .len(),
-        9
-    );
-    assert_eq!(
-        s.meta_find("record", "password_id", "p_2")
-            .await
-            .unwrap()
-            .len(),
-        21
-    );
-    assert!(
-        s.meta_find("record", "password_id", "p_9")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    relink(&s, "r00", Some("p_2")).await;
+    assert_eq!(linked_ids(&s, "p_1").await.len(), 9);
+    assert_eq!(linked_ids(&s, "p_2").await.len(), 21);
+    assert!(linked_ids(&s, "p_9").await.is_empty());
+    assert_eq!(s.linked_count().await.unwrap(), 30);
+    // Unlinking (a master key) leaves the record out of every identity's answer.
+    relink(&s, "r03", None).await;
+    assert_eq!(linked_ids(&s, "p_1").await.len(), 8);
+    assert_eq!(s.linked_count().await.unwrap(), 29);
 }
 
+/// The by-value lookups follow meta rows and record links as they move, down to none and back.
 pub async fn meta_find_follows_values_as_rows_move(s: impl Storage) {
     let mut batch = Vec::new();
     for id in ["a", "b", "c"] {
-        batch.push(WriteOp::InsertRecord(record(id, &format!("tk_{id}"))));
-        batch.push(link(id, "p_1"));
+        batch.push(WriteOp::InsertRecord(linked(
+            id,
+            &format!("tk_{id}"),
+            "p_1",
+        )));
+        batch.push(WriteOp::PutMeta(meta(
+            "password_identity",
+            id,
+            "identity",
+            "p_1",
+        )));
     }
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
     // Move the rows off p_1 one at a time, last-linked first, down to a single holder.
-    s.apply(vec![link("c", "p_2")]).await.unwrap();
-    s.apply(vec![link("b", "p_2")]).await.unwrap();
-    let holders = s.meta_find("record", "password_id", "p_1").await.unwrap();
-    assert_eq!(
-        holders,
-        vec![MetaRow {
-            key: link_key("a"),
-            value: "p_1".into()
-        }]
-    );
-    let moved = s.meta_find("record", "password_id", "p_2").await.unwrap();
-    assert_eq!(moved.len(), 2);
-    s.apply(vec![WriteOp::DeleteMeta(link_key("a"))])
+    for id in ["c", "b"] {
+        relink(&s, id, Some("p_2")).await;
+        s.apply(
+            stamp(),
+            vec![WriteOp::PutMeta(meta(
+                "password_identity",
+                id,
+                "identity",
+                "p_2",
+            ))],
+        )
         .await
         .unwrap();
+    }
+    let holders = s
+        .meta_find("password_identity", "identity", "p_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        holders,
+        vec![meta("password_identity", "a", "identity", "p_1")]
+    );
+    assert_eq!(linked_ids(&s, "p_1").await, ["a"]);
+    let moved = s
+        .meta_find("password_identity", "identity", "p_2")
+        .await
+        .unwrap();
+    assert_eq!(moved.len(), 2);
+    assert_eq!(linked_ids(&s, "p_2").await, ["b", "c"]);
+    s.apply(
+        stamp(),
+        vec![WriteOp::DeleteMeta(MetaKey::new(
+            "password_identity",
+            "a",
+            "identity",
+        ))],
+    )
+    .await
+    .unwrap();
+    relink(&s, "a", None).await;
     assert!(
-        s.meta_find("record", "password_id", "p_1")
+        s.meta_find("password_identity", "identity", "p_1")
             .await
             .unwrap()
             .is_empty()
     );
-    s.apply(vec![link("a", "p_1")]).await.unwrap();
+    assert!(linked_ids(&s, "p_1").await.is_empty());
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta(
+            "password_identity",
+            "a",
+            "identity",
+            "p_1",
+        ))],
+    )
+    .await
+    .unwrap();
+    relink(&s, "a", Some("p_1")).await;
     assert_eq!(
-        s.meta_find("record", "password_id", "p_1")
+        s.meta_find("password_identity", "identity", "p_1")
             .await
             .unwrap()
             .len(),
         1
     );
+    assert_eq!(linked_ids(&s, "p_1").await, ["a"]);
 }
 
 pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storage) {
-    s.apply(vec![
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
-        WriteOp::InsertRecord(record("a", "tk_a")),
-        link("a", "p_1"),
-        WriteOp::InsertRecord(record("b", "tk_b")),
-        link("b", "p_1"),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
+        ],
+    )
     .await
     .unwrap();
+    let value = |id: &str| format!("{VALUE}{id}");
     // One link left: the identity stays.
-    s.apply(vec![WriteOp::DeleteMeta(link_key("a")), prune("p_1")])
-        .await
-        .unwrap();
+    s.apply(
+        stamp(),
+        vec![
+            reseal("a", &value("a"), &value("a"), Some("p_2"), NOW),
+            prune("p_1"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         s.meta_object("password_identity", "p_1")
             .await
@@ -743,13 +1092,17 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
             .len(),
         2
     );
-    // The last link goes: so does the identity, and its tag is free again.
-    s.apply(vec![
-        delete("a"),
-        WriteOp::DeleteMeta(link_key("b")),
-        prune("p_1"),
-        delete("b"),
-    ])
+    // The last link goes: so does the identity, in the same batch, leaving tombstones; its
+    // tag is free again.
+    let pruned = write(
+        &s,
+        vec![
+            delete("a"),
+            reseal("b", &value("b"), &value("b"), None, NOW),
+            prune("p_1"),
+            delete("b"),
+        ],
+    )
     .await
     .unwrap();
     assert!(
@@ -759,16 +1112,27 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
             .is_empty()
     );
     assert!(s.meta_all().await.unwrap().is_empty());
-    s.apply(vec![WriteOp::InsertMeta(meta(
-        "password_identity",
-        "p_2",
-        "tag",
-        "t1",
-    ))])
+    let (feed, _) = feeds(&s).await;
+    for key in ["tag", "dek"] {
+        let key = MetaKey::new("password_identity", "p_1", key);
+        assert_eq!(
+            entry(&feed, is_meta(&key)).map(|c| c.row.clone()),
+            Some(gone_meta(key, pruned))
+        );
+    }
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertMeta(meta(
+            "password_identity",
+            "p_2",
+            "tag",
+            "t1",
+        ))],
+    )
     .await
     .unwrap();
     // Pruning a missing identity is a no-op.
-    s.apply(vec![prune("p_404")]).await.unwrap();
+    s.apply(stamp(), vec![prune("p_404")]).await.unwrap();
 }
 
 /// An identity's further secret slots (objects of its type with a row `identity` naming it,
@@ -800,10 +1164,13 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     // Same key and value, another object type: not a slot.
     setup.push(WriteOp::InsertMeta(meta("other", "x", "identity", "p_1")));
     for (id, owner) in [("a", "p_1"), ("b", "p_1"), ("c", "p_2")] {
-        setup.push(WriteOp::InsertRecord(record(id, &format!("tk_{id}"))));
-        setup.push(link(id, owner));
+        setup.push(WriteOp::InsertRecord(linked(
+            id,
+            &format!("tk_{id}"),
+            owner,
+        )));
     }
-    s.apply(setup).await.unwrap();
+    s.apply(stamp(), setup).await.unwrap();
     let objects = |rows: Vec<MetaRow>| {
         let mut ids: Vec<String> = rows
             .into_iter()
@@ -815,13 +1182,17 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     };
     let all = ["p_1", "p_1a", "p_1b", "p_2", "p_2a"];
     // Still referenced: the prune leaves the identity and its slots.
-    s.apply(vec![prune("p_1")]).await.unwrap();
-    s.apply(vec![WriteOp::DeleteMeta(link_key("a")), prune("p_1")])
+    s.apply(stamp(), vec![prune("p_1")]).await.unwrap();
+    let unlink = |id: &str| {
+        let value = format!("{VALUE}{id}");
+        reseal(id, &value, &value, None, NOW)
+    };
+    s.apply(stamp(), vec![unlink("a"), prune("p_1")])
         .await
         .unwrap();
     assert_eq!(objects(s.meta_all().await.unwrap()), all);
     // The last record of p_1 deleted: p_1 and exactly its slots go.
-    s.apply(vec![delete("b")]).await.unwrap();
+    s.apply(stamp(), vec![delete("b")]).await.unwrap();
     assert_eq!(objects(s.meta_all().await.unwrap()), ["p_2", "p_2a"]);
     assert_eq!(
         s.meta_get(&MetaKey::new("other", "x", "identity"))
@@ -831,8 +1202,8 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
         Some("p_1")
     );
     // Their tags are free again.
-    s.apply(slot("p_3a", "p_3", "t1a")).await.unwrap();
-    s.apply(vec![WriteOp::DeleteMeta(link_key("c")), prune("p_2")])
+    s.apply(stamp(), slot("p_3a", "p_3", "t1a")).await.unwrap();
+    s.apply(stamp(), vec![unlink("c"), prune("p_2")])
         .await
         .unwrap();
     assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
@@ -840,29 +1211,31 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     let mut batch = identity("p_4", "t4");
     batch.extend(slot("p_4a", "p_4", "t4a"));
     batch.push(prune("p_4"));
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
     assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
     // And a purge of expired records (set-based where the backend has one).
-    let mut expiring = record("e", "tk_e");
+    let mut expiring = linked("e", "tk_e", "p_5");
     expiring.expires_at = Some(NOW - 1);
     let mut batch = identity("p_5", "t5");
     batch.extend(slot("p_5a", "p_5", "t5a"));
     batch.push(WriteOp::InsertRecord(expiring));
-    batch.push(link("e", "p_5"));
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
     assert_eq!(
         objects(s.meta_all().await.unwrap()),
         ["p_3a", "p_5", "p_5a"]
     );
-    if s.purge_expired(NOW, Purge::Delete, 100, vec![])
+    if s.purge_expired(stamp_at(NOW), Purge::Delete, 100, vec![])
         .await
         .unwrap()
         .is_none()
     {
-        s.apply(vec![WriteOp::DeleteRecord {
-            id: "e".into(),
-            if_expired_at: Some(NOW),
-        }])
+        s.apply(
+            stamp(),
+            vec![WriteOp::DeleteRecord {
+                id: "e".into(),
+                if_expired_at: Some(NOW),
+            }],
+        )
         .await
         .unwrap();
     }
@@ -871,17 +1244,35 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
 
 pub async fn failed_batches_change_nothing(s: impl Storage) {
     let c = record("c", "tk_c");
-    s.apply(vec![
-        WriteOp::InsertRecord(record("a", "tk_a")),
-        WriteOp::InsertRecord(record("b", "tk_b")),
-        WriteOp::InsertRecord(c.clone()),
-        WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
-        link("b", "p_1"),
-        WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
-    ])
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
+            WriteOp::InsertRecord(c.clone()),
+            WriteOp::InsertRecord(record("t", "tk_t")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
+            WriteOp::PutMeta(meta("vault", "settings", "gone", "1")),
+        ],
+    )
     .await
     .unwrap();
-    let before = dump(&s).await;
+    // A record tombstone, a meta tombstone, and a dirty row made clean by a merge.
+    s.apply(
+        stamp(),
+        vec![
+            delete("t"),
+            WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "gone")),
+            WriteOp::PutVersion {
+                row: live_row(&record("a", "tk_a")),
+                dirty: false,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let before = everything(&s).await;
     // Every kind of op, then one that fails at the very end (after `ClearAll`, so each tail
     // conflicts with something the batch itself wrote).
     let failing_tail = [
@@ -889,15 +1280,12 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
         WriteOp::InsertRecord(record("e", "tk_z")),
         WriteOp::InsertMeta(meta("vault", "settings", "version", "9")),
         change("missing", RecordChange::Restore, NOW),
-        change(
-            "e",
-            RecordChange::Reseal {
-                expect: "not the value".into(),
-                value: format!("{VALUE}x"),
-            },
-            NOW,
-        ),
+        reseal("e", "not the value", &format!("{VALUE}x"), None, NOW),
         change("c", RecordChange::Restore, NOW),
+        WriteOp::PutVersion {
+            row: live_row(&record("y", "tk_e")),
+            dirty: true,
+        },
         WriteOp::PutMeta(meta("password_identity", "p_9", "tag", "t3")),
         WriteOp::ExpectMeta {
             key: MetaKey::new("vault", "settings", "version"),
@@ -908,14 +1296,7 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     for tail in failing_tail {
         let batch = vec![
             WriteOp::InsertRecord(record("d", "tk_d")),
-            change(
-                "c",
-                RecordChange::Reseal {
-                    expect: c.value.clone(),
-                    value: format!("{VALUE}new"),
-                },
-                NOW + 1,
-            ),
+            reseal("c", &c.value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
             change(
                 "b",
                 RecordChange::SoftDelete {
@@ -924,19 +1305,51 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
                 NOW + 1,
             ),
             delete("a"),
-            WriteOp::DeleteMeta(link_key("b")),
+            reseal(
+                "b",
+                &format!("{VALUE}b"),
+                &format!("{VALUE}b"),
+                None,
+                NOW + 1,
+            ),
             prune("p_1"),
             WriteOp::PutMeta(meta("vault", "settings", "version", "2")),
+            WriteOp::PutMeta(meta("vault", "settings", "gone", "back")),
+            WriteOp::PutMeta(meta("vault", "state", "local", "x")),
             WriteOp::PutMeta(meta("password_identity", "p_2", "tag", "t2")),
-            link("d", "p_2"),
+            WriteOp::InsertRecord(linked("d2", "tk_d2", "p_2")),
+            WriteOp::PutVersion {
+                row: gone_record("t", stamp()),
+                dirty: true,
+            },
+            WriteOp::PutVersion {
+                row: live_row(&record("f", "tk_f")),
+                dirty: true,
+            },
+            WriteOp::PutVersion {
+                row: gone_meta(MetaKey::new("vault", "settings", "version"), stamp()),
+                dirty: false,
+            },
+            WriteOp::PutVersion {
+                row: meta_value(
+                    MetaKey::new("password_identity", "p_1", "tag"),
+                    stamp().rev,
+                    "t1",
+                ),
+                dirty: true,
+            },
             WriteOp::ClearAll,
             WriteOp::InsertRecord(record("e", "tk_e")),
             WriteOp::PutMeta(meta("vault", "settings", "version", "3")),
             WriteOp::InsertMeta(meta("password_identity", "p_3", "tag", "t3")),
             tail.clone(),
         ];
-        assert!(s.apply(batch).await.is_err(), "{tail:?} must fail");
-        assert_eq!(dump(&s).await, before, "after a batch failing on {tail:?}");
+        assert!(s.apply(stamp(), batch).await.is_err(), "{tail:?} must fail");
+        assert_eq!(
+            everything(&s).await,
+            before,
+            "after a batch failing on {tail:?}"
+        );
         let count = s
             .count_records(
                 &RecordFilter {
@@ -948,6 +1361,9 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
             .await
             .unwrap();
         assert_eq!(count, 3);
+        assert_eq!(linked_ids(&s, "p_1").await, ["b"]);
+        assert!(linked_ids(&s, "p_2").await.is_empty());
+        assert_eq!(s.linked_count().await.unwrap(), 1);
         assert!(
             s.meta_find("password_identity", "tag", "t2")
                 .await
@@ -965,44 +1381,101 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
 }
 
 pub async fn expect_empty_and_clear_all(s: impl Storage) {
-    s.apply(vec![WriteOp::PutMeta(meta(
-        "vault", "settings", "kdf", "{}",
-    ))])
+    let not_empty = || async {
+        assert_eq!(
+            s.apply(stamp(), vec![WriteOp::ExpectEmpty])
+                .await
+                .unwrap_err(),
+            StorageError::NotEmpty
+        );
+    };
+    let checkpoint = meta("sync", "state", "checkpoint", "42");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("vault", "settings", "kdf", "{}")),
+            WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+            WriteOp::PutMeta(checkpoint.clone()),
+        ],
+    )
     .await
     .unwrap();
-    // Vault settings alone do not count as data.
-    s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap();
-    s.apply(vec![WriteOp::InsertMeta(meta(
-        "password_identity",
-        "p",
-        "tag",
-        "t",
-    ))])
+    // Vault settings, vault state and sync's own rows do not count as data.
+    s.apply(stamp(), vec![WriteOp::ExpectEmpty]).await.unwrap();
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertMeta(meta(
+            "password_identity",
+            "p",
+            "tag",
+            "t",
+        ))],
+    )
     .await
     .unwrap();
+    not_empty().await;
+    // Every other row goes, and sync's stay.
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::ClearAll,
+            WriteOp::InsertRecord(record("a", "tk_a")),
+        ],
+    )
+    .await
+    .unwrap();
+    not_empty().await;
+    assert_eq!(s.meta_all().await.unwrap(), vec![checkpoint.clone()]);
+    // A tombstone alone is data: importing over it could resurrect what it deleted.
+    s.apply(stamp(), vec![delete("a")]).await.unwrap();
+    assert_eq!(dump(&s).await, (vec![], vec![checkpoint.clone()]));
+    not_empty().await;
+    s.apply(stamp(), vec![WriteOp::ClearAll]).await.unwrap();
+    assert_eq!(dump(&s).await, (vec![], vec![checkpoint.clone()]));
     assert_eq!(
-        s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(),
-        StorageError::NotEmpty
+        feeds(&s).await,
+        (vec![], vec![]),
+        "tombstones are cleared too"
     );
-    s.apply(vec![
-        WriteOp::ClearAll,
-        WriteOp::InsertRecord(record("a", "tk_a")),
-    ])
+    s.apply(stamp(), vec![WriteOp::ExpectEmpty]).await.unwrap();
+    // So is a meta tombstone, and a tombstone a merge stored.
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "policy")),
+        ],
+    )
     .await
     .unwrap();
-    assert_eq!(
-        s.apply(vec![WriteOp::ExpectEmpty]).await.unwrap_err(),
-        StorageError::NotEmpty
-    );
-    assert!(s.meta_all().await.unwrap().is_empty());
-    s.apply(vec![WriteOp::ClearAll]).await.unwrap();
-    assert_eq!(dump(&s).await, (vec![], vec![]));
-    s.apply(vec![
-        WriteOp::ExpectEmpty,
-        WriteOp::InsertMeta(meta("password_identity", "p", "tag", "t")),
-    ])
+    not_empty().await;
+    s.apply(stamp(), vec![WriteOp::ClearAll]).await.unwrap();
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: gone_record("z", stamp()),
+            dirty: false,
+        }],
+    )
     .await
     .unwrap();
+    not_empty().await;
+    s.apply(stamp(), vec![WriteOp::ClearAll]).await.unwrap();
+    assert_eq!(dump(&s).await, (vec![], vec![checkpoint]));
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::ExpectEmpty,
+            WriteOp::InsertMeta(meta("password_identity", "p", "tag", "t")),
+        ],
+    )
+    .await
+    .unwrap();
+    // A record id cleared away, tombstone and all, can be stored again (a snapshot import).
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+        .await
+        .unwrap();
 }
 
 /// A varied set of records for the query cases.
@@ -1144,9 +1617,12 @@ pub fn query_filters() -> Vec<RecordFilter> {
 
 pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
     let all = query_fixture();
-    s.apply(all.iter().cloned().map(WriteOp::InsertRecord).collect())
-        .await
-        .unwrap();
+    s.apply(
+        stamp(),
+        all.iter().cloned().map(WriteOp::InsertRecord).collect(),
+    )
+    .await
+    .unwrap();
     for filter in query_filters() {
         let expected = filter.apply(all.clone(), NOW);
         let got = s.query_records(&filter, NOW).await.unwrap();
@@ -1179,13 +1655,15 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
             (i * 7919) % 1000,
             if i % 2 == 0 { "\u{1f600}" } else { "\u{ff5e}" }
         );
-        batch.push(WriteOp::InsertRecord(record(&id, &format!("tk_{i}"))));
-        if i % 4 == 0 {
-            batch.push(link(&id, "p_1"));
-        }
+        let r = match i % 4 {
+            0 => linked(&id, &format!("tk_{i}"), "p_1"),
+            1 => linked(&id, &format!("tk_{i}"), "p_0"),
+            _ => record(&id, &format!("tk_{i}")),
+        };
+        batch.push(WriteOp::InsertRecord(r));
         ids.push(id);
     }
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -1199,14 +1677,39 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
     seen_ids.sort();
     ids.sort();
     assert_eq!(seen_ids, ids, "every record exactly once");
-    assert_eq!(s.meta_count("record").await.unwrap(), 14);
+    // An identity's records page the same way (in the backend's id order), each exactly once.
+    let mut linked: Vec<String> = linked_ids_paged(&s, "p_1", 3).await;
+    linked.sort();
+    let mut expected: Vec<String> = ids
+        .iter()
+        .filter(|id| link_of_sync(&seen, id) == Some("p_1"))
+        .cloned()
+        .collect();
+    expected.sort();
+    assert_eq!(linked.len(), 14);
+    assert_eq!(linked, expected);
+    assert!(
+        s.records_linked_to("p_1", None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        s.meta_find("record", "password_id", "p_1")
+        s.records_linked_to("p_1", None, usize::MAX)
             .await
             .unwrap()
             .len(),
         14
     );
+    assert_eq!(s.linked_count().await.unwrap(), 14 + 13);
+    assert_eq!(s.meta_count("record").await.unwrap(), 0, "no link rows");
+}
+
+fn link_of_sync<'a>(records: &'a [Record], id: &str) -> Option<&'a str> {
+    records
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(|r| r.password_id.as_deref())
 }
 
 /// Reads of many keys at once (a rekey's, a large `tokensRead`'s) answer exactly as reads of
@@ -1220,13 +1723,14 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
     for i in 0..N {
         // Tokens in an order unrelated to the ids' (7919 is prime to N).
         let record_id = id((i * 7919) % N);
-        batch.push(WriteOp::InsertRecord(record(
+        let identity = if i % 4 == 0 { "p_b" } else { "p_a" };
+        batch.push(WriteOp::InsertRecord(linked(
             &record_id,
             &format!("tk_{i}"),
+            identity,
         )));
-        batch.push(link(&record_id, if i % 4 == 0 { "p_b" } else { "p_a" }));
     }
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
 
     let mut ids: Vec<String> = (0..N).rev().map(id).collect();
     ids.insert(100, id(42));
@@ -1256,13 +1760,14 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
         );
     }
 
-    let holders = s.meta_find("record", "password_id", "p_a").await.unwrap();
+    let holders = s.records_linked_to("p_a", None, N).await.unwrap();
     assert_eq!(holders.len(), N - N / 4);
     assert!(
         holders
             .iter()
-            .all(|m| m.key.key == "password_id" && m.value == "p_a")
+            .all(|r| r.password_id.as_deref() == Some("p_a"))
     );
+    assert_eq!(s.linked_count().await.unwrap(), N as u64);
 
     let mut batch = Vec::new();
     for i in 0..N / 2 {
@@ -1274,8 +1779,8 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
     for i in N / 2..N / 2 + 600 {
         batch.push(delete(&id(i)));
     }
-    s.apply(batch).await.unwrap();
-    let (records, meta) = dump(&s).await;
+    s.apply(stamp(), batch).await.unwrap();
+    let (records, _) = dump(&s).await;
     assert_eq!(records.len(), N - 600);
     assert_eq!(
         records
@@ -1284,11 +1789,32 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
             .count(),
         N / 2
     );
-    let links = meta
+    assert_eq!(
+        s.linked_count().await.unwrap(),
+        (N - 600) as u64,
+        "a deleted record's link goes with it"
+    );
+    assert_eq!(
+        linked_ids(&s, "p_a").await.len() + linked_ids(&s, "p_b").await.len(),
+        N - 600
+    );
+    // Every change and every tombstone is in the feed once.
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(feed.len(), N);
+    assert_eq!(dirty.len(), N);
+    let gone = feed
         .iter()
-        .filter(|m| m.key.object_type == "record")
+        .filter(|c| {
+            matches!(
+                c.row,
+                Row::Record {
+                    version: RecordVersion::Gone(_),
+                    ..
+                }
+            )
+        })
         .count();
-    assert_eq!(links, N - 600, "a deleted record's link goes with it");
+    assert_eq!(gone, 600);
 }
 
 /// A backend's set-based expiry purge (where it has one) purges exactly the records the shared
@@ -1296,8 +1822,17 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
 /// writes what it is given along; at a count that no longer holds it writes nothing.
 pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     let mut batch = Vec::new();
+    let links = [
+        ("gone-1", "p_only_expired"),
+        ("gone-2", "p_mixed"),
+        ("stays-later", "p_mixed"),
+    ];
     let expiring = |id: &str, expires_at: Option<i64>, soft: bool| {
         let mut r = record(id, &format!("tk_{id}"));
+        r.password_id = links
+            .iter()
+            .find(|(l, _)| *l == id)
+            .map(|(_, identity)| identity.to_string());
         r.expires_at = expires_at;
         r.soft_deleted_at = soft.then_some(NOW - 5);
         WriteOp::InsertRecord(r)
@@ -1307,13 +1842,6 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     batch.push(expiring("stays-at-now", Some(NOW), false));
     batch.push(expiring("stays-later", Some(NOW + 1), false));
     batch.push(expiring("stays-never", None, false));
-    for (id, identity) in [
-        ("gone-1", "p_only_expired"),
-        ("gone-2", "p_mixed"),
-        ("stays-later", "p_mixed"),
-    ] {
-        batch.push(link(id, identity));
-    }
     for identity in ["p_only_expired", "p_mixed"] {
         batch.push(WriteOp::PutMeta(meta(
             "password_identity",
@@ -1322,10 +1850,11 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
             identity,
         )));
     }
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
 
+    let soft_stamp = stamp_at(NOW);
     let Some(soft) = s
-        .purge_expired(NOW, Purge::SoftDelete, 100, vec![])
+        .purge_expired(soft_stamp, Purge::SoftDelete, 100, vec![])
         .await
         .unwrap()
     else {
@@ -1335,11 +1864,23 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     let r = get_id(&s, "gone-1").await.unwrap();
     assert_eq!((r.soft_deleted_at, r.updated_at), (Some(NOW), NOW));
     assert_eq!(
+        r.revs,
+        RecordRevs {
+            deleted: soft_stamp.rev,
+            ..RecordRevs::all(created_rev())
+        },
+        "a purge stamps the deleted register only"
+    );
+    assert_eq!(
+        mark_of(&s, is_record("gone-1")).await,
+        seq_of(&s, is_record("gone-1")).await
+    );
+    assert_eq!(
         get_id(&s, "gone-2").await.unwrap().soft_deleted_at,
         Some(NOW - 5)
     );
     assert_eq!(
-        s.purge_expired(NOW, Purge::SoftDelete, 100, vec![])
+        s.purge_expired(stamp_at(NOW), Purge::SoftDelete, 100, vec![])
             .await
             .unwrap(),
         Some(0)
@@ -1347,18 +1888,24 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
 
     // A bounded purge takes the earliest expiry first and says it may not be done.
     let epoch = WriteOp::PutMeta(meta("vault", "state", "epoch", "e2"));
+    let first_stamp = stamp_at(NOW);
     let first = s
-        .purge_expired(NOW, Purge::Delete, 1, vec![epoch.clone()])
+        .purge_expired(first_stamp, Purge::Delete, 1, vec![epoch.clone()])
         .await
         .unwrap();
     assert_eq!(first, Some(1));
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_record("gone-2")).map(|c| c.row.clone()),
+        Some(gone_record("gone-2", first_stamp)),
+        "a purged record leaves a tombstone"
+    );
     assert!(
         get_id(&s, "gone-2").await.is_none(),
         "expired first, purged first"
     );
     assert!(get_id(&s, "gone-1").await.is_some(), "beyond the limit");
     let deleted = s
-        .purge_expired(NOW, Purge::Delete, 100, vec![epoch])
+        .purge_expired(stamp_at(NOW), Purge::Delete, 100, vec![epoch])
         .await
         .unwrap();
     assert_eq!(deleted, Some(1), "fewer than the limit: nothing is left");
@@ -1373,15 +1920,13 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     objects.sort();
     assert_eq!(
         objects,
-        [
-            ("password_identity", "p_mixed"),
-            ("record", link_key("stays-later").object_id.as_str()),
-            ("vault", "state")
-        ],
-        "the purged records' links and the identity they left alone are gone; the rest stays"
+        [("password_identity", "p_mixed"), ("vault", "state")],
+        "the identity the purged records left alone is gone; the rest stays"
     );
+    assert_eq!(linked_ids(&s, "p_mixed").await, ["stays-later"]);
+    assert!(linked_ids(&s, "p_only_expired").await.is_empty());
     assert_eq!(
-        s.purge_expired(NOW + 2, Purge::Delete, 100, vec![])
+        s.purge_expired(stamp_at(NOW + 2), Purge::Delete, 100, vec![])
             .await
             .unwrap(),
         Some(2)
@@ -1409,7 +1954,7 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
         .enumerate()
         .map(|(i, t)| WriteOp::InsertRecord(record(&format!("'{i}\""), t)))
         .collect();
-    s.apply(batch).await.unwrap();
+    s.apply(stamp(), batch).await.unwrap();
     for (i, t) in tokens.iter().enumerate() {
         let found = get_token(&s, t).await.unwrap_or_else(|| panic!("{t:?}"));
         assert_eq!(found.id, format!("'{i}\""));
@@ -1422,8 +1967,1103 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
     );
 }
 
+// ------------------------------------------------ schema 2: revisions, seqs, dirty marks
+
+/// What a change must have done to a record, given its batch's revision.
+type Expect = Box<dyn Fn(&mut Record, Rev)>;
+
+/// The record's row and its seq after each write, for "what did this write touch".
+async fn state_of(s: &dyn Storage, id: &str) -> (Record, Option<u64>) {
+    (
+        get_id(s, id).await.expect("the record exists"),
+        seq_of(s, is_record(id)).await,
+    )
+}
+
+/// InsertRecord stores the revisions it is given, whatever they are; every other write stamps
+/// exactly the registers it changes, with its batch's revision, and `updatedAt` only grows.
+pub async fn writes_stamp_exactly_the_registers_they_change(s: impl Storage) {
+    let a = record("a", "tk_a");
+    // A record as a schema-1 store or a version-1 snapshot holds it: synthesized revisions.
+    let old = Record {
+        created_at: NOW - 10_000,
+        updated_at: NOW - 5_000,
+        revs: RecordRevs::synthesized(NOW - 10_000),
+        ..linked("old", "tk_old", "p_1")
+    };
+    // A record a merge assembled: each register from another change.
+    let mixed = Record {
+        revs: RecordRevs {
+            value: Rev::new(NOW as u64 - 4, 1, 9).unwrap(),
+            seal: Rev::new(NOW as u64 - 3, 2, 9).unwrap(),
+            expires: Rev::new(NOW as u64 - 2, 3, 9).unwrap(),
+            deleted: Rev::new(NOW as u64 - 1, 4, 9).unwrap(),
+        },
+        ..record("mixed", "tk_mixed")
+    };
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(a.clone()),
+            WriteOp::InsertRecord(old.clone()),
+            WriteOp::InsertRecord(mixed.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "a").await.unwrap(), a);
+    assert_eq!(
+        get_id(&s, "old").await.unwrap(),
+        old,
+        "synthesized revisions read back"
+    );
+    assert_eq!(get_id(&s, "mixed").await.unwrap(), mixed);
+    assert_eq!(get_token(&s, "tk_mixed").await.unwrap(), mixed);
+    assert_eq!(s.scan_records(None, 10).await.unwrap().len(), 3);
+
+    // Each change, then exactly what it must have changed.
+    let v2 = format!("{VALUE}v2");
+    let v3 = format!("{VALUE}v3");
+    let cases: Vec<(RecordChange, Expect)> = vec![
+        (
+            RecordChange::Renew {
+                expires_at: Some(NOW + 9),
+            },
+            Box::new(|r, rev| {
+                r.expires_at = Some(NOW + 9);
+                r.revs.expires = rev;
+            }),
+        ),
+        (
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            Box::new(|r, rev| {
+                r.soft_deleted_at = Some(NOW + 1);
+                r.revs.deleted = rev;
+            }),
+        ),
+        (
+            RecordChange::Restore,
+            Box::new(|r, rev| {
+                r.soft_deleted_at = None;
+                r.revs.deleted = rev;
+            }),
+        ),
+        (
+            RecordChange::Reseal {
+                expect: a.value.clone(),
+                value: v2.clone(),
+                password_id: Some("p_2".into()),
+            },
+            Box::new({
+                let v2 = v2.clone();
+                move |r, rev| {
+                    r.value = v2.clone();
+                    r.password_id = Some("p_2".into());
+                    r.revs.seal = rev;
+                }
+            }),
+        ),
+        (
+            RecordChange::Update {
+                expect: v2.clone(),
+                value: v3.clone(),
+                password_id: None,
+            },
+            Box::new({
+                let v3 = v3.clone();
+                move |r, rev| {
+                    r.value = v3.clone();
+                    r.password_id = None;
+                    r.revs.value = rev;
+                    r.revs.seal = rev;
+                }
+            }),
+        ),
+    ];
+    let mut last_seq = seq_of(&s, is_record("a")).await.expect("a is in the feed");
+    for (change_, expect) in cases {
+        let (mut expected, _) = state_of(&s, "a").await;
+        let st = write(&s, vec![change("a", change_.clone(), NOW + 1)])
+            .await
+            .unwrap();
+        expect(&mut expected, st.rev);
+        expected.updated_at = NOW + 1;
+        let (now, seq) = state_of(&s, "a").await;
+        assert_eq!(now, expected, "{change_:?}");
+        let seq = seq.expect("a changed record is in the feed");
+        assert!(seq > last_seq, "{change_:?} takes a new seq");
+        last_seq = seq;
+    }
+
+    // Changes that change nothing (a restore of a live record, a second soft delete) stamp
+    // nothing, take no seq and mark nothing dirty.
+    let soft_delete = |at: i64| {
+        change(
+            "a",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            at,
+        )
+    };
+    for (setup, no_op) in [
+        (None, change("a", RecordChange::Restore, NOW + 50)),
+        (Some(soft_delete(NOW + 60)), soft_delete(NOW + 70)),
+    ] {
+        if let Some(setup) = setup {
+            s.apply(stamp(), vec![setup]).await.unwrap();
+        }
+        let (before, seq) = state_of(&s, "a").await;
+        let feeds_before = feeds(&s).await;
+        s.apply(stamp(), vec![no_op.clone()]).await.unwrap();
+        assert_eq!(
+            state_of(&s, "a").await.0,
+            before,
+            "{no_op:?} stamps nothing"
+        );
+        assert_eq!(
+            feeds(&s).await,
+            feeds_before,
+            "{no_op:?} takes no seq and no mark"
+        );
+        assert_eq!(
+            s.changes_since(seq.unwrap(), 10).await.unwrap(),
+            vec![],
+            "nothing after the last real change"
+        );
+    }
+    assert_eq!(
+        get_id(&s, "a").await.unwrap().soft_deleted_at,
+        Some(NOW + 60)
+    );
+
+    // updatedAt is a max-register: a change made with an earlier clock keeps the later time.
+    let (before, _) = state_of(&s, "mixed").await;
+    let st = write(
+        &s,
+        vec![change(
+            "mixed",
+            RecordChange::Renew { expires_at: None },
+            NOW - 1_000,
+        )],
+    )
+    .await
+    .unwrap();
+    let (after, _) = state_of(&s, "mixed").await;
+    assert_eq!(
+        after.updated_at, before.updated_at,
+        "updatedAt never goes back"
+    );
+    assert_eq!(after.revs.expires, st.rev);
+    assert_eq!(
+        (after.revs.value, after.revs.seal, after.revs.deleted),
+        (mixed.revs.value, mixed.revs.seal, mixed.revs.deleted),
+        "the other registers keep their own revisions"
+    );
+    // A synthesized record's untouched registers stay synthesized.
+    let st = write(
+        &s,
+        vec![change(
+            "old",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    let (after, _) = state_of(&s, "old").await;
+    assert_eq!(
+        after.revs,
+        RecordRevs {
+            deleted: st.rev,
+            ..RecordRevs::synthesized(NOW - 10_000)
+        }
+    );
+    assert_eq!(after.updated_at, NOW);
+}
+
+/// Replicated meta rows carry the revision of the batch that last wrote them; a put writes it
+/// even when the value is unchanged (rows written together, like an identity's `tag` and
+/// `dek`, must keep one revision). Local rows never reach the feeds.
+pub async fn meta_rows_carry_their_writers_revision(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    let dek = MetaKey::new("password_identity", "p_1", "dek");
+    let version = MetaKey::new("vault", "settings", "version");
+    let first = write(
+        &s,
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
+            WriteOp::PutMeta(meta("vault", "settings", "kdf", "{}")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+            WriteOp::PutMeta(meta("sync", "state", "checkpoint", "7")),
+        ],
+    )
+    .await
+    .unwrap();
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(
+        rows_of(&feed),
+        rows_of(&[
+            Change {
+                seq: 0,
+                row: meta_value(tag.clone(), first.rev, "t1")
+            },
+            Change {
+                seq: 0,
+                row: meta_value(dek.clone(), first.rev, "d1")
+            },
+            Change {
+                seq: 0,
+                row: meta_value(version.clone(), first.rev, "1")
+            },
+        ]),
+        "replicated rows only: not the kdf setting, vault state or sync's rows"
+    );
+    assert_eq!(rows_of(&dirty), rows_of(&feed));
+    // Rewriting the object under a new revision, one value unchanged: both rows take it.
+    let second = write(
+        &s,
+        vec![
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "dek", "d2")),
+        ],
+    )
+    .await
+    .unwrap();
+    let (feed, _) = feeds(&s).await;
+    assert_eq!(
+        entry(&feed, is_meta(&tag)).map(|c| c.row.clone()),
+        Some(meta_value(tag.clone(), second.rev, "t1"))
+    );
+    assert_eq!(
+        entry(&feed, is_meta(&dek)).map(|c| c.row.clone()),
+        Some(meta_value(dek.clone(), second.rev, "d2"))
+    );
+    // A batch of local rows only adds nothing to either feed.
+    let before = feeds(&s).await;
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
+            WriteOp::PutMeta(meta("vault", "state", "unlinked", "false")),
+            WriteOp::PutMeta(meta("sync", "state", "checkpoint", "8")),
+            WriteOp::DeleteMeta(MetaKey::new("sync", "state", "checkpoint")),
+            WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "kdf")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(feeds(&s).await, before, "local rows carry nothing");
+    assert_eq!(
+        s.meta_get(&MetaKey::new("vault", "settings", "kdf"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Seqs are unique across records, tombstones and meta rows, and grow in commit order; the
+/// feed pages in seq order and holds each row once, at its latest seq; a failed batch takes
+/// no seq and leaves no trace.
+pub async fn seqs_grow_in_commit_order(s: impl Storage) {
+    let m = MetaKey::new("vault", "settings", "version");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+        ],
+    )
+    .await
+    .unwrap();
+    let (first, _) = feeds(&s).await;
+    assert_eq!(first.len(), 4);
+    let first_max = first.iter().map(|c| c.seq).max().unwrap();
+    assert!(first.iter().all(|c| c.seq > 0), "a written row has a seq");
+    s.apply(
+        stamp(),
+        vec![change(
+            "a",
+            RecordChange::Renew {
+                expires_at: Some(NOW + 1),
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    s.apply(stamp(), vec![delete("b"), WriteOp::DeleteMeta(m.clone())])
+        .await
+        .unwrap();
+    let (feed, dirty) = feeds(&s).await;
+    // Unique and in seq order.
+    let seqs: Vec<u64> = feed.iter().map(|c| c.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(feed.len(), 4, "a row changed twice appears once");
+    // Commit order: c untouched since the first batch, then a, then b's and m's tombstones.
+    let seq = |is: &dyn Fn(&Row) -> bool| entry(&feed, is).unwrap().seq;
+    let (a, b, c, mm) = (
+        seq(&is_record("a")),
+        seq(&is_record("b")),
+        seq(&is_record("c")),
+        seq(&is_meta(&m)),
+    );
+    assert!(
+        c <= first_max && a > first_max && b > a && mm > a,
+        "{feed:?}"
+    );
+    assert_eq!(feed[0].row, live_row(&record("c", "tk_c")));
+    assert!(matches!(
+        &feed[2..],
+        [
+            Change {
+                row: Row::Record {
+                    version: RecordVersion::Gone(_),
+                    ..
+                },
+                ..
+            },
+            Change {
+                row: Row::Meta {
+                    version: MetaVersion::Gone { .. },
+                    ..
+                },
+                ..
+            },
+        ] | [
+            Change {
+                row: Row::Meta {
+                    version: MetaVersion::Gone { .. },
+                    ..
+                },
+                ..
+            },
+            Change {
+                row: Row::Record {
+                    version: RecordVersion::Gone(_),
+                    ..
+                },
+                ..
+            },
+        ]
+    ));
+    // Paging: `after` is exclusive, `limit` bounds the page, the pages make the feed.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.changes_since(after, 1).await.unwrap();
+        assert!(page.len() <= 1);
+        assert!(page.iter().all(|c| c.seq > after), "after is exclusive");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, feed);
+    assert_eq!(s.changes_since(a, 100).await.unwrap(), feed[2..].to_vec());
+    assert!(
+        s.changes_since(*seqs.last().unwrap(), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Limits at the edges: 0 is an empty page (not "no limit"), and the largest is no limit.
+    assert!(s.changes_since(0, 0).await.unwrap().is_empty());
+    assert!(s.dirty_changes(0, 0).await.unwrap().is_empty());
+    assert_eq!(s.changes_since(0, usize::MAX).await.unwrap(), feed);
+    assert_eq!(s.dirty_changes(0, usize::MAX).await.unwrap(), dirty);
+    // Every row here was written locally: dirty at its seq.
+    assert_eq!(dirty, feed);
+
+    // A failed batch takes no seq: the next write's seq follows the last as a write's seq
+    // follows the one before when nothing fails between them.
+    write(&s, vec![WriteOp::InsertRecord(record("d", "tk_d"))])
+        .await
+        .unwrap();
+    let d = seq_of(&s, is_record("d")).await.unwrap();
+    write(&s, vec![WriteOp::InsertRecord(record("e", "tk_e"))])
+        .await
+        .unwrap();
+    let e = seq_of(&s, is_record("e")).await.unwrap();
+    let before = everything(&s).await;
+    let err = s
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::InsertRecord(record("f", "tk_f")),
+                change("a", RecordChange::Renew { expires_at: None }, NOW),
+                delete("c"),
+                WriteOp::PutMeta(meta("vault", "settings", "version", "2")),
+                WriteOp::PutVersion {
+                    row: live_row(&record("g", "tk_g")),
+                    dirty: true,
+                },
+                WriteOp::InsertRecord(record("h", "tk_a")),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
+    assert_eq!(
+        everything(&s).await,
+        before,
+        "a failed batch leaves no trace"
+    );
+    write(&s, vec![WriteOp::InsertRecord(record("i", "tk_i"))])
+        .await
+        .unwrap();
+    let i = seq_of(&s, is_record("i")).await.unwrap();
+    assert_eq!(i - e, e - d, "the failed batch took no seq");
+}
+
+/// Deleting a record, purging it, deleting a replicated meta row and pruning an identity (with
+/// its slots) each leave a tombstone with the batch's revision and time, seen only by the
+/// feeds. A record id never comes back; a meta key does, and the row replaces its tombstone.
+pub async fn tombstones_record_every_deletion(s: impl Storage) {
+    let mut batch = vec![
+        WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+        WriteOp::InsertRecord(record("b", "tk_b")),
+        WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+        WriteOp::PutMeta(meta("password_identity", "p_1a", "tag", "t1a")),
+        WriteOp::PutMeta(meta("password_identity", "p_1a", "identity", "p_1")),
+        WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+        WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+    ];
+    let mut expiring = record("x", "tk_x");
+    expiring.expires_at = Some(NOW - 1);
+    batch.push(WriteOp::InsertRecord(expiring));
+    s.apply(stamp(), batch).await.unwrap();
+
+    let deleted = write(&s, vec![delete("a")]).await.unwrap();
+    let (feed, _) = feeds(&s).await;
+    let slot_rows = [
+        MetaKey::new("password_identity", "p_1", "tag"),
+        MetaKey::new("password_identity", "p_1a", "tag"),
+        MetaKey::new("password_identity", "p_1a", "identity"),
+    ];
+    assert_eq!(
+        entry(&feed, is_record("a")).map(|c| c.row.clone()),
+        Some(gone_record("a", deleted))
+    );
+    for key in &slot_rows {
+        assert_eq!(
+            entry(&feed, is_meta(key)).map(|c| c.row.clone()),
+            Some(gone_meta(key.clone(), deleted)),
+            "the identity and its slot went with their last record: {key:?}"
+        );
+    }
+    // A tombstone is no record: no read but the feeds sees it.
+    assert_eq!(get_id(&s, "a").await, None);
+    assert_eq!(get_token(&s, "tk_a").await, None);
+    let all = RecordFilter {
+        soft_deleted: SoftDeleted::Include,
+        ..Default::default()
+    };
+    assert_eq!(s.count_records(&all, NOW).await.unwrap(), 2);
+    assert_eq!(s.query_records(&all, NOW).await.unwrap().len(), 2);
+    assert_eq!(s.scan_records(None, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.query_records(
+            &RecordFilter {
+                id: Some("a".into()),
+                soft_deleted: SoftDeleted::Include,
+                ..Default::default()
+            },
+            NOW
+        )
+        .await
+        .unwrap(),
+        vec![]
+    );
+    // The id is taken for good (its token is free for another record).
+    assert_eq!(
+        s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_new"))])
+            .await
+            .unwrap_err(),
+        StorageError::IdTaken("a".into())
+    );
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a2", "tk_a"))])
+        .await
+        .unwrap();
+
+    // A purge, set-based or paged.
+    let purged = stamp_at(NOW);
+    if s.purge_expired(purged, Purge::Delete, 10, vec![])
+        .await
+        .unwrap()
+        .is_none()
+    {
+        s.apply(
+            purged,
+            vec![WriteOp::DeleteRecord {
+                id: "x".into(),
+                if_expired_at: Some(NOW),
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_record("x")).map(|c| c.row.clone()),
+        Some(gone_record("x", purged))
+    );
+
+    // A replicated meta row leaves one; a local row does not.
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let dropped = stamp_at(NOW + 5);
+    s.apply(
+        dropped,
+        vec![
+            WriteOp::DeleteMeta(policy.clone()),
+            WriteOp::DeleteMeta(MetaKey::new("vault", "state", "writes")),
+        ],
+    )
+    .await
+    .unwrap();
+    let (feed, dirty) = feeds(&s).await;
+    let tombstone_change = entry(&feed, is_meta(&policy)).cloned().unwrap();
+    assert_eq!(tombstone_change.row, gone_meta(policy.clone(), dropped));
+    assert_eq!(
+        entry(&dirty, is_meta(&policy)),
+        Some(&tombstone_change),
+        "a local deletion is dirty, like any local write"
+    );
+    assert!(
+        !feed
+            .iter()
+            .any(|c| matches!(&c.row, Row::Meta { key, .. } if key.object_type != "password_identity" && key != &policy)),
+        "{feed:?}"
+    );
+    assert_eq!(s.meta_get(&policy).await.unwrap(), None);
+    // Deleting it again changes nothing.
+    let before = feeds(&s).await;
+    s.apply(stamp(), vec![WriteOp::DeleteMeta(policy.clone())])
+        .await
+        .unwrap();
+    assert_eq!(feeds(&s).await, before);
+    // A meta key can be written again: the row replaces its tombstone.
+    let revived = write(
+        &s,
+        vec![WriteOp::PutMeta(meta("vault", "settings", "policy", "y"))],
+    )
+    .await
+    .unwrap();
+    let (feed, _) = feeds(&s).await;
+    let rows: Vec<&Row> = feed
+        .iter()
+        .filter(|c| is_meta(&policy)(&c.row))
+        .map(|c| &c.row)
+        .collect();
+    assert_eq!(rows, [&meta_value(policy.clone(), revived.rev, "y")]);
+    assert!(tombstone_change.seq < entry(&feed, is_meta(&policy)).unwrap().seq);
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertMeta(meta(
+            "password_identity",
+            "p_1",
+            "tag",
+            "t1",
+        ))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.meta_find("password_identity", "tag", "t1").await.unwrap(),
+        vec![meta("password_identity", "p_1", "tag", "t1")]
+    );
+}
+
+/// A local write marks its rows dirty at their new seq; `dirty_changes` pages them in mark
+/// order; a merge's write is dirty only when it says so.
+pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(stamp(), vec![change("a", RecordChange::Restore, NOW)])
+        .await
+        .unwrap();
+    s.apply(
+        stamp(),
+        vec![change(
+            "a",
+            RecordChange::Renew {
+                expires_at: Some(NOW + 1),
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(
+        dirty, feed,
+        "every local write is dirty, marked with its seq"
+    );
+    assert_eq!(dirty.len(), 4);
+    assert_eq!(
+        dirty.last().unwrap().row,
+        live_row(&get_id(&s, "a").await.unwrap())
+    );
+    // Paging by mark.
+    let first_two = s.dirty_changes(0, 2).await.unwrap();
+    assert_eq!(first_two, dirty[..2].to_vec());
+    assert_eq!(
+        s.dirty_changes(first_two[1].seq, 10).await.unwrap(),
+        dirty[2..].to_vec()
+    );
+    assert!(s.dirty_changes(dirty[3].seq, 10).await.unwrap().is_empty());
+
+    // A merge's write: dirty:false leaves (or makes) the row clean, at a new seq.
+    let b = get_id(&s, "b").await.unwrap();
+    let merged_b = Record {
+        expires_at: Some(NOW + 7),
+        updated_at: NOW + 7,
+        revs: RecordRevs {
+            expires: Rev::new(NOW as u64 + 7, 0, 3).unwrap(),
+            ..b.revs
+        },
+        ..b.clone()
+    };
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: live_row(&merged_b),
+            dirty: false,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "b").await.unwrap(), merged_b, "stored as given");
+    assert_eq!(mark_of(&s, is_record("b")).await, None, "clean");
+    let b_seq = seq_of(&s, is_record("b")).await.unwrap();
+    assert!(b_seq > dirty[3].seq, "a merge's write takes a seq too");
+    // dirty:true: dirty at its new seq.
+    let merged_tag = meta_value(tag.clone(), Rev::new(NOW as u64 + 8, 0, 3).unwrap(), "t1");
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: merged_tag.clone(),
+            dirty: true,
+        }],
+    )
+    .await
+    .unwrap();
+    let tag_seq = seq_of(&s, is_meta(&tag)).await.unwrap();
+    assert!(tag_seq > b_seq);
+    assert_eq!(mark_of(&s, is_meta(&tag)).await, Some(tag_seq));
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(
+        entry(&feed, is_meta(&tag)).map(|c| &c.row),
+        Some(&merged_tag),
+        "a merge's write stamps nothing: the row keeps its own revision"
+    );
+    assert_eq!(
+        dirty.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        {
+            let mut marks: Vec<u64> = dirty.iter().map(|c| c.seq).collect();
+            marks.sort();
+            marks
+        },
+        "in mark order"
+    );
+    assert!(entry(&dirty, is_record("b")).is_none());
+    // A local write of the clean row makes it dirty again.
+    s.apply(
+        stamp(),
+        vec![change(
+            "b",
+            RecordChange::Renew { expires_at: None },
+            NOW + 9,
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        mark_of(&s, is_record("b")).await,
+        seq_of(&s, is_record("b")).await
+    );
+    // A local row is never dirty.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "state", "writes", "e"))],
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.dirty_changes(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| !matches!(&c.row, Row::Meta { key, .. } if key.object_type == "vault"))
+    );
+}
+
+/// `PutVersion` stores a row as a merge decided it, over whatever the store has for its id or
+/// key, stamping nothing and pruning nothing.
+pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
+    let rev = |n: u64| Rev::new(NOW as u64 - 100 + n, 0, 4).unwrap();
+    let put = |row: Row| WriteOp::PutVersion { row, dirty: false };
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(stamp(), vec![delete("dead")]).await.unwrap();
+
+    // A live record over nothing, over a live one (even with older revisions: the store does
+    // not merge), and over a tombstone (the merge decided).
+    let new = Record {
+        revs: RecordRevs::all(rev(1)),
+        ..linked("new", "tk_new", "p_2")
+    };
+    let b = Record {
+        value: format!("{VALUE}merged"),
+        password_id: Some("p_2".into()),
+        revs: RecordRevs::all(rev(2)),
+        updated_at: NOW + 3,
+        ..record("b", "tk_b")
+    };
+    let dead = Record {
+        revs: RecordRevs::all(rev(3)),
+        ..record("dead", "tk_dead")
+    };
+    s.apply(
+        stamp(),
+        vec![put(live_row(&new)), put(live_row(&b)), put(live_row(&dead))],
+    )
+    .await
+    .unwrap();
+    for r in [&new, &b, &dead] {
+        assert_eq!(get_id(&s, &r.id).await.as_ref(), Some(r));
+        assert_eq!(get_token(&s, &r.token).await.as_ref(), Some(r));
+    }
+    let (feed, dirty) = feeds(&s).await;
+    let dead_rows: Vec<&Row> = feed
+        .iter()
+        .filter(|c| is_record("dead")(&c.row))
+        .map(|c| &c.row)
+        .collect();
+    assert_eq!(dead_rows, [&live_row(&dead)], "the tombstone is replaced");
+    for id in ["new", "b", "dead"] {
+        assert!(entry(&dirty, is_record(id)).is_none(), "dirty: false");
+    }
+    let mut p2 = linked_ids(&s, "p_2").await;
+    p2.sort();
+    assert_eq!(p2, ["b", "new"]);
+    assert_eq!(s.linked_count().await.unwrap(), 3);
+
+    // A tombstone over a live record removes it and prunes nothing: the identity's own rows
+    // travel as their own versions.
+    let gone = stamp_at(NOW + 4);
+    s.apply(
+        stamp(),
+        vec![
+            put(gone_record("a", gone)),
+            put(gone_record("never-here", gone)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "a").await, None);
+    assert_eq!(get_token(&s, "tk_a").await, None);
+    assert!(linked_ids(&s, "p_1").await.is_empty());
+    assert_eq!(
+        s.meta_get(&MetaKey::new("password_identity", "p_1", "tag"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("t1"),
+        "PutVersion never prunes"
+    );
+    let (feed, dirty) = feeds(&s).await;
+    for id in ["a", "never-here"] {
+        assert_eq!(
+            entry(&feed, is_record(id)).map(|c| c.row.clone()),
+            Some(gone_record(id, gone))
+        );
+        assert!(entry(&dirty, is_record(id)).is_none(), "dirty: false");
+    }
+    // dirty: true marks a tombstone at its seq.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: gone_record("elsewhere", gone),
+            dirty: true,
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(mark_of(&s, is_record("elsewhere")).await.is_some());
+    assert_eq!(
+        mark_of(&s, is_record("elsewhere")).await,
+        seq_of(&s, is_record("elsewhere")).await
+    );
+    // The id stays taken; the token is free.
+    assert_eq!(
+        s.apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("never-here", "tk_z"))]
+        )
+        .await
+        .unwrap_err(),
+        StorageError::IdTaken("never-here".into())
+    );
+
+    // A live record whose token another live record holds is refused, and nothing is written.
+    let before = everything(&s).await;
+    let thief = Record {
+        revs: RecordRevs::all(rev(5)),
+        ..record("thief", "tk_b")
+    };
+    let err = s
+        .apply(
+            stamp(),
+            vec![put(live_row(&record("ok", "tk_ok"))), put(live_row(&thief))],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_b".into()));
+    assert_eq!(everything(&s).await, before);
+    // Once its holder is gone, the token can be taken.
+    s.apply(
+        stamp(),
+        vec![put(gone_record("b", gone)), put(live_row(&thief))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_token(&s, "tk_b").await, Some(thief));
+
+    // Meta rows: a value at its own revision, over a row, a tombstone or nothing; a deletion.
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let fresh = MetaKey::new("vault", "settings", "fresh");
+    s.apply(
+        stamp(),
+        vec![
+            put(meta_value(policy.clone(), rev(6), "merged")),
+            put(meta_value(fresh.clone(), rev(7), "f")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.meta_get(&policy).await.unwrap().as_deref(),
+        Some("merged")
+    );
+    let (feed, _) = feeds(&s).await;
+    assert_eq!(
+        entry(&feed, is_meta(&policy)).map(|c| c.row.clone()),
+        Some(meta_value(policy.clone(), rev(6), "merged"))
+    );
+    let meta_gone = stamp_at(NOW + 8);
+    s.apply(stamp(), vec![put(gone_meta(policy.clone(), meta_gone))])
+        .await
+        .unwrap();
+    assert_eq!(s.meta_get(&policy).await.unwrap(), None);
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_meta(&policy)).map(|c| c.row.clone()),
+        Some(gone_meta(policy.clone(), meta_gone))
+    );
+    assert_eq!(mark_of(&s, is_meta(&policy)).await, None, "dirty: false");
+    s.apply(
+        stamp(),
+        vec![put(meta_value(policy.clone(), rev(9), "back"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta_get(&policy).await.unwrap().as_deref(), Some("back"));
+    // Local rows never come from a merge.
+    let before = everything(&s).await;
+    for key in [
+        MetaKey::new("vault", "state", "writes"),
+        MetaKey::new("vault", "settings", "kdf"),
+        MetaKey::new("sync", "state", "checkpoint"),
+    ] {
+        for row in [
+            meta_value(key.clone(), rev(11), "x"),
+            gone_meta(key.clone(), meta_gone),
+        ] {
+            assert!(
+                s.apply(stamp(), vec![put(row.clone())]).await.is_err(),
+                "{row:?}"
+            );
+        }
+    }
+    assert_eq!(everything(&s).await, before);
+    let (feed, _) = feeds(&s).await;
+    assert_eq!(feed.iter().filter(|c| is_meta(&policy)(&c.row)).count(), 1);
+
+    // Two identities with one tag (two replicas that first used one password offline): a merge
+    // stores both; a local write still may not add a third.
+    s.apply(
+        stamp(),
+        vec![
+            put(meta_value(
+                MetaKey::new("password_identity", "p_9", "tag"),
+                rev(10),
+                "t1",
+            )),
+            put(meta_value(
+                MetaKey::new("password_identity", "p_9", "dek"),
+                rev(10),
+                "d9",
+            )),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.meta_find("password_identity", "tag", "t1").await.unwrap(),
+        vec![
+            meta("password_identity", "p_1", "tag", "t1"),
+            meta("password_identity", "p_9", "dek", "d9"),
+            meta("password_identity", "p_9", "tag", "t1"),
+        ]
+    );
+    for op in [
+        WriteOp::PutMeta(meta("password_identity", "p_3", "tag", "t1")),
+        WriteOp::InsertMeta(meta("password_identity", "p_3", "tag", "t1")),
+    ] {
+        assert!(matches!(
+            s.apply(stamp(), vec![op]).await.unwrap_err(),
+            StorageError::UniqueValueTaken(_)
+        ));
+    }
+}
+
+/// `DeleteIdentityIfUnlinked` keeps an identity some record (soft-deleted ones included) is
+/// sealed with, and removes one no record is, with its slots, atomically with the batch.
+pub async fn identities_go_only_when_unlinked(s: impl Storage) {
+    let identity = |id: &str| {
+        vec![
+            WriteOp::PutMeta(meta("password_identity", id, "tag", &format!("t{id}"))),
+            WriteOp::PutMeta(meta("password_identity", id, "dek", &format!("d{id}"))),
+            WriteOp::PutMeta(meta(
+                "password_identity",
+                &format!("{id}s"),
+                "tag",
+                &format!("t{id}s"),
+            )),
+            WriteOp::PutMeta(meta("password_identity", &format!("{id}s"), "identity", id)),
+        ]
+    };
+    let mut batch = identity("p_1");
+    batch.extend(identity("p_2"));
+    batch.push(WriteOp::InsertRecord(linked("a", "tk_a", "p_1")));
+    batch.push(WriteOp::InsertRecord(linked("b", "tk_b", "p_2")));
+    s.apply(stamp(), batch).await.unwrap();
+    let count = |id: &str| {
+        let s = &s;
+        let id = id.to_owned();
+        async move {
+            s.meta_object("password_identity", &id).await.unwrap().len()
+                + s.meta_object("password_identity", &format!("{id}s"))
+                    .await
+                    .unwrap()
+                    .len()
+        }
+    };
+    // Soft-deleted, still sealed with it: kept.
+    s.apply(
+        stamp(),
+        vec![
+            change(
+                "a",
+                RecordChange::SoftDelete {
+                    if_expired_at: None,
+                },
+                NOW,
+            ),
+            prune("p_1"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count("p_1").await, 4);
+    // Moved off in a batch that then fails: the identity stays, and so does the link.
+    let a_value = format!("{VALUE}a");
+    let before = everything(&s).await;
+    assert!(
+        s.apply(
+            stamp(),
+            vec![
+                reseal("a", &a_value, &a_value, Some("p_2"), NOW),
+                prune("p_1"),
+                WriteOp::InsertRecord(record("z", "tk_b")),
+            ],
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(everything(&s).await, before);
+    assert_eq!(count("p_1").await, 4);
+    // Moved off and pruned in one batch: gone, slots and all; p_2 stays.
+    let moved = write(
+        &s,
+        vec![
+            reseal("a", &a_value, &a_value, Some("p_2"), NOW),
+            prune("p_1"),
+            prune("p_2"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count("p_1").await, 0);
+    assert_eq!(count("p_2").await, 4);
+    let (feed, _) = feeds(&s).await;
+    let mut gone: Vec<MetaKey> = feed
+        .iter()
+        .filter_map(|c| match &c.row {
+            Row::Meta {
+                key,
+                version: MetaVersion::Gone { rev, deleted_at },
+            } => {
+                assert_eq!((*rev, *deleted_at), (moved.rev, moved.at));
+                Some(key.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            MetaKey::new("password_identity", "p_1", "dek"),
+            MetaKey::new("password_identity", "p_1", "tag"),
+            MetaKey::new("password_identity", "p_1s", "identity"),
+            MetaKey::new("password_identity", "p_1s", "tag"),
+        ]
+    );
+    let mut p2 = linked_ids(&s, "p_2").await;
+    p2.sort();
+    assert_eq!(p2, ["a", "b"]);
+    assert_eq!(s.linked_count().await.unwrap(), 2);
+}
+
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
-    s.apply(vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
         .await
         .unwrap();
     s.close().await;
@@ -1432,7 +3072,7 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
         StorageError::Closed
     );
     assert_eq!(
-        s.apply(vec![delete("a")]).await.unwrap_err(),
+        s.apply(stamp(), vec![delete("a")]).await.unwrap_err(),
         StorageError::Closed
     );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
@@ -1467,6 +3107,13 @@ macro_rules! conformance_cases {
             bulk_reads_and_writes_answer_as_single_ones,
             set_based_purges_take_exactly_the_expired,
             odd_strings_round_trip,
+            writes_stamp_exactly_the_registers_they_change,
+            meta_rows_carry_their_writers_revision,
+            seqs_grow_in_commit_order,
+            tombstones_record_every_deletion,
+            dirty_marks_follow_local_writes,
+            put_version_stores_what_a_merge_decided,
+            identities_go_only_when_unlinked,
             closed_storage_refuses_calls,
         );
     };
