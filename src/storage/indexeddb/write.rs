@@ -662,17 +662,21 @@ impl Batch {
                 self.tombstoned.insert(id.clone());
                 self.rows.insert(id, None);
             }
+            Row::Meta { key, .. } if !is_replicated(&key) => {
+                return Err(StorageError::Backend {
+                    name: None,
+                    message:
+                        "a merge tried to store a local meta row; local rows are never replicated"
+                            .into(),
+                });
+            }
             Row::Meta {
                 key,
                 version: MetaVersion::Value { rev, value },
             } => {
                 let row = MetaRow { key, value };
-                if is_replicated(&row.key) {
-                    let mark = self.next_mark(dirty)?;
-                    self.write_meta(&versioned_meta_to_js(&row, rev, mark), Some(&row.key))?;
-                } else {
-                    self.write_meta(&meta_to_js(&row), None)?;
-                }
+                let mark = self.next_mark(dirty)?;
+                self.write_meta(&versioned_meta_to_js(&row, rev, mark), Some(&row.key))?;
             }
             Row::Meta {
                 key,
@@ -682,15 +686,12 @@ impl Batch {
                     .meta
                     .delete(meta_key_js(&key))
                     .map_err(idb_error("delete a meta row"))?;
-                if is_replicated(&key) {
-                    let mark = self.next_mark(dirty)?;
-                    let tombstone =
-                        tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
-                    self.r
-                        .tombstones
-                        .put(&tombstone, None)
-                        .map_err(idb_error("write a tombstone"))?;
-                }
+                let mark = self.next_mark(dirty)?;
+                let tombstone = tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
+                self.r
+                    .tombstones
+                    .put(&tombstone, None)
+                    .map_err(idb_error("write a tombstone"))?;
             }
         }
         Ok(())
