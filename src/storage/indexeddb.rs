@@ -587,7 +587,9 @@ fn record_tombstone_to_js(id: &str, t: &Tombstone, mark: Mark) -> JsValue {
 
 /// The row a tombstone stands for.
 fn tombstone_from_js(o: &JsValue) -> StorageResult<Row> {
-    let key: Vec<String> = Array::from(&get(o, "key"))
+    let key: Vec<String> = get(o, "key")
+        .dyn_into::<Array>()
+        .map_err(|_| not_ours("a tombstone with a malformed key"))?
         .iter()
         .map(|part| part.as_string())
         .collect::<Option<_>>()
