@@ -177,7 +177,9 @@ impl IdbStorage {
         let Ok(found) = r.records_by(&tokens, Lookup::Token).await else {
             return e;
         };
-        let (versions_found, inserted_found) = found.split_at(versions.len());
+        let Some((versions_found, inserted_found)) = found.split_at_checked(versions.len()) else {
+            return e;
+        };
         for ((id, _), holder) in versions.iter().zip(versions_found) {
             if let Some(holder) = holder
                 && holder.id != *id
