@@ -42,11 +42,12 @@ pub enum ErrorCode {
     Storage,
     Aborted,
     Closed,
+    SyncConflict,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the API.md table.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::RecordNotFound,
         ErrorCode::InvalidPassword,
         ErrorCode::DecryptionFailed,
@@ -59,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Storage,
         ErrorCode::Aborted,
         ErrorCode::Closed,
+        ErrorCode::SyncConflict,
     ];
 
     /// The string JavaScript sees as `error.code`.
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Storage => "STORAGE",
             ErrorCode::Aborted => "ABORTED",
             ErrorCode::Closed => "CLOSED",
+            ErrorCode::SyncConflict => "SYNC_CONFLICT",
         }
     }
 }
@@ -149,6 +152,10 @@ pub enum VaultError {
 
     #[error("the vault is closed; open a new Vault to continue")]
     Closed,
+
+    /// SYNC.md 5: this replica holds another vault than the sync server's.
+    #[error("{0}")]
+    SyncConflict(String),
 }
 
 // API.md "Errors": a message never quotes what the caller passed (a token argument may be a
@@ -205,6 +212,7 @@ impl VaultError {
             VaultError::LockedDuring(_) => ErrorCode::Aborted,
             VaultError::Aborted => ErrorCode::Aborted,
             VaultError::Closed => ErrorCode::Closed,
+            VaultError::SyncConflict(_) => ErrorCode::SyncConflict,
         }
     }
 
@@ -295,6 +303,7 @@ mod tests {
             (ErrorCode::Storage, "STORAGE"),
             (ErrorCode::Aborted, "ABORTED"),
             (ErrorCode::Closed, "CLOSED"),
+            (ErrorCode::SyncConflict, "SYNC_CONFLICT"),
         ];
         assert_eq!(pinned.len(), ErrorCode::ALL.len());
         for (code, text) in pinned {
@@ -326,6 +335,7 @@ mod tests {
             (VaultError::storage("x"), "STORAGE"),
             (VaultError::Aborted, "ABORTED"),
             (VaultError::Closed, "CLOSED"),
+            (VaultError::SyncConflict("x".into()), "SYNC_CONFLICT"),
         ];
         for (error, code) in cases {
             assert_eq!(error.code().as_str(), code, "{error}");

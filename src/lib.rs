@@ -62,7 +62,7 @@ pub use record::Record;
 pub use secret::Secret;
 pub use token::{is_token, is_token_valid_length};
 pub use vault::{CreateOptions, Vault, VaultOptions};
-pub use vault::{RekeyObserver, RekeyOptions};
+pub use vault::{RekeyObserver, RekeyOptions, SyncReport, SyncTransport};
 
 // talc rather than the standard dlmalloc: smaller in wasm (Cargo.toml). `new_global` is sound
 // because the engine runs single-threaded (no wasm threads are enabled), its one requirement.

@@ -40,7 +40,7 @@ pub mod sql;
 use crate::query::RecordFilter;
 use crate::record::Record;
 use crate::sync::Rev;
-pub use crate::sync::{Change, Row};
+pub use crate::sync::{Change, Row, RowKey};
 use async_trait::async_trait;
 use std::fmt;
 
@@ -251,6 +251,14 @@ pub enum WriteOp {
     /// tombstones arrive as versions of their own). A meta row that is not replicated
     /// ([`is_replicated`]) fails the batch: a merge never stores a local row.
     PutVersion { row: Row, dirty: bool },
+    /// Fail with [`StorageError::Changed`] (a record id) or [`StorageError::MetaChanged`] (a
+    /// meta key) unless the store's version of `key` (live or a tombstone) still has the seq
+    /// `seq` (`None`: the store has no version of it). A merge planned from
+    /// [`Storage::versions`] commits only if no write touched its rows meanwhile.
+    ExpectVersion { key: RowKey, seq: Option<u64> },
+    /// Clear the dirty mark of `key` if it is still `dirty` (the server has that version); a row
+    /// changed here since keeps its newer mark. Nothing happens when the row is gone or clean.
+    MarkClean { key: RowKey, dirty: u64 },
     /// Fail with [`StorageError::NotEmpty`] unless the store holds no records, no tombstones and
     /// no meta rows other than those of `object_type` `"vault"` or `"sync"` (snapshot import; a
     /// sync server's "is this vault empty?").
@@ -258,6 +266,14 @@ pub enum WriteOp {
     /// Remove every record, tombstone and meta row except sync's own rows (`object_type =
     /// "sync"`; seqs never go back), after `ExpectEmpty` (snapshot import).
     ClearAll,
+}
+
+/// A replicated row as a store holds it: the row, its seq, and its dirty mark (`None`: clean).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub dirty: Option<u64>,
+    pub row: Row,
 }
 
 /// What a batch writes into every replicated register and row it changes: one revision for the
@@ -458,6 +474,10 @@ pub trait Storage: MaybeSendSync {
     /// appear; a row changed twice appears once, at its latest seq.
     async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>>;
 
+    /// The store's version of each key (a live row or a tombstone) with its seq and dirty mark,
+    /// in the order asked (`None` where it has neither), in one round trip: what a merge reads.
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>>;
+
     /// Up to `limit` dirty rows (changed here, not yet acknowledged by a sync server) whose dirty
     /// mark is greater than `after`, in the order of their marks, each with its mark as `seq`.
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>>;
@@ -538,6 +558,8 @@ pub trait WriteTransaction: MaybeSendSync {
     ) -> StorageResult<Vec<Record>>;
     /// How many records have a `passwordId` (is any record sealed with a master key?).
     async fn linked_count(&self) -> StorageResult<u64>;
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>>;
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>>;
     /// Apply `batch` in this transaction, atomically, checking its guards, as
     /// [`Storage::apply`] does.
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()>;
@@ -586,6 +608,12 @@ impl WriteTransaction for Optimistic<'_> {
     }
     async fn linked_count(&self) -> StorageResult<u64> {
         self.0.linked_count().await
+    }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.0.versions(keys).await
+    }
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.0.records_by_tokens(tokens).await
     }
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.0.apply(stamp, batch).await
@@ -690,6 +718,9 @@ macro_rules! delegate_storage {
             }
             async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
                 (**self).dirty_changes(after, limit).await
+            }
+            async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+                (**self).versions(keys).await
             }
             async fn linked_count(&self) -> StorageResult<u64> {
                 (**self).linked_count().await

@@ -4,6 +4,7 @@
 //! record queries and purges in `vault/records.rs`, `unlock` in `vault/unlock.rs`, identities in
 //! `vault/identity.rs`, rekeys and link migration in `vault/rekey.rs`, snapshots in `snapshot.rs`.
 
+mod engine;
 pub(crate) mod identity;
 mod records;
 mod rekey;
@@ -11,6 +12,7 @@ mod slots;
 pub(crate) mod tokens;
 mod unlock;
 
+pub use engine::{SyncReport, SyncTransport};
 pub use rekey::{RekeyObserver, RekeyOptions};
 
 pub use records::PURGE_CHUNK;
@@ -93,7 +95,8 @@ impl Default for VaultOptions {
 /// across an `.await`.
 pub struct Vault {
     pub(crate) storage: Box<dyn Storage>,
-    pub(crate) kdf: KdfParams,
+    /// The vault's KDF settings; replaced only when an empty replica joins a sync server's vault.
+    kdf: std::sync::RwLock<KdfParams>,
     pub(crate) identities: bool,
     pub(crate) policy: PasswordPolicy,
     keys: Arc<KeyCache>,
@@ -105,12 +108,14 @@ pub struct Vault {
     /// Mints the revision of every batch this instance writes (`crate::sync`, "Revisions"). Its
     /// node id is random per open, so two tabs on one database never mint the same revision.
     clock: Hlc,
+    /// The lowest PBKDF2 iteration count this vault accepts from elsewhere (a sync server's).
+    kdf_floor: u32,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("kdf", &self.kdf)
+            .field("kdf", &self.kdf())
             .field("identities", &self.identities)
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -147,7 +152,7 @@ impl Vault {
         check_kdf_floor(&kdf, floor, "this vault")?;
         Ok(Vault {
             storage,
-            kdf,
+            kdf: std::sync::RwLock::new(kdf),
             identities: options.password_identity,
             policy: options.password_policy,
             keys: Arc::new(KeyCache::new(options.key_cache_ttl_ms)?),
@@ -156,6 +161,7 @@ impl Vault {
             closed: AtomicBool::new(false),
             derivations: AtomicU64::new(0),
             clock: Hlc::new()?,
+            kdf_floor: floor,
         })
     }
 
@@ -204,7 +210,26 @@ impl Vault {
 
     /// The KDF iteration count this vault was created with.
     pub fn kdf_iterations(&self) -> u32 {
-        self.kdf.iterations
+        self.kdf().iterations
+    }
+
+    /// The vault's KDF settings.
+    pub(crate) fn kdf(&self) -> KdfParams {
+        self.kdf
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Take another vault's KDF settings (an empty replica joining a sync server's vault): every
+    /// cached key was derived with the old salt, so they go, and derivations already running
+    /// start again.
+    pub(crate) fn replace_kdf(&self, kdf: KdfParams) {
+        *self
+            .kdf
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = kdf;
+        self.keys.clear();
     }
 
     pub(crate) fn ensure_open(&self) -> Result<()> {
@@ -286,8 +311,8 @@ impl Vault {
                 return Ok((key, lookup.epoch));
             }
             let key = match secret {
-                Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf).await?,
-                Secret::RawKey(raw) => derive_raw_key(raw.as_bytes(), &self.kdf),
+                Secret::Password(p) => self.platform.kdf.derive(p, &self.kdf()).await?,
+                Secret::RawKey(raw) => derive_raw_key(raw.as_bytes(), &self.kdf()),
             };
             self.derivations.fetch_add(1, Ordering::SeqCst);
             self.ensure_open()?;

@@ -312,6 +312,23 @@ pub enum Row {
     Meta { key: MetaKey, version: MetaVersion },
 }
 
+impl Row {
+    /// What identifies this row in its store.
+    pub fn key(&self) -> RowKey {
+        match self {
+            Row::Record { id, .. } => RowKey::Record(id.clone()),
+            Row::Meta { key, .. } => RowKey::Meta(key.clone()),
+        }
+    }
+}
+
+/// What identifies a replicated row in a store: a record id (live or a tombstone) or a meta key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowKey {
+    Record(String),
+    Meta(MetaKey),
+}
+
 /// A row with the sequence number its store gave it when it last changed there (the store's
 /// change feed, [`crate::storage::Storage::changes_since`]; the server's sync cursor).
 #[derive(Debug, Clone, PartialEq, Eq)]

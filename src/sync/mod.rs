@@ -79,11 +79,12 @@
 
 pub mod json;
 pub mod merge;
+pub mod plan;
 pub mod rev;
 pub mod wire;
 
 pub use merge::{
-    Change, LiveRecord, MetaVersion, RecordVersion, Row, Side, TokenClaim, Tombstone,
+    Change, LiveRecord, MetaVersion, RecordVersion, Row, RowKey, Side, TokenClaim, Tombstone,
     TombstoneReason, merge_meta, merge_record, token_holder,
 };
 pub use rev::{ClockExhausted, Hlc, MAX_COUNTER, MAX_WALL_MS, Rev, RevParseError};

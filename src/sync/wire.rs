@@ -180,16 +180,16 @@ pub struct Checkpoint {
 
 /// What identifies a row within a page: two rows of one page never share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum RowKey<'a> {
+enum RowKeyRef<'a> {
     Record(&'a str),
     Meta(&'a MetaKey),
 }
 
 impl Row {
-    fn row_key(&self) -> RowKey<'_> {
+    fn row_key(&self) -> RowKeyRef<'_> {
         match self {
-            Row::Record { id, .. } => RowKey::Record(id),
-            Row::Meta { key, .. } => RowKey::Meta(key),
+            Row::Record { id, .. } => RowKeyRef::Record(id),
+            Row::Meta { key, .. } => RowKeyRef::Meta(key),
         }
     }
 }

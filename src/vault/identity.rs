@@ -53,7 +53,7 @@ pub(super) fn slot_rows(
             object_type::IDENTITY,
             slot,
             DEK_KEY,
-            wrap_dek(mk, &vault.kdf, owner, dek)?,
+            wrap_dek(mk, &vault.kdf(), owner, dek)?,
         ),
     ])
 }
@@ -103,7 +103,7 @@ impl Vault {
                 "identity {id} has no data key row; the vault is damaged"
             ))
         })?;
-        let dek = unwrap_dek(mk, &self.kdf, &id, &wrapped.value)?;
+        let dek = unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
         Ok(Some(Identity { id, slot, dek }))
     }
 

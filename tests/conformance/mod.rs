@@ -2854,7 +2854,36 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     )
     .await
     .unwrap();
-    assert_eq!(get_token(&s, "tk_b").await, Some(thief));
+    assert_eq!(get_token(&s, "tk_b").await.as_ref(), Some(&thief));
+    // A version of one id under another token (validation refuses these; the store must still
+    // stay whole): the old token is free, the new one finds the record.
+    let renamed = Record {
+        token: "tk_renamed".into(),
+        ..thief.clone()
+    };
+    s.apply(stamp(), vec![put(live_row(&renamed))])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_b").await, None);
+    assert_eq!(get_token(&s, "tk_renamed").await, Some(renamed.clone()));
+    assert_eq!(get_id(&s, "thief").await, Some(renamed));
+    // A displaced record's tombstone keeps its reason.
+    let displaced = Row::Record {
+        id: "thief".into(),
+        version: RecordVersion::Gone(Tombstone {
+            rev: rev(12),
+            deleted_at: NOW + 12,
+            reason: TombstoneReason::Displaced,
+        }),
+    };
+    s.apply(stamp(), vec![put(displaced.clone())])
+        .await
+        .unwrap();
+    assert_eq!(get_token(&s, "tk_renamed").await, None);
+    assert_eq!(
+        entry(&feeds(&s).await.0, is_record("thief")).map(|c| &c.row),
+        Some(&displaced)
+    );
 
     // Meta rows: a value at its own revision, over a row, a tombstone or nothing; a deletion.
     let policy = MetaKey::new("vault", "settings", "policy");
@@ -3062,6 +3091,144 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     assert_eq!(s.linked_count().await.unwrap(), 2);
 }
 
+/// A write transaction reads what the store holds, and its commit is an atomic batch like
+/// `apply`'s: stamped with its stamp, given seqs and dirty marks, all or nothing.
+pub async fn transactions_read_and_commit_like_apply(s: impl Storage) {
+    let epoch = MetaKey::new("vault", "state", "writes");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+        ],
+    )
+    .await
+    .unwrap();
+    let before = everything(&s).await;
+    {
+        let tx = s.transaction().await.unwrap();
+        let found = tx
+            .records_by_ids(&["b".into(), "nope".into(), "a".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Some(linked("b", "tk_b", "p_1")),
+                None,
+                Some(linked("a", "tk_a", "p_1"))
+            ]
+        );
+        assert_eq!(
+            tx.scan_records(Some("a"), 1).await.unwrap(),
+            [linked("b", "tk_b", "p_1")]
+        );
+        assert_eq!(tx.meta_get(&epoch).await.unwrap().as_deref(), Some("e1"));
+        assert_eq!(
+            tx.meta_find("password_identity", "tag", "t1")
+                .await
+                .unwrap(),
+            [meta("password_identity", "p_1", "tag", "t1")]
+        );
+        assert_eq!(tx.meta_count("password_identity").await.unwrap(), 1);
+        assert_eq!(
+            tx.records_linked_to("p_1", Some("a"), 10).await.unwrap(),
+            [linked("b", "tk_b", "p_1")]
+        );
+        assert_eq!(tx.linked_count().await.unwrap(), 2);
+        // Dropped without a commit: nothing is written.
+    }
+    assert_eq!(everything(&s).await, before);
+
+    // A commit whose guard went stale writes nothing.
+    let tx = s.transaction().await.unwrap();
+    let value = tx.records_by_ids(&["a".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .value;
+    let err = tx
+        .commit(
+            stamp(),
+            vec![
+                reseal("a", &value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
+                prune("p_1"),
+                WriteOp::ExpectMeta {
+                    key: epoch.clone(),
+                    value: Some("e0".into()),
+                },
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::MetaChanged(epoch.clone()));
+    assert_eq!(everything(&s).await, before);
+
+    // A commit that holds: stamped like `apply`, atomically.
+    let tx = s.transaction().await.unwrap();
+    let current = tx.meta_get(&epoch).await.unwrap();
+    let committed = stamp();
+    tx.commit(
+        committed,
+        vec![
+            WriteOp::ExpectMeta {
+                key: epoch.clone(),
+                value: current,
+            },
+            reseal("a", &value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
+            reseal(
+                "b",
+                &format!("{VALUE}b"),
+                &format!("{VALUE}b2"),
+                Some("p_2"),
+                NOW + 1,
+            ),
+            prune("p_1"),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
+        ],
+    )
+    .await
+    .unwrap();
+    let a = get_id(&s, "a").await.unwrap();
+    assert_eq!(
+        (a.value.as_str(), a.password_id.as_deref(), a.revs.seal),
+        (format!("{VALUE}new").as_str(), Some("p_2"), committed.rev)
+    );
+    assert_eq!(
+        a.revs.value,
+        created_rev(),
+        "a re-seal leaves the value's revision"
+    );
+    assert!(
+        s.meta_object("password_identity", "p_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(
+        entry(&feed, is_record("a")).map(|c| &c.row),
+        Some(&live_row(&a))
+    );
+    assert_eq!(
+        entry(
+            &feed,
+            is_meta(&MetaKey::new("password_identity", "p_1", "tag"))
+        )
+        .map(|c| c.row.clone()),
+        Some(gone_meta(
+            MetaKey::new("password_identity", "p_1", "tag"),
+            committed
+        ))
+    );
+    assert_eq!(dirty, feed, "every change here is local");
+    let mut p2 = linked_ids(&s, "p_2").await;
+    p2.sort();
+    assert_eq!(p2, ["a", "b"]);
+}
+
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
     s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
         .await
@@ -3114,6 +3281,7 @@ macro_rules! conformance_cases {
             dirty_marks_follow_local_writes,
             put_version_stores_what_a_merge_decided,
             identities_go_only_when_unlinked,
+            transactions_read_and_commit_like_apply,
             closed_storage_refuses_calls,
         );
     };

@@ -1,0 +1,476 @@
+//! Applying rows from elsewhere to a store, planned as pure functions: what a server does with a
+//! pushed page ([`plan_push`]) and what a replica does with a pulled one ([`plan_pull`]). The
+//! engine reads the store's versions of every key a page touches (one round trip), asks the
+//! planner, and commits the ops it returns in one atomic batch whose guards
+//! ([`WriteOp::ExpectVersion`]) refuse the plan if anything it read changed meanwhile.
+//!
+//! Both sides merge with the one conflict rule of [`crate::sync`]; what differs is who keeps the
+//! invariants that per-row merging cannot:
+//! - **The server** refuses what would break its vault (SYNC.md "Validation", 7): a record sealed
+//!   under an identity it has removed (`retired_key`), a second live record for one custom token
+//!   ([`token_holder`]: the earlier creator keeps it, the other is refused, `token_taken`, or
+//!   displaced by a tombstone when it arrived first), the removal of an identity that live records
+//!   still use (`referenced`), and revisions dated in the future (`rev_in_future`). A link to an
+//!   identity it has never had is a malformed request (`422`): the client sends identities first.
+//! - **A replica** never loses what it holds: a pulled row that would remove or shadow a local
+//!   record its user can still read (a `displaced` tombstone of it, a pulled record that takes
+//!   its custom token, an identity removal while local records still use the identity) is set
+//!   aside, and the local record is reported as stranded until the user moves or deletes it.
+
+use super::merge::{
+    MetaVersion, RecordVersion, Row, RowKey, Side, TokenClaim, Tombstone, TombstoneReason,
+    merge_meta, merge_record, token_holder,
+};
+use super::rev::Rev;
+use super::wire::{Refusal, Refused, Superseded};
+use crate::storage::{MetaKey, Stored, WriteOp, object_type};
+use std::collections::{HashMap, HashSet};
+
+/// How far ahead of the server's clock a revision may be dated: 5 minutes. A replica whose
+/// clock runs further ahead corrects its revisions from the server's time and pushes again
+/// (SYNC.md 4), so one fast clock cannot drag every replica's revisions into the future.
+pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
+
+/// The key of the row that says an identity (or a slot) exists: its `tag`.
+pub fn identity_tag_key(identity_id: &str) -> MetaKey {
+    MetaKey::new(object_type::IDENTITY, identity_id, "tag")
+}
+
+/// What the server holds around a pushed page, read before planning.
+#[derive(Debug, Default)]
+pub struct ServerView {
+    /// The store's version of every key the plan reads: each row's key, the tag row of each
+    /// identity a live record of the page names, and each record holding a token the page claims.
+    pub stored: HashMap<RowKey, Stored>,
+    /// Record (by id) holding each token claimed by a live record of the page, live or
+    /// soft-deleted; their versions are in `stored`.
+    pub token_holders: HashMap<String, String>,
+    /// For each identity the page removes: up to `rows + 1` ids of records linked to it.
+    pub linked: HashMap<String, Vec<String>>,
+}
+
+/// The ops and the report of a pushed page.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PushPlan {
+    pub ops: Vec<WriteOp>,
+    pub stored: u64,
+    pub superseded: Vec<Superseded>,
+    pub refused: Vec<Refused>,
+}
+
+/// A pushed row that names an identity the server has never had: the request contradicts the
+/// server's vault (`422`), and nothing of it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownIdentity {
+    pub row: usize,
+}
+
+/// The state of the page as planned so far: the store's rows with the page's changes applied.
+struct View<'a> {
+    rows: HashMap<RowKey, Option<Row>>,
+    stored: &'a HashMap<RowKey, Stored>,
+}
+
+impl<'a> View<'a> {
+    fn new(stored: &'a HashMap<RowKey, Stored>) -> Self {
+        View {
+            rows: HashMap::new(),
+            stored,
+        }
+    }
+
+    fn get(&self, key: &RowKey) -> Option<&Row> {
+        match self.rows.get(key) {
+            Some(planned) => planned.as_ref(),
+            None => self.stored.get(key).map(|s| &s.row),
+        }
+    }
+
+    fn set(&mut self, row: Row) {
+        self.rows.insert(row.key(), Some(row));
+    }
+}
+
+/// Merge two versions of one row (the same key).
+pub fn merge_rows(a: &Row, b: &Row) -> Row {
+    match (a, b) {
+        (Row::Record { id, version: x }, Row::Record { version: y, .. }) => Row::Record {
+            id: id.clone(),
+            version: merge_record(x, y),
+        },
+        (Row::Meta { key, version: x }, Row::Meta { version: y, .. }) => Row::Meta {
+            key: key.clone(),
+            version: merge_meta(x, y),
+        },
+        // Keys name one kind of row, so two versions of one key are of one kind.
+        _ => b.clone(),
+    }
+}
+
+/// Every revision a row carries.
+pub fn revs_of(row: &Row) -> Vec<Rev> {
+    match row {
+        Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        } => vec![
+            live.value_rev,
+            live.seal_rev,
+            live.expires_rev,
+            live.deleted_rev,
+        ],
+        Row::Record {
+            version: RecordVersion::Gone(gone),
+            ..
+        } => vec![gone.rev],
+        Row::Meta { version, .. } => vec![version.rev()],
+    }
+}
+
+/// The identity whose key sealed a row's value, when it is a live record sealed under one.
+fn sealed_under(row: &Row) -> Option<&str> {
+    match row {
+        Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        } => live.password_id.as_deref(),
+        _ => None,
+    }
+}
+
+/// The identity a meta row belongs to when it is one of an identity object's rows.
+fn identity_of(key: &MetaKey) -> Option<&str> {
+    (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
+}
+
+fn is_gone(row: &Row) -> bool {
+    matches!(
+        row,
+        Row::Record {
+            version: RecordVersion::Gone(_),
+            ..
+        } | Row::Meta {
+            version: MetaVersion::Gone { .. },
+            ..
+        }
+    )
+}
+
+/// Plan a pushed page on the server. `stamp` is the server's revision for the tombstones it
+/// writes itself (a displaced record), `now` its clock.
+pub fn plan_push(
+    rows: &[Row],
+    view: &ServerView,
+    stamp: Rev,
+    now: i64,
+) -> Result<PushPlan, UnknownIdentity> {
+    let mut plan = PushPlan::default();
+    let mut state = View::new(&view.stored);
+    // Every version read is expected unchanged at commit.
+    let mut guarded: HashSet<RowKey> = HashSet::new();
+    let mut guard = |key: &RowKey, ops: &mut Vec<WriteOp>| {
+        if guarded.insert(key.clone()) {
+            ops.push(WriteOp::ExpectVersion {
+                key: key.clone(),
+                seq: view.stored.get(key).map(|s| s.seq),
+            });
+        }
+    };
+    // Who holds each claimed token as the page goes: (id, createdAt).
+    let mut holders: HashMap<String, (String, i64)> = HashMap::new();
+    for (token, id) in &view.token_holders {
+        if let Some(Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        }) = view.stored.get(&RowKey::Record(id.clone())).map(|s| &s.row)
+        {
+            holders.insert(token.clone(), (id.clone(), live.created_at));
+        }
+    }
+    // Records linked to each identity the page may remove, as the page goes.
+    let mut linked: HashMap<String, (HashSet<String>, bool)> = view
+        .linked
+        .iter()
+        .map(|(identity, ids)| {
+            let more = ids.len() > rows.len();
+            (identity.clone(), (ids.iter().cloned().collect(), more))
+        })
+        .collect();
+    let limit = now.saturating_add(MAX_FUTURE_MS);
+    for (i, row) in rows.iter().enumerate() {
+        let key = row.key();
+        guard(&key, &mut plan.ops);
+        let current = state.get(&key).cloned();
+        if revs_of(row)
+            .iter()
+            .any(|rev| i64::try_from(rev.wall_ms()).unwrap_or(i64::MAX) > limit)
+        {
+            plan.refused.push(Refused {
+                i,
+                reason: Refusal::RevInFuture,
+                current,
+            });
+            continue;
+        }
+        let merged = match &current {
+            Some(current) => merge_rows(current, row),
+            None => row.clone(),
+        };
+        if current.as_ref() == Some(&merged) {
+            // A replay, or a version the server's beats in every field.
+            if current.as_ref() != Some(row) {
+                plan.superseded.push(Superseded { i, current: merged });
+            }
+            continue;
+        }
+        // Invariants of the result.
+        if let Some(identity) = sealed_under(&merged) {
+            let tag = RowKey::Meta(identity_tag_key(identity));
+            guard(&tag, &mut plan.ops);
+            match state.get(&tag) {
+                Some(found) if !is_gone(found) => {}
+                Some(_) => {
+                    plan.refused.push(Refused {
+                        i,
+                        reason: Refusal::RetiredKey,
+                        current,
+                    });
+                    continue;
+                }
+                None => return Err(UnknownIdentity { row: i }),
+            }
+        }
+        if let Row::Record {
+            id,
+            version: RecordVersion::Live(live),
+        } = &merged
+        {
+            if let Some((holder, created_at)) = holders.get(&live.token).cloned()
+                && holder != *id
+            {
+                let holder_key = RowKey::Record(holder.clone());
+                guard(&holder_key, &mut plan.ops);
+                let theirs = TokenClaim {
+                    id: &holder,
+                    created_at,
+                };
+                let ours = TokenClaim {
+                    id,
+                    created_at: live.created_at,
+                };
+                if token_holder(theirs, ours) == Side::A {
+                    plan.refused.push(Refused {
+                        i,
+                        reason: Refusal::TokenTaken,
+                        current: state.get(&holder_key).cloned(),
+                    });
+                    continue;
+                }
+                // The page's record was created first: the holder is displaced.
+                let displaced = Row::Record {
+                    id: holder.clone(),
+                    version: RecordVersion::Gone(Tombstone {
+                        rev: stamp,
+                        deleted_at: now,
+                        reason: TombstoneReason::Displaced,
+                    }),
+                };
+                forget_link(&mut linked, state.get(&holder_key), &holder);
+                state.set(displaced.clone());
+                plan.ops.push(WriteOp::PutVersion {
+                    row: displaced,
+                    dirty: false,
+                });
+            }
+            holders.insert(live.token.clone(), (id.clone(), live.created_at));
+        }
+        if let Row::Meta {
+            key: meta_key,
+            version: MetaVersion::Gone { .. },
+        } = &merged
+            && let Some(identity) = identity_of(meta_key)
+            && let Some((ids, more)) = linked.get(identity)
+            && (*more || !ids.is_empty())
+        {
+            plan.refused.push(Refused {
+                i,
+                reason: Refusal::Referenced,
+                current,
+            });
+            continue;
+        }
+        // Track links as records move.
+        if let Row::Record { id, .. } = &merged {
+            forget_link(&mut linked, current.as_ref(), id);
+            if let Some(identity) = sealed_under(&merged)
+                && let Some((ids, _)) = linked.get_mut(identity)
+            {
+                ids.insert(id.clone());
+            }
+        }
+        if &merged != row {
+            plan.superseded.push(Superseded {
+                i,
+                current: merged.clone(),
+            });
+        }
+        plan.stored += 1;
+        state.set(merged.clone());
+        plan.ops.push(WriteOp::PutVersion {
+            row: merged,
+            dirty: false,
+        });
+    }
+    Ok(plan)
+}
+
+/// A record no longer linked where it was.
+fn forget_link(linked: &mut HashMap<String, (HashSet<String>, bool)>, was: Option<&Row>, id: &str) {
+    if let Some(identity) = was.and_then(sealed_under)
+        && let Some((ids, _)) = linked.get_mut(identity)
+    {
+        ids.remove(id);
+    }
+}
+
+/// What a replica holds around a pulled page, read before planning.
+#[derive(Debug, Default)]
+pub struct ReplicaView {
+    /// The replica's version of each pulled row's key.
+    pub stored: HashMap<RowKey, Stored>,
+    /// The local record (id, createdAt) holding each token claimed by a pulled live record.
+    pub token_holders: HashMap<String, (String, i64)>,
+    /// For each identity the page removes: up to `rows + 1` ids of local records linked to it.
+    pub linked: HashMap<String, Vec<String>>,
+}
+
+/// The ops and the report of a pulled page.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PullPlan {
+    pub ops: Vec<WriteOp>,
+    /// Rows that changed the replica.
+    pub applied: u64,
+    /// Local changes not yet on the server that a pulled version beat.
+    pub conflicts: u64,
+    /// Pulled records set aside because a local record holds their token (fetched again by id
+    /// once it is gone).
+    pub parked: Vec<String>,
+    /// Local records kept although the server removed or displaced them, or whose token a
+    /// pulled record claims: the ids of the records stranded here.
+    pub stranded: Vec<String>,
+}
+
+/// Plan a pulled page on a replica.
+pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
+    let mut plan = PullPlan::default();
+    // Local records linked to each identity the page removes, as the page moves records.
+    let mut linked: HashMap<String, (HashSet<String>, bool)> = view
+        .linked
+        .iter()
+        .map(|(identity, ids)| {
+            let more = ids.len() > rows.len();
+            (identity.clone(), (ids.iter().cloned().collect(), more))
+        })
+        .collect();
+    for row in rows {
+        let key = row.key();
+        let current = view.stored.get(&key);
+        plan.ops.push(WriteOp::ExpectVersion {
+            key: key.clone(),
+            seq: current.map(|s| s.seq),
+        });
+        let merged = match current {
+            Some(current) => merge_rows(&current.row, row),
+            None => row.clone(),
+        };
+        let dirty = current.is_some_and(|c| c.dirty.is_some());
+        if let Some(current) = current {
+            if dirty && merged == *row && current.row != *row {
+                plan.conflicts += 1;
+            }
+            if merged == current.row {
+                continue;
+            }
+        }
+        match (&merged, current.map(|c| &c.row)) {
+            // The server displaced a record this replica holds: keep it here, stranded.
+            (
+                Row::Record {
+                    id,
+                    version:
+                        RecordVersion::Gone(Tombstone {
+                            reason: TombstoneReason::Displaced,
+                            ..
+                        }),
+                },
+                Some(Row::Record {
+                    version: RecordVersion::Live(_),
+                    ..
+                }),
+            ) => {
+                plan.stranded.push(id.clone());
+                continue;
+            }
+            // A pulled record whose token another local record holds: the local one stays (it is
+            // the user's) and the pulled one waits. When the pulled one keeps the token by the
+            // rule, the local one is stranded; otherwise the server will displace the pulled one
+            // once the local one reaches it.
+            (
+                Row::Record {
+                    id,
+                    version: RecordVersion::Live(live),
+                },
+                _,
+            ) if view
+                .token_holders
+                .get(&live.token)
+                .is_some_and(|(holder, _)| holder != id) =>
+            {
+                if let Some((holder, created_at)) = view.token_holders.get(&live.token) {
+                    let local = TokenClaim {
+                        id: holder,
+                        created_at: *created_at,
+                    };
+                    let pulled = TokenClaim {
+                        id,
+                        created_at: live.created_at,
+                    };
+                    if token_holder(local, pulled) == Side::B {
+                        plan.stranded.push(holder.clone());
+                    }
+                }
+                plan.parked.push(id.clone());
+                continue;
+            }
+            // An identity removed elsewhere that local records still use (records the page does
+            // not move: written here under it and not synced yet): kept until they move.
+            (
+                Row::Meta {
+                    key,
+                    version: MetaVersion::Gone { .. },
+                },
+                _,
+            ) if identity_of(key)
+                .and_then(|id| linked.get(id))
+                .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
+            {
+                continue;
+            }
+            _ => {}
+        }
+        if let Row::Record { id, .. } = &merged {
+            forget_link(&mut linked, current.map(|c| &c.row), id);
+            if let Some(identity) = sealed_under(&merged)
+                && let Some((ids, _)) = linked.get_mut(identity)
+            {
+                ids.insert(id.clone());
+            }
+        }
+        plan.applied += 1;
+        plan.ops.push(WriteOp::PutVersion {
+            dirty: dirty && merged != *row,
+            row: merged,
+        });
+    }
+    plan
+}

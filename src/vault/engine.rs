@@ -1,0 +1,849 @@
+//! Zero-knowledge sync, the engine (SYNC.md): [`Vault::sync`] on any replica and
+//! [`Vault::sync_handle`] on the server replica, over the wire format of [`crate::sync::wire`]
+//! and the page plans of [`crate::sync::plan`]. The server never holds a key: it merges and
+//! checks rows by their revisions and shapes, and never opens a value.
+//!
+//! # Checkpoints and a wiped or restored server (SYNC.md 8)
+//! A server store has an id (`s_` + 32 hex, a local row made on its first request): another id
+//! in a checkpoint means another or an emptied store. To tell a store restored from an older
+//! backup, the server keeps a **log** of local rows `sync/log/<seq>` = a random head: before it
+//! answers a pull whose last row has seq `S`, it makes sure an entry exists at a seq `X ≥ S`
+//! written after every row up to `X` existed, and hands out the checkpoint `(S, key = X, head)`.
+//! A checkpoint is honoured only while that entry still holds that head: a backup taken after the
+//! entry holds every row up to `X ≥ S`, and its later writes take seqs above them, so nothing the
+//! replica skipped can be reissued below its cursor; a backup taken before it lacks the entry,
+//! and the replica is told `reset: "lost"`: it pulls from the start and pushes back everything it
+//! holds.
+
+use super::Vault;
+use crate::crypto::KdfParams;
+use crate::error::{Result, VaultError};
+use crate::record::Record;
+use crate::storage::{
+    MaybeSendSync, MetaKey, MetaRow, RowKey, StorageError, Stored, WriteOp, WriteTransaction,
+    object_type,
+};
+use crate::sync::plan::{ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push};
+use crate::sync::wire::{
+    self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Request,
+    VaultInfo, WireError,
+};
+use crate::sync::{MetaVersion, RecordVersion, Row};
+use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
+
+/// Rows a replica asks for per pull page.
+const PULL_PAGE: u64 = 1_000;
+/// Rows per push page.
+const PUSH_PAGE: usize = 500;
+/// Times a page is planned again when another writer changed what it read.
+const MAX_ROUNDS: usize = 8;
+
+/// How a replica reaches its sync server: one request body out, the status and body back.
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+pub trait SyncTransport: MaybeSendSync {
+    /// A network or server failure is `STORAGE` (with the cause in the message).
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)>;
+}
+
+/// What a sync did (SYNC.md `SyncReport`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Changes applied here from the server.
+    pub pulled: u64,
+    /// Changes of this replica the server accepted.
+    pub pushed: u64,
+    /// Changes of this replica that a later change from elsewhere superseded.
+    pub conflicts: u64,
+    /// Tokens kept on this replica only: refused by the server (sealed under a removed identity,
+    /// or their custom token is another record's), or removed there but readable here.
+    pub stranded: Vec<String>,
+}
+
+fn local_key(object_id: &str, key: &str) -> MetaKey {
+    MetaKey::new(object_type::SYNC, object_id, key)
+}
+
+fn kdf_key() -> MetaKey {
+    MetaKey::new(object_type::VAULT, super::SETTINGS_ID, super::SETTING_KDF)
+}
+
+fn server_id_key() -> MetaKey {
+    local_key("state", "server")
+}
+
+fn checkpoint_key() -> MetaKey {
+    local_key("state", "checkpoint")
+}
+
+fn log_head_key() -> MetaKey {
+    local_key("state", "log")
+}
+
+fn log_key(seq: u64) -> MetaKey {
+    local_key("log", &format!("{seq:020}"))
+}
+
+fn parked_key(id: &str) -> MetaKey {
+    local_key("parked", id)
+}
+
+fn random_hex() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    crate::crypto::random_bytes(&mut bytes)?;
+    Ok(base16ct::lower::encode_string(&bytes))
+}
+
+/// A checkpoint as the replica stores it: its four fields, space-separated (none holds a space).
+fn checkpoint_text(c: &Checkpoint) -> String {
+    format!("{} {} {} {}", c.server, c.seq, c.key, c.head)
+}
+
+fn parse_checkpoint(text: &str) -> Option<Checkpoint> {
+    let mut parts = text.split(' ');
+    let checkpoint = Checkpoint {
+        server: parts.next()?.to_owned(),
+        seq: parts.next()?.parse().ok()?,
+        key: parts.next()?.to_owned(),
+        head: parts.next()?.to_owned(),
+    };
+    parts.next().is_none().then_some(checkpoint)
+}
+
+fn storage_failure(e: impl std::fmt::Display) -> WireError {
+    // The detail stays on the server; the client is told the server failed.
+    let _ = e.to_string();
+    WireError::Storage
+}
+
+/// Push order: identity and setting rows first (records link to them), then records, then
+/// record tombstones, then removals of meta rows (an identity goes after the records that left).
+fn push_rank(row: &Row) -> u8 {
+    match row {
+        Row::Meta {
+            version: MetaVersion::Value { .. },
+            ..
+        } => 0,
+        Row::Record {
+            version: RecordVersion::Live(_),
+            ..
+        } => 1,
+        Row::Record {
+            version: RecordVersion::Gone(_),
+            ..
+        } => 2,
+        Row::Meta {
+            version: MetaVersion::Gone { .. },
+            ..
+        } => 3,
+    }
+}
+
+/// The identity a removed meta row belongs to, when it is one of an identity's rows.
+fn removed_identity(row: &Row) -> Option<&str> {
+    match row {
+        Row::Meta {
+            key,
+            version: MetaVersion::Gone { .. },
+        } if key.object_type == object_type::IDENTITY => Some(&key.object_id),
+        _ => None,
+    }
+}
+
+fn live_token(row: &Row) -> Option<&str> {
+    match row {
+        Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        } => Some(&live.token),
+        _ => None,
+    }
+}
+
+impl Vault {
+    // ---- the server ----
+
+    /// Answer one sync request body (SYNC.md; the wire format is FORMAT.md "Sync"): the status
+    /// and the JSON body of the response. Method, content type and size are the caller's to
+    /// check first ([`wire::check_content_type`], [`wire::check_body_len`]). Needs no secret.
+    pub async fn sync_handle(&self, body: &[u8]) -> (u16, String) {
+        match self.serve(body).await {
+            Ok(body) => (200, body),
+            Err(e) => (e.status(), wire::encode_error(&e)),
+        }
+    }
+
+    async fn serve(&self, body: &[u8]) -> std::result::Result<String, WireError> {
+        if self.is_closed() {
+            return Err(WireError::Storage);
+        }
+        wire::check_body_len(body.len() as u64)?;
+        let request = wire::decode_request(body)?;
+        let server = self.server_id().await.map_err(storage_failure)?;
+        match request {
+            Request::Pull(pull) => {
+                let kdf = self.join_as_server(&pull.vault).await?;
+                let response = self.serve_pull(server, kdf, pull).await?;
+                Ok(wire::encode_pull_response(&response))
+            }
+            Request::Push(push) => {
+                self.join_as_server(&push.vault).await?;
+                let response = self.serve_push(server, push).await?;
+                Ok(wire::encode_push_response(&response))
+            }
+        }
+    }
+
+    /// This store's server id, made on its first request.
+    async fn server_id(&self) -> Result<String> {
+        for _ in 0..MAX_ROUNDS {
+            if let Some(id) = self.storage.meta_get(&server_id_key()).await? {
+                return Ok(id);
+            }
+            let id = format!("s_{}", random_hex()?);
+            let row = MetaRow {
+                key: server_id_key(),
+                value: id.clone(),
+            };
+            match self
+                .storage
+                .apply(self.stamp()?, vec![WriteOp::InsertMeta(row)])
+                .await
+            {
+                Ok(()) => return Ok(id),
+                Err(StorageError::MetaTaken(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::storage("could not create the sync server's id"))
+    }
+
+    /// SYNC.md 5 on the server: the same vault goes on; an empty server adopts a replica's; a
+    /// replica with another vault is refused. Returns the server's `kdf` row.
+    async fn join_as_server(&self, vault: &VaultInfo) -> std::result::Result<String, WireError> {
+        let ours = self
+            .storage
+            .meta_get(&kdf_key())
+            .await
+            .map_err(storage_failure)?
+            .ok_or(WireError::Storage)?;
+        let same = match (
+            KdfParams::from_json(&ours),
+            KdfParams::from_json(&vault.kdf),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same || vault.empty {
+            return Ok(ours);
+        }
+        let theirs = KdfParams::from_json(&vault.kdf)
+            .map_err(|_| WireError::Malformed("vault.kdf is not a valid kdf setting".into()))?;
+        let adopt = vec![
+            WriteOp::ExpectEmpty,
+            WriteOp::PutMeta(MetaRow {
+                key: kdf_key(),
+                value: vault.kdf.clone(),
+            }),
+        ];
+        let stamp = self.stamp().map_err(storage_failure)?;
+        match self.storage.apply(stamp, adopt).await {
+            Ok(()) => {
+                self.replace_kdf(theirs);
+                Ok(vault.kdf.clone())
+            }
+            Err(StorageError::NotEmpty) => Err(WireError::Conflict(
+                "this replica holds another vault than the server's (another KDF salt): its keys cannot open the server's records. Sync it to its own server, or start this replica empty".into(),
+            )),
+            Err(e) => Err(storage_failure(e)),
+        }
+    }
+
+    async fn serve_pull(
+        &self,
+        server: String,
+        kdf: String,
+        request: PullRequest,
+    ) -> std::result::Result<PullResponse, WireError> {
+        let (after, reset) = match &request.checkpoint {
+            None => (0, None),
+            Some(c) if self.honours(&server, c).await.map_err(storage_failure)? => (c.seq, None),
+            Some(_) => (0, Some(wire::Reset::Lost)),
+        };
+        let limit = request.page_limit();
+        let mut rows = self
+            .storage
+            .changes_since(after, limit)
+            .await
+            .map_err(storage_failure)?;
+        let more = rows.len() == limit;
+        let last = rows.last().map_or(after, |c| c.seq);
+        // Records asked for by id (set aside by the replica while its own record held their
+        // token), with their current versions.
+        if !request.fetch.is_empty() {
+            let keys: Vec<RowKey> = request
+                .fetch
+                .iter()
+                .map(|id| RowKey::Record(id.clone()))
+                .collect();
+            let sent: HashSet<RowKey> = rows.iter().map(|c| c.row.key()).collect();
+            for found in self
+                .storage
+                .versions(&keys)
+                .await
+                .map_err(storage_failure)?
+                .into_iter()
+                .flatten()
+            {
+                if !sent.contains(&found.row.key()) {
+                    rows.push(crate::storage::Change {
+                        seq: found.seq,
+                        row: found.row,
+                    });
+                }
+            }
+        }
+        let (mark, head) = self.log_mark(last).await.map_err(storage_failure)?;
+        Ok(PullResponse {
+            server: server.clone(),
+            time: self.now(),
+            kdf,
+            reset,
+            rows,
+            checkpoint: Checkpoint {
+                server,
+                seq: last,
+                key: mark.to_string(),
+                head,
+            },
+            more,
+            remaining: if more { limit as u64 } else { 0 },
+        })
+    }
+
+    /// Whether a replica's checkpoint still describes this store's history (module docs).
+    async fn honours(&self, server: &str, checkpoint: &Checkpoint) -> Result<bool> {
+        if checkpoint.server != server {
+            return Ok(false);
+        }
+        let Ok(mark) = checkpoint.key.parse::<u64>() else {
+            return Ok(false);
+        };
+        if mark < checkpoint.seq {
+            return Ok(false);
+        }
+        Ok(self.storage.meta_get(&log_key(mark)).await?.as_deref() == Some(&checkpoint.head))
+    }
+
+    /// A log entry at a seq of at least `seq`, written after every row up to it existed: the
+    /// latest one when it covers `seq`, else a new one at `seq`.
+    async fn log_mark(&self, seq: u64) -> Result<(u64, String)> {
+        for _ in 0..MAX_ROUNDS {
+            let latest = self.storage.meta_get(&log_head_key()).await?;
+            if let Some((mark, head)) = latest.as_deref().and_then(|t| t.split_once(' '))
+                && let Ok(mark) = mark.parse::<u64>()
+                && mark >= seq
+            {
+                return Ok((mark, head.to_owned()));
+            }
+            let head = random_hex()?;
+            let batch = vec![
+                WriteOp::ExpectMeta {
+                    key: log_head_key(),
+                    value: latest,
+                },
+                WriteOp::PutMeta(MetaRow {
+                    key: log_key(seq),
+                    value: head.clone(),
+                }),
+                WriteOp::PutMeta(MetaRow {
+                    key: log_head_key(),
+                    value: format!("{seq} {head}"),
+                }),
+            ];
+            match self.storage.apply(self.stamp()?, batch).await {
+                Ok(()) => return Ok((seq, head)),
+                Err(StorageError::MetaChanged(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::storage("the sync log kept changing"))
+    }
+
+    async fn serve_push(
+        &self,
+        server: String,
+        request: PushRequest,
+    ) -> std::result::Result<PushResponse, WireError> {
+        for _ in 0..MAX_ROUNDS {
+            let tx = self.storage.transaction().await.map_err(storage_failure)?;
+            let view = server_view(&*tx, &request.rows)
+                .await
+                .map_err(storage_failure)?;
+            let stamp = self.stamp().map_err(storage_failure)?;
+            let plan = plan_push(&request.rows, &view, stamp.rev, stamp.at).map_err(|e| {
+                WireError::Unprocessable(format!(
+                    "rows[{}].passwordId names an identity this vault does not have; send an identity's rows before the records sealed under it",
+                    e.row
+                ))
+            })?;
+            match tx.commit(stamp, plan.ops).await {
+                Ok(()) => {
+                    return Ok(PushResponse {
+                        server,
+                        time: self.now(),
+                        stored: plan.stored,
+                        superseded: plan.superseded,
+                        refused: plan.refused,
+                        checkpoint: None,
+                    });
+                }
+                Err(
+                    StorageError::Changed(_)
+                    | StorageError::MetaChanged(_)
+                    | StorageError::TokenTaken(_),
+                ) => continue,
+                Err(e) => return Err(storage_failure(e)),
+            }
+        }
+        Err(WireError::Busy)
+    }
+
+    // ---- a replica ----
+
+    /// Sync with a server (SYNC.md): pull what it has that this replica lacks, push what this
+    /// replica has that it lacks, and pull again what the push changed there. Each page is
+    /// applied atomically; a failed sync leaves whole pages only, and running it again goes on.
+    pub async fn sync(
+        &self,
+        remote: &dyn SyncTransport,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<SyncReport> {
+        self.ensure_open()?;
+        let mut report = SyncReport::default();
+        let mut stranded: HashSet<String> = HashSet::new();
+        let first = self.storage.meta_get(&checkpoint_key()).await?.is_none();
+        let mut push_all = self.pull_all(remote, &mut report, &mut stranded).await? || first;
+        self.push(remote, push_all, &mut report, &mut stranded)
+            .await?;
+        // What the push changed on the server (merges, and rows of other replicas that came
+        // meanwhile).
+        push_all = self.pull_all(remote, &mut report, &mut stranded).await?;
+        if push_all {
+            self.push(remote, true, &mut report, &mut stranded).await?;
+        }
+        if let Some(progress) = progress {
+            progress(report.pulled + report.pushed, report.pulled + report.pushed);
+        }
+        let mut stranded: Vec<String> = stranded.into_iter().collect();
+        stranded.sort();
+        report.stranded = stranded;
+        Ok(report)
+    }
+
+    /// What this replica tells the server about its vault.
+    async fn vault_info(&self) -> Result<VaultInfo> {
+        let kdf = self
+            .storage
+            .meta_get(&kdf_key())
+            .await?
+            .ok_or_else(|| VaultError::storage("the vault has no kdf setting"))?;
+        let empty = self.storage.scan_records(None, 1).await?.is_empty()
+            && self.storage.meta_count(object_type::IDENTITY).await? == 0;
+        Ok(VaultInfo { kdf, empty })
+    }
+
+    async fn exchange(&self, remote: &dyn SyncTransport, request: &Request) -> Result<Vec<u8>> {
+        let (status, body) = remote.exchange(wire::encode_request(request)).await?;
+        if status == 200 {
+            return Ok(body);
+        }
+        let detail = wire::decode_error(&body);
+        if status == 409 {
+            return Err(VaultError::SyncConflict(detail.map_or_else(
+                || "the sync server holds another vault".to_owned(),
+                |e| e.message,
+            )));
+        }
+        Err(VaultError::storage(match detail {
+            Some(e) => format!(
+                "the sync server answered {status} {}: {}",
+                e.code, e.message
+            ),
+            None => format!("the sync server answered {status}"),
+        }))
+    }
+
+    /// Pull until the server has nothing more. Returns whether the server asked for everything
+    /// this replica holds (it lost what it had, SYNC.md 8).
+    async fn pull_all(
+        &self,
+        remote: &dyn SyncTransport,
+        report: &mut SyncReport,
+        stranded: &mut HashSet<String>,
+    ) -> Result<bool> {
+        let mut reset = false;
+        loop {
+            self.ensure_open()?;
+            let stored = self.storage.meta_get(&checkpoint_key()).await?;
+            let checkpoint = stored.as_deref().and_then(parse_checkpoint);
+            let fetch: Vec<String> = self
+                .storage
+                .meta_object(object_type::SYNC, "parked")
+                .await?
+                .into_iter()
+                .map(|row| row.key.key)
+                .take(wire::MAX_PULL_ROWS)
+                .collect();
+            let request = Request::Pull(PullRequest {
+                vault: self.vault_info().await?,
+                checkpoint,
+                limit: PULL_PAGE,
+                fetch,
+            });
+            let body = self.exchange(remote, &request).await?;
+            let response = wire::decode_pull_response(&body).map_err(|e| {
+                VaultError::storage(format!("the sync server sent a malformed response: {e}"))
+            })?;
+            self.join_as_replica(&response.kdf).await?;
+            reset |= response.reset.is_some();
+            self.apply_pulled(&response, stored, report, stranded)
+                .await?;
+            if !response.more {
+                return Ok(reset);
+            }
+        }
+    }
+
+    /// SYNC.md 5 on a replica: an empty replica takes the server's vault.
+    async fn join_as_replica(&self, server_kdf: &str) -> Result<()> {
+        let theirs = KdfParams::from_json(server_kdf)
+            .map_err(|e| VaultError::storage(format!("the sync server's kdf setting: {e}")))?;
+        if theirs == self.kdf() {
+            return Ok(());
+        }
+        if theirs.iterations < self.kdf_floor {
+            return Err(VaultError::SyncConflict(format!(
+                "the server's vault uses {} PBKDF2 iterations, below this replica's minKdfIterations ({})",
+                theirs.iterations, self.kdf_floor
+            )));
+        }
+        let ours = self.storage.meta_get(&kdf_key()).await?;
+        let adopt = vec![
+            WriteOp::ExpectEmpty,
+            WriteOp::ExpectMeta {
+                key: kdf_key(),
+                value: ours,
+            },
+            WriteOp::PutMeta(MetaRow {
+                key: kdf_key(),
+                value: server_kdf.to_owned(),
+            }),
+        ];
+        match self.storage.apply(self.stamp()?, adopt).await {
+            Ok(()) => {
+                self.replace_kdf(theirs);
+                Ok(())
+            }
+            Err(StorageError::NotEmpty) => Err(VaultError::SyncConflict(
+                "this replica holds another vault than the server's (another KDF salt); its records cannot join it".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn apply_pulled(
+        &self,
+        response: &PullResponse,
+        checkpoint_was: Option<String>,
+        report: &mut SyncReport,
+        stranded: &mut HashSet<String>,
+    ) -> Result<()> {
+        let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
+        for row in &rows {
+            for rev in crate::sync::plan::revs_of(row) {
+                self.clock.observe(rev);
+            }
+        }
+        for _ in 0..MAX_ROUNDS {
+            let tx = self.storage.transaction().await?;
+            let view = replica_view(&*tx, &rows).await?;
+            let plan = plan_pull(&rows, &view);
+            let mut ops = plan.ops;
+            // Applied once: two tabs pulling the same page do not both apply it.
+            ops.push(WriteOp::ExpectMeta {
+                key: checkpoint_key(),
+                value: checkpoint_was.clone(),
+            });
+            ops.push(WriteOp::PutMeta(MetaRow {
+                key: checkpoint_key(),
+                value: checkpoint_text(&response.checkpoint),
+            }));
+            for id in &plan.parked {
+                ops.push(WriteOp::PutMeta(MetaRow {
+                    key: parked_key(id),
+                    value: String::new(),
+                }));
+            }
+            // Fetched records that now applied are no longer parked.
+            for row in &rows {
+                if let Row::Record { id, .. } = row
+                    && !plan.parked.contains(id)
+                {
+                    ops.push(WriteOp::DeleteMeta(parked_key(id)));
+                }
+            }
+            // A value, link or deletion from elsewhere: a rekey planned before it reads again.
+            if plan.applied > 0 {
+                ops.push(super::new_write_epoch()?);
+            }
+            // A record sealed with a master key: identity rekeys must scan for such records.
+            if rows.iter().any(|row| {
+                matches!(row, Row::Record { version: RecordVersion::Live(live), .. } if live.password_id.is_none())
+            }) {
+                ops.push(WriteOp::PutMeta(MetaRow {
+                    key: crate::storage::unlinked_records(),
+                    value: "true".into(),
+                }));
+            }
+            match tx.commit(self.stamp()?, ops).await {
+                Ok(()) => {
+                    report.pulled += plan.applied;
+                    report.conflicts += plan.conflicts;
+                    if !plan.stranded.is_empty() {
+                        let ids: Vec<String> = plan.stranded.clone();
+                        for record in self
+                            .storage
+                            .records_by_ids(&ids)
+                            .await?
+                            .into_iter()
+                            .flatten()
+                        {
+                            stranded.insert(record.token);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(StorageError::MetaChanged(key)) if key == checkpoint_key() => {
+                    // Another tab applied this page (or a later one) first.
+                    return Ok(());
+                }
+                Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::storage(
+            "could not apply a pulled page: local writes kept changing it; sync again",
+        ))
+    }
+
+    /// Push this replica's changes: its dirty rows, or every row it holds when the server needs
+    /// them all (a first sync, a wiped server).
+    async fn push(
+        &self,
+        remote: &dyn SyncTransport,
+        everything: bool,
+        report: &mut SyncReport,
+        stranded: &mut HashSet<String>,
+    ) -> Result<()> {
+        // (row, dirty mark when the row was dirty as read)
+        let mut outgoing: Vec<(Row, Option<u64>)> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = if everything {
+                self.storage.changes_since(after, 1_000).await?
+            } else {
+                self.storage.dirty_changes(after, 1_000).await?
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == 1_000;
+            if everything {
+                let keys: Vec<RowKey> = page.iter().map(|c| c.row.key()).collect();
+                let marks = self.storage.versions(&keys).await?;
+                for (change, found) in page.into_iter().zip(marks) {
+                    outgoing.push((change.row, found.and_then(|s| s.dirty)));
+                }
+            } else {
+                outgoing.extend(page.into_iter().map(|c| (c.row, Some(c.seq))));
+            }
+            if !full {
+                break;
+            }
+        }
+        outgoing.sort_by_key(|(row, _)| push_rank(row));
+        for page in outgoing.chunks(PUSH_PAGE) {
+            self.ensure_open()?;
+            let rows: Vec<Row> = page.iter().map(|(row, _)| row.clone()).collect();
+            let request = Request::Push(PushRequest {
+                vault: self.vault_info().await?,
+                checkpoint: None,
+                rows: rows.clone(),
+            });
+            let body = self.exchange(remote, &request).await?;
+            let response = wire::decode_push_response(&body, rows.len()).map_err(|e| {
+                VaultError::storage(format!("the sync server sent a malformed response: {e}"))
+            })?;
+            report.pushed += response.stored;
+            let mut settled: Vec<bool> = vec![true; rows.len()];
+            let mut taken_back: Vec<Row> = Vec::new();
+            for refused in &response.refused {
+                settled[refused.i] = false;
+                match refused.reason {
+                    Refusal::RetiredKey | Refusal::TokenTaken | Refusal::Displaced => {
+                        if let Some(token) = live_token(&rows[refused.i]) {
+                            stranded.insert(token.to_owned());
+                        }
+                    }
+                    // The server keeps the identity: take its version back.
+                    Refusal::Referenced => {
+                        if let Some(current) = &refused.current {
+                            taken_back.push(current.clone());
+                            report.conflicts += 1;
+                        }
+                    }
+                    Refusal::RevInFuture => {}
+                }
+            }
+            for superseded in &response.superseded {
+                taken_back.push(superseded.current.clone());
+                if superseded.current != rows[superseded.i] {
+                    report.conflicts += 1;
+                }
+            }
+            // Rows the server now has as sent: clean here, unless they changed meanwhile.
+            let mut ops: Vec<WriteOp> = page
+                .iter()
+                .zip(&settled)
+                .filter_map(|((row, dirty), settled)| match (settled, dirty) {
+                    (true, Some(mark)) => Some(WriteOp::MarkClean {
+                        key: row.key(),
+                        dirty: *mark,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if !ops.is_empty() {
+                self.storage
+                    .apply(self.stamp()?, std::mem::take(&mut ops))
+                    .await?;
+            }
+            if !taken_back.is_empty() {
+                self.take_back(&taken_back).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merge versions the server answered with into this replica, as a pull would.
+    async fn take_back(&self, rows: &[Row]) -> Result<()> {
+        for _ in 0..MAX_ROUNDS {
+            let tx = self.storage.transaction().await?;
+            let view = replica_view(&*tx, rows).await?;
+            let plan = plan_pull(rows, &view);
+            let mut ops = plan.ops;
+            if plan.applied > 0 {
+                ops.push(super::new_write_epoch()?);
+            }
+            match tx.commit(self.stamp()?, ops).await {
+                Ok(()) => return Ok(()),
+                Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::storage(
+            "could not apply the server's versions: local writes kept changing them; sync again",
+        ))
+    }
+}
+
+/// Everything the server reads to plan a pushed page, in a few round trips.
+async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerView> {
+    let mut view = ServerView::default();
+    let mut keys: Vec<RowKey> = rows.iter().map(Row::key).collect();
+    let mut identities: HashSet<&str> = HashSet::new();
+    let mut tokens: Vec<String> = Vec::new();
+    for row in rows {
+        if let Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        } = row
+        {
+            if let Some(p) = &live.password_id {
+                identities.insert(p);
+            }
+            tokens.push(live.token.clone());
+        }
+    }
+    keys.extend(
+        identities
+            .into_iter()
+            .map(|p| RowKey::Meta(identity_tag_key(p))),
+    );
+    if !tokens.is_empty() {
+        for (token, holder) in tokens.iter().zip(tx.records_by_tokens(&tokens).await?) {
+            if let Some(holder) = holder {
+                keys.push(RowKey::Record(holder.id.clone()));
+                view.token_holders.insert(token.clone(), holder.id);
+            }
+        }
+    }
+    let removed: HashSet<&str> = rows.iter().filter_map(removed_identity).collect();
+    for identity in removed {
+        let linked = tx
+            .records_linked_to(identity, None, rows.len() + 1)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        view.linked.insert(identity.to_owned(), linked);
+    }
+    view.stored = versions_of(tx, keys).await?;
+    Ok(view)
+}
+
+/// Everything a replica reads to plan a pulled page.
+async fn replica_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ReplicaView> {
+    let mut view = ReplicaView::default();
+    let tokens: Vec<String> = rows
+        .iter()
+        .filter_map(live_token)
+        .map(str::to_owned)
+        .collect();
+    if !tokens.is_empty() {
+        let holders: Vec<Option<Record>> = tx.records_by_tokens(&tokens).await?;
+        for (token, holder) in tokens.into_iter().zip(holders) {
+            if let Some(holder) = holder {
+                view.token_holders
+                    .insert(token, (holder.id, holder.created_at));
+            }
+        }
+    }
+    let removed: HashSet<&str> = rows.iter().filter_map(removed_identity).collect();
+    for identity in removed {
+        let linked = tx
+            .records_linked_to(identity, None, rows.len() + 1)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        view.linked.insert(identity.to_owned(), linked);
+    }
+    view.stored = versions_of(tx, rows.iter().map(Row::key).collect()).await?;
+    Ok(view)
+}
+
+async fn versions_of(
+    tx: &dyn WriteTransaction,
+    mut keys: Vec<RowKey>,
+) -> Result<HashMap<RowKey, Stored>> {
+    let mut seen = HashSet::new();
+    keys.retain(|k| seen.insert(k.clone()));
+    let found = tx.versions(&keys).await?;
+    Ok(keys
+        .into_iter()
+        .zip(found)
+        .filter_map(|(key, stored)| stored.map(|s| (key, s)))
+        .collect())
+}

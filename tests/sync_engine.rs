@@ -1,0 +1,346 @@
+//! Sync end to end in Rust (SYNC.md): replicas and a server, each an ordinary `Vault` on a real
+//! backend, talking through `sync_handle` in process. Each case states the guarantee it checks.
+#![cfg(all(feature = "gluesql", feature = "sql", not(target_arch = "wasm32")))]
+
+mod sqlite;
+
+use async_trait::async_trait;
+use futures::executor::block_on;
+use sqlite::Sqlite;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use vaultstore_wasm::storage::memory::GlueMemoryStorage;
+use vaultstore_wasm::storage::sql::SqlStorage;
+use vaultstore_wasm::storage::{Change, Row, RowKey, Storage};
+use vaultstore_wasm::{
+    CreateOptions, ErrorCode, RekeyOptions, Result, Secret, SyncReport, SyncTransport, Vault,
+    VaultError, VaultOptions,
+};
+
+const PASSWORD: &str = "correct horse battery";
+const NEW: &str = "a brand new password";
+
+fn pw(p: &str) -> Secret {
+    Secret::password(p)
+}
+
+fn options(identities: bool) -> VaultOptions {
+    VaultOptions {
+        kdf_iterations: 1_000,
+        password_identity: identities,
+        ..VaultOptions::default()
+    }
+}
+
+/// A replica or server: the vault and a second handle on its store to look at the rows.
+struct Node {
+    vault: Vault,
+    store: Arc<dyn Storage>,
+}
+
+async fn memory(identities: bool) -> Node {
+    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+    Node {
+        vault: Vault::open(Box::new(store.clone()), options(identities))
+            .await
+            .unwrap(),
+        store,
+    }
+}
+
+async fn sqlite(identities: bool) -> Node {
+    let db = Arc::new(Sqlite::memory());
+    let store: Arc<dyn Storage> = Arc::new(SqlStorage::open(db, "vaultstore").await.unwrap());
+    Node {
+        vault: Vault::open(Box::new(store.clone()), options(identities))
+            .await
+            .unwrap(),
+        store,
+    }
+}
+
+/// In process: the request goes straight to the server's `sync_handle`. It can be told to lose
+/// the next response (the server acted, the replica never hears).
+struct Wire<'a> {
+    server: &'a Vault,
+    drop_next_response: AtomicBool,
+    requests: AtomicUsize,
+}
+
+fn wire(server: &Node) -> Wire<'_> {
+    Wire {
+        server: &server.vault,
+        drop_next_response: AtomicBool::new(false),
+        requests: AtomicUsize::new(0),
+    }
+}
+
+#[async_trait]
+impl SyncTransport for Wire<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = self.server.sync_handle(body.as_bytes()).await;
+        if self.drop_next_response.swap(false, Ordering::SeqCst) {
+            return Err(VaultError::storage("the connection dropped"));
+        }
+        Ok((status, body.into_bytes()))
+    }
+}
+
+async fn sync(node: &Node, remote: &Wire<'_>) -> SyncReport {
+    node.vault.sync(remote, None).await.unwrap()
+}
+
+async fn create(node: &Node, value: &str, secret: &str) -> String {
+    node.vault
+        .token_create(value, &pw(secret), &CreateOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Every replicated row a store holds, by key, for comparing replicas (SYNC.md 1).
+async fn replicated(store: &dyn Storage) -> BTreeMap<RowKey, Row> {
+    let mut rows = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page: Vec<Change> = store.changes_since(after, 500).await.unwrap();
+        let Some(last) = page.last() else {
+            return rows;
+        };
+        after = last.seq;
+        for change in page {
+            rows.insert(change.row.key(), change.row);
+        }
+    }
+}
+
+async fn converged(nodes: &[&Node]) {
+    let first = replicated(&*nodes[0].store).await;
+    for node in &nodes[1..] {
+        assert_eq!(replicated(&*node.store).await, first, "replicas differ");
+    }
+}
+
+#[test]
+fn a_value_created_on_one_replica_opens_on_another() {
+    block_on(async {
+        let server = sqlite(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let token = create(&a, "the secret value", PASSWORD).await;
+        let pushed = sync(&a, &remote).await;
+        assert!(pushed.pushed >= 3, "the record and its identity's rows: {pushed:?}");
+        // B is empty: it joins the server's vault (its salt) and gets everything.
+        let pulled = sync(&b, &remote).await;
+        assert!(pulled.pulled >= 3, "{pulled:?}");
+        assert_eq!(
+            b.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+            "the secret value"
+        );
+        sync(&a, &remote).await;
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn offline_edits_resolve_by_the_rule_and_the_loser_is_counted() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let token = create(&a, "v1", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        // Both edit offline; B's edit is the later one.
+        a.vault.token_update(&token, "from a", &pw(PASSWORD)).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        b.vault.token_update(&token, "from b", &pw(PASSWORD)).await.unwrap();
+        a.vault.token_renew(&token, Some(4_000_000_000_000)).await.unwrap();
+        sync(&b, &remote).await;
+        let report = sync(&a, &remote).await;
+        assert_eq!(report.conflicts, 1, "A's value lost to B's later one: {report:?}");
+        sync(&b, &remote).await;
+        for node in [&a, &b] {
+            assert_eq!(
+                node.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+                "from b"
+            );
+            let record = node.vault.record_find_by_token(&token).await.unwrap().unwrap();
+            assert_eq!(record.expires_at, Some(4_000_000_000_000), "A's renewal kept");
+        }
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn a_deleted_token_never_comes_back() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let token = create(&a, "v", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        a.vault.token_delete(&token).await.unwrap();
+        // B edits the record offline after A deleted it.
+        b.vault.token_update(&token, "stale edit", &pw(PASSWORD)).await.unwrap();
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for node in [&a, &b] {
+            assert_eq!(
+                node.vault.token_read(&token, &pw(PASSWORD)).await.unwrap_err().code(),
+                ErrorCode::RecordNotFound
+            );
+        }
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn a_password_change_reaches_the_other_replicas() {
+    block_on(async {
+        let server = sqlite(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let token = create(&a, "v", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        a.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        b.vault.lock();
+        assert_eq!(b.vault.token_read(&token, &pw(NEW)).await.unwrap(), "v");
+        assert_eq!(
+            b.vault.token_read(&token, &pw(PASSWORD)).await.unwrap_err().code(),
+            ErrorCode::InvalidPassword
+        );
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn a_write_under_a_rotated_key_is_stranded_then_moved_and_delivered() {
+    block_on(async {
+        let server = sqlite(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        create(&a, "first", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        let rotate = RekeyOptions {
+            rotate: true,
+            ..RekeyOptions::default()
+        };
+        a.vault.bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate).await.unwrap();
+        sync(&a, &remote).await;
+        // B has not synced: it writes under the old identity.
+        let offline = create(&b, "written offline", PASSWORD).await;
+        let report = sync(&b, &remote).await;
+        assert_eq!(report.stranded, vec![offline.clone()], "{report:?}");
+        assert_eq!(
+            b.vault.token_read(&offline, &pw(PASSWORD)).await.unwrap(),
+            "written offline",
+            "still readable here with the old secret"
+        );
+        b.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        let report = sync(&b, &remote).await;
+        assert!(report.stranded.is_empty(), "{report:?}");
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault.token_read(&offline, &pw(NEW)).await.unwrap(),
+            "written offline"
+        );
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn a_wiped_server_is_repaired_by_its_replicas() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let from_a = create(&a, "a", PASSWORD).await;
+        sync(&a, &remote).await;
+        let from_b = create(&b, "b", PASSWORD).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        // The server's database is deleted and comes back empty.
+        let wiped = memory(false).await;
+        let remote = wire(&wiped);
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for token in [&from_a, &from_b] {
+            assert!(
+                wiped.vault.record_find_by_token(token).await.unwrap().is_some(),
+                "the server has every record a replica held"
+            );
+        }
+        converged(&[&a, &b, &wiped]).await;
+    });
+}
+
+#[test]
+fn a_lost_response_is_harmless() {
+    block_on(async {
+        let server = memory(false).await;
+        let a = memory(false).await;
+        let remote = wire(&server);
+        let token = create(&a, "v", PASSWORD).await;
+        remote.drop_next_response.store(true, Ordering::SeqCst);
+        assert!(a.vault.sync(&remote, None).await.is_err());
+        sync(&a, &remote).await;
+        sync(&a, &remote).await;
+        assert!(server.vault.record_find_by_token(&token).await.unwrap().is_some());
+        converged(&[&a, &server]).await;
+    });
+}
+
+#[test]
+fn another_vault_is_refused_and_nothing_changes() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, stranger) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        create(&a, "v", PASSWORD).await;
+        sync(&a, &remote).await;
+        create(&stranger, "mine", PASSWORD).await;
+        let before = replicated(&*server.store).await;
+        let error = stranger.vault.sync(&remote, None).await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::SyncConflict);
+        assert_eq!(replicated(&*server.store).await, before);
+    });
+}
+
+#[test]
+fn hostile_requests_get_a_json_error_and_change_nothing() {
+    block_on(async {
+        let server = memory(false).await;
+        let a = memory(false).await;
+        create(&a, "v", PASSWORD).await;
+        sync(&a, &wire(&server)).await;
+        let before = replicated(&*server.store).await;
+        for body in [
+            "not json".to_owned(),
+            "{}".to_owned(),
+            r#"{"sync":2,"op":"pull"}"#.to_owned(),
+            r#"{"sync":1,"op":"push","vault":{"kdf":"x","empty":false},"checkpoint":null,"rows":[{"t":"record"}]}"#.to_owned(),
+            "[".repeat(100_000),
+        ] {
+            let (status, response) = server.vault.sync_handle(body.as_bytes()).await;
+            assert!((400..500).contains(&status), "{status} for {body:.40}");
+            let parsed: serde_json::Value = serde_json::from_str(&response).unwrap();
+            assert!(parsed["error"]["code"].is_string());
+        }
+        assert_eq!(replicated(&*server.store).await, before);
+    });
+}
