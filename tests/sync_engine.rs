@@ -130,7 +130,10 @@ fn a_value_created_on_one_replica_opens_on_another() {
         let remote = wire(&server);
         let token = create(&a, "the secret value", PASSWORD).await;
         let pushed = sync(&a, &remote).await;
-        assert!(pushed.pushed >= 3, "the record and its identity's rows: {pushed:?}");
+        assert!(
+            pushed.pushed >= 3,
+            "the record and its identity's rows: {pushed:?}"
+        );
         // B is empty: it joins the server's vault (its salt) and gets everything.
         let pulled = sync(&b, &remote).await;
         assert!(pulled.pulled >= 3, "{pulled:?}");
@@ -153,21 +156,42 @@ fn offline_edits_resolve_by_the_rule_and_the_loser_is_counted() {
         sync(&a, &remote).await;
         sync(&b, &remote).await;
         // Both edit offline; B's edit is the later one.
-        a.vault.token_update(&token, "from a", &pw(PASSWORD)).await.unwrap();
+        a.vault
+            .token_update(&token, "from a", &pw(PASSWORD))
+            .await
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        b.vault.token_update(&token, "from b", &pw(PASSWORD)).await.unwrap();
-        a.vault.token_renew(&token, Some(4_000_000_000_000)).await.unwrap();
+        b.vault
+            .token_update(&token, "from b", &pw(PASSWORD))
+            .await
+            .unwrap();
+        a.vault
+            .token_renew(&token, Some(4_000_000_000_000))
+            .await
+            .unwrap();
         sync(&b, &remote).await;
         let report = sync(&a, &remote).await;
-        assert_eq!(report.conflicts, 1, "A's value lost to B's later one: {report:?}");
+        assert_eq!(
+            report.conflicts, 1,
+            "A's value lost to B's later one: {report:?}"
+        );
         sync(&b, &remote).await;
         for node in [&a, &b] {
             assert_eq!(
                 node.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
                 "from b"
             );
-            let record = node.vault.record_find_by_token(&token).await.unwrap().unwrap();
-            assert_eq!(record.expires_at, Some(4_000_000_000_000), "A's renewal kept");
+            let record = node
+                .vault
+                .record_find_by_token(&token)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                record.expires_at,
+                Some(4_000_000_000_000),
+                "A's renewal kept"
+            );
         }
         converged(&[&a, &b, &server]).await;
     });
@@ -184,13 +208,20 @@ fn a_deleted_token_never_comes_back() {
         sync(&b, &remote).await;
         a.vault.token_delete(&token).await.unwrap();
         // B edits the record offline after A deleted it.
-        b.vault.token_update(&token, "stale edit", &pw(PASSWORD)).await.unwrap();
+        b.vault
+            .token_update(&token, "stale edit", &pw(PASSWORD))
+            .await
+            .unwrap();
         sync(&a, &remote).await;
         sync(&b, &remote).await;
         sync(&a, &remote).await;
         for node in [&a, &b] {
             assert_eq!(
-                node.vault.token_read(&token, &pw(PASSWORD)).await.unwrap_err().code(),
+                node.vault
+                    .token_read(&token, &pw(PASSWORD))
+                    .await
+                    .unwrap_err()
+                    .code(),
                 ErrorCode::RecordNotFound
             );
         }
@@ -216,7 +247,11 @@ fn a_password_change_reaches_the_other_replicas() {
         b.vault.lock();
         assert_eq!(b.vault.token_read(&token, &pw(NEW)).await.unwrap(), "v");
         assert_eq!(
-            b.vault.token_read(&token, &pw(PASSWORD)).await.unwrap_err().code(),
+            b.vault
+                .token_read(&token, &pw(PASSWORD))
+                .await
+                .unwrap_err()
+                .code(),
             ErrorCode::InvalidPassword
         );
         converged(&[&a, &b, &server]).await;
@@ -236,7 +271,10 @@ fn a_write_under_a_rotated_key_is_stranded_then_moved_and_delivered() {
             rotate: true,
             ..RekeyOptions::default()
         };
-        a.vault.bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate).await.unwrap();
+        a.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
+            .await
+            .unwrap();
         sync(&a, &remote).await;
         // B has not synced: it writes under the old identity.
         let offline = create(&b, "written offline", PASSWORD).await;
@@ -281,7 +319,12 @@ fn a_wiped_server_is_repaired_by_its_replicas() {
         sync(&a, &remote).await;
         for token in [&from_a, &from_b] {
             assert!(
-                wiped.vault.record_find_by_token(token).await.unwrap().is_some(),
+                wiped
+                    .vault
+                    .record_find_by_token(token)
+                    .await
+                    .unwrap()
+                    .is_some(),
                 "the server has every record a replica held"
             );
         }
@@ -300,7 +343,14 @@ fn a_lost_response_is_harmless() {
         assert!(a.vault.sync(&remote, None).await.is_err());
         sync(&a, &remote).await;
         sync(&a, &remote).await;
-        assert!(server.vault.record_find_by_token(&token).await.unwrap().is_some());
+        assert!(
+            server
+                .vault
+                .record_find_by_token(&token)
+                .await
+                .unwrap()
+                .is_some()
+        );
         converged(&[&a, &server]).await;
     });
 }

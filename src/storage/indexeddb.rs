@@ -38,8 +38,8 @@
 //! transaction, and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    Change, MetaKey, MetaRow, OWNER_KEY, Purge, Row, Stamp, Storage, StorageError, StorageResult,
-    WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
+    Change, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage, StorageError,
+    StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::{Record, RecordRevs};
@@ -618,6 +618,42 @@ fn tombstone_from_js(o: &JsValue) -> StorageResult<Row> {
         }),
         _ => Err(not_ours("a tombstone with a malformed key")),
     }
+}
+
+/// A key's version from its live row or, when there is none, its tombstone (each `undefined`
+/// when absent).
+fn stored_from_js(
+    key: &RowKey,
+    live: &JsValue,
+    tombstone: &JsValue,
+) -> StorageResult<Option<Stored>> {
+    let (row, found) = if !live.is_undefined() {
+        let row = match key {
+            RowKey::Record(_) => {
+                let record = record_from_js(live)?;
+                Row::Record {
+                    id: record.id.clone(),
+                    version: RecordVersion::Live(record.to_live()),
+                }
+            }
+            RowKey::Meta(_) => meta_change_from_js(live)?,
+        };
+        (row, live)
+    } else if !tombstone.is_undefined() {
+        (tombstone_from_js(tombstone)?, tombstone)
+    } else {
+        return Ok(None);
+    };
+    let dirty = get(found, "dirty");
+    Ok(Some(Stored {
+        seq: seq_of(found, "seq")?,
+        dirty: if dirty.is_undefined() {
+            None
+        } else {
+            Some(seq_of(found, "dirty")?)
+        },
+        row,
+    }))
 }
 
 /// A replicated meta row as the change feeds carry it.
@@ -1223,6 +1259,58 @@ impl Reader {
         Ok(u64::from(n))
     }
 
+    /// The live row and the tombstone of each key, requested at once, in key order: two
+    /// requests per key (`undefined` where there is none). A local meta key has no version, so
+    /// neither is read.
+    fn version_requests(
+        &self,
+        keys: &[RowKey],
+    ) -> StorageResult<Vec<(idb::request::GetStoreRequest, idb::request::GetStoreRequest)>> {
+        let doing = "read a row's version";
+        keys.iter()
+            .filter(|key| !matches!(key, RowKey::Meta(k) if !is_replicated(k)))
+            .map(|key| {
+                let (live, tombstone) = match key {
+                    RowKey::Record(id) => (
+                        self.records.get(JsValue::from_str(id)),
+                        record_tombstone_key(id),
+                    ),
+                    RowKey::Meta(k) => (self.meta.get(meta_key_js(k)), meta_tombstone_key(k)),
+                };
+                Ok((
+                    live.map_err(idb_error(doing))?,
+                    self.tombstones.get(tombstone).map_err(idb_error(doing))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The version of each key (see [`Storage::versions`]), in one round trip.
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        let requests = self
+            .version_requests(keys)?
+            .into_iter()
+            .flat_map(|(live, tombstone)| [live, tombstone])
+            .collect();
+        let mut found = in_order(requests, "read a row's version")
+            .await?
+            .into_iter();
+        keys.iter()
+            .map(|key| {
+                if let RowKey::Meta(k) = key
+                    && !is_replicated(k)
+                {
+                    return Ok(None);
+                }
+                let (live, tombstone) = (
+                    found.next().unwrap_or(JsValue::UNDEFINED),
+                    found.next().unwrap_or(JsValue::UNDEFINED),
+                );
+                stored_from_js(key, &live, &tombstone)
+            })
+            .collect()
+    }
+
     /// Up to `limit` replicated rows of all three stores whose `mark` (`seq` or `dirty`) is
     /// greater than `after`, in mark order: each store's index read at once, then merged.
     async fn feed(
@@ -1422,6 +1510,10 @@ impl Storage for IdbStorage {
 
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.reader()?.feed("dirty", after, limit).await
+    }
+
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.reader()?.versions(keys).await
     }
 
     async fn linked_count(&self) -> StorageResult<u64> {

@@ -147,6 +147,12 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
     async fn linked_count(&self) -> StorageResult<u64> {
         self.r.linked_count().await
     }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.r.versions(keys).await
+    }
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.r.records_by(tokens, Lookup::Token).await
+    }
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         (*self).commit_batch(stamp, batch).await
     }
@@ -292,6 +298,13 @@ enum Check {
     Holds(MetaKey, Option<String>, StoreFuture<Option<JsValue>>),
     /// `InsertRecord`: no tombstone may have the id (record ids are never reused).
     NoTombstone(String, StoreFuture<Option<JsValue>>),
+    /// `ExpectVersion`: the key's live row or tombstone must still have this seq.
+    Version(
+        RowKey,
+        Option<u64>,
+        StoreFuture<Option<JsValue>>,
+        StoreFuture<Option<JsValue>>,
+    ),
 }
 
 type StoreFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, idb::Error>>>>;
@@ -340,7 +353,11 @@ fn writes_replicated(op: &WriteOp) -> bool {
     match op {
         WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_replicated(&row.key),
         WriteOp::DeleteMeta(key) => is_replicated(key),
-        WriteOp::ExpectMeta { .. } | WriteOp::ExpectEmpty | WriteOp::ClearAll => false,
+        WriteOp::ExpectMeta { .. }
+        | WriteOp::ExpectVersion { .. }
+        | WriteOp::MarkClean { .. }
+        | WriteOp::ExpectEmpty
+        | WriteOp::ClearAll => false,
         WriteOp::InsertRecord(_)
         | WriteOp::ChangeRecord { .. }
         | WriteOp::DeleteRecord { .. }
@@ -380,6 +397,14 @@ impl Batch {
                 sorting::sort(&mut identities);
                 identities.dedup();
                 self.prune_identities(identities).await?;
+            } else if let WriteOp::MarkClean { key, dirty } = op {
+                // A run of marks (a push acknowledged) reads its rows in one round trip.
+                let mut marks = vec![(key, dirty)];
+                while let Some(WriteOp::MarkClean { key, dirty }) = ops.peek().cloned() {
+                    ops.next();
+                    marks.push((key, dirty));
+                }
+                self.mark_clean(marks).await?;
             } else {
                 self.apply(op).await?;
             }
@@ -562,6 +587,26 @@ impl Batch {
                 }
             }
             WriteOp::PutVersion { row, dirty } => self.put_version(row, dirty)?,
+            WriteOp::ExpectVersion { key, seq } => {
+                let requests = self.r.version_requests(std::slice::from_ref(&key))?;
+                match requests.into_iter().next() {
+                    Some((live, tombstone)) => {
+                        let doing = "read a row's version";
+                        let live = pending(Ok(live), doing)?;
+                        let tombstone = pending(Ok(tombstone), doing)?;
+                        self.checks.push(Check::Version(key, seq, live, tombstone));
+                    }
+                    // A local meta key has no version.
+                    None if seq.is_none() => {}
+                    None => {
+                        return Err(match key {
+                            RowKey::Record(id) => StorageError::Changed(id),
+                            RowKey::Meta(k) => StorageError::MetaChanged(k),
+                        });
+                    }
+                }
+            }
+            WriteOp::MarkClean { key, dirty } => self.mark_clean(vec![(key, dirty)]).await?,
             WriteOp::ExpectEmpty => {
                 let r = &self.r;
                 let requests = vec![
@@ -615,6 +660,56 @@ impl Batch {
                 self.record_tombstones = false;
                 self.cleared = true;
             }
+        }
+        Ok(())
+    }
+
+    /// Clear the dirty mark of each `(key, mark)` whose row (live, else its tombstone) still
+    /// has that mark; a row changed here since keeps its newer one. Its seq stays: the row did
+    /// not change.
+    async fn mark_clean(&mut self, marks: Vec<(RowKey, u64)>) -> StorageResult<()> {
+        let keys: Vec<RowKey> = marks.iter().map(|(key, _)| key.clone()).collect();
+        let requests: Vec<_> = self
+            .r
+            .version_requests(&keys)?
+            .into_iter()
+            .flat_map(|(live, tombstone)| [live, tombstone])
+            .collect();
+        let mut found = in_order(requests, "read a row's version")
+            .await?
+            .into_iter();
+        for (key, mark) in marks {
+            if let RowKey::Meta(k) = &key
+                && !is_replicated(k)
+            {
+                continue;
+            }
+            let (live, tombstone) = (
+                found.next().unwrap_or(JsValue::UNDEFINED),
+                found.next().unwrap_or(JsValue::UNDEFINED),
+            );
+            let (row, store) = if !live.is_undefined() {
+                let store = match key {
+                    RowKey::Record(_) => &self.r.records,
+                    RowKey::Meta(_) => &self.r.meta,
+                };
+                (live, store)
+            } else if !tombstone.is_undefined() {
+                (tombstone, &self.r.tombstones)
+            } else {
+                continue;
+            };
+            let current = get(&row, "dirty");
+            if current.is_undefined() || seq_of(&row, "dirty")? != mark {
+                continue;
+            }
+            let _ = Reflect::delete_property(
+                row.unchecked_ref::<Object>(),
+                &JsValue::from_str("dirty"),
+            );
+            store
+                .put(&row, None)
+                .map_err(idb_error("clear a dirty mark"))?;
         }
         Ok(())
     }
@@ -872,6 +967,23 @@ impl Batch {
                     match found.await.map_err(idb_error("read a tombstone"))? {
                         Some(_) => Err(StorageError::IdTaken(id)),
                         None => Ok(()),
+                    }
+                }
+                Check::Version(key, seq, live, tombstone) => {
+                    let doing = "read a row's version";
+                    let live = live.await.map_err(idb_error(doing))?;
+                    let tombstone = tombstone.await.map_err(idb_error(doing))?;
+                    let found = match live.as_ref().or(tombstone.as_ref()) {
+                        Some(row) => Some(seq_of(row, "seq")?),
+                        None => None,
+                    };
+                    if found == seq {
+                        Ok(())
+                    } else {
+                        Err(match key {
+                            RowKey::Record(id) => StorageError::Changed(id),
+                            RowKey::Meta(k) => StorageError::MetaChanged(k),
+                        })
                     }
                 }
                 Check::Holds(key, value, found) => {
