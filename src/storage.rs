@@ -12,11 +12,12 @@
 //!   meta row one. A batch writes its [`Stamp`]'s revision into each register or row it changes.
 //!   Rows written before schema 2 have none stored; backends read them as synthesized
 //!   ([`crate::record::RecordRevs::synthesized`] from `createdAt`; [`Rev::ZERO`] for meta), so
-//!   no migration rewrites them.
+//!   the migration stores none for them.
 //! - a **sequence number** `seq`: every write of a replicated row gives it the store's next one,
 //!   taken inside the batch's transaction, so seqs are unique across records, tombstones and meta
-//!   and grow in commit order ([`Storage::changes_since`]: what a server sends a puller). Rows
-//!   untouched since schema 1 have seq 0.
+//!   and grow in commit order ([`Storage::changes_since`]: what a server sends a puller). No
+//!   replicated row has seq 0: the schema-2 migration gives every row written before it a
+//!   distinct seq ≥ 1 and the counter continues above them, so a feed walked from 0 holds them.
 //! - a **dirty mark**: the seq of the row's last *local* write, cleared when the server has it
 //!   ([`Storage::dirty_changes`]: what a client pushes). Rows a merge wrote
 //!   ([`WriteOp::PutVersion`] with `dirty: false`) are not dirty.

@@ -30,7 +30,12 @@
 //! ranges, never scans. A record stores its revisions as given ([`WriteOp::InsertRecord`]
 //! included), so rows inserted with synthesized revisions read back with them; a revision is
 //! stored as one 128-bit number (no hex to parse per row read). Local meta rows
-//! have no revision, seq 0 and no entry in either feed. The seq counter is a field of the store
+//! have no revision, seq 0 and no entry in either feed, and are no row's version
+//! ([`Storage::versions`] answers `None` for them). A version is read by its row key (the
+//! record by id, else its tombstone; the meta row, else its tombstone), which is also how the
+//! feeds resolve their entries; `ExpectVersion` compares its seq, and `MarkClean` rewrites the
+//! row or tombstone without its mark (same seq: an acknowledgement is not a change) and drops
+//! its `dirty` entry. The seq counter is a field of the store
 //! (nothing persists, so it needs no row); a store starts with no schema-1 rows, so nothing here
 //! migrates.
 //!
@@ -39,8 +44,9 @@
 //! any op of the batch fails.
 
 use super::{
-    Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, Stamp, Storage, StorageError,
-    StorageResult, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
+    Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, RowKey, Stamp, Storage,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
+    object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::{Record, RecordRevs};
@@ -550,54 +556,87 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// The store's version of `key` (its live row or its tombstone) and its place in the feed;
+    /// `None` when it has neither, and for a local meta row (not a replicated row).
+    fn version_of(&self, key: &RowKey) -> StorageResult<Option<(Row, Feed)>> {
+        let malformed = || backend("a tombstone or meta row lacks its revision or reason");
+        match key {
+            RowKey::Record(id) => {
+                if let Some((record, feed)) = self.record_entry(id)? {
+                    let version = RecordVersion::Live(record.to_live());
+                    let row = Row::Record {
+                        id: id.clone(),
+                        version,
+                    };
+                    return Ok(Some((row, feed)));
+                }
+                let Some(t) = self.tombstone(&record_ref(id))? else {
+                    return Ok(None);
+                };
+                let version = RecordVersion::Gone(Tombstone {
+                    rev: t.rev,
+                    deleted_at: t.deleted_at,
+                    reason: t.reason.ok_or_else(malformed)?,
+                });
+                let row = Row::Record {
+                    id: id.clone(),
+                    version,
+                };
+                Ok(Some((row, t.feed)))
+            }
+            RowKey::Meta(key) if !is_replicated(key) => Ok(None),
+            RowKey::Meta(key) => {
+                if let Some(m) = self.meta_entry(key)? {
+                    let version = MetaVersion::Value {
+                        rev: m.rev.ok_or_else(malformed)?,
+                        value: m.row.value,
+                    };
+                    let row = Row::Meta {
+                        key: key.clone(),
+                        version,
+                    };
+                    return Ok(Some((row, m.feed)));
+                }
+                let Some(t) = self.tombstone(&meta_ref(key))? else {
+                    return Ok(None);
+                };
+                let version = MetaVersion::Gone {
+                    rev: t.rev,
+                    deleted_at: t.deleted_at,
+                };
+                let row = Row::Meta {
+                    key: key.clone(),
+                    version,
+                };
+                Ok(Some((row, t.feed)))
+            }
+        }
+    }
+
+    /// [`Storage::versions`] of one key.
+    fn stored(&self, key: &RowKey) -> StorageResult<Option<Stored>> {
+        Ok(self.version_of(key)?.map(|(row, feed)| Stored {
+            seq: feed.seq,
+            dirty: feed.dirty,
+            row,
+        }))
+    }
+
     /// The feed entry of the row `row_ref` names, at `seq`.
     fn change(&self, seq: &Key, row_ref: &[Value]) -> StorageResult<Change> {
         let (Key::U64(seq), [Value::Bytea(row_ref)]) = (seq, row_ref) else {
             return Err(backend("the change feed holds a malformed entry"));
         };
-        let missing = || backend("the change feed names a missing row");
-        let row = match decode_tuple(row_ref)?.as_slice() {
-            [kind, id] if kind == RECORD_ROW => match self.record_by_id(id)? {
-                Some(record) => Row::Record {
-                    id: id.clone(),
-                    version: RecordVersion::Live(record.to_live()),
-                },
-                None => {
-                    let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
-                    Row::Record {
-                        id: id.clone(),
-                        version: RecordVersion::Gone(Tombstone {
-                            rev: t.rev,
-                            deleted_at: t.deleted_at,
-                            reason: t.reason.ok_or_else(missing)?,
-                        }),
-                    }
-                }
-            },
+        let key = match decode_tuple(row_ref)?.as_mut_slice() {
+            [kind, id] if kind == RECORD_ROW => RowKey::Record(std::mem::take(id)),
             [kind, object_type, object_id, key] if kind == META_ROW => {
-                let key = MetaKey::new(object_type, object_id, key);
-                match self.meta_entry(&key)? {
-                    Some(m) => Row::Meta {
-                        key,
-                        version: MetaVersion::Value {
-                            rev: m.rev.ok_or_else(missing)?,
-                            value: m.row.value,
-                        },
-                    },
-                    None => {
-                        let t = self.tombstone(row_ref)?.ok_or_else(missing)?;
-                        Row::Meta {
-                            key,
-                            version: MetaVersion::Gone {
-                                rev: t.rev,
-                                deleted_at: t.deleted_at,
-                            },
-                        }
-                    }
-                }
+                RowKey::Meta(MetaKey::new(object_type, object_id, key))
             }
             _ => return Err(backend("the change feed holds a malformed row key")),
         };
+        let (row, _) = self
+            .version_of(&key)?
+            .ok_or_else(|| backend("the change feed names a missing row"))?;
         Ok(Change { seq: *seq, row })
     }
 
@@ -861,6 +900,52 @@ impl Tx<'_> {
         }
     }
 
+    /// Clear the dirty mark of `key`'s row or tombstone if it is still `mark`; its seq stays
+    /// (being acknowledged is not a change).
+    fn mark_clean(&mut self, key: &RowKey, mark: u64) -> StorageResult<()> {
+        let clean = |feed: Feed| Feed {
+            dirty: None,
+            ..feed
+        };
+        let row_ref = match key {
+            RowKey::Record(id) => {
+                if let Some((record, feed)) = self.record_entry(id)? {
+                    if feed.dirty == Some(mark) {
+                        self.put(DIRTY, Key::U64(mark), None)?;
+                        self.write_record(&record, clean(feed))?;
+                    }
+                    return Ok(());
+                }
+                record_ref(id)
+            }
+            RowKey::Meta(key) => {
+                if let Some(m) = self.meta_entry(key)? {
+                    if m.rev.is_some() && m.feed.dirty == Some(mark) {
+                        self.put(DIRTY, Key::U64(mark), None)?;
+                        let stored = StoredMeta {
+                            feed: clean(m.feed),
+                            ..m
+                        };
+                        self.put(META, meta_pk(key), Some(meta_row(&stored)))?;
+                    }
+                    return Ok(());
+                }
+                meta_ref(key)
+            }
+        };
+        if let Some(t) = self.tombstone(&row_ref)?
+            && t.feed.dirty == Some(mark)
+        {
+            self.put(DIRTY, Key::U64(mark), None)?;
+            let t = StoredTombstone {
+                feed: clean(t.feed),
+                ..t
+            };
+            self.write_tombstone(row_ref, t)?;
+        }
+        Ok(())
+    }
+
     fn delete_identity_if_unlinked(
         &mut self,
         identity_id: &str,
@@ -966,6 +1051,16 @@ impl Tx<'_> {
                     version: MetaVersion::Gone { rev, deleted_at },
                 } => self.bury_meta(&key, rev, deleted_at, dirty),
             },
+            WriteOp::ExpectVersion { key, seq } => {
+                if self.version_of(&key)?.map(|(_, feed)| feed.seq) == seq {
+                    return Ok(());
+                }
+                Err(match key {
+                    RowKey::Record(id) => StorageError::Changed(id),
+                    RowKey::Meta(key) => StorageError::MetaChanged(key),
+                })
+            }
+            WriteOp::MarkClean { key, dirty } => self.mark_clean(&key, dirty),
             WriteOp::ExpectEmpty => {
                 let has = |table| self.rows(table).is_some_and(|rows| !rows.is_empty());
                 if has(RECORD_IDS) || has(TOMBSTONES) {
@@ -1173,6 +1268,10 @@ impl Storage for GlueMemoryStorage {
 
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.with(|tx| tx.feed(DIRTY, after, limit))
+    }
+
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.with(|tx| keys.iter().map(|key| tx.stored(key)).collect())
     }
 
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {

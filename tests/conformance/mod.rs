@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
 use vaultstore_wasm::record::{Record, RecordRevs};
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Purge, RecordChange, Row, Stamp, Storage, StorageError, WriteOp,
+    Change, MetaKey, MetaRow, Purge, RecordChange, Row, RowKey, Stamp, Storage, StorageError,
+    Stored, WriteOp,
 };
 use vaultstore_wasm::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 
@@ -3229,6 +3230,525 @@ pub async fn transactions_read_and_commit_like_apply(s: impl Storage) {
     assert_eq!(p2, ["a", "b"]);
 }
 
+fn rec_key(id: &str) -> RowKey {
+    RowKey::Record(id.to_owned())
+}
+
+fn meta_key(key: &MetaKey) -> RowKey {
+    RowKey::Meta(key.clone())
+}
+
+/// What `versions` must answer for `key`, from the two feeds: the row and seq of its entry in
+/// the change feed, and its mark in the dirty feed.
+fn stored_in_feeds(feed: &[Change], dirty: &[Change], key: &RowKey) -> Option<Stored> {
+    let c = feed.iter().find(|c| &c.row.key() == key)?;
+    Some(Stored {
+        seq: c.seq,
+        dirty: dirty.iter().find(|d| &d.row.key() == key).map(|d| d.seq),
+        row: c.row.clone(),
+    })
+}
+
+/// `versions` answers each key, in the order asked, with the store's live row or tombstone,
+/// its seq and its dirty mark, in one call, through a transaction too; local rows are not
+/// versions. Every row of the change feed reads back at its feed seq (≥ 1), so a full push
+/// or a first pull, which walk the feed from 0, see every replicated row.
+pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let state = MetaKey::new("vault", "state", "writes");
+    let kdf = MetaKey::new("vault", "settings", "kdf");
+    let checkpoint = MetaKey::new("sync", "state", "checkpoint");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+            WriteOp::PutMeta(meta("vault", "settings", "kdf", "k")),
+            WriteOp::PutMeta(meta("sync", "state", "checkpoint", "c")),
+        ],
+    )
+    .await
+    .unwrap();
+    let deleted = write(
+        &s,
+        vec![
+            delete("dead"),
+            WriteOp::DeleteMeta(old.clone()),
+            change(
+                "b",
+                RecordChange::SoftDelete {
+                    if_expired_at: None,
+                },
+                NOW + 1,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let merged_policy = meta_value(policy.clone(), Rev::new(NOW as u64 + 5, 0, 4).unwrap(), "m");
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: merged_policy.clone(),
+            dirty: false,
+        }],
+    )
+    .await
+    .unwrap();
+
+    let keys = vec![
+        rec_key("b"),
+        rec_key("nope"),
+        meta_key(&policy),
+        rec_key("dead"),
+        meta_key(&tag),
+        meta_key(&old),
+        rec_key("a"),
+        meta_key(&MetaKey::new("vault", "settings", "never")),
+        meta_key(&state),
+        meta_key(&kdf),
+        meta_key(&checkpoint),
+        rec_key("b"),
+    ];
+    let found = s.versions(&keys).await.unwrap();
+    assert_eq!(found.len(), keys.len(), "one answer per key asked");
+    let (feed, dirty) = feeds(&s).await;
+    let expected: Vec<Option<Stored>> = keys
+        .iter()
+        .map(|k| stored_in_feeds(&feed, &dirty, k))
+        .collect();
+    assert_eq!(found, expected, "each key's feed entry, in the order asked");
+    // What those are, spelled out.
+    let b = get_id(&s, "b").await.unwrap();
+    assert!(b.soft_deleted_at.is_some());
+    let row = |i: usize| found[i].as_ref().map(|v| &v.row);
+    assert_eq!(row(0), Some(&live_row(&b)), "a soft-deleted record is live");
+    assert_eq!(found[11], found[0], "a key asked twice is answered twice");
+    assert_eq!(found[1], None, "no row, no tombstone");
+    assert_eq!(row(2), Some(&merged_policy));
+    assert_eq!(
+        found[2].as_ref().unwrap().dirty,
+        None,
+        "a merge's write is clean"
+    );
+    assert_eq!(row(3), Some(&gone_record("dead", deleted)), "a tombstone");
+    let dead = found[3].as_ref().unwrap();
+    assert_eq!(dead.dirty, Some(dead.seq), "a local deletion is dirty");
+    assert_eq!(
+        row(4),
+        Some(&meta_value(tag.clone(), created(&s, &tag).await, "t1"))
+    );
+    assert_eq!(
+        row(5),
+        Some(&gone_meta(old.clone(), deleted)),
+        "a meta tombstone"
+    );
+    assert_eq!(row(6), Some(&live_row(&get_id(&s, "a").await.unwrap())));
+    assert_eq!(found[7], None);
+    assert_eq!(
+        found[8..11],
+        [None, None, None],
+        "local rows are not versions"
+    );
+    assert!(s.versions(&[]).await.unwrap().is_empty());
+
+    // Every row of the feed reads back at its feed seq: nothing replicated is at seq 0.
+    let every: Vec<RowKey> = feed.iter().map(|c| c.row.key()).collect();
+    assert_eq!(every.len(), 6, "4 live rows, 2 tombstones: {every:?}");
+    let all = s.versions(&every).await.unwrap();
+    for (c, v) in feed.iter().zip(&all) {
+        let v = v.as_ref().expect("a feed row has a version");
+        assert!(
+            v.seq >= 1 && v.seq == c.seq && v.row == c.row,
+            "{c:?} {v:?}"
+        );
+    }
+
+    // A write moves the version: a new seq, dirty at it.
+    let a_before = found[6].clone().unwrap();
+    s.apply(
+        stamp(),
+        vec![change(
+            "a",
+            RecordChange::Renew {
+                expires_at: Some(NOW + 9),
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    let a_after = s
+        .versions(&[rec_key("a")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(a_after.seq > a_before.seq);
+    assert_eq!(a_after.dirty, Some(a_after.seq));
+    assert_eq!(a_after.row, live_row(&get_id(&s, "a").await.unwrap()));
+
+    // Through a transaction: the same answers, and records by token.
+    let expected = s.versions(&keys).await.unwrap();
+    let tokens = vec!["tk_b".to_owned(), "tk_none".to_owned(), "tk_a".to_owned()];
+    let by_token = s.records_by_tokens(&tokens).await.unwrap();
+    assert!(by_token[0].is_some() && by_token[1].is_none() && by_token[2].is_some());
+    let tx = s.transaction().await.unwrap();
+    assert_eq!(tx.versions(&keys).await.unwrap(), expected);
+    assert_eq!(tx.records_by_tokens(&tokens).await.unwrap(), by_token);
+}
+
+/// The revision a meta row was last written with, as the change feed shows it.
+async fn created(s: &dyn Storage, key: &MetaKey) -> Rev {
+    match entry(&feeds(s).await.0, is_meta(key)).map(|c| &c.row) {
+        Some(Row::Meta {
+            version: MetaVersion::Value { rev, .. },
+            ..
+        }) => *rev,
+        other => panic!("no live row for {key:?}: {other:?}"),
+    }
+}
+
+/// `ExpectVersion` lets a batch commit only while each key's version (live or tombstone) still
+/// has the seq the plan read (`None`: no version at all); otherwise it fails with `Changed` /
+/// `MetaChanged` and nothing of the batch is written, whatever op comes first.
+pub async fn expected_versions_guard_the_batch(s: impl Storage) {
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let never = MetaKey::new("vault", "settings", "never");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![delete("dead"), WriteOp::DeleteMeta(old.clone())],
+    )
+    .await
+    .unwrap();
+    let keys = vec![
+        rec_key("a"),
+        rec_key("dead"),
+        meta_key(&policy),
+        meta_key(&old),
+        rec_key("none"),
+        meta_key(&never),
+    ];
+    let seqs: Vec<Option<u64>> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|v| v.seq))
+        .collect();
+    assert!(seqs[..4].iter().all(Option::is_some) && seqs[4..] == [None, None]);
+    let seq = |i: usize| seqs[i].unwrap();
+    let expect = |key: &RowKey, seq: Option<u64>| WriteOp::ExpectVersion {
+        key: key.clone(),
+        seq,
+    };
+
+    // Every version as read: the batch commits.
+    let mut batch: Vec<WriteOp> = keys.iter().zip(&seqs).map(|(k, q)| expect(k, *q)).collect();
+    batch.push(change(
+        "a",
+        RecordChange::Renew {
+            expires_at: Some(NOW + 10),
+        },
+        NOW,
+    ));
+    s.apply(stamp(), batch).await.unwrap();
+    assert_eq!(get_id(&s, "a").await.unwrap().expires_at, Some(NOW + 10));
+
+    // Anything else fails the batch, before or after its writes, and writes nothing.
+    let before = everything(&s).await;
+    let stale = [
+        (expect(&keys[0], Some(seq(0))), "a record written since"),
+        (expect(&keys[0], None), "a live record is a version"),
+        (expect(&keys[1], Some(seq(1) + 1_000)), "another seq"),
+        (expect(&keys[1], None), "a tombstone is a version"),
+        (expect(&keys[4], Some(seq(2))), "no version of an absent id"),
+        (expect(&keys[2], None), "a live meta row is a version"),
+        (expect(&keys[2], Some(seq(3))), "another row's seq"),
+        (expect(&keys[3], None), "a meta tombstone is a version"),
+        (
+            expect(&keys[5], Some(seq(3))),
+            "no version of an absent key",
+        ),
+    ];
+    for (op, why) in stale {
+        let WriteOp::ExpectVersion { key, .. } = &op else {
+            unreachable!()
+        };
+        let wanted = match key {
+            RowKey::Record(id) => StorageError::Changed(id.clone()),
+            RowKey::Meta(key) => StorageError::MetaChanged(key.clone()),
+        };
+        let writes = || {
+            vec![
+                WriteOp::PutMeta(meta("vault", "settings", "policy", "z")),
+                WriteOp::InsertRecord(record("n", "tk_n")),
+                delete("a"),
+            ]
+        };
+        let mut first = vec![op.clone()];
+        first.extend(writes());
+        let mut last = writes();
+        last.push(op.clone());
+        for batch in [first, last] {
+            assert_eq!(s.apply(stamp(), batch).await.unwrap_err(), wanted, "{why}");
+            assert_eq!(everything(&s).await, before, "{why}: nothing written");
+        }
+    }
+
+    // A merge over a tombstone moves its seq: a plan that read the tombstone is stale.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: live_row(&record("dead", "tk_dead")),
+            dirty: false,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(stamp(), vec![expect(&keys[1], Some(seq(1)))])
+            .await
+            .unwrap_err(),
+        StorageError::Changed("dead".into())
+    );
+
+    // Through a transaction: planned from its reads, committed under their guards.
+    let tx = s.transaction().await.unwrap();
+    let read = tx
+        .versions(&[rec_key("dead")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    tx.commit(
+        stamp(),
+        vec![
+            expect(&rec_key("dead"), Some(read.seq)),
+            WriteOp::PutVersion {
+                row: gone_record("dead", stamp()),
+                dirty: false,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_id(&s, "dead").await, None);
+    let before = everything(&s).await;
+    let tx = s.transaction().await.unwrap();
+    let err = tx
+        .commit(
+            stamp(),
+            vec![
+                WriteOp::PutMeta(meta("vault", "settings", "policy", "z")),
+                expect(&rec_key("dead"), Some(read.seq)),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::Changed("dead".into()));
+    assert_eq!(everything(&s).await, before);
+}
+
+/// `MarkClean` clears a row's (or tombstone's) dirty mark only while it is still the mark the
+/// push sent; a row written since keeps its newer mark. Being acknowledged is not a change: the
+/// row, its seq and the change feed stay as they are. Anything else is left alone.
+pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
+    let tag = MetaKey::new("password_identity", "p_1", "tag");
+    let policy = MetaKey::new("vault", "settings", "policy");
+    let old = MetaKey::new("vault", "settings", "old");
+    let state = MetaKey::new("vault", "state", "writes");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![delete("dead"), WriteOp::DeleteMeta(old.clone())],
+    )
+    .await
+    .unwrap();
+    let keys = vec![
+        rec_key("a"),
+        rec_key("b"),
+        rec_key("dead"),
+        meta_key(&tag),
+        meta_key(&policy),
+        meta_key(&old),
+    ];
+    let read: Vec<Stored> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    for v in &read {
+        assert_eq!(v.dirty, Some(v.seq), "written here: dirty");
+    }
+    // b changes while the push is in flight.
+    s.apply(
+        stamp(),
+        vec![change(
+            "b",
+            RecordChange::Renew { expires_at: None },
+            NOW + 2,
+        )],
+    )
+    .await
+    .unwrap();
+    let b_now = s
+        .versions(&[rec_key("b")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(b_now.seq > read[1].seq);
+    let (dump_before, (feed_before, _)) = everything(&s).await;
+
+    let acks: Vec<WriteOp> = keys
+        .iter()
+        .zip(&read)
+        .map(|(key, v)| WriteOp::MarkClean {
+            key: key.clone(),
+            dirty: v.dirty.unwrap(),
+        })
+        .collect();
+    s.apply(stamp(), acks.clone()).await.unwrap();
+    let after: Vec<Stored> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    for ((key, was), now) in keys.iter().zip(&read).zip(&after) {
+        if *key == rec_key("b") {
+            assert_eq!(now, &b_now, "changed since it was sent: still dirty");
+        } else {
+            let clean = Stored {
+                dirty: None,
+                ..was.clone()
+            };
+            assert_eq!(now, &clean, "{key:?}: clean, same row, same seq");
+        }
+    }
+    let (dump_after, (feed_after, dirty_after)) = everything(&s).await;
+    assert_eq!(dump_after, dump_before, "no row changes");
+    assert_eq!(feed_after, feed_before, "the change feed is as it was");
+    assert_eq!(
+        dirty_after,
+        [Change {
+            seq: b_now.dirty.unwrap(),
+            row: b_now.row.clone()
+        }],
+        "only b is left to push"
+    );
+
+    // Again, or for what is not there, or a mark that is another row's: nothing happens.
+    let before = everything(&s).await;
+    let mut noops = acks;
+    noops.extend([
+        WriteOp::MarkClean {
+            key: rec_key("none"),
+            dirty: b_now.seq,
+        },
+        WriteOp::MarkClean {
+            key: meta_key(&state),
+            dirty: b_now.seq,
+        },
+        WriteOp::MarkClean {
+            key: rec_key("a"),
+            dirty: b_now.dirty.unwrap(),
+        },
+        WriteOp::MarkClean {
+            key: meta_key(&policy),
+            dirty: b_now.dirty.unwrap(),
+        },
+    ]);
+    s.apply(stamp(), noops).await.unwrap();
+    assert_eq!(everything(&s).await, before);
+
+    // In a batch that fails, undone.
+    let err = s
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::MarkClean {
+                    key: rec_key("b"),
+                    dirty: b_now.dirty.unwrap(),
+                },
+                WriteOp::InsertRecord(record("z", "tk_a")),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
+    assert_eq!(everything(&s).await, before);
+    s.apply(
+        stamp(),
+        vec![WriteOp::MarkClean {
+            key: rec_key("b"),
+            dirty: b_now.dirty.unwrap(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(s.dirty_changes(0, ALL).await.unwrap().is_empty());
+
+    // A clean row written here again is dirty again, at its new seq.
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "settings", "policy", "x2"))],
+    )
+    .await
+    .unwrap();
+    let policy_now = s
+        .versions(&[meta_key(&policy)])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(policy_now.seq > read[4].seq);
+    assert_eq!(policy_now.dirty, Some(policy_now.seq));
+    assert_eq!(
+        s.dirty_changes(0, ALL).await.unwrap(),
+        [Change {
+            seq: policy_now.seq,
+            row: policy_now.row
+        }]
+    );
+}
+
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
     s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
         .await
@@ -3243,6 +3763,10 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
         StorageError::Closed
     );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
+    assert_eq!(
+        s.versions(&[RowKey::Record("a".into())]).await.unwrap_err(),
+        StorageError::Closed
+    );
     s.close().await;
 }
 
@@ -3282,6 +3806,9 @@ macro_rules! conformance_cases {
             put_version_stores_what_a_merge_decided,
             identities_go_only_when_unlinked,
             transactions_read_and_commit_like_apply,
+            versions_answer_each_key_with_its_row_seq_and_mark,
+            expected_versions_guard_the_batch,
+            mark_clean_clears_only_the_mark_it_names,
             closed_storage_refuses_calls,
         );
     };
