@@ -612,15 +612,9 @@ async fn raw_dump(name: &str) -> (u32, Vec<String>) {
 }
 
 #[wasm_bindgen_test]
-async fn a_version_1_database_moves_its_links_into_the_records_on_open() {
+async fn a_version_1_database_moves_its_links_into_the_records_and_numbers_its_rows() {
     let name = unique("upgrade-v1");
     v1_database(&name, "p_a".into()).await;
-    let (_, before) = raw_dump(&name).await;
-    let r3_before = before
-        .iter()
-        .find(|row| row.contains(r#""id":"r3""#))
-        .unwrap()
-        .clone();
 
     let storage = IdbStorage::open(&name).await.unwrap();
     let ids: Vec<String> = ["r1", "r2", "r3", "r4"].map(String::from).to_vec();
@@ -648,16 +642,37 @@ async fn a_version_1_database_moves_its_links_into_the_records_on_open() {
     assert_eq!(storage.linked_count().await.unwrap(), 3);
     assert_eq!(storage.meta_count("record").await.unwrap(), 0);
     assert_eq!(storage.meta_all().await.unwrap().len(), 7);
-    // Nothing was re-stamped: no seq, nothing dirty, and the unlinked record was not rewritten.
-    assert_eq!(storage.changes_since(0, 100).await.unwrap(), vec![]);
+    // Every row has a seq (a sync walking the feed from 0 sees them all), none is dirty, and no
+    // revision was written: the feed carries the synthesized ones.
+    let feed = storage.changes_since(0, 100).await.unwrap();
+    let seqs: Vec<u64> = feed.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=11).collect::<Vec<u64>>());
+    let fed_records: Vec<&str> = feed
+        .iter()
+        .filter_map(|c| match &c.row {
+            Row::Record {
+                id,
+                version: RecordVersion::Live(live),
+            } => {
+                assert_eq!(live.max_rev(), Rev::synthesized(live.created_at));
+                Some(id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fed_records, ["r1", "r2", "r3", "r4"]);
+    for change in &feed[4..] {
+        assert!(
+            matches!(&change.row, Row::Meta { version: MetaVersion::Value { rev, .. }, .. } if *rev == Rev::ZERO),
+            "{change:?}"
+        );
+    }
     assert_eq!(storage.dirty_changes(0, 100).await.unwrap(), vec![]);
     storage.close().await;
-    let (version, after) = raw_dump(&name).await;
-    assert_eq!(version, 2);
-    assert!(after.contains(&r3_before), "r3 untouched: {after:?}");
+    assert_eq!(raw_dump(&name).await.0, 2);
 
-    // The upgraded store writes schema 2: deleting p_b's last record prunes p_b, and the change
-    // feed has the record's tombstone and the identity's, at seqs 1, 2, 3.
+    // The upgraded store writes schema 2 above those seqs: deleting p_b's last record prunes
+    // p_b, and the feed has the record's tombstone and the identity's, at seqs 12, 13, 14.
     let storage = IdbStorage::open(&name).await.unwrap();
     let rev = Rev::new(1_800_000_000_000, 0, 7).unwrap();
     let stamp = Stamp {
@@ -681,9 +696,9 @@ async fn a_version_1_database_moves_its_links_into_the_records_on_open() {
             .unwrap(),
         Vec::<MetaRow>::new()
     );
-    let changes = storage.changes_since(0, 100).await.unwrap();
+    let changes = storage.changes_since(11, 100).await.unwrap();
     let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs, [12, 13, 14]);
     assert!(matches!(
         &changes[0].row,
         Row::Record { id, version: RecordVersion::Gone(t) } if id == "r4" && t.rev == rev
@@ -834,8 +849,8 @@ async fn seqs_from_two_connections_are_unique_and_never_go_back() {
 
 #[wasm_bindgen_test]
 async fn a_version_1_database_with_more_links_than_a_page_moves_every_one() {
-    // The link move reads 2,000 link rows per round trip: 2,100 linked records (and one
-    // unlinked between every ten) take two pages, the second starting after the first's last key.
+    // The upgrade reads 2,000 records per round trip, with the link rows of their ids: 2,310
+    // records (2,100 linked) take two pages, the second starting after the first's last id.
     let name = unique("upgrade-pages");
     IdbStorage::open_with(&name, &MIGRATIONS[..1], 1_000)
         .await
@@ -869,6 +884,15 @@ async fn a_version_1_database_with_more_links_than_a_page_moves_every_one() {
     let storage = IdbStorage::open(&name).await.unwrap();
     assert_eq!(storage.meta_count("record").await.unwrap(), 0);
     assert_eq!(storage.linked_count().await.unwrap(), 2_100);
+    // Both pages of records were numbered, once each.
+    let seqs: Vec<u64> = storage
+        .changes_since(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, (1..=2_310).collect::<Vec<u64>>());
     let of_p1 = storage.records_linked_to("p_1", None, 5_000).await.unwrap();
     let expected: Vec<String> = (0..2_310)
         .filter(|i| i % 11 != 10 && i % 3 == 1)

@@ -18,11 +18,11 @@
 //! 0 or 1. A record's `passwordId` (absent: sealed with a master key) puts it in the sparse
 //! `identity` index. Replicated rows carry their revisions (`valueRev`, `sealRev`, `expiresRev`,
 //! `deletedRev` on records, `rev` on meta rows and tombstones: 32 hex digits; absent on rows
-//! written by schema 1, read as synthesized / [`Rev::ZERO`]), a `seq` (absent: 0) and a `dirty`
-//! mark (present only while dirty), both sparse indexes. `counters["seq"]` is the last seq given
-//! out: every batch that writes a replicated row reads it and writes it back in its own readwrite
-//! transaction, so seqs are unique across the three stores and grow in commit order; a
-//! `ClearAll` leaves it, so they never go back.
+//! written by schema 1, read as synthesized / [`Rev::ZERO`]), a `seq` (the upgrade gives every
+//! schema-1 row one) and a `dirty` mark (present only while dirty), both sparse indexes.
+//! `counters["seq"]` is the last seq given out: every batch that writes a replicated row reads
+//! it and writes it back in its own readwrite transaction, so seqs are unique across the three
+//! stores and grow in commit order; a `ClearAll` leaves it, so they never go back.
 //!
 //! Every [`Storage::apply`] is one readwrite transaction over every store in which nothing but
 //! IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
@@ -117,20 +117,33 @@ fn create_v1_stores(db: &Database) -> Result<(), idb::Error> {
 }
 
 /// Schema 2 (sync, issue 14; the link in the record, issue 16): the new indexes and stores, then
-/// each identity link moved from its meta row into its record. Nothing else is rewritten: rows
-/// without revisions or a seq read as synthesized and seq 0.
+/// one pass over the rows written by schema 1: each record takes its identity link (whose row
+/// goes) and a seq, each replicated meta row a seq, from 1 in key order, and the counter
+/// continues above them, so a feed walked from 0 holds every row. Revisions are not written:
+/// rows without them read as synthesized.
 fn upgrade_v2<'a>(db: &'a Database, upgrade: &'a Transaction) -> MigrationFuture<'a> {
     Box::pin(async move {
-        let (records, meta) =
+        let (records, meta, counters) =
             add_v2_stores(db, upgrade).map_err(idb_error("add the schema-2 stores"))?;
-        move_links(&records, &meta).await
+        let mut seq = 0;
+        number_records(&records, &meta, &mut seq).await?;
+        number_meta(&meta, &mut seq).await?;
+        if seq > 0 {
+            counters
+                .put(
+                    &JsValue::from_f64(seq as f64),
+                    Some(&JsValue::from_str(SEQ_COUNTER)),
+                )
+                .map_err(idb_error("write the seq counter"))?;
+        }
+        Ok(())
     })
 }
 
 fn add_v2_stores(
     db: &Database,
     upgrade: &Transaction,
-) -> Result<(idb::ObjectStore, idb::ObjectStore), idb::Error> {
+) -> Result<(idb::ObjectStore, idb::ObjectStore, idb::ObjectStore), idb::Error> {
     let records = upgrade.object_store(RECORDS)?;
     records.create_index("identity", KeyPath::new_array(["passwordId", "id"]), None)?;
     let meta = upgrade.object_store(META)?;
@@ -141,39 +154,71 @@ fn add_v2_stores(
         store.create_index("seq", KeyPath::new_single("seq"), None)?;
         store.create_index("dirty", KeyPath::new_single("dirty"), None)?;
     }
-    db.create_object_store(COUNTERS, idb::ObjectStoreParams::new())?;
-    Ok((records, meta))
+    let counters = db.create_object_store(COUNTERS, idb::ObjectStoreParams::new())?;
+    Ok((records, meta, counters))
 }
 
-/// Link rows moved per round trip of the upgrade.
-const LINK_PAGE: u32 = 2_000;
+/// Rows the upgrade reads per round trip.
+const UPGRADE_PAGE: u32 = 2_000;
 
-/// Put each schema-1 link row's identity into its record (`passwordId`) and delete the row, a
-/// page of links at a time: only linked records are read and written. A link to a missing record
-/// just goes; a link that is not a string is not vaultstore's, and fails the upgrade.
-async fn move_links(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> StorageResult<()> {
-    let upper: JsValue = [JsValue::from_str(object_type::RECORD), Array::new().into()]
-        .into_iter()
-        .collect::<Array>()
-        .into();
-    let mut after: Option<JsValue> = None;
+/// Above every schema-1 link key of the records up to `id` (`None`: of every record). Link rows
+/// are `["record", "r_" + id, "password_id"]`, so they sort as their records' ids do, and an
+/// array sorts after every string.
+fn link_bound(id: Option<&str>) -> JsValue {
+    let mut parts = vec![JsValue::from_str(object_type::RECORD)];
+    if let Some(id) = id {
+        parts.push(JsValue::from_str(&format!("r_{id}")));
+    }
+    parts.push(Array::new().into());
+    parts.into_iter().collect::<Array>().into()
+}
+
+/// Every record, a page at a time in id order, rewritten once with a seq and, if a link row
+/// names its identity, that identity as `passwordId`. Each page reads the link rows of the id
+/// range it covers (up to the end after the last page), so every link row goes, a link to a
+/// missing record too. A link that is not a string is not vaultstore's, and fails the upgrade.
+async fn number_records(
+    records: &idb::ObjectStore,
+    meta: &idb::ObjectStore,
+    seq: &mut u64,
+) -> StorageResult<()> {
+    let mut after: Option<String> = None;
     loop {
         let query = match &after {
-            Some(last) => KeyRange::bound(last, &upper, Some(true), Some(false)),
-            None => KeyRange::bound(
-                &key_array(&[object_type::RECORD]),
-                &upper,
-                Some(false),
-                Some(false),
-            ),
+            Some(id) => Some(range(KeyRange::lower_bound(
+                &JsValue::from_str(id),
+                Some(true),
+            ))?),
+            None => None,
         };
-        let page = meta
-            .get_all(Some(range(query)?), Some(LINK_PAGE))
+        let page = records
+            .get_all(query, Some(UPGRADE_PAGE))
+            .done("read records")
+            .await?;
+        let full = page.len() == UPGRADE_PAGE as usize;
+        let last = match page.last() {
+            Some(row) if full => Some(text(row, "id")?),
+            _ => None,
+        };
+        let lower = match &after {
+            Some(id) => link_bound(Some(id)),
+            None => key_array(&[object_type::RECORD]),
+        };
+        let upper = link_bound(last.as_deref());
+        let links = meta
+            .get_all(
+                Some(range(KeyRange::bound(
+                    &lower,
+                    &upper,
+                    Some(false),
+                    Some(false),
+                ))?),
+                None,
+            )
             .done("read record links")
             .await?;
-        let mut links = Vec::new();
-        let mut reads = Vec::new();
-        for row in &page {
+        let mut identities: HashMap<String, JsValue> = HashMap::new();
+        for row in &links {
             let key = meta_key_from_js(row)?;
             let Some(id) = key.object_id.strip_prefix("r_") else {
                 continue;
@@ -181,29 +226,60 @@ async fn move_links(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> Stor
             if key.key != LINK_KEY {
                 continue;
             }
-            reads.push(
-                records
-                    .get(JsValue::from_str(id))
-                    .map_err(idb_error("read a linked record"))?,
-            );
-            links.push((meta_key_js(&key), get(row, "value")));
-        }
-        let found = in_order(reads, "read a linked record").await?;
-        for ((key, identity), record) in links.into_iter().zip(found) {
-            let identity = identity
-                .as_string()
-                .ok_or_else(|| not_ours("a record link"))?;
-            if let Some(record) = record.dyn_ref::<Object>() {
-                set(record, "passwordId", &JsValue::from_str(&identity));
-                records
-                    .put(record, None)
-                    .map_err(idb_error("write a linked record"))?;
-            }
-            meta.delete(Query::from(key))
+            identities.insert(id.to_owned(), get(row, "value"));
+            meta.delete(Query::from(meta_key_js(&key)))
                 .map_err(idb_error("delete a record link"))?;
         }
+        for row in &page {
+            let record = row
+                .dyn_ref::<Object>()
+                .ok_or_else(|| not_ours("a record"))?;
+            if let Some(identity) = identities.get(&text(row, "id")?) {
+                if identity.as_string().is_none() {
+                    return Err(not_ours("a record link"));
+                }
+                set(record, "passwordId", identity);
+            }
+            *seq += 1;
+            set(record, "seq", &JsValue::from_f64(*seq as f64));
+            records
+                .put(record, None)
+                .map_err(idb_error("write a record"))?;
+        }
+        match last {
+            Some(id) => after = Some(id),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every replicated meta row, a page at a time in key order, rewritten with a seq (the link rows
+/// are gone by now: their deletes were issued before these reads).
+async fn number_meta(meta: &idb::ObjectStore, seq: &mut u64) -> StorageResult<()> {
+    let mut after: Option<JsValue> = None;
+    loop {
+        let query = match &after {
+            Some(key) => Some(range(KeyRange::lower_bound(key, Some(true)))?),
+            None => None,
+        };
+        let page = meta
+            .get_all(query, Some(UPGRADE_PAGE))
+            .done("read meta rows")
+            .await?;
+        for row in &page {
+            if !is_replicated(&meta_key_from_js(row)?) {
+                continue;
+            }
+            let object = row
+                .dyn_ref::<Object>()
+                .ok_or_else(|| not_ours("a meta row"))?;
+            *seq += 1;
+            set(object, "seq", &JsValue::from_f64(*seq as f64));
+            meta.put(object, None)
+                .map_err(idb_error("write a meta row"))?;
+        }
         match page.last() {
-            Some(last) if page.len() == LINK_PAGE as usize => {
+            Some(last) if page.len() == UPGRADE_PAGE as usize => {
                 after = Some(meta_key_js(&meta_key_from_js(last)?));
             }
             _ => return Ok(()),
