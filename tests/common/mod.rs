@@ -11,8 +11,8 @@ use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Optimistic, Purge, Stamp, Storage, StorageError, StorageResult,
-    WriteOp, WriteTransaction,
+    Change, MetaKey, MetaRow, Optimistic, Purge, RowKey, Stamp, Storage, StorageError,
+    StorageResult, Stored, WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
 
@@ -189,6 +189,10 @@ impl<S: Storage> Storage for ProbedStorage<S> {
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.read();
         self.inner.dirty_changes(after, limit).await
+    }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.read();
+        self.inner.versions(keys).await
     }
     async fn linked_count(&self) -> StorageResult<u64> {
         self.read();

@@ -3260,8 +3260,8 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     let state = MetaKey::new("vault", "state", "writes");
     let kdf = MetaKey::new("vault", "settings", "kdf");
     let checkpoint = MetaKey::new("sync", "state", "checkpoint");
-    s.apply(
-        stamp(),
+    let first = write(
+        &s,
         vec![
             WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
             WriteOp::InsertRecord(record("b", "tk_b")),
@@ -3341,10 +3341,7 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     assert_eq!(row(3), Some(&gone_record("dead", deleted)), "a tombstone");
     let dead = found[3].as_ref().unwrap();
     assert_eq!(dead.dirty, Some(dead.seq), "a local deletion is dirty");
-    assert_eq!(
-        row(4),
-        Some(&meta_value(tag.clone(), created(&s, &tag).await, "t1"))
-    );
+    assert_eq!(row(4), Some(&meta_value(tag.clone(), first.rev, "t1")));
     assert_eq!(
         row(5),
         Some(&gone_meta(old.clone(), deleted)),
@@ -3403,17 +3400,6 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     let tx = s.transaction().await.unwrap();
     assert_eq!(tx.versions(&keys).await.unwrap(), expected);
     assert_eq!(tx.records_by_tokens(&tokens).await.unwrap(), by_token);
-}
-
-/// The revision a meta row was last written with, as the change feed shows it.
-async fn created(s: &dyn Storage, key: &MetaKey) -> Rev {
-    match entry(&feeds(s).await.0, is_meta(key)).map(|c| &c.row) {
-        Some(Row::Meta {
-            version: MetaVersion::Value { rev, .. },
-            ..
-        }) => *rev,
-        other => panic!("no live row for {key:?}: {other:?}"),
-    }
 }
 
 /// `ExpectVersion` lets a batch commit only while each key's version (live or tombstone) still

@@ -24,7 +24,8 @@ use vaultstore_wasm::platform::{NoYield, Platform, RustKdf, SystemClock};
 use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Purge, Stamp, Storage, StorageResult, WriteOp, WriteTransaction,
+    Change, MetaKey, MetaRow, Purge, RowKey, Stamp, Storage, StorageResult, Stored, WriteOp,
+    WriteTransaction,
 };
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RecordQuery, RekeyOptions, Secret, Vault, VaultError, VaultOptions,
@@ -194,6 +195,9 @@ impl<S: Storage> Storage for Gated<S> {
     async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
         self.inner.dirty_changes(after, limit).await
     }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.inner.versions(keys).await
+    }
     async fn linked_count(&self) -> StorageResult<u64> {
         self.inner.linked_count().await
     }
@@ -295,6 +299,12 @@ impl WriteTransaction for GatedTransaction<'_> {
     }
     async fn linked_count(&self) -> StorageResult<u64> {
         self.inner.linked_count().await
+    }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.inner.versions(keys).await
+    }
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.inner.records_by_tokens(tokens).await
     }
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.gate.wait().await;
