@@ -201,12 +201,6 @@ impl<S: Storage> Storage for Gated<S> {
     async fn linked_count(&self) -> StorageResult<u64> {
         self.inner.linked_count().await
     }
-    async fn versions(
-        &self,
-        keys: &[vaultstore_wasm::storage::RowKey],
-    ) -> StorageResult<Vec<Option<vaultstore_wasm::storage::Stored>>> {
-        self.inner.versions(keys).await
-    }
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.gate.wait().await;
         self.inner.apply(stamp, batch).await
@@ -263,15 +257,6 @@ struct GatedTransaction<'a> {
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 impl WriteTransaction for GatedTransaction<'_> {
-    async fn versions(
-        &self,
-        keys: &[vaultstore_wasm::storage::RowKey],
-    ) -> StorageResult<Vec<Option<vaultstore_wasm::storage::Stored>>> {
-        self.inner.versions(keys).await
-    }
-    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
-        self.inner.records_by_tokens(tokens).await
-    }
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.inner.records_by_ids(ids).await
     }
