@@ -19,10 +19,14 @@
 //! `identity` index. Replicated rows carry their revisions (`valueRev`, `sealRev`, `expiresRev`,
 //! `deletedRev` on records, `rev` on meta rows and tombstones: 32 hex digits; absent on rows
 //! written by schema 1, read as synthesized / [`Rev::ZERO`]), a `seq` (the upgrade gives every
-//! schema-1 row one) and a `dirty` mark (present only while dirty), both sparse indexes.
-//! `counters["seq"]` is the last seq given out: every batch that writes a replicated row reads
-//! it and writes it back in its own readwrite transaction, so seqs are unique across the three
-//! stores and grow in commit order; a `ClearAll` leaves it, so they never go back.
+//! schema-1 row one) and a `dirty` mark (present only while dirty); the `seq` and `dirty`
+//! indexes hold only the rows that have them, so local meta rows and clean rows stay out of the
+//! change feeds. `counters["seq"]` is the last seq given out: every batch that writes a
+//! replicated row reads it and writes it back in its own readwrite transaction, so seqs are
+//! unique across the three stores and grow in commit order; a `ClearAll` leaves it, so they
+//! never go back. A sync merge reads each key's live row, else its tombstone
+//! ([`Storage::versions`]), and guards its commit on their seqs (`ExpectVersion`); `MarkClean`
+//! removes a dirty mark the server acknowledged, leaving the seq.
 //!
 //! Every [`Storage::apply`] is one readwrite transaction over every store in which nothing but
 //! IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
@@ -30,7 +34,7 @@
 //! batch makes inside its transaction (is this token taken, is this value still the one read) hold
 //! when it commits: two tabs cannot both take a token or overwrite each other's changes.
 //!
-//! A batch costs a few round trips, not one per op (see [`Batch`]): the records it changes or
+//! A batch costs a few round trips, not one per op (see `write::Batch`): the records it changes or
 //! deletes and the seq counter are read at once, every write is issued without waiting (requests
 //! run in issue order, so later reads see earlier writes), and each precondition is checked when
 //! its read resolves; a failed one aborts the transaction, which takes back every write already
