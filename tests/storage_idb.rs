@@ -17,3 +17,226 @@ async fn idb(case: &str) -> IdbStorage {
 }
 
 storage_conformance!(wasm, idb);
+
+// ---------------------------------------------------------------- what a merge reads and guards
+
+use conformance::{meta, record, stamp};
+use vaultstore_wasm::storage::{
+    MetaKey, RecordChange, Row, RowKey, Storage, StorageError, Stored, WriteOp,
+};
+use vaultstore_wasm::sync::{MetaVersion, RecordVersion};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+async fn version(s: &IdbStorage, key: &RowKey) -> Option<Stored> {
+    s.versions(std::slice::from_ref(key))
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+#[wasm_bindgen_test]
+async fn versions_answer_live_rows_tombstones_and_nothing_with_seq_and_mark() {
+    let s = idb("versions").await;
+    let setting = MetaKey::new("vault", "settings", "policy");
+    let local = MetaKey::new("vault", "state", "writes");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "p")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "w")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![WriteOp::DeleteRecord {
+            id: "b".into(),
+            if_expired_at: None,
+        }],
+    )
+    .await
+    .unwrap();
+    let keys = [
+        RowKey::Record("a".into()),
+        RowKey::Record("b".into()),
+        RowKey::Record("missing".into()),
+        RowKey::Meta(setting.clone()),
+        RowKey::Meta(local),
+    ];
+    let found = s.versions(&keys).await.unwrap();
+    assert_eq!(found.len(), 5);
+    let a = found[0].as_ref().expect("a live record");
+    assert_eq!((a.seq, a.dirty), (1, Some(1)));
+    assert!(matches!(
+        &a.row,
+        Row::Record { id, version: RecordVersion::Live(live) } if id == "a" && live.token == "tk_a"
+    ));
+    let b = found[1].as_ref().expect("b's tombstone");
+    assert_eq!((b.seq, b.dirty), (4, Some(4)));
+    assert!(matches!(
+        &b.row,
+        Row::Record { id, version: RecordVersion::Gone(_) } if id == "b"
+    ));
+    assert_eq!(found[2], None);
+    let policy = found[3].as_ref().expect("a replicated meta row");
+    assert_eq!(policy.seq, 3);
+    assert!(matches!(
+        &policy.row,
+        Row::Meta { key, version: MetaVersion::Value { value, .. } }
+            if *key == setting && value == "p"
+    ));
+    assert_eq!(found[4], None, "a local row has no version");
+}
+
+#[wasm_bindgen_test]
+async fn expect_version_refuses_a_batch_planned_from_a_stale_read() {
+    let s = idb("expect-version").await;
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+        .await
+        .unwrap();
+    let key = RowKey::Record("a".into());
+    let seen = version(&s, &key).await.map(|v| v.seq);
+    assert_eq!(seen, Some(1));
+    // Another write lands between the read and the commit: the plan is refused, whole.
+    s.apply(
+        stamp(),
+        vec![WriteOp::ChangeRecord {
+            id: "a".into(),
+            change: RecordChange::Renew {
+                expires_at: Some(5),
+            },
+            at: conformance::NOW,
+        }],
+    )
+    .await
+    .unwrap();
+    let plan = |seq| {
+        vec![
+            WriteOp::ExpectVersion {
+                key: key.clone(),
+                seq,
+            },
+            WriteOp::PutMeta(meta("vault", "settings", "merged", "yes")),
+        ]
+    };
+    assert_eq!(
+        s.apply(stamp(), plan(seen)).await.unwrap_err(),
+        StorageError::Changed("a".into())
+    );
+    assert_eq!(
+        s.meta_get(&MetaKey::new("vault", "settings", "merged"))
+            .await
+            .unwrap(),
+        None
+    );
+    s.apply(stamp(), plan(Some(2))).await.unwrap();
+    // A key the store has no version of: None holds until a row or a tombstone appears.
+    let other = RowKey::Meta(MetaKey::new("vault", "settings", "new"));
+    let expect_none = || {
+        vec![WriteOp::ExpectVersion {
+            key: other.clone(),
+            seq: None,
+        }]
+    };
+    s.apply(stamp(), expect_none()).await.unwrap();
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("vault", "settings", "new", "x")),
+            WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "new")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.apply(stamp(), expect_none()).await.unwrap_err(),
+        StorageError::MetaChanged(MetaKey::new("vault", "settings", "new"))
+    );
+}
+
+#[wasm_bindgen_test]
+async fn mark_clean_clears_only_the_acknowledged_mark() {
+    let s = idb("mark-clean").await;
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::PutMeta(meta("vault", "settings", "policy", "p")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![WriteOp::DeleteRecord {
+            id: "c".into(),
+            if_expired_at: None,
+        }],
+    )
+    .await
+    .unwrap();
+    // b changes after the push read it at mark 2: its acknowledgement must not clear the newer
+    // change's mark.
+    s.apply(
+        stamp(),
+        vec![WriteOp::ChangeRecord {
+            id: "b".into(),
+            change: RecordChange::Renew {
+                expires_at: Some(7),
+            },
+            at: conformance::NOW,
+        }],
+    )
+    .await
+    .unwrap();
+    let policy = RowKey::Meta(MetaKey::new("vault", "settings", "policy"));
+    let marks = [
+        (RowKey::Record("a".into()), 1),
+        (RowKey::Record("b".into()), 2),
+        (RowKey::Record("c".into()), 5),
+        (policy.clone(), 4),
+        (RowKey::Record("gone-for-good".into()), 9),
+    ];
+    s.apply(
+        stamp(),
+        marks
+            .iter()
+            .map(|(key, dirty)| WriteOp::MarkClean {
+                key: key.clone(),
+                dirty: *dirty,
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let after: Vec<Option<(u64, Option<u64>)>> = s
+        .versions(&marks.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.map(|v| (v.seq, v.dirty)))
+        .collect();
+    assert_eq!(
+        after,
+        [
+            Some((1, None)),
+            Some((6, Some(6))),
+            Some((5, None)),
+            Some((4, None)),
+            None
+        ]
+    );
+    let dirty: Vec<u64> = s
+        .dirty_changes(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(dirty, [6]);
+}

@@ -5,34 +5,50 @@
 //! otherwise surface as a bare "aborted"), the `blocked` event, and an upgrade hook that knows the
 //! old version.
 //!
-//! Two object stores, fixed at schema version 1 (later schemas add entries to [`MIGRATIONS`]):
+//! Four object stores at schema version 2 ([`MIGRATIONS`]; FORMAT.md "IndexedDB stores"):
 //!
-//! | store     | key                             | indexes |
-//! |-----------|---------------------------------|---------|
-//! | `records` | `id`                            | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted` |
-//! | `meta`    | `[objectType, objectId, key]`   | `by_value` `[objectType, key, value]`: identity tags and record links |
+//! | store        | key                           | indexes |
+//! |--------------|-------------------------------|---------|
+//! | `records`    | `id`                          | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted`, `identity` `[passwordId, id]`, `seq`, `dirty` |
+//! | `meta`       | `[objectType, objectId, key]` | `by_value` `[objectType, key, value]` (identity tags, slot owners), `seq`, `dirty` |
+//! | `tombstones` | `key`: `["record", id]` or `["meta", objectType, objectId, key]` | `seq`, `dirty` |
+//! | `counters`   | out of line: `"seq"`          | |
 //!
 //! `expiresSort` is `expiresAt`, or `Infinity` for "never" (null is not a valid key); `deleted` is
-//! 0 or 1. Every [`Storage::apply`] is one readwrite transaction over both stores in which nothing
-//! but IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
+//! 0 or 1. A record's `passwordId` (absent: sealed with a master key) puts it in the sparse
+//! `identity` index. Replicated rows carry their revisions (`valueRev`, `sealRev`, `expiresRev`,
+//! `deletedRev` on records, `rev` on meta rows and tombstones: 32 hex digits; absent on rows
+//! written by schema 1, read as synthesized / [`Rev::ZERO`]), a `seq` (the upgrade gives every
+//! schema-1 row one) and a `dirty` mark (present only while dirty); the `seq` and `dirty`
+//! indexes hold only the rows that have them, so local meta rows and clean rows stay out of the
+//! change feeds. `counters["seq"]` is the last seq given out: every batch that writes a
+//! replicated row reads it and writes it back in its own readwrite transaction, so seqs are
+//! unique across the three stores and grow in commit order; a `ClearAll` leaves it, so they
+//! never go back. A sync merge reads each key's live row, else its tombstone
+//! ([`Storage::versions`]), and guards its commit on their seqs (`ExpectVersion`); `MarkClean`
+//! removes a dirty mark the server acknowledged, leaving the seq.
+//!
+//! Every [`Storage::apply`] is one readwrite transaction over every store in which nothing but
+//! IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
 //! IndexedDB runs readwrite transactions on the same stores one after the other, so the checks a
 //! batch makes inside its transaction (is this token taken, is this value still the one read) hold
 //! when it commits: two tabs cannot both take a token or overwrite each other's changes.
 //!
-//! A batch costs a few round trips, not one per op (see [`Batch`]): the records it changes or
-//! deletes are read at once, every write is issued without waiting (requests run in issue order,
-//! so later reads see earlier writes), and each precondition is checked when its read resolves;
-//! a failed one aborts the transaction, which takes back every write already issued. Inserts
-//! rely on the primary key and the unique token index; a refused `add` aborts the transaction,
-//! and its `ConstraintError` is then told apart (token or id) by a lookup.
+//! A batch costs a few round trips, not one per op (see `write::Batch`): the records it changes or
+//! deletes and the seq counter are read at once, every write is issued without waiting (requests
+//! run in issue order, so later reads see earlier writes), and each precondition is checked when
+//! its read resolves; a failed one aborts the transaction, which takes back every write already
+//! issued. Inserts rely on the primary key and the unique token index; a refused `add` aborts the
+//! transaction, and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    LINK_KEY, MetaKey, MetaRow, OWNER_KEY, Purge, Storage, StorageError, StorageResult, WriteOp,
-    WriteTransaction, is_unique_meta, link_key, object_type,
+    Change, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage, StorageError,
+    StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
-use crate::record::Record;
+use crate::record::{Record, RecordRevs};
 use crate::sorting;
+use crate::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 use async_trait::async_trait;
 use futures::future::{Either, join_all, select};
 use idb::request::OpenDatabaseRequest;
@@ -51,19 +67,37 @@ mod write;
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
+const TOMBSTONES: &str = "tombstones";
+const COUNTERS: &str = "counters";
+/// Every store, as each transaction scopes them.
+const STORES: [&str; 4] = [RECORDS, META, TOMBSTONES, COUNTERS];
+/// The key of the last seq given out, in [`COUNTERS`].
+const SEQ_COUNTER: &str = "seq";
+/// Schema 1's identity link: a meta row `record/r_<id>/password_id` (moved into the record).
+const LINK_KEY: &str = "password_id";
+
+/// What a migration step returns: a future driven inside the upgrade transaction, which stays
+/// alive as long as each awaited request issues the next one.
+pub type MigrationFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StorageResult<()>> + 'a>>;
 
 /// One schema step: `MIGRATIONS[n]` upgrades a database from version `n` to `n + 1`, inside the
-/// upgrade transaction. The database's version is `MIGRATIONS.len()`.
-pub type Migration = fn(&Database, &Transaction) -> Result<(), idb::Error>;
+/// upgrade transaction; an error aborts the whole upgrade, leaving the database at the version it
+/// had. The database's version is `MIGRATIONS.len()`.
+pub type Migration = for<'a> fn(&'a Database, &'a Transaction) -> MigrationFuture<'a>;
 
 /// The schema history. Never edit an entry once released; append a new one.
-pub const MIGRATIONS: &[Migration] = &[create_v1];
+pub const MIGRATIONS: &[Migration] = &[create_v1, upgrade_v2];
 
 /// How long an open may stay blocked (another connection holds an older version open and does not
 /// close) before it is reported instead of waited on.
 pub const BLOCKED_TIMEOUT_MS: u32 = 5_000;
 
-fn create_v1(db: &Database, _upgrade: &Transaction) -> Result<(), idb::Error> {
+fn create_v1<'a>(db: &'a Database, _upgrade: &'a Transaction) -> MigrationFuture<'a> {
+    Box::pin(async move { create_v1_stores(db).map_err(idb_error("create the stores")) })
+}
+
+fn create_v1_stores(db: &Database) -> Result<(), idb::Error> {
     let mut params = idb::ObjectStoreParams::new();
     params.key_path(Some(KeyPath::new_single("id")));
     let records = db.create_object_store(RECORDS, params)?;
@@ -84,6 +118,195 @@ fn create_v1(db: &Database, _upgrade: &Transaction) -> Result<(), idb::Error> {
         None,
     )?;
     Ok(())
+}
+
+/// Schema 2 (sync, issue 14; the link in the record, issue 16): the new indexes and stores, then
+/// one pass over the rows written by schema 1: each record takes its identity link (whose row
+/// goes) and a seq, each replicated meta row a seq, from 1 in key order, and the counter
+/// continues above them, so a feed walked from 0 holds every row. Revisions are not written:
+/// rows without them read as synthesized.
+fn upgrade_v2<'a>(db: &'a Database, upgrade: &'a Transaction) -> MigrationFuture<'a> {
+    Box::pin(async move {
+        let (records, meta, counters) =
+            add_v2_stores(db, upgrade).map_err(idb_error("add the schema-2 stores"))?;
+        let mut seq = 0;
+        number_records(&records, &meta, &mut seq).await?;
+        // Built once over the rewritten rows (and over meta without its link rows) rather than
+        // kept up by every put: the upgrade takes about half the time.
+        add_v2_indexes(&records, &meta).map_err(idb_error("add the schema-2 indexes"))?;
+        number_meta(&meta, &mut seq).await?;
+        if seq > 0 {
+            counters
+                .put(
+                    &JsValue::from_f64(seq as f64),
+                    Some(&JsValue::from_str(SEQ_COUNTER)),
+                )
+                .map_err(idb_error("write the seq counter"))?;
+        }
+        Ok(())
+    })
+}
+
+fn add_v2_stores(
+    db: &Database,
+    upgrade: &Transaction,
+) -> Result<(idb::ObjectStore, idb::ObjectStore, idb::ObjectStore), idb::Error> {
+    let records = upgrade.object_store(RECORDS)?;
+    let meta = upgrade.object_store(META)?;
+    let mut params = idb::ObjectStoreParams::new();
+    params.key_path(Some(KeyPath::new_single("key")));
+    let tombstones = db.create_object_store(TOMBSTONES, params)?;
+    tombstones.create_index("seq", KeyPath::new_single("seq"), None)?;
+    tombstones.create_index("dirty", KeyPath::new_single("dirty"), None)?;
+    let counters = db.create_object_store(COUNTERS, idb::ObjectStoreParams::new())?;
+    Ok((records, meta, counters))
+}
+
+fn add_v2_indexes(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> Result<(), idb::Error> {
+    records.create_index("identity", KeyPath::new_array(["passwordId", "id"]), None)?;
+    for store in [records, meta] {
+        store.create_index("seq", KeyPath::new_single("seq"), None)?;
+        store.create_index("dirty", KeyPath::new_single("dirty"), None)?;
+    }
+    Ok(())
+}
+
+/// Rows the upgrade reads per round trip.
+const UPGRADE_PAGE: u32 = 2_000;
+
+/// Above every schema-1 link key of the records up to `id` (`None`: of every record). Link rows
+/// are `["record", "r_" + id, "password_id"]`, so they sort as their records' ids do, and an
+/// array sorts after every string.
+fn link_bound(id: Option<&str>) -> JsValue {
+    let mut parts = vec![JsValue::from_str(object_type::RECORD)];
+    if let Some(id) = id {
+        parts.push(JsValue::from_str(&format!("r_{id}")));
+    }
+    parts.push(Array::new().into());
+    parts.into_iter().collect::<Array>().into()
+}
+
+/// Every record, a page at a time in id order, rewritten once with a seq and, if a link row
+/// names its identity, that identity as `passwordId`. Each page reads the link rows of the id
+/// range it covers (up to the end after the last page) and deletes that range in one request,
+/// so every link row goes, a link to a missing record too (schema 1 kept nothing but links
+/// under `objectType = "record"`). A link that is not a string is not vaultstore's, and fails
+/// the upgrade.
+async fn number_records(
+    records: &idb::ObjectStore,
+    meta: &idb::ObjectStore,
+    seq: &mut u64,
+) -> StorageResult<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let query = match &after {
+            Some(id) => Some(range(KeyRange::lower_bound(
+                &JsValue::from_str(id),
+                Some(true),
+            ))?),
+            None => None,
+        };
+        let page = records
+            .get_all(query, Some(UPGRADE_PAGE))
+            .done("read records")
+            .await?;
+        let full = page.len() == UPGRADE_PAGE as usize;
+        let last = match page.last() {
+            Some(row) if full => Some(text(row, "id")?),
+            _ => None,
+        };
+        let lower = match &after {
+            Some(id) => link_bound(Some(id)),
+            None => key_array(&[object_type::RECORD]),
+        };
+        let upper = link_bound(last.as_deref());
+        let links = meta
+            .get_all(
+                Some(range(KeyRange::bound(
+                    &lower,
+                    &upper,
+                    Some(false),
+                    Some(false),
+                ))?),
+                None,
+            )
+            .done("read record links")
+            .await?;
+        let mut identities: HashMap<String, JsValue> = HashMap::new();
+        for row in &links {
+            let key = meta_key_from_js(row)?;
+            let Some(id) = key.object_id.strip_prefix("r_") else {
+                continue;
+            };
+            if key.key != LINK_KEY {
+                continue;
+            }
+            identities.insert(id.to_owned(), get(row, "value"));
+        }
+        if !links.is_empty() {
+            meta.delete(range(KeyRange::bound(
+                &lower,
+                &upper,
+                Some(false),
+                Some(false),
+            ))?)
+            .map_err(idb_error("delete record links"))?;
+        }
+        for row in &page {
+            let record = row
+                .dyn_ref::<Object>()
+                .ok_or_else(|| not_ours("a record"))?;
+            if let Some(identity) = identities.get(&text(row, "id")?) {
+                if identity.as_string().is_none() {
+                    return Err(not_ours("a record link"));
+                }
+                set(record, "passwordId", identity);
+            }
+            *seq += 1;
+            set(record, "seq", &JsValue::from_f64(*seq as f64));
+            records
+                .put(record, None)
+                .map_err(idb_error("write a record"))?;
+        }
+        match last {
+            Some(id) => after = Some(id),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every replicated meta row, a page at a time in key order, rewritten with a seq (the link rows
+/// are gone by now: their deletes were issued before these reads).
+async fn number_meta(meta: &idb::ObjectStore, seq: &mut u64) -> StorageResult<()> {
+    let mut after: Option<JsValue> = None;
+    loop {
+        let query = match &after {
+            Some(key) => Some(range(KeyRange::lower_bound(key, Some(true)))?),
+            None => None,
+        };
+        let page = meta
+            .get_all(query, Some(UPGRADE_PAGE))
+            .done("read meta rows")
+            .await?;
+        for row in &page {
+            if !is_replicated(&meta_key_from_js(row)?) {
+                continue;
+            }
+            let object = row
+                .dyn_ref::<Object>()
+                .ok_or_else(|| not_ours("a meta row"))?;
+            *seq += 1;
+            set(object, "seq", &JsValue::from_f64(*seq as f64));
+            meta.put(object, None)
+                .map_err(idb_error("write a meta row"))?;
+        }
+        match page.last() {
+            Some(last) if page.len() == UPGRADE_PAGE as usize => {
+                after = Some(meta_key_js(&meta_key_from_js(last)?));
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- errors
@@ -275,7 +498,51 @@ fn opt_time(o: &JsValue, k: &'static str) -> StorageResult<Option<i64>> {
     }
 }
 
-fn record_to_js(r: &Record) -> JsValue {
+/// What a write gives a replicated row besides its revisions: the store's next seq, and whether
+/// the row is dirty (its dirty mark is then that seq).
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    seq: u64,
+    dirty: bool,
+}
+
+fn set_mark(o: &Object, mark: Mark) {
+    let seq = JsValue::from_f64(mark.seq as f64);
+    set(o, "seq", &seq);
+    if mark.dirty {
+        set(o, "dirty", &seq);
+    }
+}
+
+fn rev_js(rev: Rev) -> JsValue {
+    JsValue::from_str(&rev.to_string())
+}
+
+/// A stored revision; `None` when the row has none (written by schema 1).
+fn opt_rev(o: &JsValue, k: &'static str) -> StorageResult<Option<Rev>> {
+    let v = get(o, k);
+    if v.is_undefined() {
+        return Ok(None);
+    }
+    v.as_string()
+        .and_then(|t| Rev::parse(&t).ok())
+        .map(Some)
+        .ok_or_else(|| not_ours(&format!("a row with a malformed {k}")))
+}
+
+/// A stored seq or dirty mark (absent: 0, a row untouched since schema 1).
+fn seq_of(o: &JsValue, k: &'static str) -> StorageResult<u64> {
+    let v = get(o, k);
+    if v.is_undefined() {
+        return Ok(0);
+    }
+    v.as_f64()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map(|n| n as u64)
+        .ok_or_else(|| not_ours(&format!("a row with a malformed {k}")))
+}
+
+fn record_to_js(r: &Record, mark: Mark) -> JsValue {
     let o = Object::new();
     let num = |n: i64| JsValue::from_f64(n as f64);
     let opt = |n: Option<i64>| n.map_or(JsValue::NULL, num);
@@ -300,18 +567,50 @@ fn record_to_js(r: &Record) -> JsValue {
             0.0
         }),
     );
+    if let Some(identity) = &r.password_id {
+        set(&o, "passwordId", &identity.as_str().into());
+    }
+    // A batch writes one revision into every register it sets: one JavaScript string for all.
+    let value_rev = rev_js(r.revs.value);
+    for (k, rev) in [
+        ("sealRev", r.revs.seal),
+        ("expiresRev", r.revs.expires),
+        ("deletedRev", r.revs.deleted),
+    ] {
+        if rev == r.revs.value {
+            set(&o, k, &value_rev);
+        } else {
+            set(&o, k, &rev_js(rev));
+        }
+    }
+    set(&o, "valueRev", &value_rev);
+    set_mark(&o, mark);
     o.into()
 }
 
 fn record_from_js(o: &JsValue) -> StorageResult<Record> {
+    let created_at = time(o, "createdAt")?;
+    let synthesized = Rev::synthesized(created_at);
+    let password_id = get(o, "passwordId");
     Ok(Record {
         id: text(o, "id")?,
         token: text(o, "token")?,
         value: text(o, "value")?,
-        created_at: time(o, "createdAt")?,
+        created_at,
         updated_at: time(o, "updatedAt")?,
         expires_at: opt_time(o, "expiresAt")?,
         soft_deleted_at: opt_time(o, "softDeletedAt")?,
+        password_id: if password_id.is_undefined() {
+            None
+        } else {
+            Some(text(o, "passwordId")?)
+        },
+        revs: RecordRevs {
+            value: opt_rev(o, "valueRev")?.unwrap_or(synthesized),
+            seal: opt_rev(o, "sealRev")?.unwrap_or(synthesized),
+            expires: opt_rev(o, "expiresRev")?.unwrap_or(synthesized),
+            deleted: opt_rev(o, "deletedRev")?.unwrap_or(synthesized),
+        },
     })
 }
 
@@ -327,23 +626,143 @@ fn meta_key_js(k: &MetaKey) -> JsValue {
     key_array(&[&k.object_type, &k.object_id, &k.key])
 }
 
-fn meta_to_js(row: &MetaRow) -> JsValue {
+/// A local meta row (see [`is_replicated`]): no revision, seq or dirty mark.
+fn meta_to_js(row: &MetaRow) -> Object {
     let o = Object::new();
     set(&o, "objectType", &row.key.object_type.as_str().into());
     set(&o, "objectId", &row.key.object_id.as_str().into());
     set(&o, "key", &row.key.key.as_str().into());
     set(&o, "value", &row.value.as_str().into());
-    o.into()
+    o
+}
+
+/// A replicated meta row, at revision `rev`.
+fn versioned_meta_to_js(row: &MetaRow, rev: Rev, mark: Mark) -> Object {
+    let o = meta_to_js(row);
+    set(&o, "rev", &rev_js(rev));
+    set_mark(&o, mark);
+    o
+}
+
+fn meta_key_from_js(o: &JsValue) -> StorageResult<MetaKey> {
+    Ok(MetaKey {
+        object_type: text(o, "objectType")?,
+        object_id: text(o, "objectId")?,
+        key: text(o, "key")?,
+    })
 }
 
 fn meta_from_js(o: &JsValue) -> StorageResult<MetaRow> {
     Ok(MetaRow {
-        key: MetaKey {
-            object_type: text(o, "objectType")?,
-            object_id: text(o, "objectId")?,
-            key: text(o, "key")?,
-        },
+        key: meta_key_from_js(o)?,
         value: text(o, "value")?,
+    })
+}
+
+/// The tombstone key of a record id or of a meta key (see the module docs).
+fn record_tombstone_key(id: &str) -> JsValue {
+    key_array(&["record", id])
+}
+
+fn meta_tombstone_key(k: &MetaKey) -> JsValue {
+    key_array(&["meta", &k.object_type, &k.object_id, &k.key])
+}
+
+fn tombstone_to_js(key: JsValue, rev: Rev, deleted_at: i64, mark: Mark) -> Object {
+    let o = Object::new();
+    set(&o, "key", &key);
+    set(&o, "rev", &rev_js(rev));
+    set(&o, "deletedAt", &JsValue::from_f64(deleted_at as f64));
+    set_mark(&o, mark);
+    o
+}
+
+fn record_tombstone_to_js(id: &str, t: &Tombstone, mark: Mark) -> JsValue {
+    let o = tombstone_to_js(record_tombstone_key(id), t.rev, t.deleted_at, mark);
+    set(&o, "reason", &t.reason.as_str().into());
+    o.into()
+}
+
+/// The row a tombstone stands for.
+fn tombstone_from_js(o: &JsValue) -> StorageResult<Row> {
+    let key: Vec<String> = get(o, "key")
+        .dyn_into::<Array>()
+        .map_err(|_| not_ours("a tombstone with a malformed key"))?
+        .iter()
+        .map(|part| part.as_string())
+        .collect::<Option<_>>()
+        .ok_or_else(|| not_ours("a tombstone with a malformed key"))?;
+    let rev = opt_rev(o, "rev")?.ok_or_else(|| not_ours("a tombstone without a revision"))?;
+    let deleted_at = time(o, "deletedAt")?;
+    match key.as_slice() {
+        [kind, id] if kind == "record" => {
+            let reason = match text(o, "reason")?.as_str() {
+                "deleted" => TombstoneReason::Deleted,
+                "displaced" => TombstoneReason::Displaced,
+                _ => return Err(not_ours("a tombstone with an unknown reason")),
+            };
+            Ok(Row::Record {
+                id: id.clone(),
+                version: RecordVersion::Gone(Tombstone {
+                    rev,
+                    deleted_at,
+                    reason,
+                }),
+            })
+        }
+        [kind, object_type, object_id, k] if kind == "meta" => Ok(Row::Meta {
+            key: MetaKey::new(object_type, object_id, k),
+            version: MetaVersion::Gone { rev, deleted_at },
+        }),
+        _ => Err(not_ours("a tombstone with a malformed key")),
+    }
+}
+
+/// A key's version from its live row or, when there is none, its tombstone (each `undefined`
+/// when absent).
+fn stored_from_js(
+    key: &RowKey,
+    live: &JsValue,
+    tombstone: &JsValue,
+) -> StorageResult<Option<Stored>> {
+    let (row, found) = if !live.is_undefined() {
+        let row = match key {
+            RowKey::Record(_) => {
+                let record = record_from_js(live)?;
+                Row::Record {
+                    id: record.id.clone(),
+                    version: RecordVersion::Live(record.to_live()),
+                }
+            }
+            RowKey::Meta(_) => meta_change_from_js(live)?,
+        };
+        (row, live)
+    } else if !tombstone.is_undefined() {
+        (tombstone_from_js(tombstone)?, tombstone)
+    } else {
+        return Ok(None);
+    };
+    let dirty = get(found, "dirty");
+    Ok(Some(Stored {
+        seq: seq_of(found, "seq")?,
+        dirty: if dirty.is_undefined() {
+            None
+        } else {
+            Some(seq_of(found, "dirty")?)
+        },
+        row,
+    }))
+}
+
+/// A replicated meta row as the change feeds carry it.
+fn meta_change_from_js(o: &JsValue) -> StorageResult<Row> {
+    let row = meta_from_js(o)?;
+    Ok(Row::Meta {
+        key: row.key,
+        version: MetaVersion::Value {
+            rev: opt_rev(o, "rev")?.unwrap_or(Rev::ZERO),
+            value: row.value,
+        },
     })
 }
 
@@ -431,24 +850,62 @@ impl IdbStorage {
             .open(name, Some(version))
             .map_err(idb_error("open the database"))?;
 
-        let upgrade_failure: Rc<Cell<Option<String>>> = Rc::default();
+        let upgrade_failure: Rc<Cell<Option<StorageError>>> = Rc::default();
         let failure = upgrade_failure.clone();
+        let upgrade_error = {
+            let name = name.to_owned();
+            move |why: &dyn std::fmt::Display| StorageError::Backend {
+                name: Some("UpgradeError".into()),
+                message: format!(
+                    "could not create or upgrade IndexedDB database \"{name}\": {why}"
+                ),
+            }
+        };
         request.on_upgrade_needed(move |event| {
-            let run = || -> Result<(), String> {
+            let start = || -> Result<(usize, Database, Transaction), String> {
                 let from = event.old_version().map_err(|e| e.to_string())? as usize;
                 let db = event.database().map_err(|e| e.to_string())?;
                 let request: OpenDatabaseRequest = event.target().map_err(|e| e.to_string())?;
                 let upgrade = request.transaction().ok_or("no upgrade transaction")?;
-                for step in migrations.iter().skip(from) {
-                    step(&db, &upgrade).map_err(|e| e.to_string())?;
-                }
-                Ok(())
+                Ok((from, db, upgrade))
             };
-            if let Err(message) = run() {
-                // Aborting the upgrade fails the open request; report why.
-                failure.set(Some(message));
-                if let Ok(db) = event.database() {
-                    db.close();
+            match start() {
+                Ok((from, db, upgrade)) => {
+                    let stores = db.store_names();
+                    if from > 0
+                        && !(stores.iter().any(|s| s == RECORDS)
+                            && stores.iter().any(|s| s == META))
+                    {
+                        // Someone else's database: refuse it untouched, as a current one is.
+                        failure.set(Some(not_ours(
+                            "a database of the name given in options.name",
+                        )));
+                        let _ = upgrade.abort();
+                        return;
+                    }
+                    // The steps run as a task started now, in a microtask of this event, while
+                    // the upgrade transaction is active; each awaited request keeps it so.
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let mut outcome = Ok(());
+                        for step in migrations.iter().skip(from) {
+                            outcome = step(&db, &upgrade).await;
+                            if outcome.is_err() {
+                                break;
+                            }
+                        }
+                        if let Err(e) = outcome {
+                            // Aborting the upgrade fails the open request (a request that
+                            // failed has aborted it already); report why.
+                            failure.set(Some(upgrade_error(&e)));
+                            let _ = upgrade.abort();
+                        }
+                    })
+                }
+                Err(message) => {
+                    failure.set(Some(upgrade_error(&message)));
+                    if let Ok(db) = event.database() {
+                        db.close();
+                    }
                 }
             }
         });
@@ -466,14 +923,10 @@ impl IdbStorage {
             }
         };
         let mut db = match select(Box::pin(opening), Box::pin(blocked)).await {
-            Either::Left((result, _)) => result.map_err(|e| match upgrade_failure.take() {
-                Some(why) => StorageError::Backend {
-                    name: Some("UpgradeError".into()),
-                    message: format!(
-                        "could not create or upgrade IndexedDB database \"{name}\": {why}"
-                    ),
-                },
-                None => idb_error("open the database")(e),
+            Either::Left((result, _)) => result.map_err(|e| {
+                upgrade_failure
+                    .take()
+                    .unwrap_or_else(|| idb_error("open the database")(e))
             })?,
             Either::Right(((), still_opening)) => {
                 // Keep the request alive so a late success is closed, not leaked.
@@ -491,6 +944,8 @@ impl IdbStorage {
             }
         };
         let stores = db.store_names();
+        // Only the schema-1 stores: a database opened at an earlier schema (tests build one)
+        // fails its transactions instead, with the browser's NotFoundError.
         if !stores.iter().any(|s| s == RECORDS) || !stores.iter().any(|s| s == META) {
             db.close();
             return Err(not_ours("a database of the name given in options.name"));
@@ -527,18 +982,21 @@ impl IdbStorage {
             Connection::Open => {}
         }
         self.db
-            .transaction(&[RECORDS, META], mode)
+            .transaction(&STORES, mode)
             .map_err(idb_error("start a transaction"))
     }
 
-    fn stores(tx: &Transaction) -> StorageResult<(idb::ObjectStore, idb::ObjectStore)> {
-        let records = tx
-            .object_store(RECORDS)
-            .map_err(idb_error("open the records store"))?;
-        let meta = tx
-            .object_store(META)
-            .map_err(idb_error("open the meta store"))?;
-        Ok((records, meta))
+    /// A reader over the stores of `tx`.
+    fn reader_in(&self, tx: &Transaction) -> StorageResult<Reader> {
+        let store =
+            |name: &str, doing: &'static str| tx.object_store(name).map_err(idb_error(doing));
+        Ok(Reader {
+            records: store(RECORDS, "open the records store")?,
+            meta: store(META, "open the meta store")?,
+            tombstones: store(TOMBSTONES, "open the tombstones store")?,
+            counters: store(COUNTERS, "open the counters store")?,
+            records_estimate: self.records_estimate.clone(),
+        })
     }
 }
 
@@ -554,6 +1012,8 @@ enum Lookup {
 struct Reader {
     records: idb::ObjectStore,
     meta: idb::ObjectStore,
+    tombstones: idb::ObjectStore,
+    counters: idb::ObjectStore,
     records_estimate: Rc<Cell<Option<u64>>>,
 }
 
@@ -841,6 +1301,172 @@ impl Reader {
     }
 }
 
+impl Reader {
+    fn identity_index(&self) -> StorageResult<idb::Index> {
+        self.records
+            .index("identity")
+            .map_err(idb_error("open the identity index"))
+    }
+
+    /// Every key of the `identity` index `[identity_id, *]` (after `after_id`, if given).
+    fn linked_range(identity_id: &str, after_id: Option<&str>) -> StorageResult<Query> {
+        let upper: JsValue = [JsValue::from_str(identity_id), Array::new().into()]
+            .into_iter()
+            .collect::<Array>()
+            .into();
+        let lower = match after_id {
+            Some(id) => key_array(&[identity_id, id]),
+            None => key_array(&[identity_id]),
+        };
+        range(KeyRange::bound(
+            &lower,
+            &upper,
+            Some(after_id.is_some()),
+            Some(false),
+        ))
+    }
+
+    async fn linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.identity_index()?
+            .get_all(
+                Some(Self::linked_range(identity_id, after_id)?),
+                Some(limit),
+            )
+            .done("read an identity's records")
+            .await?
+            .iter()
+            .map(record_from_js)
+            .collect()
+    }
+
+    async fn linked_count(&self) -> StorageResult<u64> {
+        let n = self
+            .identity_index()?
+            .count(None)
+            .done("count linked records")
+            .await?;
+        Ok(u64::from(n))
+    }
+
+    /// The live row and the tombstone of each key, requested at once, in key order: two
+    /// requests per key (`undefined` where there is none). A local meta key has no version, so
+    /// neither is read.
+    fn version_requests(
+        &self,
+        keys: &[RowKey],
+    ) -> StorageResult<Vec<(idb::request::GetStoreRequest, idb::request::GetStoreRequest)>> {
+        let doing = "read a row's version";
+        keys.iter()
+            .filter(|key| !matches!(key, RowKey::Meta(k) if !is_replicated(k)))
+            .map(|key| {
+                let (live, tombstone) = match key {
+                    RowKey::Record(id) => (
+                        self.records.get(JsValue::from_str(id)),
+                        record_tombstone_key(id),
+                    ),
+                    RowKey::Meta(k) => (self.meta.get(meta_key_js(k)), meta_tombstone_key(k)),
+                };
+                Ok((
+                    live.map_err(idb_error(doing))?,
+                    self.tombstones.get(tombstone).map_err(idb_error(doing))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The version of each key (see [`Storage::versions`]), in one round trip.
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        let requests = self
+            .version_requests(keys)?
+            .into_iter()
+            .flat_map(|(live, tombstone)| [live, tombstone])
+            .collect();
+        let mut found = in_order(requests, "read a row's version")
+            .await?
+            .into_iter();
+        keys.iter()
+            .map(|key| {
+                if let RowKey::Meta(k) = key
+                    && !is_replicated(k)
+                {
+                    return Ok(None);
+                }
+                let (live, tombstone) = (
+                    found.next().unwrap_or(JsValue::UNDEFINED),
+                    found.next().unwrap_or(JsValue::UNDEFINED),
+                );
+                stored_from_js(key, &live, &tombstone)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` replicated rows of all three stores whose `mark` (`seq` or `dirty`) is
+    /// greater than `after`, in mark order: each store's index read at once, then merged.
+    async fn feed(
+        &self,
+        mark: &'static str,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<Change>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let count = u32::try_from(limit).unwrap_or(u32::MAX);
+        let mut requests = Vec::with_capacity(3);
+        for store in [&self.records, &self.meta, &self.tombstones] {
+            let above = range(KeyRange::lower_bound(
+                &JsValue::from_f64(after as f64),
+                Some(true),
+            ))?;
+            let index = store
+                .index(mark)
+                .map_err(idb_error("open a change index"))?;
+            requests.push(
+                index
+                    .get_all(Some(above), Some(count))
+                    .map_err(idb_error("read changes"))?,
+            );
+        }
+        let stores = in_order(requests, "read changes").await?;
+        let mut changes = Vec::new();
+        for (n, rows) in stores.iter().enumerate() {
+            for row in Array::from(rows).iter() {
+                let changed = match n {
+                    0 => {
+                        let record = record_from_js(&row)?;
+                        Row::Record {
+                            id: record.id.clone(),
+                            version: RecordVersion::Live(record.to_live()),
+                        }
+                    }
+                    1 => match meta_change_from_js(&row)? {
+                        // Local rows carry no seq; one that did would still not be replicated.
+                        Row::Meta { key, .. } if !is_replicated(&key) => continue,
+                        meta => meta,
+                    },
+                    _ => tombstone_from_js(&row)?,
+                };
+                changes.push(Change {
+                    seq: seq_of(&row, mark)?,
+                    row: changed,
+                });
+            }
+        }
+        changes.sort_by_key(|c| c.seq);
+        changes.truncate(limit);
+        Ok(changes)
+    }
+}
+
 fn key_array_num(n: i64) -> JsValue {
     [JsValue::from_f64(n as f64)]
         .into_iter()
@@ -851,12 +1477,7 @@ fn key_array_num(n: i64) -> JsValue {
 impl IdbStorage {
     fn reader(&self) -> StorageResult<Reader> {
         let tx = self.open_transaction(TransactionMode::ReadOnly)?;
-        let (records, meta) = Self::stores(&tx)?;
-        Ok(Reader {
-            records,
-            meta,
-            records_estimate: self.records_estimate.clone(),
-        })
+        self.reader_in(&tx)
     }
 }
 
@@ -972,8 +1593,33 @@ impl Storage for IdbStorage {
         Ok(rows)
     }
 
-    async fn apply(&self, batch: Vec<WriteOp>) -> StorageResult<()> {
-        self.begin()?.commit_batch(batch).await
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.reader()?.linked_to(identity_id, after_id, limit).await
+    }
+
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.reader()?.feed("seq", after_seq, limit).await
+    }
+
+    async fn dirty_changes(&self, after: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        self.reader()?.feed("dirty", after, limit).await
+    }
+
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.reader()?.versions(keys).await
+    }
+
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.reader()?.linked_count().await
+    }
+
+    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.begin()?.commit_batch(stamp, batch).await
     }
 
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {
@@ -984,7 +1630,7 @@ impl Storage for IdbStorage {
     /// vault pages through the expired records with bounded transactions instead.
     async fn purge_expired(
         &self,
-        _at: i64,
+        _stamp: Stamp,
         _purge: Purge,
         _limit: usize,
         _also: Vec<WriteOp>,

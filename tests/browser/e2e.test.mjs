@@ -272,11 +272,11 @@ test("another tab upgrading the database makes calls report STORAGE, never hang"
     window.vault = await window.vaultstore.Vault.open({ name, kdfIterations: 1000 });
     return window.vault.tokenCreate("x", "correct horse battery");
   }, name);
-  // The other tab (say, a newer release) upgrades: it must not be blocked by this one.
+  // The other tab (say, a newer release) upgrades past schema 2: it must not be blocked by this one.
   const upgraded = await two.page.evaluate(
     (name) =>
       new Promise((resolve) => {
-        const r = indexedDB.open(name, 2);
+        const r = indexedDB.open(name, 3);
         r.onsuccess = () => {
           r.result.close();
           resolve("upgraded");

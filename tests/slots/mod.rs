@@ -150,12 +150,11 @@ async fn record_values(s: &dyn Storage) -> Vec<(String, String)> {
 }
 
 async fn links(s: &dyn Storage) -> BTreeSet<String> {
-    s.meta_all()
+    s.scan_records(None, 10_000)
         .await
         .unwrap()
         .into_iter()
-        .filter(|m| m.key.object_type == "record")
-        .map(|m| m.value)
+        .filter_map(|r| r.password_id)
         .collect()
 }
 

@@ -20,16 +20,12 @@ impl IdbStorage {
     pub(super) fn begin(&self) -> StorageResult<IdbWriteTransaction<'_>> {
         let mut tx = self.open_transaction(TransactionMode::ReadWrite)?;
         let outcome = Outcome::watch(&mut tx);
-        let (records, meta) = Self::stores(&tx)?;
+        let r = self.reader_in(&tx)?;
         Ok(IdbWriteTransaction {
             storage: self,
             tx: Some(tx),
             outcome: Some(outcome),
-            r: Reader {
-                records,
-                meta,
-                records_estimate: self.records_estimate.clone(),
-            },
+            r,
         })
     }
 }
@@ -49,15 +45,23 @@ impl Drop for IdbWriteTransaction<'_> {
 }
 
 impl IdbWriteTransaction<'_> {
-    pub(super) async fn commit_batch(mut self, batch: Vec<WriteOp>) -> StorageResult<()> {
+    pub(super) async fn commit_batch(
+        mut self,
+        stamp: Stamp,
+        batch: Vec<WriteOp>,
+    ) -> StorageResult<()> {
         let outcome = self.outcome.take().ok_or(StorageError::Closed)?;
         let mut writer = Batch {
             r: self.r.clone(),
+            stamp,
             rows: HashMap::new(),
-            links: HashMap::new(),
             checks: Vec::new(),
             inserted: Vec::new(),
-            batch_tokens: Default::default(),
+            versions: Vec::new(),
+            batch_tokens: HashMap::new(),
+            tombstoned: Default::default(),
+            record_tombstones: false,
+            seq: None,
             deleted: 0,
             cleared: false,
         };
@@ -98,7 +102,10 @@ impl IdbWriteTransaction<'_> {
                 });
                 Ok(())
             }
-            Some(e) => Err(self.storage.diagnose(e, &writer.inserted).await),
+            Some(e) => Err(self
+                .storage
+                .diagnose(e, &writer.inserted, &writer.versions)
+                .await),
         }
     }
 }
@@ -129,29 +136,69 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
         self.r.meta_count(object_type).await
     }
-    async fn commit(self: Box<Self>, batch: Vec<WriteOp>) -> StorageResult<()> {
-        (*self).commit_batch(batch).await
+    async fn records_linked_to(
+        &self,
+        identity_id: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<Record>> {
+        self.r.linked_to(identity_id, after_id, limit).await
+    }
+    async fn linked_count(&self) -> StorageResult<u64> {
+        self.r.linked_count().await
+    }
+    async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.r.versions(keys).await
+    }
+    async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
+        self.r.records_by(tokens, Lookup::Token).await
+    }
+    async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+        (*self).commit_batch(stamp, batch).await
     }
 }
 
 impl IdbStorage {
-    /// An `add` that broke a uniqueness constraint fails the whole transaction with a bare
-    /// `ConstraintError`, which does not say whether the token or the id was taken. The batch is
-    /// rolled back by now, so look the inserted tokens up to tell the caller which.
-    async fn diagnose(&self, e: StorageError, inserted: &[(String, String)]) -> StorageError {
+    /// An `add` or `put` that broke a uniqueness constraint fails the whole transaction with a
+    /// bare `ConstraintError`, which does not say whether the token or the id was taken. The
+    /// batch is rolled back by now, so look the written tokens up to tell the caller which: a
+    /// merged row's token held by another id, an inserted token held by anyone, else the id.
+    async fn diagnose(
+        &self,
+        e: StorageError,
+        inserted: &[(String, String)],
+        versions: &[(String, String)],
+    ) -> StorageError {
         let constraint =
             matches!(&e, StorageError::Backend { name: Some(n), .. } if n == "ConstraintError");
-        if !constraint || inserted.is_empty() {
+        if !constraint || (inserted.is_empty() && versions.is_empty()) {
             return e;
         }
         let Ok(r) = self.reader() else { return e };
-        let tokens: Vec<String> = inserted.iter().map(|(_, t)| t.clone()).collect();
-        match r.records_by(&tokens, Lookup::Token).await {
-            Ok(found) => match found.into_iter().flatten().next() {
-                Some(taken) => StorageError::TokenTaken(taken.token),
-                None => StorageError::IdTaken(inserted[0].0.clone()),
-            },
-            Err(_) => e,
+        let tokens: Vec<String> = versions
+            .iter()
+            .chain(inserted)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let Ok(found) = r.records_by(&tokens, Lookup::Token).await else {
+            return e;
+        };
+        let Some((versions_found, inserted_found)) = found.split_at_checked(versions.len()) else {
+            return e;
+        };
+        for ((id, _), holder) in versions.iter().zip(versions_found) {
+            if let Some(holder) = holder
+                && holder.id != *id
+            {
+                return StorageError::TokenTaken(holder.token.clone());
+            }
+        }
+        if let Some(taken) = inserted_found.iter().flatten().next() {
+            return StorageError::TokenTaken(taken.token.clone());
+        }
+        match inserted.first() {
+            Some((id, _)) => StorageError::IdTaken(id.clone()),
+            None => e,
         }
     }
 }
@@ -249,6 +296,15 @@ enum Check {
     Unique(MetaKey, StoreFuture<Vec<JsValue>>),
     /// `ExpectMeta`: the row must hold this value.
     Holds(MetaKey, Option<String>, StoreFuture<Option<JsValue>>),
+    /// `InsertRecord`: no tombstone may have the id (record ids are never reused).
+    NoTombstone(String, StoreFuture<Option<JsValue>>),
+    /// `ExpectVersion`: the key's live row or tombstone must still have this seq.
+    Version(
+        RowKey,
+        Option<u64>,
+        StoreFuture<Option<JsValue>>,
+        StoreFuture<Option<JsValue>>,
+    ),
 }
 
 type StoreFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, idb::Error>>>>;
@@ -269,18 +325,59 @@ where
 /// records costs a few round trips, not N.
 struct Batch {
     r: Reader,
+    stamp: Stamp,
     /// The batch's view of the records it changes or deletes, by id (`None`: absent).
     rows: HashMap<String, Option<Record>>,
-    /// The identity each record the batch deletes is linked to, by record id.
-    links: HashMap<String, Option<String>>,
     checks: Vec<Check>,
     /// `(id, token)` of every inserted record, to tell a taken token from a taken id.
     inserted: Vec<(String, String)>,
-    /// The tokens this batch inserted and did not delete again.
-    batch_tokens: std::collections::HashSet<String>,
+    /// `(id, token)` of every live record a `PutVersion` wrote, likewise.
+    versions: Vec<(String, String)>,
+    /// The id holding each token this batch wrote and did not remove again.
+    batch_tokens: HashMap<String, String>,
+    /// The record ids this batch left a tombstone for (an insert of one fails).
+    tombstoned: std::collections::HashSet<String>,
+    /// Whether the store held a record tombstone when the batch began: only then do inserts
+    /// look for one of their id (a vault that never deleted pays nothing).
+    record_tombstones: bool,
+    /// The seq counter `(as read, last given out)`, read once by a batch that writes a
+    /// replicated row.
+    seq: Option<(u64, u64)>,
     /// Records deleted, and whether the stores were cleared: for the record count estimate.
     deleted: u64,
     cleared: bool,
+}
+
+/// Whether `op` may write a replicated row (and so needs the seq counter).
+fn writes_replicated(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_replicated(&row.key),
+        WriteOp::DeleteMeta(key) => is_replicated(key),
+        WriteOp::ExpectMeta { .. }
+        | WriteOp::ExpectVersion { .. }
+        | WriteOp::MarkClean { .. }
+        | WriteOp::ExpectEmpty
+        | WriteOp::ClearAll => false,
+        WriteOp::InsertRecord(_)
+        | WriteOp::ChangeRecord { .. }
+        | WriteOp::DeleteRecord { .. }
+        | WriteOp::DeleteIdentityIfUnlinked { .. }
+        | WriteOp::PutVersion { .. } => true,
+    }
+}
+
+/// Every key `[kind, *]` of the tombstones store.
+fn tombstone_kind_range(kind: &str) -> StorageResult<Query> {
+    let upper: JsValue = [JsValue::from_str(kind), Array::new().into()]
+        .into_iter()
+        .collect::<Array>()
+        .into();
+    range(KeyRange::bound(
+        &key_array(&[kind]),
+        &upper,
+        Some(false),
+        Some(false),
+    ))
 }
 
 impl Batch {
@@ -300,102 +397,150 @@ impl Batch {
                 sorting::sort(&mut identities);
                 identities.dedup();
                 self.prune_identities(identities).await?;
+            } else if let WriteOp::MarkClean { key, dirty } = op {
+                // A run of marks (a push acknowledged) reads its rows in one round trip.
+                let mut marks = vec![(key, dirty)];
+                while let Some(WriteOp::MarkClean { key, dirty }) = ops.peek().cloned() {
+                    ops.next();
+                    marks.push((key, dirty));
+                }
+                self.mark_clean(marks).await?;
             } else {
                 self.apply(op).await?;
             }
         }
+        if let Some((read, last)) = self.seq
+            && last > read
+        {
+            self.r
+                .counters
+                .put(
+                    &JsValue::from_f64(last as f64),
+                    Some(&JsValue::from_str(SEQ_COUNTER)),
+                )
+                .map_err(idb_error("write the seq counter"))?;
+        }
         Ok(())
     }
 
-    /// Read, in one round trip, every record the batch changes or deletes, and the links of
-    /// those it deletes.
+    /// Read, in one round trip, every record the batch changes or deletes, the seq counter if
+    /// the batch writes a replicated row, and whether any record tombstone exists if it inserts.
     async fn prefetch(&mut self, batch: &[WriteOp]) -> StorageResult<()> {
         let mut ids: Vec<String> = Vec::new();
-        let mut deleted: Vec<String> = Vec::new();
+        let mut inserts = false;
         for op in batch {
             match op {
-                WriteOp::ChangeRecord { id, .. } => ids.push(id.clone()),
-                WriteOp::DeleteRecord { id, .. } => {
-                    ids.push(id.clone());
-                    deleted.push(id.clone());
+                WriteOp::ChangeRecord { id, .. } | WriteOp::DeleteRecord { id, .. } => {
+                    ids.push(id.clone())
                 }
+                WriteOp::InsertRecord(_) => inserts = true,
                 _ => {}
             }
         }
-        for list in [&mut ids, &mut deleted] {
-            sorting::sort(list);
-            list.dedup();
-        }
-        let mut links = Vec::with_capacity(deleted.len());
-        for id in &deleted {
-            let request = self.r.meta.get(meta_key_js(&link_key(id)));
-            links.push(request.map_err(idb_error("read a record link"))?);
-        }
-        let (records, links) = futures::future::join(
-            self.r.records_by(&ids, Lookup::Id),
-            in_order(links, "read a record link"),
-        )
-        .await;
-        for (id, row) in ids.into_iter().zip(records?) {
+        sorting::sort(&mut ids);
+        ids.dedup();
+        // Issued before the records are read, so they are done when those are.
+        let counter = if batch.iter().any(writes_replicated) {
+            Some(pending(
+                self.r.counters.get(JsValue::from_str(SEQ_COUNTER)),
+                "read the seq counter",
+            )?)
+        } else {
+            None
+        };
+        let tombstones = if inserts {
+            Some(pending(
+                self.r
+                    .tombstones
+                    .count(Some(tombstone_kind_range("record")?)),
+                "count tombstones",
+            )?)
+        } else {
+            None
+        };
+        let records = self.r.records_by(&ids, Lookup::Id).await?;
+        for (id, row) in ids.into_iter().zip(records) {
             self.rows.insert(id, row);
         }
-        for (id, found) in deleted.into_iter().zip(links?) {
-            let identity = (!found.is_undefined())
-                .then(|| meta_from_js(&found))
-                .transpose()?
-                .map(|m| m.value);
-            self.links.insert(id, identity);
+        if let Some(counter) = counter {
+            let last = match counter.await.map_err(idb_error("read the seq counter"))? {
+                None => 0,
+                Some(n) => n
+                    .as_f64()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .ok_or_else(|| not_ours("a seq counter"))? as u64,
+            };
+            self.seq = Some((last, last));
+        }
+        if let Some(count) = tombstones {
+            self.record_tombstones = count.await.map_err(idb_error("count tombstones"))? > 0;
         }
         Ok(())
     }
 
-    /// Keep the batch's view of links current when the batch itself writes one.
-    fn track_link(&mut self, key: &MetaKey, value: Option<&str>) {
-        if key.object_type == object_type::RECORD
-            && key.key == LINK_KEY
-            && let Some(id) = key.object_id.strip_prefix("r_")
-            && let Some(link) = self.links.get_mut(id)
-        {
-            *link = value.map(str::to_owned);
-        }
+    /// The seq (and dirty mark) of the next replicated row this batch writes.
+    fn next_mark(&mut self, dirty: bool) -> StorageResult<Mark> {
+        let Some((_, last)) = &mut self.seq else {
+            // `prefetch` reads the counter for every batch with an op that can need it.
+            return Err(StorageError::Backend {
+                name: None,
+                message: "IndexedDB write planned without its seq counter".into(),
+            });
+        };
+        *last += 1;
+        Ok(Mark { seq: *last, dirty })
     }
 
-    fn put_record(&self, record: &Record) -> StorageResult<()> {
+    fn put_record(&self, record: &Record, mark: Mark) -> StorageResult<()> {
         self.r
             .records
-            .put(&record_to_js(record), None)
+            .put(&record_to_js(record, mark), None)
             .map_err(idb_error("write a record"))
             .map(drop)
     }
 
     async fn apply(&mut self, op: WriteOp) -> StorageResult<()> {
-        let records = &self.r.records;
-        let meta = &self.r.meta;
         match op {
             WriteOp::InsertRecord(record) => {
                 // The primary key and the unique token index refuse a taken id or token; the
                 // failure aborts the transaction and `IdbStorage::diagnose` names it. A token or
-                // id this batch itself inserted is named here, as nothing of it is stored.
-                if !self.batch_tokens.insert(record.token.clone()) {
+                // id this batch itself wrote is named here, as nothing of it is stored.
+                if self.batch_tokens.contains_key(&record.token) {
                     return Err(StorageError::TokenTaken(record.token));
                 }
-                if matches!(self.rows.get(&record.id), Some(Some(_))) {
+                if matches!(self.rows.get(&record.id), Some(Some(_)))
+                    || self.tombstoned.contains(&record.id)
+                {
                     return Err(StorageError::IdTaken(record.id));
                 }
-                records
-                    .add(&record_to_js(&record), None)
+                if self.record_tombstones {
+                    let found = pending(
+                        self.r.tombstones.get_key(record_tombstone_key(&record.id)),
+                        "read a tombstone",
+                    )?;
+                    self.checks
+                        .push(Check::NoTombstone(record.id.clone(), found));
+                }
+                let mark = self.next_mark(true)?;
+                self.r
+                    .records
+                    .add(&record_to_js(&record, mark), None)
                     .map_err(idb_error("add a record"))?;
                 self.inserted
                     .push((record.id.clone(), record.token.clone()));
+                self.batch_tokens
+                    .insert(record.token.clone(), record.id.clone());
                 self.rows.insert(record.id.clone(), Some(record));
             }
             WriteOp::ChangeRecord { id, change, at } => {
+                let rev = self.stamp.rev;
                 let Some(Some(record)) = self.rows.get_mut(&id) else {
                     return Err(StorageError::RecordMissing(id));
                 };
-                if change.apply_to(record, at)? {
+                if change.apply_to(record, at, rev)? {
                     let record = record.clone();
-                    self.put_record(&record)?;
+                    let mark = self.next_mark(true)?;
+                    self.put_record(&record, mark)?;
                 }
             }
             WriteOp::DeleteRecord { .. } => {
@@ -404,66 +549,253 @@ impl Batch {
                 self.prune_identities(identities).await?;
             }
             WriteOp::InsertMeta(row) => {
-                let exists = pending(meta.get(meta_key_js(&row.key)), "read a meta row")?;
+                let exists = pending(self.r.meta.get(meta_key_js(&row.key)), "read a meta row")?;
                 self.checks.push(Check::Absent(row.key.clone(), exists));
                 self.put_meta(row)?;
             }
             WriteOp::PutMeta(row) => self.put_meta(row)?,
             WriteOp::DeleteMeta(key) => {
-                meta.delete(meta_key_js(&key))
-                    .map_err(idb_error("delete a meta row"))?;
-                self.track_link(&key, None);
-            }
-            WriteOp::ExpectMeta { key, value } => {
-                let found = pending(meta.get(meta_key_js(&key)), "read a meta row")?;
-                self.checks.push(Check::Holds(key, value, found));
-            }
-            WriteOp::DeleteObjectIfUnreferenced {
-                object_type,
-                object_id,
-                referrer_type,
-                referrer_key,
-            } => {
-                let referrers = self
-                    .r
-                    .by_value()?
-                    .count(Some(Query::from(key_array(&[
-                        &referrer_type,
-                        &referrer_key,
-                        &object_id,
-                    ]))))
-                    .done("count meta rows")
-                    .await?;
-                if referrers == 0 {
-                    self.delete_object(&object_type, &object_id).await?;
+                if is_replicated(&key) {
+                    // A tombstone only for a row that was there.
+                    let found = self
+                        .r
+                        .meta
+                        .get(meta_key_js(&key))
+                        .done("read a meta row")
+                        .await?;
+                    if found.is_some() {
+                        self.remove_meta_row(&key)?;
+                    }
+                } else {
+                    self.remove_meta_row(&key)?;
                 }
             }
-            WriteOp::ExpectEmpty => {
-                let n = records.count(None).done("count records").await?;
-                let all = meta.count(None).done("count meta rows").await?;
-                let settings = meta
-                    .count(Some(object_type_range(object_type::VAULT)?))
-                    .done("count meta rows")
+            WriteOp::ExpectMeta { key, value } => {
+                let found = pending(self.r.meta.get(meta_key_js(&key)), "read a meta row")?;
+                self.checks.push(Check::Holds(key, value, found));
+            }
+            WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
+                let linked = self
+                    .r
+                    .identity_index()?
+                    .count(Some(Reader::linked_range(&identity_id, None)?))
+                    .done("count linked records")
                     .await?;
-                if n > 0 || all > settings {
+                if linked == 0 {
+                    self.delete_object(object_type::IDENTITY, &identity_id)
+                        .await?;
+                }
+            }
+            WriteOp::PutVersion { row, dirty } => self.put_version(row, dirty)?,
+            WriteOp::ExpectVersion { key, seq } => {
+                let requests = self.r.version_requests(std::slice::from_ref(&key))?;
+                match requests.into_iter().next() {
+                    Some((live, tombstone)) => {
+                        let doing = "read a row's version";
+                        let live = pending(Ok(live), doing)?;
+                        let tombstone = pending(Ok(tombstone), doing)?;
+                        self.checks.push(Check::Version(key, seq, live, tombstone));
+                    }
+                    // A local meta key has no version.
+                    None if seq.is_none() => {}
+                    None => {
+                        return Err(match key {
+                            RowKey::Record(id) => StorageError::Changed(id),
+                            RowKey::Meta(k) => StorageError::MetaChanged(k),
+                        });
+                    }
+                }
+            }
+            WriteOp::MarkClean { key, dirty } => self.mark_clean(vec![(key, dirty)]).await?,
+            WriteOp::ExpectEmpty => {
+                let r = &self.r;
+                let requests = vec![
+                    r.records.count(None),
+                    r.tombstones.count(None),
+                    r.meta.count(None),
+                    r.meta.count(Some(object_type_range(object_type::VAULT)?)),
+                    r.meta.count(Some(object_type_range(object_type::SYNC)?)),
+                ]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(idb_error("count rows"))?;
+                let counts: Vec<f64> = in_order(requests, "count rows")
+                    .await?
+                    .iter()
+                    .map(|n| n.as_f64().unwrap_or(0.0))
+                    .collect();
+                if let [records, tombstones, meta, vault, sync] = counts[..]
+                    && (records > 0.0 || tombstones > 0.0 || meta > vault + sync)
+                {
                     return Err(StorageError::NotEmpty);
                 }
             }
             WriteOp::ClearAll => {
-                records.clear().map_err(idb_error("clear records"))?;
-                meta.clear().map_err(idb_error("clear meta rows"))?;
+                let r = &self.r;
+                r.records.clear().map_err(idb_error("clear records"))?;
+                r.tombstones
+                    .clear()
+                    .map_err(idb_error("clear tombstones"))?;
+                // Every meta row but sync's own: the keys below ["sync"] and above
+                // ["sync", []] (arrays sort after strings).
+                let sync = key_array(&[object_type::SYNC]);
+                let after_sync: JsValue =
+                    [JsValue::from_str(object_type::SYNC), Array::new().into()]
+                        .into_iter()
+                        .collect::<Array>()
+                        .into();
+                for query in [
+                    KeyRange::upper_bound(&sync, Some(true)),
+                    KeyRange::lower_bound(&after_sync, Some(false)),
+                ] {
+                    r.meta
+                        .delete(range(query)?)
+                        .map_err(idb_error("clear meta rows"))?;
+                }
                 for row in self.rows.values_mut() {
                     *row = None;
                 }
                 self.batch_tokens.clear();
+                self.tombstoned.clear();
+                self.record_tombstones = false;
                 self.cleared = true;
             }
         }
         Ok(())
     }
 
-    /// Delete a prefetched record and its link; the identity the link pointed to is collected
-    /// for pruning.
+    /// Clear the dirty mark of each `(key, mark)` whose row (live, else its tombstone) still
+    /// has that mark; a row changed here since keeps its newer one. Its seq stays: the row did
+    /// not change.
+    async fn mark_clean(&mut self, marks: Vec<(RowKey, u64)>) -> StorageResult<()> {
+        let keys: Vec<RowKey> = marks.iter().map(|(key, _)| key.clone()).collect();
+        let requests: Vec<_> = self
+            .r
+            .version_requests(&keys)?
+            .into_iter()
+            .flat_map(|(live, tombstone)| [live, tombstone])
+            .collect();
+        let mut found = in_order(requests, "read a row's version")
+            .await?
+            .into_iter();
+        for (key, mark) in marks {
+            if let RowKey::Meta(k) = &key
+                && !is_replicated(k)
+            {
+                continue;
+            }
+            let (live, tombstone) = (
+                found.next().unwrap_or(JsValue::UNDEFINED),
+                found.next().unwrap_or(JsValue::UNDEFINED),
+            );
+            let (row, store) = if !live.is_undefined() {
+                let store = match key {
+                    RowKey::Record(_) => &self.r.records,
+                    RowKey::Meta(_) => &self.r.meta,
+                };
+                (live, store)
+            } else if !tombstone.is_undefined() {
+                (tombstone, &self.r.tombstones)
+            } else {
+                continue;
+            };
+            let current = get(&row, "dirty");
+            if current.is_undefined() || seq_of(&row, "dirty")? != mark {
+                continue;
+            }
+            let _ = Reflect::delete_property(
+                row.unchecked_ref::<Object>(),
+                &JsValue::from_str("dirty"),
+            );
+            store
+                .put(&row, None)
+                .map_err(idb_error("clear a dirty mark"))?;
+        }
+        Ok(())
+    }
+
+    /// Store a row at its own revisions (a merge's or a snapshot's), replacing the live row or
+    /// tombstone of its id or key.
+    fn put_version(&mut self, row: Row, dirty: bool) -> StorageResult<()> {
+        match row {
+            Row::Record {
+                id,
+                version: RecordVersion::Live(live),
+            } => {
+                let record = Record::from_live(id, live);
+                if let Some(holder) = self.batch_tokens.get(&record.token)
+                    && *holder != record.id
+                {
+                    return Err(StorageError::TokenTaken(record.token));
+                }
+                // Another stored record holding the token fails the put's unique index.
+                let mark = self.next_mark(dirty)?;
+                self.put_record(&record, mark)?;
+                self.r
+                    .tombstones
+                    .delete(Query::from(record_tombstone_key(&record.id)))
+                    .map_err(idb_error("delete a tombstone"))?;
+                self.tombstoned.remove(&record.id);
+                self.versions
+                    .push((record.id.clone(), record.token.clone()));
+                self.batch_tokens
+                    .insert(record.token.clone(), record.id.clone());
+                self.rows.insert(record.id.clone(), Some(record));
+            }
+            Row::Record {
+                id,
+                version: RecordVersion::Gone(tombstone),
+            } => {
+                self.r
+                    .records
+                    .delete(JsValue::from_str(&id))
+                    .map_err(idb_error("delete a record"))?;
+                let mark = self.next_mark(dirty)?;
+                self.r
+                    .tombstones
+                    .put(&record_tombstone_to_js(&id, &tombstone, mark), None)
+                    .map_err(idb_error("write a tombstone"))?;
+                self.batch_tokens.retain(|_, holder| *holder != id);
+                self.tombstoned.insert(id.clone());
+                self.rows.insert(id, None);
+            }
+            Row::Meta { key, .. } if !is_replicated(&key) => {
+                return Err(StorageError::Backend {
+                    name: None,
+                    message:
+                        "a merge tried to store a local meta row; local rows are never replicated"
+                            .into(),
+                });
+            }
+            Row::Meta {
+                key,
+                version: MetaVersion::Value { rev, value },
+            } => {
+                let row = MetaRow { key, value };
+                let mark = self.next_mark(dirty)?;
+                self.write_meta(&versioned_meta_to_js(&row, rev, mark), Some(&row.key))?;
+            }
+            Row::Meta {
+                key,
+                version: MetaVersion::Gone { rev, deleted_at },
+            } => {
+                self.r
+                    .meta
+                    .delete(meta_key_js(&key))
+                    .map_err(idb_error("delete a meta row"))?;
+                let mark = self.next_mark(dirty)?;
+                let tombstone = tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
+                self.r
+                    .tombstones
+                    .put(&tombstone, None)
+                    .map_err(idb_error("write a tombstone"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete a prefetched record, leaving its tombstone; the identity it was sealed under is
+    /// collected for pruning.
     fn delete_record(&mut self, op: WriteOp, identities: &mut Vec<String>) -> StorageResult<()> {
         let WriteOp::DeleteRecord { id, if_expired_at } = op else {
             return Ok(());
@@ -474,44 +806,44 @@ impl Batch {
         if if_expired_at.is_some_and(|now| !record.is_expired(now)) {
             return Err(StorageError::Changed(id));
         }
+        let token = record.token.clone();
+        if let Some(identity) = &record.password_id {
+            identities.push(identity.clone());
+        }
         self.r
             .records
             .delete(JsValue::from_str(&id))
             .map_err(idb_error("delete a record"))?;
-        let link = link_key(&id);
-        if let Some(Some(identity)) = self.links.get(&id) {
-            identities.push(identity.clone());
-        }
+        let tombstone = Tombstone {
+            rev: self.stamp.rev,
+            deleted_at: self.stamp.at,
+            reason: TombstoneReason::Deleted,
+        };
+        let mark = self.next_mark(true)?;
         self.r
-            .meta
-            .delete(meta_key_js(&link))
-            .map_err(idb_error("delete a record link"))?;
-        self.track_link(&link, None);
-        if let Some(Some(record)) = self.rows.get(&id) {
-            self.batch_tokens.remove(&record.token);
-        }
+            .tombstones
+            .put(&record_tombstone_to_js(&id, &tombstone, mark), None)
+            .map_err(idb_error("write a tombstone"))?;
+        self.batch_tokens.remove(&token);
+        self.tombstoned.insert(id.clone());
         self.rows.insert(id, None);
         self.deleted += 1;
         Ok(())
     }
 
-    /// Remove every identity of `identities` that no link refers to any more. The counts are
-    /// issued after the deletes, so they see them; one round trip for all.
-    async fn prune_identities(&self, identities: Vec<String>) -> StorageResult<()> {
+    /// Remove every identity of `identities` that no record is sealed under any more. The counts
+    /// are issued after the batch's writes so far, so they see them; one round trip for all.
+    async fn prune_identities(&mut self, identities: Vec<String>) -> StorageResult<()> {
         if identities.is_empty() {
             return Ok(());
         }
-        let index = self.r.by_value()?;
+        let index = self.r.identity_index()?;
         let mut counts = Vec::with_capacity(identities.len());
         for identity in &identities {
-            let count = index.count(Some(Query::from(key_array(&[
-                object_type::RECORD,
-                LINK_KEY,
-                identity,
-            ]))));
-            counts.push(count.map_err(idb_error("count record links"))?);
+            let count = index.count(Some(Reader::linked_range(identity, None)?));
+            counts.push(count.map_err(idb_error("count linked records"))?);
         }
-        let counts = in_order(counts, "count record links").await?;
+        let counts = in_order(counts, "count linked records").await?;
         for (identity, count) in identities.iter().zip(counts) {
             if count.as_f64() == Some(0.0) {
                 self.delete_object(object_type::IDENTITY, identity).await?;
@@ -520,26 +852,72 @@ impl Batch {
         Ok(())
     }
 
-    /// Delete every row of an object and of its dependents: the objects of the same type with a
-    /// row [`OWNER_KEY`] naming it (an identity's further secret slots), found through the
-    /// by-value index inside this transaction, so they include rows the batch wrote before.
-    async fn delete_object(&self, object_type: &str, object_id: &str) -> StorageResult<()> {
-        let dependents = self.r.find(object_type, OWNER_KEY, object_id).await?;
-        self.r
-            .meta
-            .delete(object_range(object_type, object_id)?)
-            .map_err(idb_error("delete meta rows"))?;
-        for row in dependents {
+    /// Delete every row of an object and of its dependents (the objects of the same type with a
+    /// row [`OWNER_KEY`] naming it: an identity's further secret slots), each replicated row
+    /// leaving a tombstone. Read inside this transaction, so they include rows the batch wrote.
+    async fn delete_object(&mut self, object_type: &str, object_id: &str) -> StorageResult<()> {
+        let own = pending(
             self.r
                 .meta
-                .delete(object_range(object_type, &row.key.object_id)?)
-                .map_err(idb_error("delete meta rows"))?;
+                .get_all(Some(object_range(object_type, object_id)?), None),
+            "read meta rows",
+        )?;
+        let dependents = self.r.find(object_type, OWNER_KEY, object_id).await?;
+        let mut rows: Vec<JsValue> = own.await.map_err(idb_error("read meta rows"))?;
+        let mut requests = Vec::with_capacity(dependents.len());
+        for row in &dependents {
+            requests.push(
+                self.r
+                    .meta
+                    .get_all(Some(object_range(object_type, &row.key.object_id)?), None)
+                    .map_err(idb_error("read meta rows"))?,
+            );
+        }
+        for object in in_order(requests, "read meta rows").await? {
+            rows.extend(Array::from(&object).iter());
+        }
+        for row in &rows {
+            self.remove_meta_row(&meta_key_from_js(row)?)?;
         }
         Ok(())
     }
 
+    /// Delete the meta row `key`, leaving a tombstone when it is replicated.
+    fn remove_meta_row(&mut self, key: &MetaKey) -> StorageResult<()> {
+        self.r
+            .meta
+            .delete(meta_key_js(key))
+            .map_err(idb_error("delete a meta row"))?;
+        if is_replicated(key) {
+            let mark = self.next_mark(true)?;
+            let tombstone =
+                tombstone_to_js(meta_tombstone_key(key), self.stamp.rev, self.stamp.at, mark);
+            self.r
+                .tombstones
+                .put(&tombstone, None)
+                .map_err(idb_error("write a tombstone"))?;
+        }
+        Ok(())
+    }
+
+    /// Write a meta row object; a replicated one (`replaces`) takes the place of its tombstone.
+    fn write_meta(&self, row: &Object, replaces: Option<&MetaKey>) -> StorageResult<()> {
+        self.r
+            .meta
+            .put(row, None)
+            .map_err(idb_error("write a meta row"))?;
+        if let Some(key) = replaces {
+            self.r
+                .tombstones
+                .delete(Query::from(meta_tombstone_key(key)))
+                .map_err(idb_error("delete a tombstone"))?;
+        }
+        Ok(())
+    }
+
+    /// A local write of a meta row: [`UNIQUE_META_VALUES`](super::super::UNIQUE_META_VALUES)
+    /// checked, a replicated row stamped.
     fn put_meta(&mut self, row: MetaRow) -> StorageResult<()> {
-        self.track_link(&row.key, Some(&row.value));
         if is_unique_meta(&row.key) {
             let holders = pending(
                 self.r.by_value()?.get_all(
@@ -554,11 +932,15 @@ impl Batch {
             )?;
             self.checks.push(Check::Unique(row.key.clone(), holders));
         }
-        self.r
-            .meta
-            .put(&meta_to_js(&row), None)
-            .map_err(idb_error("write a meta row"))
-            .map(drop)
+        if is_replicated(&row.key) {
+            let mark = self.next_mark(true)?;
+            self.write_meta(
+                &versioned_meta_to_js(&row, self.stamp.rev, mark),
+                Some(&row.key),
+            )
+        } else {
+            self.write_meta(&meta_to_js(&row), None)
+        }
     }
 
     /// Check every precondition, in the order of the ops that made them.
@@ -580,6 +962,29 @@ impl Batch {
                         }
                     }
                     Ok(())
+                }
+                Check::NoTombstone(id, found) => {
+                    match found.await.map_err(idb_error("read a tombstone"))? {
+                        Some(_) => Err(StorageError::IdTaken(id)),
+                        None => Ok(()),
+                    }
+                }
+                Check::Version(key, seq, live, tombstone) => {
+                    let doing = "read a row's version";
+                    let live = live.await.map_err(idb_error(doing))?;
+                    let tombstone = tombstone.await.map_err(idb_error(doing))?;
+                    let found = match live.as_ref().or(tombstone.as_ref()) {
+                        Some(row) => Some(seq_of(row, "seq")?),
+                        None => None,
+                    };
+                    if found == seq {
+                        Ok(())
+                    } else {
+                        Err(match key {
+                            RowKey::Record(id) => StorageError::Changed(id),
+                            RowKey::Meta(k) => StorageError::MetaChanged(k),
+                        })
+                    }
                 }
                 Check::Holds(key, value, found) => {
                     let found = found.await.map_err(idb_error("read a meta row"))?;
