@@ -493,7 +493,9 @@ export class Vault {
    * (`cache-control: no-store`): `405` (with `Allow: POST`) for another method, `415` for a body
    * that is not `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a
    * malformed one, `409` (`SYNC_CONFLICT`) for a replica of another vault; an error's body is
-   * `{ "error": { "code", "message" } }`.
+   * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with
+   * `UNSUPPORTED`: the browser's IndexedDB engine syncs as a replica and leaves the server's side
+   * out of its download.
    *
    * @example
    * ```ts
@@ -508,6 +510,12 @@ export class Vault {
     return this.#call(async (v) => {
       if (!(request instanceof Request)) throw new VaultError("INVALID_ARGUMENT", "syncHandle takes a Request");
       const engine = this.#engine.Vault;
+      if (engine.syncRefusal === undefined || v.syncHandle === undefined) {
+        throw new VaultError(
+          "UNSUPPORTED",
+          'syncHandle is the server side of sync, which the browser\'s IndexedDB engine leaves out: answer sync requests in a worker or on Node, or from a vault opened with backend "memory" or "sql"',
+        );
+      }
       const method = request.method;
       const contentType = request.headers.get("content-type") ?? undefined;
       const declared = request.headers.get("content-length");

@@ -11,7 +11,9 @@
 use super::convert::{self as js, JsResult, field, options};
 use super::error::invalid;
 use crate::error::{Result, VaultError};
-use crate::sync::wire::{self, WireError};
+use crate::sync::wire;
+#[cfg(any(feature = "gluesql", feature = "sql"))]
+use crate::sync::wire::WireError;
 use crate::vault::{SyncReport, SyncTransport};
 use async_trait::async_trait;
 use js_sys::{Function, Object, Promise, Reflect, Uint8Array};
@@ -156,6 +158,7 @@ pub fn report(r: &SyncReport) -> JsValue {
 }
 
 /// `[status, body]` of a response.
+#[cfg(any(feature = "gluesql", feature = "sql"))]
 pub fn answer(status: u16, body: &str) -> JsValue {
     let a = js_sys::Array::new();
     a.push(&JsValue::from_f64(f64::from(status)));
@@ -166,6 +169,7 @@ pub fn answer(status: u16, body: &str) -> JsValue {
 /// The refusal a request gets before its body is read (FORMAT.md "Sync", Transport): a method
 /// other than `POST` (405), a content type other than JSON (415), a body over the cap (413), as
 /// declared by `Content-Length` or as read so far. `None` when the request may go on.
+#[cfg(any(feature = "gluesql", feature = "sql"))]
 pub fn refusal(method: &str, content_type: Option<&str>, length: Option<f64>) -> Option<WireError> {
     if method != "POST" {
         return Some(WireError::MethodNotAllowed);

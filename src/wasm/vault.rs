@@ -13,9 +13,7 @@ use super::convert::{
 use super::error::{err, invalid};
 use super::platform::{JsRekeyObserver, TimerScheduler, WebCryptoKdf, now_ms};
 use super::query::query_from_value;
-use super::sync::{
-    SyncArgs, answer as sync_answer, refusal as sync_refusal, report as sync_report, sync_args,
-};
+use super::sync::{SyncArgs, report as sync_report, sync_args};
 use crate::platform::{Platform, SystemClock};
 use crate::policy::PasswordPolicy;
 use crate::storage::Storage;
@@ -954,6 +952,18 @@ impl JsVault {
         })
     }
 
+    /// The largest sync request or response body, in bytes (4 MiB).
+    #[wasm_bindgen(js_name = syncBodyLimit)]
+    pub fn sync_body_limit() -> f64 {
+        crate::sync::wire::MAX_BODY_BYTES as f64
+    }
+}
+
+/// The server side of sync. Only in the engine with a server backend (memory, SQL): the browser's
+/// IndexedDB-only engine syncs as a replica and leaves the server's code out (its download budget).
+#[cfg(any(feature = "gluesql", feature = "sql"))]
+#[wasm_bindgen(js_class = Vault)]
+impl JsVault {
     /// The server side: answer one request body (read by the TypeScript layer after
     /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret.
     #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
@@ -962,7 +972,7 @@ impl JsVault {
             "syncHandle",
             Ok(body),
             |v, body| async move { Ok(v.sync_handle(&body).await) },
-            |(status, body): (u16, String)| sync_answer(status, &body),
+            |(status, body): (u16, String)| super::sync::answer(status, &body),
             none,
         )
     }
@@ -976,16 +986,10 @@ impl JsVault {
         content_type: Option<String>,
         length: Option<f64>,
     ) -> JsValue {
-        match sync_refusal(method, content_type.as_deref(), length) {
-            Some(e) => sync_answer(e.status(), &crate::sync::wire::encode_error(&e)),
+        match super::sync::refusal(method, content_type.as_deref(), length) {
+            Some(e) => super::sync::answer(e.status(), &crate::sync::wire::encode_error(&e)),
             None => JsValue::UNDEFINED,
         }
-    }
-
-    /// The largest sync request or response body, in bytes (4 MiB).
-    #[wasm_bindgen(js_name = syncBodyLimit)]
-    pub fn sync_body_limit() -> f64 {
-        crate::sync::wire::MAX_BODY_BYTES as f64
     }
 }
 
