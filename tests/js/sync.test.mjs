@@ -145,6 +145,13 @@ test("syncHandle answers hostile requests with JSON errors before the engine rea
   assert.equal((await errorBody(big)).code, "INVALID_ARGUMENT");
   assert.ok(sent < 5 << 20, `reading stopped at the cap (read ${sent} bytes)`);
 
+  // A declared length over the cap is refused without reading the body.
+  const declared = post("{}", { "content-type": "application/json", "content-length": String(5 << 20) });
+  const refused = await vault.syncHandle(declared);
+  assert.equal(refused.status, 413);
+  assert.equal(declared.bodyUsed, false, "the body was not read");
+  await errorBody(refused);
+
   const malformed = await vault.syncHandle(post('{"sync":1,"op":'));
   assert.equal(malformed.status, 400);
   assert.equal((await errorBody(malformed)).code, "INVALID_ARGUMENT");
@@ -220,6 +227,18 @@ test("a network failure is STORAGE with the failure as cause; bad arguments are 
   // A server that answers garbage or an error status: STORAGE too, without a cause.
   const html = await rejects(a.sync(async () => new Response("<html>", { status: 502 })), "STORAGE");
   assert.match(html.message, /502/);
+
+  // A "server" that answers more than the protocol's 4 MiB: reading stops at the cap.
+  let served = 0;
+  const endless = new ReadableStream({
+    pull(controller) {
+      served += 64 * 1024;
+      controller.enqueue(new Uint8Array(64 * 1024).fill(0x20));
+    },
+  });
+  const big = await rejects(a.sync(async () => new Response(endless, { status: 200 })), "STORAGE");
+  assert.match(big.message, /4 MiB/);
+  assert.ok(served <= (4 << 20) + 2 * 64 * 1024, `reading stopped at the cap (read ${served} bytes)`);
 
   await rejects(a.sync("not a url"), "INVALID_ARGUMENT");
   await rejects(a.sync(42), "INVALID_ARGUMENT");
