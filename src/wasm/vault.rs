@@ -968,13 +968,23 @@ impl JsVault {
     /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret.
     #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
     pub fn sync_handle(&self, body: Vec<u8>) -> Promise {
-        self.run(
-            "syncHandle",
-            Ok(body),
-            |v, body| async move { Ok(v.sync_handle(&body).await) },
-            |(status, body): (u16, String)| super::sync::answer(status, &body),
-            none,
-        )
+        let started = now_ms();
+        let events = self.events.clone();
+        let vault = self.vault.clone();
+        future_to_promise(async move {
+            let (status, answer) = vault.sync_handle(&body).await;
+            drop(body);
+            super::scrub_stack();
+            // The event carries the refusal's code, so a server's monitoring sees refused syncs.
+            let code = if status == 200 {
+                "OK".to_owned()
+            } else {
+                crate::sync::wire::decode_error(answer.as_bytes())
+                    .map_or_else(|| "STORAGE".to_owned(), |e| e.code)
+            };
+            events.emit("syncHandle", started, 0, &code);
+            Ok(super::sync::answer(status, &answer))
+        })
     }
 
     /// Whether a sync request is refused before its body is read: `[status, JSON body]` for a

@@ -100,7 +100,8 @@ test("a password change reaches the other replica: the new one opens, the old on
 });
 
 test("a replica of another vault is refused with SYNC_CONFLICT, and nothing changes on either side", async () => {
-  const s = await server();
+  const events = [];
+  const s = await server({ onEvent: (event) => events.push(event) });
   const a = await open();
   await a.tokenCreate("on the server", PASSWORD);
   await a.sync(s.remote);
@@ -115,6 +116,10 @@ test("a replica of another vault is refused with SYNC_CONFLICT, and nothing chan
   assert.deepEqual(await stranger.exportSnapshot(), strangerBefore, "the replica is unchanged");
   assert.equal(await stranger.tokenRead(mine, OTHER), "mine");
   assert.equal(await s.vault.recordCount(), 1);
+  // The server's onEvent tells the refused request from the accepted ones.
+  const handled = events.filter((e) => e.op === "syncHandle").map((e) => e.code);
+  assert.ok(handled.includes("OK"), JSON.stringify(handled));
+  assert.equal(handled.at(-1), "SYNC_CONFLICT");
 });
 
 test("syncHandle answers hostile requests with JSON errors before the engine reads them", async () => {
