@@ -95,7 +95,7 @@ export interface SyncOptions {
    * Every page applied before stays applied, and the next `sync` goes on from there.
    */
   signal?: AbortSignal;
-  /** Called as the sync goes: `done` of `total` changes. */
+  /** Called with `done` of `total` changes moved; at least once, when the sync completes. A listener that throws is ignored. */
   onProgress?: (done: number, total: number) => void;
 }
 
