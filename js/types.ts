@@ -115,8 +115,8 @@ export interface SyncReport {
 export interface SyncServer {
   /** The server's sync URL: absolute, or relative to the page in a browser. */
   url: string | URL;
-  /** Sent with every request, e.g. `{ authorization: "Bearer …" }`; `content-type` is always JSON. */
-  headers?: Record<string, string>;
+  /** Sent with every request, e.g. `{ authorization: "Bearer …" }` (or a `Headers`); `content-type` is always JSON. */
+  headers?: Record<string, string> | Headers | [string, string][];
   /** The `fetch` to send requests with; default `globalThis.fetch`. */
   fetch?: typeof fetch;
 }

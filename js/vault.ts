@@ -101,7 +101,7 @@ function syncUrl(url: unknown): URL {
 function syncExchange(remote: SyncRemote, signal: AbortSignal | undefined, limit: number): Exchange {
   let send: (url: URL, init: RequestInit) => Promise<Response>;
   let url: URL;
-  let extra: Record<string, string> = {};
+  let extra: HeadersInit = {};
   if (typeof remote === "function") {
     url = new URL(IN_PROCESS_URL);
     send = (to, init) => remote(new Request(to, init));
@@ -111,7 +111,10 @@ function syncExchange(remote: SyncRemote, signal: AbortSignal | undefined, limit
       given = { url: remote.url, headers: remote.headers, fetch: remote.fetch };
       if (given.headers !== undefined && given.headers !== null) {
         if (typeof given.headers !== "object") throw new TypeError();
-        extra = { ...(given.headers as Record<string, string>) };
+        // A record, a Headers object or pairs, copied once (a later change by the caller is not seen).
+        const pairs: [string, string][] = [];
+        new Headers(given.headers as HeadersInit).forEach((value, name) => pairs.push([name, value]));
+        extra = pairs;
       }
     } catch {
       throw new VaultError("INVALID_ARGUMENT", "the sync remote could not be read: its headers must be an object of strings");
@@ -128,7 +131,8 @@ function syncExchange(remote: SyncRemote, signal: AbortSignal | undefined, limit
     send = (to, init) => globalThis.fetch(to, init);
   }
   return async (body) => {
-    const headers = { ...extra, "content-type": "application/json" };
+    const headers = new Headers(extra);
+    headers.set("content-type", "application/json");
     const response = await send(url, { method: "POST", headers, body, signal });
     // A Response, or one of another realm or polyfill: what is read is its status and body.
     if (typeof response !== "object" || response === null || typeof response.status !== "number") {

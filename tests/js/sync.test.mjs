@@ -79,6 +79,12 @@ test("sync reaches a server through fetch, with the remote's headers", async () 
   const b = await open();
   await b.sync(s.remote);
   assert.equal(await b.tokenRead(token, PASSWORD), "over fetch");
+
+  // Headers as a Headers object (or pairs) count too.
+  seen.length = 0;
+  await b.sync({ url: new URL("https://sync.example/v1/sync"), headers: new Headers({ authorization: "Bearer h2" }), fetch });
+  await b.sync({ url: "https://sync.example/v1/sync", headers: [["authorization", "Bearer h3"]], fetch });
+  assert.deepEqual([...new Set(seen.map(([, auth]) => auth))], ["Bearer h2", "Bearer h3"]);
 });
 
 test("a password change reaches the other replica: the new one opens, the old one is refused", async () => {
