@@ -12,7 +12,8 @@ export type ErrorCode =
   | "STORAGE"
   | "ABORTED"
   | "CLOSED"
-  | "UNSUPPORTED";
+  | "UNSUPPORTED"
+  | "SYNC_CONFLICT";
 
 /** Why a token did not resolve to a value (`RECORD_NOT_FOUND`). */
 export type NotFoundReason = "missing" | "soft_deleted" | "expired";

@@ -4,11 +4,23 @@
 // on the first call that needs it.
 import { VaultError, adoptError } from "./errors.js";
 import type * as Engine from "./wasm/vaultstore_full.js";
-import type { Backend } from "./types.js";
+import type { Backend, VaultOptions } from "./types.js";
+
+type FullVault = typeof Engine.Vault;
+/**
+ * The server side of sync, which only the full engine has: the browser's IndexedDB engine syncs
+ * as a replica and leaves it out (its download budget).
+ */
+type ServerOnly = "syncHandle";
+export type EngineVault = Omit<Engine.Vault, ServerOnly> & Partial<Pick<Engine.Vault, ServerOnly>>;
 
 /** What every wasm build exports (see src/wasm.rs). */
-export type EngineModule = Pick<typeof Engine, "Vault" | "RecordQuery" | "lastPanic">;
-export type EngineVault = Engine.Vault;
+export interface EngineModule {
+  Vault: Omit<FullVault, "open" | "prototype" | "syncRefusal"> &
+    Partial<Pick<FullVault, "syncRefusal">> & { open(options: VaultOptions | undefined): Promise<EngineVault> };
+  RecordQuery: typeof Engine.RecordQuery;
+  lastPanic: typeof Engine.lastPanic;
+}
 
 export interface Runtime {
   /**

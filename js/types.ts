@@ -87,6 +87,51 @@ export interface RekeyOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link Vault.sync}. */
+export interface SyncOptions {
+  /**
+   * Aborting stops the sync at the next exchange with the server (an exchange in flight is
+   * cancelled when the remote passes the signal on, as `fetch` does): it rejects with `ABORTED`.
+   * Every page applied before stays applied, and the next `sync` goes on from there.
+   */
+  signal?: AbortSignal;
+  /** Called with `done` of `total` changes moved; at least once, when the sync completes. A listener that throws is ignored. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What {@link Vault.sync} did. */
+export interface SyncReport {
+  /** Changes applied here from the server. */
+  pulled: number;
+  /** Changes of this replica the server accepted. */
+  pushed: number;
+  /** Changes of this replica that a later change from elsewhere superseded. */
+  conflicts: number;
+  /** Tokens kept on this replica only (refused by the server, see the README's "Sync"); still readable here. */
+  stranded: string[];
+}
+
+/** A sync server reached over HTTP, as {@link SyncRemote} takes it. */
+export interface SyncServer {
+  /** The server's sync URL: absolute, or relative to the page in a browser. */
+  url: string | URL;
+  /** Sent with every request, e.g. `{ authorization: "Bearer …" }` (or a `Headers`); `content-type` is always JSON. */
+  headers?: Record<string, string> | Headers | [string, string][];
+  /** The `fetch` to send requests with; default `globalThis.fetch`. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * Where {@link Vault.sync} finds its server: its URL (requests go through `globalThis.fetch`),
+ * `{ url, headers, fetch }` (your headers, e.g. `authorization`, on every request; your `fetch`),
+ * or a function that answers a `Request` (in process, e.g. `(request) => server.syncHandle(request)`).
+ */
+export type SyncRemote =
+  | string
+  | URL
+  | SyncServer
+  | ((request: Request) => Promise<Response>);
+
 /** What `onEvent` receives after each operation. It never holds a value, a secret, a key or a token. */
 export interface VaultEvent {
   /** The method's name, e.g. `"tokenRead"`, `"bulkRekey"`, `"open"`. */

@@ -8,6 +8,9 @@ import type {
   QueryInit,
   RekeyOptions,
   Secret,
+  SyncOptions,
+  SyncRemote,
+  SyncReport,
   Time,
   VaultOptions,
   VaultRecord,
@@ -34,6 +37,110 @@ function plainQuery(query: RecordQuery | QueryInit | undefined): QueryInit | und
     if (error instanceof VaultError) throw error;
     throw new VaultError("INVALID_ARGUMENT", "the query could not be read: a getter or Proxy trap threw");
   }
+}
+
+/** Where an in-process remote (a function) is told the request goes; it never leaves the process. */
+const IN_PROCESS_URL = "https://sync.invalid/";
+
+/**
+ * Read a body, stopping once it holds more than `limit` bytes (SYNC.md: the cap is checked on
+ * the bytes read, whatever `Content-Length` said). `undefined` when it went over.
+ */
+async function readCapped(body: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array | undefined> {
+  if (body === null) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.byteLength;
+    if (length > limit) {
+      await reader.cancel().catch(() => undefined);
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+/** A response of `syncHandle`: JSON, never cached; `Allow` on a 405, `Retry-After` on a 503. */
+function syncResponse([status, body]: [number, string]): Response {
+  const headers: Record<string, string> = { "content-type": "application/json", "cache-control": "no-store" };
+  if (status === 405) headers.allow = "POST";
+  if (status === 503) headers["retry-after"] = "1";
+  return new Response(body, { status, headers });
+}
+
+type Exchange = (body: string) => Promise<{ status: number; body: Uint8Array | null; tooLarge?: boolean }>;
+
+function syncUrl(url: unknown): URL {
+  if (url instanceof URL) return url;
+  if (typeof url === "string") {
+    try {
+      // Relative to the page in a browser, like `fetch`; elsewhere it must be absolute.
+      return new URL(url, (globalThis as { location?: { href?: string } }).location?.href);
+    } catch {
+      // The URL is not repeated: it may carry a secret in its query.
+      throw new VaultError("INVALID_ARGUMENT", "the sync remote is not a valid URL (an absolute one outside a browser page)");
+    }
+  }
+  throw new VaultError("INVALID_ARGUMENT", "the sync remote must be a URL, { url, headers, fetch } or a function of a Request");
+}
+
+/**
+ * One request/response exchange with the server a `SyncRemote` names: a `POST` of the JSON body,
+ * the status and the body's bytes back (read up to `limit`).
+ */
+function syncExchange(remote: SyncRemote, signal: AbortSignal | undefined, limit: number): Exchange {
+  let send: (url: URL, init: RequestInit) => Promise<Response>;
+  let url: URL;
+  let extra: HeadersInit = {};
+  if (typeof remote === "function") {
+    url = new URL(IN_PROCESS_URL);
+    send = (to, init) => remote(new Request(to, init));
+  } else if (typeof remote === "object" && remote !== null && !(remote instanceof URL)) {
+    let given: { url?: unknown; headers?: unknown; fetch?: unknown };
+    try {
+      given = { url: remote.url, headers: remote.headers, fetch: remote.fetch };
+      if (given.headers !== undefined && given.headers !== null) {
+        if (typeof given.headers !== "object") throw new TypeError();
+        // A record, a Headers object or pairs, copied once (a later change by the caller is not seen).
+        const pairs: [string, string][] = [];
+        new Headers(given.headers as HeadersInit).forEach((value, name) => pairs.push([name, value]));
+        extra = pairs;
+      }
+    } catch {
+      throw new VaultError("INVALID_ARGUMENT", "the sync remote could not be read: its headers must be an object of strings");
+    }
+    url = syncUrl(given.url);
+    const own = given.fetch;
+    if (own !== undefined && own !== null && typeof own !== "function") {
+      throw new VaultError("INVALID_ARGUMENT", "the sync remote's fetch must be a function");
+    }
+    const fetcher = (own ?? globalThis.fetch) as typeof fetch;
+    send = (to, init) => fetcher(to, init);
+  } else {
+    url = syncUrl(remote);
+    send = (to, init) => globalThis.fetch(to, init);
+  }
+  return async (body) => {
+    const headers = new Headers(extra);
+    headers.set("content-type", "application/json");
+    const response = await send(url, { method: "POST", headers, body, signal });
+    // A Response, or one of another realm or polyfill: what is read is its status and body.
+    if (typeof response !== "object" || response === null || typeof response.status !== "number") {
+      throw new TypeError("the sync remote did not answer with a Response");
+    }
+    const bytes = await readCapped(response.body ?? null, limit);
+    return bytes === undefined ? { status: response.status, body: null, tooLarge: true } : { status: response.status, body: bytes };
+  };
 }
 
 /**
@@ -353,5 +460,75 @@ export class Vault {
   /** Remember that your migration ran. */
   markVaultMigrated(): Promise<void> {
     return this.#call((v) => v.markVaultMigrated());
+  }
+
+  // ---- sync (SYNC.md) ----
+
+  /**
+   * Sync with a server replica: pull what it has that this vault lacks, push what this vault has
+   * that it lacks, page by page (each page applied atomically), until both agree on every change
+   * made here before the call. Needs no secret: values travel sealed. Rejects with
+   * `SYNC_CONFLICT` when this vault and the server's are different vaults (nothing changes on
+   * either side), `ABORTED` when `options.signal` aborts, and `STORAGE` when the server cannot be
+   * reached (`cause`: what `fetch` threw) or fails. Running `sync` again after a failure goes on
+   * where it stopped.
+   *
+   * @example
+   * ```ts
+   * const report = await vault.sync("https://example.com/sync", { signal: AbortSignal.timeout(30_000) });
+   * await vault.sync({ url: "/sync", headers: { authorization: `Bearer ${session}` } });
+   * await replica.sync((request) => server.syncHandle(request)); // in process (tests, a worker)
+   * ```
+   */
+  sync(remote: SyncRemote, options?: SyncOptions): Promise<SyncReport> {
+    return this.#call(async (v) => {
+      const given = plainOptions(options);
+      const signal = typeof given === "object" && given !== null ? (given as SyncOptions).signal : undefined;
+      const limit = this.#engine.Vault.syncBodyLimit();
+      const exchange = syncExchange(remote, signal instanceof AbortSignal ? signal : undefined, limit);
+      return v.sync(exchange, given as SyncOptions | undefined);
+    });
+  }
+
+  /**
+   * The server side of {@link Vault.sync}: answer one sync request, on any backend, with no
+   * secret (the server never opens a value). Authenticate the request and pick the vault first:
+   * who may sync which vault is your app's decision. Always resolves with a JSON `Response`
+   * (`cache-control: no-store`): `405` (with `Allow: POST`) for another method, `415` for a body
+   * that is not `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a
+   * malformed one, `409` (`SYNC_CONFLICT`) for a replica of another vault; an error's body is
+   * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with
+   * `UNSUPPORTED`: the browser's IndexedDB engine syncs as a replica and leaves the server's side
+   * out of its download.
+   *
+   * @example
+   * ```ts
+   * // A Cloudflare Worker
+   * if (new URL(request.url).pathname === "/sync") {
+   *   if (!(await authorized(request))) return new Response(null, { status: 401 });
+   *   return vault.syncHandle(request);
+   * }
+   * ```
+   */
+  syncHandle(request: Request): Promise<Response> {
+    return this.#call(async (v) => {
+      if (!(request instanceof Request)) throw new VaultError("INVALID_ARGUMENT", "syncHandle takes a Request");
+      const engine = this.#engine.Vault;
+      if (engine.syncRefusal === undefined || v.syncHandle === undefined) {
+        throw new VaultError(
+          "UNSUPPORTED",
+          'syncHandle is the server side of sync, which the browser\'s IndexedDB engine leaves out: answer sync requests in a worker or on Node, or from a vault opened with backend "memory" or "sql"',
+        );
+      }
+      const method = request.method;
+      const contentType = request.headers.get("content-type") ?? undefined;
+      const declared = request.headers.get("content-length");
+      const refused = engine.syncRefusal(method, contentType, declared === null ? undefined : Number(declared));
+      if (refused !== undefined) return syncResponse(refused);
+      const limit = engine.syncBodyLimit();
+      const body = await readCapped(request.body, limit);
+      if (body === undefined) return syncResponse(engine.syncRefusal(method, contentType, limit + 1) as [number, string]);
+      return syncResponse(await v.syncHandle(body));
+    });
   }
 }

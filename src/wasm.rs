@@ -7,6 +7,7 @@ pub mod platform;
 mod query;
 #[cfg(feature = "sql")]
 pub mod sql;
+mod sync;
 mod vault;
 
 pub use query::JsRecordQuery;
@@ -78,5 +79,6 @@ pub fn is_token_valid_length(
 // (js/types.ts, shipped as dist/types.d.ts next to dist/wasm/).
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"import type {
-    CreateOptions, CustomCreateOptions, OrderBy, QueryInit, RekeyOptions, Secret, SortOrder, Time, VaultOptions, VaultRecord,
+    CreateOptions, CustomCreateOptions, OrderBy, QueryInit, RekeyOptions, Secret, SortOrder, SyncOptions, SyncReport, Time,
+    VaultOptions, VaultRecord,
 } from "../types.js";"#;

@@ -13,6 +13,7 @@ use super::convert::{
 use super::error::{err, invalid};
 use super::platform::{JsRekeyObserver, TimerScheduler, WebCryptoKdf, now_ms};
 use super::query::query_from_value;
+use super::sync::{SyncArgs, report as sync_report, sync_args};
 use crate::platform::{Platform, SystemClock};
 use crate::policy::PasswordPolicy;
 use crate::storage::Storage;
@@ -884,6 +885,121 @@ impl JsVault {
             undefined,
             none,
         )
+    }
+
+    // ---- sync (SYNC.md "API") ----
+
+    /// Sync with a server. The TypeScript layer turns the `SyncRemote` into `exchange`, one
+    /// function `(body: string) => Promise<{ status: number, body: Uint8Array }>`; `options` is
+    /// `{ signal, onProgress }`. A failed exchange is `STORAGE` with what it threw as `cause`;
+    /// an aborted signal is `ABORTED` at the next exchange.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncReport>")]
+    pub fn sync(
+        &self,
+        #[wasm_bindgen(
+            unchecked_param_type = "(body: string) => Promise<{ status: number; body: Uint8Array | null; tooLarge?: boolean }>"
+        )]
+        exchange: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SyncOptions | undefined")] options_value: JsValue,
+    ) -> Promise {
+        let started = now_ms();
+        let events = self.events.clone();
+        let SyncArgs {
+            transport,
+            on_progress,
+        } = match sync_args(exchange, &options_value) {
+            Ok(args) => args,
+            Err(e) => {
+                events.emit_error("sync", started, &e);
+                return Promise::reject(&e);
+            }
+        };
+        let vault = self.vault.clone();
+        future_to_promise(async move {
+            // A throwing progress listener must not break the sync; its error is dropped.
+            let progress = on_progress.map(|f| {
+                move |done: u64, total: u64| {
+                    let _ = f.call2(
+                        &JsValue::UNDEFINED,
+                        &JsValue::from_f64(done as f64),
+                        &JsValue::from_f64(total as f64),
+                    );
+                }
+            });
+            let outcome = vault
+                .sync(
+                    &transport,
+                    progress.as_ref().map(|p| p as &dyn Fn(u64, u64)),
+                )
+                .await;
+            super::scrub_stack();
+            match outcome {
+                Ok(report) => {
+                    events.emit("sync", started, report.pulled + report.pushed, "OK");
+                    Ok(sync_report(&report))
+                }
+                Err(e) => {
+                    events.emit("sync", started, 0, e.code().as_str());
+                    let network = matches!(e, crate::VaultError::Storage { .. });
+                    let error = err(e);
+                    // A failed exchange ends the sync at once: its error is this one's cause.
+                    if let Some(cause) = transport.take_failure().filter(|_| network) {
+                        js::set(&error, "cause", &cause);
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    /// The largest sync request or response body, in bytes (4 MiB).
+    #[wasm_bindgen(js_name = syncBodyLimit)]
+    pub fn sync_body_limit() -> f64 {
+        crate::sync::wire::MAX_BODY_BYTES as f64
+    }
+}
+
+/// The server side of sync. Only in the engine with a server backend (memory, SQL): the browser's
+/// IndexedDB-only engine syncs as a replica and leaves the server's code out (its download budget).
+#[cfg(any(feature = "gluesql", feature = "sql"))]
+#[wasm_bindgen(js_class = Vault)]
+impl JsVault {
+    /// The server side: answer one request body (read by the TypeScript layer after
+    /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret.
+    #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
+    pub fn sync_handle(&self, body: Vec<u8>) -> Promise {
+        let started = now_ms();
+        let events = self.events.clone();
+        let vault = self.vault.clone();
+        future_to_promise(async move {
+            let (status, answer) = vault.sync_handle(&body).await;
+            drop(body);
+            super::scrub_stack();
+            // The event carries the refusal's code, so a server's monitoring sees refused syncs.
+            let code = if status == 200 {
+                "OK".to_owned()
+            } else {
+                crate::sync::wire::decode_error(answer.as_bytes())
+                    .map_or_else(|| "STORAGE".to_owned(), |e| e.code)
+            };
+            events.emit("syncHandle", started, 0, &code);
+            Ok(super::sync::answer(status, &answer))
+        })
+    }
+
+    /// Whether a sync request is refused before its body is read: `[status, JSON body]` for a
+    /// method other than `POST` (405), a content type other than JSON (415) or a body over
+    /// [`Vault.syncBodyLimit`] bytes, declared or read so far (413); `undefined` otherwise.
+    #[wasm_bindgen(js_name = syncRefusal, unchecked_return_type = "[number, string] | undefined")]
+    pub fn sync_refusal(
+        method: &str,
+        content_type: Option<String>,
+        length: Option<f64>,
+    ) -> JsValue {
+        match super::sync::refusal(method, content_type.as_deref(), length) {
+            Some(e) => super::sync::answer(e.status(), &crate::sync::wire::encode_error(&e)),
+            None => JsValue::UNDEFINED,
+        }
     }
 }
 
