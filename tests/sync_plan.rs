@@ -232,7 +232,7 @@ fn a_new_row_is_stored_and_a_replay_stores_nothing() {
 #[test]
 fn an_older_version_is_superseded_with_the_servers() {
     let newer = record(R1, live("tk_a", "vs1:new", None, rev(200, 1)));
-    let mut server = Store::with(&[newer.clone()]);
+    let mut server = Store::with(std::slice::from_ref(&newer));
     let plan = server
         .push(&[record(R1, live("tk_a", "vs1:old", None, rev(100, 2)))])
         .unwrap();
