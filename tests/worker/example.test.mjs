@@ -10,12 +10,13 @@
 // its keys match Node's. Its /sync route, on D1 and on a Durable Object per user: two devices of
 // a user (memory vaults in Node) sync through it with the user's credential (minted by the
 // example's script), another user's devices see nothing of theirs, forged credentials get 401
-// and open nothing, and a dump of the server's tables holds no value, password, key or
-// credential. The README's copy of the example is checked against its files. Run
+// and open nothing, a dump of the server's tables holds no value, password, key or credential,
+// and a user whose D1 vault the isolate closed (65 users) syncs on. The README's copy of the example is checked against its files. Run
 // after tests/js/run-packed.mjs, which packs the tarball.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -547,6 +548,35 @@ for (const storage of ["d1", "durable-object"]) {
     }
   });
 }
+
+test("/sync on D1: a user whose vault fell out of the isolate's 64 open ones syncs on, reopened", async () => {
+  const { Vault } = await import(pathToFileURL(join(app, "node_modules", "vaultstore-wasm", "dist", "node.js")));
+  const mf = start({ ...worker(bundle, "d1", null, { name: "a" }) });
+  const credential = (userId) => `vss1.${userId}.${createHmac("sha256", Buffer.from(SYNC_SIGNING_KEY, "hex")).update(userId).digest("base64url")}`;
+  const remote = (userId) => ({
+    url: "http://worker/sync",
+    headers: { authorization: `Bearer ${credential(userId)}` },
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  const PASSWORD = "the first user's password";
+  const replica = () => Vault.open({ backend: "memory", kdfIterations: 100_000 });
+  const first = await replica();
+  const token = await first.tokenCreate("written before the eviction", PASSWORD);
+  await first.sync(remote("first"));
+  // 64 other users, 8 at a time: "first" is now the least recently used, evicted and closed.
+  for (let batch = 0; batch < 8; batch++) {
+    await Promise.all(Array.from({ length: 8 }, async (_, i) => (await replica()).sync(remote(`user${batch * 8 + i}`))));
+  }
+  const second = await replica();
+  const report = await second.sync(remote("first"));
+  assert.ok(report.pulled >= 1, JSON.stringify(report));
+  assert.equal(await second.tokenRead(token, PASSWORD), "written before the eviction");
+  await first.tokenUpdate(token, "written after it", PASSWORD);
+  await first.sync(remote("first"));
+  await second.sync(remote("first"));
+  assert.equal(await second.tokenRead(token, PASSWORD), "written after it");
+  await mf.dispose();
+});
 
 test("mint-sync-credential.mjs refuses a missing or malformed key and an id the worker would refuse", () => {
   const cases = [
