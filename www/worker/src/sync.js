@@ -15,13 +15,13 @@ import { Vault, d1, durableObject } from "vaultstore-wasm";
 /** `vss1.<userId>.<mac>`: ids of 1 to 64 letters, digits, `_` and `-`; a 32-byte mac. */
 const CREDENTIAL = /^Bearer vss1\.([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{43})$/;
 
-/** D1 vaults kept open per isolate: the most recently used first out of the cache last. */
+/** D1 vaults kept open per isolate; past that, the least recently used one is closed. */
 const OPEN_VAULTS = 64;
 
+/** A configuration failure: a 500 whose message goes to the worker's log only. */
 class SyncError extends Error {
-  constructor(status, code, message) {
+  constructor(code, message) {
     super(message);
-    this.status = status;
     this.code = code;
   }
 }
@@ -45,7 +45,7 @@ function base64url(text) {
 async function user(request, env) {
   const text = env.SYNC_SIGNING_KEY?.trim() ?? "";
   if (!/^[0-9a-f]{64}$/i.test(text)) {
-    throw new SyncError(500, "CONFIG", "SYNC_SIGNING_KEY is not 64 hex characters: run `openssl rand -hex 32 | npx wrangler secret put SYNC_SIGNING_KEY`");
+    throw new SyncError("CONFIG", "SYNC_SIGNING_KEY is not 64 hex characters: run `openssl rand -hex 32 | npx wrangler secret put SYNC_SIGNING_KEY`");
   }
   const given = (request.headers.get("Authorization") ?? "").match(CREDENTIAL);
   if (!given) return null;
