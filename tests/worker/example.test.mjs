@@ -7,11 +7,16 @@
 // throughout the rotation, lose no write. Each credential opens only its own routes; a failing
 // database's text reaches the worker's log, never the client. Last, WebCrypto PBKDF2 capped at
 // 100,000 iterations as in production: a 600,000-iteration vault still opens (Rust PBKDF2) and
-// its keys match Node's. The README's copy of the example is checked against its files. Run
+// its keys match Node's. Its /sync route, on D1 and on a Durable Object per user: two devices of
+// a user (memory vaults in Node) sync through it with the user's credential (minted by the
+// example's script), another user's devices see nothing of theirs, forged credentials get 401
+// and open nothing, a dump of the server's tables holds no value, password, key or credential,
+// and a user whose D1 vault the isolate closed (65 users) syncs on. The README's copy of the example is checked against its files. Run
 // after tests/js/run-packed.mjs, which packs the tarball.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -34,6 +39,8 @@ const CREDENTIALS = {
 const VAULT_KEY = "8f".repeat(32);
 // The next key as base64, the other format the worker accepts.
 const VAULT_KEY_NEXT = Buffer.alloc(32, 7).toString("base64");
+// Signs the /sync credentials (www/worker/src/sync.js).
+const SYNC_SIGNING_KEY = "3a9c".repeat(16);
 const auth = (credential) => ({ Authorization: `Bearer ${CREDENTIALS[credential]}`, "Content-Type": "application/json" });
 /** The credential a route takes (the worker's ROUTES). */
 const credentialOf = (method, path) =>
@@ -92,10 +99,16 @@ function worker(dir, storage, persist, { main = "index.js", bindings = {}, name 
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2026-04-01",
-    bindings: { ...CREDENTIALS, VAULT_KEY, ...bindings },
+    bindings: { ...CREDENTIALS, VAULT_KEY, SYNC_SIGNING_KEY, ...bindings },
   };
   if (storage === "d1") return { ...options, d1Databases: { DB: "vault" } };
-  return { ...options, durableObjects: { VAULT_OBJECT: { className: "VaultObject", useSQLite: true, scriptName: "a" } } };
+  return {
+    ...options,
+    durableObjects: {
+      VAULT_OBJECT: { className: "VaultObject", useSQLite: true, scriptName: "a" },
+      SYNC_OBJECT: { className: "SyncObject", useSQLite: true, scriptName: "a" },
+    },
+  };
 }
 
 function persistence(storage, dir) {
@@ -347,6 +360,263 @@ for (const storage of ["d1", "durable-object"]) {
     });
   });
 }
+
+/** A user's /sync credential, made by the example's own mint-sync-credential.mjs. */
+function mint(userId, key = SYNC_SIGNING_KEY) {
+  return execFileSync(process.execPath, [join(app, "mint-sync-credential.mjs"), userId], {
+    env: { ...process.env, SYNC_SIGNING_KEY: key },
+    encoding: "utf8",
+  }).trim();
+}
+
+/**
+ * Every row of every vaultstore_* table in the SQLite files under `dir`, as one string; the
+ * namespaces of the vaults in them (D1: one per user), and how many files hold vault tables (a
+ * Durable Object per user: a file per user's vault).
+ */
+async function dumpAll(dir) {
+  const files = [];
+  const walk = (d) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      if (entry.isDirectory()) walk(join(d, entry.name));
+      else if (entry.name.endsWith(".sqlite")) files.push(join(d, entry.name));
+    }
+  };
+  walk(dir);
+  let text = "";
+  let vaultFiles = 0;
+  const namespaces = new Set();
+  for (const file of files.sort()) {
+    const db = createClient({ url: `file:${file}` });
+    try {
+      const tables = (await db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'vaultstore%'")).rows.map((r) => r[0]);
+      if (tables.length) vaultFiles++;
+      for (const table of tables) {
+        const rows = (await db.execute(`SELECT * FROM ${table}`)).rows.map((r) => Array.from(r, (v) => (v instanceof ArrayBuffer ? Buffer.from(v).toString("latin1") : v)));
+        text += `${table} ${JSON.stringify(rows)}\n`;
+      }
+      if (tables.includes("vaultstore_meta")) {
+        for (const row of (await db.execute("SELECT DISTINCT ns FROM vaultstore_meta")).rows) namespaces.add(row[0]);
+      }
+    } finally {
+      db.close();
+    }
+  }
+  return { text, vaultFiles, namespaces: [...namespaces].sort() };
+}
+
+for (const storage of ["d1", "durable-object"]) {
+  test(`/sync on ${storage === "d1" ? "D1" : "Durable Objects"}: each user's devices share a vault through the worker, no one else's, and the server keeps no value or key`, async () => {
+    const { Vault } = await import(pathToFileURL(join(app, "node_modules", "vaultstore-wasm", "dist", "node.js")));
+    const folder = join(scratch, `${storage}-sync`);
+    const ORIGIN = "https://app.example";
+    const mf = start({
+      ...worker(storage === "d1" ? bundle : bundleDo, storage, folder, { name: "a", bindings: { SYNC_ALLOWED_ORIGINS: `${ORIGIN}, http://localhost:5173` } }),
+      ...persistence(storage, folder),
+    });
+    const alice = mint("alice");
+    const bob = mint("bob-2");
+    const remote = (credential) => ({
+      url: "http://worker/sync",
+      headers: { authorization: `Bearer ${credential}` },
+      fetch: (url, init) => mf.dispatchFetch(url, init),
+    });
+    // Alice's two devices with a password, Bob's with a raw key: neither reaches the server.
+    const ALICE_PASSWORD = "alice's passphrase, kept on her devices";
+    const BOB_KEY = new Uint8Array(32).map((_, i) => (i * 37 + 11) % 256);
+    const replica = () => Vault.open({ backend: "memory", kdfIterations: 100_000 });
+    const [alicePhone, aliceLaptop, bobPhone, bobLaptop] = await Promise.all([replica(), replica(), replica(), replica()]);
+    const values = ["4111 1111 1111 1111 of alice", "alice keeps this diary line private", "5500 0000 0000 0004 after the update", "bob's PIN is 7317-0042"];
+
+    // Alice: created on the phone, read on the laptop; changed on the laptop, read on the phone.
+    const aliceTokens = await alicePhone.tokensCreate(values.slice(0, 2), ALICE_PASSWORD);
+    const pushed = await alicePhone.sync(remote(alice));
+    assert.ok(pushed.pushed >= 2, JSON.stringify(pushed));
+    const pulled = await aliceLaptop.sync(remote(alice));
+    assert.ok(pulled.pulled >= 2, JSON.stringify(pulled));
+    assert.deepEqual(await aliceLaptop.tokensRead(aliceTokens, ALICE_PASSWORD), { [aliceTokens[0]]: values[0], [aliceTokens[1]]: values[1] });
+    await aliceLaptop.tokenUpdate(aliceTokens[0], values[2], ALICE_PASSWORD);
+    await aliceLaptop.sync(remote(alice));
+    await alicePhone.sync(remote(alice));
+    assert.equal(await alicePhone.tokenRead(aliceTokens[0], ALICE_PASSWORD), values[2]);
+
+    // Bob: his own vault (another KDF salt; had his server vault been Alice's, joining it with a
+    // vault of his own would be refused with SYNC_CONFLICT). His laptop gets his record only.
+    const bobToken = await bobPhone.tokenCreate(values[3], BOB_KEY);
+    await bobPhone.sync(remote(bob));
+    const bobPulled = await bobLaptop.sync(remote(bob));
+    assert.ok(bobPulled.pulled >= 1, JSON.stringify(bobPulled));
+    assert.equal(await bobLaptop.tokenRead(bobToken, BOB_KEY), values[3]);
+    assert.equal(await bobLaptop.recordCount(), 1, "Bob's devices see nothing of Alice's vault");
+    for (const token of aliceTokens) assert.equal(await bobLaptop.recordFindByToken(token), null);
+    await alicePhone.sync(remote(alice));
+    assert.equal(await alicePhone.recordCount(), 2, "nor Alice's of Bob's");
+    assert.equal(await alicePhone.recordFindByToken(bobToken), null);
+
+    // Forged credentials: 401, a JSON error, and no vault opened for anyone (no "mallory" vault
+    // below, and Alice's and Bob's unchanged).
+    const otherKey = mint("mallory", "77".repeat(32));
+    const [, , aliceMac] = alice.split(".");
+    const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // The last of 43 characters carries 4 bits of the mac and 2 unused ones: flipping an unused
+    // bit spells the same 32 bytes another way, which atob accepts and the worker must not.
+    const respelled = `${alice.slice(0, -1)}${B64URL[B64URL.indexOf(aliceMac.at(-1)) ^ 1]}`;
+    const changed = `${alice.slice(0, -20)}${alice.at(-20) === "A" ? "B" : "A"}${alice.slice(-19)}`;
+    const forged = [
+      ["no credential", null],
+      ["signed with another key", otherKey],
+      ["Alice's mac on Bob's id", `vss1.bob-2.${aliceMac}`],
+      ["Alice's with a character of its mac changed", changed],
+      ["Alice's with its mac's last character spelled another way", respelled],
+      ["Alice's as another version", alice.replace(/^vss1/, "vss2")],
+      ["a user id over 64 characters", `vss1.${"m".repeat(65)}.${aliceMac}`],
+      ["Alice's without the Bearer scheme", alice],
+    ];
+    const stranger = await replica();
+    await stranger.tokenCreate("mallory's attempt", ALICE_PASSWORD);
+    for (const [what, credential] of forged) {
+      const headers = { "content-type": "application/json", origin: ORIGIN };
+      if (credential) headers.authorization = what.includes("without the Bearer") ? credential : `Bearer ${credential}`;
+      const response = await mf.dispatchFetch("http://worker/sync", { method: "POST", headers, body: "{}" });
+      assert.equal(response.status, 401, what);
+      assert.equal(response.headers.get("access-control-allow-origin"), ORIGIN, `${what}: a page on an allowed origin can read the refusal`);
+      assert.equal((await response.json()).error.code, "UNAUTHORIZED", what);
+      if (credential && !what.includes("without the Bearer")) {
+        const error = await stranger.sync(remote(credential)).then(() => null, (e) => e);
+        assert.equal(error?.code, "STORAGE", `${what}: the replica's sync fails`);
+        assert.match(error.message, /401 UNAUTHORIZED/, what);
+      }
+    }
+    assert.equal(await stranger.recordCount(), 1, "a refused sync changed nothing on the replica");
+
+    // GET /sync: 405 with or without a credential, nothing opened.
+    for (const authorization of [undefined, `Bearer ${alice}`]) {
+      const response = await mf.dispatchFetch("http://worker/sync", { headers: authorization ? { authorization } : {} });
+      assert.equal(response.status, 405);
+      assert.match(response.headers.get("allow"), /POST/);
+      assert.equal((await response.json()).error.code, "INVALID_ARGUMENT");
+    }
+
+    // CORS: the preflight answers the listed origins only; a sync's answer carries the origin.
+    const preflight = (origin) =>
+      mf.dispatchFetch("http://worker/sync", {
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" },
+      });
+    const allowed = await preflight("http://localhost:5173");
+    assert.equal(allowed.status, 204);
+    assert.equal(allowed.headers.get("access-control-allow-origin"), "http://localhost:5173");
+    assert.match(allowed.headers.get("access-control-allow-headers"), /authorization/);
+    assert.match(allowed.headers.get("access-control-allow-methods"), /POST/);
+    const refused = await preflight("https://evil.example");
+    assert.equal(refused.status, 403);
+    assert.equal(refused.headers.get("access-control-allow-origin"), null);
+    const fromPage = await aliceLaptop.sync({ ...remote(alice), fetch: (url, init) => mf.dispatchFetch(url, { ...init, headers: { ...Object.fromEntries(new Headers(init.headers)), origin: ORIGIN } }) });
+    assert.deepEqual([fromPage.pulled, fromPage.pushed], [0, 0]);
+    const seen = await mf.dispatchFetch("http://worker/sync", {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}`, "content-type": "application/json", origin: "https://evil.example" },
+      body: "{}",
+    });
+    assert.equal(seen.headers.get("access-control-allow-origin"), null, "an unlisted origin gets no CORS header");
+    assert.equal(seen.status, 400, "a malformed sync body reaches syncHandle once authenticated");
+    await seen.body?.cancel();
+    await mf.dispose();
+
+    // The server's tables after the session: the tokens and envelopes, never a value, the
+    // password, Bob's key, the signing key or a credential.
+    const { text, vaultFiles, namespaces } = await dumpAll(folder);
+    for (const token of [...aliceTokens, bobToken]) assert.ok(text.includes(token), `the dump holds ${token}: it reads the vault tables`);
+    assert.match(text, /vs1:/, "the dump holds the envelopes");
+    const secrets = {
+      ...Object.fromEntries(values.map((v, i) => [`value ${i}`, v])),
+      "mallory's value": "mallory's attempt",
+      "Alice's password": ALICE_PASSWORD,
+      "Bob's key (hex)": Buffer.from(BOB_KEY).toString("hex"),
+      "Bob's key (base64)": Buffer.from(BOB_KEY).toString("base64"),
+      "Bob's key (bytes)": Buffer.from(BOB_KEY).toString("latin1"),
+      "the signing key": SYNC_SIGNING_KEY,
+      "Alice's credential": alice,
+      "Bob's credential": bob,
+      "Alice's mac": aliceMac,
+    };
+    for (const [what, secret] of Object.entries(secrets)) assert.ok(!text.includes(secret), `the server's tables hold ${what}`);
+    if (storage === "d1") {
+      assert.deepEqual(namespaces, ["sync:alice", "sync:bob-2"], "one namespace per user, none for a forged credential");
+    } else {
+      assert.equal(vaultFiles, 2, "one Durable Object per user, none for a forged credential");
+    }
+  });
+}
+
+test("/sync on D1: a user whose vault fell out of the isolate's 64 open ones syncs on, reopened", async () => {
+  const { Vault } = await import(pathToFileURL(join(app, "node_modules", "vaultstore-wasm", "dist", "node.js")));
+  const mf = start({ ...worker(bundle, "d1", null, { name: "a" }) });
+  const credential = (userId) => `vss1.${userId}.${createHmac("sha256", Buffer.from(SYNC_SIGNING_KEY, "hex")).update(userId).digest("base64url")}`;
+  const remote = (userId) => ({
+    url: "http://worker/sync",
+    headers: { authorization: `Bearer ${credential(userId)}` },
+    fetch: (url, init) => mf.dispatchFetch(url, init),
+  });
+  const PASSWORD = "the first user's password";
+  const replica = () => Vault.open({ backend: "memory", kdfIterations: 100_000 });
+  const first = await replica();
+  const token = await first.tokenCreate("written before the eviction", PASSWORD);
+  await first.sync(remote("first"));
+  // 64 other users, 8 at a time: "first" is now the least recently used, evicted and closed.
+  for (let batch = 0; batch < 8; batch++) {
+    await Promise.all(Array.from({ length: 8 }, async (_, i) => (await replica()).sync(remote(`user${batch * 8 + i}`))));
+  }
+  const second = await replica();
+  const report = await second.sync(remote("first"));
+  assert.ok(report.pulled >= 1, JSON.stringify(report));
+  assert.equal(await second.tokenRead(token, PASSWORD), "written before the eviction");
+  await first.tokenUpdate(token, "written after it", PASSWORD);
+  await first.sync(remote("first"));
+  await second.sync(remote("first"));
+  assert.equal(await second.tokenRead(token, PASSWORD), "written after it");
+  await mf.dispose();
+});
+
+test("mint-sync-credential.mjs refuses a missing or malformed key and an id the worker would refuse", () => {
+  const cases = [
+    [["alice"], undefined],
+    [["alice"], "not hex at all"],
+    [["alice"], "ab".repeat(16)],
+    [["al.ice"], SYNC_SIGNING_KEY],
+    [["a".repeat(65)], SYNC_SIGNING_KEY],
+    [[], SYNC_SIGNING_KEY],
+    [["alice", "bob"], SYNC_SIGNING_KEY],
+  ];
+  for (const [args, key] of cases) {
+    const env = { ...process.env, SYNC_SIGNING_KEY: key };
+    if (key === undefined) delete env.SYNC_SIGNING_KEY;
+    const result = spawnSync(process.execPath, [join(app, "mint-sync-credential.mjs"), ...args], { env, encoding: "utf8" });
+    assert.deepEqual([result.status, result.stdout], [2, ""], `${JSON.stringify(args)} with key ${key}: ${result.stderr}`);
+    assert.ok(result.stderr.length > 20, "it says why");
+  }
+  assert.match(mint("a".repeat(64)), /^vss1\.a{64}\.[A-Za-z0-9_-]{43}$/);
+});
+
+test("/sync without a valid SYNC_SIGNING_KEY: 500 CONFIG, a generic message, the hint in the worker's log", async () => {
+  let log = "";
+  const mf = start({
+    ...worker(bundle, "d1", null, { bindings: { SYNC_SIGNING_KEY: "" } }),
+    handleRuntimeStdio(stdout, stderr) {
+      for (const stream of [stdout, stderr]) stream.on("data", (chunk) => (log += chunk));
+    },
+  });
+  const response = await mf.dispatchFetch("http://worker/sync", {
+    method: "POST",
+    headers: { authorization: `Bearer ${mint("alice")}`, "content-type": "application/json" },
+    body: "{}",
+  });
+  const body = await response.json();
+  assert.deepEqual([response.status, body.error.code], [500, "CONFIG"]);
+  assert.doesNotMatch(body.error.message, /SYNC_SIGNING_KEY/);
+  await mf.dispose();
+  assert.match(log, /SYNC_SIGNING_KEY is not 64 hex characters/);
+});
 
 test("each credential opens its own routes only: 401 without one, 403 with another's", async () => {
   const mf = start({ ...worker(bundle, "d1", null, { bindings: { VAULT_KEY_NEXT } }) });

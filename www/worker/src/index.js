@@ -10,6 +10,10 @@
 //   POST   /tokens/:token/renew {"expiresAt": ms|null}                 -> 204                        DETOKENIZE_TOKEN
 //   DELETE /tokens/:token                                              -> 204                        DETOKENIZE_TOKEN
 //   POST   /admin/rotate        {"maxRecords": n}                      -> {"moved": n}               ADMIN_TOKEN
+//   POST   /sync                a device's sync request (vault.sync)   -> its answer                 the user's own
+//
+// /sync (src/sync.js) is another service in the same worker: a vault per user, synced by that
+// user's devices, which seal every value themselves; the worker holds no key for those vaults.
 //
 // Key rotation: while VAULT_KEY_NEXT is set, writes seal with it and reads accept it or
 // VAULT_KEY; /admin/rotate moves what VAULT_KEY still seals to VAULT_KEY_NEXT (README.md).
@@ -20,6 +24,9 @@
 // configuration: a generic message, the detail goes to the worker's logs).
 import { DurableObject } from "cloudflare:workers";
 import { Vault, VaultError, d1, durableObject } from "vaultstore-wasm";
+import { SyncObject, sync } from "./sync.js";
+
+export { SyncObject };
 
 const STATUS = {
   INVALID_ARGUMENT: 400,
@@ -236,6 +243,7 @@ let d1Vault;
 
 export default {
   fetch(request, env) {
+    if (new URL(request.url).pathname === "/sync") return sync(request, env);
     if (env.VAULT_OBJECT) return env.VAULT_OBJECT.get(env.VAULT_OBJECT.idFromName("vault")).fetch(request);
     d1Vault ??= Vault.open({ backend: "sql", sql: d1(env.DB) }).catch((error) => {
       d1Vault = undefined;
