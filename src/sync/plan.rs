@@ -361,6 +361,9 @@ pub struct PullPlan {
     /// Local records kept although the server removed or displaced them, or whose token a
     /// pulled record claims: the ids of the records stranded here.
     pub stranded: Vec<String>,
+    /// Removals of identity rows set aside while local records still use the identity: the
+    /// replica keeps them and plans them again once those records have moved (or are gone).
+    pub deferred: Vec<Row>,
 }
 
 /// Whether `merged` drops a change made here since the revision `since` (the end of this
@@ -510,6 +513,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
                 .and_then(|id| linked.get(id))
                 .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
             {
+                plan.deferred.push(row.clone());
                 continue;
             }
             _ => {}

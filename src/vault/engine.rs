@@ -92,6 +92,24 @@ fn synced_key() -> MetaKey {
     local_key("state", "synced")
 }
 
+/// An identity row's removal pulled while local records still used the identity.
+fn deferred_key(key: &MetaKey) -> MetaKey {
+    local_key("deferred", &format!("{}/{}", key.object_id, key.key))
+}
+
+/// The removal a deferred row holds: `"<rev> <deletedAt>"` under `<identity id>/<key>`.
+fn deferred_row(row: &MetaRow) -> Option<Row> {
+    let (object_id, key) = row.key.key.split_once('/')?;
+    let (rev, deleted_at) = row.value.split_once(' ')?;
+    Some(Row::Meta {
+        key: MetaKey::new(object_type::IDENTITY, object_id, key),
+        version: MetaVersion::Gone {
+            rev: Rev::parse(rev).ok()?,
+            deleted_at: deleted_at.parse().ok()?,
+        },
+    })
+}
+
 fn parked_key(id: &str) -> MetaKey {
     local_key("parked", id)
 }
@@ -538,6 +556,7 @@ impl Vault {
             self.apply_pulled(&response, stored, since, report, stranded)
                 .await?;
             if !response.more {
+                self.retry_deferred(stranded).await?;
                 return Ok(reset);
             }
         }
@@ -614,6 +633,18 @@ impl Vault {
                     key: parked_key(id),
                     value: String::new(),
                 }));
+            }
+            for row in &plan.deferred {
+                if let Row::Meta {
+                    key,
+                    version: MetaVersion::Gone { rev, deleted_at },
+                } = row
+                {
+                    ops.push(WriteOp::PutMeta(MetaRow {
+                        key: deferred_key(key),
+                        value: format!("{rev} {deleted_at}"),
+                    }));
+                }
             }
             // Fetched records that now applied are no longer parked.
             for row in &rows {
@@ -718,6 +749,7 @@ impl Vault {
             report.pushed += response.stored;
             let mut settled: Vec<bool> = vec![true; rows.len()];
             let mut taken_back: Vec<Row> = Vec::new();
+            let mut adopted: Vec<WriteOp> = Vec::new();
             for refused in &response.refused {
                 settled[refused.i] = false;
                 match refused.reason {
@@ -726,10 +758,16 @@ impl Vault {
                             stranded.insert(token.to_owned());
                         }
                     }
-                    // The server keeps the identity: take its version back.
+                    // The server keeps the identity (records elsewhere still use it): its version
+                    // replaces this replica's removal whatever the revisions say, or the removal
+                    // would be pushed and refused forever. Running the rotation again moves the
+                    // records that kept it once they are here.
                     Refusal::Referenced => {
                         if let Some(current) = &refused.current {
-                            taken_back.push(current.clone());
+                            adopted.push(WriteOp::PutVersion {
+                                row: current.clone(),
+                                dirty: false,
+                            });
                             report.conflicts += 1;
                         }
                     }
@@ -754,6 +792,7 @@ impl Vault {
                     _ => None,
                 })
                 .collect();
+            ops.append(&mut adopted);
             if !ops.is_empty() {
                 self.storage
                     .apply(self.stamp()?, std::mem::take(&mut ops))
@@ -766,18 +805,61 @@ impl Vault {
         Ok(())
     }
 
+    /// Plan again the identity removals set aside while local records used the identity: once
+    /// they have moved (a rotation's records arrived, `bulkRekey` moved a stranded write) the
+    /// removal applies; while some remain, they are stranded here.
+    async fn retry_deferred(&self, stranded: &mut HashSet<String>) -> Result<()> {
+        let waiting = self
+            .storage
+            .meta_object(object_type::SYNC, "deferred")
+            .await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Row> = waiting.iter().filter_map(deferred_row).collect();
+        let done = self.take_back(&rows).await?;
+        let settled: Vec<WriteOp> = waiting
+            .iter()
+            .zip(&done)
+            .filter(|(_, still)| !**still)
+            .map(|(row, _)| WriteOp::DeleteMeta(row.key.clone()))
+            .collect();
+        if !settled.is_empty() {
+            self.storage.apply(self.stamp()?, settled).await?;
+        }
+        for row in rows
+            .iter()
+            .zip(&done)
+            .filter(|(_, still)| **still)
+            .map(|(r, _)| r)
+        {
+            if let Row::Meta { key, .. } = row {
+                for record in self
+                    .storage
+                    .records_linked_to(&key.object_id, None, 1_000)
+                    .await?
+                {
+                    stranded.insert(record.token);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Merge versions the server answered with into this replica, as a pull would.
-    async fn take_back(&self, rows: &[Row]) -> Result<()> {
+    /// Returns, per row, whether it was set aside again ([`crate::sync::plan::PullPlan::deferred`]).
+    async fn take_back(&self, rows: &[Row]) -> Result<Vec<bool>> {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows).await?;
             let plan = plan_pull(rows, &view);
+            let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;
             if plan.applied > 0 {
                 ops.push(super::new_write_epoch()?);
             }
             match tx.commit(self.stamp()?, ops).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(deferred),
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -86,25 +86,57 @@ impl Vault {
         mk: &MasterKey,
         epoch: u64,
     ) -> Result<Option<Identity>> {
+        Ok(self
+            .find_identities_in(reads, mk, epoch)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Every identity `mk` opens, the canonical one (the smallest id) first. Locally a secret
+    /// opens at most one: storage keeps tags unique. Sync may bring a second: two replicas that
+    /// first used one password while apart each made an identity for it, and both must stay
+    /// readable (SYNC.md 3). Writers seal under the first; readers try each; a record rewritten
+    /// moves to the first.
+    pub(crate) async fn find_identities_in(
+        &self,
+        reads: &dyn WriteTransaction,
+        mk: &MasterKey,
+        epoch: u64,
+    ) -> Result<Vec<Identity>> {
         let rows = reads
             .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
             .await?;
         self.check_key_epoch(epoch)?;
-        let Some(slot) = rows.first().map(|r| r.key.object_id.clone()) else {
-            return Ok(None);
-        };
-        // A further slot names its identity; the first slot is the identity's own object.
-        let id = rows
-            .iter()
-            .find(|r| r.key.key == OWNER_KEY)
-            .map_or_else(|| slot.clone(), |r| r.value.clone());
-        let wrapped = rows.iter().find(|r| r.key.key == DEK_KEY).ok_or_else(|| {
-            VaultError::storage(format!(
-                "identity {id} has no data key row; the vault is damaged"
-            ))
-        })?;
-        let dek = unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
-        Ok(Some(Identity { id, slot, dek }))
+        let mut slots: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
+        slots.dedup();
+        let mut found: Vec<Identity> = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let object = rows.iter().filter(|r| r.key.object_id == slot);
+            // A further slot names its identity; the first slot is the identity's own object.
+            let id = object
+                .clone()
+                .find(|r| r.key.key == OWNER_KEY)
+                .map_or_else(|| slot.to_owned(), |r| r.value.clone());
+            let wrapped = object
+                .clone()
+                .find(|r| r.key.key == DEK_KEY)
+                .ok_or_else(|| {
+                    VaultError::storage(format!(
+                        "identity {id} has no data key row; the vault is damaged"
+                    ))
+                })?;
+            let dek = unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
+            if !found.iter().any(|known| known.id == id) {
+                found.push(Identity {
+                    id,
+                    slot: slot.to_owned(),
+                    dek,
+                });
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
     }
 
     /// The identity of `mk`, or a new one with the rows that create it. Creation inserts the tag

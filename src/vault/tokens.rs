@@ -11,7 +11,7 @@ use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
 use crate::error::{NotFoundReason, Result, VaultError};
 use crate::record::{Record, RecordRevs, check_time, new_record_id};
 use crate::secret::Secret;
-use crate::storage::{RecordChange, StorageError, WriteOp};
+use crate::storage::{Optimistic, RecordChange, StorageError, WriteOp};
 use crate::token;
 use crate::vault::identity::Identity;
 use std::collections::{HashMap, HashSet};
@@ -99,6 +99,9 @@ pub(crate) struct Opener {
     pub epoch: u64,
     master: DataKey,
     pub identity: Option<Identity>,
+    /// Further identities the same secret opens (sync can bring two with one tag, see
+    /// [`Vault::find_identities_in`]): read with, never written with.
+    pub also: Vec<Identity>,
 }
 
 /// A record's envelope, parsed once, and whether the secret's master key sealed it.
@@ -110,13 +113,21 @@ pub(crate) struct Parsed {
 impl Opener {
     /// Which of this secret's keys sealed `envelope`, if any.
     pub(crate) fn key_of(&self, envelope: &Envelope) -> Option<(&DataKey, SealedWith)> {
-        match &self.identity {
-            Some(identity) if envelope.was_sealed_with(&identity.dek) => {
-                Some((&identity.dek, SealedWith::Identity))
-            }
-            _ if envelope.was_sealed_with(&self.master) => Some((&self.master, SealedWith::Master)),
-            _ => None,
+        if let Some(dek) = self.identity_key_of(envelope) {
+            return Some((dek, SealedWith::Identity));
         }
+        envelope
+            .was_sealed_with(&self.master)
+            .then_some((&self.master, SealedWith::Master))
+    }
+
+    /// The data key of whichever identity of this secret sealed `envelope`.
+    fn identity_key_of(&self, envelope: &Envelope) -> Option<&DataKey> {
+        self.identity
+            .iter()
+            .chain(&self.also)
+            .map(|identity| &identity.dek)
+            .find(|dek| envelope.was_sealed_with(dek))
     }
 
     fn parse(&self, record: &Record) -> Parsed {
@@ -141,11 +152,9 @@ impl Opener {
             let (key, sealed_with) = if parsed.by_master {
                 (&self.master, SealedWith::Master)
             } else {
-                match &self.identity {
-                    Some(identity) if envelope.was_sealed_with(&identity.dek) => {
-                        (&identity.dek, SealedWith::Identity)
-                    }
-                    _ => return Err(VaultError::InvalidPassword { tokens: vec![] }),
+                match self.identity_key_of(&envelope) {
+                    Some(dek) => (dek, SealedWith::Identity),
+                    None => return Err(VaultError::InvalidPassword { tokens: vec![] }),
                 }
             };
             Ok((
@@ -588,10 +597,16 @@ impl Vault {
             mk,
             epoch,
             identity: None,
+            also: Vec::new(),
         };
         let parsed: Vec<Parsed> = records.iter().map(|r| opener.parse(r)).collect();
         if self.identities || parsed.iter().any(|p| p.envelope.is_ok() && !p.by_master) {
-            opener.identity = self.find_identity(&opener.mk, epoch).await?;
+            let mut identities = self
+                .find_identities_in(&Optimistic(&*self.storage), &opener.mk, epoch)
+                .await?
+                .into_iter();
+            opener.identity = identities.next();
+            opener.also = identities.collect();
         }
         Ok((opener, parsed))
     }
