@@ -27,16 +27,23 @@
 //!    was seen to hold for that field, and the field's content is what that write wrote. The same
 //!    for each setting this simulation writes.
 //! 4. Secrets: every readable live record opens on every replica (keys dropped first, `lock()`)
-//!    with one and the same password of the history, and gives the plaintext of the write its
-//!    value revision names. (Which password that must be is not modelled: concurrent password
-//!    changes and rotations may legitimately leave several.)
+//!    with exactly the password its history implies, and gives the plaintext of the write its
+//!    value revision names. Identities off, that password is the one the write of its seal
+//!    revision used (a create, an update, or the rekey that re-sealed it); identities on (one
+//!    identity in the default run), the one the write of the converged revision of the identity's
+//!    `tag` row set, and every other password ever set is `INVALID_PASSWORD` on every replica.
+//!    With `SYNC_SIM_KNOWN_BUGS` only "some password of the history, the same everywhere".
 //! 5. Zero knowledge: no value written and no password appears in the server's store: every
 //!    column of every table of the SQLite server, or, on GlueSQL, its snapshot and its rows.
 //!
 //! **Clocks:** the server refuses revisions more than `MAX_FUTURE_MS` (5 minutes) ahead of its
 //! clock, and the drift correction of SYNC.md 4 is not built yet, so a replica whose clock runs
 //! hours ahead never gets its writes stored. The default run keeps fast clocks within 4 minutes;
-//! `SYNC_SIM_AHEAD_MS=<ms>` lets one replica run further ahead, to see that.
+//! `SYNC_SIM_AHEAD_MS=<ms>` lets one replica run further ahead, to see that. Seen with A two
+//! hours ahead (`SYNC_SIM_AHEAD_MS=7200000`): the server refuses every row A writes
+//! (`rev_in_future`), A's syncs still succeed and report nothing `stranded`, and A never
+//! converges (its records stay on A only). Replicas hours *behind* converge; their writes lose
+//! to writes made earlier in real time until their clock has seen them (hybrid logical clocks).
 //!
 //! **Known engine bugs** (each reproduced by an `#[ignore]`d test in `tests/sync_engine.rs`),
 //! kept out of the default run; `SYNC_SIM_KNOWN_BUGS=1` lets the simulation hit them:
