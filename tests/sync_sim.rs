@@ -13,11 +13,10 @@
 //! **Healing:** every replica syncs, twice, in turn, and none may fail; then again, in turn,
 //! until a pass moves no row (at most 6 passes: SYNC.md 1 promises convergence after two, but
 //! a record stranded because its custom token was taken is pushed only on the sync after the
-//! one that brought the holder's deletion, so the others see it one pass later). Records any sync reported
-//! `stranded` (then or earlier: a report names a stranded record once, not on every later sync)
-//! that their replica still holds otherwise than the server are checked readable there, then
-//! deleted there by the "user" (the engine keeps them until the user acts, SYNC.md 2 and 7), and
-//! healing runs again.
+//! one that brought the holder's deletion, so the others see it one pass later). Records any
+//! sync reported `stranded` (while healing or before) that their replica still holds otherwise
+//! than the server are checked readable there, then deleted there by the "user" (the engine
+//! keeps them until the user acts, SYNC.md 2 and 7), and healing runs again.
 //!
 //! **The oracle** (what is checked after healing; nothing else is claimed):
 //! 1. Convergence: every replica's replicated rows (a `changes_since(0)` walk, by key) equal the
