@@ -1,0 +1,1147 @@
+//! A randomized simulation of sync (issue 14, SYNC.md): a server and two or three replicas, each an
+//! ordinary `Vault` on a real backend (the server on GlueSQL memory or SQLite, across cases; the
+//! replicas on GlueSQL memory, the second one on SQLite), all joined to one vault first. Then
+//! random operations on random replicas: create, custom create (3 tokens, so they collide),
+//! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
+//! setting, a password change (identities on: a re-wrap), a rotation, time passing, and syncs at
+//! random with faults on the wire: a request lost (the server never saw it), a response lost (the
+//! server acted, the replica saw an error), a request delivered twice, and old requests replayed
+//! later (a late duplicate: reordering).
+//! Replicas that do not sync for a while are partitioned. Each replica has its own clock, hours
+//! behind the server's or up to 4 minutes ahead (see "Clocks").
+//!
+//! **Healing:** every replica syncs, twice, in turn, and none may fail; then again, in turn,
+//! until a pass moves no row (at most 6 passes: SYNC.md 1 promises convergence after two, but
+//! a record stranded because its custom token was taken is pushed only on the sync after the
+//! one that brought the holder's deletion, so the others see it one pass later). Records any
+//! sync reported `stranded` (while healing or before) that their replica still holds otherwise
+//! than the server are checked readable there, then deleted there by the "user" (the engine
+//! keeps them until the user acts, SYNC.md 2 and 7), and healing runs again.
+//!
+//! **The oracle** (what is checked after healing; nothing else is claimed):
+//! 1. Convergence: every replica's replicated rows (a `changes_since(0)` walk, by key) equal the
+//!    server's, byte for byte.
+//! 2. No deleted record back: every record id that any replica ever held as a tombstone (a delete,
+//!    a purge, a pulled delete) is not live on the server (so, by 1, nowhere).
+//! 3. Nothing resolved lost, and the conflict rule: every record id whose creation resolved and
+//!    that was never deleted is live on the server; for each live record and each field (value,
+//!    `expiresAt`, `softDeletedAt`), the server's revision is the greatest revision any replica
+//!    was seen to hold for that field, and the field's content is what that write wrote. The same
+//!    for each setting this simulation writes.
+//! 4. Secrets: every readable live record opens on every replica (keys dropped first, `lock()`)
+//!    with exactly the password its history implies, and gives the plaintext of the write its
+//!    value revision names. Identities off, that password is the one the write of its seal
+//!    revision used (a create, an update, or the rekey that re-sealed it); identities on (one
+//!    identity in the default run), the one the write of the converged revision of the identity's
+//!    `tag` row set, and every other password ever set is `INVALID_PASSWORD` on every replica.
+//!    With `SYNC_SIM_KNOWN_BUGS` only "some password of the history, the same everywhere".
+//! 5. Zero knowledge: no value written and no password appears in the server's store: every
+//!    column of every table of the SQLite server, or, on GlueSQL, its snapshot and its rows.
+//!
+//! **Clocks:** the server refuses revisions more than `MAX_FUTURE_MS` (5 minutes) ahead of its
+//! clock, and the drift correction of SYNC.md 4 is not built yet, so a replica whose clock runs
+//! hours ahead never gets its writes stored. The default run keeps fast clocks within 4 minutes;
+//! `SYNC_SIM_AHEAD_MS=<ms>` lets one replica run further ahead, to see that. Seen with A two
+//! hours ahead (`SYNC_SIM_AHEAD_MS=7200000`): the server refuses every row A writes
+//! (`rev_in_future`), A's syncs still succeed and report nothing `stranded`, and A never
+//! converges (its records stay on A only). Replicas hours *behind* converge; their writes lose
+//! to writes made earlier in real time until their clock has seen them (hybrid logical clocks).
+//!
+//! **Known engine bugs** (each reproduced by an `#[ignore]`d test in `tests/sync_engine.rs`),
+//! kept out of the default run; `SYNC_SIM_KNOWN_BUGS=1` lets the simulation hit them:
+//! - with identities on, a rotation's removal of the old identity, refused by the server
+//!   (`referenced`) because another replica's record under it got there first, never converges
+//!   (`a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges`): the default
+//!   run turns rotations into plain password changes when identities are on;
+//! - two replicas that each make an identity for one password while apart end with two
+//!   identities with one tag, and one's records answer `INVALID_PASSWORD` to the right password
+//!   (`two_replicas_that_make_the_first_identity_offline_both_stay_readable`): the default run
+//!   never deletes nor expires the first record, so the vault's first identity is never pruned
+//!   and no replica has to make another.
+//!
+//! Fixed seed, 16 cases per test (some 12 s in debug). A longer run, or another seed:
+//! `SYNC_SIM_CASES=2000 cargo test --release --test sync_sim` (`PROPTEST_CASES` works too;
+//! `PROPTEST_RNG_SEED=<n>` picks the seed).
+#![cfg(all(feature = "gluesql", feature = "sql", not(target_arch = "wasm32")))]
+
+mod common;
+mod sqlite;
+
+use async_trait::async_trait;
+use common::TestClock;
+use futures::executor::block_on;
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+use sqlite::Sqlite;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use vaultstore_wasm::platform::Platform;
+use vaultstore_wasm::storage::memory::GlueMemoryStorage;
+use vaultstore_wasm::storage::sql::SqlStorage;
+use vaultstore_wasm::storage::{Change, MetaKey, Row, RowKey, Storage, object_type};
+use vaultstore_wasm::sync::{LiveRecord, MetaVersion, RecordVersion, Rev};
+use vaultstore_wasm::{
+    CreateOptions, ErrorCode, RekeyOptions, Result, Secret, SyncReport, SyncTransport, Vault,
+    VaultError, VaultOptions,
+};
+
+const T0: i64 = 1_700_000_000_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+const CUSTOM: [&str; 3] = ["card-4242", "card-1881", "card-0007"];
+const SETTINGS: [&str; 2] = ["simTheme", "simLocale"];
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("SYNC_SIM_CASES")
+        .or_else(|_| std::env::var("PROPTEST_CASES"))
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(16);
+    let mut config = ProptestConfig::with_cases(cases);
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        config.rng_seed = RngSeed::Fixed(14);
+    }
+    config.max_shrink_iters = 256;
+    config
+}
+
+/// Whether to run what finds the engine bugs that are known and not fixed yet (see the module docs).
+fn trace() -> bool {
+    std::env::var_os("SYNC_SIM_TRACE").is_some()
+}
+
+fn known_bugs() -> bool {
+    std::env::var_os("SYNC_SIM_KNOWN_BUGS").is_some()
+}
+
+// ---- the nodes and the wire ----
+
+struct Node {
+    name: &'static str,
+    vault: Vault,
+    store: Arc<dyn Storage>,
+    clock: TestClock,
+    sqlite: Option<Arc<Sqlite>>,
+}
+
+async fn node(name: &'static str, sqlite: bool, identities: bool, clock: TestClock) -> Node {
+    let (store, db): (Arc<dyn Storage>, _) = if sqlite {
+        let db = Arc::new(Sqlite::memory());
+        (
+            Arc::new(SqlStorage::open(db.clone(), "vaultstore").await.unwrap()),
+            Some(db),
+        )
+    } else {
+        (Arc::new(GlueMemoryStorage::new().unwrap()), None)
+    };
+    let options = VaultOptions {
+        kdf_iterations: 1_000,
+        password_identity: identities,
+        ..VaultOptions::default()
+    };
+    let platform = Platform {
+        clock: Arc::new(clock.clone()),
+        ..Platform::default()
+    };
+    let vault = Vault::open_with(Box::new(store.clone()), options, platform)
+        .await
+        .unwrap();
+    Node {
+        name,
+        vault,
+        store,
+        clock,
+        sqlite: db,
+    }
+}
+
+/// What the wire does to the next exchanges of one sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// The `n`th request never reaches the server.
+    Drop(usize),
+    /// The `n`th exchange reaches the server, its response is lost.
+    Lose(usize),
+    /// The `n`th request reaches the server twice (the replica sees the second answer).
+    Duplicate(usize),
+}
+
+/// In process: each request goes to the server's `sync_handle`; every body is kept for replays.
+struct Wire<'a> {
+    server: &'a Vault,
+    server_clock: TestClock,
+    fault: Mutex<Fault>,
+    count: AtomicUsize,
+    sent: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl SyncTransport for Wire<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst);
+        self.sent.lock().unwrap().push(body.clone());
+        let fault = *self.fault.lock().unwrap();
+        if fault == Fault::Drop(n) {
+            return Err(VaultError::Storage {
+                name: None,
+                message: "the request was not sent".into(),
+            });
+        }
+        let (mut status, mut response) = self.server.sync_handle(body.as_bytes()).await;
+        match fault {
+            Fault::Lose(at) if at == n => {
+                return Err(VaultError::Storage {
+                    name: None,
+                    message: "the connection dropped".into(),
+                });
+            }
+            Fault::Duplicate(at) if at == n => {
+                (status, response) = self.server.sync_handle(body.as_bytes()).await;
+            }
+            _ => {}
+        }
+        Ok((status, response.into_bytes()))
+    }
+}
+
+impl Wire<'_> {
+    async fn sync(&self, node: &Node, fault: Fault) -> Result<SyncReport> {
+        *self.fault.lock().unwrap() = fault;
+        self.count.store(0, Ordering::SeqCst);
+        let result = node.vault.sync(self, None).await;
+        *self.fault.lock().unwrap() = Fault::None;
+        result
+    }
+}
+
+/// Every replicated row a store holds, by key.
+async fn replicated(store: &dyn Storage) -> BTreeMap<RowKey, Row> {
+    let mut rows = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page: Vec<Change> = store.changes_since(after, 500).await.unwrap();
+        let Some(last) = page.last() else {
+            return rows;
+        };
+        after = last.seq;
+        for change in page {
+            rows.insert(change.row.key(), change.row);
+        }
+    }
+}
+
+// ---- the operations ----
+
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    Never,
+    /// A day before the simulation starts: expired everywhere, purgeable.
+    Past,
+    /// A month after.
+    Future,
+}
+
+impl Expiry {
+    fn at(self) -> Option<i64> {
+        match self {
+            Expiry::Never => None,
+            Expiry::Past => Some(T0 - DAY),
+            Expiry::Future => Some(T0 + 30 * DAY),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize, Expiry),
+    CreateCustom(usize, usize, Expiry),
+    Update(usize, usize),
+    Renew(usize, usize, Expiry),
+    SoftDelete(usize, usize),
+    Restore(usize, usize),
+    Delete(usize, usize),
+    Purge(usize, bool),
+    Setting(usize, usize),
+    Password(usize),
+    Rotate(usize),
+    /// Every clock moves on by this many milliseconds.
+    Tick(i64),
+    Sync(usize, Fault),
+    /// A request sent earlier (by any replica) reaches the server again, late.
+    Replay(usize),
+}
+
+fn expiry() -> impl Strategy<Value = Expiry> {
+    prop_oneof![
+        4 => Just(Expiry::Never),
+        1 => Just(Expiry::Past),
+        2 => Just(Expiry::Future),
+    ]
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        2 => Just(Fault::None),
+        1 => (0usize..3).prop_map(Fault::Drop),
+        1 => (0usize..3).prop_map(Fault::Lose),
+        1 => (0usize..3).prop_map(Fault::Duplicate),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let r = 0usize..3;
+    let pick = 0usize..64;
+    prop_oneof![
+        4 => (r.clone(), expiry()).prop_map(|(r, e)| Op::Create(r, e)),
+        3 => (r.clone(), 0..CUSTOM.len(), expiry()).prop_map(|(r, t, e)| Op::CreateCustom(r, t, e)),
+        4 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::Update(r, p)),
+        2 => (r.clone(), pick.clone(), expiry()).prop_map(|(r, p, e)| Op::Renew(r, p, e)),
+        2 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::SoftDelete(r, p)),
+        2 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::Restore(r, p)),
+        2 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::Delete(r, p)),
+        1 => (r.clone(), any::<bool>()).prop_map(|(r, hard)| Op::Purge(r, hard)),
+        1 => (r.clone(), 0..SETTINGS.len()).prop_map(|(r, k)| Op::Setting(r, k)),
+        1 => r.clone().prop_map(Op::Password),
+        1 => r.clone().prop_map(Op::Rotate),
+        1 => (1i64..120_000).prop_map(Op::Tick),
+        8 => (r, fault()).prop_map(|(r, f)| Op::Sync(r, f)),
+        1 => (0usize..1_000).prop_map(Op::Replay),
+    ]
+}
+
+/// A replica's clock: hours behind the server's, on time, or a little ahead.
+fn skew() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        Just(-5 * HOUR),
+        Just(-2 * HOUR),
+        Just(0i64),
+        Just(90_000i64),
+        Just(4 * 60_000i64),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    sqlite_server: bool,
+    replicas: usize,
+    skews: Vec<i64>,
+    ops: Vec<Op>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        any::<bool>(),
+        2usize..=3,
+        proptest::collection::vec(skew(), 3),
+        proptest::collection::vec(op(), 5..40),
+    )
+        .prop_map(|(sqlite_server, replicas, skews, ops)| Case {
+            sqlite_server,
+            replicas,
+            skews,
+            ops,
+        })
+}
+
+// ---- what the simulation knows (the oracle's record) ----
+
+#[derive(Default)]
+struct History {
+    identities: bool,
+    /// Every password ever set, oldest first.
+    passwords: Vec<String>,
+    /// Every token any create returned.
+    tokens: Vec<String>,
+    /// Every plaintext written.
+    plaintexts: Vec<String>,
+    /// Per record id: the plaintext each value revision wrote.
+    values: HashMap<String, BTreeMap<Rev, String>>,
+    /// Per record id: what each `expiresAt` / `softDeletedAt` revision set.
+    expires: HashMap<String, BTreeMap<Rev, Option<i64>>>,
+    soft: HashMap<String, BTreeMap<Rev, Option<i64>>>,
+    /// Record ids some replica held a tombstone of.
+    deleted: HashSet<String>,
+    /// Per setting: the value each revision set.
+    settings: HashMap<String, BTreeMap<Rev, String>>,
+    /// Identities off: per record id, the password each seal revision sealed the value with.
+    seals: HashMap<String, BTreeMap<Rev, String>>,
+    /// Identities on: the vault's identity, and the password each revision of its `tag` row
+    /// wraps its key for.
+    identity: Option<String>,
+    tags: HashMap<String, BTreeMap<Rev, String>>,
+    /// (replica, record id) of every record a sync of that replica reported stranded.
+    stranded: Vec<(usize, String)>,
+    next: usize,
+}
+
+fn note<T: PartialEq + std::fmt::Debug>(
+    map: &mut HashMap<String, BTreeMap<Rev, T>>,
+    id: &str,
+    rev: Rev,
+    value: T,
+) {
+    let revs = map.entry(id.to_owned()).or_default();
+    if let Some(seen) = revs.get(&rev) {
+        assert_eq!(
+            seen, &value,
+            "{id}: one revision {rev:?} names two contents"
+        );
+    } else {
+        revs.insert(rev, value);
+    }
+}
+
+impl History {
+    /// Whether `token` is the first record, which keeps the vault's identity alive while the
+    /// known bug it would trigger stays unfixed (module docs): never deleted, never expired.
+    fn anchored(&self, token: &str) -> bool {
+        self.identities && !known_bugs() && token == self.tokens[0]
+    }
+
+    fn fresh(&mut self, what: &str) -> String {
+        self.next += 1;
+        format!("{what}-{}-{:08x}", self.next, rand_u32())
+    }
+
+    /// Record every field revision and tombstone a replica holds (after one of its own ops).
+    async fn observe(&mut self, node: &Node) {
+        for (key, row) in replicated(&*node.store).await {
+            match (key, row) {
+                (
+                    RowKey::Record(id),
+                    Row::Record {
+                        version: RecordVersion::Live(live),
+                        ..
+                    },
+                ) => {
+                    note(&mut self.expires, &id, live.expires_rev, live.expires_at);
+                    note(&mut self.soft, &id, live.deleted_rev, live.soft_deleted_at);
+                }
+                (RowKey::Record(id), _) => {
+                    self.deleted.insert(id);
+                }
+                (
+                    RowKey::Meta(key),
+                    Row::Meta {
+                        version: MetaVersion::Value { rev, value },
+                        ..
+                    },
+                ) if SETTINGS.contains(&key.key.as_str()) => {
+                    note(&mut self.settings, &key.key, rev, value);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Remember the records a sync reported stranded.
+    async fn stranded(&mut self, i: usize, node: &Node, report: &SyncReport) {
+        for token in &report.stranded {
+            let held = node
+                .store
+                .records_by_tokens(std::slice::from_ref(token))
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+                .unwrap_or_else(|| panic!("{}: stranded {token} is not kept there", node.name));
+            if !self.stranded.contains(&(i, held.id.clone())) {
+                self.stranded.push((i, held.id));
+            }
+        }
+    }
+
+    /// Record the plaintext the live record holding `token` on `node` was just given.
+    async fn wrote(&mut self, node: &Node, token: &str, plaintext: &str, password: &str) {
+        let record = node
+            .vault
+            .record_find_by_token(token)
+            .await
+            .unwrap()
+            .expect("the record just written");
+        let found = node
+            .store
+            .versions(&[RowKey::Record(record.id.clone())])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+            .expect("its row");
+        let Row::Record {
+            version: RecordVersion::Live(live),
+            ..
+        } = found.row
+        else {
+            panic!("{}: the record just written is not live", node.name);
+        };
+        note(
+            &mut self.values,
+            &record.id,
+            live.value_rev,
+            plaintext.to_owned(),
+        );
+        if !self.identities {
+            note(
+                &mut self.seals,
+                &record.id,
+                live.seal_rev,
+                password.to_owned(),
+            );
+        }
+        if self.identities && self.identity.is_none() {
+            self.identity = live.password_id.clone();
+            self.rewrapped(node, password).await;
+        }
+    }
+
+    /// After `password` was set on `node`: what sealed with it there now.
+    async fn rewrapped(&mut self, node: &Node, password: &str) {
+        for (key, row) in replicated(&*node.store).await {
+            match (key, row) {
+                (
+                    RowKey::Record(id),
+                    Row::Record {
+                        version: RecordVersion::Live(live),
+                        ..
+                    },
+                ) if !self.identities => {
+                    // Re-sealed by the rekey: a seal revision not seen before.
+                    let seals = self.seals.entry(id).or_default();
+                    seals
+                        .entry(live.seal_rev)
+                        .or_insert_with(|| password.to_owned());
+                }
+                (
+                    RowKey::Meta(key),
+                    Row::Meta {
+                        version: MetaVersion::Value { rev, .. },
+                        ..
+                    },
+                ) if key.object_type == object_type::IDENTITY
+                    && Some(&key.object_id) == self.identity.as_ref()
+                    && key.key == "tag" =>
+                {
+                    let tags = self.tags.entry(key.object_id).or_default();
+                    tags.entry(rev).or_insert_with(|| password.to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The password the history implies for a live record: identities on, the one the winning
+    /// re-wrap of the vault's identity set; off, the one its winning seal used.
+    fn implied(&self, rows: &BTreeMap<RowKey, Row>, id: &str, record: &LiveRecord) -> String {
+        if !self.identities {
+            return self
+                .seals
+                .get(id)
+                .and_then(|s| s.get(&record.seal_rev))
+                .cloned()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{id}: seal revision {:?} was never seen written",
+                        record.seal_rev
+                    )
+                });
+        }
+        let identity = self.identity.as_ref().expect("the vault's identity");
+        assert_eq!(
+            record.password_id.as_ref(),
+            Some(identity),
+            "{id} is sealed under another identity than the vault's only one"
+        );
+        let key = RowKey::Meta(MetaKey::new(object_type::IDENTITY, identity, "tag"));
+        let Some(Row::Meta {
+            version: MetaVersion::Value { rev, .. },
+            ..
+        }) = rows.get(&key)
+        else {
+            panic!("the vault's identity is gone from the server");
+        };
+        self.tags[identity]
+            .get(rev)
+            .cloned()
+            .unwrap_or_else(|| panic!("the identity's tag revision {rev:?} was never seen written"))
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+/// The password that opens this replica's vault now, newest first; the newest when nothing
+/// answers (an empty vault).
+async fn secret_for(node: &Node, history: &History) -> String {
+    node.vault.lock();
+    for p in history.passwords.iter().rev() {
+        if let Ok(true) = node.vault.unlock(&Secret::password(p.as_str())).await {
+            return p.clone();
+        }
+    }
+    history.passwords.last().unwrap().clone()
+}
+
+/// A local op may refuse (the token is gone here, taken, the secret does not open it…); it may
+/// not fail otherwise.
+fn tolerated<T>(what: &str, node: &Node, result: Result<T>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e)
+            if matches!(
+                e.code(),
+                ErrorCode::RecordNotFound
+                    | ErrorCode::TokenExists
+                    | ErrorCode::InvalidPassword
+                    | ErrorCode::IdentityNotFound
+            ) =>
+        {
+            if trace() {
+                eprintln!("  {what} on {}: {:?}", node.name, e.code());
+            }
+            None
+        }
+        Err(e) => panic!("{what} on {}: unexpected {:?}: {e}", node.name, e.code()),
+    }
+}
+
+async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History) {
+    if trace() {
+        eprintln!("op {op:?}");
+    }
+    let n = nodes.len();
+    let pick = |p: usize| -> Option<String> {
+        (!history.tokens.is_empty()).then(|| history.tokens[p % history.tokens.len()].clone())
+    };
+    let target = match op {
+        Op::Create(r, _)
+        | Op::CreateCustom(r, _, _)
+        | Op::Update(r, _)
+        | Op::Renew(r, _, _)
+        | Op::SoftDelete(r, _)
+        | Op::Restore(r, _)
+        | Op::Delete(r, _)
+        | Op::Purge(r, _)
+        | Op::Setting(r, _)
+        | Op::Password(r)
+        | Op::Rotate(r)
+        | Op::Sync(r, _) => Some(&nodes[r % n]),
+        Op::Tick(_) | Op::Replay(_) => None,
+    };
+    match (op, target) {
+        (Op::Create(_, e), Some(node)) => {
+            let secret = secret_for(node, history).await;
+            let value = history.fresh("plain");
+            let options = CreateOptions {
+                expires_at: e.at(),
+                ..CreateOptions::default()
+            };
+            let created = node
+                .vault
+                .token_create(&value, &Secret::password(secret.as_str()), &options)
+                .await;
+            if let Some(token) = tolerated("create", node, created) {
+                history.plaintexts.push(value.clone());
+                history.wrote(node, &token, &value, &secret).await;
+                history.tokens.push(token);
+            }
+        }
+        (Op::CreateCustom(_, t, e), Some(node)) => {
+            let secret = secret_for(node, history).await;
+            let value = history.fresh("plain");
+            let created = node
+                .vault
+                .token_create_custom(
+                    CUSTOM[*t],
+                    &value,
+                    &Secret::password(secret.as_str()),
+                    e.at(),
+                )
+                .await;
+            if tolerated("custom create", node, created).is_some() {
+                history.plaintexts.push(value.clone());
+                history.wrote(node, CUSTOM[*t], &value, &secret).await;
+                history.tokens.push(CUSTOM[*t].to_owned());
+            }
+        }
+        (Op::Update(_, p), Some(node)) => {
+            let Some(token) = pick(*p) else { return };
+            let secret = secret_for(node, history).await;
+            let value = history.fresh("plain");
+            let updated = node
+                .vault
+                .token_update(&token, &value, &Secret::password(secret.as_str()))
+                .await;
+            if tolerated("update", node, updated).is_some() {
+                history.plaintexts.push(value.clone());
+                history.wrote(node, &token, &value, &secret).await;
+            }
+        }
+        (Op::Renew(_, p, e), Some(node)) => {
+            let Some(token) = pick(*p) else { return };
+            if history.anchored(&token) && matches!(e, Expiry::Past) {
+                return;
+            }
+            tolerated("renew", node, node.vault.token_renew(&token, e.at()).await);
+        }
+        (Op::SoftDelete(_, p), Some(node)) => {
+            let Some(token) = pick(*p) else { return };
+            tolerated(
+                "soft delete",
+                node,
+                node.vault.token_soft_delete(&token).await,
+            );
+        }
+        (Op::Restore(_, p), Some(node)) => {
+            let Some(token) = pick(*p) else { return };
+            tolerated("restore", node, node.vault.token_restore(&token).await);
+        }
+        (Op::Delete(_, p), Some(node)) => {
+            let Some(token) = pick(*p) else { return };
+            if history.anchored(&token) {
+                // The first record keeps the vault's identity alive (module docs, known bugs).
+                return;
+            }
+            tolerated("delete", node, node.vault.token_delete(&token).await);
+        }
+        (Op::Purge(_, hard), Some(node)) => {
+            let purged = if *hard {
+                node.vault.tokens_expired_delete().await
+            } else {
+                node.vault.tokens_expired_soft_delete().await
+            };
+            tolerated("purge", node, purged);
+        }
+        (Op::Setting(_, k), Some(node)) => {
+            let value = history.fresh("setting");
+            tolerated(
+                "setting",
+                node,
+                node.vault.set_vault_setting(SETTINGS[*k], &value).await,
+            );
+        }
+        (Op::Password(_) | Op::Rotate(_), Some(node)) => {
+            let old = secret_for(node, history).await;
+            let new = history.fresh("password");
+            let options = RekeyOptions {
+                rotate: matches!(op, Op::Rotate(_)) && (!history.identities || known_bugs()),
+                ..RekeyOptions::default()
+            };
+            let rekeyed = node
+                .vault
+                .bulk_rekey(
+                    &Secret::password(old.as_str()),
+                    &Secret::password(new.as_str()),
+                    &options,
+                )
+                .await;
+            if tolerated("rekey", node, rekeyed).is_some() {
+                history.rewrapped(node, &new).await;
+                history.passwords.push(new);
+            }
+        }
+        (Op::Sync(r, fault), Some(node)) => {
+            let result = wire.sync(node, *fault).await;
+            if trace() {
+                eprintln!("  -> {result:?}");
+            }
+            match result {
+                Ok(report) => history.stranded(r % n, node, &report).await,
+                Err(e) if e.code() == ErrorCode::Storage && *fault != Fault::None => {}
+                Err(e) => panic!("sync of {} ({fault:?}): {:?}: {e}", node.name, e.code()),
+            }
+            return;
+        }
+        (Op::Tick(ms), _) => {
+            for node in nodes {
+                node.clock.advance(*ms);
+            }
+            wire.server_clock.advance(*ms);
+            return;
+        }
+        (Op::Replay(i), _) => {
+            let body = {
+                let sent = wire.sent.lock().unwrap();
+                if sent.is_empty() {
+                    return;
+                }
+                sent[i % sent.len()].clone()
+            };
+            let (status, response) = wire.server.sync_handle(body.as_bytes()).await;
+            assert_eq!(status, 200, "a replayed request: {response}");
+            return;
+        }
+        _ => unreachable!(),
+    }
+    if let Some(node) = target {
+        history.observe(node).await;
+    }
+}
+
+// ---- healing and the checks ----
+
+/// Every replica syncs, twice, in turn, without a fault. Then each record any sync reported
+/// `stranded` (now or while the operations ran) that its replica still holds otherwise than the
+/// server is checked readable there and deleted there, as its user would, and healing starts over.
+async fn heal(nodes: &[Node], server: &Node, wire: &Wire<'_>, history: &mut History) {
+    for _round in 0..4 {
+        // Twice in turn, then on while a pass still moves rows (a record stranded because its
+        // custom token was taken may push only once a later pass brought the holder's deletion).
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            let mut moved = false;
+            for (i, node) in nodes.iter().enumerate() {
+                let report = wire
+                    .sync(node, Fault::None)
+                    .await
+                    .unwrap_or_else(|e| panic!("healing sync of {}: {e}", node.name));
+                if trace() {
+                    eprintln!("heal: {} {report:?}", node.name);
+                }
+                moved |= report.pulled > 0 || report.pushed > 0;
+                history.stranded(i, node, &report).await;
+            }
+            if pass >= 2 && !moved {
+                break;
+            }
+            assert!(pass < 6, "syncing kept moving rows after {pass} passes");
+        }
+        let mut pending = Vec::new();
+        for (i, id) in &history.stranded {
+            let key = [RowKey::Record(id.clone())];
+            let here = nodes[*i]
+                .store
+                .versions(&key)
+                .await
+                .unwrap()
+                .pop()
+                .flatten();
+            let there = server.store.versions(&key).await.unwrap().pop().flatten();
+            if let Some(here) = here
+                && matches!(
+                    here.row,
+                    Row::Record {
+                        version: RecordVersion::Live(_),
+                        ..
+                    }
+                )
+                && there.map(|s| s.row) != Some(here.row.clone())
+            {
+                pending.push((*i, id.clone(), here.row));
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        for (i, id, row) in pending {
+            let node = &nodes[i];
+            let Row::Record {
+                version: RecordVersion::Live(record),
+                ..
+            } = row
+            else {
+                unreachable!()
+            };
+            if readable(record.soft_deleted_at, record.expires_at, node) {
+                assert!(
+                    opens_with_any(node, &record.token, history).await.is_some(),
+                    "{}: stranded {} does not open with any password",
+                    node.name,
+                    record.token
+                );
+            }
+            node.vault.record_delete_by_id(&id).await.unwrap();
+            history.observe(node).await;
+        }
+    }
+    panic!("healing did not end: records kept being stranded");
+}
+
+/// Whether `token_read` may give a record's value (not soft-deleted, not expired here).
+fn readable(soft_deleted_at: Option<i64>, expires_at: Option<i64>, node: &Node) -> bool {
+    use vaultstore_wasm::platform::Clock;
+    soft_deleted_at.is_none() && expires_at.is_none_or(|at| at > node.clock.now_ms())
+}
+
+/// The newest password of the history that opens `token` here (keys dropped first), and what it
+/// gives.
+async fn opens_with_any(node: &Node, token: &str, history: &History) -> Option<(String, String)> {
+    for p in history.passwords.iter().rev() {
+        node.vault.lock();
+        if let Ok(value) = node
+            .vault
+            .token_read(token, &Secret::password(p.as_str()))
+            .await
+        {
+            return Some((p.clone(), value));
+        }
+    }
+    None
+}
+
+/// The content the greatest revision of `revs` wrote, checked against the server's revision.
+fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str) -> &'a T {
+    let revs = revs.unwrap_or_else(|| panic!("{what}: no write of it was seen"));
+    let (max, content) = revs.iter().next_back().unwrap();
+    assert_eq!(
+        *max, at,
+        "{what}: the server holds revision {at:?}, the latest write seen was {max:?} (lost, or from nowhere)"
+    );
+    content
+}
+
+async fn check(nodes: &[Node], server: &Node, history: &History) {
+    // 1. Convergence.
+    let rows = replicated(&*server.store).await;
+    for node in nodes {
+        let theirs = replicated(&*node.store).await;
+        if theirs != rows {
+            let differ: Vec<&RowKey> = rows
+                .keys()
+                .chain(theirs.keys())
+                .filter(|k| rows.get(k) != theirs.get(k))
+                .collect();
+            let detail: Vec<String> = differ
+                .iter()
+                .map(|k| format!("{k:?}: server {:?} / here {:?}", rows.get(k), theirs.get(k)))
+                .collect();
+            panic!("{} differs from the server: {detail:#?}", node.name);
+        }
+    }
+    // 2 and 3.
+    let mut live: HashMap<String, LiveRecord> = HashMap::new();
+    for row in rows.values() {
+        match row {
+            Row::Record {
+                id,
+                version: RecordVersion::Live(record),
+            } => {
+                assert!(
+                    !history.deleted.contains(id),
+                    "record {id} ({}) was deleted and is live again",
+                    record.token
+                );
+                let value = latest(history.values.get(id), record.value_rev, "value");
+                let _ = value;
+                assert_eq!(
+                    latest(history.expires.get(id), record.expires_rev, "expiresAt"),
+                    &record.expires_at,
+                    "{id}: expiresAt"
+                );
+                assert_eq!(
+                    latest(history.soft.get(id), record.deleted_rev, "softDeletedAt"),
+                    &record.soft_deleted_at,
+                    "{id}: softDeletedAt"
+                );
+                live.insert(id.clone(), record.clone());
+            }
+            Row::Meta {
+                key,
+                version: MetaVersion::Value { rev, value },
+            } if SETTINGS.contains(&key.key.as_str()) => {
+                assert_eq!(
+                    latest(history.settings.get(&key.key), *rev, &key.key),
+                    value
+                );
+            }
+            _ => {}
+        }
+    }
+    for id in history.values.keys() {
+        assert!(
+            history.deleted.contains(id) || live.contains_key(id),
+            "record {id} was created, never deleted, and is not on the server"
+        );
+    }
+    for key in history.settings.keys() {
+        assert!(
+            rows.keys()
+                .any(|k| matches!(k, RowKey::Meta(m) if &m.key == key)),
+            "setting {key} was set and is not on the server"
+        );
+    }
+    // 4. Secrets.
+    for (id, record) in &live {
+        let expected = &history.values[id][&record.value_rev];
+        let exact = !known_bugs();
+        let password = if exact {
+            history.implied(&rows, id, record)
+        } else {
+            String::new()
+        };
+        let mut opened_with: Option<String> = None;
+        for node in nodes {
+            if !readable(record.soft_deleted_at, record.expires_at, node) {
+                continue;
+            }
+            let p = match &opened_with {
+                Some(p) => p.clone(),
+                None if exact => password.clone(),
+                None => {
+                    opens_with_any(node, &record.token, history)
+                        .await
+                        .unwrap_or_else(|| {
+                            panic!("{}: {} opens with no password", node.name, record.token)
+                        })
+                        .0
+                }
+            };
+            node.vault.lock();
+            let value = node
+                .vault
+                .token_read(&record.token, &Secret::password(p.as_str()))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {} with {p}: {e}", node.name, record.token));
+            assert_eq!(&value, expected, "{}: {}", node.name, record.token);
+            opened_with = Some(p);
+        }
+    }
+    // With identities on, the vault has one password, the one the history implies; every
+    // other password ever set is refused on every replica.
+    if history.identities && !known_bugs() {
+        let identity = history.identity.as_ref().expect("the vault's identity");
+        let tag = RowKey::Meta(MetaKey::new(object_type::IDENTITY, identity, "tag"));
+        let Some(Row::Meta {
+            version: MetaVersion::Value { rev, .. },
+            ..
+        }) = rows.get(&tag)
+        else {
+            panic!("the vault's identity is gone from the server");
+        };
+        let current = &history.tags[identity][rev];
+        for node in nodes {
+            for p in &history.passwords {
+                node.vault.lock();
+                let unlocked = node.vault.unlock(&Secret::password(p.as_str())).await;
+                if p == current {
+                    assert!(
+                        matches!(unlocked, Ok(true)),
+                        "{}: {p}: {unlocked:?}",
+                        node.name
+                    );
+                } else {
+                    assert_eq!(
+                        unlocked.map_err(|e| e.code()),
+                        Err(ErrorCode::InvalidPassword),
+                        "{}: an old password, {p}",
+                        node.name
+                    );
+                }
+            }
+        }
+    }
+    // 5. Zero knowledge.
+    let dump = match &server.sqlite {
+        Some(db) => db.with(dump_sqlite),
+        None => {
+            let snapshot = server.vault.export_snapshot().await.unwrap();
+            format!("{}{rows:?}", String::from_utf8_lossy(&snapshot))
+        }
+    };
+    assert!(dump.len() > 100, "the dump holds the server's rows");
+    for secret in history.plaintexts.iter().chain(&history.passwords) {
+        assert!(
+            !dump.contains(secret.as_str()),
+            "the server's store holds {secret} in plaintext"
+        );
+    }
+}
+
+/// Every column of every table, as text.
+fn dump_sqlite(conn: &rusqlite::Connection) -> String {
+    use rusqlite::types::ValueRef;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(|t| t.unwrap())
+        .collect();
+    let mut out = String::new();
+    for table in tables {
+        let mut statement = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                match row.get_ref(i).unwrap() {
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        out.push_str(&String::from_utf8_lossy(t));
+                    }
+                    other => out.push_str(&format!("{other:?}")),
+                }
+                out.push('\t');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+// ---- the simulation ----
+
+async fn simulate(case: Case, identities: bool) {
+    let ahead: i64 = std::env::var("SYNC_SIM_AHEAD_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0);
+    let server_clock = TestClock::new(T0);
+    let server = node(
+        "server",
+        case.sqlite_server,
+        identities,
+        server_clock.clone(),
+    )
+    .await;
+    let mut nodes = Vec::new();
+    for (i, name) in ["A", "B", "C"].into_iter().enumerate().take(case.replicas) {
+        let skew = if i == 0 && ahead != 0 {
+            ahead
+        } else {
+            case.skews[i]
+        };
+        nodes.push(node(name, i == 1, identities, TestClock::new(T0 + skew)).await);
+    }
+    let wire = Wire {
+        server: &server.vault,
+        server_clock,
+        fault: Mutex::new(Fault::None),
+        count: AtomicUsize::new(0),
+        sent: Mutex::new(Vec::new()),
+    };
+    let mut history = History {
+        identities,
+        ..History::default()
+    };
+    let first = history.fresh("password");
+    history.passwords.push(first);
+    // One vault: A makes it, the others join it before they write.
+    run_op(&Op::Create(0, Expiry::Never), &nodes, &wire, &mut history).await;
+    for node in &nodes {
+        wire.sync(node, Fault::None).await.unwrap();
+    }
+    for op in &case.ops {
+        run_op(op, &nodes, &wire, &mut history).await;
+    }
+    heal(&nodes, &server, &wire, &mut history).await;
+    check(&nodes, &server, &history).await;
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn replicas_converge_with_identities_off(case in case()) {
+        block_on(simulate(case, false));
+    }
+
+    #[test]
+    fn replicas_converge_with_identities_on(case in case()) {
+        block_on(simulate(case, true));
+    }
+}
