@@ -400,16 +400,13 @@ fn hostile_requests_get_a_json_error_and_change_nothing() {
     });
 }
 
-/// Found by `tests/sync_sim.rs`. BUG (engine, `Refusal::Referenced`): a rotation whose removal of
-/// the old identity reaches the server after another replica stored a record sealed under that
-/// identity never converges. The server refuses the removal (`referenced`, it keeps the identity)
-/// and answers with its live version; the rotating replica merges that answer as a pull would
-/// (`take_back` → `plan_pull`), where its own tombstone has the greater revision and wins, so it
-/// keeps the identity removed, its row stays dirty, and every later sync pushes the removal
-/// again and is refused again: the server (and A) hold the identity's `tag` and `dek` rows, B
-/// holds tombstones of them, for good (SYNC.md 1). Nothing is reported `stranded`.
+/// Found by `tests/sync_sim.rs` (fixed): a rotation whose removal of the old identity reaches the
+/// server after another replica stored a record sealed under that identity. The server refuses
+/// the removal (`referenced`, it keeps the identity) and answers with its live version; the
+/// rotating replica used to merge that answer as a pull would, where its own newer tombstone won,
+/// and pushed the removal again at every sync, for good (SYNC.md 1). It now takes the server's
+/// version, and everyone converges on the identity kept.
 #[test]
-#[ignore = "engine bug: a rotation's refused identity removal never converges (see the comment)"]
 fn a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges() {
     block_on(async {
         let server = memory(true).await;
@@ -443,14 +440,13 @@ fn a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges(
     });
 }
 
-/// Found by `tests/sync_sim.rs`. BUG (engine, identities on): two replicas that each make an
+/// Found by `tests/sync_sim.rs` (fixed; identities on): two replicas that each make an
 /// identity for one password while apart (the vault had none for it yet: a new vault, or its
 /// identity was pruned with its last record) converge on two identities with the same `tag`
 /// (tags are unique only for local writes, not for `PutVersion`), and then the records sealed
 /// under one of them answer `INVALID_PASSWORD` to the right password on every replica: the
 /// password finds one identity by its tag and never tries the other (SYNC.md 3, 6).
 #[test]
-#[ignore = "engine bug: two identities with one tag after sync; one's records do not open (see the comment)"]
 fn two_replicas_that_make_the_first_identity_offline_both_stay_readable() {
     block_on(async {
         let server = memory(true).await;
