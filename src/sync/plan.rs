@@ -188,14 +188,7 @@ pub fn plan_push(
         }
     }
     // Records linked to each identity the page may remove, as the page goes.
-    let mut linked: HashMap<String, (HashSet<String>, bool)> = view
-        .linked
-        .iter()
-        .map(|(identity, ids)| {
-            let more = ids.len() > rows.len();
-            (identity.clone(), (ids.iter().cloned().collect(), more))
-        })
-        .collect();
+    let mut linked = link_sets(&view.linked, rows.len());
     let limit = now.saturating_add(MAX_FUTURE_MS);
     for (i, row) in rows.iter().enumerate() {
         let key = row.key();
@@ -324,6 +317,22 @@ pub fn plan_push(
     Ok(plan)
 }
 
+/// Records linked to each identity a page may remove, as sets the plan updates while records
+/// move, each with whether the store held more than the page could move (`ids` holds up to
+/// `rows + 1` of them).
+fn link_sets(
+    linked: &HashMap<String, Vec<String>>,
+    rows: usize,
+) -> HashMap<String, (HashSet<String>, bool)> {
+    linked
+        .iter()
+        .map(|(identity, ids)| {
+            let more = ids.len() > rows;
+            (identity.clone(), (ids.iter().cloned().collect(), more))
+        })
+        .collect()
+}
+
 /// A record no longer linked where it was.
 fn forget_link(linked: &mut HashMap<String, (HashSet<String>, bool)>, was: Option<&Row>, id: &str) {
     if let Some(identity) = was.and_then(sealed_under)
@@ -423,14 +432,7 @@ pub fn supersedes_local(local: &Row, merged: &Row, since: Rev) -> bool {
 pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     let mut plan = PullPlan::default();
     // Local records linked to each identity the page removes, as the page moves records.
-    let mut linked: HashMap<String, (HashSet<String>, bool)> = view
-        .linked
-        .iter()
-        .map(|(identity, ids)| {
-            let more = ids.len() > rows.len();
-            (identity.clone(), (ids.iter().cloned().collect(), more))
-        })
-        .collect();
+    let mut linked = link_sets(&view.linked, rows.len());
     for row in rows {
         let key = row.key();
         let current = view.stored.get(&key);

@@ -901,16 +901,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
             }
         }
     }
-    let removed: HashSet<&str> = rows.iter().filter_map(removed_identity).collect();
-    for identity in removed {
-        let linked = tx
-            .records_linked_to(identity, None, rows.len() + 1)
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        view.linked.insert(identity.to_owned(), linked);
-    }
+    view.linked = linked_to_removed(tx, rows).await?;
     view.stored = versions_of(tx, keys).await?;
     Ok(view)
 }
@@ -932,18 +923,29 @@ async fn replica_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<Replica
             }
         }
     }
+    view.linked = linked_to_removed(tx, rows).await?;
+    view.stored = versions_of(tx, rows.iter().map(Row::key).collect()).await?;
+    Ok(view)
+}
+
+/// For each identity whose rows `rows` remove: up to `rows + 1` ids of records linked to it, all
+/// a plan needs to tell whether any would be left ([`crate::sync::plan`]).
+async fn linked_to_removed(
+    tx: &dyn WriteTransaction,
+    rows: &[Row],
+) -> Result<HashMap<String, Vec<String>>> {
     let removed: HashSet<&str> = rows.iter().filter_map(removed_identity).collect();
+    let mut linked = HashMap::with_capacity(removed.len());
     for identity in removed {
-        let linked = tx
+        let ids = tx
             .records_linked_to(identity, None, rows.len() + 1)
             .await?
             .into_iter()
             .map(|r| r.id)
             .collect();
-        view.linked.insert(identity.to_owned(), linked);
+        linked.insert(identity.to_owned(), ids);
     }
-    view.stored = versions_of(tx, rows.iter().map(Row::key).collect()).await?;
-    Ok(view)
+    Ok(linked)
 }
 
 async fn versions_of(

@@ -12,7 +12,7 @@
 use super::error::invalid;
 use crate::record::{MAX_TIME_MS, Record};
 use crate::secret::Secret;
-use js_sys::{Array, ArrayBuffer, Date, JsString, Object, Reflect, Uint8Array};
+use js_sys::{Array, ArrayBuffer, Date, Function, JsString, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use zeroize::Zeroizing;
 
@@ -398,4 +398,29 @@ pub fn string_array(items: &[String]) -> JsValue {
 
 pub fn bytes(data: &[u8]) -> JsValue {
     Uint8Array::from(data).into()
+}
+
+/// An optional function argument (`undefined` or `null`: none).
+pub fn opt_function(value: JsValue, what: &str) -> JsResult<Option<Function>> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    value
+        .dyn_into::<Function>()
+        .map(Some)
+        .map_err(|v| invalid(format!("{what} must be a function, got {}", type_name(&v))))
+}
+
+/// An optional `AbortSignal` argument (`undefined` or `null`: none).
+pub fn opt_signal(value: JsValue, what: &str) -> JsResult<Option<JsValue>> {
+    if value.is_undefined() || value.is_null() {
+        Ok(None)
+    } else if value.is_instance_of::<web_sys::AbortSignal>() {
+        Ok(Some(value))
+    } else {
+        Err(invalid(format!(
+            "{what} must be an AbortSignal, got {}",
+            type_name(&value)
+        )))
+    }
 }

@@ -43,28 +43,8 @@ pub fn sync_args(exchange: JsValue, options_value: &JsValue) -> JsResult<SyncArg
         .dyn_into::<Function>()
         .map_err(|_| invalid("the sync remote must be a URL, { url } or a function"))?;
     let o = options(options_value, "options", &["signal", "onProgress"])?;
-    let on_progress = field(&o, "onProgress");
-    let on_progress = if on_progress.is_undefined() || on_progress.is_null() {
-        None
-    } else {
-        Some(on_progress.dyn_into::<Function>().map_err(|v| {
-            invalid(format!(
-                "options.onProgress must be a function, got {}",
-                js::type_name(&v)
-            ))
-        })?)
-    };
-    let signal = field(&o, "signal");
-    let signal = if signal.is_undefined() || signal.is_null() {
-        None
-    } else if signal.is_instance_of::<web_sys::AbortSignal>() {
-        Some(signal)
-    } else {
-        return Err(invalid(format!(
-            "options.signal must be an AbortSignal, got {}",
-            js::type_name(&signal)
-        )));
-    };
+    let on_progress = js::opt_function(field(&o, "onProgress"), "options.onProgress")?;
+    let signal = js::opt_signal(field(&o, "signal"), "options.signal")?;
     Ok(SyncArgs {
         transport: JsTransport {
             exchange,

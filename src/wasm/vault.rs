@@ -189,36 +189,14 @@ fn record_list(records: Vec<crate::Record>) -> JsValue {
 }
 
 /// An optional listener function.
-fn opt_function(value: JsValue, what: &str) -> JsResult<Option<Function>> {
-    if value.is_undefined() || value.is_null() {
-        return Ok(None);
-    }
-    value.dyn_into::<Function>().map(Some).map_err(|v| {
-        invalid(format!(
-            "{what} must be a function, got {}",
-            js::type_name(&v)
-        ))
-    })
-}
-
 fn rekey_observer(options_value: &JsValue) -> JsResult<(bool, JsRekeyObserver)> {
     let o = options(
         options_value,
         "options",
         &["rotate", "onProgress", "signal"],
     )?;
-    let on_progress = opt_function(field(&o, "onProgress"), "options.onProgress")?;
-    let signal = field(&o, "signal");
-    let signal = if signal.is_undefined() || signal.is_null() {
-        None
-    } else if signal.is_instance_of::<web_sys::AbortSignal>() {
-        Some(signal)
-    } else {
-        return Err(invalid(format!(
-            "options.signal must be an AbortSignal, got {}",
-            js::type_name(&signal)
-        )));
-    };
+    let on_progress = js::opt_function(field(&o, "onProgress"), "options.onProgress")?;
+    let signal = js::opt_signal(field(&o, "signal"), "options.signal")?;
     let rotate = opt_bool(&field(&o, "rotate"), "options.rotate")?.unwrap_or(false);
     Ok((
         rotate,
@@ -1054,7 +1032,7 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
             "sql",
         ],
     )?;
-    let events = Events(opt_function(field(&o, "onEvent"), "options.onEvent")?);
+    let events = Events(js::opt_function(field(&o, "onEvent"), "options.onEvent")?);
     let backend =
         opt_string(&field(&o, "backend"), "options.backend")?.unwrap_or_else(|| "memory".into());
     let name =
