@@ -540,6 +540,19 @@ macro_rules! record_columns {
     };
 }
 
+/// The values of [`record_columns`] up to `deleted_rev`, from a JSON record `r` (`seq` and
+/// `dirty` follow, as each statement sets them).
+macro_rules! record_fields {
+    () => {
+        "
+    SELECT ?1, r.value->>'id', r.value->>'token', r.value->>'value', r.value->>'created_at',
+        r.value->>'updated_at', r.value->>'expires_at', r.value->>'soft_deleted_at',
+        r.value->>'id_key', r.value->>'token_key', r.value->>'password_id',
+        r.value->>'value_rev', r.value->>'seal_rev', r.value->>'expires_rev',
+        r.value->>'deleted_rev', "
+    };
+}
+
 /// A record id is never reused: a tombstone holds it.
 pub(super) const CHECK_TOMBSTONED_IDS: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'id_taken' FROM json_each(?2) AS r
@@ -549,12 +562,7 @@ pub(super) const CHECK_TOMBSTONED_IDS: &str = "INSERT INTO vaultstore_guard (fai
 pub(super) const INSERT_RECORDS: &str = concat!(
     "INSERT INTO vaultstore_records ",
     record_columns!(),
-    "
-    SELECT ?1, r.value->>'id', r.value->>'token', r.value->>'value', r.value->>'created_at',
-        r.value->>'updated_at', r.value->>'expires_at', r.value->>'soft_deleted_at',
-        r.value->>'id_key', r.value->>'token_key', r.value->>'password_id',
-        r.value->>'value_rev', r.value->>'seal_rev', r.value->>'expires_rev',
-        r.value->>'deleted_rev', ",
+    record_fields!(),
     seq_base!(),
     " + r.key + 1, ",
     seq_base!(),
@@ -846,12 +854,7 @@ pub(super) const CHECK_META: &str = "INSERT INTO vaultstore_guard (failed)
 pub(super) const PUT_RECORD_VERSIONS: &str = concat!(
     "INSERT INTO vaultstore_records ",
     record_columns!(),
-    "
-    SELECT ?1, r.value->>'id', r.value->>'token', r.value->>'value', r.value->>'created_at',
-        r.value->>'updated_at', r.value->>'expires_at', r.value->>'soft_deleted_at',
-        r.value->>'id_key', r.value->>'token_key', r.value->>'password_id',
-        r.value->>'value_rev', r.value->>'seal_rev', r.value->>'expires_rev',
-        r.value->>'deleted_rev', ",
+    record_fields!(),
     seq_base!(),
     " + r.key + 1,
         CASE WHEN r.value->>'dirty' THEN ",
