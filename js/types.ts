@@ -95,7 +95,11 @@ export interface SyncOptions {
    * Every page applied before stays applied, and the next `sync` goes on from there.
    */
   signal?: AbortSignal;
-  /** Called with `done` of `total` changes moved; at least once, when the sync completes. A listener that throws is ignored. */
+  /**
+   * Called after each page pulled or pushed with the rows moved so far (`done`) and an estimate
+   * of the total, which may grow as the sync finds more to do; last with `done === total`, when
+   * the sync completes. A listener that throws is ignored.
+   */
   onProgress?: (done: number, total: number) => void;
 }
 

@@ -2,14 +2,17 @@
 //! backend, talking through `sync_handle` in process. Each case states the guarantee it checks.
 #![cfg(all(feature = "gluesql", feature = "sql", not(target_arch = "wasm32")))]
 
+mod common;
 mod sqlite;
 
 use async_trait::async_trait;
+use common::{T0, TestClock};
 use futures::executor::block_on;
 use sqlite::Sqlite;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use vaultstore_wasm::platform::Platform;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::sql::SqlStorage;
 use vaultstore_wasm::storage::{Change, Row, RowKey, Storage};
@@ -54,6 +57,21 @@ async fn sqlite(identities: bool) -> Node {
     let store: Arc<dyn Storage> = Arc::new(SqlStorage::open(db, "vaultstore").await.unwrap());
     Node {
         vault: Vault::open(Box::new(store.clone()), options(identities))
+            .await
+            .unwrap(),
+        store,
+    }
+}
+
+/// A memory node whose clock the test sets (SYNC.md 4).
+async fn clocked(identities: bool, clock: &TestClock) -> Node {
+    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+    let platform = Platform {
+        clock: Arc::new(clock.clone()),
+        ..Platform::default()
+    };
+    Node {
+        vault: Vault::open_with(Box::new(store.clone()), options(identities), platform)
             .await
             .unwrap(),
         store,
@@ -473,5 +491,192 @@ fn two_replicas_that_make_the_first_identity_offline_both_stay_readable() {
                 );
             }
         }
+    });
+}
+
+const HOUR: i64 = 3_600_000;
+
+/// The greatest wall time of any revision a store holds.
+async fn latest_wall(store: &dyn Storage) -> i64 {
+    use vaultstore_wasm::sync::{MetaVersion, RecordVersion};
+    let mut latest = 0;
+    for row in replicated(store).await.into_values() {
+        let rev = match row {
+            Row::Record {
+                version: RecordVersion::Live(live),
+                ..
+            } => live.max_rev(),
+            Row::Record {
+                version: RecordVersion::Gone(gone),
+                ..
+            } => gone.rev,
+            Row::Meta { version, .. } => match version {
+                MetaVersion::Value { rev, .. } | MetaVersion::Gone { rev, .. } => rev,
+            },
+        };
+        latest = latest.max(rev.wall_ms() as i64);
+    }
+    latest
+}
+
+#[test]
+fn a_replica_hours_ahead_converges_and_does_not_stall_the_others() {
+    block_on(async {
+        let (server_clock, a_clock, b_clock) =
+            (TestClock::new(T0), TestClock::new(T0), TestClock::new(T0));
+        let server = clocked(false, &server_clock).await;
+        let (a, b) = (
+            clocked(false, &a_clock).await,
+            clocked(false, &b_clock).await,
+        );
+        let remote = wire(&server);
+        let shared = create(&b, "v1", PASSWORD).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        // A's clock jumps three hours ahead; offline, it edits and creates with it.
+        a_clock.advance(3 * HOUR);
+        a.vault
+            .token_update(&shared, "from a, offline", &pw(PASSWORD))
+            .await
+            .unwrap();
+        let mine = create(&a, "made on a", PASSWORD).await;
+        // The server would refuse those revisions (more than 5 minutes ahead of it): the sync
+        // corrects A's clock and re-stamps them, and they are delivered.
+        for clock in [&server_clock, &b_clock] {
+            clock.advance(60_000);
+        }
+        a_clock.advance(60_000);
+        let report = sync(&a, &remote).await;
+        assert_eq!(report.stranded, Vec::<String>::new());
+        assert!(
+            report.pushed >= 2,
+            "the edit and the new record: {report:?}"
+        );
+        assert!(
+            latest_wall(&*server.store).await <= T0 + 60_000 + 5 * 60_000,
+            "nothing on the server is dated hours ahead"
+        );
+        sync(&b, &remote).await;
+        assert_eq!(
+            b.vault.token_read(&shared, &pw(PASSWORD)).await.unwrap(),
+            "from a, offline"
+        );
+        assert_eq!(
+            b.vault.token_read(&mine, &pw(PASSWORD)).await.unwrap(),
+            "made on a"
+        );
+        // B edits a minute later in real time: its edit wins, now and not hours from now.
+        for clock in [&server_clock, &b_clock, &a_clock] {
+            clock.advance(60_000);
+        }
+        b.vault
+            .token_update(&shared, "from b, later", &pw(PASSWORD))
+            .await
+            .unwrap();
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for node in [&a, &b] {
+            assert_eq!(
+                node.vault.token_read(&shared, &pw(PASSWORD)).await.unwrap(),
+                "from b, later"
+            );
+        }
+        // A's later writes are stamped with the corrected clock.
+        a.vault
+            .token_update(&mine, "again from a", &pw(PASSWORD))
+            .await
+            .unwrap();
+        assert!(sync(&a, &remote).await.pushed >= 1);
+        sync(&b, &remote).await;
+        converged(&[&a, &b, &server]).await;
+        assert!(latest_wall(&*server.store).await <= T0 + 2 * 60_000 + 60_000);
+    });
+}
+
+#[test]
+fn a_replica_hours_behind_is_corrected_and_its_later_write_wins() {
+    block_on(async {
+        let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
+        let a_clock = TestClock::new(T0 - 5 * HOUR);
+        let server = clocked(false, &server_clock).await;
+        let (a, b) = (
+            clocked(false, &a_clock).await,
+            clocked(false, &b_clock).await,
+        );
+        let remote = wire(&server);
+        let shared = create(&b, "v1", PASSWORD).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        // B edits, then A, a minute later in real time; neither has seen the other's edit.
+        for clock in [&server_clock, &a_clock, &b_clock] {
+            clock.advance(60_000);
+        }
+        b.vault
+            .token_update(&shared, "from b", &pw(PASSWORD))
+            .await
+            .unwrap();
+        for clock in [&server_clock, &a_clock, &b_clock] {
+            clock.advance(60_000);
+        }
+        a.vault
+            .token_update(&shared, "from a, later", &pw(PASSWORD))
+            .await
+            .unwrap();
+        sync(&b, &remote).await;
+        let report = sync(&a, &remote).await;
+        assert_eq!(report.conflicts, 0, "A's later edit is not superseded");
+        sync(&b, &remote).await;
+        for node in [&a, &b] {
+            assert_eq!(
+                node.vault.token_read(&shared, &pw(PASSWORD)).await.unwrap(),
+                "from a, later"
+            );
+        }
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn progress_is_reported_page_by_page() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let values: Vec<String> = (0..1_200).map(|i| format!("value {i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        a.vault
+            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        let calls = std::sync::Mutex::new(Vec::new());
+        let listen = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
+        let report = a.vault.sync(&remote, Some(&listen)).await.unwrap();
+        let pushed = std::mem::take(&mut *calls.lock().unwrap());
+        // 1,200 records and a setting or two go up in 500-row pages: a call per page, pulled
+        // or pushed, and one at the end.
+        let requests = remote.requests.load(Ordering::SeqCst);
+        assert!(requests >= 5, "two pulls and three push pages at least");
+        assert_eq!(pushed.len(), requests + 1, "{pushed:?}");
+        assert!(
+            pushed.windows(2).all(|w| w[0].0 <= w[1].0),
+            "done never goes back: {pushed:?}"
+        );
+        assert!(
+            pushed.iter().all(|(done, total)| done <= total),
+            "{pushed:?}"
+        );
+        assert_eq!(
+            pushed.last().map(|c| c.0 == c.1),
+            Some(true),
+            "ends at done = total"
+        );
+        assert!(report.pushed >= 1_200);
+        // B pulls them in pages of 1,000.
+        b.vault.sync(&remote, Some(&listen)).await.unwrap();
+        let pulled = calls.into_inner().unwrap();
+        let first = pulled[0];
+        assert_eq!(first.0, 1_000, "the first page: {pulled:?}");
+        assert!(first.1 > first.0, "more to come: {pulled:?}");
+        assert!(pulled.last().unwrap().0 >= 1_200, "{pulled:?}");
     });
 }

@@ -38,14 +38,13 @@
 //! 5. Zero knowledge: no value written and no password appears in the server's store: every
 //!    column of every table of the SQLite server, or, on GlueSQL, its snapshot and its rows.
 //!
-//! **Clocks:** the server refuses revisions more than `MAX_FUTURE_MS` (5 minutes) ahead of its
-//! clock, and the drift correction of SYNC.md 4 is not built yet, so a replica whose clock runs
-//! hours ahead never gets its writes stored. The default run keeps fast clocks within 4 minutes;
-//! `SYNC_SIM_AHEAD_MS=<ms>` lets one replica run further ahead, to see that. Seen with A two
-//! hours ahead (`SYNC_SIM_AHEAD_MS=7200000`): the server refuses every row A writes
-//! (`rev_in_future`), A's syncs still succeed and report nothing `stranded`, and A never
-//! converges (its records stay on A only). Replicas hours *behind* converge; their writes lose
-//! to writes made earlier in real time until their clock has seen them (hybrid logical clocks).
+//! **Clocks:** each replica's clock is hours behind the server's, on time, minutes ahead or hours
+//! ahead. The server refuses revisions more than `MAX_FUTURE_MS` (5 minutes) ahead of its clock;
+//! a sync corrects a replica's clock from the server's time and re-stamps its unsynced writes
+//! that carry revisions past that limit (SYNC.md 4, `src/sync/drift.rs`). The oracle follows the
+//! re-stamps (`History::restamped`: the same content under a new revision is the same write)
+//! and ignores revisions no server could store. `SYNC_SIM_AHEAD_MS=<ms>` puts replica A that far
+//! ahead in every case.
 //!
 //! **Three runs.** With identities off; with identities on and the vault's first identity kept
 //! alive (its first record is never deleted or expired, rotations become password changes), where
@@ -76,10 +75,12 @@ use sqlite::Sqlite;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use vaultstore_wasm::platform::Platform;
+use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::sql::SqlStorage;
 use vaultstore_wasm::storage::{Change, MetaKey, Row, RowKey, Storage, object_type};
+use vaultstore_wasm::sync::drift::restamp_above;
+use vaultstore_wasm::sync::plan::{MAX_FUTURE_MS, revs_of};
 use vaultstore_wasm::sync::{LiveRecord, MetaVersion, RecordVersion, Rev};
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RekeyOptions, Result, Secret, SyncReport, SyncTransport, Vault,
@@ -220,6 +221,53 @@ impl Wire<'_> {
         *self.fault.lock().unwrap() = Fault::None;
         result
     }
+
+    /// A sync of `node` that tells `history` which of its writes the sync re-stamped (a clock
+    /// hours ahead, SYNC.md 4): the same content under a new revision.
+    async fn sync_noting(
+        &self,
+        node: &Node,
+        fault: Fault,
+        history: &mut History,
+    ) -> Result<SyncReport> {
+        let above = restamp_above(self.server_clock.now_ms());
+        let far = far_dirty_rows(node, above).await;
+        let result = self.sync(node, fault).await;
+        if !far.is_empty() {
+            history.restamped(node, &far, above).await;
+        }
+        result
+    }
+}
+
+/// `node`'s dirty rows with a revision a sync now would re-stamp.
+async fn far_dirty_rows(node: &Node, above: u64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = node.store.dirty_changes(after, 500).await.unwrap();
+        let Some(last) = page.last() else {
+            return rows;
+        };
+        after = last.seq;
+        rows.extend(
+            page.into_iter()
+                .map(|c| c.row)
+                .filter(|row| revs_of(row).iter().any(|r| r.wall_ms() > above)),
+        );
+    }
+}
+
+/// Give `to` what `map` knew of `from` (a write's content, now under a re-stamped revision).
+fn alias<T: Clone + PartialEq + std::fmt::Debug>(
+    map: &mut HashMap<String, BTreeMap<Rev, T>>,
+    id: &str,
+    from: Rev,
+    to: Rev,
+) {
+    if let Some(content) = map.get(id).and_then(|revs| revs.get(&from)).cloned() {
+        note(map, id, to, content);
+    }
 }
 
 /// Every replicated row a store holds, by key.
@@ -317,7 +365,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A replica's clock: hours behind the server's, on time, or a little ahead.
+/// A replica's clock: hours behind the server's, on time, a little ahead, or hours ahead.
 fn skew() -> impl Strategy<Value = i64> {
     prop_oneof![
         Just(-5 * HOUR),
@@ -325,6 +373,7 @@ fn skew() -> impl Strategy<Value = i64> {
         Just(0i64),
         Just(90_000i64),
         Just(4 * 60_000i64),
+        Just(3 * HOUR),
     ]
 }
 
@@ -436,6 +485,63 @@ impl History {
                     },
                 ) if SETTINGS.contains(&key.key.as_str()) => {
                     note(&mut self.settings, &key.key, rev, value);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After a sync that may have re-stamped `far` (rows of `node` with revisions past `above`):
+    /// a register that now holds the same content under a revision within the limit is the
+    /// same write, re-stamped; what the history knew of the old revision holds for the new one.
+    /// (A re-stamped write that then lost to another is simply gone from `node`: [`latest`]
+    /// ignores revisions no server could have stored.)
+    async fn restamped(&mut self, node: &Node, far: &[Row], above: u64) {
+        let keys: Vec<RowKey> = far.iter().map(Row::key).collect();
+        let now = node.store.versions(&keys).await.unwrap();
+        let moved = |old: Rev, new: Rev| old.wall_ms() > above && new.wall_ms() <= above;
+        for (old, new) in far.iter().zip(now) {
+            let Some(new) = new else { continue };
+            match (old, new.row) {
+                (
+                    Row::Record {
+                        id,
+                        version: RecordVersion::Live(a),
+                    },
+                    Row::Record {
+                        version: RecordVersion::Live(b),
+                        ..
+                    },
+                ) => {
+                    if a.value == b.value && moved(a.value_rev, b.value_rev) {
+                        alias(&mut self.values, id, a.value_rev, b.value_rev);
+                    }
+                    if a.value == b.value && moved(a.seal_rev, b.seal_rev) {
+                        alias(&mut self.seals, id, a.seal_rev, b.seal_rev);
+                    }
+                    if a.expires_at == b.expires_at && moved(a.expires_rev, b.expires_rev) {
+                        alias(&mut self.expires, id, a.expires_rev, b.expires_rev);
+                    }
+                    if a.soft_deleted_at == b.soft_deleted_at && moved(a.deleted_rev, b.deleted_rev)
+                    {
+                        alias(&mut self.soft, id, a.deleted_rev, b.deleted_rev);
+                    }
+                }
+                (
+                    Row::Meta {
+                        key,
+                        version: MetaVersion::Value { rev: a, value: x },
+                    },
+                    Row::Meta {
+                        version: MetaVersion::Value { rev: b, value: y },
+                        ..
+                    },
+                ) if *x == y && moved(*a, b) => {
+                    if SETTINGS.contains(&key.key.as_str()) {
+                        alias(&mut self.settings, &key.key, *a, b);
+                    } else if key.object_type == object_type::IDENTITY && key.key == "tag" {
+                        alias(&mut self.tags, &key.object_id, *a, b);
+                    }
                 }
                 _ => {}
             }
@@ -751,7 +857,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             }
         }
         (Op::Sync(r, fault), Some(node)) => {
-            let result = wire.sync(node, *fault).await;
+            let result = wire.sync_noting(node, *fault, history).await;
             if trace() {
                 eprintln!("  -> {result:?}");
             }
@@ -803,7 +909,7 @@ async fn heal(nodes: &[Node], server: &Node, wire: &Wire<'_>, history: &mut Hist
             let mut moved = false;
             for (i, node) in nodes.iter().enumerate() {
                 let report = wire
-                    .sync(node, Fault::None)
+                    .sync_noting(node, Fault::None, history)
                     .await
                     .unwrap_or_else(|e| panic!("healing sync of {}: {e}", node.name));
                 if trace() {
@@ -891,9 +997,14 @@ async fn opens_with_any(node: &Node, token: &str, history: &History) -> Option<(
 }
 
 /// The content the greatest revision of `revs` wrote, checked against the server's revision.
-fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str) -> &'a T {
+/// Revisions past `limit` (a clock hours ahead) no server stored: their writes were re-stamped
+/// (see [`History::restamped`]) and count under their new revisions.
+fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str, limit: u64) -> &'a T {
     let revs = revs.unwrap_or_else(|| panic!("{what}: no write of it was seen"));
-    let (max, content) = revs.iter().next_back().unwrap();
+    let (max, content) = revs
+        .iter()
+        .rfind(|(rev, _)| rev.wall_ms() <= limit)
+        .unwrap_or_else(|| panic!("{what}: every write seen is dated past the server's limit"));
     assert_eq!(
         *max, at,
         "{what}: the server holds revision {at:?}, the latest write seen was {max:?} (lost, or from nowhere)"
@@ -902,6 +1013,7 @@ fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str) -> &'a
 }
 
 async fn check(nodes: &[Node], server: &Node, history: &History) {
+    let limit = u64::try_from(server.clock.now_ms() + MAX_FUTURE_MS).unwrap();
     // 1. Convergence.
     let rows = replicated(&*server.store).await;
     for node in nodes {
@@ -932,15 +1044,25 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
                     "record {id} ({}) was deleted and is live again",
                     record.token
                 );
-                let value = latest(history.values.get(id), record.value_rev, "value");
+                let value = latest(history.values.get(id), record.value_rev, "value", limit);
                 let _ = value;
                 assert_eq!(
-                    latest(history.expires.get(id), record.expires_rev, "expiresAt"),
+                    latest(
+                        history.expires.get(id),
+                        record.expires_rev,
+                        "expiresAt",
+                        limit
+                    ),
                     &record.expires_at,
                     "{id}: expiresAt"
                 );
                 assert_eq!(
-                    latest(history.soft.get(id), record.deleted_rev, "softDeletedAt"),
+                    latest(
+                        history.soft.get(id),
+                        record.deleted_rev,
+                        "softDeletedAt",
+                        limit
+                    ),
                     &record.soft_deleted_at,
                     "{id}: softDeletedAt"
                 );
@@ -951,7 +1073,7 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
                 version: MetaVersion::Value { rev, value },
             } if SETTINGS.contains(&key.key.as_str()) => {
                 assert_eq!(
-                    latest(history.settings.get(&key.key), *rev, &key.key),
+                    latest(history.settings.get(&key.key), *rev, &key.key, limit),
                     value
                 );
             }
@@ -1129,7 +1251,9 @@ async fn simulate(case: Case, identities: bool) {
     // One vault: A makes it, the others join it before they write.
     run_op(&Op::Create(0, Expiry::Never), &nodes, &wire, &mut history).await;
     for node in &nodes {
-        wire.sync(node, Fault::None).await.unwrap();
+        wire.sync_noting(node, Fault::None, &mut history)
+            .await
+            .unwrap();
     }
     for op in &case.ops {
         run_op(op, &nodes, &wire, &mut history).await;

@@ -77,6 +77,7 @@
 //! the record with the smaller `(createdAt, id)` keeps the token, the other is stranded on the
 //! replica that created it (see [`token_holder`] for why first creator, not greatest revision).
 
+pub mod drift;
 pub mod json;
 pub mod merge;
 pub mod plan;

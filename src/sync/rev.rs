@@ -178,6 +178,12 @@ impl Hlc {
         self.state().node
     }
 
+    /// The wall time of the greatest revision minted or observed: how far ahead this clock has
+    /// run (drift correction compares it with a server's time).
+    pub fn last_wall_ms(&self) -> u64 {
+        self.state().last.0
+    }
+
     /// A revision greater than every revision this clock minted or observed before: the wall is
     /// the greater of the last one and `now_ms + offset` (clamped to `0..=MAX_WALL_MS`), so a
     /// clock that goes back never makes revisions go back; within one millisecond the counter

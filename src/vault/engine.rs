@@ -30,8 +30,9 @@ use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Request,
     VaultInfo, WireError,
 };
-use crate::sync::{MetaVersion, RecordVersion, Rev, Row};
+use crate::sync::{MetaVersion, RecordVersion, Rev, Row, drift};
 use async_trait::async_trait;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 /// Rows a replica asks for per pull page.
@@ -40,6 +41,24 @@ const PULL_PAGE: u64 = 1_000;
 const PUSH_PAGE: usize = 500;
 /// Times a page is planned again when another writer changed what it read.
 const MAX_ROUNDS: usize = 8;
+
+/// `onProgress` (SYNC.md `SyncOptions`): called after each page pulled or pushed with the rows
+/// moved so far and an estimate of the total (the server's `remaining` and the rows still to
+/// push), which may grow as a sync finds more to do; last with `(done, done)`.
+struct Progress<'a> {
+    callback: Option<&'a dyn Fn(u64, u64)>,
+    done: Cell<u64>,
+}
+
+impl Progress<'_> {
+    fn advance(&self, rows: u64, left: u64) {
+        let done = self.done.get().saturating_add(rows);
+        self.done.set(done);
+        if let Some(callback) = self.callback {
+            callback(done, done.saturating_add(left));
+        }
+    }
+}
 
 /// How a replica reaches its sync server: one request body out, the status and body back.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -446,6 +465,10 @@ impl Vault {
         progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<SyncReport> {
         self.ensure_open()?;
+        let progress = Progress {
+            callback: progress,
+            done: Cell::new(0),
+        };
         let mut report = SyncReport::default();
         let mut stranded: HashSet<String> = HashSet::new();
         let since = self
@@ -456,18 +479,25 @@ impl Vault {
             .unwrap_or(Rev::ZERO);
         let first = self.storage.meta_get(&checkpoint_key()).await?.is_none();
         let mut push_all = self
-            .pull_all(remote, since, &mut report, &mut stranded)
+            .pull_all(remote, since, &mut report, &mut stranded, &progress)
             .await?
             || first;
-        self.push(remote, push_all, since, &mut report, &mut stranded)
-            .await?;
+        self.push(
+            remote,
+            push_all,
+            since,
+            &mut report,
+            &mut stranded,
+            &progress,
+        )
+        .await?;
         // What the push changed on the server (merges, and rows of other replicas that came
         // meanwhile).
         push_all = self
-            .pull_all(remote, since, &mut report, &mut stranded)
+            .pull_all(remote, since, &mut report, &mut stranded, &progress)
             .await?;
         if push_all {
-            self.push(remote, true, since, &mut report, &mut stranded)
+            self.push(remote, true, since, &mut report, &mut stranded, &progress)
                 .await?;
         }
         let end = MetaRow {
@@ -477,9 +507,7 @@ impl Vault {
         self.storage
             .apply(self.stamp()?, vec![WriteOp::PutMeta(end)])
             .await?;
-        if let Some(progress) = progress {
-            progress(report.pulled + report.pushed, report.pulled + report.pushed);
-        }
+        progress.advance(0, 0);
         let mut stranded: Vec<String> = stranded.into_iter().collect();
         stranded.sort();
         report.stranded = stranded;
@@ -527,6 +555,7 @@ impl Vault {
         since: Rev,
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
+        progress: &Progress<'_>,
     ) -> Result<bool> {
         let mut reset = false;
         loop {
@@ -547,14 +576,19 @@ impl Vault {
                 limit: PULL_PAGE,
                 fetch,
             });
+            let sent_at = self.now();
             let body = self.exchange(remote, &request).await?;
+            let received_at = self.now();
             let response = wire::decode_pull_response(&body).map_err(|e| {
                 VaultError::storage(format!("the sync server sent a malformed response: {e}"))
             })?;
             self.join_as_replica(&response.kdf).await?;
+            self.correct_clock(response.time, sent_at, received_at)
+                .await?;
             reset |= response.reset.is_some();
             self.apply_pulled(&response, stored, since, report, stranded)
                 .await?;
+            progress.advance(response.rows.len() as u64, response.remaining);
             if !response.more {
                 self.retry_deferred(stranded).await?;
                 return Ok(reset);
@@ -707,6 +741,7 @@ impl Vault {
         since: Rev,
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
+        progress: &Progress<'_>,
     ) -> Result<()> {
         // (row, dirty mark when the row was dirty as read)
         let mut outgoing: Vec<(Row, Option<u64>)> = Vec::new();
@@ -734,6 +769,7 @@ impl Vault {
             }
         }
         outgoing.sort_by_key(|(row, _)| push_rank(row));
+        let mut left = outgoing.len() as u64;
         for page in outgoing.chunks(PUSH_PAGE) {
             self.ensure_open()?;
             let rows: Vec<Row> = page.iter().map(|(row, _)| row.clone()).collect();
@@ -771,6 +807,9 @@ impl Vault {
                             report.conflicts += 1;
                         }
                     }
+                    // Only a clock that jumped ahead between the pull (which corrected it and
+                    // re-stamped) and this push: the row stays dirty, and the next sync
+                    // corrects and re-stamps it.
                     Refusal::RevInFuture => {}
                 }
             }
@@ -800,6 +839,67 @@ impl Vault {
             }
             if !taken_back.is_empty() {
                 self.take_back(&taken_back).await?;
+            }
+            left -= page.len() as u64;
+            progress.advance(page.len() as u64, left);
+        }
+        Ok(())
+    }
+
+    /// SYNC.md 4 on a replica ([`crate::sync::drift`]): stamp later revisions with the offset
+    /// measured from the server's `time`, and when this clock has run so far ahead that the
+    /// server would refuse its revisions, restart it and re-stamp the unsynced rows that carry
+    /// such revisions.
+    async fn correct_clock(&self, server_time: i64, sent_at: i64, received_at: i64) -> Result<()> {
+        self.clock
+            .set_offset_ms(drift::offset_ms(server_time, sent_at, received_at));
+        let above = drift::restamp_above(server_time);
+        if self.clock.last_wall_ms() <= above {
+            return Ok(());
+        }
+        self.clock.restart()?;
+        self.restamp_dirty(above).await
+    }
+
+    /// Give every dirty row with a revision past `above` fresh revisions from the corrected
+    /// clock, a page at a time, each page guarded on the versions it read (a local write that
+    /// raced it is left for the next sync, which re-stamps it if it still needs it).
+    async fn restamp_dirty(&self, above: u64) -> Result<()> {
+        let mut after = 0;
+        loop {
+            let page = self.storage.dirty_changes(after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == 1_000;
+            let far: Vec<RowKey> = page
+                .iter()
+                .filter(|change| {
+                    crate::sync::plan::revs_of(&change.row)
+                        .iter()
+                        .any(|rev| rev.wall_ms() > above)
+                })
+                .map(|change| change.row.key())
+                .collect();
+            if !far.is_empty() {
+                let tx = self.storage.transaction().await?;
+                let mut ops = Vec::new();
+                for found in tx.versions(&far).await?.into_iter().flatten() {
+                    let fresh = || self.clock.tick(self.now());
+                    if let Some(row) = drift::restamp(&found.row, above, fresh)? {
+                        ops.push(WriteOp::ExpectVersion {
+                            key: row.key(),
+                            seq: Some(found.seq),
+                        });
+                        ops.push(WriteOp::PutVersion { row, dirty: true });
+                    }
+                }
+                match tx.commit(self.stamp()?, ops).await {
+                    Ok(()) | Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(())
