@@ -241,6 +241,11 @@ pub enum WriteOp {
     /// its last record. Every identity object with a row [`OWNER_KEY`] = `identity_id` goes with
     /// it (its further secret slots). Each removed row leaves a tombstone.
     DeleteIdentityIfUnlinked { identity_id: String },
+    /// Fail with [`StorageError::MetaChanged`] (the identity's `tag` key) when some record's
+    /// `passwordId` names `identity_id`, after the batch's earlier ops. A sync server removing an
+    /// identity checks it at commit: its plan read the identity's records, and a concurrent push
+    /// may link a record to it meanwhile (an optimistic backend does not see that range read).
+    ExpectUnlinked { identity_id: String },
     /// Store one replicated row at its own revisions, as a merge decided it or a snapshot holds
     /// it, replacing whatever the store has for its id or key (a live row, a tombstone, or
     /// nothing): a [`crate::sync::RecordVersion::Gone`] or [`crate::sync::MetaVersion::Gone`]
@@ -298,6 +303,11 @@ pub fn is_replicated(key: &MetaKey) -> bool {
 
 /// The object holding the vault settings (FORMAT.md "Vault settings").
 pub const SETTINGS_ID: &str = "settings";
+
+/// The key of the row that says an identity (or a slot) exists: its `tag`.
+pub fn identity_tag_key(identity_id: &str) -> MetaKey {
+    MetaKey::new(object_type::IDENTITY, identity_id, "tag")
+}
 
 /// The meta row every batch that seals a value or removes a record rewrites with a fresh random
 /// tag (FORMAT.md "Vault state"). A rekey reads it before it reads any record and expects it

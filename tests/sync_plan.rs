@@ -90,6 +90,8 @@ fn identity(id: &str, at: Rev) -> Row {
 struct Store {
     rows: BTreeMap<RowKey, (u64, Row)>,
     seq: u64,
+    /// The identities plans checked unused at commit (`ExpectUnlinked`), in order.
+    unlinked_checks: Vec<String>,
 }
 
 impl Store {
@@ -186,6 +188,14 @@ impl Store {
                     )
                 }
                 WriteOp::PutVersion { row, .. } => self.put(row),
+                WriteOp::ExpectUnlinked { identity_id } => {
+                    self.unlinked_checks.push(identity_id.clone());
+                    assert_eq!(
+                        self.linked_to(&identity_id),
+                        Vec::<String>::new(),
+                        "a plan removed an identity records still use"
+                    );
+                }
                 other => panic!("a plan wrote {other:?}"),
             }
         }
@@ -325,6 +335,9 @@ fn an_identity_still_in_use_is_not_removed_until_its_records_leave() {
     let plan = server.push(&[moved, removal]).unwrap();
     assert_eq!(plan.stored, 2);
     assert!(plan.refused.is_empty());
+    // Its commit checks, after the page's writes, that no record uses P1 any more: a record
+    // another push linked to P1 since this page was planned fails it, to be planned again.
+    assert_eq!(server.unlinked_checks, vec![P1.to_owned()]);
 }
 
 #[test]

@@ -45,8 +45,8 @@
 
 use super::{
     Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, RowKey, Stamp, Storage,
-    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
-    object_type,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, identity_tag_key,
+    is_replicated, is_unique_meta, object_type,
 };
 use crate::query::RecordFilter;
 use crate::record::{Record, RecordRevs};
@@ -1024,6 +1024,13 @@ impl Tx<'_> {
             }
             WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
                 self.delete_identity_if_unlinked(&identity_id, stamp)
+            }
+            WriteOp::ExpectUnlinked { identity_id } => {
+                if self.is_linked(&identity_id) {
+                    Err(StorageError::MetaChanged(identity_tag_key(&identity_id)))
+                } else {
+                    Ok(())
+                }
             }
             // A merge's row: stored as it is, at the next seq; it stamps nothing and never
             // prunes (the identity rows a deletion took travel as their own versions).

@@ -1519,6 +1519,7 @@ impl<E: SqlExecutor> SqlStorage<E> {
                         matches!(
                             op,
                             WriteOp::ExpectMeta { .. }
+                                | WriteOp::ExpectUnlinked { .. }
                                 | WriteOp::ExpectVersion {
                                     key: RowKey::Meta(_),
                                     ..
@@ -1532,6 +1533,9 @@ impl<E: SqlExecutor> SqlStorage<E> {
                         key: RowKey::Meta(key),
                         ..
                     } => Some(key.clone()),
+                    WriteOp::ExpectUnlinked { identity_id } => {
+                        Some(super::identity_tag_key(identity_id))
+                    }
                     _ => None,
                 };
                 let mut named = None;
@@ -1547,6 +1551,10 @@ impl<E: SqlExecutor> SqlStorage<E> {
                                 .is_ok_and(|now| {
                                     now.into_iter().next().flatten().map(|v| v.seq) != *seq
                                 }),
+                            WriteOp::ExpectUnlinked { identity_id } => self
+                                .records_linked_to(identity_id, None, 1)
+                                .await
+                                .is_ok_and(|linked| !linked.is_empty()),
                             _ => false,
                         };
                         if stale {

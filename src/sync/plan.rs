@@ -31,10 +31,7 @@ use std::collections::{HashMap, HashSet};
 /// (SYNC.md 4), so one fast clock cannot drag every replica's revisions into the future.
 pub const MAX_FUTURE_MS: i64 = 5 * 60 * 1000;
 
-/// The key of the row that says an identity (or a slot) exists: its `tag`.
-pub fn identity_tag_key(identity_id: &str) -> MetaKey {
-    MetaKey::new(object_type::IDENTITY, identity_id, "tag")
-}
+pub use crate::storage::identity_tag_key;
 
 /// What the server holds around a pushed page, read before planning.
 #[derive(Debug, Default)]
@@ -189,6 +186,8 @@ pub fn plan_push(
     }
     // Records linked to each identity the page may remove, as the page goes.
     let mut linked = link_sets(&view.linked, rows.len());
+    // Identities whose rows the page removes.
+    let mut removed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let limit = now.saturating_add(MAX_FUTURE_MS);
     for (i, row) in rows.iter().enumerate() {
         let key = row.key();
@@ -308,12 +307,28 @@ pub fn plan_push(
             });
         }
         plan.stored += 1;
+        if let Row::Meta {
+            key: meta_key,
+            version: MetaVersion::Gone { .. },
+        } = &merged
+            && let Some(identity) = identity_of(meta_key)
+        {
+            removed.insert(identity.to_owned());
+        }
         state.set(merged.clone());
         plan.ops.push(WriteOp::PutVersion {
             row: merged,
             dirty: false,
         });
     }
+    // The page's view of the identity's records came from a range read, which an optimistic
+    // backend does not guard: a push that links a record to it meanwhile fails this batch, and
+    // the page is planned again (then refused as `referenced`).
+    plan.ops.extend(
+        removed
+            .into_iter()
+            .map(|identity_id| WriteOp::ExpectUnlinked { identity_id }),
+    );
     Ok(plan)
 }
 

@@ -3558,6 +3558,89 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
 /// `MarkClean` clears a row's (or tombstone's) dirty mark only while it is still the mark the
 /// push sent; a row written since keeps its newer mark. Being acknowledged is not a change: the
 /// row, its seq and the change feed stay as they are. Anything else is left alone.
+/// `ExpectUnlinked` fails the whole batch while any record (soft-deleted ones included) is sealed
+/// with the identity, counting the batch's own earlier writes, and passes once none is.
+pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::PutMeta(meta("password_identity", "p_2", "tag", "t2")),
+            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+        ],
+    )
+    .await
+    .unwrap();
+    let expect = |id: &str| WriteOp::ExpectUnlinked {
+        identity_id: id.to_owned(),
+    };
+    let setting = || WriteOp::PutMeta(meta("vault", "settings", "policy", "x"));
+    let before = everything(&s).await;
+    let failed = s.apply(stamp(), vec![setting(), expect("p_1")]).await;
+    assert_eq!(
+        failed.unwrap_err(),
+        StorageError::MetaChanged(MetaKey::new("password_identity", "p_1", "tag"))
+    );
+    assert!(
+        everything(&s).await == before,
+        "a failed batch changed rows"
+    );
+    // Soft-deleted, still sealed with it: still linked.
+    s.apply(
+        stamp(),
+        vec![change(
+            "a",
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            NOW,
+        )],
+    )
+    .await
+    .unwrap();
+    assert!(s.apply(stamp(), vec![expect("p_1")]).await.is_err());
+    // An identity no record uses, and one whose last record the batch itself moves away.
+    s.apply(stamp(), vec![setting(), expect("p_2")])
+        .await
+        .unwrap();
+    let mut moved = linked("a", "tk_a", "p_2");
+    moved.revs = RecordRevs::all(stamp().rev);
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutVersion {
+                row: live_row(&moved),
+                dirty: false,
+            },
+            expect("p_1"),
+        ],
+    )
+    .await
+    .unwrap();
+    // And a record the batch links to it fails it.
+    let mut back = linked("a", "tk_a", "p_1");
+    back.revs = RecordRevs::all(stamp().rev);
+    let before = everything(&s).await;
+    assert!(
+        s.apply(
+            stamp(),
+            vec![
+                WriteOp::PutVersion {
+                    row: live_row(&back),
+                    dirty: false,
+                },
+                expect("p_1"),
+            ],
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        everything(&s).await == before,
+        "a failed batch changed rows"
+    );
+}
+
 pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
     let tag = MetaKey::new("password_identity", "p_1", "tag");
     let policy = MetaKey::new("vault", "settings", "policy");
@@ -3795,6 +3878,7 @@ macro_rules! conformance_cases {
             versions_answer_each_key_with_its_row_seq_and_mark,
             expected_versions_guard_the_batch,
             mark_clean_clears_only_the_mark_it_names,
+            unlinked_expectations_guard_the_batch,
             closed_storage_refuses_calls,
         );
     };

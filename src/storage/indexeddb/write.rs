@@ -355,6 +355,7 @@ fn writes_replicated(op: &WriteOp) -> bool {
         WriteOp::DeleteMeta(key) => is_replicated(key),
         WriteOp::ExpectMeta { .. }
         | WriteOp::ExpectVersion { .. }
+        | WriteOp::ExpectUnlinked { .. }
         | WriteOp::MarkClean { .. }
         | WriteOp::ExpectEmpty
         | WriteOp::ClearAll => false,
@@ -584,6 +585,19 @@ impl Batch {
                 if linked == 0 {
                     self.delete_object(object_type::IDENTITY, &identity_id)
                         .await?;
+                }
+            }
+            WriteOp::ExpectUnlinked { identity_id } => {
+                let linked = self
+                    .r
+                    .identity_index()?
+                    .count(Some(Reader::linked_range(&identity_id, None)?))
+                    .done("count linked records")
+                    .await?;
+                if linked > 0 {
+                    return Err(StorageError::MetaChanged(crate::storage::identity_tag_key(
+                        &identity_id,
+                    )));
                 }
             }
             WriteOp::PutVersion { row, dirty } => self.put_version(row, dirty)?,

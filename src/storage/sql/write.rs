@@ -91,7 +91,10 @@ fn kind(op: &WriteOp) -> Option<u8> {
         },
         WriteOp::ExpectVersion { .. } => 11,
         WriteOp::MarkClean { .. } => 12,
-        WriteOp::DeleteIdentityIfUnlinked { .. } | WriteOp::ExpectEmpty | WriteOp::ClearAll => {
+        WriteOp::DeleteIdentityIfUnlinked { .. }
+        | WriteOp::ExpectUnlinked { .. }
+        | WriteOp::ExpectEmpty
+        | WriteOp::ClearAll => {
             return None;
         }
     })
@@ -197,6 +200,7 @@ impl Footprint {
                 foot.all_records = true;
                 foot.all_meta = true;
             }
+            WriteOp::ExpectUnlinked { .. } => foot.all_records = true,
             WriteOp::ExpectEmpty | WriteOp::ClearAll => foot.all = true,
         }
         foot
@@ -450,6 +454,10 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
                 out.push(Statement::new(&sql, params));
             }
         }
+        WriteOp::ExpectUnlinked { identity_id } => out.push(Statement::new(
+            CHECK_UNLINKED,
+            vec![ns.into(), identity_id.as_str().into()],
+        )),
         WriteOp::ExpectEmpty => out.push(Statement::new(CHECK_EMPTY, vec![ns.into()])),
         WriteOp::ClearAll => {
             for sql in [RAISE_SEQ_FLOOR, CLEAR_RECORDS, CLEAR_TOMBSTONES, CLEAR_META] {
@@ -731,6 +739,11 @@ pub(super) fn prune_identities(deleted: Deleted) -> [String; 2] {
     );
     doomed_identity_statements(&with, rev, at)
 }
+
+/// `ExpectUnlinked`: no record may name the identity `?2` (one probe of the link index).
+pub(super) const CHECK_UNLINKED: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'meta_changed' WHERE EXISTS (
+        SELECT 1 FROM vaultstore_records WHERE ns = ?1 AND password_id = ?2)";
 
 /// `DeleteIdentityIfUnlinked`: the identity `?2` and its slots, unless a record names it (`?3`
 /// and `?4` the batch's revision and time).
