@@ -24,6 +24,53 @@ macro_rules! seq_base {
     };
 }
 
+/// The `seq, dirty` values of item `$j` of a `json_each`: the next seq after [`seq_base!`] by the
+/// item's place, and a dirty mark equal to it when the item says `dirty` (a merge's rows:
+/// `PutVersion`), else none.
+macro_rules! seq_and_dirty {
+    ($j:ident) => {
+        concat!(
+            seq_base!(),
+            " + ",
+            stringify!($j),
+            ".key + 1,
+        CASE WHEN ",
+            stringify!($j),
+            ".value->>'dirty' THEN ",
+            seq_base!(),
+            " + ",
+            stringify!($j),
+            ".key + 1 END"
+        )
+    };
+}
+
+/// The `seq, dirty` values of item `$j` of a `json_each` written locally: a local write's dirty
+/// mark is its seq.
+macro_rules! seq_and_local_mark {
+    ($j:ident) => {
+        concat!(
+            seq_base!(),
+            " + ",
+            stringify!($j),
+            ".key + 1, ",
+            seq_base!(),
+            " + ",
+            stringify!($j),
+            ".key + 1"
+        )
+    };
+}
+
+/// A tombstone statement's conflict clause: a key tombstoned again keeps the latest.
+macro_rules! tombstone_upsert {
+    () => {
+        "ON CONFLICT (ns, kind, k1, k2, k3) DO UPDATE SET
+        rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
+        seq = excluded.seq, dirty = excluded.dirty"
+    };
+}
+
 /// The statements of one batch: ops of one kind share statements (one JSON array each), so
 /// a batch costs a handful of statements whatever the number of records (D1 counts statements
 /// per invocation: 50 on the free plan, 1,000 on the paid one). A batch interleaves kinds
@@ -571,10 +618,8 @@ pub(super) const INSERT_RECORDS: &str = concat!(
     "INSERT INTO vaultstore_records ",
     record_columns!(),
     record_fields!(),
-    seq_base!(),
-    " + r.key + 1, ",
-    seq_base!(),
-    " + r.key + 1
+    seq_and_local_mark!(r),
+    "
     FROM json_each(?2) AS r"
 );
 
@@ -616,10 +661,8 @@ pub(super) const APPLY_CHANGES: &str = concat!(
         CASE c.value->>'op' WHEN 'renew' THEN ?3 ELSE r.expires_rev END,
         CASE WHEN c.value->>'op' IN ('soft_delete', 'restore') THEN ?3 ELSE r.deleted_rev END,
         ",
-    seq_base!(),
-    " + c.key + 1, ",
-    seq_base!(),
-    " + c.key + 1
+    seq_and_local_mark!(c),
+    "
     FROM json_each(?2) AS c
     CROSS JOIN vaultstore_records AS r ON r.ns = ?1 AND r.id_key = c.value->>'key'
     WHERE NOT (c.value->>'op' = 'soft_delete' AND r.soft_deleted_at IS NOT NULL)
@@ -678,10 +721,7 @@ pub(super) const EXPIRED_CHUNK: Deleted = Deleted {
     at: "?2",
 };
 
-/// A tombstone statement's conflict clause: a key tombstoned again keeps the latest.
-const TOMBSTONE_UPSERT: &str = "ON CONFLICT (ns, kind, k1, k2, k3) DO UPDATE SET
-        rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
-        seq = excluded.seq, dirty = excluded.dirty";
+const TOMBSTONE_UPSERT: &str = tombstone_upsert!();
 
 /// Given a `WITH` clause ending in `doomed (object_id)`: a tombstone for every row of those
 /// `password_identity` objects (stamped with `rev` and `at`), then their removal.
@@ -838,17 +878,14 @@ pub(super) const CHECK_UNIQUE_META: &str = "INSERT INTO vaultstore_guard (failed
 pub(super) const TOMBSTONE_META: &str = concat!(
     "INSERT INTO vaultstore_tombstones (ns, kind, k1, k2, k3, rev, deleted_at, reason, seq, dirty)
     SELECT ?1, 'meta', m.object_type, m.object_id, m.key, ?3, ?4, NULL, ",
-    seq_base!(),
-    " + j.key + 1, ",
-    seq_base!(),
-    " + j.key + 1
+    seq_and_local_mark!(j),
+    "
     FROM json_each(?2) AS j
     CROSS JOIN vaultstore_meta AS m ON m.ns = ?1 AND m.object_type = j.value->>'type'
         AND m.object_id = j.value->>'id' AND m.key = j.value->>'key'
     WHERE true
-    ON CONFLICT (ns, kind, k1, k2, k3) DO UPDATE SET
-        rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
-        seq = excluded.seq, dirty = excluded.dirty"
+    ",
+    tombstone_upsert!()
 );
 
 pub(super) const DELETE_META: &str = "DELETE FROM vaultstore_meta WHERE rowid IN (
@@ -868,11 +905,8 @@ pub(super) const PUT_RECORD_VERSIONS: &str = concat!(
     "INSERT INTO vaultstore_records ",
     record_columns!(),
     record_fields!(),
-    seq_base!(),
-    " + r.key + 1,
-        CASE WHEN r.value->>'dirty' THEN ",
-    seq_base!(),
-    " + r.key + 1 END
+    seq_and_dirty!(r),
+    "
     FROM json_each(?2) AS r WHERE true
     ON CONFLICT (ns, id_key) DO UPDATE SET
         token = excluded.token, token_key = excluded.token_key, value = excluded.value,
@@ -893,15 +927,11 @@ pub(super) const PUT_RECORD_TOMBSTONES: &str = concat!(
     "INSERT INTO vaultstore_tombstones (ns, kind, k1, k2, k3, rev, deleted_at, reason, seq, dirty)
     SELECT ?1, 'record', t.value->>'id', '', '', t.value->>'rev', t.value->>'deleted_at',
         t.value->>'reason', ",
-    seq_base!(),
-    " + t.key + 1,
-        CASE WHEN t.value->>'dirty' THEN ",
-    seq_base!(),
-    " + t.key + 1 END
+    seq_and_dirty!(t),
+    "
     FROM json_each(?2) AS t WHERE true
-    ON CONFLICT (ns, kind, k1, k2, k3) DO UPDATE SET
-        rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
-        seq = excluded.seq, dirty = excluded.dirty"
+    ",
+    tombstone_upsert!()
 );
 
 pub(super) const DELETE_RECORD_VERSIONS: &str = "DELETE FROM vaultstore_records WHERE rowid IN (
@@ -912,11 +942,8 @@ pub(super) const PUT_META_VERSIONS: &str = concat!(
     "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value, rev, seq, dirty)
     SELECT ?1, m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'value',
         m.value->>'rev', ",
-    seq_base!(),
-    " + m.key + 1,
-        CASE WHEN m.value->>'dirty' THEN ",
-    seq_base!(),
-    " + m.key + 1 END
+    seq_and_dirty!(m),
+    "
     FROM json_each(?2) AS m WHERE true
     ON CONFLICT (ns, object_type, object_id, key) DO UPDATE SET value = excluded.value,
         rev = excluded.rev, seq = excluded.seq, dirty = excluded.dirty"
@@ -926,15 +953,11 @@ pub(super) const PUT_META_TOMBSTONES: &str = concat!(
     "INSERT INTO vaultstore_tombstones (ns, kind, k1, k2, k3, rev, deleted_at, reason, seq, dirty)
     SELECT ?1, 'meta', m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'rev',
         m.value->>'deleted_at', NULL, ",
-    seq_base!(),
-    " + m.key + 1,
-        CASE WHEN m.value->>'dirty' THEN ",
-    seq_base!(),
-    " + m.key + 1 END
+    seq_and_dirty!(m),
+    "
     FROM json_each(?2) AS m WHERE true
-    ON CONFLICT (ns, kind, k1, k2, k3) DO UPDATE SET
-        rev = excluded.rev, deleted_at = excluded.deleted_at, reason = excluded.reason,
-        seq = excluded.seq, dirty = excluded.dirty"
+    ",
+    tombstone_upsert!()
 );
 
 /// `ExpectVersion` of records (`?2` items of [`row_key_json`] with the expected `seq`, null for
