@@ -5,16 +5,20 @@
 // "What IndexedDB holds" panel, and a wrong password refused by a vault whose only entry is in the
 // trash; then, on localhost with a virtual authenticator, the passkey path (add a passkey, lock,
 // unlock with it, remove it; an authenticator without PRF; a browser reporting no PRF gets no
-// passkey buttons). Elements are found by role and
+// passkey buttons); and sync: two browser profiles share a vault through the demo's sync server
+// (js/tools/sync-server.mjs, a libSQL file holding no plaintext), a server still starting or down
+// is said plainly and loses nothing. Elements are found by role and
 // accessible name, as a screen reader finds them. Any
 // console error, failed request or HTTP error fails the test. Screenshots go to
 // .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { serve } from "../../js/tools/serve.mjs";
+import { syncServer } from "../../js/tools/sync-server.mjs";
 import { launchChromium, watchPage } from "./chromium.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -485,5 +489,128 @@ test("a browser that reports no PRF is offered no passkey button, on the unlock 
   } finally {
     await browser.close();
     await server.close();
+  }
+});
+
+
+test("two browser profiles share a vault through the demo's sync server, which holds no plaintext; a server starting or down loses nothing", async () => {
+  // What `npm start` serves (js/tools/start.mjs), with the packed package: the page, and POST /sync
+  // answered by a Node vault on a libSQL file, started late as when the Node engine is still building.
+  mkdirSync(screenshots, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), "vaultstore-demo-sync-"));
+  const file = join(dir, "demo.db");
+  const sync = syncServer(file);
+  const roots = [join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }];
+  let server = await serve(roots, 0, { handle: sync.handle });
+  const { url } = server;
+  const browser = await launchChromium();
+  const vaultName = `shared-${Date.now()}`;
+  /** A browser profile (its own IndexedDB) on the demo. */
+  const profile = async () => {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 1000 } });
+    const page = await context.newPage();
+    return { page, problems: watchPage(page), ...ui(page) };
+  };
+  const createVault = async ({ page, button, status }) => {
+    await page.goto(`${url}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+  };
+  const syncNow = async ({ page, button }) => {
+    if (!(await page.$eval("#sync-panel", (d) => d.open))) await page.locator("summary", { hasText: /^Sync$/ }).click();
+    await page.evaluate(() => {
+      document.getElementById("status").textContent = "";
+      document.getElementById("error").textContent = "";
+    });
+    await button("Sync now").click();
+    await page.waitForFunction(() => /^(Synced|Not synced)\.$/.test(document.getElementById("sync-text").textContent));
+  };
+  const reveal = async ({ page, button }, name) => {
+    await button(`Reveal the secret of ${name}`).click();
+    await page.waitForSelector("#rows .secret");
+    const secret = await page.textContent("#rows .secret");
+    await button(`Hide the secret of ${name}`).click();
+    return secret;
+  };
+  const a = await profile();
+  const b = await profile();
+
+  try {
+    // ---- profile A: a vault with an entry; the server is still starting: said plainly ----
+    await createVault(a);
+    await a.addEntry("GitHub", "ghp_SECRET_github_7f3k");
+    await syncNow(a);
+    assert.equal(await a.page.getByLabel("Server URL").inputValue(), `${url}/sync`, "the server URL defaults to the page's origin + /sync");
+    await a.error(/The sync server is starting.*try again in a few seconds.*\[STORAGE\]$/);
+    assert.equal(await a.page.textContent("#sync-last"), "Not synced yet on this device.");
+    assert.deepEqual(await a.names(), ["GitHub"]);
+    await a.page.screenshot({ path: join(screenshots, "sync-server-starting.png"), fullPage: true });
+
+    // ---- the engine is ready: A pushes; B (another profile, same name and password) pulls ----
+    await sync.start(() => import(pathToFileURL(join(consumer, "node_modules", "vaultstore-wasm", "dist", "node.js")).href));
+    await syncNow(a);
+    await a.status(/^Synced with .*: pulled 0, pushed [1-9]\d*, 0 conflicts\.$/);
+    assert.match(await a.page.textContent("#sync-last"), /^Last sync: .*pulled 0, pushed [1-9]\d*, 0 conflicts .*0 stranded\.$/);
+
+    await createVault(b);
+    assert.deepEqual(await b.names(), [], "B starts empty");
+    await syncNow(b);
+    await b.status(/^Synced with .*: pulled [1-9]\d*, pushed 0, 0 conflicts\.$/);
+    assert.deepEqual(await b.names(), ["GitHub"], "the list re-renders with what the sync brought");
+    assert.equal(await reveal(b, "GitHub"), "ghp_SECRET_github_7f3k", "B opens A's entry with the same password");
+    await b.page.screenshot({ path: join(screenshots, "sync-profile-b.png"), fullPage: true });
+
+    // ---- and back: B adds, A gets it ----
+    await b.addEntry("Email", "SECRET-mail-93");
+    await syncNow(b);
+    await b.status(/pushed [1-9]/);
+    await syncNow(a);
+    await a.status(/pulled [1-9]/);
+    assert.deepEqual((await a.names()).sort(), ["Email", "GitHub"]);
+    assert.equal(await reveal(a, "Email"), "SECRET-mail-93");
+
+    // ---- the server's libSQL file: envelopes, never a name, a secret or the password ----
+    const stored = Buffer.concat([file, `${file}-wal`].filter(existsSync).map((f) => readFileSync(f)));
+    assert.ok(stored.includes("vs1:"), "the server's file holds the vault's envelopes");
+    for (const needle of ["GitHub", "ghp_SECRET_github_7f3k", "Email", "SECRET-mail-93", PASSWORD]) {
+      assert.ok(!stored.includes(needle), `${needle} is not in the sync server's file in clear`);
+    }
+
+    // ---- the server is down: an error with its code, and nothing is lost ----
+    await server.close();
+    await a.addEntry("Door code", "SECRET-door-2580");
+    await syncNow(a);
+    await a.error(/The sync server cannot be reached at .*\/sync .*Nothing here was lost.*\[STORAGE\]$/);
+    assert.equal(await a.page.textContent("#sync-text"), "Not synced.");
+    assert.deepEqual((await a.names()).sort(), ["Door code", "Email", "GitHub"], "the entry added while the server is down stays");
+    assert.equal(await reveal(a, "Door code"), "SECRET-door-2580");
+    await a.page.screenshot({ path: join(screenshots, "sync-server-down.png"), fullPage: true });
+    // Back on the same port (the same origin): the next sync delivers it.
+    server = await serve(roots, Number(new URL(url).port), { handle: sync.handle });
+    assert.equal(server.url, url, "the server is back on its port");
+    await syncNow(a);
+    await a.status(/pushed [1-9]/);
+    await syncNow(b);
+    await b.status(/pulled [1-9]/);
+    assert.equal(await reveal(b, "Door code"), "SECRET-door-2580");
+
+    // Only the sync requests the test made fail (a 503 while starting, refused while down) are errors.
+    for (const { problems } of [a, b]) {
+      const others = problems.filter(
+        (p) => !/^HTTP 503: .*\/sync$|^request failed: .*\/sync |^console error: Failed to load resource: (the server responded with a status of 503|net::ERR_CONNECTION_REFUSED)/.test(p),
+      );
+      assert.deepEqual(others, [], "no other console error, failed request or HTTP error");
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+    await sync.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
