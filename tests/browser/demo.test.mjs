@@ -646,3 +646,81 @@ test("two browser profiles share a vault through the demo's sync server, which h
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a stranded entry is listed in the Sync panel with what to do, and doing it delivers the entry", async () => {
+  // Another device (a Node replica of the same vault on the demo's sync server) rotates the vault's
+  // key; this profile, not synced since, adds an entry under the old key: the server refuses it
+  // (SYNC.md 7), the panel lists it; changing the password here (old → new) moves it, and the next
+  // sync delivers it.
+  const dir = mkdtempSync(join(tmpdir(), "vaultstore-demo-sync-"));
+  const sync = syncServer(join(dir, "demo.db"));
+  const pkgUrl = pathToFileURL(join(consumer, "node_modules", "vaultstore-wasm", "dist", "node.js")).href;
+  await sync.start(() => import(pkgUrl));
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }], 0, { handle: sync.handle });
+  const browser = await launchChromium();
+  const page = await (await browser.newContext({ viewport: { width: 1100, height: 1000 } })).newPage();
+  const problems = watchPage(page);
+  const { button, status, names, addEntry } = ui(page);
+  const vaultName = `stranded-${Date.now()}`;
+  const { Vault } = await import(pkgUrl);
+  const other = await Vault.open({ backend: "memory", passwordIdentity: true });
+  const remote = { url: `${server.url}/sync`, headers: { "x-vault-name": encodeURIComponent(vaultName) } };
+  const syncNow = async () => {
+    await page.evaluate(() => (document.getElementById("sync-text").textContent = ""));
+    await button("Sync now").click();
+    await page.waitForFunction(() => /^(Synced|Not synced)\.$/.test(document.getElementById("sync-text").textContent));
+  };
+  try {
+    await page.goto(`${server.url}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+    await addEntry("GitHub", "ghp_SECRET_github_7f3k");
+    await page.locator("summary", { hasText: /^Sync$/ }).click();
+    await syncNow();
+    await status(/pushed [1-9]/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), false, "nothing stranded yet");
+
+    // The other device joins, rotates the key to the new password, and syncs.
+    assert.ok((await other.sync(remote)).pulled > 0);
+    await other.bulkRekey(PASSWORD, NEW_PASSWORD, { rotate: true });
+    await other.sync(remote);
+
+    // This profile writes under the old key, then syncs: the entry stays here, listed.
+    await addEntry("Door code", "SECRET-door-2580");
+    const token = await page.textContent('#rows tr:has-text("Door code") td.token code');
+    await syncNow();
+    await status(/1 kept on this device only \(see Sync\)\.$/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), true);
+    assert.deepEqual(await page.$$eval("#sync-stranded li", (items) => items.map((li) => li.textContent)), [`Door code: ${token}`]);
+    assert.match(await page.textContent("#sync-stranded-box"), /change the password here \(current → new\), then\s+sync/);
+    assert.match(await page.textContent("#sync-last"), /1 stranded\.$/);
+    await page.screenshot({ path: join(screenshots, "sync-stranded.png"), fullPage: true });
+
+    // What the panel says to do: change the password here to the new one, and sync.
+    await page.locator("summary", { hasText: "Change password" }).click();
+    await page.getByLabel("Current password").fill(PASSWORD);
+    await page.getByLabel("New password", { exact: true }).fill(NEW_PASSWORD);
+    await page.getByLabel("Repeat the new password").fill(NEW_PASSWORD);
+    await button("Change password").click();
+    await status(/Password changed/);
+    await syncNow();
+    await status(/^Synced with .*pushed [1-9]\d*, \d+ conflicts?\.$/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), false, "nothing stranded any more");
+    assert.deepEqual((await names()).sort(), ["Door code", "GitHub"]);
+    await other.sync(remote);
+    assert.equal(JSON.parse(await other.tokenRead(token, NEW_PASSWORD)).secret, "SECRET-door-2580", "the other device has it");
+    assert.deepEqual(withoutAbortedSync(problems), [], "no console error, failed request or HTTP error");
+  } finally {
+    await other.close();
+    await browser.close();
+    await server.close();
+    await sync.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
