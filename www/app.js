@@ -680,14 +680,19 @@ async function syncNow() {
   const last = { at: Date.now(), pulled: report.pulled, pushed: report.pushed, conflicts: report.conflicts, stranded: report.stranded };
   localStorage.setItem(lastSyncKey(), JSON.stringify(last));
   $("sync-text").textContent = "Synced.";
-  if (wasEmpty && report.pulled > 0) {
-    // This device joined the server's vault: check that the password typed at "Create vault" is
-    // that vault's (vault.unlock against what the sync brought).
+  if (report.pulled > 0) {
+    // Check that what this page was unlocked with still opens the vault (vault.unlock against what
+    // the sync brought): this device may just have joined the server's vault with another
+    // password, or another device may have changed the password.
     try {
       await session.vault.unlock(session.password);
     } catch (error) {
       if (!(error instanceof VaultError && error.code === "INVALID_PASSWORD")) throw error;
-      lock(`Synced ${report.pulled} changes from the server, but the password you typed does not open them: unlock with the password of the vault on the server.`);
+      lock(
+        wasEmpty
+          ? `Synced ${report.pulled} changes from the server, but the password you typed does not open them: unlock with the password of the vault on the server.`
+          : `Synced: the password of “${session.name}” was changed on another device. Unlock with the new password.`,
+      );
       return;
     }
     session.isNew = false;

@@ -614,6 +614,23 @@ test("two browser profiles share a vault through the demo's sync server, which h
     assert.deepEqual((await c.names()).sort(), ["Email", "GitHub"]);
     assert.deepEqual(withoutAbortedSync(c.problems), []);
 
+    // ---- B changes the password: A's next sync says so and locks; the new password opens A ----
+    await b.page.locator("summary", { hasText: "Change password" }).click();
+    await b.page.getByLabel("Current password").fill(PASSWORD);
+    await b.page.getByLabel("New password", { exact: true }).fill(NEW_PASSWORD);
+    await b.page.getByLabel("Repeat the new password").fill(NEW_PASSWORD);
+    await b.button("Change password").click();
+    await b.status(/Password changed/);
+    await syncNow(b);
+    await b.status(/pushed [1-9]/);
+    await syncNow(a);
+    await a.status(/^Synced: the password of “shared-\d+” was changed on another device\. Unlock with the new password\.$/);
+    assert.equal(await a.page.isVisible("#vault"), false);
+    await a.page.getByLabel("Password", { exact: true }).fill(NEW_PASSWORD);
+    await a.button("Unlock").click();
+    await a.status(/^Unlocked/);
+    assert.deepEqual((await a.names()).sort(), ["Email", "GitHub"]);
+
     // ---- the server is down: an error with its code, and nothing is lost ----
     await server.close();
     await a.addEntry("Door code", "SECRET-door-2580");
