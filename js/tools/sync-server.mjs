@@ -49,9 +49,14 @@ export function syncServer(file) {
   };
 
   async function answer(req, res) {
-    const name = req.headers[NAME_HEADER];
-    if (typeof name !== "string" || name.trim() === "" || name.length > 200) {
-      json(res, 400, "INVALID_ARGUMENT", "this demo's sync server keeps one vault per vault name: send it in the X-Vault-Name header (1 to 200 characters)");
+    let name;
+    try {
+      name = decodeURIComponent(req.headers[NAME_HEADER] ?? ""); // the page encodes it (a header is Latin-1)
+    } catch {
+      name = "";
+    }
+    if (name.trim() === "" || name.length > 200) {
+      json(res, 400, "INVALID_ARGUMENT", "this demo's sync server keeps one vault per vault name: send it, URI-encoded, in the X-Vault-Name header (1 to 200 characters)");
       return;
     }
     const headers = new Headers();
@@ -64,7 +69,7 @@ export function syncServer(file) {
       headers,
       ...(hasBody ? { body: Readable.toWeb(req), duplex: "half" } : {}),
     });
-    const vault = await vaultFor(decodeURIComponent(name));
+    const vault = await vaultFor(name);
     const response = await vault.syncHandle(request);
     res.writeHead(response.status, Object.fromEntries(response.headers));
     res.end(Buffer.from(await response.arrayBuffer()));
