@@ -60,10 +60,12 @@ export function serve(roots, port = 0, { handle } = {}) {
     });
     server.listen(port, "127.0.0.1", () => {
       const { port: bound } = server.address();
-      resolvePromise({ url: `http://127.0.0.1:${bound}`, close: () => new Promise((r) => {
-        server.close(r);
-        server.closeAllConnections();
-      }) });
+      const close = () =>
+        new Promise((r) => {
+          server.close(r);
+          server.closeAllConnections(); // a page's keep-alive connection must not keep a "down" server up
+        });
+      resolvePromise({ url: `http://127.0.0.1:${bound}`, close });
     });
   });
 }
