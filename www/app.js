@@ -4,7 +4,8 @@
 // An entry is ONE sealed value, the JSON {name, secret}, stored with tokenCreate; the list
 // decrypts the names of the page it shows with one tokensRead. The vault is opened with password
 // identities, so a passkey can be added beside the password (secretAdd: a second key for the
-// same entries), and changing the password seals the vault's key anew (bulkRekey).
+// same entries), and changing the password seals the vault's key anew (bulkRekey). The Sync panel
+// syncs the vault with a server replica (vault.sync; `npm start` serves one at /sync).
 import { RecordQuery, Vault, VaultError, passkeyRegister, passkeySecret } from "vaultstore-wasm";
 
 const $ = (id) => document.getElementById(id);
@@ -132,7 +133,8 @@ async function refreshUnlockForm() {
   session.isNew = (await session.vault.recordCount({ softDeletedInclude: true })) === 0;
   $("unlock-title").textContent = session.isNew ? "Create a vault" : "Unlock";
   $("unlock-hint").textContent = session.isNew
-    ? `“${name}” is empty. Choose its password: at least 12 characters. It cannot be recovered, so keep it safe.`
+    ? `“${name}” is empty. Choose its password: at least 12 characters. It cannot be recovered, so keep it safe. ` +
+      "(To bring a vault of the same name here from the sync server, type its password, then “Sync now” in Sync.)"
     : `Enter the password of “${name}”.`;
   $("confirm-field").hidden = !session.isNew;
   $("confirm").required = session.isNew;
@@ -186,6 +188,7 @@ async function opened(secret, byPasskey) {
   scheduleLock();
   await render();
   showPasskeyPanel();
+  showSyncPanel();
   say(
     session.isNew
       ? `Vault “${session.name}” created: the password you typed is now its password. Add your first entry.`
@@ -578,6 +581,133 @@ async function removePasskey() {
   $("passkey-add").focus();
 }
 
+// ---- sync ----
+
+const SYNC_URL_SETTING = "secrets.syncUrl"; // this browser's choice (localStorage), not a vault setting: those sync
+const lastSyncKey = () => `secrets.lastSync.${session.name}`;
+
+/** The server URL: the one typed here before, else this page's own origin + /sync (npm start's server). */
+function syncUrl() {
+  return localStorage.getItem(SYNC_URL_SETTING) ?? `${location.origin}/sync`;
+}
+
+function showSyncPanel() {
+  $("sync-url").value = syncUrl();
+  $("sync-progress").hidden = true;
+  $("sync-text").textContent = "";
+  const last = JSON.parse(localStorage.getItem(lastSyncKey()) ?? "null");
+  showLastSync(last);
+  showStranded(last?.stranded ?? []);
+}
+
+function showLastSync(last) {
+  if (!last) {
+    $("sync-last").textContent = "Not synced yet on this device.";
+    return;
+  }
+  const at = new Date(last.at);
+  $("sync-last").replaceChildren(
+    "Last sync: ",
+    element("time", { dateTime: at.toISOString(), title: at.toLocaleString() }, at.toLocaleTimeString()),
+    ` (${relative(at)}): pulled ${last.pulled}, pushed ${last.pushed}, ${last.conflicts} ${last.conflicts === 1 ? "conflict" : "conflicts"}` +
+      ` (changes made here that a later change from another device replaced), ${last.stranded.length} stranded.`,
+  );
+}
+
+function showStranded(tokens) {
+  $("sync-stranded-box").hidden = tokens.length === 0;
+  $("sync-stranded").replaceChildren(
+    ...tokens.map((token) => {
+      const name = session.names.get(token);
+      return element("li", {}, ...(name === undefined ? [] : [`${name}: `]), element("code", {}, token));
+    }),
+  );
+}
+
+/** What a failed sync means for the user; the code is shown beside it. */
+function explainSync(error, url) {
+  if (!(error instanceof VaultError)) return explain(error);
+  if (error.code === "SYNC_CONFLICT") {
+    return "The server holds another vault under this name (this one had entries before it first synced): nothing was changed on either side. To get the server's vault here, sync it into a new, empty vault name.";
+  }
+  if (error.code === "STORAGE" && /answered 503/.test(error.message)) {
+    return `The sync server is starting (npm start is still building its engine): try again in a few seconds. Nothing was changed. (${error.message})`;
+  }
+  if (error.code === "STORAGE" && error.cause !== undefined) {
+    return `The sync server cannot be reached at ${url} (is npm start still running?). Nothing here was lost: your entries stay in this browser; sync again when it is back.`;
+  }
+  if (error.code === "STORAGE") return `The sync failed: ${error.message}. Nothing here was lost; try again.`;
+  return explain(error);
+}
+
+/**
+ * Sync with the server (vault.sync), showing its progress, then re-render the list with what it
+ * brought. The page sends the vault's name (X-Vault-Name) so the demo's server keeps one vault per
+ * name; a real server would pick the signed-in user's vault instead.
+ */
+async function syncNow() {
+  const url = $("sync-url").value.trim();
+  const progress = $("sync-progress");
+  const wasEmpty = session.isNew;
+  $("sync-now").disabled = true;
+  progress.hidden = false;
+  progress.removeAttribute("value"); // indeterminate until the first report
+  $("sync-text").textContent = "Syncing…";
+  let report;
+  try {
+    report = await session.vault.sync(
+      { url, headers: { "x-vault-name": encodeURIComponent(session.name) } },
+      {
+        signal: AbortSignal.timeout(120_000),
+        onProgress: (done, total) => {
+          progress.max = Math.max(total, 1);
+          progress.value = done;
+          $("sync-text").textContent = `${done} of ${total} changes moved…`;
+        },
+      },
+    );
+  } catch (error) {
+    progress.hidden = true;
+    $("sync-text").textContent = "Not synced.";
+    $("status").textContent = "";
+    $("error").textContent = `${explainSync(error, url)}${error instanceof VaultError ? ` [${error.code}]` : ""}`;
+    return;
+  } finally {
+    $("sync-now").disabled = false;
+  }
+  if (url !== `${location.origin}/sync`) localStorage.setItem(SYNC_URL_SETTING, url);
+  else localStorage.removeItem(SYNC_URL_SETTING);
+  const last = { at: Date.now(), pulled: report.pulled, pushed: report.pushed, conflicts: report.conflicts, stranded: report.stranded };
+  localStorage.setItem(lastSyncKey(), JSON.stringify(last));
+  $("sync-text").textContent = "Synced.";
+  if (report.pulled > 0) {
+    // Check that what this page was unlocked with still opens the vault (vault.unlock against what
+    // the sync brought): this device may just have joined the server's vault with another
+    // password, or another device may have changed the password.
+    try {
+      await session.vault.unlock(session.password);
+    } catch (error) {
+      if (!(error instanceof VaultError && error.code === "INVALID_PASSWORD")) throw error;
+      lock(
+        wasEmpty
+          ? `Synced ${report.pulled} changes from the server, but the password you typed does not open them: unlock with the password of the vault on the server.`
+          : `Synced: the password of “${session.name}” was changed on another device. Unlock with the new password.`,
+      );
+      return;
+    }
+    session.isNew = false;
+  }
+  session.names.clear(); // a name may have changed on another device
+  session.revealed.clear();
+  await render();
+  showLastSync(last);
+  showStranded(report.stranded);
+  say(
+    `Synced with ${url}: pulled ${report.pulled}, pushed ${report.pushed}, ${report.conflicts} ${report.conflicts === 1 ? "conflict" : "conflicts"}` +
+      (report.stranded.length ? `, ${report.stranded.length} kept on this device only (see Sync).` : "."),
+  );
+}
+
 // ---- change password ----
 
 async function changePassword() {
@@ -736,6 +866,10 @@ $("rekey-form").addEventListener("submit", (event) => {
   act(changePassword);
 });
 $("export").addEventListener("click", () => act(exportSnapshot));
+$("sync-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(syncNow);
+});
 $("passkey-unlock").addEventListener("click", () => act(unlockWithPasskey));
 $("passkey-add").addEventListener("click", () => act(addPasskey));
 $("passkey-remove").addEventListener("click", () => act(removePasskey));

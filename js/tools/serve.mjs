@@ -1,6 +1,7 @@
 // A static file server on 127.0.0.1, for `npm start` (the demo) and the browser tests. A root is a
 // directory served at `/`, or `{ mount: "/dist", dir }` served under a prefix; files are looked up
-// in each root in turn, and nothing outside the roots is served.
+// in each root in turn, and nothing outside the roots is served. `handle(req, res)`, if given, is
+// asked first and returns true for a request it answered (the demo's `POST /sync`).
 import { createReadStream, existsSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { extname, join, normalize, sep } from "node:path";
@@ -38,8 +39,9 @@ function resolve(roots, url) {
  * Serve `roots` (first match wins) on 127.0.0.1, on `port` (0: any free one; a busy port falls
  * back to a free one). Resolves to `{ url, close }`.
  */
-export function serve(roots, port = 0) {
+export function serve(roots, port = 0, { handle } = {}) {
   const server = createServer((req, res) => {
+    if (handle?.(req, res)) return;
     const file = resolve(roots, req.url);
     if (!file) {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
@@ -51,14 +53,19 @@ export function serve(roots, port = 0) {
   return new Promise((resolvePromise, reject) => {
     server.once("error", (error) => {
       if (error.code === "EADDRINUSE" && port !== 0) {
-        resolvePromise(serve(roots, 0));
+        resolvePromise(serve(roots, 0, { handle }));
       } else {
         reject(error);
       }
     });
     server.listen(port, "127.0.0.1", () => {
       const { port: bound } = server.address();
-      resolvePromise({ url: `http://127.0.0.1:${bound}`, close: () => new Promise((r) => server.close(r)) });
+      const close = () =>
+        new Promise((r) => {
+          server.close(r);
+          server.closeAllConnections(); // a page's keep-alive connection must not keep a "down" server up
+        });
+      resolvePromise({ url: `http://127.0.0.1:${bound}`, close });
     });
   });
 }

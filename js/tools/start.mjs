@@ -8,13 +8,19 @@
 // JavaScript are built, and the rest of the package (the GlueSQL engine, for Node, workers and
 // memory vaults) goes on building in the background, logged to target/npm-start-build.log.
 //
+// It also serves the demo's sync server on the same origin, `POST /sync` (js/tools/sync-server.mjs:
+// a Node vault on a libSQL file in .demo-sync/, NO AUTHENTICATION, 127.0.0.1 only). It answers
+// 503 until the package's Node engine is built (at once when dist/ was already up to date).
+//
 // On a fresh clone (Rust and Node only) it first installs what the build needs: the npm dev
 // dependencies, the wasm32 target and the wasm-bindgen CLI (each skipped when present). Only Node
 // built-ins are imported at module load, since nothing is installed yet.
 import { fork } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { serve } from "./serve.mjs";
+import { SYNC_PATH, syncServer } from "./sync-server.mjs";
 import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root } from "./toolchain.mjs";
 
 const started = Date.now();
@@ -80,14 +86,30 @@ if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {
   }
 }
 
-const { url } = await serve([join(root, "www"), { mount: "/dist", dir: join(root, "dist") }], Number(process.env.PORT ?? 8080));
+const syncFile = join(root, ".demo-sync", "demo.db");
+const sync = syncServer(syncFile);
+const roots = [join(root, "www"), { mount: "/dist", dir: join(root, "dist") }];
+const { url } = await serve(roots, Number(process.env.PORT ?? 8080), { handle: sync.handle });
 console.log(`\nvaultstore-wasm demo: ${url}/  (ready after ${elapsed()})\n(serving www/ and dist/ on 127.0.0.1; Ctrl+C to stop)`);
+console.log(`sync server: ${url}${SYNC_PATH}  (libSQL file ${syncFile}; a local demo: no authentication, 127.0.0.1 only)`);
 // Passkeys (WebAuthn) refuse an IP address as the site's id; localhost is allowed over plain http.
 console.log(`for passkeys, open it as ${url.replace("127.0.0.1", "localhost")}/ (WebAuthn refuses an IP address)`);
 
+/** Load the package's Node entry (the GlueSQL/SQL engine) into the sync server. */
+const startSync = () =>
+  sync.start(() => import(pathToFileURL(join(root, "dist", "node.js")).href)).then(
+    () => console.log(`✔ sync server ready: ${url}${SYNC_PATH} (${elapsed()})`),
+    (error) => console.log(`✖ the sync server could not start (${error.message}); the demo keeps working without sync.`),
+  );
+
 if (build?.running()) {
   console.log(`\nThe rest of the package (the GlueSQL engine for Node, workers and memory vaults) is building in the background; log: ${build.log}`);
-  build.finished.then((ok) =>
-    console.log(ok ? `\n✔ package fully built in dist/ (${elapsed()})` : `\n✖ the background build failed; see ${build.log}. The demo keeps working.`),
-  );
+  console.log(`Until it is built, ${SYNC_PATH} answers 503 (the demo's Sync panel says the server is starting).`);
+  build.finished.then((ok) => {
+    console.log(ok ? `\n✔ package fully built in dist/ (${elapsed()})` : `\n✖ the background build failed; see ${build.log}. The demo keeps working.`);
+    if (ok) startSync();
+    else sync.fail(`the package's build failed; see ${build.log}`);
+  });
+} else {
+  await startSync();
 }

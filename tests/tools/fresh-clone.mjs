@@ -4,7 +4,9 @@
 //
 //   npm start                  must install what it needs, build, and print the demo's URL; the
 //                              page is loaded in headless Chromium, a vault is created and an
-//                              entry added and read back through the demo's UI; then it is stopped
+//                              entry added and read back through the demo's UI; once its background
+//                              build is done, its sync server (POST /sync) must carry a value from
+//                              one Node replica to another; then it is stopped
 //   npm run bench -- --quick   with dist/ removed: it must run `npm run build` itself (dist/BUILD
 //                              naming the clone's commit, clean), then the benchmark smoke run
 //
@@ -20,6 +22,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { output, root, run, targetDir } from "../../js/tools/toolchain.mjs";
 import { launchChromium, watchPage } from "../browser/chromium.mjs";
 
@@ -65,7 +68,10 @@ const moved = shared.map((file, i) => {
   return { file, to };
 });
 
-/** `npm start` in the clone, until it prints the demo's URL: `{ url, stop, log }`. */
+/**
+ * `npm start` in the clone, until it prints the demo's URL: `{ url, stop, printed }`, where
+ * `printed(pattern, ms)` resolves once its output matches `pattern`.
+ */
 async function npmStart() {
   // Its own process group, so that stopping it stops the build it forked too.
   const child = spawn("npm", ["start"], { cwd: clone, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
@@ -89,6 +95,20 @@ async function npmStart() {
       reject(new Error(`npm start exited (${code}) before printing a URL:\n${log.slice(-4000)}`));
     });
   });
+  const printed = (pattern, ms) =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`npm start did not print ${pattern} in ${ms / 60_000} minutes:\n${log.slice(-4000)}`)), ms);
+      const check = () => {
+        if (!pattern.test(log)) return;
+        clearTimeout(timer);
+        child.stdout.off("data", check);
+        child.stderr.off("data", check);
+        resolve();
+      };
+      child.stdout.on("data", check);
+      child.stderr.on("data", check);
+      check();
+    });
   const stop = async () => {
     try {
       process.kill(-child.pid, "SIGTERM");
@@ -97,7 +117,26 @@ async function npmStart() {
     }
     await exited;
   };
-  return { url, stop };
+  return { url, stop, printed };
+}
+
+/**
+ * The demo's sync server at `url` answers once npm start's build is done: a value sealed by one
+ * Node replica (the clone's own build) reaches another through it.
+ */
+async function useSyncServer({ url, printed }) {
+  await printed(/✔ sync server ready: /, 20 * 60_000);
+  const { Vault } = await import(pathToFileURL(join(clone, "dist", "node.js")).href);
+  const remote = { url: `${url}/sync`, headers: { "x-vault-name": `fresh-${Date.now()}` } };
+  const password = "fresh clone password 1";
+  const first = await Vault.open({ backend: "memory", kdfIterations: 1000 });
+  const token = await first.tokenCreate("SECRET-fresh-clone-sync", password);
+  assert.ok((await first.sync(remote)).pushed > 0, "the sync server accepted the first replica's changes");
+  const second = await Vault.open({ backend: "memory", kdfIterations: 1000 });
+  assert.ok((await second.sync(remote)).pulled > 0, "the second replica pulled them");
+  assert.equal(await second.tokenRead(token, password), "SECRET-fresh-clone-sync", "the value went through the demo's sync server");
+  await first.close();
+  await second.close();
 }
 
 /** Create a vault, add an entry and read its secret back, in the demo at `url`. */
@@ -141,10 +180,11 @@ try {
   try {
     assert.ok(existsSync(join(clone, "node_modules", ".bin", "tsc")), "npm start installed the npm dev dependencies");
     await useDemo(start.url);
+    await useSyncServer(start);
   } finally {
     await start.stop();
   }
-  console.log(`✔ npm start on a fresh clone: demo served and used (${seconds(step)})`);
+  console.log(`✔ npm start on a fresh clone: demo served and used, its sync server synced two replicas (${seconds(step)})`);
 
   // `npm run bench` on a tree without a finished build runs `npm run build` itself: one build
   // tests both commands (the stopped `npm start` may have left half a dist/; none is left).
