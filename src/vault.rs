@@ -95,8 +95,14 @@ impl Default for VaultOptions {
 /// across an `.await`.
 pub struct Vault {
     pub(crate) storage: Box<dyn Storage>,
-    /// The vault's KDF settings; replaced only when an empty replica joins a sync server's vault.
-    kdf: std::sync::RwLock<KdfParams>,
+    /// The vault's KDF settings and their stored text; replaced only when an empty replica joins
+    /// a sync server's vault.
+    kdf: std::sync::RwLock<(KdfParams, String)>,
+    /// Whether the KDF settings are final for this instance: a value was sealed in the vault
+    /// (its write epoch exists) when this instance last looked. Until then another instance on the same store
+    /// (a tab) may join a sync server's vault and replace them (a join needs an empty vault, so
+    /// never after), so key access reads them again first and sealing writes expect them.
+    kdf_settled: AtomicBool,
     pub(crate) identities: bool,
     pub(crate) policy: PasswordPolicy,
     keys: Arc<KeyCache>,
@@ -148,11 +154,12 @@ impl Vault {
             check_kdf_floor(&snapshot.kdf()?, floor, "the snapshot")?;
             snapshot.import(&*storage).await?;
         }
-        let kdf = load_or_create_settings(&*storage, options.kdf_iterations).await?;
+        let (kdf, kdf_text) = load_or_create_settings(&*storage, options.kdf_iterations).await?;
         check_kdf_floor(&kdf, floor, "this vault")?;
         Ok(Vault {
             storage,
-            kdf: std::sync::RwLock::new(kdf),
+            kdf: std::sync::RwLock::new((kdf, kdf_text)),
+            kdf_settled: AtomicBool::new(false),
             identities: options.password_identity,
             policy: options.password_policy,
             keys: Arc::new(KeyCache::new(options.key_cache_ttl_ms)?),
@@ -218,17 +225,58 @@ impl Vault {
         self.kdf
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Until the KDF settings are final ([`Vault::kdf_settled`]): read them again, and take them
+    /// if another instance on this store replaced them (it joined a sync server's vault).
+    async fn refresh_kdf(&self) -> Result<()> {
+        if self.kdf_settled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let settings = self
+            .storage
+            .meta_object(object_type::VAULT, SETTINGS_ID)
+            .await?;
+        if let Some(row) = settings.iter().find(|row| row.key.key == SETTING_KDF)
+            && self.kdf_text() != row.value
+        {
+            let kdf = KdfParams::from_json(&row.value).map_err(|e| {
+                VaultError::storage(format!("the stored vault settings are damaged: {e}"))
+            })?;
+            self.replace_kdf(kdf, row.value.clone());
+        }
+        // Every batch that seals a value writes the write epoch (and a deleted record leaves a
+        // tombstone): once it exists the store is never empty again, and no join can happen.
+        if self.storage.meta_get(&write_epoch()).await?.is_some() {
+            self.settle_kdf();
+        }
+        Ok(())
+    }
+
+    /// A batch sealed under this instance's KDF settings (and expecting them) committed: the
+    /// vault holds a record now, so they are final.
+    pub(crate) fn settle_kdf(&self) {
+        self.kdf_settled.store(true, Ordering::Release);
+    }
+
+    fn kdf_text(&self) -> String {
+        self.kdf
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
             .clone()
     }
 
     /// Take another vault's KDF settings (an empty replica joining a sync server's vault): every
     /// cached key was derived with the old salt, so they go, and derivations already running
     /// start again.
-    pub(crate) fn replace_kdf(&self, kdf: KdfParams) {
+    pub(crate) fn replace_kdf(&self, kdf: KdfParams, text: String) {
         *self
             .kdf
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = kdf;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (kdf, text);
         self.keys.clear();
     }
 
@@ -299,6 +347,7 @@ impl Vault {
     ///   a fresh key back in the cache would undo the lock. Writes check right before they
     ///   seal, so a write that was already sealed may still commit; it uses no key doing so.
     pub(crate) async fn unlocked(&self, secret: &Secret) -> Result<(MasterKey, u64)> {
+        self.refresh_kdf().await?;
         for _ in 0..MAX_ATTEMPTS {
             let lookup = self.keys.lookup(secret, self.now());
             if let Some(key) = lookup.key {
@@ -356,16 +405,25 @@ impl Vault {
     /// `epoch` is the lock epoch `mk` belongs to: `ABORTED` if a `lock()` ran since.
     pub(crate) async fn write_key(&self, mk: &MasterKey, epoch: u64) -> Result<WriteKey> {
         self.check_key_epoch(epoch)?;
-        if self.identities {
+        let mut key = if self.identities {
             let (identity, setup) = self.identity_or_create(mk, epoch).await?;
             let mut key = WriteKey::from_identity(identity, mk);
             if !setup.is_empty() {
                 key.guard = setup;
             }
-            Ok(key)
+            key
         } else {
-            Ok(WriteKey::master(mk))
+            WriteKey::master(mk)
+        };
+        // `mk` was derived with these settings (replacing them moves the key epoch, checked
+        // above); until they are final, the batch commits only while they are still the store's.
+        if !self.kdf_settled.load(Ordering::Acquire) {
+            key.guard.push(WriteOp::ExpectMeta {
+                key: MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF),
+                value: Some(self.kdf_text()),
+            });
         }
+        Ok(key)
     }
 
     pub(crate) async fn record_by_token(&self, token: &str) -> Result<Option<Record>> {
@@ -537,22 +595,27 @@ fn check_setting_key(key: &str) -> Result<()> {
 
 /// Read the vault's KDF settings, creating them on first open. Creation inserts the rows only if
 /// absent, atomically, so two tabs opening a new vault at once end with one salt.
-async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Result<KdfParams> {
+async fn load_or_create_settings(
+    storage: &dyn Storage,
+    iterations: u32,
+) -> Result<(KdfParams, String)> {
     for _ in 0..3 {
         // One round trip for the whole settings object.
         let settings = storage.meta_object(object_type::VAULT, SETTINGS_ID).await?;
         let has = |key: &str| settings.iter().find(|row| row.key.key == key);
         if let Some(kdf) = has(SETTING_KDF) {
-            return KdfParams::from_json(&kdf.value).map_err(|e| {
+            let params = KdfParams::from_json(&kdf.value).map_err(|e| {
                 VaultError::storage(format!("the stored vault settings are damaged: {e}"))
-            });
+            })?;
+            return Ok((params, kdf.value.clone()));
         }
         let params = KdfParams::generate(iterations)?;
+        let text = params.to_json();
         let mut batch = vec![WriteOp::InsertMeta(MetaRow::new(
             object_type::VAULT,
             SETTINGS_ID,
             SETTING_KDF,
-            params.to_json(),
+            text.clone(),
         ))];
         // A new vault has no record, so none is unlinked: identity rekeys need not scan.
         batch.push(WriteOp::PutMeta(MetaRow {
@@ -576,7 +639,7 @@ async fn load_or_create_settings(storage: &dyn Storage, iterations: u32) -> Resu
             at: 0,
         };
         match storage.apply(defaults, batch).await {
-            Ok(()) => return Ok(params),
+            Ok(()) => return Ok((params, text)),
             // Another opener created the settings first: use theirs.
             Err(StorageError::MetaTaken(_)) => continue,
             Err(e) => return Err(e.into()),

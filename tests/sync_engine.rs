@@ -637,6 +637,73 @@ fn a_replica_hours_behind_is_corrected_and_its_later_write_wins() {
 }
 
 #[test]
+fn a_tab_opened_before_another_tab_joined_uses_the_joined_vault() {
+    for identities in [false, true] {
+        block_on(async {
+            let server = memory(identities).await;
+            let x = memory(identities).await;
+            let remote = wire(&server);
+            let theirs = create(&x, "from x", PASSWORD).await;
+            sync(&x, &remote).await;
+            // Two tabs on one empty store; the second has already used the password (its key
+            // is cached, derived with the store's first salt) when the first joins.
+            let tab1 = memory(identities).await;
+            let tab2 = Vault::open(Box::new(tab1.store.clone()), options(identities))
+                .await
+                .unwrap();
+            assert!(
+                tab2.token_read("tk_nothing_here", &pw(PASSWORD))
+                    .await
+                    .is_err()
+            );
+            sync(&tab1, &remote).await;
+            assert_eq!(
+                tab2.token_read(&theirs, &pw(PASSWORD)).await.unwrap(),
+                "from x",
+                "identities {identities}"
+            );
+            let mine = tab2
+                .token_create("from tab 2", &pw(PASSWORD), &CreateOptions::default())
+                .await
+                .unwrap();
+            sync(&tab1, &remote).await;
+            sync(&x, &remote).await;
+            for vault in [&x.vault, &tab1.vault, &tab2] {
+                assert_eq!(
+                    vault.token_read(&mine, &pw(PASSWORD)).await.unwrap(),
+                    "from tab 2"
+                );
+            }
+            // Its own sync goes on (it does not take the store for another vault's).
+            tab2.sync(&remote, None).await.unwrap();
+        });
+    }
+}
+
+#[test]
+fn a_first_sync_sends_back_nothing_it_pulled() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let values: Vec<String> = (0..700).map(|i| format!("value {i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        a.vault
+            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        // B pulls the 700 records in one page; its push carries only its own default settings
+        // (one page, where the 700 records would take two), then it pulls again.
+        let before = remote.requests.load(Ordering::SeqCst);
+        let report = sync(&b, &remote).await;
+        assert!(report.pulled >= 700, "{report:?}");
+        assert_eq!(remote.requests.load(Ordering::SeqCst) - before, 3);
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
 fn progress_is_reported_page_by_page() {
     block_on(async {
         let server = memory(false).await;

@@ -294,7 +294,7 @@ impl Vault {
         let stamp = self.stamp().map_err(storage_failure)?;
         match self.storage.apply(stamp, adopt).await {
             Ok(()) => {
-                self.replace_kdf(theirs);
+                self.replace_kdf(theirs, vault.kdf.clone());
                 Ok(vault.kdf.clone())
             }
             Err(StorageError::NotEmpty) => Err(WireError::Conflict(
@@ -477,7 +477,11 @@ impl Vault {
             .await?
             .and_then(|text| Rev::parse(&text).ok())
             .unwrap_or(Rev::ZERO);
-        let first = self.storage.meta_get(&checkpoint_key()).await?.is_none();
+        // A first sync pushes every row the replica held before it (rows upgraded from schema 1
+        // carry no dirty mark); an empty replica's first sync only its dirty rows (its default
+        // settings): what its first pull brought is the server's already.
+        let first = self.storage.meta_get(&checkpoint_key()).await?.is_none()
+            && !self.vault_info().await?.empty;
         let mut push_all = self
             .pull_all(remote, since, &mut report, &mut stranded, &progress)
             .await?
@@ -610,6 +614,11 @@ impl Vault {
             )));
         }
         let ours = self.storage.meta_get(&kdf_key()).await?;
+        if ours.as_deref() == Some(server_kdf) {
+            // Another instance on this store (a tab) joined first.
+            self.replace_kdf(theirs, server_kdf.to_owned());
+            return Ok(());
+        }
         let adopt = vec![
             WriteOp::ExpectEmpty,
             WriteOp::ExpectMeta {
@@ -623,7 +632,7 @@ impl Vault {
         ];
         match self.storage.apply(self.stamp()?, adopt).await {
             Ok(()) => {
-                self.replace_kdf(theirs);
+                self.replace_kdf(theirs, server_kdf.to_owned());
                 Ok(())
             }
             Err(StorageError::NotEmpty) => Err(VaultError::SyncConflict(
@@ -733,7 +742,7 @@ impl Vault {
     }
 
     /// Push this replica's changes: its dirty rows, or every row it holds when the server needs
-    /// them all (a first sync, a wiped server).
+    /// them all (a first sync of a replica that held rows, a wiped or restored server).
     async fn push(
         &self,
         remote: &dyn SyncTransport,

@@ -263,7 +263,10 @@ impl Vault {
                 tokens.push(token);
             }
             match self.storage.apply(stamp, batch).await {
-                Ok(()) => return Ok(tokens),
+                Ok(()) => {
+                    self.settle_kdf();
+                    return Ok(tokens);
+                }
                 Err(StorageError::TokenTaken(token))
                     if matches!(source, TokenSource::Custom(_)) =>
                 {
