@@ -102,7 +102,7 @@ async function startWorker(storage, folder, port = 0) {
   return { mf, url: new URL("/sync", ready).href };
 }
 
-/** What a page's call gave: `{ value }`, or `{ error: { code, message, vaultError } }`. */
+/** What a page's call gave: `{ value }`, or `{ error: { code, message, vaultError, cause } }`. */
 async function inPage(page, method, args) {
   return page.evaluate(
     async ({ method, args }) => {
@@ -110,7 +110,8 @@ async function inPage(page, method, args) {
         const value = await window.vault[method](...args);
         return { value: value === undefined ? null : JSON.parse(JSON.stringify(value)) };
       } catch (e) {
-        return { error: { code: e?.code, message: String(e?.message ?? e), vaultError: e instanceof window.vaultstore.VaultError } };
+        const error = { code: e?.code, message: String(e?.message ?? e), vaultError: e instanceof window.vaultstore.VaultError };
+        return { error: { ...error, cause: e?.cause === undefined ? null : String(e.cause?.name ?? e.cause) } };
       }
     },
     { method, args },
@@ -176,6 +177,7 @@ for (const storage of ["d1", "durable-object"]) {
       const offline = await phone.fails("sync", remote(user));
       assert.equal(offline.error?.code, "STORAGE", JSON.stringify(offline));
       assert.ok(offline.error.vaultError, "a VaultError");
+      assert.equal(offline.error.cause, "TypeError", "its cause is what fetch threw");
       assert.ok(offline.error.message.length > 20, `it says what failed: ${offline.error.message}`);
       assert.equal(await phone.call("tokenRead", tokens[0], PASSWORD), "5500 0000 0000 0004", "the offline edit is kept");
       assert.equal(await phone.call("recordCount"), 2);
