@@ -80,7 +80,7 @@ const packed = join(root, ".test-tmp", "packed");
 const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz")));
 run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs"], { env: { ...process.env, TARBALL: tarball } });
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/demo.test.mjs", "tests/browser/concurrency.test.mjs",
-  "tests/browser/passkey.test.mjs"], {
+  "tests/browser/passkey.test.mjs", "tests/browser/sync.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: consumer },
 });
 run("node", ["tests/benches/bench.mjs", "--quick"], { env: { ...process.env, CONSUMER_DIR: consumer } });
