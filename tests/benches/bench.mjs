@@ -41,7 +41,7 @@ const quick = args.includes("--quick") || process.env.BENCH_QUICK === "1";
 
 const config = quick
   ? { records1k: 50, records10k: 50, records100k: 200, chunk: 50, reads: 50, kdfSmall: 1000, kdfDefault: 1000, rounds: 2, syncRecords: 200, syncReplicas: 8, syncCycles: 2 }
-  : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 7, syncRecords: 100_000, syncReplicas: 8, syncCycles: 10 };
+  : { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, reads: 1000, kdfSmall: 1000, kdfDefault: 600_000, rounds: 7, syncRecords: 100_000, syncReplicas: 8, syncCycles: 4 };
 if (option("--rounds")) config.rounds = Number(option("--rounds"));
 if (option("--sync-records")) config.syncRecords = Number(option("--sync-records"));
 // Seeds the order of the sides in every round (protocol.mjs alternate).

@@ -39,9 +39,16 @@ window.syncBench = {
     // The server's vault derives keys with the benchmark's small iteration count (the replica
     // takes the server's KDF settings; its floor must allow them).
     const vault = await Vault.open({ backend: "indexeddb", name, kdfIterations: setup.kdfIterations });
+    // Counts the requests by kind and the bytes sent, without parsing a body (it is timed).
+    const wire = { pulls: 0, pushes: 0, bytesUp: 0 };
+    const counting = (url, init) => {
+      wire[init.body.startsWith('{"sync":1,"op":"push"') ? "pushes" : "pulls"]++;
+      wire.bytesUp += init.body.length;
+      return fetch(url, init);
+    };
     let report;
     const ms = await time(async () => {
-      report = await vault.sync({ url: setup.syncUrl, headers: { authorization: setup.authorization } });
+      report = await vault.sync({ url: setup.syncUrl, headers: { authorization: setup.authorization }, fetch: counting });
     });
     expectEqual(report.pulled >= setup.expected.length, true, `pulled ${report.pulled}`);
     expectEqual(pairs(await vault.recordList()), setup.expected, "the replica's records (token, envelope)");
@@ -50,7 +57,7 @@ window.syncBench = {
     expectEqual(tokens.map((t) => read[t]), Object.values(setup.plaintexts), "the replica's values, opened with the password");
     await vault.close();
     await deleteDatabase(name);
-    return { ms };
+    return { ms, ...wire };
   },
 
   /** fetch the rows as JSON, one Dexie bulkAdd of them as they are (already sealed). */

@@ -51,18 +51,33 @@ function bundle(consumer, root) {
   return join(dir, "out");
 }
 
+/**
+ * `fetch`, again once when a kept-alive connection turns out closed: workerd closes idle ones
+ * while this process is busy (seeding a large vault), and undici, unlike a browser, does not
+ * retry a POST on a reused connection. A sync request may be replayed (FORMAT.md, "Sync").
+ */
+async function request(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (cause) {
+    if (cause?.cause?.code !== "UND_ERR_SOCKET") throw cause;
+    return fetch(url, init);
+  }
+}
+
 /** Wire figures of the syncs made through `fetch`: requests, rows each way, bytes, latencies. */
 function meter() {
   const m = { requests: 0, rowsUp: 0, rowsDown: 0, bytesUp: 0, bytesDown: 0, latencies: [] };
   m.fetch = async (url, init) => {
     const started = performance.now();
-    const response = await fetch(url, init);
+    const response = await request(url, init);
     const text = await response.text();
     m.latencies.push(performance.now() - started);
     m.requests++;
     m.bytesUp += Buffer.byteLength(init.body ?? "");
     m.bytesDown += Buffer.byteLength(text);
     const sent = JSON.parse(init.body ?? "{}");
+    if (process.env.SYNC_BENCH_DEBUG) console.error(`    ${sent.op} ${sent.rows?.length ?? ""} → ${response.status} ${text.length} bytes, ${(performance.now() - started).toFixed(0)} ms`);
     m.rowsUp += (sent.rows?.length ?? 0) + (sent.fetch?.length ?? 0);
     if (response.ok) {
       const got = JSON.parse(text);
@@ -78,7 +93,7 @@ function meter() {
  * for the page. Calls `record(row, samples)` per row; returns the server's description.
  */
 export async function syncRows({ root, consumer, packageDir, context, pageUrl, config, wanted, record }) {
-  const { Miniflare } = await import("miniflare");
+  const { Log, LogLevel, Miniflare } = await import("miniflare");
   const { Vault } = await import(pathToFileURL(join(packageDir, "dist", "node.js")));
   const out = bundle(consumer, root);
   const origin = new URL(pageUrl).origin;
@@ -92,11 +107,14 @@ export async function syncRows({ root, consumer, packageDir, context, pageUrl, c
     compatibilityDate: "2026-04-01",
     bindings: { SYNC_SIGNING_KEY: SIGNING_KEY, SYNC_ALLOWED_ORIGINS: origin },
     d1Databases: { DB: "vault" },
+    // The worker's errors (and workerd's) on stderr: a failing sync names its cause.
+    log: new Log(LogLevel.WARN),
+    cf: false,
   });
   try {
     const base = (await mf.ready).toString().replace(/\/$/, "");
     const remote = (user, m = meter()) => ({ url: `${base}/sync`, headers: { authorization: `Bearer ${credential(user)}` }, fetch: m.fetch });
-    const d1 = async (method, query = "") => (await fetch(`${base}/__bench/d1${query}`, { method })).json();
+    const d1 = async (method, query = "") => (await request(`${base}/__bench/d1${query}`, { method })).json();
     const replica = () => Vault.open({ backend: "memory", kdfIterations: config.kdfSmall });
     /** A Node replica holding `count` new records, synced to `user`'s (empty) server vault. */
     const seeded = async (user, count) => {
@@ -104,7 +122,9 @@ export async function syncRows({ root, consumer, packageDir, context, pageUrl, c
       const input = values(count);
       const tokens = [];
       for (let i = 0; i < count; i += config.chunk) tokens.push(...(await vault.tokensCreate(input.slice(i, i + config.chunk), PASSWORD)));
+      const started = performance.now();
       const report = await vault.sync(remote(user));
+      if (count >= 10_000) console.log(`    ${user}: ${count.toLocaleString("en-US")} records pushed in ${((performance.now() - started) / 1000).toFixed(1)} s`);
       expectEqual(report.pushed >= count, true, `${user}: seeding pushed ${report.pushed} of ${count}`);
       return { vault, tokens, input };
     };
