@@ -4,7 +4,8 @@
 // worker in Miniflare (issue 14, sync.mjs), plus the download sizes.
 // Writes tests/benches/results/latest.md and latest.svg.
 //
-//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 7 rounds (~4 min)
+//   npm run bench                      full run: 1,000 / 10,000 / 100,000 records, 7 rounds (~4 min,
+//                                      and ~5 min more for sync, most of it building the 100,000-record vault)
 //   npm run bench -- --quick           smoke run (BENCH_QUICK=1 too): tiny counts, 2 rounds, report
 //                                      in .test-tmp/bench/; fails if a benchmark throws or disagrees
 //                                      with its baseline, never on timings

@@ -14,6 +14,7 @@
 //
 // Every row checks its answer: the replica holds exactly the rows the Dexie side wrote and opens
 // them to the values created; the change arrives; every replica ends with every other's last write.
+// SYNC_BENCH_DEBUG=1 prints every request a Node replica makes (op, rows, status, bytes, time).
 import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
