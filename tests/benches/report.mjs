@@ -117,14 +117,51 @@ export function lines(config, results) {
       add(r, `${operation}, against one key`, `node:crypto, one key, no HKDF: ${what}`, compare(row, { show: throughput(n) }, "nodePlain"));
     }
   }
+  if (results["sync.firstSync"] || results["sync.oneChange"] || results["sync.load"]) {
+    const r = "sync";
+    // What the replica's sync sent: its pull and push requests (a first sync pushes its rows too).
+    const wire = results["sync.firstSync"]?.package[0]?.pushes === undefined ? {} : {
+      note: `${count(med("sync.firstSync", "package", "pulls"))} pull and ${count(med("sync.firstSync", "package", "pushes"))} push requests, ${formatBytes(med("sync.firstSync", "package", "bytesUp"))} sent`,
+    };
+    add(r, `first sync of ${count(n10k)} records into an empty IndexedDB replica (Chromium)`, "fetch the same sealed rows as JSON + one Dexie bulkAdd", compare("sync.firstSync", wire), ratioGoal(1.5));
+    const change = results["sync.oneChange"];
+    if (change) {
+      // Counts, not timings: the same sync in a vault 100× larger must not cost more.
+      const FIGURES = ["requests", "rows", "d1Read", "d1Written"];
+      const show = (side) => (v) => FIGURES.map((f) => count(v[side][f])).join(" / ");
+      for (const [side, what] of [["push", "the changing replica's sync (pull, push, pull)"], ["pull", "another replica's sync that pulls it"]]) {
+        const growth = Math.max(...FIGURES.map((f) => (change.big[side][f] === 0 && change.small[side][f] === 0 ? 1 : change.big[side][f] / Math.max(1, change.small[side][f]))));
+        const value = { package: change.big, baseline: change.small, ratio: growth, ratioInterval: { low: growth, high: growth }, show: show(side) };
+        add(r, `one changed record in a ${count(change.big.records)}-record vault, ${what}: requests / rows over the wire / D1 rows read / written`, `the same in a ${count(change.small.records)}-record vault`, value, growthGoal(1.5, change.big.records / change.small.records));
+      }
+    }
+    if (results["sync.load"]) {
+      const loadLine = (metric, show) => {
+        const list = samples("sync.load", "package", metric);
+        return { package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show, withInterval: true };
+      };
+      const who = `${config.syncReplicas} Node replicas syncing one vault (${count(n1k)} records) at once, ${config.syncCycles} × (tokenUpdate + sync) each`;
+      add(r, `${who}: requests/s`, "—", loadLine("perSecond", (v) => `${v.toFixed(0)} req/s`));
+      add(r, `the same: p50 request latency`, "—", loadLine("p50", ms));
+      add(r, `the same: p95 request latency`, "—", loadLine("p95", ms));
+    }
+  }
   for (const line of out) line.met = line.goal ? line.goal.met(line) : undefined;
   return out;
 }
+
+/** Counts that must not grow with the vault: the largest growth of any figure ≤ `limit`. */
+const growthGoal = (limit, factor) => ({
+  text: `O(1): no figure grows > ${limit}× with ${count(Math.round(factor))}× the records`,
+  met: (line) => verdict(line.ratioInterval, limit),
+  bar: (line) => ({ x: line.ratio, goal: limit, value: `${line.ratio.toFixed(2)}× growth` }),
+});
 
 const RUNTIMES = {
   chromium: "Chromium, IndexedDB (`backend: \"indexeddb\"` vs WebCrypto + Dexie)",
   node: "Node, memory (`backend: \"memory\"` vs WebCrypto + Map)",
   nodeCrypto: "Node, memory (`backend: \"memory\"` vs node:crypto + Map)",
+  sync: "Sync: replicas ↔ the example worker's POST /sync on D1, in Miniflare (`vault.sync` vs fetch + Dexie)",
 };
 
 const VERDICTS = { met: "✅ yes", "not met": "❌ no", undecided: "❔ undecided (the interval spans the goal)" };
@@ -136,11 +173,21 @@ function table(rows, quick) {
     const span = (i, format) => ` [${format(i.low)}–${format(i.high)}]`;
     const ratio = line.ratio === null ? "—" : `${line.ratio.toFixed(2)}×${span(line.ratioInterval, (v) => v.toFixed(2))}`;
     // A goal on the value itself shows the value's interval, which decides it.
-    const pkg = line.goal?.onValue ? `${line.show(line.package)}${span(line.valueInterval, line.show)}` : line.show(line.package);
+    const pkg = line.goal?.onValue || line.withInterval ? `${line.show(line.package)}${span(line.valueInterval, line.show)}` : line.show(line.package);
     const note = line.note ? ` (${line.note})` : "";
     return `| ${line.operation}${note} | ${pkg} | ${base} | ${line.baselineWhat} | ${ratio} | ${line.goal?.text ?? "—"} | ${met(line)} |`;
   });
   return ["| operation | package | baseline | what the baseline does | ratio [95% interval] | goal | met |", "|---|--:|--:|---|--:|:-:|:-:|", ...body].join("\n");
+}
+
+/** The tables of whatever rows `results` holds, for a partial run (`--rows`), which writes no report. */
+export function tables(config, results, quick) {
+  const all = lines(config, results);
+  return Object.entries(RUNTIMES)
+    .map(([runtime, title]) => [title, all.filter((line) => line.runtime === runtime)])
+    .filter(([, rows]) => rows.length > 0)
+    .map(([title, rows]) => `## ${title}\n\n${table(rows, quick)}\n`)
+    .join("\n");
 }
 
 /** The markdown report. */
@@ -160,6 +207,7 @@ export function markdown({ machine, config, results, sizes, quick, svgName }) {
     `| load | ${machine.load} |`,
     `| Node | ${machine.node} |`,
     `| Chromium | ${machine.chromium} |`,
+    ...(machine.syncServer ? [`| sync server | ${machine.syncServer} |`] : []),
     `| date | ${machine.date} |`,
     `| package commit | ${machine.commit} |`,
     "",
@@ -170,6 +218,12 @@ export function markdown({ machine, config, results, sizes, quick, svgName }) {
       "The node:crypto rows (`baselines-node.mjs`) are what a Node developer writes: synchronous `createCipheriv(\"aes-256-gcm\")` into a `Map`, with a per-record `hkdfSync` key (the package's work) or with one key and no HKDF; they frame values as WebCrypto does (nonce beside, 16-byte tag after the ciphertext), decrypt for real on reads, and every run first checks that node:crypto opens what WebCrypto sealed and the other way round.",
     "",
   ];
+  if (all.some((line) => line.runtime === "sync")) {
+    parts.push(
+      `The sync rows (\`tests/benches/sync.mjs\`) run against ${machine.syncServer ?? "the example worker"}, reached over HTTP on 127.0.0.1 by the Chromium page (cross-origin, as a deployed app) and by the Node replicas (\`backend: "memory"\`). The first sync's baseline fetches the same sealed rows from the same worker as one JSON array and writes them with one Dexie \`bulkAdd\`: the physical limit, with no merge, revision or checkpoint. The one-change rows are counts (requests, rows in request and response bodies, and the D1 rows the worker's binding reports in \`meta.rows_read\` / \`rows_written\`), once at ${count(results["sync.oneChange"]?.big.records ?? config.syncRecords)} records and once at ${count(config.records1k)}. The load rows share two cores between workerd and the Node process that runs the ${config.syncReplicas} replicas.`,
+      "",
+    );
+  }
   for (const [runtime, title] of Object.entries(RUNTIMES)) {
     const rows = all.filter((line) => line.runtime === runtime);
     if (rows.length > 0) parts.push(`## ${title}`, "", table(rows, quick), "");
@@ -204,7 +258,7 @@ const escapeXml = (text) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").re
  */
 export function svg({ config, results, sizes, quick, machine }) {
   const bars = [];
-  for (const [runtime, title] of Object.entries({ chromium: "Chromium, IndexedDB", node: "Node, memory" })) {
+  for (const [runtime, title] of Object.entries({ chromium: "Chromium, IndexedDB", node: "Node, memory", sync: "Sync (Miniflare, D1)" })) {
     const rows = lines(config, results).filter((line) => line.runtime === runtime && line.goal);
     if (rows.length === 0) continue;
     bars.push({ heading: title });

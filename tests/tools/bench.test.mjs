@@ -82,6 +82,37 @@ test("the report calls a goal met only from its interval, and has the node:crypt
   assert.ok(plain.ratioInterval.low <= plain.ratio && plain.ratio <= plain.ratioInterval.high);
 });
 
+test("the sync rows: the first sync against its 1.5× goal, one change O(1) only when no count grows with the vault", () => {
+  const config = { records1k: 1000, records10k: 10_000, records100k: 100_000, chunk: 5000, kdfDefault: 600_000, syncRecords: 100_000, syncReplicas: 8, syncCycles: 10 };
+  const sample = (list) => list.map((ms) => ({ ms }));
+  const figures = (d1Read) => ({ requests: 3, rows: 2, bytes: 2600, d1Read, d1Written: 13, statements: 19 });
+  const pull = { requests: 2, rows: 1, bytes: 1800, d1Read: 21, d1Written: 0, statements: 10 };
+  const results = (bigRead) => ({
+    "sync.firstSync": { package: sample(noisy(7, 130, 0.02, 21)), baseline: sample(noisy(7, 100, 0.02, 22)) },
+    "sync.oneChange": { small: { records: 1000, push: figures(45), pull }, big: { records: 100_000, push: figures(bigRead), pull } },
+    "sync.load": { package: noisy(7, 50, 0.1, 23).map((perSecond, i) => ({ ms: 1000, requests: 50, perSecond, p50: 100 + i, p95: 300 + i })) },
+  });
+  const sync = (out) => out.filter((l) => l.runtime === "sync");
+  const flat = sync(lines(config, results(45)));
+  assert.equal(flat.find((l) => l.operation.startsWith("first sync of 10,000")).met, "met", "1.3× the bulkAdd is within 1.5×");
+  const push = (out) => out.find((l) => l.operation.includes("the changing replica's sync"));
+  assert.equal(push(flat).met, "met");
+  assert.equal(push(flat).show(push(flat).package), "3 / 2 / 45 / 13");
+  assert.match(push(flat).goal.text, /100× the records/);
+  // A full scan on the server: the D1 rows read grow with the vault, and the goal fails.
+  const scanning = push(sync(lines(config, results(45 + 100_000))));
+  assert.equal(scanning.met, "not met");
+  assert.ok(scanning.ratio > 2000, `growth ${scanning.ratio}`);
+  assert.equal(flat.find((l) => l.operation.includes("another replica's sync")).met, "met");
+  const load = flat.find((l) => l.operation.endsWith("requests/s"));
+  assert.match(load.operation, /^8 Node replicas/);
+  assert.ok(load.valueInterval.low <= load.package && load.package <= load.valueInterval.high);
+  assert.ok(flat.some((l) => l.operation.includes("p95")), "the p95 latency is reported");
+  // Slower than 1.5× the bulkAdd, clearly: not met.
+  const slow = { ...results(45), "sync.firstSync": { package: sample(noisy(7, 300, 0.02, 24)), baseline: sample(noisy(7, 100, 0.02, 25)) } };
+  assert.equal(sync(lines(config, slow)).find((l) => l.operation.startsWith("first sync")).met, "not met");
+});
+
 test("a dist/ from another commit or another set of edits is refused", () => {
   const commit = "a".repeat(40);
   const build = (fields) => JSON.stringify({ built: "2026-12-02T00:00:00Z", commit, dirty: false, changes: "", names: false, optimized: true, ...fields });
