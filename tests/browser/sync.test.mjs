@@ -315,14 +315,11 @@ for (const storage of ["d1", "durable-object"]) {
       assert.equal(await fresh.call("recordCount"), 3);
     });
 
-    // Engine bug found here (not fixed in this branch: src/vault/engine.rs is others' work): a tab
-    // that opened the empty IndexedDB vault before another tab joined the server's vault keeps
-    // the KDF salt it read at open. Its reads of synced records are INVALID_PASSWORD, and its
-    // write creates an identity under its own stale salt, which the other tab then pushes: no
-    // device can read that write afterwards, the writing tab included once it reopens the vault.
+    // A tab that opened the empty IndexedDB vault before another tab joined the server's vault
+    // once kept the KDF salt it read at open: its reads of synced records were INVALID_PASSWORD,
+    // and its write was sealed under its stale salt, which no device could read afterwards.
     test(
       "a tab opened before its device joined the server's vault reads and writes the joined vault",
-      { todo: "the second tab's tokenRead of the synced record rejects INVALID_PASSWORD (stale KDF salt cached at open)" },
       async () => {
         const user = "tab-before-join";
         const other = await open();
