@@ -99,6 +99,12 @@ impl SyncTransport for Wire<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let (status, body) = self.server.sync_handle(body.as_bytes()).await;
+        // A replica reads at most this much of an answer (js/vault.ts readCapped).
+        assert!(
+            body.len() as u64 <= vaultstore_wasm::sync::wire::MAX_BODY_BYTES,
+            "the server answered {} bytes, over the body cap",
+            body.len()
+        );
         if self.drop_next_response.swap(false, Ordering::SeqCst) {
             return Err(VaultError::Storage {
                 name: None,
@@ -686,19 +692,59 @@ fn a_first_sync_sends_back_nothing_it_pulled() {
         let server = memory(false).await;
         let (a, b) = (memory(false).await, memory(false).await);
         let remote = wire(&server);
-        let values: Vec<String> = (0..700).map(|i| format!("value {i}")).collect();
+        let values: Vec<String> = (0..1_500).map(|i| format!("value {i}")).collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         a.vault
             .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
             .await
             .unwrap();
         sync(&a, &remote).await;
-        // B pulls the 700 records in one page; its push carries only its own default settings
-        // (one page, where the 700 records would take two), then it pulls again.
+        // B pulls the 1,500 records in one page; its push carries only its own default settings
+        // (one page, where the 1,500 records would take two), then it pulls again.
         let before = remote.requests.load(Ordering::SeqCst);
         let report = sync(&b, &remote).await;
-        assert!(report.pulled >= 700, "{report:?}");
+        assert!(report.pulled >= 1_500, "{report:?}");
         assert_eq!(remote.requests.load(Ordering::SeqCst) - before, 3);
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn large_values_travel_in_pages_under_the_body_cap() {
+    block_on(async {
+        let server = sqlite(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        // 40 values of 150 kB: 8 MB of envelopes, twice the 4 MiB a body may hold.
+        let values: Vec<String> = (0..40)
+            .map(|i| format!("{i:03}{}", "x".repeat(150_000)))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let tokens = a
+            .vault
+            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        let report = sync(&a, &remote).await;
+        assert!(report.pushed >= 40, "{report:?}");
+        let before = remote.requests.load(Ordering::SeqCst);
+        let report = sync(&b, &remote).await;
+        assert!(report.pulled >= 40, "{report:?}");
+        assert!(
+            remote.requests.load(Ordering::SeqCst) - before >= 4,
+            "at least three pull pages of at most 3 MiB, then the pull after the push"
+        );
+        let token_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let read = b
+            .vault
+            .tokens_read(&token_refs, &pw(PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 40);
+        let read: std::collections::HashMap<String, String> = read.into_iter().collect();
+        for (token, value) in tokens.iter().zip(&values) {
+            assert_eq!(read.get(token), Some(value));
+        }
         converged(&[&a, &b, &server]).await;
     });
 }
@@ -709,7 +755,7 @@ fn progress_is_reported_page_by_page() {
         let server = memory(false).await;
         let (a, b) = (memory(false).await, memory(false).await);
         let remote = wire(&server);
-        let values: Vec<String> = (0..1_200).map(|i| format!("value {i}")).collect();
+        let values: Vec<String> = (0..2_500).map(|i| format!("value {i}")).collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         a.vault
             .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
@@ -719,7 +765,7 @@ fn progress_is_reported_page_by_page() {
         let listen = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
         let report = a.vault.sync(&remote, Some(&listen)).await.unwrap();
         let pushed = std::mem::take(&mut *calls.lock().unwrap());
-        // 1,200 records and a setting or two go up in 500-row pages: a call per page, pulled
+        // 2,500 records and a setting or two go up in 1,000-row pages: a call per page, pulled
         // or pushed, and one at the end.
         let requests = remote.requests.load(Ordering::SeqCst);
         assert!(requests >= 5, "two pulls and three push pages at least");
@@ -737,13 +783,13 @@ fn progress_is_reported_page_by_page() {
             Some(true),
             "ends at done = total"
         );
-        assert!(report.pushed >= 1_200);
-        // B pulls them in pages of 1,000.
+        assert!(report.pushed >= 2_500);
+        // B pulls them in pages of 2,000.
         b.vault.sync(&remote, Some(&listen)).await.unwrap();
         let pulled = calls.into_inner().unwrap();
         let first = pulled[0];
-        assert_eq!(first.0, 1_000, "the first page: {pulled:?}");
+        assert_eq!(first.0, 2_000, "the first page: {pulled:?}");
         assert!(first.1 > first.0, "more to come: {pulled:?}");
-        assert!(pulled.last().unwrap().0 >= 1_200, "{pulled:?}");
+        assert!(pulled.last().unwrap().0 >= 2_500, "{pulled:?}");
     });
 }

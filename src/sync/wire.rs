@@ -36,6 +36,19 @@ pub const MAX_PULL_ROWS: usize = 2_000;
 /// The most rows of one push request.
 pub const MAX_PUSH_ROWS: usize = 1_000;
 
+/// The rows of one page, in encoded bytes: pages are cut here as well as at their row limits, so
+/// a page of large values stays under [`MAX_BODY_BYTES`] with room for the rest of the message
+/// (a push response may send rows back, `superseded` and `refused`, up to its own page's size).
+pub const PAGE_BUDGET_BYTES: usize = 3 << 20;
+
+/// The bytes `row` takes in a message (with its `seq` in a pull response), its separator
+/// included: what a page's [`PAGE_BUDGET_BYTES`] counts.
+pub fn encoded_row_len(row: &Row, seq: Option<u64>) -> usize {
+    let mut out = String::new();
+    write_row(&mut out, row, seq);
+    out.len() + 1
+}
+
 /// The longest meta row value, in UTF-8 bytes.
 pub const MAX_META_VALUE_BYTES: usize = 64 << 10;
 

@@ -35,10 +35,29 @@ use async_trait::async_trait;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
-/// Rows a replica asks for per pull page.
-const PULL_PAGE: u64 = 1_000;
-/// Rows per push page.
-const PUSH_PAGE: usize = 500;
+/// Rows a replica asks for per pull page (the server may send fewer: large values).
+const PULL_PAGE: u64 = wire::MAX_PULL_ROWS as u64;
+/// Rows per push page at most; pages are cut earlier at [`wire::PAGE_BUDGET_BYTES`].
+const PUSH_PAGE: usize = wire::MAX_PUSH_ROWS;
+
+/// `rows` cut into push pages: at most [`PUSH_PAGE`] rows and, past the first row of a page,
+/// [`wire::PAGE_BUDGET_BYTES`] encoded bytes each.
+fn push_pages<T>(rows: &[(Row, T)]) -> Vec<&[(Row, T)]> {
+    let mut pages = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (row, _)) in rows.iter().enumerate() {
+        let len = wire::encoded_row_len(row, None);
+        if i > start && (i - start == PUSH_PAGE || bytes + len > wire::PAGE_BUDGET_BYTES) {
+            pages.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < rows.len() {
+        pages.push(&rows[start..]);
+    }
+    pages
+}
 /// Times a page is planned again when another writer changed what it read.
 const MAX_ROUNDS: usize = 8;
 
@@ -321,7 +340,16 @@ impl Vault {
             .changes_since(after, limit)
             .await
             .map_err(storage_failure)?;
-        let more = rows.len() == limit;
+        let mut more = rows.len() == limit;
+        // At least one row, then as many as fit the page's bytes (large values).
+        let mut bytes = 0;
+        if let Some(fit) = rows.iter().position(|c| {
+            bytes += wire::encoded_row_len(&c.row, Some(c.seq));
+            bytes > wire::PAGE_BUDGET_BYTES
+        }) {
+            rows.truncate(fit.max(1));
+            more = true;
+        }
         let last = rows.last().map_or(after, |c| c.seq);
         // Records asked for by id (set aside by the replica while its own record held their
         // token), with their current versions.
@@ -340,12 +368,18 @@ impl Vault {
                 .into_iter()
                 .flatten()
             {
-                if !sent.contains(&found.row.key()) {
-                    rows.push(crate::storage::Change {
-                        seq: found.seq,
-                        row: found.row,
-                    });
+                if sent.contains(&found.row.key()) {
+                    continue;
                 }
+                // What does not fit is asked for again by the next pull.
+                bytes += wire::encoded_row_len(&found.row, Some(found.seq));
+                if bytes > wire::PAGE_BUDGET_BYTES {
+                    break;
+                }
+                rows.push(crate::storage::Change {
+                    seq: found.seq,
+                    row: found.row,
+                });
             }
         }
         let (mark, head) = self.log_mark(last).await.map_err(storage_failure)?;
@@ -779,7 +813,7 @@ impl Vault {
         }
         outgoing.sort_by_key(|(row, _)| push_rank(row));
         let mut left = outgoing.len() as u64;
-        for page in outgoing.chunks(PUSH_PAGE) {
+        for page in push_pages(&outgoing) {
             self.ensure_open()?;
             let rows: Vec<Row> = page.iter().map(|(row, _)| row.clone()).collect();
             let request = Request::Push(PushRequest {
