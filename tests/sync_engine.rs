@@ -489,7 +489,20 @@ const AWAY: i64 = (90 + 1) * 24 * 60 * 60 * 1000;
 
 /// A node on its own store whose clock the test moves.
 async fn timed(clock: &TestClock) -> Node {
-    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+    timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap())).await
+}
+
+/// A node on SQLite (the server as deployed on D1, a Durable Object or libSQL).
+async fn timed_sql(clock: &TestClock) -> Node {
+    let db = Arc::new(Sqlite::memory());
+    timed_on(
+        clock,
+        Arc::new(SqlStorage::open(db, "vaultstore").await.unwrap()),
+    )
+    .await
+}
+
+async fn timed_on(clock: &TestClock, store: Arc<dyn Storage>) -> Node {
     let platform = Platform {
         clock: Arc::new(clock.clone()),
         ..Platform::default()
@@ -600,28 +613,44 @@ async fn away_too_long(clock: &TestClock, server: &Node, a: &Node, b: &Node) -> 
 
 #[test]
 fn a_replica_away_longer_than_the_retention_resyncs_and_forgets_what_was_deleted() {
-    block_on(async {
-        let clock = TestClock::new(common::T0);
-        let server = timed(&clock).await;
-        let (a, b) = (timed(&clock).await, timed(&clock).await);
-        let tokens = away_too_long(&clock, &server, &a, &b).await;
-        let remote = wire(&server);
-        sync(&b, &remote).await;
-        sync(&a, &remote).await;
-        for node in [&a, &b, &server] {
-            assert!(gone(node, &tokens[0]).await && gone(node, &tokens[1]).await);
-            assert!(!gone(node, &tokens[3]).await);
-        }
-        assert_eq!(
-            a.vault.token_read(&tokens[2], &pw(PASSWORD)).await.unwrap(),
-            "edited while away",
-            "B's edit was delivered"
-        );
-        converged(&[&a, &b, &server]).await;
-        // Nothing is left of the resync: the next sync is an ordinary one.
-        let report = sync(&b, &remote).await;
-        assert_eq!((report.pulled, report.pushed), (0, 0));
-    });
+    block_on(away_then_back(false));
+}
+
+#[test]
+fn a_replica_away_longer_than_the_retention_resyncs_on_sqlite() {
+    block_on(away_then_back(true));
+}
+
+async fn away_then_back(on_sql: bool) {
+    let clock = TestClock::new(common::T0);
+    let server = if on_sql {
+        timed_sql(&clock).await
+    } else {
+        timed(&clock).await
+    };
+    let b = if on_sql {
+        timed_sql(&clock).await
+    } else {
+        timed(&clock).await
+    };
+    let a = timed(&clock).await;
+    let tokens = away_too_long(&clock, &server, &a, &b).await;
+    let remote = wire(&server);
+    sync(&b, &remote).await;
+    sync(&a, &remote).await;
+    for node in [&a, &b, &server] {
+        assert!(gone(node, &tokens[0]).await && gone(node, &tokens[1]).await);
+        assert!(!gone(node, &tokens[3]).await);
+    }
+    assert_eq!(
+        a.vault.token_read(&tokens[2], &pw(PASSWORD)).await.unwrap(),
+        "edited while away",
+        "B's edit was delivered"
+    );
+    converged(&[&a, &b, &server]).await;
+    // Nothing is left of the resync: the next sync is an ordinary one.
+    let report = sync(&b, &remote).await;
+    assert_eq!((report.pulled, report.pushed), (0, 0));
 }
 
 #[test]
