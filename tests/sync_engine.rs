@@ -489,26 +489,28 @@ const AWAY: i64 = (90 + 1) * 24 * 60 * 60 * 1000;
 
 /// A node on its own store whose clock the test moves.
 async fn timed(clock: &TestClock) -> Node {
-    timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap())).await
+    timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap()), false).await
 }
 
-/// A node on SQLite (the server as deployed on D1, a Durable Object or libSQL).
+/// A node on SQLite (the server as deployed on D1, a Durable Object or libSQL), with password
+/// identities (their rows go through the resync's second pass).
 async fn timed_sql(clock: &TestClock) -> Node {
     let db = Arc::new(Sqlite::memory());
     timed_on(
         clock,
         Arc::new(SqlStorage::open(db, "vaultstore").await.unwrap()),
+        true,
     )
     .await
 }
 
-async fn timed_on(clock: &TestClock, store: Arc<dyn Storage>) -> Node {
+async fn timed_on(clock: &TestClock, store: Arc<dyn Storage>, identities: bool) -> Node {
     let platform = Platform {
         clock: Arc::new(clock.clone()),
         ..Platform::default()
     };
     Node {
-        vault: Vault::open_with(Box::new(store.clone()), options(false), platform)
+        vault: Vault::open_with(Box::new(store.clone()), options(identities), platform)
             .await
             .unwrap(),
         store,
@@ -633,7 +635,7 @@ async fn away_then_back(on_sql: bool) {
     } else {
         timed(&clock).await
     };
-    let a = timed(&clock).await;
+    let a = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), on_sql).await;
     let tokens = away_too_long(&clock, &server, &a, &b).await;
     let remote = wire(&server);
     sync(&b, &remote).await;
@@ -733,6 +735,48 @@ fn a_tombstone_dropped_while_a_replica_pages_through_is_not_missed() {
             "B was told to resync, and forgot it"
         );
         sync(&a, &remote).await;
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn an_identity_removed_meanwhile_comes_back_with_the_offline_edit_that_uses_it() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let node = |c: &TestClock| {
+            let c = c.clone();
+            async move { timed_on(&c, Arc::new(GlueMemoryStorage::new().unwrap()), true).await }
+        };
+        let (server, a, b) = (node(&clock).await, node(&clock).await, node(&clock).await);
+        let remote = wire(&server);
+        let kept = create(&a, "kept", PASSWORD).await;
+        // Its own identity (another password): deleting its only record removes the identity.
+        let edited = create(&a, "under the second password", NEW).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        a.vault.token_delete(&edited).await.unwrap();
+        b.vault
+            .token_update(&edited, "edited while away", &pw(NEW))
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        for _ in 0..2 {
+            clock.advance(AWAY);
+            sync(&a, &remote).await;
+            sync(&a, &remote).await;
+        }
+        assert_eq!(tombstones(&*server.store).await, 0);
+        // B's edit under an identity the server no longer knows at all: the identity goes back
+        // with it (else the push would name an identity the server never had, 422).
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for token in [&kept, &edited] {
+            assert!(!gone(&a, token).await);
+        }
+        assert_eq!(
+            a.vault.token_read(&edited, &pw(NEW)).await.unwrap(),
+            "edited while away"
+        );
         converged(&[&a, &b, &server]).await;
     });
 }

@@ -682,7 +682,7 @@ impl Vault {
             view.since = since;
             let plan = plan_pull(&rows, &view);
             let mut ops = plan.ops;
-            if let Some((mark, _)) = resync {
+            if let Some((mark, _, _)) = resync {
                 let touches = Self::resync_touches(&rows, &view.stored, &ops, mark);
                 ops.extend(touches);
             }

@@ -47,6 +47,9 @@ fn replica_gc_key() -> MetaKey {
     local_key("state", "tombstones")
 }
 
+/// The second pass of a resync's forgetting walk (identity rows), as its row says it.
+const IDENTITY_PASS: &str = "identities";
+
 fn resync_key() -> MetaKey {
     local_key("state", "resync")
 }
@@ -212,15 +215,18 @@ impl Vault {
 
     // ---- a replica ----
 
-    /// The local seq a resync began at, while one is under way.
-    pub(super) async fn resync_mark(&self) -> Result<Option<(u64, u64)>> {
+    /// While a resync is under way: the local seq it began at, the forgetting walk's cursor,
+    /// and whether the walk is in its second pass (identity rows).
+    pub(super) async fn resync_mark(&self) -> Result<Option<(u64, u64, bool)>> {
         Ok(self
             .storage
             .meta_get(&resync_key())
             .await?
             .and_then(|text| {
-                let (mark, cursor) = text.split_once(' ')?;
-                Some((mark.parse().ok()?, cursor.parse().ok()?))
+                let mut parts = text.split(' ');
+                let mark = parts.next()?.parse().ok()?;
+                let cursor = parts.next()?.parse().ok()?;
+                Some((mark, cursor, parts.next() == Some(IDENTITY_PASS)))
             }))
     }
 
@@ -229,7 +235,7 @@ impl Vault {
     /// forgetting walk from the beginning.
     pub(super) async fn begin_resync(&self) -> Result<()> {
         let mark = match self.resync_mark().await? {
-            Some((mark, _)) => mark,
+            Some((mark, _, _)) => mark,
             None => {
                 let mut last = 0;
                 loop {
@@ -282,9 +288,12 @@ impl Vault {
     }
 
     /// After a resync's full pull: forget every clean local row the server no longer has (module
-    /// docs), a page per write, the cursor saved with each.
+    /// docs), a page per write, the cursor saved with each. Two passes: records and other rows
+    /// first, then identity rows, so an identity is kept when local records not yet pushed
+    /// still use it (it goes back to the server with them, or their push would name an
+    /// identity the server does not have).
     pub(super) async fn finish_resync(&self) -> Result<()> {
-        let Some((mark, mut cursor)) = self.resync_mark().await? else {
+        let Some((mark, mut cursor, mut identities)) = self.resync_mark().await? else {
             return Ok(());
         };
         let mut raced = 0;
@@ -298,28 +307,76 @@ impl Vault {
                 .filter(|c| c.seq <= mark)
                 .collect();
             let Some(last) = page.last().map(|c| c.seq) else {
-                break;
+                if identities {
+                    break;
+                }
+                identities = true;
+                cursor = 0;
+                continue;
             };
             let keys: Vec<RowKey> = page.iter().map(|c| c.row.key()).collect();
             let found = self.storage.versions(&keys).await?;
             let stamp = self.stamp()?;
             let mut ops = Vec::new();
+            let mut used: HashMap<String, bool> = HashMap::new();
             for (change, stored) in page.iter().zip(found) {
                 let Some(stored) = stored else { continue };
                 if stored.dirty.is_some() || stored.seq != change.seq || is_gone(&stored.row) {
                     continue;
                 }
                 let key = change.row.key();
+                let identity = match &key {
+                    RowKey::Meta(k) if k.object_type == object_type::IDENTITY => Some(k),
+                    _ => None,
+                };
+                let mut keep = false;
+                match identity {
+                    Some(_) if !identities => continue,
+                    None if identities => continue,
+                    Some(k) => {
+                        // A further secret slot belongs to the identity its owner row names.
+                        let owner = self
+                            .storage
+                            .meta_get(&MetaKey::new(
+                                object_type::IDENTITY,
+                                &k.object_id,
+                                crate::storage::OWNER_KEY,
+                            ))
+                            .await?
+                            .unwrap_or_else(|| k.object_id.clone());
+                        keep = match used.get(&owner) {
+                            Some(used) => *used,
+                            None => {
+                                let linked = !self
+                                    .storage
+                                    .records_linked_to(&owner, None, 1)
+                                    .await?
+                                    .is_empty();
+                                used.insert(owner, linked);
+                                linked
+                            }
+                        };
+                    }
+                    None => {}
+                }
                 ops.push(WriteOp::ExpectVersion {
                     key: key.clone(),
                     seq: Some(stored.seq),
                 });
                 ops.push(WriteOp::PutVersion {
-                    row: forgotten(key, stamp),
-                    dirty: false,
+                    row: if keep {
+                        stored.row
+                    } else {
+                        forgotten(key, stamp)
+                    },
+                    dirty: keep,
                 });
             }
-            let next = format!("{mark} {last}");
+            let next = if identities {
+                format!("{mark} {last} {IDENTITY_PASS}")
+            } else {
+                format!("{mark} {last}")
+            };
             ops.push(WriteOp::PutMeta(MetaRow {
                 key: resync_key(),
                 value: next,
