@@ -8,7 +8,8 @@
 //! in a checkpoint means another or an emptied store. To tell a store restored from an older
 //! backup, the server keeps a **log** of local rows `sync/log/<seq>` = a random head: before it
 //! answers a pull whose last row has seq `S`, it makes sure an entry exists at a seq `X ≥ S`
-//! written after every row up to `X` existed, and hands out the checkpoint `(S, key = X, head)`.
+//! written after every row up to `X` existed, and hands out the checkpoint `(S, key = X, head)`
+//! (the key also carries the collection horizon, see [`gc`]).
 //! A checkpoint is honoured only while that entry still holds that head: a backup taken after the
 //! entry holds every row up to `X ≥ S`, and its later writes take seqs above them, so nothing the
 //! replica skipped can be reissued below its cursor; a backup taken before it lacks the entry,

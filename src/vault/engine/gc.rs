@@ -20,13 +20,16 @@
 //!   `mark` is below the floor is `expired` too (not `lost`: the store was not restored).
 //!
 //! # A replica
-//! Told `expired`, it pulls everything again with `sync/state/resync` = `"<mark> <cursor>"`, the
-//! greatest local seq when the resync began. Each pulled page rewrites, in the same atomic write,
+//! Told `expired`, it pulls everything again with `sync/state/resync` = `"<mark> <cursor>"` (and
+//! `" identities"` in the walk's second pass), `mark` the greatest local seq when the resync
+//! began. Each pulled page rewrites, in the same atomic write,
 //! every clean local row it brings at `mark` or below that the merge left alone (its seq moves
 //! above `mark`: "seen"). When a pull ends with nothing more, every clean row still at `mark` or
 //! below was not on the server: deleted elsewhere, its tombstone gone. It is forgotten without
 //! being sent (page by page, the cursor saved with each page, so an interrupted sync goes on
-//! where it stopped). Dirty rows stay and are pushed. A replica also drops its own clean
+//! where it stopped); identity rows in a second pass, where one that local records still use is
+//! kept and marked dirty instead (it goes back to the server ahead of them). Dirty rows stay and
+//! are pushed. A replica also drops its own clean
 //! tombstones older than the retention (by their `deletedAt`), a page at the end of each sync.
 
 use super::*;
