@@ -265,6 +265,13 @@ pub enum WriteOp {
     /// Clear the dirty mark of `key` if it is still `dirty` (the server has that version); a row
     /// changed here since keeps its newer mark. Nothing happens when the row is gone or clean.
     MarkClean { key: RowKey, dirty: u64 },
+    /// Forget the tombstone of `key` (garbage collection, FORMAT.md "Sync"): remove it and its
+    /// entry in the change feed, leaving the store with no version of `key`, if it is still the
+    /// tombstone at `seq` and clean. Nothing happens otherwise (a live row, a tombstone written
+    /// since, a dirty one not yet pushed, nothing). The store's seqs never go back. The caller
+    /// finds the tombstones in the feed ([`Storage::changes_since`] from its own cursor), so a
+    /// collection costs what it reads, never a scan of the store.
+    DropTombstone { key: RowKey, seq: u64 },
     /// Fail with [`StorageError::NotEmpty`] unless the store holds no records, no tombstones and
     /// no meta rows other than those of `object_type` `"vault"` or `"sync"` (snapshot import; a
     /// sync server's "is this vault empty?").

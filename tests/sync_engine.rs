@@ -65,17 +65,12 @@ async fn sqlite(identities: bool) -> Node {
 
 /// A memory node whose clock the test sets (SYNC.md 4).
 async fn clocked(identities: bool, clock: &TestClock) -> Node {
-    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
-    let platform = Platform {
-        clock: Arc::new(clock.clone()),
-        ..Platform::default()
-    };
-    Node {
-        vault: Vault::open_with(Box::new(store.clone()), options(identities), platform)
-            .await
-            .unwrap(),
-        store,
-    }
+    timed_on(
+        clock,
+        Arc::new(GlueMemoryStorage::new().unwrap()),
+        identities,
+    )
+    .await
 }
 
 /// In process: the request goes straight to the server's `sync_handle`. It can be told to lose
@@ -791,5 +786,307 @@ fn progress_is_reported_page_by_page() {
         assert_eq!(first.0, 2_000, "the first page: {pulled:?}");
         assert!(first.1 > first.0, "more to come: {pulled:?}");
         assert!(pulled.last().unwrap().0 >= 2_500, "{pulled:?}");
+    });
+}
+
+// ---- garbage collection and the `expired` reset (SYNC.md guarantee 2) ----
+
+use vaultstore_wasm::storage::MetaKey;
+
+/// The retention (FORMAT.md "Sync") and a day more.
+const AWAY: i64 = (90 + 1) * 24 * 60 * 60 * 1000;
+
+/// A node on its own store whose clock the test moves.
+async fn timed(clock: &TestClock) -> Node {
+    timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap()), false).await
+}
+
+/// A node on SQLite (the server as deployed on D1, a Durable Object or libSQL), with password
+/// identities (their rows go through the resync's second pass).
+async fn timed_sql(clock: &TestClock) -> Node {
+    let db = Arc::new(Sqlite::memory());
+    timed_on(
+        clock,
+        Arc::new(SqlStorage::open(db, "vaultstore").await.unwrap()),
+        true,
+    )
+    .await
+}
+
+async fn timed_on(clock: &TestClock, store: Arc<dyn Storage>, identities: bool) -> Node {
+    let platform = Platform {
+        clock: Arc::new(clock.clone()),
+        ..Platform::default()
+    };
+    Node {
+        vault: Vault::open_with(Box::new(store.clone()), options(identities), platform)
+            .await
+            .unwrap(),
+        store,
+    }
+}
+
+/// In process like [`Wire`], asking for pull pages of `page` rows (so a pull takes several),
+/// and failing request `fail_at` (counted from 1) as a dropped connection would.
+struct Paged<'a> {
+    server: &'a Vault,
+    page: u64,
+    fail_at: usize,
+    requests: AtomicUsize,
+}
+
+#[async_trait]
+impl SyncTransport for Paged<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_at {
+            return Err(VaultError::Storage {
+                name: None,
+                message: "the connection dropped".into(),
+            });
+        }
+        // A replica asks for pages of 2,000 rows.
+        let body = body.replace("\"limit\":2000,", &format!("\"limit\":{},", self.page));
+        let (status, body) = self.server.sync_handle(body.as_bytes()).await;
+        Ok((status, body.into_bytes()))
+    }
+}
+
+async fn tombstones(store: &dyn Storage) -> usize {
+    replicated(store)
+        .await
+        .values()
+        .filter(|row| {
+            matches!(
+                row,
+                Row::Record {
+                    version: vaultstore_wasm::sync::RecordVersion::Gone(_),
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
+async fn log_rows(store: &dyn Storage) -> usize {
+    store.meta_object("sync", "log").await.unwrap().len()
+}
+
+async fn gone(node: &Node, token: &str) -> bool {
+    node.vault
+        .record_find_by_token(token)
+        .await
+        .unwrap()
+        .is_none()
+}
+
+/// Four records everywhere; then A deletes two and B, offline, edits a third. A keeps syncing
+/// while B stays away for two retentions. Returns the tokens.
+async fn away_too_long(clock: &TestClock, server: &Node, a: &Node, b: &Node) -> Vec<String> {
+    let remote = wire(server);
+    let mut tokens = Vec::new();
+    for v in ["one", "two", "three", "four"] {
+        tokens.push(create(a, v, PASSWORD).await);
+    }
+    sync(a, &remote).await;
+    sync(b, &remote).await;
+    a.vault.token_delete(&tokens[0]).await.unwrap();
+    a.vault.token_delete(&tokens[1]).await.unwrap();
+    b.vault
+        .token_update(&tokens[2], "edited while away", &pw(PASSWORD))
+        .await
+        .unwrap();
+    sync(a, &remote).await;
+    assert_eq!(tombstones(&*server.store).await, 2);
+    let logs = log_rows(&*server.store).await;
+    // A syncs now and then (each pull of the server does a bounded step of its collection).
+    for _ in 0..2 {
+        clock.advance(AWAY);
+        create(a, "meanwhile", PASSWORD).await;
+        sync(a, &remote).await;
+        sync(a, &remote).await;
+    }
+    assert_eq!(
+        tombstones(&*server.store).await,
+        0,
+        "the server dropped the tombstones older than the retention"
+    );
+    assert!(
+        log_rows(&*server.store).await < logs + 4,
+        "the server pruned its old log rows"
+    );
+    assert_eq!(
+        tombstones(&*a.store).await,
+        0,
+        "A dropped its own pushed tombstones once older than the retention"
+    );
+    tokens
+}
+
+#[test]
+fn a_replica_away_longer_than_the_retention_resyncs_and_forgets_what_was_deleted() {
+    block_on(away_then_back(false));
+}
+
+#[test]
+fn a_replica_away_longer_than_the_retention_resyncs_on_sqlite() {
+    block_on(away_then_back(true));
+}
+
+async fn away_then_back(on_sql: bool) {
+    let clock = TestClock::new(common::T0);
+    let server = if on_sql {
+        timed_sql(&clock).await
+    } else {
+        timed(&clock).await
+    };
+    let b = if on_sql {
+        timed_sql(&clock).await
+    } else {
+        timed(&clock).await
+    };
+    let a = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), on_sql).await;
+    let tokens = away_too_long(&clock, &server, &a, &b).await;
+    let remote = wire(&server);
+    sync(&b, &remote).await;
+    sync(&a, &remote).await;
+    for node in [&a, &b, &server] {
+        assert!(gone(node, &tokens[0]).await && gone(node, &tokens[1]).await);
+        assert!(!gone(node, &tokens[3]).await);
+    }
+    assert_eq!(
+        a.vault.token_read(&tokens[2], &pw(PASSWORD)).await.unwrap(),
+        "edited while away",
+        "B's edit was delivered"
+    );
+    converged(&[&a, &b, &server]).await;
+    // Nothing is left of the resync: the next sync is an ordinary one.
+    let report = sync(&b, &remote).await;
+    assert_eq!((report.pulled, report.pushed), (0, 0));
+}
+
+#[test]
+fn an_interrupted_resync_still_forgets_what_was_deleted() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let tokens = away_too_long(&clock, &server, &a, &b).await;
+        // Pages of two rows; the connection drops after the first two pages of the resync.
+        let flaky = Paged {
+            server: &server.vault,
+            page: 2,
+            fail_at: 3,
+            requests: AtomicUsize::new(0),
+        };
+        assert!(b.vault.sync(&flaky, None).await.is_err());
+        assert!(!gone(&b, &tokens[0]).await, "not forgotten mid-way");
+        let steady = Paged {
+            fail_at: 0,
+            ..flaky
+        };
+        b.vault.sync(&steady, None).await.unwrap();
+        sync(&a, &wire(&server)).await;
+        for node in [&a, &b, &server] {
+            assert!(gone(node, &tokens[0]).await && gone(node, &tokens[1]).await);
+        }
+        assert_eq!(
+            a.vault.token_read(&tokens[2], &pw(PASSWORD)).await.unwrap(),
+            "edited while away",
+            "B's edit was delivered"
+        );
+        converged(&[&a, &b, &server]).await;
+        assert_eq!(
+            b.store
+                .meta_get(&MetaKey::new("sync", "state", "resync"))
+                .await
+                .unwrap(),
+            None,
+            "the resync is over"
+        );
+    });
+}
+
+#[test]
+fn a_tombstone_dropped_while_a_replica_pages_through_is_not_missed() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let remote = wire(&server);
+        let doomed = create(&a, "doomed", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        // Rows B has not pulled yet, then the deletion after them.
+        for v in ["x", "y", "z"] {
+            create(&a, v, PASSWORD).await;
+        }
+        a.vault.token_delete(&doomed).await.unwrap();
+        sync(&a, &remote).await;
+        // One retention later the server notes where its feed ends; one more, and it collects.
+        clock.advance(AWAY);
+        sync(&a, &remote).await;
+        sync(&a, &remote).await;
+        clock.advance(AWAY);
+        // B pulls one page of two rows (the collection runs as the server answers it and drops
+        // the tombstone further on), then the connection drops.
+        let flaky = Paged {
+            server: &server.vault,
+            page: 2,
+            fail_at: 2,
+            requests: AtomicUsize::new(0),
+        };
+        assert!(b.vault.sync(&flaky, None).await.is_err());
+        assert_eq!(tombstones(&*server.store).await, 0);
+        assert!(!gone(&b, &doomed).await);
+        sync(&b, &remote).await;
+        assert!(
+            gone(&b, &doomed).await,
+            "B was told to resync, and forgot it"
+        );
+        sync(&a, &remote).await;
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+#[test]
+fn an_identity_removed_meanwhile_comes_back_with_the_offline_edit_that_uses_it() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let node = |c: &TestClock| {
+            let c = c.clone();
+            async move { timed_on(&c, Arc::new(GlueMemoryStorage::new().unwrap()), true).await }
+        };
+        let (server, a, b) = (node(&clock).await, node(&clock).await, node(&clock).await);
+        let remote = wire(&server);
+        let kept = create(&a, "kept", PASSWORD).await;
+        // Its own identity (another password): deleting its only record removes the identity.
+        let edited = create(&a, "under the second password", NEW).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        a.vault.token_delete(&edited).await.unwrap();
+        b.vault
+            .token_update(&edited, "edited while away", &pw(NEW))
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        for _ in 0..2 {
+            clock.advance(AWAY);
+            sync(&a, &remote).await;
+            sync(&a, &remote).await;
+        }
+        assert_eq!(tombstones(&*server.store).await, 0);
+        // B's edit under an identity the server no longer knows at all: the identity goes back
+        // with it (else the push would name an identity the server never had, 422).
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for token in [&kept, &edited] {
+            assert!(!gone(&a, token).await);
+        }
+        assert_eq!(
+            a.vault.token_read(&edited, &pw(NEW)).await.unwrap(),
+            "edited while away"
+        );
+        converged(&[&a, &b, &server]).await;
     });
 }

@@ -946,6 +946,22 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Forget `key`'s tombstone while it is still the clean one at `seq`; `last_seq` stays.
+    fn drop_tombstone(&mut self, key: &RowKey, seq: u64) -> StorageResult<()> {
+        let row_ref = match key {
+            RowKey::Record(id) => record_ref(id),
+            RowKey::Meta(key) => meta_ref(key),
+        };
+        if let Some(t) = self.tombstone(&row_ref)?
+            && t.feed.seq == seq
+            && t.feed.dirty.is_none()
+        {
+            self.put(TOMBSTONES, Key::Bytea(row_ref), None)?;
+            self.put(CHANGES, Key::U64(seq), None)?;
+        }
+        Ok(())
+    }
+
     fn delete_identity_if_unlinked(
         &mut self,
         identity_id: &str,
@@ -1068,6 +1084,7 @@ impl Tx<'_> {
                 })
             }
             WriteOp::MarkClean { key, dirty } => self.mark_clean(&key, dirty),
+            WriteOp::DropTombstone { key, seq } => self.drop_tombstone(&key, seq),
             WriteOp::ExpectEmpty => {
                 let has = |table| self.rows(table).is_some_and(|rows| !rows.is_empty());
                 if has(RECORD_IDS) || has(TOMBSTONES) {

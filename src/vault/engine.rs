@@ -8,7 +8,8 @@
 //! in a checkpoint means another or an emptied store. To tell a store restored from an older
 //! backup, the server keeps a **log** of local rows `sync/log/<seq>` = a random head: before it
 //! answers a pull whose last row has seq `S`, it makes sure an entry exists at a seq `X ≥ S`
-//! written after every row up to `X` existed, and hands out the checkpoint `(S, key = X, head)`.
+//! written after every row up to `X` existed, and hands out the checkpoint `(S, key = X, head)`
+//! (the key also carries the collection horizon, see [`gc`]).
 //! A checkpoint is honoured only while that entry still holds that head: a backup taken after the
 //! entry holds every row up to `X ≥ S`, and its later writes take seqs above them, so nothing the
 //! replica skipped can be reissued below its cursor; a backup taken before it lacks the entry,
@@ -34,6 +35,8 @@ use crate::sync::{MetaVersion, RecordVersion, Rev, Row, drift};
 use async_trait::async_trait;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+
+mod gc;
 
 /// Rows a replica asks for per pull page (the server may send fewer: large values).
 const PULL_PAGE: u64 = wire::MAX_PULL_ROWS as u64;
@@ -150,6 +153,16 @@ fn deferred_row(row: &MetaRow) -> Option<Row> {
 
 fn parked_key(id: &str) -> MetaKey {
     local_key("parked", id)
+}
+
+/// How a pull's checkpoint stands (SYNC.md 8 and guarantee 2).
+enum Standing {
+    Honoured,
+    /// The store lost what the checkpoint names (wiped, restored, another store).
+    Lost,
+    /// The store dropped tombstones or log rows the replica had not seen (it was away longer
+    /// than [`gc::RETENTION_MS`]).
+    Expired,
 }
 
 fn random_hex() -> Result<String> {
@@ -329,17 +342,40 @@ impl Vault {
         kdf: String,
         request: PullRequest,
     ) -> std::result::Result<PullResponse, WireError> {
-        let (after, reset) = match &request.checkpoint {
-            None => (0, None),
-            Some(c) if self.honours(&server, c).await.map_err(storage_failure)? => (c.seq, None),
-            Some(_) => (0, Some(wire::Reset::Lost)),
-        };
         let limit = request.page_limit();
-        let mut rows = self
-            .storage
-            .changes_since(after, limit)
-            .await
-            .map_err(storage_failure)?;
+        let mut gc = self.gc_state().await.map_err(storage_failure)?;
+        let mut rounds = 0;
+        let (after, reset, mut rows) = loop {
+            let (after, reset) = match &request.checkpoint {
+                None => (0, None),
+                Some(c) => match self
+                    .standing(&server, c, &gc)
+                    .await
+                    .map_err(storage_failure)?
+                {
+                    Standing::Honoured => (c.seq, None),
+                    Standing::Expired => (0, Some(wire::Reset::Expired)),
+                    Standing::Lost => (0, Some(wire::Reset::Lost)),
+                },
+            };
+            let rows = self
+                .storage
+                .changes_since(after, limit)
+                .await
+                .map_err(storage_failure)?;
+            // A collection between the check and the read may have dropped a tombstone this
+            // page should have held: check again with what it left.
+            let now = self.gc_state().await.map_err(storage_failure)?;
+            let settled = now.horizon == gc.horizon;
+            gc = now;
+            if settled {
+                break (after, reset, rows);
+            }
+            rounds += 1;
+            if rounds == MAX_ROUNDS {
+                return Err(WireError::Busy);
+            }
+        };
         let mut more = rows.len() == limit;
         // At least one row, then as many as fit the page's bytes (large values).
         let mut bytes = 0;
@@ -383,6 +419,11 @@ impl Vault {
             }
         }
         let (mark, head) = self.log_mark(last).await.map_err(storage_failure)?;
+        // One bounded step of garbage collection; a pull that read to the end of the feed
+        // tells it where the store is now.
+        self.collect_server((!more).then_some((last, mark)))
+            .await
+            .map_err(storage_failure)?;
         Ok(PullResponse {
             server: server.clone(),
             time: self.now(),
@@ -392,7 +433,7 @@ impl Vault {
             checkpoint: Checkpoint {
                 server,
                 seq: last,
-                key: mark.to_string(),
+                key: gc::checkpoint_key_text(mark, gc.horizon),
                 head,
             },
             more,
@@ -400,18 +441,34 @@ impl Vault {
         })
     }
 
-    /// Whether a replica's checkpoint still describes this store's history (module docs).
-    async fn honours(&self, server: &str, checkpoint: &Checkpoint) -> Result<bool> {
+    /// Whether a replica's checkpoint still describes this store's history (module docs), or
+    /// is older than what the store keeps ([`gc`]).
+    async fn standing(
+        &self,
+        server: &str,
+        checkpoint: &Checkpoint,
+        gc: &gc::GcState,
+    ) -> Result<Standing> {
         if checkpoint.server != server {
-            return Ok(false);
+            return Ok(Standing::Lost);
         }
-        let Ok(mark) = checkpoint.key.parse::<u64>() else {
-            return Ok(false);
+        let Some((mark, horizon)) = gc::parse_checkpoint_key(&checkpoint.key) else {
+            return Ok(Standing::Lost);
         };
         if mark < checkpoint.seq {
-            return Ok(false);
+            return Ok(Standing::Lost);
         }
-        Ok(self.storage.meta_get(&log_key(mark)).await?.as_deref() == Some(&checkpoint.head))
+        if self.storage.meta_get(&log_key(mark)).await?.as_deref() == Some(&checkpoint.head) {
+            // Tombstones dropped since it was handed out, above its seq: it may miss some.
+            if horizon < gc.horizon && checkpoint.seq < gc.horizon {
+                return Ok(Standing::Expired);
+            }
+            return Ok(Standing::Honoured);
+        }
+        if mark < gc.log_floor {
+            return Ok(Standing::Expired);
+        }
+        Ok(Standing::Lost)
     }
 
     /// A log entry at a seq of at least `seq`, written after every row up to it existed: the
@@ -623,11 +680,17 @@ impl Vault {
             self.join_as_replica(&response.kdf).await?;
             self.correct_clock(response.time, sent_at, received_at)
                 .await?;
-            reset |= response.reset.is_some();
+            match response.reset {
+                Some(wire::Reset::Lost) => reset = true,
+                Some(wire::Reset::Expired) => self.begin_resync().await?,
+                None => {}
+            }
             self.apply_pulled(&response, stored, since, report, stranded)
                 .await?;
             progress.advance(response.rows.len() as u64, response.remaining);
             if !response.more {
+                self.finish_resync().await?;
+                self.collect_replica().await?;
                 self.retry_deferred(stranded).await?;
                 return Ok(reset);
             }
@@ -685,6 +748,7 @@ impl Vault {
         stranded: &mut HashSet<String>,
     ) -> Result<()> {
         let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
+        let resync = self.resync_mark().await?;
         for row in &rows {
             for rev in crate::sync::plan::revs_of(row) {
                 self.clock.observe(rev);
@@ -696,6 +760,10 @@ impl Vault {
             view.since = since;
             let plan = plan_pull(&rows, &view);
             let mut ops = plan.ops;
+            if let Some((mark, _, _)) = resync {
+                let touches = Self::resync_touches(&rows, &view.stored, &ops, mark);
+                ops.extend(touches);
+            }
             // Applied once: two tabs pulling the same page do not both apply it.
             ops.push(WriteOp::ExpectMeta {
                 key: checkpoint_key(),

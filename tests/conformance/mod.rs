@@ -3839,6 +3839,142 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
     s.close().await;
 }
 
+/// `DropTombstone` (garbage collection) forgets a tombstone, and its place in the change feed,
+/// only while it is the clean tombstone at the seq named: a dirty one (not pushed yet), one
+/// written again since, a live row or nothing stays as it is. The id is then free again, and
+/// the store's seqs never go back, even when the dropped tombstone held the greatest.
+pub async fn drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq(s: impl Storage) {
+    let old = MetaKey::new("vault", "settings", "old");
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::InsertRecord(record("live", "tk_live")),
+            WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![delete("a"), delete("b"), WriteOp::DeleteMeta(old.clone())],
+    )
+    .await
+    .unwrap();
+    // c last: its tombstone holds the greatest seq of the store.
+    s.apply(stamp(), vec![delete("c")]).await.unwrap();
+    let keys = [
+        rec_key("a"),
+        rec_key("b"),
+        rec_key("c"),
+        meta_key(&old),
+        rec_key("live"),
+    ];
+    let read: Vec<Stored> = s
+        .versions(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let top = read.iter().map(|v| v.seq).max().unwrap();
+    assert_eq!(read[2].seq, top);
+    let drops = |which: &[usize]| -> Vec<WriteOp> {
+        which
+            .iter()
+            .map(|&i| WriteOp::DropTombstone {
+                key: keys[i].clone(),
+                seq: read[i].seq,
+            })
+            .collect()
+    };
+
+    // Dirty (not pushed yet): kept.
+    let before = everything(&s).await;
+    s.apply(stamp(), drops(&[0, 1, 2, 3])).await.unwrap();
+    assert_eq!(
+        everything(&s).await,
+        before,
+        "a dirty tombstone is never dropped"
+    );
+
+    // Pushed: a, c and the meta row's tombstone are clean; b stays dirty.
+    let acks = [0, 2, 3]
+        .iter()
+        .map(|&i| WriteOp::MarkClean {
+            key: keys[i].clone(),
+            dirty: read[i].dirty.unwrap(),
+        })
+        .collect();
+    s.apply(stamp(), acks).await.unwrap();
+
+    // Another seq, a live row, nothing at all: nothing happens.
+    let before = everything(&s).await;
+    let mut noops = drops(&[4]);
+    noops.extend([
+        WriteOp::DropTombstone {
+            key: rec_key("a"),
+            seq: read[0].seq + 100,
+        },
+        WriteOp::DropTombstone {
+            key: rec_key("none"),
+            seq: read[0].seq,
+        },
+    ]);
+    s.apply(stamp(), noops).await.unwrap();
+    assert_eq!(everything(&s).await, before);
+
+    // In a batch that fails, undone.
+    let err = s
+        .apply(
+            stamp(),
+            [
+                drops(&[0, 2, 3]),
+                vec![WriteOp::InsertRecord(record("z", "tk_live"))],
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StorageError::TokenTaken("tk_live".into()));
+    assert_eq!(everything(&s).await, before);
+
+    s.apply(stamp(), drops(&[0, 1, 2, 3])).await.unwrap();
+    let after = s.versions(&keys).await.unwrap();
+    assert_eq!(after[0], None, "a: forgotten");
+    assert_eq!(after[1].as_ref(), Some(&read[1]), "b: dirty, kept");
+    assert_eq!(after[2], None, "c: forgotten");
+    assert_eq!(after[3], None, "the meta row's tombstone: forgotten");
+    assert_eq!(after[4].as_ref(), Some(&read[4]), "live: kept");
+    let (feed, dirty) = feeds(&s).await;
+    let fed: Vec<RowKey> = feed.iter().map(|c| c.row.key()).collect();
+    assert_eq!(
+        fed,
+        vec![rec_key("live"), rec_key("b")],
+        "the feed forgets them too"
+    );
+    let to_push: Vec<RowKey> = dirty.iter().map(|c| c.row.key()).collect();
+    assert_eq!(
+        to_push,
+        vec![rec_key("live"), rec_key("b")],
+        "still to push as before"
+    );
+
+    // The id is free again, and the seqs go on above the dropped greatest one.
+    s.apply(stamp(), vec![WriteOp::InsertRecord(record("c", "tk_c2"))])
+        .await
+        .unwrap();
+    let again = s
+        .versions(&[rec_key("c")])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(again.seq > top, "seq {} after a dropped {top}", again.seq);
+}
+
 /// Call `$callback!(case, case, ...)` with the name of every case (after `$arg;` when one is
 /// given): the one list of cases, so no harness misses one. `storage_conformance!` instantiates
 /// them as native or wasm tests; tests/storage_sql_workers.rs its own way.
@@ -3879,6 +4015,7 @@ macro_rules! conformance_cases {
             expected_versions_guard_the_batch,
             mark_clean_clears_only_the_mark_it_names,
             unlinked_expectations_guard_the_batch,
+            drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq,
             closed_storage_refuses_calls,
         );
     };

@@ -357,6 +357,7 @@ fn writes_replicated(op: &WriteOp) -> bool {
         | WriteOp::ExpectVersion { .. }
         | WriteOp::ExpectUnlinked { .. }
         | WriteOp::MarkClean { .. }
+        | WriteOp::DropTombstone { .. }
         | WriteOp::ExpectEmpty
         | WriteOp::ClearAll => false,
         WriteOp::InsertRecord(_)
@@ -621,6 +622,7 @@ impl Batch {
                 }
             }
             WriteOp::MarkClean { key, dirty } => self.mark_clean(vec![(key, dirty)]).await?,
+            WriteOp::DropTombstone { key, seq } => self.drop_tombstone(key, seq).await?,
             WriteOp::ExpectEmpty => {
                 let r = &self.r;
                 let requests = vec![
@@ -724,6 +726,35 @@ impl Batch {
             store
                 .put(&row, None)
                 .map_err(idb_error("clear a dirty mark"))?;
+        }
+        Ok(())
+    }
+
+    /// Forget `key`'s tombstone while it is still the clean one at `seq` (its place in the feed,
+    /// the stores' `seq` index, goes with it; the seq counter stays).
+    async fn drop_tombstone(&mut self, key: RowKey, seq: u64) -> StorageResult<()> {
+        let tombstone_key = match &key {
+            RowKey::Record(id) => record_tombstone_key(id),
+            RowKey::Meta(k) => meta_tombstone_key(k),
+        };
+        let request = self
+            .r
+            .tombstones
+            .get(tombstone_key.clone())
+            .map_err(idb_error("read a tombstone"))?;
+        let found = in_order(vec![request], "read a tombstone").await?;
+        let Some(row) = found.into_iter().next().filter(|row| !row.is_undefined()) else {
+            return Ok(());
+        };
+        if seq_of(&row, "seq")? != seq || !get(&row, "dirty").is_undefined() {
+            return Ok(());
+        }
+        self.r
+            .tombstones
+            .delete(Query::from(tombstone_key))
+            .map_err(idb_error("drop a tombstone"))?;
+        if let RowKey::Record(id) = &key {
+            self.tombstoned.remove(id);
         }
         Ok(())
     }

@@ -138,6 +138,7 @@ fn kind(op: &WriteOp) -> Option<u8> {
         },
         WriteOp::ExpectVersion { .. } => 11,
         WriteOp::MarkClean { .. } => 12,
+        WriteOp::DropTombstone { .. } => 13,
         WriteOp::DeleteIdentityIfUnlinked { .. }
         | WriteOp::ExpectUnlinked { .. }
         | WriteOp::ExpectEmpty
@@ -237,7 +238,9 @@ impl Footprint {
                 }
                 Row::Meta { key, .. } => meta(&mut foot, key, false),
             },
-            WriteOp::ExpectVersion { key, .. } | WriteOp::MarkClean { key, .. } => match key {
+            WriteOp::ExpectVersion { key, .. }
+            | WriteOp::MarkClean { key, .. }
+            | WriteOp::DropTombstone { key, .. } => match key {
                 RowKey::Record(id) => {
                     foot.records.insert(id.clone());
                 }
@@ -490,6 +493,23 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
             }
             with_array(out, &[(on_records, Extra::None)], records);
             with_array(out, &[(on_meta, Extra::None)], meta);
+        }
+        WriteOp::DropTombstone { .. } => {
+            let items = run
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::DropTombstone { key, seq } => {
+                        let mut item = row_key_json(key);
+                        item["seq"] = Json::from(*seq);
+                        Some(item)
+                    }
+                    _ => None,
+                })
+                .collect();
+            // The floor first: a dropped tombstone may hold the greatest seq, and seqs never go
+            // back.
+            out.push(Statement::new(RAISE_SEQ_FLOOR, vec![ns.into()]));
+            with_array(out, &[(DROP_TOMBSTONES, Extra::None)], items);
         }
         WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
             for (sql, stamps) in prune_unlinked_identity().into_iter().zip([true, false]) {
@@ -1001,6 +1021,14 @@ pub(super) const CLEAN_TOMBSTONES: &str = "UPDATE vaultstore_tombstones SET dirt
         CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = c.value->>'kind'
             AND t.k1 = c.value->>'k1' AND t.k2 = c.value->>'k2' AND t.k3 = c.value->>'k3'
         WHERE t.dirty = c.value->>'dirty')";
+
+/// `DropTombstone` (`?2` items of [`row_key_json`] with the tombstone's `seq`): each goes only
+/// while it is still that clean tombstone (one lookup on the tombstones' key each).
+pub(super) const DROP_TOMBSTONES: &str = "DELETE FROM vaultstore_tombstones
+    WHERE rowid IN (SELECT t.rowid FROM json_each(?2) AS c
+        CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = c.value->>'kind'
+            AND t.k1 = c.value->>'k1' AND t.k2 = c.value->>'k2' AND t.k3 = c.value->>'k3'
+        WHERE t.seq = c.value->>'seq' AND t.dirty IS NULL)";
 
 pub(super) const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'not_empty'
