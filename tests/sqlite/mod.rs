@@ -23,7 +23,19 @@ impl Sqlite {
     pub fn file(path: &std::path::Path) -> Self {
         let conn = Connection::open(path).expect("SQLite opens a file");
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        // Two connections switching a new file to WAL at once: one may get SQLITE_BUSY without
+        // the busy handler being asked (SQLite refuses to wait there, to avoid a deadlock).
+        for attempt in 0.. {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 100 =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("SQLite could not switch to WAL: {e}"),
+            }
+        }
         // Tests need atomicity and isolation between connections, not durability on power loss.
         conn.pragma_update(None, "synchronous", "OFF").unwrap();
         Self::from(conn)
