@@ -257,14 +257,16 @@ test("a network failure is STORAGE with the failure as cause; bad arguments are 
   await rejects(a.syncHandle("not a request"), "INVALID_ARGUMENT");
 });
 
-test("onProgress is called with done and total", async () => {
+test("onProgress is called after every page with rows done and an estimated total", async () => {
   const s = await server();
   const a = await open();
   await a.tokensCreate(["a", "b", "c"], PASSWORD);
   const progress = [];
   const report = await a.sync(s.remote, { onProgress: (done, total) => progress.push([done, total]) });
-  assert.ok(progress.length >= 1);
+  // Once per exchange with the server (pull, push, pull again), and once at the end.
+  assert.equal(progress.length, s.requests.length + 1);
+  assert.ok(progress.every(([done, total], i) => done <= total && (i === 0 || done >= progress[i - 1][0])), JSON.stringify(progress));
   const [done, total] = progress.at(-1);
   assert.equal(done, total);
-  assert.equal(done, report.pulled + report.pushed);
+  assert.ok(done >= report.pushed && report.pushed >= 3, JSON.stringify({ progress, report }));
 });
