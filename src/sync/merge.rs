@@ -313,6 +313,20 @@ pub enum Row {
 }
 
 impl Row {
+    /// Whether this is a tombstone (a record or meta row deleted for good).
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            Row::Record {
+                version: RecordVersion::Gone(_),
+                ..
+            } | Row::Meta {
+                version: MetaVersion::Gone { .. },
+                ..
+            }
+        )
+    }
+
     /// What identifies this row in its store.
     pub fn key(&self) -> RowKey {
         match self {

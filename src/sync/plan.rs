@@ -140,19 +140,6 @@ fn identity_of(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
 }
 
-fn is_gone(row: &Row) -> bool {
-    matches!(
-        row,
-        Row::Record {
-            version: RecordVersion::Gone(_),
-            ..
-        } | Row::Meta {
-            version: MetaVersion::Gone { .. },
-            ..
-        }
-    )
-}
-
 /// Plan a pushed page on the server. `stamp` is the server's revision for the tombstones it
 /// writes itself (a displaced record), `now` its clock.
 pub fn plan_push(
@@ -220,7 +207,7 @@ pub fn plan_push(
             let tag = RowKey::Meta(identity_tag_key(identity));
             guard(&tag, &mut plan.ops);
             match state.get(&tag) {
-                Some(found) if !is_gone(found) => {}
+                Some(found) if !found.is_gone() => {}
                 Some(_) => {
                     plan.refused.push(Refused {
                         i,

@@ -104,19 +104,6 @@ pub(super) fn parse_checkpoint_key(key: &str) -> Option<(u64, u64)> {
     }
 }
 
-fn is_gone(row: &Row) -> bool {
-    matches!(
-        row,
-        Row::Record {
-            version: RecordVersion::Gone(_),
-            ..
-        } | Row::Meta {
-            version: MetaVersion::Gone { .. },
-            ..
-        }
-    )
-}
-
 fn deleted_at(row: &Row) -> Option<i64> {
     match row {
         Row::Record {
@@ -163,7 +150,7 @@ impl Vault {
                             reached = true;
                             break;
                         }
-                        if is_gone(&change.row) {
+                        if change.row.is_gone() {
                             state.horizon = state.horizon.max(change.seq);
                             ops.push(WriteOp::DropTombstone {
                                 key: change.row.key(),
@@ -324,7 +311,7 @@ impl Vault {
             let mut used: HashMap<String, bool> = HashMap::new();
             for (change, stored) in page.iter().zip(found) {
                 let Some(stored) = stored else { continue };
-                if stored.dirty.is_some() || stored.seq != change.seq || is_gone(&stored.row) {
+                if stored.dirty.is_some() || stored.seq != change.seq || stored.row.is_gone() {
                     continue;
                 }
                 let key = change.row.key();
@@ -443,7 +430,7 @@ impl Vault {
         let page = self.storage.changes_since(cursor, GC_PAGE).await?;
         let gone: Vec<RowKey> = page
             .iter()
-            .filter(|c| is_gone(&c.row))
+            .filter(|c| c.row.is_gone())
             .map(|c| c.row.key())
             .collect();
         let mut dirty: HashSet<RowKey> = HashSet::new();
