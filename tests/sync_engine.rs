@@ -6,16 +6,15 @@ mod common;
 mod sqlite;
 
 use async_trait::async_trait;
-use common::{T0, TestClock};
+use common::{T0, TestClock, replicated};
 use futures::executor::block_on;
 use sqlite::Sqlite;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use vaultstore_wasm::platform::Platform;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::sql::SqlStorage;
-use vaultstore_wasm::storage::{Change, Row, RowKey, Storage};
+use vaultstore_wasm::storage::{Row, Storage};
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RekeyOptions, Result, Secret, SyncReport, SyncTransport, Vault,
     VaultError, VaultOptions,
@@ -119,22 +118,6 @@ async fn create(node: &Node, value: &str, secret: &str) -> String {
         .token_create(value, &pw(secret), &CreateOptions::default())
         .await
         .unwrap()
-}
-
-/// Every replicated row a store holds, by key, for comparing replicas (SYNC.md 1).
-async fn replicated(store: &dyn Storage) -> BTreeMap<RowKey, Row> {
-    let mut rows = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page: Vec<Change> = store.changes_since(after, 500).await.unwrap();
-        let Some(last) = page.last() else {
-            return rows;
-        };
-        after = last.seq;
-        for change in page {
-            rows.insert(change.row.key(), change.row);
-        }
-    }
 }
 
 async fn converged(nodes: &[&Node]) {

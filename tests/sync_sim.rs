@@ -67,7 +67,7 @@ mod common;
 mod sqlite;
 
 use async_trait::async_trait;
-use common::TestClock;
+use common::{TestClock, replicated};
 use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -78,7 +78,7 @@ use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{Clock, Platform};
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::sql::SqlStorage;
-use vaultstore_wasm::storage::{Change, MetaKey, Row, RowKey, Storage, object_type};
+use vaultstore_wasm::storage::{MetaKey, Row, RowKey, Storage, object_type};
 use vaultstore_wasm::sync::drift::restamp_above;
 use vaultstore_wasm::sync::plan::{MAX_FUTURE_MS, revs_of};
 use vaultstore_wasm::sync::{LiveRecord, MetaVersion, RecordVersion, Rev};
@@ -267,22 +267,6 @@ fn alias<T: Clone + PartialEq + std::fmt::Debug>(
 ) {
     if let Some(content) = map.get(id).and_then(|revs| revs.get(&from)).cloned() {
         note(map, id, to, content);
-    }
-}
-
-/// Every replicated row a store holds, by key.
-async fn replicated(store: &dyn Storage) -> BTreeMap<RowKey, Row> {
-    let mut rows = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page: Vec<Change> = store.changes_since(after, 500).await.unwrap();
-        let Some(last) = page.last() else {
-            return rows;
-        };
-        after = last.seq;
-        for change in page {
-            rows.insert(change.row.key(), change.row);
-        }
     }
 }
 

@@ -1385,6 +1385,23 @@ impl Reader {
 
     /// The version of each key (see [`Storage::versions`]), in one round trip.
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
+        self.raw_versions(keys)
+            .await?
+            .iter()
+            .zip(keys)
+            .map(|(found, key)| match found {
+                Some((live, tombstone)) => stored_from_js(key, live, tombstone),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// The live row and the tombstone of each key as stored (`undefined` where there is none),
+    /// in one round trip; `None` for a local meta key, which has no version.
+    async fn raw_versions(
+        &self,
+        keys: &[RowKey],
+    ) -> StorageResult<Vec<Option<(JsValue, JsValue)>>> {
         let requests = self
             .version_requests(keys)?
             .into_iter()
@@ -1393,20 +1410,20 @@ impl Reader {
         let mut found = in_order(requests, "read a row's version")
             .await?
             .into_iter();
-        keys.iter()
+        Ok(keys
+            .iter()
             .map(|key| {
                 if let RowKey::Meta(k) = key
                     && !is_replicated(k)
                 {
-                    return Ok(None);
+                    return None;
                 }
-                let (live, tombstone) = (
+                Some((
                     found.next().unwrap_or(JsValue::UNDEFINED),
                     found.next().unwrap_or(JsValue::UNDEFINED),
-                );
-                stored_from_js(key, &live, &tombstone)
+                ))
             })
-            .collect()
+            .collect())
     }
 
     /// Up to `limit` replicated rows of all three stores whose `mark` (`seq` or `dirty`) is

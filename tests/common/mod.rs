@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{Clock, Platform};
@@ -11,7 +12,7 @@ use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Optimistic, Purge, RowKey, Stamp, Storage, StorageError,
+    Change, MetaKey, MetaRow, Optimistic, Purge, Row, RowKey, Stamp, Storage, StorageError,
     StorageResult, Stored, WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
@@ -58,6 +59,23 @@ impl Clock for TestClock {
 }
 
 pub const T0: i64 = 1_700_000_000_000;
+
+/// Every replicated row a store holds, by key (a walk of its change feed), for comparing
+/// replicas (SYNC.md 1).
+pub async fn replicated(store: &dyn Storage) -> BTreeMap<RowKey, Row> {
+    let mut rows = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page: Vec<Change> = store.changes_since(after, 500).await.unwrap();
+        let Some(last) = page.last() else {
+            return rows;
+        };
+        after = last.seq;
+        for change in page {
+            rows.insert(change.row.key(), change.row);
+        }
+    }
+}
 
 /// Wraps a backend; can be told to fail the next batch writes, to pause at the next identity
 /// lookup, or to run a job (another vault writing, a `lock()`) before the next record scan, and

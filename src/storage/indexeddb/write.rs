@@ -685,25 +685,11 @@ impl Batch {
     /// not change.
     async fn mark_clean(&mut self, marks: Vec<(RowKey, u64)>) -> StorageResult<()> {
         let keys: Vec<RowKey> = marks.iter().map(|(key, _)| key.clone()).collect();
-        let requests: Vec<_> = self
-            .r
-            .version_requests(&keys)?
-            .into_iter()
-            .flat_map(|(live, tombstone)| [live, tombstone])
-            .collect();
-        let mut found = in_order(requests, "read a row's version")
-            .await?
-            .into_iter();
-        for (key, mark) in marks {
-            if let RowKey::Meta(k) = &key
-                && !is_replicated(k)
-            {
+        let found = self.r.raw_versions(&keys).await?;
+        for ((key, mark), found) in marks.into_iter().zip(found) {
+            let Some((live, tombstone)) = found else {
                 continue;
-            }
-            let (live, tombstone) = (
-                found.next().unwrap_or(JsValue::UNDEFINED),
-                found.next().unwrap_or(JsValue::UNDEFINED),
-            );
+            };
             let (row, store) = if !live.is_undefined() {
                 let store = match key {
                     RowKey::Record(_) => &self.r.records,
