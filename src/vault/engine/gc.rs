@@ -189,18 +189,7 @@ impl Vault {
                 None => return Ok(()),
             },
         }
-        ops.push(WriteOp::ExpectMeta {
-            key: gc_key(),
-            value: text,
-        });
-        ops.push(WriteOp::PutMeta(MetaRow {
-            key: gc_key(),
-            value: state.text(),
-        }));
-        match self.storage.apply(self.stamp()?, ops).await {
-            Ok(()) | Err(StorageError::MetaChanged(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.commit_step(ops, gc_key(), text, state.text()).await
     }
 
     // ---- a replica ----
@@ -459,14 +448,25 @@ impl Vault {
         if next == cursor {
             return Ok(());
         }
+        self.commit_step(ops, replica_gc_key(), text, next.to_string())
+            .await
+    }
+
+    /// Commit one collection step's `ops` with its state row `key` moved from `was` to `now`,
+    /// best effort: another request that moved the state meanwhile wins, and this step's work
+    /// is left for a later one.
+    async fn commit_step(
+        &self,
+        mut ops: Vec<WriteOp>,
+        key: MetaKey,
+        was: Option<String>,
+        now: String,
+    ) -> Result<()> {
         ops.push(WriteOp::ExpectMeta {
-            key: replica_gc_key(),
-            value: text,
+            key: key.clone(),
+            value: was,
         });
-        ops.push(WriteOp::PutMeta(MetaRow {
-            key: replica_gc_key(),
-            value: next.to_string(),
-        }));
+        ops.push(WriteOp::PutMeta(MetaRow { key, value: now }));
         match self.storage.apply(self.stamp()?, ops).await {
             Ok(()) | Err(StorageError::MetaChanged(_)) => Ok(()),
             Err(e) => Err(e.into()),
