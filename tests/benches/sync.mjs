@@ -15,11 +15,11 @@
 // Every row checks its answer: the replica holds exactly the rows the Dexie side wrote and opens
 // them to the values created; the change arrives; every replica ends with every other's last write.
 // SYNC_BENCH_DEBUG=1 prints every request a Node replica makes (op, rows, status, bytes, time).
-import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { dryRun } from "../worker/example-app.mjs";
 import { alternate, expectEqual, median, PASSWORD, seedOf, values } from "./protocol.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -44,12 +44,7 @@ function bundle(consumer, root) {
       d1_databases: [{ binding: "DB", database_name: "vaultstore", database_id: "00000000-0000-0000-0000-000000000000" }],
     }),
   );
-  execFileSync(join(root, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", "out"], {
-    cwd: dir,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", WRANGLER_LOG_PATH: join(dir, "wrangler-logs") },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  return join(dir, "out");
+  return dryRun(dir, "wrangler.jsonc", "out", join(dir, "wrangler-logs"), ["ignore", "ignore", "inherit"]);
 }
 
 /**

@@ -12,14 +12,14 @@
 // tabs of one device syncing at once lose and duplicate nothing. CONSUMER_DIR is the folder the
 // packed tarball was installed in (tests/js/run-packed.mjs).
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
+import { dryRun, installExample } from "../worker/example-app.mjs";
 import { packagePages } from "./chromium.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -53,19 +53,9 @@ const pages = packagePages([here, consumer]);
 /** Install the example as a user would: its files, the packed tarball, then wrangler's dry run. */
 const bundles = {};
 before(() => {
-  const packed = join(root, ".test-tmp", "packed");
-  const tarball = existsSync(packed) && readdirSync(packed).find((f) => f.endsWith(".tgz"));
-  if (!tarball) throw new Error("run tests/js/run-packed.mjs first: it packs the tarball");
-  rmSync(app, { recursive: true, force: true });
-  cpSync(join(root, "www", "worker"), app, { recursive: true, filter: (src) => !src.includes("node_modules") });
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=dev", join(packed, tarball)], { cwd: app, stdio: "inherit" });
+  installExample(app);
   for (const [storage, config, outdir] of [["d1", "wrangler.jsonc", "dist"], ["durable-object", "wrangler.durable-object.jsonc", "dist-do"]]) {
-    execFileSync(join(root, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--config", config, "--outdir", outdir], {
-      cwd: app,
-      stdio: "inherit",
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", WRANGLER_LOG_PATH: join(scratch, "wrangler-logs") },
-    });
-    bundles[storage] = join(app, outdir);
+    bundles[storage] = dryRun(app, config, outdir, join(scratch, "wrangler-logs"));
   }
 });
 

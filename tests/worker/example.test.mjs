@@ -15,7 +15,7 @@
 // after tests/js/run-packed.mjs, which packs the tarball.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -23,6 +23,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createClient } from "@libsql/client";
 import { Miniflare } from "miniflare";
+import { dryRun as dryRunExample, installExample } from "./example-app.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
@@ -63,24 +64,10 @@ afterEach(async () => {
 });
 
 /** Install the example as a user would: its files, the packed tarball, then wrangler's dry run. */
-before(() => {
-  const packed = join(root, ".test-tmp", "packed");
-  const tarball = existsSync(packed) && readdirSync(packed).find((f) => f.endsWith(".tgz"));
-  if (!tarball) throw new Error("run tests/js/run-packed.mjs first: it packs the tarball");
-  rmSync(app, { recursive: true, force: true });
-  cpSync(join(root, "www", "worker"), app, { recursive: true, filter: (src) => !src.includes("node_modules") });
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=dev", join(packed, tarball)], {
-    cwd: app,
-    stdio: "inherit",
-  });
-});
+before(() => installExample(app));
 
 function dryRun(config, outdir) {
-  execFileSync(bin("wrangler"), ["deploy", "--dry-run", "--config", config, "--outdir", outdir], {
-    cwd: app,
-    stdio: "inherit",
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", WRANGLER_LOG_PATH: join(scratch, "wrangler-logs") },
-  });
+  dryRunExample(app, config, outdir, join(scratch, "wrangler-logs"));
   const files = readdirSync(join(app, outdir));
   assert.ok(files.includes("index.js"), `${outdir} has the bundle: ${files}`);
   assert.ok(files.some((f) => f.endsWith(".wasm")), `${outdir} has the engine as a wasm module: ${files}`);
