@@ -99,9 +99,10 @@ pub struct Vault {
     /// a sync server's vault.
     kdf: std::sync::RwLock<(KdfParams, String)>,
     /// Whether the KDF settings are final for this instance: a value was sealed in the vault
-    /// (its write epoch exists) when this instance last looked. Until then another instance on the same store
-    /// (a tab) may join a sync server's vault and replace them (a join needs an empty vault, so
-    /// never after), so key access reads them again first and sealing writes expect them.
+    /// (its write epoch exists) when this instance last looked. Until then another instance on
+    /// the same store (a tab) may join a sync server's vault and replace them (a join needs an
+    /// empty vault, so never after), so key access reads them again first and sealing writes
+    /// expect them.
     kdf_settled: AtomicBool,
     pub(crate) identities: bool,
     pub(crate) policy: PasswordPolicy,
@@ -235,17 +236,10 @@ impl Vault {
         if self.kdf_settled.load(Ordering::Acquire) {
             return Ok(());
         }
-        let settings = self
-            .storage
-            .meta_object(object_type::VAULT, SETTINGS_ID)
-            .await?;
-        if let Some(row) = settings.iter().find(|row| row.key.key == SETTING_KDF)
-            && self.kdf_text() != row.value
+        if let Some(text) = self.storage.meta_get(&kdf_key()).await?
+            && self.kdf_text() != text
         {
-            let kdf = KdfParams::from_json(&row.value).map_err(|e| {
-                VaultError::storage(format!("the stored vault settings are damaged: {e}"))
-            })?;
-            self.replace_kdf(kdf, row.value.clone());
+            self.replace_kdf(stored_kdf(&text)?, text);
         }
         // Every batch that seals a value writes the write epoch (and a deleted record leaves a
         // tombstone): once it exists the store is never empty again, and no join can happen.
@@ -419,7 +413,7 @@ impl Vault {
         // above); until they are final, the batch commits only while they are still the store's.
         if !self.kdf_settled.load(Ordering::Acquire) {
             key.guard.push(WriteOp::ExpectMeta {
-                key: MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF),
+                key: kdf_key(),
                 value: Some(self.kdf_text()),
             });
         }
@@ -593,6 +587,17 @@ fn check_setting_key(key: &str) -> Result<()> {
     }
 }
 
+/// The key of the vault's KDF settings row (a local row: never replicated).
+pub(crate) fn kdf_key() -> MetaKey {
+    MetaKey::new(object_type::VAULT, SETTINGS_ID, SETTING_KDF)
+}
+
+/// The KDF settings a store holds; damaged ones are the store's fault (`STORAGE`).
+fn stored_kdf(text: &str) -> Result<KdfParams> {
+    KdfParams::from_json(text)
+        .map_err(|e| VaultError::storage(format!("the stored vault settings are damaged: {e}")))
+}
+
 /// Read the vault's KDF settings, creating them on first open. Creation inserts the rows only if
 /// absent, atomically, so two tabs opening a new vault at once end with one salt.
 async fn load_or_create_settings(
@@ -604,10 +609,7 @@ async fn load_or_create_settings(
         let settings = storage.meta_object(object_type::VAULT, SETTINGS_ID).await?;
         let has = |key: &str| settings.iter().find(|row| row.key.key == key);
         if let Some(kdf) = has(SETTING_KDF) {
-            let params = KdfParams::from_json(&kdf.value).map_err(|e| {
-                VaultError::storage(format!("the stored vault settings are damaged: {e}"))
-            })?;
-            return Ok((params, kdf.value.clone()));
+            return Ok((stored_kdf(&kdf.value)?, kdf.value.clone()));
         }
         let params = KdfParams::generate(iterations)?;
         let text = params.to_json();

@@ -16,7 +16,7 @@
 //! and the replica is told `reset: "lost"`: it pulls from the start and pushes back everything it
 //! holds.
 
-use super::Vault;
+use super::{Vault, kdf_key};
 use crate::crypto::KdfParams;
 use crate::error::{Result, VaultError};
 use crate::record::Record;
@@ -106,10 +106,6 @@ pub struct SyncReport {
 
 fn local_key(object_id: &str, key: &str) -> MetaKey {
     MetaKey::new(object_type::SYNC, object_id, key)
-}
-
-fn kdf_key() -> MetaKey {
-    MetaKey::new(object_type::VAULT, super::SETTINGS_ID, super::SETTING_KDF)
 }
 
 fn server_id_key() -> MetaKey {
