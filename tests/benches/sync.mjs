@@ -15,6 +15,7 @@
 // Every row checks its answer: the replica holds exactly the rows the Dexie side wrote and opens
 // them to the values created; the change arrives; every replica ends with every other's last write.
 // SYNC_BENCH_DEBUG=1 prints every request a Node replica makes (op, rows, status, bytes, time).
+// SYNC_BENCH_PROFILE=package (or baseline) profiles one more first sync (cpuprofile.mjs).
 import { createHmac } from "node:crypto";
 import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -85,6 +86,26 @@ function meter() {
 }
 
 /**
+ * SYNC_BENCH_PROFILE=package|baseline: one more run of that side of the first sync under the V8
+ * sampling profiler (its timed part only), summarized, and written to .test-tmp/profile/.
+ */
+async function profiled(context, page, side) {
+  const { summarize } = await import("./cpuprofile.mjs");
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+  const timed = new Promise((resolve) => cdp.on("Profiler.consoleProfileFinished", (event) => resolve(event.profile)));
+  await page.evaluate(() => (globalThis.PROFILE_TIMED = true));
+  const sample = await page.evaluate((s) => window.syncBench[s](), side);
+  const profile = await timed;
+  await page.evaluate(() => (globalThis.PROFILE_TIMED = false));
+  const dir = join(here, "..", "..", ".test-tmp", "profile");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `firstSync-${side}.cpuprofile`), JSON.stringify(profile));
+  summarize(profile, { title: `firstSync, ${side}: ${JSON.stringify(sample)}` });
+}
+
+/**
  * The sync rows wanted (`wanted(name)`), with Chromium's `context` and the static server `pageUrl`
  * for the page. Calls `record(row, samples)` per row; returns the server's description.
  */
@@ -143,6 +164,7 @@ export async function syncRows({ root, consumer, packageDir, context, pageUrl, c
       expectEqual(held, n, "records on the server");
       const side = (name) => () => page.evaluate((s) => window.syncBench[s](), name);
       record("sync.firstSync", await alternate(config.rounds, { package: side("package"), baseline: side("baseline") }, seedOf("sync.firstSync") ^ config.seed));
+      if (process.env.SYNC_BENCH_PROFILE) await profiled(context, page, process.env.SYNC_BENCH_PROFILE);
       await page.close();
     }
 
