@@ -14,6 +14,17 @@ pub(super) struct IdbWriteTransaction<'a> {
     tx: Option<Transaction>,
     outcome: Option<Outcome>,
     r: Reader,
+    /// The versions read through [`WriteTransaction::versions`] in this transaction, by key.
+    /// Nothing else writes while it is open, so they are still stored when the batch begins.
+    read: std::cell::RefCell<HashMap<RowKey, ReadVersion>>,
+}
+
+/// A row's version as this transaction read it: its seq (the live row's, else the
+/// tombstone's; `None`: neither) and whether a tombstone was stored.
+#[derive(Clone, Copy)]
+struct ReadVersion {
+    seq: Option<u64>,
+    tombstone: bool,
 }
 
 impl IdbStorage {
@@ -26,6 +37,7 @@ impl IdbStorage {
             tx: Some(tx),
             outcome: Some(outcome),
             r,
+            read: Default::default(),
         })
     }
 }
@@ -64,6 +76,8 @@ impl IdbWriteTransaction<'_> {
             seq: None,
             deleted: 0,
             cleared: false,
+            read: self.read.take(),
+            wrote: false,
         };
         let checked = match writer.run(batch).await {
             Ok(()) => writer.verify().await,
@@ -148,7 +162,25 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
         self.r.linked_count().await
     }
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
-        self.r.versions(keys).await
+        let found = self.r.raw_versions(keys).await?;
+        let mut read = self.read.borrow_mut();
+        keys.iter()
+            .zip(found)
+            .map(|(key, found)| {
+                let Some((live, tombstone)) = found else {
+                    return Ok(None);
+                };
+                let stored = stored_from_js(key, &live, &tombstone)?;
+                read.insert(
+                    key.clone(),
+                    ReadVersion {
+                        seq: stored.as_ref().map(|s| s.seq),
+                        tombstone: !tombstone.is_undefined(),
+                    },
+                );
+                Ok(stored)
+            })
+            .collect()
     }
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.r.records_by(tokens, Lookup::Token).await
@@ -346,6 +378,10 @@ struct Batch {
     /// Records deleted, and whether the stores were cleared: for the record count estimate.
     deleted: u64,
     cleared: bool,
+    /// The versions the transaction read before the batch ([`IdbWriteTransaction::read`]).
+    read: HashMap<RowKey, ReadVersion>,
+    /// Whether an op of the batch may have written yet: until then `read` is what is stored.
+    wrote: bool,
 }
 
 /// Whether `op` may write a replicated row (and so needs the seq counter).
@@ -368,20 +404,6 @@ fn writes_replicated(op: &WriteOp) -> bool {
     }
 }
 
-/// Every key `[kind, *]` of the tombstones store.
-fn tombstone_kind_range(kind: &str) -> StorageResult<Query> {
-    let upper: JsValue = [JsValue::from_str(kind), Array::new().into()]
-        .into_iter()
-        .collect::<Array>()
-        .into();
-    range(KeyRange::bound(
-        &key_array(&[kind]),
-        &upper,
-        Some(false),
-        Some(false),
-    ))
-}
-
 impl Batch {
     async fn run(&mut self, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.prefetch(&batch).await?;
@@ -399,6 +421,7 @@ impl Batch {
                 sorting::sort(&mut identities);
                 identities.dedup();
                 self.prune_identities(identities).await?;
+                self.wrote = true;
             } else if let WriteOp::MarkClean { key, dirty } = op {
                 // A run of marks (a push acknowledged) reads its rows in one round trip.
                 let mut marks = vec![(key, dirty)];
@@ -407,8 +430,19 @@ impl Batch {
                     marks.push((key, dirty));
                 }
                 self.mark_clean(marks).await?;
+                self.wrote = true;
             } else {
+                let check = matches!(
+                    op,
+                    WriteOp::ExpectVersion { .. }
+                        | WriteOp::ExpectMeta { .. }
+                        | WriteOp::ExpectUnlinked { .. }
+                        | WriteOp::ExpectEmpty
+                );
                 self.apply(op).await?;
+                if !check {
+                    self.wrote = true;
+                }
             }
         }
         if let Some((read, last)) = self.seq
@@ -603,6 +637,18 @@ impl Batch {
             }
             WriteOp::PutVersion { row, dirty } => self.put_version(row, dirty)?,
             WriteOp::ExpectVersion { key, seq } => {
+                // Planned against versions this transaction read (a pulled page): no read again.
+                if !self.wrote
+                    && let Some(read) = self.read.get(&key)
+                {
+                    if read.seq == seq {
+                        return Ok(());
+                    }
+                    return Err(match key {
+                        RowKey::Record(id) => StorageError::Changed(id),
+                        RowKey::Meta(k) => StorageError::MetaChanged(k),
+                    });
+                }
                 let requests = self.r.version_requests(std::slice::from_ref(&key))?;
                 match requests.into_iter().next() {
                     Some((live, tombstone)) => {
@@ -762,10 +808,14 @@ impl Batch {
                 // Another stored record holding the token fails the put's unique index.
                 let mark = self.next_mark(dirty)?;
                 self.put_record(&record, mark)?;
-                self.r
-                    .tombstones
-                    .delete(Query::from(record_tombstone_key(&record.id)))
-                    .map_err(idb_error("delete a tombstone"))?;
+                // No tombstone to delete when the transaction read none and the batch left none.
+                let read = self.read.get(&RowKey::Record(record.id.clone()));
+                if read.is_none_or(|r| r.tombstone) || self.tombstoned.contains(&record.id) {
+                    self.r
+                        .tombstones
+                        .delete(Query::from(record_tombstone_key(&record.id)))
+                        .map_err(idb_error("delete a tombstone"))?;
+                }
                 self.tombstoned.remove(&record.id);
                 self.versions
                     .push((record.id.clone(), record.token.clone()));
