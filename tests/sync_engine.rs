@@ -1073,3 +1073,64 @@ fn an_identity_removed_meanwhile_comes_back_with_the_offline_edit_that_uses_it()
         converged(&[&a, &b, &server]).await;
     });
 }
+
+/// A transport whose every answer comes a turn later: two syncs running at once interleave at
+/// each request, as two tabs' do in a browser.
+struct Slow<'a>(Wire<'a>);
+
+#[async_trait]
+impl SyncTransport for Slow<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        let mut yielded = false;
+        std::future::poll_fn(|cx| {
+            if yielded {
+                return std::task::Poll::Ready(());
+            }
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+        self.0.exchange(body).await
+    }
+}
+
+#[test]
+fn two_tabs_pulling_a_vault_of_many_pages_at_once_end_with_every_record_once() {
+    block_on(async {
+        let server = memory(false).await;
+        let a = memory(false).await;
+        let values: Vec<String> = (0..5_000).map(|i| format!("value {i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let tokens = a
+            .vault
+            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        sync(&a, &wire(&server)).await;
+        // Two tabs on one empty store pull the three pages at once: each asks for the next
+        // page while it applies one, and the other tab applies pages under it.
+        let tab1 = memory(false).await;
+        let tab2 = Vault::open(Box::new(tab1.store.clone()), options(false))
+            .await
+            .unwrap();
+        let slow = Slow(wire(&server));
+        let (one, two) =
+            futures::future::join(tab1.vault.sync(&slow, None), tab2.sync(&slow, None)).await;
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert!(one.pulled + two.pulled >= 5_000, "{one:?} {two:?}");
+        let asked: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let expected: Vec<(String, String)> = tokens.iter().cloned().zip(values).collect();
+        for tab in [&tab1.vault, &tab2] {
+            let mut read = tab.tokens_read(&asked, &pw(PASSWORD)).await.unwrap();
+            read.sort();
+            let mut want = expected.clone();
+            want.sort();
+            assert_eq!(read, want);
+        }
+        // Nothing was missed or left half done: a later sync has nothing to pull.
+        let again = tab1.vault.sync(&wire(&server), None).await.unwrap();
+        assert_eq!(again.pulled, 0, "{again:?}");
+        converged(&[&a, &tab1, &server]).await;
+    });
+}
