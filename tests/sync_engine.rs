@@ -120,6 +120,15 @@ async fn create(node: &Node, value: &str, secret: &str) -> String {
         .unwrap()
 }
 
+/// Every value created on `node` in one batch, under [`PASSWORD`]: their tokens, in order.
+async fn create_all(node: &Node, values: &[String]) -> Vec<String> {
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    node.vault
+        .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
+        .await
+        .unwrap()
+}
+
 async fn converged(nodes: &[&Node]) {
     let first = replicated(&*nodes[0].store).await;
     for node in &nodes[1..] {
@@ -671,11 +680,7 @@ fn a_first_sync_sends_back_nothing_it_pulled() {
         let (a, b) = (memory(false).await, memory(false).await);
         let remote = wire(&server);
         let values: Vec<String> = (0..1_500).map(|i| format!("value {i}")).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        a.vault
-            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
-            .await
-            .unwrap();
+        create_all(&a, &values).await;
         sync(&a, &remote).await;
         // B pulls the 1,500 records in one page; its push carries only its own default settings
         // (one page, where the 1,500 records would take two), then it pulls again.
@@ -697,12 +702,7 @@ fn large_values_travel_in_pages_under_the_body_cap() {
         let values: Vec<String> = (0..40)
             .map(|i| format!("{i:03}{}", "x".repeat(150_000)))
             .collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let tokens = a
-            .vault
-            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
-            .await
-            .unwrap();
+        let tokens = create_all(&a, &values).await;
         let report = sync(&a, &remote).await;
         assert!(report.pushed >= 40, "{report:?}");
         let before = remote.requests.load(Ordering::SeqCst);
@@ -734,11 +734,7 @@ fn progress_is_reported_page_by_page() {
         let (a, b) = (memory(false).await, memory(false).await);
         let remote = wire(&server);
         let values: Vec<String> = (0..2_500).map(|i| format!("value {i}")).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        a.vault
-            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
-            .await
-            .unwrap();
+        create_all(&a, &values).await;
         let calls = std::sync::Mutex::new(Vec::new());
         let listen = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
         let report = a.vault.sync(&remote, Some(&listen)).await.unwrap();
@@ -1101,12 +1097,7 @@ fn two_tabs_pulling_a_vault_of_many_pages_at_once_end_with_every_record_once() {
         let server = memory(false).await;
         let a = memory(false).await;
         let values: Vec<String> = (0..5_000).map(|i| format!("value {i}")).collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let tokens = a
-            .vault
-            .tokens_create(&refs, &pw(PASSWORD), &CreateOptions::default())
-            .await
-            .unwrap();
+        let tokens = create_all(&a, &values).await;
         sync(&a, &wire(&server)).await;
         // Two tabs on one empty store pull the three pages at once: each asks for the next
         // page while it applies one, and the other tab applies pages under it.
