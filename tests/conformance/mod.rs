@@ -3402,6 +3402,128 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     assert_eq!(tx.records_by_tokens(&tokens).await.unwrap(), by_token);
 }
 
+/// A page of a sync pull reads many versions in a transaction and commits against them: with
+/// many keys (a good part of the store, where a backend may read the store's keys instead of
+/// each row) every answer is the one a single read gives; a batch's checks against what the
+/// transaction read pass or fail as they would against the store; and a live row stored over a
+/// tombstone leaves no tombstone behind, while one stored where nothing was needs none.
+pub async fn versions_of_a_page_answer_and_guard_as_single_reads(s: impl Storage) {
+    let id = |i: usize| format!("v-{i:03}");
+    let inserts: Vec<WriteOp> = (0..300)
+        .map(|i| WriteOp::InsertRecord(record(&id(i), &format!("tk_v{i}"))))
+        .collect();
+    s.apply(stamp(), inserts).await.unwrap();
+    // Every other one of the first hundred deleted: tombstones among live rows.
+    s.apply(
+        stamp(),
+        (0..100).step_by(2).map(|i| delete(&id(i))).collect(),
+    )
+    .await
+    .unwrap();
+    let mut keys: Vec<RowKey> = (0..300).map(|i| rec_key(&id(i))).collect();
+    keys.extend((0..200).map(|i| rec_key(&format!("w-{i:03}"))));
+    keys.push(meta_key(&MetaKey::new("vault", "settings", "nothing")));
+
+    // Outside a transaction first: an IndexedDB transaction ends once it waits on anything else.
+    let outside = s.versions(&keys).await.unwrap();
+    let sample = (0..keys.len()).step_by(7).chain(keys.len() - 3..keys.len());
+    for i in sample {
+        let single = s
+            .versions(std::slice::from_ref(&keys[i]))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(outside[i], single, "{:?}", keys[i]);
+    }
+    assert!(matches!(
+        &outside[0].as_ref().unwrap().row,
+        Row::Record {
+            version: RecordVersion::Gone(_),
+            ..
+        }
+    ));
+    assert!(matches!(
+        &outside[1].as_ref().unwrap().row,
+        Row::Record {
+            version: RecordVersion::Live(_),
+            ..
+        }
+    ));
+    assert_eq!(outside[300], None);
+    let tx = s.transaction().await.unwrap();
+    let read = tx.versions(&keys).await.unwrap();
+    assert_eq!(read, outside, "in a transaction as outside");
+
+    // A pulled page: every key checked against what was read, then new rows, and two deleted
+    // records stored live again (a merge decided so).
+    let mut batch: Vec<WriteOp> = keys
+        .iter()
+        .zip(&read)
+        .map(|(key, found)| WriteOp::ExpectVersion {
+            key: key.clone(),
+            seq: found.as_ref().map(|v| v.seq),
+        })
+        .collect();
+    let fresh: Vec<Record> = (0..10)
+        .map(|i| record(&format!("w-{i:03}"), &format!("tk_w{i}")))
+        .collect();
+    let back: Vec<Record> = [0, 2]
+        .iter()
+        .map(|&i| record(&id(i), &format!("tk_v{i}")))
+        .collect();
+    for r in fresh.iter().chain(&back) {
+        batch.push(WriteOp::PutVersion {
+            row: live_row(r),
+            dirty: false,
+        });
+    }
+    tx.commit(stamp(), batch).await.unwrap();
+    let (feed, _) = feeds(&s).await;
+    for r in fresh.iter().chain(&back) {
+        let entries: Vec<&Row> = feed
+            .iter()
+            .map(|c| &c.row)
+            .filter(|row| row.key() == rec_key(&r.id))
+            .collect();
+        assert_eq!(
+            entries,
+            [&live_row(r)],
+            "{}: one live row, no tombstone left",
+            r.id
+        );
+        assert_eq!(get_id(&s, &r.id).await.as_ref(), Some(r));
+    }
+    assert_eq!(
+        feed.iter().filter(|c| c.row.is_gone()).count(),
+        48,
+        "the other tombstones stay"
+    );
+
+    // A check that fails against what the transaction read fails the batch: nothing written.
+    let tx = s.transaction().await.unwrap();
+    let read = tx.versions(&keys).await.unwrap();
+    let stale = read[1].as_ref().unwrap().seq - 1;
+    let batch = vec![
+        WriteOp::ExpectVersion {
+            key: keys[3].clone(),
+            seq: read[3].as_ref().map(|v| v.seq),
+        },
+        WriteOp::ExpectVersion {
+            key: keys[1].clone(),
+            seq: Some(stale),
+        },
+        WriteOp::PutVersion {
+            row: live_row(&record("w-100", "tk_w100")),
+            dirty: false,
+        },
+    ];
+    assert_eq!(
+        tx.commit(stamp(), batch).await,
+        Err(StorageError::Changed(id(1)))
+    );
+    assert_eq!(get_id(&s, "w-100").await, None);
+}
+
 /// `ExpectVersion` lets a batch commit only while each key's version (live or tombstone) still
 /// has the seq the plan read (`None`: no version at all); otherwise it fails with `Changed` /
 /// `MetaChanged` and nothing of the batch is written, whatever op comes first.
@@ -4012,6 +4134,7 @@ macro_rules! conformance_cases {
             identities_go_only_when_unlinked,
             transactions_read_and_commit_like_apply,
             versions_answer_each_key_with_its_row_seq_and_mark,
+            versions_of_a_page_answer_and_guard_as_single_reads,
             expected_versions_guard_the_batch,
             mark_clean_clears_only_the_mark_it_names,
             unlinked_expectations_guard_the_batch,
