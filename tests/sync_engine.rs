@@ -683,11 +683,12 @@ fn a_first_sync_sends_back_nothing_it_pulled() {
         create_all(&a, &values).await;
         sync(&a, &remote).await;
         // B pulls the 1,500 records in one page; its push carries only its own default settings
-        // (one page, where the 1,500 records would take two), then it pulls again.
+        // (one page, where the 1,500 records would take two), and the server's answer says
+        // nothing else was written, so B does not pull again.
         let before = remote.requests.load(Ordering::SeqCst);
         let report = sync(&b, &remote).await;
         assert!(report.pulled >= 1_500, "{report:?}");
-        assert_eq!(remote.requests.load(Ordering::SeqCst) - before, 3);
+        assert_eq!(remote.requests.load(Ordering::SeqCst) - before, 2);
         converged(&[&a, &b, &server]).await;
     });
 }
@@ -742,7 +743,7 @@ fn progress_is_reported_page_by_page() {
         // 2,500 records and a setting or two go up in 1,000-row pages: a call per page, pulled
         // or pushed, and one at the end.
         let requests = remote.requests.load(Ordering::SeqCst);
-        assert!(requests >= 5, "two pulls and three push pages at least");
+        assert!(requests >= 4, "a pull and three push pages at least");
         assert_eq!(pushed.len(), requests + 1, "{pushed:?}");
         assert!(
             pushed.windows(2).all(|w| w[0].0 <= w[1].0),
@@ -1123,5 +1124,100 @@ fn two_tabs_pulling_a_vault_of_many_pages_at_once_end_with_every_record_once() {
         let again = tab1.vault.sync(&wire(&server), None).await.unwrap();
         assert_eq!(again.pulled, 0, "{again:?}");
         converged(&[&a, &tab1, &server]).await;
+    });
+}
+
+/// Holds a replica's push until `open`, so another replica can write in between.
+struct Gated<'a> {
+    inner: Wire<'a>,
+    push_waiting: AtomicBool,
+    open: AtomicBool,
+}
+
+/// Waits (in `block_on`, by waking itself) until `flag` is set.
+async fn until(flag: &AtomicBool) {
+    std::future::poll_fn(|cx| {
+        if flag.load(Ordering::SeqCst) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+#[async_trait]
+impl SyncTransport for Gated<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        if body.starts_with(r#"{"sync":1,"op":"push""#) {
+            self.push_waiting.store(true, Ordering::SeqCst);
+            until(&self.open).await;
+        }
+        self.inner.exchange(body).await
+    }
+}
+
+#[test]
+fn a_push_answer_skips_the_pull_back_only_when_nothing_else_was_written() {
+    block_on(async {
+        let server = memory(false).await;
+        let (a, b) = (memory(false).await, memory(false).await);
+        let remote = wire(&server);
+        let token = create(&a, "first", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+
+        // B writes between A's pull and A's push: A's push answer carries no checkpoint, so A
+        // pulls again and has B's record at the end of this very sync.
+        a.vault
+            .token_update(&token, "second", &pw(PASSWORD))
+            .await
+            .unwrap();
+        let gated = Gated {
+            inner: wire(&server),
+            push_waiting: AtomicBool::new(false),
+            open: AtomicBool::new(false),
+        };
+        let meanwhile = async {
+            until(&gated.push_waiting).await;
+            let theirs = create(&b, "from b", PASSWORD).await;
+            sync(&b, &remote).await;
+            gated.open.store(true, Ordering::SeqCst);
+            theirs
+        };
+        let (report, theirs) = futures::future::join(a.vault.sync(&gated, None), meanwhile).await;
+        report.unwrap();
+        assert_eq!(
+            a.vault.token_read(&theirs, &pw(PASSWORD)).await.unwrap(),
+            "from b",
+            "B's record, written while A's push was on its way, came in the same sync"
+        );
+        assert_eq!(
+            gated.inner.requests.load(Ordering::SeqCst),
+            3,
+            "pull, push, pull"
+        );
+
+        // Nobody else writes: A's next change goes up in a pull and a push, B gets it.
+        a.vault
+            .token_update(&token, "third", &pw(PASSWORD))
+            .await
+            .unwrap();
+        let before = remote.requests.load(Ordering::SeqCst);
+        sync(&a, &remote).await;
+        assert_eq!(
+            remote.requests.load(Ordering::SeqCst) - before,
+            2,
+            "pull, push"
+        );
+        // A's checkpoint is past its own push: its next sync pulls nothing back.
+        let again = sync(&a, &remote).await;
+        assert_eq!(again.pulled, 0, "{again:?}");
+        sync(&b, &remote).await;
+        assert_eq!(
+            b.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+            "third"
+        );
+        converged(&[&a, &b, &server]).await;
     });
 }

@@ -28,8 +28,8 @@ use crate::sync::plan::{
     ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push, supersedes_local,
 };
 use crate::sync::wire::{
-    self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Request,
-    VaultInfo, WireError,
+    self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
+    Request, Superseded, VaultInfo, WireError,
 };
 use crate::sync::{MetaVersion, RecordVersion, Rev, Row, drift};
 use async_trait::async_trait;
@@ -522,13 +522,26 @@ impl Vault {
             })?;
             match tx.commit(stamp, plan.ops).await {
                 Ok(()) => {
+                    let checkpoint = match &request.checkpoint {
+                        Some(c) => self
+                            .push_checkpoint(
+                                &server,
+                                c,
+                                &request.rows,
+                                &plan.superseded,
+                                &plan.refused,
+                            )
+                            .await
+                            .map_err(storage_failure)?,
+                        None => None,
+                    };
                     return Ok(PushResponse {
                         server,
                         time: self.now(),
                         stored: plan.stored,
                         superseded: plan.superseded,
                         refused: plan.refused,
-                        checkpoint: None,
+                        checkpoint,
                     });
                 }
                 Err(
@@ -540,6 +553,52 @@ impl Vault {
             }
         }
         Err(WireError::Busy)
+    }
+
+    /// After a push from a replica whose checkpoint is `c`: a checkpoint past every row
+    /// written since `c`, when each of them is one the replica holds once it has read this
+    /// answer (a row as it sent it, or the version `superseded` or a `referenced` refusal hands
+    /// back), so it need not pull its own push back. `None` when anything else was written
+    /// since (another replica's push, a record this push displaced), or `c` no longer stands.
+    async fn push_checkpoint(
+        &self,
+        server: &str,
+        c: &Checkpoint,
+        rows: &[Row],
+        superseded: &[Superseded],
+        refused: &[Refused],
+    ) -> Result<Option<Checkpoint>> {
+        let gc = self.gc_state().await?;
+        if !matches!(self.standing(server, c, &gc).await?, Standing::Honoured) {
+            return Ok(None);
+        }
+        let mut held: HashMap<RowKey, &Row> = rows.iter().map(|r| (r.key(), r)).collect();
+        for refused in refused {
+            match (&refused.reason, &refused.current) {
+                (Refusal::Referenced, Some(current)) => held.insert(current.key(), current),
+                _ => held.remove(&rows[refused.i].key()),
+            };
+        }
+        for superseded in superseded {
+            held.insert(superseded.current.key(), &superseded.current);
+        }
+        let written = self.storage.changes_since(c.seq, held.len() + 1).await?;
+        let ours = written.len() <= held.len()
+            && written
+                .iter()
+                .all(|w| held.get(&w.row.key()).is_some_and(|row| **row == w.row));
+        // A collection meanwhile may have dropped a tombstone between `c` and the last row.
+        if !ours || self.gc_state().await?.horizon != gc.horizon {
+            return Ok(None);
+        }
+        let last = written.last().map_or(c.seq, |w| w.seq);
+        let (mark, head) = self.log_mark(last).await?;
+        Ok(Some(Checkpoint {
+            server: server.to_owned(),
+            seq: last,
+            key: gc::checkpoint_key_text(mark, gc.horizon),
+            head,
+        }))
     }
 
     // ---- a replica ----
@@ -570,25 +629,27 @@ impl Vault {
         // settings): what its first pull brought is the server's already.
         let first = self.storage.meta_get(&checkpoint_key()).await?.is_none()
             && !self.vault_info().await?.empty;
-        let mut push_all = self
+        let push_all = self
             .pull_all(remote, since, &mut report, &mut stranded, &progress)
             .await?
             || first;
-        self.push(
-            remote,
-            push_all,
-            since,
-            &mut report,
-            &mut stranded,
-            &progress,
-        )
-        .await?;
-        // What the push changed on the server (merges, and rows of other replicas that came
-        // meanwhile).
-        push_all = self
-            .pull_all(remote, since, &mut report, &mut stranded, &progress)
+        let caught_up = self
+            .push(
+                remote,
+                push_all,
+                since,
+                &mut report,
+                &mut stranded,
+                &progress,
+            )
             .await?;
-        if push_all {
+        // What the push changed on the server (merges, and rows of other replicas that came
+        // meanwhile), unless the server said there is nothing (its push checkpoints).
+        if !caught_up
+            && self
+                .pull_all(remote, since, &mut report, &mut stranded, &progress)
+                .await?
+        {
             self.push(remote, true, since, &mut report, &mut stranded, &progress)
                 .await?;
         }
@@ -884,7 +945,9 @@ impl Vault {
     }
 
     /// Push this replica's changes: its dirty rows, or every row it holds when the server needs
-    /// them all (a first sync of a replica that held rows, a wiped or restored server).
+    /// them all (a first sync of a replica that held rows, a wiped or restored server). Returns
+    /// whether the server's checkpoints took this replica past every row its pushes wrote and
+    /// nothing else came meanwhile (then there is nothing to pull back).
     async fn push(
         &self,
         remote: &dyn SyncTransport,
@@ -893,7 +956,8 @@ impl Vault {
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
         progress: &Progress<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let mut caught_up = true;
         // (row, dirty mark when the row was dirty as read)
         let mut outgoing: Vec<(Row, Option<u64>)> = Vec::new();
         let mut after = 0;
@@ -924,9 +988,10 @@ impl Vault {
         for page in push_pages(&outgoing) {
             self.ensure_open()?;
             let rows: Vec<Row> = page.iter().map(|(row, _)| row.clone()).collect();
+            let stored = self.storage.meta_get(&checkpoint_key()).await?;
             let request = Request::Push(PushRequest {
                 vault: self.vault_info().await?,
-                checkpoint: None,
+                checkpoint: stored.as_deref().and_then(parse_checkpoint),
                 rows: rows.clone(),
             });
             let body = self.exchange(remote, &request).await?;
@@ -991,10 +1056,32 @@ impl Vault {
             if !taken_back.is_empty() {
                 self.take_back(&taken_back).await?;
             }
+            // This replica now holds every row written since its checkpoint: move it past them
+            // (unless another tab moved it meanwhile).
+            caught_up &= match &response.checkpoint {
+                Some(checkpoint) => {
+                    let moved = vec![
+                        WriteOp::ExpectMeta {
+                            key: checkpoint_key(),
+                            value: stored,
+                        },
+                        WriteOp::PutMeta(MetaRow {
+                            key: checkpoint_key(),
+                            value: checkpoint_text(checkpoint),
+                        }),
+                    ];
+                    match self.storage.apply(self.stamp()?, moved).await {
+                        Ok(()) => true,
+                        Err(StorageError::MetaChanged(_)) => false,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => false,
+            };
             left -= page.len() as u64;
             progress.advance(page.len() as u64, left);
         }
-        Ok(())
+        Ok(caught_up)
     }
 
     /// SYNC.md 4 on a replica ([`crate::sync::drift`]): stamp later revisions with the offset
