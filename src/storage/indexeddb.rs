@@ -58,7 +58,7 @@ use idb::{
 };
 use js_sys::{Array, Object, Reflect};
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -1040,17 +1040,18 @@ const BULK_PAGE: u32 = 2_000;
 
 /// Which record ids a store holds, live and as tombstones ([`Reader::record_presence`]).
 struct Presence {
-    live: HashSet<String>,
+    live: js_sys::Set,
     /// `None`: not read (too many); every id may have one.
-    tombstones: Option<HashSet<String>>,
+    tombstones: Option<js_sys::Set>,
 }
 
 impl Presence {
     /// Whether `id` may have a live row, and a tombstone.
     fn of(&self, id: &str) -> (bool, bool) {
+        let id = JsValue::from_str(id);
         (
-            self.live.contains(id),
-            self.tombstones.as_ref().is_none_or(|t| t.contains(id)),
+            self.live.has(&id),
+            self.tombstones.as_ref().is_none_or(|t| t.has(&id)),
         )
     }
 }
@@ -1501,30 +1502,24 @@ impl Reader {
             .count(Some(range))
             .done("count tombstones")
             .await?;
-        let live: HashSet<String> =
-            idb::Request::result(&live)
-                .map_err(idb_error(doing))
-                .map(|keys| {
-                    Array::from(&keys)
-                        .iter()
-                        .filter_map(|k| k.as_string())
-                        .collect()
-                })?;
+        // JavaScript sets: the ids stay JavaScript strings, and the engine carries no hash set
+        // code for them.
+        let live = js_sys::Set::new(&idb::Request::result(&live).map_err(idb_error(doing))?);
         // Tombstones are collected after their retention, so there are few; when there are
         // many, each absent id's is read instead.
-        let tombstones = if tombstones == 0 {
-            Some(HashSet::new())
-        } else if tombstones as usize <= 5 * ids {
-            let keys = self
-                .tombstones
-                .get_all_keys(Some(tombstone_kind_range("record")?), None)
-                .done(doing)
-                .await?;
-            Some(
-                keys.iter()
-                    .filter_map(|k| Reflect::get_u32(k, 1).ok()?.as_string())
-                    .collect(),
-            )
+        let tombstones = if tombstones as usize <= 5 * ids {
+            let set = js_sys::Set::new(&JsValue::UNDEFINED);
+            if tombstones > 0 {
+                let keys = self
+                    .tombstones
+                    .get_all_keys(Some(tombstone_kind_range("record")?), None)
+                    .done(doing)
+                    .await?;
+                for key in keys {
+                    set.add(&Reflect::get_u32(&key, 1).map_err(|_| not_ours("a tombstone key"))?);
+                }
+            }
+            Some(set)
         } else {
             None
         };

@@ -432,7 +432,7 @@ pub fn supersedes_local(local: &Row, merged: &Row, since: Rev) -> bool {
 
 /// Plan a pulled page on a replica.
 ///
-/// `rows` hold one row per key ([`coalesce`]). The plan's checks (the version each row was
+/// `rows` hold one row per key (the wire decoder refuses a page that names a key twice). The plan's checks (the version each row was
 /// planned against) come before its writes: a backend that read those versions in the same
 /// transaction can answer them from that read (IndexedDB does).
 pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
@@ -543,24 +543,4 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     }
     plan.ops.extend(writes);
     plan
-}
-
-/// A page's rows with one row per key: two versions of one key (a row both in the feed and
-/// fetched by id) merged into one, so that neither write undoes the other.
-pub fn coalesce(rows: impl IntoIterator<Item = Row>) -> Vec<Row> {
-    let mut out: Vec<Row> = Vec::new();
-    let mut at: HashMap<RowKey, usize> = HashMap::new();
-    for row in rows {
-        match at.entry(row.key()) {
-            std::collections::hash_map::Entry::Occupied(slot) => {
-                let merged = merge_rows(&out[*slot.get()], &row);
-                out[*slot.get()] = merged;
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(out.len());
-                out.push(row);
-            }
-        }
-    }
-    out
 }

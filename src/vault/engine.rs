@@ -841,7 +841,7 @@ impl Vault {
         report: &mut SyncReport,
         stranded: &mut HashSet<String>,
     ) -> Result<()> {
-        let rows = crate::sync::plan::coalesce(response.rows.iter().map(|c| c.row.clone()));
+        let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
         let resync = self.resync_mark().await?;
         for row in &rows {
             for rev in crate::sync::plan::revs_of(row) {
