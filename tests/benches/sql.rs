@@ -12,7 +12,8 @@
 //! VmHWM, reset (`/proc/self/clear_refs`) before each size and before the rotation, so each
 //! figure is that size's (or that rotation's) own.
 //!
-//! `VAULTSTORE_BENCH_SIZES=1000,100000` picks the sizes (default `1000,100000,1000000`).
+//! `VAULTSTORE_BENCH_SIZES=1000,100000` picks the sizes (default `1000,100000,1000000`);
+//! `VAULTSTORE_BENCH_CACHE_MIB=256` gives SQLite that page cache (default: SQLite's own, 2 MiB).
 //! Wall-clock medians of 101 runs for point operations, one run for bulk ones, on a shared
 //! machine; compare runs on the same machine only.
 
@@ -122,13 +123,27 @@ fn sizes() -> Vec<usize> {
     }
 }
 
+/// SQLite's page cache for the vault's connection, in MiB (`VAULTSTORE_BENCH_CACHE_MIB`);
+/// `None`: SQLite's default (2 MiB), as libSQL and a plain SQLite file have it.
+fn cache_mib() -> Option<u64> {
+    let mib = std::env::var("VAULTSTORE_BENCH_CACHE_MIB").ok()?;
+    Some(
+        mib.trim().parse().unwrap_or_else(|_| {
+            panic!("VAULTSTORE_BENCH_CACHE_MIB: {mib:?} is not a number of MiB")
+        }),
+    )
+}
+
 /// Every row of [`ROWS`] for a vault of `n` records in `dir`.
 async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
     reset_peak();
     let path = dir.join(format!("{n}.db"));
-    let storage = SqlStorage::open(Sqlite::file(&path), "vaultstore")
-        .await
-        .expect("open");
+    let db = Sqlite::file(&path);
+    if let Some(mib) = cache_mib() {
+        db.with(|c| c.pragma_update(None, "cache_size", -(mib as i64) * 1024))
+            .expect("cache_size");
+    }
+    let storage = SqlStorage::open(db, "vaultstore").await.expect("open");
     let vault = Vault::open(
         Box::new(storage),
         VaultOptions {
