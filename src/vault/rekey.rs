@@ -299,24 +299,24 @@ impl Vault {
         let existing = self
             .find_identity_in(reads, mk_new, carry.lock_epoch)
             .await?;
-        let linked_records = records_linked_to(reads, &source.id).await?;
-        let linked = linked_records.len() as u64;
         // The source must still be the old secret's when this commits (through the slot that
         // found it: its other slots may change meanwhile).
         round.batch.push(expect_tag(&source.slot, mk_old));
-        let stay = |round: &mut Round| {
-            round.moved += linked;
-            WriteKey {
+        // The records stay where they are: only how many there are is read, a page at a time,
+        // so a password change holds one page in memory whatever the vault's size.
+        let stay = async |round: &mut Round| -> Result<WriteKey> {
+            round.moved += count_linked_to(reads, &source.id).await?;
+            Ok(WriteKey {
                 key: DataKey::filled_by(|k| k.copy_from_slice(source.dek.as_bytes())),
                 identity_id: Some(source.id.clone()),
                 guard: vec![],
-            }
+            })
         };
         let (target, setup) = match existing {
             Some(same) if same.id == source.id && !options.rotate => {
                 // The new secret already opens this identity (the same secret, or another of
                 // its slots): nothing to move.
-                return Ok((stay(round), vec![]));
+                return Ok((stay(round).await?, vec![]));
             }
             Some(other) if other.id != source.id => {
                 let guard = expect_tag(&other.slot, mk_new);
@@ -331,7 +331,7 @@ impl Vault {
                         .into_iter()
                         .map(WriteOp::PutMeta),
                 );
-                return Ok((stay(round), vec![]));
+                return Ok((stay(round).await?, vec![]));
             }
             // Rotation (or the same secret asking for a fresh key): a new identity and DEK,
             // drawn once for the whole rekey so that work sealed in one round stays valid. The
@@ -348,7 +348,8 @@ impl Vault {
                 (identity, setup)
             }
         };
-        let moves = linked_records
+        let moves = records_linked_to(reads, &source.id)
+            .await?
             .into_iter()
             .map(|record| Move {
                 record,
@@ -578,6 +579,24 @@ async fn records_linked_to(
         records.extend(page);
         if !full {
             return Ok(records);
+        }
+    }
+}
+
+/// How many records are sealed with the key of `identity_id`, a page at a time through `reads`
+/// (only the last id of a page is kept).
+async fn count_linked_to(reads: &dyn WriteTransaction, identity_id: &str) -> Result<u64> {
+    const PAGE: usize = 1_000;
+    let mut count = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = reads
+            .records_linked_to(identity_id, after.as_deref(), PAGE)
+            .await?;
+        count += page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+            _ => return Ok(count),
         }
     }
 }

@@ -306,7 +306,11 @@ enum Extra {
 /// ns is always `?1`; a run's JSON array is `?2`.
 fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
     let rev = stamp.rev.to_string();
-    let with_array = |out: &mut Vec<Statement>, sqls: &[(&str, Extra)], items: Vec<Json>| {
+    // Items are encoded as they come: a batch of a million ops (a rotation) holds its ops and
+    // the encoded arrays, never a JSON tree of every op as well.
+    let with_items = |out: &mut Vec<Statement>,
+                      sqls: &[(&str, Extra)],
+                      items: &mut dyn Iterator<Item = Json>| {
         for chunk in json_chunks(items) {
             for (sql, extra) in sqls {
                 let mut params = vec![ns.into(), SqlValue::Text(chunk.clone())];
@@ -322,36 +326,33 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
             }
         }
     };
+    let with_array = |out: &mut Vec<Statement>, sqls: &[(&str, Extra)], items: Vec<Json>| {
+        with_items(out, sqls, &mut items.into_iter())
+    };
     match run[0] {
         WriteOp::InsertRecord(_) => {
-            let items = run
-                .iter()
-                .filter_map(|op| match op {
-                    WriteOp::InsertRecord(r) => Some(record_json(r, true)),
-                    _ => None,
-                })
-                .collect();
-            with_array(
+            let mut items = run.iter().filter_map(|op| match op {
+                WriteOp::InsertRecord(r) => Some(record_json(r, true)),
+                _ => None,
+            });
+            with_items(
                 out,
                 &[
                     (CHECK_TOMBSTONED_IDS, Extra::None),
                     (INSERT_RECORDS, Extra::None),
                 ],
-                items,
+                &mut items,
             );
         }
         WriteOp::ChangeRecord { .. } => {
-            let items = run
-                .iter()
-                .filter_map(|op| match op {
-                    WriteOp::ChangeRecord { id, change, at } => Some(change_json(id, change, *at)),
-                    _ => None,
-                })
-                .collect();
-            with_array(
+            let mut items = run.iter().filter_map(|op| match op {
+                WriteOp::ChangeRecord { id, change, at } => Some(change_json(id, change, *at)),
+                _ => None,
+            });
+            with_items(
                 out,
                 &[(CHECK_CHANGES, Extra::None), (APPLY_CHANGES, Extra::Rev)],
-                items,
+                &mut items,
             );
         }
         WriteOp::DeleteRecord { .. } => {
