@@ -128,7 +128,7 @@ impl Record {
 /// A new record id: 32 lowercase hex characters from the CSPRNG.
 pub fn new_record_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    crypto::random_bytes(&mut bytes)?;
+    crypto::public_random(&mut bytes)?;
     Ok(base16ct::lower::encode_string(&bytes))
 }
 

@@ -48,7 +48,7 @@ pub fn generate(length: usize) -> Result<String> {
     let length = check_length(length)?;
     let mut bytes = [0u8; MAX_TOKEN_LEN];
     let body = &mut bytes[..length - TOKEN_PREFIX.len()];
-    crypto::random_bytes(body)?;
+    crypto::public_random(body)?;
     let mut token = String::with_capacity(length);
     token.push_str(TOKEN_PREFIX);
     token.extend(body.iter().map(|b| ALPHABET[usize::from(b & 0x1f)] as char));

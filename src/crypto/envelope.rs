@@ -5,7 +5,7 @@
 //! ```
 
 use super::aead::{self, NONCE_LEN, TAG_LEN};
-use super::{DataKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label, random_bytes};
+use super::{DataKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label, public_random};
 use crate::error::{Result, VaultError};
 use subtle::ConstantTimeEq;
 
@@ -88,8 +88,8 @@ fn record_aad(token: &str) -> String {
 pub fn seal_value(key: &DataKey, token: &str, plaintext: &str) -> Result<String> {
     let mut rsalt = [0u8; RSALT_LEN];
     let mut nonce = [0u8; NONCE_LEN];
-    random_bytes(&mut rsalt)?;
-    random_bytes(&mut nonce)?;
+    public_random(&mut rsalt)?;
+    public_random(&mut nonce)?;
     Ok(seal_value_with(key, token, plaintext, rsalt, nonce))
 }
 

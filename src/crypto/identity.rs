@@ -62,7 +62,7 @@ pub fn wrap_dek(
     dek: &DataKey,
 ) -> Result<String> {
     let mut nonce = [0u8; NONCE_LEN];
-    random_bytes(&mut nonce)?;
+    super::public_random(&mut nonce)?;
     Ok(wrap_dek_with(mk, params, identity_id, dek, nonce))
 }
 
