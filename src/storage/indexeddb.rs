@@ -9,7 +9,7 @@
 //!
 //! | store        | key                           | indexes |
 //! |--------------|-------------------------------|---------|
-//! | `records`    | `id`                          | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted`, `identity` `[passwordId, id]`, `seq`, `dirty` |
+//! | `records`    | `id`                          | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted`, `identity` `[passwordId, id]`, `seq`, `dirty`; by soft-deleted state (listings): `state_created` `[deleted, createdAt, id]`, `state_updated`, `state_expires`, `state_token`, `state_id` |
 //! | `meta`       | `[objectType, objectId, key]` | `by_value` `[objectType, key, value]` (identity tags, slot owners), `seq`, `dirty` |
 //! | `tombstones` | `key`: `["record", id]` or `["meta", objectType, objectId, key]` | `seq`, `dirty` |
 //! | `counters`   | out of line: `"seq"`          | |
@@ -164,12 +164,32 @@ fn add_v2_stores(
 
 fn add_v2_indexes(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> Result<(), idb::Error> {
     records.create_index("identity", KeyPath::new_array(["passwordId", "id"]), None)?;
+    // Each listing order within one soft-deleted state (issue 16): a page of live (or
+    // soft-deleted) records is a range of one of these, so its offset is an `advance` over
+    // index entries, not a read of every record before it.
+    for (name, column) in STATE_ORDERS {
+        let path = match column {
+            Some(column) => KeyPath::new_array(["deleted", column, "id"]),
+            None => KeyPath::new_array(["deleted", "id"]),
+        };
+        records.create_index(name, path, None)?;
+    }
     for store in [records, meta] {
         store.create_index("seq", KeyPath::new_single("seq"), None)?;
         store.create_index("dirty", KeyPath::new_single("dirty"), None)?;
     }
     Ok(())
 }
+
+/// The listing indexes by soft-deleted state: `[deleted, column, id]` (`[deleted, id]` for the
+/// id order; tokens are unique, but the id keeps the key layout one shape).
+const STATE_ORDERS: [(&str, Option<&str>); 5] = [
+    ("state_created", Some("createdAt")),
+    ("state_updated", Some("updatedAt")),
+    ("state_expires", Some("expiresSort")),
+    ("state_token", Some("token")),
+    ("state_id", None),
+];
 
 /// Rows the upgrade reads per round trip.
 const UPGRADE_PAGE: u32 = 2_000;
@@ -1245,63 +1265,72 @@ impl Reader {
         };
         Ok(Some(found.into_iter().flatten().collect()))
     }
+}
 
-    /// Walk the records in the filter's order through the index for it, calling `visit` on each
-    /// until it returns `false`. Memory stays bounded: one record at a time.
-    async fn walk(
-        &self,
-        filter: &RecordFilter,
-        now: i64,
-        mut visit: impl FnMut(Record) -> bool,
-    ) -> StorageResult<()> {
+impl Reader {
+    /// A page of `filter` (which names no ids or tokens), read through the index that holds
+    /// its records in its order ([`exact_source`]). When that index holds exactly the filter's
+    /// records, the offset is one `advance` over index entries and `limit` records are read;
+    /// otherwise (`expiredOnly` in an order other than expiry) the walk reads each record of
+    /// the soft-deleted state in order and tests its expiry, until the page is full.
+    async fn list(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
+        let exact = !filter.expired_only || filter.order_by == OrderBy::ExpiresAt;
+        let (index, query) = exact_source(
+            &RecordFilter {
+                expired_only: filter.expired_only && exact,
+                ..filter.clone()
+            },
+            now,
+        )?;
         let direction = Some(if filter.descending {
             CursorDirection::Prev
         } else {
             CursorDirection::Next
         });
-        // Expired means now > expiresAt: every key below [now] in the expiry index, no other.
-        let expired_range = || range(KeyRange::upper_bound(&key_array_num(now), Some(true)));
-        let open = match filter.order_by {
-            OrderBy::Id => self.records.open_cursor(None, direction),
-            OrderBy::ExpiresAt if filter.expired_only => {
-                let index = self
-                    .records
-                    .index("expires")
-                    .map_err(idb_error("open the expiry index"))?;
-                index.open_cursor(Some(expired_range()?), direction)
-            }
-            order => {
-                let name = match order {
-                    OrderBy::CreatedAt => "created",
-                    OrderBy::UpdatedAt => "updated",
-                    OrderBy::ExpiresAt => "expires",
-                    _ => "token",
-                };
-                let index = self
-                    .records
-                    .index(name)
-                    .map_err(idb_error("open an ordering index"))?;
-                index.open_cursor(None, direction)
-            }
+        let open = match index {
+            None => self.records.open_cursor(query, direction),
+            Some(name) => self
+                .records
+                .index(name)
+                .map_err(idb_error("open a listing index"))?
+                .open_cursor(query, direction),
         };
-        let cursor = open.done("open a cursor").await?;
-        let Some(cursor) = cursor else { return Ok(()) };
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let Some(cursor) = open.done("open a cursor").await? else {
+            return Ok(out);
+        };
         let mut cursor = cursor.into_managed();
-        while let Some(value) = cursor.value().map_err(idb_error("read a cursor"))? {
-            let record = record_from_js(&value)?;
-            if filter.matches(&record, now) && !visit(record) {
-                break;
-            }
+        let mut skip = filter.offset;
+        if exact && skip > 0 {
+            // An offset past the end finishes the cursor: an empty page.
             cursor
-                .next(None)
+                .advance(u32::try_from(skip).unwrap_or(u32::MAX))
                 .await
-                .map_err(idb_error("advance a cursor"))?;
+                .map_err(idb_error("skip a page's offset"))?;
+            skip = 0;
         }
-        Ok(())
+        while out.len() < limit
+            && let Some(value) = cursor.value().map_err(idb_error("read a cursor"))?
+        {
+            let record = record_from_js(&value)?;
+            if exact || filter.matches(&record, now) {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    out.push(record);
+                }
+            }
+            if out.len() < limit {
+                cursor
+                    .next(None)
+                    .await
+                    .map_err(idb_error("advance a cursor"))?;
+            }
+        }
+        Ok(out)
     }
-}
 
-impl Reader {
     fn identity_index(&self) -> StorageResult<idb::Index> {
         self.records
             .index("identity")
@@ -1484,6 +1513,65 @@ impl Reader {
     }
 }
 
+/// The index (`None`: the store itself, in id order) and the range that hold the records of
+/// `filter`'s soft-deleted state in its order; only its expired ones at `now` when it asks for
+/// them, which only the expiry order can say (callers ask the others without `expiredOnly`).
+/// Filters naming ids or tokens are not asked.
+fn exact_source(
+    filter: &RecordFilter,
+    now: i64,
+) -> StorageResult<(Option<&'static str>, Option<Query>)> {
+    let expired = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
+    if filter.soft_deleted == SoftDeleted::Include {
+        let name = match filter.order_by {
+            OrderBy::Id => None,
+            OrderBy::CreatedAt => Some("created"),
+            OrderBy::UpdatedAt => Some("updated"),
+            OrderBy::ExpiresAt => Some("expires"),
+            OrderBy::Token => Some("token"),
+        };
+        // Expired means now > expiresAt: every key below [now] in the expiry index.
+        let query = if expired {
+            Some(range(KeyRange::upper_bound(
+                &key_array_num(now),
+                Some(true),
+            ))?)
+        } else {
+            None
+        };
+        return Ok((name, query));
+    }
+    let flag = f64::from(u8::from(filter.soft_deleted == SoftDeleted::Only));
+    let name = match filter.order_by {
+        OrderBy::CreatedAt => "state_created",
+        OrderBy::UpdatedAt => "state_updated",
+        OrderBy::ExpiresAt => "state_expires",
+        OrderBy::Token => "state_token",
+        OrderBy::Id => "state_id",
+    };
+    let nums = |ns: &[f64]| -> JsValue {
+        ns.iter()
+            .map(|n| JsValue::from_f64(*n))
+            .collect::<Array>()
+            .into()
+    };
+    // Every key of the state: from [flag] (below all its keys) up to [flag + 1]; the expired
+    // ones: up to [flag, now] (a key [flag, expiresSort, id] is below it exactly when
+    // expiresSort < now).
+    let upper = if expired {
+        nums(&[flag, now as f64])
+    } else {
+        nums(&[flag + 1.0])
+    };
+    let query = range(KeyRange::bound(
+        &nums(&[flag]),
+        &upper,
+        Some(false),
+        Some(true),
+    ))?;
+    Ok((Some(name), Some(query)))
+}
+
 fn key_array_num(n: i64) -> JsValue {
     [JsValue::from_f64(n as f64)]
         .into_iter()
@@ -1513,19 +1601,7 @@ impl Storage for IdbStorage {
         if let Some(named) = r.named(filter).await? {
             return Ok(filter.apply(named, now));
         }
-        let mut skip = filter.offset;
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        r.walk(filter, now, |record| {
-            if skip > 0 {
-                skip -= 1;
-                return true;
-            }
-            out.push(record);
-            out.len() < limit
-        })
-        .await?;
-        Ok(out)
+        r.list(filter, now).await
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
@@ -1552,20 +1628,20 @@ impl Storage for IdbStorage {
             };
             return Ok(u64::from(count.done("count records").await?));
         }
-        let mut n = 0u64;
-        let walk = RecordFilter {
+        // Expired ones: the expiry range of the filter's state, counted by the index.
+        let by_expiry = RecordFilter {
             order_by: OrderBy::ExpiresAt,
-            descending: false,
-            limit: None,
-            offset: 0,
             ..filter.clone()
         };
-        r.walk(&walk, now, |_| {
-            n += 1;
-            true
-        })
-        .await?;
-        Ok(n)
+        let (index, query) = exact_source(&by_expiry, now)?;
+        let count = r
+            .records
+            .index(index.unwrap_or("expires"))
+            .map_err(idb_error("open the expiry index"))?
+            .count(query)
+            .done("count expired records")
+            .await?;
+        Ok(u64::from(count))
     }
 
     async fn scan_records(
