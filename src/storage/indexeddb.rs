@@ -9,7 +9,7 @@
 //!
 //! | store        | key                           | indexes |
 //! |--------------|-------------------------------|---------|
-//! | `records`    | `id`                          | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted`, `identity` `[passwordId, id]`, `seq`, `dirty`; by soft-deleted state (listings): `state_created` `[deleted, createdAt, id]`, `state_updated`, `state_expires`, `state_token`, `state_id` |
+//! | `records`    | `id`                          | `token` (unique), `created` `[createdAt, id]`, `updated` `[updatedAt, id]`, `expires` `[expiresSort, id]`, `deleted`, `identity` `[passwordId, id]`, `seq`, `dirty` |
 //! | `meta`       | `[objectType, objectId, key]` | `by_value` `[objectType, key, value]` (identity tags, slot owners), `seq`, `dirty` |
 //! | `tombstones` | `key`: `["record", id]` or `["meta", objectType, objectId, key]` | `seq`, `dirty` |
 //! | `counters`   | out of line: `"seq"`          | |
@@ -164,32 +164,12 @@ fn add_v2_stores(
 
 fn add_v2_indexes(records: &idb::ObjectStore, meta: &idb::ObjectStore) -> Result<(), idb::Error> {
     records.create_index("identity", KeyPath::new_array(["passwordId", "id"]), None)?;
-    // Each listing order within one soft-deleted state (issue 16): a page of live (or
-    // soft-deleted) records is a range of one of these, so its offset is an `advance` over
-    // index entries, not a read of every record before it.
-    for (name, column) in STATE_ORDERS {
-        let path = match column {
-            Some(column) => KeyPath::new_array(["deleted", column, "id"]),
-            None => KeyPath::new_array(["deleted", "id"]),
-        };
-        records.create_index(name, path, None)?;
-    }
     for store in [records, meta] {
         store.create_index("seq", KeyPath::new_single("seq"), None)?;
         store.create_index("dirty", KeyPath::new_single("dirty"), None)?;
     }
     Ok(())
 }
-
-/// The listing indexes by soft-deleted state: `[deleted, column, id]` (`[deleted, id]` for the
-/// id order; tokens are unique, but the id keeps the key layout one shape).
-const STATE_ORDERS: [(&str, Option<&str>); 5] = [
-    ("state_created", Some("createdAt")),
-    ("state_updated", Some("updatedAt")),
-    ("state_expires", Some("expiresSort")),
-    ("state_token", Some("token")),
-    ("state_id", None),
-];
 
 /// Rows the upgrade reads per round trip.
 const UPGRADE_PAGE: u32 = 2_000;
@@ -1268,20 +1248,17 @@ impl Reader {
 }
 
 impl Reader {
-    /// A page of `filter` (which names no ids or tokens), read through the index that holds
-    /// its records in its order ([`exact_source`]). When that index holds exactly the filter's
-    /// records, the offset is one `advance` over index entries and `limit` records are read;
-    /// otherwise (`expiredOnly` in an order other than expiry) the walk reads each record of
-    /// the soft-deleted state in order and tests its expiry, until the page is full.
+    /// A page of `filter` (which names no ids or tokens), read through the index of its order.
+    /// When every record in that index (or range of it) is one the filter admits (it includes
+    /// soft-deleted records, or the store holds none of the state it leaves out, and
+    /// `expiredOnly` only with the expiry order), the offset is one `advance` over index
+    /// entries and `limit` records are read. Otherwise each record is read and tested, in
+    /// order, until the page is full (offsets across soft-deleted rows cost their records).
     async fn list(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
-        let exact = !filter.expired_only || filter.order_by == OrderBy::ExpiresAt;
-        let (index, query) = exact_source(
-            &RecordFilter {
-                expired_only: filter.expired_only && exact,
-                ..filter.clone()
-            },
-            now,
-        )?;
+        let by_expiry = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
+        let exact =
+            (!filter.expired_only || by_expiry) && self.holds_only(filter.soft_deleted).await?;
+        let (index, query) = order_source(filter.order_by, by_expiry.then_some(now))?;
         let direction = Some(if filter.descending {
             CursorDirection::Prev
         } else {
@@ -1329,6 +1306,31 @@ impl Reader {
             }
         }
         Ok(out)
+    }
+
+    /// Whether every record is of the soft-deleted state `state` admits (always, for both):
+    /// one count of the `deleted` index, for the state it leaves out.
+    async fn holds_only(&self, state: SoftDeleted) -> StorageResult<bool> {
+        Ok(match state {
+            SoftDeleted::Include => true,
+            SoftDeleted::Exclude => self.count_state(SoftDeleted::Only).await? == 0,
+            SoftDeleted::Only => self.count_state(SoftDeleted::Exclude).await? == 0,
+        })
+    }
+
+    /// How many records `state` admits, counted by the `deleted` index (or the store).
+    async fn count_state(&self, state: SoftDeleted) -> StorageResult<u32> {
+        let count = match state {
+            SoftDeleted::Include => self.records.count(None),
+            _ => self
+                .records
+                .index("deleted")
+                .map_err(idb_error("open the deleted index"))?
+                .count(Some(Query::from(JsValue::from_f64(f64::from(u8::from(
+                    state == SoftDeleted::Only,
+                )))))),
+        };
+        count.done("count records").await
     }
 
     fn identity_index(&self) -> StorageResult<idb::Index> {
@@ -1513,63 +1515,28 @@ impl Reader {
     }
 }
 
-/// The index (`None`: the store itself, in id order) and the range that hold the records of
-/// `filter`'s soft-deleted state in its order; only its expired ones at `now` when it asks for
-/// them, which only the expiry order can say (callers ask the others without `expiredOnly`).
-/// Filters naming ids or tokens are not asked.
-fn exact_source(
-    filter: &RecordFilter,
-    now: i64,
+/// The index that orders the records by `order` (`None`: the store itself, in id order),
+/// and with `expired_before` (the expiry order only) the range of the records expired then:
+/// expired means now > expiresAt, every key below [now] in the expiry index.
+fn order_source(
+    order: OrderBy,
+    expired_before: Option<i64>,
 ) -> StorageResult<(Option<&'static str>, Option<Query>)> {
-    let expired = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
-    if filter.soft_deleted == SoftDeleted::Include {
-        let name = match filter.order_by {
-            OrderBy::Id => None,
-            OrderBy::CreatedAt => Some("created"),
-            OrderBy::UpdatedAt => Some("updated"),
-            OrderBy::ExpiresAt => Some("expires"),
-            OrderBy::Token => Some("token"),
-        };
-        // Expired means now > expiresAt: every key below [now] in the expiry index.
-        let query = if expired {
-            Some(range(KeyRange::upper_bound(
-                &key_array_num(now),
-                Some(true),
-            ))?)
-        } else {
-            None
-        };
-        return Ok((name, query));
-    }
-    let flag = f64::from(u8::from(filter.soft_deleted == SoftDeleted::Only));
-    let name = match filter.order_by {
-        OrderBy::CreatedAt => "state_created",
-        OrderBy::UpdatedAt => "state_updated",
-        OrderBy::ExpiresAt => "state_expires",
-        OrderBy::Token => "state_token",
-        OrderBy::Id => "state_id",
+    let name = match order {
+        OrderBy::Id => None,
+        OrderBy::CreatedAt => Some("created"),
+        OrderBy::UpdatedAt => Some("updated"),
+        OrderBy::ExpiresAt => Some("expires"),
+        OrderBy::Token => Some("token"),
     };
-    let nums = |ns: &[f64]| -> JsValue {
-        ns.iter()
-            .map(|n| JsValue::from_f64(*n))
-            .collect::<Array>()
-            .into()
+    let query = match expired_before {
+        Some(now) => Some(range(KeyRange::upper_bound(
+            &key_array_num(now),
+            Some(true),
+        ))?),
+        None => None,
     };
-    // Every key of the state: from [flag] (below all its keys) up to [flag + 1]; the expired
-    // ones: up to [flag, now] (a key [flag, expiresSort, id] is below it exactly when
-    // expiresSort < now).
-    let upper = if expired {
-        nums(&[flag, now as f64])
-    } else {
-        nums(&[flag + 1.0])
-    };
-    let query = range(KeyRange::bound(
-        &nums(&[flag]),
-        &upper,
-        Some(false),
-        Some(true),
-    ))?;
-    Ok((Some(name), Some(query)))
+    Ok((name, query))
 }
 
 fn key_array_num(n: i64) -> JsValue {
@@ -1611,37 +1578,29 @@ impl Storage for IdbStorage {
         }
         if !filter.expired_only {
             // Counted by the index, without reading a single record.
-            let count = match filter.soft_deleted {
-                SoftDeleted::Include => r.records.count(None),
-                SoftDeleted::Exclude | SoftDeleted::Only => {
-                    let flag = if filter.soft_deleted == SoftDeleted::Only {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                    let index = r
-                        .records
-                        .index("deleted")
-                        .map_err(idb_error("open the deleted index"))?;
-                    index.count(Some(Query::from(JsValue::from_f64(flag))))
-                }
-            };
-            return Ok(u64::from(count.done("count records").await?));
+            return Ok(u64::from(r.count_state(filter.soft_deleted).await?));
         }
-        // Expired ones: the expiry range of the filter's state, counted by the index.
-        let by_expiry = RecordFilter {
+        // Expired ones: the expiry index's range, counted there when every record is of the
+        // filter's state; else the expired records, read.
+        if r.holds_only(filter.soft_deleted).await? {
+            let (index, query) = order_source(OrderBy::ExpiresAt, Some(now))?;
+            let count = r
+                .records
+                .index(index.unwrap_or("expires"))
+                .map_err(idb_error("open the expiry index"))?
+                .count(query)
+                .done("count expired records")
+                .await?;
+            return Ok(u64::from(count));
+        }
+        let expired = RecordFilter {
             order_by: OrderBy::ExpiresAt,
+            descending: false,
+            limit: None,
+            offset: 0,
             ..filter.clone()
         };
-        let (index, query) = exact_source(&by_expiry, now)?;
-        let count = r
-            .records
-            .index(index.unwrap_or("expires"))
-            .map_err(idb_error("open the expiry index"))?
-            .count(query)
-            .done("count expired records")
-            .await?;
-        Ok(u64::from(count))
+        Ok(r.list(&expired, now).await?.len() as u64)
     }
 
     async fn scan_records(
