@@ -75,6 +75,17 @@ export function lines(config, results) {
     add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + toArray + open/re-seal + bulkPut", compare("idb.rekeyRotate"));
     add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("idb.rekeyRotate"), limitGoal(1000, "< 1 s"));
   }
+  if (results["idb.listing"]) {
+    // Issue 16: a deep page costs about what the first one does.
+    const r = "chromium";
+    const n = 2 * n10k;
+    const [first, deep] = ["firstMs", "deepMs"].map((metric) => samples("idb.listing", "package", metric));
+    const figure = (list) => ({ package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show: ms });
+    add(r, `recordList({ limit: 20 }), ${count(n)}-record vault`, "—", figure(first));
+    add(r, `recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deep));
+    const growth = medianRatio(deep, first);
+    add(r, `offset ${count(n >> 1)} page ÷ first page`, "—", { package: growth.ratio, baseline: null, ratio: null, valueInterval: interval(growth), show: (v) => `${v.toFixed(2)}×` }, limitGoal(2, "≤ 2×", { isRatio: true }));
+  }
   if (results["node.sequentialCreate"]) {
     const r = "node";
     add(r, `${count(n10k)} × await tokenCreate`, "plain AES-GCM seal + Map.set, awaited one by one", compare("node.sequentialCreate", { show: throughput(n10k) }), ratioGoal(1.0));
