@@ -64,8 +64,12 @@ pub use token::{is_token, is_token_valid_length};
 pub use vault::{CreateOptions, Vault, VaultOptions};
 pub use vault::{RekeyObserver, RekeyOptions, SyncReport, SyncTransport};
 
-// talc rather than the standard dlmalloc: smaller in wasm (Cargo.toml). `new_global` is sound
-// because the engine runs single-threaded (no wasm threads are enabled), its one requirement.
+// talc rather than the standard dlmalloc: smaller in wasm (Cargo.toml). `AssumeUnlockable` is
+// sound because the engine runs single-threaded (no wasm threads are enabled). The heap grows
+// in large steps (wasm_alloc.rs), not a page at a time.
+#[cfg(target_arch = "wasm32")]
+mod wasm_alloc;
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };
+static ALLOCATOR: talc::Talck<talc::locking::AssumeUnlockable, wasm_alloc::GrowingHandler> =
+    talc::Talc::new(wasm_alloc::GrowingHandler::new()).lock();

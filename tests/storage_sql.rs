@@ -112,6 +112,7 @@ mod sql_only {
         assert_eq!(
             tables,
             [
+                "vaultstore_counts",
                 "vaultstore_guard",
                 "vaultstore_meta",
                 "vaultstore_records",
@@ -773,6 +774,7 @@ mod migration {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use vaultstore_wasm::platform::{Clock, Platform};
+    use vaultstore_wasm::query::{RecordFilter, SoftDeleted};
     use vaultstore_wasm::record::RecordRevs;
     use vaultstore_wasm::storage::sql::{
         SqlError, SqlExecutor, SqlStorage, SqlValue, Statement, sort_key,
@@ -1022,6 +1024,40 @@ mod migration {
             ),
             0
         );
+        // The maintained counts start as the records the upgrade found, in each namespace and
+        // soft-deleted state, and `recordCount` answers from them.
+        let real = "SELECT group_concat(ns || ':' || d || ':' || n, ' ') FROM (SELECT ns, \
+            soft_deleted_at IS NOT NULL AS d, count(*) AS n FROM vaultstore_records \
+            GROUP BY 1, 2 ORDER BY 1, 2)";
+        let kept = "SELECT group_concat(ns || ':' || deleted || ':' || n, ' ') FROM \
+            (SELECT * FROM vaultstore_counts WHERE n > 0 ORDER BY ns, deleted)";
+        let as_text =
+            |sql: &str| db.with(|c| c.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap());
+        assert_eq!(as_text(kept), as_text(real));
+        assert!(
+            as_text(kept).contains("vaultstore:1:"),
+            "the fixture has soft-deleted records"
+        );
+        for (filter, sql) in [
+            (SoftDeleted::Exclude, "soft_deleted_at IS NULL"),
+            (SoftDeleted::Only, "soft_deleted_at IS NOT NULL"),
+            (SoftDeleted::Include, "1"),
+        ] {
+            let filter = RecordFilter {
+                soft_deleted: filter,
+                ..RecordFilter::default()
+            };
+            assert_eq!(
+                block_on(storage.count_records(&filter, T0)).unwrap() as i64,
+                count(
+                    &db,
+                    &format!(
+                        "SELECT count(*) FROM vaultstore_records WHERE ns = 'vaultstore' AND {sql}"
+                    )
+                ),
+                "{filter:?}"
+            );
+        }
     }
 
     #[test]

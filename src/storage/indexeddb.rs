@@ -1277,63 +1277,94 @@ impl Reader {
         };
         Ok(Some(found.into_iter().flatten().collect()))
     }
+}
 
-    /// Walk the records in the filter's order through the index for it, calling `visit` on each
-    /// until it returns `false`. Memory stays bounded: one record at a time.
-    async fn walk(
-        &self,
-        filter: &RecordFilter,
-        now: i64,
-        mut visit: impl FnMut(Record) -> bool,
-    ) -> StorageResult<()> {
+impl Reader {
+    /// A page of `filter` (which names no ids or tokens), read through the index of its order.
+    /// When every record in that index (or range of it) is one the filter admits (it includes
+    /// soft-deleted records, or the store holds none of the state it leaves out, and
+    /// `expiredOnly` only with the expiry order), the offset is one `advance` over index
+    /// entries and `limit` records are read. Otherwise each record is read and tested, in
+    /// order, until the page is full (offsets across soft-deleted rows cost their records).
+    async fn list(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {
+        let by_expiry = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
+        let exact =
+            (!filter.expired_only || by_expiry) && self.holds_only(filter.soft_deleted).await?;
+        let (index, query) = order_source(filter.order_by, by_expiry.then_some(now))?;
         let direction = Some(if filter.descending {
             CursorDirection::Prev
         } else {
             CursorDirection::Next
         });
-        // Expired means now > expiresAt: every key below [now] in the expiry index, no other.
-        let expired_range = || range(KeyRange::upper_bound(&key_array_num(now), Some(true)));
-        let open = match filter.order_by {
-            OrderBy::Id => self.records.open_cursor(None, direction),
-            OrderBy::ExpiresAt if filter.expired_only => {
-                let index = self
-                    .records
-                    .index("expires")
-                    .map_err(idb_error("open the expiry index"))?;
-                index.open_cursor(Some(expired_range()?), direction)
-            }
-            order => {
-                let name = match order {
-                    OrderBy::CreatedAt => "created",
-                    OrderBy::UpdatedAt => "updated",
-                    OrderBy::ExpiresAt => "expires",
-                    _ => "token",
-                };
-                let index = self
-                    .records
-                    .index(name)
-                    .map_err(idb_error("open an ordering index"))?;
-                index.open_cursor(None, direction)
-            }
+        let open = match index {
+            None => self.records.open_cursor(query, direction),
+            Some(name) => self
+                .records
+                .index(name)
+                .map_err(idb_error("open a listing index"))?
+                .open_cursor(query, direction),
         };
-        let cursor = open.done("open a cursor").await?;
-        let Some(cursor) = cursor else { return Ok(()) };
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let Some(cursor) = open.done("open a cursor").await? else {
+            return Ok(out);
+        };
         let mut cursor = cursor.into_managed();
-        while let Some(value) = cursor.value().map_err(idb_error("read a cursor"))? {
-            let record = record_from_js(&value)?;
-            if filter.matches(&record, now) && !visit(record) {
-                break;
-            }
+        let mut skip = filter.offset;
+        if exact && skip > 0 {
+            // An offset past the end finishes the cursor: an empty page.
             cursor
-                .next(None)
+                .advance(u32::try_from(skip).unwrap_or(u32::MAX))
                 .await
-                .map_err(idb_error("advance a cursor"))?;
+                .map_err(idb_error("skip a page's offset"))?;
+            skip = 0;
         }
-        Ok(())
+        while out.len() < limit
+            && let Some(value) = cursor.value().map_err(idb_error("read a cursor"))?
+        {
+            let record = record_from_js(&value)?;
+            if exact || filter.matches(&record, now) {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    out.push(record);
+                }
+            }
+            if out.len() < limit {
+                cursor
+                    .next(None)
+                    .await
+                    .map_err(idb_error("advance a cursor"))?;
+            }
+        }
+        Ok(out)
     }
-}
 
-impl Reader {
+    /// Whether every record is of the soft-deleted state `state` admits (always, for both):
+    /// one count of the `deleted` index, for the state it leaves out.
+    async fn holds_only(&self, state: SoftDeleted) -> StorageResult<bool> {
+        Ok(match state {
+            SoftDeleted::Include => true,
+            SoftDeleted::Exclude => self.count_state(SoftDeleted::Only).await? == 0,
+            SoftDeleted::Only => self.count_state(SoftDeleted::Exclude).await? == 0,
+        })
+    }
+
+    /// How many records `state` admits, counted by the `deleted` index (or the store).
+    async fn count_state(&self, state: SoftDeleted) -> StorageResult<u32> {
+        let count = match state {
+            SoftDeleted::Include => self.records.count(None),
+            _ => self
+                .records
+                .index("deleted")
+                .map_err(idb_error("open the deleted index"))?
+                .count(Some(Query::from(JsValue::from_f64(f64::from(u8::from(
+                    state == SoftDeleted::Only,
+                )))))),
+        };
+        count.done("count records").await
+    }
+
     fn identity_index(&self) -> StorageResult<idb::Index> {
         self.records
             .index("identity")
@@ -1584,6 +1615,30 @@ impl Reader {
     }
 }
 
+/// The index that orders the records by `order` (`None`: the store itself, in id order),
+/// and with `expired_before` (the expiry order only) the range of the records expired then:
+/// expired means now > expiresAt, every key below [now] in the expiry index.
+fn order_source(
+    order: OrderBy,
+    expired_before: Option<i64>,
+) -> StorageResult<(Option<&'static str>, Option<Query>)> {
+    let name = match order {
+        OrderBy::Id => None,
+        OrderBy::CreatedAt => Some("created"),
+        OrderBy::UpdatedAt => Some("updated"),
+        OrderBy::ExpiresAt => Some("expires"),
+        OrderBy::Token => Some("token"),
+    };
+    let query = match expired_before {
+        Some(now) => Some(range(KeyRange::upper_bound(
+            &key_array_num(now),
+            Some(true),
+        ))?),
+        None => None,
+    };
+    Ok((name, query))
+}
+
 fn key_array_num(n: i64) -> JsValue {
     [JsValue::from_f64(n as f64)]
         .into_iter()
@@ -1613,19 +1668,7 @@ impl Storage for IdbStorage {
         if let Some(named) = r.named(filter).await? {
             return Ok(filter.apply(named, now));
         }
-        let mut skip = filter.offset;
-        let limit = filter.limit.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        r.walk(filter, now, |record| {
-            if skip > 0 {
-                skip -= 1;
-                return true;
-            }
-            out.push(record);
-            out.len() < limit
-        })
-        .await?;
-        Ok(out)
+        r.list(filter, now).await
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
@@ -1635,37 +1678,29 @@ impl Storage for IdbStorage {
         }
         if !filter.expired_only {
             // Counted by the index, without reading a single record.
-            let count = match filter.soft_deleted {
-                SoftDeleted::Include => r.records.count(None),
-                SoftDeleted::Exclude | SoftDeleted::Only => {
-                    let flag = if filter.soft_deleted == SoftDeleted::Only {
-                        1.0
-                    } else {
-                        0.0
-                    };
-                    let index = r
-                        .records
-                        .index("deleted")
-                        .map_err(idb_error("open the deleted index"))?;
-                    index.count(Some(Query::from(JsValue::from_f64(flag))))
-                }
-            };
-            return Ok(u64::from(count.done("count records").await?));
+            return Ok(u64::from(r.count_state(filter.soft_deleted).await?));
         }
-        let mut n = 0u64;
-        let walk = RecordFilter {
+        // Expired ones: the expiry index's range, counted there when every record is of the
+        // filter's state; else the expired records, read.
+        if r.holds_only(filter.soft_deleted).await? {
+            let (index, query) = order_source(OrderBy::ExpiresAt, Some(now))?;
+            let count = r
+                .records
+                .index(index.unwrap_or("expires"))
+                .map_err(idb_error("open the expiry index"))?
+                .count(query)
+                .done("count expired records")
+                .await?;
+            return Ok(u64::from(count));
+        }
+        let expired = RecordFilter {
             order_by: OrderBy::ExpiresAt,
             descending: false,
             limit: None,
             offset: 0,
             ..filter.clone()
         };
-        r.walk(&walk, now, |_| {
-            n += 1;
-            true
-        })
-        .await?;
-        Ok(n)
+        Ok(r.list(&expired, now).await?.len() as u64)
     }
 
     async fn scan_records(

@@ -19,6 +19,12 @@
 //! | `changes`      | seq                                    | the row key of the row (live or tombstone) holding it: the change feed |
 //! | `dirty`        | dirty mark                             | the row key of the dirty row                 |
 //!
+//! Next to the tables, in memory only, the store keeps listing indexes of `records` (module
+//! `listing`): each order `recordList` offers, for live and for soft-deleted records, kept by
+//! every write and by the undo log. A page costs its offset in index steps plus one keyed read
+//! per record of the page; `recordCount` is O(1) but for `expiredOnly` (one step per expired
+//! record). The module's docs list every query's cost, including the ones that are not O(page).
+//!
 //! A **row key** names one replicated row, live or gone: `("r", id)` for a record,
 //! `("m", object_type, object_id, key)` for a meta row. Composite keys are order-preserving byte
 //! strings (see [`tuple`]), so "every row of one object", "every object holding this value" and
@@ -83,10 +89,16 @@ const RECORD_ROW: &str = "r";
 /// The first element of a meta row's row key.
 const META_ROW: &str = "m";
 
-/// One open database and the store's seq counter (the last seq given out).
+mod listing;
+
+use listing::{JsStr, Listed, Listing};
+
+/// One open database, the store's seq counter (the last seq given out) and the listing indexes
+/// of its `records` table.
 struct Db {
     engine: MemoryStorage,
     last_seq: u64,
+    listing: Listing,
 }
 
 /// The GlueSQL in-memory backend. Each instance is its own database: two never share state.
@@ -265,6 +277,35 @@ fn record_row(r: &Record, feed: Feed) -> Vec<Value> {
         seq,
         dirty,
     ]
+}
+
+/// A `records` row's order columns, for the listing indexes.
+fn listed_from(row: &[Value]) -> StorageResult<Listed> {
+    let [
+        token,
+        id,
+        _,
+        created_at,
+        updated_at,
+        expires_at,
+        soft_deleted_at,
+        ..,
+    ] = row
+    else {
+        return Err(backend("records row has the wrong number of columns"));
+    };
+    let js = |v: &Value| match v {
+        Value::Str(s) => Ok(JsStr::new(s)),
+        other => Err(backend(format!("expected text, found {other:?}"))),
+    };
+    Ok(Listed {
+        id: js(id)?,
+        token: js(token)?,
+        created_at: int(created_at)?,
+        updated_at: int(updated_at)?,
+        expires_at: opt_int(expires_at)?.unwrap_or(i64::MAX),
+        soft_deleted: !matches!(soft_deleted_at, Value::Null),
+    })
 }
 
 fn record_from(row: &[Value]) -> StorageResult<(Record, Feed)> {
@@ -656,7 +697,17 @@ impl Tx<'_> {
         self.raw_put(table, key, row)
     }
 
+    /// Write or delete one row; a `records` row moves its listing index entries along (this is
+    /// also how a rollback's restores put them back).
     fn raw_put(&mut self, table: &str, key: Key, row: Option<Vec<Value>>) -> StorageResult<()> {
+        if table == RECORDS {
+            let old = self
+                .get(RECORDS, &key)
+                .map(|row| listed_from(row))
+                .transpose()?;
+            let new = row.as_deref().map(listed_from).transpose()?;
+            self.db.listing.replace(old.as_ref(), new.as_ref());
+        }
         match row {
             Some(row) => self.db.engine.insert_data(table, vec![(key, row)]),
             None => self.db.engine.delete_data(table, vec![key]),
@@ -1156,6 +1207,7 @@ impl GlueMemoryStorage {
             db: Mutex::new(Some(Db {
                 engine,
                 last_seq: 0,
+                listing: Listing::default(),
             })),
         })
     }
@@ -1199,23 +1251,44 @@ impl Storage for GlueMemoryStorage {
                 let found = ids.iter().map(|id| tx.record_by_id(id));
                 return Ok(filter.apply(collect_found(found)?, now));
             }
-            let records = tx
-                .all_rows(RECORDS)
-                .map(|row| record_from(row).map(|(record, _)| record))
-                .collect::<StorageResult<Vec<_>>>()?;
-            Ok(filter.apply(records, now))
+            // The listing indexes give the order; see `listing` for what each query costs.
+            let limit = filter.limit.unwrap_or(usize::MAX);
+            let ids = tx.db.listing.ids(filter, now);
+            let listed = |id: &str| {
+                tx.record_by_id(id)?
+                    .ok_or_else(|| backend("a listing index names a missing record"))
+            };
+            if Listing::exact(filter) {
+                return ids.skip(filter.offset).take(limit).map(listed).collect();
+            }
+            let mut page = Vec::new();
+            let mut skip = filter.offset;
+            for id in ids {
+                if page.len() >= limit {
+                    break;
+                }
+                let record = listed(id)?;
+                if !filter.matches(&record, now) {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    page.push(record);
+                }
+            }
+            Ok(page)
         })
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
         self.with(|tx| {
-            let mut n = 0u64;
-            for row in tx.all_rows(RECORDS) {
-                if filter.matches(&record_from(row)?.0, now) {
-                    n += 1;
-                }
-            }
-            Ok(n)
+            let named = match (filter.candidate_tokens(), filter.candidate_ids()) {
+                (Some(tokens), _) => collect_found(tokens.iter().map(|t| tx.record_by_token(t)))?,
+                (None, Some(ids)) => collect_found(ids.iter().map(|id| tx.record_by_id(id)))?,
+                (None, None) => return Ok(tx.db.listing.count(filter, now)),
+            };
+            Ok(named.iter().filter(|r| filter.matches(r, now)).count() as u64)
         })
     }
 

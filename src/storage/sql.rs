@@ -274,6 +274,36 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE INDEX vaultstore_tombstones_seq ON vaultstore_tombstones (ns, seq)",
     "CREATE INDEX vaultstore_tombstones_dirty ON vaultstore_tombstones (ns, dirty)
         WHERE dirty IS NOT NULL",
+    // How many records a namespace holds, live (deleted 0) and soft-deleted (1): `recordCount`
+    // reads one or two rows instead of counting an index. Counted once here, then kept by
+    // triggers, so every statement that inserts, deletes or soft-deletes/restores a record
+    // (whatever `sql/write.rs` sends, upserts included) moves the count in the same statement.
+    "CREATE TABLE vaultstore_counts (
+        ns TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (ns, deleted)
+    )",
+    "INSERT INTO vaultstore_counts (ns, deleted, n)
+    SELECT ns, soft_deleted_at IS NOT NULL, count(*) FROM vaultstore_records GROUP BY 1, 2",
+    "CREATE TRIGGER vaultstore_counts_insert AFTER INSERT ON vaultstore_records BEGIN
+        INSERT INTO vaultstore_counts (ns, deleted, n)
+        VALUES (NEW.ns, NEW.soft_deleted_at IS NOT NULL, 1)
+        ON CONFLICT (ns, deleted) DO UPDATE SET n = n + 1;
+    END",
+    "CREATE TRIGGER vaultstore_counts_delete AFTER DELETE ON vaultstore_records BEGIN
+        UPDATE vaultstore_counts SET n = n - 1
+        WHERE ns = OLD.ns AND deleted = (OLD.soft_deleted_at IS NOT NULL);
+    END",
+    "CREATE TRIGGER vaultstore_counts_update AFTER UPDATE OF ns, soft_deleted_at ON vaultstore_records
+    WHEN OLD.ns IS NOT NEW.ns OR (OLD.soft_deleted_at IS NULL) <> (NEW.soft_deleted_at IS NULL)
+    BEGIN
+        UPDATE vaultstore_counts SET n = n - 1
+        WHERE ns = OLD.ns AND deleted = (OLD.soft_deleted_at IS NOT NULL);
+        INSERT INTO vaultstore_counts (ns, deleted, n)
+        VALUES (NEW.ns, NEW.soft_deleted_at IS NOT NULL, 1)
+        ON CONFLICT (ns, deleted) DO UPDATE SET n = n + 1;
+    END",
 ]];
 
 const SET_VERSION: &str = "INSERT INTO vaultstore_schema (id, version) VALUES (1, ?1)
@@ -960,6 +990,22 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
+        let named = filter.candidate_tokens().is_some() || filter.candidate_ids().is_some();
+        if !named && !filter.expired_only {
+            // The maintained counts (`vaultstore_counts`): one row per soft-deleted state.
+            let deleted = match filter.soft_deleted {
+                SoftDeleted::Exclude => "deleted = 0",
+                SoftDeleted::Only => "deleted = 1",
+                SoftDeleted::Include => "deleted IN (0, 1)",
+            };
+            let sql = format!(
+                "SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND {deleted}"
+            );
+            return count_from(
+                self.all("count records", &sql, vec![self.ns.as_str().into()])
+                    .await?,
+            );
+        }
         let Some((from, params)) = select_from(&self.ns, filter, now) else {
             let named = self.named_in_chunks(filter).await?;
             return Ok(named.iter().filter(|r| filter.matches(r, now)).count() as u64);

@@ -121,7 +121,7 @@ if (runs("chromium") || runs("sync")) {
   });
   try {
     if (runs("chromium")) console.log(`\n▶ Chromium, IndexedDB (${config.rounds} rounds per row, one page per row)`);
-    for (const row of (runs("chromium") ? ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate"] : []).filter(wanted)) {
+    for (const row of (runs("chromium") ? ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate", "listing"] : []).filter(wanted)) {
       const page = await context.newPage();
       page.on("pageerror", (error) => console.error("page error:", error));
       await page.goto(`${server.url}/page.html`);
@@ -157,7 +157,7 @@ if (rowFilter) {
   // A partial run (while optimising one path): medians only, no report.
   const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
   for (const [row, sides] of Object.entries(results)) {
-    const medians = Object.entries(sides).filter(([, samples]) => Array.isArray(samples)).map(([side, samples]) => `${side} ${median(samples.map((x) => x.ms ?? x.p50Big)).toFixed(1)}`);
+    const medians = Object.entries(sides).filter(([, samples]) => Array.isArray(samples)).map(([side, samples]) => `${side} ${median(samples.map((x) => x.ms ?? x.p50Big ?? x.deepMs)).toFixed(1)}`);
     console.log(`${row}: ${medians.join(", ")}`);
   }
   console.log(`\n${tables(config, results, quick)}`);

@@ -210,5 +210,45 @@ const rows = {
   },
 };
 
+/** How many times each listing call is timed; its figure is the median. */
+const LISTING_CALLS = 9;
+
+async function medianCall(call, check) {
+  const samples = [];
+  for (let i = 0; i < LISTING_CALLS; i++) {
+    let answer;
+    samples.push(await time(async () => {
+      answer = await call();
+    }));
+    check(answer);
+  }
+  samples.sort((a, b) => a - b);
+  return samples[samples.length >> 1];
+}
+
+/**
+ * Issue 16: a page deep in an IndexedDB vault (offset n/2 of n = 2 × records10k) against the
+ * first page, each `recordList({ limit: 20 })` checked against one listing of the whole vault.
+ */
+rows.listing = {
+  async package(config) {
+    const PAGE = 20;
+    const count = 2 * config.records10k;
+    const handle = await unlockedVault(config);
+    const tokens = [];
+    for (let i = 0; i < count; i += config.chunk) {
+      tokens.push(...(await handle.vault.tokensCreate(values(Math.min(config.chunk, count - i)), PASSWORD)));
+    }
+    const everything = (await handle.vault.recordList()).map((r) => r.token);
+    expectEqual([...everything].sort(), [...tokens].sort(), "recordList() lists the vault's tokens");
+    const deep = count >> 1;
+    const page = (offset) => (records) => expectEqual(records.map((r) => r.token), everything.slice(offset, offset + PAGE), `recordList page at offset ${offset}`);
+    const firstMs = await medianCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
+    const deepMs = await medianCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
+    await dropVault(handle);
+    return { firstMs, deepMs };
+  },
+};
+
 window.bench = (row, side, config) => rows[row][side](config);
 window.benchRows = Object.fromEntries(Object.entries(rows).map(([row, sides]) => [row, Object.keys(sides)]));

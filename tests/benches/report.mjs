@@ -75,6 +75,17 @@ export function lines(config, results) {
     add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + toArray + open/re-seal + bulkPut", compare("idb.rekeyRotate"));
     add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("idb.rekeyRotate"), limitGoal(1000, "< 1 s"));
   }
+  if (results["idb.listing"]) {
+    // Issue 16: a deep page costs about what the first one does.
+    const r = "chromium";
+    const n = 2 * n10k;
+    const [first, deep] = ["firstMs", "deepMs"].map((metric) => samples("idb.listing", "package", metric));
+    const figure = (list) => ({ package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show: ms });
+    add(r, `recordList({ limit: 20 }), ${count(n)}-record vault`, "—", figure(first));
+    add(r, `recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deep));
+    const growth = medianRatio(deep, first);
+    add(r, `offset ${count(n >> 1)} page ÷ first page`, "—", { package: growth.ratio, baseline: null, ratio: null, valueInterval: interval(growth), show: (v) => `${v.toFixed(2)}×` }, limitGoal(2, "≤ 2×", { isRatio: true }));
+  }
   if (results["node.sequentialCreate"]) {
     const r = "node";
     add(r, `${count(n10k)} × await tokenCreate`, "plain AES-GCM seal + Map.set, awaited one by one", compare("node.sequentialCreate", { show: throughput(n10k) }), ratioGoal(1.0));
@@ -92,6 +103,14 @@ export function lines(config, results) {
       const growth = medianRatio(latency("package", "p50Big"), latency("package", "p50Small"));
       const baseGrowth = med("node.readLatency", "baseline", "p50Big") / med("node.readLatency", "baseline", "p50Small");
       add(r, `p50 at ${count(n100k)} ÷ p50 at ${count(n1k)}`, "the same", { package: growth.ratio, baseline: baseGrowth, ratio: null, valueInterval: interval(growth), show: (v) => `${v.toFixed(2)}×` }, limitGoal(1.5, "≤ 1.5×", { isRatio: true }));
+      // Issue 16: a page and a count cost the page, not the vault.
+      const figure = (metric) => {
+        const list = samples("node.readLatency", "package", metric);
+        return list.every((v) => v !== undefined) && { package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show: ms };
+      };
+      add(r, `recordList({ limit: 20 }), ${count(n100k)}-record vault`, "—", figure("listFirstMs"), limitGoal(1, "< 1 ms"));
+      add(r, `recordList({ limit: 20, offset: ${count(n100k >> 1)} })`, "—", figure("listDeepMs"), limitGoal(1, "< 1 ms"));
+      add(r, `recordCount(), ${count(n100k)}-record vault`, "—", figure("countMs"), limitGoal(1, "< 1 ms"));
       const build = samples("node.readLatency", "package", "buildMs");
       add(r, `build a ${count(n100k)}-record vault (tokensCreate × ${count(config.chunk)})`, "—", { package: median(build), baseline: null, ratio: null, valueInterval: interval(medianInterval(build)), show: ms }, limitGoal(5000, "< 5 s"));
     }

@@ -1647,6 +1647,269 @@ pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
     }
 }
 
+/// Pages in every order and soft-deleted state, with offsets that cross soft-deleted rows, and
+/// the counts of each state: what backends serve from indexes or counters must agree with the
+/// shared filter over every record the store holds (read by scanning, which uses neither).
+async fn listings_agree(s: &dyn Storage, step: &str) {
+    let (all, _) = dump(s).await;
+    let mut filters = query_filters();
+    for order_by in [
+        OrderBy::CreatedAt,
+        OrderBy::UpdatedAt,
+        OrderBy::ExpiresAt,
+        OrderBy::Token,
+        OrderBy::Id,
+    ] {
+        for descending in [true, false] {
+            for soft_deleted in [
+                SoftDeleted::Exclude,
+                SoftDeleted::Include,
+                SoftDeleted::Only,
+            ] {
+                for (offset, limit, expired_only) in [
+                    (0, Some(4), false),
+                    (5, Some(3), false),
+                    (17, None, false),
+                    (1, Some(2), true),
+                ] {
+                    filters.push(RecordFilter {
+                        order_by,
+                        descending,
+                        soft_deleted,
+                        offset,
+                        limit,
+                        expired_only,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    for filter in filters {
+        let expected = filter.apply(all.clone(), NOW);
+        let got = s.query_records(&filter, NOW).await.unwrap();
+        assert_eq!(
+            got.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            expected.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            "after {step}: {filter:?}"
+        );
+        assert_eq!(got, expected, "after {step}: {filter:?}");
+        let unpaged = RecordFilter {
+            limit: None,
+            offset: 0,
+            ..filter.clone()
+        };
+        assert_eq!(
+            s.count_records(&unpaged, NOW).await.unwrap() as usize,
+            unpaged.apply(all.clone(), NOW).len(),
+            "count after {step}: {filter:?}"
+        );
+    }
+}
+
+/// Listings and counts follow every kind of write: soft deletes and restores, deletes, renewals
+/// into and out of expiry, re-seals (a rekey), a merge's versions (sync), a batch that failed
+/// and was rolled back, and clearing the store.
+pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
+    let all = query_fixture();
+    s.apply(
+        stamp(),
+        all.iter().cloned().map(WriteOp::InsertRecord).collect(),
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "insert").await;
+    let soft = |id: &str, at: i64| {
+        change(
+            id,
+            RecordChange::SoftDelete {
+                if_expired_at: None,
+            },
+            at,
+        )
+    };
+    write(
+        &s,
+        vec![
+            soft("id01", NOW + 5),
+            soft("id02", NOW + 6),
+            soft("id03", NOW + 7),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.count_records(&RecordFilter::default(), NOW)
+            .await
+            .unwrap(),
+        // 43 records, 8 of them soft-deleted by the fixture, 3 more here.
+        43 - 8 - 3
+    );
+    listings_agree(&s, "soft delete").await;
+    // id00 and id35 were soft-deleted by the fixture.
+    write(
+        &s,
+        vec![
+            change("id00", RecordChange::Restore, NOW + 8),
+            change("id02", RecordChange::Restore, NOW + 9),
+        ],
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "restore").await;
+    write(
+        &s,
+        vec![delete("id04"), delete("id35"), delete("id\u{1f600}")],
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "delete").await;
+    let renew = |id: &str, expires_at: Option<i64>| {
+        change(id, RecordChange::Renew { expires_at }, NOW + 10)
+    };
+    write(
+        &s,
+        vec![
+            renew("id05", Some(NOW - 100)),
+            renew("id06", None),
+            renew("id07", Some(NOW + 1)),
+        ],
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "renew").await;
+    let id08 = get_id(&s, "id08").await.unwrap();
+    let id09 = get_id(&s, "id09").await.unwrap();
+    write(
+        &s,
+        vec![
+            reseal(
+                "id08",
+                &id08.value,
+                &format!("{VALUE}rekeyed8"),
+                Some("p_1"),
+                NOW + 20,
+            ),
+            reseal(
+                "id09",
+                &id09.value,
+                &format!("{VALUE}rekeyed9"),
+                None,
+                NOW + 21,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "rekey").await;
+    // A merge: a new record, one changed under its id (another token, soft-deleted, expired),
+    // one live again over its tombstone, and one gone.
+    let mut arrived = record("id_new", "tk_new");
+    arrived.created_at = NOW - 2000;
+    let mut changed = get_id(&s, "id10").await.unwrap();
+    changed.token = "tk_10_moved".into();
+    changed.soft_deleted_at = Some(NOW - 1);
+    changed.expires_at = Some(NOW - 50);
+    changed.updated_at = NOW + 30;
+    let mut back = record("id04", "tk_back");
+    back.created_at = NOW - 3;
+    let gone = stamp();
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutVersion {
+                row: live_row(&arrived),
+                dirty: false,
+            },
+            WriteOp::PutVersion {
+                row: live_row(&changed),
+                dirty: false,
+            },
+            WriteOp::PutVersion {
+                row: live_row(&back),
+                dirty: false,
+            },
+            WriteOp::PutVersion {
+                row: gone_record("id11", gone),
+                dirty: false,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    listings_agree(&s, "sync apply").await;
+    // Every kind of write, then a failure: the batch leaves listings and counts as they were.
+    let before = everything(&s).await;
+    let id12 = get_id(&s, "id12").await.unwrap();
+    let failed = s
+        .apply(
+            stamp(),
+            vec![
+                WriteOp::InsertRecord(record("id_failed", "tk_failed")),
+                soft("id13", NOW + 40),
+                change("id01", RecordChange::Restore, NOW + 40),
+                delete("id14"),
+                renew("id15", Some(NOW - 7)),
+                reseal(
+                    "id12",
+                    &id12.value,
+                    &format!("{VALUE}x"),
+                    Some("p_2"),
+                    NOW + 40,
+                ),
+                WriteOp::PutVersion {
+                    row: live_row(&record("id16", "tk_16_moved")),
+                    dirty: true,
+                },
+                WriteOp::PutVersion {
+                    row: gone_record("id17", stamp()),
+                    dirty: true,
+                },
+                WriteOp::InsertRecord(record("id_dup", "tk_new")),
+            ],
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(StorageError::TokenTaken(_))),
+        "{failed:?}"
+    );
+    assert_eq!(everything(&s).await, before);
+    listings_agree(&s, "a failed batch").await;
+    write(&s, vec![WriteOp::ClearAll]).await.unwrap();
+    listings_agree(&s, "clear all").await;
+    for soft_deleted in [
+        SoftDeleted::Exclude,
+        SoftDeleted::Include,
+        SoftDeleted::Only,
+    ] {
+        let filter = RecordFilter {
+            soft_deleted,
+            ..Default::default()
+        };
+        assert_eq!(s.count_records(&filter, NOW).await.unwrap(), 0);
+        assert!(s.query_records(&filter, NOW).await.unwrap().is_empty());
+    }
+    // A store without soft-deleted records (backends may page live records through the
+    // order's own index then), and one without live ones.
+    let live: Vec<Record> = all
+        .iter()
+        .cloned()
+        .map(|r| Record {
+            soft_deleted_at: None,
+            ..r
+        })
+        .collect();
+    write(&s, live.into_iter().map(WriteOp::InsertRecord).collect())
+        .await
+        .unwrap();
+    listings_agree(&s, "only live records").await;
+    let ids: Vec<String> = all.iter().map(|r| r.id.clone()).collect();
+    write(&s, ids.iter().map(|id| soft(id, NOW + 50)).collect())
+        .await
+        .unwrap();
+    listings_agree(&s, "only soft-deleted records").await;
+}
+
 pub async fn scans_page_through_everything_once(s: impl Storage) {
     let mut batch = Vec::new();
     let mut ids = Vec::new();
@@ -4121,6 +4384,7 @@ macro_rules! conformance_cases {
             failed_batches_change_nothing,
             expect_empty_and_clear_all,
             queries_agree_with_the_shared_filter,
+            listings_and_counts_follow_every_write,
             scans_page_through_everything_once,
             bulk_reads_and_writes_answer_as_single_ones,
             set_based_purges_take_exactly_the_expired,
