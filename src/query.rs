@@ -17,6 +17,15 @@ pub enum OrderBy {
 }
 
 impl OrderBy {
+    /// Every order a listing offers.
+    pub const ALL: [OrderBy; 5] = [
+        OrderBy::CreatedAt,
+        OrderBy::UpdatedAt,
+        OrderBy::ExpiresAt,
+        OrderBy::Token,
+        OrderBy::Id,
+    ];
+
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
             "created_at" => OrderBy::CreatedAt,

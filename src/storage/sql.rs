@@ -1936,13 +1936,7 @@ mod tests {
             })
         };
         let mut ordered = Vec::new();
-        for order_by in [
-            OrderBy::CreatedAt,
-            OrderBy::UpdatedAt,
-            OrderBy::ExpiresAt,
-            OrderBy::Token,
-            OrderBy::Id,
-        ] {
+        for order_by in OrderBy::ALL {
             for soft_deleted in [
                 SoftDeleted::Exclude,
                 SoftDeleted::Include,

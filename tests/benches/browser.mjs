@@ -5,7 +5,7 @@
 import Dexie from "dexie";
 import { Vault } from "vaultstore-wasm";
 import { hkdf, newRecord, newSalt, newToken, pbkdf2 } from "./baselines.mjs";
-import { NEW_PASSWORD, PASSWORD, expectEqual, time, values } from "./protocol.mjs";
+import { NEW_PASSWORD, PASSWORD, expectEqual, medianCall, time, values } from "./protocol.mjs";
 
 const uniqueName = (side) => `bench-${side}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
 
@@ -213,18 +213,8 @@ const rows = {
 /** How many times each listing call is timed; its figure is the median. */
 const LISTING_CALLS = 9;
 
-async function medianCall(call, check) {
-  const samples = [];
-  for (let i = 0; i < LISTING_CALLS; i++) {
-    let answer;
-    samples.push(await time(async () => {
-      answer = await call();
-    }));
-    check(answer);
-  }
-  samples.sort((a, b) => a - b);
-  return samples[samples.length >> 1];
-}
+/** The median of LISTING_CALLS timings of `call`, each answer checked by `check`. */
+const listingCall = (call, check) => medianCall(LISTING_CALLS, call, check);
 
 /**
  * Issue 16: a page deep in an IndexedDB vault (offset n/2 of n = 2 × records10k) against the
@@ -243,8 +233,8 @@ rows.listing = {
     expectEqual([...everything].sort(), [...tokens].sort(), "recordList() lists the vault's tokens");
     const deep = count >> 1;
     const page = (offset) => (records) => expectEqual(records.map((r) => r.token), everything.slice(offset, offset + PAGE), `recordList page at offset ${offset}`);
-    const firstMs = await medianCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
-    const deepMs = await medianCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
+    const firstMs = await listingCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
+    const deepMs = await listingCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
     await dropVault(handle);
     return { firstMs, deepMs };
   },

@@ -9,7 +9,7 @@
 import { Vault } from "vaultstore-wasm";
 import { hkdf, newRecord, newSalt, newToken, pbkdf2, plain } from "./baselines.mjs";
 import { crossCheck, nodeHkdf, nodePlain } from "./baselines-node.mjs";
-import { NEW_PASSWORD, PASSWORD, alternate, expectEqual, median, seedOf, time, values } from "./protocol.mjs";
+import { NEW_PASSWORD, PASSWORD, alternate, expectEqual, median, medianCall, seedOf, time, values } from "./protocol.mjs";
 
 const [row, configJson] = process.argv.slice(2);
 const config = JSON.parse(configJson);
@@ -375,17 +375,7 @@ const rows = {
 const LISTING_CALLS = 15;
 
 /** The median of LISTING_CALLS timings of `call`, each answer checked by `check`. */
-async function medianCall(call, check) {
-  const samples = [];
-  for (let i = 0; i < LISTING_CALLS; i++) {
-    let answer;
-    samples.push(await time(async () => {
-      answer = await call();
-    }));
-    check(answer);
-  }
-  return median(samples);
-}
+const listingCall = (call, check) => medianCall(LISTING_CALLS, call, check);
 
 /**
  * A first page (`recordList({ limit: 20 })`), a page half-way down (`offset` n/2) and
@@ -400,9 +390,9 @@ async function listingMs(vault, tokens) {
   expectEqual([...everything].sort(), [...tokens].sort(), "recordList() lists the vault's tokens");
   const page = (offset) => (records) => expectEqual(records.map((r) => r.token), everything.slice(offset, offset + PAGE), `recordList page at offset ${offset}`);
   return {
-    listFirstMs: await medianCall(() => vault.recordList({ limit: PAGE }), page(0)),
-    listDeepMs: await medianCall(() => vault.recordList({ limit: PAGE, offset: deep }), page(deep)),
-    countMs: await medianCall(() => vault.recordCount(), (n) => expectEqual(n, tokens.length, "package record count")),
+    listFirstMs: await listingCall(() => vault.recordList({ limit: PAGE }), page(0)),
+    listDeepMs: await listingCall(() => vault.recordList({ limit: PAGE, offset: deep }), page(deep)),
+    countMs: await listingCall(() => vault.recordCount(), (n) => expectEqual(n, tokens.length, "package record count")),
   };
 }
 

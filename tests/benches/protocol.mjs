@@ -119,3 +119,16 @@ export function expectEqual(actual, expected, what) {
   const e = JSON.stringify(expected);
   if (a !== e) throw new Error(`${what}: expected ${e.slice(0, 200)}, got ${a.slice(0, 200)}`);
 }
+
+/** The median of `calls` timings of `call`, each answer checked by `check` (a listing row's figure). */
+export async function medianCall(calls, call, check) {
+  const samples = [];
+  for (let i = 0; i < calls; i++) {
+    let answer;
+    samples.push(await time(async () => {
+      answer = await call();
+    }));
+    check(answer);
+  }
+  return median(samples);
+}

@@ -1513,13 +1513,7 @@ pub fn query_fixture() -> Vec<Record> {
 
 pub fn query_filters() -> Vec<RecordFilter> {
     let mut filters = Vec::new();
-    for order_by in [
-        OrderBy::CreatedAt,
-        OrderBy::UpdatedAt,
-        OrderBy::ExpiresAt,
-        OrderBy::Token,
-        OrderBy::Id,
-    ] {
+    for order_by in OrderBy::ALL {
         for descending in [true, false] {
             filters.push(RecordFilter {
                 order_by,
@@ -1616,7 +1610,8 @@ pub fn query_filters() -> Vec<RecordFilter> {
     filters
 }
 
-pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
+/// The [`query_fixture`] records, inserted in one batch.
+async fn insert_fixture(s: &dyn Storage) -> Vec<Record> {
     let all = query_fixture();
     s.apply(
         stamp(),
@@ -1624,27 +1619,37 @@ pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
     )
     .await
     .unwrap();
+    all
+}
+
+pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
+    let all = insert_fixture(&s).await;
     for filter in query_filters() {
-        let expected = filter.apply(all.clone(), NOW);
-        let got = s.query_records(&filter, NOW).await.unwrap();
-        assert_eq!(
-            got.iter().map(|r| &r.id).collect::<Vec<_>>(),
-            expected.iter().map(|r| &r.id).collect::<Vec<_>>(),
-            "{filter:?}"
-        );
-        assert_eq!(got, expected, "{filter:?}");
-        let unpaged = RecordFilter {
-            limit: None,
-            offset: 0,
-            ..filter.clone()
-        };
-        let count = s.count_records(&filter, NOW).await.unwrap();
-        assert_eq!(
-            count as usize,
-            unpaged.apply(all.clone(), NOW).len(),
-            "count ignores paging: {filter:?}"
-        );
+        assert_query_agrees(&s, &all, &filter, "inserting the fixture").await;
     }
+}
+
+/// `filter`'s page and count from `s` are what the shared filter makes of `all` (every record
+/// the store holds): the same records in the same order, and a count that ignores paging.
+async fn assert_query_agrees(s: &dyn Storage, all: &[Record], filter: &RecordFilter, step: &str) {
+    let expected = filter.apply(all.to_vec(), NOW);
+    let got = s.query_records(filter, NOW).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        expected.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        "after {step}: {filter:?}"
+    );
+    assert_eq!(got, expected, "after {step}: {filter:?}");
+    let unpaged = RecordFilter {
+        limit: None,
+        offset: 0,
+        ..filter.clone()
+    };
+    assert_eq!(
+        s.count_records(filter, NOW).await.unwrap() as usize,
+        unpaged.apply(all.to_vec(), NOW).len(),
+        "count after {step} ignores paging: {filter:?}"
+    );
 }
 
 /// Pages in every order and soft-deleted state, with offsets that cross soft-deleted rows, and
@@ -1653,13 +1658,7 @@ pub async fn queries_agree_with_the_shared_filter(s: impl Storage) {
 async fn listings_agree(s: &dyn Storage, step: &str) {
     let (all, _) = dump(s).await;
     let mut filters = query_filters();
-    for order_by in [
-        OrderBy::CreatedAt,
-        OrderBy::UpdatedAt,
-        OrderBy::ExpiresAt,
-        OrderBy::Token,
-        OrderBy::Id,
-    ] {
+    for order_by in OrderBy::ALL {
         for descending in [true, false] {
             for soft_deleted in [
                 SoftDeleted::Exclude,
@@ -1686,24 +1685,7 @@ async fn listings_agree(s: &dyn Storage, step: &str) {
         }
     }
     for filter in filters {
-        let expected = filter.apply(all.clone(), NOW);
-        let got = s.query_records(&filter, NOW).await.unwrap();
-        assert_eq!(
-            got.iter().map(|r| &r.id).collect::<Vec<_>>(),
-            expected.iter().map(|r| &r.id).collect::<Vec<_>>(),
-            "after {step}: {filter:?}"
-        );
-        assert_eq!(got, expected, "after {step}: {filter:?}");
-        let unpaged = RecordFilter {
-            limit: None,
-            offset: 0,
-            ..filter.clone()
-        };
-        assert_eq!(
-            s.count_records(&unpaged, NOW).await.unwrap() as usize,
-            unpaged.apply(all.clone(), NOW).len(),
-            "count after {step}: {filter:?}"
-        );
+        assert_query_agrees(s, &all, &filter, step).await;
     }
 }
 
@@ -1711,13 +1693,7 @@ async fn listings_agree(s: &dyn Storage, step: &str) {
 /// into and out of expiry, re-seals (a rekey), a merge's versions (sync), a batch that failed
 /// and was rolled back, and clearing the store.
 pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
-    let all = query_fixture();
-    s.apply(
-        stamp(),
-        all.iter().cloned().map(WriteOp::InsertRecord).collect(),
-    )
-    .await
-    .unwrap();
+    let all = insert_fixture(&s).await;
     listings_agree(&s, "insert").await;
     let soft = |id: &str, at: i64| {
         change(
