@@ -6,7 +6,8 @@
 //! setting, a password change (identities on: a re-wrap), a rotation, time passing, and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
 //! server acted, the replica saw an error), a request delivered twice, and old requests replayed
-//! later (a late duplicate: reordering).
+//! later (a late duplicate: reordering); and two replicas syncing at once, their requests
+//! interleaved one by one (a push landing between another replica's pull and push).
 //! Replicas that do not sync for a while are partitioned. Each replica has its own clock, hours
 //! behind the server's or up to 4 minutes ahead (see "Clocks").
 //!
@@ -213,6 +214,27 @@ impl SyncTransport for Wire<'_> {
     }
 }
 
+/// The wire without faults, each answer a turn later: two syncs over it interleave at every
+/// request.
+struct Turns<'a>(&'a Wire<'a>);
+
+#[async_trait]
+impl SyncTransport for Turns<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        let mut waited = false;
+        std::future::poll_fn(|cx| {
+            if waited {
+                return std::task::Poll::Ready(());
+            }
+            waited = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+        self.0.exchange(body).await
+    }
+}
+
 impl Wire<'_> {
     async fn sync(&self, node: &Node, fault: Fault) -> Result<SyncReport> {
         *self.fault.lock().unwrap() = fault;
@@ -307,6 +329,9 @@ enum Op {
     /// Every clock moves on by this many milliseconds.
     Tick(i64),
     Sync(usize, Fault),
+    /// Two replicas sync at once, their requests interleaved one by one (two devices, or a
+    /// push that lands between another replica's pull and push).
+    SyncPair(usize, usize),
     /// A request sent earlier (by any replica) reaches the server again, late.
     Replay(usize),
 }
@@ -344,6 +369,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => r.clone().prop_map(Op::Password),
         1 => r.clone().prop_map(Op::Rotate),
         1 => (1i64..120_000).prop_map(Op::Tick),
+        2 => (r.clone(), r.clone()).prop_map(|(a, b)| Op::SyncPair(a, b)),
         8 => (r, fault()).prop_map(|(r, f)| Op::Sync(r, f)),
         1 => (0usize..1_000).prop_map(Op::Replay),
     ]
@@ -726,7 +752,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
         | Op::Password(r)
         | Op::Rotate(r)
         | Op::Sync(r, _) => Some(&nodes[r % n]),
-        Op::Tick(_) | Op::Replay(_) => None,
+        Op::Tick(_) | Op::Replay(_) | Op::SyncPair(..) => None,
     };
     match (op, target) {
         (Op::Create(_, e), Some(node)) => {
@@ -852,6 +878,40 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             }
             return;
         }
+        (Op::SyncPair(a, b), _) if a % n != b % n => {
+            let pair = [a % n, b % n];
+            let above = restamp_above(wire.server_clock.now_ms());
+            let mut far = Vec::new();
+            for &i in &pair {
+                far.push(far_dirty_rows(&nodes[i], above).await);
+            }
+            let turns = Turns(wire);
+            let (first, second) = futures::future::join(
+                nodes[pair[0]].vault.sync(&turns, None),
+                nodes[pair[1]].vault.sync(&turns, None),
+            )
+            .await;
+            for ((i, far), result) in pair.into_iter().zip(far).zip([first, second]) {
+                let node = &nodes[i];
+                if trace() {
+                    eprintln!("  -> {}: {result:?}", node.name);
+                }
+                if !far.is_empty() {
+                    history.restamped(node, &far, above).await;
+                }
+                match result {
+                    Ok(report) => history.stranded(i, node, &report).await,
+                    Err(e) => panic!(
+                        "sync of {} alongside another: {:?}: {e}",
+                        node.name,
+                        e.code()
+                    ),
+                }
+                history.observe(node).await;
+            }
+            return;
+        }
+        (Op::SyncPair(..), _) => return,
         (Op::Tick(ms), _) => {
             for node in nodes {
                 node.clock.advance(*ms);
