@@ -1078,16 +1078,7 @@ struct Slow<'a>(Wire<'a>);
 #[async_trait]
 impl SyncTransport for Slow<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
-        let mut yielded = false;
-        std::future::poll_fn(|cx| {
-            if yielded {
-                return std::task::Poll::Ready(());
-            }
-            yielded = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        })
-        .await;
+        common::yield_once().await;
         self.0.exchange(body).await
     }
 }

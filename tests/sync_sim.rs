@@ -221,16 +221,7 @@ struct Turns<'a>(&'a Wire<'a>);
 #[async_trait]
 impl SyncTransport for Turns<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
-        let mut waited = false;
-        std::future::poll_fn(|cx| {
-            if waited {
-                return std::task::Poll::Ready(());
-            }
-            waited = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        })
-        .await;
+        common::yield_once().await;
         self.0.exchange(body).await
     }
 }

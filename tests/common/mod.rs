@@ -292,3 +292,18 @@ pub fn code<T: std::fmt::Debug>(result: Result<T>, expected: ErrorCode) -> Vault
         Ok(v) => panic!("expected {expected}, got Ok({v:?})"),
     }
 }
+
+/// Give the executor one turn: two futures joined with this inside interleave at this point
+/// (two tabs' or two replicas' syncs, each request answered a turn later).
+pub async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
