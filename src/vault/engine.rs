@@ -604,7 +604,8 @@ impl Vault {
     // ---- a replica ----
 
     /// Sync with a server (SYNC.md): pull what it has that this replica lacks, push what this
-    /// replica has that it lacks, and pull again what the push changed there. Each page is
+    /// replica has that it lacks, and pull again unless the push answers said nothing else was
+    /// written meanwhile (their checkpoints). Each page is
     /// applied atomically; a failed sync leaves whole pages only, and running it again goes on.
     pub async fn sync(
         &self,
