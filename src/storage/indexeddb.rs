@@ -51,7 +51,7 @@ use crate::sorting;
 use crate::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 use async_trait::async_trait;
 use futures::future::{Either, join_all, select};
-use idb::request::OpenDatabaseRequest;
+use idb::request::{GetStoreRequest, OpenDatabaseRequest};
 use idb::{
     CursorDirection, Database, DatabaseEvent, Event as _, Factory, KeyPath, KeyRange, Query,
     Request as _, Transaction, TransactionMode,
@@ -1423,27 +1423,31 @@ impl Reader {
     /// The live row and the tombstone of each key, requested at once, in key order: two
     /// requests per key (`undefined` where there is none). A local meta key has no version, so
     /// neither is read.
-    fn version_requests(
+    /// The reads of `key`'s live row and of its tombstone, each only if asked for (`live`,
+    /// `tombstone`); `None` for a local meta key, which has no version.
+    fn version_gets(
         &self,
-        keys: &[RowKey],
-    ) -> StorageResult<Vec<(idb::request::GetStoreRequest, idb::request::GetStoreRequest)>> {
+        key: &RowKey,
+        live: bool,
+        tombstone: bool,
+    ) -> StorageResult<Option<(Option<GetStoreRequest>, Option<GetStoreRequest>)>> {
         let doing = "read a row's version";
-        keys.iter()
-            .filter(|key| !matches!(key, RowKey::Meta(k) if !is_replicated(k)))
-            .map(|key| {
-                let (live, tombstone) = match key {
-                    RowKey::Record(id) => (
-                        self.records.get(JsValue::from_str(id)),
-                        record_tombstone_key(id),
-                    ),
-                    RowKey::Meta(k) => (self.meta.get(meta_key_js(k)), meta_tombstone_key(k)),
-                };
-                Ok((
-                    live.map_err(idb_error(doing))?,
-                    self.tombstones.get(tombstone).map_err(idb_error(doing))?,
-                ))
-            })
-            .collect()
+        let (store, row_key, tombstone_key) = match key {
+            RowKey::Meta(k) if !is_replicated(k) => return Ok(None),
+            RowKey::Record(id) => (
+                &self.records,
+                JsValue::from_str(id),
+                record_tombstone_key(id),
+            ),
+            RowKey::Meta(k) => (&self.meta, meta_key_js(k), meta_tombstone_key(k)),
+        };
+        let live = live
+            .then(|| store.get(row_key).map_err(idb_error(doing)))
+            .transpose()?;
+        let tombstone = tombstone
+            .then(|| self.tombstones.get(tombstone_key).map_err(idb_error(doing)))
+            .transpose()?;
+        Ok(Some((live, tombstone)))
     }
 
     /// The version of each key (see [`Storage::versions`]), in one round trip.
@@ -1472,34 +1476,22 @@ impl Reader {
         // Per key: where its live row's and its tombstone's results are in `requests`, if read.
         let mut slots = Vec::with_capacity(keys.len());
         for key in keys {
-            let (live, tombstone) = match key {
-                RowKey::Meta(k) if !is_replicated(k) => {
-                    slots.push(None);
-                    continue;
-                }
-                RowKey::Record(id) => {
-                    let (live, tombstone) = presence.as_ref().map_or((true, true), |p| p.of(id));
-                    (
-                        live.then(|| self.records.get(JsValue::from_str(id))),
-                        tombstone.then(|| self.tombstones.get(record_tombstone_key(id))),
-                    )
-                }
-                RowKey::Meta(k) => (
-                    Some(self.meta.get(meta_key_js(k))),
-                    Some(self.tombstones.get(meta_tombstone_key(k))),
-                ),
+            let (live, tombstone) = match (key, &presence) {
+                (RowKey::Record(id), Some(p)) => p.of(id),
+                _ => (true, true),
             };
-            let mut slot = |request: Option<Result<_, idb::Error>>| -> StorageResult<_> {
-                Ok(match request {
-                    Some(request) => {
-                        requests.push(request.map_err(idb_error(doing))?);
-                        Some(requests.len() - 1)
-                    }
-                    None => None,
+            let Some((live, tombstone)) = self.version_gets(key, live, tombstone)? else {
+                slots.push(None);
+                continue;
+            };
+            let mut slot = |request: Option<GetStoreRequest>| {
+                request.map(|request| {
+                    requests.push(request);
+                    requests.len() - 1
                 })
             };
-            let live = slot(live)?;
-            let tombstone = slot(tombstone)?;
+            let live = slot(live);
+            let tombstone = slot(tombstone);
             slots.push(Some((live, tombstone)));
         }
         let found = in_order(requests, doing).await?;

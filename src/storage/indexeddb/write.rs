@@ -649,8 +649,8 @@ impl Batch {
                         RowKey::Meta(k) => StorageError::MetaChanged(k),
                     });
                 }
-                let requests = self.r.version_requests(std::slice::from_ref(&key))?;
-                match requests.into_iter().next() {
+                let gets = self.r.version_gets(&key, true, true)?;
+                match gets.and_then(|(live, tombstone)| live.zip(tombstone)) {
                     Some((live, tombstone)) => {
                         let doing = "read a row's version";
                         let live = pending(Ok(live), doing)?;
