@@ -736,15 +736,11 @@ impl Vault {
                     (answer?, sent_at, received_at)
                 }
                 _ => {
-                    let request = Request::Pull(PullRequest {
-                        vault: self.vault_info().await?,
-                        checkpoint,
-                        limit: PULL_PAGE,
-                        fetch: fetch.into_iter().take(wire::MAX_PULL_ROWS).collect(),
-                    });
-                    let sent_at = self.now();
-                    let body = self.exchange(remote, &request).await?;
-                    (body, sent_at, self.now())
+                    let fetch = fetch.into_iter().take(wire::MAX_PULL_ROWS).collect();
+                    let request = self.pull_request(checkpoint, fetch).await?;
+                    let (answer, sent_at, received_at) =
+                        self.timed_exchange(remote, &request).await;
+                    (answer?, sent_at, received_at)
                 }
             };
             let response = wire::decode_pull_response(&body).map_err(|e| {
@@ -764,17 +760,10 @@ impl Vault {
                 // long each: ask for the next page while this one is applied. A request may
                 // be replayed (FORMAT.md, "Sync"), so one made for nothing costs nothing.
                 let after = checkpoint_text(&response.checkpoint);
-                let request = Request::Pull(PullRequest {
-                    vault: self.vault_info().await?,
-                    checkpoint: Some(response.checkpoint.clone()),
-                    limit: PULL_PAGE,
-                    fetch: Vec::new(),
-                });
-                let next = async {
-                    let sent_at = self.now();
-                    let answer = self.exchange(remote, &request).await;
-                    (answer, sent_at, self.now())
-                };
+                let request = self
+                    .pull_request(Some(response.checkpoint.clone()), Vec::new())
+                    .await?;
+                let next = self.timed_exchange(remote, &request);
                 let (applied, (answer, sent_at, received_at)) = join(apply, next).await;
                 applied?;
                 ahead = Some((after, answer, sent_at, received_at));
@@ -789,6 +778,32 @@ impl Vault {
                 return Ok(reset);
             }
         }
+    }
+
+    /// A pull of the page after `checkpoint`, with the records `fetch` asks for by id.
+    async fn pull_request(
+        &self,
+        checkpoint: Option<Checkpoint>,
+        fetch: Vec<String>,
+    ) -> Result<Request> {
+        Ok(Request::Pull(PullRequest {
+            vault: self.vault_info().await?,
+            checkpoint,
+            limit: PULL_PAGE,
+            fetch,
+        }))
+    }
+
+    /// [`Vault::exchange`], with this replica's clock read when the request went and when its
+    /// answer came (SYNC.md 4 measures the offset from their midpoint).
+    async fn timed_exchange(
+        &self,
+        remote: &dyn SyncTransport,
+        request: &Request,
+    ) -> (Result<Vec<u8>>, i64, i64) {
+        let sent_at = self.now();
+        let answer = self.exchange(remote, request).await;
+        (answer, sent_at, self.now())
     }
 
     /// SYNC.md 5 on a replica: an empty replica takes the server's vault.
@@ -1253,12 +1268,15 @@ async fn replica_view(
     read_tokens: bool,
 ) -> Result<ReplicaView> {
     let mut view = ReplicaView::default();
-    let tokens: Vec<String> = rows
-        .iter()
-        .filter_map(live_token)
-        .map(str::to_owned)
-        .collect();
-    if read_tokens && !tokens.is_empty() {
+    let tokens: Vec<String> = if read_tokens {
+        rows.iter()
+            .filter_map(live_token)
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !tokens.is_empty() {
         let holders: Vec<Option<Record>> = tx.records_by_tokens(&tokens).await?;
         for (token, holder) in tokens.into_iter().zip(holders) {
             if let Some(holder) = holder {
