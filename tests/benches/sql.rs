@@ -47,6 +47,30 @@ async fn time<F: AsyncFnMut(usize)>(mut f: F) -> Duration {
 }
 
 /// One run of `f`, with what it returned.
+/// `count` records `"{prefix} {i}"` created in batches of [`FILL_BATCH`]: their tokens.
+async fn fill_batches(
+    vault: &Vault,
+    key: &Secret,
+    prefix: &str,
+    count: usize,
+    options: &CreateOptions,
+) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(count);
+    while tokens.len() < count {
+        let values: Vec<String> = (tokens.len()..count.min(tokens.len() + FILL_BATCH))
+            .map(|i| format!("{prefix} {i}"))
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        tokens.extend(
+            vault
+                .tokens_create(&refs, key, options)
+                .await
+                .expect("fill"),
+        );
+    }
+    tokens
+}
+
 async fn once<T>(f: impl AsyncFnOnce() -> T) -> (Duration, T) {
     let started = Instant::now();
     let out = f().await;
@@ -157,25 +181,9 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
     let new = Secret::raw_key(&[8u8; 32]).expect("a 32-byte key");
     let rotated = Secret::raw_key(&[9u8; 32]).expect("a 32-byte key");
 
-    let (fill, tokens) = once(async || {
-        let mut tokens = Vec::with_capacity(n);
-        let mut i = 0;
-        while i < n {
-            let values: Vec<String> = (i..n.min(i + FILL_BATCH))
-                .map(|i| format!("value {i}"))
-                .collect();
-            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-            tokens.extend(
-                vault
-                    .tokens_create(&refs, &old, &CreateOptions::default())
-                    .await
-                    .expect("fill"),
-            );
-            i += values.len();
-        }
-        tokens
-    })
-    .await;
+    let (fill, tokens) =
+        once(async || fill_batches(&vault, &old, "value", n, &CreateOptions::default()).await)
+            .await;
     eprintln!("{n}: filled in {fill:.2?}");
     let step = n / 101;
     let read = time(async |i| {
@@ -237,18 +245,7 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
         ),
         ..CreateOptions::default()
     };
-    let mut i = 0;
-    while i < purged {
-        let values: Vec<String> = (i..purged.min(i + FILL_BATCH))
-            .map(|i| format!("expired {i}"))
-            .collect();
-        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        vault
-            .tokens_create(&refs, &old, &expired)
-            .await
-            .expect("expired fill");
-        i += values.len();
-    }
+    fill_batches(&vault, &old, "expired", purged, &expired).await;
     let (purge, gone) = once(async || vault.tokens_expired_delete().await.expect("purge")).await;
     assert_eq!(gone as usize, purged);
     eprintln!("{n}: purged {purged} in {purge:.2?}");
