@@ -240,3 +240,56 @@ async fn mark_clean_clears_only_the_acknowledged_mark() {
         .collect();
     assert_eq!(dirty, [6]);
 }
+
+// ---------------------------------------------------------------- the seq counter a batch assumes
+
+/// A small batch takes the seq counter to be where its connection last left it rather than
+/// wait to read it (one round trip less per `tokenCreate`), and checks it before committing.
+/// Another connection (a tab) or another batch of the same one may have moved it meanwhile:
+/// the batch must then run again, or two changes share a seq and a replica pulling the feed
+/// skips one of them.
+#[wasm_bindgen_test]
+async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_their_own_seq() {
+    let name = format!("conformance-assumed-seq-{}", js_sys::Math::random());
+    let a = IdbStorage::open(&name).await.unwrap();
+    let b = IdbStorage::open(&name).await.unwrap();
+    let insert = |i: usize| {
+        vec![WriteOp::InsertRecord(record(
+            &format!("r{i}"),
+            &format!("tk_{i}"),
+        ))]
+    };
+    // In turn: each connection's counter is stale at its next batch.
+    for i in 0..6 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        s.apply(stamp(), insert(i)).await.unwrap();
+    }
+    // At once, on one connection: both assume the same counter; IndexedDB runs one first.
+    let both = futures::future::join(a.apply(stamp(), insert(6)), a.apply(stamp(), insert(7)));
+    let (x, y) = both.await;
+    x.unwrap();
+    y.unwrap();
+    b.apply(stamp(), insert(8)).await.unwrap();
+    a.apply(stamp(), insert(9)).await.unwrap();
+
+    let feed = b.changes_since(0, 100).await.unwrap();
+    let seqs: Vec<u64> = feed.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u64>>(),
+        "one seq per change, none shared"
+    );
+    let mut ids: Vec<String> = feed
+        .iter()
+        .map(|c| match c.row.key() {
+            RowKey::Record(id) => id,
+            other => panic!("only records were written, found {other:?}"),
+        })
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    a.close().await;
+    b.close().await;
+}

@@ -64,6 +64,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 // The readwrite transaction, a batch's checks and writes, and how its outcome is awaited.
 mod write;
+use write::Committed;
 
 const RECORDS: &str = "records";
 const META: &str = "meta";
@@ -829,7 +830,14 @@ pub struct IdbStorage {
     /// then kept up by this connection's commits (other tabs' writes make it drift, which only
     /// makes a bulk read choose the slower of two correct ways).
     records_estimate: Rc<Cell<Option<u64>>>,
+    /// The seq counter as this connection's last batch left it (`None`: not known, e.g. after
+    /// a failed batch). A small batch assumes it instead of waiting to read it first.
+    seq_counter: Rc<Cell<Option<u64>>>,
 }
+
+/// At most this many inserts in a batch that assumes the seq counter: each looks its id up
+/// among the tombstones, where a larger batch counts them once and waits for the count.
+const ASSUMING_INSERTS: usize = 16;
 
 impl std::fmt::Debug for IdbStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -978,7 +986,26 @@ impl IdbStorage {
             db,
             state,
             records_estimate: Rc::default(),
+            seq_counter: Rc::default(),
         })
+    }
+
+    /// The seq counter `batch` may assume rather than wait for: the one this connection last
+    /// committed, for a small batch that would otherwise wait for nothing else before writing
+    /// (it reads no record first). A batch is one IndexedDB transaction, so the wait it saves is
+    /// a round trip to the browser's storage process on every `tokenCreate`.
+    fn may_assume_seq(&self, batch: &[WriteOp]) -> Option<u64> {
+        let assumed = self.seq_counter.get()?;
+        let mut inserts = 0;
+        for op in batch {
+            match op {
+                WriteOp::InsertRecord(_) => inserts += 1,
+                WriteOp::ChangeRecord { .. } | WriteOp::DeleteRecord { .. } => return None,
+                _ => {}
+            }
+        }
+        (inserts <= ASSUMING_INSERTS && batch.iter().any(write::writes_replicated))
+            .then_some(assumed)
     }
 
     fn open_transaction(&self, mode: TransactionMode) -> StorageResult<Transaction> {
@@ -1763,7 +1790,24 @@ impl Storage for IdbStorage {
     }
 
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
-        self.begin()?.commit_batch(stamp, batch).await
+        if let Some(assumed) = self.may_assume_seq(&batch) {
+            // A copy, to run again should the counter have moved: only small batches get here.
+            match self
+                .begin()?
+                .commit_batch(stamp, batch.clone(), Some(assumed))
+                .await?
+            {
+                Committed::Yes => return Ok(()),
+                Committed::CounterMoved => {}
+            }
+        }
+        match self.begin()?.commit_batch(stamp, batch, None).await? {
+            Committed::Yes => Ok(()),
+            Committed::CounterMoved => Err(StorageError::Backend {
+                name: None,
+                message: "IndexedDB batch assumed a seq counter it was not given".into(),
+            }),
+        }
     }
 
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {

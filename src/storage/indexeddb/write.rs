@@ -57,13 +57,21 @@ impl Drop for IdbWriteTransaction<'_> {
 }
 
 impl IdbWriteTransaction<'_> {
+    /// Run `batch` in this transaction and commit it. With `assumed_seq`, the batch takes the
+    /// seq counter to be that value (what this connection last committed) instead of waiting to
+    /// read it first, and checks it with the batch's other preconditions: if another connection
+    /// moved it meanwhile, nothing is written and the answer is [`Committed::CounterMoved`].
     pub(super) async fn commit_batch(
         mut self,
         stamp: Stamp,
         batch: Vec<WriteOp>,
-    ) -> StorageResult<()> {
+        assumed_seq: Option<u64>,
+    ) -> StorageResult<Committed> {
         let outcome = self.outcome.take().ok_or(StorageError::Closed)?;
         let mut writer = Batch {
+            assumed_seq,
+            counter_check: None,
+            counter_moved: false,
             r: self.r.clone(),
             stamp,
             rows: HashMap::new(),
@@ -105,8 +113,12 @@ impl IdbWriteTransaction<'_> {
         };
         // The transaction has ended: its handlers may go.
         drop(self.tx.take());
+        let seq_counter = &self.storage.seq_counter;
         match failure {
             None => {
+                if writer.seq.is_some() {
+                    seq_counter.set(writer.seq.map(|(_, last)| last));
+                }
                 let estimate = &self.storage.records_estimate;
                 estimate.set(match estimate.get() {
                     Some(n) if !writer.cleared => {
@@ -114,14 +126,31 @@ impl IdbWriteTransaction<'_> {
                     }
                     _ => None,
                 });
-                Ok(())
+                Ok(Committed::Yes)
             }
-            Some(e) => Err(self
-                .storage
-                .diagnose(e, &writer.inserted, &writer.versions)
-                .await),
+            Some(_) if writer.counter_moved => {
+                seq_counter.set(None);
+                Ok(Committed::CounterMoved)
+            }
+            Some(e) => {
+                // Whatever this batch found, it did not write: the next one reads the counter.
+                seq_counter.set(None);
+                Err(self
+                    .storage
+                    .diagnose(e, &writer.inserted, &writer.versions)
+                    .await)
+            }
         }
     }
+}
+
+/// What became of a batch that did not fail ([`IdbWriteTransaction::commit_batch`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Committed {
+    Yes,
+    /// Nothing was written: the seq counter was not at the value the batch assumed (another
+    /// connection, or another batch of this one, wrote first). Run it again, reading it.
+    CounterMoved,
 }
 
 #[async_trait(?Send)]
@@ -186,7 +215,14 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
         self.r.records_by(tokens, Lookup::Token).await
     }
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
-        (*self).commit_batch(stamp, batch).await
+        // A rekey has read in this transaction already: one more read costs no extra wait.
+        match (*self).commit_batch(stamp, batch, None).await? {
+            Committed::Yes => Ok(()),
+            Committed::CounterMoved => Err(StorageError::Backend {
+                name: None,
+                message: "IndexedDB batch assumed a seq counter it was not given".into(),
+            }),
+        }
     }
 }
 
@@ -373,8 +409,14 @@ struct Batch {
     /// look for one of their id (a vault that never deleted pays nothing).
     record_tombstones: bool,
     /// The seq counter `(as read, last given out)`, read once by a batch that writes a
-    /// replicated row.
+    /// replicated row (or taken to be `assumed_seq`).
     seq: Option<(u64, u64)>,
+    /// The seq counter as this connection last committed it, if the batch may assume it is
+    /// still stored rather than wait for it ([`IdbStorage::may_assume_seq`]).
+    assumed_seq: Option<u64>,
+    /// The read that checks an assumed counter, and whether it found the counter moved.
+    counter_check: Option<(u64, StoreFuture<Option<JsValue>>)>,
+    counter_moved: bool,
     /// Records deleted, and whether the stores were cleared: for the record count estimate.
     deleted: u64,
     cleared: bool,
@@ -384,8 +426,19 @@ struct Batch {
     wrote: bool,
 }
 
+/// The seq counter as read (`None`: never written, so 0).
+fn counter_value(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<u64> {
+    match read.map_err(idb_error("read the seq counter"))? {
+        None => Ok(0),
+        Some(n) => Ok(n
+            .as_f64()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .ok_or_else(|| not_ours("a seq counter"))? as u64),
+    }
+}
+
 /// Whether `op` may write a replicated row (and so needs the seq counter).
-fn writes_replicated(op: &WriteOp) -> bool {
+pub(super) fn writes_replicated(op: &WriteOp) -> bool {
     match op {
         WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_replicated(&row.key),
         WriteOp::DeleteMeta(key) => is_replicated(key),
@@ -477,14 +530,28 @@ impl Batch {
         ids.dedup();
         // Issued before the records are read, so they are done when those are.
         let counter = if batch.iter().any(writes_replicated) {
-            Some(pending(
+            let read = pending(
                 self.r.counters.get(JsValue::from_str(SEQ_COUNTER)),
                 "read the seq counter",
-            )?)
+            )?;
+            match self.assumed_seq {
+                // Checked with the other preconditions; the writes need not wait for it.
+                Some(assumed) => {
+                    self.seq = Some((assumed, assumed));
+                    self.counter_check = Some((assumed, read));
+                    None
+                }
+                None => Some(read),
+            }
         } else {
             None
         };
-        let tombstones = if inserts {
+        if self.assumed_seq.is_some() {
+            // A few inserts each look their id up among the tombstones instead of waiting for
+            // a count of them (`IdbStorage::may_assume_seq` admits only such batches).
+            self.record_tombstones = true;
+        }
+        let tombstones = if inserts && self.assumed_seq.is_none() {
             Some(pending(
                 self.r
                     .tombstones
@@ -499,13 +566,7 @@ impl Batch {
             self.rows.insert(id, row);
         }
         if let Some(counter) = counter {
-            let last = match counter.await.map_err(idb_error("read the seq counter"))? {
-                None => 0,
-                Some(n) => n
-                    .as_f64()
-                    .filter(|n| n.is_finite() && *n >= 0.0)
-                    .ok_or_else(|| not_ours("a seq counter"))? as u64,
-            };
+            let last = counter_value(counter.await)?;
             self.seq = Some((last, last));
         }
         if let Some(count) = tombstones {
@@ -1026,6 +1087,16 @@ impl Batch {
 
     /// Check every precondition, in the order of the ops that made them.
     async fn verify(&mut self) -> StorageResult<()> {
+        // Issued first, so resolved no later than the checks below.
+        if let Some((assumed, read)) = self.counter_check.take()
+            && counter_value(read.await)? != assumed
+        {
+            self.counter_moved = true;
+            return Err(StorageError::Backend {
+                name: None,
+                message: "the seq counter moved".into(),
+            });
+        }
         let checks = std::mem::take(&mut self.checks);
         let futures = checks.into_iter().map(|check| async move {
             match check {
