@@ -44,6 +44,7 @@
 use super::{
     Change, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage, StorageError,
     StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
+    unlinked_records,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::{Record, RecordRevs};

@@ -3916,9 +3916,82 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
     assert_eq!(everything(&s).await, before);
 }
 
-/// `MarkClean` clears a row's (or tombstone's) dirty mark only while it is still the mark the
-/// push sent; a row written since keeps its newer mark. Being acknowledged is not a change: the
-/// row, its seq and the change feed stay as they are. Anything else is left alone.
+/// A put of the unlinked mark (the row every batch sealed with a master key sets) lands where
+/// the batch puts it: whether or not the row already holds its value, before the batch's later
+/// ops on it, and not at all when the batch fails. (IndexedDB puts it only when it changes.)
+pub async fn the_unlinked_mark_lands_as_the_batch_puts_it(s: impl Storage) {
+    let key = || MetaKey::new("vault", "state", "unlinked");
+    let mark = |v: &str| WriteOp::PutMeta(meta("vault", "state", "unlinked", v));
+    // Absent, then set with a record.
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertRecord(record("a", "tk_a")), mark("true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
+    // Set to what it holds.
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertRecord(record("b", "tk_b")), mark("true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
+    assert!(get_id(&s, "b").await.is_some());
+    // Cleared (a rekey that found no unlinked record), then set again by the next write.
+    s.apply(stamp(), vec![mark("false")]).await.unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertRecord(record("c", "tk_c")), mark("true")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
+    // A failed batch leaves it as it was.
+    s.apply(stamp(), vec![mark("false")]).await.unwrap();
+    let failed = s
+        .apply(
+            stamp(),
+            vec![WriteOp::InsertRecord(record("d", "tk_a")), mark("true")],
+        )
+        .await;
+    assert_eq!(failed.unwrap_err(), StorageError::TokenTaken("tk_a".into()));
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
+    // Later ops of the batch see the put.
+    s.apply(
+        stamp(),
+        vec![
+            mark("true"),
+            WriteOp::ExpectMeta {
+                key: key(),
+                value: Some("true".into()),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::ExpectMeta {
+                key: key(),
+                value: Some("true".into()),
+            },
+            mark("false"),
+            WriteOp::InsertRecord(record("e", "tk_e")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
+    s.apply(stamp(), vec![mark("true"), WriteOp::DeleteMeta(key())])
+        .await
+        .unwrap();
+    assert_eq!(s.meta_get(&key()).await.unwrap(), None);
+}
+
 /// `ExpectUnlinked` fails the whole batch while any record (soft-deleted ones included) is sealed
 /// with the identity, counting the batch's own earlier writes, and passes once none is.
 pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
@@ -4002,6 +4075,9 @@ pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
     );
 }
 
+/// `MarkClean` clears a row's (or tombstone's) dirty mark only while it is still the mark the
+/// push sent; a row written since keeps its newer mark. Being acknowledged is not a change: the
+/// row, its seq and the change feed stay as they are. Anything else is left alone.
 pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
     let tag = MetaKey::new("password_identity", "p_1", "tag");
     let policy = MetaKey::new("vault", "settings", "policy");
@@ -4378,6 +4454,7 @@ macro_rules! conformance_cases {
             expected_versions_guard_the_batch,
             mark_clean_clears_only_the_mark_it_names,
             unlinked_expectations_guard_the_batch,
+            the_unlinked_mark_lands_as_the_batch_puts_it,
             drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq,
             closed_storage_refuses_calls,
         );

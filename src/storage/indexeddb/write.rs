@@ -72,6 +72,7 @@ impl IdbWriteTransaction<'_> {
             assumed_seq,
             counter_check: None,
             counter_moved: false,
+            sole_mark: false,
             r: self.r.clone(),
             stamp,
             rows: HashMap::new(),
@@ -364,6 +365,11 @@ enum Check {
     Unique(MetaKey, StoreFuture<Vec<JsValue>>),
     /// `ExpectMeta`: the row must hold this value.
     Holds(MetaKey, Option<String>, StoreFuture<Option<JsValue>>),
+    /// A put of the unlinked mark ([`unlinked_records`]), made only if the row does not hold
+    /// its value already: almost every batch sealed with a master key sets it to the `"true"`
+    /// it holds, and a put costs the browser an index update where a read issued with the
+    /// batch's other reads costs no wait.
+    Mark(MetaRow, StoreFuture<Option<JsValue>>),
     /// `InsertRecord`: no tombstone may have the id (record ids are never reused).
     NoTombstone(String, StoreFuture<Option<JsValue>>),
     /// `ExpectVersion`: the key's live row or tombstone must still have this seq.
@@ -417,6 +423,9 @@ struct Batch {
     /// The read that checks an assumed counter, and whether it found the counter moved.
     counter_check: Option<(u64, StoreFuture<Option<JsValue>>)>,
     counter_moved: bool,
+    /// Whether the batch's one op on the unlinked mark is its only op on that row (and nothing
+    /// clears the store), so its put may wait until the checks pass ([`Check::Mark`]).
+    sole_mark: bool,
     /// Records deleted, and whether the stores were cleared: for the record count estimate.
     deleted: u64,
     cleared: bool,
@@ -435,6 +444,31 @@ fn counter_value(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<u64
             .filter(|n| n.is_finite() && *n >= 0.0)
             .ok_or_else(|| not_ours("a seq counter"))? as u64),
     }
+}
+
+/// The value of a meta row as read (`None`: absent).
+async fn stored_value(found: StoreFuture<Option<JsValue>>) -> StorageResult<Option<String>> {
+    let found = found.await.map_err(idb_error("read a meta row"))?;
+    Ok(found
+        .as_ref()
+        .map(meta_from_js)
+        .transpose()?
+        .map(|m| m.value))
+}
+
+/// Whether `key` is named by exactly one op of `batch`, and no op clears the store: that op
+/// may then be applied after the others without changing what any of them sees.
+fn sole_op_on(batch: &[WriteOp], key: &MetaKey) -> bool {
+    let mut ops = 0;
+    for op in batch {
+        match op {
+            WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) if row.key == *key => ops += 1,
+            WriteOp::DeleteMeta(k) | WriteOp::ExpectMeta { key: k, .. } if k == key => ops += 1,
+            WriteOp::ClearAll => return false,
+            _ => {}
+        }
+    }
+    ops == 1
 }
 
 /// Whether `op` may write a replicated row (and so needs the seq counter).
@@ -459,6 +493,7 @@ pub(super) fn writes_replicated(op: &WriteOp) -> bool {
 
 impl Batch {
     async fn run(&mut self, batch: Vec<WriteOp>) -> StorageResult<()> {
+        self.sole_mark = sole_op_on(&batch, &unlinked_records());
         self.prefetch(&batch).await?;
         let mut ops = batch.into_iter().peekable();
         while let Some(op) = ops.next() {
@@ -649,6 +684,12 @@ impl Batch {
                 let exists = pending(self.r.meta.get(meta_key_js(&row.key)), "read a meta row")?;
                 self.checks.push(Check::Absent(row.key.clone(), exists));
                 self.put_meta(row)?;
+            }
+            WriteOp::PutMeta(row) if self.sole_mark && row.key == unlinked_records() => {
+                // A local row: it takes no seq, so its put may come after the counter's.
+                debug_assert!(!is_replicated(&row.key));
+                let stored = pending(self.r.meta.get(meta_key_js(&row.key)), "read a meta row")?;
+                self.checks.push(Check::Mark(row, stored));
             }
             WriteOp::PutMeta(row) => self.put_meta(row)?,
             WriteOp::DeleteMeta(key) => {
@@ -1085,7 +1126,9 @@ impl Batch {
         }
     }
 
-    /// Check every precondition, in the order of the ops that made them.
+    /// Check every precondition, in the order of the ops that made them; then put the marks
+    /// whose value changes ([`Check::Mark`]), while the transaction still takes requests (this
+    /// runs as the last read resolves).
     async fn verify(&mut self) -> StorageResult<()> {
         // Issued first, so resolved no later than the checks below.
         if let Some((assumed, read)) = self.counter_check.take()
@@ -1100,10 +1143,13 @@ impl Batch {
         let checks = std::mem::take(&mut self.checks);
         let futures = checks.into_iter().map(|check| async move {
             match check {
+                Check::Mark(row, found) => {
+                    Ok((stored_value(found).await?.as_ref() != Some(&row.value)).then_some(row))
+                }
                 Check::Absent(key, found) => {
                     match found.await.map_err(idb_error("read a meta row"))? {
                         Some(_) => Err(StorageError::MetaTaken(key)),
-                        None => Ok(()),
+                        None => Ok(None),
                     }
                 }
                 Check::Unique(key, holders) => {
@@ -1113,12 +1159,12 @@ impl Batch {
                             return Err(StorageError::UniqueValueTaken(key));
                         }
                     }
-                    Ok(())
+                    Ok(None)
                 }
                 Check::NoTombstone(id, found) => {
                     match found.await.map_err(idb_error("read a tombstone"))? {
                         Some(_) => Err(StorageError::IdTaken(id)),
-                        None => Ok(()),
+                        None => Ok(None),
                     }
                 }
                 Check::Version(key, seq, live, tombstone) => {
@@ -1130,7 +1176,7 @@ impl Batch {
                         None => None,
                     };
                     if found == seq {
-                        Ok(())
+                        Ok(None)
                     } else {
                         Err(match key {
                             RowKey::Record(id) => StorageError::Changed(id),
@@ -1139,20 +1185,21 @@ impl Batch {
                     }
                 }
                 Check::Holds(key, value, found) => {
-                    let found = found.await.map_err(idb_error("read a meta row"))?;
-                    let actual = found
-                        .as_ref()
-                        .map(meta_from_js)
-                        .transpose()?
-                        .map(|m| m.value);
-                    if actual == value {
-                        Ok(())
+                    if stored_value(found).await? == value {
+                        Ok(None)
                     } else {
                         Err(StorageError::MetaChanged(key))
                     }
                 }
             }
         });
-        join_all(futures).await.into_iter().collect()
+        let marks = join_all(futures)
+            .await
+            .into_iter()
+            .collect::<StorageResult<Vec<_>>>()?;
+        for row in marks.into_iter().flatten() {
+            self.put_meta(row)?;
+        }
+        Ok(())
     }
 }
