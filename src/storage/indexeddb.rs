@@ -992,17 +992,23 @@ impl IdbStorage {
     }
 
     /// The seq counter `batch` may assume rather than wait for: the one this connection last
-    /// committed, for a small batch that would otherwise wait for nothing else before writing
-    /// (it reads no record first). A batch is one IndexedDB transaction, so the wait it saves is
-    /// a round trip to the browser's storage process on every `tokenCreate`.
+    /// committed, for a small batch of inserts and meta rows, which would otherwise wait for
+    /// nothing else before writing (it reads no record first). A batch is one IndexedDB
+    /// transaction, so the wait it saves is a round trip to the browser's storage process on
+    /// every `tokenCreate`. Only such batches: when the counter has moved (another tab, or a
+    /// batch of this connection begun before the last one committed), the batch's requests
+    /// are issued for nothing and it runs again, which a page of pulled rows must not pay.
     fn may_assume_seq(&self, batch: &[WriteOp]) -> Option<u64> {
         let assumed = self.seq_counter.get()?;
         let mut inserts = 0;
         for op in batch {
             match op {
                 WriteOp::InsertRecord(_) => inserts += 1,
-                WriteOp::ChangeRecord { .. } | WriteOp::DeleteRecord { .. } => return None,
-                _ => {}
+                WriteOp::InsertMeta(_)
+                | WriteOp::PutMeta(_)
+                | WriteOp::DeleteMeta(_)
+                | WriteOp::ExpectMeta { .. } => {}
+                _ => return None,
             }
         }
         (inserts <= ASSUMING_INSERTS && batch.iter().any(write::writes_replicated))
