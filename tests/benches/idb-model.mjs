@@ -1,0 +1,158 @@
+#!/usr/bin/env node
+// The floor IndexedDB itself sets under two of issue 16's Chromium rows, measured without the
+// package: plain JavaScript against stores shaped as the package's schema 2 (same key paths and
+// indexes, 200-byte values, no crypto). What the README's Performance section cites for "what is
+// left" on a single create and on a deep page.
+//
+//   node tests/benches/idb-model.mjs [--rounds N] [--records N]
+//
+// create   1,000 transactions in a row, each awaited, one per create:
+//            add        one add of a record row (what a Dexie `add` issues)
+//            package    the package's create transaction: the add, the seq counter and write
+//                       epoch puts, and the reads it checks (counter, tombstone, unlinked mark)
+//                       issued with them, then an explicit commit
+//            noEpoch    the same without the write epoch put (what keeping it in the counter
+//                       row would save)
+// listing  a page of 20 at offset 0 and at offset records/2 (default 20,000 records):
+//            storeAdvance / indexAdvance   one `advance(offset)` on the store / the created index
+//            keyCursorAdvance              `advance` on a key cursor, then a cursor from its key
+//            getAllKeys                    the index's first offset+20 keys, then 20 gets
+//
+// Prints the median of the rounds (default 5) for each shape; the shapes of a round run in turn.
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { root } from "../../js/tools/toolchain.mjs";
+
+const args = process.argv.slice(2);
+const option = (name, fallback) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback);
+const rounds = option("--rounds", 5);
+const records = option("--records", 20_000);
+
+const page = `<!doctype html><script>
+const req = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+const done = (tx) => new Promise((ok, no) => { tx.oncomplete = ok; tx.onerror = () => no(tx.error); tx.onabort = () => no(tx.error); });
+// Schema 2's stores and indexes (src/storage/indexeddb.rs).
+async function open(name) {
+  await req(indexedDB.deleteDatabase(name));
+  const request = indexedDB.open(name, 1);
+  request.onupgradeneeded = () => {
+    const db = request.result;
+    const records = db.createObjectStore("records", { keyPath: "id" });
+    records.createIndex("token", "token", { unique: true });
+    for (const [n, k] of [["created", "createdAt"], ["updated", "updatedAt"], ["expires", "expiresSort"], ["identity", "passwordId"]]) records.createIndex(n, [k, "id"]);
+    for (const n of ["deleted", "seq", "dirty"]) records.createIndex(n, n);
+    const meta = db.createObjectStore("meta", { keyPath: ["objectType", "objectId", "key"] });
+    meta.createIndex("by_value", ["objectType", "key", "value"]);
+    for (const n of ["seq", "dirty"]) meta.createIndex(n, n);
+    const tombstones = db.createObjectStore("tombstones", { keyPath: "key" });
+    for (const n of ["seq", "dirty"]) tombstones.createIndex(n, n);
+    db.createObjectStore("counters");
+  };
+  return req(request);
+}
+let clock = 1_700_000_000_000;
+const row = (seq) => ({ id: crypto.randomUUID(), token: "tk_" + crypto.randomUUID(), createdAt: ++clock, updatedAt: clock, expiresSort: 0, deleted: 0, passwordId: "", seq, dirty: seq, value: "x".repeat(200) });
+const STORES = ["records", "meta", "tombstones", "counters"];
+function packageCreate(db, state, epoch) {
+  const tx = db.transaction(STORES, "readwrite");
+  const [records, meta, tombstones, counters] = STORES.map((s) => tx.objectStore(s));
+  const seq = ++state.seq;
+  const record = row(seq);
+  const reads = [req(counters.get("seq")), req(tombstones.getKey("record:" + record.id)), req(meta.get(["vault", "state", "unlinked"])), req(records.add(record))];
+  if (epoch) meta.put({ objectType: "vault", objectId: "state", key: "writes", value: crypto.randomUUID() });
+  counters.put(seq, "seq");
+  return Promise.all(reads).then(() => { tx.commit(); return done(tx); });
+}
+const creates = {
+  add: (db, state) => { const tx = db.transaction("records", "readwrite"); tx.objectStore("records").add(row(++state.seq)); return done(tx); },
+  package: (db, state) => packageCreate(db, state, true),
+  noEpoch: (db, state) => packageCreate(db, state, false),
+};
+window.createRound = async (n) => {
+  const out = {};
+  for (const [name, create] of Object.entries(creates)) {
+    const db = await open("model-create-" + name);
+    const state = { seq: 0 };
+    await done((() => { const tx = db.transaction("meta", "readwrite"); tx.objectStore("meta").put({ objectType: "vault", objectId: "state", key: "unlinked", value: "true" }); return tx; })());
+    const started = performance.now();
+    for (let i = 0; i < n; i++) await create(db, state);
+    out[name] = performance.now() - started;
+    db.close();
+    await req(indexedDB.deleteDatabase("model-create-" + name));
+  }
+  return out;
+};
+function listPage(db, how, offset) {
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction("records", "readonly");
+    tx.onerror = () => reject(tx.error);
+    const store = tx.objectStore("records");
+    const index = store.index("created");
+    const out = [];
+    const collect = (request) => { request.onsuccess = () => { const c = request.result; if (!c) return resolve(out); out.push(c.value); if (out.length < 20) c.continue(); else resolve(out); }; };
+    if (how === "storeAdvance" || how === "indexAdvance") {
+      const request = (how === "storeAdvance" ? store : index).openCursor();
+      let skipped = offset === 0;
+      request.onsuccess = () => { const c = request.result; if (!c) return resolve(out); if (!skipped) { skipped = true; return c.advance(offset); } out.push(c.value); if (out.length < 20) c.continue(); else resolve(out); };
+    } else if (how === "keyCursorAdvance") {
+      const request = index.openKeyCursor();
+      let skipped = offset === 0;
+      request.onsuccess = () => { const c = request.result; if (!c) return resolve(out); if (!skipped) { skipped = true; return c.advance(offset); } collect(index.openCursor(IDBKeyRange.lowerBound(c.key))); };
+    } else {
+      index.getAllKeys(null, offset + 20).onsuccess = (e) => {
+        const keys = e.target.result.slice(offset);
+        if (!keys.length) return resolve(out);
+        let got = 0;
+        keys.forEach((k, i) => { store.get(k).onsuccess = (g) => { out[i] = g.target.result; if (++got === keys.length) resolve(out); }; });
+      };
+    }
+  });
+}
+let listing;
+window.listRound = async (n) => {
+  if (!listing) {
+    listing = await open("model-listing");
+    for (let i = 0; i < n; i += 1000) {
+      const tx = listing.transaction("records", "readwrite");
+      for (let j = i; j < Math.min(n, i + 1000); j++) tx.objectStore("records").add(row(j + 1));
+      await done(tx);
+    }
+  }
+  const out = {};
+  for (const how of ["storeAdvance", "indexAdvance", "keyCursorAdvance", "getAllKeys"]) {
+    for (const offset of [0, n >> 1]) {
+      const started = performance.now();
+      const rows = await listPage(listing, how, offset);
+      out[how + " @" + offset] = performance.now() - started;
+      if (rows.length !== 20) throw new Error(how + " at " + offset + " read " + rows.length + " rows, not 20");
+    }
+  }
+  return out;
+};
+</script>`;
+
+const server = createServer((_, res) => res.writeHead(200, { "content-type": "text/html" }).end(page));
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const browser = await chromium.launchPersistentContext(join(root, ".test-tmp", "idb-model", "chromium"), {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+try {
+  const tab = await browser.newPage();
+  await tab.goto(`http://localhost:${server.address().port}/`);
+  for (const [title, fn, n] of [["1,000 create transactions, each awaited", "createRound", 1000], [`a page of 20 in ${records.toLocaleString("en")} records`, "listRound", records]]) {
+    const samples = {};
+    for (let r = 0; r < rounds; r++) {
+      for (const [shape, ms] of Object.entries(await tab.evaluate(([f, count]) => window[f](count), [fn, n]))) (samples[shape] ??= []).push(ms);
+    }
+    console.log(`${title} (median of ${rounds}):`);
+    const first = median(Object.values(samples)[0]);
+    for (const [shape, ms] of Object.entries(samples)) console.log(`  ${shape.padEnd(24)} ${median(ms).toFixed(1).padStart(8)} ms  ${(median(ms) / first).toFixed(2)}× the first`);
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
