@@ -1801,20 +1801,14 @@ impl Storage for IdbStorage {
             // A copy, to run again should the counter have moved: only small batches get here.
             match self
                 .begin()?
-                .commit_batch(stamp, batch.clone(), Some(assumed))
+                .commit_assuming(stamp, batch.clone(), assumed)
                 .await?
             {
                 Committed::Yes => return Ok(()),
                 Committed::CounterMoved => {}
             }
         }
-        match self.begin()?.commit_batch(stamp, batch, None).await? {
-            Committed::Yes => Ok(()),
-            Committed::CounterMoved => Err(StorageError::Backend {
-                name: None,
-                message: "IndexedDB batch assumed a seq counter it was not given".into(),
-            }),
-        }
+        self.begin()?.commit_batch(stamp, batch).await
     }
 
     async fn transaction(&self) -> StorageResult<Box<dyn WriteTransaction + '_>> {

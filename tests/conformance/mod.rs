@@ -3922,43 +3922,26 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
 pub async fn the_unlinked_mark_lands_as_the_batch_puts_it(s: impl Storage) {
     let key = || MetaKey::new("vault", "state", "unlinked");
     let mark = |v: &str| WriteOp::PutMeta(meta("vault", "state", "unlinked", v));
-    // Absent, then set with a record.
-    s.apply(
-        stamp(),
-        vec![WriteOp::InsertRecord(record("a", "tk_a")), mark("true")],
-    )
-    .await
-    .unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
-    // Set to what it holds.
-    s.apply(
-        stamp(),
-        vec![WriteOp::InsertRecord(record("b", "tk_b")), mark("true")],
-    )
-    .await
-    .unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
-    assert!(get_id(&s, "b").await.is_some());
+    // A write sealed with a master key: a record and the mark.
+    let marked =
+        |id: &str, token: &str| vec![WriteOp::InsertRecord(record(id, token)), mark("true")];
+    let held = async || s.meta_get(&key()).await.unwrap();
+    // Absent, then set with a record; then set to what it holds.
+    for (id, token) in [("a", "tk_a"), ("b", "tk_b")] {
+        s.apply(stamp(), marked(id, token)).await.unwrap();
+        assert_eq!(held().await.as_deref(), Some("true"));
+        assert!(get_id(&s, id).await.is_some());
+    }
     // Cleared (a rekey that found no unlinked record), then set again by the next write.
     s.apply(stamp(), vec![mark("false")]).await.unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
-    s.apply(
-        stamp(),
-        vec![WriteOp::InsertRecord(record("c", "tk_c")), mark("true")],
-    )
-    .await
-    .unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("true"));
+    assert_eq!(held().await.as_deref(), Some("false"));
+    s.apply(stamp(), marked("c", "tk_c")).await.unwrap();
+    assert_eq!(held().await.as_deref(), Some("true"));
     // A failed batch leaves it as it was.
     s.apply(stamp(), vec![mark("false")]).await.unwrap();
-    let failed = s
-        .apply(
-            stamp(),
-            vec![WriteOp::InsertRecord(record("d", "tk_a")), mark("true")],
-        )
-        .await;
+    let failed = s.apply(stamp(), marked("d", "tk_a")).await;
     assert_eq!(failed.unwrap_err(), StorageError::TokenTaken("tk_a".into()));
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
+    assert_eq!(held().await.as_deref(), Some("false"));
     // Later ops of the batch see the put.
     s.apply(
         stamp(),
@@ -3985,11 +3968,11 @@ pub async fn the_unlinked_mark_lands_as_the_batch_puts_it(s: impl Storage) {
     )
     .await
     .unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap().as_deref(), Some("false"));
+    assert_eq!(held().await.as_deref(), Some("false"));
     s.apply(stamp(), vec![mark("true"), WriteOp::DeleteMeta(key())])
         .await
         .unwrap();
-    assert_eq!(s.meta_get(&key()).await.unwrap(), None);
+    assert_eq!(held().await, None);
 }
 
 /// `ExpectUnlinked` fails the whole batch while any record (soft-deleted ones included) is sealed

@@ -57,11 +57,32 @@ impl Drop for IdbWriteTransaction<'_> {
 }
 
 impl IdbWriteTransaction<'_> {
-    /// Run `batch` in this transaction and commit it. With `assumed_seq`, the batch takes the
-    /// seq counter to be that value (what this connection last committed) instead of waiting to
-    /// read it first, and checks it with the batch's other preconditions: if another connection
-    /// moved it meanwhile, nothing is written and the answer is [`Committed::CounterMoved`].
-    pub(super) async fn commit_batch(
+    /// Run `batch` in this transaction and commit it, reading the seq counter first.
+    pub(super) async fn commit_batch(self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+        match self.commit_with(stamp, batch, None).await? {
+            Committed::Yes => Ok(()),
+            // Only a batch that assumed a counter finds it moved.
+            Committed::CounterMoved => Err(StorageError::Backend {
+                name: None,
+                message: "IndexedDB batch assumed a seq counter it was not given".into(),
+            }),
+        }
+    }
+
+    /// Run `batch` taking the seq counter to be `assumed` (what this connection last
+    /// committed) instead of waiting to read it first; it is checked with the batch's other
+    /// preconditions: if another connection moved it meanwhile, nothing is written and the
+    /// answer is [`Committed::CounterMoved`].
+    pub(super) async fn commit_assuming(
+        self,
+        stamp: Stamp,
+        batch: Vec<WriteOp>,
+        assumed: u64,
+    ) -> StorageResult<Committed> {
+        self.commit_with(stamp, batch, Some(assumed)).await
+    }
+
+    async fn commit_with(
         mut self,
         stamp: Stamp,
         batch: Vec<WriteOp>,
@@ -117,8 +138,8 @@ impl IdbWriteTransaction<'_> {
         let seq_counter = &self.storage.seq_counter;
         match failure {
             None => {
-                if writer.seq.is_some() {
-                    seq_counter.set(writer.seq.map(|(_, last)| last));
+                if let Some((_, last)) = writer.seq {
+                    seq_counter.set(Some(last));
                 }
                 let estimate = &self.storage.records_estimate;
                 estimate.set(match estimate.get() {
@@ -145,7 +166,7 @@ impl IdbWriteTransaction<'_> {
     }
 }
 
-/// What became of a batch that did not fail ([`IdbWriteTransaction::commit_batch`]).
+/// What became of a batch that did not fail ([`IdbWriteTransaction::commit_assuming`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Committed {
     Yes,
@@ -217,13 +238,7 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
     }
     async fn commit(self: Box<Self>, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         // A rekey has read in this transaction already: one more read costs no extra wait.
-        match (*self).commit_batch(stamp, batch, None).await? {
-            Committed::Yes => Ok(()),
-            Committed::CounterMoved => Err(StorageError::Backend {
-                name: None,
-                message: "IndexedDB batch assumed a seq counter it was not given".into(),
-            }),
-        }
+        (*self).commit_batch(stamp, batch).await
     }
 }
 
