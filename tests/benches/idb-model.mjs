@@ -13,6 +13,17 @@
 //                       issued with them, then an explicit commit
 //            noEpoch    the same without the write epoch put (what keeping it in the counter
 //                       row would save)
+// bulk     10,000 new rows, what a first sync writes, against the sync row's baseline (one Dexie
+//          bulkAdd), and which part of the difference is which:
+//            schema2Pages       schema 2's rows as a pull stores them (revisions, seq, flags;
+//                               no dirty mark) into its stores and indexes, 2,000 per
+//                               transaction (a pulled page), each with the counter put
+//            schema2            the same in one transaction
+//            noRevisions        the same rows without their four revisions, one transaction
+//            schema2Rows        schema 2's rows into the baseline's table (key token; id
+//                               unique, createdAt, updatedAt, expiresAt, softDeletedAt)
+//            baseline           the baseline's rows into its table, one transaction
+//          each of the last three differs from schema2 in one way; the order reverses every round
 // listing  a page of 20 at offset 0 and at offset records/2 (default 20,000 records):
 //            storeAdvance / indexAdvance   one `advance(offset)` on the store / the created index
 //            keyCursorAdvance              `advance` on a key cursor, then a cursor from its key
@@ -83,6 +94,51 @@ window.createRound = async (n) => {
   }
   return out;
 };
+// The sync benchmark's baseline table (tests/benches/sync-page.mjs, as Dexie creates it).
+async function openBaseline(name) {
+  await req(indexedDB.deleteDatabase(name));
+  const request = indexedDB.open(name, 1);
+  request.onupgradeneeded = () => {
+    const tokens = request.result.createObjectStore("tokens", { keyPath: "token" });
+    tokens.createIndex("id", "id", { unique: true });
+    for (const k of ["createdAt", "updatedAt", "expiresAt", "softDeletedAt"]) tokens.createIndex(k, k);
+  };
+  return req(request);
+}
+const rev = "0".repeat(32);
+// A pulled row as the package stores it (clean: no dirty mark) and as the baseline stores it.
+const pulledRow = (seq) => ({ ...row(seq), passwordId: "i_1", expiresSort: Infinity, expiresAt: null, softDeletedAt: null, valueRev: rev, sealRev: rev, expiresRev: rev, deletedRev: rev });
+const withoutRevisions = (seq) => { const { valueRev, sealRev, expiresRev, deletedRev, ...rest } = pulledRow(seq); return rest; };
+const baselineRow = () => { const { id, token, createdAt, updatedAt, value } = row(0); return { id, token, createdAt, updatedAt, expiresAt: null, softDeletedAt: null, value }; };
+let bulkRounds = 0;
+window.bulkRound = async (n) => {
+  const shapes = [
+    ["schema2Pages", open, pulledRow, 2000],
+    ["schema2", open, pulledRow, n],
+    ["schema2Rows", openBaseline, pulledRow, n],
+    ["noRevisions", open, withoutRevisions, n],
+    ["baseline", openBaseline, baselineRow, n],
+  ];
+  if (bulkRounds++ % 2) shapes.reverse();
+  const out = {};
+  for (const [name, openShape, make, page] of shapes) {
+    const db = await openShape("model-bulk-" + name);
+    const rows = Array.from({ length: n }, (_, i) => { const r = make(i + 1); delete r.dirty; return r; });
+    const stores = db.objectStoreNames.contains("tokens") ? ["tokens"] : STORES;
+    const started = performance.now();
+    for (let i = 0; i < n; i += page) {
+      const tx = db.transaction(stores, "readwrite");
+      const target = tx.objectStore(stores[0]);
+      for (let j = i; j < Math.min(n, i + page); j++) target.add(rows[j]);
+      if (stores.length > 1) tx.objectStore("counters").put(Math.min(n, i + page), "seq");
+      await done(tx);
+    }
+    out[name] = performance.now() - started;
+    db.close();
+    await req(indexedDB.deleteDatabase("model-bulk-" + name));
+  }
+  return out;
+};
 function listPage(db, how, offset) {
   return new Promise((resolve, reject) => {
     const tx = db.transaction("records", "readonly");
@@ -143,7 +199,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 try {
   const tab = await browser.newPage();
   await tab.goto(`http://localhost:${server.address().port}/`);
-  for (const [title, fn, n] of [["1,000 create transactions, each awaited", "createRound", 1000], [`a page of 20 in ${records.toLocaleString("en")} records`, "listRound", records]]) {
+  for (const [title, fn, n] of [["1,000 create transactions, each awaited", "createRound", 1000], ["10,000 new rows", "bulkRound", 10_000], [`a page of 20 in ${records.toLocaleString("en")} records`, "listRound", records]]) {
     const samples = {};
     for (let r = 0; r < rounds; r++) {
       for (const [shape, ms] of Object.entries(await tab.evaluate(([f, count]) => window[f](count), [fn, n]))) (samples[shape] ??= []).push(ms);
