@@ -109,6 +109,17 @@ impl SyncTransport for Wire<'_> {
     }
 }
 
+/// [`Wire`], each answer a turn later: two syncs over it interleave at every request.
+struct Turns<'a>(&'a Wire<'a>);
+
+#[async_trait]
+impl SyncTransport for Turns<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        common::yield_once().await;
+        self.0.exchange(body).await
+    }
+}
+
 async fn sync(node: &Node, remote: &Wire<'_>) -> SyncReport {
     node.vault.sync(remote, None).await.unwrap()
 }
@@ -310,6 +321,51 @@ fn a_write_under_a_rotated_key_is_stranded_then_moved_and_delivered() {
             a.vault.token_read(&offline, &pw(NEW)).await.unwrap(),
             "written offline"
         );
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
+/// A replica that missed a rotation soft-deletes a record the rotation re-sealed: its push names
+/// only the old identity, and the merge keeps the server's value, sealed under the new one. The
+/// server reads that identity too (it answered `422`, "an identity this vault does not have",
+/// to a change that names none, and the replica could not sync until it pulled first).
+#[test]
+fn a_soft_delete_from_a_replica_that_missed_a_rotation_merges_with_the_resealed_value() {
+    block_on(async {
+        let server = memory(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let token = create(&a, "kept", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        let rotate = RekeyOptions {
+            rotate: true,
+            ..RekeyOptions::default()
+        };
+        b.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
+            .await
+            .unwrap();
+        a.vault.token_soft_delete(&token).await.unwrap();
+        // Both sync at once, each request a turn later: B pulls, A pulls, B pushes the
+        // rotation, A pushes its soft delete (of the value it has, under the old identity).
+        let turns = Turns(&remote);
+        let (b_report, a_report) =
+            futures::future::join(b.vault.sync(&turns, None), a.vault.sync(&turns, None)).await;
+        b_report.unwrap();
+        let report = a_report.unwrap();
+        assert!(report.stranded.is_empty(), "{report:?}");
+        sync(&b, &remote).await;
+        for node in [&a, &b] {
+            node.vault.token_restore(&token).await.unwrap();
+            assert_eq!(
+                node.vault.token_read(&token, &pw(NEW)).await.unwrap(),
+                "kept"
+            );
+        }
+        for node in [&a, &b, &a] {
+            sync(node, &remote).await;
+        }
         converged(&[&a, &b, &server]).await;
     });
 }

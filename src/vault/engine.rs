@@ -1257,6 +1257,25 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     }
     view.linked = linked_to_removed(tx, rows).await?;
     view.stored = versions_of(tx, keys).await?;
+    // A merge may keep the stored value of a record, and with it the identity it is sealed
+    // under, which the page need not name (a soft delete pushed from a replica that had not
+    // seen a rotation re-seal it): its tag is read too, in a second round only then.
+    let kept: Vec<RowKey> = view
+        .stored
+        .values()
+        .filter_map(|stored| match &stored.row {
+            Row::Record {
+                version: RecordVersion::Live(live),
+                ..
+            } => live.password_id.as_deref(),
+            _ => None,
+        })
+        .map(|p| RowKey::Meta(identity_tag_key(p)))
+        .filter(|tag| !view.stored.contains_key(tag))
+        .collect();
+    if !kept.is_empty() {
+        view.stored.extend(versions_of(tx, kept).await?);
+    }
     Ok(view)
 }
 
