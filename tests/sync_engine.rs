@@ -904,6 +904,22 @@ async fn tombstones(store: &dyn Storage) -> usize {
         .count()
 }
 
+async fn meta_tombstones(store: &dyn Storage) -> usize {
+    replicated(store)
+        .await
+        .into_values()
+        .filter(|row| {
+            matches!(
+                row,
+                Row::Meta {
+                    version: vaultstore_wasm::sync::MetaVersion::Gone { .. },
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
 async fn log_rows(store: &dyn Storage) -> usize {
     store.meta_object("sync", "log").await.unwrap().len()
 }
@@ -1001,6 +1017,75 @@ async fn away_then_back(on_sql: bool) {
     assert_eq!((report.pulled, report.pushed), (0, 0));
 }
 
+/// A record written under a key a rotation retired stays on its replica, stranded, until its user
+/// moves it (SYNC.md 7): for months, maybe. The server keeps the retired identity's tag
+/// tombstone through its collection, so that replica's pushes are still answered `retired_key`
+/// for that record, not refused whole as naming an identity the server never had (found by the
+/// simulation's `Away`: the replica could never sync again).
+#[test]
+fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed_sql(&clock).await;
+        let a = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+        let b = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+        let remote = wire(&server);
+        create(&a, "first", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        let rotate = RekeyOptions {
+            rotate: true,
+            ..RekeyOptions::default()
+        };
+        a.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        let offline = create(&b, "written offline", PASSWORD).await;
+        assert_eq!(sync(&b, &remote).await.stranded, vec![offline.clone()]);
+        let doomed = create(&a, "deleted", NEW).await;
+        sync(&a, &remote).await;
+        a.vault.token_delete(&doomed).await.unwrap();
+        sync(&a, &remote).await;
+        assert_eq!(tombstones(&*server.store).await, 1);
+        let identity = meta_tombstones(&*server.store).await;
+        assert!(
+            identity > 1,
+            "the old identity's rows are tombstones on the server"
+        );
+        // A syncs now and then, so the server collects what is older than the retention.
+        for _ in 0..2 {
+            clock.advance(AWAY);
+            create(&a, "meanwhile", NEW).await;
+            sync(&a, &remote).await;
+            sync(&a, &remote).await;
+        }
+        assert_eq!(tombstones(&*server.store).await, 0, "collected");
+        assert_eq!(
+            meta_tombstones(&*server.store).await,
+            identity,
+            "but for the retired identity's"
+        );
+        let report = sync(&b, &remote).await;
+        assert_eq!(report.stranded, vec![offline.clone()], "{report:?}");
+        assert_eq!(
+            b.vault.token_read(&offline, &pw(PASSWORD)).await.unwrap(),
+            "written offline"
+        );
+        b.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        assert!(sync(&b, &remote).await.stranded.is_empty());
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault.token_read(&offline, &pw(NEW)).await.unwrap(),
+            "written offline"
+        );
+    });
+}
+
 #[test]
 fn an_interrupted_resync_still_forgets_what_was_deleted() {
     block_on(async {
@@ -1085,8 +1170,13 @@ fn a_tombstone_dropped_while_a_replica_pages_through_is_not_missed() {
     });
 }
 
+/// An offline edit of a record deleted elsewhere, whose identity went with it: once the record's
+/// tombstone is collected the edit wins over the deletion, but its identity stays removed (the
+/// server keeps identity tombstones for good: a removed key is not brought back by a device
+/// that was away). The edit is stranded on its replica, readable there, and a `bulkRekey`
+/// there moves it to a key the vault has, as after a rotation (SYNC.md 7).
 #[test]
-fn an_identity_removed_meanwhile_comes_back_with_the_offline_edit_that_uses_it() {
+fn an_offline_edit_under_an_identity_removed_meanwhile_is_stranded_then_moved() {
     block_on(async {
         let clock = TestClock::new(common::T0);
         let node = |c: &TestClock| {
@@ -1112,17 +1202,34 @@ fn an_identity_removed_meanwhile_comes_back_with_the_offline_edit_that_uses_it()
             sync(&a, &remote).await;
         }
         assert_eq!(tombstones(&*server.store).await, 0);
-        // B's edit under an identity the server no longer knows at all: the identity goes back
-        // with it (else the push would name an identity the server never had, 422).
-        sync(&b, &remote).await;
+        assert!(
+            meta_tombstones(&*server.store).await > 0,
+            "the identity's are kept"
+        );
+        // B resyncs: its edit (and the identity rows it uses, marked dirty by the resync) go
+        // up; the identity's tombstones win, and the record is refused, not stored.
+        let report = sync(&b, &remote).await;
+        assert_eq!(report.stranded, vec![edited.clone()], "{report:?}");
         sync(&a, &remote).await;
-        for token in [&kept, &edited] {
-            assert!(!gone(&a, token).await);
-        }
+        assert!(gone(&a, &edited).await && !gone(&a, &kept).await);
         assert_eq!(
-            a.vault.token_read(&edited, &pw(NEW)).await.unwrap(),
+            b.vault.token_read(&edited, &pw(NEW)).await.unwrap(),
+            "edited while away",
+            "readable where it was written"
+        );
+        b.vault
+            .bulk_rekey(&pw(NEW), &pw(PASSWORD), &RekeyOptions::default())
+            .await
+            .unwrap();
+        assert!(sync(&b, &remote).await.stranded.is_empty());
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault.token_read(&edited, &pw(PASSWORD)).await.unwrap(),
             "edited while away"
         );
+        for node in [&b, &a] {
+            sync(node, &remote).await;
+        }
         converged(&[&a, &b, &server]).await;
     });
 }

@@ -11,6 +11,7 @@
 //!   ripe reads one page of the feed after it ([`GC_PAGE`] rows) and drops the clean tombstones
 //!   in it up to the candidate's `seq`, so the work per request is bounded and each row of the
 //!   feed is read once per retention period, never the whole store per request.
+//!   Identity tombstones are kept ([`retires_a_key`]).
 //! - the **horizon**: the greatest seq of a tombstone dropped. Checkpoints carry the horizon the
 //!   server had when it handed them out (`key` = `"<mark>.<horizon>"`): one whose seq is below the
 //!   horizon, handed out before it rose, may have missed a dropped tombstone, and is answered
@@ -28,7 +29,9 @@
 //! below was not on the server: deleted elsewhere, its tombstone gone. It is forgotten without
 //! being sent (page by page, the cursor saved with each page, so an interrupted sync goes on
 //! where it stopped); identity rows in a second pass, where one that local records still use is
-//! kept and marked dirty instead (it goes back to the server ahead of them). Dirty rows stay and
+//! kept and marked dirty instead (it goes back to the server ahead of them; if the server
+//! removed it, the tombstones it keeps for identities supersede it, and those records are
+//! stranded). Dirty rows stay and
 //! are pushed. A replica also drops its own clean
 //! tombstones older than the retention (by their `deletedAt`), a page at the end of each sync.
 
@@ -40,6 +43,18 @@ pub const RETENTION_MS: i64 = 90 * 24 * 60 * 60 * 1000;
 
 /// Rows of the feed one collection step reads (one per pull answered, one per replica sync).
 const GC_PAGE: usize = 500;
+
+/// Whether `row` is the tombstone of an identity's row (its `tag`, `dek` or a slot), which a
+/// server keeps for good. A replica may hold records sealed under a removed identity for as long
+/// as its user leaves them stranded (written after a rotation it had not seen; SYNC.md 7), and
+/// pushes them with its other dirty rows, with the identity's rows when a resync brings them
+/// back. With the tombstones the server refuses those records as `retired_key` and the rows as
+/// superseded, months later as on the day: a retired key stays retired. Without them the records
+/// name an identity the server never had, and every push of that replica is refused whole
+/// (`422`), for good. A few rows per identity ever removed.
+fn retires_a_key(row: &Row) -> bool {
+    matches!(row.key(), RowKey::Meta(key) if key.object_type == object_type::IDENTITY)
+}
 
 fn gc_key() -> MetaKey {
     local_key("state", "gc")
@@ -150,7 +165,7 @@ impl Vault {
                             reached = true;
                             break;
                         }
-                        if change.row.is_gone() {
+                        if change.row.is_gone() && !retires_a_key(&change.row) {
                             state.horizon = state.horizon.max(change.seq);
                             ops.push(WriteOp::DropTombstone {
                                 key: change.row.key(),
