@@ -3,11 +3,14 @@
 //! replicas on GlueSQL memory, the second one on SQLite), all joined to one vault first. Then
 //! random operations on random replicas: create, custom create (3 tokens, so they collide),
 //! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
-//! setting, a password change (identities on: a re-wrap), a rotation, time passing, and syncs at
+//! setting, a password change (identities on: a re-wrap), a rotation, time passing (seconds, or
+//! months: past the 90-day retention, so the server collects tombstones, replicas drop their
+//! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
 //! server acted, the replica saw an error), a request delivered twice, and old requests replayed
-//! later (a late duplicate: reordering); and two replicas syncing at once, their requests
-//! interleaved one by one (a push landing between another replica's pull and push).
+//! later (a late duplicate: reordering; never across the retention); and two replicas syncing
+//! at once, their requests interleaved one by one (a push landing between another replica's
+//! pull and push).
 //! Replicas that do not sync for a while are partitioned. Each replica has its own clock, hours
 //! behind the server's or up to 4 minutes ahead (see "Clocks").
 //!
@@ -21,9 +24,13 @@
 //!
 //! **The oracle** (what is checked after healing; nothing else is claimed):
 //! 1. Convergence: every replica's replicated rows (a `changes_since(0)` walk, by key) equal the
-//!    server's, byte for byte.
+//!    server's, byte for byte, but for tombstones older than the retention (which each side
+//!    drops on its own schedule; the server keeps identity tombstones for good).
 //! 2. No deleted record back: every record id that any replica ever held as a tombstone (a delete,
-//!    a purge, a pulled delete) is not live on the server (so, by 1, nowhere).
+//!    a purge, a pulled delete) is not live on the server (so, by 1, nowhere), unless some replica
+//!    still held it live when months passed: a replica's edit of its copy may then come back
+//!    after the server dropped the tombstone, as SYNC.md 2 allows (its fields are not checked
+//!    against 3: the copy carries the revisions it had).
 //! 3. Nothing resolved lost, and the conflict rule: every record id whose creation resolved and
 //!    that was never deleted is live on the server; for each live record and each field (value,
 //!    `expiresAt`, `softDeletedAt`), the server's revision is the greatest revision any replica
@@ -44,8 +51,9 @@
 //! a sync corrects a replica's clock from the server's time and re-stamps its unsynced writes
 //! that carry revisions past that limit (SYNC.md 4, `src/sync/drift.rs`). The oracle follows the
 //! re-stamps (`History::restamped`: the same content under a new revision is the same write)
-//! and ignores revisions no server could store. `SYNC_SIM_AHEAD_MS=<ms>` puts replica A that far
-//! ahead in every case.
+//! and ignores revisions no server could store (past the limit now, or replaced on their replica
+//! by a sync: once months pass, the limit has moved past them). `SYNC_SIM_AHEAD_MS=<ms>` puts
+//! replica A that far ahead in every case.
 //!
 //! **Three runs.** With identities off; with identities on and the vault's first identity kept
 //! alive (its first record is never deleted or expired, rotations become password changes), where
@@ -57,7 +65,12 @@
 //! run found three engine faults, each now a test in `tests/sync_engine.rs`
 //! (`a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges`,
 //! `two_replicas_that_make_the_first_identity_offline_both_stay_readable`) or fixed with the
-//! deferred identity removals of `src/vault/engine.rs`.
+//! deferred identity removals of `src/vault/engine.rs`. Months passing found a fourth: the
+//! server collected a rotated-out identity's tombstones, and a replica holding a record stranded
+//! under it was refused whole (`422`) on every sync after
+//! (`a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions`); and more cases a
+//! fifth: a push whose merge kept the server's value named an identity the server had not read
+//! (`a_soft_delete_from_a_replica_that_missed_a_rotation_merges_with_the_resealed_value`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). A longer run, or another seed:
 //! `SYNC_SIM_CASES=2000 cargo test --release --test sync_sim` (`PROPTEST_CASES` works too;
@@ -93,6 +106,8 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 const CUSTOM: [&str; 3] = ["card-4242", "card-1881", "card-0007"];
 const SETTINGS: [&str; 2] = ["simTheme", "simLocale"];
+/// How long a server keeps tombstones and replicas their clean ones (FORMAT.md "Retention").
+const RETENTION_DAYS: i64 = 90;
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("SYNC_SIM_CASES")
@@ -319,6 +334,11 @@ enum Op {
     Rotate(usize),
     /// Every clock moves on by this many milliseconds.
     Tick(i64),
+    /// Every clock moves on by this many days, more than the 90-day retention: the server
+    /// collects the tombstones it noted before (on its pulls after this), replicas drop their
+    /// old clean tombstones, and a replica whose checkpoint is past the collector's horizon is
+    /// told `expired` and resyncs (SYNC.md 2, FORMAT.md "Retention").
+    Away(i64),
     Sync(usize, Fault),
     /// Two replicas sync at once, their requests interleaved one by one (two devices, or a
     /// push that lands between another replica's pull and push).
@@ -360,6 +380,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => r.clone().prop_map(Op::Password),
         1 => r.clone().prop_map(Op::Rotate),
         1 => (1i64..120_000).prop_map(Op::Tick),
+        1 => (RETENTION_DAYS + 1..2 * RETENTION_DAYS).prop_map(Op::Away),
         2 => (r.clone(), r.clone()).prop_map(|(a, b)| Op::SyncPair(a, b)),
         8 => (r, fault()).prop_map(|(r, f)| Op::Sync(r, f)),
         1 => (0usize..1_000).prop_map(Op::Replay),
@@ -419,6 +440,15 @@ struct History {
     soft: HashMap<String, BTreeMap<Rev, Option<i64>>>,
     /// Record ids some replica held a tombstone of.
     deleted: HashSet<String>,
+    /// Deleted record ids (above) that some replica still held live when the clocks moved past
+    /// the retention ([`Op::Away`]): the server may have dropped the tombstone since, and a
+    /// replica's edit of its copy then brings the record back, as SYNC.md 2 allows ("dirty rows
+    /// win over a deletion whose tombstone is gone"). The oracle lets only these come back.
+    may_return: HashSet<String>,
+    /// Revisions past the server's limit that a sync replaced on their replica (re-stamped, or
+    /// lost to another write): no server stores them. [`latest`] also ignores revisions past
+    /// the limit now, but after an [`Op::Away`] the limit has moved past them.
+    void: HashSet<Rev>,
     /// Per setting: the value each revision set.
     settings: HashMap<String, BTreeMap<Rev, String>>,
     /// Identities off: per record id, the password each seal revision sealed the value with.
@@ -501,6 +531,14 @@ impl History {
         let keys: Vec<RowKey> = far.iter().map(Row::key).collect();
         let now = node.store.versions(&keys).await.unwrap();
         let moved = |old: Rev, new: Rev| old.wall_ms() > above && new.wall_ms() <= above;
+        for (old, new) in far.iter().zip(&now) {
+            let held: Vec<Rev> = new.iter().flat_map(|n| revs_of(&n.row)).collect();
+            self.void.extend(
+                revs_of(old)
+                    .into_iter()
+                    .filter(|rev| rev.wall_ms() > above && !held.contains(rev)),
+            );
+        }
         for (old, new) in far.iter().zip(now) {
             let Some(new) = new else { continue };
             match (old, new.row) {
@@ -743,7 +781,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
         | Op::Password(r)
         | Op::Rotate(r)
         | Op::Sync(r, _) => Some(&nodes[r % n]),
-        Op::Tick(_) | Op::Replay(_) | Op::SyncPair(..) => None,
+        Op::Tick(_) | Op::Away(_) | Op::Replay(_) | Op::SyncPair(..) => None,
     };
     match (op, target) {
         (Op::Create(_, e), Some(node)) => {
@@ -910,6 +948,31 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             wire.server_clock.advance(*ms);
             return;
         }
+        (Op::Away(days), _) => {
+            for node in nodes {
+                for (key, row) in replicated(&*node.store).await {
+                    if let (
+                        RowKey::Record(id),
+                        Row::Record {
+                            version: RecordVersion::Live(_),
+                            ..
+                        },
+                    ) = (key, row)
+                        && history.deleted.contains(&id)
+                    {
+                        history.may_return.insert(id);
+                    }
+                }
+            }
+            for node in nodes {
+                node.clock.advance(days * DAY);
+            }
+            wire.server_clock.advance(days * DAY);
+            // A late duplicate arrives within the retention, not after it: a request replayed
+            // from before could carry a record whose tombstone the server has dropped since.
+            wire.sent.lock().unwrap().clear();
+            return;
+        }
         (Op::Replay(i), _) => {
             let body = {
                 let sent = wire.sent.lock().unwrap();
@@ -1031,14 +1094,44 @@ async fn opens_with_any(node: &Node, token: &str, history: &History) -> Option<(
     None
 }
 
+/// `rows` without the tombstones older than the retention at `now` (server time; with a margin
+/// for the replicas' clocks): a replica drops its own clean ones by age, the server those its
+/// collector noted 90 days before, so after an [`Op::Away`] either may still hold one the other
+/// has dropped. Both hold no such record; SYNC.md 1 compares records, identities and settings.
+fn unexpired(rows: &BTreeMap<RowKey, Row>, now: i64) -> BTreeMap<RowKey, Row> {
+    let before = now - RETENTION_DAYS * DAY + 6 * HOUR;
+    rows.iter()
+        .filter(|(_, row)| {
+            let deleted_at = match row {
+                Row::Record {
+                    version: RecordVersion::Gone(tombstone),
+                    ..
+                } => tombstone.deleted_at,
+                Row::Meta {
+                    version: MetaVersion::Gone { deleted_at, .. },
+                    ..
+                } => *deleted_at,
+                _ => return true,
+            };
+            deleted_at >= before
+        })
+        .map(|(k, row)| (k.clone(), row.clone()))
+        .collect()
+}
+
 /// The content the greatest revision of `revs` wrote, checked against the server's revision.
 /// Revisions past `limit` (a clock hours ahead) no server stored: their writes were re-stamped
 /// (see [`History::restamped`]) and count under their new revisions.
-fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str, limit: u64) -> &'a T {
+fn latest<'a, T>(
+    revs: Option<&'a BTreeMap<Rev, T>>,
+    at: Rev,
+    what: &str,
+    (limit, void): (u64, &HashSet<Rev>),
+) -> &'a T {
     let revs = revs.unwrap_or_else(|| panic!("{what}: no write of it was seen"));
     let (max, content) = revs
         .iter()
-        .rfind(|(rev, _)| rev.wall_ms() <= limit)
+        .rfind(|(rev, _)| rev.wall_ms() <= limit && !void.contains(rev))
         .unwrap_or_else(|| panic!("{what}: every write seen is dated past the server's limit"));
     assert_eq!(
         *max, at,
@@ -1049,11 +1142,14 @@ fn latest<'a, T>(revs: Option<&'a BTreeMap<Rev, T>>, at: Rev, what: &str, limit:
 
 async fn check(nodes: &[Node], server: &Node, history: &History) {
     let limit = u64::try_from(server.clock.now_ms() + MAX_FUTURE_MS).unwrap();
+    let storable = (limit, &history.void);
     // 1. Convergence.
     let rows = replicated(&*server.store).await;
+    let kept = unexpired(&rows, server.clock.now_ms());
     for node in nodes {
-        let theirs = replicated(&*node.store).await;
-        if theirs != rows {
+        let theirs = unexpired(&replicated(&*node.store).await, server.clock.now_ms());
+        if theirs != kept {
+            let rows = &kept;
             let differ: Vec<&RowKey> = rows
                 .keys()
                 .chain(theirs.keys())
@@ -1074,19 +1170,26 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
                 id,
                 version: RecordVersion::Live(record),
             } => {
+                let returned = history.deleted.contains(id);
                 assert!(
-                    !history.deleted.contains(id),
+                    !returned || history.may_return.contains(id),
                     "record {id} ({}) was deleted and is live again",
                     record.token
                 );
-                let value = latest(history.values.get(id), record.value_rev, "value", limit);
+                live.insert(id.clone(), record.clone());
+                if returned {
+                    // The replica that kept it wrote it back as it held it, with the revisions
+                    // it had; what others wrote to it before it was deleted is gone with it.
+                    continue;
+                }
+                let value = latest(history.values.get(id), record.value_rev, "value", storable);
                 let _ = value;
                 assert_eq!(
                     latest(
                         history.expires.get(id),
                         record.expires_rev,
                         "expiresAt",
-                        limit
+                        storable
                     ),
                     &record.expires_at,
                     "{id}: expiresAt"
@@ -1096,19 +1199,18 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
                         history.soft.get(id),
                         record.deleted_rev,
                         "softDeletedAt",
-                        limit
+                        storable
                     ),
                     &record.soft_deleted_at,
                     "{id}: softDeletedAt"
                 );
-                live.insert(id.clone(), record.clone());
             }
             Row::Meta {
                 key,
                 version: MetaVersion::Value { rev, value },
             } if SETTINGS.contains(&key.key.as_str()) => {
                 assert_eq!(
-                    latest(history.settings.get(&key.key), *rev, &key.key, limit),
+                    latest(history.settings.get(&key.key), *rev, &key.key, storable),
                     value
                 );
             }
