@@ -1086,6 +1086,63 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
     });
 }
 
+/// Two replicas create the same custom token offline; the later creator's record reached the
+/// server first, and is displaced there when the earlier one's arrives. Its replica, away for
+/// months meanwhile, learns of it only after the retention: the server keeps the `displaced`
+/// tombstone through its collection, so that replica keeps its record, stranded and readable,
+/// instead of forgetting it in its resync as deleted elsewhere (the write would be lost on every
+/// replica). Found by the simulation (`Away`, another seed).
+#[test]
+fn a_record_displaced_while_its_replica_was_away_is_kept_stranded_after_the_retention() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let remote = wire(&server);
+        create(&a, "joined", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        for (node, value) in [(&a, "created first"), (&b, "created second")] {
+            node.vault
+                .token_create_custom("card-4242", value, &pw(PASSWORD), None)
+                .await
+                .unwrap();
+            clock.advance(1_000);
+        }
+        sync(&b, &remote).await;
+        clock.advance(AWAY);
+        // A's record displaces B's on the server; its pull notes where the feed ends.
+        sync(&a, &remote).await;
+        sync(&a, &remote).await;
+        clock.advance(AWAY);
+        create(&a, "meanwhile", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&a, &remote).await;
+        assert!(
+            log_rows(&*server.store).await < 4,
+            "the server collected what is older than the retention"
+        );
+        let report = sync(&b, &remote).await;
+        assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
+        assert_eq!(
+            b.vault
+                .token_read("card-4242", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "created second",
+            "kept where it was written"
+        );
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault
+                .token_read("card-4242", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "created first"
+        );
+    });
+}
+
 #[test]
 fn an_interrupted_resync_still_forgets_what_was_deleted() {
     block_on(async {
