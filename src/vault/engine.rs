@@ -662,9 +662,17 @@ impl Vault {
             .apply(self.stamp()?, vec![WriteOp::PutMeta(end)])
             .await?;
         progress.advance(0, 0);
+        // A record this sync stranded (its push refused) may be gone by the end of it: a
+        // deletion pulled afterwards wins over the edit that was refused. Only what the replica
+        // still holds is reported.
         let mut stranded: Vec<String> = stranded.into_iter().collect();
         stranded.sort();
-        report.stranded = stranded;
+        let held = self.storage.records_by_tokens(&stranded).await?;
+        report.stranded = stranded
+            .into_iter()
+            .zip(held)
+            .filter_map(|(token, record)| record.map(|_| token))
+            .collect();
         Ok(report)
     }
 
