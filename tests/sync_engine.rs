@@ -6,7 +6,7 @@ mod common;
 mod sqlite;
 
 use async_trait::async_trait;
-use common::{T0, TestClock, replicated};
+use common::{T0, TestClock, Turns, replicated};
 use futures::executor::block_on;
 use sqlite::Sqlite;
 use std::sync::Arc;
@@ -109,17 +109,6 @@ impl SyncTransport for Wire<'_> {
     }
 }
 
-/// [`Wire`], each answer a turn later: two syncs over it interleave at every request.
-struct Turns<'a>(&'a Wire<'a>);
-
-#[async_trait]
-impl SyncTransport for Turns<'_> {
-    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
-        common::yield_once().await;
-        self.0.exchange(body).await
-    }
-}
-
 async fn sync(node: &Node, remote: &Wire<'_>) -> SyncReport {
     node.vault.sync(remote, None).await.unwrap()
 }
@@ -129,6 +118,18 @@ async fn create(node: &Node, value: &str, secret: &str) -> String {
         .token_create(value, &pw(secret), &CreateOptions::default())
         .await
         .unwrap()
+}
+
+/// A rotation on `node` from [`PASSWORD`] to [`NEW`]: a new identity and key, the old one removed.
+async fn rotate_to_new(node: &Node) {
+    let rotate = RekeyOptions {
+        rotate: true,
+        ..RekeyOptions::default()
+    };
+    node.vault
+        .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
+        .await
+        .unwrap();
 }
 
 /// Every value created on `node` in one batch, under [`PASSWORD`]: their tokens, in order.
@@ -292,14 +293,7 @@ fn a_write_under_a_rotated_key_is_stranded_then_moved_and_delivered() {
         create(&a, "first", PASSWORD).await;
         sync(&a, &remote).await;
         sync(&b, &remote).await;
-        let rotate = RekeyOptions {
-            rotate: true,
-            ..RekeyOptions::default()
-        };
-        a.vault
-            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
-            .await
-            .unwrap();
+        rotate_to_new(&a).await;
         sync(&a, &remote).await;
         // B has not synced: it writes under the old identity.
         let offline = create(&b, "written offline", PASSWORD).await;
@@ -338,14 +332,7 @@ fn a_soft_delete_from_a_replica_that_missed_a_rotation_merges_with_the_resealed_
         let token = create(&a, "kept", PASSWORD).await;
         sync(&a, &remote).await;
         sync(&b, &remote).await;
-        let rotate = RekeyOptions {
-            rotate: true,
-            ..RekeyOptions::default()
-        };
-        b.vault
-            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
-            .await
-            .unwrap();
+        rotate_to_new(&b).await;
         a.vault.token_soft_delete(&token).await.unwrap();
         // Both sync at once, each request a turn later: B pulls, A pulls, B pushes the
         // rotation, A pushes its soft delete (of the value it has, under the old identity).
@@ -383,14 +370,7 @@ fn a_stranded_record_that_a_pulled_deletion_removed_is_not_reported() {
         let token = create(&a, "first", PASSWORD).await;
         sync(&a, &remote).await;
         sync(&b, &remote).await;
-        let rotate = RekeyOptions {
-            rotate: true,
-            ..RekeyOptions::default()
-        };
-        a.vault
-            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
-            .await
-            .unwrap();
+        rotate_to_new(&a).await;
         b.vault
             .token_update(&token, "edited under the old key", &pw(PASSWORD))
             .await
@@ -525,14 +505,7 @@ fn a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges(
         sync(&b, &remote).await;
         // A writes under the identity B is about to rotate away, and syncs first.
         let from_a = create(&a, "written by a", PASSWORD).await;
-        let rotate = RekeyOptions {
-            rotate: true,
-            ..RekeyOptions::default()
-        };
-        b.vault
-            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
-            .await
-            .unwrap();
+        rotate_to_new(&b).await;
         sync(&a, &remote).await;
         for _ in 0..3 {
             sync(&b, &remote).await;
@@ -1074,14 +1047,7 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
         create(&a, "first", PASSWORD).await;
         sync(&a, &remote).await;
         sync(&b, &remote).await;
-        let rotate = RekeyOptions {
-            rotate: true,
-            ..RekeyOptions::default()
-        };
-        a.vault
-            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
-            .await
-            .unwrap();
+        rotate_to_new(&a).await;
         sync(&a, &remote).await;
         let offline = create(&b, "written offline", PASSWORD).await;
         assert_eq!(sync(&b, &remote).await.stranded, vec![offline.clone()]);

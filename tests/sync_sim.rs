@@ -83,7 +83,7 @@ mod common;
 mod sqlite;
 
 use async_trait::async_trait;
-use common::{TestClock, replicated};
+use common::{TestClock, Turns, replicated};
 use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -228,18 +228,6 @@ impl SyncTransport for Wire<'_> {
             _ => {}
         }
         Ok((status, response.into_bytes()))
-    }
-}
-
-/// The wire without faults, each answer a turn later: two syncs over it interleave at every
-/// request.
-struct Turns<'a>(&'a Wire<'a>);
-
-#[async_trait]
-impl SyncTransport for Turns<'_> {
-    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
-        common::yield_once().await;
-        self.0.exchange(body).await
     }
 }
 

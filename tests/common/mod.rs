@@ -15,7 +15,7 @@ use vaultstore_wasm::storage::{
     Change, MetaKey, MetaRow, Optimistic, Purge, Row, RowKey, Stamp, Storage, StorageError,
     StorageResult, Stored, WriteOp, WriteTransaction,
 };
-use vaultstore_wasm::{ErrorCode, Result, Secret, Vault, VaultError, VaultOptions};
+use vaultstore_wasm::{ErrorCode, Result, Secret, SyncTransport, Vault, VaultError, VaultOptions};
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const OTHER: &str = "another long password";
@@ -306,4 +306,16 @@ pub async fn yield_once() {
         std::task::Poll::Pending
     })
     .await
+}
+
+/// A sync transport that answers each request a turn later: two syncs over one interleave at
+/// every request (a push landing between another replica's pull and push).
+pub struct Turns<'a, T>(pub &'a T);
+
+#[async_trait]
+impl<T: SyncTransport + Sync> SyncTransport for Turns<'_, T> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        yield_once().await;
+        self.0.exchange(body).await
+    }
 }
