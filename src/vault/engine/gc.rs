@@ -31,9 +31,8 @@
 //! where it stopped); identity rows in a second pass, where one that local records still use is
 //! kept and marked dirty instead (it goes back to the server ahead of them; if the server
 //! removed it, the tombstones it keeps for identities supersede it, and those records are
-//! stranded). Dirty rows stay and
-//! are pushed. A replica also drops its own clean
-//! tombstones older than the retention (by their `deletedAt`), a page at the end of each sync.
+//! stranded). Dirty rows stay and are pushed. A replica also drops its own clean tombstones
+//! older than the retention (by their `deletedAt`), a page at the end of each sync.
 
 use super::*;
 
@@ -55,8 +54,8 @@ const GC_PAGE: usize = 500;
 ///   push of that replica is refused whole (`422`), for good.
 /// - a record `displaced` by an earlier creator of its custom token. The replica that created
 ///   it keeps it, stranded, once it pulls this tombstone (SYNC.md 2); a replica that comes back
-///   after the retention and found no tombstone would forget it as deleted elsewhere, and the
-///   write that created it would be lost everywhere.
+///   after the retention and finds no tombstone forgets it as deleted elsewhere, and the write
+///   that created it would be lost everywhere.
 ///
 /// A few rows per identity ever removed, one per token collision.
 fn kept_for_good(row: &Row) -> bool {
