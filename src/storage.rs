@@ -532,8 +532,10 @@ pub trait Storage: MaybeSendSync {
         also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>>;
 
-    /// How many records have a `passwordId` (is any record sealed with a master key?).
-    async fn linked_count(&self) -> StorageResult<u64>;
+    /// How many records have a `passwordId` (`identity_id` `None`: is any record sealed with a
+    /// master key?), or have this one (how many records an identity's key opens: a re-wrap's
+    /// count). Counted in the backend's index, without reading a record.
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64>;
 
     /// Release the backend. Later calls fail with [`StorageError::Closed`].
     async fn close(&self);
@@ -574,8 +576,8 @@ pub trait WriteTransaction: MaybeSendSync {
         after_id: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<Record>>;
-    /// How many records have a `passwordId` (is any record sealed with a master key?).
-    async fn linked_count(&self) -> StorageResult<u64>;
+    /// As [`Storage::linked_count`].
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64>;
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>>;
     async fn records_by_tokens(&self, tokens: &[String]) -> StorageResult<Vec<Option<Record>>>;
     /// Apply `batch` in this transaction, atomically, checking its guards, as
@@ -624,8 +626,8 @@ impl WriteTransaction for Optimistic<'_> {
     ) -> StorageResult<Vec<Record>> {
         self.0.records_linked_to(identity_id, after_id, limit).await
     }
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.0.linked_count().await
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.0.linked_count(identity_id).await
     }
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
         self.0.versions(keys).await
@@ -740,8 +742,8 @@ macro_rules! delegate_storage {
             async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
                 (**self).versions(keys).await
             }
-            async fn linked_count(&self) -> StorageResult<u64> {
-                (**self).linked_count().await
+            async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+                (**self).linked_count(identity_id).await
             }
             async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
                 (**self).apply(stamp, batch).await

@@ -639,7 +639,7 @@ async fn a_version_1_database_moves_its_links_into_the_records_and_numbers_its_r
         of_a.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["r1", "r2"]
     );
-    assert_eq!(storage.linked_count().await.unwrap(), 3);
+    assert_eq!(storage.linked_count(None).await.unwrap(), 3);
     assert_eq!(storage.meta_count("record").await.unwrap(), 0);
     assert_eq!(storage.meta_all().await.unwrap().len(), 7);
     // Every row has a seq (a sync walking the feed from 0 sees them all), none is dirty, and no
@@ -883,7 +883,7 @@ async fn a_version_1_database_with_more_links_than_a_page_moves_every_one() {
 
     let storage = IdbStorage::open(&name).await.unwrap();
     assert_eq!(storage.meta_count("record").await.unwrap(), 0);
-    assert_eq!(storage.linked_count().await.unwrap(), 2_100);
+    assert_eq!(storage.linked_count(None).await.unwrap(), 2_100);
     // Both pages of records were numbered, once each.
     let seqs: Vec<u64> = storage
         .changes_since(0, 10_000)

@@ -1007,7 +1007,7 @@ mod migration {
             1,
             "the backfill dirties nothing: only the write above is to push"
         );
-        assert_eq!(block_on(storage.linked_count()).unwrap(), 7);
+        assert_eq!(block_on(storage.linked_count(None)).unwrap(), 7);
         let linked =
             block_on(storage.records_linked_to("p_771430443c4e3b7671e99a2884ca8f88", None, 10))
                 .unwrap();

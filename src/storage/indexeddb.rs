@@ -1445,10 +1445,13 @@ impl Reader {
             .collect()
     }
 
-    async fn linked_count(&self) -> StorageResult<u64> {
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        let range = identity_id
+            .map(|id| Self::linked_range(id, None))
+            .transpose()?;
         let n = self
             .identity_index()?
-            .count(None)
+            .count(range)
             .done("count linked records")
             .await?;
         Ok(u64::from(n))
@@ -1792,8 +1795,8 @@ impl Storage for IdbStorage {
         self.reader()?.versions(keys).await
     }
 
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.reader()?.linked_count().await
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.reader()?.linked_count(identity_id).await
     }
 
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {

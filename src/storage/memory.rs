@@ -597,6 +597,14 @@ impl Tx<'_> {
             .collect()
     }
 
+    /// How many records `record_links` links to `identity_id`: the length of its key range.
+    fn linked_count_of(&self, identity_id: &str) -> u64 {
+        let prefix = tuple(&[identity_id]);
+        self.rows_from(RECORD_LINKS, Bound::Included(Key::Bytea(prefix.clone())))
+            .take_while(|(k, _)| matches!(k, Key::Bytea(b) if b.starts_with(&prefix)))
+            .count() as u64
+    }
+
     /// The store's version of `key` (its live row or its tombstone) and its place in the feed;
     /// `None` when it has neither, and for a local meta row (not a replicated row).
     fn version_of(&self, key: &RowKey) -> StorageResult<Option<(Row, Feed)>> {
@@ -1402,9 +1410,13 @@ impl Storage for GlueMemoryStorage {
         Ok(None)
     }
 
-    /// The size of `record_links`: one entry per linked record.
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.with(|tx| Ok(tx.rows(RECORD_LINKS).map_or(0, |rows| rows.len() as u64)))
+    /// The size of `record_links` (one entry per linked record), or of an identity's range of
+    /// it, counted without reading a record.
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.with(|tx| match identity_id {
+            None => Ok(tx.rows(RECORD_LINKS).map_or(0, |rows| rows.len() as u64)),
+            Some(identity_id) => Ok(tx.linked_count_of(identity_id)),
+        })
     }
 
     async fn close(&self) {

@@ -302,10 +302,11 @@ impl Vault {
         // The source must still be the old secret's when this commits (through the slot that
         // found it: its other slots may change meanwhile).
         round.batch.push(expect_tag(&source.slot, mk_old));
-        // The records stay where they are: only how many there are is read, a page at a time,
-        // so a password change holds one page in memory whatever the vault's size.
+        // The records stay where they are: only how many there are is read, counted in the
+        // backend's identity index, so a password change reads no record whatever the vault's
+        // size.
         let stay = async |round: &mut Round| -> Result<WriteKey> {
-            round.moved += count_linked_to(reads, &source.id).await?;
+            round.moved += reads.linked_count(Some(&source.id)).await?;
             Ok(WriteKey {
                 key: DataKey::filled_by(|k| k.copy_from_slice(source.dek.as_bytes())),
                 identity_id: Some(source.id.clone()),
@@ -409,7 +410,7 @@ impl Vault {
         if target.identity_id.is_some() {
             // Links are counted after the scan: a record deleted meanwhile only makes the count
             // smaller, so "no unlinked record is left" is never claimed when one is.
-            let links = reads.linked_count().await?;
+            let links = reads.linked_count(None).await?;
             if scanned == links + moves.len() as u64 {
                 round.batch.push(WriteOp::PutMeta(MetaRow {
                     key: unlinked_records(),
@@ -579,24 +580,6 @@ async fn records_linked_to(
         records.extend(page);
         if !full {
             return Ok(records);
-        }
-    }
-}
-
-/// How many records are sealed with the key of `identity_id`, a page at a time through `reads`
-/// (only the last id of a page is kept).
-async fn count_linked_to(reads: &dyn WriteTransaction, identity_id: &str) -> Result<u64> {
-    const PAGE: usize = 1_000;
-    let mut count = 0u64;
-    let mut after: Option<String> = None;
-    loop {
-        let page = reads
-            .records_linked_to(identity_id, after.as_deref(), PAGE)
-            .await?;
-        count += page.len() as u64;
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-            _ => return Ok(count),
         }
     }
 }

@@ -212,9 +212,9 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         self.read();
         self.inner.versions(keys).await
     }
-    async fn linked_count(&self) -> StorageResult<u64> {
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
         self.read();
-        self.inner.linked_count().await
+        self.inner.linked_count(identity_id).await
     }
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.probe.batches.fetch_add(1, Ordering::SeqCst);

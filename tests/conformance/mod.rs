@@ -671,7 +671,7 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     assert!(get_id(&s, "id-a").await.is_none());
     assert_eq!(linked_ids(&s, "p_1").await, ["id-b"]);
     assert!(linked_ids(&s, "p_2").await.is_empty());
-    assert_eq!(s.linked_count().await.unwrap(), 1);
+    assert_eq!(s.linked_count(None).await.unwrap(), 1);
     // Each removed row left a tombstone at the batch's revision and time.
     let (feed, _) = feeds(&s).await;
     for id in ["id-a", "id-c"] {
@@ -708,7 +708,7 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     );
     s.apply(stamp(), vec![delete("id-b")]).await.unwrap();
     assert!(s.meta_all().await.unwrap().is_empty());
-    assert_eq!(s.linked_count().await.unwrap(), 0);
+    assert_eq!(s.linked_count(None).await.unwrap(), 0);
     // Deleting what is gone is not an error and changes nothing, and the token is free again.
     let before = feeds(&s).await;
     s.apply(stamp(), vec![delete("id-a"), delete("never")])
@@ -969,11 +969,36 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     assert_eq!(linked_ids(&s, "p_1").await.len(), 9);
     assert_eq!(linked_ids(&s, "p_2").await.len(), 21);
     assert!(linked_ids(&s, "p_9").await.is_empty());
-    assert_eq!(s.linked_count().await.unwrap(), 30);
+    assert_eq!(s.linked_count(None).await.unwrap(), 30);
+    assert_eq!(s.linked_count(Some("p_1")).await.unwrap(), 9);
+    assert_eq!(s.linked_count(Some("p_2")).await.unwrap(), 21);
+    assert_eq!(s.linked_count(Some("p_9")).await.unwrap(), 0);
     // Unlinking (a master key) leaves the record out of every identity's answer.
     relink(&s, "r03", None).await;
     assert_eq!(linked_ids(&s, "p_1").await.len(), 8);
-    assert_eq!(s.linked_count().await.unwrap(), 29);
+    assert_eq!(s.linked_count(None).await.unwrap(), 29);
+    assert_eq!(s.linked_count(Some("p_1")).await.unwrap(), 8);
+    // An identity id that extends another's is a different identity, not a longer range of it.
+    s.apply(
+        stamp(),
+        vec![WriteOp::InsertRecord(linked("r99", "tk_99", "p_10"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.linked_count(Some("p_1")).await.unwrap(), 8);
+    assert_eq!(s.linked_count(Some("p_10")).await.unwrap(), 1);
+    assert_eq!(linked_ids(&s, "p_1").await.len(), 8);
+    // Deleting a record takes it out of its identity's count.
+    s.apply(
+        stamp(),
+        vec![WriteOp::DeleteRecord {
+            id: "r99".into(),
+            if_expired_at: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.linked_count(Some("p_10")).await.unwrap(), 0);
 }
 
 /// The by-value lookups follow meta rows and record links as they move, down to none and back.
@@ -1364,7 +1389,7 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
         assert_eq!(count, 3);
         assert_eq!(linked_ids(&s, "p_1").await, ["b"]);
         assert!(linked_ids(&s, "p_2").await.is_empty());
-        assert_eq!(s.linked_count().await.unwrap(), 1);
+        assert_eq!(s.linked_count(None).await.unwrap(), 1);
         assert!(
             s.meta_find("password_identity", "tag", "t2")
                 .await
@@ -1941,7 +1966,7 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
             .len(),
         14
     );
-    assert_eq!(s.linked_count().await.unwrap(), 14 + 13);
+    assert_eq!(s.linked_count(None).await.unwrap(), 14 + 13);
     assert_eq!(s.meta_count("record").await.unwrap(), 0, "no link rows");
 }
 
@@ -2007,7 +2032,7 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
             .iter()
             .all(|r| r.password_id.as_deref() == Some("p_a"))
     );
-    assert_eq!(s.linked_count().await.unwrap(), N as u64);
+    assert_eq!(s.linked_count(None).await.unwrap(), N as u64);
 
     let mut batch = Vec::new();
     for i in 0..N / 2 {
@@ -2030,7 +2055,7 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
         N / 2
     );
     assert_eq!(
-        s.linked_count().await.unwrap(),
+        s.linked_count(None).await.unwrap(),
         (N - 600) as u64,
         "a deleted record's link goes with it"
     );
@@ -3013,7 +3038,7 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     let mut p2 = linked_ids(&s, "p_2").await;
     p2.sort();
     assert_eq!(p2, ["b", "new"]);
-    assert_eq!(s.linked_count().await.unwrap(), 3);
+    assert_eq!(s.linked_count(None).await.unwrap(), 3);
 
     // A tombstone over a live record removes it and prunes nothing: the identity's own rows
     // travel as their own versions.
@@ -3328,7 +3353,7 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     let mut p2 = linked_ids(&s, "p_2").await;
     p2.sort();
     assert_eq!(p2, ["a", "b"]);
-    assert_eq!(s.linked_count().await.unwrap(), 2);
+    assert_eq!(s.linked_count(None).await.unwrap(), 2);
 }
 
 /// A write transaction reads what the store holds, and its commit is an atomic batch like
@@ -3378,7 +3403,7 @@ pub async fn transactions_read_and_commit_like_apply(s: impl Storage) {
             tx.records_linked_to("p_1", Some("a"), 10).await.unwrap(),
             [linked("b", "tk_b", "p_1")]
         );
-        assert_eq!(tx.linked_count().await.unwrap(), 2);
+        assert_eq!(tx.linked_count(None).await.unwrap(), 2);
         // Dropped without a commit: nothing is written.
     }
     assert_eq!(everything(&s).await, before);

@@ -198,8 +198,8 @@ impl<S: Storage> Storage for Gated<S> {
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
         self.inner.versions(keys).await
     }
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.inner.linked_count().await
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.inner.linked_count(identity_id).await
     }
     async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
         self.gate.wait().await;
@@ -282,8 +282,8 @@ impl WriteTransaction for GatedTransaction<'_> {
             .records_linked_to(identity_id, after_id, limit)
             .await
     }
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.inner.linked_count().await
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.inner.linked_count(identity_id).await
     }
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
         self.inner.versions(keys).await

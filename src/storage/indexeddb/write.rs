@@ -209,8 +209,8 @@ impl WriteTransaction for IdbWriteTransaction<'_> {
     ) -> StorageResult<Vec<Record>> {
         self.r.linked_to(identity_id, after_id, limit).await
     }
-    async fn linked_count(&self) -> StorageResult<u64> {
-        self.r.linked_count().await
+    async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
+        self.r.linked_count(identity_id).await
     }
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
         let found = self.r.raw_versions(keys).await?;
