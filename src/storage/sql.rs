@@ -957,6 +957,9 @@ fn order_clause(filter: &RecordFilter) -> String {
 
 /// The statement of [`Storage::query_records`] for `filter` at `now`.
 fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
+    if let Some(deferred) = deferred_page(ns, filter) {
+        return Some(deferred);
+    }
     let (from, mut params) = select_from(ns, filter, now)?;
     let limit = filter
         .limit
@@ -969,6 +972,65 @@ fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String,
         "SELECT {RECORD_COLUMNS}{from}{} LIMIT ?{} OFFSET ?{n}",
         order_clause(filter),
         n - 1
+    );
+    Some((sql, params))
+}
+
+/// A page past the start of a listing that only the soft-delete state filters, found in the
+/// order's index alone (a deferred join): the offset is stepped over in index entries, and only
+/// the page's rows are read. Every order has an index on `(ns, key…)`, but none holds
+/// `soft_deleted_at`, so the plain statement reads the row of every record it steps over to
+/// test it (a page at offset 500,000 of a million records: 476 ms). The index alone gives the
+/// right page when the namespace holds no record of the state the filter leaves out, which
+/// `vaultstore_counts` tells; when it holds some, the plain statement runs instead. Both arms
+/// are one statement, each with its limit set to 0 by the counts when it is not the one that
+/// applies (SQLite evaluates a LIMIT once, before its loop), so the choice and the page are one
+/// read on every SQL backend, D1 included. `None` for any other listing, for the first page
+/// (the plain statement reads only its own rows) and without a limit (the page is the rest of
+/// the vault).
+fn deferred_page(ns: &str, filter: &RecordFilter) -> Option<(String, Vec<SqlValue>)> {
+    let filtered = filter.id.is_some()
+        || filter.id_in.is_some()
+        || filter.token.is_some()
+        || filter.token_in.is_some()
+        || filter.expired_only;
+    let limit = filter.limit?;
+    // The expiry index is on a virtual generated column, which SQLite reads from the row even
+    // when an index holds it: that index never covers, so its pages are left to the plain
+    // statement.
+    if filtered || filter.offset == 0 || filter.order_by == OrderBy::ExpiresAt {
+        return None;
+    }
+    let order = order_clause(filter);
+    let params = vec![
+        ns.into(),
+        SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        SqlValue::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)),
+    ];
+    let (left_out, state) = match filter.soft_deleted {
+        SoftDeleted::Include => {
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN (
+                    SELECT r.rowid FROM vaultstore_records AS r WHERE r.ns = ?1{order}
+                    LIMIT ?2 OFFSET ?3){order}"
+            );
+            return Some((sql, params));
+        }
+        SoftDeleted::Exclude => (1, "IS NULL"),
+        SoftDeleted::Only => (0, "IS NOT NULL"),
+    };
+    let none_left_out = format!(
+        "(SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND deleted = {left_out}) = 0"
+    );
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN (
+            SELECT rowid FROM (SELECT r.rowid FROM vaultstore_records AS r WHERE r.ns = ?1{order}
+                LIMIT CASE WHEN {none_left_out} THEN ?2 ELSE 0 END OFFSET ?3)
+            UNION ALL
+            SELECT rowid FROM (SELECT r.rowid FROM vaultstore_records AS r
+                WHERE r.ns = ?1 AND r.soft_deleted_at {state}{order}
+                LIMIT CASE WHEN {none_left_out} THEN 0 ELSE ?2 END OFFSET ?3)
+        ){order}"
     );
     Some((sql, params))
 }
@@ -1981,6 +2043,26 @@ mod tests {
             assert!(
                 !full_scan(&lines) && !lines.iter().any(|l| l.contains("TEMP B-TREE")),
                 "{filter:?}: {lines:?}"
+            );
+        }
+        // A page past the start steps over its offset in the order's index alone (a covering
+        // index: no record row read per entry skipped), then sorts only its own rows.
+        let deferred = ordered[..ordered.len() - 2]
+            .iter()
+            .filter(|f| f.order_by != OrderBy::ExpiresAt);
+        for filter in deferred {
+            let deep = RecordFilter {
+                offset: 500_000,
+                ..filter.clone()
+            };
+            let (sql, _) = query_statement("ns", &deep, 0).unwrap();
+            let lines = plan(&sql);
+            assert!(
+                !full_scan(&lines)
+                    && lines
+                        .iter()
+                        .any(|l| l.starts_with("SEARCH r USING COVERING INDEX")),
+                "{deep:?}: {lines:?}"
             );
         }
         let expired = plan(

@@ -1694,6 +1694,7 @@ async fn listings_agree(s: &dyn Storage, step: &str) {
                     (0, Some(4), false),
                     (5, Some(3), false),
                     (17, None, false),
+                    (30, Some(30), false),
                     (1, Some(2), true),
                 ] {
                     filters.push(RecordFilter {
