@@ -90,7 +90,7 @@ const progress = (row, samples) => {
 if (runs("node")) {
   console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row)`);
   for (const row of ["sequentialCreate", "batchCreate", "sequentialRead", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
-    const stdout = execFileSync(process.execPath, [join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
+    const stdout = execFileSync(process.execPath, ["--expose-gc", join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
       cwd: consumer,
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],

@@ -113,6 +113,14 @@ export function lines(config, results) {
       add(r, `recordCount(), ${count(n100k)}-record vault`, "—", figure("countMs"), limitGoal(1, "< 1 ms"));
       const build = samples("node.readLatency", "package", "buildMs");
       add(r, `build a ${count(n100k)}-record vault (tokensCreate × ${count(config.chunk)})`, "—", { package: median(build), baseline: null, ratio: null, valueInterval: interval(medianInterval(build)), show: ms }, limitGoal(5000, "< 5 s"));
+      // Issue 16: the memory that vault takes (no goal: printed). Rows without the figures are
+      // results from before they were measured.
+      const mib = (v) => `${v.toFixed(1)} MiB`;
+      const wasm = figure("wasmMiB");
+      if (wasm) add(r, `wasm memory with the ${count(n100k)}-record vault open (its peak: it never shrinks)`, "—", { ...wasm, show: mib });
+      if (figure("heapMiB") && latency("baseline", "heapMiB").every((v) => v !== undefined)) {
+        add(r, `JS heap the ${count(n100k)}-record build adds (live, after a full collection)`, "the Map of the sealed records and their tokens", { ...p50("heapMiB"), show: mib });
+      }
     }
     add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + open/re-seal into the Map", compare("node.rekeyRotate"), ratioGoal(1.0));
     add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("node.rekeyRotate"));
