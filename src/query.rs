@@ -237,7 +237,14 @@ impl RecordFilter {
         records.into_iter().take(end).skip(self.offset).collect()
     }
 
-    /// True when the filter names the records it wants (by id or token) rather than scanning.
+    /// True when the filter names the records it wants (by id or token) rather than scanning:
+    /// when [`Self::candidate_tokens`] or [`Self::candidate_ids`] is `Some`, without building
+    /// either list.
+    pub fn names_records(&self) -> bool {
+        self.token.is_some() || self.token_in.is_some() || self.id.is_some() || self.id_in.is_some()
+    }
+
+    /// The tokens the filter names, sorted and deduplicated (`None`: it names none).
     pub fn candidate_tokens(&self) -> Option<Vec<String>> {
         candidates(&self.token, &self.token_in)
     }

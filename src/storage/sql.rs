@@ -957,7 +957,7 @@ fn order_clause(filter: &RecordFilter) -> String {
 
 /// The statement of [`Storage::query_records`] for `filter` at `now`.
 fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
-    if let Some(deferred) = deferred_page(ns, filter) {
+    if let Some(deferred) = deferred_page(ns, filter, now) {
         return Some(deferred);
     }
     let (from, mut params) = select_from(ns, filter, now)?;
@@ -976,62 +976,77 @@ fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String,
     Some((sql, params))
 }
 
+/// How many records of namespace `?1` are in `state`, from the per-state counts the triggers
+/// keep in `vaultstore_counts` (no record or index entry read).
+fn counted(state: SoftDeleted) -> String {
+    let deleted = match state {
+        SoftDeleted::Exclude => "deleted = 0",
+        SoftDeleted::Only => "deleted = 1",
+        SoftDeleted::Include => "deleted IN (0, 1)",
+    };
+    format!("SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND {deleted}")
+}
+
 /// A page past the start of a listing that only the soft-delete state filters, found in the
 /// order's index alone (a deferred join): the offset is stepped over in index entries, and only
 /// the page's rows are read. Every order has an index on `(ns, key…)`, but none holds
 /// `soft_deleted_at`, so the plain statement reads the row of every record it steps over to
 /// test it (a page at offset 500,000 of a million records: 476 ms). The index alone gives the
 /// right page when the namespace holds no record of the state the filter leaves out, which
-/// `vaultstore_counts` tells; when it holds some, the plain statement runs instead. Both arms
+/// [`counted`] tells; when it holds some, the plain statement's page is taken instead. Both arms
 /// are one statement, each with its limit set to 0 by the counts when it is not the one that
 /// applies (SQLite evaluates a LIMIT once, before its loop), so the choice and the page are one
 /// read on every SQL backend, D1 included. `None` for any other listing, for the first page
 /// (the plain statement reads only its own rows) and without a limit (the page is the rest of
 /// the vault).
-fn deferred_page(ns: &str, filter: &RecordFilter) -> Option<(String, Vec<SqlValue>)> {
-    let filtered = filter.id.is_some()
-        || filter.id_in.is_some()
-        || filter.token.is_some()
-        || filter.token_in.is_some()
-        || filter.expired_only;
+fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
     let limit = filter.limit?;
     // The expiry index is on a virtual generated column, which SQLite reads from the row even
     // when an index holds it: that index never covers, so its pages are left to the plain
     // statement.
-    if filtered || filter.offset == 0 || filter.order_by == OrderBy::ExpiresAt {
+    if filter.names_records()
+        || filter.expired_only
+        || filter.offset == 0
+        || filter.order_by == OrderBy::ExpiresAt
+    {
         return None;
     }
     let order = order_clause(filter);
+    let rowids =
+        |from: &str, limit: &str| format!("SELECT r.rowid{from}{order} LIMIT {limit} OFFSET ?3");
+    let whole = " FROM vaultstore_records AS r WHERE r.ns = ?1";
+    let left_out = match filter.soft_deleted {
+        SoftDeleted::Include => None,
+        SoftDeleted::Exclude => Some(SoftDeleted::Only),
+        SoftDeleted::Only => Some(SoftDeleted::Exclude),
+    };
+    let page = match left_out {
+        None => rowids(whole, "?2"),
+        Some(left_out) => {
+            // Only the namespace is a parameter of this filter's `FROM`: it is `?1` here too.
+            let (plain, _) = select_from(ns, filter, now)?;
+            let none_left_out = format!("({}) = 0", counted(left_out));
+            format!(
+                "SELECT rowid FROM ({}) UNION ALL SELECT rowid FROM ({})",
+                rowids(
+                    whole,
+                    &format!("CASE WHEN {none_left_out} THEN ?2 ELSE 0 END")
+                ),
+                rowids(
+                    &plain,
+                    &format!("CASE WHEN {none_left_out} THEN 0 ELSE ?2 END")
+                ),
+            )
+        }
+    };
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN ({page}){order}"
+    );
     let params = vec![
         ns.into(),
         SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
         SqlValue::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)),
     ];
-    let (left_out, state) = match filter.soft_deleted {
-        SoftDeleted::Include => {
-            let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN (
-                    SELECT r.rowid FROM vaultstore_records AS r WHERE r.ns = ?1{order}
-                    LIMIT ?2 OFFSET ?3){order}"
-            );
-            return Some((sql, params));
-        }
-        SoftDeleted::Exclude => (1, "IS NULL"),
-        SoftDeleted::Only => (0, "IS NOT NULL"),
-    };
-    let none_left_out = format!(
-        "(SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND deleted = {left_out}) = 0"
-    );
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN (
-            SELECT rowid FROM (SELECT r.rowid FROM vaultstore_records AS r WHERE r.ns = ?1{order}
-                LIMIT CASE WHEN {none_left_out} THEN ?2 ELSE 0 END OFFSET ?3)
-            UNION ALL
-            SELECT rowid FROM (SELECT r.rowid FROM vaultstore_records AS r
-                WHERE r.ns = ?1 AND r.soft_deleted_at {state}{order}
-                LIMIT CASE WHEN {none_left_out} THEN 0 ELSE ?2 END OFFSET ?3)
-        ){order}"
-    );
     Some((sql, params))
 }
 
@@ -1059,17 +1074,8 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
-        let named = filter.candidate_tokens().is_some() || filter.candidate_ids().is_some();
-        if !named && !filter.expired_only {
-            // The maintained counts (`vaultstore_counts`): one row per soft-deleted state.
-            let deleted = match filter.soft_deleted {
-                SoftDeleted::Exclude => "deleted = 0",
-                SoftDeleted::Only => "deleted = 1",
-                SoftDeleted::Include => "deleted IN (0, 1)",
-            };
-            let sql = format!(
-                "SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND {deleted}"
-            );
+        if !filter.names_records() && !filter.expired_only {
+            let sql = counted(filter.soft_deleted);
             return count_from(
                 self.all("count records", &sql, vec![self.ns.as_str().into()])
                     .await?,
