@@ -1638,7 +1638,7 @@ impl Reader {
                 });
             }
         }
-        changes.sort_by_key(|c| c.seq);
+        sorting::sort_by_key(&mut changes, |c| c.seq);
         changes.truncate(limit);
         Ok(changes)
     }

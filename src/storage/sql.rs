@@ -725,7 +725,7 @@ impl<E: SqlExecutor> SqlStorage<E> {
     ) -> StorageResult<Vec<Record>> {
         let sql = format!("SELECT {RECORD_COLUMNS}{}", column.driven_by(2));
         let mut unique: Vec<&String> = keys.iter().collect();
-        unique.sort();
+        crate::sorting::sort(&mut unique);
         unique.dedup();
         let mut found = Vec::new();
         for chunk in json_chunks(unique.into_iter().map(|k| Json::from(sort_key(k)))) {
@@ -1423,7 +1423,7 @@ fn sorted_meta(rows: Vec<Vec<SqlValue>>) -> StorageResult<Vec<MetaRow>> {
         .into_iter()
         .map(meta_from)
         .collect::<StorageResult<Vec<_>>>()?;
-    rows.sort();
+    crate::sorting::sort(&mut rows);
     Ok(rows)
 }
 

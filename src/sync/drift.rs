@@ -76,7 +76,7 @@ pub fn restamp<E>(
     if revs.is_empty() {
         return Ok(None);
     }
-    revs.sort();
+    crate::sorting::sort(&mut revs);
     revs.dedup();
     let mut new: BTreeMap<Rev, Rev> = BTreeMap::new();
     for old in revs {

@@ -666,7 +666,7 @@ impl Vault {
         // deletion pulled afterwards wins over the edit that was refused. Only what the replica
         // still holds is reported.
         let mut stranded: Vec<String> = stranded.into_iter().collect();
-        stranded.sort();
+        crate::sorting::sort(&mut stranded);
         let held = self.storage.records_by_tokens(&stranded).await?;
         report.stranded = stranded
             .into_iter()
@@ -1007,7 +1007,7 @@ impl Vault {
                 break;
             }
         }
-        outgoing.sort_by_key(|(row, _)| push_rank(row));
+        crate::sorting::sort_by_key(&mut outgoing, |(row, _)| push_rank(row));
         let mut left = outgoing.len() as u64;
         for page in push_pages(&outgoing) {
             self.ensure_open()?;

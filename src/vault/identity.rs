@@ -135,7 +135,7 @@ impl Vault {
                 });
             }
         }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
+        crate::sorting::sort_by(&mut found, |a, b| a.id.cmp(&b.id));
         Ok(found)
     }
 
