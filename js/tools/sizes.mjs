@@ -23,8 +23,8 @@ export const BUDGETS = { browser: 150_000, edge: 1_000_000 };
  * Where a budget is not met yet, the build enforces a ceiling instead: the last measured size
  * plus CEILING_MARGIN, kept in this committed file (`{ "browser": 179200 }`). A build that
  * measures less lowers it (rewrites the file, which the next commit shows); nothing raises it
- * but an explicit VAULTSTORE_SIZE_RAISE=1, which says so. The browser download is 175 kB against
- * 150 kB; what bounds it and what closing it would take is in the README ("Download size").
+ * but an explicit VAULTSTORE_SIZE_RAISE=1, which says so. The browser download is over its
+ * 150 kB budget; what bounds it and what closing it would take is in the README ("Download size").
  */
 export const CEILINGS_FILE = join(dirname(new URL(import.meta.url).pathname), "size-ceilings.json");
 export const CEILING_MARGIN = 1_000;
