@@ -392,6 +392,50 @@ fn a_stranded_record_that_a_pulled_deletion_removed_is_not_reported() {
     });
 }
 
+/// A replica pushes a password change (the identity's rows) and an edit of the identity's only
+/// record, and the server answers with another replica's later deletion of that record, which
+/// took the identity with it. The replica must drop the identity too. The answer lists the
+/// identity's rows before the record (a push sends identities first), and the replica planned
+/// the identity's removal while its copy of the record still used it: it set the removal aside
+/// until the record moved, but a push's answer, unlike a pull, did not keep what it set aside,
+/// and the identity stayed here, live and clean, for good. Found by the simulation (seed 23,
+/// through rotations).
+#[test]
+fn a_push_answered_with_the_removal_of_the_identity_of_its_last_record_drops_the_identity() {
+    block_on(async {
+        let clock = TestClock::new(T0);
+        let server = clocked(true, &clock).await;
+        let (a, c) = (clocked(true, &clock).await, clocked(true, &clock).await);
+        let remote = wire(&server);
+        let token = create(&a, "only", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&c, &remote).await;
+        a.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        a.vault
+            .token_update(&token, "edited", &pw(NEW))
+            .await
+            .unwrap();
+        clock.advance(1_000);
+        c.vault.token_delete(&token).await.unwrap();
+        // Each request a turn later: C pulls, A pulls (nothing new), C pushes its deletion, A
+        // pushes, and the server answers A with C's versions of all three rows.
+        let turns = Turns(&remote);
+        let (c_report, a_report) =
+            futures::future::join(c.vault.sync(&turns, None), a.vault.sync(&turns, None)).await;
+        c_report.unwrap();
+        let report = a_report.unwrap();
+        assert_eq!((report.pushed, report.conflicts), (0, 3), "{report:?}");
+        assert!(gone(&a, &token).await, "the deletion won");
+        for node in [&a, &c, &a] {
+            sync(node, &remote).await;
+        }
+        converged(&[&a, &c, &server]).await;
+    });
+}
+
 #[test]
 fn a_wiped_server_is_repaired_by_its_replicas() {
     block_on(async {
@@ -1147,6 +1191,86 @@ fn a_record_displaced_while_its_replica_was_away_is_kept_stranded_after_the_rete
                 .await
                 .unwrap(),
             "created first"
+        );
+    });
+}
+
+/// Forwards every request; the answer to the `at`-th one (from 1) is lost on its way back, after
+/// the server acted on the request.
+struct LoseAnswer<'a> {
+    wire: &'a Wire<'a>,
+    at: usize,
+    seen: AtomicUsize,
+}
+
+#[async_trait]
+impl SyncTransport for LoseAnswer<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        let answer = self.wire.exchange(body).await;
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            return Err(VaultError::Storage {
+                name: None,
+                message: "the connection dropped".into(),
+            });
+        }
+        answer
+    }
+}
+
+/// A replica edits its record while another replica's earlier record with the same custom token
+/// displaces it on the server. The replica's next sync applies the pulled page that says so, then
+/// loses its push's answer: the sync fails, and its report with it. The other record is deleted
+/// meanwhile, so no later pull claims the token again. The next sync pushes the edit again and
+/// the server answers with the displaced tombstone; that answer must report the record stranded,
+/// as a pull does, or the user never hears that it is kept only here. Found by the simulation
+/// (seed 59).
+#[test]
+fn a_displaced_record_is_reported_stranded_by_the_answer_to_its_push() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let remote = wire(&server);
+        create(&a, "joined", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        for (node, value) in [(&b, "created first"), (&a, "created second")] {
+            node.vault
+                .token_create_custom("card-4242", value, &pw(PASSWORD), None)
+                .await
+                .unwrap();
+            clock.advance(1_000);
+        }
+        sync(&a, &remote).await;
+        a.vault
+            .token_update("card-4242", "edited here", &pw(PASSWORD))
+            .await
+            .unwrap();
+        clock.advance(1_000);
+        // B's earlier record displaces A's on the server, with a revision after A's edit.
+        sync(&b, &remote).await;
+        let lossy = LoseAnswer {
+            wire: &remote,
+            at: 2,
+            seen: AtomicUsize::new(0),
+        };
+        assert!(
+            a.vault.sync(&lossy, None).await.is_err(),
+            "the push's answer was lost"
+        );
+        // B deletes its record: no pulled record claims the token any more, and only the push's
+        // answer can tell A that its record stays displaced.
+        b.vault.token_delete("card-4242").await.unwrap();
+        sync(&b, &remote).await;
+        let report = sync(&a, &remote).await;
+        assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
+        assert_eq!(
+            a.vault
+                .token_read("card-4242", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "edited here",
+            "kept where it was written"
         );
     });
 }

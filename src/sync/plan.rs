@@ -140,6 +140,11 @@ fn identity_of(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
 }
 
+/// A row that removes one of an identity object's rows (see [`plan_pull`]).
+fn removes_identity(row: &Row) -> bool {
+    matches!(row, Row::Meta { key, version: MetaVersion::Gone { .. } } if identity_of(key).is_some())
+}
+
 /// Plan a pushed page on the server. `stamp` is the server's revision for the tombstones it
 /// writes itself (a displaced record), `now` its clock.
 pub fn plan_push(
@@ -440,7 +445,11 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     let mut writes = Vec::with_capacity(rows.len());
     // Local records linked to each identity the page removes, as the page moves records.
     let mut linked = link_sets(&view.linked, rows.len());
-    for row in rows {
+    // Identity removals are planned after the page's other rows: whether local records still use
+    // the identity depends on the records this page moves or removes, wherever they are in it (a
+    // push's answer lists the identity's rows first, as the push sent them).
+    let (removals, others): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| removes_identity(r));
+    for row in others.into_iter().chain(removals) {
         let key = row.key();
         let current = view.stored.get(&key);
         plan.ops.push(WriteOp::ExpectVersion {

@@ -940,18 +940,7 @@ impl Vault {
                 Ok(()) => {
                     report.pulled += plan.applied;
                     report.conflicts += plan.conflicts;
-                    if !plan.stranded.is_empty() {
-                        let ids: Vec<String> = plan.stranded.clone();
-                        for record in self
-                            .storage
-                            .records_by_ids(&ids)
-                            .await?
-                            .into_iter()
-                            .flatten()
-                        {
-                            stranded.insert(record.token);
-                        }
-                    }
+                    self.note_stranded(&plan.stranded, stranded).await?;
                     return Ok(());
                 }
                 Err(StorageError::MetaChanged(key)) if key == checkpoint_key() => {
@@ -1078,7 +1067,7 @@ impl Vault {
                     .await?;
             }
             if !taken_back.is_empty() {
-                self.take_back(&taken_back).await?;
+                self.take_back(&taken_back, stranded).await?;
             }
             // This replica now holds every row written since its checkpoint: move it past them
             // (unless another tab moved it meanwhile).
@@ -1179,7 +1168,7 @@ impl Vault {
             return Ok(());
         }
         let rows: Vec<Row> = waiting.iter().filter_map(deferred_row).collect();
-        let done = self.take_back(&rows).await?;
+        let done = self.take_back(&rows, stranded).await?;
         let settled: Vec<WriteOp> = waiting
             .iter()
             .zip(&done)
@@ -1208,9 +1197,27 @@ impl Vault {
         Ok(())
     }
 
-    /// Merge versions the server answered with into this replica, as a pull would.
+    /// The tokens of the records a plan kept stranded here (`ids`), for the report.
+    async fn note_stranded(&self, ids: &[String], stranded: &mut HashSet<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for record in self
+            .storage
+            .records_by_ids(ids)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            stranded.insert(record.token);
+        }
+        Ok(())
+    }
+
+    /// Merge versions the server answered with into this replica, as a pull would, reporting
+    /// the records it keeps stranded (a displaced one this replica holds live) as a pull does.
     /// Returns, per row, whether it was set aside again ([`crate::sync::plan::PullPlan::deferred`]).
-    async fn take_back(&self, rows: &[Row]) -> Result<Vec<bool>> {
+    async fn take_back(&self, rows: &[Row], stranded: &mut HashSet<String>) -> Result<Vec<bool>> {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows, true).await?;
@@ -1221,7 +1228,10 @@ impl Vault {
                 ops.push(super::new_write_epoch()?);
             }
             match tx.commit(self.stamp()?, ops).await {
-                Ok(()) => return Ok(deferred),
+                Ok(()) => {
+                    self.note_stranded(&plan.stranded, stranded).await?;
+                    return Ok(deferred);
+                }
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
