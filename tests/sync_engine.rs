@@ -1275,6 +1275,57 @@ fn a_displaced_record_is_reported_stranded_by_the_answer_to_its_push() {
     });
 }
 
+/// A replica that held a record live while months passed brings it back after another
+/// replica deleted it, once the server has collected the tombstone (SYNC.md 2 allows that: the
+/// server no longer knows of the deletion). The deleting replica, which had not synced for as
+/// long, still held its clean tombstone, past the retention and with a later revision than the
+/// record that came back: merged with it, the record lost there and nowhere else, and once the
+/// replica dropped its tombstone it held nothing where the server and the other replicas held the
+/// record, for good. Found by the simulation (the default seed, with cases that seeds 47 and 59
+/// had saved).
+#[test]
+fn a_record_brought_back_after_the_retention_reaches_the_replica_that_deleted_it() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b, c) = (
+            timed(&clock).await,
+            timed(&clock).await,
+            timed(&clock).await,
+        );
+        let remote = wire(&server);
+        let token = create(&a, "kept", PASSWORD).await;
+        for node in [&a, &b, &c] {
+            sync(node, &remote).await;
+        }
+        a.vault
+            .token_update(&token, "edited offline", &pw(PASSWORD))
+            .await
+            .unwrap();
+        clock.advance(1_000);
+        c.vault.token_delete(&token).await.unwrap();
+        sync(&c, &remote).await;
+        // B's syncs, months apart, let the server collect what is older than the retention.
+        for _ in 0..2 {
+            clock.advance(AWAY);
+            sync(&b, &remote).await;
+            sync(&b, &remote).await;
+        }
+        sync(&a, &remote).await;
+        assert!(!gone(&server, &token).await, "A's copy came back");
+        let report = sync(&c, &remote).await;
+        assert_eq!(report.pulled, 1, "{report:?}");
+        assert_eq!(
+            c.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+            "edited offline"
+        );
+        for node in [&a, &b, &c] {
+            sync(node, &remote).await;
+        }
+        converged(&[&a, &b, &c, &server]).await;
+    });
+}
+
 #[test]
 fn an_interrupted_resync_still_forgets_what_was_deleted() {
     block_on(async {

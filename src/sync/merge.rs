@@ -313,6 +313,21 @@ pub enum Row {
 }
 
 impl Row {
+    /// A tombstone's `deletedAt`; `None` for a live row.
+    pub fn deleted_at(&self) -> Option<i64> {
+        match self {
+            Row::Record {
+                version: RecordVersion::Gone(t),
+                ..
+            } => Some(t.deleted_at),
+            Row::Meta {
+                version: MetaVersion::Gone { deleted_at, .. },
+                ..
+            } => Some(*deleted_at),
+            _ => None,
+        }
+    }
+
     /// Whether this is a tombstone (a record or meta row deleted for good).
     pub fn is_gone(&self) -> bool {
         matches!(

@@ -361,6 +361,16 @@ pub struct ReplicaView {
     /// The revision this replica's last sync ended at: registers with later revisions were
     /// changed here since, so losing one is a conflict ([`supersedes_local`]).
     pub since: Rev,
+    /// Clean local tombstones deleted before this time are past the retention: the server may
+    /// have collected its copy, and this replica drops them at its next collection. A pulled
+    /// version of such a key merges as if the tombstone were gone already (0: none is).
+    pub retained_from: i64,
+}
+
+/// Whether `stored` is a tombstone this replica keeps only until its next collection (see
+/// [`ReplicaView::retained_from`]).
+fn past_retention(stored: &Stored, retained_from: i64) -> bool {
+    stored.dirty.is_none() && stored.row.deleted_at().is_some_and(|at| at < retained_from)
 }
 
 /// The ops and the report of a pulled page.
@@ -456,7 +466,10 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             key: key.clone(),
             seq: current.map(|s| s.seq),
         });
-        let merged = match current {
+        // A tombstone past the retention stands for nothing the server still holds: it may have
+        // collected its copy, and then taken the record back from a replica that held it live
+        // all along (SYNC.md 2). Merged with it, that version would lose here and nowhere else.
+        let merged = match current.filter(|c| !past_retention(c, view.retained_from)) {
             Some(current) => merge_rows(&current.row, row),
             None => row.clone(),
         };

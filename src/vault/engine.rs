@@ -881,6 +881,7 @@ impl Vault {
             let tx = self.storage.transaction().await?;
             let mut view = replica_view(&*tx, &rows, read_tokens).await?;
             view.since = since;
+            view.retained_from = self.now().saturating_sub(gc::RETENTION_MS);
             let plan = plan_pull(&rows, &view);
             let mut ops = plan.ops;
             if let Some((mark, _, _)) = resync {
@@ -1220,7 +1221,8 @@ impl Vault {
     async fn take_back(&self, rows: &[Row], stranded: &mut HashSet<String>) -> Result<Vec<bool>> {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
-            let view = replica_view(&*tx, rows, true).await?;
+            let mut view = replica_view(&*tx, rows, true).await?;
+            view.retained_from = self.now().saturating_sub(gc::RETENTION_MS);
             let plan = plan_pull(rows, &view);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;

@@ -132,20 +132,6 @@ pub(super) fn parse_checkpoint_key(key: &str) -> Option<(u64, u64)> {
     }
 }
 
-fn deleted_at(row: &Row) -> Option<i64> {
-    match row {
-        Row::Record {
-            version: RecordVersion::Gone(t),
-            ..
-        } => Some(t.deleted_at),
-        Row::Meta {
-            version: MetaVersion::Gone { deleted_at, .. },
-            ..
-        } => Some(*deleted_at),
-        _ => None,
-    }
-}
-
 impl Vault {
     // ---- the server ----
 
@@ -462,7 +448,7 @@ impl Vault {
         let mut next = cursor;
         let mut ops = Vec::new();
         for change in &page {
-            if let Some(at) = deleted_at(&change.row) {
+            if let Some(at) = change.row.deleted_at() {
                 if at >= before || dirty.contains(&change.row.key()) {
                     break;
                 }
