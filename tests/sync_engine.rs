@@ -1138,6 +1138,27 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
     });
 }
 
+/// A server, and replicas A and B joined to it, that then create the custom token `card-4242`
+/// offline a second apart, with the values "created first" and "created second": A first when
+/// `a_first`, else B. The earlier claim keeps the token on the server (`token_holder`).
+async fn one_token_claimed_twice(clock: &TestClock, a_first: bool) -> (Node, Node, Node) {
+    let server = timed(clock).await;
+    let (a, b) = (timed(clock).await, timed(clock).await);
+    let remote = wire(&server);
+    create(&a, "joined", PASSWORD).await;
+    sync(&a, &remote).await;
+    sync(&b, &remote).await;
+    let order = if a_first { [&a, &b] } else { [&b, &a] };
+    for (node, value) in order.into_iter().zip(["created first", "created second"]) {
+        node.vault
+            .token_create_custom("card-4242", value, &pw(PASSWORD), None)
+            .await
+            .unwrap();
+        clock.advance(1_000);
+    }
+    (server, a, b)
+}
+
 /// Two replicas create the same custom token offline; the later creator's record reached the
 /// server first, and is displaced there when the earlier one's arrives. Its replica, away for
 /// months meanwhile, learns of it only after the retention: the server keeps the `displaced`
@@ -1148,19 +1169,8 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
 fn a_record_displaced_while_its_replica_was_away_is_kept_stranded_after_the_retention() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed(&clock).await;
-        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let (server, a, b) = one_token_claimed_twice(&clock, true).await;
         let remote = wire(&server);
-        create(&a, "joined", PASSWORD).await;
-        sync(&a, &remote).await;
-        sync(&b, &remote).await;
-        for (node, value) in [(&a, "created first"), (&b, "created second")] {
-            node.vault
-                .token_create_custom("card-4242", value, &pw(PASSWORD), None)
-                .await
-                .unwrap();
-            clock.advance(1_000);
-        }
         sync(&b, &remote).await;
         clock.advance(AWAY);
         // A's record displaces B's on the server; its pull notes where the feed ends.
@@ -1228,19 +1238,8 @@ impl SyncTransport for LoseAnswer<'_> {
 fn a_displaced_record_is_reported_stranded_by_the_answer_to_its_push() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed(&clock).await;
-        let (a, b) = (timed(&clock).await, timed(&clock).await);
+        let (server, a, b) = one_token_claimed_twice(&clock, false).await;
         let remote = wire(&server);
-        create(&a, "joined", PASSWORD).await;
-        sync(&a, &remote).await;
-        sync(&b, &remote).await;
-        for (node, value) in [(&b, "created first"), (&a, "created second")] {
-            node.vault
-                .token_create_custom("card-4242", value, &pw(PASSWORD), None)
-                .await
-                .unwrap();
-            clock.advance(1_000);
-        }
         sync(&a, &remote).await;
         a.vault
             .token_update("card-4242", "edited here", &pw(PASSWORD))
