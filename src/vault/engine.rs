@@ -879,9 +879,8 @@ impl Vault {
         let mut read_tokens = false;
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
-            let mut view = replica_view(&*tx, &rows, read_tokens).await?;
+            let mut view = replica_view(&*tx, &rows, read_tokens, self.retained_from()).await?;
             view.since = since;
-            view.retained_from = self.now().saturating_sub(gc::RETENTION_MS);
             let plan = plan_pull(&rows, &view);
             let mut ops = plan.ops;
             if let Some((mark, _, _)) = resync {
@@ -1221,8 +1220,7 @@ impl Vault {
     async fn take_back(&self, rows: &[Row], stranded: &mut HashSet<String>) -> Result<Vec<bool>> {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
-            let mut view = replica_view(&*tx, rows, true).await?;
-            view.retained_from = self.now().saturating_sub(gc::RETENTION_MS);
+            let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
             let plan = plan_pull(rows, &view);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;
@@ -1300,13 +1298,17 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
 }
 
 /// Everything a replica reads to plan a pulled page (the holders of its tokens only when
-/// `read_tokens`).
+/// `read_tokens`), with its retention cutoff ([`ReplicaView::retained_from`]).
 async fn replica_view(
     tx: &dyn WriteTransaction,
     rows: &[Row],
     read_tokens: bool,
+    retained_from: i64,
 ) -> Result<ReplicaView> {
-    let mut view = ReplicaView::default();
+    let mut view = ReplicaView {
+        retained_from,
+        ..ReplicaView::default()
+    };
     let tokens: Vec<String> = if read_tokens {
         rows.iter()
             .filter_map(live_token)

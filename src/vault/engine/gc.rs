@@ -424,6 +424,13 @@ impl Vault {
         }
     }
 
+    /// Clean tombstones here with a `deletedAt` before this time are past the retention: the
+    /// replica's collection drops them, and until it does a pulled version of their key merges
+    /// as if they were gone ([`crate::sync::plan::ReplicaView::retained_from`]).
+    pub(super) fn retained_from(&self) -> i64 {
+        self.now().saturating_sub(RETENTION_MS)
+    }
+
     /// One bounded step of a replica's collection: its clean tombstones older than the
     /// retention by their `deletedAt`, from a cursor in `sync/state/gc` that stops at the first
     /// one too young or not yet pushed.
@@ -444,7 +451,7 @@ impl Vault {
                 }
             }
         }
-        let before = self.now().saturating_sub(RETENTION_MS);
+        let before = self.retained_from();
         let mut next = cursor;
         let mut ops = Vec::new();
         for change in &page {
