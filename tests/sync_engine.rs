@@ -1274,6 +1274,63 @@ fn a_displaced_record_is_reported_stranded_by_the_answer_to_its_push() {
     });
 }
 
+/// A replica's clean record is displaced on the server by another replica's earlier one with the
+/// same custom token. The replica's next sync applies the pulled page that says so, and then
+/// fails (its push's answer is lost): the report that named the record goes with it. The record
+/// is still kept only here, so every later sync reports it (SYNC.md: `stranded` lists the tokens
+/// kept on this replica only), until its user deletes it. Before, only the sync whose pull
+/// stranded a clean record reported it: one failure there and the user never heard of it.
+#[test]
+fn a_record_stranded_by_a_sync_that_then_failed_is_reported_by_the_next_ones() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let (server, a, b) = one_token_claimed_twice(&clock, false).await;
+        let remote = wire(&server);
+        sync(&a, &remote).await;
+        // B's earlier record displaces A's, which is clean on A. Then B deletes its record, so
+        // no pulled record claims the token on A again (a pull waiting for one reports the
+        // record that holds it here on each sync).
+        sync(&b, &remote).await;
+        b.vault.token_delete("card-4242").await.unwrap();
+        sync(&b, &remote).await;
+        create(&a, "something to push", PASSWORD).await;
+        let lossy = LoseAnswer {
+            wire: &remote,
+            at: 2,
+            seen: AtomicUsize::new(0),
+        };
+        assert!(
+            a.vault.sync(&lossy, None).await.is_err(),
+            "the push's answer was lost"
+        );
+        for _ in 0..2 {
+            let report = sync(&a, &remote).await;
+            assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
+        }
+        assert_eq!(
+            a.vault
+                .token_read("card-4242", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "created second",
+            "kept where it was written"
+        );
+        a.vault.token_delete("card-4242").await.unwrap();
+        let report = sync(&a, &remote).await;
+        assert!(report.stranded.is_empty(), "{report:?}");
+        assert!(
+            a.store
+                .meta_object("sync", "stranded")
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing is left of the mark once its record is gone"
+        );
+        sync(&b, &remote).await;
+        converged(&[&server, &a, &b]).await;
+    });
+}
+
 /// A replica that held a record live while months passed brings it back after another
 /// replica deleted it, once the server has collected the tombstone (SYNC.md 2 allows that: the
 /// server no longer knows of the deletion). The deleting replica, which had not synced for as

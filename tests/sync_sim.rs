@@ -17,10 +17,13 @@
 //! **Healing:** every replica syncs, twice, in turn, and none may fail; then again, in turn,
 //! until a pass moves no row (at most 6 passes: SYNC.md 1 promises convergence after two, but
 //! a record stranded because its custom token was taken is pushed only on the sync after the
-//! one that brought the holder's deletion, so the others see it one pass later). Records any
-//! sync reported `stranded` (while healing or before) that their replica still holds otherwise
-//! than the server are checked readable there, then deleted there by the "user" (the engine
-//! keeps them until the user acts, SYNC.md 2 and 7), and healing runs again.
+//! one that brought the holder's deletion, so the others see it one pass later). The last pass's
+//! `stranded` of each replica must list exactly the live records it holds otherwise than the
+//! server (what SYNC.md calls kept on this replica only, reported on every sync while so, not only by
+//! the sync that stranded it, which may have failed afterwards). Records any sync reported
+//! `stranded` (while healing or before) that their replica still holds otherwise than the server
+//! are checked readable there, then deleted there by the "user" (the engine keeps them until the
+//! user acts, SYNC.md 2 and 7), and healing runs again.
 //!
 //! **The oracle** (what is checked after healing; nothing else is claimed):
 //! 1. Convergence: every replica's replicated rows (a `changes_since(0)` walk, by key) equal the
@@ -101,7 +104,7 @@ use futures::executor::block_on;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use sqlite::Sqlite;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vaultstore_wasm::platform::{Clock, Platform};
@@ -1006,6 +1009,7 @@ async fn heal(nodes: &[Node], server: &Node, wire: &Wire<'_>, history: &mut Hist
         // Twice in turn, then on while a pass still moves rows (a record stranded because its
         // custom token was taken may push only once a later pass brought the holder's deletion).
         let mut pass = 0;
+        let mut last: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
         loop {
             pass += 1;
             let mut moved = false;
@@ -1019,11 +1023,34 @@ async fn heal(nodes: &[Node], server: &Node, wire: &Wire<'_>, history: &mut Hist
                 }
                 moved |= report.pulled > 0 || report.pushed > 0;
                 history.stranded(i, node, &report).await;
+                last[i] = report.stranded;
             }
             if pass >= 2 && !moved {
                 break;
             }
             assert!(pass < 6, "syncing kept moving rows after {pass} passes");
+        }
+        // `stranded` is what a replica keeps only there, on every sync while it does: not only
+        // on the sync that stranded it, which may have failed after doing so.
+        let on_server = replicated(&*server.store).await;
+        for (node, reported) in nodes.iter().zip(&last) {
+            let kept: BTreeSet<String> = replicated(&*node.store)
+                .await
+                .into_iter()
+                .filter_map(|(key, row)| match &row {
+                    Row::Record {
+                        version: RecordVersion::Live(live),
+                        ..
+                    } if on_server.get(&key) != Some(&row) => Some(live.token.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                reported.iter().cloned().collect::<BTreeSet<String>>(),
+                kept,
+                "{}: the last sync's stranded list is not what only this replica holds",
+                node.name
+            );
         }
         let mut pending = Vec::new();
         for (i, id) in &history.stranded {

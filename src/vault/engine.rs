@@ -152,6 +152,84 @@ fn parked_key(id: &str) -> MetaKey {
     local_key("parked", id)
 }
 
+/// The mark of a record kept on this replica only (SYNC.md `stranded`) because the server holds
+/// something else for its id or its token for good: it was `displaced` there, or a pulled record
+/// that keeps its custom token waits here (`parked`) while it holds the token. The pulled page or
+/// push answer that strands the record writes the mark in the same atomic write, and every later
+/// sync reports the record until it is gone here or the server holds it live. A report alone
+/// would be lost with a sync that fails after that page, and the record is clean here: nothing
+/// else would bring it up again.
+fn stranded_key(id: &str) -> MetaKey {
+    local_key("stranded", id)
+}
+
+/// What a sync knows of the records kept on this replica only.
+struct Stranding {
+    /// Ids with a [`stranded_key`] mark: those stored when the sync began, and those it marked
+    /// since (so clearing one costs a write only where there is a mark).
+    marked: HashSet<String>,
+    /// Tokens the server refused this sync, or of records that still use an identity removed
+    /// elsewhere: dirty rows, or deferred removals, that each sync pushes or plans again, so they
+    /// need no mark.
+    tokens: HashSet<String>,
+}
+
+impl Stranding {
+    async fn read(storage: &dyn crate::storage::Storage) -> Result<Self> {
+        let marked = storage
+            .meta_object(object_type::SYNC, "stranded")
+            .await?
+            .into_iter()
+            .map(|row| row.key.key)
+            .collect();
+        Ok(Self {
+            marked,
+            tokens: HashSet::new(),
+        })
+    }
+
+    /// The writes that mark what a planned page strands (`strands`) and clear the marks of
+    /// records the page shows live on the server (`rows`).
+    fn marks(&self, rows: &[Row], strands: &[String]) -> Vec<WriteOp> {
+        let mut ops: Vec<WriteOp> = strands
+            .iter()
+            .map(|id| {
+                WriteOp::PutMeta(MetaRow {
+                    key: stranded_key(id),
+                    value: String::new(),
+                })
+            })
+            .collect();
+        ops.extend(
+            rows.iter()
+                .filter_map(|row| match row {
+                    Row::Record {
+                        id,
+                        version: RecordVersion::Live(_),
+                    } if self.marked.contains(id) && !strands.contains(id) => Some(id),
+                    _ => None,
+                })
+                .map(|id| WriteOp::DeleteMeta(stranded_key(id))),
+        );
+        ops
+    }
+
+    /// Follow marks written or cleared by `ops`, once they are stored.
+    fn stored(&mut self, ops: &[WriteOp]) {
+        for op in ops {
+            match op {
+                WriteOp::PutMeta(row) if row.key == stranded_key(&row.key.key) => {
+                    self.marked.insert(row.key.key.clone());
+                }
+                WriteOp::DeleteMeta(key) if *key == stranded_key(&key.key) => {
+                    self.marked.remove(&key.key);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// How a pull's checkpoint stands (SYNC.md 8 and guarantee 2).
 enum Standing {
     Honoured,
@@ -618,7 +696,7 @@ impl Vault {
             done: Cell::new(0),
         };
         let mut report = SyncReport::default();
-        let mut stranded: HashSet<String> = HashSet::new();
+        let mut stranded = Stranding::read(&*self.storage).await?;
         let since = self
             .storage
             .meta_get(&synced_key())
@@ -654,18 +732,34 @@ impl Vault {
             self.push(remote, true, since, &mut report, &mut stranded, &progress)
                 .await?;
         }
-        let end = MetaRow {
+        let mut end = vec![WriteOp::PutMeta(MetaRow {
             key: synced_key(),
             value: self.stamp()?.rev.to_string(),
-        };
-        self.storage
-            .apply(self.stamp()?, vec![WriteOp::PutMeta(end)])
-            .await?;
+        })];
+        // Every marked record still held here is reported, by whichever sync marked it (this
+        // one, one that failed after marking it, another tab's); the marks of records gone
+        // here (deleted by their user) go.
+        let marks: Vec<String> = Stranding::read(&*self.storage)
+            .await?
+            .marked
+            .into_iter()
+            .collect();
+        if !marks.is_empty() {
+            for (id, held) in marks.iter().zip(self.storage.records_by_ids(&marks).await?) {
+                match held {
+                    Some(record) => {
+                        stranded.tokens.insert(record.token);
+                    }
+                    None => end.push(WriteOp::DeleteMeta(stranded_key(id))),
+                }
+            }
+        }
+        self.storage.apply(self.stamp()?, end).await?;
         progress.advance(0, 0);
         // A record this sync stranded (its push refused) may be gone by the end of it: a
         // deletion pulled afterwards wins over the edit that was refused. Only what the replica
         // still holds is reported.
-        let mut stranded: Vec<String> = stranded.into_iter().collect();
+        let mut stranded: Vec<String> = stranded.tokens.into_iter().collect();
         crate::sorting::sort(&mut stranded);
         let held = self.storage.records_by_tokens(&stranded).await?;
         report.stranded = stranded
@@ -716,7 +810,7 @@ impl Vault {
         remote: &dyn SyncTransport,
         since: Rev,
         report: &mut SyncReport,
-        stranded: &mut HashSet<String>,
+        stranded: &mut Stranding,
         progress: &Progress<'_>,
     ) -> Result<bool> {
         let mut reset = false;
@@ -863,7 +957,7 @@ impl Vault {
         parked: &HashSet<String>,
         since: Rev,
         report: &mut SyncReport,
-        stranded: &mut HashSet<String>,
+        stranded: &mut Stranding,
     ) -> Result<()> {
         let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
         let resync = self.resync_mark().await?;
@@ -882,7 +976,9 @@ impl Vault {
             let mut view = replica_view(&*tx, &rows, read_tokens, self.retained_from()).await?;
             view.since = since;
             let plan = plan_pull(&rows, &view);
+            let marks = stranded.marks(&rows, &plan.stranded);
             let mut ops = plan.ops;
+            ops.extend(marks.iter().cloned());
             if let Some((mark, _, _)) = resync {
                 let touches = Self::resync_touches(&rows, &view.stored, &ops, mark);
                 ops.extend(touches);
@@ -940,7 +1036,7 @@ impl Vault {
                 Ok(()) => {
                     report.pulled += plan.applied;
                     report.conflicts += plan.conflicts;
-                    self.note_stranded(&plan.stranded, stranded).await?;
+                    stranded.stored(&marks);
                     return Ok(());
                 }
                 Err(StorageError::MetaChanged(key)) if key == checkpoint_key() => {
@@ -967,7 +1063,7 @@ impl Vault {
         everything: bool,
         since: Rev,
         report: &mut SyncReport,
-        stranded: &mut HashSet<String>,
+        stranded: &mut Stranding,
         progress: &Progress<'_>,
     ) -> Result<bool> {
         let mut caught_up = true;
@@ -1020,7 +1116,7 @@ impl Vault {
                 match refused.reason {
                     Refusal::RetiredKey | Refusal::TokenTaken | Refusal::Displaced => {
                         if let Some(token) = live_token(&rows[refused.i]) {
-                            stranded.insert(token.to_owned());
+                            stranded.tokens.insert(token.to_owned());
                         }
                     }
                     // The server keeps the identity (records elsewhere still use it): its version
@@ -1042,7 +1138,9 @@ impl Vault {
                     Refusal::RevInFuture => {}
                 }
             }
+            let mut answered = vec![false; rows.len()];
             for superseded in &response.superseded {
+                answered[superseded.i] = true;
                 taken_back.push(superseded.current.clone());
                 if supersedes_local(&rows[superseded.i], &superseded.current, since) {
                     report.conflicts += 1;
@@ -1061,10 +1159,25 @@ impl Vault {
                 })
                 .collect();
             ops.append(&mut adopted);
+            // A marked record the server took as sent is no longer kept here only. One it
+            // answered with another version keeps its mark until that version is merged.
+            let unmarked: Vec<WriteOp> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| settled[*i] && !answered[*i])
+                .filter_map(|(_, row)| match row {
+                    Row::Record { id, .. } if stranded.marked.contains(id) => {
+                        Some(WriteOp::DeleteMeta(stranded_key(id)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            ops.extend(unmarked.iter().cloned());
             if !ops.is_empty() {
                 self.storage
                     .apply(self.stamp()?, std::mem::take(&mut ops))
                     .await?;
+                stranded.stored(&unmarked);
             }
             if !taken_back.is_empty() {
                 self.take_back(&taken_back, stranded).await?;
@@ -1159,7 +1272,7 @@ impl Vault {
     /// Plan again the identity removals set aside while local records used the identity: once
     /// they have moved (a rotation's records arrived, `bulkRekey` moved a stranded write) the
     /// removal applies; while some remain, they are stranded here.
-    async fn retry_deferred(&self, stranded: &mut HashSet<String>) -> Result<()> {
+    async fn retry_deferred(&self, stranded: &mut Stranding) -> Result<()> {
         let waiting = self
             .storage
             .meta_object(object_type::SYNC, "deferred")
@@ -1190,46 +1303,31 @@ impl Vault {
                     .records_linked_to(&key.object_id, None, 1_000)
                     .await?
                 {
-                    stranded.insert(record.token);
+                    stranded.tokens.insert(record.token);
                 }
             }
         }
         Ok(())
     }
 
-    /// The tokens of the records a plan kept stranded here (`ids`), for the report.
-    async fn note_stranded(&self, ids: &[String], stranded: &mut HashSet<String>) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        for record in self
-            .storage
-            .records_by_ids(ids)
-            .await?
-            .into_iter()
-            .flatten()
-        {
-            stranded.insert(record.token);
-        }
-        Ok(())
-    }
-
-    /// Merge versions the server answered with into this replica, as a pull would, reporting
-    /// the records it keeps stranded (a displaced one this replica holds live) as a pull does.
+    /// Merge versions the server answered with into this replica, as a pull would, marking the
+    /// records it keeps stranded (a displaced one this replica holds live) as a pull does.
     /// Returns, per row, whether it was set aside again ([`crate::sync::plan::PullPlan::deferred`]).
-    async fn take_back(&self, rows: &[Row], stranded: &mut HashSet<String>) -> Result<Vec<bool>> {
+    async fn take_back(&self, rows: &[Row], stranded: &mut Stranding) -> Result<Vec<bool>> {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
             let plan = plan_pull(rows, &view);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
+            let marks = stranded.marks(rows, &plan.stranded);
             let mut ops = plan.ops;
+            ops.extend(marks.iter().cloned());
             if plan.applied > 0 {
                 ops.push(super::new_write_epoch()?);
             }
             match tx.commit(self.stamp()?, ops).await {
                 Ok(()) => {
-                    self.note_stranded(&plan.stranded, stranded).await?;
+                    stranded.stored(&marks);
                     return Ok(deferred);
                 }
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
