@@ -165,9 +165,10 @@ fn stranded_key(id: &str) -> MetaKey {
 
 /// What a sync knows of the records kept on this replica only.
 struct Stranding {
-    /// Ids with a [`stranded_key`] mark: those stored when the sync began, and those it marked
-    /// since (so clearing one costs a write only where there is a mark).
-    marked: HashSet<String>,
+    /// Ids that may have a [`stranded_key`] mark: those stored when the sync began, and those
+    /// it marked since (clearing a mark costs a write only where there may be one). A few at
+    /// most: a record is stranded only by a token collision or a rotation it missed.
+    marked: Vec<String>,
     /// Tokens the server refused this sync, or of records that still use an identity removed
     /// elsewhere: dirty rows, or deferred removals, that each sync pushes or plans again, so they
     /// need no mark.
@@ -175,57 +176,25 @@ struct Stranding {
 }
 
 impl Stranding {
-    async fn read(storage: &dyn crate::storage::Storage) -> Result<Self> {
-        let marked = storage
-            .meta_object(object_type::SYNC, "stranded")
-            .await?
-            .into_iter()
-            .map(|row| row.key.key)
-            .collect();
-        Ok(Self {
-            marked,
-            tokens: HashSet::new(),
-        })
-    }
-
-    /// The writes that mark what a planned page strands (`strands`) and clear the marks of
-    /// records the page shows live on the server (`rows`).
-    fn marks(&self, rows: &[Row], strands: &[String]) -> Vec<WriteOp> {
-        let mut ops: Vec<WriteOp> = strands
-            .iter()
-            .map(|id| {
-                WriteOp::PutMeta(MetaRow {
-                    key: stranded_key(id),
-                    value: String::new(),
-                })
-            })
-            .collect();
-        ops.extend(
-            rows.iter()
-                .filter_map(|row| match row {
-                    Row::Record {
-                        id,
-                        version: RecordVersion::Live(_),
-                    } if self.marked.contains(id) && !strands.contains(id) => Some(id),
-                    _ => None,
-                })
-                .map(|id| WriteOp::DeleteMeta(stranded_key(id))),
-        );
-        ops
-    }
-
-    /// Follow marks written or cleared by `ops`, once they are stored.
-    fn stored(&mut self, ops: &[WriteOp]) {
-        for op in ops {
-            match op {
-                WriteOp::PutMeta(row) if row.key == stranded_key(&row.key.key) => {
-                    self.marked.insert(row.key.key.clone());
-                }
-                WriteOp::DeleteMeta(key) if *key == stranded_key(&key.key) => {
-                    self.marked.remove(&key.key);
-                }
-                _ => {}
+    /// Add to a planned page's writes the marks of what it strands (`strands`), and clear those
+    /// of the records it shows live on the server (`rows`).
+    fn mark(&mut self, rows: &[Row], strands: &[String], ops: &mut Vec<WriteOp>) {
+        for row in rows {
+            if let Row::Record {
+                id,
+                version: RecordVersion::Live(_),
+            } = row
+                && self.marked.contains(id)
+            {
+                ops.push(WriteOp::DeleteMeta(stranded_key(id)));
             }
+        }
+        for id in strands {
+            ops.push(WriteOp::PutMeta(MetaRow {
+                key: stranded_key(id),
+                value: String::new(),
+            }));
+            self.marked.push(id.clone());
         }
     }
 }
@@ -696,7 +665,10 @@ impl Vault {
             done: Cell::new(0),
         };
         let mut report = SyncReport::default();
-        let mut stranded = Stranding::read(&*self.storage).await?;
+        let mut stranded = Stranding {
+            marked: self.local_ids("stranded").await?,
+            tokens: HashSet::new(),
+        };
         let since = self
             .storage
             .meta_get(&synced_key())
@@ -739,11 +711,7 @@ impl Vault {
         // Every marked record still held here is reported, by whichever sync marked it (this
         // one, one that failed after marking it, another tab's); the marks of records gone
         // here (deleted by their user) go.
-        let marks: Vec<String> = Stranding::read(&*self.storage)
-            .await?
-            .marked
-            .into_iter()
-            .collect();
+        let marks = self.local_ids("stranded").await?;
         if !marks.is_empty() {
             for (id, held) in marks.iter().zip(self.storage.records_by_ids(&marks).await?) {
                 match held {
@@ -821,13 +789,7 @@ impl Vault {
             self.ensure_open()?;
             let stored = self.storage.meta_get(&checkpoint_key()).await?;
             let checkpoint = stored.as_deref().and_then(parse_checkpoint);
-            let fetch: Vec<String> = self
-                .storage
-                .meta_object(object_type::SYNC, "parked")
-                .await?
-                .into_iter()
-                .map(|row| row.key.key)
-                .collect();
+            let fetch = self.local_ids("parked").await?;
             let parked: HashSet<String> = fetch.iter().cloned().collect();
             let (body, sent_at, received_at) = match ahead.take() {
                 // Asked for with exactly what this request would carry: the stored checkpoint
@@ -880,6 +842,17 @@ impl Vault {
                 return Ok(reset);
             }
         }
+    }
+
+    /// The ids of the local rows `sync/<object_id>/<id>` (parked or stranded records).
+    async fn local_ids(&self, object_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .storage
+            .meta_object(object_type::SYNC, object_id)
+            .await?
+            .into_iter()
+            .map(|row| row.key.key)
+            .collect())
     }
 
     /// A pull of the page after `checkpoint`, with the records `fetch` asks for by id.
@@ -976,9 +949,8 @@ impl Vault {
             let mut view = replica_view(&*tx, &rows, read_tokens, self.retained_from()).await?;
             view.since = since;
             let plan = plan_pull(&rows, &view);
-            let marks = stranded.marks(&rows, &plan.stranded);
             let mut ops = plan.ops;
-            ops.extend(marks.iter().cloned());
+            stranded.mark(&rows, &plan.stranded, &mut ops);
             if let Some((mark, _, _)) = resync {
                 let touches = Self::resync_touches(&rows, &view.stored, &ops, mark);
                 ops.extend(touches);
@@ -1036,7 +1008,6 @@ impl Vault {
                 Ok(()) => {
                     report.pulled += plan.applied;
                     report.conflicts += plan.conflicts;
-                    stranded.stored(&marks);
                     return Ok(());
                 }
                 Err(StorageError::MetaChanged(key)) if key == checkpoint_key() => {
@@ -1138,9 +1109,7 @@ impl Vault {
                     Refusal::RevInFuture => {}
                 }
             }
-            let mut answered = vec![false; rows.len()];
             for superseded in &response.superseded {
-                answered[superseded.i] = true;
                 taken_back.push(superseded.current.clone());
                 if supersedes_local(&rows[superseded.i], &superseded.current, since) {
                     report.conflicts += 1;
@@ -1161,23 +1130,19 @@ impl Vault {
             ops.append(&mut adopted);
             // A marked record the server took as sent is no longer kept here only. One it
             // answered with another version keeps its mark until that version is merged.
-            let unmarked: Vec<WriteOp> = rows
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| settled[*i] && !answered[*i])
-                .filter_map(|(_, row)| match row {
-                    Row::Record { id, .. } if stranded.marked.contains(id) => {
-                        Some(WriteOp::DeleteMeta(stranded_key(id)))
-                    }
-                    _ => None,
-                })
-                .collect();
-            ops.extend(unmarked.iter().cloned());
+            for (i, row) in rows.iter().enumerate() {
+                if let Row::Record { id, .. } = row
+                    && settled[i]
+                    && stranded.marked.contains(id)
+                    && !response.superseded.iter().any(|s| s.i == i)
+                {
+                    ops.push(WriteOp::DeleteMeta(stranded_key(id)));
+                }
+            }
             if !ops.is_empty() {
                 self.storage
                     .apply(self.stamp()?, std::mem::take(&mut ops))
                     .await?;
-                stranded.stored(&unmarked);
             }
             if !taken_back.is_empty() {
                 self.take_back(&taken_back, stranded).await?;
@@ -1319,17 +1284,13 @@ impl Vault {
             let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
             let plan = plan_pull(rows, &view);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
-            let marks = stranded.marks(rows, &plan.stranded);
             let mut ops = plan.ops;
-            ops.extend(marks.iter().cloned());
+            stranded.mark(rows, &plan.stranded, &mut ops);
             if plan.applied > 0 {
                 ops.push(super::new_write_epoch()?);
             }
             match tx.commit(self.stamp()?, ops).await {
-                Ok(()) => {
-                    stranded.stored(&marks);
-                    return Ok(deferred);
-                }
+                Ok(()) => return Ok(deferred),
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
