@@ -111,7 +111,7 @@ export interface SyncReport {
   pushed: number;
   /** Changes of this replica that a later change from elsewhere superseded. */
   conflicts: number;
-  /** Tokens kept on this replica only (refused by the server, see the README's "Sync"); still readable here. */
+  /** Tokens kept on this replica only (refused or displaced by the server, see the README's "Sync"), listed by every sync while they are; still readable here. */
   stranded: string[];
 }
 

@@ -101,7 +101,8 @@ pub struct SyncReport {
     /// Changes of this replica that a later change from elsewhere superseded.
     pub conflicts: u64,
     /// Tokens kept on this replica only: refused by the server (sealed under a removed identity,
-    /// or their custom token is another record's), or removed there but readable here.
+    /// or their custom token is another record's), or removed there but readable here. Every
+    /// sync lists them while they are.
     pub stranded: Vec<String>,
 }
 
