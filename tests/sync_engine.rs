@@ -1076,6 +1076,49 @@ async fn away_then_back(on_sql: bool) {
     assert_eq!((report.pulled, report.pushed), (0, 0));
 }
 
+/// Two tabs of a replica away longer than the retention sync at once, their requests in turns:
+/// both are told `expired`. One resyncs to the end and finishes; the other, whose answers were
+/// for the checkpoint the first had already moved past, began its own resync then, marking every
+/// row the first had just pulled as not seen, and forgot them all: the replica held nothing, and
+/// its checkpoint said it was up to date. Found by the simulation's `SyncTabs` (seed 5).
+#[test]
+fn two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_deleted() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let (server, a, b) = (
+            timed(&clock).await,
+            timed(&clock).await,
+            timed(&clock).await,
+        );
+        let tokens = away_too_long(&clock, &server, &a, &b).await;
+        let platform = Platform {
+            clock: Arc::new(clock.clone()),
+            ..Platform::default()
+        };
+        let tab = Vault::open_with(Box::new(b.store.clone()), options(false), platform)
+            .await
+            .unwrap();
+        let turns = Turns(&wire(&server));
+        let (one, two) =
+            futures::future::join(b.vault.sync(&turns, None), tab.sync(&turns, None)).await;
+        one.unwrap();
+        two.unwrap();
+        let remote = wire(&server);
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        for node in [&a, &b, &server] {
+            assert!(gone(node, &tokens[0]).await && gone(node, &tokens[1]).await);
+            assert!(!gone(node, &tokens[3]).await, "kept on every replica");
+        }
+        assert_eq!(
+            a.vault.token_read(&tokens[2], &pw(PASSWORD)).await.unwrap(),
+            "edited while away",
+            "B's edit was delivered"
+        );
+        converged(&[&a, &b, &server]).await;
+    });
+}
+
 /// A record written under a key a rotation retired stays on its replica, stranded, until its user
 /// moves it (SYNC.md 7): for months, maybe. The server keeps the retired identity's tag
 /// tombstone through its collection, so that replica's pushes are still answered `retired_key`

@@ -8,9 +8,10 @@
 //! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
 //! server acted, the replica saw an error), a request delivered twice, and old requests replayed
-//! later (a late duplicate: reordering; never across the retention); and two replicas syncing
+//! later (a late duplicate: reordering; never across the retention); two replicas syncing
 //! at once, their requests interleaved one by one (a push landing between another replica's
-//! pull and push).
+//! pull and push); and two tabs of one replica (two `Vault`s on its store) syncing at once the
+//! same way (SYNC.md 9).
 //! Replicas that do not sync for a while are partitioned. Each replica has its own clock, hours
 //! behind the server's or up to 4 minutes ahead (see "Clocks").
 //!
@@ -85,6 +86,12 @@
 //! found a third: a record that came back after the server collected its tombstone lost, on the
 //! replica that had deleted it, to that replica's own tombstone, past the retention
 //! (`a_record_brought_back_after_the_retention_reaches_the_replica_that_deleted_it`).
+//! Checking that the last sync's `stranded` is exactly what each replica alone holds found that a
+//! record a pull stranded was reported only by that sync
+//! (`a_record_stranded_by_a_sync_that_then_failed_is_reported_by_the_next_ones`). Two tabs
+//! syncing at once (`SyncTabs`) found that a tab told `expired` for a checkpoint the other tab had
+//! already resynced past began a resync of its own, and forgot every row the other had pulled
+//! (`two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_deleted`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). Each run's outcome still depends on the
 //! random ids and clock node ids the engine draws (a tie between two records' `createdAt` goes
@@ -161,6 +168,9 @@ fn known_bugs() -> bool {
 struct Node {
     name: &'static str,
     vault: Vault,
+    /// A second `Vault` on the same store, with its own clock state and caches: another tab of
+    /// the same browser profile (SYNC.md 9). It only syncs ([`Op::SyncTabs`]).
+    tab: Vault,
     store: Arc<dyn Storage>,
     clock: TestClock,
     sqlite: Option<Arc<Sqlite>>,
@@ -185,12 +195,23 @@ async fn node(name: &'static str, sqlite: bool, identities: bool, clock: TestClo
         clock: Arc::new(clock.clone()),
         ..Platform::default()
     };
-    let vault = Vault::open_with(Box::new(store.clone()), options, platform)
+    let vault = Vault::open_with(Box::new(store.clone()), options.clone(), platform)
         .await
         .unwrap();
+    let tab = Vault::open_with(
+        Box::new(store.clone()),
+        options,
+        Platform {
+            clock: Arc::new(clock.clone()),
+            ..Platform::default()
+        },
+    )
+    .await
+    .unwrap();
     Node {
         name,
         vault,
+        tab,
         store,
         clock,
         sqlite: db,
@@ -349,6 +370,9 @@ enum Op {
     /// Two replicas sync at once, their requests interleaved one by one (two devices, or a
     /// push that lands between another replica's pull and push).
     SyncPair(usize, usize),
+    /// Two tabs of one replica sync at once, their requests interleaved one by one: each
+    /// page applies once, and neither loses nor duplicates anything (SYNC.md 9).
+    SyncTabs(usize),
     /// A request sent earlier (by any replica) reaches the server again, late.
     Replay(usize),
 }
@@ -388,6 +412,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1i64..120_000).prop_map(Op::Tick),
         1 => (RETENTION_DAYS + 1..2 * RETENTION_DAYS).prop_map(Op::Away),
         2 => (r.clone(), r.clone()).prop_map(|(a, b)| Op::SyncPair(a, b)),
+        1 => r.clone().prop_map(Op::SyncTabs),
         8 => (r, fault()).prop_map(|(r, f)| Op::Sync(r, f)),
         1 => (0usize..1_000).prop_map(Op::Replay),
     ]
@@ -787,7 +812,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
         | Op::Password(r)
         | Op::Rotate(r)
         | Op::Sync(r, _) => Some(&nodes[r % n]),
-        Op::Tick(_) | Op::Away(_) | Op::Replay(_) | Op::SyncPair(..) => None,
+        Op::Tick(_) | Op::Away(_) | Op::Replay(_) | Op::SyncPair(..) | Op::SyncTabs(_) => None,
     };
     match (op, target) {
         (Op::Create(_, e), Some(node)) => {
@@ -948,6 +973,34 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             return;
         }
         (Op::SyncPair(..), _) => return,
+        (Op::SyncTabs(r), _) => {
+            let i = r % n;
+            let node = &nodes[i];
+            let above = restamp_above(wire.server_clock.now_ms());
+            let far = far_dirty_rows(node, above).await;
+            let turns = Turns(wire);
+            let (first, second) =
+                futures::future::join(node.vault.sync(&turns, None), node.tab.sync(&turns, None))
+                    .await;
+            if !far.is_empty() {
+                history.restamped(node, &far, above).await;
+            }
+            for result in [first, second] {
+                if trace() {
+                    eprintln!("  -> {} and its tab: {result:?}", node.name);
+                }
+                match result {
+                    Ok(report) => history.stranded(i, node, &report).await,
+                    Err(e) => panic!(
+                        "sync of {} alongside its tab: {:?}: {e}",
+                        node.name,
+                        e.code()
+                    ),
+                }
+            }
+            history.observe(node).await;
+            return;
+        }
         (Op::Tick(ms), _) => {
             for node in nodes {
                 node.clock.advance(*ms);

@@ -816,11 +816,16 @@ impl Vault {
                 .await?;
             match response.reset {
                 Some(wire::Reset::Lost) => reset = true,
-                Some(wire::Reset::Expired) => self.begin_resync().await?,
-                None => {}
+                // Only while the checkpoint the server found expired is still this store's:
+                // another tab may have resynced past it meanwhile, and a resync begun now would
+                // take every row that tab pulled for one the server no longer has.
+                Some(wire::Reset::Expired) if !self.begin_resync(stored.as_deref()).await? => {
+                    continue;
+                }
+                Some(wire::Reset::Expired) | None => {}
             }
             let apply = self.apply_pulled(&response, stored, &parked, since, report, stranded);
-            if response.more && response.reset.is_none() && parked.is_empty() {
+            let applied = if response.more && response.reset.is_none() && parked.is_empty() {
                 // The server's answer and this page's IndexedDB or SQL writes take about as
                 // long each: ask for the next page while this one is applied. A request may
                 // be replayed (FORMAT.md, "Sync"), so one made for nothing costs nothing.
@@ -830,10 +835,15 @@ impl Vault {
                     .await?;
                 let next = self.timed_exchange(remote, &request);
                 let (applied, (answer, sent_at, received_at)) = join(apply, next).await;
-                applied?;
                 ahead = Some((after, answer, sent_at, received_at));
+                applied
             } else {
-                apply.await?;
+                apply.await
+            };
+            // Another tab applied this page, or a later one, first: go on from where it is (a
+            // page this tab did not apply says nothing of what the store holds).
+            if !applied? {
+                continue;
             }
             progress.advance(response.rows.len() as u64, response.remaining);
             if !response.more {
@@ -932,7 +942,7 @@ impl Vault {
         since: Rev,
         report: &mut SyncReport,
         stranded: &mut Stranding,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
         let resync = self.resync_mark().await?;
         for row in &rows {
@@ -1009,11 +1019,11 @@ impl Vault {
                 Ok(()) => {
                     report.pulled += plan.applied;
                     report.conflicts += plan.conflicts;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(StorageError::MetaChanged(key)) if key == checkpoint_key() => {
                     // Another tab applied this page (or a later one) first.
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(StorageError::TokenTaken(_)) if !read_tokens => read_tokens = true,
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,

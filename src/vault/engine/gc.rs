@@ -223,10 +223,12 @@ impl Vault {
             }))
     }
 
-    /// The server said `expired`: remember the greatest local seq (once: a resync interrupted
-    /// and told again keeps its first mark, the rows above it were pulled since), and start the
-    /// forgetting walk from the beginning.
-    pub(super) async fn begin_resync(&self) -> Result<()> {
+    /// The server said `expired` to a pull from `checkpoint_was`: remember the greatest local
+    /// seq (once: a resync interrupted and told again keeps its first mark, the rows above it
+    /// were pulled since), and start the forgetting walk from the beginning. Returns false, and
+    /// begins nothing, when the store's checkpoint is no longer `checkpoint_was` (another tab
+    /// pulled meanwhile, and may have resynced to the end already).
+    pub(super) async fn begin_resync(&self, checkpoint_was: Option<&str>) -> Result<bool> {
         let mark = match self.resync_mark().await? {
             Some((mark, _, _)) => mark,
             None => {
@@ -242,14 +244,21 @@ impl Vault {
                 last
             }
         };
-        let row = MetaRow {
-            key: resync_key(),
-            value: format!("{mark} 0"),
-        };
-        self.storage
-            .apply(self.stamp()?, vec![WriteOp::PutMeta(row)])
-            .await?;
-        Ok(())
+        let ops = vec![
+            WriteOp::ExpectMeta {
+                key: checkpoint_key(),
+                value: checkpoint_was.map(str::to_owned),
+            },
+            WriteOp::PutMeta(MetaRow {
+                key: resync_key(),
+                value: format!("{mark} 0"),
+            }),
+        ];
+        match self.storage.apply(self.stamp()?, ops).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::MetaChanged(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The writes that mark the pulled rows a merge left alone as seen by a resync: each clean
