@@ -373,6 +373,10 @@ enum Op {
     /// Two tabs of one replica sync at once, their requests interleaved one by one: each
     /// page applies once, and neither loses nor duplicates anything (SYNC.md 9).
     SyncTabs(usize),
+    /// A write on a replica (the boxed op, any of the local writes above) made by one tab while
+    /// another tab of that replica syncs, after the sync's `n`th request went out: between a
+    /// pull and the page it applies, between a push and the dirty marks it clears.
+    WriteDuringSync(Box<Op>, usize),
     /// A request sent earlier (by any replica) reaches the server again, late.
     Replay(usize),
 }
@@ -394,7 +398,8 @@ fn fault() -> impl Strategy<Value = Fault> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// The operations that write on one replica.
+fn write_op() -> impl Strategy<Value = Op> {
     let r = 0usize..3;
     let pick = 0usize..64;
     prop_oneof![
@@ -408,7 +413,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (r.clone(), any::<bool>()).prop_map(|(r, hard)| Op::Purge(r, hard)),
         1 => (r.clone(), 0..SETTINGS.len()).prop_map(|(r, k)| Op::Setting(r, k)),
         1 => r.clone().prop_map(Op::Password),
-        1 => r.clone().prop_map(Op::Rotate),
+        1 => r.prop_map(Op::Rotate),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let r = 0usize..3;
+    prop_oneof![
+        25 => write_op(),
+        2 => (write_op(), 0usize..4).prop_map(|(w, n)| Op::WriteDuringSync(Box::new(w), n)),
         1 => (1i64..120_000).prop_map(Op::Tick),
         1 => (RETENTION_DAYS + 1..2 * RETENTION_DAYS).prop_map(Op::Away),
         2 => (r.clone(), r.clone()).prop_map(|(a, b)| Op::SyncPair(a, b)),
@@ -791,15 +804,9 @@ fn tolerated<T>(what: &str, node: &Node, result: Result<T>) -> Option<T> {
     }
 }
 
-async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History) {
-    if trace() {
-        eprintln!("op {op:?}");
-    }
-    let n = nodes.len();
-    let pick = |p: usize| -> Option<String> {
-        (!history.tokens.is_empty()).then(|| history.tokens[p % history.tokens.len()].clone())
-    };
-    let target = match op {
+/// The replica an operation writes on or syncs, if it is one replica's.
+fn replica_of(op: &Op) -> Option<usize> {
+    match op {
         Op::Create(r, _)
         | Op::CreateCustom(r, _, _)
         | Op::Update(r, _)
@@ -811,9 +818,25 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
         | Op::Setting(r, _)
         | Op::Password(r)
         | Op::Rotate(r)
-        | Op::Sync(r, _) => Some(&nodes[r % n]),
-        Op::Tick(_) | Op::Away(_) | Op::Replay(_) | Op::SyncPair(..) | Op::SyncTabs(_) => None,
+        | Op::Sync(r, _) => Some(*r),
+        Op::Tick(_)
+        | Op::Away(_)
+        | Op::Replay(_)
+        | Op::SyncPair(..)
+        | Op::SyncTabs(_)
+        | Op::WriteDuringSync(..) => None,
+    }
+}
+
+async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History) {
+    if trace() {
+        eprintln!("op {op:?}");
+    }
+    let n = nodes.len();
+    let pick = |p: usize| -> Option<String> {
+        (!history.tokens.is_empty()).then(|| history.tokens[p % history.tokens.len()].clone())
     };
+    let target = replica_of(op).map(|r| &nodes[r % n]);
     match (op, target) {
         (Op::Create(_, e), Some(node)) => {
             let secret = secret_for(node, history).await;
@@ -973,6 +996,58 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             return;
         }
         (Op::SyncPair(..), _) => return,
+        (Op::WriteDuringSync(write, after), _) => {
+            let i = replica_of(write).unwrap_or(0) % n;
+            let node = &nodes[i];
+            // A clock too far ahead: the sync would re-stamp a write made during it, and the
+            // oracle follows re-stamps only of rows read before the sync. One after the other.
+            let ahead = node.clock.now_ms() > wire.server_clock.now_ms() + MAX_FUTURE_MS;
+            if ahead {
+                Box::pin(run_op(write, nodes, wire, history)).await;
+            }
+            let above = restamp_above(wire.server_clock.now_ms());
+            let far = far_dirty_rows(node, above).await;
+            let turns = Turns(wire);
+            let sync = node.tab.sync(&turns, None);
+            let result = if ahead {
+                sync.await
+            } else {
+                let write = async {
+                    for _ in 0..*after {
+                        common::yield_once().await;
+                    }
+                    Box::pin(run_op(write, nodes, wire, history)).await;
+                };
+                futures::future::join(sync, write).await.0
+            };
+            if trace() {
+                eprintln!("  -> {}'s other tab: {result:?}", node.name);
+            }
+            if !far.is_empty() {
+                history.restamped(node, &far, above).await;
+            }
+            match result {
+                Ok(mut report) => {
+                    // The write may have come after the sync ended, and deleted a record the
+                    // sync reported stranded.
+                    let held = node
+                        .store
+                        .records_by_tokens(&report.stranded)
+                        .await
+                        .unwrap();
+                    let mut held = held.into_iter();
+                    report.stranded.retain(|_| held.next().flatten().is_some());
+                    history.stranded(i, node, &report).await;
+                }
+                Err(e) => panic!(
+                    "sync of {} while its other tab wrote: {:?}: {e}",
+                    node.name,
+                    e.code()
+                ),
+            }
+            history.observe(node).await;
+            return;
+        }
         (Op::SyncTabs(r), _) => {
             let i = r % n;
             let node = &nodes[i];
