@@ -1228,15 +1228,7 @@ fn a_record_displaced_while_its_replica_was_away_is_kept_stranded_after_the_rete
             "the server collected what is older than the retention"
         );
         let report = sync(&b, &remote).await;
-        assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
-        assert_eq!(
-            b.vault
-                .token_read("card-4242", &pw(PASSWORD))
-                .await
-                .unwrap(),
-            "created second",
-            "kept where it was written"
-        );
+        card_stranded_here(&b, &report, "created second").await;
         sync(&a, &remote).await;
         assert_eq!(
             a.vault
@@ -1270,6 +1262,32 @@ impl SyncTransport for LoseAnswer<'_> {
     }
 }
 
+/// A sync of `node` whose push's answer is lost (its second request: a pull, then the push).
+async fn sync_losing_the_push_answer(node: &Node, remote: &Wire<'_>) {
+    let lossy = LoseAnswer {
+        wire: remote,
+        at: 2,
+        seen: AtomicUsize::new(0),
+    };
+    assert!(
+        node.vault.sync(&lossy, None).await.is_err(),
+        "the push's answer was lost"
+    );
+}
+
+/// `report` lists exactly `card-4242` as stranded, and `node` still reads `value` from it.
+async fn card_stranded_here(node: &Node, report: &SyncReport, value: &str) {
+    assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
+    assert_eq!(
+        node.vault
+            .token_read("card-4242", &pw(PASSWORD))
+            .await
+            .unwrap(),
+        value,
+        "kept where it was written"
+    );
+}
+
 /// A replica edits its record while another replica's earlier record with the same custom token
 /// displaces it on the server. The replica's next sync applies the pulled page that says so, then
 /// loses its push's answer: the sync fails, and its report with it. The other record is deleted
@@ -1291,29 +1309,13 @@ fn a_displaced_record_is_reported_stranded_by_the_answer_to_its_push() {
         clock.advance(1_000);
         // B's earlier record displaces A's on the server, with a revision after A's edit.
         sync(&b, &remote).await;
-        let lossy = LoseAnswer {
-            wire: &remote,
-            at: 2,
-            seen: AtomicUsize::new(0),
-        };
-        assert!(
-            a.vault.sync(&lossy, None).await.is_err(),
-            "the push's answer was lost"
-        );
+        sync_losing_the_push_answer(&a, &remote).await;
         // B deletes its record: no pulled record claims the token any more, and only the push's
         // answer can tell A that its record stays displaced.
         b.vault.token_delete("card-4242").await.unwrap();
         sync(&b, &remote).await;
         let report = sync(&a, &remote).await;
-        assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
-        assert_eq!(
-            a.vault
-                .token_read("card-4242", &pw(PASSWORD))
-                .await
-                .unwrap(),
-            "edited here",
-            "kept where it was written"
-        );
+        card_stranded_here(&a, &report, "edited here").await;
     });
 }
 
@@ -1337,27 +1339,11 @@ fn a_record_stranded_by_a_sync_that_then_failed_is_reported_by_the_next_ones() {
         b.vault.token_delete("card-4242").await.unwrap();
         sync(&b, &remote).await;
         create(&a, "something to push", PASSWORD).await;
-        let lossy = LoseAnswer {
-            wire: &remote,
-            at: 2,
-            seen: AtomicUsize::new(0),
-        };
-        assert!(
-            a.vault.sync(&lossy, None).await.is_err(),
-            "the push's answer was lost"
-        );
+        sync_losing_the_push_answer(&a, &remote).await;
         for _ in 0..2 {
             let report = sync(&a, &remote).await;
-            assert_eq!(report.stranded, vec!["card-4242".to_owned()], "{report:?}");
+            card_stranded_here(&a, &report, "created second").await;
         }
-        assert_eq!(
-            a.vault
-                .token_read("card-4242", &pw(PASSWORD))
-                .await
-                .unwrap(),
-            "created second",
-            "kept where it was written"
-        );
         a.vault.token_delete("card-4242").await.unwrap();
         let report = sync(&a, &remote).await;
         assert!(report.stranded.is_empty(), "{report:?}");

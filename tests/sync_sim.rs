@@ -631,6 +631,24 @@ impl History {
         }
     }
 
+    /// A sync run beside another (`beside`, for the message), where no fault is tolerated:
+    /// remember what it reported stranded.
+    async fn synced_beside(
+        &mut self,
+        i: usize,
+        node: &Node,
+        result: Result<SyncReport>,
+        beside: &str,
+    ) {
+        if trace() {
+            eprintln!("  -> {} ({beside}): {result:?}", node.name);
+        }
+        match result {
+            Ok(report) => self.stranded(i, node, &report).await,
+            Err(e) => panic!("sync of {} {beside}: {:?}: {e}", node.name, e.code()),
+        }
+    }
+
     /// Remember the records a sync reported stranded.
     async fn stranded(&mut self, i: usize, node: &Node, report: &SyncReport) {
         for token in &report.stranded {
@@ -977,20 +995,12 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             .await;
             for ((i, far), result) in pair.into_iter().zip(far).zip([first, second]) {
                 let node = &nodes[i];
-                if trace() {
-                    eprintln!("  -> {}: {result:?}", node.name);
-                }
                 if !far.is_empty() {
                     history.restamped(node, &far, above).await;
                 }
-                match result {
-                    Ok(report) => history.stranded(i, node, &report).await,
-                    Err(e) => panic!(
-                        "sync of {} alongside another: {:?}: {e}",
-                        node.name,
-                        e.code()
-                    ),
-                }
+                history
+                    .synced_beside(i, node, result, "alongside another")
+                    .await;
                 history.observe(node).await;
             }
             return;
@@ -1020,31 +1030,23 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 };
                 futures::future::join(sync, write).await.0
             };
-            if trace() {
-                eprintln!("  -> {}'s other tab: {result:?}", node.name);
-            }
             if !far.is_empty() {
                 history.restamped(node, &far, above).await;
             }
-            match result {
+            // The write may have come after the sync ended, and deleted a record the sync
+            // reported stranded.
+            let result = match result {
                 Ok(mut report) => {
-                    // The write may have come after the sync ended, and deleted a record the
-                    // sync reported stranded.
-                    let held = node
-                        .store
-                        .records_by_tokens(&report.stranded)
-                        .await
-                        .unwrap();
-                    let mut held = held.into_iter();
+                    let held = node.store.records_by_tokens(&report.stranded).await;
+                    let mut held = held.unwrap().into_iter();
                     report.stranded.retain(|_| held.next().flatten().is_some());
-                    history.stranded(i, node, &report).await;
+                    Ok(report)
                 }
-                Err(e) => panic!(
-                    "sync of {} while its other tab wrote: {:?}: {e}",
-                    node.name,
-                    e.code()
-                ),
-            }
+                failed => failed,
+            };
+            history
+                .synced_beside(i, node, result, "while its other tab wrote")
+                .await;
             history.observe(node).await;
             return;
         }
@@ -1061,17 +1063,9 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 history.restamped(node, &far, above).await;
             }
             for result in [first, second] {
-                if trace() {
-                    eprintln!("  -> {} and its tab: {result:?}", node.name);
-                }
-                match result {
-                    Ok(report) => history.stranded(i, node, &report).await,
-                    Err(e) => panic!(
-                        "sync of {} alongside its tab: {:?}: {e}",
-                        node.name,
-                        e.code()
-                    ),
-                }
+                history
+                    .synced_beside(i, node, result, "alongside its tab")
+                    .await;
             }
             history.observe(node).await;
             return;
