@@ -10,8 +10,9 @@
 //! server acted, the replica saw an error), a request delivered twice, and old requests replayed
 //! later (a late duplicate: reordering; never across the retention); two replicas syncing
 //! at once, their requests interleaved one by one (a push landing between another replica's
-//! pull and push); and two tabs of one replica (two `Vault`s on its store) syncing at once the
-//! same way (SYNC.md 9).
+//! pull and push); two tabs of one replica (two `Vault`s on its store) syncing at once the
+//! same way (SYNC.md 9); and one tab writing while the other syncs (after the sync's first to
+//! fourth request: between a pull and the page it applies, a push and the marks it clears).
 //! Replicas that do not sync for a while are partitioned. Each replica has its own clock, hours
 //! behind the server's or up to 4 minutes ahead (see "Clocks").
 //!
