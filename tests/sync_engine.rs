@@ -1091,16 +1091,10 @@ fn two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_delete
             timed(&clock).await,
         );
         let tokens = away_too_long(&clock, &server, &a, &b).await;
-        let platform = Platform {
-            clock: Arc::new(clock.clone()),
-            ..Platform::default()
-        };
-        let tab = Vault::open_with(Box::new(b.store.clone()), options(false), platform)
-            .await
-            .unwrap();
+        let tab = timed_on(&clock, b.store.clone(), false).await;
         let turns = Turns(&wire(&server));
         let (one, two) =
-            futures::future::join(b.vault.sync(&turns, None), tab.sync(&turns, None)).await;
+            futures::future::join(b.vault.sync(&turns, None), tab.vault.sync(&turns, None)).await;
         one.unwrap();
         two.unwrap();
         let remote = wire(&server);

@@ -192,23 +192,16 @@ async fn node(name: &'static str, sqlite: bool, identities: bool, clock: TestClo
         password_identity: identities,
         ..VaultOptions::default()
     };
-    let platform = Platform {
+    let platform = || Platform {
         clock: Arc::new(clock.clone()),
         ..Platform::default()
     };
-    let vault = Vault::open_with(Box::new(store.clone()), options.clone(), platform)
+    let vault = Vault::open_with(Box::new(store.clone()), options.clone(), platform())
         .await
         .unwrap();
-    let tab = Vault::open_with(
-        Box::new(store.clone()),
-        options,
-        Platform {
-            clock: Arc::new(clock.clone()),
-            ..Platform::default()
-        },
-    )
-    .await
-    .unwrap();
+    let tab = Vault::open_with(Box::new(store.clone()), options, platform())
+        .await
+        .unwrap();
     Node {
         name,
         vault,

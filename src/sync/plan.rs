@@ -140,9 +140,15 @@ fn identity_of(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
 }
 
-/// A row that removes one of an identity object's rows (see [`plan_pull`]).
-fn removes_identity(row: &Row) -> bool {
-    matches!(row, Row::Meta { key, version: MetaVersion::Gone { .. } } if identity_of(key).is_some())
+/// The identity whose row (its `tag`, `dek` or a slot) `row` removes, if it removes one.
+pub fn removed_identity(row: &Row) -> Option<&str> {
+    match row {
+        Row::Meta {
+            key,
+            version: MetaVersion::Gone { .. },
+        } => identity_of(key),
+        _ => None,
+    }
 }
 
 /// Plan a pushed page on the server. `stamp` is the server's revision for the tombstones it
@@ -268,11 +274,7 @@ pub fn plan_push(
             }
             holders.insert(live.token.clone(), (id.clone(), live.created_at));
         }
-        if let Row::Meta {
-            key: meta_key,
-            version: MetaVersion::Gone { .. },
-        } = &merged
-            && let Some(identity) = identity_of(meta_key)
+        if let Some(identity) = removed_identity(&merged)
             && let Some((ids, more)) = linked.get(identity)
             && (*more || !ids.is_empty())
         {
@@ -299,12 +301,7 @@ pub fn plan_push(
             });
         }
         plan.stored += 1;
-        if let Row::Meta {
-            key: meta_key,
-            version: MetaVersion::Gone { .. },
-        } = &merged
-            && let Some(identity) = identity_of(meta_key)
-        {
+        if let Some(identity) = removed_identity(&merged) {
             removed.insert(identity.to_owned());
         }
         state.set(merged.clone());
@@ -458,7 +455,8 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     // Identity removals are planned after the page's other rows: whether local records still use
     // the identity depends on the records this page moves or removes, wherever they are in it (a
     // push's answer lists the identity's rows first, as the push sent them).
-    let (removals, others): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| removes_identity(r));
+    let (removals, others): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| removed_identity(r).is_some());
     for row in others.into_iter().chain(removals) {
         let key = row.key();
         let current = view.stored.get(&key);
@@ -534,15 +532,10 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             }
             // An identity removed elsewhere that local records still use (records the page does
             // not move: written here under it and not synced yet): kept until they move.
-            (
-                Row::Meta {
-                    key,
-                    version: MetaVersion::Gone { .. },
-                },
-                _,
-            ) if identity_of(key)
-                .and_then(|id| linked.get(id))
-                .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
+            (removal, _)
+                if removed_identity(removal)
+                    .and_then(|id| linked.get(id))
+                    .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
             {
                 plan.deferred.push(row.clone());
                 continue;

@@ -25,7 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push, supersedes_local,
+    ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push, removed_identity,
+    supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -262,16 +263,6 @@ fn push_rank(row: &Row) -> u8 {
 }
 
 /// The identity a removed meta row belongs to, when it is one of an identity's rows.
-fn removed_identity(row: &Row) -> Option<&str> {
-    match row {
-        Row::Meta {
-            key,
-            version: MetaVersion::Gone { .. },
-        } if key.object_type == object_type::IDENTITY => Some(&key.object_id),
-        _ => None,
-    }
-}
-
 fn live_token(row: &Row) -> Option<&str> {
     match row {
         Row::Record {
