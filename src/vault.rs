@@ -555,12 +555,18 @@ impl WriteKey {
 
 /// A new value for the write epoch row (see [`write_epoch`]): 16 random bytes, in hex.
 pub(crate) fn new_write_epoch() -> Result<WriteOp> {
-    let mut tag = [0u8; 16];
-    crate::crypto::random_bytes(&mut tag)?;
     Ok(WriteOp::PutMeta(MetaRow {
         key: write_epoch(),
-        value: base16ct::lower::encode_string(&tag),
+        value: random_tag()?,
     }))
+}
+
+/// 16 random bytes in hex: a value no other writer stores, for a guard (`ExpectMeta`) to tell
+/// its writer's row from another's.
+pub(crate) fn random_tag() -> Result<String> {
+    let mut tag = [0u8; 16];
+    crate::crypto::random_bytes(&mut tag)?;
+    Ok(base16ct::lower::encode_string(&tag))
 }
 
 /// Refuse a vault (stored or imported) whose PBKDF2 iteration count is below the floor: the

@@ -1600,11 +1600,22 @@ fn two_tabs_pulling_a_vault_of_many_pages_at_once_end_with_every_record_once() {
     });
 }
 
-/// Holds a replica's push until `open`, so another replica can write in between.
+/// Holds a replica's push until `open`, so another replica can write in between: before it
+/// reaches the server, or (`hold_answer`) once the server acted on it, before the replica hears.
 struct Gated<'a> {
     inner: Wire<'a>,
+    hold_answer: bool,
     push_waiting: AtomicBool,
     open: AtomicBool,
+}
+
+fn gated(server: &Node, hold_answer: bool) -> Gated<'_> {
+    Gated {
+        inner: wire(server),
+        hold_answer,
+        push_waiting: AtomicBool::new(false),
+        open: AtomicBool::new(false),
+    }
 }
 
 /// Waits (in `block_on`, by waking itself) until `flag` is set.
@@ -1622,11 +1633,20 @@ async fn until(flag: &AtomicBool) {
 #[async_trait]
 impl SyncTransport for Gated<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
-        if body.starts_with(r#"{"sync":1,"op":"push""#) {
-            self.push_waiting.store(true, Ordering::SeqCst);
-            until(&self.open).await;
+        if !body.starts_with(r#"{"sync":1,"op":"push""#) {
+            return self.inner.exchange(body).await;
         }
-        self.inner.exchange(body).await
+        let answer = if self.hold_answer {
+            Some(self.inner.exchange(body.clone()).await)
+        } else {
+            None
+        };
+        self.push_waiting.store(true, Ordering::SeqCst);
+        until(&self.open).await;
+        match answer {
+            Some(answer) => answer,
+            None => self.inner.exchange(body).await,
+        }
     }
 }
 
@@ -1646,11 +1666,7 @@ fn a_push_answer_skips_the_pull_back_only_when_nothing_else_was_written() {
             .token_update(&token, "second", &pw(PASSWORD))
             .await
             .unwrap();
-        let gated = Gated {
-            inner: wire(&server),
-            push_waiting: AtomicBool::new(false),
-            open: AtomicBool::new(false),
-        };
+        let gated = gated(&server, false);
         let meanwhile = async {
             until(&gated.push_waiting).await;
             let theirs = create(&b, "from b", PASSWORD).await;
@@ -1692,5 +1708,79 @@ fn a_push_answer_skips_the_pull_back_only_when_nothing_else_was_written() {
             "third"
         );
         converged(&[&a, &b, &server]).await;
+    });
+}
+
+/// A replica's record, stranded here while another replica's earlier record held its custom
+/// token, is pushed once that one is deleted, and the server takes it. While that push's answer
+/// is on its way, a third replica's record with the same token, created earlier still, displaces
+/// it on the server, and the replica's other tab pulls that: it marks the record stranded again,
+/// then the third replica deletes its record. The answer then lands in the first tab, which
+/// cleared the mark it had read at the start, and with it the other tab's new one: the record,
+/// displaced on the server and held here only, was never reported again (the mark that said so
+/// was gone, and no pulled record claims its token any more). A mark now carries a value of its
+/// own, and the answer clears only the mark it read.
+#[test]
+fn a_mark_set_by_another_tab_while_a_push_was_answered_is_kept() {
+    block_on(async {
+        let clock = TestClock::new(common::T0);
+        let server = timed(&clock).await;
+        let (a, b, c) = (
+            timed(&clock).await,
+            timed(&clock).await,
+            timed(&clock).await,
+        );
+        let remote = wire(&server);
+        create(&a, "joined", PASSWORD).await;
+        for node in [&a, &b, &c] {
+            sync(node, &remote).await;
+        }
+        for (node, value) in [(&b, "b, first"), (&c, "c, second"), (&a, "a, third")] {
+            node.vault
+                .token_create_custom("card-4242", value, &pw(PASSWORD), None)
+                .await
+                .unwrap();
+            clock.advance(1_000);
+        }
+        sync(&b, &remote).await;
+        // A pulls B's record, which keeps the token by the rule: A's is stranded (marked) and
+        // B's parked. A's push never leaves.
+        let no_push = Paged {
+            server: &server.vault,
+            page: 2_000,
+            fail_at: 2,
+            requests: AtomicUsize::new(0),
+        };
+        assert!(a.vault.sync(&no_push, None).await.is_err());
+        assert!(
+            !a.store
+                .meta_object("sync", "stranded")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        b.vault.token_delete("card-4242").await.unwrap();
+        sync(&b, &remote).await;
+
+        let tab = timed_on(&clock, a.store.clone(), false).await;
+        let held = gated(&server, true);
+        let meanwhile = async {
+            until(&held.push_waiting).await;
+            // The server took A's record; C's, created before it, displaces it there.
+            sync(&c, &remote).await;
+            let other_tab = sync(&tab, &remote).await;
+            assert_eq!(
+                other_tab.stranded,
+                vec!["card-4242".to_owned()],
+                "{other_tab:?}"
+            );
+            c.vault.token_delete("card-4242").await.unwrap();
+            sync(&c, &remote).await;
+            held.open.store(true, Ordering::SeqCst);
+        };
+        let (report, ()) = futures::future::join(a.vault.sync(&held, None), meanwhile).await;
+        card_stranded_here(&a, &report.unwrap(), "a, third").await;
+        let report = sync(&a, &remote).await;
+        card_stranded_here(&a, &report, "a, third").await;
     });
 }

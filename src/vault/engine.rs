@@ -167,10 +167,15 @@ fn stranded_key(id: &str) -> MetaKey {
 
 /// What a sync knows of the records kept on this replica only.
 struct Stranding {
-    /// Ids that may have a [`stranded_key`] mark: those stored when the sync began, and those
-    /// it marked since (clearing a mark costs a write only where there may be one). A few at
-    /// most: a record is stranded only by a token collision or a rotation it missed.
-    marked: Vec<String>,
+    /// The value of each mark this sync writes: its own, drawn when it began, so that it clears
+    /// only a mark it read or wrote. Another tab may mark the record again meanwhile (it pulled
+    /// the record displaced after this sync's push of it was taken); that mark must stay.
+    tag: String,
+    /// The [`stranded_key`] marks there may be, as this sync knows them: those stored when it
+    /// began, and those it wrote since (clearing a mark costs a write only where there may be
+    /// one). A few at most: a record is stranded only by a token collision or a rotation it
+    /// missed.
+    marked: Vec<MetaRow>,
     /// Tokens the server refused this sync, or of records that still use an identity removed
     /// elsewhere: dirty rows, or deferred removals, that each sync pushes or plans again, so they
     /// need no mark.
@@ -186,18 +191,25 @@ impl Stranding {
                 id,
                 version: RecordVersion::Live(_),
             } = row
-                && self.marked.contains(id)
+                && self.mark_of(id).is_some()
             {
                 ops.push(WriteOp::DeleteMeta(stranded_key(id)));
             }
         }
         for id in strands {
-            ops.push(WriteOp::PutMeta(MetaRow {
+            let mark = MetaRow {
                 key: stranded_key(id),
-                value: String::new(),
-            }));
-            self.marked.push(id.clone());
+                value: self.tag.clone(),
+            };
+            self.marked.retain(|m| m.key.key != *id);
+            self.marked.push(mark.clone());
+            ops.push(WriteOp::PutMeta(mark));
         }
+    }
+
+    /// `id`'s mark as this sync read or wrote it.
+    fn mark_of(&self, id: &str) -> Option<&MetaRow> {
+        self.marked.iter().find(|m| m.key.key == id)
     }
 }
 
@@ -658,7 +670,11 @@ impl Vault {
         };
         let mut report = SyncReport::default();
         let mut stranded = Stranding {
-            marked: self.local_ids("stranded").await?,
+            tag: super::random_tag()?,
+            marked: self
+                .storage
+                .meta_object(object_type::SYNC, "stranded")
+                .await?,
             tokens: HashSet::new(),
         };
         let since = self
@@ -1131,20 +1147,33 @@ impl Vault {
                 .collect();
             ops.append(&mut adopted);
             // A marked record the server took as sent is no longer kept here only. One it
-            // answered with another version keeps its mark until that version is merged.
+            // answered with another version keeps its mark until that version is merged. The
+            // mark goes only as this sync knew it: another tab may have pulled the record
+            // displaced since the server took it, and marked it again; that mark stays. It goes
+            // before the record's dirty mark does: a sync that fails between the two writes
+            // leaves the record dirty, and the next one pushes it again and marks it again if the
+            // server's answer strands it.
             for (i, row) in rows.iter().enumerate() {
                 if let Row::Record { id, .. } = row
                     && settled[i]
-                    && stranded.marked.contains(id)
+                    && let Some(mark) = stranded.mark_of(id)
                     && !response.superseded.iter().any(|s| s.i == i)
                 {
-                    ops.push(WriteOp::DeleteMeta(stranded_key(id)));
+                    let unmark = vec![
+                        WriteOp::ExpectMeta {
+                            key: mark.key.clone(),
+                            value: Some(mark.value.clone()),
+                        },
+                        WriteOp::DeleteMeta(mark.key.clone()),
+                    ];
+                    match self.storage.apply(self.stamp()?, unmark).await {
+                        Ok(()) | Err(StorageError::MetaChanged(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             if !ops.is_empty() {
-                self.storage
-                    .apply(self.stamp()?, std::mem::take(&mut ops))
-                    .await?;
+                self.storage.apply(self.stamp()?, ops).await?;
             }
             if !taken_back.is_empty() {
                 self.take_back(&taken_back, stranded).await?;
