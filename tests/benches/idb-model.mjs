@@ -4,7 +4,7 @@
 // indexes, 200-byte values, no crypto). What the README's Performance section cites for "what is
 // left" on a single create and on a deep page.
 //
-//   node tests/benches/idb-model.mjs [--rounds N] [--records N]
+//   node tests/benches/idb-model.mjs [--rounds N] [--records N] [--only create,bulk,listing]
 //
 // create   1,000 transactions in a row, each awaited, one per create:
 //            add        one add of a record row (what a Dexie `add` issues)
@@ -19,11 +19,19 @@
 //                               no dirty mark) into its stores and indexes, 2,000 per
 //                               transaction (a pulled page), each with the counter put
 //            schema2            the same in one transaction
-//            noRevisions        the same rows without their four revisions, one transaction
 //            schema2Rows        schema 2's rows into the baseline's table (key token; id
 //                               unique, createdAt, updatedAt, expiresAt, softDeletedAt)
+//            noRevisions        the same rows without their four revisions, one transaction
+//            sparseDeleted      schema 2's stores, rows without the soft-delete flag (only a
+//                               soft-deleted record would have a `deleted` entry)
+//            sparseFlags        schema 2's stores, rows without the soft-delete flag and the
+//                               expiry order (a sparse layout: only deleted or expiring records
+//                               would have those index entries)
+//            fourIndexes        schema 2's rows, the record store with only the token, created,
+//                               updated and seq indexes (no expiry order, identity, soft-delete
+//                               flag or dirty mark: what the listings and rekeys need is gone)
 //            baseline           the baseline's rows into its table, one transaction
-//          each of the last three differs from schema2 in one way; the order reverses every round
+//          each shape after schema2 differs from it in one way; the order reverses every round
 // listing  a page of 20 at offset 0 and at offset records/2 (default 20,000 records):
 //            storeAdvance / indexAdvance   one `advance(offset)` on the store / the created index
 //            keyCursorAdvance              `advance` on a key cursor, then a cursor from its key
@@ -43,16 +51,18 @@ const records = option("--records", 20_000);
 const page = `<!doctype html><script>
 const req = (r) => new Promise((ok, no) => { r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
 const done = (tx) => new Promise((ok, no) => { tx.oncomplete = ok; tx.onerror = () => no(tx.error); tx.onabort = () => no(tx.error); });
-// Schema 2's stores and indexes (src/storage/indexeddb.rs).
-async function open(name) {
+// Schema 2's stores and indexes (src/storage/indexeddb.rs); \`only\` keeps only those record
+// indexes (and the token's), for the layouts the bulk section compares.
+async function open(name, only) {
   await req(indexedDB.deleteDatabase(name));
   const request = indexedDB.open(name, 1);
   request.onupgradeneeded = () => {
     const db = request.result;
     const records = db.createObjectStore("records", { keyPath: "id" });
     records.createIndex("token", "token", { unique: true });
-    for (const [n, k] of [["created", "createdAt"], ["updated", "updatedAt"], ["expires", "expiresSort"], ["identity", "passwordId"]]) records.createIndex(n, [k, "id"]);
-    for (const n of ["deleted", "seq", "dirty"]) records.createIndex(n, n);
+    const kept = (n) => !only || only.includes(n);
+    for (const [n, k] of [["created", "createdAt"], ["updated", "updatedAt"], ["expires", "expiresSort"], ["identity", "passwordId"]]) if (kept(n)) records.createIndex(n, [k, "id"]);
+    for (const n of ["deleted", "seq", "dirty"]) if (kept(n)) records.createIndex(n, n);
     const meta = db.createObjectStore("meta", { keyPath: ["objectType", "objectId", "key"] });
     meta.createIndex("by_value", ["objectType", "key", "value"]);
     for (const n of ["seq", "dirty"]) meta.createIndex(n, n);
@@ -109,6 +119,11 @@ const rev = "0".repeat(32);
 // A pulled row as the package stores it (clean: no dirty mark) and as the baseline stores it.
 const pulledRow = (seq) => ({ ...row(seq), passwordId: "i_1", expiresSort: Infinity, expiresAt: null, softDeletedAt: null, valueRev: rev, sealRev: rev, expiresRev: rev, deletedRev: rev });
 const withoutRevisions = (seq) => { const { valueRev, sealRev, expiresRev, deletedRev, ...rest } = pulledRow(seq); return rest; };
+// The same row with the soft-delete flag and the expiry order left out while the record is live
+// and never expires: the sparse layout, where only deleted or expiring records have those entries.
+const sparseRow = (seq) => { const { deleted, expiresSort, ...rest } = pulledRow(seq); return rest; };
+const sparseDeletedRow = (seq) => { const { deleted, ...rest } = pulledRow(seq); return rest; };
+const fourIndexes = (name) => open(name, ["created", "updated", "seq"]);
 const baselineRow = () => { const { id, token, createdAt, updatedAt, value } = row(0); return { id, token, createdAt, updatedAt, expiresAt: null, softDeletedAt: null, value }; };
 let bulkRounds = 0;
 window.bulkRound = async (n) => {
@@ -117,11 +132,17 @@ window.bulkRound = async (n) => {
     ["schema2", open, pulledRow, n],
     ["schema2Rows", openBaseline, pulledRow, n],
     ["noRevisions", open, withoutRevisions, n],
+    ["sparseDeleted", open, sparseDeletedRow, n],
+    ["sparseFlags", open, sparseRow, n],
+    ["fourIndexes", fourIndexes, pulledRow, n],
     ["baseline", openBaseline, baselineRow, n],
   ];
   if (bulkRounds++ % 2) shapes.reverse();
   const out = {};
   for (const [name, openShape, make, page] of shapes) {
+    // LevelDB compacts the previous shape's deleted database in the background: let it, so that
+    // a shape's time does not depend on which one ran before it.
+    await new Promise((ok) => setTimeout(ok, 2000));
     const db = await openShape("model-bulk-" + name);
     const rows = Array.from({ length: n }, (_, i) => { const r = make(i + 1); delete r.dirty; return r; });
     const stores = db.objectStoreNames.contains("tokens") ? ["tokens"] : STORES;
@@ -199,7 +220,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 try {
   const tab = await browser.newPage();
   await tab.goto(`http://localhost:${server.address().port}/`);
-  for (const [title, fn, n] of [["1,000 create transactions, each awaited", "createRound", 1000], ["10,000 new rows", "bulkRound", 10_000], [`a page of 20 in ${records.toLocaleString("en")} records`, "listRound", records]]) {
+  const sections = [["create", "1,000 create transactions, each awaited", "createRound", 1000], ["bulk", "10,000 new rows", "bulkRound", 10_000], ["listing", `a page of 20 in ${records.toLocaleString("en")} records`, "listRound", records]];
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1].split(",") : null;
+  for (const [, title, fn, n] of sections.filter(([name]) => !only || only.includes(name))) {
     const samples = {};
     for (let r = 0; r < rounds; r++) {
       for (const [shape, ms] of Object.entries(await tab.evaluate(([f, count]) => window[f](count), [fn, n]))) (samples[shape] ??= []).push(ms);
