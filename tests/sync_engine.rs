@@ -930,6 +930,15 @@ struct Paged<'a> {
     requests: AtomicUsize,
 }
 
+fn paged(server: &Node, page: u64, fail_at: usize) -> Paged<'_> {
+    Paged {
+        server: &server.vault,
+        page,
+        fail_at,
+        requests: AtomicUsize::new(0),
+    }
+}
+
 #[async_trait]
 impl SyncTransport for Paged<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
@@ -1354,6 +1363,18 @@ fn a_record_stranded_by_a_sync_that_then_failed_is_reported_by_the_next_ones() {
     });
 }
 
+/// A server and three replicas on `clock`, which joined one vault by syncing a record `value`
+/// the first one created (its token last).
+async fn three_joined(clock: &TestClock, value: &str) -> (Node, Node, Node, Node, String) {
+    let server = timed(clock).await;
+    let (a, b, c) = (timed(clock).await, timed(clock).await, timed(clock).await);
+    let token = create(&a, value, PASSWORD).await;
+    for node in [&a, &b, &c] {
+        sync(node, &wire(&server)).await;
+    }
+    (server, a, b, c, token)
+}
+
 /// A replica that held a record live while months passed brings it back after another
 /// replica deleted it, once the server has collected the tombstone (SYNC.md 2 allows that: the
 /// server no longer knows of the deletion). The deleting replica, which had not synced for as
@@ -1366,17 +1387,8 @@ fn a_record_stranded_by_a_sync_that_then_failed_is_reported_by_the_next_ones() {
 fn a_record_brought_back_after_the_retention_reaches_the_replica_that_deleted_it() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed(&clock).await;
-        let (a, b, c) = (
-            timed(&clock).await,
-            timed(&clock).await,
-            timed(&clock).await,
-        );
+        let (server, a, b, c, token) = three_joined(&clock, "kept").await;
         let remote = wire(&server);
-        let token = create(&a, "kept", PASSWORD).await;
-        for node in [&a, &b, &c] {
-            sync(node, &remote).await;
-        }
         a.vault
             .token_update(&token, "edited offline", &pw(PASSWORD))
             .await
@@ -1413,12 +1425,7 @@ fn an_interrupted_resync_still_forgets_what_was_deleted() {
         let (a, b) = (timed(&clock).await, timed(&clock).await);
         let tokens = away_too_long(&clock, &server, &a, &b).await;
         // Pages of two rows; the connection drops after the first two pages of the resync.
-        let flaky = Paged {
-            server: &server.vault,
-            page: 2,
-            fail_at: 3,
-            requests: AtomicUsize::new(0),
-        };
+        let flaky = paged(&server, 2, 3);
         assert!(b.vault.sync(&flaky, None).await.is_err());
         assert!(!gone(&b, &tokens[0]).await, "not forgotten mid-way");
         let steady = Paged {
@@ -1470,12 +1477,7 @@ fn a_tombstone_dropped_while_a_replica_pages_through_is_not_missed() {
         clock.advance(AWAY);
         // B pulls one page of two rows (the collection runs as the server answers it and drops
         // the tombstone further on), then the connection drops.
-        let flaky = Paged {
-            server: &server.vault,
-            page: 2,
-            fail_at: 2,
-            requests: AtomicUsize::new(0),
-        };
+        let flaky = paged(&server, 2, 2);
         assert!(b.vault.sync(&flaky, None).await.is_err());
         assert_eq!(tombstones(&*server.store).await, 0);
         assert!(!gone(&b, &doomed).await);
@@ -1724,17 +1726,8 @@ fn a_push_answer_skips_the_pull_back_only_when_nothing_else_was_written() {
 fn a_mark_set_by_another_tab_while_a_push_was_answered_is_kept() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed(&clock).await;
-        let (a, b, c) = (
-            timed(&clock).await,
-            timed(&clock).await,
-            timed(&clock).await,
-        );
+        let (server, a, b, c, _) = three_joined(&clock, "joined").await;
         let remote = wire(&server);
-        create(&a, "joined", PASSWORD).await;
-        for node in [&a, &b, &c] {
-            sync(node, &remote).await;
-        }
         for (node, value) in [(&b, "b, first"), (&c, "c, second"), (&a, "a, third")] {
             node.vault
                 .token_create_custom("card-4242", value, &pw(PASSWORD), None)
@@ -1745,12 +1738,7 @@ fn a_mark_set_by_another_tab_while_a_push_was_answered_is_kept() {
         sync(&b, &remote).await;
         // A pulls B's record, which keeps the token by the rule: A's is stranded (marked) and
         // B's parked. A's push never leaves.
-        let no_push = Paged {
-            server: &server.vault,
-            page: 2_000,
-            fail_at: 2,
-            requests: AtomicUsize::new(0),
-        };
+        let no_push = paged(&server, 2_000, 2);
         assert!(a.vault.sync(&no_push, None).await.is_err());
         assert!(
             !a.store
