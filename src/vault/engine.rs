@@ -862,6 +862,17 @@ impl Vault {
         }
     }
 
+    /// Commit `ops`, whose `ExpectMeta` guards hold what this call read of the sync's own rows
+    /// (a checkpoint, a mark, a collection cursor): false, with nothing written, when another
+    /// tab or request moved one of them meanwhile and its write stands.
+    pub(super) async fn apply_unless_moved(&self, ops: Vec<WriteOp>) -> Result<bool> {
+        match self.storage.apply(self.stamp()?, ops).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::MetaChanged(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The ids of the local rows `sync/<object_id>/<id>` (parked or stranded records).
     async fn local_ids(&self, object_id: &str) -> Result<Vec<String>> {
         Ok(self
@@ -1166,10 +1177,7 @@ impl Vault {
                         },
                         WriteOp::DeleteMeta(mark.key.clone()),
                     ];
-                    match self.storage.apply(self.stamp()?, unmark).await {
-                        Ok(()) | Err(StorageError::MetaChanged(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    self.apply_unless_moved(unmark).await?;
                 }
             }
             if !ops.is_empty() {
@@ -1192,11 +1200,7 @@ impl Vault {
                             value: checkpoint_text(checkpoint),
                         }),
                     ];
-                    match self.storage.apply(self.stamp()?, moved).await {
-                        Ok(()) => true,
-                        Err(StorageError::MetaChanged(_)) => false,
-                        Err(e) => return Err(e.into()),
-                    }
+                    self.apply_unless_moved(moved).await?
                 }
                 None => false,
             };

@@ -254,11 +254,7 @@ impl Vault {
                 value: format!("{mark} 0"),
             }),
         ];
-        match self.storage.apply(self.stamp()?, ops).await {
-            Ok(()) => Ok(true),
-            Err(StorageError::MetaChanged(_)) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.apply_unless_moved(ops).await
     }
 
     /// The writes that mark the pulled rows a merge left alone as seen by a resync: each clean
@@ -497,10 +493,7 @@ impl Vault {
             value: was,
         });
         ops.push(WriteOp::PutMeta(MetaRow { key, value: now }));
-        match self.storage.apply(self.stamp()?, ops).await {
-            Ok(()) | Err(StorageError::MetaChanged(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.apply_unless_moved(ops).await.map(|_| ())
     }
 }
 
