@@ -167,10 +167,13 @@ fn stranded_key(id: &str) -> MetaKey {
 
 /// What a sync knows of the records kept on this replica only.
 struct Stranding {
-    /// The value of each mark this sync writes: its own, drawn when it began, so that it clears
-    /// only a mark it read or wrote. Another tab may mark the record again meanwhile (it pulled
-    /// the record displaced after this sync's push of it was taken); that mark must stay.
+    /// Drawn when the sync began: each mark it writes holds this tag and the count of marks it
+    /// wrote so far, a value no other write stores, so that it clears only a mark it read or
+    /// wrote. Another tab may mark the record again meanwhile (it pulled the record displaced
+    /// after this sync's push of it was taken), even with a mark read by this sync; that mark
+    /// must stay.
     tag: String,
+    written: u32,
     /// The [`stranded_key`] marks there may be, as this sync knows them: those stored when it
     /// began, and those it wrote since (clearing a mark costs a write only where there may be
     /// one). A few at most: a record is stranded only by a token collision or a rotation it
@@ -197,9 +200,10 @@ impl Stranding {
             }
         }
         for id in strands {
+            self.written += 1;
             let mark = MetaRow {
                 key: stranded_key(id),
-                value: self.tag.clone(),
+                value: format!("{}.{}", self.tag, self.written),
             };
             self.marked.retain(|m| m.key.key != *id);
             self.marked.push(mark.clone());
@@ -671,6 +675,7 @@ impl Vault {
         let mut report = SyncReport::default();
         let mut stranded = Stranding {
             tag: super::random_tag()?,
+            written: 0,
             marked: self
                 .storage
                 .meta_object(object_type::SYNC, "stranded")
