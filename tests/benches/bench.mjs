@@ -88,14 +88,32 @@ const progress = (row, samples) => {
 };
 
 if (runs("node")) {
-  console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row)`);
-  for (const row of ["sequentialCreate", "batchCreate", "sequentialRead", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
-    const stdout = execFileSync(process.execPath, ["--expose-gc", join(benchDir, "node.mjs"), row, JSON.stringify(config)], {
+  console.log(`\n▶ Node, memory backend (${config.rounds} rounds per row, one process per row; readLatency: one per round)`);
+  const nodeRow = (row, rowConfig) => {
+    const stdout = execFileSync(process.execPath, ["--expose-gc", join(benchDir, "node.mjs"), row, JSON.stringify(rowConfig)], {
       cwd: consumer,
       encoding: "utf8",
       stdio: ["ignore", "pipe", "inherit"],
     });
-    results[`node.${row}`] = JSON.parse(stdout.trim().split("\n").pop());
+    return JSON.parse(stdout.trim().split("\n").pop());
+  };
+  // The 100,000-record build is what a user's first build costs only in a fresh engine: a wasm
+  // memory never shrinks, so in one process every round after the first reuses the memory the
+  // first one grew (6.1 s against 1.9 s for the same build, 4 December 2026). Each round is a
+  // process of its own, the package's side first (node.mjs).
+  const freshPerRound = new Set(["readLatency"]);
+  for (const row of ["sequentialCreate", "batchCreate", "sequentialRead", "batchRead", "readLatency", "rekeyRotate", "rekeyScan", "unlock", "fallback"].filter(wanted)) {
+    if (freshPerRound.has(row)) {
+      const merged = {};
+      for (let round = 0; round < config.rounds; round++) {
+        for (const [side, samples] of Object.entries(nodeRow(row, { ...config, rounds: 1, packageFirst: true }))) {
+          (merged[side] ??= []).push(...samples);
+        }
+      }
+      results[`node.${row}`] = merged;
+    } else {
+      results[`node.${row}`] = nodeRow(row, config);
+    }
     progress(`node.${row}`, results[`node.${row}`]);
   }
 }
