@@ -65,17 +65,20 @@ pub use vault::{CreateOptions, Vault, VaultOptions};
 pub use vault::{RekeyObserver, RekeyOptions, SyncReport, SyncTransport};
 
 // The allocator. The IndexedDB-only engine (no `gluesql`), sized for the browser download, uses
-// talc: smaller in wasm than the standard dlmalloc (Cargo.toml), and its records live in
-// IndexedDB, not in its heap. An engine with the memory backend keeps every table in the wasm
-// heap, and there talc's malloc walks a size bin's free chunks one by one: once the heap is
-// fragmented, a 10,000-record rotation spent 49% of its time in `Talc::malloc` (1.41 s against
-// 0.63 s with dlmalloc, which also builds a 100,000-record vault in 2.20 s against 2.71 s), so
-// those engines keep the standard allocator. `AssumeUnlockable` is sound because the engine
-// runs single-threaded (no wasm threads are enabled). The heap grows in large steps
-// (wasm_alloc.rs), not a page at a time.
-#[cfg(all(target_arch = "wasm32", not(feature = "gluesql")))]
+// talc: smaller in wasm than dlmalloc (Cargo.toml), and its records live in IndexedDB, not in its
+// heap. An engine with the memory backend keeps every table in the wasm heap, and there talc's
+// malloc walks a size bin's free chunks one by one: once the heap is fragmented, a 10,000-record
+// rotation spent 49% of its time in `Talc::malloc` (1.41 s against 0.63 s with dlmalloc, which
+// also builds a 100,000-record vault in 2.20 s against 2.71 s), so those engines use dlmalloc,
+// the standard library's own wasm allocator. `AssumeUnlockable` and `GrowingDlmalloc`'s unlocked
+// access are sound because the engine runs single-threaded (no wasm threads are enabled). Both
+// grow the heap in large steps (wasm_alloc.rs), not a page at a time as they would on their own.
+#[cfg(target_arch = "wasm32")]
 mod wasm_alloc;
 #[cfg(all(target_arch = "wasm32", not(feature = "gluesql")))]
 #[global_allocator]
 static ALLOCATOR: talc::Talck<talc::locking::AssumeUnlockable, wasm_alloc::GrowingHandler> =
     talc::Talc::new(wasm_alloc::GrowingHandler::new()).lock();
+#[cfg(all(target_arch = "wasm32", feature = "gluesql"))]
+#[global_allocator]
+static ALLOCATOR: wasm_alloc::GrowingDlmalloc = wasm_alloc::GrowingDlmalloc::new();
