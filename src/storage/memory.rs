@@ -1,10 +1,12 @@
 //! In-memory backend on GlueSQL's memory storage engine (`gluesql_memory_storage`), for Node and
 //! Cloudflare-style workers. Nothing survives the process; `exportSnapshot` persists.
 //!
-//! The backend talks to GlueSQL through its storage API (`Store::fetch_data`,
-//! `StoreMut::insert_data` / `delete_data`, and ordered ranges over the engine's keyed tables),
-//! not through SQL text. Parsing and planning a statement costs about a hundred microseconds,
-//! twenty times a keyed lookup, and every statement here is a keyed lookup or an ordered range;
+//! The backend creates its tables through GlueSQL's storage API (`StoreMut::insert_schema`) and
+//! then reads and writes the engine's keyed tables (`MemoryStorage::items`, one `BTreeMap` each)
+//! directly, not through SQL text: a write searches its table once (a record row twice, its old
+//! listing entries being read first), and the map hands back the row it replaced for the undo
+//! log. Parsing and planning a statement costs about a hundred microseconds, twenty times a
+//! keyed lookup, and every statement here is a keyed lookup or an ordered range;
 //! GlueSQL's SQL layer is also two thirds of the engine's size, so a build that never parses SQL
 //! ships without it. Eight tables, each keyed so every lookup is one B-tree search:
 //!
@@ -700,27 +702,46 @@ impl Tx<'_> {
     // ---- writes: every one goes through `put`, which remembers the before-image ----
 
     fn put(&mut self, table: &'static str, key: Key, row: Option<Vec<Value>>) -> StorageResult<()> {
-        let before = self.get(table, &key).cloned();
-        self.undo.push((table, key.clone(), before));
-        self.raw_put(table, key, row)
+        let before = self.raw_put(table, key.clone(), row)?;
+        self.undo.push((table, key, before));
+        Ok(())
     }
 
-    /// Write or delete one row; a `records` row moves its listing index entries along (this is
-    /// also how a rollback's restores put them back).
-    fn raw_put(&mut self, table: &str, key: Key, row: Option<Vec<Value>>) -> StorageResult<()> {
-        if table == RECORDS {
+    /// Write or delete one row and return the row it replaced, in one search of the table (the
+    /// before-image is the row the map hands back, not a copy read first). A `records` row moves
+    /// its listing index entries along (this is also how a rollback's restores put them back);
+    /// that row's old entries are read before the write, so a row that fails to decode changes
+    /// nothing.
+    fn raw_put(
+        &mut self,
+        table: &str,
+        key: Key,
+        row: Option<Vec<Value>>,
+    ) -> StorageResult<Option<Vec<Value>>> {
+        let listed = if table == RECORDS {
             let old = self
                 .get(RECORDS, &key)
                 .map(|row| listed_from(row))
                 .transpose()?;
-            let new = row.as_deref().map(listed_from).transpose()?;
+            Some((old, row.as_deref().map(listed_from).transpose()?))
+        } else {
+            None
+        };
+        let rows = &mut self
+            .db
+            .engine
+            .items
+            .get_mut(table)
+            .ok_or_else(|| backend("a table of the store is missing"))?
+            .rows;
+        let before = match row {
+            Some(row) => rows.insert(key, row),
+            None => rows.remove(&key),
+        };
+        if let Some((old, new)) = listed {
             self.db.listing.replace(old.as_ref(), new.as_ref());
         }
-        match row {
-            Some(row) => self.db.engine.insert_data(table, vec![(key, row)]),
-            None => self.db.engine.delete_data(table, vec![key]),
-        }
-        .map_err(backend)
+        Ok(before)
     }
 
     fn rollback(&mut self) {
