@@ -35,8 +35,8 @@ fn grow(required: usize) -> Option<(*mut u8, usize)> {
     }
 }
 
-#[cfg(not(feature = "gluesql"))]
 /// talc's out-of-memory handler: [`grow`], then extend the heap (or claim the new span).
+#[cfg(not(feature = "gluesql"))]
 pub struct GrowingHandler {
     /// The heap claimed so far (empty until the first growth).
     heap: Span,
@@ -78,9 +78,9 @@ impl OomHandler for GrowingHandler {
     }
 }
 
-#[cfg(not(feature = "gluesql"))]
 // SAFETY: the engine runs single-threaded (no wasm threads are enabled): the handler is never
 // shared between threads.
+#[cfg(not(feature = "gluesql"))]
 unsafe impl Send for GrowingHandler {}
 
 /// dlmalloc's source of memory: [`grow`]. Linear memory never shrinks, so nothing is released.
