@@ -468,10 +468,10 @@ export class Vault {
    * Sync with a server replica: pull what it has that this vault lacks, push what this vault has
    * that it lacks, page by page (each page applied atomically), until both agree on every change
    * made here before the call. Needs no secret: values travel sealed. Rejects with
-   * `SYNC_CONFLICT` when this vault and the server's are different vaults (nothing changes on
-   * either side), `ABORTED` when `options.signal` aborts, and `STORAGE` when the server cannot be
-   * reached (`cause`: what `fetch` threw) or fails. Running `sync` again after a failure goes on
-   * where it stopped.
+   * `SYNC_CONFLICT` when this vault and the server's are different vaults, or when one side's
+   * `minKdfIterations` refuses the other's vault (nothing changes on either side), `ABORTED`
+   * when `options.signal` aborts, and `STORAGE` when the server cannot be reached (`cause`: what
+   * `fetch` threw) or fails. Running `sync` again after a failure goes on where it stopped.
    *
    * @example
    * ```ts
@@ -496,7 +496,9 @@ export class Vault {
    * who may sync which vault is your app's decision. Always resolves with a JSON `Response`
    * (`cache-control: no-store`): `405` (with `Allow: POST`) for another method, `415` for a body
    * that is not `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a
-   * malformed one, `409` (`SYNC_CONFLICT`) for a replica of another vault; an error's body is
+   * malformed one, `422` for rows that contradict this vault (nothing of them is stored), `409`
+   * (`SYNC_CONFLICT`) for a replica of another vault, or one whose PBKDF2 iterations are below
+   * this vault's `minKdfIterations` when it is still empty; an error's body is
    * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with
    * `UNSUPPORTED`: the browser's IndexedDB engine syncs as a replica and leaves the server's side
    * out of its download.

@@ -509,6 +509,216 @@ fn another_vault_is_refused_and_nothing_changes() {
     });
 }
 
+/// A memory node opened with its own KDF cost and floor.
+async fn memory_kdf(kdf_iterations: u32, floor: u32) -> Node {
+    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+    let vault = Vault::open(
+        Box::new(store.clone()),
+        VaultOptions {
+            kdf_iterations,
+            min_kdf_iterations: Some(floor),
+            ..options(false)
+        },
+    )
+    .await
+    .unwrap();
+    Node { vault, store }
+}
+
+async fn kdf_row(node: &Node) -> Option<String> {
+    node.store
+        .meta_get(&MetaKey::new("vault", "settings", "kdf"))
+        .await
+        .unwrap()
+}
+
+/// SYNC.md 6 on the server: `minKdfIterations` applies to what a sync brings in. An empty
+/// server with a floor does not adopt a replica's cheaper vault (which would also leave it
+/// unable to open its own store), and an empty replica still joins it.
+#[test]
+fn an_empty_server_refuses_a_vault_below_its_kdf_floor() {
+    block_on(async {
+        let server = memory_kdf(5_000, 5_000).await;
+        let remote = wire(&server);
+        let cheap = memory_kdf(1_000, 1_000).await;
+        create(&cheap, "v", PASSWORD).await;
+        let kdf = kdf_row(&server).await;
+        let rows = replicated(&*server.store).await;
+        let error = cheap.vault.sync(&remote, None).await.unwrap_err();
+        assert_eq!(error.code(), ErrorCode::SyncConflict);
+        assert!(
+            error.to_string().contains("minKdfIterations (5000)"),
+            "{error}"
+        );
+        assert_eq!(kdf_row(&server).await, kdf, "the server kept its own vault");
+        assert_eq!(replicated(&*server.store).await, rows);
+        Vault::open(
+            Box::new(server.store.clone()),
+            VaultOptions {
+                kdf_iterations: 5_000,
+                ..options(false)
+            },
+        )
+        .await
+        .expect("the server still opens its own store under its floor");
+
+        let newcomer = memory_kdf(1_000, 1_000).await;
+        sync(&newcomer, &remote).await;
+        assert_eq!(
+            kdf_row(&newcomer).await,
+            kdf,
+            "an empty replica takes the server's"
+        );
+        let token = create(&newcomer, "joined", PASSWORD).await;
+        sync(&newcomer, &remote).await;
+        assert!(
+            replicated(&*server.store)
+                .await
+                .keys()
+                .any(|k| matches!(k, vaultstore_wasm::storage::RowKey::Record(_)))
+        );
+        let opened = memory_kdf(1_000, 1_000).await;
+        sync(&opened, &remote).await;
+        assert_eq!(
+            opened
+                .vault
+                .token_read(&token, &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "joined"
+        );
+    });
+}
+
+/// Records the push bodies a replica sends.
+struct Recording<'a> {
+    inner: Wire<'a>,
+    pushes: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl SyncTransport for Recording<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        if body.starts_with(r#"{"sync":1,"op":"push""#) {
+            self.pushes.lock().unwrap().push(body.clone());
+        }
+        self.inner.exchange(body).await
+    }
+}
+
+/// An empty server adopts a replica's vault with the replica's first push, in the same batch:
+/// a push it refuses (here a record forged to name an identity the vault never had) leaves it
+/// as it was, still free to take another vault; the same push unforged is taken whole.
+#[test]
+fn a_refused_first_push_leaves_an_empty_server_as_it_was() {
+    block_on(async { refused_first_push(memory(false).await).await });
+}
+
+#[test]
+fn a_refused_first_push_leaves_an_empty_sqlite_server_as_it_was() {
+    block_on(async { refused_first_push(sqlite(false).await).await });
+}
+
+async fn refused_first_push(server: Node) {
+    let a = memory(false).await;
+    create(&a, "v", PASSWORD).await;
+    let elsewhere = memory(false).await;
+    let recording = Recording {
+        inner: wire(&elsewhere),
+        pushes: Default::default(),
+    };
+    a.vault.sync(&recording, None).await.unwrap();
+    let push = recording.pushes.lock().unwrap()[0].clone();
+    let mut forged: serde_json::Value = serde_json::from_str(&push).unwrap();
+    let record = forged["rows"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|row| row["t"] == "record")
+        .unwrap();
+    record["passwordId"] = format!("p_{}", "0".repeat(32)).into();
+
+    let kdf = kdf_row(&server).await;
+    let rows = replicated(&*server.store).await;
+    assert_ne!(kdf, kdf_row(&a).await, "two vaults, two salts");
+    let (status, body) = server
+        .vault
+        .sync_handle(forged.to_string().as_bytes())
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        kdf_row(&server).await,
+        kdf,
+        "the refused push adopted nothing"
+    );
+    assert_eq!(replicated(&*server.store).await, rows);
+
+    let (status, body) = server.vault.sync_handle(push.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        kdf_row(&server).await,
+        kdf_row(&a).await,
+        "adopted with the page"
+    );
+    assert_eq!(
+        replicated(&*server.store).await,
+        replicated(&*a.store).await
+    );
+}
+
+/// A live record's token and `createdAt` never change: a push that gives a record the server
+/// holds another one is refused whole, and the record keeps opening everywhere.
+#[test]
+fn a_push_that_renames_a_record_is_refused() {
+    block_on(async {
+        let server = memory(false).await;
+        let a = memory(false).await;
+        let token = create(&a, "v", PASSWORD).await;
+        let remote = wire(&server);
+        sync(&a, &remote).await;
+        let b = memory(false).await;
+        sync(&b, &remote).await;
+        b.vault
+            .token_update(&token, "x", &pw(PASSWORD))
+            .await
+            .unwrap();
+        let recording = Recording {
+            inner: wire(&server),
+            pushes: Default::default(),
+        };
+        b.vault.sync(&recording, None).await.unwrap();
+        let before = replicated(&*server.store).await;
+        // B's push of the update, sent again with the record renamed, then with its creation
+        // time moved.
+        let push = recording.pushes.lock().unwrap()[0].clone();
+        for (field, forged_value) in [
+            ("token", serde_json::Value::from("tk_forged")),
+            ("createdAt", serde_json::Value::from(1)),
+        ] {
+            let mut forged: serde_json::Value = serde_json::from_str(&push).unwrap();
+            let record = forged["rows"]
+                .as_array_mut()
+                .unwrap()
+                .iter_mut()
+                .find(|row| row["t"] == "record")
+                .unwrap();
+            record[field] = forged_value;
+            let (status, body) = server
+                .vault
+                .sync_handle(forged.to_string().as_bytes())
+                .await;
+            assert_eq!(status, 422, "{field}: {body}");
+            assert!(body.contains("never change"), "{body}");
+            assert_eq!(replicated(&*server.store).await, before, "{field}");
+        }
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+            "x"
+        );
+    });
+}
+
 #[test]
 fn hostile_requests_get_a_json_error_and_change_nothing() {
     block_on(async {

@@ -12,7 +12,8 @@ use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, HashMap};
 use vaultstore_wasm::storage::{MetaKey, Stored, WriteOp};
 use vaultstore_wasm::sync::plan::{
-    MAX_FUTURE_MS, ReplicaView, ServerView, UnknownIdentity, identity_tag_key, plan_pull, plan_push,
+    Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, identity_tag_key,
+    plan_pull, plan_push,
 };
 use vaultstore_wasm::sync::wire::Refusal;
 use vaultstore_wasm::sync::{
@@ -204,7 +205,7 @@ impl Store {
     fn push(
         &mut self,
         rows: &[Row],
-    ) -> Result<vaultstore_wasm::sync::plan::PushPlan, UnknownIdentity> {
+    ) -> Result<vaultstore_wasm::sync::plan::PushPlan, Contradiction> {
         let view = self.server_view(rows);
         let mut plan = plan_push(rows, &view, rev(NOW, 99), NOW)?;
         self.apply(std::mem::take(&mut plan.ops));
@@ -281,9 +282,68 @@ fn a_record_under_an_identity_the_server_never_had_is_a_bad_request() {
         server
             .push(&[record(R1, live("tk_a", "vs1:a", Some(P2), rev(100, 1)))])
             .unwrap_err(),
-        UnknownIdentity { row: 0 }
+        Contradiction {
+            row: 0,
+            kind: ContradictionKind::UnknownIdentity
+        }
     );
     assert_eq!(server, before, "nothing stored");
+}
+
+#[test]
+fn a_version_that_changes_a_records_token_or_creation_time_is_a_bad_request() {
+    let stored = live("tk_a", "vs1:a", None, rev(100, 1));
+    let mut server = Store::with(&[record(R1, stored.clone())]);
+    let before = server.clone();
+    let renamed = LiveRecord {
+        token: "tk_0".into(),
+        value: "vs1:b".into(),
+        value_rev: rev(200, 2),
+        seal_rev: rev(200, 2),
+        ..stored.clone()
+    };
+    let older = LiveRecord {
+        created_at: stored.created_at - 1,
+        ..stored.clone()
+    };
+    for forged in [renamed.clone(), older] {
+        assert_eq!(
+            server
+                .push(&[
+                    record(R2, live("tk_b", "vs1:b", None, rev(150, 2))),
+                    record(R1, forged),
+                ])
+                .unwrap_err(),
+            Contradiction {
+                row: 1,
+                kind: ContradictionKind::ChangedImmutable
+            }
+        );
+        assert_eq!(server, before, "nothing of the page stored");
+    }
+    // Two versions of one new record in one page, under two tokens: the second contradicts
+    // the first.
+    assert_eq!(
+        Store::default()
+            .push(&[
+                record(R2, live("tk_b", "vs1:b", None, rev(150, 2))),
+                record(
+                    R2,
+                    LiveRecord {
+                        token: "tk_c".into(),
+                        ..live("tk_b", "vs1:c", None, rev(160, 2))
+                    }
+                ),
+            ])
+            .unwrap_err()
+            .kind,
+        ContradictionKind::ChangedImmutable
+    );
+    // A tombstone of the record is no contradiction: a deletion wins.
+    let plan = server
+        .push(&[gone(R1, rev(300, 2), TombstoneReason::Deleted)])
+        .unwrap();
+    assert_eq!(plan.stored, 1);
 }
 
 #[test]

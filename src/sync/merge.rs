@@ -16,7 +16,8 @@ use std::cmp::Ordering;
 /// sees two versions of one id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveRecord {
-    /// Immutable; a changed token under a known id is refused by validation, not merged.
+    /// Immutable; a server refuses a push that changes it under a known id
+    /// ([`crate::sync::plan::plan_push`], `422`), so a merge sees two only among forgeries.
     pub token: String,
     /// Immutable, like `token`.
     pub created_at: i64,

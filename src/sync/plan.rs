@@ -55,11 +55,23 @@ pub struct PushPlan {
     pub refused: Vec<Refused>,
 }
 
-/// A pushed row that names an identity the server has never had: the request contradicts the
-/// server's vault (`422`), and nothing of it is stored.
+/// A pushed page that contradicts the server's vault (`422`): nothing of it is stored. Only a
+/// buggy or forged client sends one; an honest replica's rows never do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownIdentity {
+pub struct Contradiction {
+    /// The index of the first such row in the page.
     pub row: usize,
+    pub kind: ContradictionKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContradictionKind {
+    /// The row's `passwordId` names an identity the server has never had.
+    UnknownIdentity,
+    /// A live version of a record the server holds live with another token or `createdAt`,
+    /// which never change: merged, it would move the record to another token, and its value,
+    /// bound to the token it was sealed for, would no longer open.
+    ChangedImmutable,
 }
 
 /// The state of the page as planned so far: the store's rows with the page's changes applied.
@@ -158,7 +170,7 @@ pub fn plan_push(
     view: &ServerView,
     stamp: Rev,
     now: i64,
-) -> Result<PushPlan, UnknownIdentity> {
+) -> Result<PushPlan, Contradiction> {
     let mut plan = PushPlan::default();
     let mut state = View::new(&view.stored);
     // Every version read is expected unchanged at commit.
@@ -191,6 +203,23 @@ pub fn plan_push(
         let key = row.key();
         guard(&key, &mut plan.ops);
         let current = state.get(&key).cloned();
+        if let (
+            Some(Row::Record {
+                version: RecordVersion::Live(held),
+                ..
+            }),
+            Row::Record {
+                version: RecordVersion::Live(pushed),
+                ..
+            },
+        ) = (&current, row)
+            && (&held.token, held.created_at) != (&pushed.token, pushed.created_at)
+        {
+            return Err(Contradiction {
+                row: i,
+                kind: ContradictionKind::ChangedImmutable,
+            });
+        }
         if revs_of(row)
             .iter()
             .any(|rev| i64::try_from(rev.wall_ms()).unwrap_or(i64::MAX) > limit)
@@ -227,7 +256,12 @@ pub fn plan_push(
                     });
                     continue;
                 }
-                None => return Err(UnknownIdentity { row: i }),
+                None => {
+                    return Err(Contradiction {
+                        row: i,
+                        kind: ContradictionKind::UnknownIdentity,
+                    });
+                }
             }
         }
         if let Row::Record {

@@ -25,8 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    ReplicaView, ServerView, identity_tag_key, plan_pull, plan_push, removed_identity,
-    supersedes_local,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, plan_pull,
+    plan_push, removed_identity, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -255,6 +255,40 @@ fn storage_failure(e: impl std::fmt::Display) -> WireError {
     WireError::Storage
 }
 
+/// What a request asks of a server's vault (SYNC.md 5, [`Vault::server_join`]).
+enum Join {
+    /// The replica's vault is the server's (or the replica is empty): the server's `kdf` row.
+    Same(String),
+    /// The server is empty and takes the replica's vault: the ops that adopt it, checked at
+    /// commit, and the setting to use once they are committed.
+    Adopt {
+        kdf: KdfParams,
+        row: String,
+        ops: Vec<WriteOp>,
+    },
+}
+
+/// 409 for a replica whose vault the server, which holds another, cannot take.
+fn another_vault() -> WireError {
+    WireError::Conflict(
+        "this replica holds another vault than the server's (another KDF salt): its keys cannot open the server's records. Sync it to its own server, or start this replica empty".into(),
+    )
+}
+
+/// 422 for a pushed page that contradicts the server's vault.
+fn contradiction_error(e: Contradiction) -> WireError {
+    WireError::Unprocessable(match e.kind {
+        ContradictionKind::UnknownIdentity => format!(
+            "rows[{}].passwordId names an identity this vault does not have; send an identity's rows before the records sealed under it",
+            e.row
+        ),
+        ContradictionKind::ChangedImmutable => format!(
+            "rows[{}] gives a record this vault holds another token or createdAt, which never change; nothing of the page was stored",
+            e.row
+        ),
+    })
+}
+
 /// Push order: identity and setting rows first (records link to them), then records, then
 /// record tombstones, then removals of meta rows (an identity goes after the records that left).
 fn push_rank(row: &Row) -> u8 {
@@ -311,12 +345,11 @@ impl Vault {
         let server = self.server_id().await.map_err(storage_failure)?;
         match request {
             Request::Pull(pull) => {
-                let kdf = self.join_as_server(&pull.vault).await?;
+                let kdf = self.join_on_pull(&pull.vault).await?;
                 let response = self.serve_pull(server, kdf, pull).await?;
                 Ok(wire::encode_pull_response(&response))
             }
             Request::Push(push) => {
-                self.join_as_server(&push.vault).await?;
                 let response = self.serve_push(server, push).await?;
                 Ok(wire::encode_push_response(&response))
             }
@@ -347,9 +380,12 @@ impl Vault {
         Err(VaultError::storage("could not create the sync server's id"))
     }
 
-    /// SYNC.md 5 on the server: the same vault goes on; an empty server adopts a replica's; a
-    /// replica with another vault is refused. Returns the server's `kdf` row.
-    async fn join_as_server(&self, vault: &VaultInfo) -> std::result::Result<String, WireError> {
+    /// SYNC.md 5 on the server: what a request from a replica with `vault` asks of this store.
+    /// The same vault goes on, and an empty replica takes ours. A replica's vault is adopted
+    /// only while this store is empty (the adoption expects that, and our `kdf` row unchanged,
+    /// at commit) and only if its iterations meet this vault's `minKdfIterations` (SYNC.md 6:
+    /// a replica must not lower what guessing a password costs). Otherwise it is refused.
+    async fn server_join(&self, vault: &VaultInfo) -> std::result::Result<Join, WireError> {
         let ours = self
             .storage
             .meta_get(&kdf_key())
@@ -364,28 +400,55 @@ impl Vault {
             _ => false,
         };
         if same || vault.empty {
-            return Ok(ours);
+            return Ok(Join::Same(ours));
         }
         let theirs = KdfParams::from_json(&vault.kdf)
             .map_err(|_| WireError::Malformed("vault.kdf is not a valid kdf setting".into()))?;
-        let adopt = vec![
+        if theirs.iterations < self.kdf_floor {
+            return Err(WireError::Conflict(format!(
+                "this replica's vault uses {} PBKDF2 iterations, below the server's minKdfIterations ({}): the server does not take a vault whose passwords are cheaper to guess. Raise the replica's iterations (a password change with a new kdfIterations), or lower the server's floor",
+                theirs.iterations, self.kdf_floor
+            )));
+        }
+        let ops = vec![
             WriteOp::ExpectEmpty,
+            WriteOp::ExpectMeta {
+                key: kdf_key(),
+                value: Some(ours),
+            },
             WriteOp::PutMeta(MetaRow {
                 key: kdf_key(),
                 value: vault.kdf.clone(),
             }),
         ];
-        let stamp = self.stamp().map_err(storage_failure)?;
-        match self.storage.apply(stamp, adopt).await {
-            Ok(()) => {
-                self.replace_kdf(theirs, vault.kdf.clone());
-                Ok(vault.kdf.clone())
+        Ok(Join::Adopt {
+            kdf: theirs,
+            row: vault.kdf.clone(),
+            ops,
+        })
+    }
+
+    /// [`Vault::server_join`] for a pull: an adoption is committed on its own (the answer
+    /// carries the vault the replica joined). Returns the server's `kdf` row.
+    async fn join_on_pull(&self, vault: &VaultInfo) -> std::result::Result<String, WireError> {
+        for _ in 0..MAX_ROUNDS {
+            let (kdf, row, ops) = match self.server_join(vault).await? {
+                Join::Same(ours) => return Ok(ours),
+                Join::Adopt { kdf, row, ops } => (kdf, row, ops),
+            };
+            let stamp = self.stamp().map_err(storage_failure)?;
+            match self.storage.apply(stamp, ops).await {
+                Ok(()) => {
+                    self.replace_kdf(kdf, row.clone());
+                    return Ok(row);
+                }
+                Err(StorageError::NotEmpty) => return Err(another_vault()),
+                // Another request adopted a vault meanwhile: join again.
+                Err(StorageError::MetaChanged(_)) => continue,
+                Err(e) => return Err(storage_failure(e)),
             }
-            Err(StorageError::NotEmpty) => Err(WireError::Conflict(
-                "this replica holds another vault than the server's (another KDF salt): its keys cannot open the server's records. Sync it to its own server, or start this replica empty".into(),
-            )),
-            Err(e) => Err(storage_failure(e)),
         }
+        Err(WireError::Busy)
     }
 
     async fn serve_pull(
@@ -564,19 +627,28 @@ impl Vault {
         request: PushRequest,
     ) -> std::result::Result<PushResponse, WireError> {
         for _ in 0..MAX_ROUNDS {
+            // A replica's vault that this store adopts is adopted with the page, in its batch:
+            // a page the server refuses leaves the store as it was.
+            let join = self.server_join(&request.vault).await?;
             let tx = self.storage.transaction().await.map_err(storage_failure)?;
             let view = server_view(&*tx, &request.rows)
                 .await
                 .map_err(storage_failure)?;
             let stamp = self.stamp().map_err(storage_failure)?;
-            let plan = plan_push(&request.rows, &view, stamp.rev, stamp.at).map_err(|e| {
-                WireError::Unprocessable(format!(
-                    "rows[{}].passwordId names an identity this vault does not have; send an identity's rows before the records sealed under it",
-                    e.row
-                ))
-            })?;
-            match tx.commit(stamp, plan.ops).await {
+            let plan = plan_push(&request.rows, &view, stamp.rev, stamp.at)
+                .map_err(contradiction_error)?;
+            let (ops, adopted) = match join {
+                Join::Same(_) => (plan.ops, None),
+                Join::Adopt { kdf, row, mut ops } => {
+                    ops.extend(plan.ops);
+                    (ops, Some((kdf, row)))
+                }
+            };
+            match tx.commit(stamp, ops).await {
                 Ok(()) => {
+                    if let Some((kdf, row)) = adopted {
+                        self.replace_kdf(kdf, row);
+                    }
                     let checkpoint = match &request.checkpoint {
                         Some(c) => self
                             .push_checkpoint(
@@ -599,6 +671,7 @@ impl Vault {
                         checkpoint,
                     });
                 }
+                Err(StorageError::NotEmpty) => return Err(another_vault()),
                 Err(
                     StorageError::Changed(_)
                     | StorageError::MetaChanged(_)
