@@ -11,7 +11,7 @@ type FullVault = typeof Engine.Vault;
  * The server side of sync, which only the full engine has: the browser's IndexedDB engine syncs
  * as a replica and leaves it out (its download budget).
  */
-type ServerOnly = "syncHandle";
+type ServerOnly = "syncHandle" | "closed";
 export type EngineVault = Omit<Engine.Vault, ServerOnly> & Partial<Pick<Engine.Vault, ServerOnly>>;
 
 /** What every wasm build exports (see src/wasm.rs). */

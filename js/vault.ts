@@ -294,7 +294,7 @@ export class Vault {
     return this.#call((v) => v.tokenExists(token));
   }
 
-  /** `null` never expires. */
+  /** Set a token's expiry: a `Date` or milliseconds, or `null` for never (required: `undefined` is `INVALID_ARGUMENT`). */
   tokenRenew(token: string, expiresAt: Time): Promise<void> {
     return this.#call((v) => v.tokenRenew(token, expiresAt));
   }
@@ -485,7 +485,17 @@ export class Vault {
       const given = plainOptions(options);
       const signal = typeof given === "object" && given !== null ? (given as SyncOptions).signal : undefined;
       const limit = this.#engine.Vault.syncBodyLimit();
-      const exchange = syncExchange(remote, signal instanceof AbortSignal ? signal : undefined, limit);
+      let exchange;
+      try {
+        exchange = syncExchange(remote, signal instanceof AbortSignal ? signal : undefined, limit);
+      } catch (error) {
+        // Refused through the engine all the same: a closed vault rejects with CLOSED whatever
+        // the remote (API.md), and the refusal reaches onEvent.
+        await v.sync(undefined as never, given as SyncOptions | undefined).catch((refused: unknown) => {
+          if ((refused as { code?: unknown }).code === "CLOSED") throw refused;
+        });
+        throw error;
+      }
       return v.sync(exchange, given as SyncOptions | undefined);
     });
   }
@@ -522,6 +532,7 @@ export class Vault {
           'syncHandle is the server side of sync, which the browser\'s IndexedDB engine leaves out: answer sync requests in a worker or on Node, or from a vault opened with backend "memory" or "sql"',
         );
       }
+      if (v.closed) return syncResponse(await v.syncHandle(new Uint8Array())); // rejects: CLOSED
       const method = request.method;
       const contentType = request.headers.get("content-type") ?? undefined;
       const declared = request.headers.get("content-length");

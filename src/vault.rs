@@ -474,6 +474,7 @@ impl Vault {
     }
 
     pub async fn set_vault_version(&self, version: &str) -> Result<()> {
+        self.ensure_open()?;
         if version.is_empty() {
             return Err(VaultError::invalid(
                 "the vault version must be a non-empty string",

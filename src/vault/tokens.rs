@@ -213,6 +213,7 @@ impl Vault {
         secret: &Secret,
         expires_at: Option<i64>,
     ) -> Result<()> {
+        self.ensure_open()?;
         token::check_custom(token)?;
         self.insert_values(&[value], secret, TokenSource::Custom(token), expires_at)
             .await

@@ -195,7 +195,16 @@ pub fn string_record(value: &JsValue, what: &str) -> JsResult<Vec<(String, Strin
 
 /// A time: `Date`, milliseconds since the epoch, or `null`/`undefined` for "none".
 pub fn opt_time(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
-    if value.is_undefined() || value.is_null() {
+    if value.is_undefined() {
+        return Ok(None);
+    }
+    time_or_null(value, what)
+}
+
+/// A time that must be given: `Date`, milliseconds since the epoch, or `null` for "none" (a
+/// forgotten argument is an error, not "never expires").
+pub fn time_or_null(value: &JsValue, what: &str) -> JsResult<Option<i64>> {
+    if value.is_null() {
         return Ok(None);
     }
     let ms = if value.is_instance_of::<Date>() {

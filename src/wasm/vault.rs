@@ -499,7 +499,7 @@ impl JsVault {
         let args = (|| {
             Ok((
                 js::string(&token, "token")?,
-                js::opt_time(&expires_at, "expiresAt")?,
+                js::time_or_null(&expires_at, "expiresAt")?,
             ))
         })();
         self.run(
@@ -711,6 +711,7 @@ impl JsVault {
             "bulkRekey",
             args,
             |v, (old, new, rotate, observer)| async move {
+                v.ensure_open()?;
                 if observer.is_cancelled() {
                     return Err(crate::VaultError::Aborted);
                 }
@@ -888,6 +889,7 @@ impl JsVault {
         } = match sync_args(exchange, &options_value) {
             Ok(args) => args,
             Err(e) => {
+                let e = self.closed_or(e);
                 events.emit_error("sync", started, &e);
                 return Promise::reject(&e);
             }
@@ -944,11 +946,17 @@ impl JsVault {
 impl JsVault {
     /// The server side: answer one request body (read by the TypeScript layer after
     /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret.
+    /// Rejects with `CLOSED` once the vault is closed, as every call does (API.md).
     #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
     pub fn sync_handle(&self, body: Vec<u8>) -> Promise {
         let started = now_ms();
         let events = self.events.clone();
         let vault = self.vault.clone();
+        if vault.is_closed() {
+            let closed = err(crate::VaultError::Closed);
+            events.emit_error("syncHandle", started, &closed);
+            return Promise::reject(&closed);
+        }
         future_to_promise(async move {
             let (status, answer) = vault.sync_handle(&body).await;
             drop(body);
@@ -963,6 +971,13 @@ impl JsVault {
             events.emit("syncHandle", started, 0, &code);
             Ok(super::sync::answer(status, &answer))
         })
+    }
+
+    /// Whether `close()` has run: the TypeScript layer's own checks of a sync request come
+    /// after it (a closed vault rejects with `CLOSED`, whatever the request).
+    #[wasm_bindgen(getter)]
+    pub fn closed(&self) -> bool {
+        self.vault.is_closed()
     }
 
     /// Whether a sync request is refused before its body is read: `[status, JSON body]` for a
@@ -1156,6 +1171,19 @@ impl JsVault {
         }
     }
 
+    /// API.md: once closed, every call but `close` rejects with `CLOSED`, whatever its
+    /// arguments: `CLOSED` instead of an argument's error `e`. (With good arguments, the
+    /// operation itself checks first.) Not inlined: `run` has a copy per method, and the
+    /// IndexedDB download pays for each.
+    #[inline(never)]
+    fn closed_or(&self, e: JsValue) -> JsValue {
+        if self.vault.is_closed() {
+            err(crate::VaultError::Closed)
+        } else {
+            e
+        }
+    }
+
     /// The shape of every binding: arguments checked synchronously (a bad one rejects at once),
     /// then the operation on a clone of the `Rc`, so no borrow of `self` outlives this call;
     /// either way the operation is reported to the `onEvent` listener.
@@ -1188,6 +1216,7 @@ impl JsVault {
                 future_to_promise(finish(op, started, events, outcome))
             }
             Err(e) => {
+                let e = self.closed_or(e);
                 events.emit_error(op, started, &e);
                 Promise::reject(&e)
             }

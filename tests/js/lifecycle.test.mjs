@@ -91,6 +91,31 @@ test("lock() wipes keys; close() closes for good", async () => {
   }
 });
 
+test("a closed vault rejects with CLOSED whatever the arguments, and reports it to onEvent", async () => {
+  const events = [];
+  const v = await open({ onEvent: (event) => events.push(event) });
+  await v.close();
+  const calls = {
+    tokenRead: () => v.tokenRead(42, PASSWORD),
+    recordList: () => v.recordList({ limit: "x" }),
+    tokenCreateCustom: () => v.tokenCreateCustom("", "x", PASSWORD),
+    bulkRekey: () => v.bulkRekey(PASSWORD, "x", { signal: AbortSignal.abort() }),
+    sync: () => v.sync(42),
+    syncHandle: () => v.syncHandle(new Request("http://localhost/sync", { method: "GET" })),
+  };
+  for (const [op, call] of Object.entries(calls)) {
+    events.length = 0;
+    await rejects(call(), "CLOSED");
+    assert.deepEqual(events.map((e) => [e.op, e.code]), [[op, "CLOSED"]], op);
+  }
+  // Open, the same bad remote is its own error, and onEvent hears of it too.
+  const w = await open({ onEvent: (event) => events.push(event) });
+  events.length = 0;
+  const bad = await rejects(w.sync(42), "INVALID_ARGUMENT");
+  assert.match(bad.message, /remote|URL/);
+  assert.deepEqual(events.map((e) => [e.op, e.code]), [["sync", "INVALID_ARGUMENT"]]);
+});
+
 test("100 concurrent tokenCreate on one Vault all succeed and read back", async () => {
   const v = await open();
   const tokens = await Promise.all(Array.from({ length: 100 }, (_, i) => v.tokenCreate(`value ${i}`, PASSWORD)));

@@ -134,6 +134,11 @@ test("exists, renew, soft delete, restore and delete", async () => {
   assert.equal(await v.tokenRead(t, PASSWORD), "v");
   await rejects(v.tokenRenew(t, "tomorrow"), "INVALID_ARGUMENT");
   await rejects(v.tokenRenew(t, new Date(NaN)), "INVALID_ARGUMENT");
+  // A forgotten expiry is an error, not "never expires" (that is null).
+  const before = (await v.recordFindByToken(t)).expiresAt?.getTime();
+  assert.ok(before > Date.now());
+  assert.match((await rejects(v.tokenRenew(t), "INVALID_ARGUMENT")).message, /expiresAt must be a Date, a number of milliseconds or null, got undefined/);
+  assert.equal((await v.recordFindByToken(t)).expiresAt?.getTime(), before);
   await rejects(v.tokenRenew("tk_nope", null), "RECORD_NOT_FOUND");
   await v.tokenSoftDelete(t);
   assert.equal(await v.tokenExists(t), false);
