@@ -59,7 +59,11 @@ export interface VaultOptions {
   minKdfIterations?: number;
   /** Called after every operation with its name, duration, record count and outcome; never a secret. */
   onEvent?: (event: VaultEvent) => void;
-  /** Start from `exportSnapshot()` output. */
+  /**
+   * Start from `exportSnapshot()` output. On IndexedDB and SQL, only into a database with no
+   * records and no identities, where no record was ever deleted either (a deletion leaves a
+   * tombstone for sync); else `INVALID_ARGUMENT`: use a new database name.
+   */
   snapshot?: Uint8Array | string;
 }
 

@@ -71,7 +71,10 @@ impl Snapshot {
         KdfParams::from_json(&kdf.value).map_err(malformed)
     }
 
-    /// Write this snapshot into `storage`, which must hold no records and no identities.
+    /// Write this snapshot into `storage`, which must hold no records, no identities and no
+    /// tombstones (API.md says "no records and no identities"; a tombstone may be a deletion
+    /// not yet synced, which clearing it for the import would lose, so a store that ever
+    /// deleted a record is refused too, and the message says so).
     pub async fn import(self, storage: &dyn Storage) -> Result<()> {
         let all_linked = self.records.iter().all(|r| r.password_id.is_some());
         let mut batch = Vec::with_capacity(3 + self.meta.len() + self.records.len());
@@ -91,7 +94,7 @@ impl Snapshot {
         };
         match storage.apply(stamp, batch).await {
             Err(StorageError::NotEmpty) => Err(VaultError::invalid(
-                "a snapshot can only be opened into a database with no records and no identities; use a new database name",
+                "a snapshot can only be opened into a database with no records and no identities, where none was ever deleted; use a new database name",
             )),
             other => Ok(other?),
         }

@@ -342,6 +342,15 @@ fn a_snapshot_only_goes_into_an_empty_store_and_a_refusal_changes_nothing() {
         }
         assert_eq!(v.export_snapshot().await.unwrap(), before);
         assert_eq!(v.token_read(&t, &pw(PASSWORD)).await.unwrap(), "mine");
+        // Emptied by deletions, it still holds their tombstones (a deletion not yet synced), and
+        // the refusal says so rather than that it holds records.
+        v.token_delete(&t).await.unwrap();
+        assert_eq!(v.record_count(&Default::default()).await.unwrap(), 0);
+        let e = code(
+            open(Some(FROZEN.as_bytes().to_vec())).await,
+            ErrorCode::InvalidArgument,
+        );
+        assert!(e.to_string().contains("none was ever deleted"), "{e}");
 
         // A store with only vault settings (a vault opened, never written) takes a snapshot, and
         // the snapshot's settings (its salt) replace them.
