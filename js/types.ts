@@ -54,7 +54,9 @@ export interface VaultOptions {
   /**
    * Refuse (`INVALID_ARGUMENT`) an existing or imported vault whose stored PBKDF2 iteration count
    * is lower: the stored count is not authenticated, so write access to the storage alone could
-   * weaken it. Default: the smaller of 100,000 and `kdfIterations`.
+   * weaken it. The same floor applies to a vault a sync brings in: a replica does not join a
+   * server's vault below it, and an empty server does not take a replica's. Default: the
+   * smaller of 100,000 and `kdfIterations`.
    */
   minKdfIterations?: number;
   /** Called after every operation with its name, duration, record count and outcome; never a secret. */

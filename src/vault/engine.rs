@@ -406,7 +406,7 @@ impl Vault {
             .map_err(|_| WireError::Malformed("vault.kdf is not a valid kdf setting".into()))?;
         if theirs.iterations < self.kdf_floor {
             return Err(WireError::Conflict(format!(
-                "this replica's vault uses {} PBKDF2 iterations, below the server's minKdfIterations ({}): the server does not take a vault whose passwords are cheaper to guess. Raise the replica's iterations (a password change with a new kdfIterations), or lower the server's floor",
+                "this replica's vault derives keys with {} PBKDF2 iterations, fewer than the server's minKdfIterations ({}): the server does not take a vault whose passwords are cheaper to guess. A vault's iterations are set when it is created: sync a vault created with enough, or open the server with a lower minKdfIterations",
                 theirs.iterations, self.kdf_floor
             )));
         }
