@@ -122,7 +122,8 @@ export async function syncRows({ root, consumer, packageDir, context, pageUrl, c
       { type: "CompiledWasm", include: ["**/*.wasm"] },
     ],
     compatibilityDate: "2026-04-01",
-    bindings: { SYNC_SIGNING_KEY: SIGNING_KEY, SYNC_ALLOWED_ORIGINS: origin },
+    // The replicas open their vaults with config.kdfSmall iterations: the server's floor is theirs.
+    bindings: { SYNC_SIGNING_KEY: SIGNING_KEY, SYNC_ALLOWED_ORIGINS: origin, SYNC_MIN_KDF_ITERATIONS: String(config.kdfSmall) },
     d1Databases: { DB: "vault" },
     // The worker's errors (and workerd's) on stderr: a failing sync names its cause.
     log: new Log(LogLevel.WARN),

@@ -75,7 +75,8 @@ async function startWorker(storage, folder, port = 0) {
     compatibilityDate: "2026-04-01",
     host: "127.0.0.1",
     port,
-    bindings: { ...SECRETS, SYNC_SIGNING_KEY, SYNC_ALLOWED_ORIGINS: pages.server.url },
+    // The devices open their vaults with 1,000 iterations (VAULT below), so the server's floor is theirs.
+    bindings: { ...SECRETS, SYNC_SIGNING_KEY, SYNC_ALLOWED_ORIGINS: pages.server.url, SYNC_MIN_KDF_ITERATIONS: String(VAULT.kdfIterations) },
   };
   const storageOptions =
     storage === "d1"

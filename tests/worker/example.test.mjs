@@ -440,6 +440,20 @@ for (const storage of ["d1", "durable-object"]) {
     assert.equal(await alicePhone.recordCount(), 2, "nor Alice's of Bob's");
     assert.equal(await alicePhone.recordFindByToken(bobToken), null);
 
+    // Carol's app opens vaults with 1,000 PBKDF2 iterations, below the worker's floor (100,000
+    // by default, SYNC_MIN_KDF_ITERATIONS unset): her vault is refused, and her server vault stays
+    // empty, free for a device with enough (before, the worker took it, then failed to reopen it).
+    const carol = mint("carol");
+    const cheap = await Vault.open({ backend: "memory", kdfIterations: 1_000 });
+    await cheap.tokenCreate("carol's note", ALICE_PASSWORD);
+    await assert.rejects(cheap.sync(remote(carol)), (error) => error.code === "SYNC_CONFLICT" && /minKdfIterations \(100000\)/.test(error.message));
+    const carolLaptop = await replica();
+    const carolToken = await carolLaptop.tokenCreate("carol's note, kept", ALICE_PASSWORD);
+    await carolLaptop.sync(remote(carol));
+    const carolPhone = await replica();
+    await carolPhone.sync(remote(carol));
+    assert.equal(await carolPhone.tokenRead(carolToken, ALICE_PASSWORD), "carol's note, kept");
+
     // Forged credentials: 401, a JSON error, and no vault opened for anyone (no "mallory" vault
     // below, and Alice's and Bob's unchanged).
     const otherKey = mint("mallory", "77".repeat(32));
@@ -518,6 +532,7 @@ for (const storage of ["d1", "durable-object"]) {
     const secrets = {
       ...Object.fromEntries(values.map((v, i) => [`value ${i}`, v])),
       "mallory's value": "mallory's attempt",
+      "Carol's refused value": "carol's note",
       "Alice's password": ALICE_PASSWORD,
       "Bob's key (hex)": Buffer.from(BOB_KEY).toString("hex"),
       "Bob's key (base64)": Buffer.from(BOB_KEY).toString("base64"),
@@ -529,9 +544,9 @@ for (const storage of ["d1", "durable-object"]) {
     };
     for (const [what, secret] of Object.entries(secrets)) assert.ok(!text.includes(secret), `the server's tables hold ${what}`);
     if (storage === "d1") {
-      assert.deepEqual(namespaces, ["sync:alice", "sync:bob-2"], "one namespace per user, none for a forged credential");
+      assert.deepEqual(namespaces, ["sync:alice", "sync:bob-2", "sync:carol"], "one namespace per user, none for a forged credential");
     } else {
-      assert.equal(vaultFiles, 2, "one Durable Object per user, none for a forged credential");
+      assert.equal(vaultFiles, 3, "one Durable Object per user, none for a forged credential");
     }
   });
 }

@@ -9,6 +9,9 @@
 // On D1 each user's vault is the namespace `sync:<userId>` of env.DB; with the SYNC_OBJECT
 // binding, it is a Durable Object of its own, `idFromName(userId)`, with its own SQLite storage.
 // Browsers on the origins listed in SYNC_ALLOWED_ORIGINS (comma-separated) may call it (CORS).
+// SYNC_MIN_KDF_ITERATIONS (optional) is the vaults' minKdfIterations: an empty vault here takes
+// a device's vault only if its PBKDF2 iterations reach it (default 100,000), so devices whose
+// apps open vaults with fewer need it lowered to theirs.
 import { DurableObject } from "cloudflare:workers";
 import { Vault, d1, durableObject } from "vaultstore-wasm";
 
@@ -70,6 +73,12 @@ function cors(request, env) {
   return { "access-control-allow-origin": origin, vary: "Origin" };
 }
 
+/** The vaults' minKdfIterations, when the deployment sets one (a bad value fails Vault.open). */
+function floor(env) {
+  const given = env.SYNC_MIN_KDF_ITERATIONS;
+  return given === undefined || given === "" ? {} : { minKdfIterations: Number(given) };
+}
+
 // On D1: a vault per user, opened on the user's first request to this isolate, and closed once
 // it falls out of the cache and no request is using it.
 const d1Vaults = new Map(); // userId -> { vault: Promise<Vault>, busy, evicted }
@@ -84,7 +93,7 @@ async function syncOnD1(request, env, userId) {
     d1Vaults.delete(userId);
   } else {
     entry = { busy: 0, evicted: false };
-    entry.vault = Vault.open({ backend: "sql", sql: d1(env.DB), name: `sync:${userId}` }).catch((cause) => {
+    entry.vault = Vault.open({ backend: "sql", sql: d1(env.DB), name: `sync:${userId}`, ...floor(env) }).catch((cause) => {
       if (d1Vaults.get(userId) === entry) d1Vaults.delete(userId);
       throw cause;
     });
@@ -109,7 +118,7 @@ async function syncOnD1(request, env, userId) {
 export class SyncObject extends DurableObject {
   async fetch(request) {
     try {
-      this.vault ??= Vault.open({ backend: "sql", sql: durableObject(this.ctx.storage) }).catch((cause) => {
+      this.vault ??= Vault.open({ backend: "sql", sql: durableObject(this.ctx.storage), ...floor(this.env) }).catch((cause) => {
         this.vault = undefined;
         throw cause;
       });
