@@ -504,9 +504,10 @@ export class Vault {
    * The server side of {@link Vault.sync}: answer one sync request, on any backend, with no
    * secret (the server never opens a value). Authenticate the request and pick the vault first:
    * who may sync which vault is your app's decision. Resolves with a JSON `Response`
-   * (`cache-control: no-store`) for every request, and rejects only with `CLOSED` after `close()`: `405` (with `Allow: POST`) for another method, `415` for a body
-   * that is not `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a
-   * malformed one, `422` for rows that contradict this vault (nothing of them is stored), `409`
+   * (`cache-control: no-store`) for every request, and rejects only with `CLOSED` after
+   * `close()`: `405` (with `Allow: POST`) for another method, `415` for a body that is not
+   * `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a malformed
+   * one, `422` for rows that contradict this vault (nothing of them is stored), `409`
    * (`SYNC_CONFLICT`) for a replica of another vault, or one whose PBKDF2 iterations are below
    * this vault's `minKdfIterations` when it is still empty; an error's body is
    * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with

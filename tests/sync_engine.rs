@@ -606,6 +606,19 @@ impl SyncTransport for Recording<'_> {
     }
 }
 
+/// A push body with `field` of its first record row set to `value` (a forgery).
+fn with_record_field(push: &str, field: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut forged: serde_json::Value = serde_json::from_str(push).unwrap();
+    let record = forged["rows"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|row| row["t"] == "record")
+        .unwrap();
+    record[field] = value;
+    forged
+}
+
 /// An empty server adopts a replica's vault with the replica's first push, in the same batch:
 /// a push it refuses (here a record forged to name an identity the vault never had) leaves it
 /// as it was, still free to take another vault; the same push unforged is taken whole.
@@ -629,14 +642,7 @@ async fn refused_first_push(server: Node) {
     };
     a.vault.sync(&recording, None).await.unwrap();
     let push = recording.pushes.lock().unwrap()[0].clone();
-    let mut forged: serde_json::Value = serde_json::from_str(&push).unwrap();
-    let record = forged["rows"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|row| row["t"] == "record")
-        .unwrap();
-    record["passwordId"] = format!("p_{}", "0".repeat(32)).into();
+    let forged = with_record_field(&push, "passwordId", format!("p_{}", "0".repeat(32)).into());
 
     let kdf = kdf_row(&server).await;
     let rows = replicated(&*server.store).await;
@@ -695,14 +701,7 @@ fn a_push_that_renames_a_record_is_refused() {
             ("token", serde_json::Value::from("tk_forged")),
             ("createdAt", serde_json::Value::from(1)),
         ] {
-            let mut forged: serde_json::Value = serde_json::from_str(&push).unwrap();
-            let record = forged["rows"]
-                .as_array_mut()
-                .unwrap()
-                .iter_mut()
-                .find(|row| row["t"] == "record")
-                .unwrap();
-            record[field] = forged_value;
+            let forged = with_record_field(&push, field, forged_value);
             let (status, body) = server
                 .vault
                 .sync_handle(forged.to_string().as_bytes())
