@@ -471,6 +471,15 @@ fn upsert_creates_or_updates() {
             ErrorCode::RecordNotFound,
         );
         assert_eq!(e.reason(), Some(NotFoundReason::Missing));
+        // Bad options are refused on the update path too, and the value stays.
+        for bad in [opts(Some(5), None), opts(None, Some(i64::MAX))] {
+            code(
+                v.token_upsert(Some(&created), "d", &pw(PASSWORD), &bad)
+                    .await,
+                ErrorCode::InvalidArgument,
+            );
+        }
+        assert_eq!(v.token_read(&created, &pw(PASSWORD)).await.unwrap(), "c");
     });
 }
 

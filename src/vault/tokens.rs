@@ -441,7 +441,8 @@ impl Vault {
         ))
     }
 
-    /// Create when `existing` is empty or absent; otherwise update it and return it.
+    /// Create when `existing` is empty or absent; otherwise update it and return it (its token
+    /// and expiry stay; `options` are checked either way).
     pub async fn token_upsert(
         &self,
         existing: Option<&str>,
@@ -449,6 +450,13 @@ impl Vault {
         secret: &Secret,
         options: &CreateOptions,
     ) -> Result<String> {
+        self.ensure_open()?;
+        // The options are the create's, checked on either path (API.md: a length out of range
+        // is INVALID_ARGUMENT), though an update leaves the token and its expiry as they are.
+        if let Some(length) = options.length {
+            token::check_length(length)?;
+        }
+        check_expiry(options.expires_at)?;
         match existing {
             None | Some("") => self.token_create(value, secret, options).await,
             Some(token) => self
