@@ -284,7 +284,10 @@ export class Vault {
     return this.#call((v) => v.tokenUpdate(token, value, password));
   }
 
-  /** Creates when `existingToken` is empty or absent; otherwise updates it and returns it. */
+  /**
+   * Creates when `existingToken` is empty or absent; otherwise updates it (its token and expiry
+   * stay) and returns it. `options` are checked either way.
+   */
   tokenUpsert(existingToken: string | null | undefined, value: string, password: Secret, options?: CreateOptions): Promise<string> {
     return this.#call((v) => v.tokenUpsert(existingToken, value, password, options));
   }
