@@ -329,6 +329,34 @@ async fn two_connections_opening_a_new_vault_at_once_agree_on_one_salt() {
     assert_eq!(a.record_count(&Default::default()).await.unwrap(), 50);
 }
 
+/// A write refused by IndexedDB itself (here the unique token index) after the batch's own checks
+/// passed must fail the whole transaction. Firefox commits the rest of a transaction whose
+/// `commit()` was called before such a write failed: the vault once answered these creates as
+/// done, kept the first value, and stored the refused batch's counter and write epoch.
+#[wasm_bindgen_test]
+async fn a_custom_token_taken_on_any_connection_is_refused_and_nothing_is_written() {
+    let name = unique("taken");
+    let (a, b) = (vault_on(&name, true).await, vault_on(&name, true).await);
+    let secret = Secret::password(PASSWORD);
+    a.token_create_custom("tok-taken", "first", &secret, None)
+        .await
+        .unwrap();
+    let before = raw_dump(&name).await;
+    for (vault, value) in [(&a, "same tab"), (&b, "other tab")] {
+        let refused = vault
+            .token_create_custom("tok-taken", value, &secret, None)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::TokenExists, "{refused}");
+        assert_eq!(
+            raw_dump(&name).await,
+            before,
+            "{value}: nothing of it is stored"
+        );
+    }
+    assert_eq!(a.token_read("tok-taken", &secret).await.unwrap(), "first");
+}
+
 async fn raw_open(name: &str, version: u32) -> idb::Database {
     idb::Factory::new()
         .unwrap()

@@ -114,12 +114,14 @@ impl IdbWriteTransaction<'_> {
             Err(e) => Err(e),
         };
         let failure = match checked {
-            Ok(()) => {
-                // Every request is issued and every check passed: ask for the commit now rather
-                // than when the transaction next runs out of requests (a task later).
-                let _ = writer.r.records.transaction().commit();
-                outcome.settled().await.err()
-            }
+            // Every request is issued and every check passed. IndexedDB commits once the last
+            // request is done; no explicit `commit()`: a write can still fail after the checks
+            // (an `add` or `put` refused by the unique token index, a quota error), and Firefox
+            // (ESR 153) then commits every other write of a transaction whose `commit()` was
+            // already called, where the spec and Chromium abort it (w3c/IndexedDB#437: abort()
+            // throws once committing). That was a `tokenCreateCustom` of a taken token reported
+            // done, and half a batch kept.
+            Ok(()) => outcome.settled().await.err(),
             Err(e) => {
                 // Nothing of the batch may remain: abort (a failed request may already have),
                 // and wait for the abort to finish, so the transaction's handlers outlive it.
