@@ -4,7 +4,7 @@
 // repository's own modules are imported at module load (nothing is installed yet).
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { ensureChromium, ensureNodeModules, ensureRustComponents, ensureWasmBindgen, ensureWasmTarget, root, run } from "../js/tools/toolchain.mjs";
+import { ensureChromium, ensureFirefox, ensureNodeModules, ensureRustComponents, ensureWasmBindgen, ensureWasmTarget, root, run } from "../js/tools/toolchain.mjs";
 
 const started = Date.now();
 ensureWasmTarget();
@@ -12,6 +12,7 @@ ensureRustComponents();
 ensureWasmBindgen();
 ensureNodeModules();
 ensureChromium();
+const geckodriver = ensureFirefox();
 
 // 0. Formatting, checked before anything is built; then the build tools' own logic, in seconds:
 //    the size ceiling's ratchet, the benchmark's statistics and provenance check, and that every
@@ -40,25 +41,28 @@ run("cargo", ["clippy", ...wasm32, "--lib", "--tests", "--features", "idb,gluesq
 run("cargo", ["clippy", ...wasm32, "--lib", "--features", "gluesql,sql", "--", "-D", "warnings"]);
 
 // 3. wasm tests: the JavaScript boundary in Node; the conformance suite on IndexedDB and the
-//    IndexedDB vault tests in headless Chromium. One build; the runner picks Node or Chromium
-//    per test file.
-run(
-  "cargo",
-  [
-    "test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql,snapshot-import",
-    "--test", "wasm_node", "--test", "storage_idb", "--test", "idb_browser",
-  ],
-  {
-    env: {
-      ...process.env,
-      CHROMEDRIVER: process.env.CHROMEDRIVER ?? "/usr/bin/chromedriver",
-      WASM_BINDGEN_TEST_WEBDRIVER_JSON: join(root, "tests", "browser", "webdriver.json"),
-      // The runner's limit is for a whole test file, 20 s by default; the IndexedDB suite takes
-      // about that on a busy 2-core machine. A hang still fails, after 5 minutes.
-      WASM_BINDGEN_TEST_TIMEOUT: process.env.WASM_BINDGEN_TEST_TIMEOUT ?? "300",
-    },
-  },
-);
+//    IndexedDB vault tests in headless Chromium, then the same two suites in headless Firefox
+//    ESR: their IndexedDB is not the same code (Firefox committed the rest of a transaction
+//    whose write failed after `commit()`). One build; the runner picks Node or the browser per
+//    test file, and the browser by which driver it is given.
+const wasmTests = ["test", "--locked", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "idb,gluesql,sql,snapshot-import"];
+const webdriver = (env) => {
+  const driven = { ...process.env, ...env };
+  // The runner takes GECKODRIVER before CHROMEDRIVER: only the one named here may be set.
+  for (const name of ["GECKODRIVER", "CHROMEDRIVER"]) if (!(name in env)) delete driven[name];
+  // The runner's limit is for a whole test file, 20 s by default; the IndexedDB suite takes
+  // about that on a busy 2-core machine. A hang still fails, after 5 minutes.
+  driven.WASM_BINDGEN_TEST_TIMEOUT = process.env.WASM_BINDGEN_TEST_TIMEOUT ?? "300";
+  return { env: driven };
+};
+run("cargo", [...wasmTests, "--test", "wasm_node", "--test", "storage_idb", "--test", "idb_browser"], webdriver({
+  CHROMEDRIVER: process.env.CHROMEDRIVER ?? "/usr/bin/chromedriver",
+  WASM_BINDGEN_TEST_WEBDRIVER_JSON: join(root, "tests", "browser", "webdriver.json"),
+}));
+run("cargo", [...wasmTests, "--test", "storage_idb", "--test", "idb_browser"], webdriver({
+  GECKODRIVER: geckodriver,
+  WASM_BINDGEN_TEST_WEBDRIVER_JSON: join(root, "tests", "browser", "webdriver-firefox.json"),
+}));
 
 // 4. The package (with its download sizes); 5. the JS suite against the packed tarball (libSQL
 //    included); 6. the storage conformance suite on D1 and Durable Object SQLite in workerd,

@@ -3,6 +3,7 @@
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createHash } from "node:crypto";
+import { homedir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -97,14 +98,37 @@ export function ensureNodeModules() {
   }
 }
 
-/** Debian's chromium and chromedriver, for the browser tests. */
-export function ensureChromium() {
-  if (existsSync("/usr/bin/chromium") && existsSync("/usr/bin/chromedriver")) return;
+/** Debian packages, installed with apt-get (through sudo unless root). */
+function aptInstall(packages) {
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const sudo = process.getuid && process.getuid() === 0 ? [] : ["sudo"];
   const apt = (args) => (sudo.length ? run("sudo", ["apt-get", ...args], { env }) : run("apt-get", args, { env }));
   apt(["update"]);
-  apt(["install", "-y", "chromium", "chromium-driver"]);
+  apt(["install", "-y", ...packages]);
+}
+
+/** Debian's chromium and chromedriver, for the browser tests. */
+export function ensureChromium() {
+  if (existsSync("/usr/bin/chromium") && existsSync("/usr/bin/chromedriver")) return;
+  aptInstall(["chromium", "chromium-driver"]);
+}
+
+/** The geckodriver `npm test` installs when it has none (crates.io has it; Debian does not). */
+export const GECKODRIVER_VERSION = "0.37.1";
+
+/**
+ * Debian's Firefox ESR and geckodriver, for the IndexedDB suites in a second engine: Firefox's
+ * IndexedDB is not Chromium's (a write that fails after `commit()` is one difference that lost
+ * data). Returns the geckodriver to run; GECKODRIVER names another one.
+ */
+export function ensureFirefox() {
+  if (!existsSync("/usr/bin/firefox-esr")) aptInstall(["firefox-esr"]);
+  if (process.env.GECKODRIVER) return process.env.GECKODRIVER;
+  const driver = join(process.env.CARGO_HOME ?? join(homedir(), ".cargo"), "bin", "geckodriver");
+  if (!output(driver, ["--version"]).startsWith(`geckodriver ${GECKODRIVER_VERSION}`)) {
+    run("cargo", ["install", "geckodriver", "--version", GECKODRIVER_VERSION]);
+  }
+  return driver;
 }
 
 /**
