@@ -10,7 +10,8 @@
 //            add        one add of a record row (what a Dexie `add` issues)
 //            package    the package's create transaction: the add, the seq counter and write
 //                       epoch puts, and the reads it checks (counter, tombstone, unlinked mark)
-//                       issued with them, then an explicit commit
+//                       issued with them, committed when its last request is done (no
+//                       explicit commit(), as in the package since Firefox showed it unsafe)
 //            noEpoch    the same without the write epoch put (what keeping it in the counter
 //                       row would save)
 // bulk     10,000 new rows, what a first sync writes, against the sync row's baseline (one Dexie
@@ -83,7 +84,7 @@ function packageCreate(db, state, epoch) {
   const reads = [req(counters.get("seq")), req(tombstones.getKey("record:" + record.id)), req(meta.get(["vault", "state", "unlinked"])), req(records.add(record))];
   if (epoch) meta.put({ objectType: "vault", objectId: "state", key: "writes", value: crypto.randomUUID() });
   counters.put(seq, "seq");
-  return Promise.all(reads).then(() => { tx.commit(); return done(tx); });
+  return Promise.all(reads).then(() => done(tx));
 }
 const creates = {
   add: (db, state) => { const tx = db.transaction("records", "readwrite"); tx.objectStore("records").add(row(++state.seq)); return done(tx); },
