@@ -11,7 +11,8 @@
 // told as soon as the IndexedDB engine and the JavaScript are in dist/, and serves the demo while
 // the GlueSQL engine (most of the build time) is built.
 //
-//   --no-opt   skip wasm-opt (about 40 s) for quick local iterations; packages never do
+//   --no-opt   skip wasm-opt (about 60 s) for quick local iterations; packages never do. An
+//              unchanged engine's wasm-opt output is reused anyway (wasm-opt-cache.mjs).
 //   --ts-only  rebuild only the TypeScript layer, keeping the wasm already in dist/wasm
 //   --names    keep wasm function names, for profiles (tests/benches/profile.mjs); much bigger,
 //              so the size budgets are not checked
@@ -25,6 +26,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from "node:path";
 import { formatBytes, measureSizes, ratchet, readCeilings, sizePolicy, writeCeilings } from "./sizes.mjs";
 import { ensureNodeModules, ensureWasmBindgen, ensureWasmTarget, root, run, sourceState, targetDir } from "./toolchain.mjs";
+import { optimizeCached } from "./wasm-opt-cache.mjs";
 
 const dist = join(root, "dist");
 const optimize = !process.argv.includes("--no-opt");
@@ -60,7 +62,16 @@ function buildWasm(build) {
   ]);
   const wasm = join(dist, "wasm", `${build.name}_bg.wasm`);
   const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue", "simd"];
-  if (optimize) run(bin("wasm-opt"), [build.opt, ...(names ? ["-g"] : []), ...features.map((f) => `--enable-${f}`), wasm, "-o", wasm]);
+  if (!optimize) return;
+  const args = [build.opt, ...(names ? ["-g"] : []), ...features.map((f) => `--enable-${f}`)];
+  const cached = optimizeCached({
+    dir: join(targetDir, "wasm-opt-cache"),
+    version: JSON.parse(readFileSync(join(root, "node_modules", "binaryen", "package.json"), "utf8")).version,
+    args,
+    wasm,
+    optimize: (args, wasm) => run(bin("wasm-opt"), [...args, wasm, "-o", wasm]),
+  });
+  if (cached) console.log(`\n✔ wasm-opt ${build.opt}: ${build.name}_bg.wasm unchanged since an earlier build, its optimised output reused (target/wasm-opt-cache)`);
 }
 
 ensureNodeModules();
