@@ -14,6 +14,9 @@
 // again. It lives outside this repository: cargo merges every .cargo/config.toml from the working
 // directory up, so a clone inside it would get the rustflags twice and rebuild every dependency. Both checkouts write the same un-hashed library files there, so this repository's own
 // are moved aside first and put back afterwards: its next build must not pick up the clone's.
+// The clone's wasm is byte-identical to this checkout's, so its builds take wasm-opt's output
+// from the shared cache (js/tools/wasm-opt-cache.mjs) that npm test's own build just filled with
+// the same binaryen: wasm-opt itself ran there.
 //
 // A clone has only what is committed: with uncommitted changes, this tests HEAD, not them (it says
 // so). Run alone: `node tests/tools/fresh-clone.mjs` (after `npm ci`; Chromium at /usr/bin).
