@@ -323,36 +323,71 @@ fn carried(e: &idb::Error) -> Option<JsValue> {
         | E::CountFailed(v)
         | E::CursorAdvanceFailed(v)
         | E::CursorContinueFailed(v)
+        | E::CursorKeyNotFound(v)
+        | E::CursorPrimaryKeyNotFound(v)
+        | E::CursorValueNotFound(v)
         | E::DeleteFailed(v)
         | E::GetAllFailed(v)
         | E::GetAllKeysFailed(v)
         | E::GetFailed(v)
         | E::GetKeyFailed(v)
         | E::IndexCreateFailed(v)
+        | E::IndexDeleteFailed(v)
         | E::IndexNotFound(v)
+        | E::IndexedDbDeleteFailed(v)
         | E::IndexedDbOpenFailed(v)
         | E::IndexedDbNotFound(v)
+        | E::KeyPathNotFound(v)
+        | E::KeyRangeBoundNotFound(v)
         | E::KeyRangeCreateFailed(v)
+        | E::KeyRangeIncludesFailed(v)
         | E::ObjectStoreCreateFailed(v)
+        | E::ObjectStoreDeleteFailed(v)
         | E::ObjectStoreNotFound(v)
         | E::OpenCursorFailed(v)
+        | E::OpenKeyCursorFailed(v)
+        | E::RequestErrorNotFound(v)
+        | E::RequestResultNotFound(v)
         | E::TransactionAbortError(v)
         | E::TransactionCommitError(v)
+        | E::TransactionModeNotFound(v)
         | E::TransactionOpenFailed(v)
         | E::UpdateFailed(v) => Some(v.clone()),
         _ => None,
     }
 }
 
-/// A DOMException (or any JS error) as a storage error, keeping its name and message.
-fn from_js(error: &JsValue, doing: &str) -> StorageError {
+/// What an `idb::Error` says: its JavaScript error's name and message, or what went wrong in
+/// the idb crate itself. Not the crate's own `Display`, whose message for each of its fifty
+/// variants cost about 4 kB of the browser download.
+fn idb_message(e: &idb::Error) -> String {
+    use idb::Error as E;
+    if let Some(js) = carried(e) {
+        let (name, message) = js_name_message(&js);
+        return format!("{}: {message}", name.as_deref().unwrap_or("Error"));
+    }
+    match e {
+        E::UnexpectedJsType(expected, _) => format!("a value that is not a {expected}"),
+        E::CursorFinished => "the cursor is finished".into(),
+        E::TransactionNotFound => "a request without its transaction".into(),
+        _ => "an unexpected state of an IndexedDB request, event or cursor".into(),
+    }
+}
+
+/// The `name` and `message` of a JavaScript error.
+fn js_name_message(error: &JsValue) -> (Option<String>, String) {
     let field = |k: &str| {
         Reflect::get(error, &JsValue::from_str(k))
             .ok()
             .and_then(|v| v.as_string())
     };
-    let name = field("name");
     let message = field("message").unwrap_or_else(|| "(no message)".to_owned());
+    (field("name"), message)
+}
+
+/// A DOMException (or any JS error) as a storage error, keeping its name and message.
+fn from_js(error: &JsValue, doing: &str) -> StorageError {
+    let (name, message) = js_name_message(error);
     match name.as_deref() {
         Some("QuotaExceededError") => StorageError::Quota(format!("{doing}: {message}")),
         _ => StorageError::Backend {
@@ -367,7 +402,7 @@ fn idb_error(doing: &'static str) -> impl Fn(idb::Error) -> StorageError {
         Some(js) => from_js(&js, doing),
         None => StorageError::Backend {
             name: None,
-            message: format!("IndexedDB refused to {doing}: {e}"),
+            message: format!("IndexedDB refused to {doing}: {}", idb_message(&e)),
         },
     }
 }
@@ -886,9 +921,9 @@ impl IdbStorage {
         };
         request.on_upgrade_needed(move |event| {
             let start = || -> Result<(usize, Database, Transaction), String> {
-                let from = event.old_version().map_err(|e| e.to_string())? as usize;
-                let db = event.database().map_err(|e| e.to_string())?;
-                let request: OpenDatabaseRequest = event.target().map_err(|e| e.to_string())?;
+                let from = event.old_version().map_err(|e| idb_message(&e))? as usize;
+                let db = event.database().map_err(|e| idb_message(&e))?;
+                let request: OpenDatabaseRequest = event.target().map_err(|e| idb_message(&e))?;
                 let upgrade = request.transaction().ok_or("no upgrade transaction")?;
                 Ok((from, db, upgrade))
             };
