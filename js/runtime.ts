@@ -9,15 +9,14 @@ import type { Backend, VaultOptions } from "./types.js";
 type FullVault = typeof Engine.Vault;
 /**
  * The server side of sync, which only the full engine has: the browser's IndexedDB engine syncs
- * as a replica and leaves it out (its download budget).
+ * as a replica and leaves it out (its download budget); its `syncHandle` refuses every request.
  */
-type ServerOnly = "syncHandle" | "closed";
+type ServerOnly = "syncRefusal" | "closed";
 export type EngineVault = Omit<Engine.Vault, ServerOnly> & Partial<Pick<Engine.Vault, ServerOnly>>;
 
 /** What every wasm build exports (see src/wasm.rs). */
 export interface EngineModule {
-  Vault: Omit<FullVault, "open" | "prototype" | "syncRefusal"> &
-    Partial<Pick<FullVault, "syncRefusal">> & { open(options: VaultOptions | undefined): Promise<EngineVault> };
+  Vault: Omit<FullVault, "open" | "prototype"> & { open(options: VaultOptions | undefined): Promise<EngineVault> };
   RecordQuery: typeof Engine.RecordQuery;
   lastPanic: typeof Engine.lastPanic;
 }

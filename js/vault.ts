@@ -30,13 +30,19 @@ function plainOptions(options: unknown): unknown {
   }
 }
 
+/**
+ * What the engine reads a query from: a `RecordQuery`'s fields, or what the caller passed, which
+ * the engine reads once and checks itself (a getter or Proxy trap that throws is its
+ * `INVALID_ARGUMENT`, and reaches onEvent like any refusal).
+ */
 function plainQuery(query: RecordQuery | QueryInit | undefined): QueryInit | undefined {
+  let ours = false;
   try {
-    return query instanceof RecordQuery ? query.toJSON() : (plainOptions(query) as QueryInit | undefined);
-  } catch (error) {
-    if (error instanceof VaultError) throw error;
-    throw new VaultError("INVALID_ARGUMENT", "the query could not be read: a getter or Proxy trap threw");
+    ours = query instanceof RecordQuery;
+  } catch {
+    // A revoked Proxy: the engine's own checks refuse it.
   }
+  return ours ? (query as RecordQuery).toJSON() : (query as QueryInit | undefined);
 }
 
 /** Where an in-process remote (a function) is told the request goes; it never leaves the process. */
@@ -528,23 +534,20 @@ export class Vault {
    */
   syncHandle(request: Request): Promise<Response> {
     return this.#call(async (v) => {
-      if (!(request instanceof Request)) throw new VaultError("INVALID_ARGUMENT", "syncHandle takes a Request");
-      const engine = this.#engine.Vault;
-      if (engine.syncRefusal === undefined || v.syncHandle === undefined) {
-        throw new VaultError(
-          "UNSUPPORTED",
-          'syncHandle is the server side of sync, which the browser\'s IndexedDB engine leaves out: answer sync requests in a worker or on Node, or from a vault opened with backend "memory" or "sql"',
-        );
+      // Refused by the engine, which reports it to onEvent like any call: CLOSED after close(),
+      // INVALID_ARGUMENT for anything but a Request, and UNSUPPORTED from the browser's
+      // IndexedDB engine, which has no server side (and so no syncRefusal).
+      if (v.closed || v.syncRefusal === undefined || !(request instanceof Request)) {
+        return syncResponse(await v.syncHandle(undefined));
       }
-      if (v.closed) return syncResponse(await v.syncHandle(new Uint8Array())); // rejects: CLOSED
       const method = request.method;
       const contentType = request.headers.get("content-type") ?? undefined;
       const declared = request.headers.get("content-length");
-      const refused = engine.syncRefusal(method, contentType, declared === null ? undefined : Number(declared));
+      const refused = v.syncRefusal(method, contentType, declared === null ? undefined : Number(declared));
       if (refused !== undefined) return syncResponse(refused);
-      const limit = engine.syncBodyLimit();
+      const limit = this.#engine.Vault.syncBodyLimit();
       const body = await readCapped(request.body, limit);
-      if (body === undefined) return syncResponse(engine.syncRefusal(method, contentType, limit + 1) as [number, string]);
+      if (body === undefined) return syncResponse(v.syncRefusal(method, contentType, limit + 1) as [number, string]);
       return syncResponse(await v.syncHandle(body));
     });
   }

@@ -945,30 +945,32 @@ impl JsVault {
 #[wasm_bindgen(js_class = Vault)]
 impl JsVault {
     /// The server side: answer one request body (read by the TypeScript layer after
-    /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret.
-    /// Rejects with `CLOSED` once the vault is closed, as every call does (API.md).
+    /// [`JsVault::sync_refusal`]) as `[status, JSON body]`. Needs no secret. Rejects with
+    /// `CLOSED` once the vault is closed, as every call does (API.md), and with
+    /// `INVALID_ARGUMENT` without a body (the TypeScript layer passes none for a value that is
+    /// not a `Request`); every outcome reaches the `onEvent` listener.
     #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
-    pub fn sync_handle(&self, body: Vec<u8>) -> Promise {
+    pub fn sync_handle(&self, body: Option<Vec<u8>>) -> Promise {
         let started = now_ms();
         let events = self.events.clone();
         let vault = self.vault.clone();
-        if vault.is_closed() {
-            let closed = err(crate::VaultError::Closed);
-            events.emit_error("syncHandle", started, &closed);
-            return Promise::reject(&closed);
+        let refused = if vault.is_closed() {
+            Some(err(crate::VaultError::Closed))
+        } else if body.is_none() {
+            Some(invalid("syncHandle takes a Request"))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            events.emit_error("syncHandle", started, &refused);
+            return Promise::reject(&refused);
         }
+        let body = body.unwrap_or_default();
         future_to_promise(async move {
             let (status, answer) = vault.sync_handle(&body).await;
             drop(body);
             super::scrub_stack();
-            // The event carries the refusal's code, so a server's monitoring sees refused syncs.
-            let code = if status == 200 {
-                "OK".to_owned()
-            } else {
-                crate::sync::wire::decode_error(answer.as_bytes())
-                    .map_or_else(|| "STORAGE".to_owned(), |e| e.code)
-            };
-            events.emit("syncHandle", started, 0, &code);
+            events.emit("syncHandle", started, 0, &refusal_code(status, &answer));
             Ok(super::sync::answer(status, &answer))
         })
     }
@@ -982,17 +984,65 @@ impl JsVault {
 
     /// Whether a sync request is refused before its body is read: `[status, JSON body]` for a
     /// method other than `POST` (405), a content type other than JSON (415) or a body over
-    /// [`Vault.syncBodyLimit`] bytes, declared or read so far (413); `undefined` otherwise.
+    /// [`Vault.syncBodyLimit`] bytes, declared or read so far (413), reported to the `onEvent`
+    /// listener as a `syncHandle` with the refusal's code; `undefined` otherwise.
     #[wasm_bindgen(js_name = syncRefusal, unchecked_return_type = "[number, string] | undefined")]
     pub fn sync_refusal(
+        &self,
         method: &str,
         content_type: Option<String>,
         length: Option<f64>,
     ) -> JsValue {
+        let started = now_ms();
         match super::sync::refusal(method, content_type.as_deref(), length) {
-            Some(e) => super::sync::answer(e.status(), &crate::sync::wire::encode_error(&e)),
+            Some(e) => {
+                let answer = crate::sync::wire::encode_error(&e);
+                self.events
+                    .emit("syncHandle", started, 0, &refusal_code(e.status(), &answer));
+                super::sync::answer(e.status(), &answer)
+            }
             None => JsValue::UNDEFINED,
         }
+    }
+}
+
+/// The code a `syncHandle` answer reports to `onEvent`: `OK`, or its error body's code, so that
+/// a server's monitoring sees refused syncs.
+#[cfg(any(feature = "gluesql", feature = "sql"))]
+fn refusal_code(status: u16, answer: &str) -> String {
+    if status == 200 {
+        "OK".to_owned()
+    } else {
+        crate::sync::wire::decode_error(answer.as_bytes())
+            .map_or_else(|| "STORAGE".to_owned(), |e| e.code)
+    }
+}
+
+/// The browser's IndexedDB engine leaves the server side of sync out (its download budget).
+#[cfg(not(any(feature = "gluesql", feature = "sql")))]
+#[wasm_bindgen(js_class = Vault)]
+impl JsVault {
+    /// Refuse a sync request, as every call is refused and reported to the `onEvent` listener:
+    /// `CLOSED` once the vault is closed, else `UNSUPPORTED`.
+    #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
+    pub fn sync_handle(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array | undefined")] _body: JsValue,
+    ) -> Promise {
+        let started = now_ms();
+        let refused = if self.vault.is_closed() {
+            err(crate::VaultError::Closed)
+        } else {
+            let e: JsValue = js_sys::Error::new(
+                "the browser's IndexedDB engine has no syncHandle (the server side of sync): answer sync requests in a worker, on Node or from a vault opened with backend \"memory\" or \"sql\"",
+            )
+            .into();
+            js::set(&e, "name", &JsValue::from_str("VaultError"));
+            js::set(&e, "code", &JsValue::from_str("UNSUPPORTED"));
+            e
+        };
+        self.events.emit_error("syncHandle", started, &refused);
+        Promise::reject(&refused)
     }
 }
 

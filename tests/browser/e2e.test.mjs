@@ -203,10 +203,21 @@ test("nothing stored in IndexedDB is plaintext, a password or a key", async () =
 test("an IndexedDB-only page never downloads the GlueSQL engine; memory loads it on demand", async () => {
   const { page, requests } = await openPage();
   const fetched = (part) => requests.filter((u) => u.includes(part));
-  await page.evaluate(async (name) => {
-    const v = await window.vaultstore.Vault.open({ name, kdfIterations: 1000 });
+  const serverSide = await page.evaluate(async (name) => {
+    const events = [];
+    const v = await window.vaultstore.Vault.open({ name, kdfIterations: 1000, onEvent: (e) => events.push(`${e.op} ${e.code}`) });
     await v.tokenRead(await v.tokenCreate("x", "correct horse battery"), "correct horse battery");
+    // The server side of sync is not in this engine: refused, heard by onEvent, nothing loaded.
+    const request = new Request(location.href, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    const refused = await v.syncHandle(request).catch((e) => [e.code, e.message]);
+    await v.close();
+    const closed = await v.syncHandle(request).catch((e) => e.code);
+    return { refused, closed, events: events.filter((e) => e.startsWith("syncHandle")) };
   }, unique("lazy"));
+  assert.equal(serverSide.refused[0], "UNSUPPORTED");
+  assert.match(serverSide.refused[1], /worker, on Node or from a vault opened with backend "memory" or "sql"/);
+  assert.equal(serverSide.closed, "CLOSED", "after close(), CLOSED like every call");
+  assert.deepEqual(serverSide.events, ["syncHandle UNSUPPORTED", "syncHandle CLOSED"]);
   assert.equal(fetched("vaultstore_idb_bg.wasm").length, 1);
   assert.deepEqual(fetched("vaultstore_full"), [], "no GlueSQL code for an IndexedDB app");
   const value = await page.evaluate(async () => {

@@ -95,15 +95,20 @@ test("a closed vault rejects with CLOSED whatever the arguments, and reports it 
   const events = [];
   const v = await open({ onEvent: (event) => events.push(event) });
   await v.close();
-  const calls = {
-    tokenRead: () => v.tokenRead(42, PASSWORD),
-    recordList: () => v.recordList({ limit: "x" }),
-    tokenCreateCustom: () => v.tokenCreateCustom("", "x", PASSWORD),
-    bulkRekey: () => v.bulkRekey(PASSWORD, "x", { signal: AbortSignal.abort() }),
-    sync: () => v.sync(42),
-    syncHandle: () => v.syncHandle(new Request("http://localhost/sync", { method: "GET" })),
-  };
-  for (const [op, call] of Object.entries(calls)) {
+  const unreadable = new Proxy({}, { ownKeys: () => { throw new Error("a trap that throws"); } });
+  const calls = [
+    ["tokenRead", () => v.tokenRead(42, PASSWORD)],
+    ["recordList", () => v.recordList({ limit: "x" })],
+    ["recordList", () => v.recordList(unreadable)],
+    ["recordCount", () => v.recordCount(unreadable)],
+    ["tokenCreateCustom", () => v.tokenCreateCustom("", "x", PASSWORD)],
+    ["bulkRekey", () => v.bulkRekey(PASSWORD, "x", { signal: AbortSignal.abort() })],
+    ["sync", () => v.sync(42)],
+    ["syncHandle", () => v.syncHandle(new Request("http://localhost/sync", { method: "GET" }))],
+    ["syncHandle", () => v.syncHandle()],
+    ["syncHandle", () => v.syncHandle("not a request")],
+  ];
+  for (const [op, call] of calls) {
     events.length = 0;
     await rejects(call(), "CLOSED");
     assert.deepEqual(events.map((e) => [e.op, e.code]), [[op, "CLOSED"]], op);
@@ -114,6 +119,11 @@ test("a closed vault rejects with CLOSED whatever the arguments, and reports it 
   const bad = await rejects(w.sync(42), "INVALID_ARGUMENT");
   assert.match(bad.message, /remote|URL/);
   assert.deepEqual(events.map((e) => [e.op, e.code]), [["sync", "INVALID_ARGUMENT"]]);
+  // So is a query the engine cannot read.
+  events.length = 0;
+  await rejects(w.recordList(unreadable), "INVALID_ARGUMENT");
+  await rejects(w.recordCount(unreadable), "INVALID_ARGUMENT");
+  assert.deepEqual(events.map((e) => [e.op, e.code]), [["recordList", "INVALID_ARGUMENT"], ["recordCount", "INVALID_ARGUMENT"]]);
 });
 
 test("100 concurrent tokenCreate on one Vault all succeed and read back", async () => {

@@ -129,7 +129,8 @@ test("a replica of another vault is refused with SYNC_CONFLICT, and nothing chan
 });
 
 test("syncHandle answers hostile requests with JSON errors before the engine reads them", async () => {
-  const { vault } = await server();
+  const events = [];
+  const { vault } = await server({ onEvent: (event) => events.push(event) });
   const get = await vault.syncHandle(new Request("https://sync.example/", { method: "GET" }));
   assert.equal(get.status, 405);
   assert.equal(get.headers.get("allow"), "POST");
@@ -170,6 +171,17 @@ test("syncHandle answers hostile requests with JSON errors before the engine rea
   const future = await vault.syncHandle(post(JSON.stringify({ sync: 99, op: "pull" })));
   assert.equal(future.status, 400);
   assert.equal((await errorBody(future)).code, "UNSUPPORTED");
+
+  // Not a Request at all: rejected, not answered.
+  const notRequest = await rejects(vault.syncHandle({ method: "POST", body: "{}" }), "INVALID_ARGUMENT");
+  assert.match(notRequest.message, /takes a Request/);
+
+  // A server's monitoring hears of every refusal, including those answered before the engine
+  // reads a body (405, 415, 413 streamed and declared).
+  assert.deepEqual(
+    events.filter((e) => e.op === "syncHandle").map((e) => e.code),
+    ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "UNSUPPORTED", "INVALID_ARGUMENT"],
+  );
 
   // None of it wrote anything.
   assert.equal(await vault.recordCount(), 0);
