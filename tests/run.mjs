@@ -68,7 +68,8 @@ run("cargo", [...wasmTests, "--test", "storage_idb", "--test", "idb_browser"], w
 //    included); 6. the storage conformance suite on D1 and Durable Object SQLite in workerd,
 //    through the packed package's adapters; 7. the example worker (www/worker) as users deploy
 //    it: wrangler's dry-run bundle in Miniflare on D1 and on a Durable Object, WebCrypto PBKDF2
-//    capped as in production; 8. the bundler matrix; 9. end to end in Chromium; 10. the
+//    capped as in production; 8. the bundler matrix; 9. end to end in Chromium (and the package
+//    pages again in Firefox); 10. the
 //    benchmark, once with tiny counts, as a smoke test: it fails if a benchmark throws or
 //    disagrees with its baseline, never on timings. 11. The README's commands on a fresh clone of
 //    HEAD (tests/tools/fresh-clone.mjs), with no node_modules and no dist/ to start from:
@@ -86,6 +87,11 @@ run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/demo.test.mjs", "tests/browser/concurrency.test.mjs",
   "tests/browser/passkey.test.mjs", "tests/browser/sync.test.mjs"], {
   env: { ...process.env, CONSUMER_DIR: consumer },
+});
+// The package's end-to-end and two-tab tests again in Firefox ESR: the packaged glue, the lazy
+// GlueSQL engine, quota and another tab's upgrade on Firefox's own IndexedDB.
+run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/concurrency.test.mjs"], {
+  env: { ...process.env, CONSUMER_DIR: consumer, BROWSER: "firefox" },
 });
 run("node", ["tests/benches/bench.mjs", "--quick"], { env: { ...process.env, CONSUMER_DIR: consumer } });
 run("node", ["tests/tools/fresh-clone.mjs"], { env: buildEnv });

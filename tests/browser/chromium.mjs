@@ -1,8 +1,6 @@
 // Headless Chromium for the browser tests: Debian's build driven by playwright-core (no browser
 // download), with the flags this machine needs (TOOLCHAIN.md). CHROMIUM picks another binary.
-import { after, before } from "node:test";
 import { chromium } from "playwright-core";
-import { serve } from "../../js/tools/serve.mjs";
 
 export function launchChromium() {
   return chromium.launch({
@@ -34,32 +32,4 @@ export function watchPage(page) {
     if (response.status() >= 400) problems.push(`HTTP ${response.status()}: ${response.url()}`);
   });
   return problems;
-}
-
-/**
- * For a node:test file of pages that load the package: `before` serves `roots` and launches
- * Chromium, `after` stops both. `open(context?)` gives a page of `page.html` once the package is
- * loaded, with the URLs it requests; `uncaught` collects every page's uncaught exceptions (an
- * aborted IndexedDB write once threw one per failed request), for the file's last test to check.
- */
-export function packagePages(roots) {
-  const session = { server: undefined, browser: undefined, uncaught: [] };
-  before(async () => {
-    session.server = await serve(roots);
-    session.browser = await launchChromium();
-  });
-  after(async () => {
-    await session.browser?.close();
-    await session.server?.close();
-  });
-  session.open = async (context) => {
-    const page = await (context ?? session.browser).newPage();
-    const requests = [];
-    page.on("request", (r) => requests.push(r.url()));
-    page.on("pageerror", (e) => session.uncaught.push(e.message));
-    await page.goto(`${session.server.url}/page.html`);
-    await page.waitForFunction(() => document.getElementById("status").textContent === "ready");
-    return { page, requests };
-  };
-  return session;
 }

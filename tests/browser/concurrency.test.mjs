@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { packagePages } from "./chromium.mjs";
+import { packagePages } from "./pages.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;

@@ -1,10 +1,11 @@
-// End to end in real headless Chromium (Playwright): the packaged browser build, loaded by a page
-// served on 127.0.0.1, on IndexedDB. CONSUMER_DIR is the folder the packed tarball was installed in.
+// End to end in real headless Chromium (Playwright), or Firefox ESR with BROWSER=firefox
+// (pages.mjs): the packaged browser build, loaded by a page served on 127.0.0.1, on IndexedDB.
+// CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { packagePages } from "./chromium.mjs";
+import { packagePages } from "./pages.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const consumer = process.env.CONSUMER_DIR;
@@ -253,10 +254,7 @@ test("an aborted rekey on IndexedDB leaves every value and link byte-identical",
 });
 
 test("QUOTA_EXCEEDED when the browser refuses to store more, and the vault keeps working", async () => {
-  const context = await pages.browser.newContext();
-  const { page } = await openPage(context);
-  const cdp = await context.newCDPSession(page);
-  await cdp.send("Storage.overrideQuotaForOrigin", { origin: pages.server.url, quotaSize: 2 * 1024 * 1024 });
+  const { page, close } = await pages.withQuota(2 * 1024 * 1024);
   const result = await page.evaluate(async (name) => {
     const { Vault } = window.vaultstore;
     const v = await Vault.open({ name, kdfIterations: 1000 });
@@ -274,7 +272,7 @@ test("QUOTA_EXCEEDED when the browser refuses to store more, and the vault keeps
   assert.equal(result.cause, "QuotaExceededError");
   assert.equal(result.after, "small");
   assert.equal(result.count, 1, "the refused write left nothing behind");
-  await context.close();
+  await close();
 });
 
 test("another tab upgrading the database makes calls report STORAGE, never hang", async () => {

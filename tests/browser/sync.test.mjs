@@ -20,7 +20,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 import { dryRun, installExample } from "../worker/example-app.mjs";
-import { packagePages } from "./chromium.mjs";
+import { packagePages } from "./pages.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..");
