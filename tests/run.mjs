@@ -68,10 +68,10 @@ run("cargo", [...wasmTests, "--test", "storage_idb", "--test", "idb_browser"], w
 //    included); 6. the storage conformance suite on D1 and Durable Object SQLite in workerd,
 //    through the packed package's adapters; 7. the example worker (www/worker) as users deploy
 //    it: wrangler's dry-run bundle in Miniflare on D1 and on a Durable Object, WebCrypto PBKDF2
-//    capped as in production; 8. the bundler matrix; 9. end to end in Chromium (and the package
-//    pages again in Firefox); 10. the
-//    benchmark, once with tiny counts, as a smoke test: it fails if a benchmark throws or
-//    disagrees with its baseline, never on timings. 11. The README's commands on a fresh clone of
+//    capped as in production; 8. the bundler matrix; 9. end to end in Chromium (the package's
+//    pages again in Firefox); 10. the benchmark, once with tiny counts, as a smoke test: it
+//    fails if a benchmark throws or disagrees with its baseline, never on timings. 11. The
+//    README's commands on a fresh clone of
 //    HEAD (tests/tools/fresh-clone.mjs), with no node_modules and no dist/ to start from:
 //    `npm start` (the demo used in Chromium), then `npm run bench -- --quick`, which runs
 //    `npm run build` first.
@@ -86,12 +86,12 @@ const tarball = join(packed, readdirSync(packed).find((f) => f.endsWith(".tgz"))
 run("node", ["--test", "--test-reporter=spec", "tests/bundlers/bundlers.test.mjs"], { env: { ...process.env, TARBALL: tarball } });
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/demo.test.mjs", "tests/browser/concurrency.test.mjs",
   "tests/browser/passkey.test.mjs", "tests/browser/sync.test.mjs"], {
-  env: { ...process.env, CONSUMER_DIR: consumer },
+  env: { ...process.env, CONSUMER_DIR: consumer, TEST_BROWSER: "chromium" },
 });
 // The package's end-to-end and two-tab tests again in Firefox ESR: the packaged glue, the lazy
 // GlueSQL engine, quota and another tab's upgrade on Firefox's own IndexedDB.
 run("node", ["--test", "--test-reporter=spec", "tests/browser/e2e.test.mjs", "tests/browser/concurrency.test.mjs"], {
-  env: { ...process.env, CONSUMER_DIR: consumer, BROWSER: "firefox" },
+  env: { ...process.env, CONSUMER_DIR: consumer, TEST_BROWSER: "firefox" },
 });
 run("node", ["tests/benches/bench.mjs", "--quick"], { env: { ...process.env, CONSUMER_DIR: consumer } });
 run("node", ["tests/tools/fresh-clone.mjs"], { env: buildEnv });

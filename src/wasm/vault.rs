@@ -1033,6 +1033,8 @@ impl JsVault {
         let refused = if self.vault.is_closed() {
             err(crate::VaultError::Closed)
         } else {
+            // Built here rather than through `to_js`: `UNSUPPORTED` is no `VaultError` variant
+            // of the engine (its only other use is the TypeScript layer's passkeys).
             let e: JsValue = js_sys::Error::new(
                 "the browser's IndexedDB engine has no syncHandle (the server side of sync): answer sync requests in a worker, on Node or from a vault opened with backend \"memory\" or \"sql\"",
             )

@@ -1,4 +1,4 @@
-// End to end in real headless Chromium (Playwright), or Firefox ESR with BROWSER=firefox
+// End to end in real headless Chromium (Playwright), or Firefox ESR with TEST_BROWSER=firefox
 // (pages.mjs): the packaged browser build, loaded by a page served on 127.0.0.1, on IndexedDB.
 // CONSUMER_DIR is the folder the packed tarball was installed in.
 import assert from "node:assert/strict";

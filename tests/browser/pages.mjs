@@ -1,5 +1,5 @@
 // Pages that load the packaged build, for the end-to-end tests, in headless Chromium (Playwright,
-// the default) or in headless Firefox ESR (`BROWSER=firefox`: puppeteer-core over WebDriver BiDi;
+// the default) or in headless Firefox ESR (`TEST_BROWSER=firefox`: puppeteer-core over WebDriver BiDi;
 // Playwright drives only its own patched Firefox builds, and this machine has Debian's). Both
 // give the same small surface the tests use: `browser.newContext()` (a separate profile's
 // storage), `newPage()`, and pages with `goto`, `evaluate`, `waitForFunction`, `reload`, `close`.
@@ -7,9 +7,12 @@ import { after, before } from "node:test";
 import { serve } from "../../js/tools/serve.mjs";
 import { launchChromium } from "./chromium.mjs";
 
-/** Which browser the tests run in: "chromium" (default) or "firefox". */
-export const browserName = process.env.BROWSER ?? "chromium";
-if (!["chromium", "firefox"].includes(browserName)) throw new Error(`BROWSER must be chromium or firefox, not ${browserName}`);
+/**
+ * Which browser the tests run in: "chromium" (default) or "firefox". Not `BROWSER`, which many
+ * environments already set to the user's desktop browser for tools that open a URL.
+ */
+export const browserName = process.env.TEST_BROWSER ?? "chromium";
+if (!["chromium", "firefox"].includes(browserName)) throw new Error(`TEST_BROWSER must be chromium or firefox, not ${browserName}`);
 
 /** Debian's Firefox ESR, with `prefs` set in its fresh profile; FIREFOX picks another binary. */
 async function launchFirefox(prefs = {}) {
@@ -29,8 +32,8 @@ async function launchFirefox(prefs = {}) {
   };
 }
 
-function launch(prefs) {
-  return browserName === "firefox" ? launchFirefox(prefs) : launchChromium();
+function launch() {
+  return browserName === "firefox" ? launchFirefox() : launchChromium();
 }
 
 /**
