@@ -9,7 +9,7 @@
 // are kept. An entry is written to a temporary name and renamed, so a build killed mid-write
 // leaves no half file under a real name.
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 
 /** Entries kept: the two engines of the last few source states. */
@@ -31,10 +31,22 @@ export function cacheKey(version, args, input) {
 export function optimizeCached({ dir, version, args, wasm, optimize }) {
   const key = cacheKey(version, args, wasm);
   const entry = join(dir, `${key}.wasm`);
-  if (existsSync(entry)) {
+  // Copy without checking first: another build sharing the directory may prune the entry at any
+  // moment, and a copy whose source is missing fails with ENOENT and writes nothing.
+  let hit = true;
+  try {
     copyFileSync(entry, wasm);
+  } catch (error) {
+    if (error?.code !== "ENOENT") throw error;
+    hit = false;
+  }
+  if (hit) {
     const now = new Date();
-    utimesSync(entry, now, now); // newest use, for pruning
+    try {
+      utimesSync(entry, now, now); // newest use, for pruning
+    } catch {
+      // Pruned right after the copy: the copy is whole all the same.
+    }
     return true;
   }
   optimize(args, wasm);
