@@ -58,8 +58,9 @@ impl Vault {
         self.delete_by_id(id).await
     }
 
-    /// Delete permanently by token; a missing record is not an error.
-    pub async fn record_delete_by_token(&self, token: &str) -> Result<()> {
+    /// Delete permanently by token; a missing record is not an error. Whether a record was
+    /// deleted, as [`Vault::token_delete`].
+    pub async fn record_delete_by_token(&self, token: &str) -> Result<bool> {
         self.token_delete(token).await
     }
 

@@ -505,16 +505,18 @@ impl Vault {
         self.change_by_token(token, RecordChange::Restore).await
     }
 
-    /// Delete permanently. Deleting a missing token succeeds.
-    pub async fn token_delete(&self, token: &str) -> Result<()> {
+    /// Delete permanently. Deleting a missing token succeeds; the result says whether a record
+    /// was deleted (the `records` of the operation's event).
+    pub async fn token_delete(&self, token: &str) -> Result<bool> {
         self.ensure_open()?;
         token::check_lookup(token)?;
         match self.record_by_token(token).await? {
             Some(record) => {
                 self.observe(&record);
-                self.delete_by_id(&record.id).await
+                self.delete_by_id(&record.id).await?;
+                Ok(true)
             }
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 

@@ -82,6 +82,9 @@ fn one<T>(_: &T) -> u64 {
 fn len<T>(v: &Vec<T>) -> u64 {
     v.len() as u64
 }
+fn deleted(d: &bool) -> u64 {
+    u64::from(*d)
+}
 fn count(n: &u64) -> u64 {
     *n
 }
@@ -549,7 +552,7 @@ impl JsVault {
             js::string(&token, "token"),
             |v, t| async move { v.token_delete(&t).await },
             undefined,
-            one,
+            deleted,
         )
     }
 
@@ -657,7 +660,7 @@ impl JsVault {
             js::string(&token, "token"),
             |v, t| async move { v.record_delete_by_token(&t).await },
             undefined,
-            one,
+            deleted,
         )
     }
 

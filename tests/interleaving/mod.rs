@@ -459,7 +459,7 @@ async fn write(v: &Vault, kind: Write, tokens: &BTreeMap<&'static str, String>) 
         Write::Renew => v.token_renew(&t("t1"), Some(LATER)).await.map(|()| vec![]),
         Write::SoftDelete => v.token_soft_delete(&t("t1")).await.map(|()| vec![]),
         Write::Restore => v.token_restore(&t("t2")).await.map(|()| vec![]),
-        Write::Delete => v.token_delete(&t("t1")).await.map(|()| vec![]),
+        Write::Delete => v.token_delete(&t("t1")).await.map(|_| vec![]),
         Write::PurgeSoftDelete => v
             .tokens_expired_soft_delete()
             .await

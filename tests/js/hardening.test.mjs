@@ -217,6 +217,11 @@ test("onEvent reports every operation with its outcome, and a throwing listener 
   await v.tokenRead(tokens[0], "wrong password!!").catch(() => {});
   await v.tokenRead(5, PASSWORD).catch(() => {});
   await v.recordList({ limit: 2 });
+  // A delete counts the record it deleted: none for a token that is not there.
+  await v.tokenDelete(tokens[2]);
+  await v.tokenDelete(tokens[2]);
+  await v.recordDeleteByToken(tokens[1]);
+  await v.recordDeleteByToken(tokens[1]);
   v.lock();
   await v.close();
   assert.deepEqual(
@@ -228,6 +233,10 @@ test("onEvent reports every operation with its outcome, and a throwing listener 
       { op: "tokenRead", records: 0, code: "INVALID_PASSWORD" },
       { op: "tokenRead", records: 0, code: "INVALID_ARGUMENT" },
       { op: "recordList", records: 2, code: "OK" },
+      { op: "tokenDelete", records: 1, code: "OK" },
+      { op: "tokenDelete", records: 0, code: "OK" },
+      { op: "recordDeleteByToken", records: 1, code: "OK" },
+      { op: "recordDeleteByToken", records: 0, code: "OK" },
       { op: "lock", records: 0, code: "OK" },
       { op: "close", records: 0, code: "OK" },
     ],
