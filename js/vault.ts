@@ -50,7 +50,8 @@ const IN_PROCESS_URL = "https://sync.invalid/";
 
 /**
  * Read a body, stopping once it holds more than `limit` bytes (SYNC.md: the cap is checked on
- * the bytes read, whatever `Content-Length` said). `undefined` when it went over.
+ * the bytes read, whatever `Content-Length` said). `undefined` when it went over; throws when
+ * the body cannot be read (already read, or its stream failed).
  */
 async function readCapped(body: ReadableStream<Uint8Array> | null, limit: number): Promise<Uint8Array | undefined> {
   if (body === null) return new Uint8Array(0);
@@ -516,7 +517,7 @@ export class Vault {
    * (`cache-control: no-store`) for every request, and rejects only with `CLOSED` after
    * `close()`: `405` (with `Allow: POST`) for another method, `415` for a body that is not
    * `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a malformed
-   * one, `422` for rows that contradict this vault (nothing of them is stored), `409`
+   * one or one that cannot be read (read by the app already, or an upload that broke off), `422` for rows that contradict this vault (nothing of them is stored), `409`
    * (`SYNC_CONFLICT`) for a replica of another vault, or one whose PBKDF2 iterations are below
    * this vault's `minKdfIterations` when it is still empty; an error's body is
    * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with
@@ -546,7 +547,15 @@ export class Vault {
       const refused = v.syncRefusal(method, contentType, declared === null ? undefined : Number(declared));
       if (refused !== undefined) return syncResponse(refused);
       const limit = this.#engine.Vault.syncBodyLimit();
-      const body = await readCapped(request.body, limit);
+      // A body the app read first (it would read as empty, and be refused as malformed JSON),
+      // or an upload that broke off: a 400 that says so, not a server failure.
+      let body: Uint8Array | undefined;
+      try {
+        if (request.bodyUsed) throw new TypeError("the body was read already");
+        body = await readCapped(request.body, limit);
+      } catch {
+        return syncResponse(v.syncRefusal(method, contentType, undefined, true) as [number, string]);
+      }
       if (body === undefined) return syncResponse(v.syncRefusal(method, contentType, limit + 1) as [number, string]);
       return syncResponse(await v.syncHandle(body));
     });

@@ -148,9 +148,15 @@ pub fn answer(status: u16, body: &str) -> JsValue {
 
 /// The refusal a request gets before its body is read (FORMAT.md "Sync", Transport): a method
 /// other than `POST` (405), a content type other than JSON (415), a body over the cap (413), as
-/// declared by `Content-Length` or as read so far. `None` when the request may go on.
+/// declared by `Content-Length` or as read so far; a body that could not be read (400).
+/// `None` when the request may go on.
 #[cfg(any(feature = "gluesql", feature = "sql"))]
-pub fn refusal(method: &str, content_type: Option<&str>, length: Option<f64>) -> Option<WireError> {
+pub fn refusal(
+    method: &str,
+    content_type: Option<&str>,
+    length: Option<f64>,
+    unreadable: bool,
+) -> Option<WireError> {
     if method != "POST" {
         return Some(WireError::MethodNotAllowed);
     }
@@ -162,6 +168,11 @@ pub fn refusal(method: &str, content_type: Option<&str>, length: Option<f64>) ->
         Some(n) if !(n >= 0.0 && n <= wire::MAX_BODY_BYTES as f64) => {
             wire::check_body_len(wire::MAX_BODY_BYTES + 1).err()
         }
+        // A client that went away mid-upload, or an app that read the body before passing the
+        // request on: a bad request like any other, answered and reported, not a server failure.
+        _ if unreadable => Some(WireError::Malformed(
+            "the request's body could not be read: it broke off, or it was read before syncHandle (pass the request unread, or a clone())".to_owned(),
+        )),
         _ => None,
     }
 }

@@ -987,17 +987,20 @@ impl JsVault {
 
     /// Whether a sync request is refused before its body is read: `[status, JSON body]` for a
     /// method other than `POST` (405), a content type other than JSON (415) or a body over
-    /// [`Vault.syncBodyLimit`] bytes, declared or read so far (413), reported to the `onEvent`
-    /// listener as a `syncHandle` with the refusal's code; `undefined` otherwise.
+    /// [`Vault.syncBodyLimit`] bytes, declared or read so far (413), or a body whose read failed
+    /// (`unreadable`, 400), reported to the `onEvent` listener as a `syncHandle` with the
+    /// refusal's code; `undefined` otherwise.
     #[wasm_bindgen(js_name = syncRefusal, unchecked_return_type = "[number, string] | undefined")]
     pub fn sync_refusal(
         &self,
         method: &str,
         content_type: Option<String>,
         length: Option<f64>,
+        unreadable: Option<bool>,
     ) -> JsValue {
         let started = now_ms();
-        match super::sync::refusal(method, content_type.as_deref(), length) {
+        let unreadable = unreadable.unwrap_or(false);
+        match super::sync::refusal(method, content_type.as_deref(), length, unreadable) {
             Some(e) => {
                 let answer = crate::sync::wire::encode_error(&e);
                 self.events

@@ -172,15 +172,35 @@ test("syncHandle answers hostile requests with JSON errors before the engine rea
   assert.equal(future.status, 400);
   assert.equal((await errorBody(future)).code, "UNSUPPORTED");
 
+  // A body the app read before passing the request on, and an upload that broke off: 400s that
+  // say why, not a server failure.
+  const read = post(JSON.stringify({ sync: 1, op: "pull" }));
+  await read.text();
+  const used = await vault.syncHandle(read);
+  assert.equal(used.status, 400);
+  const usedError = await errorBody(used);
+  assert.equal(usedError.code, "INVALID_ARGUMENT");
+  assert.match(usedError.message, /body could not be read/);
+  const broken = new ReadableStream({
+    pull(controller) {
+      controller.error(new Error("connection reset"));
+    },
+  });
+  const cut = await vault.syncHandle(
+    new Request("https://sync.example/", { method: "POST", headers: { "content-type": "application/json" }, body: broken, duplex: "half" }),
+  );
+  assert.equal(cut.status, 400);
+  assert.match((await errorBody(cut)).message, /body could not be read/);
+
   // Not a Request at all: rejected, not answered.
   const notRequest = await rejects(vault.syncHandle({ method: "POST", body: "{}" }), "INVALID_ARGUMENT");
   assert.match(notRequest.message, /takes a Request/);
 
   // A server's monitoring hears of every refusal, including those answered before the engine
-  // reads a body (405, 415, 413 streamed and declared).
+  // reads a body (405, 415, 413 streamed and declared, the unreadable bodies).
   assert.deepEqual(
     events.filter((e) => e.op === "syncHandle").map((e) => e.code),
-    ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "UNSUPPORTED", "INVALID_ARGUMENT"],
+    ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "UNSUPPORTED", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT"],
   );
 
   // None of it wrote anything.
