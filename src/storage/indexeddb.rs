@@ -872,7 +872,8 @@ pub struct IdbStorage {
 }
 
 /// At most this many inserts in a batch that assumes the seq counter: each looks its id up
-/// among the tombstones, where a larger batch counts them once and waits for the count.
+/// among the tombstones, where a larger batch reads them once (or learns there are more than
+/// it inserts) and waits for that.
 const ASSUMING_INSERTS: usize = 16;
 
 impl std::fmt::Debug for IdbStorage {

@@ -2849,6 +2849,55 @@ pub async fn tombstones_record_every_deletion(s: impl Storage) {
 
 /// A local write marks its rows dirty at their new seq; `dirty_changes` pages them in mark
 /// order; a merge's write is dirty only when it says so.
+/// An insert of a tombstoned id fails its whole batch, whatever the batch's size against the
+/// tombstones' count (IndexedDB reads every tombstone's id once for a batch that inserts at
+/// least as many records as there are tombstones, and looks each insert's id up otherwise).
+pub async fn inserts_of_a_tombstoned_id_fail_in_batches_of_any_size(s: impl Storage) {
+    let ids: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    let inserts = |ids: &[String], prefix: &str| -> Vec<WriteOp> {
+        ids.iter()
+            .map(|id| WriteOp::InsertRecord(record(id, &format!("tk_{prefix}{id}"))))
+            .collect()
+    };
+    write(&s, inserts(&ids, "")).await.unwrap();
+    write(&s, ids[..19].iter().map(|id| delete(id)).collect())
+        .await
+        .unwrap();
+    let before = everything(&s).await;
+    let fresh = |n: usize, prefix: &str| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    };
+    // 20 inserts, 19 tombstones; 17 inserts (more than a batch that assumes the seq counter
+    // holds), 19 tombstones; a single insert.
+    for (mut batch, taken) in [
+        (fresh(19, "n"), "t5"),
+        (fresh(16, "m"), "t7"),
+        (Vec::new(), "t3"),
+    ] {
+        batch.insert(batch.len() / 2, taken.to_owned());
+        assert_eq!(
+            write(&s, inserts(&batch, "x")).await.unwrap_err(),
+            StorageError::IdTaken(taken.into()),
+            "a batch of {} inserts",
+            batch.len()
+        );
+        assert_eq!(
+            everything(&s).await,
+            before,
+            "nothing of the batch was written"
+        );
+    }
+    // Fresh ids in batches of either size are stored.
+    write(&s, inserts(&fresh(20, "n"), "y")).await.unwrap();
+    write(&s, inserts(&fresh(1, "m"), "y")).await.unwrap();
+    assert_eq!(
+        s.count_records(&RecordFilter::default(), NOW)
+            .await
+            .unwrap(),
+        22
+    );
+}
+
 pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
     let tag = MetaKey::new("password_identity", "p_1", "tag");
     s.apply(
@@ -4455,6 +4504,7 @@ macro_rules! conformance_cases {
             meta_rows_carry_their_writers_revision,
             seqs_grow_in_commit_order,
             tombstones_record_every_deletion,
+            inserts_of_a_tombstoned_id_fail_in_batches_of_any_size,
             dirty_marks_follow_local_writes,
             put_version_stores_what_a_merge_decided,
             identities_go_only_when_unlinked,
