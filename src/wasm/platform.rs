@@ -94,9 +94,9 @@ impl PasswordKdf for WebCryptoKdf {
     }
 }
 
-/// Yields to the host's event loop with `setTimeout(0)`, which every runtime has, so timers,
-/// `AbortSignal`s and rendering get their turn during a long rekey; runs key-cache sweeps on a
-/// timer.
+/// Yields to the host's event loop with a new task ([`crate::platform::sleep_ms`]`(0)`), so
+/// timers, `AbortSignal`s and rendering get their turn during a long rekey; runs key-cache
+/// sweeps on a timer.
 #[derive(Default)]
 pub struct TimerScheduler {
     /// Timers set and not yet fired, by a sequence number, with their callbacks: dropping a
