@@ -14,6 +14,8 @@
 //                       explicit commit(), as in the package since Firefox showed it unsafe)
 //            noEpoch    the same without the write epoch put (what keeping it in the counter
 //                       row would save)
+//            noTombstone  the package's without the tombstone read (what an insert that knows
+//                       its id is fresh from the CSPRNG would save)
 // bulk     10,000 new rows, what a first sync writes, against the sync row's baseline (one Dexie
 //          bulkAdd), and which part of the difference is which:
 //            schema2Pages       schema 2's rows as a pull stores them (revisions, seq, flags;
@@ -76,12 +78,13 @@ async function open(name, only) {
 let clock = 1_700_000_000_000;
 const row = (seq) => ({ id: crypto.randomUUID(), token: "tk_" + crypto.randomUUID(), createdAt: ++clock, updatedAt: clock, expiresSort: 0, deleted: 0, passwordId: "", seq, dirty: seq, value: "x".repeat(200) });
 const STORES = ["records", "meta", "tombstones", "counters"];
-function packageCreate(db, state, epoch) {
+function packageCreate(db, state, epoch, tombstone = true) {
   const tx = db.transaction(STORES, "readwrite");
   const [records, meta, tombstones, counters] = STORES.map((s) => tx.objectStore(s));
   const seq = ++state.seq;
   const record = row(seq);
-  const reads = [req(counters.get("seq")), req(tombstones.getKey("record:" + record.id)), req(meta.get(["vault", "state", "unlinked"])), req(records.add(record))];
+  const reads = [req(counters.get("seq")), req(meta.get(["vault", "state", "unlinked"])), req(records.add(record))];
+  if (tombstone) reads.push(req(tombstones.getKey("record:" + record.id)));
   if (epoch) meta.put({ objectType: "vault", objectId: "state", key: "writes", value: crypto.randomUUID() });
   counters.put(seq, "seq");
   return Promise.all(reads).then(() => done(tx));
@@ -90,6 +93,7 @@ const creates = {
   add: (db, state) => { const tx = db.transaction("records", "readwrite"); tx.objectStore("records").add(row(++state.seq)); return done(tx); },
   package: (db, state) => packageCreate(db, state, true),
   noEpoch: (db, state) => packageCreate(db, state, false),
+  noTombstone: (db, state) => packageCreate(db, state, true, false),
 };
 window.createRound = async (n) => {
   const out = {};

@@ -603,8 +603,8 @@ impl Batch {
             None
         };
         if self.assumed_seq.is_some() {
-            // A few inserts each look their id up among the tombstones instead of waiting for
-            // a count of them (`IdbStorage::may_assume_seq` admits only such batches).
+            // A few inserts each look their id up among the tombstones instead of waiting to
+            // read them (`IdbStorage::may_assume_seq` admits only such batches).
             self.record_tombstones = true;
         }
         // The record tombstones' keys, up to one more than the batch inserts: all of them when
