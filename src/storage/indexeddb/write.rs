@@ -569,7 +569,8 @@ impl Batch {
     }
 
     /// Read, in one round trip, every record the batch changes or deletes, the seq counter if
-    /// the batch writes a replicated row, and whether any record tombstone exists if it inserts.
+    /// the batch writes a replicated row, and if it inserts, the record tombstones' ids (or
+    /// that there are more of them than it inserts).
     async fn prefetch(&mut self, batch: &[WriteOp]) -> StorageResult<()> {
         let mut ids: Vec<String> = Vec::new();
         let mut inserts = 0u32;
