@@ -2,6 +2,8 @@
 // the README names: the cached key's expiry timer (15 minutes by default) may not keep the process
 // alive. Node and Bun unreference the timer; Deno needs `Deno.unrefTimer`. And `close()` clears
 // the timer, for hosts that can do neither (edge-runtime, whose timers are plain numbers).
+// A rekey long enough to yield to the event loop (every 8 ms, through a MessageChannel whose
+// ports would keep the process alive if left open) may not either.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -11,6 +13,8 @@ const SCRIPT = `import { Vault } from "vaultstore-wasm";
 const vault = await Vault.open({ backend: "memory", kdfIterations: 1000 });
 const token = await vault.tokenCreate("left open", "correct horse battery staple");
 console.log(await vault.tokenRead(token, "correct horse battery staple"));
+await vault.tokensCreate(Array.from({ length: 2000 }, (_, i) => "value " + i), "correct horse battery staple");
+await vault.bulkRekey("correct horse battery staple", "a new passphrase, rotated", { rotate: true });
 `;
 writeFileSync("left-open.mjs", SCRIPT);
 
