@@ -517,7 +517,8 @@ export class Vault {
    * (`cache-control: no-store`) for every request, and rejects only with `CLOSED` after
    * `close()`: `405` (with `Allow: POST`) for another method, `415` for a body that is not
    * `application/json`, `413` for a body over 4 MiB (declared or read), `400` for a malformed
-   * one or one that cannot be read (read by the app already, or an upload that broke off), `422` for rows that contradict this vault (nothing of them is stored), `409`
+   * one or one that cannot be read (read by the app already, or an upload that broke off),
+   * `422` for rows that contradict this vault (nothing of them is stored), `409`
    * (`SYNC_CONFLICT`) for a replica of another vault, or one whose PBKDF2 iterations are below
    * this vault's `minKdfIterations` when it is still empty; an error's body is
    * `{ "error": { "code", "message" } }`. In a browser, an IndexedDB vault rejects with

@@ -2847,8 +2847,6 @@ pub async fn tombstones_record_every_deletion(s: impl Storage) {
     );
 }
 
-/// A local write marks its rows dirty at their new seq; `dirty_changes` pages them in mark
-/// order; a merge's write is dirty only when it says so.
 /// An insert of a tombstoned id fails its whole batch, whatever the batch's size against the
 /// tombstones' count (IndexedDB reads every tombstone's id once for a batch that inserts at
 /// least as many records as there are tombstones, and looks each insert's id up otherwise).
@@ -2898,6 +2896,8 @@ pub async fn inserts_of_a_tombstoned_id_fail_in_batches_of_any_size(s: impl Stor
     );
 }
 
+/// A local write marks its rows dirty at their new seq; `dirty_changes` pages them in mark
+/// order; a merge's write is dirty only when it says so.
 pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
     let tag = MetaKey::new("password_identity", "p_1", "tag");
     s.apply(
