@@ -581,22 +581,49 @@ fn count_from(rows: Vec<Vec<SqlValue>>) -> StorageResult<u64> {
 /// JSON arrays of `items`, each at most [`MAX_JSON_PARAM`] bytes (an item larger than that
 /// goes alone), in order.
 fn json_chunks(items: impl IntoIterator<Item = Json>) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut current = String::from("[");
-    for item in items {
-        let encoded = item.to_string();
-        if current.len() > 1 && current.len() + encoded.len() + 1 > MAX_JSON_PARAM {
-            current.push(']');
-            chunks.push(std::mem::replace(&mut current, String::from("[")));
-        }
-        if current.len() > 1 {
-            current.push(',');
-        }
-        current.push_str(&encoded);
+    json_chunk_pairs(items.into_iter().map(|item| (item, Json::Null)))
+        .into_iter()
+        .map(|(chunk, _)| chunk)
+        .collect()
+}
+
+/// Two JSON arrays built in step, for a check and the write it guards: item `i` of each chunk's
+/// first array and of its second describe the same op, and a chunk is cut when either array
+/// would outgrow [`MAX_JSON_PARAM`]. Each statement gets only the fields it reads, instead of
+/// both statements binding one array of every field (a rotation's batch held, and sent, each
+/// value and the value it replaces twice). `Json::Null` items leave the second array empty.
+fn json_chunk_pairs(items: impl IntoIterator<Item = (Json, Json)>) -> Vec<(String, String)> {
+    fn push(array: &mut String, encoded: &str) {
+        array.push(if array.is_empty() { '[' } else { ',' });
+        array.push_str(encoded);
     }
-    if current.len() > 1 {
-        current.push(']');
-        chunks.push(current);
+    fn close(array: &mut String) -> String {
+        if !array.is_empty() {
+            array.push(']');
+        }
+        // A string grown a push at a time has up to twice its length in capacity, and a batch
+        // holds every chunk until it is sent.
+        array.shrink_to_fit();
+        std::mem::take(array)
+    }
+    let mut chunks = Vec::new();
+    let (mut first, mut second) = (String::new(), String::new());
+    for (a, b) in items {
+        let a = a.to_string();
+        let b = (!b.is_null()).then(|| b.to_string());
+        let over = |array: &String, len: usize| array.len() + len + 2 > MAX_JSON_PARAM;
+        if !first.is_empty()
+            && (over(&first, a.len()) || over(&second, b.as_ref().map_or(0, String::len)))
+        {
+            chunks.push((close(&mut first), close(&mut second)));
+        }
+        push(&mut first, &a);
+        if let Some(b) = b {
+            push(&mut second, &b);
+        }
+    }
+    if !first.is_empty() {
+        chunks.push((close(&mut first), close(&mut second)));
     }
     chunks
 }
@@ -1819,6 +1846,69 @@ mod tests {
         Stamp {
             rev: Rev::new(5, 0, 1).unwrap(),
             at: 5,
+        }
+    }
+
+    /// A check's array and its write's stay in step: a chunk ends when either would outgrow the
+    /// limit, and item `i` of both is the same op.
+    #[test]
+    fn paired_arrays_are_cut_together_when_either_is_full() {
+        let big = "x".repeat(MAX_JSON_PARAM / 3 - 10);
+        let pairs = json_chunk_pairs((0..7).map(|i| (Json::from(i), Json::from(big.as_str()))));
+        assert_eq!(pairs.len(), 3);
+        let mut seen = Vec::new();
+        for (first, second) in &pairs {
+            assert!(first.len() <= MAX_JSON_PARAM && second.len() <= MAX_JSON_PARAM);
+            let ids: Vec<u32> = serde_json::from_str(first).unwrap();
+            let values: Vec<String> = serde_json::from_str(second).unwrap();
+            assert_eq!(ids.len(), values.len());
+            seen.extend(ids);
+        }
+        assert_eq!(seen, (0..7).collect::<Vec<_>>());
+    }
+
+    /// What a user on D1 uploads: each value a batch writes, and each value it expects to
+    /// replace, is bound once, not once per statement that reads the batch's array.
+    #[test]
+    fn a_batch_binds_each_value_once() {
+        let reseal = |i: usize| WriteOp::ChangeRecord {
+            id: format!("id{i}"),
+            change: RecordChange::Reseal {
+                expect: format!("old-value-{i}"),
+                value: format!("new-value-{i}"),
+                password_id: Some("p2".into()),
+            },
+            at: 5,
+        };
+        let insert = |i: usize| {
+            WriteOp::InsertRecord(Record {
+                id: format!("new{i}"),
+                token: format!("tk_new{i}"),
+                value: format!("inserted-value-{i}"),
+                created_at: 1,
+                updated_at: 1,
+                expires_at: None,
+                soft_deleted_at: None,
+                password_id: None,
+                revs: RecordRevs::all(stamp().rev),
+            })
+        };
+        let batch: Vec<WriteOp> = (0..3).map(reseal).chain((0..3).map(insert)).collect();
+        let statements = plan("ns", stamp(), &batch);
+        let bound = |needle: &str| {
+            statements
+                .iter()
+                .flat_map(|s| &s.params)
+                .map(|p| match p {
+                    SqlValue::Text(t) => t.matches(needle).count(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+        };
+        for i in 0..3 {
+            assert_eq!(bound(&format!("\"old-value-{i}\"")), 1);
+            assert_eq!(bound(&format!("\"new-value-{i}\"")), 1);
+            assert_eq!(bound(&format!("\"inserted-value-{i}\"")), 1);
         }
     }
 

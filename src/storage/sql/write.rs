@@ -329,18 +329,33 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
     let with_array = |out: &mut Vec<Statement>, sqls: &[(&str, Extra)], items: Vec<Json>| {
         with_items(out, sqls, &mut items.into_iter())
     };
+    // A check and the write it guards, each over an array of only the fields it reads.
+    let with_checked = |out: &mut Vec<Statement>,
+                        check: &str,
+                        (write, extra): (&str, Extra),
+                        items: &mut dyn Iterator<Item = (Json, Json)>| {
+        for (checked, written) in json_chunk_pairs(items) {
+            out.push(Statement::new(
+                check,
+                vec![ns.into(), SqlValue::Text(checked)],
+            ));
+            let mut params = vec![ns.into(), SqlValue::Text(written)];
+            if let Extra::Rev = extra {
+                params.push(rev.as_str().into());
+            }
+            out.push(Statement::new(write, params));
+        }
+    };
     match run[0] {
         WriteOp::InsertRecord(_) => {
             let mut items = run.iter().filter_map(|op| match op {
-                WriteOp::InsertRecord(r) => Some(record_json(r, true)),
+                WriteOp::InsertRecord(r) => Some((Json::from(r.id.as_str()), record_json(r, true))),
                 _ => None,
             });
-            with_items(
+            with_checked(
                 out,
-                &[
-                    (CHECK_TOMBSTONED_IDS, Extra::None),
-                    (INSERT_RECORDS, Extra::None),
-                ],
+                CHECK_TOMBSTONED_IDS,
+                (INSERT_RECORDS, Extra::None),
                 &mut items,
             );
         }
@@ -349,11 +364,7 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
                 WriteOp::ChangeRecord { id, change, at } => Some(change_json(id, change, *at)),
                 _ => None,
             });
-            with_items(
-                out,
-                &[(CHECK_CHANGES, Extra::None), (APPLY_CHANGES, Extra::Rev)],
-                &mut items,
-            );
+            with_checked(out, CHECK_CHANGES, (APPLY_CHANGES, Extra::Rev), &mut items);
         }
         WriteOp::DeleteRecord { .. } => {
             let items = run
@@ -579,32 +590,39 @@ fn version_json(row: &Row, dirty: bool) -> Json {
     }
 }
 
-fn change_json(id: &str, change: &RecordChange, at: i64) -> Json {
+/// A change as [`CHECK_CHANGES`] reads it (what the record must still be) and as
+/// [`APPLY_CHANGES`] reads it (what it becomes).
+fn change_json(id: &str, change: &RecordChange, at: i64) -> (Json, Json) {
     let key = sort_key(id);
     match change {
-        RecordChange::Renew { expires_at } => {
-            json!({ "key": key, "op": "renew", "at": at, "expires_at": expires_at })
-        }
-        RecordChange::SoftDelete { if_expired_at } => {
-            json!({ "key": key, "op": "soft_delete", "at": at, "if_expired_at": if_expired_at })
-        }
-        RecordChange::Restore => json!({ "key": key, "op": "restore", "at": at }),
+        RecordChange::Renew { expires_at } => (
+            json!({ "key": key, "op": "renew" }),
+            json!({ "key": key, "op": "renew", "at": at, "expires_at": expires_at }),
+        ),
+        RecordChange::SoftDelete { if_expired_at } => (
+            json!({ "key": key, "op": "soft_delete", "if_expired_at": if_expired_at }),
+            json!({ "key": key, "op": "soft_delete", "at": at }),
+        ),
+        RecordChange::Restore => (
+            json!({ "key": key, "op": "restore" }),
+            json!({ "key": key, "op": "restore", "at": at }),
+        ),
         RecordChange::Reseal {
             expect,
             value,
             password_id,
-        } => json!({
-            "key": key, "op": "reseal", "at": at, "expect": expect, "value": value,
-            "password_id": password_id,
-        }),
+        } => (
+            json!({ "key": key, "op": "reseal", "expect": expect }),
+            json!({ "key": key, "op": "reseal", "at": at, "value": value, "password_id": password_id }),
+        ),
         RecordChange::Update {
             expect,
             value,
             password_id,
-        } => json!({
-            "key": key, "op": "update", "at": at, "expect": expect, "value": value,
-            "password_id": password_id,
-        }),
+        } => (
+            json!({ "key": key, "op": "update", "expect": expect }),
+            json!({ "key": key, "op": "update", "at": at, "value": value, "password_id": password_id }),
+        ),
     }
 }
 
@@ -633,7 +651,7 @@ macro_rules! record_fields {
 pub(super) const CHECK_TOMBSTONED_IDS: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'id_taken' FROM json_each(?2) AS r
     CROSS JOIN vaultstore_tombstones AS t ON t.ns = ?1 AND t.kind = 'record'
-        AND t.k1 = r.value->>'id' AND t.k2 = '' AND t.k3 = ''";
+        AND t.k1 = r.value AND t.k2 = '' AND t.k3 = ''";
 
 pub(super) const INSERT_RECORDS: &str = concat!(
     "INSERT INTO vaultstore_records ",
