@@ -263,6 +263,10 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
 
     let peak_before_rotation = status_bytes("VmHWM:");
     reset_peak();
+    // What the process holds when the rotation starts: its peak less this is the rotation's own.
+    if let Some(rss) = status_bytes("VmRSS:") {
+        eprintln!("{n}: {} MiB resident before the rotation", rss >> 20);
+    }
     let (rotation, moved) = once(async || {
         vault
             .bulk_rekey(
