@@ -7,8 +7,15 @@
 //! HMAC speed, skipping PBKDF2. It also starts a new epoch: a derivation that began before the
 //! lock is never cached after it, and an operation that began before it can tell it happened.
 //! Expired entries are swept on every access and, where the host has timers, when they expire.
+//!
+//! Each entry also keeps what its key always derives the same way ([`Derived`]): its identity
+//! tag and the identity DEK it last unwrapped. With identities on, every call found its identity
+//! by computing the tag (an HMAC) and unwrapping the DEK (an HKDF and an AES-GCM open) again:
+//! about two fifths of the SHA-256 a `tokenRead` ran, and one of its two AES-GCM opens. They go
+//! with the key: on `lock()`, on expiry, on `forget`. The identity rows are still read on every
+//! call, so a password changed or removed elsewhere stops opening anything at once.
 
-use crate::crypto::{MasterKey, hmac_sha256, random_bytes};
+use crate::crypto::{DataKey, KdfParams, MasterKey, SALT_LEN, hmac_sha256, random_bytes};
 use crate::error::Result;
 use crate::secret::Secret;
 use std::sync::Mutex;
@@ -21,6 +28,26 @@ struct Entry {
     id: CacheId,
     key: MasterKey,
     expires_at: i64,
+    derived: Derived,
+}
+
+/// What a cached master key derived, each a pure function of the key and what it is keyed by
+/// here, so a later call may use it instead of deriving it again.
+#[derive(Default)]
+struct Derived {
+    /// `identity_tag(key)`.
+    tag: Option<String>,
+    /// The last `unwrap_dek(key, params, identity_id, wrapped)`: a secret opens one identity
+    /// (rarely two, SYNC.md 3, whose DEKs then take turns here), and a re-wrap elsewhere
+    /// changes the wrapped row.
+    dek: Option<Unwrapped>,
+}
+
+struct Unwrapped {
+    identity_id: String,
+    wrapped: String,
+    salt: [u8; SALT_LEN],
+    dek: DataKey,
 }
 
 struct State {
@@ -50,6 +77,13 @@ fn lookup_id(state: &State, secret: &Secret) -> CacheId {
         Secret::Password(p) => hmac_sha256(state.id_key.as_ref(), &[b"password:", p.as_bytes()]),
         Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_bytes()]),
     })
+}
+
+/// What the cached entry of `key` derived, if `key` is cached (found by the key itself,
+/// compared in constant time: callers hold the key, not the secret).
+fn derived<'s>(state: &'s mut State, key: &MasterKey) -> Option<&'s mut Derived> {
+    let entry = state.entries.iter_mut().find(|e| e.key == *key)?;
+    Some(&mut entry.derived)
 }
 
 fn new_id_key() -> Result<Zeroizing<[u8; 32]>> {
@@ -105,8 +139,50 @@ impl KeyCache {
             id,
             key: key.clone(),
             expires_at,
+            derived: Derived::default(),
         });
         Some(expires_at)
+    }
+
+    /// `identity_tag(key)`, computed once per cached key.
+    pub(crate) fn identity_tag(&self, key: &MasterKey) -> String {
+        if let Some(tag) = derived(&mut self.state(), key).and_then(|d| d.tag.clone()) {
+            return tag;
+        }
+        let tag = crate::crypto::identity_tag(key);
+        if let Some(d) = derived(&mut self.state(), key) {
+            d.tag = Some(tag.clone());
+        }
+        tag
+    }
+
+    /// `unwrap_dek(key, params, identity_id, wrapped)`, unwrapped once per cached key and
+    /// wrapped row: a row re-wrapped meanwhile is another row, and is unwrapped again.
+    pub(crate) fn unwrap_dek(
+        &self,
+        key: &MasterKey,
+        params: &KdfParams,
+        identity_id: &str,
+        wrapped: &str,
+    ) -> Result<DataKey> {
+        let same = |u: &Unwrapped| {
+            u.identity_id == identity_id && u.wrapped == wrapped && u.salt == params.salt
+        };
+        if let Some(d) = derived(&mut self.state(), key)
+            && let Some(kept) = d.dek.as_ref().filter(|u| same(u))
+        {
+            return Ok(kept.dek.clone());
+        }
+        let dek = crate::crypto::unwrap_dek(key, params, identity_id, wrapped)?;
+        if let Some(d) = derived(&mut self.state(), key) {
+            d.dek = Some(Unwrapped {
+                identity_id: identity_id.to_owned(),
+                wrapped: wrapped.to_owned(),
+                salt: params.salt,
+                dek: dek.clone(),
+            });
+        }
+        Ok(dek)
     }
 
     /// Drop (and so zeroize) the cached key of `secret`, if any: a secret removed from the
@@ -182,6 +258,39 @@ mod tests {
             *before, *after,
             "old lookup ids must not match after lock()"
         );
+    }
+
+    /// A kept DEK answers only for the row it was unwrapped from: a damaged or replaced row is
+    /// unwrapped (and refused) again, and `lock()` drops every DEK with its key.
+    #[test]
+    fn unwrapped_deks_are_kept_per_row_and_go_with_the_key() {
+        let cache = KeyCache::new(1_000).unwrap();
+        let pw = Secret::password("a password");
+        let l = cache.lookup(&pw, 0);
+        let mk = key(1);
+        cache.put(l.id, l.epoch, &mk, 0).unwrap();
+        let params = KdfParams {
+            iterations: 1_000,
+            salt: [7; SALT_LEN],
+        };
+        let dek = DataKey::from_bytes([9; 32]);
+        let row = crate::crypto::wrap_dek(&mk, &params, "id1", &dek).unwrap();
+        assert!(cache.unwrap_dek(&mk, &params, "id1", &row).unwrap() == dek);
+        assert!(derived(&mut cache.state(), &mk).is_some_and(|d| d.dek.is_some()));
+        // The same row again is the kept DEK; another row of the same identity is unwrapped.
+        assert!(cache.unwrap_dek(&mk, &params, "id1", &row).unwrap() == dek);
+        let mut damaged = row.clone();
+        damaged.pop();
+        damaged.push(if row.ends_with('A') { 'B' } else { 'A' });
+        assert!(cache.unwrap_dek(&mk, &params, "id1", &damaged).is_err());
+        // Bound to its identity id, as the row is (its associated data).
+        assert!(cache.unwrap_dek(&mk, &params, "id2", &row).is_err());
+        assert_eq!(cache.identity_tag(&mk), crate::crypto::identity_tag(&mk));
+        cache.clear();
+        assert!(derived(&mut cache.state(), &mk).is_none());
+        // A key that is not cached keeps nothing, and still unwraps.
+        assert!(cache.unwrap_dek(&mk, &params, "id1", &row).unwrap() == dek);
+        assert!(cache.state().entries.is_empty());
     }
 
     #[test]

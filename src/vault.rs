@@ -401,7 +401,7 @@ impl Vault {
         self.check_key_epoch(epoch)?;
         let mut key = if self.identities {
             let (identity, setup) = self.identity_or_create(mk, epoch).await?;
-            let mut key = WriteKey::from_identity(identity, mk);
+            let mut key = WriteKey::from_identity(identity, self.keys.identity_tag(mk));
             if !setup.is_empty() {
                 key.guard = setup;
             }
@@ -527,10 +527,11 @@ impl WriteKey {
         }
     }
 
-    pub(crate) fn from_identity(identity: Identity, mk: &MasterKey) -> Self {
+    /// Sealing with `identity`'s DEK, found by the secret whose identity tag is `tag`.
+    pub(crate) fn from_identity(identity: Identity, tag: String) -> Self {
         let guard = vec![WriteOp::ExpectMeta {
             key: MetaKey::new(object_type::IDENTITY, &identity.slot, identity::TAG_KEY),
-            value: Some(crate::crypto::identity_tag(mk)),
+            value: Some(tag),
         }];
         WriteKey {
             key: identity.dek,

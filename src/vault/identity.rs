@@ -6,7 +6,7 @@
 //! changing a password re-wraps one DEK instead of re-encrypting every record (`rekey.rs`).
 
 use super::Vault;
-use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
+use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, wrap_dek};
 use crate::error::{Result, VaultError};
 use crate::storage::{
     MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
@@ -105,7 +105,7 @@ impl Vault {
         epoch: u64,
     ) -> Result<Vec<Identity>> {
         let rows = reads
-            .meta_find(object_type::IDENTITY, TAG_KEY, &identity_tag(mk))
+            .meta_find(object_type::IDENTITY, TAG_KEY, &self.keys.identity_tag(mk))
             .await?;
         self.check_key_epoch(epoch)?;
         let mut slots: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
@@ -126,7 +126,7 @@ impl Vault {
                         "identity {id} has no data key row; the vault is damaged"
                     ))
                 })?;
-            let dek = unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
+            let dek = self.keys.unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
             if !found.iter().any(|known| known.id == id) {
                 found.push(Identity {
                     id,

@@ -508,13 +508,14 @@ impl Vault {
             let mut round = Round::default();
             round.batch.push(expect_write_epoch(&*tx).await?);
             let target = match self.find_identity_in(&*tx, &mk, carry.lock_epoch).await? {
-                Some(identity) => WriteKey::from_identity(identity, &mk),
+                Some(identity) => WriteKey::from_identity(identity, self.keys.identity_tag(&mk)),
                 None => {
                     let identity = Identity::new(new_identity_id()?, DataKey::generate()?);
                     let setup = self.create_ops(&identity, &mk)?;
                     WriteKey {
                         guard: setup,
-                        ..WriteKey::from_identity(identity, &mk)
+                        key: identity.dek,
+                        identity_id: Some(identity.id),
                     }
                 }
             };

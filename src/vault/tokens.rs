@@ -589,7 +589,10 @@ impl Vault {
         let (opener, _) = self.opener(secret, std::slice::from_ref(record)).await?;
         match opener.key_of(&envelope) {
             Some((_, SealedWith::Identity)) => match opener.identity {
-                Some(identity) => Ok(WriteKey::from_identity(identity, &opener.mk)),
+                Some(identity) => Ok(WriteKey::from_identity(
+                    identity,
+                    self.keys.identity_tag(&opener.mk),
+                )),
                 None => Err(VaultError::InvalidPassword { tokens: vec![] }),
             },
             Some((_, SealedWith::Master)) => self.write_key(&opener.mk, opener.epoch).await,
