@@ -529,10 +529,7 @@ impl WriteKey {
 
     /// Sealing with `identity`'s DEK, found by the secret whose identity tag is `tag`.
     pub(crate) fn from_identity(identity: Identity, tag: String) -> Self {
-        let guard = vec![WriteOp::ExpectMeta {
-            key: MetaKey::new(object_type::IDENTITY, &identity.slot, identity::TAG_KEY),
-            value: Some(tag),
-        }];
+        let guard = vec![identity::expect_tag(&identity.slot, tag)];
         WriteKey {
             key: identity.dek,
             identity_id: Some(identity.id),

@@ -58,11 +58,11 @@ pub(super) fn slot_rows(
     ])
 }
 
-/// Fail the batch unless slot object `slot` still has the tag of `mk`.
-pub(super) fn expect_tag(slot: &str, mk: &MasterKey) -> WriteOp {
+/// Fail the batch unless slot object `slot` still has `tag` (a secret's identity tag).
+pub(super) fn expect_tag(slot: &str, tag: String) -> WriteOp {
     WriteOp::ExpectMeta {
         key: MetaKey::new(object_type::IDENTITY, slot, TAG_KEY),
-        value: Some(identity_tag(mk)),
+        value: Some(tag),
     }
 }
 

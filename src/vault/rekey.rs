@@ -319,7 +319,9 @@ impl Vault {
             .await?;
         // The source must still be the old secret's when this commits (through the slot that
         // found it: its other slots may change meanwhile).
-        round.batch.push(expect_tag(&source.slot, mk_old));
+        round
+            .batch
+            .push(expect_tag(&source.slot, self.keys.identity_tag(mk_old)));
         // The records stay where they are: only how many there are is read, counted in the
         // backend's identity index, so a password change reads no record whatever the vault's
         // size.
@@ -338,7 +340,7 @@ impl Vault {
                 return Ok((stay(round).await?, vec![]));
             }
             Some(other) if other.id != source.id => {
-                let guard = expect_tag(&other.slot, mk_new);
+                let guard = expect_tag(&other.slot, self.keys.identity_tag(mk_new));
                 (other, vec![guard])
             }
             None if !options.rotate => {

@@ -52,7 +52,10 @@ impl Vault {
                 return Err(already_opens());
             }
             let slot = new_identity_id()?;
-            let mut batch = vec![expect_tag(&identity.slot, &mk_existing)];
+            let mut batch = vec![expect_tag(
+                &identity.slot,
+                self.keys.identity_tag(&mk_existing),
+            )];
             batch.extend(
                 slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?
                     .into_iter()
@@ -112,7 +115,7 @@ impl Vault {
         let Some(slot) = rows.first().map(|r| r.key.object_id.clone()) else {
             return Err(VaultError::IdentityNotFound);
         };
-        let guard = expect_tag(&slot, mk);
+        let guard = expect_tag(&slot, self.keys.identity_tag(mk));
         if rows.iter().any(|r| r.key.key == OWNER_KEY) {
             // A further slot: its rows go, nothing else changes.
             let mut batch = vec![guard];
