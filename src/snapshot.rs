@@ -81,7 +81,11 @@ impl Snapshot {
         batch.push(WriteOp::ExpectEmpty);
         batch.push(WriteOp::ClearAll);
         batch.extend(self.meta.into_iter().map(WriteOp::InsertMeta));
-        batch.extend(self.records.into_iter().map(WriteOp::InsertRecord));
+        batch.extend(
+            self.records
+                .into_iter()
+                .map(|r| WriteOp::InsertRecord(Box::new(r))),
+        );
         batch.push(WriteOp::PutMeta(MetaRow {
             key: unlinked_records(),
             value: (!all_linked).to_string(),

@@ -207,7 +207,7 @@ pub enum WriteOp {
     /// Add a record, with its `passwordId` and revisions as given. Fails with
     /// [`StorageError::TokenTaken`] / [`StorageError::IdTaken`] when a record with the same token
     /// / id exists (soft-deleted ones included), or a tombstone has the id.
-    InsertRecord(Record),
+    InsertRecord(Box<Record>),
     /// Change one record in place, setting `updatedAt` to `at` when it changes. Fails with
     /// [`StorageError::RecordMissing`] when there is none (see [`RecordChange`] for the rest).
     ChangeRecord {
@@ -256,7 +256,7 @@ pub enum WriteOp {
     /// identity's rows as they are (the replica that deleted the record pruned them, and their
     /// tombstones arrive as versions of their own). A meta row that is not replicated
     /// ([`is_replicated`]) fails the batch: a merge never stores a local row.
-    PutVersion { row: Row, dirty: bool },
+    PutVersion { row: Box<Row>, dirty: bool },
     /// Fail with [`StorageError::Changed`] (a record id) or [`StorageError::MetaChanged`] (a
     /// meta key) unless the store's version of `key` (live or a tombstone) still has the seq
     /// `seq` (`None`: the store has no version of it). A merge planned from
@@ -279,6 +279,21 @@ pub enum WriteOp {
     /// Remove every record, tombstone and meta row except sync's own rows (`object_type =
     /// "sync"`; seqs never go back), after `ExpectEmpty` (snapshot import).
     ClearAll,
+}
+
+impl WriteOp {
+    /// [`WriteOp::InsertRecord`] of `record`.
+    pub fn insert_record(record: Record) -> Self {
+        Self::InsertRecord(Box::new(record))
+    }
+
+    /// [`WriteOp::PutVersion`] of `row`.
+    pub fn put_version(row: Row, dirty: bool) -> Self {
+        Self::PutVersion {
+            row: Box::new(row),
+            dirty,
+        }
+    }
 }
 
 /// A replicated row as a store holds it: the row, its seq, and its dirty mark (`None`: clean).
@@ -770,3 +785,8 @@ macro_rules! delegate_storage {
 use std::sync::Arc;
 delegate_storage!(Arc);
 delegate_storage!(Box);
+
+// A batch holds one `WriteOp` per record it writes (a million for a rotation of a million-record
+// vault), so the enum stays as small as its common record change: the rows that would make
+// every op twice that size are boxed.
+const _: () = assert!(std::mem::size_of::<WriteOp>() <= 16 * std::mem::size_of::<usize>());

@@ -194,7 +194,7 @@ proptest! {
             Ok(filter) => run(async {
                 let storage = GlueMemoryStorage::new().unwrap();
                 let fixture = conformance::query_fixture();
-                let batch = fixture.iter().cloned().map(WriteOp::InsertRecord).collect();
+                let batch = fixture.iter().cloned().map(WriteOp::insert_record).collect();
                 let stamp = vaultstore_wasm::storage::Stamp {
                     rev: vaultstore_wasm::sync::Rev::ZERO,
                     at: conformance::NOW,

@@ -851,7 +851,7 @@ async fn seqs_from_two_connections_are_unique_and_never_go_back() {
         s.apply(
             stamp_at(1_800_000_000_000 + i),
             vec![
-                WriteOp::InsertRecord(v2_record(&format!("{id}{i}"))),
+                WriteOp::insert_record(v2_record(&format!("{id}{i}"))),
                 WriteOp::PutMeta(MetaRow::new("vault", "settings", &format!("s{i}"), "x")),
             ],
         )
@@ -869,7 +869,7 @@ async fn seqs_from_two_connections_are_unique_and_never_go_back() {
     assert_eq!(all_seqs(&b).await, Vec::<u64>::new());
     b.apply(
         stamp_at(1_900_000_000_001),
-        vec![WriteOp::InsertRecord(v2_record("after"))],
+        vec![WriteOp::insert_record(v2_record("after"))],
     )
     .await
     .unwrap();

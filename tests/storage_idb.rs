@@ -43,8 +43,8 @@ async fn versions_answer_live_rows_tombstones_and_nothing_with_seq_and_mark() {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("b", "tk_b")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "p")),
             WriteOp::PutMeta(meta("vault", "state", "writes", "w")),
         ],
@@ -95,7 +95,7 @@ async fn versions_answer_live_rows_tombstones_and_nothing_with_seq_and_mark() {
 #[wasm_bindgen_test]
 async fn expect_version_refuses_a_batch_planned_from_a_stale_read() {
     let s = idb("expect-version").await;
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::insert_record(record("a", "tk_a"))])
         .await
         .unwrap();
     let key = RowKey::Record("a".into());
@@ -164,9 +164,9 @@ async fn mark_clean_clears_only_the_acknowledged_mark() {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("c", "tk_c")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "p")),
         ],
     )
@@ -255,7 +255,7 @@ async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_thei
     let a = IdbStorage::open(&name).await.unwrap();
     let b = IdbStorage::open(&name).await.unwrap();
     let insert = |i: usize| {
-        vec![WriteOp::InsertRecord(record(
+        vec![WriteOp::insert_record(record(
             &format!("r{i}"),
             &format!("tk_{i}"),
         ))]

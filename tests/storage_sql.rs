@@ -62,13 +62,13 @@ mod sql_only {
         let b = block_on(SqlStorage::open(db.clone(), "b")).unwrap();
         block_on(a.apply(
             stamp(),
-            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+            vec![WriteOp::insert_record(record("id-1", "tk_same"))],
         ))
         .unwrap();
         // The same token and id in another namespace are another record.
         block_on(b.apply(
             stamp(),
-            vec![WriteOp::InsertRecord(record("id-1", "tk_same"))],
+            vec![WriteOp::insert_record(record("id-1", "tk_same"))],
         ))
         .unwrap();
         block_on(b.apply(stamp(), vec![WriteOp::ClearAll])).unwrap();
@@ -1372,9 +1372,9 @@ mod seqs {
             s.apply(
                 stamp(2),
                 vec![
-                    WriteOp::InsertRecord(record("a")),
+                    WriteOp::insert_record(record("a")),
                     WriteOp::PutMeta(MetaRow::new("vault", "settings", "theme", "dark")),
-                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::insert_record(record("b")),
                     WriteOp::PutMeta(MetaRow::new("vault", "state", "writes", "e")),
                 ],
             )
@@ -1408,7 +1408,7 @@ mod seqs {
                 .unwrap_err();
             s.apply(stamp(4), vec![WriteOp::ClearAll]).await.unwrap();
             assert_eq!(s.changes_since(0, 100).await.unwrap(), vec![]);
-            s.apply(stamp(5), vec![WriteOp::InsertRecord(record("c"))])
+            s.apply(stamp(5), vec![WriteOp::insert_record(record("c"))])
                 .await
                 .unwrap();
             let after = s.changes_since(0, 100).await.unwrap();
@@ -1470,8 +1470,8 @@ mod seqs {
             s.apply(
                 stamp(2),
                 vec![
-                    WriteOp::InsertRecord(record("a")),
-                    WriteOp::InsertRecord(record("b")),
+                    WriteOp::insert_record(record("a")),
+                    WriteOp::insert_record(record("b")),
                     WriteOp::PutMeta(MetaRow::new("vault", "settings", "x", "1")),
                     WriteOp::PutMeta(MetaRow::new("vault", "settings", "y", "1")),
                 ],

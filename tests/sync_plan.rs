@@ -188,7 +188,7 @@ impl Store {
                         "guard on {key:?}"
                     )
                 }
-                WriteOp::PutVersion { row, .. } => self.put(row),
+                WriteOp::PutVersion { row, .. } => self.put(*row),
                 WriteOp::ExpectUnlinked { identity_id } => {
                     self.unlinked_checks.push(identity_id.clone());
                     assert_eq!(
@@ -436,7 +436,7 @@ fn local(rows: &[(Row, bool)]) -> HashMap<RowKey, Stored> {
 fn put_of(ops: &[WriteOp]) -> Vec<(Row, bool)> {
     ops.iter()
         .filter_map(|op| match op {
-            WriteOp::PutVersion { row, dirty } => Some((row.clone(), *dirty)),
+            WriteOp::PutVersion { row, dirty } => Some(((**row).clone(), *dirty)),
             _ => None,
         })
         .collect()

@@ -1130,7 +1130,7 @@ impl Tx<'_> {
             }
             // A merge's row: stored as it is, at the next seq; it stamps nothing and never
             // prunes (the identity rows a deletion took travel as their own versions).
-            WriteOp::PutVersion { row, dirty } => match row {
+            WriteOp::PutVersion { row, dirty } => match *row {
                 Row::Record {
                     id,
                     version: RecordVersion::Live(live),

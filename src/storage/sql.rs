@@ -1433,7 +1433,7 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
 /// feed and leave the store.
 fn refuse_local_versions(batch: &[WriteOp]) -> StorageResult<()> {
     let local = batch.iter().any(|op| {
-        matches!(op, WriteOp::PutVersion { row: Row::Meta { key, .. }, .. } if !is_replicated(key))
+        matches!(op, WriteOp::PutVersion { row, .. } if matches!(&**row, Row::Meta { key, .. } if !is_replicated(key)))
     });
     if local {
         return Err(StorageError::Backend {
@@ -1497,17 +1497,13 @@ impl<E: SqlExecutor> SqlStorage<E> {
                     .filter_map(|op| match (op, failure) {
                         (WriteOp::InsertRecord(r), Failure::TokenTaken) => Some(r.token.clone()),
                         (WriteOp::InsertRecord(r), _) => Some(r.id.clone()),
-                        (
-                            WriteOp::PutVersion {
-                                row:
-                                    Row::Record {
-                                        version: RecordVersion::Live(live),
-                                        ..
-                                    },
+                        (WriteOp::PutVersion { row, .. }, Failure::TokenTaken) => match &**row {
+                            Row::Record {
+                                version: RecordVersion::Live(live),
                                 ..
-                            },
-                            Failure::TokenTaken,
-                        ) => Some(live.token.clone()),
+                            } => Some(live.token.clone()),
+                            _ => None,
+                        },
                         _ => None,
                     })
                     .collect();
@@ -1881,7 +1877,7 @@ mod tests {
             at: 5,
         };
         let insert = |i: usize| {
-            WriteOp::InsertRecord(Record {
+            WriteOp::InsertRecord(Box::new(Record {
                 id: format!("new{i}"),
                 token: format!("tk_new{i}"),
                 value: format!("inserted-value-{i}"),
@@ -1891,7 +1887,7 @@ mod tests {
                 soft_deleted_at: None,
                 password_id: None,
                 revs: RecordRevs::all(stamp().rev),
-            })
+            }))
         };
         let batch: Vec<WriteOp> = (0..3).map(reseal).chain((0..3).map(insert)).collect();
         let statements = plan("ns", stamp(), &batch);
@@ -1953,7 +1949,7 @@ mod tests {
     #[test]
     fn ops_join_their_kind_only_past_ops_they_commute_with() {
         let rec = |id: &str| {
-            WriteOp::InsertRecord(Record {
+            WriteOp::InsertRecord(Box::new(Record {
                 id: id.into(),
                 token: format!("tk_{id}"),
                 value: "v".into(),
@@ -1963,7 +1959,7 @@ mod tests {
                 soft_deleted_at: None,
                 password_id: Some("p1".into()),
                 revs: RecordRevs::all(stamp().rev),
-            })
+            }))
         };
         let put = |t: &str, id: &str, k: &str, v: &str| WriteOp::PutMeta(MetaRow::new(t, id, k, v));
         let count = |batch: &[WriteOp]| plan("ns", stamp(), batch).len();
@@ -2065,13 +2061,13 @@ mod tests {
         );
         // Merged versions of distinct rows share statements; two of one row do not.
         let version = |id: &str| WriteOp::PutVersion {
-            row: Row::Meta {
+            row: Box::new(Row::Meta {
                 key: MetaKey::new("vault", "settings", id),
                 version: MetaVersion::Value {
                     rev: stamp().rev,
                     value: "x".into(),
                 },
-            },
+            }),
             dirty: false,
         };
         assert_eq!(count(&[version("a"), version("b")]), 2);

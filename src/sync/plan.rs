@@ -302,7 +302,7 @@ pub fn plan_push(
                 forget_link(&mut linked, state.get(&holder_key), &holder);
                 state.set(displaced.clone());
                 plan.ops.push(WriteOp::PutVersion {
-                    row: displaced,
+                    row: Box::new(displaced),
                     dirty: false,
                 });
             }
@@ -340,7 +340,7 @@ pub fn plan_push(
         }
         state.set(merged.clone());
         plan.ops.push(WriteOp::PutVersion {
-            row: merged,
+            row: Box::new(merged),
             dirty: false,
         });
     }
@@ -587,7 +587,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
         plan.applied += 1;
         writes.push(WriteOp::PutVersion {
             dirty: dirty && merged != *row,
-            row: merged,
+            row: Box::new(merged),
         });
     }
     plan.ops.extend(writes);

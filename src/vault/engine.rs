@@ -1204,7 +1204,7 @@ impl Vault {
                     Refusal::Referenced => {
                         if let Some(current) = &refused.current {
                             adopted.push(WriteOp::PutVersion {
-                                row: current.clone(),
+                                row: Box::new(current.clone()),
                                 dirty: false,
                             });
                             report.conflicts += 1;
@@ -1332,7 +1332,10 @@ impl Vault {
                             key: row.key(),
                             seq: Some(found.seq),
                         });
-                        ops.push(WriteOp::PutVersion { row, dirty: true });
+                        ops.push(WriteOp::PutVersion {
+                            row: Box::new(row),
+                            dirty: true,
+                        });
                     }
                 }
                 match tx.commit(self.stamp()?, ops).await {

@@ -260,7 +260,7 @@ impl Vault {
                     password_id: key.identity_id.clone(),
                     revs: RecordRevs::all(stamp.rev),
                 };
-                batch.push(WriteOp::InsertRecord(record));
+                batch.push(WriteOp::InsertRecord(Box::new(record)));
                 tokens.push(token);
             }
             match self.storage.apply(stamp, batch).await {

@@ -323,8 +323,8 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(a.clone()),
-            WriteOp::InsertRecord(b.clone()),
+            WriteOp::insert_record(a.clone()),
+            WriteOp::insert_record(b.clone()),
         ],
     )
     .await
@@ -352,16 +352,19 @@ pub async fn inserted_records_are_found_by_token_and_id(s: impl Storage) {
 }
 
 pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("id-a", "tk_a"))])
-        .await
-        .unwrap();
+    s.apply(
+        stamp(),
+        vec![WriteOp::insert_record(record("id-a", "tk_a"))],
+    )
+    .await
+    .unwrap();
     let before = dump(&s).await;
     let err = s
         .apply(
             stamp(),
             vec![
-                WriteOp::InsertRecord(record("id-new", "tk_new")),
-                WriteOp::InsertRecord(record("id-x", "tk_a")),
+                WriteOp::insert_record(record("id-new", "tk_new")),
+                WriteOp::insert_record(record("id-x", "tk_a")),
             ],
         )
         .await
@@ -375,7 +378,7 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
     let err = s
         .apply(
             stamp(),
-            vec![WriteOp::InsertRecord(record("id-a", "tk_other"))],
+            vec![WriteOp::insert_record(record("id-a", "tk_other"))],
         )
         .await
         .unwrap_err();
@@ -385,8 +388,8 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
         .apply(
             stamp(),
             vec![
-                WriteOp::InsertRecord(record("id-1", "tk_twice")),
-                WriteOp::InsertRecord(record("id-2", "tk_twice")),
+                WriteOp::insert_record(record("id-1", "tk_twice")),
+                WriteOp::insert_record(record("id-2", "tk_twice")),
             ],
         )
         .await
@@ -407,7 +410,10 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
     .await
     .unwrap();
     let err = s
-        .apply(stamp(), vec![WriteOp::InsertRecord(record("id-z", "tk_a"))])
+        .apply(
+            stamp(),
+            vec![WriteOp::insert_record(record("id-z", "tk_a"))],
+        )
         .await
         .unwrap_err();
     assert_eq!(err, StorageError::TokenTaken("tk_a".into()));
@@ -415,7 +421,7 @@ pub async fn duplicate_tokens_and_ids_are_refused_atomically(s: impl Storage) {
 
 pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
     let a = record("id-a", "tk_a");
-    s.apply(stamp(), vec![WriteOp::InsertRecord(a.clone())])
+    s.apply(stamp(), vec![WriteOp::insert_record(a.clone())])
         .await
         .unwrap();
     // Each change touches its fields, their revisions and updatedAt, and nothing else.
@@ -538,7 +544,7 @@ pub async fn changes_patch_the_record_as_it_is(s: impl Storage) {
 pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
     let mut a = record("id-a", "tk_a");
     a.expires_at = Some(NOW - 10);
-    s.apply(stamp(), vec![WriteOp::InsertRecord(a.clone())])
+    s.apply(stamp(), vec![WriteOp::insert_record(a.clone())])
         .await
         .unwrap();
     let before = dump(&s).await;
@@ -655,9 +661,9 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(linked("id-a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(linked("id-b", "tk_b", "p_1")),
-            WriteOp::InsertRecord(linked("id-c", "tk_c", "p_2")),
+            WriteOp::insert_record(linked("id-a", "tk_a", "p_1")),
+            WriteOp::insert_record(linked("id-b", "tk_b", "p_1")),
+            WriteOp::insert_record(linked("id-c", "tk_c", "p_2")),
             WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
             WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
@@ -722,7 +728,7 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     );
     s.apply(
         stamp(),
-        vec![WriteOp::InsertRecord(record("id-b2", "tk_a"))],
+        vec![WriteOp::insert_record(record("id-b2", "tk_a"))],
     )
     .await
     .unwrap();
@@ -743,7 +749,7 @@ pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
         stamp(),
         vec![
             expect(Some("e1")),
-            WriteOp::InsertRecord(record("id-a", "tk_a")),
+            WriteOp::insert_record(record("id-a", "tk_a")),
             WriteOp::PutMeta(meta("vault", "state", "writes", "e2")),
         ],
     )
@@ -754,7 +760,10 @@ pub async fn expected_meta_rows_guard_the_batch(s: impl Storage) {
         let err = s
             .apply(
                 stamp(),
-                vec![WriteOp::InsertRecord(record("id-b", "tk_b")), expect(stale)],
+                vec![
+                    WriteOp::insert_record(record("id-b", "tk_b")),
+                    expect(stale),
+                ],
             )
             .await
             .unwrap_err();
@@ -949,7 +958,7 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     let mut batch = Vec::new();
     for i in 0..30 {
         let identity = if i % 3 == 0 { "p_1" } else { "p_2" };
-        batch.push(WriteOp::InsertRecord(linked(
+        batch.push(WriteOp::insert_record(linked(
             &format!("r{i:02}"),
             &format!("tk_{i:02}"),
             identity,
@@ -982,7 +991,7 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     // An identity id that extends another's is a different identity, not a longer range of it.
     s.apply(
         stamp(),
-        vec![WriteOp::InsertRecord(linked("r99", "tk_99", "p_10"))],
+        vec![WriteOp::insert_record(linked("r99", "tk_99", "p_10"))],
     )
     .await
     .unwrap();
@@ -1006,7 +1015,7 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
 pub async fn meta_find_follows_values_as_rows_move(s: impl Storage) {
     let mut batch = Vec::new();
     for id in ["a", "b", "c"] {
-        batch.push(WriteOp::InsertRecord(linked(
+        batch.push(WriteOp::insert_record(linked(
             id,
             &format!("tk_{id}"),
             "p_1",
@@ -1095,8 +1104,8 @@ pub async fn unreferenced_identities_are_pruned_in_the_same_batch(s: impl Storag
         vec![
             WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(linked("b", "tk_b", "p_1")),
         ],
     )
     .await
@@ -1191,7 +1200,7 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     // Same key and value, another object type: not a slot.
     setup.push(WriteOp::InsertMeta(meta("other", "x", "identity", "p_1")));
     for (id, owner) in [("a", "p_1"), ("b", "p_1"), ("c", "p_2")] {
-        setup.push(WriteOp::InsertRecord(linked(
+        setup.push(WriteOp::insert_record(linked(
             id,
             &format!("tk_{id}"),
             owner,
@@ -1245,7 +1254,7 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     expiring.expires_at = Some(NOW - 1);
     let mut batch = identity("p_5", "t5");
     batch.extend(slot("p_5a", "p_5", "t5a"));
-    batch.push(WriteOp::InsertRecord(expiring));
+    batch.push(WriteOp::insert_record(expiring));
     s.apply(stamp(), batch).await.unwrap();
     assert_eq!(
         objects(s.meta_all().await.unwrap()),
@@ -1274,10 +1283,10 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
-            WriteOp::InsertRecord(c.clone()),
-            WriteOp::InsertRecord(record("t", "tk_t")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(linked("b", "tk_b", "p_1")),
+            WriteOp::insert_record(c.clone()),
+            WriteOp::insert_record(record("t", "tk_t")),
             WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
             WriteOp::PutMeta(meta("vault", "settings", "gone", "1")),
@@ -1292,7 +1301,7 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
             delete("t"),
             WriteOp::DeleteMeta(MetaKey::new("vault", "settings", "gone")),
             WriteOp::PutVersion {
-                row: live_row(&record("a", "tk_a")),
+                row: Box::new(live_row(&record("a", "tk_a"))),
                 dirty: false,
             },
         ],
@@ -1303,14 +1312,14 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     // Every kind of op, then one that fails at the very end (after `ClearAll`, so each tail
     // conflicts with something the batch itself wrote).
     let failing_tail = [
-        WriteOp::InsertRecord(record("z", "tk_e")),
-        WriteOp::InsertRecord(record("e", "tk_z")),
+        WriteOp::insert_record(record("z", "tk_e")),
+        WriteOp::insert_record(record("e", "tk_z")),
         WriteOp::InsertMeta(meta("vault", "settings", "version", "9")),
         change("missing", RecordChange::Restore, NOW),
         reseal("e", "not the value", &format!("{VALUE}x"), None, NOW),
         change("c", RecordChange::Restore, NOW),
         WriteOp::PutVersion {
-            row: live_row(&record("y", "tk_e")),
+            row: Box::new(live_row(&record("y", "tk_e"))),
             dirty: true,
         },
         WriteOp::PutMeta(meta("password_identity", "p_9", "tag", "t3")),
@@ -1322,7 +1331,7 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
     ];
     for tail in failing_tail {
         let batch = vec![
-            WriteOp::InsertRecord(record("d", "tk_d")),
+            WriteOp::insert_record(record("d", "tk_d")),
             reseal("c", &c.value, &format!("{VALUE}new"), Some("p_2"), NOW + 1),
             change(
                 "b",
@@ -1344,29 +1353,32 @@ pub async fn failed_batches_change_nothing(s: impl Storage) {
             WriteOp::PutMeta(meta("vault", "settings", "gone", "back")),
             WriteOp::PutMeta(meta("vault", "state", "local", "x")),
             WriteOp::PutMeta(meta("password_identity", "p_2", "tag", "t2")),
-            WriteOp::InsertRecord(linked("d2", "tk_d2", "p_2")),
+            WriteOp::insert_record(linked("d2", "tk_d2", "p_2")),
             WriteOp::PutVersion {
-                row: gone_record("t", stamp()),
+                row: Box::new(gone_record("t", stamp())),
                 dirty: true,
             },
             WriteOp::PutVersion {
-                row: live_row(&record("f", "tk_f")),
+                row: Box::new(live_row(&record("f", "tk_f"))),
                 dirty: true,
             },
             WriteOp::PutVersion {
-                row: gone_meta(MetaKey::new("vault", "settings", "version"), stamp()),
+                row: Box::new(gone_meta(
+                    MetaKey::new("vault", "settings", "version"),
+                    stamp(),
+                )),
                 dirty: false,
             },
             WriteOp::PutVersion {
-                row: meta_value(
+                row: Box::new(meta_value(
                     MetaKey::new("password_identity", "p_1", "tag"),
                     stamp().rev,
                     "t1",
-                ),
+                )),
                 dirty: true,
             },
             WriteOp::ClearAll,
-            WriteOp::InsertRecord(record("e", "tk_e")),
+            WriteOp::insert_record(record("e", "tk_e")),
             WriteOp::PutMeta(meta("vault", "settings", "version", "3")),
             WriteOp::InsertMeta(meta("password_identity", "p_3", "tag", "t3")),
             tail.clone(),
@@ -1447,7 +1459,7 @@ pub async fn expect_empty_and_clear_all(s: impl Storage) {
         stamp(),
         vec![
             WriteOp::ClearAll,
-            WriteOp::InsertRecord(record("a", "tk_a")),
+            WriteOp::insert_record(record("a", "tk_a")),
         ],
     )
     .await
@@ -1481,7 +1493,7 @@ pub async fn expect_empty_and_clear_all(s: impl Storage) {
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: gone_record("z", stamp()),
+            row: Box::new(gone_record("z", stamp())),
             dirty: false,
         }],
     )
@@ -1500,7 +1512,7 @@ pub async fn expect_empty_and_clear_all(s: impl Storage) {
     .await
     .unwrap();
     // A record id cleared away, tombstone and all, can be stored again (a snapshot import).
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::insert_record(record("a", "tk_a"))])
         .await
         .unwrap();
 }
@@ -1641,7 +1653,7 @@ async fn insert_fixture(s: &dyn Storage) -> Vec<Record> {
     let all = query_fixture();
     s.apply(
         stamp(),
-        all.iter().cloned().map(WriteOp::InsertRecord).collect(),
+        all.iter().cloned().map(WriteOp::insert_record).collect(),
     )
     .await
     .unwrap();
@@ -1821,19 +1833,19 @@ pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
         stamp(),
         vec![
             WriteOp::PutVersion {
-                row: live_row(&arrived),
+                row: Box::new(live_row(&arrived)),
                 dirty: false,
             },
             WriteOp::PutVersion {
-                row: live_row(&changed),
+                row: Box::new(live_row(&changed)),
                 dirty: false,
             },
             WriteOp::PutVersion {
-                row: live_row(&back),
+                row: Box::new(live_row(&back)),
                 dirty: false,
             },
             WriteOp::PutVersion {
-                row: gone_record("id11", gone),
+                row: Box::new(gone_record("id11", gone)),
                 dirty: false,
             },
         ],
@@ -1848,7 +1860,7 @@ pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
         .apply(
             stamp(),
             vec![
-                WriteOp::InsertRecord(record("id_failed", "tk_failed")),
+                WriteOp::insert_record(record("id_failed", "tk_failed")),
                 soft("id13", NOW + 40),
                 change("id01", RecordChange::Restore, NOW + 40),
                 delete("id14"),
@@ -1861,14 +1873,14 @@ pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
                     NOW + 40,
                 ),
                 WriteOp::PutVersion {
-                    row: live_row(&record("id16", "tk_16_moved")),
+                    row: Box::new(live_row(&record("id16", "tk_16_moved"))),
                     dirty: true,
                 },
                 WriteOp::PutVersion {
-                    row: gone_record("id17", stamp()),
+                    row: Box::new(gone_record("id17", stamp())),
                     dirty: true,
                 },
-                WriteOp::InsertRecord(record("id_dup", "tk_new")),
+                WriteOp::insert_record(record("id_dup", "tk_new")),
             ],
         )
         .await;
@@ -1902,7 +1914,7 @@ pub async fn listings_and_counts_follow_every_write(s: impl Storage) {
             ..r
         })
         .collect();
-    write(&s, live.into_iter().map(WriteOp::InsertRecord).collect())
+    write(&s, live.into_iter().map(WriteOp::insert_record).collect())
         .await
         .unwrap();
     listings_agree(&s, "only live records").await;
@@ -1927,7 +1939,7 @@ pub async fn scans_page_through_everything_once(s: impl Storage) {
             1 => linked(&id, &format!("tk_{i}"), "p_0"),
             _ => record(&id, &format!("tk_{i}")),
         };
-        batch.push(WriteOp::InsertRecord(r));
+        batch.push(WriteOp::insert_record(r));
         ids.push(id);
     }
     s.apply(stamp(), batch).await.unwrap();
@@ -1991,7 +2003,7 @@ pub async fn bulk_reads_and_writes_answer_as_single_ones(s: impl Storage) {
         // Tokens in an order unrelated to the ids' (7919 is prime to N).
         let record_id = id((i * 7919) % N);
         let identity = if i % 4 == 0 { "p_b" } else { "p_a" };
-        batch.push(WriteOp::InsertRecord(linked(
+        batch.push(WriteOp::insert_record(linked(
             &record_id,
             &format!("tk_{i}"),
             identity,
@@ -2102,7 +2114,7 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
             .map(|(_, identity)| identity.to_string());
         r.expires_at = expires_at;
         r.soft_deleted_at = soft.then_some(NOW - 5);
-        WriteOp::InsertRecord(r)
+        WriteOp::insert_record(r)
     };
     batch.push(expiring("gone-1", Some(NOW - 1), false));
     batch.push(expiring("gone-2", Some(NOW - 100), true));
@@ -2219,7 +2231,7 @@ pub async fn odd_strings_round_trip(s: impl Storage) {
     let batch = tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| WriteOp::InsertRecord(record(&format!("'{i}\""), t)))
+        .map(|(i, t)| WriteOp::insert_record(record(&format!("'{i}\""), t)))
         .collect();
     s.apply(stamp(), batch).await.unwrap();
     for (i, t) in tokens.iter().enumerate() {
@@ -2271,9 +2283,9 @@ pub async fn writes_stamp_exactly_the_registers_they_change(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(a.clone()),
-            WriteOp::InsertRecord(old.clone()),
-            WriteOp::InsertRecord(mixed.clone()),
+            WriteOp::insert_record(a.clone()),
+            WriteOp::insert_record(old.clone()),
+            WriteOp::insert_record(mixed.clone()),
         ],
     )
     .await
@@ -2543,10 +2555,10 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("b", "tk_b")),
             WriteOp::PutMeta(meta("vault", "settings", "version", "1")),
-            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::insert_record(record("c", "tk_c")),
         ],
     )
     .await
@@ -2651,11 +2663,11 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
 
     // A failed batch takes no seq: the next write's seq follows the last as a write's seq
     // follows the one before when nothing fails between them.
-    write(&s, vec![WriteOp::InsertRecord(record("d", "tk_d"))])
+    write(&s, vec![WriteOp::insert_record(record("d", "tk_d"))])
         .await
         .unwrap();
     let d = seq_of(&s, is_record("d")).await.unwrap();
-    write(&s, vec![WriteOp::InsertRecord(record("e", "tk_e"))])
+    write(&s, vec![WriteOp::insert_record(record("e", "tk_e"))])
         .await
         .unwrap();
     let e = seq_of(&s, is_record("e")).await.unwrap();
@@ -2664,15 +2676,15 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
         .apply(
             stamp(),
             vec![
-                WriteOp::InsertRecord(record("f", "tk_f")),
+                WriteOp::insert_record(record("f", "tk_f")),
                 change("a", RecordChange::Renew { expires_at: None }, NOW),
                 delete("c"),
                 WriteOp::PutMeta(meta("vault", "settings", "version", "2")),
                 WriteOp::PutVersion {
-                    row: live_row(&record("g", "tk_g")),
+                    row: Box::new(live_row(&record("g", "tk_g"))),
                     dirty: true,
                 },
-                WriteOp::InsertRecord(record("h", "tk_a")),
+                WriteOp::insert_record(record("h", "tk_a")),
             ],
         )
         .await
@@ -2683,7 +2695,7 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
         before,
         "a failed batch leaves no trace"
     );
-    write(&s, vec![WriteOp::InsertRecord(record("i", "tk_i"))])
+    write(&s, vec![WriteOp::insert_record(record("i", "tk_i"))])
         .await
         .unwrap();
     let i = seq_of(&s, is_record("i")).await.unwrap();
@@ -2695,8 +2707,8 @@ pub async fn seqs_grow_in_commit_order(s: impl Storage) {
 /// feeds. A record id never comes back; a meta key does, and the row replaces its tombstone.
 pub async fn tombstones_record_every_deletion(s: impl Storage) {
     let mut batch = vec![
-        WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-        WriteOp::InsertRecord(record("b", "tk_b")),
+        WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+        WriteOp::insert_record(record("b", "tk_b")),
         WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
         WriteOp::PutMeta(meta("password_identity", "p_1a", "tag", "t1a")),
         WriteOp::PutMeta(meta("password_identity", "p_1a", "identity", "p_1")),
@@ -2705,7 +2717,7 @@ pub async fn tombstones_record_every_deletion(s: impl Storage) {
     ];
     let mut expiring = record("x", "tk_x");
     expiring.expires_at = Some(NOW - 1);
-    batch.push(WriteOp::InsertRecord(expiring));
+    batch.push(WriteOp::insert_record(expiring));
     s.apply(stamp(), batch).await.unwrap();
 
     let deleted = write(&s, vec![delete("a")]).await.unwrap();
@@ -2751,12 +2763,12 @@ pub async fn tombstones_record_every_deletion(s: impl Storage) {
     );
     // The id is taken for good (its token is free for another record).
     assert_eq!(
-        s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_new"))])
+        s.apply(stamp(), vec![WriteOp::insert_record(record("a", "tk_new"))])
             .await
             .unwrap_err(),
         StorageError::IdTaken("a".into())
     );
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a2", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::insert_record(record("a2", "tk_a"))])
         .await
         .unwrap();
 
@@ -2854,7 +2866,7 @@ pub async fn inserts_of_a_tombstoned_id_fail_in_batches_of_any_size(s: impl Stor
     let ids: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     let inserts = |ids: &[String], prefix: &str| -> Vec<WriteOp> {
         ids.iter()
-            .map(|id| WriteOp::InsertRecord(record(id, &format!("tk_{prefix}{id}"))))
+            .map(|id| WriteOp::insert_record(record(id, &format!("tk_{prefix}{id}"))))
             .collect()
     };
     write(&s, inserts(&ids, "")).await.unwrap();
@@ -2903,9 +2915,9 @@ pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("c", "tk_c")),
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
         ],
     )
@@ -2959,7 +2971,7 @@ pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: live_row(&merged_b),
+            row: Box::new(live_row(&merged_b)),
             dirty: false,
         }],
     )
@@ -2974,7 +2986,7 @@ pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: merged_tag.clone(),
+            row: Box::new(merged_tag.clone()),
             dirty: true,
         }],
     )
@@ -3034,13 +3046,13 @@ pub async fn dirty_marks_follow_local_writes(s: impl Storage) {
 /// key, stamping nothing and pruning nothing.
 pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     let rev = |n: u64| Rev::new(NOW as u64 - 100 + n, 0, 4).unwrap();
-    let put = |row: Row| WriteOp::PutVersion { row, dirty: false };
+    let put = |row: Row| WriteOp::put_version(row, false);
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("dead", "tk_dead")),
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
         ],
@@ -3126,7 +3138,7 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: gone_record("elsewhere", gone),
+            row: Box::new(gone_record("elsewhere", gone)),
             dirty: true,
         }],
     )
@@ -3141,7 +3153,7 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
     assert_eq!(
         s.apply(
             stamp(),
-            vec![WriteOp::InsertRecord(record("never-here", "tk_z"))]
+            vec![WriteOp::insert_record(record("never-here", "tk_z"))]
         )
         .await
         .unwrap_err(),
@@ -3316,8 +3328,8 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     };
     let mut batch = identity("p_1");
     batch.extend(identity("p_2"));
-    batch.push(WriteOp::InsertRecord(linked("a", "tk_a", "p_1")));
-    batch.push(WriteOp::InsertRecord(linked("b", "tk_b", "p_2")));
+    batch.push(WriteOp::insert_record(linked("a", "tk_a", "p_1")));
+    batch.push(WriteOp::insert_record(linked("b", "tk_b", "p_2")));
     s.apply(stamp(), batch).await.unwrap();
     let count = |id: &str| {
         let s = &s;
@@ -3356,7 +3368,7 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
             vec![
                 reseal("a", &a_value, &a_value, Some("p_2"), NOW),
                 prune("p_1"),
-                WriteOp::InsertRecord(record("z", "tk_b")),
+                WriteOp::insert_record(record("z", "tk_b")),
             ],
         )
         .await
@@ -3414,9 +3426,9 @@ pub async fn transactions_read_and_commit_like_apply(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(linked("b", "tk_b", "p_1")),
-            WriteOp::InsertRecord(record("c", "tk_c")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(linked("b", "tk_b", "p_1")),
+            WriteOp::insert_record(record("c", "tk_c")),
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("vault", "state", "writes", "e1")),
         ],
@@ -3578,9 +3590,9 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     let first = write(
         &s,
         vec![
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("dead", "tk_dead")),
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
             WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
@@ -3611,7 +3623,7 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: merged_policy.clone(),
+            row: Box::new(merged_policy.clone()),
             dirty: false,
         }],
     )
@@ -3725,7 +3737,7 @@ pub async fn versions_answer_each_key_with_its_row_seq_and_mark(s: impl Storage)
 pub async fn versions_of_a_page_answer_and_guard_as_single_reads(s: impl Storage) {
     let id = |i: usize| format!("v-{i:03}");
     let inserts: Vec<WriteOp> = (0..300)
-        .map(|i| WriteOp::InsertRecord(record(&id(i), &format!("tk_v{i}"))))
+        .map(|i| WriteOp::insert_record(record(&id(i), &format!("tk_v{i}"))))
         .collect();
     s.apply(stamp(), inserts).await.unwrap();
     // Every other one of the first hundred deleted: tombstones among live rows.
@@ -3788,7 +3800,7 @@ pub async fn versions_of_a_page_answer_and_guard_as_single_reads(s: impl Storage
         .collect();
     for r in fresh.iter().chain(&back) {
         batch.push(WriteOp::PutVersion {
-            row: live_row(r),
+            row: Box::new(live_row(r)),
             dirty: false,
         });
     }
@@ -3828,7 +3840,7 @@ pub async fn versions_of_a_page_answer_and_guard_as_single_reads(s: impl Storage
             seq: Some(stale),
         },
         WriteOp::PutVersion {
-            row: live_row(&record("w-100", "tk_w100")),
+            row: Box::new(live_row(&record("w-100", "tk_w100"))),
             dirty: false,
         },
     ];
@@ -3849,8 +3861,8 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("dead", "tk_dead")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
             WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
         ],
@@ -3924,7 +3936,7 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
         let writes = || {
             vec![
                 WriteOp::PutMeta(meta("vault", "settings", "policy", "z")),
-                WriteOp::InsertRecord(record("n", "tk_n")),
+                WriteOp::insert_record(record("n", "tk_n")),
                 delete("a"),
             ]
         };
@@ -3942,7 +3954,7 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
     s.apply(
         stamp(),
         vec![WriteOp::PutVersion {
-            row: live_row(&record("dead", "tk_dead")),
+            row: Box::new(live_row(&record("dead", "tk_dead"))),
             dirty: false,
         }],
     )
@@ -3968,7 +3980,7 @@ pub async fn expected_versions_guard_the_batch(s: impl Storage) {
         vec![
             expect(&rec_key("dead"), Some(read.seq)),
             WriteOp::PutVersion {
-                row: gone_record("dead", stamp()),
+                row: Box::new(gone_record("dead", stamp())),
                 dirty: false,
             },
         ],
@@ -4000,7 +4012,7 @@ pub async fn the_unlinked_mark_lands_as_the_batch_puts_it(s: impl Storage) {
     let mark = |v: &str| WriteOp::PutMeta(meta("vault", "state", "unlinked", v));
     // A write sealed with a master key: a record and the mark.
     let marked =
-        |id: &str, token: &str| vec![WriteOp::InsertRecord(record(id, token)), mark("true")];
+        |id: &str, token: &str| vec![WriteOp::insert_record(record(id, token)), mark("true")];
     let held = async || s.meta_get(&key()).await.unwrap();
     // Absent, then set with a record; then set to what it holds.
     for (id, token) in [("a", "tk_a"), ("b", "tk_b")] {
@@ -4039,7 +4051,7 @@ pub async fn the_unlinked_mark_lands_as_the_batch_puts_it(s: impl Storage) {
                 value: Some("true".into()),
             },
             mark("false"),
-            WriteOp::InsertRecord(record("e", "tk_e")),
+            WriteOp::insert_record(record("e", "tk_e")),
         ],
     )
     .await
@@ -4059,7 +4071,7 @@ pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
         vec![
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("password_identity", "p_2", "tag", "t2")),
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
         ],
     )
     .await
@@ -4102,7 +4114,7 @@ pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
         stamp(),
         vec![
             WriteOp::PutVersion {
-                row: live_row(&moved),
+                row: Box::new(live_row(&moved)),
                 dirty: false,
             },
             expect("p_1"),
@@ -4119,7 +4131,7 @@ pub async fn unlinked_expectations_guard_the_batch(s: impl Storage) {
             stamp(),
             vec![
                 WriteOp::PutVersion {
-                    row: live_row(&back),
+                    row: Box::new(live_row(&back)),
                     dirty: false,
                 },
                 expect("p_1"),
@@ -4145,9 +4157,9 @@ pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(linked("a", "tk_a", "p_1")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("dead", "tk_dead")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("dead", "tk_dead")),
             WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t1")),
             WriteOp::PutMeta(meta("vault", "settings", "policy", "x")),
             WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
@@ -4272,7 +4284,7 @@ pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
                     key: rec_key("b"),
                     dirty: b_now.dirty.unwrap(),
                 },
-                WriteOp::InsertRecord(record("z", "tk_a")),
+                WriteOp::insert_record(record("z", "tk_a")),
             ],
         )
         .await
@@ -4315,7 +4327,7 @@ pub async fn mark_clean_clears_only_the_mark_it_names(s: impl Storage) {
 }
 
 pub async fn closed_storage_refuses_calls(s: impl Storage) {
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("a", "tk_a"))])
+    s.apply(stamp(), vec![WriteOp::insert_record(record("a", "tk_a"))])
         .await
         .unwrap();
     s.close().await;
@@ -4344,10 +4356,10 @@ pub async fn drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq(s: impl St
     s.apply(
         stamp(),
         vec![
-            WriteOp::InsertRecord(record("a", "tk_a")),
-            WriteOp::InsertRecord(record("b", "tk_b")),
-            WriteOp::InsertRecord(record("c", "tk_c")),
-            WriteOp::InsertRecord(record("live", "tk_live")),
+            WriteOp::insert_record(record("a", "tk_a")),
+            WriteOp::insert_record(record("b", "tk_b")),
+            WriteOp::insert_record(record("c", "tk_c")),
+            WriteOp::insert_record(record("live", "tk_live")),
             WriteOp::PutMeta(meta("vault", "settings", "old", "y")),
         ],
     )
@@ -4428,7 +4440,7 @@ pub async fn drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq(s: impl St
             stamp(),
             [
                 drops(&[0, 2, 3]),
-                vec![WriteOp::InsertRecord(record("z", "tk_live"))],
+                vec![WriteOp::insert_record(record("z", "tk_live"))],
             ]
             .concat(),
         )
@@ -4459,7 +4471,7 @@ pub async fn drop_tombstone_forgets_only_a_clean_tombstone_at_its_seq(s: impl St
     );
 
     // The id is free again, and the seqs go on above the dropped greatest one.
-    s.apply(stamp(), vec![WriteOp::InsertRecord(record("c", "tk_c2"))])
+    s.apply(stamp(), vec![WriteOp::insert_record(record("c", "tk_c2"))])
         .await
         .unwrap();
     let again = s

@@ -707,7 +707,7 @@ impl Batch {
                     .push((record.id.clone(), record.token.clone()));
                 self.batch_tokens
                     .insert(record.token.clone(), record.id.clone());
-                self.rows.insert(record.id.clone(), Some(record));
+                self.rows.insert(record.id.clone(), Some(*record));
             }
             WriteOp::ChangeRecord { id, change, at } => {
                 let rev = self.stamp.rev;
@@ -782,7 +782,7 @@ impl Batch {
                     )));
                 }
             }
-            WriteOp::PutVersion { row, dirty } => self.put_version(row, dirty)?,
+            WriteOp::PutVersion { row, dirty } => self.put_version(*row, dirty)?,
             WriteOp::ExpectVersion { key, seq } => {
                 // Planned against versions this transaction read (a pulled page): no read again.
                 if !self.wrote

@@ -118,7 +118,7 @@ fn kind(op: &WriteOp) -> Option<u8> {
         WriteOp::PutMeta(_) => 4,
         WriteOp::DeleteMeta(_) => 5,
         WriteOp::ExpectMeta { .. } => 6,
-        WriteOp::PutVersion { row, .. } => match row {
+        WriteOp::PutVersion { row, .. } => match &**row {
             Row::Record {
                 version: RecordVersion::Live(_),
                 ..
@@ -151,13 +151,13 @@ fn kind(op: &WriteOp) -> Option<u8> {
 /// Ops of one kind that become the same statements.
 struct Group<'a> {
     ops: Vec<&'a WriteOp>,
-    foot: Footprint,
+    foot: Footprint<'a>,
 }
 
 impl<'a> Group<'a> {
     /// Whether `op` may join: the same kind of op, a kind that shares statements, and no record
     /// or meta row the group already writes.
-    fn takes(&self, op: &WriteOp, foot: &Footprint) -> bool {
+    fn takes(&self, op: &WriteOp, foot: &Footprint<'_>) -> bool {
         let first = kind(self.ops[0]);
         first.is_some()
             && first == kind(op)
@@ -165,25 +165,26 @@ impl<'a> Group<'a> {
             && self.foot.meta.is_disjoint(&foot.meta)
     }
 
-    fn push(&mut self, op: &'a WriteOp, foot: Footprint) {
+    fn push(&mut self, op: &'a WriteOp, foot: Footprint<'a>) {
         self.ops.push(op);
         self.foot.absorb(foot);
     }
 }
 
 /// What an op reads or writes, coarsely: two ops whose footprints do not meet give the same
-/// result in either order, and so does a batch where one moves past the other.
+/// result in either order, and so does a batch where one moves past the other. Ids and tokens
+/// are borrowed from the batch: a rotation's group holds one of each per record.
 #[derive(Default)]
-struct Footprint {
+struct Footprint<'a> {
     /// Everything (`ExpectEmpty`, `ClearAll`).
     all: bool,
     /// The ids of the records it reads or changes.
-    records: HashSet<String>,
+    records: HashSet<&'a str>,
     /// It reads the identity link of every record (an identity removed once no record names
     /// it): any write of a record may depend on it.
     all_records: bool,
     /// The tokens it inserts (unique in the namespace).
-    tokens: HashSet<String>,
+    tokens: HashSet<&'a str>,
     /// It removes records whose tokens it does not know (`DeleteRecord`): an insert of any
     /// token may depend on it.
     any_token: bool,
@@ -197,8 +198,8 @@ struct Footprint {
     unique_kinds: HashSet<(String, String)>,
 }
 
-impl Footprint {
-    fn of(op: &WriteOp) -> Self {
+impl<'a> Footprint<'a> {
+    fn of(op: &'a WriteOp) -> Self {
         let mut foot = Footprint::default();
         let meta = |foot: &mut Footprint, key: &MetaKey, checks_unique: bool| {
             let kind = (key.object_type.clone(), key.key.clone());
@@ -210,14 +211,14 @@ impl Footprint {
         };
         match op {
             WriteOp::InsertRecord(r) => {
-                foot.records.insert(r.id.clone());
-                foot.tokens.insert(r.token.clone());
+                foot.records.insert(&r.id);
+                foot.tokens.insert(&r.token);
             }
             WriteOp::ChangeRecord { id, .. } => {
-                foot.records.insert(id.clone());
+                foot.records.insert(id);
             }
             WriteOp::DeleteRecord { id, .. } => {
-                foot.records.insert(id.clone());
+                foot.records.insert(id);
                 foot.all_records = true;
                 foot.any_token = true;
                 foot.all_meta = true;
@@ -226,12 +227,12 @@ impl Footprint {
             WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. } => {
                 meta(&mut foot, key, false)
             }
-            WriteOp::PutVersion { row, .. } => match row {
+            WriteOp::PutVersion { row, .. } => match &**row {
                 Row::Record { id, version } => {
-                    foot.records.insert(id.clone());
+                    foot.records.insert(id);
                     match version {
                         RecordVersion::Live(live) => {
-                            foot.tokens.insert(live.token.clone());
+                            foot.tokens.insert(&live.token);
                         }
                         RecordVersion::Gone(_) => foot.any_token = true,
                     }
@@ -242,7 +243,7 @@ impl Footprint {
             | WriteOp::MarkClean { key, .. }
             | WriteOp::DropTombstone { key, .. } => match key {
                 RowKey::Record(id) => {
-                    foot.records.insert(id.clone());
+                    foot.records.insert(id);
                 }
                 RowKey::Meta(key) => meta(&mut foot, key, false),
             },
@@ -264,7 +265,7 @@ impl Footprint {
         self.all_records || !self.records.is_empty() || !self.tokens.is_empty() || self.any_token
     }
 
-    fn conflicts(&self, other: &Footprint) -> bool {
+    fn conflicts(&self, other: &Footprint<'_>) -> bool {
         self.all
             || other.all
             || !self.records.is_disjoint(&other.records)
@@ -280,7 +281,7 @@ impl Footprint {
             || !other.unique_kinds.is_disjoint(&self.meta_kinds)
     }
 
-    fn absorb(&mut self, other: Footprint) {
+    fn absorb(&mut self, other: Footprint<'a>) {
         self.all |= other.all;
         self.records.extend(other.records);
         self.all_records |= other.all_records;

@@ -279,7 +279,7 @@ impl Vault {
             .filter_map(|key| stored.get(&key))
             .filter(|s| s.dirty.is_none() && s.seq <= mark)
             .map(|s| WriteOp::PutVersion {
-                row: s.row.clone(),
+                row: Box::new(s.row.clone()),
                 dirty: false,
             })
             .collect()
@@ -362,11 +362,11 @@ impl Vault {
                     seq: Some(stored.seq),
                 });
                 ops.push(WriteOp::PutVersion {
-                    row: if keep {
+                    row: Box::new(if keep {
                         stored.row
                     } else {
                         forgotten(key, stamp)
-                    },
+                    }),
                     dirty: keep,
                 });
             }
