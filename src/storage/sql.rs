@@ -1340,13 +1340,13 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         count_from(rows)
     }
 
-    async fn apply(&self, stamp: Stamp, batch: Vec<WriteOp>) -> StorageResult<()> {
+    async fn apply(&self, stamp: Stamp, mut batch: Vec<WriteOp>) -> StorageResult<()> {
         self.ensure_open()?;
         if batch.is_empty() {
             return Ok(());
         }
         refuse_local_versions(&batch)?;
-        let statements = plan(&self.ns, stamp, &batch);
+        let statements = plan(&self.ns, stamp, &mut batch);
         match self.executor.batch(statements).await {
             Ok(()) => Ok(()),
             Err(e) => match classify(&e.message) {
@@ -1364,7 +1364,7 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         stamp: Stamp,
         purge: Purge,
         limit: usize,
-        also: Vec<WriteOp>,
+        mut also: Vec<WriteOp>,
     ) -> StorageResult<Option<u64>> {
         self.ensure_open()?;
         refuse_local_versions(&also)?;
@@ -1403,7 +1403,7 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
                 statements.push(Statement::new(&delete_records(EXPIRED_CHUNK), chunk()));
             }
         }
-        statements.extend(plan(&self.ns, stamp, &also));
+        statements.extend(plan(&self.ns, stamp, &mut also));
         match self.executor.batch(statements).await {
             Ok(()) => Ok(Some(counted)),
             Err(e) => Err(match classify(&e.message) {
@@ -1889,8 +1889,8 @@ mod tests {
                 revs: RecordRevs::all(stamp().rev),
             }))
         };
-        let batch: Vec<WriteOp> = (0..3).map(reseal).chain((0..3).map(insert)).collect();
-        let statements = plan("ns", stamp(), &batch);
+        let mut batch: Vec<WriteOp> = (0..3).map(reseal).chain((0..3).map(insert)).collect();
+        let statements = plan("ns", stamp(), &mut batch);
         let bound = |needle: &str| {
             statements
                 .iter()
@@ -1906,6 +1906,23 @@ mod tests {
             assert_eq!(bound(&format!("\"new-value-{i}\"")), 1);
             assert_eq!(bound(&format!("\"inserted-value-{i}\"")), 1);
         }
+        // Once encoded, the new values are in the statements only; what a failed batch's
+        // diagnosis reads (ids, tokens, expected values) stays.
+        for (i, op) in batch.iter().enumerate() {
+            match op {
+                WriteOp::ChangeRecord {
+                    id,
+                    change: RecordChange::Reseal { expect, value, .. },
+                    ..
+                } => assert!(
+                    !id.is_empty() && *expect == format!("old-value-{i}") && value.is_empty()
+                ),
+                WriteOp::InsertRecord(r) => {
+                    assert!(!r.id.is_empty() && !r.token.is_empty() && r.value.is_empty())
+                }
+                other => panic!("unexpected op {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1915,7 +1932,7 @@ mod tests {
             change: RecordChange::Restore,
             at: 1,
         };
-        let batch = vec![
+        let mut batch = vec![
             change("a"),
             change("b"),
             change("a"),
@@ -1925,7 +1942,7 @@ mod tests {
         ];
         // Two statements per group of changes (check, apply); a group of meta deletes
         // tombstones its replicated rows, then deletes them all (the state row is local).
-        let statements = plan("ns", stamp(), &batch);
+        let statements = plan("ns", stamp(), &mut batch);
         let sqls: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(
             sqls,
@@ -1962,7 +1979,7 @@ mod tests {
             }))
         };
         let put = |t: &str, id: &str, k: &str, v: &str| WriteOp::PutMeta(MetaRow::new(t, id, k, v));
-        let count = |batch: &[WriteOp]| plan("ns", stamp(), batch).len();
+        let count = |batch: &[WriteOp]| plan("ns", stamp(), &mut batch.to_vec()).len();
 
         // tokensCreate: guard, epoch, then the records (tombstone check, insert).
         let mut create = vec![

@@ -79,14 +79,45 @@ macro_rules! tombstone_upsert {
 /// them ([`Footprint`]): the statements then leave exactly what the ops in their order would.
 /// An op on a record or meta row its group already holds starts a new group, so every
 /// statement sees what the ops before it left.
-pub(super) fn plan(ns: &str, stamp: Stamp, batch: &[WriteOp]) -> Vec<Statement> {
+pub(super) fn plan(ns: &str, stamp: Stamp, batch: &mut [WriteOp]) -> Vec<Statement> {
+    let runs = group(batch);
+    let mut out = Vec::new();
+    for run in runs {
+        emit(ns, stamp, &mut pick_mut(batch, &run), &mut out);
+    }
+    out
+}
+
+/// The ops of `batch` at `run`'s indexes, which increase.
+fn pick_mut<'a>(batch: &'a mut [WriteOp], run: &[usize]) -> Vec<&'a mut WriteOp> {
+    let mut picked = Vec::with_capacity(run.len());
+    let mut rest = batch;
+    let mut base = 0;
+    for &i in run {
+        let Some((op, tail)) = i
+            .checked_sub(base)
+            .and_then(|skip| std::mem::take(&mut rest).get_mut(skip..))
+            .and_then(<[WriteOp]>::split_first_mut)
+        else {
+            break;
+        };
+        picked.push(op);
+        rest = tail;
+        base = i + 1;
+    }
+    debug_assert_eq!(picked.len(), run.len(), "a run's indexes increase");
+    picked
+}
+
+/// The runs of ops that share statements, as indexes into `batch`, in the order they run.
+fn group(batch: &[WriteOp]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Group<'_>> = Vec::new();
-    for op in batch {
+    for (i, op) in batch.iter().enumerate() {
         let foot = Footprint::of(op);
         let mut target = None;
-        for (i, group) in groups.iter().enumerate().rev() {
+        for (g, group) in groups.iter().enumerate().rev() {
             if group.takes(op, &foot) {
-                target = Some(i);
+                target = Some(g);
                 break;
             }
             if group.foot.conflicts(&foot) {
@@ -94,18 +125,15 @@ pub(super) fn plan(ns: &str, stamp: Stamp, batch: &[WriteOp]) -> Vec<Statement> 
             }
         }
         match target {
-            Some(i) => groups[i].push(op, foot),
+            Some(g) => groups[g].push(i, foot),
             None => groups.push(Group {
-                ops: vec![op],
+                kind: kind(op),
+                ops: vec![i],
                 foot,
             }),
         }
     }
-    let mut out = Vec::new();
-    for group in &groups {
-        emit(ns, stamp, &group.ops, &mut out);
-    }
-    out
+    groups.into_iter().map(|g| g.ops).collect()
 }
 
 /// Which ops share statements: `None` for those that never do.
@@ -148,9 +176,10 @@ fn kind(op: &WriteOp) -> Option<u8> {
     })
 }
 
-/// Ops of one kind that become the same statements.
+/// Ops of one kind that become the same statements (indexes into the batch).
 struct Group<'a> {
-    ops: Vec<&'a WriteOp>,
+    kind: Option<u8>,
+    ops: Vec<usize>,
     foot: Footprint<'a>,
 }
 
@@ -158,14 +187,13 @@ impl<'a> Group<'a> {
     /// Whether `op` may join: the same kind of op, a kind that shares statements, and no record
     /// or meta row the group already writes.
     fn takes(&self, op: &WriteOp, foot: &Footprint<'_>) -> bool {
-        let first = kind(self.ops[0]);
-        first.is_some()
-            && first == kind(op)
+        self.kind.is_some()
+            && self.kind == kind(op)
             && self.foot.records.is_disjoint(&foot.records)
             && self.foot.meta.is_disjoint(&foot.meta)
     }
 
-    fn push(&mut self, op: &'a WriteOp, foot: Footprint<'a>) {
+    fn push(&mut self, op: usize, foot: Footprint<'a>) {
         self.ops.push(op);
         self.foot.absorb(foot);
     }
@@ -304,8 +332,12 @@ enum Extra {
     RevAt,
 }
 
-/// ns is always `?1`; a run's JSON array is `?2`.
-fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
+/// ns is always `?1`; a run's JSON array is `?2`. The new values of records move into the
+/// statements as they are encoded (each is freed once in its chunk), so that a batch of a
+/// million reseals (a rotation) does not also hold every new value until it commits; what the
+/// ops keep is what [`super::SqlStorage::diagnose`] reads when the batch fails (ids, tokens,
+/// meta rows, and the value a change expects, to name the record that no longer holds it).
+fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statement>) {
     let rev = stamp.rev.to_string();
     // Items are encoded as they come: a batch of a million ops (a rotation) holds its ops and
     // the encoded arrays, never a JSON tree of every op as well.
@@ -347,10 +379,16 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
             out.push(Statement::new(write, params));
         }
     };
-    match run[0] {
+    let Some(first) = run.first().map(|op| &**op) else {
+        return;
+    };
+    match first {
         WriteOp::InsertRecord(_) => {
-            let mut items = run.iter().filter_map(|op| match op {
-                WriteOp::InsertRecord(r) => Some((Json::from(r.id.as_str()), record_json(r, true))),
+            let mut items = run.iter_mut().filter_map(|op| match &mut **op {
+                WriteOp::InsertRecord(r) => {
+                    let value = std::mem::take(&mut r.value);
+                    Some((Json::from(r.id.as_str()), record_json(r, value, true)))
+                }
                 _ => None,
             });
             with_checked(
@@ -361,7 +399,7 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
             );
         }
         WriteOp::ChangeRecord { .. } => {
-            let mut items = run.iter().filter_map(|op| match op {
+            let mut items = run.iter_mut().filter_map(|op| match &mut **op {
                 WriteOp::ChangeRecord { id, change, at } => Some(change_json(id, change, *at)),
                 _ => None,
             });
@@ -548,9 +586,10 @@ fn emit(ns: &str, stamp: Stamp, run: &[&WriteOp], out: &mut Vec<Statement>) {
 }
 
 /// A record as the insert statements read it; `dirty` only matters to `PutVersion`.
-fn record_json(r: &Record, dirty: bool) -> Json {
+/// `r` as JSON, with `value` as its value (moved in, not copied).
+fn record_json(r: &Record, value: String, dirty: bool) -> Json {
     json!({
-        "id": r.id, "token": r.token, "value": r.value,
+        "id": r.id, "token": r.token, "value": value,
         "created_at": r.created_at, "updated_at": r.updated_at,
         "expires_at": r.expires_at, "soft_deleted_at": r.soft_deleted_at,
         "id_key": sort_key(&r.id), "token_key": sort_key(&r.token),
@@ -566,7 +605,11 @@ fn version_json(row: &Row, dirty: bool) -> Json {
         Row::Record {
             id,
             version: RecordVersion::Live(live),
-        } => record_json(&Record::from_live(id.clone(), live.clone()), dirty),
+        } => {
+            let mut record = Record::from_live(id.clone(), live.clone());
+            let value = std::mem::take(&mut record.value);
+            record_json(&record, value, dirty)
+        }
         Row::Record {
             id,
             version: RecordVersion::Gone(t),
@@ -593,7 +636,8 @@ fn version_json(row: &Row, dirty: bool) -> Json {
 
 /// A change as [`CHECK_CHANGES`] reads it (what the record must still be) and as
 /// [`APPLY_CHANGES`] reads it (what it becomes).
-fn change_json(id: &str, change: &RecordChange, at: i64) -> (Json, Json) {
+/// What the check and the write of `change` read; a new value moves into the write's JSON.
+fn change_json(id: &str, change: &mut RecordChange, at: i64) -> (Json, Json) {
     let key = sort_key(id);
     match change {
         RecordChange::Renew { expires_at } => (
@@ -614,7 +658,7 @@ fn change_json(id: &str, change: &RecordChange, at: i64) -> (Json, Json) {
             password_id,
         } => (
             json!({ "key": key, "op": "reseal", "expect": expect }),
-            json!({ "key": key, "op": "reseal", "at": at, "value": value, "password_id": password_id }),
+            json!({ "key": key, "op": "reseal", "at": at, "value": std::mem::take(value), "password_id": password_id }),
         ),
         RecordChange::Update {
             expect,
@@ -622,7 +666,7 @@ fn change_json(id: &str, change: &RecordChange, at: i64) -> (Json, Json) {
             password_id,
         } => (
             json!({ "key": key, "op": "update", "expect": expect }),
-            json!({ "key": key, "op": "update", "at": at, "value": value, "password_id": password_id }),
+            json!({ "key": key, "op": "update", "at": at, "value": std::mem::take(value), "password_id": password_id }),
         ),
     }
 }
