@@ -157,6 +157,10 @@ struct Round {
     /// The round re-wraps the source identity's key for the new secret: no record is written,
     /// and what it reports moved is the links it read.
     rewrap: bool,
+    /// The new secret already opens the source identity through another slot, which replaces
+    /// the old secret's (API.md: a rekey without rotation replaces only `old`'s slot): that slot
+    /// goes once the round has committed.
+    retire_source_slot: bool,
 }
 
 impl Round {
@@ -258,8 +262,17 @@ impl Vault {
             check_cancelled(observer)?;
             self.check_not_locked_since(carry.lock_epoch, "the rekey")?;
             let moved = round.moved;
+            let retire_source_slot = round.retire_source_slot;
             report_at_least(observer, &mut carry, moved, moved);
             match commit_round(tx, self.stamp()?, round).await {
+                Ok(()) if retire_source_slot => {
+                    // A second batch, as `secretRemove` would: should it fail, every record
+                    // already opens with `new` and `old` still does too, and the rekey runs again.
+                    self.remove_slot(&mk_old, carry.lock_epoch, "the rekey")
+                        .await?;
+                    self.forget_key(old);
+                    return Ok(moved);
+                }
                 Ok(()) => return Ok(moved),
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(e.into()),
@@ -366,8 +379,9 @@ impl Vault {
         };
         let (target, setup) = match existing {
             Some(same) if same.id == source.id && !options.rotate => {
-                // The new secret already opens this identity (the same secret, or another of
-                // its slots): nothing to move.
+                // The new secret already opens this identity: nothing to move. The same secret
+                // keeps its slot; another slot's secret replaces the old one's, which goes.
+                round.retire_source_slot = same.slot != source.slot;
                 return Ok((stay(round).await?, vec![]));
             }
             Some(other) if other.id != source.id => {

@@ -90,18 +90,23 @@ impl Vault {
             return Err(VaultError::IdentityDisabled("secretRemove"));
         }
         let (mk, epoch) = self.unlocked(secret).await?;
+        self.remove_slot(&mk, epoch, "secretRemove").await?;
+        self.forget_key(secret);
+        Ok(())
+    }
+
+    /// Remove `mk`'s slot, in one batch planned again while other writers change the identity's
+    /// rows (`what` names the call in the error when it gives up). The caller forgets the key.
+    pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let batch = self.removal(&mk, epoch).await?;
+            let batch = self.removal(mk, epoch).await?;
             match self.storage.apply(self.stamp()?, batch).await {
-                Ok(()) => {
-                    self.forget_key(secret);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(StorageError::MetaChanged(_) | StorageError::UniqueValueTaken(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(gave_up("secretRemove"))
+        Err(gave_up(what))
     }
 
     /// The batch removing `mk`'s slot, planned from what storage holds now.

@@ -497,15 +497,40 @@ pub async fn a_rekey_without_rotation_replaces_only_its_slot(v: Vault, t: &dyn S
     )
     .await;
     opens_nothing(&v, &p, &tokens, "the first slot's old secret").await;
-    // A rekey to a secret that is already another slot of the identity moves nothing.
+    // A rekey to the same secret changes nothing.
+    let shape = objects(t).await;
+    assert_eq!(
+        v.bulk_rekey(&pw(THIRD), &pw(THIRD), &RekeyOptions::default())
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(3)
+    );
+    assert_eq!(objects(t).await, shape, "a rekey to itself keeps its slot");
+    all_open(&v, &pw(THIRD), &tokens, &VALUES, "the same secret").await;
+    // A rekey to a secret that is already another slot of the identity moves no record, and
+    // the old secret's slot goes: it was replaced, as a password change means.
     assert_eq!(
         v.bulk_rekey(&pw(FOURTH), &pw(THIRD), &RekeyOptions::default())
             .await
             .map_err(|e| e.to_string()),
         Ok(3)
     );
-    all_open(&v, &pw(FOURTH), &tokens, &VALUES, "still both").await;
-    all_open(&v, &pw(THIRD), &tokens, &VALUES, "still both").await;
+    assert_eq!(record_values(t).await, records, "no record is rewritten");
+    all_open(
+        &v,
+        &pw(THIRD),
+        &tokens,
+        &VALUES,
+        "the secret it was rekeyed to",
+    )
+    .await;
+    opens_nothing(&v, &pw(FOURTH), &tokens, "the replaced secret").await;
+    fails(
+        v.bulk_rekey(&pw(FOURTH), &pw(THIRD), &RekeyOptions::default())
+            .await,
+        ErrorCode::IdentityNotFound,
+        "a rekey from the replaced secret",
+    );
 }
 
 pub async fn a_rotation_removes_every_other_slot(v: Vault, t: &dyn Storage) {
