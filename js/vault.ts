@@ -12,9 +12,22 @@ import type {
   SyncRemote,
   SyncReport,
   Time,
+  VaultEvent,
   VaultOptions,
   VaultRecord,
 } from "./types.js";
+
+/**
+ * The caller's `onEvent`, with a promise it returns settled quietly: a listener never breaks an
+ * operation (API.md "Events"; the engine catches one that throws), and an async listener that
+ * rejects would otherwise be an unhandled rejection, which ends a Node process.
+ */
+function quietListener(listener: (event: VaultEvent) => unknown): (event: VaultEvent) => void {
+  return (event) => {
+    const out = listener(event) as PromiseLike<unknown> | undefined;
+    if (typeof out?.then === "function") out.then(undefined, () => {});
+  };
+}
 
 /**
  * A plain copy of the caller's options object, read once, so that a getter or Proxy trap that
@@ -193,9 +206,15 @@ export class Vault {
       // The value is not repeated: whatever a caller puts in the wrong place may be a secret.
       throw new VaultError("INVALID_ARGUMENT", 'backend must be "indexeddb", "memory" or "sql"');
     }
+    if (backend === "indexeddb" && typeof (globalThis as { indexedDB?: unknown }).indexedDB === "undefined") {
+      throw new VaultError("UNSUPPORTED", 'IndexedDB is not available in this runtime: use backend "memory" or "sql"');
+    }
     const snapshot = isObject ? (given as VaultOptions).snapshot : undefined;
     const engine = await rt.engineFor(backend, snapshot !== undefined && snapshot !== null);
-    const engineOptions = given === undefined || given === null ? { backend } : isObject ? { ...given, backend } : given;
+    const listener = isObject ? (given as VaultOptions).onEvent : undefined;
+    const onEvent = typeof listener === "function" ? quietListener(listener) : listener;
+    const engineOptions =
+      given === undefined || given === null ? { backend } : isObject ? { ...given, backend, onEvent } : given;
     const inner = await call(engine, () => engine.Vault.open(engineOptions as VaultOptions));
     return new Vault(engine, inner);
   }
@@ -388,7 +407,9 @@ export class Vault {
 
   /**
    * Move every record of `oldPassword` to `newPassword`, atomically. Returns how many records now
-   * open with `newPassword`.
+   * open with `newPassword`. With identities on and no `rotate`, only `oldPassword`'s slot is
+   * replaced: other secrets of its identity keep working, and when `newPassword` already is one of
+   * them (`secretAdd`), `oldPassword`'s slot is removed and no record is rewritten.
    *
    * @example
    * ```ts

@@ -155,7 +155,8 @@ impl Vault {
             check_kdf_floor(&snapshot.kdf()?, floor, "the snapshot")?;
             snapshot.import(&*storage).await?;
         }
-        let (kdf, kdf_text) = load_or_create_settings(&*storage, options.kdf_iterations).await?;
+        let (kdf, kdf_text) =
+            load_or_create_settings(&*storage, options.kdf_iterations, floor).await?;
         check_kdf_floor(&kdf, floor, "this vault")?;
         Ok(Vault {
             storage,
@@ -608,6 +609,7 @@ fn stored_kdf(text: &str) -> Result<KdfParams> {
 async fn load_or_create_settings(
     storage: &dyn Storage,
     iterations: u32,
+    floor: u32,
 ) -> Result<(KdfParams, String)> {
     for _ in 0..3 {
         // One round trip for the whole settings object.
@@ -615,6 +617,13 @@ async fn load_or_create_settings(
         let has = |key: &str| settings.iter().find(|row| row.key.key == key);
         if let Some(kdf) = has(SETTING_KDF) {
             return Ok((stored_kdf(&kdf.value)?, kdf.value.clone()));
+        }
+        // Refused before anything is written: a new vault below its own floor is the options'
+        // mistake, not a weakened store (`check_kdf_floor`).
+        if iterations < floor {
+            return Err(VaultError::invalid(format!(
+                "kdfIterations ({iterations}) is below minKdfIterations ({floor}) for a new vault: raise kdfIterations or lower minKdfIterations"
+            )));
         }
         let params = KdfParams::generate(iterations)?;
         let text = params.to_json();

@@ -147,6 +147,26 @@ fn a_weakened_or_cheap_kdf_is_refused_below_the_floor() {
         for bad in [0, 999, 10_000_001] {
             code(open(1_000, Some(bad)).await, ErrorCode::InvalidArgument);
         }
+        // A new vault below its own floor is the options' mistake, said so, and refused before
+        // anything is written: the same store then opens with a count the floor allows.
+        let fresh = Arc::new(GlueMemoryStorage::new().unwrap());
+        let with = |kdf_iterations: u32| VaultOptions {
+            kdf_iterations,
+            min_kdf_iterations: Some(5_000),
+            ..options()
+        };
+        let e = code(
+            Vault::open(Box::new(fresh.clone()), with(1_000)).await,
+            ErrorCode::InvalidArgument,
+        );
+        assert!(
+            e.to_string()
+                .contains("kdfIterations (1000) is below minKdfIterations (5000)"),
+            "{e}"
+        );
+        Vault::open(Box::new(fresh), with(5_000))
+            .await
+            .expect("nothing was stored by the refused open");
     });
 }
 

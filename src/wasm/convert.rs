@@ -46,9 +46,27 @@ pub fn text(value: &JsValue, what: &str, max: u32) -> JsResult<String> {
     if s.length() > max {
         return Err(too_long(what, max));
     }
-    value
+    exact_string(value, what)
+}
+
+/// A JavaScript string as UTF-8, exactly. wasm-bindgen's conversion replaces a lone surrogate
+/// (half of a character) with U+FFFD: a value would not round-trip, a custom token would be
+/// stored under another string than the caller's, and two passwords would derive the same key.
+/// Such a string is refused; the check costs a second conversion only when the result holds
+/// U+FFFD.
+fn exact_string(value: &JsValue, what: &str) -> JsResult<String> {
+    let out = value
         .as_string()
-        .ok_or_else(|| invalid(format!("{what} must be a string")))
+        .ok_or_else(|| invalid(format!("{what} must be a string")))?;
+    // U+FFFD in UTF-8, found bytewise: `str::contains` of a char brings its pattern searcher,
+    // 4.3 kB of the download.
+    let replaced = out.as_bytes().windows(3).any(|w| w == [0xEF, 0xBF, 0xBD]);
+    if replaced && JsValue::from_str(&out) != *value {
+        return Err(invalid(format!(
+            "{what} holds a lone UTF-16 surrogate (half a character), which no stored text keeps"
+        )));
+    }
+    Ok(out)
 }
 
 /// A token, id, key or name.
@@ -167,7 +185,10 @@ fn own_keys(object: &JsValue, what: &str) -> JsResult<Vec<String>> {
     if keys.length() > MAX_ITEMS {
         return Err(invalid(format!("{what} has more than {MAX_ITEMS} keys")));
     }
-    Ok(keys.iter().filter_map(|k| k.as_string()).collect())
+    keys.iter()
+        .filter(JsValue::is_string)
+        .map(|k| exact_string(&k, what))
+        .collect()
 }
 
 /// A `Record<string, string>` as `(key, value)` pairs, in property order.

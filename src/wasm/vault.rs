@@ -100,8 +100,14 @@ fn create_options(value: &JsValue, with_length: bool) -> JsResult<CreateOptions>
     };
     let o = options(value, "options", known)?;
     let length = if with_length {
-        opt_int(&field(&o, "length"), "options.length", 0, MAX_SAFE_INTEGER)?
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        // The range the vault enforces, so a wrong type or fraction is told the real limits.
+        opt_int(
+            &field(&o, "length"),
+            "options.length",
+            crate::token::MIN_TOKEN_LEN as u64,
+            crate::token::MAX_TOKEN_LEN as u64,
+        )?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     } else {
         None
     };
@@ -1134,8 +1140,8 @@ fn open_request(options_value: &JsValue) -> JsResult<OpenRequest> {
         Ok(opt_int(
             &field(&o, key),
             &format!("options.{key}"),
-            0,
-            MAX_SAFE_INTEGER,
+            u64::from(crate::crypto::MIN_ITERATIONS),
+            u64::from(crate::crypto::MAX_ITERATIONS),
         )?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
     };

@@ -254,6 +254,56 @@ test("onEvent reports every operation with its outcome, and a throwing listener 
   assert.equal(await loud.tokenRead(t, PASSWORD), "kept");
   await rejects(loud.tokenRead(t, "wrong password!!"), "INVALID_PASSWORD");
   await rejects(open({ onEvent: "not a function" }), "INVALID_ARGUMENT");
+  // An async listener that rejects: without the package catching its promise, Node would see an
+  // unhandled rejection and end the process.
+  const unhandled = [];
+  const record = (reason) => unhandled.push(reason);
+  process.on("unhandledRejection", record);
+  try {
+    const failing = await open({ onEvent: async () => { throw new Error("an async broken listener"); } });
+    const kept = await failing.tokenCreate("kept too", PASSWORD);
+    assert.equal(await failing.tokenRead(kept, PASSWORD), "kept too");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(unhandled, [], "the listener's rejection is not left unhandled");
+  } finally {
+    process.off("unhandledRejection", record);
+  }
+});
+
+test("a string that is not well-formed UTF-16 is refused, not silently changed", async () => {
+  const v = await open();
+  const lone = "a\ud800b";
+  await rejects(v.tokenCreate(lone, PASSWORD), "INVALID_ARGUMENT");
+  await rejects(v.tokenCreateCustom("tok\udc00en", "value", PASSWORD), "INVALID_ARGUMENT");
+  // Two passwords that differ only there would otherwise derive the same key.
+  await rejects(v.tokenCreate("value", "a long pass\ud800word"), "INVALID_ARGUMENT");
+  await rejects(v.setVaultSetting("key", lone), "INVALID_ARGUMENT");
+  await rejects(v.tokensReadToResolvedMap({ ["k\ud800"]: "tk_whatever_long" }, PASSWORD), "INVALID_ARGUMENT");
+  const e = await v.tokenCreate(lone, PASSWORD).catch((error) => error);
+  assert.match(e.message, /surrogate/);
+  assert.ok(!e.message.includes(lone));
+  // U+FFFD itself, and characters outside the BMP (a surrogate pair), are text like any other.
+  for (const value of ["a\ufffdb", "\ud83d\ude00 ok", "\ufffd"]) {
+    const token = await v.tokenCreate(value, PASSWORD);
+    assert.equal(await v.tokenRead(token, PASSWORD), value);
+  }
+  await v.tokenCreateCustom("custom \ufffd \ud83d\ude00", "v", PASSWORD);
+  assert.equal(await v.tokenRead("custom \ufffd \ud83d\ude00", PASSWORD), "v");
+  assert.equal(await v.recordCount(), 4);
+});
+
+test("a wrong option names the limit the vault enforces", async () => {
+  const v = await open();
+  for (const length of [-1, 1.5, Number.NaN, Infinity]) {
+    const e = await v.tokenCreate("x", PASSWORD, { length }).catch((error) => error);
+    assert.equal(e.code, "INVALID_ARGUMENT");
+    assert.match(e.message, /options\.length must be an integer from 15 to 40/);
+  }
+  for (const kdfIterations of [-5, 999.5, 2 ** 60]) {
+    const e = await Vault.open({ backend: "memory", kdfIterations }).catch((error) => error);
+    assert.equal(e.code, "INVALID_ARGUMENT");
+    assert.match(e.message, /options\.kdfIterations must be an integer from 1000 to 10000000/);
+  }
 });
 
 /** SHA-256's compression function (FIPS 180-4), on a state of eight 32-bit words. */
@@ -452,4 +502,12 @@ test("an expired key is wiped by a timer, without waiting for the next call", as
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.equal(indexOf(new Uint8Array(memory.buffer), mk), -1, "gone once its time is up");
   assert.equal(await v.tokenRead(t, password), "v");
+});
+
+test("backend \"indexeddb\" where the runtime has no IndexedDB is UNSUPPORTED, with what to use instead", async () => {
+  assert.equal(typeof globalThis.indexedDB, "undefined", "this file runs without a polyfill");
+  const e = await Vault.open({ backend: "indexeddb", kdfIterations: 1000 }).catch((error) => error);
+  assert.ok(e instanceof VaultError);
+  assert.equal(e.code, "UNSUPPORTED");
+  assert.match(e.message, /backend "memory" or "sql"/);
 });
