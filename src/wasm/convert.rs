@@ -55,13 +55,15 @@ pub fn text(value: &JsValue, what: &str, max: u32) -> JsResult<String> {
 /// Such a string is refused; the check costs a second conversion only when the result holds
 /// U+FFFD.
 fn exact_string(value: &JsValue, what: &str) -> JsResult<String> {
-    let out = value
+    let mut out = value
         .as_string()
         .ok_or_else(|| invalid(format!("{what} must be a string")))?;
     // U+FFFD in UTF-8, found bytewise: `str::contains` of a char brings its pattern searcher,
     // 4.3 kB of the download.
     let replaced = out.as_bytes().windows(3).any(|w| w == [0xEF, 0xBF, 0xBD]);
     if replaced && JsValue::from_str(&out) != *value {
+        // It may be a password: wiped like the copies callers keep in `Zeroizing`.
+        zeroize::Zeroize::zeroize(&mut out);
         return Err(invalid(format!(
             "{what} holds a lone UTF-16 surrogate (half a character), which no stored text keeps"
         )));
