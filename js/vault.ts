@@ -288,7 +288,12 @@ export class Vault {
     return this.#call((v) => v.tokenRead(token, password));
   }
 
-  /** One storage round trip. Expired tokens are left out of the result. */
+  /**
+   * One storage round trip. Expired tokens are left out of the result. With `passwordIdentity`
+   * the secret's identity rows come in the same round trip once its key is cached (after
+   * `unlock()` or an earlier call); a call that must derive the key first reads them after the
+   * records, so that a missing token never costs a derivation.
+   */
   tokensRead(tokens: string[], password: Secret): Promise<Record<string, string>> {
     return this.#call((v) => v.tokensRead(tokens, password));
   }

@@ -384,6 +384,16 @@ impl Vault {
         Err(VaultError::LockedDuring("the key derivation"))
     }
 
+    /// `secret`'s key if it is cached and final (the KDF settings settled), as
+    /// [`Vault::unlocked`] would return it, without ever deriving.
+    pub(crate) fn cached_key(&self, secret: &Secret) -> Option<(MasterKey, u64)> {
+        if !self.kdf_settled.load(Ordering::Acquire) {
+            return None;
+        }
+        let lookup = self.keys.lookup(secret, self.now());
+        lookup.key.map(|key| (key, lookup.epoch))
+    }
+
     /// Drop `secret`'s cached key (a secret removed from the vault).
     pub(crate) fn forget_key(&self, secret: &Secret) {
         self.keys.forget(secret);

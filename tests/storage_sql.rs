@@ -271,7 +271,7 @@ mod sql_only {
             SqlError, SqlExecutor, SqlStorage, SqlValue, Statement,
         };
         use vaultstore_wasm::vault::PURGE_CHUNK;
-        use vaultstore_wasm::{CreateOptions, RekeyOptions, Vault, VaultOptions};
+        use vaultstore_wasm::{CreateOptions, ErrorCode, RekeyOptions, Vault, VaultOptions};
 
         #[derive(Clone, Default)]
         pub struct Counter {
@@ -429,6 +429,85 @@ mod sql_only {
                     );
                 }
                 assert!(created_1.0 <= 6 && rotated_1.0 <= 16, "{costs:?}");
+            });
+        }
+
+        /// API.md: `tokensRead` is one storage round trip. With identities on it needs the
+        /// secret's identity rows too, and used to read them in a second statement; now it
+        /// does only while the key is not cached yet.
+        #[test]
+        fn reading_values_is_one_statement_with_identities_on_or_off() {
+            super::block_on(async {
+                for identities in [false, true] {
+                    let clock = TestClock::new(T0);
+                    let (vault, counter, _) = counted_vault(identities, &clock).await;
+                    let secret = pw("the password");
+                    let values = values(30);
+                    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                    let tokens = vault
+                        .tokens_create(&refs, &secret, &CreateOptions::default())
+                        .await
+                        .unwrap();
+                    let asked: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                    counter.take();
+                    let read = vault.tokens_read(&asked, &secret).await.unwrap();
+                    assert_eq!(
+                        read.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+                        refs,
+                        "identities {identities}"
+                    );
+                    // The records, and the identity's `tag` and `dek` rows.
+                    let rows = if identities { 32 } else { 30 };
+                    assert_eq!(
+                        counter.take(),
+                        (1, 0, rows),
+                        "identities {identities}: tokensRead is one statement"
+                    );
+                    assert_eq!(
+                        vault.token_read(&tokens[7], &secret).await.unwrap(),
+                        values[7]
+                    );
+                    let (statements, batches, _) = counter.take();
+                    assert_eq!(
+                        (statements, batches),
+                        (1, 0),
+                        "identities {identities}: tokenRead is one statement"
+                    );
+                    // A missing token among them is still reported by name, before anything
+                    // is opened, and a wrong password still fails on the values.
+                    let e = vault
+                        .tokens_read(&[asked[0], "tk_missing0000000"], &secret)
+                        .await
+                        .unwrap_err();
+                    assert_eq!(
+                        (e.code(), e.tokens().unwrap()),
+                        (
+                            ErrorCode::RecordNotFound,
+                            &["tk_missing0000000".to_owned()][..]
+                        )
+                    );
+                    let e = vault
+                        .tokens_read(&asked[..2], &pw("not the password"))
+                        .await
+                        .unwrap_err();
+                    assert_eq!(
+                        e.code(),
+                        ErrorCode::InvalidPassword,
+                        "identities {identities}"
+                    );
+                    assert_eq!(e.tokens().unwrap().len(), 2);
+                    // A key not cached is derived after the records are read (a missing token
+                    // costs no derivation): then the identity rows take a second statement.
+                    vault.lock();
+                    counter.take();
+                    assert_eq!(vault.tokens_read(&asked, &secret).await.unwrap().len(), 30);
+                    let cold = if identities { 2 } else { 1 };
+                    assert_eq!(
+                        counter.take().0,
+                        cold,
+                        "identities {identities}, after lock()"
+                    );
+                }
             });
         }
 

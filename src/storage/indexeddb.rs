@@ -42,9 +42,9 @@
 //! transaction, and its `ConstraintError` is then told apart (token or id) by a lookup.
 
 use super::{
-    Change, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage, StorageError,
-    StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta, object_type,
-    unlinked_records,
+    Change, MetaFind, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
+    object_type, unlinked_records,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::{Record, RecordRevs};
@@ -1726,6 +1726,21 @@ impl Storage for IdbStorage {
 
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.reader()?.records_by(ids, Lookup::Id).await
+    }
+
+    /// One transaction, both reads' requests in flight together.
+    async fn records_by_tokens_and_meta(
+        &self,
+        tokens: &[String],
+        find: MetaFind<'_>,
+    ) -> StorageResult<(Vec<Option<Record>>, Vec<MetaRow>)> {
+        let r = self.reader()?;
+        let (records, rows) = futures::future::join(
+            r.records_by(tokens, Lookup::Token),
+            r.objects_holding(find.object_type, find.key, find.value),
+        )
+        .await;
+        Ok((records?, rows?))
     }
 
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {

@@ -26,8 +26,9 @@
 //! character at or above U+E000 (every generated token and id).
 
 use super::{
-    Change, MetaKey, MetaRow, Optimistic, Purge, RecordChange, Row, RowKey, Stamp, Storage,
-    StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
+    Change, MetaFind, MetaKey, MetaRow, Optimistic, Purge, RecordChange, Row, RowKey, Stamp,
+    Storage, StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated,
+    is_unique_meta,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
 use crate::record::{Record, RecordRevs};
@@ -587,6 +588,28 @@ fn json_chunks(items: impl IntoIterator<Item = Json>) -> Vec<String> {
         .collect()
 }
 
+/// `keys` without duplicates, in order, as the JSON arrays of [`KeyColumn::driven_by`].
+fn key_chunks(keys: &[String]) -> Vec<String> {
+    let mut unique: Vec<&String> = keys.iter().collect();
+    crate::sorting::sort(&mut unique);
+    unique.dedup();
+    json_chunks(unique.into_iter().map(|k| Json::from(sort_key(k))))
+}
+
+/// The record of each of `keys` (by `column`) among `found`, in the order of `keys`.
+fn in_order_of(column: KeyColumn, keys: &[String], found: Vec<Record>) -> Vec<Option<Record>> {
+    let by_key: HashMap<&str, &Record> = found
+        .iter()
+        .map(|r| match column {
+            KeyColumn::Token => (r.token.as_str(), r),
+            KeyColumn::Id => (r.id.as_str(), r),
+        })
+        .collect();
+    keys.iter()
+        .map(|k| by_key.get(k.as_str()).map(|r| (*r).clone()))
+        .collect()
+}
+
 /// Two JSON arrays built in step, for a check and the write it guards: item `i` of each chunk's
 /// first array and of its second describe the same op, and a chunk is cut when either array
 /// would outgrow [`MAX_JSON_PARAM`]. Each statement gets only the fields it reads, instead of
@@ -751,11 +774,8 @@ impl<E: SqlExecutor> SqlStorage<E> {
         keys: &[String],
     ) -> StorageResult<Vec<Record>> {
         let sql = format!("SELECT {RECORD_COLUMNS}{}", column.driven_by(2));
-        let mut unique: Vec<&String> = keys.iter().collect();
-        crate::sorting::sort(&mut unique);
-        unique.dedup();
         let mut found = Vec::new();
-        for chunk in json_chunks(unique.into_iter().map(|k| Json::from(sort_key(k)))) {
+        for chunk in key_chunks(keys) {
             for row in self
                 .all(
                     "read records",
@@ -780,17 +800,7 @@ impl<E: SqlExecutor> SqlStorage<E> {
             return Ok(vec![]);
         }
         let found = self.records_where_in(column, keys).await?;
-        let by_key: HashMap<&str, &Record> = found
-            .iter()
-            .map(|r| match column {
-                KeyColumn::Token => (r.token.as_str(), r),
-                KeyColumn::Id => (r.id.as_str(), r),
-            })
-            .collect();
-        Ok(keys
-            .iter()
-            .map(|k| by_key.get(k.as_str()).map(|r| (*r).clone()))
-            .collect())
+        Ok(in_order_of(column, keys, found))
     }
 
     /// A filter naming more tokens or ids than one parameter holds: its records looked up in
@@ -854,6 +864,23 @@ fn feed_statement(column: &str) -> String {
             FROM vaultstore_tombstones AS t WHERE t.ns = ?1 AND t.{column} > ?2
             ORDER BY t.{column} LIMIT ?3)
         ORDER BY 2 LIMIT ?3"
+    )
+}
+
+/// The records of the tokens in the JSON array `?2` (as [`KeyColumn::driven_by`]), then every
+/// row of the meta objects of type `?3` with a row `?4` = `?5` (as `meta_find`), in one
+/// statement: 13 columns, `'record'` or `'meta'` first, then a record's [`RECORD_COLUMNS`] or
+/// a meta row's four columns and NULLs.
+fn records_and_meta_statement() -> String {
+    format!(
+        "SELECT 'record', {RECORD_COLUMNS}{}
+        UNION ALL
+        SELECT 'meta', m.object_type, m.object_id, m.key, m.value,
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+            FROM vaultstore_meta AS m WHERE m.ns = ?1 AND m.object_type = ?3 AND m.object_id IN (
+                SELECT object_id FROM vaultstore_meta
+                WHERE ns = ?1 AND object_type = ?3 AND key = ?4 AND value = ?5)",
+        KeyColumn::Token.driven_by(2)
     )
 }
 
@@ -1086,6 +1113,53 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
 
     async fn records_by_ids(&self, ids: &[String]) -> StorageResult<Vec<Option<Record>>> {
         self.lookup(KeyColumn::Id, ids).await
+    }
+
+    async fn records_by_tokens_and_meta(
+        &self,
+        tokens: &[String],
+        find: MetaFind<'_>,
+    ) -> StorageResult<(Vec<Option<Record>>, Vec<MetaRow>)> {
+        let mut chunks = key_chunks(tokens);
+        let (Some(chunk), true) = (chunks.pop(), chunks.is_empty()) else {
+            // No token, or more than one parameter holds: the reads one by one.
+            let records = self.lookup(KeyColumn::Token, tokens).await?;
+            let rows = self
+                .meta_find(find.object_type, find.key, find.value)
+                .await?;
+            return Ok((records, rows));
+        };
+        let mut found = Vec::new();
+        let mut meta = Vec::new();
+        for mut row in self
+            .all(
+                "read records and identity rows",
+                &records_and_meta_statement(),
+                vec![
+                    self.ns.as_str().into(),
+                    chunk.into(),
+                    find.object_type.into(),
+                    find.key.into(),
+                    find.value.into(),
+                ],
+            )
+            .await?
+        {
+            if row.is_empty() {
+                return Err(not_ours("a row without its kind"));
+            }
+            let kind = text(row.remove(0), "row kind")?;
+            if kind == "record" {
+                found.push(record_from(row)?);
+            } else {
+                row.truncate(4);
+                meta.push(row);
+            }
+        }
+        Ok((
+            in_order_of(KeyColumn::Token, tokens, found),
+            sorted_meta(meta)?,
+        ))
     }
 
     async fn query_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<Vec<Record>> {

@@ -9,7 +9,7 @@ use super::Vault;
 use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, wrap_dek};
 use crate::error::{Result, VaultError};
 use crate::storage::{
-    MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
+    MetaFind, MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
 };
 
 pub(crate) const TAG_KEY: &str = "tag";
@@ -58,6 +58,16 @@ pub(super) fn slot_rows(
     ])
 }
 
+/// Where the identity of a secret with identity tag `tag` is found: every slot object holding
+/// the tag, with all its rows.
+pub(crate) fn identity_find(tag: &str) -> MetaFind<'_> {
+    MetaFind {
+        object_type: object_type::IDENTITY,
+        key: TAG_KEY,
+        value: tag,
+    }
+}
+
 /// Fail the batch unless slot object `slot` still has `tag` (a secret's identity tag).
 pub(super) fn expect_tag(slot: &str, tag: String) -> WriteOp {
     WriteOp::ExpectMeta {
@@ -104,10 +114,22 @@ impl Vault {
         mk: &MasterKey,
         epoch: u64,
     ) -> Result<Vec<Identity>> {
+        let tag = self.keys.identity_tag(mk);
+        let find = identity_find(&tag);
         let rows = reads
-            .meta_find(object_type::IDENTITY, TAG_KEY, &self.keys.identity_tag(mk))
+            .meta_find(find.object_type, find.key, find.value)
             .await?;
         self.check_key_epoch(epoch)?;
+        self.identities_from(&rows, mk)
+    }
+
+    /// The identities the rows of [`identity_find`] hold, unwrapped with `mk`, as
+    /// [`Vault::find_identities_in`] returns them.
+    pub(crate) fn identities_from(
+        &self,
+        rows: &[MetaRow],
+        mk: &MasterKey,
+    ) -> Result<Vec<Identity>> {
         let mut slots: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
         slots.dedup();
         let mut found: Vec<Identity> = Vec::with_capacity(slots.len());

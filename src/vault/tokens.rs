@@ -13,7 +13,7 @@ use crate::record::{Record, RecordRevs, check_time, new_record_id};
 use crate::secret::Secret;
 use crate::storage::{Optimistic, RecordChange, StorageError, WriteOp};
 use crate::token;
-use crate::vault::identity::Identity;
+use crate::vault::identity::{Identity, identity_find};
 use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
 
@@ -26,27 +26,17 @@ pub struct CreateOptions {
     pub expires_at: Option<i64>,
 }
 
+/// What a read does with an expired record: `tokenRead` fails with `RECORD_NOT_FOUND`
+/// (`expired`), `tokensRead` leaves it out (API.md).
+enum Expired {
+    Fail,
+    LeaveOut,
+}
+
 /// Where the tokens of new records come from.
 enum TokenSource<'a> {
     Random(usize),
     Custom(&'a str),
-}
-
-/// A record that is there to be read: not soft-deleted, not expired.
-pub(crate) fn check_readable(record: &Record, now: i64) -> Result<()> {
-    if record.is_soft_deleted() {
-        Err(VaultError::not_found(
-            NotFoundReason::SoftDeleted,
-            &record.token,
-        ))
-    } else if record.is_expired(now) {
-        Err(VaultError::not_found(
-            NotFoundReason::Expired,
-            &record.token,
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// A reseal of `record` from `expect` to `value` under `key` (its identity becomes the record's).
@@ -111,6 +101,24 @@ pub(crate) struct Parsed {
 }
 
 impl Opener {
+    fn new(mk: MasterKey, epoch: u64) -> Self {
+        Opener {
+            master: DataKey::from_master(&mk),
+            mk,
+            epoch,
+            identity: None,
+            also: Vec::new(),
+        }
+    }
+
+    /// The secret's identities, the canonical one first (as [`Vault::find_identities_in`]
+    /// returns them).
+    fn found(&mut self, identities: Vec<Identity>) {
+        let mut identities = identities.into_iter();
+        self.identity = identities.next();
+        self.also = identities.collect();
+    }
+
     /// Which of this secret's keys sealed `envelope`, if any.
     pub(crate) fn key_of(&self, envelope: &Envelope) -> Option<(&DataKey, SealedWith)> {
         if let Some(dek) = self.identity_key_of(envelope) {
@@ -294,21 +302,11 @@ impl Vault {
     pub async fn token_read(&self, token: &str, secret: &Secret) -> Result<String> {
         self.ensure_open()?;
         token::check_lookup(token)?;
-        let record = self
-            .record_by_token(token)
+        self.read_values(vec![token.to_owned()], secret, Expired::Fail)
             .await?
-            .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, token))?;
-        check_readable(&record, self.now())?;
-        let (opener, mut parsed) = self.opener(secret, std::slice::from_ref(&record)).await?;
-        let parsed = parsed
             .pop()
-            .ok_or_else(|| VaultError::storage("no record was parsed"))?;
-        let (value, sealed_with) = opener.open(&record, parsed)?;
-        let result = value.as_str().to_owned();
-        if sealed_with == SealedWith::Master {
-            self.link_on_access(&opener, vec![(record, value)]).await;
-        }
-        Ok(result)
+            .map(|(_, value)| value)
+            .ok_or_else(|| VaultError::storage("the record was read but not opened"))
     }
 
     /// The values of several tokens, in one storage round trip. Expired tokens are left out;
@@ -330,16 +328,31 @@ impl Vault {
         if unique.is_empty() {
             return Ok(vec![]);
         }
-        let found = self.storage.records_by_tokens(&unique).await?;
+        self.read_values(unique, secret, Expired::LeaveOut).await
+    }
+
+    /// The values of `tokens` (checked, without duplicates), in one storage round trip, as
+    /// `tokenRead` and `tokensRead` answer.
+    async fn read_values(
+        &self,
+        tokens: Vec<String>,
+        secret: &Secret,
+        expired: Expired,
+    ) -> Result<Vec<(String, String)>> {
+        let (found, opener) = self.records_to_open(&tokens, secret).await?;
         let now = self.now();
         let mut missing = Vec::new();
         let mut soft_deleted = Vec::new();
         let mut live = Vec::with_capacity(found.len());
-        for (token, record) in unique.into_iter().zip(found) {
+        for (token, record) in tokens.into_iter().zip(found) {
             match record {
                 None => missing.push(token),
                 Some(r) if r.is_soft_deleted() => soft_deleted.push(token),
-                Some(r) if r.is_expired(now) => {}
+                Some(r) if r.is_expired(now) => {
+                    if let Expired::Fail = expired {
+                        return Err(VaultError::not_found(NotFoundReason::Expired, &r.token));
+                    }
+                }
                 Some(r) => live.push(r),
             }
         }
@@ -359,7 +372,13 @@ impl Vault {
         if live.is_empty() {
             return Ok(vec![]);
         }
-        let (opener, parsed) = self.opener(secret, &live).await?;
+        let (opener, parsed) = match opener {
+            Some(opener) => {
+                let parsed = live.iter().map(|r| opener.parse(r)).collect();
+                (opener, parsed)
+            }
+            None => self.opener(secret, &live).await?,
+        };
         let mut wrong_key = Vec::new();
         let mut damaged = Vec::new();
         let mut values = Vec::with_capacity(live.len());
@@ -609,23 +628,39 @@ impl Vault {
         records: &[Record],
     ) -> Result<(Opener, Vec<Parsed>)> {
         let (mk, epoch) = self.unlocked(secret).await?;
-        let mut opener = Opener {
-            master: DataKey::from_master(&mk),
-            mk,
-            epoch,
-            identity: None,
-            also: Vec::new(),
-        };
+        let mut opener = Opener::new(mk, epoch);
         let parsed: Vec<Parsed> = records.iter().map(|r| opener.parse(r)).collect();
         if self.identities || parsed.iter().any(|p| p.envelope.is_ok() && !p.by_master) {
-            let mut identities = self
+            let identities = self
                 .find_identities_in(&Optimistic(&*self.storage), &opener.mk, epoch)
-                .await?
-                .into_iter();
-            opener.identity = identities.next();
-            opener.also = identities.collect();
+                .await?;
+            opener.found(identities);
         }
         Ok((opener, parsed))
+    }
+
+    /// The records of `tokens`, and `secret`'s opener when it comes with them. With identities
+    /// on and the key cached (after `unlock()`, the usual case) the records and the secret's
+    /// identity rows come in one round trip (API.md: `tokensRead` is one). Otherwise the
+    /// records come first, as the opener may not need identity rows, and a missing token then
+    /// fails without a key derivation, whose cost dwarfs a second round trip.
+    async fn records_to_open(
+        &self,
+        tokens: &[String],
+        secret: &Secret,
+    ) -> Result<(Vec<Option<Record>>, Option<Opener>)> {
+        let Some((mk, epoch)) = self.identities.then(|| self.cached_key(secret)).flatten() else {
+            return Ok((self.storage.records_by_tokens(tokens).await?, None));
+        };
+        let tag = self.keys.identity_tag(&mk);
+        let (records, rows) = self
+            .storage
+            .records_by_tokens_and_meta(tokens, identity_find(&tag))
+            .await?;
+        self.check_key_epoch(epoch)?;
+        let mut opener = Opener::new(mk, epoch);
+        opener.found(self.identities_from(&rows, &opener.mk)?);
+        Ok((records, Some(opener)))
     }
 
     /// With identities on, a record still sealed with a master key is moved to the secret's

@@ -12,8 +12,8 @@ use vaultstore_wasm::query::RecordFilter;
 use vaultstore_wasm::record::Record;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Optimistic, Purge, Row, RowKey, Stamp, Storage, StorageError,
-    StorageResult, Stored, WriteOp, WriteTransaction,
+    Change, MetaFind, MetaKey, MetaRow, Optimistic, Purge, Row, RowKey, Stamp, Storage,
+    StorageError, StorageResult, Stored, WriteOp, WriteTransaction,
 };
 use vaultstore_wasm::{ErrorCode, Result, Secret, SyncTransport, Vault, VaultError, VaultOptions};
 
@@ -180,6 +180,19 @@ impl<S: Storage> Storage for ProbedStorage<S> {
             let _ = go.await;
         }
         self.inner.meta_find(object_type, key, value).await
+    }
+    async fn records_by_tokens_and_meta(
+        &self,
+        tokens: &[String],
+        find: MetaFind<'_>,
+    ) -> StorageResult<(Vec<Option<Record>>, Vec<MetaRow>)> {
+        self.read();
+        let stop = self.probe.pause_find.lock().unwrap().take();
+        if let Some((reached, go)) = stop {
+            let _ = reached.send(());
+            let _ = go.await;
+        }
+        self.inner.records_by_tokens_and_meta(tokens, find).await
     }
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
         self.read();

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
 use vaultstore_wasm::record::{Record, RecordRevs};
 use vaultstore_wasm::storage::{
-    Change, MetaKey, MetaRow, Purge, RecordChange, Row, RowKey, Stamp, Storage, StorageError,
-    Stored, WriteOp,
+    Change, MetaFind, MetaKey, MetaRow, Purge, RecordChange, Row, RowKey, Stamp, Storage,
+    StorageError, Stored, WriteOp,
 };
 use vaultstore_wasm::sync::{MetaVersion, RecordVersion, Rev, Tombstone, TombstoneReason};
 
@@ -1009,6 +1009,76 @@ pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     .await
     .unwrap();
     assert_eq!(s.linked_count(Some("p_10")).await.unwrap(), 0);
+}
+
+/// Records by token and an identity's rows read together (one round trip where the backend
+/// can) answer exactly as the two reads do apart: asked order, duplicates and missing tokens
+/// kept, the whole slot object, nothing of another tag.
+pub async fn records_and_meta_read_together_answer_as_apart(s: impl Storage) {
+    let find = |tag| MetaFind {
+        object_type: "password_identity",
+        key: "tag",
+        value: tag,
+    };
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "tag", "t2")),
+            WriteOp::InsertMeta(meta("password_identity", "p_2", "dek", "d2")),
+            WriteOp::InsertMeta(meta("password_identity", "s_3", "tag", "t3")),
+            WriteOp::InsertMeta(meta("password_identity", "s_3", "dek", "d3")),
+            WriteOp::InsertMeta(meta("password_identity", "s_3", "identity", "p_2")),
+            WriteOp::insert_record(linked("a", "tk_a", "p_1")),
+            WriteOp::insert_record(linked("b", "tk_b", "p_2")),
+            WriteOp::insert_record(record("c", "tk_\u{e000}c\u{1f600}")),
+            WriteOp::insert_record(record("d", "tk_😀")),
+        ],
+    )
+    .await
+    .unwrap();
+    let asks: [&[&str]; 5] = [
+        &["tk_b", "tk_a"],
+        &[
+            "tk_😀",
+            "tk_missing",
+            "tk_\u{e000}c\u{1f600}",
+            "tk_a",
+            "tk_😀",
+        ],
+        &["tk_missing"],
+        &["tk_a"],
+        &[],
+    ];
+    for ask in asks {
+        let tokens: Vec<String> = ask.iter().map(|t| (*t).to_owned()).collect();
+        for tag in ["t1", "t2", "t3", "nobody's"] {
+            let together = s
+                .records_by_tokens_and_meta(&tokens, find(tag))
+                .await
+                .unwrap();
+            let apart = (
+                s.records_by_tokens(&tokens).await.unwrap(),
+                s.meta_find("password_identity", "tag", tag).await.unwrap(),
+            );
+            assert_eq!(together, apart, "{ask:?}, tag {tag}");
+        }
+    }
+    let (records, rows) = s
+        .records_by_tokens_and_meta(&["tk_b".into(), "tk_none".into()], find("t3"))
+        .await
+        .unwrap();
+    assert_eq!(records, vec![Some(linked("b", "tk_b", "p_2")), None]);
+    assert_eq!(
+        rows,
+        vec![
+            meta("password_identity", "s_3", "dek", "d3"),
+            meta("password_identity", "s_3", "identity", "p_2"),
+            meta("password_identity", "s_3", "tag", "t3"),
+        ],
+        "the slot holding the tag, whole"
+    );
 }
 
 /// The by-value lookups follow meta rows and record links as they move, down to none and back.
@@ -4340,6 +4410,17 @@ pub async fn closed_storage_refuses_calls(s: impl Storage) {
         StorageError::Closed
     );
     assert_eq!(s.meta_all().await.unwrap_err(), StorageError::Closed);
+    let find = MetaFind {
+        object_type: "password_identity",
+        key: "tag",
+        value: "t",
+    };
+    assert_eq!(
+        s.records_by_tokens_and_meta(&["tk_a".into()], find)
+            .await
+            .unwrap_err(),
+        StorageError::Closed
+    );
     assert_eq!(
         s.versions(&[RowKey::Record("a".into())]).await.unwrap_err(),
         StorageError::Closed
@@ -4502,6 +4583,7 @@ macro_rules! conformance_cases {
             identity_tags_are_unique,
             meta_find_returns_whole_objects,
             meta_find_follows_values_as_rows_move,
+            records_and_meta_read_together_answer_as_apart,
             unreferenced_identities_are_pruned_in_the_same_batch,
             identity_slots_go_with_their_identity,
             failed_batches_change_nothing,
