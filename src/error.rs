@@ -99,16 +99,10 @@ pub enum VaultError {
         tokens: Vec<String>,
     },
 
-    #[error(
-        "the password or key does not open {}; check that you pass the secret the value was stored with",
-        records(tokens)
-    )]
+    #[error("{}", invalid_password_message(tokens))]
     InvalidPassword { tokens: Vec<String> },
 
-    #[error(
-        "the stored value of {} is damaged or was tampered with; it cannot be recovered",
-        records(tokens)
-    )]
+    #[error("{}", decryption_failed_message(tokens))]
     DecryptionFailed { tokens: Vec<String> },
 
     #[error("password rejected by the vault's password policy: {0}")]
@@ -189,10 +183,33 @@ fn not_found_message(reason: NotFoundReason, tokens: &[String]) -> String {
 /// "the record (error.tokens holds its token)", "3 records (error.tokens lists their tokens)".
 fn records(tokens: &[String]) -> String {
     match tokens.len() {
-        0 => "the record".to_owned(),
         1 => "the record (error.tokens holds its token)".to_owned(),
         n => format!("{n} records (error.tokens lists their tokens)"),
     }
+}
+
+/// Without tokens the error is about the vault, not a record: `unlock()` checking a secret
+/// against what is stored.
+fn invalid_password_message(tokens: &[String]) -> String {
+    if tokens.is_empty() {
+        return "the password or key does not open this vault; check that you pass the secret its values were stored with".to_owned();
+    }
+    format!(
+        "the password or key does not open {}; check that you pass the secret the value was stored with",
+        records(tokens)
+    )
+}
+
+/// Without tokens the damaged ciphertext is a key the vault keeps (a password identity's
+/// wrapped data key), not a record's value.
+fn decryption_failed_message(tokens: &[String]) -> String {
+    if tokens.is_empty() {
+        return "a key stored in this vault (a password identity's data key) is damaged or was tampered with; the values it seals cannot be recovered".to_owned();
+    }
+    format!(
+        "the stored value of {} is damaged or was tampered with; it cannot be recovered",
+        records(tokens)
+    )
 }
 
 impl VaultError {
@@ -358,6 +375,26 @@ mod tests {
             one.to_string(),
             "no record exists for this token or id (error.tokens holds it)"
         );
+        // Without tokens (unlock() checking a secret, an identity's wrapped key) the message
+        // names the vault, not a record nobody asked about.
+        let unlock = VaultError::InvalidPassword { tokens: vec![] }.to_string();
+        assert!(unlock.contains("does not open this vault"), "{unlock}");
+        let key = VaultError::DecryptionFailed { tokens: vec![] }.to_string();
+        assert!(key.contains("a key stored in this vault"), "{key}");
+        for e in [
+            VaultError::InvalidPassword {
+                tokens: vec!["tk_a".into()],
+            },
+            VaultError::DecryptionFailed {
+                tokens: vec!["tk_a".into()],
+            },
+        ] {
+            let m = e.to_string();
+            assert!(
+                m.contains("the record (error.tokens holds its token)"),
+                "{m}"
+            );
+        }
         let taken = VaultError::TokenExists("tk_secret-marker".into());
         assert!(!taken.to_string().contains("marker"), "{taken}");
         assert_eq!(taken.tokens(), Some(&["tk_secret-marker".to_owned()][..]));

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use vaultstore_wasm::platform::Platform;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
-use vaultstore_wasm::storage::{MetaRow, Storage};
+use vaultstore_wasm::storage::{MetaRow, RecordChange, Stamp, Storage, WriteOp};
+use vaultstore_wasm::sync::Rev;
 use vaultstore_wasm::{CreateOptions, ErrorCode, RekeyObserver, RekeyOptions, Vault, VaultOptions};
 
 type Rows = (Vec<(String, String)>, Vec<MetaRow>);
@@ -735,9 +736,67 @@ fn identity_rows_are_checked_not_trusted() {
             ..options()
         })
         .await;
-        code(
+        let e = code(
             w.token_read(&t, &pw(PASSWORD)).await,
             ErrorCode::DecryptionFailed,
+        );
+        // The damaged ciphertext is the identity's key, not the record's value.
+        assert!(e.to_string().contains("a key stored in this vault"), "{e}");
+    });
+}
+
+/// A value that is not an envelope at all can only come from storage tampered with (snapshot
+/// imports and sync refuse one); a rotation reading it names its record.
+#[test]
+fn a_rotation_names_the_record_whose_value_is_malformed() {
+    run(async {
+        let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+        let v = Vault::open_with(
+            Box::new(shared.clone()),
+            VaultOptions {
+                password_identity: true,
+                ..options()
+            },
+            Platform::default(),
+        )
+        .await
+        .unwrap();
+        let tokens = create_many(&v, PASSWORD, 3).await;
+        let record = shared.records_by_tokens(&tokens[1..2]).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        let tampered = WriteOp::ChangeRecord {
+            id: record.id.clone(),
+            change: RecordChange::Reseal {
+                expect: record.value.clone(),
+                value: "not an envelope".into(),
+                password_id: record.password_id.clone(),
+            },
+            at: record.updated_at,
+        };
+        let stamp = Stamp {
+            rev: Rev::new(u64::try_from(record.updated_at).unwrap() + 1, 0, 1).unwrap(),
+            at: record.updated_at,
+        };
+        shared.apply(stamp, vec![tampered]).await.unwrap();
+        let rotate = RekeyOptions {
+            rotate: true,
+            observer: None,
+        };
+        let e = code(
+            v.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &rotate).await,
+            ErrorCode::DecryptionFailed,
+        );
+        assert_eq!(e.tokens().unwrap(), &tokens[1..2], "{e}");
+        assert!(e.to_string().contains("the record"), "{e}");
+        // Nothing moved: the intact values still open with the old secret only.
+        assert_eq!(
+            v.token_read(&tokens[0], &pw(PASSWORD)).await.unwrap(),
+            format!("{PASSWORD} #0")
+        );
+        code(
+            v.token_read(&tokens[0], &pw(OTHER)).await,
+            ErrorCode::InvalidPassword,
         );
     });
 }

@@ -513,8 +513,8 @@ impl Vault {
                 }
                 _ => {
                     let plaintext = Zeroizing::new(
-                        Envelope::parse(&record.value)?
-                            .open(from, &record.token)
+                        Envelope::parse(&record.value)
+                            .and_then(|envelope| envelope.open(from, &record.token))
                             .map_err(|e| e.for_token(&record.token))?,
                     );
                     let sealed = seal_value(&to.key, &record.token, &plaintext)?;
