@@ -278,6 +278,8 @@ mod sql_only {
             pub statements: Arc<AtomicUsize>,
             pub batches: Arc<AtomicUsize>,
             pub rows: Arc<AtomicUsize>,
+            /// Read round trips (`all` calls), also counted in `statements`.
+            pub reads: Arc<AtomicUsize>,
             /// Records each batch removed (the bound a chunked purge keeps).
             pub removed: Arc<std::sync::Mutex<Vec<usize>>>,
         }
@@ -305,6 +307,7 @@ mod sql_only {
                 params: &[SqlValue],
             ) -> Result<Vec<Vec<SqlValue>>, SqlError> {
                 self.counter.statements.fetch_add(1, Ordering::SeqCst);
+                self.counter.reads.fetch_add(1, Ordering::SeqCst);
                 let rows = self.db.all(sql, params).await?;
                 self.counter.rows.fetch_add(rows.len(), Ordering::SeqCst);
                 Ok(rows)
@@ -436,7 +439,7 @@ mod sql_only {
         /// secret's identity rows too, and used to read them in a second statement; now it
         /// does only while the key is not cached yet.
         #[test]
-        fn reading_values_is_one_statement_with_identities_on_or_off() {
+        fn reading_and_updating_values_is_one_read_with_identities_on_or_off() {
             super::block_on(async {
                 for identities in [false, true] {
                     let clock = TestClock::new(T0);
@@ -496,6 +499,21 @@ mod sql_only {
                         "identities {identities}"
                     );
                     assert_eq!(e.tokens().unwrap().len(), 2);
+                    // An update reads the record and the identity rows in one round trip too.
+                    counter.reads.swap(0, Ordering::SeqCst);
+                    vault
+                        .token_update(&tokens[3], "updated", &secret)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        (counter.reads.swap(0, Ordering::SeqCst), counter.take().1),
+                        (1, 1),
+                        "identities {identities}: tokenUpdate is one read and one batch"
+                    );
+                    assert_eq!(
+                        vault.token_read(&tokens[3], &secret).await.unwrap(),
+                        "updated"
+                    );
                     // A key not cached is derived after the records are read (a missing token
                     // costs no derivation): then the identity rows take a second statement.
                     vault.lock();

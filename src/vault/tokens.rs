@@ -33,6 +33,17 @@ enum Expired {
     LeaveOut,
 }
 
+/// The record a write by token changes: there, and not soft-deleted.
+fn live(record: Option<Record>, token: &str) -> Result<Record> {
+    match record {
+        None => Err(VaultError::not_found(NotFoundReason::Missing, token)),
+        Some(r) if r.is_soft_deleted() => {
+            Err(VaultError::not_found(NotFoundReason::SoftDeleted, token))
+        }
+        Some(r) => Ok(r),
+    }
+}
+
 /// Where the tokens of new records come from.
 enum TokenSource<'a> {
     Random(usize),
@@ -430,9 +441,12 @@ impl Vault {
         token::check_lookup(token)?;
         self.check_policy(secret)?;
         for _ in 0..MAX_ATTEMPTS {
-            let record = self.live_record(token).await?;
+            // With identities on and the key cached, the record and the identity rows that
+            // tell which key to write with come in one round trip, as for a read.
+            let (mut found, opener) = self.records_to_open(&[token.to_owned()], secret).await?;
+            let record = live(found.pop().flatten(), token)?;
             let key = self
-                .rewrite_key(&record, secret)
+                .rewrite_key(&record, opener, secret)
                 .await
                 .map_err(|e| e.for_token(token))?;
             let sealed = seal_value(&key.key, token, value)?;
@@ -558,16 +572,6 @@ impl Vault {
     }
 
     /// A record that exists and is not soft-deleted (expired ones count: they can be updated).
-    async fn live_record(&self, token: &str) -> Result<Record> {
-        match self.record_by_token(token).await? {
-            None => Err(VaultError::not_found(NotFoundReason::Missing, token)),
-            Some(r) if r.is_soft_deleted() => {
-                Err(VaultError::not_found(NotFoundReason::SoftDeleted, token))
-            }
-            Some(r) => Ok(r),
-        }
-    }
-
     async fn change_by_token(&self, token: &str, change: RecordChange) -> Result<()> {
         let record = self
             .record_by_token(token)
@@ -602,10 +606,19 @@ impl Vault {
 
     /// The key to rewrite a record with. The secret must open the record as it is now (its
     /// identity's key or its master key, by key check); with identities on, a record sealed with
-    /// the master key moves to the secret's identity.
-    async fn rewrite_key(&self, record: &Record, secret: &Secret) -> Result<WriteKey> {
+    /// the master key moves to the secret's identity. `opener` is the secret's, when it came
+    /// with the record ([`Vault::records_to_open`]).
+    async fn rewrite_key(
+        &self,
+        record: &Record,
+        opener: Option<Opener>,
+        secret: &Secret,
+    ) -> Result<WriteKey> {
         let envelope = Envelope::parse(&record.value)?;
-        let (opener, _) = self.opener(secret, std::slice::from_ref(record)).await?;
+        let opener = match opener {
+            Some(opener) => opener,
+            None => self.opener(secret, std::slice::from_ref(record)).await?.0,
+        };
         match opener.key_of(&envelope) {
             Some((_, SealedWith::Identity)) => match opener.identity {
                 Some(identity) => Ok(WriteKey::from_identity(
