@@ -13,11 +13,16 @@
 //! by computing the tag (an HMAC) and unwrapping the DEK (an HKDF and an AES-GCM open) again:
 //! about two fifths of the SHA-256 a `tokenRead` ran, and one of its two AES-GCM opens. They go
 //! with the key: on `lock()`, on expiry, on `forget`. The identity rows are still read on every
-//! call, so a password changed or removed elsewhere stops opening anything at once.
+//! call that opens values, so a password changed or removed elsewhere stops opening anything at
+//! once. Creates are the exception ([`KeyCache::known_identity`]): they seal with the identity
+//! their key last wrote with, without reading it, and their batch commits only while that
+//! identity's slot rows (its tag and wrapped DEK) are still the ones this cache holds; when
+//! another writer changed them, the batch fails, the create forgets the identity and reads it.
 
 use crate::crypto::{DataKey, KdfParams, MasterKey, SALT_LEN, hmac_sha256, random_bytes};
 use crate::error::Result;
 use crate::secret::Secret;
+use crate::vault::identity::Identity;
 use std::sync::Mutex;
 use zeroize::Zeroizing;
 
@@ -41,6 +46,9 @@ struct Derived {
     /// (rarely two, SYNC.md 3, whose DEKs then take turns here), and a re-wrap elsewhere
     /// changes the wrapped row.
     dek: Option<Unwrapped>,
+    /// The identity id and slot object of the last create's committed batch, when its DEK is
+    /// the one `dek` holds.
+    writes_with: Option<(String, String)>,
 }
 
 struct Unwrapped {
@@ -183,6 +191,43 @@ impl KeyCache {
             });
         }
         Ok(dek)
+    }
+
+    /// The identity `key`'s last create committed with ([`KeyCache::remember_writes`]), with
+    /// its DEK as unwrapped from the row `wrapped` (returned second) under KDF `params`: what a
+    /// create may seal with without reading the identity, guarded by that row and the tag.
+    pub(crate) fn known_identity(
+        &self,
+        key: &MasterKey,
+        params: &KdfParams,
+    ) -> Option<(Identity, String)> {
+        let mut state = self.state();
+        let d = derived(&mut state, key)?;
+        let (id, slot) = d.writes_with.as_ref()?;
+        let u = d
+            .dek
+            .as_ref()
+            .filter(|u| u.identity_id == *id && u.salt == params.salt)?;
+        let identity = Identity {
+            id: id.clone(),
+            slot: slot.clone(),
+            dek: u.dek.clone(),
+        };
+        Some((identity, u.wrapped.clone()))
+    }
+
+    /// A create sealed with identity `identity_id`, found through `slot`, committed.
+    pub(crate) fn remember_writes(&self, key: &MasterKey, identity_id: &str, slot: &str) {
+        if let Some(d) = derived(&mut self.state(), key) {
+            d.writes_with = Some((identity_id.to_owned(), slot.to_owned()));
+        }
+    }
+
+    /// A create's batch failed: the next one reads the identity again.
+    pub(crate) fn forget_writes(&self, key: &MasterKey) {
+        if let Some(d) = derived(&mut self.state(), key) {
+            d.writes_with = None;
+        }
     }
 
     /// Drop (and so zeroize) the cached key of `secret`, if any: a secret removed from the

@@ -634,6 +634,158 @@ fn two_vaults_on_one_store_share_identities() {
     });
 }
 
+/// A create seals with the identity its key last committed with, without reading it: no read
+/// at all once the key and its identity are cached.
+#[test]
+fn creates_after_the_first_read_nothing() {
+    run(async {
+        let (v, _, probe) = probed_vault(VaultOptions {
+            password_identity: true,
+            ..options()
+        })
+        .await;
+        let mut tokens = Vec::new();
+        let mut reads = Vec::new();
+        for i in 0..4 {
+            let before = probe.reads.load(Ordering::SeqCst);
+            tokens.push(
+                v.token_create(&format!("v{i}"), &pw(PASSWORD), &CreateOptions::default())
+                    .await
+                    .unwrap(),
+            );
+            reads.push(probe.reads.load(Ordering::SeqCst) - before);
+        }
+        // The first creates the identity (and reads the settings); the second finds it; from
+        // the third on, the batch's guards stand in for the read.
+        assert_eq!(&reads[2..], [0, 0], "{reads:?}");
+        assert!(reads[1] >= 1, "{reads:?}");
+        assert_eq!(identities(&state(&v).await).len(), 1);
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(
+                v.token_read(t, &pw(PASSWORD)).await.unwrap(),
+                format!("v{i}")
+            );
+        }
+    });
+}
+
+/// Another vault on the same store rotates, re-wraps or damages the identity a create
+/// remembers: the create's guards fail, it reads again, and its value opens with the secret
+/// it was created with, and only with it.
+#[test]
+fn a_remembered_identity_is_used_only_while_its_slot_is_unchanged() {
+    run(async {
+        let shared = Arc::new(GlueMemoryStorage::new().unwrap());
+        let open = || {
+            Vault::open_with(
+                Box::new(shared.clone()),
+                VaultOptions {
+                    password_identity: true,
+                    ..options()
+                },
+                Platform::default(),
+            )
+        };
+        let (a, b) = (open().await.unwrap(), open().await.unwrap());
+        const THIRD: &str = "a third long password";
+        let warm = |secret: &'static str| {
+            let a = &a;
+            async move {
+                for _ in 0..3 {
+                    a.token_create("warm", &pw(secret), &CreateOptions::default())
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        let rotate = RekeyOptions {
+            rotate: true,
+            observer: None,
+        };
+
+        // A rotation elsewhere: PASSWORD's identity is pruned with its slot.
+        warm(PASSWORD).await;
+        let before = a
+            .token_create("before", &pw(PASSWORD), &CreateOptions::default())
+            .await
+            .unwrap();
+        b.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &rotate)
+            .await
+            .unwrap();
+        let after = a
+            .token_create(
+                "after the rotation",
+                &pw(PASSWORD),
+                &CreateOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.token_read(&after, &pw(PASSWORD)).await.unwrap(),
+            "after the rotation"
+        );
+        code(
+            a.token_read(&after, &pw(OTHER)).await,
+            ErrorCode::InvalidPassword,
+        );
+        assert_eq!(a.token_read(&before, &pw(OTHER)).await.unwrap(), "before");
+
+        // A re-wrap elsewhere: OTHER's slot now holds THIRD's tag.
+        warm(OTHER).await;
+        b.bulk_rekey(&pw(OTHER), &pw(THIRD), &RekeyOptions::default())
+            .await
+            .unwrap();
+        let rewrapped = a
+            .token_create("after the re-wrap", &pw(OTHER), &CreateOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            a.token_read(&rewrapped, &pw(OTHER)).await.unwrap(),
+            "after the re-wrap"
+        );
+        code(
+            a.token_read(&rewrapped, &pw(THIRD)).await,
+            ErrorCode::InvalidPassword,
+        );
+        assert_eq!(a.token_read(&before, &pw(THIRD)).await.unwrap(), "before");
+
+        // The tag unchanged but the wrapped DEK row replaced (no operation does this; storage
+        // tampered with): the DEK guard fails the cached create, and the read finds the damage.
+        warm(THIRD).await;
+        let all = shared.meta_all().await.unwrap();
+        let dek_rows: Vec<MetaRow> = all
+            .into_iter()
+            .filter(|r| r.key.object_type == "password_identity" && r.key.key == "dek")
+            .collect();
+        let count = a.record_count(&Default::default()).await.unwrap();
+        let mut tampered = Vec::new();
+        for row in &dek_rows {
+            let mut bad = row.value.clone();
+            let last = bad.pop().unwrap();
+            bad.push(if last == 'A' { 'B' } else { 'A' });
+            tampered.push(WriteOp::PutMeta(MetaRow {
+                key: row.key.clone(),
+                value: bad,
+            }));
+        }
+        let stamp = Stamp {
+            rev: Rev::new(4_000_000_000_000, 0, 1).unwrap(),
+            at: 4_000_000_000_000,
+        };
+        shared.apply(stamp, tampered).await.unwrap();
+        code(
+            a.token_create("sealed under what?", &pw(THIRD), &CreateOptions::default())
+                .await,
+            ErrorCode::DecryptionFailed,
+        );
+        assert_eq!(
+            a.record_count(&Default::default()).await.unwrap(),
+            count,
+            "nothing was written"
+        );
+    });
+}
+
 #[test]
 fn migration_links_records_made_before_identities() {
     run(async {

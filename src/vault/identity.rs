@@ -68,6 +68,11 @@ pub(crate) fn identity_find(tag: &str) -> MetaFind<'_> {
     }
 }
 
+/// The key of the row holding the identity DEK wrapped for slot object `slot`'s secret.
+pub(crate) fn wrapped_dek_key(slot: &str) -> MetaKey {
+    MetaKey::new(object_type::IDENTITY, slot, DEK_KEY)
+}
+
 /// Fail the batch unless slot object `slot` still has `tag` (a secret's identity tag).
 pub(super) fn expect_tag(slot: &str, tag: String) -> WriteOp {
     WriteOp::ExpectMeta {

@@ -375,6 +375,7 @@ impl Vault {
                 key: DataKey::filled_by(|k| k.copy_from_slice(source.dek.as_bytes())),
                 identity_id: Some(source.id.clone()),
                 guard: vec![],
+                slot: None,
             })
         };
         let (target, setup) = match existing {
@@ -431,6 +432,7 @@ impl Vault {
             key: target.dek,
             identity_id: Some(target.id),
             guard: vec![],
+            slot: None,
         };
         Ok((target, moves))
     }
@@ -556,6 +558,7 @@ impl Vault {
                         guard: setup,
                         key: identity.dek,
                         identity_id: Some(identity.id),
+                        slot: None,
                     }
                 }
             };

@@ -257,7 +257,7 @@ impl Vault {
         }
         let (mk, epoch) = self.unlocked(secret).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let key = self.write_key(&mk, epoch).await?;
+            let key = self.insert_key(&mk, epoch).await?;
             let stamp = self.stamp()?;
             let now = stamp.at;
             let mut batch = key.batch_ops()?;
@@ -282,7 +282,13 @@ impl Vault {
                 batch.push(WriteOp::InsertRecord(Box::new(record)));
                 tokens.push(token);
             }
-            match self.storage.apply(stamp, batch).await {
+            let committed = self.storage.apply(stamp, batch).await;
+            if let (Ok(()), Some(id), Some(slot)) = (&committed, &key.identity_id, &key.slot) {
+                self.keys.remember_writes(&mk, id, slot);
+            } else {
+                self.keys.forget_writes(&mk);
+            }
+            match committed {
                 Ok(()) => {
                     self.settle_kdf();
                     return Ok(tokens);

@@ -169,6 +169,7 @@ async function costs(db) {
   const values = Array.from({ length: 400 }, (_, i) => `value ${i}`);
   let tokens;
   await measure(many, "tokensCreate(400)", { statements: 6, read: 1_700 }, async () => (tokens = await ids.tokensCreate(values, key)));
+  await measure(many, "tokenCreate", { statements: 4, read: 40 }, () => ids.tokenCreate("one more", key));
   await measure(many, "tokensRead(400)", { statements: 1, read: 1_200 }, () => ids.tokensRead(tokens, key));
   await measure(many, "tokenUpdate", { statements: 6, read: 40 }, () => ids.tokenUpdate(tokens[0], "updated", key));
   await measure(many, "bulkRekey, rotate 401", { statements: 16, read: 8_000 }, () => ids.bulkRekey(key, next, { rotate: true }));
