@@ -139,7 +139,7 @@ if (runs("chromium") || runs("sync")) {
   });
   try {
     if (runs("chromium")) console.log(`\n▶ Chromium, IndexedDB (${config.rounds} rounds per row, one page per row)`);
-    for (const row of (runs("chromium") ? ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "rekeyRotate", "listing"] : []).filter(wanted)) {
+    for (const row of (runs("chromium") ? ["batchCreate1k", "batchCreate10k", "batchCreateVsBulkAdd", "batchRead", "sequentialCreate", "sequentialCreateIdentities", "rekeyRotate", "listing"] : []).filter(wanted)) {
       const page = await context.newPage();
       page.on("pageerror", (error) => console.error("page error:", error));
       await page.goto(`${server.url}/page.html`);

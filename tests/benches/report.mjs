@@ -72,6 +72,7 @@ export function lines(config, results) {
     add(r, `tokensCreate(${count(n1k)}) vs the physical limit`, "one Dexie bulkAdd of the same rows, already sealed", compare("idb.batchCreateVsBulkAdd"), ratioGoal(1.5));
     add(r, `tokensRead(${count(n1k)})`, "Dexie bulkGet + Promise.all opens", compare("idb.batchRead"), ratioGoal(1.0));
     add(r, `${count(n1k)} × await tokenCreate`, `${count(n1k)} × (seal, Dexie add)`, compare("idb.sequentialCreate"), ratioGoal(1.0));
+    add(r, `${count(n1k)} × await tokenCreate, identities on`, `${count(n1k)} × (seal, Dexie add)`, compare("idb.sequentialCreateIdentities"));
     add(r, `bulkRekey rotate, ${count(n10k)} records (identities)`, "PBKDF2 + toArray + open/re-seal + bulkPut", compare("idb.rekeyRotate"));
     add(r, `bulkRekey rotate, ${count(n10k)}, minus the new password's PBKDF2`, "the same, minus one PBKDF2", beyondPbkdf2("idb.rekeyRotate"), limitGoal(1000, "< 1 s"));
   }
