@@ -598,21 +598,25 @@ fn concurrent_first_uses_of_a_secret_create_one_identity() {
     });
 }
 
+/// A vault with identities on over `shared`, which other vaults (tabs) and the test also use.
+async fn on_store(shared: &Arc<GlueMemoryStorage>) -> Vault {
+    Vault::open_with(
+        Box::new(shared.clone()),
+        VaultOptions {
+            password_identity: true,
+            ..options()
+        },
+        Platform::default(),
+    )
+    .await
+    .unwrap()
+}
+
 #[test]
 fn two_vaults_on_one_store_share_identities() {
     run(async {
         let shared = Arc::new(GlueMemoryStorage::new().unwrap());
-        let open = || {
-            Vault::open_with(
-                Box::new(shared.clone()),
-                VaultOptions {
-                    password_identity: true,
-                    ..options()
-                },
-                Platform::default(),
-            )
-        };
-        let (a, b) = (open().await.unwrap(), open().await.unwrap());
+        let (a, b) = (on_store(&shared).await, on_store(&shared).await);
         let ta = a
             .token_create("from a", &pw(PASSWORD), &CreateOptions::default())
             .await
@@ -676,17 +680,7 @@ fn creates_after_the_first_read_nothing() {
 fn a_remembered_identity_is_used_only_while_its_slot_is_unchanged() {
     run(async {
         let shared = Arc::new(GlueMemoryStorage::new().unwrap());
-        let open = || {
-            Vault::open_with(
-                Box::new(shared.clone()),
-                VaultOptions {
-                    password_identity: true,
-                    ..options()
-                },
-                Platform::default(),
-            )
-        };
-        let (a, b) = (open().await.unwrap(), open().await.unwrap());
+        let (a, b) = (on_store(&shared).await, on_store(&shared).await);
         const THIRD: &str = "a third long password";
         let warm = |secret: &'static str| {
             let a = &a;
@@ -903,16 +897,7 @@ fn identity_rows_are_checked_not_trusted() {
 fn a_rotation_names_the_record_whose_value_is_malformed() {
     run(async {
         let shared = Arc::new(GlueMemoryStorage::new().unwrap());
-        let v = Vault::open_with(
-            Box::new(shared.clone()),
-            VaultOptions {
-                password_identity: true,
-                ..options()
-            },
-            Platform::default(),
-        )
-        .await
-        .unwrap();
+        let v = on_store(&shared).await;
         let tokens = create_many(&v, PASSWORD, 3).await;
         let record = shared.records_by_tokens(&tokens[1..2]).await.unwrap()[0]
             .clone()
