@@ -692,6 +692,27 @@ fn a_remembered_identity_is_used_only_while_its_slot_is_unchanged() {
                 }
             }
         };
+        // A create with `secret` after the change elsewhere: its value opens with `secret` and
+        // not with `moved_to`, and the value made before the change opens with `moved_to`.
+        let create_after = |secret: &'static str, moved_to: &'static str, before: String| {
+            let a = &a;
+            async move {
+                let value = format!("made with {secret} after the change");
+                let made = a
+                    .token_create(&value, &pw(secret), &CreateOptions::default())
+                    .await
+                    .unwrap();
+                assert_eq!(a.token_read(&made, &pw(secret)).await.unwrap(), value);
+                code(
+                    a.token_read(&made, &pw(moved_to)).await,
+                    ErrorCode::InvalidPassword,
+                );
+                assert_eq!(
+                    a.token_read(&before, &pw(moved_to)).await.unwrap(),
+                    "before"
+                );
+            }
+        };
         let rotate = RekeyOptions {
             rotate: true,
             observer: None,
@@ -706,42 +727,14 @@ fn a_remembered_identity_is_used_only_while_its_slot_is_unchanged() {
         b.bulk_rekey(&pw(PASSWORD), &pw(OTHER), &rotate)
             .await
             .unwrap();
-        let after = a
-            .token_create(
-                "after the rotation",
-                &pw(PASSWORD),
-                &CreateOptions::default(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            a.token_read(&after, &pw(PASSWORD)).await.unwrap(),
-            "after the rotation"
-        );
-        code(
-            a.token_read(&after, &pw(OTHER)).await,
-            ErrorCode::InvalidPassword,
-        );
-        assert_eq!(a.token_read(&before, &pw(OTHER)).await.unwrap(), "before");
+        create_after(PASSWORD, OTHER, before.clone()).await;
 
         // A re-wrap elsewhere: OTHER's slot now holds THIRD's tag.
         warm(OTHER).await;
         b.bulk_rekey(&pw(OTHER), &pw(THIRD), &RekeyOptions::default())
             .await
             .unwrap();
-        let rewrapped = a
-            .token_create("after the re-wrap", &pw(OTHER), &CreateOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(
-            a.token_read(&rewrapped, &pw(OTHER)).await.unwrap(),
-            "after the re-wrap"
-        );
-        code(
-            a.token_read(&rewrapped, &pw(THIRD)).await,
-            ErrorCode::InvalidPassword,
-        );
-        assert_eq!(a.token_read(&before, &pw(THIRD)).await.unwrap(), "before");
+        create_after(OTHER, THIRD, before).await;
 
         // The tag unchanged but the wrapped DEK row replaced (no operation does this; storage
         // tampered with): the DEK guard fails the cached create, and the read finds the damage.
