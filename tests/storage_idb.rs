@@ -294,3 +294,82 @@ async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_thei
     a.close().await;
     b.close().await;
 }
+
+// ---------------------------------------------------------------- pages that start at a bookmark
+
+/// A connection starts a listing's next page where its last page ended (`advance` over the
+/// records before it is linear in their count), and trusts that place only while the seq
+/// counter is where it was. Paging on through the whole listing gives it exactly, page by
+/// page; a write by another connection (another tab) between two pages is seen by the next.
+#[wasm_bindgen_test]
+async fn pages_read_on_after_another_connections_write_answer_as_the_store_is() {
+    use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
+    let name = format!("conformance-bookmark-{}", js_sys::Math::random());
+    let a = IdbStorage::open(&name).await.unwrap();
+    let b = IdbStorage::open(&name).await.unwrap();
+    let records: Vec<_> = (0..50)
+        .map(|i| {
+            let mut r = record(&format!("r{i:02}"), &format!("tk_{i:02}"));
+            r.created_at = conformance::NOW - 1000 + i;
+            if i % 7 == 3 {
+                r.soft_deleted_at = Some(conformance::NOW);
+            }
+            r
+        })
+        .collect();
+    let batch = records
+        .iter()
+        .cloned()
+        .map(WriteOp::insert_record)
+        .collect();
+    a.apply(stamp(), batch).await.unwrap();
+    for soft_deleted in [SoftDeleted::Exclude, SoftDeleted::Include] {
+        let page = |offset| RecordFilter {
+            order_by: OrderBy::CreatedAt,
+            soft_deleted,
+            offset,
+            limit: Some(4),
+            ..Default::default()
+        };
+        let whole = RecordFilter {
+            limit: None,
+            ..page(0)
+        };
+        let ids = |rs: Vec<vaultstore_wasm::record::Record>| -> Vec<String> {
+            rs.into_iter().map(|r| r.id).collect()
+        };
+        let expected = ids(a.query_records(&whole, conformance::NOW).await.unwrap());
+        let mut paged = Vec::new();
+        for offset in (0..expected.len() + 4).step_by(4) {
+            paged.extend(ids(a
+                .query_records(&page(offset), conformance::NOW)
+                .await
+                .unwrap()));
+        }
+        assert_eq!(
+            paged, expected,
+            "{soft_deleted:?}: page by page, the whole listing"
+        );
+
+        // The other connection deletes the newest record (the first in this order) between
+        // two pages of this one: the second page moves up by one.
+        a.query_records(&page(0), conformance::NOW).await.unwrap();
+        let newest = expected[0].clone();
+        b.apply(
+            stamp(),
+            vec![WriteOp::DeleteRecord {
+                id: newest,
+                if_expired_at: None,
+            }],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            ids(a.query_records(&page(4), conformance::NOW).await.unwrap()),
+            expected[5..9],
+            "{soft_deleted:?}: the page after another tab's delete"
+        );
+    }
+    a.close().await;
+    b.close().await;
+}

@@ -230,7 +230,8 @@ const listingCall = (call, check) => medianCall(LISTING_CALLS, call, check);
 
 /**
  * Issue 16: a page deep in an IndexedDB vault (offset n/2 of n = 2 × records10k) against the
- * first page, each `recordList({ limit: 20 })` checked against one listing of the whole vault.
+ * first page, and the pages after it read one after another, each `recordList({ limit: 20 })`
+ * checked against one listing of the whole vault.
  */
 rows.listing = {
   async package(config) {
@@ -247,8 +248,19 @@ rows.listing = {
     const page = (offset) => (records) => expectEqual(records.map((r) => r.token), everything.slice(offset, offset + PAGE), `recordList page at offset ${offset}`);
     const firstMs = await listingCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
     const deepMs = await listingCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
+    // Paging on from there, as a list that loads more on scroll does: each page right after
+    // the one before it (each checked); the mean of PAGES_ON pages.
+    const PAGES_ON = 25;
+    let onMs = 0;
+    for (let i = 1; i <= PAGES_ON; i++) {
+      const offset = deep + i * PAGE;
+      const start = performance.now();
+      const records = await handle.vault.recordList({ limit: PAGE, offset });
+      onMs += performance.now() - start;
+      page(offset)(records);
+    }
     await dropVault(handle);
-    return { firstMs, deepMs };
+    return { firstMs, deepMs, pagingOnMs: onMs / PAGES_ON };
   },
 };
 

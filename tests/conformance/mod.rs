@@ -1760,41 +1760,101 @@ async fn assert_query_agrees(s: &dyn Storage, all: &[Record], filter: &RecordFil
     );
 }
 
+/// Every listing's shape: each order, both directions, each soft-deleted state.
+fn listing_shapes() -> Vec<(OrderBy, bool, SoftDeleted)> {
+    let states = [
+        SoftDeleted::Exclude,
+        SoftDeleted::Include,
+        SoftDeleted::Only,
+    ];
+    OrderBy::ALL
+        .into_iter()
+        .flat_map(|order_by| [true, false].map(|descending| (order_by, descending)))
+        .flat_map(|(order_by, descending)| states.map(|state| (order_by, descending, state)))
+        .collect()
+}
+
 /// Pages in every order and soft-deleted state, with offsets that cross soft-deleted rows, and
 /// the counts of each state: what backends serve from indexes or counters must agree with the
 /// shared filter over every record the store holds (read by scanning, which uses neither).
 async fn listings_agree(s: &dyn Storage, step: &str) {
     let (all, _) = dump(s).await;
     let mut filters = query_filters();
-    for order_by in OrderBy::ALL {
-        for descending in [true, false] {
-            for soft_deleted in [
-                SoftDeleted::Exclude,
-                SoftDeleted::Include,
-                SoftDeleted::Only,
-            ] {
-                for (offset, limit, expired_only) in [
-                    (0, Some(4), false),
-                    (5, Some(3), false),
-                    (17, None, false),
-                    (30, Some(30), false),
-                    (1, Some(2), true),
-                ] {
-                    filters.push(RecordFilter {
-                        order_by,
-                        descending,
-                        soft_deleted,
-                        offset,
-                        limit,
-                        expired_only,
-                        ..Default::default()
-                    });
-                }
-            }
+    for (order_by, descending, soft_deleted) in listing_shapes() {
+        for (offset, limit, expired_only) in [
+            (0, Some(4), false),
+            (5, Some(3), false),
+            (17, None, false),
+            (30, Some(30), false),
+            (1, Some(2), true),
+        ] {
+            filters.push(RecordFilter {
+                order_by,
+                descending,
+                soft_deleted,
+                offset,
+                limit,
+                expired_only,
+                ..Default::default()
+            });
         }
     }
     for filter in filters {
         assert_query_agrees(s, &all, &filter, step).await;
+    }
+}
+
+/// The page after one already read answers as the store is when it is read, whatever was
+/// written in between: a backend that starts a page where the one before it ended (IndexedDB
+/// keeps such a bookmark) must notice a write that moved the records before it. In every order,
+/// direction and soft-deleted state, a record of the first page is deleted, soft-deleted or
+/// restored, or a record sorting beside one is inserted, between that page and the next ones.
+pub async fn a_listing_paged_on_answers_as_the_store_is_after_writes_in_between(s: impl Storage) {
+    insert_fixture(&s).await;
+    for (shape, (order_by, descending, soft_deleted)) in (0..).zip(listing_shapes()) {
+        let page = |offset, limit| RecordFilter {
+            order_by,
+            descending,
+            soft_deleted,
+            offset,
+            limit,
+            ..Default::default()
+        };
+        let step = format!("{order_by:?} descending {descending} {soft_deleted:?}");
+        let first = s.query_records(&page(0, Some(3)), NOW).await.unwrap();
+        let [_, beside, moved] = &first[..] else {
+            panic!("{step}: the fixture fills a page of 3, got {first:?}");
+        };
+        let (all, _) = dump(&s).await;
+        assert_query_agrees(&s, &all, &page(0, Some(3)), &step).await;
+        assert_query_agrees(&s, &all, &page(3, Some(3)), &step).await;
+        let at = NOW + 100 + shape;
+        let ops = match shape % 3 {
+            0 => vec![delete(&moved.id)],
+            1 if moved.soft_deleted_at.is_some() => {
+                vec![change(&moved.id, RecordChange::Restore, at)]
+            }
+            1 => vec![change(
+                &moved.id,
+                RecordChange::SoftDelete {
+                    if_expired_at: None,
+                },
+                at,
+            )],
+            // Ties on the order's column break on the id (or token), and "x~n"
+            // sorts after x: the twin lands beside it, before the pages that follow.
+            _ => {
+                let mut twin = beside.clone();
+                twin.id.push_str(&format!("~{shape}"));
+                twin.token.push_str(&format!("~{shape}"));
+                vec![WriteOp::insert_record(twin)]
+            }
+        };
+        write(&s, ops).await.unwrap();
+        let step = format!("{step}, after write {}", shape % 3);
+        let (all, _) = dump(&s).await;
+        assert_query_agrees(&s, &all, &page(6, Some(3)), &step).await;
+        assert_query_agrees(&s, &all, &page(9, None), &step).await;
     }
 }
 
@@ -4590,6 +4650,7 @@ macro_rules! conformance_cases {
             expect_empty_and_clear_all,
             queries_agree_with_the_shared_filter,
             listings_and_counts_follow_every_write,
+            a_listing_paged_on_answers_as_the_store_is_after_writes_in_between,
             scans_page_through_everything_once,
             bulk_reads_and_writes_answer_as_single_ones,
             set_based_purges_take_exactly_the_expired,

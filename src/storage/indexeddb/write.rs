@@ -457,7 +457,7 @@ struct Batch {
 }
 
 /// The seq counter as read (`None`: never written, so 0).
-fn counter_value(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<u64> {
+pub(super) fn counter_value(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<u64> {
     match read.map_err(idb_error("read the seq counter"))? {
         None => Ok(0),
         Some(n) => Ok(n
