@@ -894,6 +894,11 @@ struct Bookmark {
     seq: u64,
 }
 
+/// Up to this many soft-deleted records, a page of them reads them all through their index
+/// (one request, about as fast as walking the listing past a few dozen records) rather than
+/// count the live records to choose.
+const FEW_TRASHED: u32 = 500;
+
 /// At most this many inserts in a batch that assumes the seq counter: each looks its id up
 /// among the tombstones, where a larger batch reads them once (or learns there are more than
 /// it inserts) and waits for that.
@@ -1378,8 +1383,12 @@ impl Reader {
     /// When every record in that index (or range of it) is one the filter admits (it includes
     /// soft-deleted records, or the store holds none of the state it leaves out, and
     /// `expiredOnly` only with the expiry order), the offset is one `advance` over index
-    /// entries and `limit` records are read. Otherwise each record is read and tested, in
-    /// order, until the page is full (offsets across soft-deleted rows cost their records).
+    /// entries and `limit` records are read. With soft-deleted records beside live ones, the
+    /// soft-deleted are read through their own index: for a page of live records that skips at
+    /// least as many, to count them out of a few advances ([`skip_live`]); for a page of
+    /// soft-deleted records, as the page itself (sorted here) when there are few of them
+    /// ([`FEW_TRASHED`]) or that reads fewer records than walking the order past the live ones.
+    /// Any other page reads and tests each record, in order, until it is full.
     /// A page at or after the end of this connection's last page of the same listing starts
     /// after that page's last record ([`Bookmark`]) while the seq counter shows no write since,
     /// so the offset before it costs nothing: paging on costs each page, not its offset.
@@ -1390,6 +1399,16 @@ impl Reader {
         last_page: Option<&RefCell<Option<Bookmark>>>,
     ) -> StorageResult<Vec<Record>> {
         let by_expiry = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
+        // The trash view: a few soft-deleted records are read through their own index, without
+        // counting the live ones (a count is linear in what it counts).
+        let mut trashed = None;
+        if filter.soft_deleted == SoftDeleted::Only && !filter.expired_only {
+            let count = self.count_state(SoftDeleted::Only).await?;
+            if count <= FEW_TRASHED || filter.limit.is_none() {
+                return Ok(filter.apply(self.trash().await?, now));
+            }
+            trashed = Some(count);
+        }
         // A page of a listing that does not depend on the time may start after a bookmark.
         let last_page = last_page.filter(|_| !filter.expired_only);
         let shape = (filter.order_by, filter.descending, filter.soft_deleted);
@@ -1405,13 +1424,38 @@ impl Reader {
             )),
             None => None,
         };
-        let exact =
-            (!filter.expired_only || by_expiry) && self.holds_only(filter.soft_deleted).await?;
+        // How many records are of the soft-deleted state the filter leaves out.
+        let left_out = self.left_out(filter.soft_deleted).await?;
+        let exact = (!filter.expired_only || by_expiry) && left_out == 0;
         let seq = match counter {
             Some(counter) => Some(write::counter_value(counter.await)?),
             None => None,
         };
         let bookmark = bookmark.filter(|b| Some(b.seq) == seq);
+        // Soft-deleted records beside live ones, read through their own index when that costs
+        // less than walking the order past the records the filter leaves out (`Self::trash`).
+        let trash_in_order = match (
+            exact || filter.expired_only || bookmark.is_some(),
+            filter.soft_deleted,
+        ) {
+            (false, SoftDeleted::Only) => {
+                // Walking the order to fill the page visits about (offset + limit) × all ÷
+                // trashed records, reading the trash `trashed` of them: the fewer wins.
+                let trashed = u64::from(trashed.unwrap_or(0));
+                let end = filter.offset.saturating_add(filter.limit.unwrap_or(0)) as u64;
+                if trashed * trashed <= end.saturating_mul(trashed + u64::from(left_out)) {
+                    return Ok(filter.apply(self.trash().await?, now));
+                }
+                None
+            }
+            // Each record before the offset would be read; the trash's, once.
+            (false, SoftDeleted::Exclude) if left_out as usize <= filter.offset => {
+                let mut trash = self.trash().await?;
+                sorting::sort_by(&mut trash, |a, b| filter.compare(a, b));
+                Some(trash)
+            }
+            _ => None,
+        };
         let (index, query) = order_source(filter.order_by, by_expiry.then_some(now))?;
         let direction = if filter.descending {
             CursorDirection::Prev
@@ -1445,6 +1489,10 @@ impl Reader {
             return Ok(out);
         };
         let mut cursor = cursor.into_managed();
+        if let Some(trash) = trash_in_order {
+            skip_live(&mut cursor, filter, &trash, skip).await?;
+            skip = 0;
+        }
         if exact && skip > 0 {
             // An offset past the end finishes the cursor: an empty page.
             cursor
@@ -1486,14 +1534,31 @@ impl Reader {
         Ok(out)
     }
 
-    /// Whether every record is of the soft-deleted state `state` admits (always, for both):
-    /// one count of the `deleted` index, for the state it leaves out.
+    /// Whether every record is of the soft-deleted state `state` admits (always, for both).
     async fn holds_only(&self, state: SoftDeleted) -> StorageResult<bool> {
-        Ok(match state {
-            SoftDeleted::Include => true,
-            SoftDeleted::Exclude => self.count_state(SoftDeleted::Only).await? == 0,
-            SoftDeleted::Only => self.count_state(SoftDeleted::Exclude).await? == 0,
-        })
+        Ok(self.left_out(state).await? == 0)
+    }
+
+    /// How many records are of the soft-deleted state `state` leaves out (none, for both): one
+    /// count of the `deleted` index.
+    async fn left_out(&self, state: SoftDeleted) -> StorageResult<u32> {
+        match state {
+            SoftDeleted::Include => Ok(0),
+            SoftDeleted::Exclude => self.count_state(SoftDeleted::Only).await,
+            SoftDeleted::Only => self.count_state(SoftDeleted::Exclude).await,
+        }
+    }
+
+    /// Every soft-deleted record, in one request on the `deleted` index.
+    async fn trash(&self) -> StorageResult<Vec<Record>> {
+        let rows = self
+            .records
+            .index("deleted")
+            .map_err(idb_error("open the deleted index"))?
+            .get_all(Some(Query::from(JsValue::from_f64(1.0))), None)
+            .done("read the soft-deleted records")
+            .await?;
+        rows.iter().map(record_from_js).collect()
     }
 
     /// How many records `state` admits, counted by the `deleted` index (or the store).
@@ -1754,6 +1819,38 @@ impl Reader {
         changes.truncate(limit);
         Ok(changes)
     }
+}
+
+/// Step `cursor`, at the first record of `filter`'s order, to its `offset`-th live record:
+/// `advance` over the index entries before it, then over as many more as there were soft-deleted
+/// records among them (`trash`, in the listing's order, tells how many), and so on until the
+/// live ones before it are `offset`: a few advances, not a read of every record before it.
+async fn skip_live(
+    cursor: &mut idb::ManagedCursor,
+    filter: &RecordFilter,
+    trash: &[Record],
+    offset: usize,
+) -> StorageResult<()> {
+    // The cursor's place in the order, soft-deleted records included.
+    let mut at = 0usize;
+    while let Some(value) = cursor.value().map_err(idb_error("read a cursor"))? {
+        let record = record_from_js(&value)?;
+        let trash_before = trash.partition_point(|t| filter.compare(t, &record).is_lt());
+        let live_before = at.saturating_sub(trash_before);
+        let step = if live_before < offset {
+            offset - live_before
+        } else if record.is_soft_deleted() {
+            1
+        } else {
+            break;
+        };
+        cursor
+            .advance(u32::try_from(step).unwrap_or(u32::MAX))
+            .await
+            .map_err(idb_error("skip a page's offset"))?;
+        at = at.saturating_add(step);
+    }
+    Ok(())
 }
 
 /// The index that orders the records by `order` (`None`: the store itself, in id order),

@@ -259,8 +259,22 @@ rows.listing = {
       onMs += performance.now() - start;
       page(offset)(records);
     }
+    // The same vault with a few records in the trash (soft-deleted, spread through it): the
+    // trash view's first page, and the deep page of live records, read afresh each time.
+    const TRASH = 20;
+    const trashed = everything.filter((_, i) => i % Math.floor(count / TRASH) === 7).slice(0, TRASH);
+    for (const token of trashed) await handle.vault.tokenSoftDelete(token);
+    const live = everything.filter((t) => !trashed.includes(t));
+    const trashMs = await listingCall(
+      () => handle.vault.recordList({ softDeletedOnly: true, limit: PAGE }),
+      (records) => expectEqual(records.map((r) => r.token), trashed.slice(0, PAGE), "the trash's first page"),
+    );
+    const deepLiveMs = await listingCall(
+      () => handle.vault.recordList({ limit: PAGE, offset: deep }),
+      (records) => expectEqual(records.map((r) => r.token), live.slice(deep, deep + PAGE), `live records at offset ${deep}, some soft-deleted`),
+    );
     await dropVault(handle);
-    return { firstMs, deepMs, pagingOnMs: onMs / PAGES_ON };
+    return { firstMs, deepMs, pagingOnMs: onMs / PAGES_ON, trashMs, deepLiveMs };
   },
 };
 
