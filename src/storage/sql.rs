@@ -1011,8 +1011,8 @@ fn order_clause(filter: &RecordFilter) -> String {
 
 /// The statement of [`Storage::query_records`] for `filter` at `now`.
 fn query_statement(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
-    if let Some(deferred) = deferred_page(ns, filter, now) {
-        return Some(deferred);
+    if let Some(page) = trash_page(ns, filter, now).or_else(|| deferred_page(ns, filter, now)) {
+        return Some(page);
     }
     let (from, mut params) = select_from(ns, filter, now)?;
     let limit = filter
@@ -1055,6 +1055,12 @@ fn counted(state: SoftDeleted) -> String {
 /// the vault).
 fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
     let limit = filter.limit?;
+    let page = deferred_rowids(ns, filter, now, "?2")?;
+    Some(page_of_rowids(&page, filter, ns, limit))
+}
+
+/// The rowids of [`deferred_page`]'s page, at most `limit` (an SQL expression) of them.
+fn deferred_rowids(ns: &str, filter: &RecordFilter, now: i64, limit: &str) -> Option<String> {
     // The expiry index is on a virtual generated column, which SQLite reads from the row even
     // when an index holds it: that index never covers, so its pages are left to the plain
     // statement.
@@ -1074,8 +1080,8 @@ fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, V
         SoftDeleted::Exclude => Some(SoftDeleted::Only),
         SoftDeleted::Only => Some(SoftDeleted::Exclude),
     };
-    let page = match left_out {
-        None => rowids(whole, "?2"),
+    Some(match left_out {
+        None => rowids(whole, limit),
         Some(left_out) => {
             // Only the namespace is a parameter of this filter's `FROM`: it is `?1` here too.
             let (plain, _) = select_from(ns, filter, now)?;
@@ -1084,15 +1090,26 @@ fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, V
                 "SELECT rowid FROM ({}) UNION ALL SELECT rowid FROM ({})",
                 rowids(
                     whole,
-                    &format!("CASE WHEN {none_left_out} THEN ?2 ELSE 0 END")
+                    &format!("CASE WHEN {none_left_out} THEN {limit} ELSE 0 END")
                 ),
                 rowids(
                     &plain,
-                    &format!("CASE WHEN {none_left_out} THEN 0 ELSE ?2 END")
+                    &format!("CASE WHEN {none_left_out} THEN 0 ELSE {limit} END")
                 ),
             )
         }
-    };
+    })
+}
+
+/// The records whose rowids `page` (a statement with `?1` the namespace, `?2` the limit and
+/// `?3` the offset) selects, in `filter`'s order.
+fn page_of_rowids(
+    page: &str,
+    filter: &RecordFilter,
+    ns: &str,
+    limit: usize,
+) -> (String, Vec<SqlValue>) {
+    let order = order_clause(filter);
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM vaultstore_records AS r WHERE r.rowid IN ({page}){order}"
     );
@@ -1101,7 +1118,51 @@ fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, V
         SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
         SqlValue::Integer(i64::try_from(filter.offset).unwrap_or(i64::MAX)),
     ];
-    Some((sql, params))
+    (sql, params)
+}
+
+/// A page of soft-deleted records (`softDeletedOnly`) read through the partial index that
+/// holds only them, then sorted, when that reads fewer rows than walking the order: SQLite
+/// plans the walk down the order's index (it needs no sort), which reads the row of every
+/// record it passes to test it, so the trash view of a vault with a few soft-deleted records
+/// read nearly every row (in a 200,000-record SQLite file with 20 of them soft-deleted, its
+/// first page: 87 ms, against 0.4 ms through the partial index; on D1, rows read are billed).
+/// Walking to the page's end passes about (offset + limit) × all ÷ trashed records, reading the
+/// trash `trashed`: the fewer wins, chosen in the statement from the per-state counts as in
+/// [`deferred_page`], whose page (or the plain statement's) is the other arm. Without a limit,
+/// the whole trash is read through the index.
+fn trash_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
+    if filter.soft_deleted != SoftDeleted::Only || filter.names_records() || filter.expired_only {
+        return None;
+    }
+    let order = order_clause(filter);
+    let trash = " FROM vaultstore_records AS r INDEXED BY vaultstore_records_deleted \
+        WHERE r.ns = ?1 AND r.soft_deleted_at IS NOT NULL";
+    let Some(limit) = filter.limit else {
+        let offset = i64::try_from(filter.offset).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {RECORD_COLUMNS}{trash}{order} LIMIT -1 OFFSET ?2");
+        return Some((sql, vec![ns.into(), SqlValue::Integer(offset)]));
+    };
+    let trashed = format!("({})", counted(SoftDeleted::Only));
+    let few = format!(
+        "{trashed} * {trashed} <= (?2 + ?3) * ({})",
+        counted(SoftDeleted::Include)
+    );
+    let walk = |limit: &str| match deferred_rowids(ns, filter, now, limit) {
+        Some(rowids) => Some(rowids),
+        None => {
+            let (plain, _) = select_from(ns, filter, now)?;
+            Some(format!(
+                "SELECT r.rowid{plain}{order} LIMIT {limit} OFFSET ?3"
+            ))
+        }
+    };
+    let page = format!(
+        "SELECT rowid FROM (SELECT r.rowid{trash}{order} LIMIT CASE WHEN {few} THEN ?2 ELSE 0 END \
+         OFFSET ?3) UNION ALL SELECT rowid FROM ({})",
+        walk(&format!("CASE WHEN {few} THEN 0 ELSE ?2 END"))?
+    );
+    Some(page_of_rowids(&page, filter, ns, limit))
 }
 
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -2223,6 +2284,18 @@ mod tests {
         for filter in &ordered {
             let (sql, _) = query_statement("ns", filter, 0).unwrap();
             let lines = plan(&sql);
+            if filter.soft_deleted == SoftDeleted::Only && !filter.expired_only {
+                // The trash view: one arm reads the soft-deleted records through their partial
+                // index and sorts them (`trash_page`), the other walks the order's index.
+                assert!(
+                    !full_scan(&lines)
+                        && lines
+                            .iter()
+                            .any(|l| l.contains("USING INDEX vaultstore_records_deleted")),
+                    "{filter:?}: {lines:?}"
+                );
+                continue;
+            }
             assert!(
                 !full_scan(&lines) && !lines.iter().any(|l| l.contains("TEMP B-TREE")),
                 "{filter:?}: {lines:?}"

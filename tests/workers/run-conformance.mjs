@@ -155,6 +155,12 @@ async function costs(db) {
   await measure(one, "tokenRenew", { statements: 3, read: 20 }, () => vault.tokenRenew(token, Date.now() + 60_000));
   await measure(one, "tokenUpdate", { statements: 4, read: 30 }, () => vault.tokenUpdate(token, "updated", key));
   await measure(one, "recordList (page of 20)", { statements: 1, read: 30 }, () => vault.recordList({ limit: 20 }));
+  // The trash view: three soft-deleted records among 2,002, read through the index that holds
+  // only them, not by walking the order past the live ones.
+  for (const r of await vault.recordList({ limit: 3, offset: 500 })) await vault.tokenSoftDelete(r.token);
+  await measure(one, "recordList, trash of 3", { statements: 1, read: 40 }, async () => {
+    if ((await vault.recordList({ softDeletedOnly: true, limit: 20 })).length !== 3) throw new Error("the trash view missed a soft-deleted record");
+  });
   await measure(one, "tokensExpiredDelete (none)", { statements: 1, read: 10 }, () => vault.tokensExpiredDelete());
   await measure(one, "tokenDelete", { statements: 6, read: 40 }, () => vault.tokenDelete(token));
 
