@@ -301,8 +301,10 @@ async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_thei
 /// records before it is linear in their count), and trusts that place only while the seq
 /// counter is where it was. Paging on through the whole listing gives it exactly, page by
 /// page; a write by another connection (another tab) between two pages is seen by the next.
+/// Counts likewise: a connection tallies them once and moves the tally with its own batches,
+/// while another connection's write makes it count again.
 #[wasm_bindgen_test]
-async fn pages_read_on_after_another_connections_write_answer_as_the_store_is() {
+async fn pages_and_counts_after_another_connections_write_answer_as_the_store_is() {
     use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
     let name = format!("conformance-bookmark-{}", js_sys::Math::random());
     let a = IdbStorage::open(&name).await.unwrap();
@@ -370,6 +372,98 @@ async fn pages_read_on_after_another_connections_write_answer_as_the_store_is() 
             "{soft_deleted:?}: the page after another tab's delete"
         );
     }
+    // Counts: a connection tallies them once, moves the tally with its own batches and counts
+    // again after another connection's write; each answer is checked against a connection that
+    // counts afresh, and against what the write did.
+    let fresh = || async {
+        let c = IdbStorage::open(&name).await.unwrap();
+        let n = counts(&c).await;
+        c.close().await;
+        n
+    };
+    let before = counts(&a).await;
+    assert_eq!(before, fresh().await, "counted");
+    let soft_delete = |id: &str| WriteOp::ChangeRecord {
+        id: id.into(),
+        change: RecordChange::SoftDelete {
+            if_expired_at: None,
+        },
+        at: conformance::NOW,
+    };
+    let steps: Vec<(&IdbStorage, Vec<WriteOp>, [i64; 3], &str)> = vec![
+        (
+            &b,
+            vec![WriteOp::insert_record(record("other", "tk_other"))],
+            [1, 1, 0],
+            "another connection's insert",
+        ),
+        (
+            &a,
+            vec![soft_delete("r11")],
+            [-1, 0, 1],
+            "its own soft delete",
+        ),
+        (
+            &a,
+            vec![
+                WriteOp::insert_record(record("new1", "tk_new1")),
+                WriteOp::insert_record(record("new2", "tk_new2")),
+                soft_delete("new2"),
+                WriteOp::ChangeRecord {
+                    id: "r11".into(),
+                    change: RecordChange::Restore,
+                    at: conformance::NOW,
+                },
+            ],
+            [2, 2, 0],
+            "its own inserts, soft delete and restore",
+        ),
+        (
+            &a,
+            vec![WriteOp::DeleteRecord {
+                id: "new2".into(),
+                if_expired_at: None,
+            }],
+            [0, -1, -1],
+            "its own delete",
+        ),
+        (
+            &b,
+            vec![soft_delete("r21")],
+            [-1, 0, 1],
+            "another connection's soft delete",
+        ),
+    ];
+    let mut expected = before;
+    for (writer, batch, change, step) in steps {
+        writer.apply(stamp(), batch).await.unwrap();
+        for (n, by) in expected.iter_mut().zip(change) {
+            *n = n.checked_add_signed(by).unwrap();
+        }
+        assert_eq!(counts(&a).await, expected, "after {step}");
+        assert_eq!(fresh().await, expected, "after {step}, counted afresh");
+    }
     a.close().await;
     b.close().await;
+}
+
+/// The live, all and soft-deleted record counts `s` gives.
+async fn counts(s: &IdbStorage) -> [u64; 3] {
+    use vaultstore_wasm::query::{RecordFilter, SoftDeleted};
+    let mut n = [0; 3];
+    for (i, soft_deleted) in [
+        SoftDeleted::Exclude,
+        SoftDeleted::Include,
+        SoftDeleted::Only,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let filter = RecordFilter {
+            soft_deleted,
+            ..Default::default()
+        };
+        n[i] = s.count_records(&filter, conformance::NOW).await.unwrap();
+    }
+    n
 }

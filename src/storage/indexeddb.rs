@@ -871,6 +871,34 @@ pub struct IdbStorage {
     seq_counter: Rc<Cell<Option<u64>>>,
     /// Where this connection's last listing page ended (see [`Bookmark`]).
     bookmark: Rc<RefCell<Option<Bookmark>>>,
+    /// How many live and soft-deleted records the store holds, as this connection last counted
+    /// them and kept them up with its own batches (see [`Tally`]).
+    tally: Rc<Cell<Option<Tally>>>,
+}
+
+/// How many live and soft-deleted records the store holds at seq counter `seq`. IndexedDB
+/// counts by walking what it counts (`recordCount()` of 20,000 records: about 90 ms), so a
+/// connection counts once and then moves the tally with each batch it commits, which knows
+/// what it inserted, deleted, soft-deleted and restored. Every write of a record moves the seq
+/// counter, in any tab (but `ClearAll`, which a batch tallies as not known), so a tally is
+/// current exactly while the counter is at its `seq`: another tab's write, or a batch whose
+/// change is not known (a merge's rows, a `ClearAll`), means counting again.
+#[derive(Clone, Copy, Debug)]
+struct Tally {
+    seq: u64,
+    live: u64,
+    trashed: u64,
+}
+
+impl Tally {
+    /// This tally after a batch that moved the counter to `seq` and the counts by `change`.
+    fn moved(self, seq: u64, (live, trashed): (i64, i64)) -> Option<Tally> {
+        Some(Tally {
+            seq,
+            live: self.live.checked_add_signed(live)?,
+            trashed: self.trashed.checked_add_signed(trashed)?,
+        })
+    }
 }
 
 /// Where a listing page ended, so that a later page of the same listing further on starts
@@ -889,8 +917,9 @@ struct Bookmark {
     /// How many records the listing admits up to and including that one.
     through: usize,
     /// The seq counter when the page was read. Every write of a record takes a new seq, in this
-    /// tab or another (records are replicated rows; `ClearAll` takes none, but only runs on a
-    /// store with no records), so while the counter is unchanged every record is where it was.
+    /// tab or another (records are replicated rows), so while the counter is unchanged every
+    /// record is where it was. `ClearAll` takes none, but leaves no record to be misplaced, and
+    /// every record written after it takes a new seq.
     seq: u64,
 }
 
@@ -1053,6 +1082,7 @@ impl IdbStorage {
             records_estimate: Rc::default(),
             seq_counter: Rc::default(),
             bookmark: Rc::default(),
+            tally: Rc::default(),
         })
     }
 
@@ -1539,6 +1569,37 @@ impl Reader {
         Ok(self.left_out(state).await? == 0)
     }
 
+    /// How many records `state` admits: from the connection's tally while the seq counter
+    /// shows it current, else counted by the indexes (without reading a single record) and
+    /// tallied.
+    async fn tallied(&self, tally: &Cell<Option<Tally>>, state: SoftDeleted) -> StorageResult<u64> {
+        let seq = write::counter_value(
+            self.counters
+                .get(JsValue::from_str(SEQ_COUNTER))
+                .map_err(idb_error("read the seq counter"))?
+                .await,
+        )?;
+        let current = match tally.get() {
+            Some(t) if t.seq == seq => t,
+            _ => {
+                let trashed = u64::from(self.count_state(SoftDeleted::Only).await?);
+                let all = u64::from(self.count_state(SoftDeleted::Include).await?);
+                let t = Tally {
+                    seq,
+                    live: all.saturating_sub(trashed),
+                    trashed,
+                };
+                tally.set(Some(t));
+                t
+            }
+        };
+        Ok(match state {
+            SoftDeleted::Include => current.live + current.trashed,
+            SoftDeleted::Exclude => current.live,
+            SoftDeleted::Only => current.trashed,
+        })
+    }
+
     /// How many records are of the soft-deleted state `state` leaves out (none, for both): one
     /// count of the `deleted` index.
     async fn left_out(&self, state: SoftDeleted) -> StorageResult<u32> {
@@ -1930,8 +1991,7 @@ impl Storage for IdbStorage {
             return Ok(named.iter().filter(|rec| filter.matches(rec, now)).count() as u64);
         }
         if !filter.expired_only {
-            // Counted by the index, without reading a single record.
-            return Ok(u64::from(r.count_state(filter.soft_deleted).await?));
+            return r.tallied(&self.tally, filter.soft_deleted).await;
         }
         // Expired ones: the expiry index's range, counted there when every record is of the
         // filter's state; else the expired records, read.

@@ -248,6 +248,7 @@ rows.listing = {
     const page = (offset) => (records) => expectEqual(records.map((r) => r.token), everything.slice(offset, offset + PAGE), `recordList page at offset ${offset}`);
     const firstMs = await listingCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
     const deepMs = await listingCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
+    const countMs = await listingCall(() => handle.vault.recordCount(), (n) => expectEqual(n, count, "recordCount()"));
     // Paging on from there, as a list that loads more on scroll does: each page right after
     // the one before it (each checked); the mean of PAGES_ON pages.
     const PAGES_ON = 25;
@@ -274,7 +275,7 @@ rows.listing = {
       (records) => expectEqual(records.map((r) => r.token), live.slice(deep, deep + PAGE), `live records at offset ${deep}, some soft-deleted`),
     );
     await dropVault(handle);
-    return { firstMs, deepMs, pagingOnMs: onMs / PAGES_ON, trashMs, deepLiveMs };
+    return { firstMs, deepMs, countMs, pagingOnMs: onMs / PAGES_ON, trashMs, deepLiveMs };
   },
 };
 

@@ -106,6 +106,7 @@ impl IdbWriteTransaction<'_> {
             tombstone_ids: None,
             seq: None,
             deleted: 0,
+            tally: Some((0, 0)),
             cleared: false,
             read: self.read.take(),
             wrote: false,
@@ -144,6 +145,16 @@ impl IdbWriteTransaction<'_> {
                 if let Some((_, last)) = writer.seq {
                     seq_counter.set(Some(last));
                 }
+                let tally = &self.storage.tally;
+                tally.set(match (tally.get(), writer.seq, writer.tally) {
+                    // The counter did not move and the batch knows it left the counts (only a
+                    // `ClearAll` removes records without moving it).
+                    (kept, None, Some((0, 0))) => kept,
+                    (Some(before), Some((read, last)), Some(change)) if before.seq == read => {
+                        before.moved(last, change)
+                    }
+                    _ => None,
+                });
                 let estimate = &self.storage.records_estimate;
                 estimate.set(match estimate.get() {
                     Some(n) if !writer.cleared => {
@@ -450,6 +461,9 @@ struct Batch {
     /// Records deleted, and whether the stores were cleared: for the record count estimate.
     deleted: u64,
     cleared: bool,
+    /// How the batch changes the live and soft-deleted record counts (`None`: not known, as
+    /// for a merge's rows, which replace what the batch did not read).
+    tally: Option<(i64, i64)>,
     /// The versions the transaction read before the batch ([`IdbWriteTransaction::read`]).
     read: HashMap<RowKey, ReadVersion>,
     /// Whether an op of the batch may have written yet: until then `read` is what is stored.
@@ -703,6 +717,7 @@ impl Batch {
                     .records
                     .add(&record_to_js(&record, mark), None)
                     .map_err(idb_error("add a record"))?;
+                self.count(None, Some(record.is_soft_deleted()));
                 self.inserted
                     .push((record.id.clone(), record.token.clone()));
                 self.batch_tokens
@@ -714,8 +729,10 @@ impl Batch {
                 let Some(Some(record)) = self.rows.get_mut(&id) else {
                     return Err(StorageError::RecordMissing(id));
                 };
+                let was = record.is_soft_deleted();
                 if change.apply_to(record, at, rev)? {
                     let record = record.clone();
+                    self.count(Some(was), Some(record.is_soft_deleted()));
                     let mark = self.next_mark(true)?;
                     self.put_record(&record, mark)?;
                 }
@@ -840,6 +857,7 @@ impl Batch {
                 }
             }
             WriteOp::ClearAll => {
+                self.tally = None;
                 let r = &self.r;
                 r.records.clear().map_err(idb_error("clear records"))?;
                 r.tombstones
@@ -947,6 +965,7 @@ impl Batch {
                 id,
                 version: RecordVersion::Live(live),
             } => {
+                self.tally = None;
                 let record = Record::from_live(id, live);
                 if let Some(holder) = self.batch_tokens.get(&record.token)
                     && *holder != record.id
@@ -975,6 +994,7 @@ impl Batch {
                 id,
                 version: RecordVersion::Gone(tombstone),
             } => {
+                self.tally = None;
                 self.r
                     .records
                     .delete(JsValue::from_str(&id))
@@ -1035,6 +1055,7 @@ impl Batch {
         if if_expired_at.is_some_and(|now| !record.is_expired(now)) {
             return Err(StorageError::Changed(id));
         }
+        let was = record.is_soft_deleted();
         let token = record.token.clone();
         if let Some(identity) = &record.password_id {
             identities.push(identity.clone());
@@ -1057,7 +1078,21 @@ impl Batch {
         self.tombstoned.insert(id.clone());
         self.rows.insert(id, None);
         self.deleted += 1;
+        self.count(Some(was), None);
         Ok(())
+    }
+
+    /// A record left the state `was` (soft-deleted or not; `None`: it was absent) for `now`.
+    fn count(&mut self, was: Option<bool>, now: Option<bool>) {
+        if let Some((live, trashed)) = &mut self.tally {
+            for (state, by) in [(was, -1), (now, 1)] {
+                match state {
+                    Some(true) => *trashed += by,
+                    Some(false) => *live += by,
+                    None => {}
+                }
+            }
+        }
     }
 
     /// Remove every identity of `identities` that no record is sealed under any more. The counts
