@@ -300,7 +300,8 @@ async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_thei
 /// A connection starts a listing's next page where its last page ended (`advance` over the
 /// records before it is linear in their count), and trusts that place only while the seq
 /// counter is where it was. Paging on through the whole listing gives it exactly, page by
-/// page; a write by another connection (another tab) between two pages is seen by the next.
+/// page, forwards and back; a write by another connection (another tab) between two pages is
+/// seen by the next.
 /// Counts likewise: a connection tallies them once and moves the tally with its own batches,
 /// while another connection's write makes it count again.
 #[wasm_bindgen_test]
@@ -352,6 +353,17 @@ async fn pages_and_counts_after_another_connections_write_answer_as_the_store_is
             paged, expected,
             "{soft_deleted:?}: page by page, the whole listing"
         );
+        // And back, each page starting from the end of the one before it.
+        let mut back = Vec::new();
+        for offset in (0..expected.len()).step_by(4).rev() {
+            let mut earlier = ids(a
+                .query_records(&page(offset), conformance::NOW)
+                .await
+                .unwrap());
+            earlier.append(&mut back);
+            back = earlier;
+        }
+        assert_eq!(back, expected, "{soft_deleted:?}: page by page backwards");
 
         // The other connection deletes the newest record (the first in this order) between
         // two pages of this one: the second page moves up by one.

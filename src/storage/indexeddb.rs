@@ -869,8 +869,8 @@ pub struct IdbStorage {
     /// The seq counter as this connection's last batch left it (`None`: not known, e.g. after
     /// a failed batch). A small batch assumes it instead of waiting to read it first.
     seq_counter: Rc<Cell<Option<u64>>>,
-    /// Where this connection's last listing page ended (see [`Bookmark`]).
-    bookmark: Rc<RefCell<Option<Bookmark>>>,
+    /// Where this connection's last listing pages ended (see [`Bookmark`]), all at one seq.
+    bookmarks: Rc<RefCell<Vec<Bookmark>>>,
     /// How many live and soft-deleted records the store holds, as this connection last counted
     /// them and kept them up with its own batches (see [`Tally`]).
     tally: Rc<Cell<Option<Tally>>>,
@@ -905,7 +905,8 @@ impl Tally {
 /// there instead of stepping over every record before it again: IndexedDB's `advance` is linear
 /// in its count (a page at offset 10,000 of 20,000 records took about 30 times the first one),
 /// so paging on through a vault, as a list that loads more on scroll does, cost the square of
-/// its length.
+/// its length. A connection keeps the ends of its last [`BOOKMARKS`] pages, so that going back
+/// a page also starts from the end of the one before it.
 #[derive(Clone)]
 struct Bookmark {
     /// The listing: its order, direction and soft-deleted state. One filtered on expiry
@@ -922,6 +923,10 @@ struct Bookmark {
     /// every record written after it takes a new seq.
     seq: u64,
 }
+
+/// How many page ends a connection keeps ([`Bookmark`]), the oldest dropped first: enough for a
+/// pager's "previous" to find the end of the page before the one it goes back to.
+const BOOKMARKS: usize = 32;
 
 /// Up to this many soft-deleted records, a page of them reads them all through their index
 /// (one request, about as fast as walking the listing past a few dozen records) rather than
@@ -1081,7 +1086,7 @@ impl IdbStorage {
             state,
             records_estimate: Rc::default(),
             seq_counter: Rc::default(),
-            bookmark: Rc::default(),
+            bookmarks: Rc::default(),
             tally: Rc::default(),
         })
     }
@@ -1419,14 +1424,15 @@ impl Reader {
     /// soft-deleted records, as the page itself (sorted here) when there are few of them
     /// ([`FEW_TRASHED`]) or that reads fewer records than walking the order past the live ones.
     /// Any other page reads and tests each record, in order, until it is full.
-    /// A page at or after the end of this connection's last page of the same listing starts
-    /// after that page's last record ([`Bookmark`]) while the seq counter shows no write since,
-    /// so the offset before it costs nothing: paging on costs each page, not its offset.
+    /// A page at or after the end of one of this connection's last pages of the same listing
+    /// starts after the last record of the nearest one ([`Bookmark`]) while the seq counter
+    /// shows no write since, so the offset before it costs nothing: paging on, or back, costs
+    /// each page, not its offset.
     async fn list(
         &self,
         filter: &RecordFilter,
         now: i64,
-        last_page: Option<&RefCell<Option<Bookmark>>>,
+        last_pages: Option<&RefCell<Vec<Bookmark>>>,
     ) -> StorageResult<Vec<Record>> {
         let by_expiry = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
         // The trash view: a few soft-deleted records are read through their own index, without
@@ -1439,13 +1445,19 @@ impl Reader {
             }
             trashed = Some(count);
         }
-        // A page of a listing that does not depend on the time may start after a bookmark.
-        let last_page = last_page.filter(|_| !filter.expired_only);
+        // A page of a listing that does not depend on the time may start after a bookmark: the
+        // furthest one of its listing at or before its offset.
+        let last_pages = last_pages.filter(|_| !filter.expired_only);
         let shape = (filter.order_by, filter.descending, filter.soft_deleted);
-        let bookmark = last_page
-            .and_then(|b| b.borrow().clone())
-            .filter(|b| b.shape == shape && b.through <= filter.offset);
-        let counter = match last_page {
+        let bookmark = last_pages.and_then(|pages| {
+            pages
+                .borrow()
+                .iter()
+                .filter(|b| b.shape == shape && b.through <= filter.offset)
+                .max_by_key(|b| b.through)
+                .cloned()
+        });
+        let counter = match last_pages {
             // Issued now, answered while the state is counted.
             Some(_) => Some(std::future::IntoFuture::into_future(
                 self.counters
@@ -1553,11 +1565,19 @@ impl Reader {
                     .map_err(idb_error("advance a cursor"))?;
             }
         }
-        if let (Some(last_page), Some(seq), Some(key)) = (last_page, seq, last_key) {
-            *last_page.borrow_mut() = Some(Bookmark {
+        if let (Some(last_pages), Some(seq), Some(key)) = (last_pages, seq, last_key) {
+            let mut pages = last_pages.borrow_mut();
+            let through = filter.offset.saturating_add(out.len());
+            // Bookmarks of another seq no longer say where anything is; one of this page's end
+            // is replaced.
+            pages.retain(|b| b.seq == seq && (b.shape, b.through) != (shape, through));
+            if pages.len() >= BOOKMARKS {
+                pages.remove(0);
+            }
+            pages.push(Bookmark {
                 shape,
                 key,
-                through: filter.offset.saturating_add(out.len()),
+                through,
                 seq,
             });
         }
@@ -1982,7 +2002,7 @@ impl Storage for IdbStorage {
         if let Some(named) = r.named(filter).await? {
             return Ok(filter.apply(named, now));
         }
-        r.list(filter, now, Some(&self.bookmark)).await
+        r.list(filter, now, Some(&self.bookmarks)).await
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {

@@ -260,6 +260,16 @@ rows.listing = {
       onMs += performance.now() - start;
       page(offset)(records);
     }
+    // And back, as a pager's "previous" does: the 24 pages before the last one read, each the
+    // page before the one read just before it; the mean per page.
+    let backMs = 0;
+    for (let i = PAGES_ON - 1; i >= 1; i--) {
+      const offset = deep + i * PAGE;
+      const start = performance.now();
+      const records = await handle.vault.recordList({ limit: PAGE, offset });
+      backMs += performance.now() - start;
+      page(offset)(records);
+    }
     // The same vault with a few records in the trash (soft-deleted, spread through it): the
     // trash view's first page, and the deep page of live records, read afresh each time.
     const TRASH = 20;
@@ -275,7 +285,7 @@ rows.listing = {
       (records) => expectEqual(records.map((r) => r.token), live.slice(deep, deep + PAGE), `live records at offset ${deep}, some soft-deleted`),
     );
     await dropVault(handle);
-    return { firstMs, deepMs, countMs, pagingOnMs: onMs / PAGES_ON, trashMs, deepLiveMs };
+    return { firstMs, deepMs, countMs, pagingOnMs: onMs / PAGES_ON, pagingBackMs: backMs / (PAGES_ON - 1), trashMs, deepLiveMs };
   },
 };
 
