@@ -230,7 +230,8 @@ const listingCall = (call, check) => medianCall(LISTING_CALLS, call, check);
 
 /**
  * Issue 16: a page deep in an IndexedDB vault (offset n/2 of n = 2 × records10k) against the
- * first page, and the pages after it read one after another, each `recordList({ limit: 20 })`
+ * first page; `recordCount()`; the pages after the deep one read one after another, then back;
+ * and, with a few records soft-deleted, the trash view and the deep page again. Each answer is
  * checked against one listing of the whole vault.
  */
 rows.listing = {

@@ -93,7 +93,7 @@ export function lines(config, results) {
       add(r, `a page read after the one before, at offset ${count(n >> 1)} on, ÷ first page`, "—", { package: onGrowth.ratio, baseline: null, ratio: null, valueInterval: interval(onGrowth), show: (v) => `${v.toFixed(2)}×` });
     }
     if (back.every((v) => v !== undefined)) add(r, `then back through 24 of them, each the page before the last read (mean per page)`, "—", figure(back));
-    if (counted.every((v) => v !== undefined)) add(r, `recordCount(), ${count(n)}-record vault`, "—", figure(counted));
+    if (counted.every((v) => v !== undefined)) add(r, `recordCount(), ${count(n)}-record vault (median of 9 calls: the first counts, the rest read the connection's tally)`, "—", figure(counted));
     if (trash.every((v) => v !== undefined)) {
       add(r, `with 20 of them soft-deleted: recordList({ softDeletedOnly: true, limit: 20 })`, "—", figure(trash));
       add(r, `with 20 of them soft-deleted: recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deepLive));
