@@ -1417,8 +1417,8 @@ impl Reader {
     /// A page of `filter` (which names no ids or tokens), read through the index of its order.
     /// When every record in that index (or range of it) is one the filter admits (it includes
     /// soft-deleted records, or the store holds none of the state it leaves out, and
-    /// `expiredOnly` only with the expiry order), the offset is one `advance` over index
-    /// entries and `limit` records are read. With soft-deleted records beside live ones, the
+    /// `expiredOnly` only with the expiry order), the offset is one `advance` of a key cursor
+    /// over index entries and `limit` records are read from the key it reaches. With soft-deleted records beside live ones, the
     /// soft-deleted are read through their own index: for a page of live records that skips at
     /// least as many, to count them out of a few advances ([`skip_live`]); for a page of
     /// soft-deleted records, as the page itself (sorted here) when there are few of them
@@ -1517,30 +1517,57 @@ impl Reader {
             }
             None => query,
         };
-        let open = match index {
+        let index = match index {
+            None => None,
+            Some(name) => Some(
+                self.records
+                    .index(name)
+                    .map_err(idb_error("open a listing index"))?,
+            ),
+        };
+        let mut out = Vec::new();
+        let mut query = query;
+        if exact && skip > 0 {
+            // The offset is stepped over on a key cursor, which reads no record: on an on-disk
+            // Chromium profile, `advance(10_000)` over the `created` index takes about 51 ms
+            // on a key cursor and 116 ms on a value cursor (over the store: 7 and 24 ms). The
+            // page then starts at the key reached, which is unique in every listing index.
+            let open = match &index {
+                None => self.records.open_key_cursor(query.clone(), Some(direction)),
+                Some(index) => index.open_key_cursor(query.clone(), Some(direction)),
+            };
+            let Some(keys) = open.done("open a key cursor").await? else {
+                return Ok(out);
+            };
+            let mut keys = keys.into_managed();
+            keys.advance(u32::try_from(skip).unwrap_or(u32::MAX))
+                .await
+                .map_err(idb_error("skip a page's offset"))?;
+            // An offset past the end finishes the cursor: an empty page.
+            let Some(key) = keys.key().map_err(idb_error("read a key cursor"))? else {
+                return Ok(out);
+            };
+            query = Some(range(match (filter.descending, by_expiry) {
+                (true, _) => KeyRange::upper_bound(&key, Some(false)),
+                // Still below the expiry order's bound, now.
+                (false, true) => {
+                    KeyRange::bound(&key, &key_array_num(now), Some(false), Some(true))
+                }
+                (false, false) => KeyRange::lower_bound(&key, Some(false)),
+            })?);
+            skip = 0;
+        }
+        let open = match &index {
             None => self.records.open_cursor(query, Some(direction)),
-            Some(name) => self
-                .records
-                .index(name)
-                .map_err(idb_error("open a listing index"))?
-                .open_cursor(query, Some(direction)),
+            Some(index) => index.open_cursor(query, Some(direction)),
         };
         let limit = filter.limit.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
         let Some(cursor) = open.done("open a cursor").await? else {
             return Ok(out);
         };
         let mut cursor = cursor.into_managed();
         if let Some(trash) = trash_in_order {
             skip_live(&mut cursor, filter, &trash, skip).await?;
-            skip = 0;
-        }
-        if exact && skip > 0 {
-            // An offset past the end finishes the cursor: an empty page.
-            cursor
-                .advance(u32::try_from(skip).unwrap_or(u32::MAX))
-                .await
-                .map_err(idb_error("skip a page's offset"))?;
             skip = 0;
         }
         let mut last_key = None;

@@ -1787,6 +1787,8 @@ async fn listings_agree(s: &dyn Storage, step: &str) {
             (17, None, false),
             (30, Some(30), false),
             (1, Some(2), true),
+            // The last expired records: a page that must stop where the unexpired ones start.
+            (8, Some(5), true),
         ] {
             filters.push(RecordFilter {
                 order_by,
