@@ -1282,14 +1282,15 @@ impl Storage for GlueMemoryStorage {
             }
             // The listing indexes give the order; see `listing` for what each query costs.
             let limit = filter.limit.unwrap_or(usize::MAX);
-            let ids = tx.db.listing.ids(filter, now);
             let listed = |id: &str| {
                 tx.record_by_id(id)?
                     .ok_or_else(|| backend("a listing index names a missing record"))
             };
             if Listing::exact(filter) {
-                return ids.skip(filter.offset).take(limit).map(listed).collect();
+                let ids = tx.db.listing.ids(filter, now, filter.offset);
+                return ids.take(limit).map(listed).collect();
             }
+            let ids = tx.db.listing.ids(filter, now, 0);
             let mut page = Vec::new();
             let mut skip = filter.offset;
             for id in ids {

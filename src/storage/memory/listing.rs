@@ -6,23 +6,28 @@
 //! through (`Tx::raw_put`), the undo log's restores included, so a rolled-back batch leaves them
 //! as it found them. Nothing else writes them, and nothing here persists (as the store itself).
 //!
+//! Each set is an order-statistic B-tree (`indexset`: sorted nodes under a Fenwick tree of their
+//! sizes), so a position in an order is found without stepping over the keys before it.
+//!
 //! Costs, for a vault of `n` records:
 //! - a page in any order of live records, soft-deleted ones, or both, with no filter but
-//!   `limit`/`offset`: `offset + limit` steps through one ordered set (two merged, for both),
-//!   then one keyed read per record of the page. Skipping `offset` reads keys only, never a record.
-//! - `expiredOnly` ordered by `expires_at`: the same, within the range of expired keys.
+//!   `limit`/`offset`: O(log n) to find the offset's place in one ordered set (O(log² n) in two,
+//!   for both: how many of the first `offset` come from each), `limit` steps from there, then
+//!   one keyed read per record of the page. No key before the offset is visited.
+//! - `expiredOnly` ordered by `expires_at`: the same, within the range of expired keys (found by
+//!   rank).
 //! - `expiredOnly` in another order: a walk in that order reading each record to test its
 //!   expiry, which stops when the page is full (worst case: every record, when fewer than
 //!   `offset + limit` are expired).
 //! - `id`/`token` filters: one keyed read per named record, then the shared filter.
-//! - `recordCount`: O(1) (the sets' sizes) without `expiredOnly`; with it, one step per expired
-//!   record (a range of the expiry set).
+//! - `recordCount`: O(1) (the sets' sizes) without `expiredOnly`; with it, O(log n) (the rank
+//!   of `now` in the expiry sets).
 
 use crate::query::{OrderBy, RecordFilter, SoftDeleted};
+use indexset::BTreeSet;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 use std::iter::Peekable;
-use std::ops::Bound;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A string ordered as JavaScript orders strings (by UTF-16 code units), cheap to clone: one
@@ -95,14 +100,31 @@ pub(super) struct Listed {
     pub(super) soft_deleted: bool,
 }
 
+/// Keys per node of each order's set: an insert moves up to this many keys within its node (40
+/// bytes each for the time orders), and a node split recounts the tree's node sizes, so a
+/// small node keeps inserts at random places (ids, tokens) cheap.
+const NODE_KEYS: usize = 128;
+
 /// The five orders of one set of records (live, or soft-deleted).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Orders {
     created: BTreeSet<(i64, JsStr)>,
     updated: BTreeSet<(i64, JsStr)>,
     expires: BTreeSet<(i64, JsStr)>,
     token: BTreeSet<(JsStr, JsStr)>,
     id: BTreeSet<JsStr>,
+}
+
+impl Default for Orders {
+    fn default() -> Self {
+        Orders {
+            created: BTreeSet::with_maximum_node_size(NODE_KEYS),
+            updated: BTreeSet::with_maximum_node_size(NODE_KEYS),
+            expires: BTreeSet::with_maximum_node_size(NODE_KEYS),
+            token: BTreeSet::with_maximum_node_size(NODE_KEYS),
+            id: BTreeSet::with_maximum_node_size(NODE_KEYS),
+        }
+    }
 }
 
 /// A key of one order, comparable with the other keys of the same order (never across orders).
@@ -124,15 +146,81 @@ fn directed<'a>(it: impl DoubleEndedIterator<Item = Entry<'a>> + 'a, descending:
     }
 }
 
-fn by_int<'a>(set: &'a BTreeSet<(i64, JsStr)>, descending: bool, below: Option<i64>) -> Walk<'a> {
-    let upper = match below {
-        Some(n) => Bound::Excluded((n, JsStr::least())),
-        None => Bound::Unbounded,
-    };
-    let it = set
-        .range((Bound::Unbounded, upper))
-        .map(|(n, id)| (Primary::Int(*n), id));
-    directed(it, descending)
+/// One order's set of keys, cut at `end` (the expired ones, for the expiry order): what a
+/// listing walks, addressed by position in ascending order.
+#[derive(Clone, Copy)]
+enum Span<'a> {
+    Int(&'a BTreeSet<(i64, JsStr)>, usize),
+    Text(&'a BTreeSet<(JsStr, JsStr)>, usize),
+    Id(&'a BTreeSet<JsStr>, usize),
+}
+
+impl<'a> Span<'a> {
+    fn len(self) -> usize {
+        match self {
+            Span::Int(_, end) | Span::Text(_, end) | Span::Id(_, end) => end,
+        }
+    }
+
+    /// The key at ascending position `i` (below `len`).
+    fn get(self, i: usize) -> Option<Entry<'a>> {
+        match self {
+            Span::Int(set, _) => set.get_index(i).map(|(n, id)| (Primary::Int(*n), id)),
+            Span::Text(set, _) => set.get_index(i).map(|(t, id)| (Primary::Text(t), id)),
+            Span::Id(set, _) => set.get_index(i).map(|id| (Primary::None, id)),
+        }
+    }
+
+    /// The keys at ascending positions `at`, in the listing's direction.
+    fn walk(self, at: Range<usize>, descending: bool) -> Walk<'a> {
+        match self {
+            Span::Int(set, _) => directed(
+                set.range_idx(at).map(|(n, id)| (Primary::Int(*n), id)),
+                descending,
+            ),
+            Span::Text(set, _) => directed(
+                set.range_idx(at).map(|(t, id)| (Primary::Text(t), id)),
+                descending,
+            ),
+            Span::Id(set, _) => {
+                directed(set.range_idx(at).map(|id| (Primary::None, id)), descending)
+            }
+        }
+    }
+
+    /// The keys of the listing after its first `skip`, in its direction.
+    fn walk_from(self, skip: usize, descending: bool) -> Walk<'a> {
+        let len = self.len();
+        let at = if descending {
+            0..len.saturating_sub(skip)
+        } else {
+            skip.min(len)..len
+        };
+        self.walk(at, descending)
+    }
+}
+
+/// How many of the first `k` keys of two disjoint spans of one order, merged in ascending order,
+/// are `a`'s: the largest `i` for which `a`'s key before `i` sorts below `b`'s key at `k - i`
+/// (a binary search over `i`, each step two positional reads).
+fn split(a: Span<'_>, b: Span<'_>, k: usize) -> usize {
+    let (mut lo, mut hi) = (k.saturating_sub(b.len()), k.min(a.len()));
+    // Invariant: the answer is in lo..=hi, and `lo` qualifies.
+    while lo < hi {
+        let i = lo + (hi - lo).div_ceil(2);
+        // a[i - 1] is among the first k exactly when it sorts below b[k - i] (or b has no
+        // key there).
+        let qualifies = match (a.get(i - 1), b.get(k - i).filter(|_| k - i < b.len())) {
+            (Some(x), Some(y)) => x < y,
+            _ => true,
+        };
+        if qualifies {
+            lo = i;
+        } else {
+            hi = i - 1;
+        }
+    }
+    lo
 }
 
 impl Orders {
@@ -154,22 +242,26 @@ impl Orders {
 
     /// Every key in `order`; with `expired_before`, only those of records expired at that time
     /// (for the expiry order only: the other orders cannot express it).
-    fn walk(&self, order: OrderBy, descending: bool, expired_before: Option<i64>) -> Walk<'_> {
+    fn span(&self, order: OrderBy, expired_before: Option<i64>) -> Span<'_> {
         match order {
-            OrderBy::CreatedAt => by_int(&self.created, descending, None),
-            OrderBy::UpdatedAt => by_int(&self.updated, descending, None),
-            OrderBy::ExpiresAt => by_int(&self.expires, descending, expired_before),
-            OrderBy::Token => directed(
-                self.token.iter().map(|(t, id)| (Primary::Text(t), id)),
-                descending,
+            OrderBy::CreatedAt => Span::Int(&self.created, self.created.len()),
+            OrderBy::UpdatedAt => Span::Int(&self.updated, self.updated.len()),
+            OrderBy::ExpiresAt => Span::Int(
+                &self.expires,
+                match expired_before {
+                    Some(now) => self.expired(now),
+                    None => self.expires.len(),
+                },
             ),
-            OrderBy::Id => directed(self.id.iter().map(|id| (Primary::None, id)), descending),
+            OrderBy::Token => Span::Text(&self.token, self.token.len()),
+            OrderBy::Id => Span::Id(&self.id, self.id.len()),
         }
     }
 
-    /// How many records are expired at `now`: the expiry set's range below it.
+    /// How many records are expired at `now`: the rank of the least key at `now` in the expiry
+    /// set (expired means now > expiresAt).
     fn expired(&self, now: i64) -> usize {
-        self.expires.range(..(now, JsStr::least())).count()
+        self.expires.rank(&(now, JsStr::least()))
     }
 }
 
@@ -226,25 +318,43 @@ impl Listing {
         !filter.expired_only || filter.order_by == OrderBy::ExpiresAt
     }
 
-    /// The ids of the records `filter`'s soft-deleted state admits, in its order; only the
-    /// expired ones when the order is by expiry and the filter asks for expired records at
-    /// `now` (see [`Listing::exact`]). Paging is the caller's.
+    /// The ids of the records `filter`'s soft-deleted state admits, in its order, after the
+    /// first `skip` of them; only the expired ones when the order is by expiry and the filter
+    /// asks for expired records at `now` (see [`Listing::exact`]). The limit is the caller's.
     pub(super) fn ids<'a>(
         &'a self,
         filter: &RecordFilter,
         now: i64,
+        skip: usize,
     ) -> Box<dyn Iterator<Item = &'a str> + 'a> {
         let expired_before = filter.expired_only.then_some(now);
-        let walk =
-            |orders: &'a Orders| orders.walk(filter.order_by, filter.descending, expired_before);
+        let span = |orders: &'a Orders| orders.span(filter.order_by, expired_before);
+        let descending = filter.descending;
         let entries: Walk<'a> = match filter.soft_deleted {
-            SoftDeleted::Exclude => walk(&self.live),
-            SoftDeleted::Only => walk(&self.deleted),
-            SoftDeleted::Include => Box::new(Merge {
-                a: walk(&self.live).peekable(),
-                b: walk(&self.deleted).peekable(),
-                descending: filter.descending,
-            }),
+            SoftDeleted::Exclude => span(&self.live).walk_from(skip, descending),
+            SoftDeleted::Only => span(&self.deleted).walk_from(skip, descending),
+            SoftDeleted::Include => {
+                let (a, b) = (span(&self.live), span(&self.deleted));
+                // Where the listing starts in each: ascending, after the first `skip` of the
+                // merged order; descending, at the end of its first `total - skip`.
+                let total = a.len() + b.len();
+                let k = if descending {
+                    total.saturating_sub(skip)
+                } else {
+                    skip.min(total)
+                };
+                let i = split(a, b, k);
+                let (a, b) = if descending {
+                    (a.walk(0..i, true), b.walk(0..k - i, true))
+                } else {
+                    (a.walk(i..a.len(), false), b.walk(k - i..b.len(), false))
+                };
+                Box::new(Merge {
+                    a: a.peekable(),
+                    b: b.peekable(),
+                    descending,
+                })
+            }
         };
         Box::new(entries.map(|(_, id)| id.as_str()))
     }
@@ -272,6 +382,71 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page found by position (two spans split by rank, for both states) is the page found by
+    /// walking the whole listing from its start: in every order, direction, soft-deleted state
+    /// and expiry cut, at every offset, in a vault big enough for many nodes per set.
+    #[test]
+    fn a_listing_from_an_offset_is_the_listing_after_that_many() {
+        let mut listing = Listing::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let n = 700;
+        for i in 0..n {
+            let r = next();
+            listing.replace(
+                None,
+                Some(&Listed {
+                    id: JsStr::new(&format!("id{:016x}", next())),
+                    token: JsStr::new(&format!("tk_{:x}", next())),
+                    // Ties on the time orders, broken by id.
+                    created_at: (r % 50) as i64,
+                    updated_at: i as i64,
+                    expires_at: if r % 3 == 0 {
+                        i64::MAX
+                    } else {
+                        (r % 97) as i64
+                    },
+                    soft_deleted: r % 4 == 0 || (200..260).contains(&i),
+                }),
+            );
+        }
+        for order_by in OrderBy::ALL {
+            for descending in [false, true] {
+                for soft_deleted in [
+                    SoftDeleted::Exclude,
+                    SoftDeleted::Include,
+                    SoftDeleted::Only,
+                ] {
+                    for expired_only in [false, order_by == OrderBy::ExpiresAt] {
+                        let filter = RecordFilter {
+                            order_by,
+                            descending,
+                            soft_deleted,
+                            expired_only,
+                            ..Default::default()
+                        };
+                        let now = 40;
+                        let all: Vec<&str> = listing.ids(&filter, now, 0).collect();
+                        assert_eq!(all.len() as u64, listing.count(&filter, now), "{filter:?}");
+                        for skip in (0..=all.len() + 2).step_by(7).chain([all.len() - 1]) {
+                            let from: Vec<&str> = listing.ids(&filter, now, skip).collect();
+                            assert_eq!(
+                                from,
+                                all.get(skip..).unwrap_or_default(),
+                                "{filter:?} from {skip}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn js_strings_order_by_utf16_code_units() {
