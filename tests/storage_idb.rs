@@ -455,6 +455,45 @@ async fn pages_and_counts_after_another_connections_write_answer_as_the_store_is
         assert_eq!(counts(&a).await, expected, "after {step}");
         assert_eq!(fresh().await, expected, "after {step}, counted afresh");
     }
+    // Once a listing's length is counted, a page past its middle is stepped to from its far end;
+    // another connection's insert, sorting first, then moves that page by one, and the next read
+    // must not trust the length counted before it.
+    let tail = |offset| RecordFilter {
+        order_by: OrderBy::CreatedAt,
+        soft_deleted: SoftDeleted::Include,
+        offset,
+        limit: Some(4),
+        ..Default::default()
+    };
+    async fn ids_of(s: &IdbStorage, filter: &RecordFilter) -> Vec<String> {
+        let page = s.query_records(filter, conformance::NOW).await.unwrap();
+        page.into_iter().map(|r| r.id).collect()
+    }
+    let whole = RecordFilter {
+        limit: None,
+        ..tail(0)
+    };
+    counts(&a).await;
+    let before = ids_of(&a, &whole).await;
+    let offset = before.len() - 3;
+    assert_eq!(
+        ids_of(&a, &tail(offset)).await,
+        before[offset..],
+        "the last page, counted"
+    );
+    // The newest record: first in this listing, newest first.
+    let mut first = record("first", "tk_first");
+    first.created_at = conformance::NOW + 5000;
+    b.apply(stamp(), vec![WriteOp::insert_record(first)])
+        .await
+        .unwrap();
+    let after = ids_of(&b, &whole).await;
+    assert_eq!(after[0], "first");
+    assert_eq!(
+        ids_of(&a, &tail(offset)).await,
+        after[offset..offset + 4],
+        "the page past the middle after another connection's insert"
+    );
     a.close().await;
     b.close().await;
 }

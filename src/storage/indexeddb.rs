@@ -1428,12 +1428,15 @@ impl Reader {
     /// A page at or after the end of one of this connection's last pages of the same listing
     /// starts after the last record of the nearest one ([`Bookmark`]) while the seq counter
     /// shows no write since, so the offset before it costs nothing: paging on, or back, costs
-    /// each page, not its offset.
+    /// each page, not its offset. A page past the middle of a listing whose length the
+    /// connection's [`Tally`] knows at this seq (after a `recordCount`, kept by its own writes)
+    /// is stepped to from the listing's far end: a pager's last page costs what its first does.
     async fn list(
         &self,
         filter: &RecordFilter,
         now: i64,
         last_pages: Option<&RefCell<Vec<Bookmark>>>,
+        tally: Option<Tally>,
     ) -> StorageResult<Vec<Record>> {
         let by_expiry = filter.expired_only && filter.order_by == OrderBy::ExpiresAt;
         // The trash view: a few soft-deleted records are read through their own index, without
@@ -1475,6 +1478,22 @@ impl Reader {
             None => None,
         };
         let bookmark = bookmark.filter(|b| Some(b.seq) == seq);
+        // How many records the listing holds, when the connection's tally says so at this seq
+        // (read in this transaction): a page past the middle is then found from the far end.
+        let listed = match (tally, seq) {
+            (Some(t), Some(seq)) if exact && !filter.expired_only && t.seq == seq => {
+                let n = match filter.soft_deleted {
+                    SoftDeleted::Include => t.live + t.trashed,
+                    SoftDeleted::Exclude => t.live,
+                    SoftDeleted::Only => t.trashed,
+                };
+                Some(usize::try_from(n).unwrap_or(usize::MAX))
+            }
+            _ => None,
+        };
+        if listed.is_some_and(|n| filter.offset >= n) {
+            return Ok(Vec::new());
+        }
         // Soft-deleted records beside live ones, read through their own index when that costs
         // less than walking the order past the records the filter leaves out (`Self::trash`).
         let trash_in_order = match (
@@ -1528,23 +1547,43 @@ impl Reader {
         };
         let mut out = Vec::new();
         let mut query = query;
+        // The steps from the listing's far end to the page's first record, when fewer than
+        // from its start (or bookmark).
+        let from_end = listed
+            .and_then(|n| n.checked_sub(filter.offset + 1))
+            .filter(|back| *back < skip);
         if (exact && skip > 0) || trash_in_order.is_some() {
             // The offset is stepped over on a key cursor, which reads no record: on an on-disk
             // Chromium profile, `advance(10_000)` over the `created` index takes about 51 ms
             // on a key cursor and 116 ms on a value cursor (over the store: 7 and 24 ms). The
             // page then starts at the key reached, which is unique in every listing index.
+            let (key_query, key_direction, steps) = match from_end {
+                // The whole index: `exact` without `expiredOnly` has no range.
+                Some(back) => (
+                    None,
+                    if filter.descending {
+                        CursorDirection::Next
+                    } else {
+                        CursorDirection::Prev
+                    },
+                    back,
+                ),
+                None => (query.clone(), direction, skip),
+            };
             let open = match &index {
-                None => self.records.open_key_cursor(query.clone(), Some(direction)),
-                Some(index) => index.open_key_cursor(query.clone(), Some(direction)),
+                None => self.records.open_key_cursor(key_query, Some(key_direction)),
+                Some(index) => index.open_key_cursor(key_query, Some(key_direction)),
             };
             let Some(keys) = open.done("open a key cursor").await? else {
                 return Ok(out);
             };
             let mut keys = keys.into_managed();
             match &trash_in_order {
-                Some(trash) => skip_live(&mut keys, filter, trash, skip).await?,
+                Some(trash) => skip_live(&mut keys, filter, trash, steps).await?,
+                // `advance(0)` throws; the far end's first key is the page's.
+                None if steps == 0 => {}
                 None => keys
-                    .advance(u32::try_from(skip).unwrap_or(u32::MAX))
+                    .advance(u32::try_from(steps).unwrap_or(u32::MAX))
                     .await
                     .map_err(idb_error("skip a page's offset"))?,
             }
@@ -2081,7 +2120,8 @@ impl Storage for IdbStorage {
         if let Some(named) = r.named(filter).await? {
             return Ok(filter.apply(named, now));
         }
-        r.list(filter, now, Some(&self.bookmarks)).await
+        r.list(filter, now, Some(&self.bookmarks), self.tally.get())
+            .await
     }
 
     async fn count_records(&self, filter: &RecordFilter, now: i64) -> StorageResult<u64> {
@@ -2112,7 +2152,7 @@ impl Storage for IdbStorage {
             offset: 0,
             ..filter.clone()
         };
-        Ok(r.list(&expired, now, None).await?.len() as u64)
+        Ok(r.list(&expired, now, None, None).await?.len() as u64)
     }
 
     async fn scan_records(

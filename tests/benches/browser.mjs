@@ -230,7 +230,7 @@ const listingCall = (call, check) => medianCall(LISTING_CALLS, call, check);
 
 /**
  * Issue 16: a page deep in an IndexedDB vault (offset n/2 of n = 2 × records10k) against the
- * first page; `recordCount()`; the pages after the deep one read one after another, then back;
+ * first page; `recordCount()`, then the last page; the pages after the deep one read one after another, then back;
  * and, with a few records soft-deleted, the trash view and the deep page again. Each answer is
  * checked against one listing of the whole vault.
  */
@@ -250,6 +250,8 @@ rows.listing = {
     const firstMs = await listingCall(() => handle.vault.recordList({ limit: PAGE }), page(0));
     const deepMs = await listingCall(() => handle.vault.recordList({ limit: PAGE, offset: deep }), page(deep));
     const countMs = await listingCall(() => handle.vault.recordCount(), (n) => expectEqual(n, count, "recordCount()"));
+    // A pager's last page, once it has counted the vault (as a pager showing "page x of y" does).
+    const lastMs = await listingCall(() => handle.vault.recordList({ limit: PAGE, offset: count - PAGE }), page(count - PAGE));
     // The mean time of a page at each of `offsets`, read in that order (each checked).
     const meanPageMs = async (offsets) => {
       let total = 0;
@@ -284,7 +286,7 @@ rows.listing = {
       (records) => expectEqual(records.map((r) => r.token), live.slice(deep, deep + PAGE), `live records at offset ${deep}, some soft-deleted`),
     );
     await dropVault(handle);
-    return { firstMs, deepMs, countMs, pagingOnMs, pagingBackMs, trashMs, deepLiveMs };
+    return { firstMs, deepMs, countMs, lastMs, pagingOnMs, pagingBackMs, trashMs, deepLiveMs };
   },
 };
 

@@ -80,7 +80,7 @@ export function lines(config, results) {
     // Issue 16: a deep page costs about what the first one does.
     const r = "chromium";
     const n = 2 * n10k;
-    const [first, deep, on, trash, deepLive, counted, back] = ["firstMs", "deepMs", "pagingOnMs", "trashMs", "deepLiveMs", "countMs", "pagingBackMs"].map((metric) => samples("idb.listing", "package", metric));
+    const [first, deep, on, trash, deepLive, counted, back, last] = ["firstMs", "deepMs", "pagingOnMs", "trashMs", "deepLiveMs", "countMs", "pagingBackMs", "lastMs"].map((metric) => samples("idb.listing", "package", metric));
     const figure = (list) => ({ package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show: ms });
     add(r, `recordList({ limit: 20 }), ${count(n)}-record vault`, "—", figure(first));
     add(r, `recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deep));
@@ -94,6 +94,7 @@ export function lines(config, results) {
     }
     if (back.every((v) => v !== undefined)) add(r, `then back through 24 of them, each the page before the last read (mean per page)`, "—", figure(back));
     if (counted.every((v) => v !== undefined)) add(r, `recordCount(), ${count(n)}-record vault (median of 9 calls: the first counts, the rest read the connection's tally)`, "—", figure(counted));
+    if (last.every((v) => v !== undefined)) add(r, `then the last page, recordList({ limit: 20, offset: ${count(n - 20)} })`, "—", figure(last));
     if (trash.every((v) => v !== undefined)) {
       add(r, `with 20 of them soft-deleted: recordList({ softDeletedOnly: true, limit: 20 })`, "—", figure(trash));
       add(r, `with 20 of them soft-deleted: recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deepLive));
