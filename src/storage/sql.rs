@@ -1050,9 +1050,11 @@ fn counted(state: SoftDeleted) -> String {
 /// [`counted`] tells; when it holds some, the plain statement's page is taken instead. Both arms
 /// are one statement, each with its limit set to 0 by the counts when it is not the one that
 /// applies (SQLite evaluates a LIMIT once, before its loop), so the choice and the page are one
-/// read on every SQL backend, D1 included. `None` for any other listing, for the first page
-/// (the plain statement reads only its own rows) and without a limit (the page is the rest of
-/// the vault).
+/// read on every SQL backend, D1 included. A page past the middle of the index is stepped to
+/// from its far end (the index walked the other way, the counts giving the listing's length),
+/// again chosen by the counts inside the statement. `None` for any other listing, for the first
+/// page (the plain statement reads only its own rows) and without a limit (the page is the rest
+/// of the vault).
 fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
     let limit = filter.limit?;
     let page = deferred_rowids(ns, filter, now, "?2")?;
@@ -1075,23 +1077,42 @@ fn deferred_rowids(ns: &str, filter: &RecordFilter, now: i64, limit: &str) -> Op
     let rowids =
         |from: &str, limit: &str| format!("SELECT r.rowid{from}{order} LIMIT {limit} OFFSET ?3");
     let whole = " FROM vaultstore_records AS r WHERE r.ns = ?1";
+    // A page past the middle of the index is stepped to from its far end: the index walked the
+    // other way, past the records after the page (`n`, the listing's length, from the counts;
+    // the outer statement puts the page back in order).
+    let n = format!("({})", counted(filter.soft_deleted));
+    let from_start = format!("?3 * 2 <= {n}");
+    let reversed = order_clause(&RecordFilter {
+        descending: !filter.descending,
+        ..filter.clone()
+    });
+    let index_page = |limit: &str| {
+        format!(
+            "SELECT rowid FROM ({}) UNION ALL SELECT rowid FROM (SELECT r.rowid{whole}{reversed} \
+             LIMIT CASE WHEN {from_start} THEN 0 ELSE max(0, min({limit}, {n} - ?3)) END \
+             OFFSET max(0, {n} - ?3 - ({limit})))",
+            rowids(
+                whole,
+                &format!("CASE WHEN {from_start} THEN {limit} ELSE 0 END")
+            ),
+        )
+    };
     let left_out = match filter.soft_deleted {
         SoftDeleted::Include => None,
         SoftDeleted::Exclude => Some(SoftDeleted::Only),
         SoftDeleted::Only => Some(SoftDeleted::Exclude),
     };
     Some(match left_out {
-        None => rowids(whole, limit),
+        None => index_page(limit),
         Some(left_out) => {
             // Only the namespace is a parameter of this filter's `FROM`: it is `?1` here too.
             let (plain, _) = select_from(ns, filter, now)?;
             let none_left_out = format!("({}) = 0", counted(left_out));
             format!(
-                "SELECT rowid FROM ({}) UNION ALL SELECT rowid FROM ({})",
-                rowids(
-                    whole,
-                    &format!("CASE WHEN {none_left_out} THEN {limit} ELSE 0 END")
-                ),
+                "{} UNION ALL SELECT rowid FROM ({})",
+                index_page(&format!(
+                    "CASE WHEN {none_left_out} THEN {limit} ELSE 0 END"
+                )),
                 rowids(
                     &plain,
                     &format!("CASE WHEN {none_left_out} THEN 0 ELSE {limit} END")

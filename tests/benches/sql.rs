@@ -124,6 +124,7 @@ const ROWS: &[&str] = &[
     "tokenRead p50",
     "recordList 20, first page",
     "recordList 20, offset n/2",
+    "recordList 20, last page",
     "recordCount",
     "tokenCreate p50",
     "tokenRenew p50",
@@ -207,6 +208,12 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
     let deep = page(n / 2);
     let list_deep = time(async |_| {
         assert_eq!(vault.record_list(&deep).await.expect("list").len(), 20);
+    })
+    .await;
+    // Past the middle: stepped to from the index's far end.
+    let last = page(n - 20);
+    let list_last = time(async |_| {
+        assert_eq!(vault.record_list(&last).await.expect("list").len(), 20);
     })
     .await;
     // A point read like the others: the median of 101 (one run measured a cold page cache
@@ -301,6 +308,7 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
         Figure::Time(read),
         Figure::Time(list_first),
         Figure::Time(list_deep),
+        Figure::Time(list_last),
         Figure::Time(count_time),
         Figure::Time(create),
         Figure::Time(renew),

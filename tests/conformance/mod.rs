@@ -1785,6 +1785,8 @@ async fn listings_agree(s: &dyn Storage, step: &str) {
             (0, Some(4), false),
             (5, Some(3), false),
             (17, None, false),
+            // Past the middle, with records after the page: SQL steps to it from the far end.
+            (26, Some(4), false),
             (30, Some(30), false),
             (1, Some(2), true),
             // The last expired records: a page that must stop where the unexpired ones start.

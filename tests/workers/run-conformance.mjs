@@ -155,6 +155,10 @@ async function costs(db) {
   await measure(one, "tokenRenew", { statements: 3, read: 20 }, () => vault.tokenRenew(token, Date.now() + 60_000));
   await measure(one, "tokenUpdate", { statements: 4, read: 30 }, () => vault.tokenUpdate(token, "updated", key));
   await measure(one, "recordList (page of 20)", { statements: 1, read: 30 }, () => vault.recordList({ limit: 20 }));
+  // A deep page steps over its offset in the order's index (D1 bills each entry as a row read),
+  // from the nearer end: the middle page walks half the index, the last page only its own.
+  await measure(one, "recordList, page at offset 1,000", { statements: 1, read: 1200 }, () => vault.recordList({ limit: 20, offset: 1000 }));
+  await measure(one, "recordList, the last page", { statements: 1, read: 120 }, () => vault.recordList({ limit: 20, offset: 1982 }));
   // The trash view: three soft-deleted records among 2,002, read through the index that holds
   // only them, not by walking the order past the live ones.
   for (const r of await vault.recordList({ limit: 3, offset: 500 })) await vault.tokenSoftDelete(r.token);
