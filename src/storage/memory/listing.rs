@@ -383,9 +383,38 @@ impl Listing {
 mod tests {
     use super::*;
 
+    /// The ids `filter` lists at `now`, from the records themselves: sorted by its order's key,
+    /// as a shared reference for the sets.
+    fn reference<'a>(records: &'a [Listed], filter: &RecordFilter, now: i64) -> Vec<&'a str> {
+        let mut kept: Vec<&Listed> = records
+            .iter()
+            .filter(|r| match filter.soft_deleted {
+                SoftDeleted::Exclude => !r.soft_deleted,
+                SoftDeleted::Only => r.soft_deleted,
+                SoftDeleted::Include => true,
+            })
+            .filter(|r| !filter.expired_only || r.expires_at < now)
+            .collect();
+        crate::sorting::sort_by(&mut kept, |a, b| {
+            let key = |r: &Listed| match filter.order_by {
+                OrderBy::CreatedAt => (Some(r.created_at), None),
+                OrderBy::UpdatedAt => (Some(r.updated_at), None),
+                OrderBy::ExpiresAt => (Some(r.expires_at), None),
+                OrderBy::Token => (None, Some(r.token.clone())),
+                OrderBy::Id => (None, None),
+            };
+            key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+        });
+        if filter.descending {
+            kept.reverse();
+        }
+        kept.into_iter().map(|r| r.id.as_str()).collect()
+    }
+
     /// A page found by position (two spans split by rank, for both states) is the page found by
-    /// walking the whole listing from its start: in every order, direction, soft-deleted state
-    /// and expiry cut, at every offset, in a vault big enough for many nodes per set.
+    /// walking the whole listing from its start, which is the records sorted: in every order,
+    /// direction, soft-deleted state and expiry cut, at every 7th offset, in a vault big enough
+    /// for many nodes per set, after inserts and again after removals that empty whole nodes.
     #[test]
     fn a_listing_from_an_offset_is_the_listing_after_that_many() {
         let mut listing = Listing::default();
@@ -396,56 +425,73 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let n = 700;
-        for i in 0..n {
+        let mut records = Vec::new();
+        for i in 0..700 {
             let r = next();
-            listing.replace(
-                None,
-                Some(&Listed {
-                    id: JsStr::new(&format!("id{:016x}", next())),
-                    token: JsStr::new(&format!("tk_{:x}", next())),
-                    // Ties on the time orders, broken by id.
-                    created_at: (r % 50) as i64,
-                    updated_at: i as i64,
-                    expires_at: if r % 3 == 0 {
-                        i64::MAX
-                    } else {
-                        (r % 97) as i64
-                    },
-                    soft_deleted: r % 4 == 0 || (200..260).contains(&i),
-                }),
-            );
+            let record = Listed {
+                id: JsStr::new(&format!("id{:016x}", next())),
+                token: JsStr::new(&format!("tk_{:x}", next())),
+                // Ties on the time orders, broken by id.
+                created_at: (r % 50) as i64,
+                updated_at: i,
+                expires_at: if r % 3 == 0 {
+                    i64::MAX
+                } else {
+                    (r % 97) as i64
+                },
+                soft_deleted: r % 4 == 0 || (200..260).contains(&i),
+            };
+            listing.replace(None, Some(&record));
+            records.push(record);
         }
-        for order_by in OrderBy::ALL {
-            for descending in [false, true] {
-                for soft_deleted in [
-                    SoftDeleted::Exclude,
-                    SoftDeleted::Include,
-                    SoftDeleted::Only,
-                ] {
-                    for expired_only in [false, order_by == OrderBy::ExpiresAt] {
-                        let filter = RecordFilter {
-                            order_by,
-                            descending,
-                            soft_deleted,
-                            expired_only,
-                            ..Default::default()
-                        };
-                        let now = 40;
-                        let all: Vec<&str> = listing.ids(&filter, now, 0).collect();
-                        assert_eq!(all.len() as u64, listing.count(&filter, now), "{filter:?}");
-                        for skip in (0..=all.len() + 2).step_by(7).chain([all.len() - 1]) {
-                            let from: Vec<&str> = listing.ids(&filter, now, skip).collect();
-                            assert_eq!(
-                                from,
-                                all.get(skip..).unwrap_or_default(),
-                                "{filter:?} from {skip}"
-                            );
+        let check = |listing: &Listing, records: &[Listed], step: &str| {
+            for order_by in OrderBy::ALL {
+                for descending in [false, true] {
+                    for soft_deleted in [
+                        SoftDeleted::Exclude,
+                        SoftDeleted::Include,
+                        SoftDeleted::Only,
+                    ] {
+                        for expired_only in [false, order_by == OrderBy::ExpiresAt] {
+                            let filter = RecordFilter {
+                                order_by,
+                                descending,
+                                soft_deleted,
+                                expired_only,
+                                ..Default::default()
+                            };
+                            let now = 40;
+                            let all: Vec<&str> = listing.ids(&filter, now, 0).collect();
+                            assert_eq!(all, reference(records, &filter, now), "{step}: {filter:?}");
+                            assert_eq!(all.len() as u64, listing.count(&filter, now));
+                            let last = all.len().saturating_sub(1);
+                            for skip in (0..=all.len() + 2).step_by(7).chain([last]) {
+                                let from: Vec<&str> = listing.ids(&filter, now, skip).collect();
+                                let expected = all.get(skip..).unwrap_or_default();
+                                assert_eq!(from, expected, "{step}: {filter:?} from {skip}");
+                            }
                         }
                     }
                 }
             }
+        };
+        check(&listing, &records, "inserted");
+        // Remove the records updated in 100..400 (every node of the update order there empties)
+        // and every third of the rest, and soft-delete or restore a few of those left.
+        let mut kept = Vec::new();
+        for (i, mut record) in records.into_iter().enumerate() {
+            if (100..400).contains(&i) || i % 3 == 0 {
+                listing.replace(Some(&record), None);
+            } else {
+                if i % 5 == 1 {
+                    let old = record.clone();
+                    record.soft_deleted = !record.soft_deleted;
+                    listing.replace(Some(&old), Some(&record));
+                }
+                kept.push(record);
+            }
         }
+        check(&listing, &kept, "removed");
     }
 
     #[test]
