@@ -465,10 +465,6 @@ async fn pages_and_counts_after_another_connections_write_answer_as_the_store_is
         limit: Some(4),
         ..Default::default()
     };
-    async fn ids_of(s: &IdbStorage, filter: &RecordFilter) -> Vec<String> {
-        let page = s.query_records(filter, conformance::NOW).await.unwrap();
-        page.into_iter().map(|r| r.id).collect()
-    }
     let whole = RecordFilter {
         limit: None,
         ..tail(0)
@@ -499,6 +495,12 @@ async fn pages_and_counts_after_another_connections_write_answer_as_the_store_is
 }
 
 /// The live, all and soft-deleted record counts `s` gives.
+/// The ids of `filter`'s page, as `s` lists them now.
+async fn ids_of(s: &IdbStorage, filter: &vaultstore_wasm::query::RecordFilter) -> Vec<String> {
+    let page = s.query_records(filter, conformance::NOW).await.unwrap();
+    page.into_iter().map(|r| r.id).collect()
+}
+
 async fn counts(s: &IdbStorage) -> [u64; 3] {
     use vaultstore_wasm::query::{RecordFilter, SoftDeleted};
     let mut n = [0; 3];
@@ -517,4 +519,49 @@ async fn counts(s: &IdbStorage) -> [u64; 3] {
         n[i] = s.count_records(&filter, conformance::NOW).await.unwrap();
     }
     n
+}
+
+/// A trash of more soft-deleted records than a page reads at once (`FEW_TRASHED`, 500) is paged
+/// through the order's index; whether that index holds live records too, the connection's
+/// tally answers while it is current, and another connection's write makes it count again.
+#[wasm_bindgen_test]
+async fn a_large_trash_pages_as_the_store_is_after_another_connections_write() {
+    use vaultstore_wasm::query::{OrderBy, RecordFilter, SoftDeleted};
+    let name = format!("conformance-trash-{}", js_sys::Math::random());
+    let a = IdbStorage::open(&name).await.unwrap();
+    let b = IdbStorage::open(&name).await.unwrap();
+    let trash: Vec<WriteOp> = (0..520)
+        .map(|i| {
+            let mut r = record(&format!("t{i:03}"), &format!("tk_t{i:03}"));
+            r.created_at = conformance::NOW - 10_000 + i;
+            r.soft_deleted_at = Some(conformance::NOW);
+            WriteOp::insert_record(r)
+        })
+        .collect();
+    a.apply(stamp(), trash).await.unwrap();
+    let page = RecordFilter {
+        order_by: OrderBy::CreatedAt,
+        soft_deleted: SoftDeleted::Only,
+        offset: 10,
+        limit: Some(5),
+        ..Default::default()
+    };
+    // Counted: no live record, so the page is the order's index stepped over.
+    assert_eq!(counts(&a).await, [0, 520, 520]);
+    let newest_first: Vec<String> = (505..510).rev().map(|i| format!("t{i:03}")).collect();
+    assert_eq!(ids_of(&a, &page).await, newest_first, "the trash, counted");
+    // Another connection writes a live record, the newest: the index holds it now, the page
+    // does not.
+    let mut live = record("live", "tk_live");
+    live.created_at = conformance::NOW;
+    b.apply(stamp(), vec![WriteOp::insert_record(live)])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids_of(&a, &page).await,
+        newest_first,
+        "the trash after another connection's live record"
+    );
+    a.close().await;
+    b.close().await;
 }

@@ -1470,13 +1470,28 @@ impl Reader {
             )),
             None => None,
         };
-        // How many records are of the soft-deleted state the filter leaves out.
-        let left_out = self.left_out(filter.soft_deleted).await?;
-        let exact = (!filter.expired_only || by_expiry) && left_out == 0;
-        let seq = match counter {
-            Some(counter) => Some(write::counter_value(counter.await)?),
-            None => None,
+        // How many records are of the soft-deleted state the filter leaves out. For a page of
+        // soft-deleted records that is the live ones, a walk of all of them to count, which the
+        // connection's tally answers while it is current at the seq read here.
+        let (left_out, seq) = if filter.soft_deleted == SoftDeleted::Only {
+            let seq = match counter {
+                Some(counter) => Some(write::counter_value(counter.await)?),
+                None => None,
+            };
+            let left_out = match tally.filter(|t| Some(t.seq) == seq) {
+                Some(t) => u32::try_from(t.live).unwrap_or(u32::MAX),
+                None => self.left_out(filter.soft_deleted).await?,
+            };
+            (left_out, seq)
+        } else {
+            let left_out = self.left_out(filter.soft_deleted).await?;
+            let seq = match counter {
+                Some(counter) => Some(write::counter_value(counter.await)?),
+                None => None,
+            };
+            (left_out, seq)
         };
+        let exact = (!filter.expired_only || by_expiry) && left_out == 0;
         let bookmark = bookmark.filter(|b| Some(b.seq) == seq);
         // How many records the listing holds, when the connection's tally says so at this seq
         // (read in this transaction): a page past the middle is then found from the far end.

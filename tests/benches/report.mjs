@@ -80,7 +80,7 @@ export function lines(config, results) {
     // Issue 16: a deep page costs about what the first one does.
     const r = "chromium";
     const n = 2 * n10k;
-    const [first, deep, on, trash, deepLive, counted, back, last] = ["firstMs", "deepMs", "pagingOnMs", "trashMs", "deepLiveMs", "countMs", "pagingBackMs", "lastMs"].map((metric) => samples("idb.listing", "package", metric));
+    const [first, deep, on, trash, deepLive, counted, back, last, bigTrash] = ["firstMs", "deepMs", "pagingOnMs", "trashMs", "deepLiveMs", "countMs", "pagingBackMs", "lastMs", "bigTrashMs"].map((metric) => samples("idb.listing", "package", metric));
     const figure = (list) => ({ package: median(list), baseline: null, ratio: null, valueInterval: interval(medianInterval(list)), show: ms });
     add(r, `recordList({ limit: 20 }), ${count(n)}-record vault`, "—", figure(first));
     add(r, `recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deep));
@@ -99,6 +99,7 @@ export function lines(config, results) {
       add(r, `with 20 of them soft-deleted: recordList({ softDeletedOnly: true, limit: 20 })`, "—", figure(trash));
       add(r, `with 20 of them soft-deleted: recordList({ limit: 20, offset: ${count(n >> 1)} })`, "—", figure(deepLive));
     }
+    if (bigTrash.every((v) => v !== undefined)) add(r, `with 620 soft-deleted, after a recordCount(): recordList({ softDeletedOnly: true, limit: 20, offset: 100 })`, "—", figure(bigTrash));
   }
   if (results["node.sequentialCreate"]) {
     const r = "node";
