@@ -892,6 +892,15 @@ struct Tally {
 }
 
 impl Tally {
+    /// How many records `state` admits.
+    fn of(self, state: SoftDeleted) -> u64 {
+        match state {
+            SoftDeleted::Include => self.live + self.trashed,
+            SoftDeleted::Exclude => self.live,
+            SoftDeleted::Only => self.trashed,
+        }
+    }
+
     /// This tally after a batch that moved the counter to `seq` and the counts by `change`.
     fn moved(self, seq: u64, (live, trashed): (i64, i64)) -> Option<Tally> {
         Some(Tally {
@@ -1419,11 +1428,12 @@ impl Reader {
     /// When every record in that index (or range of it) is one the filter admits (it includes
     /// soft-deleted records, or the store holds none of the state it leaves out, and
     /// `expiredOnly` only with the expiry order), the offset is one `advance` of a key cursor
-    /// over index entries and `limit` records are read from the key it reaches. With soft-deleted records beside live ones, the
-    /// soft-deleted are read through their own index: for a page of live records that skips at
-    /// least as many, to count them out of a few advances ([`skip_live`]); for a page of
-    /// soft-deleted records, as the page itself (sorted here) when there are few of them
-    /// ([`FEW_TRASHED`]) or that reads fewer records than walking the order past the live ones.
+    /// over index entries and `limit` records are read from the key it reaches. With
+    /// soft-deleted records beside live ones, the soft-deleted are read through their own
+    /// index: for a page of live records that skips at least as many, to count them out of a
+    /// few advances ([`skip_live`]); for a page of soft-deleted records, as the page itself
+    /// (sorted here) when there are few of them ([`FEW_TRASHED`]) or that reads fewer records
+    /// than walking the order past the live ones.
     /// Any other page reads and tests each record, in order, until it is full.
     /// A page at or after the end of one of this connection's last pages of the same listing
     /// starts after the last record of the nearest one ([`Bookmark`]) while the seq counter
@@ -1473,23 +1483,18 @@ impl Reader {
         // How many records are of the soft-deleted state the filter leaves out. For a page of
         // soft-deleted records that is the live ones, a walk of all of them to count, which the
         // connection's tally answers while it is current at the seq read here.
-        let (left_out, seq) = if filter.soft_deleted == SoftDeleted::Only {
-            let seq = match counter {
-                Some(counter) => Some(write::counter_value(counter.await)?),
-                None => None,
-            };
-            let left_out = match tally.filter(|t| Some(t.seq) == seq) {
-                Some(t) => u32::try_from(t.live).unwrap_or(u32::MAX),
-                None => self.left_out(filter.soft_deleted).await?,
-            };
-            (left_out, seq)
-        } else {
-            let left_out = self.left_out(filter.soft_deleted).await?;
-            let seq = match counter {
-                Some(counter) => Some(write::counter_value(counter.await)?),
-                None => None,
-            };
-            (left_out, seq)
+        let counted = match filter.soft_deleted {
+            SoftDeleted::Only => None,
+            state => Some(self.left_out(state).await?),
+        };
+        let seq = match counter {
+            Some(counter) => Some(write::counter_value(counter.await)?),
+            None => None,
+        };
+        let left_out = match (counted, tally.filter(|t| Some(t.seq) == seq)) {
+            (Some(n), _) => n,
+            (None, Some(t)) => u32::try_from(t.of(SoftDeleted::Exclude)).unwrap_or(u32::MAX),
+            (None, None) => self.left_out(filter.soft_deleted).await?,
         };
         let exact = (!filter.expired_only || by_expiry) && left_out == 0;
         let bookmark = bookmark.filter(|b| Some(b.seq) == seq);
@@ -1497,12 +1502,7 @@ impl Reader {
         // (read in this transaction): a page past the middle is then found from the far end.
         let listed = match (tally, seq) {
             (Some(t), Some(seq)) if exact && !filter.expired_only && t.seq == seq => {
-                let n = match filter.soft_deleted {
-                    SoftDeleted::Include => t.live + t.trashed,
-                    SoftDeleted::Exclude => t.live,
-                    SoftDeleted::Only => t.trashed,
-                };
-                Some(usize::try_from(n).unwrap_or(usize::MAX))
+                Some(usize::try_from(t.of(filter.soft_deleted)).unwrap_or(usize::MAX))
             }
             _ => None,
         };
@@ -1695,11 +1695,7 @@ impl Reader {
                 t
             }
         };
-        Ok(match state {
-            SoftDeleted::Include => current.live + current.trashed,
-            SoftDeleted::Exclude => current.live,
-            SoftDeleted::Only => current.trashed,
-        })
+        Ok(current.of(state))
     }
 
     /// How many records are of the soft-deleted state `state` leaves out (none, for both): one

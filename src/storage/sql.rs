@@ -1074,8 +1074,7 @@ fn deferred_rowids(ns: &str, filter: &RecordFilter, now: i64, limit: &str) -> Op
         return None;
     }
     let order = order_clause(filter);
-    let rowids =
-        |from: &str, limit: &str| format!("SELECT r.rowid{from}{order} LIMIT {limit} OFFSET ?3");
+    let rowids = |from: &str, limit: &str| rowids_page(from, &order, limit);
     let whole = " FROM vaultstore_records AS r WHERE r.ns = ?1";
     // A page past the middle of the index is stepped to from its far end: the index walked the
     // other way, past the records after the page (`n`, the listing's length, from the counts;
@@ -1120,6 +1119,12 @@ fn deferred_rowids(ns: &str, filter: &RecordFilter, now: i64, limit: &str) -> Op
             )
         }
     })
+}
+
+/// The rowids of a page of the records `from` (a `FROM … WHERE …` of alias `r`) in `order`:
+/// at most `limit` (an SQL expression) after the first `?3`.
+fn rowids_page(from: &str, order: &str, limit: &str) -> String {
+    format!("SELECT r.rowid{from}{order} LIMIT {limit} OFFSET ?3")
 }
 
 /// The records whose rowids `page` (a statement with `?1` the namespace, `?2` the limit and
@@ -1173,9 +1178,7 @@ fn trash_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<
         Some(rowids) => Some(rowids),
         None => {
             let (plain, _) = select_from(ns, filter, now)?;
-            Some(format!(
-                "SELECT r.rowid{plain}{order} LIMIT {limit} OFFSET ?3"
-            ))
+            Some(rowids_page(&plain, &order, limit))
         }
     };
     let page = format!(
