@@ -85,13 +85,36 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// HMAC-SHA256 over the concatenation of `parts`.
 pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    use hmac::{KeyInit, Mac};
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    for part in parts {
-        mac.update(part);
+    KeyedMac::new(key).mac(parts)
+}
+
+/// HMAC-SHA256 keyed once. Keying hashes the key's two padded blocks; a MAC after that hashes
+/// only its message and the outer block, two SHA-256 blocks of a short message instead of
+/// four. For keys that MAC many messages: the key cache's lookup id, a data key's kcv.
+/// Boxed like the key types (moving it moves a pointer); the state zeroizes on drop (hmac's
+/// `zeroize` feature), as it is as secret as the key.
+#[derive(Clone)]
+pub(crate) struct KeyedMac(Box<HmacSha256>);
+
+impl KeyedMac {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        use hmac::KeyInit;
+        // HMAC accepts keys of any length, so this cannot fail.
+        KeyedMac(Box::new(
+            <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!()),
+        ))
     }
-    mac.finalize().into_bytes().into()
+
+    /// The MAC of the concatenation of `parts`.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        use hmac::Mac;
+        // On the stack, not a new box: the operation's end wipes the stack (`scrub_stack`).
+        let mut mac = HmacSha256::clone(&self.0);
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// HKDF-SHA256 with a 32-byte output.

@@ -19,7 +19,7 @@
 //! identity's slot rows (its tag and wrapped DEK) are still the ones this cache holds; when
 //! another writer changed them, the batch fails, the create forgets the identity and reads it.
 
-use crate::crypto::{DataKey, KdfParams, MasterKey, SALT_LEN, hmac_sha256, random_bytes};
+use crate::crypto::{DataKey, KdfParams, KeyedMac, MasterKey, SALT_LEN, random_bytes};
 use crate::error::Result;
 use crate::secret::Secret;
 use crate::vault::identity::Identity;
@@ -40,6 +40,8 @@ struct Entry {
 /// here, so a later call may use it instead of deriving it again.
 #[derive(Default)]
 struct Derived {
+    /// `DataKey::from_master(key)`, with its kcv MAC keyed.
+    master: Option<DataKey>,
     /// `identity_tag(key)`.
     tag: Option<String>,
     /// The last `unwrap_dek(key, params, identity_id, wrapped)`: a secret opens one identity
@@ -59,7 +61,7 @@ struct Unwrapped {
 }
 
 struct State {
-    id_key: Zeroizing<[u8; 32]>,
+    id_mac: KeyedMac,
     /// A `Vec`, not a map: a handful of entries, and growing a hash table copies its entries
     /// around the heap without wiping the old buckets.
     entries: Vec<Entry>,
@@ -82,8 +84,8 @@ pub(crate) struct Lookup {
 /// The lookup id of `secret` under the cache's current id key.
 fn lookup_id(state: &State, secret: &Secret) -> CacheId {
     Zeroizing::new(match secret {
-        Secret::Password(p) => hmac_sha256(state.id_key.as_ref(), &[b"password:", p.as_bytes()]),
-        Secret::RawKey(k) => hmac_sha256(state.id_key.as_ref(), &[b"raw:", k.as_bytes()]),
+        Secret::Password(p) => state.id_mac.mac(&[b"password:", p.as_bytes()]),
+        Secret::RawKey(k) => state.id_mac.mac(&[b"raw:", k.as_bytes()]),
     })
 }
 
@@ -94,10 +96,12 @@ fn derived<'s>(state: &'s mut State, key: &MasterKey) -> Option<&'s mut Derived>
     Some(&mut entry.derived)
 }
 
-fn new_id_key() -> Result<Zeroizing<[u8; 32]>> {
+/// The HMAC of lookup ids, under a fresh random key. Only the keyed state is kept: every call
+/// with a secret computes an id, and keying costs as much as the MAC.
+fn new_id_mac() -> Result<KeyedMac> {
     let mut id_key = Zeroizing::new([0u8; 32]);
     random_bytes(id_key.as_mut())?;
-    Ok(id_key)
+    Ok(KeyedMac::new(id_key.as_ref()))
 }
 
 impl KeyCache {
@@ -105,7 +109,7 @@ impl KeyCache {
         Ok(KeyCache {
             ttl_ms,
             state: Mutex::new(State {
-                id_key: new_id_key()?,
+                id_mac: new_id_mac()?,
                 entries: Vec::new(),
                 epoch: 0,
             }),
@@ -152,6 +156,20 @@ impl KeyCache {
         Some(expires_at)
     }
 
+    /// `DataKey::from_master(key)`, its kcv MAC keyed once per cached key (identities off, each
+    /// record's data key is the master key).
+    pub(crate) fn master_data_key(&self, key: &MasterKey) -> DataKey {
+        if let Some(master) = derived(&mut self.state(), key).and_then(|d| d.master.clone()) {
+            return master;
+        }
+        let master = DataKey::from_master(key);
+        master.kcv_mac();
+        if let Some(d) = derived(&mut self.state(), key) {
+            d.master = Some(master.clone());
+        }
+        master
+    }
+
     /// `identity_tag(key)`, computed once per cached key.
     pub(crate) fn identity_tag(&self, key: &MasterKey) -> String {
         if let Some(tag) = derived(&mut self.state(), key).and_then(|d| d.tag.clone()) {
@@ -182,6 +200,8 @@ impl KeyCache {
             return Ok(kept.dek.clone());
         }
         let dek = crate::crypto::unwrap_dek(key, params, identity_id, wrapped)?;
+        // Keyed before it is kept, so every copy handed out later carries it.
+        dek.kcv_mac();
         if let Some(d) = derived(&mut self.state(), key) {
             d.dek = Some(Unwrapped {
                 identity_id: identity_id.to_owned(),
@@ -256,8 +276,8 @@ impl KeyCache {
         state.epoch += 1;
         // If the CSPRNG failed here, keeping the old id key is all that is possible; the entries
         // it identified are gone either way.
-        if let Ok(fresh) = new_id_key() {
-            state.id_key = fresh;
+        if let Ok(fresh) = new_id_mac() {
+            state.id_mac = fresh;
         }
     }
 }

@@ -418,7 +418,7 @@ impl Vault {
             }
             key
         } else {
-            WriteKey::master(mk)
+            WriteKey::master(self.keys.master_data_key(mk))
         };
         // `mk` was derived with these settings (replacing them moves the key epoch, checked
         // above); until they are final, the batch commits only while they are still the store's.
@@ -556,9 +556,10 @@ pub(crate) struct WriteKey {
 }
 
 impl WriteKey {
-    pub(crate) fn master(mk: &MasterKey) -> Self {
+    /// Sealing with the master key (identities off), as `DataKey::from_master` gives it.
+    pub(crate) fn master(key: DataKey) -> Self {
         WriteKey {
-            key: DataKey::from_master(mk),
+            key,
             identity_id: None,
             guard: vec![],
             slot: None,

@@ -5,7 +5,7 @@
 //! ```
 
 use super::aead::{self, NONCE_LEN, TAG_LEN};
-use super::{DataKey, b64u_decode, b64u_encode, hkdf_sha256, hmac_sha256, label, public_random};
+use super::{DataKey, b64u_decode, b64u_encode, hkdf_sha256, label, public_random};
 use crate::error::{Result, VaultError};
 use subtle::ConstantTimeEq;
 
@@ -74,7 +74,7 @@ impl Envelope {
 }
 
 fn kcv(key: &DataKey, rsalt: &[u8; RSALT_LEN]) -> [u8; KCV_LEN] {
-    let mac = hmac_sha256(key.as_bytes(), &[label::KCV, rsalt]);
+    let mac = key.kcv_mac().mac(&[label::KCV, rsalt]);
     let mut out = [0u8; KCV_LEN];
     out.copy_from_slice(&mac[..KCV_LEN]);
     out

@@ -320,7 +320,7 @@ impl Vault {
         // under the new one; with identities on they join the target identity.
         let master_target = match &identity_target {
             Some(target) if self.identities => target.clone(),
-            _ => WriteKey::master(mk_new),
+            _ => WriteKey::master(DataKey::from_master(mk_new)),
         };
         moves.extend(
             self.plan_unlinked_move(
@@ -752,7 +752,7 @@ mod tests {
     /// there (the branch a record changed meanwhile takes), instead of a second copy of the vault.
     #[test]
     fn the_carry_keeps_sealed_values_up_to_its_budget() {
-        let to = WriteKey::master(&MasterKey::from_bytes([7; 32]));
+        let to = WriteKey::master(DataKey::from_master(&MasterKey::from_bytes([7; 32])));
         let sealed = "x".repeat(1 << 20);
         let mut carry = Carry::default();
         for i in 0..100 {

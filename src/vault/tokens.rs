@@ -9,6 +9,7 @@
 use super::{MAX_ATTEMPTS, Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, seal_value};
 use crate::error::{NotFoundReason, Result, VaultError};
+use crate::keycache::KeyCache;
 use crate::record::{Record, RecordRevs, check_time, new_record_id};
 use crate::secret::Secret;
 use crate::storage::{Optimistic, RecordChange, StorageError, WriteOp};
@@ -112,9 +113,9 @@ pub(crate) struct Parsed {
 }
 
 impl Opener {
-    fn new(mk: MasterKey, epoch: u64) -> Self {
+    fn new(mk: MasterKey, epoch: u64, keys: &KeyCache) -> Self {
         Opener {
-            master: DataKey::from_master(&mk),
+            master: keys.master_data_key(&mk),
             mk,
             epoch,
             identity: None,
@@ -647,7 +648,7 @@ impl Vault {
         records: &[Record],
     ) -> Result<(Opener, Vec<Parsed>)> {
         let (mk, epoch) = self.unlocked(secret).await?;
-        let mut opener = Opener::new(mk, epoch);
+        let mut opener = Opener::new(mk, epoch, &self.keys);
         let parsed: Vec<Parsed> = records.iter().map(|r| opener.parse(r)).collect();
         if self.identities || parsed.iter().any(|p| p.envelope.is_ok() && !p.by_master) {
             let identities = self
@@ -677,7 +678,7 @@ impl Vault {
             .records_by_tokens_and_meta(tokens, identity_find(&tag))
             .await?;
         self.check_key_epoch(epoch)?;
-        let mut opener = Opener::new(mk, epoch);
+        let mut opener = Opener::new(mk, epoch, &self.keys);
         opener.found(self.identities_from(&rows, &opener.mk)?);
         Ok((records, Some(opener)))
     }
