@@ -41,6 +41,12 @@ pub struct JsVault {
 struct Events(Option<Function>);
 
 impl Events {
+    /// When an operation starts, for its event's `durationMs`: read only when there is a
+    /// listener to tell (reading the clock is three calls into JavaScript).
+    fn clock(&self) -> f64 {
+        if self.0.is_some() { now_ms() } else { 0.0 }
+    }
+
     /// Report one operation. The event carries no value, secret, key or token; a listener that
     /// throws is ignored (`Function.call` catches), so it can never change the outcome.
     fn emit(&self, op: &str, started: f64, records: u64, code: &str) {
@@ -234,7 +240,7 @@ impl JsVault {
 
     /// Wipe every cached key from memory now.
     pub fn lock(&self) {
-        let started = now_ms();
+        let started = self.events.clock();
         self.vault.lock();
         super::scrub_stack();
         self.events.emit("lock", started, 0, "OK");
@@ -891,7 +897,7 @@ impl JsVault {
         exchange: JsValue,
         #[wasm_bindgen(unchecked_param_type = "SyncOptions | undefined")] options_value: JsValue,
     ) -> Promise {
-        let started = now_ms();
+        let started = self.events.clock();
         let events = self.events.clone();
         let SyncArgs {
             transport,
@@ -961,7 +967,7 @@ impl JsVault {
     /// not a `Request`); every outcome reaches the `onEvent` listener.
     #[wasm_bindgen(js_name = syncHandle, unchecked_return_type = "Promise<[number, string]>")]
     pub fn sync_handle(&self, body: Option<Vec<u8>>) -> Promise {
-        let started = now_ms();
+        let started = self.events.clock();
         let events = self.events.clone();
         let vault = self.vault.clone();
         let refused = if vault.is_closed() {
@@ -1005,7 +1011,7 @@ impl JsVault {
         length: Option<f64>,
         unreadable: Option<bool>,
     ) -> JsValue {
-        let started = now_ms();
+        let started = self.events.clock();
         let unreadable = unreadable.unwrap_or(false);
         match super::sync::refusal(method, content_type.as_deref(), length, unreadable) {
             Some(e) => {
@@ -1042,7 +1048,7 @@ impl JsVault {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Uint8Array | undefined")] _body: JsValue,
     ) -> Promise {
-        let started = now_ms();
+        let started = self.events.clock();
         let refused = if self.vault.is_closed() {
             err(crate::VaultError::Closed)
         } else {
@@ -1279,7 +1285,7 @@ impl JsVault {
         Fut: Future<Output = crate::Result<T>> + 'static,
         T: 'static,
     {
-        let started = now_ms();
+        let started = self.events.clock();
         let events = self.events.clone();
         match args {
             Ok(args) => {
