@@ -90,6 +90,28 @@ async function readCapped(body: ReadableStream<Uint8Array> | null, limit: number
   return bytes;
 }
 
+/**
+ * The `Record<string, string>` of the engine's `(key, value)` pairs, sent as
+ * `[text, lengths, text, lengths, …]`: each text holds keys and values one after the other, its
+ * lengths (UTF-16 units) say where each ends. Built here in one loop rather than by the engine
+ * with two calls into JavaScript per pair. Keys are defined, not assigned, so a key like
+ * `"__proto__"` is an ordinary own property instead of replacing the object's prototype.
+ */
+function stringMap(parts: (string | Uint32Array)[]): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (let p = 0; p + 1 < parts.length; p += 2) {
+    const text = parts[p] as string;
+    const lengths = parts[p + 1] as Uint32Array;
+    let at = 0;
+    for (let i = 0; i + 1 < lengths.length; i += 2) {
+      const key = text.slice(at, (at += lengths[i]));
+      const value = text.slice(at, (at += lengths[i + 1]));
+      Object.defineProperty(map, key, { value, writable: true, enumerable: true, configurable: true });
+    }
+  }
+  return map;
+}
+
 /** A response of `syncHandle`: JSON, never cached; `Allow` on a 405, `Retry-After` on a 503. */
 function syncResponse([status, body]: [number, string]): Response {
   const headers: Record<string, string> = { "content-type": "application/json", "cache-control": "no-store" };
@@ -295,7 +317,7 @@ export class Vault {
    * records, so that a missing token never costs a derivation.
    */
   tokensRead(tokens: string[], password: Secret): Promise<Record<string, string>> {
-    return this.#call((v) => v.tokensRead(tokens, password));
+    return this.#call((v) => v.tokensRead(tokens, password)).then(stringMap);
   }
 
   /**
@@ -307,7 +329,7 @@ export class Vault {
    * ```
    */
   tokensReadToResolvedMap(keyToToken: Record<string, string>, password: Secret): Promise<Record<string, string>> {
-    return this.#call((v) => v.tokensReadToResolvedMap(keyToToken, password));
+    return this.#call((v) => v.tokensReadToResolvedMap(keyToToken, password)).then(stringMap);
   }
 
   /** Keeps `expiresAt`. The password must be the one the value is stored with. */

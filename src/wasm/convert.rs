@@ -12,9 +12,11 @@
 use super::error::invalid;
 use crate::record::{MAX_TIME_MS, Record};
 use crate::secret::Secret;
-use js_sys::{Array, ArrayBuffer, Date, Function, JsString, Object, Reflect, Uint8Array};
+use js_sys::{
+    Array, ArrayBuffer, Date, Function, JsString, Object, Reflect, Uint8Array, Uint32Array,
+};
 use wasm_bindgen::{JsCast, JsValue};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 pub type JsResult<T> = Result<T, JsValue>;
 
@@ -395,23 +397,55 @@ pub fn record(r: &Record) -> JsValue {
     o.into()
 }
 
-/// A `Record<string, string>`. Keys are defined, not assigned, so a key like `"__proto__"` is an
-/// ordinary own property instead of replacing the object's prototype. The plaintexts are wiped
-/// from wasm memory once they are in the JavaScript object.
-pub fn string_map(pairs: Vec<(String, String)>) -> JsValue {
-    let o = Object::new();
-    // One descriptor for every key (defineProperty reads it when called), only its value changed.
-    let descriptor = Object::new();
-    for flag in ["writable", "enumerable", "configurable"] {
-        set(&descriptor, flag, &JsValue::TRUE);
+/// Most UTF-16 code units in one string of [`string_pairs`] (unless one pair is longer): well
+/// below the longest string JavaScript engines make (V8: 2^29 - 24), which a batch of long
+/// values could pass, and small enough that a test crosses it cheaply.
+const PAIRS_CHUNK_UNITS: usize = 1 << 20;
+
+/// `(key, value)` pairs for the TypeScript layer's `stringMap`, which makes them the
+/// `Record<string, string>` the API returns: `[text, lengths, text, lengths, ...]`, each `text`
+/// the keys and values of some pairs one after the other and its `Uint32Array` their lengths in
+/// UTF-16 code units (key, value, key, value, ...), a new text starting where one would pass
+/// [`PAIRS_CHUNK_UNITS`]. One string and one array cross into JavaScript instead of two calls
+/// and two strings for each pair (`tokensRead(1,000)` in Node about 5% faster). The values are
+/// wiped from wasm memory once copied out.
+pub fn string_pairs(mut pairs: Vec<(String, String)>) -> JsValue {
+    let parts = Array::new();
+    let mut start = 0;
+    while start < pairs.len() {
+        let (mut end, mut units, mut bytes) = (start, 0, 0);
+        while let Some((k, v)) = pairs.get(end) {
+            let more = utf16_len(k) + utf16_len(v);
+            if end > start && units + more > PAIRS_CHUNK_UNITS {
+                break;
+            }
+            (end, units, bytes) = (end + 1, units + more, bytes + k.len() + v.len());
+        }
+        // Sized before anything is written: it never reallocates, which would leave an unwiped
+        // copy of the values behind.
+        let mut text = Zeroizing::new(String::with_capacity(bytes));
+        let mut lengths = Vec::with_capacity(2 * (end - start));
+        for part in pairs[start..end].iter().flat_map(|(k, v)| [k, v]) {
+            text.push_str(part);
+            lengths.push(u32::try_from(utf16_len(part)).unwrap_or(u32::MAX));
+        }
+        parts.push(&JsValue::from_str(&text));
+        parts.push(&Uint32Array::from(&lengths[..]));
+        start = end;
     }
-    let value = JsValue::from_str("value");
-    for (k, v) in pairs {
-        let v = Zeroizing::new(v);
-        let _ = Reflect::set(&descriptor, &value, &JsValue::from_str(&v));
-        let _ = Reflect::define_property(&o, &JsValue::from_str(&k), &descriptor);
+    for (_, value) in &mut pairs {
+        value.zeroize();
     }
-    o.into()
+    parts.into()
+}
+
+/// A string's JavaScript `length`.
+fn utf16_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.encode_utf16().count()
+    }
 }
 
 /// A plaintext for JavaScript, wiped from wasm memory once copied out.

@@ -394,7 +394,7 @@ impl JsVault {
         )
     }
 
-    #[wasm_bindgen(js_name = tokensRead, unchecked_return_type = "Promise<Record<string, string>>")]
+    #[wasm_bindgen(js_name = tokensRead, unchecked_return_type = "Promise<(string | Uint32Array)[]>")]
     pub fn tokens_read(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string[]")] tokens: JsValue,
@@ -413,12 +413,12 @@ impl JsVault {
                 let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
                 v.tokens_read(&refs, &secret).await
             },
-            js::string_map,
+            js::string_pairs,
             len,
         )
     }
 
-    #[wasm_bindgen(js_name = tokensReadToResolvedMap, unchecked_return_type = "Promise<Record<string, string>>")]
+    #[wasm_bindgen(js_name = tokensReadToResolvedMap, unchecked_return_type = "Promise<(string | Uint32Array)[]>")]
     pub fn tokens_read_to_resolved_map(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Record<string, string>")] key_to_token: JsValue,
@@ -434,7 +434,7 @@ impl JsVault {
             "tokensReadToResolvedMap",
             args,
             |v, (map, secret)| async move { v.tokens_read_to_resolved_map(&map, &secret).await },
-            js::string_map,
+            js::string_pairs,
             len,
         )
     }

@@ -84,6 +84,26 @@ test("tokensReadToResolvedMap maps caller keys to values", async () => {
   await rejects(v.tokensReadToResolvedMap(["not", "an", "object"], PASSWORD), "INVALID_ARGUMENT");
 });
 
+test("batch reads return every key and value exactly, whatever characters they hold", async () => {
+  const v = await open();
+  // Empty, accented, astral (a surrogate pair in UTF-16) and long values, side by side: the
+  // results come back as texts cut by UTF-16 lengths, so a length counted in bytes would shift
+  // every later pair. Three values of 600,000 characters pass the 1 Mi characters after which
+  // the engine starts a new text, twice, between short ones.
+  const long = (c) => c.repeat(600_000);
+  const values = ["", "ü", "😀 smile", "a", "ключ".repeat(1000), "x", long("b"), "y", long("ж"), long("c"), "z"];
+  const tokens = await v.tokensCreate(values, PASSWORD);
+  const custom = "tk_día_🔑";
+  await v.tokenCreateCustom(custom, "value of a non-ASCII token", PASSWORD);
+  const read = await v.tokensRead([...tokens, custom], PASSWORD);
+  assert.deepEqual(read, { ...Object.fromEntries(tokens.map((t, i) => [t, values[i]])), [custom]: "value of a non-ASCII token" });
+  const keys = ["", "__proto__", "ключ", "🔑", "constructor", "0", "long b", "y", "ж", "c", "z"];
+  const map = await v.tokensReadToResolvedMap(Object.fromEntries(keys.map((k, i) => [k, tokens[i]])), PASSWORD);
+  assert.deepEqual(Object.keys(map).sort(), [...keys].sort());
+  keys.forEach((k, i) => assert.equal(Object.getOwnPropertyDescriptor(map, k)?.value, values[i], `key ${JSON.stringify(k)}`));
+  assert.equal(Object.getPrototypeOf(map), Object.prototype, "a __proto__ key is an own property, not the prototype");
+});
+
 test("tokenCreateCustom refuses taken tokens, soft-deleted ones included", async () => {
   const v = await open();
   await v.tokenCreateCustom("order-42", "v", PASSWORD, { expiresAt: null });
