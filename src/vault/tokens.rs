@@ -16,7 +16,7 @@ use crate::storage::{Optimistic, RecordChange, StorageError, WriteOp};
 use crate::token;
 use crate::vault::identity::{Identity, identity_find};
 use std::collections::{HashMap, HashSet};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Options of `tokenCreate` / `tokensCreate` / `tokenUpsert`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -430,15 +430,18 @@ impl Vault {
         secret: &Secret,
     ) -> Result<Vec<(String, String)>> {
         let tokens: Vec<&str> = key_to_token.iter().map(|(_, t)| t.as_str()).collect();
-        let values: HashMap<String, String> = self
+        let mut values: HashMap<String, String> = self
             .tokens_read(&tokens, secret)
             .await?
             .into_iter()
             .collect();
-        Ok(key_to_token
+        let resolved = key_to_token
             .iter()
             .filter_map(|(key, token)| values.get(token).map(|v| (key.clone(), v.clone())))
-            .collect())
+            .collect();
+        // The result holds copies (two keys may ask for one token): wipe these.
+        values.values_mut().for_each(Zeroize::zeroize);
+        Ok(resolved)
     }
 
     /// Replace the value of `token`, keeping its expiry. The secret must be the one the record

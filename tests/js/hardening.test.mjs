@@ -470,15 +470,20 @@ for (const path of ["WebCrypto PBKDF2", "the Rust PBKDF2 fallback"]) {
         await rejects(v.tokenRead(rawToken, secret[1]), "INVALID_PASSWORD");
         assert.ok(seenDuring(from, secret), `planted positive control: the scan finds ${secret[0]} passed as a key`);
       }
+      // Each cached data key keeps its key check's HMAC keyed (crypto::KeyedMac): midstates as
+      // secret as the key, kept as long as it is.
+      const keyedMacs = deks.flatMap((dek, i) =>
+        hmacMidstates(dek).map((midstate, j) => [`data key ${i + 1}'s key-check HMAC ${j ? "outer" : "inner"} midstate`, midstate]),
+      );
       const before = new Uint8Array(memory.buffer);
-      for (const [what, needle] of [held[2], held[3]]) {
+      for (const [what, needle] of [held[2], held[3], ...keyedMacs]) {
         assert.notEqual(indexOf(before, needle), -1, `positive control: ${what} is cached, so the scan finds it right before lock()`);
       }
 
       // Nothing runs between lock() and the scan.
       v.lock();
       const after = new Uint8Array(memory.buffer);
-      for (const [what, needle] of [...held, ...transient]) {
+      for (const [what, needle] of [...held, ...transient, ...keyedMacs]) {
         assert.equal(indexOf(after, needle), -1, `${what} is still in wasm memory after lock()`);
       }
       // Locked, not closed: the next call derives again.
@@ -491,6 +496,25 @@ for (const path of ["WebCrypto PBKDF2", "the Rust PBKDF2 fallback"]) {
     }
   });
 }
+
+test("no plaintext is left in wasm memory after values are sealed and read, one by one or in batches", async () => {
+  const memory = await wasmMemory();
+  const v = await open();
+  // Distinct values, each searched for on its own (as UTF-8, the engine's encoding).
+  const plaintexts = ["single", "batch one", "batch two", "mapped"].map((what) => `plaintext scan, ${what}: ${nodeCrypto.randomUUID()}`);
+  const [single, one, two, mapped] = plaintexts;
+  const t = await v.tokenCreate(single, PASSWORD);
+  const batch = await v.tokensCreate([one, two], PASSWORD);
+  const m = await v.tokenCreate(mapped, PASSWORD);
+  assert.equal(await v.tokenRead(t, PASSWORD), single);
+  assert.deepEqual(await v.tokensRead(batch, PASSWORD), { [batch[0]]: one, [batch[1]]: two });
+  // Two keys for one token: the engine hands back a copy for each.
+  assert.deepEqual(await v.tokensReadToResolvedMap({ a: m, b: m, c: batch[0] }, PASSWORD), { a: mapped, b: mapped, c: one });
+  const now = new Uint8Array(memory.buffer);
+  for (const plaintext of plaintexts) {
+    assert.equal(indexOf(now, utf8.encode(plaintext)), -1, `"${plaintext}" is still in wasm memory`);
+  }
+});
 
 test("an expired key is wiped by a timer, without waiting for the next call", async () => {
   const password = "ttl scan: Battery Staple 5521";
