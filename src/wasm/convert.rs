@@ -414,20 +414,26 @@ pub fn string_pairs(mut pairs: Vec<(String, String)>) -> JsValue {
     let mut start = 0;
     while start < pairs.len() {
         let (mut end, mut units, mut bytes) = (start, 0, 0);
+        let mut lengths: Vec<u32> = Vec::new();
         while let Some((k, v)) = pairs.get(end) {
-            let more = utf16_len(k) + utf16_len(v);
-            if end > start && units + more > PAIRS_CHUNK_UNITS {
+            let (k_units, v_units) = (utf16_len(k), utf16_len(v));
+            if end > start && units + k_units + v_units > PAIRS_CHUNK_UNITS {
                 break;
             }
-            (end, units, bytes) = (end + 1, units + more, bytes + k.len() + v.len());
+            for n in [k_units, v_units] {
+                lengths.push(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+            (end, units, bytes) = (
+                end + 1,
+                units + k_units + v_units,
+                bytes + k.len() + v.len(),
+            );
         }
         // Sized before anything is written: it never reallocates, which would leave an unwiped
         // copy of the values behind.
         let mut text = Zeroizing::new(String::with_capacity(bytes));
-        let mut lengths = Vec::with_capacity(2 * (end - start));
         for part in pairs[start..end].iter().flat_map(|(k, v)| [k, v]) {
             text.push_str(part);
-            lengths.push(u32::try_from(utf16_len(part)).unwrap_or(u32::MAX));
         }
         parts.push(&JsValue::from_str(&text));
         parts.push(&Uint32Array::from(&lengths[..]));
