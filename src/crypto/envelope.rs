@@ -62,6 +62,13 @@ impl Envelope {
         if !self.was_sealed_with(key) {
             return Err(VaultError::InvalidPassword { tokens: vec![] });
         }
+        self.open_matched(key, token)
+    }
+
+    /// Decrypt with a key whose kcv this envelope was just found to hold ([`Self::was_sealed_with`],
+    /// as a batch read picks each record's key): the check is not made twice. Only the kcv
+    /// check is skipped; GCM still authenticates, so any other key is `DECRYPTION_FAILED`.
+    pub(crate) fn open_matched(&self, key: &DataKey, token: &str) -> Result<String> {
         let rk = hkdf_sha256(key.as_bytes(), &self.rsalt, label::RECORD);
         let aad = record_aad(token);
         let plaintext = aead::open(&rk, &self.nonce, &self.sealed, aad.as_bytes())

@@ -178,7 +178,8 @@ impl Opener {
                 }
             };
             Ok((
-                Zeroizing::new(envelope.open(key, &record.token)?),
+                // `parse` or `identity_key_of` matched the key's kcv.
+                Zeroizing::new(envelope.open_matched(key, &record.token)?),
                 sealed_with,
             ))
         };
