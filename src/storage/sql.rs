@@ -1050,25 +1050,24 @@ fn counted(state: SoftDeleted) -> String {
     format!("SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND {deleted}")
 }
 
-/// A page past the start of a listing that only the soft-delete state filters, found in the
-/// order's index alone (a deferred join): the offset is stepped over in index entries, and only
-/// the page's rows are read (the plain statement reads the row of every record it steps over:
-/// a page at offset 500,000 of a million records took 476 ms). The created and updated orders'
-/// indexes end with `soft_deleted_at` (schema 2), so they answer the filter themselves, trash
-/// or none. (Testing the state costs each entry stepped over about a third more: a middle page
-/// of 100,000 live records, 2.2 → 3.1 ms. Choosing the unfiltered walk by the counts when there
-/// is no trash, as below, took that back but made every page's statement longer to prepare:
-/// the last page 0.23 → 0.33 ms, against 0.18 ms with the filter alone.) The
-/// token and id orders' are the keys' unique indexes, which do not hold it: their index alone
-/// gives the right page when the namespace holds no record of the state the filter leaves out,
-/// which [`counted`] tells; when it holds some, the plain statement's page is taken instead. Both
-/// arms are one statement, each with its limit set to 0 by the counts when it is not the one
-/// that applies (SQLite evaluates a LIMIT once, before its loop), so the choice and the page are
-/// one read on every SQL backend, D1 included. A page past the middle of the index is stepped to
-/// from its far end (the index walked the other way, the counts giving the listing's length),
-/// again chosen by the counts inside the statement. `None` for any other listing, for the first
-/// page (the plain statement reads only its own rows) and without a limit (the page is the rest
-/// of the vault).
+/// A page past the start of a listing that only the soft-delete state filters, found in the order's
+/// index alone (a deferred join): the offset is stepped over in index entries, and only the page's
+/// rows are read (the plain statement reads the row of every record it steps over: a page at offset
+/// 500,000 of a million records took 476 ms). The created and updated orders' indexes end with
+/// `soft_deleted_at` (schema 2), so they answer the filter themselves, trash or none. (Testing the
+/// state costs each entry stepped over about a third more: a middle page of 100,000 live records,
+/// 2.2 → 3.1 ms. Choosing the unfiltered walk by the counts when there is no trash, as below, took
+/// that back but made every page's statement longer to prepare: the last page 0.23 → 0.33 ms,
+/// against 0.18 ms with the filter alone.) The token and id orders' are the keys' unique indexes,
+/// which do not hold it: their index alone gives the right page when the namespace holds no record
+/// of the state the filter leaves out, which [`counted`] tells; when it holds some, the plain
+/// statement's page is taken instead. Both arms are one statement, each with its limit set to 0 by
+/// the counts when it is not the one that applies (SQLite evaluates a LIMIT once, before its loop),
+/// so the choice and the page are one read on every SQL backend, D1 included. A page past the
+/// middle of the index is stepped to from its far end (the index walked the other way, the counts
+/// giving the listing's length), again chosen by the counts inside the statement. `None` for any
+/// other listing, for the first page (the plain statement reads only its own rows) and without a
+/// limit (the page is the rest of the vault).
 fn deferred_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<SqlValue>)> {
     let limit = filter.limit?;
     let page = deferred_rowids(ns, filter, now, "?2")?;
