@@ -5,7 +5,8 @@
 //!
 //! Each size is one vault with password identities on, filled with one secret (`tokensCreate` in
 //! batches of 10,000). Then, in order: `tokenRead`, `recordList` pages (the middle one again
-//! with 100 records soft-deleted, then restored), `recordCount`,
+//! with 100 records soft-deleted, and the trash view's first page with 1% of the vault
+//! soft-deleted, then restored), `recordCount`,
 //! `tokenCreate`, `tokenRenew`; an expiry purge (`tokensExpiredDelete`) of 100,000 records created
 //! already expired on top of the vault (as many as the vault holds when it is smaller); a password
 //! change (`bulkRekey` to a secret with no identity: a re-wrap); and a rotation
@@ -127,6 +128,7 @@ const ROWS: &[&str] = &[
     "recordList 20, offset n/2",
     "recordList 20, last page",
     "offset n/2, 100 in trash",
+    "trash view, n/100 in trash",
     "recordCount",
     "tokenCreate p50",
     "tokenRenew p50",
@@ -229,7 +231,27 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
         assert_eq!(vault.record_list(&deep_live).await.expect("list").len(), 20);
     })
     .await;
-    for token in &trashed {
+    // The trash view's first page when 1% of the vault is soft-deleted (then restored).
+    let more: Vec<&String> = (0..n / 100)
+        .map(|i| &tokens[i * 100 + 1])
+        .filter(|t| !trashed.contains(t))
+        .collect();
+    for token in &more {
+        vault.token_soft_delete(token).await.expect("soft delete");
+    }
+    let trash_view = RecordQuery {
+        limit: Some(20),
+        soft_deleted_only: true,
+        ..RecordQuery::default()
+    };
+    let list_trash = time(async |_| {
+        assert_eq!(
+            vault.record_list(&trash_view).await.expect("list").len(),
+            20
+        );
+    })
+    .await;
+    for token in trashed.iter().chain(&more) {
         vault.token_restore(token).await.expect("restore");
     }
     // A point read like the others: the median of 101 (one run measured a cold page cache
@@ -326,6 +348,7 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
         Figure::Time(list_deep),
         Figure::Time(list_last),
         Figure::Time(list_deep_trash),
+        Figure::Time(list_trash),
         Figure::Time(count_time),
         Figure::Time(create),
         Figure::Time(renew),
