@@ -5,8 +5,8 @@
 //!
 //! Each size is one vault with password identities on, filled with one secret (`tokensCreate` in
 //! batches of 10,000). Then, in order: `tokenRead`, `recordList` pages (the middle one again
-//! with 100 records soft-deleted, and the trash view's first page with 1% of the vault
-//! soft-deleted, then restored), `recordCount`,
+//! with 100 records soft-deleted, then the trash view's first page with 1% of the vault more
+//! soft-deleted, all restored after), `recordCount`,
 //! `tokenCreate`, `tokenRenew`; an expiry purge (`tokensExpiredDelete`) of 100,000 records created
 //! already expired on top of the vault (as many as the vault holds when it is smaller); a password
 //! change (`bulkRekey` to a secret with no identity: a re-wrap); and a rotation
@@ -231,7 +231,8 @@ async fn measure(dir: &std::path::Path, n: usize) -> Vec<Figure> {
         assert_eq!(vault.record_list(&deep_live).await.expect("list").len(), 20);
     })
     .await;
-    // The trash view's first page when 1% of the vault is soft-deleted (then restored).
+    // The trash view's first page once 1% of the vault more is soft-deleted (1,100 records in
+    // the trash at 100,000), then every one restored.
     let more: Vec<&String> = (0..n / 100)
         .map(|i| &tokens[i * 100 + 1])
         .filter(|t| !trashed.contains(t))
