@@ -1050,6 +1050,13 @@ fn counted(state: SoftDeleted) -> String {
     format!("SELECT coalesce(sum(n), 0) FROM vaultstore_counts WHERE ns = ?1 AND {deleted}")
 }
 
+/// Whether `order`'s index ends with `soft_deleted_at` (schema 2), so that a walk of it tests
+/// the soft-delete state on the index entry, reading no row: the creation and update orders'.
+/// The token and id orders' are the keys' unique indexes, which cannot take the column.
+fn index_holds_state(order: OrderBy) -> bool {
+    matches!(order, OrderBy::CreatedAt | OrderBy::UpdatedAt)
+}
+
 /// A page past the start of a listing that only the soft-delete state filters, found in the order's
 /// index alone (a deferred join): the offset is stepped over in index entries, and only the page's
 /// rows are read (the plain statement reads the row of every record it steps over: a page at offset
@@ -1090,7 +1097,7 @@ fn deferred_rowids(ns: &str, filter: &RecordFilter, now: i64, limit: &str) -> Op
     let rowids = |from: &str, limit: &str| rowids_page(from, &order, limit);
     // Only the namespace is a parameter of this filter's `FROM`: it is `?1` here too.
     let (plain, _) = select_from(ns, filter, now)?;
-    let state_indexed = matches!(filter.order_by, OrderBy::CreatedAt | OrderBy::UpdatedAt);
+    let state_indexed = index_holds_state(filter.order_by);
     let whole = if state_indexed {
         plain.as_str()
     } else {
@@ -1192,9 +1199,10 @@ fn trash_page(ns: &str, filter: &RecordFilter, now: i64) -> Option<(String, Vec<
         return Some((sql, vec![ns.into(), SqlValue::Integer(offset)]));
     };
     let trashed = format!("({})", counted(SoftDeleted::Only));
-    let row_cost = match filter.order_by {
-        OrderBy::CreatedAt | OrderBy::UpdatedAt => 16,
-        _ => 1,
+    let row_cost = if index_holds_state(filter.order_by) {
+        16
+    } else {
+        1
     };
     let few = format!(
         "{trashed} * {trashed} * {row_cost} <= (?2 + ?3) * ({})",
