@@ -344,8 +344,22 @@ pub fn identity_tag_key(identity_id: &str) -> MetaKey {
 /// tag (FORMAT.md "Vault state"). A rekey reads it before it reads any record and expects it
 /// unchanged when it commits: if another tab or isolate sealed, linked or deleted a value
 /// meanwhile, the rekey reads again and re-seals what changed instead of overwriting it.
+///
+/// It is read with [`Storage::meta_get`] and written and guarded with the meta ops, like a
+/// meta row, but a backend may keep it elsewhere: the listings ([`Storage::meta_object`],
+/// [`Storage::meta_all`], [`Storage::meta_count`], [`Storage::meta_find`]) need not show it.
+/// IndexedDB keeps it in its seq counter's row, which every write rewrites anyway, so a
+/// `tokenCreate` puts one row fewer.
 pub fn write_epoch() -> MetaKey {
-    MetaKey::new(object_type::VAULT, STATE_ID, "writes")
+    MetaKey::new(object_type::VAULT, STATE_ID, WRITES_KEY)
+}
+
+/// The key of [`write_epoch`] in the vault state object.
+const WRITES_KEY: &str = "writes";
+
+/// Whether `key` is [`write_epoch`]'s, without building one to compare.
+pub fn is_write_epoch(key: &MetaKey) -> bool {
+    key.key == WRITES_KEY && key.object_id == STATE_ID && key.object_type == object_type::VAULT
 }
 
 /// Whether records without an identity link may exist (FORMAT.md "Vault state"): `"false"` only

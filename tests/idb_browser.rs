@@ -569,7 +569,7 @@ fn v1_meta(object_type: &str, object_id: &str, key: &str, value: JsValue) -> JsV
 
 /// A version-1 database as release 1 left it: records r1, r2 sealed under identity p_a (which
 /// has a further slot p_s), r3 under a master key, r4 under p_b; a link to a record that is gone;
-/// `link_r2` is the value of r2's link row.
+/// `link_r2` is the value of r2's link row. Its write epoch is `"epoch-v1"`.
 async fn v1_database(name: &str, link_r2: JsValue) {
     IdbStorage::open_with(name, &MIGRATIONS[..1], 1_000)
         .await
@@ -591,6 +591,7 @@ async fn v1_database(name: &str, link_r2: JsValue) {
     let meta = tx.object_store("meta").unwrap();
     let rows = [
         v1_meta("vault", "settings", "version", "1".into()),
+        v1_meta("vault", "state", "writes", "epoch-v1".into()),
         v1_meta("password_identity", "p_a", "tag", "tag-a".into()),
         v1_meta("password_identity", "p_a", "dek", "vs1k:dek-a".into()),
         v1_meta("password_identity", "p_s", "identity", "p_a".into()),
@@ -670,7 +671,11 @@ async fn a_version_1_database_moves_its_links_into_the_records_and_numbers_its_r
     );
     assert_eq!(storage.linked_count(None).await.unwrap(), 3);
     assert_eq!(storage.meta_count("record").await.unwrap(), 0);
+    // The write epoch's row went: schema 2 keeps the epoch in the seq counter's row, which
+    // holds none until a write sets one.
     assert_eq!(storage.meta_all().await.unwrap().len(), 7);
+    let epoch = vaultstore_wasm::storage::write_epoch();
+    assert_eq!(storage.meta_get(&epoch).await.unwrap(), None);
     // Every row has a seq (a sync walking the feed from 0 sees them all), none is dirty, and no
     // revision was written: the feed carries the synthesized ones.
     let feed = storage.changes_since(0, 100).await.unwrap();
@@ -711,6 +716,16 @@ async fn a_version_1_database_moves_its_links_into_the_records_and_numbers_its_r
     storage
         .apply(
             stamp,
+            vec![WriteOp::PutMeta(MetaRow {
+                key: epoch.clone(),
+                value: "e2".into(),
+            })],
+        )
+        .await
+        .unwrap();
+    storage
+        .apply(
+            stamp,
             vec![WriteOp::DeleteRecord {
                 id: "r4".into(),
                 if_expired_at: None,
@@ -728,6 +743,11 @@ async fn a_version_1_database_moves_its_links_into_the_records_and_numbers_its_r
     let changes = storage.changes_since(11, 100).await.unwrap();
     let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
     assert_eq!(seqs, [12, 13, 14]);
+    // A batch that moved the counter and not the epoch kept it.
+    assert_eq!(
+        storage.meta_get(&epoch).await.unwrap().as_deref(),
+        Some("e2")
+    );
     assert!(matches!(
         &changes[0].row,
         Row::Record { id, version: RecordVersion::Gone(t) } if id == "r4" && t.rev == rev

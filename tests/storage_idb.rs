@@ -295,6 +295,63 @@ async fn batches_of_two_connections_and_concurrent_batches_of_one_each_take_thei
     b.close().await;
 }
 
+/// The write epoch lives in the seq counter's row here, which a small batch writes back from
+/// what its connection last committed without waiting to read it. Another connection that
+/// renewed the epoch without moving the seq (a batch of no replicated row) has changed that
+/// row all the same: the batch must see it and keep the other's epoch, or a rekey planned
+/// after that write would not notice the writes after it.
+#[wasm_bindgen_test]
+async fn a_batch_that_assumes_the_counter_keeps_another_connections_write_epoch() {
+    let name = format!("conformance-assumed-epoch-{}", js_sys::Math::random());
+    let a = IdbStorage::open(&name).await.unwrap();
+    let b = IdbStorage::open(&name).await.unwrap();
+    let epoch = vaultstore_wasm::storage::write_epoch();
+    a.apply(
+        stamp(),
+        vec![
+            WriteOp::insert_record(record("r0", "tk_0")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "a1")),
+        ],
+    )
+    .await
+    .unwrap();
+    b.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "state", "writes", "b1"))],
+    )
+    .await
+    .unwrap();
+    // A replicated row and nothing on the epoch: `a` may assume the counter it last wrote.
+    a.apply(
+        stamp(),
+        vec![WriteOp::PutMeta(meta("vault", "settings", "policy", "p"))],
+    )
+    .await
+    .unwrap();
+    for s in [&a, &b] {
+        assert_eq!(s.meta_get(&epoch).await.unwrap().as_deref(), Some("b1"));
+    }
+    // And a guard on it sees what the other connection wrote.
+    let guarded = |value: &str| {
+        vec![
+            WriteOp::ExpectMeta {
+                key: epoch.clone(),
+                value: Some(value.into()),
+            },
+            WriteOp::insert_record(record("r1", "tk_1")),
+            WriteOp::PutMeta(meta("vault", "state", "writes", "a2")),
+        ]
+    };
+    assert_eq!(
+        a.apply(stamp(), guarded("a1")).await.unwrap_err(),
+        StorageError::MetaChanged(epoch.clone())
+    );
+    a.apply(stamp(), guarded("b1")).await.unwrap();
+    assert_eq!(b.meta_get(&epoch).await.unwrap().as_deref(), Some("a2"));
+    a.close().await;
+    b.close().await;
+}
+
 // ---------------------------------------------------------------- pages that start at a bookmark
 
 /// A connection starts a listing's next page where its last page ended (`advance` over the

@@ -21,10 +21,10 @@
 //! written by schema 1, read as synthesized / [`Rev::ZERO`]), a `seq` (the upgrade gives every
 //! schema-1 row one) and a `dirty` mark (present only while dirty); the `seq` and `dirty`
 //! indexes hold only the rows that have them, so local meta rows and clean rows stay out of the
-//! change feeds. `counters["seq"]` is the last seq given out: every batch that writes a
-//! replicated row reads it and writes it back in its own readwrite transaction, so seqs are
-//! unique across the three stores and grow in commit order; a `ClearAll` leaves it, so they
-//! never go back. A sync merge reads each key's live row, else its tombstone
+//! change feeds. `counters["seq"]` is the last seq given out (with the write epoch, see
+//! `write::Counter`): every batch that writes a replicated row reads it and writes it back in
+//! its own readwrite transaction, so seqs are unique across the three stores and grow in commit
+//! order; a `ClearAll` leaves it (but for the epoch), so they never go back. A sync merge reads each key's live row, else its tombstone
 //! ([`Storage::versions`]), and guards its commit on their seqs (`ExpectVersion`); `MarkClean`
 //! removes a dirty mark the server acknowledged, leaving the seq.
 //!
@@ -44,7 +44,7 @@
 use super::{
     Change, MetaFind, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage,
     StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
-    object_type, unlinked_records,
+    is_write_epoch, object_type, unlinked_records, write_epoch,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted, js_string_cmp};
 use crate::record::{Record, RecordRevs};
@@ -126,8 +126,10 @@ fn create_v1_stores(db: &Database) -> Result<(), idb::Error> {
 /// Schema 2 (sync, issue 14; the link in the record, issue 16): the new indexes and stores, then
 /// one pass over the rows written by schema 1: each record takes its identity link (whose row
 /// goes) and a seq, each replicated meta row a seq, from 1 in key order, and the counter
-/// continues above them, so a feed walked from 0 holds every row. Revisions are not written:
-/// rows without them read as synthesized.
+/// continues above them, so a feed walked from 0 holds every row. The write epoch's meta row
+/// goes: the epoch is kept in the counter's row now ([`write::Counter`]), and the next write
+/// sets it there (no rekey can span the upgrade, which closes every other connection first).
+/// Revisions are not written: rows without them read as synthesized.
 fn upgrade_v2<'a>(db: &'a Database, upgrade: &'a Transaction) -> MigrationFuture<'a> {
     Box::pin(async move {
         let (records, meta, counters) =
@@ -138,6 +140,8 @@ fn upgrade_v2<'a>(db: &'a Database, upgrade: &'a Transaction) -> MigrationFuture
         // kept up by every put: the upgrade takes about half the time.
         add_v2_indexes(&records, &meta).map_err(idb_error("add the schema-2 indexes"))?;
         number_meta(&meta, &mut seq).await?;
+        meta.delete(meta_key_js(&write_epoch()))
+            .map_err(idb_error("delete the write epoch row"))?;
         if seq > 0 {
             counters
                 .put(
@@ -1108,12 +1112,26 @@ impl IdbStorage {
     /// every `tokenCreate`. Only such batches: when the counter has moved (another tab, or a
     /// batch of this connection begun before the last one committed), the batch's requests
     /// are issued for nothing and it runs again, which a page of pulled rows must not pay.
+    ///
+    /// And only a batch that renews the write epoch (a `tokenCreate`'s does) and does nothing
+    /// else with it: the epoch is kept in the counter's row, which the batch writes back whole,
+    /// so it must not depend on what the row holds of it. The check then needs only the seq:
+    /// another connection's write of the epoch alone, which leaves the seq where it was, comes
+    /// before this batch's renewal, as it would had this batch read the row.
     fn may_assume_seq(&self, batch: &[WriteOp]) -> Option<u64> {
         let assumed = self.seq_counter.get()?;
         let mut inserts = 0;
+        let mut renews_epoch = false;
         for op in batch {
             match op {
                 WriteOp::InsertRecord(_) => inserts += 1,
+                WriteOp::PutMeta(row) if is_write_epoch(&row.key) => renews_epoch = true,
+                WriteOp::InsertMeta(row) if is_write_epoch(&row.key) => return None,
+                WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. }
+                    if is_write_epoch(key) =>
+                {
+                    return None;
+                }
                 WriteOp::InsertMeta(_)
                 | WriteOp::PutMeta(_)
                 | WriteOp::DeleteMeta(_)
@@ -1121,7 +1139,7 @@ impl IdbStorage {
                 _ => return None,
             }
         }
-        (inserts <= ASSUMING_INSERTS && batch.iter().any(write::writes_replicated))
+        (renews_epoch && inserts <= ASSUMING_INSERTS && batch.iter().any(write::writes_replicated))
             .then_some(assumed)
     }
 
@@ -1314,6 +1332,9 @@ impl Reader {
     }
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
+        if is_write_epoch(key) {
+            return Ok(self.counter().await?.writes);
+        }
         let found = self
             .meta
             .get(meta_key_js(key))
@@ -1324,6 +1345,16 @@ impl Reader {
             .map(meta_from_js)
             .transpose()?
             .map(|m| m.value))
+    }
+
+    /// The seq counter's row (the last seq given out, the write epoch).
+    async fn counter(&self) -> StorageResult<write::Counter> {
+        write::Counter::read(
+            self.counters
+                .get(JsValue::from_str(SEQ_COUNTER))
+                .map_err(idb_error("read the seq counter"))?
+                .await,
+        )
     }
 
     async fn meta_count(&self, object_type: &str) -> StorageResult<u64> {
@@ -1488,7 +1519,7 @@ impl Reader {
             state => Some(self.left_out(state).await?),
         };
         let seq = match counter {
-            Some(counter) => Some(write::counter_value(counter.await)?),
+            Some(counter) => Some(write::Counter::read(counter.await)?.seq),
             None => None,
         };
         let left_out = match (counted, tally.filter(|t| Some(t.seq) == seq)) {
@@ -1675,12 +1706,7 @@ impl Reader {
     /// shows it current, else counted by the indexes (without reading a single record) and
     /// tallied.
     async fn tallied(&self, tally: &Cell<Option<Tally>>, state: SoftDeleted) -> StorageResult<u64> {
-        let seq = write::counter_value(
-            self.counters
-                .get(JsValue::from_str(SEQ_COUNTER))
-                .map_err(idb_error("read the seq counter"))?
-                .await,
-        )?;
+        let seq = self.counter().await?.seq;
         let current = match tally.get() {
             Some(t) if t.seq == seq => t,
             _ => {

@@ -143,16 +143,17 @@ async function race(round, kind, attempt) {
         };
       });
       // Watch this page's IndexedDB calls (only the rekey makes any from here on): the rekey
-      // reads the vault's write marker before anything else, every write renews it, and its
-      // commit is a readwrite transaction. A write in the other tab that started after the
-      // first marker read came back and resolved before the last readwrite transaction was
-      // opened committed between the rekey's first read and its commit: the rekey had to see it.
+      // reads the vault's write marker (kept in the seq counter's row, the `counters` store)
+      // before any record, every write renews it, and its commit is a readwrite transaction.
+      // A write in the other tab that started after the first marker read came back and
+      // resolved before the last readwrite transaction was opened committed between the
+      // rekey's first read and its commit: the rekey had to see it.
       const markerReads = [];
       const readwrites = [];
       const get = IDBObjectStore.prototype.get;
       IDBObjectStore.prototype.get = function (key) {
         const request = get.call(this, key);
-        if (JSON.stringify(key)?.includes('"writes"')) request.addEventListener("success", () => markerReads.push(Date.now()));
+        if (this.name === "counters") request.addEventListener("success", () => markerReads.push(Date.now()));
         return request;
       };
       const transaction = IDBDatabase.prototype.transaction;

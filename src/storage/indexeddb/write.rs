@@ -105,6 +105,8 @@ impl IdbWriteTransaction<'_> {
             record_tombstones: false,
             tombstone_ids: None,
             seq: None,
+            writes: None,
+            writes_changed: false,
             deleted: 0,
             tally: Some((0, 0)),
             cleared: false,
@@ -447,8 +449,13 @@ struct Batch {
     /// inserts): its inserts check them here instead of with a request each.
     tombstone_ids: Option<js_sys::Set>,
     /// The seq counter `(as read, last given out)`, read once by a batch that writes a
-    /// replicated row (or taken to be `assumed_seq`).
+    /// replicated row or the write epoch (or taken to be `assumed_seq`).
     seq: Option<(u64, u64)>,
+    /// The write epoch ([`write_epoch`]) as the batch's ops so far leave it, kept in the
+    /// counter's row (valid once `seq` is, but for a batch that assumes the counter, which
+    /// renews it without reading it first), and whether an op changed it.
+    writes: Option<String>,
+    writes_changed: bool,
     /// The seq counter as this connection last committed it, if the batch may assume it is
     /// still stored rather than wait for it ([`IdbStorage::may_assume_seq`]).
     assumed_seq: Option<u64>,
@@ -470,14 +477,63 @@ struct Batch {
     wrote: bool,
 }
 
-/// The seq counter as read (`None`: never written, so 0).
-pub(super) fn counter_value(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<u64> {
-    match read.map_err(idb_error("read the seq counter"))? {
-        None => Ok(0),
-        Some(n) => Ok(n
+/// The row `counters["seq"]`: the last seq given out and the write epoch ([`write_epoch`]).
+/// One row for both, because every batch that renews the epoch (each `tokenCreate`) also
+/// writes the counter, and in IndexedDB a put costs the same whether its row is a number or a
+/// small object: the epoch as a meta row was one more put per write.
+///
+/// Stored as the seq alone while there is no epoch (as schema 2 first wrote it), else as
+/// `{ seq, writes }`.
+#[derive(Default)]
+pub(super) struct Counter {
+    pub seq: u64,
+    pub writes: Option<String>,
+}
+
+impl Counter {
+    /// The row as read (`None`: never written, so 0 and no epoch).
+    pub(super) fn read(read: Result<Option<JsValue>, idb::Error>) -> StorageResult<Self> {
+        let Some(row) = read.map_err(idb_error("read the seq counter"))? else {
+            return Ok(Self::default());
+        };
+        let (seq, writes) = if row.is_object() {
+            (get(&row, "seq"), get(&row, "writes").as_string())
+        } else {
+            (row, None)
+        };
+        let seq = seq
             .as_f64()
             .filter(|n| n.is_finite() && *n >= 0.0)
-            .ok_or_else(|| not_ours("a seq counter"))? as u64),
+            .ok_or_else(|| not_ours("a seq counter"))?;
+        Ok(Self {
+            seq: seq as u64,
+            writes,
+        })
+    }
+}
+
+/// The counter's row ([`Counter`]) holding `seq` and `writes`.
+fn counter_row(seq: u64, writes: Option<&str>) -> JsValue {
+    let seq = JsValue::from_f64(seq as f64);
+    match writes {
+        None => seq,
+        Some(writes) => {
+            let o = Object::new();
+            set(&o, "seq", &seq);
+            set(&o, "writes", &writes.into());
+            o.into()
+        }
+    }
+}
+
+/// Whether `op` reads or writes the write epoch, which this backend keeps in the counter's row
+/// (a `ClearAll` removes it, as it does the vault's other state rows).
+fn on_write_epoch(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_write_epoch(&row.key),
+        WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. } => is_write_epoch(key),
+        WriteOp::ClearAll => true,
+        _ => false,
     }
 }
 
@@ -562,19 +618,23 @@ impl Batch {
                         | WriteOp::ExpectUnlinked { .. }
                         | WriteOp::ExpectEmpty
                 );
-                self.apply(op).await?;
+                if on_write_epoch(&op) && !matches!(op, WriteOp::ClearAll) {
+                    self.apply_to_write_epoch(&op)?;
+                } else {
+                    self.apply(op).await?;
+                }
                 if !check {
                     self.wrote = true;
                 }
             }
         }
         if let Some((read, last)) = self.seq
-            && last > read
+            && (last > read || self.writes_changed)
         {
             self.r
                 .counters
                 .put(
-                    &JsValue::from_f64(last as f64),
+                    &counter_row(last, self.writes.as_deref()),
                     Some(&JsValue::from_str(SEQ_COUNTER)),
                 )
                 .map_err(idb_error("write the seq counter"))?;
@@ -583,8 +643,8 @@ impl Batch {
     }
 
     /// Read, in one round trip, every record the batch changes or deletes, the seq counter if
-    /// the batch writes a replicated row, and if it inserts, the record tombstones' ids (or
-    /// that there are more of them than it inserts).
+    /// the batch writes a replicated row or the write epoch, and if it inserts, the record
+    /// tombstones' ids (or that there are more of them than it inserts).
     async fn prefetch(&mut self, batch: &[WriteOp]) -> StorageResult<()> {
         let mut ids: Vec<String> = Vec::new();
         let mut inserts = 0u32;
@@ -600,13 +660,17 @@ impl Batch {
         sorting::sort(&mut ids);
         ids.dedup();
         // Issued before the records are read, so they are done when those are.
-        let counter = if batch.iter().any(writes_replicated) {
+        let counter = if batch
+            .iter()
+            .any(|op| writes_replicated(op) || on_write_epoch(op))
+        {
             let read = pending(
                 self.r.counters.get(JsValue::from_str(SEQ_COUNTER)),
                 "read the seq counter",
             )?;
             match self.assumed_seq {
-                // Checked with the other preconditions; the writes need not wait for it.
+                // Checked with the other preconditions; the writes need not wait for it. The
+                // batch renews the write epoch, so what the row holds of it is not needed.
                 Some(assumed) => {
                     self.seq = Some((assumed, assumed));
                     self.counter_check = Some((assumed, read));
@@ -642,8 +706,9 @@ impl Batch {
             self.rows.insert(id, row);
         }
         if let Some(counter) = counter {
-            let last = counter_value(counter.await)?;
-            self.seq = Some((last, last));
+            let counter = Counter::read(counter.await)?;
+            self.seq = Some((counter.seq, counter.seq));
+            self.writes = counter.writes;
         }
         if let Some(keys) = tombstones {
             let keys = keys
@@ -658,6 +723,44 @@ impl Batch {
                 self.tombstone_ids = Some(set);
             }
         }
+        Ok(())
+    }
+
+    /// The write epoch as the batch's ops so far leave it, to change: read with the counter,
+    /// which `prefetch` does for every batch with an op on it ([`on_write_epoch`]).
+    fn write_epoch(&mut self) -> StorageResult<&mut Option<String>> {
+        self.write_epoch_read()?;
+        self.writes_changed = true;
+        Ok(&mut self.writes)
+    }
+
+    /// The write epoch as the batch's ops so far leave it.
+    fn write_epoch_read(&self) -> StorageResult<&Option<String>> {
+        match self.seq {
+            Some(_) => Ok(&self.writes),
+            None => Err(StorageError::Backend {
+                name: None,
+                message: "IndexedDB write planned without its seq counter".into(),
+            }),
+        }
+    }
+
+    /// A meta op on the write epoch, applied to the counter's row (where this backend keeps
+    /// it) as the op would be to a meta row.
+    fn apply_to_write_epoch(&mut self, op: &WriteOp) -> StorageResult<()> {
+        let held = self.write_epoch_read()?;
+        let next = match op {
+            WriteOp::InsertMeta(_) if held.is_some() => {
+                return Err(StorageError::MetaTaken(write_epoch()));
+            }
+            WriteOp::PutMeta(row) | WriteOp::InsertMeta(row) => Some(row.value.clone()),
+            WriteOp::ExpectMeta { value, .. } if held != value => {
+                return Err(StorageError::MetaChanged(write_epoch()));
+            }
+            WriteOp::DeleteMeta(_) => None,
+            _ => return Ok(()),
+        };
+        *self.write_epoch()? = next;
         Ok(())
     }
 
@@ -858,6 +961,8 @@ impl Batch {
             }
             WriteOp::ClearAll => {
                 self.tally = None;
+                // Every vault state row goes, the write epoch too.
+                *self.write_epoch()? = None;
                 let r = &self.r;
                 r.records.clear().map_err(idb_error("clear records"))?;
                 r.tombstones
@@ -1213,7 +1318,7 @@ impl Batch {
     async fn verify(&mut self) -> StorageResult<()> {
         // Issued first, so resolved no later than the checks below.
         if let Some((assumed, read)) = self.counter_check.take()
-            && counter_value(read.await)? != assumed
+            && Counter::read(read.await)?.seq != assumed
         {
             self.counter_moved = true;
             return Err(StorageError::Backend {
