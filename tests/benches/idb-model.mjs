@@ -8,14 +8,17 @@
 //
 // create   1,000 transactions in a row, each awaited, one per create:
 //            add        one add of a record row (what a Dexie `add` issues)
-//            package    the package's create transaction: the add, the seq counter and write
-//                       epoch puts, and the reads it checks (counter, tombstone, unlinked mark)
-//                       issued with them, committed when its last request is done (no
-//                       explicit commit(), as in the package since Firefox showed it unsafe)
-//            noEpoch    the same without the write epoch put (what keeping it in the counter
-//                       row would save)
+//            package    the package's create transaction: the add, the put of the seq counter's
+//                       row (which holds the write epoch), and the reads it checks (counter,
+//                       tombstone, unlinked mark) issued with them, committed when its last
+//                       request is done (no explicit commit(), as in the package since Firefox
+//                       showed it unsafe)
+//            epochRow   the same with the write epoch as a meta row of its own, one more put
+//                       (the package's transaction until 6 December 2026)
 //            noTombstone  the package's without the tombstone read (what an insert that knows
 //                       its id is fresh from the CSPRNG would save)
+//            noMark     the package's without the read of the unlinked mark (what keeping the
+//                       mark in the counter's row too would save)
 // bulk     10,000 new rows, what a first sync writes, against the sync row's baseline (one Dexie
 //          bulkAdd), and which part of the difference is which:
 //            schema2Pages       schema 2's rows as a pull stores them (revisions, seq, flags;
@@ -78,22 +81,27 @@ async function open(name, only) {
 let clock = 1_700_000_000_000;
 const row = (seq) => ({ id: crypto.randomUUID(), token: "tk_" + crypto.randomUUID(), createdAt: ++clock, updatedAt: clock, expiresSort: 0, deleted: 0, passwordId: "", seq, dirty: seq, value: "x".repeat(200) });
 const STORES = ["records", "meta", "tombstones", "counters"];
-function packageCreate(db, state, epoch, tombstone = true) {
+function packageCreate(db, state, epochRow, tombstone = true, mark = true) {
   const tx = db.transaction(STORES, "readwrite");
   const [records, meta, tombstones, counters] = STORES.map((s) => tx.objectStore(s));
   const seq = ++state.seq;
   const record = row(seq);
-  const reads = [req(counters.get("seq")), req(meta.get(["vault", "state", "unlinked"])), req(records.add(record))];
+  // In the package's order: the counter, the insert's tombstone lookup and add, the mark.
+  const reads = [req(counters.get("seq"))];
   if (tombstone) reads.push(req(tombstones.getKey("record:" + record.id)));
-  if (epoch) meta.put({ objectType: "vault", objectId: "state", key: "writes", value: crypto.randomUUID() });
-  counters.put(seq, "seq");
+  reads.push(req(records.add(record)));
+  if (mark) reads.push(req(meta.get(["vault", "state", "unlinked"])));
+  const writes = crypto.randomUUID();
+  if (epochRow) meta.put({ objectType: "vault", objectId: "state", key: "writes", value: writes });
+  counters.put(epochRow ? seq : { seq, writes }, "seq");
   return Promise.all(reads).then(() => done(tx));
 }
 const creates = {
   add: (db, state) => { const tx = db.transaction("records", "readwrite"); tx.objectStore("records").add(row(++state.seq)); return done(tx); },
-  package: (db, state) => packageCreate(db, state, true),
-  noEpoch: (db, state) => packageCreate(db, state, false),
-  noTombstone: (db, state) => packageCreate(db, state, true, false),
+  package: (db, state) => packageCreate(db, state, false),
+  epochRow: (db, state) => packageCreate(db, state, true),
+  noTombstone: (db, state) => packageCreate(db, state, false, false),
+  noMark: (db, state) => packageCreate(db, state, false, true, false),
 };
 window.createRound = async (n) => {
   const out = {};
