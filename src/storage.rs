@@ -348,8 +348,8 @@ pub fn identity_tag_key(identity_id: &str) -> MetaKey {
 /// It is read with [`Storage::meta_get`] and written and guarded with the meta ops, like a
 /// meta row, but a backend may keep it elsewhere: the listings ([`Storage::meta_object`],
 /// [`Storage::meta_all`], [`Storage::meta_count`], [`Storage::meta_find`]) need not show it.
-/// IndexedDB keeps it in its seq counter's row, which every write rewrites anyway, so a
-/// `tokenCreate` puts one row fewer.
+/// IndexedDB keeps it in its seq counter's row, which every write that renews it rewrites
+/// anyway, so a `tokenCreate` puts one row fewer.
 pub fn write_epoch() -> MetaKey {
     MetaKey::new(object_type::VAULT, STATE_ID, WRITES_KEY)
 }

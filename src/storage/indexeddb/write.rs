@@ -479,8 +479,9 @@ struct Batch {
 
 /// The row `counters["seq"]`: the last seq given out and the write epoch ([`write_epoch`]).
 /// One row for both, because every batch that renews the epoch (each `tokenCreate`) also
-/// writes the counter, and in IndexedDB a put costs the same whether its row is a number or a
-/// small object: the epoch as a meta row was one more put per write.
+/// writes the counter, and in IndexedDB what a small put costs is the request, not its row:
+/// the epoch as a meta row was one more put per write (`tests/benches/idb-model.mjs`, shape
+/// `epochRow`).
 ///
 /// Stored as the seq alone while there is no epoch (as schema 2 first wrote it), else as
 /// `{ seq, writes }`.
@@ -728,14 +729,14 @@ impl Batch {
 
     /// The write epoch as the batch's ops so far leave it, to change: read with the counter,
     /// which `prefetch` does for every batch with an op on it ([`on_write_epoch`]).
-    fn write_epoch(&mut self) -> StorageResult<&mut Option<String>> {
-        self.write_epoch_read()?;
+    fn epoch_mut(&mut self) -> StorageResult<&mut Option<String>> {
+        self.epoch_read()?;
         self.writes_changed = true;
         Ok(&mut self.writes)
     }
 
     /// The write epoch as the batch's ops so far leave it.
-    fn write_epoch_read(&self) -> StorageResult<&Option<String>> {
+    fn epoch_read(&self) -> StorageResult<&Option<String>> {
         match self.seq {
             Some(_) => Ok(&self.writes),
             None => Err(StorageError::Backend {
@@ -748,7 +749,7 @@ impl Batch {
     /// A meta op on the write epoch, applied to the counter's row (where this backend keeps
     /// it) as the op would be to a meta row.
     fn apply_to_write_epoch(&mut self, op: &WriteOp) -> StorageResult<()> {
-        let held = self.write_epoch_read()?;
+        let held = self.epoch_read()?;
         let next = match op {
             WriteOp::InsertMeta(_) if held.is_some() => {
                 return Err(StorageError::MetaTaken(write_epoch()));
@@ -760,7 +761,7 @@ impl Batch {
             WriteOp::DeleteMeta(_) => None,
             _ => return Ok(()),
         };
-        *self.write_epoch()? = next;
+        *self.epoch_mut()? = next;
         Ok(())
     }
 
@@ -962,7 +963,7 @@ impl Batch {
             WriteOp::ClearAll => {
                 self.tally = None;
                 // Every vault state row goes, the write epoch too.
-                *self.write_epoch()? = None;
+                *self.epoch_mut()? = None;
                 let r = &self.r;
                 r.records.clear().map_err(idb_error("clear records"))?;
                 r.tombstones
