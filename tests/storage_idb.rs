@@ -321,7 +321,8 @@ async fn a_batch_that_assumes_the_counter_keeps_another_connections_write_epoch(
     )
     .await
     .unwrap();
-    // A replicated row and nothing on the epoch: `a` may assume the counter it last wrote.
+    // A replicated row and nothing on the epoch: written back from the counter `a` last
+    // committed, without reading it, this batch would lose `b`'s epoch.
     a.apply(
         stamp(),
         vec![WriteOp::PutMeta(meta("vault", "settings", "policy", "p"))],
@@ -331,23 +332,30 @@ async fn a_batch_that_assumes_the_counter_keeps_another_connections_write_epoch(
     for s in [&a, &b] {
         assert_eq!(s.meta_get(&epoch).await.unwrap().as_deref(), Some("b1"));
     }
-    // And a guard on it sees what the other connection wrote.
-    let guarded = |value: &str| {
+    // And a guard on it sees what the other connection wrote. Its batch renews the epoch too,
+    // but cannot be written without reading the row: the first one below runs while `a` holds
+    // a counter it could assume (from the batch above), so assuming it would test the guard
+    // against an epoch not read.
+    let guarded = |value: &str, id: &str, renewed: &str| {
         vec![
             WriteOp::ExpectMeta {
                 key: epoch.clone(),
                 value: Some(value.into()),
             },
-            WriteOp::insert_record(record("r1", "tk_1")),
-            WriteOp::PutMeta(meta("vault", "state", "writes", "a2")),
+            WriteOp::insert_record(record(id, &format!("tk_{id}"))),
+            WriteOp::PutMeta(meta("vault", "state", "writes", renewed)),
         ]
     };
+    a.apply(stamp(), guarded("b1", "r1", "a2")).await.unwrap();
+    assert_eq!(b.meta_get(&epoch).await.unwrap().as_deref(), Some("a2"));
     assert_eq!(
-        a.apply(stamp(), guarded("a1")).await.unwrap_err(),
+        a.apply(stamp(), guarded("a1", "r2", "a3"))
+            .await
+            .unwrap_err(),
         StorageError::MetaChanged(epoch.clone())
     );
-    a.apply(stamp(), guarded("b1")).await.unwrap();
-    assert_eq!(b.meta_get(&epoch).await.unwrap().as_deref(), Some("a2"));
+    a.apply(stamp(), guarded("a2", "r2", "a3")).await.unwrap();
+    assert_eq!(b.meta_get(&epoch).await.unwrap().as_deref(), Some("a3"));
     a.close().await;
     b.close().await;
 }

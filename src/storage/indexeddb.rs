@@ -24,9 +24,10 @@
 //! change feeds. `counters["seq"]` is the last seq given out (with the write epoch, see
 //! `write::Counter`): every batch that writes a replicated row reads it and writes it back in
 //! its own readwrite transaction, so seqs are unique across the three stores and grow in commit
-//! order; a `ClearAll` leaves it (but for the epoch), so they never go back. A sync merge reads each key's live row, else its tombstone
-//! ([`Storage::versions`]), and guards its commit on their seqs (`ExpectVersion`); `MarkClean`
-//! removes a dirty mark the server acknowledged, leaving the seq.
+//! order; a `ClearAll` leaves it (but for the epoch), so they never go back. A sync merge reads
+//! each key's live row, else its tombstone ([`Storage::versions`]), and guards its commit on
+//! their seqs (`ExpectVersion`); `MarkClean` removes a dirty mark the server acknowledged,
+//! leaving the seq.
 //!
 //! Every [`Storage::apply`] is one readwrite transaction over every store in which nothing but
 //! IndexedDB is awaited; any failure aborts it, so the database is left exactly as before.
@@ -1126,12 +1127,7 @@ impl IdbStorage {
             match op {
                 WriteOp::InsertRecord(_) => inserts += 1,
                 WriteOp::PutMeta(row) if is_write_epoch(&row.key) => renews_epoch = true,
-                WriteOp::InsertMeta(row) if is_write_epoch(&row.key) => return None,
-                WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. }
-                    if is_write_epoch(key) =>
-                {
-                    return None;
-                }
+                op if write::on_write_epoch(op) => return None,
                 WriteOp::InsertMeta(_)
                 | WriteOp::PutMeta(_)
                 | WriteOp::DeleteMeta(_)

@@ -527,13 +527,12 @@ fn counter_row(seq: u64, writes: Option<&str>) -> JsValue {
     }
 }
 
-/// Whether `op` reads or writes the write epoch, which this backend keeps in the counter's row
-/// (a `ClearAll` removes it, as it does the vault's other state rows).
-fn on_write_epoch(op: &WriteOp) -> bool {
+/// Whether `op` is a meta op on the write epoch, which this backend keeps in the counter's row
+/// ([`Batch::apply_to_write_epoch`]).
+pub(super) fn on_write_epoch(op: &WriteOp) -> bool {
     match op {
         WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_write_epoch(&row.key),
         WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. } => is_write_epoch(key),
-        WriteOp::ClearAll => true,
         _ => false,
     }
 }
@@ -619,7 +618,7 @@ impl Batch {
                         | WriteOp::ExpectUnlinked { .. }
                         | WriteOp::ExpectEmpty
                 );
-                if on_write_epoch(&op) && !matches!(op, WriteOp::ClearAll) {
+                if on_write_epoch(&op) {
                     self.apply_to_write_epoch(&op)?;
                 } else {
                     self.apply(op).await?;
@@ -644,8 +643,9 @@ impl Batch {
     }
 
     /// Read, in one round trip, every record the batch changes or deletes, the seq counter if
-    /// the batch writes a replicated row or the write epoch, and if it inserts, the record
-    /// tombstones' ids (or that there are more of them than it inserts).
+    /// the batch writes a replicated row or the write epoch (a `ClearAll` removes it, as it does
+    /// the vault's other state rows), and if it inserts, the record tombstones' ids (or that
+    /// there are more of them than it inserts).
     async fn prefetch(&mut self, batch: &[WriteOp]) -> StorageResult<()> {
         let mut ids: Vec<String> = Vec::new();
         let mut inserts = 0u32;
@@ -661,10 +661,9 @@ impl Batch {
         sorting::sort(&mut ids);
         ids.dedup();
         // Issued before the records are read, so they are done when those are.
-        let counter = if batch
-            .iter()
-            .any(|op| writes_replicated(op) || on_write_epoch(op))
-        {
+        let counter = if batch.iter().any(|op| {
+            writes_replicated(op) || on_write_epoch(op) || matches!(op, WriteOp::ClearAll)
+        }) {
             let read = pending(
                 self.r.counters.get(JsValue::from_str(SEQ_COUNTER)),
                 "read the seq counter",
