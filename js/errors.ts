@@ -24,7 +24,11 @@ export interface VaultErrorOptions {
   reason?: NotFoundReason;
   /** The tokens the error is about (`RECORD_NOT_FOUND`, `INVALID_PASSWORD`, `DECRYPTION_FAILED`, `TOKEN_EXISTS`), as data: messages never quote them. */
   tokens?: string[];
-  /** The underlying failure (for `STORAGE`, the browser's error name and message). */
+  /**
+   * The underlying failure. For `STORAGE`: what the backend threw, as it was thrown (the SQL
+   * executor's error, IndexedDB's `DOMException`), or, for a failure the package found itself
+   * (a newer schema, a blocked upgrade, a row it did not write), an `Error` named for it.
+   */
   cause?: unknown;
 }
 

@@ -89,6 +89,51 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The platform's own error behind a storage failure (what a SQL executor threw, an IndexedDB
+/// `DOMException`), kept as it is for JavaScript's `error.cause` (API.md "Errors": `cause` keeps
+/// the original). Nothing outside the JavaScript bindings. Context, not data: two errors compare
+/// equal whatever their originals.
+#[derive(Clone, Default)]
+pub struct Original(#[cfg(feature = "wasm")] Option<wasm_bindgen::JsValue>);
+
+impl Original {
+    /// The JavaScript value thrown.
+    #[cfg(feature = "wasm")]
+    pub fn thrown(value: &wasm_bindgen::JsValue) -> Self {
+        Original(Some(value.clone()))
+    }
+
+    /// The value thrown, if one was kept.
+    #[cfg(feature = "wasm")]
+    pub fn value(&self) -> Option<&wasm_bindgen::JsValue> {
+        self.0.as_ref()
+    }
+}
+
+impl PartialEq for Original {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Original {}
+
+impl fmt::Debug for Original {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Original")
+    }
+}
+
+/// A backend failure (`STORAGE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// The backend's own name for the failure (for IndexedDB, the DOMException name).
+    pub name: Option<String>,
+    pub message: String,
+    /// What the platform threw, when it threw something.
+    pub original: Original,
+}
+
 /// Every failure of the vault. Messages say what went wrong and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
@@ -127,14 +172,12 @@ pub enum VaultError {
     IdentityDisabled(&'static str),
 
     #[error("storage quota exceeded: {0}; free space or delete records, then retry")]
-    QuotaExceeded(String),
+    QuotaExceeded(String, Original),
 
-    #[error("storage failure{}: {message}", name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
-    Storage {
-        /// The backend's own name for the failure (for IndexedDB, the DOMException name).
-        name: Option<String>,
-        message: String,
-    },
+    /// Boxed: the largest variant otherwise, it would set the size of every `Result` that
+    /// carries a `VaultError`, and so of the code that moves them.
+    #[error("storage failure{}: {}", .0.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(), .0.message)]
+    Storage(Box<StorageFailure>),
 
     #[error("the operation was aborted before it committed; nothing was changed")]
     Aborted,
@@ -224,8 +267,8 @@ impl VaultError {
             VaultError::TokenExists(_) => ErrorCode::TokenExists,
             VaultError::IdentityNotFound => ErrorCode::IdentityNotFound,
             VaultError::IdentityDisabled(_) => ErrorCode::IdentityDisabled,
-            VaultError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
-            VaultError::Storage { .. } => ErrorCode::Storage,
+            VaultError::QuotaExceeded(..) => ErrorCode::QuotaExceeded,
+            VaultError::Storage(_) => ErrorCode::Storage,
             VaultError::LockedDuring(_) => ErrorCode::Aborted,
             VaultError::Aborted => ErrorCode::Aborted,
             VaultError::Closed => ErrorCode::Closed,
@@ -255,8 +298,8 @@ impl VaultError {
     /// The backend's own error name (`cause` in JavaScript), when there is one.
     pub fn cause_name(&self) -> Option<&str> {
         match self {
-            VaultError::Storage { name, .. } => name.as_deref(),
-            VaultError::QuotaExceeded(_) => Some("QuotaExceededError"),
+            VaultError::Storage(failure) => failure.name.as_deref(),
+            VaultError::QuotaExceeded(..) => Some("QuotaExceededError"),
             _ => None,
         }
     }
@@ -273,10 +316,11 @@ impl VaultError {
     }
 
     pub(crate) fn storage(message: impl Into<String>) -> Self {
-        VaultError::Storage {
+        VaultError::Storage(Box::new(StorageFailure {
+            original: Default::default(),
             name: None,
             message: message.into(),
-        }
+        }))
     }
 
     /// Attach the token a single-record crypto failure happened on.
@@ -348,7 +392,10 @@ mod tests {
             (VaultError::TokenExists("t".into()), "TOKEN_EXISTS"),
             (VaultError::IdentityNotFound, "IDENTITY_NOT_FOUND"),
             (VaultError::IdentityDisabled("x"), "IDENTITY_DISABLED"),
-            (VaultError::QuotaExceeded("x".into()), "QUOTA_EXCEEDED"),
+            (
+                VaultError::QuotaExceeded("x".into(), Default::default()),
+                "QUOTA_EXCEEDED",
+            ),
             (VaultError::storage("x"), "STORAGE"),
             (VaultError::Aborted, "ABORTED"),
             (VaultError::Closed, "CLOSED"),
@@ -399,10 +446,11 @@ mod tests {
         assert!(!taken.to_string().contains("marker"), "{taken}");
         assert_eq!(taken.tokens(), Some(&["tk_secret-marker".to_owned()][..]));
 
-        let e = VaultError::Storage {
+        let e = VaultError::Storage(Box::new(StorageFailure {
+            original: Default::default(),
             name: Some("DataError".into()),
             message: "bad key".into(),
-        };
+        }));
         assert_eq!(e.to_string(), "storage failure (DataError): bad key");
         assert_eq!(e.cause_name(), Some("DataError"));
     }

@@ -399,11 +399,13 @@ pub enum StorageError {
     MetaChanged(MetaKey),
     NotEmpty,
     /// The platform refused to store more (IndexedDB `QuotaExceededError`).
-    Quota(String),
+    Quota(String, crate::error::Original),
     /// Any other backend failure, with the backend's own error name when it has one.
     Backend {
         name: Option<String>,
         message: String,
+        /// What the platform threw, when it threw something (JavaScript's `error.cause`).
+        original: crate::error::Original,
     },
     Closed,
 }
@@ -432,14 +434,16 @@ impl fmt::Display for StorageError {
                 k.object_type, k.key
             ),
             StorageError::NotEmpty => write!(f, "the store already holds records or identities"),
-            StorageError::Quota(m) => write!(f, "quota exceeded: {m}"),
+            StorageError::Quota(m, _) => write!(f, "quota exceeded: {m}"),
             StorageError::Backend {
                 name: Some(n),
                 message,
+                ..
             } => write!(f, "{n}: {message}"),
             StorageError::Backend {
                 name: None,
                 message,
+                ..
             } => f.write_str(message),
             StorageError::Closed => f.write_str("the storage connection is closed"),
         }
@@ -450,8 +454,16 @@ impl From<StorageError> for crate::error::VaultError {
     fn from(e: StorageError) -> Self {
         use crate::error::VaultError;
         match e {
-            StorageError::Quota(m) => VaultError::QuotaExceeded(m),
-            StorageError::Backend { name, message } => VaultError::Storage { name, message },
+            StorageError::Quota(m, original) => VaultError::QuotaExceeded(m, original),
+            StorageError::Backend {
+                name,
+                message,
+                original,
+            } => VaultError::Storage(Box::new(crate::error::StorageFailure {
+                name,
+                message,
+                original,
+            })),
             StorageError::Closed => VaultError::Closed,
             StorageError::TokenTaken(t) => VaultError::TokenExists(t),
             other => VaultError::storage(other.to_string()),

@@ -377,6 +377,7 @@ async fn another_tab_upgrading_closes_this_connection_and_calls_report_storage()
         StorageError::Backend {
             name: Some(n),
             message,
+            ..
         } => {
             assert_eq!(n, "VersionChangeError");
             assert!(message.contains("reload"), "{message}");
@@ -410,6 +411,7 @@ async fn a_blocked_upgrade_is_reported_not_waited_on() {
         StorageError::Backend {
             name: Some(n),
             message,
+            ..
         } => {
             assert_eq!(n, "BlockedError");
             assert!(message.contains("close other tabs"), "{message}");
@@ -778,6 +780,7 @@ fn v2_then_fail<'a>(db: &'a idb::Database, upgrade: &'a idb::Transaction) -> Mig
     Box::pin(async move {
         (MIGRATIONS[1])(db, upgrade).await?;
         Err(StorageError::Backend {
+            original: Default::default(),
             name: None,
             message: "the step after the link move failed".into(),
         })
@@ -805,6 +808,7 @@ async fn an_upgrade_that_fails_leaves_the_version_1_database_as_it_was() {
             StorageError::Backend {
                 name: Some(n),
                 message,
+                ..
             } => {
                 assert_eq!(n, "UpgradeError", "{case}");
                 assert!(message.contains("could not create or upgrade"), "{message}");

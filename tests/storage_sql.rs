@@ -131,7 +131,7 @@ mod sql_only {
         });
         let err = block_on(SqlStorage::open(db.clone(), "vaultstore")).unwrap_err();
         assert!(
-            matches!(&err, StorageError::Backend { name: Some(n), message } if n == "VersionError" && message.contains("newer release")),
+            matches!(&err, StorageError::Backend { name: Some(n), message, .. } if n == "VersionError" && message.contains("newer release")),
             "{err:?}"
         );
     }

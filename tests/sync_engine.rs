@@ -101,10 +101,13 @@ impl SyncTransport for Wire<'_> {
             body.len()
         );
         if self.drop_next_response.swap(false, Ordering::SeqCst) {
-            return Err(VaultError::Storage {
-                name: None,
-                message: "the connection dropped".into(),
-            });
+            return Err(VaultError::Storage(Box::new(
+                vaultstore_wasm::error::StorageFailure {
+                    original: Default::default(),
+                    name: None,
+                    message: "the connection dropped".into(),
+                },
+            )));
         }
         Ok((status, body.into_bytes()))
     }
@@ -1153,10 +1156,13 @@ impl SyncTransport for Paged<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.fail_at {
-            return Err(VaultError::Storage {
-                name: None,
-                message: "the connection dropped".into(),
-            });
+            return Err(VaultError::Storage(Box::new(
+                vaultstore_wasm::error::StorageFailure {
+                    original: Default::default(),
+                    name: None,
+                    message: "the connection dropped".into(),
+                },
+            )));
         }
         // A replica asks for pages of 2,000 rows.
         let body = body.replace("\"limit\":2000,", &format!("\"limit\":{},", self.page));
@@ -1465,10 +1471,13 @@ impl SyncTransport for LoseAnswer<'_> {
     async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
         let answer = self.wire.exchange(body).await;
         if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
-            return Err(VaultError::Storage {
-                name: None,
-                message: "the connection dropped".into(),
-            });
+            return Err(VaultError::Storage(Box::new(
+                vaultstore_wasm::error::StorageFailure {
+                    original: Default::default(),
+                    name: None,
+                    message: "the connection dropped".into(),
+                },
+            )));
         }
         answer
     }

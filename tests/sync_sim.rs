@@ -240,18 +240,24 @@ impl SyncTransport for Wire<'_> {
         self.sent.lock().unwrap().push(body.clone());
         let fault = *self.fault.lock().unwrap();
         if fault == Fault::Drop(n) {
-            return Err(VaultError::Storage {
-                name: None,
-                message: "the request was not sent".into(),
-            });
+            return Err(VaultError::Storage(Box::new(
+                vaultstore_wasm::error::StorageFailure {
+                    original: Default::default(),
+                    name: None,
+                    message: "the request was not sent".into(),
+                },
+            )));
         }
         let (mut status, mut response) = self.server.sync_handle(body.as_bytes()).await;
         match fault {
             Fault::Lose(at) if at == n => {
-                return Err(VaultError::Storage {
-                    name: None,
-                    message: "the connection dropped".into(),
-                });
+                return Err(VaultError::Storage(Box::new(
+                    vaultstore_wasm::error::StorageFailure {
+                        original: Default::default(),
+                        name: None,
+                        message: "the connection dropped".into(),
+                    },
+                )));
             }
             Fault::Duplicate(at) if at == n => {
                 (status, response) = self.server.sync_handle(body.as_bytes()).await;

@@ -395,8 +395,12 @@ fn js_name_message(error: &JsValue) -> (Option<String>, String) {
 fn from_js(error: &JsValue, doing: &str) -> StorageError {
     let (name, message) = js_name_message(error);
     match name.as_deref() {
-        Some("QuotaExceededError") => StorageError::Quota(format!("{doing}: {message}")),
+        Some("QuotaExceededError") => StorageError::Quota(
+            format!("{doing}: {message}"),
+            crate::error::Original::thrown(error),
+        ),
         _ => StorageError::Backend {
+            original: crate::error::Original::thrown(error),
             name,
             message: format!("IndexedDB refused to {doing}: {message}"),
         },
@@ -407,6 +411,7 @@ fn idb_error(doing: &'static str) -> impl Fn(idb::Error) -> StorageError {
     move |e| match carried(&e) {
         Some(js) => from_js(&js, doing),
         None => StorageError::Backend {
+            original: Default::default(),
             name: None,
             message: format!("IndexedDB refused to {doing}: {}", idb_message(&e)),
         },
@@ -478,6 +483,7 @@ where
 
 fn not_ours(what: &str) -> StorageError {
     StorageError::Backend {
+        original: Default::default(),
         name: Some("DataError".into()),
         message: format!("IndexedDB holds {what} that vaultstore did not write"),
     }
@@ -976,6 +982,7 @@ impl IdbStorage {
         let factory = Factory::new().map_err(|e| match carried(&e) {
             Some(js) => from_js(&js, "open (IndexedDB is unavailable here)"),
             None => StorageError::Backend {
+                original: Default::default(),
                 name: Some("NotSupportedError".into()),
                 message: "IndexedDB is not available in this runtime; use the memory backend"
                     .into(),
@@ -991,6 +998,7 @@ impl IdbStorage {
         let upgrade_error = {
             let name = name.to_owned();
             move |why: &dyn std::fmt::Display| StorageError::Backend {
+                original: Default::default(),
                 name: Some("UpgradeError".into()),
                 message: format!(
                     "could not create or upgrade IndexedDB database \"{name}\": {why}"
@@ -1072,6 +1080,7 @@ impl IdbStorage {
                     }
                 });
                 return Err(StorageError::Backend {
+                    original: Default::default(),
                     name: Some("BlockedError".into()),
                     message: format!(
                         "opening IndexedDB database \"{name}\" is blocked: another tab keeps an older version of it open; close other tabs of this app and retry"
@@ -1144,6 +1153,7 @@ impl IdbStorage {
             Connection::ClosedByUs => return Err(StorageError::Closed),
             Connection::ClosedByVersionChange => {
                 return Err(StorageError::Backend {
+                    original: Default::default(),
                     name: Some("VersionChangeError".into()),
                     message: format!(
                         "IndexedDB database \"{}\" was upgraded or deleted in another tab, which closed this connection; reload the page to continue",

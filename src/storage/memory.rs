@@ -116,6 +116,7 @@ impl std::fmt::Debug for GlueMemoryStorage {
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend {
+        original: Default::default(),
         name: Some("GlueSQL".to_owned()),
         message: e.to_string(),
     }

@@ -93,6 +93,8 @@ impl Statement {
 pub struct SqlError {
     pub name: Option<String>,
     pub message: String,
+    /// What the executor threw, kept for JavaScript's `error.cause`.
+    pub original: crate::error::Original,
 }
 
 /// How the backend reaches a database: the host supplies it (API.md "The SQL backend").
@@ -400,6 +402,7 @@ fn classify(message: &str) -> Option<Failure> {
 
 fn backend(doing: &str, e: SqlError) -> StorageError {
     StorageError::Backend {
+        original: e.original,
         name: Some(e.name.unwrap_or_else(|| "SqlError".to_owned())),
         message: format!("the SQL database refused to {doing}: {}", e.message),
     }
@@ -407,6 +410,7 @@ fn backend(doing: &str, e: SqlError) -> StorageError {
 
 fn not_ours(what: &str) -> StorageError {
     StorageError::Backend {
+        original: Default::default(),
         name: Some("DataError".to_owned()),
         message: format!("the SQL database holds {what} that vaultstore did not write"),
     }
@@ -724,6 +728,7 @@ impl<E: SqlExecutor> SqlStorage<E> {
         let latest = MIGRATIONS.len() as i64;
         if version > latest {
             return Err(StorageError::Backend {
+                original: Default::default(),
                 name: Some("VersionError".to_owned()),
                 message: format!(
                     "the SQL database holds vaultstore tables of schema version {version}, written by a newer release; this release knows versions up to {latest}. Upgrade vaultstore-wasm"
@@ -1630,6 +1635,7 @@ fn refuse_local_versions(batch: &[WriteOp]) -> StorageResult<()> {
     });
     if local {
         return Err(StorageError::Backend {
+            original: Default::default(),
             name: Some("DataError".to_owned()),
             message: "a merge tried to store a local meta row; local rows are never replicated"
                 .to_owned(),

@@ -671,6 +671,7 @@ async fn commit_round(
         return tx.commit(stamp, vec![]).await;
     }
     let epoch = new_write_epoch().map_err(|e| StorageError::Backend {
+        original: Default::default(),
         name: None,
         message: e.to_string(),
     })?;

@@ -67,6 +67,7 @@ fn sql_error(error: &JsValue) -> SqlError {
             .and_then(|v| v.as_string())
     };
     SqlError {
+        original: crate::error::Original::thrown(error),
         name: field("name"),
         message: field("message")
             .or_else(|| error.as_string())
@@ -76,6 +77,7 @@ fn sql_error(error: &JsValue) -> SqlError {
 
 fn odd(what: &str) -> SqlError {
     SqlError {
+        original: Default::default(),
         name: Some("TypeError".to_owned()),
         message: format!("the SQL executor returned {what}"),
     }

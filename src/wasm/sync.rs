@@ -78,10 +78,13 @@ impl JsTransport {
             .and_then(|n| n.as_string())
             .filter(|n| !n.is_empty() && n.len() <= 64);
         *self.failure.borrow_mut() = Some(thrown);
-        VaultError::Storage {
+        // `error.cause` is set from `failure` by the binding (`sync`), not through `original`:
+        // the engine may end the sync with another error than this one.
+        VaultError::Storage(Box::new(crate::error::StorageFailure {
+            original: Default::default(),
             name,
             message: "the sync server could not be reached (error.cause holds the failure); check the connection and sync again".into(),
-        }
+        }))
     }
 }
 

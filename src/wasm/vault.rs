@@ -936,7 +936,7 @@ impl JsVault {
                 }
                 Err(e) => {
                     events.emit("sync", started, 0, e.code().as_str());
-                    let network = matches!(e, crate::VaultError::Storage { .. });
+                    let network = matches!(e, crate::VaultError::Storage(_));
                     let error = err(e);
                     // A failed exchange ends the sync at once: its error is this one's cause.
                     if let Some(cause) = transport.take_failure().filter(|_| network) {

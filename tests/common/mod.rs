@@ -233,6 +233,7 @@ impl<S: Storage> Storage for ProbedStorage<S> {
         self.probe.batches.fetch_add(1, Ordering::SeqCst);
         if self.probe.fail_writes.load(Ordering::SeqCst) {
             return Err(StorageError::Backend {
+                original: Default::default(),
                 name: Some("InjectedFailure".into()),
                 message: "the test failed this write".into(),
             });

@@ -233,7 +233,7 @@ test("each adapter says what it needs when handed something else", () => {
   }
 });
 
-test("an executor that fails is STORAGE, with the engine's error kept as the cause", async () => {
+test("an executor that fails is STORAGE, with what it threw kept as the cause", async () => {
   const failing = {
     all: async () => {
       throw Object.assign(new Error("disk I/O error"), { name: "LibsqlError" });
@@ -248,12 +248,16 @@ test("an executor that fails is STORAGE, with the engine's error kept as the cau
   const c = client();
   let broken = false;
   const real = libsql(c);
-  const flaky = { all: (s, p) => (broken ? Promise.reject(new Error("connection reset")) : real.all(s, p)), batch: (s) => real.batch(s) };
+  const thrown = Object.assign(new Error("connection reset"), { code: "ECONNRESET" });
+  const flaky = { all: (s, p) => (broken ? Promise.reject(thrown) : real.all(s, p)), batch: (s) => real.batch(s) };
   const v = await Vault.open({ backend: "sql", sql: flaky, kdfIterations: 1000 });
   const token = await v.tokenCreate("still fine", PASSWORD);
   broken = true;
   const failure = await rejects(v.tokenRead(token, PASSWORD), "STORAGE");
-  assert.equal(failure.cause?.message, "the SQL database refused to read records: connection reset");
+  // API.md: `cause` keeps the original, the very object the executor threw.
+  assert.equal(failure.cause, thrown);
+  assert.equal(failure.cause.code, "ECONNRESET");
+  assert.match(failure.message, /the SQL database refused to read records: connection reset/);
   broken = false;
   assert.equal(await v.tokenRead(token, PASSWORD), "still fine");
   c.close();

@@ -77,6 +77,7 @@ fn from_sql(v: ValueRef<'_>) -> SqlValue {
 
 fn error(e: rusqlite::Error) -> SqlError {
     SqlError {
+        original: Default::default(),
         name: Some("SqliteError".into()),
         message: e.to_string(),
     }

@@ -63,6 +63,7 @@ impl IdbWriteTransaction<'_> {
             Committed::Yes => Ok(()),
             // Only a batch that assumed a counter finds it moved.
             Committed::CounterMoved => Err(StorageError::Backend {
+                original: Default::default(),
                 name: None,
                 message: "IndexedDB batch assumed a seq counter it was not given".into(),
             }),
@@ -379,6 +380,7 @@ impl Outcome {
         Err(match self.cause.borrow_mut().take() {
             Some(error) => from_js(&error, "write"),
             None => StorageError::Backend {
+                original: Default::default(),
                 name: Some("AbortError".into()),
                 message: "IndexedDB aborted the write; nothing was changed".into(),
             },
@@ -739,6 +741,7 @@ impl Batch {
         match self.seq {
             Some(_) => Ok(&self.writes),
             None => Err(StorageError::Backend {
+                original: Default::default(),
                 name: None,
                 message: "IndexedDB write planned without its seq counter".into(),
             }),
@@ -769,6 +772,7 @@ impl Batch {
         let Some((_, last)) = &mut self.seq else {
             // `prefetch` reads the counter for every batch with an op that can need it.
             return Err(StorageError::Backend {
+                original: Default::default(),
                 name: None,
                 message: "IndexedDB write planned without its seq counter".into(),
             });
@@ -1115,6 +1119,7 @@ impl Batch {
             }
             Row::Meta { key, .. } if !is_replicated(&key) => {
                 return Err(StorageError::Backend {
+                    original: Default::default(),
                     name: None,
                     message:
                         "a merge tried to store a local meta row; local rows are never replicated"
@@ -1322,6 +1327,7 @@ impl Batch {
         {
             self.counter_moved = true;
             return Err(StorageError::Backend {
+                original: Default::default(),
                 name: None,
                 message: "the seq counter moved".into(),
             });
