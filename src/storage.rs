@@ -285,6 +285,11 @@ pub enum WriteOp {
     /// no meta rows other than those of `object_type` `"vault"` or `"sync"` (snapshot import; a
     /// sync server's "is this vault empty?").
     ExpectEmpty,
+    /// [`WriteOp::ExpectEmpty`] with tombstones left out: fail unless the store holds no records
+    /// and no meta rows but `"vault"` and `"sync"` ones. A replica whose records were all
+    /// deleted holds no record and no identity, so it may take a sync server's vault (SYNC.md 5,
+    /// FORMAT.md "empty"); its tombstones name records of the vault it leaves.
+    ExpectNoData,
     /// Remove every record, tombstone and meta row except sync's own rows (`object_type =
     /// "sync"`; seqs never go back), after `ExpectEmpty` (snapshot import).
     ClearAll,

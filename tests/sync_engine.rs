@@ -512,6 +512,39 @@ fn another_vault_is_refused_and_nothing_changes() {
     });
 }
 
+#[test]
+fn a_replica_whose_records_were_all_deleted_joins_another_vault() {
+    block_on(async {
+        let server = sqlite(true).await;
+        let (a, emptied) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let token = create(&a, "on the server", PASSWORD).await;
+        sync(&a, &remote).await;
+        // Its own vault (another salt) once held a record and an identity: now it holds
+        // tombstones only, no record and no identity (FORMAT.md "empty"), so it joins.
+        let gone = create(&emptied, "deleted here", PASSWORD).await;
+        emptied.vault.token_delete(&gone).await.unwrap();
+        sync(&emptied, &remote).await;
+        assert_eq!(
+            emptied
+                .vault
+                .token_read(&token, &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "on the server"
+        );
+        let mine = create(&emptied, "made after joining", PASSWORD).await;
+        sync(&emptied, &remote).await;
+        sync(&a, &remote).await;
+        assert_eq!(
+            a.vault.token_read(&mine, &pw(PASSWORD)).await.unwrap(),
+            "made after joining"
+        );
+        sync(&emptied, &remote).await;
+        converged(&[&a, &emptied, &server]).await;
+    });
+}
+
 /// A memory node opened with its own KDF cost and floor.
 async fn memory_kdf(kdf_iterations: u32, floor: u32) -> Node {
     let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());

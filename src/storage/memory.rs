@@ -1166,9 +1166,10 @@ impl Tx<'_> {
             }
             WriteOp::MarkClean { key, dirty } => self.mark_clean(&key, dirty),
             WriteOp::DropTombstone { key, seq } => self.drop_tombstone(&key, seq),
-            WriteOp::ExpectEmpty => {
+            WriteOp::ExpectEmpty | WriteOp::ExpectNoData => {
                 let has = |table| self.rows(table).is_some_and(|rows| !rows.is_empty());
-                if has(RECORD_IDS) || has(TOMBSTONES) {
+                let tombstones = matches!(op, WriteOp::ExpectEmpty) && has(TOMBSTONES);
+                if has(RECORD_IDS) || tombstones {
                     return Err(StorageError::NotEmpty);
                 }
                 for row in self.all_rows(META) {

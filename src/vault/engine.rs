@@ -1007,8 +1007,10 @@ impl Vault {
             self.replace_kdf(theirs, server_kdf.to_owned());
             return Ok(());
         }
+        // Empty as FORMAT.md says (no record, no identity): tombstones of records deleted here
+        // belong to the vault this replica leaves, and go to the server like any others.
         let adopt = vec![
-            WriteOp::ExpectEmpty,
+            WriteOp::ExpectNoData,
             WriteOp::ExpectMeta {
                 key: kdf_key(),
                 value: ours,

@@ -575,6 +575,7 @@ pub(super) fn writes_replicated(op: &WriteOp) -> bool {
         | WriteOp::MarkClean { .. }
         | WriteOp::DropTombstone { .. }
         | WriteOp::ExpectEmpty
+        | WriteOp::ExpectNoData
         | WriteOp::ClearAll => false,
         WriteOp::InsertRecord(_)
         | WriteOp::ChangeRecord { .. }
@@ -619,6 +620,7 @@ impl Batch {
                         | WriteOp::ExpectMeta { .. }
                         | WriteOp::ExpectUnlinked { .. }
                         | WriteOp::ExpectEmpty
+                        | WriteOp::ExpectNoData
                 );
                 if on_write_epoch(&op) {
                     self.apply_to_write_epoch(&op)?;
@@ -940,7 +942,8 @@ impl Batch {
             }
             WriteOp::MarkClean { key, dirty } => self.mark_clean(vec![(key, dirty)]).await?,
             WriteOp::DropTombstone { key, seq } => self.drop_tombstone(key, seq).await?,
-            WriteOp::ExpectEmpty => {
+            WriteOp::ExpectEmpty | WriteOp::ExpectNoData => {
+                let tombstones_count = matches!(op, WriteOp::ExpectEmpty);
                 let r = &self.r;
                 let requests = vec![
                     r.records.count(None),
@@ -958,7 +961,9 @@ impl Batch {
                     .map(|n| n.as_f64().unwrap_or(0.0))
                     .collect();
                 if let [records, tombstones, meta, vault, sync] = counts[..]
-                    && (records > 0.0 || tombstones > 0.0 || meta > vault + sync)
+                    && (records > 0.0
+                        || (tombstones_count && tombstones > 0.0)
+                        || meta > vault + sync)
                 {
                     return Err(StorageError::NotEmpty);
                 }

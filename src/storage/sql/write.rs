@@ -170,6 +170,7 @@ fn kind(op: &WriteOp) -> Option<u8> {
         WriteOp::DeleteIdentityIfUnlinked { .. }
         | WriteOp::ExpectUnlinked { .. }
         | WriteOp::ExpectEmpty
+        | WriteOp::ExpectNoData
         | WriteOp::ClearAll => {
             return None;
         }
@@ -280,7 +281,7 @@ impl<'a> Footprint<'a> {
                 foot.all_meta = true;
             }
             WriteOp::ExpectUnlinked { .. } => foot.all_records = true,
-            WriteOp::ExpectEmpty | WriteOp::ClearAll => foot.all = true,
+            WriteOp::ExpectEmpty | WriteOp::ExpectNoData | WriteOp::ClearAll => foot.all = true,
         }
         foot
     }
@@ -577,6 +578,7 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
             vec![ns.into(), identity_id.as_str().into()],
         )),
         WriteOp::ExpectEmpty => out.push(Statement::new(CHECK_EMPTY, vec![ns.into()])),
+        WriteOp::ExpectNoData => out.push(Statement::new(CHECK_NO_DATA, vec![ns.into()])),
         WriteOp::ClearAll => {
             for sql in [RAISE_SEQ_FLOOR, CLEAR_RECORDS, CLEAR_TOMBSTONES, CLEAR_META] {
                 out.push(Statement::new(sql, vec![ns.into()]));
@@ -1098,6 +1100,13 @@ pub(super) const CHECK_EMPTY: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'not_empty'
     WHERE EXISTS (SELECT 1 FROM vaultstore_records WHERE ns = ?1)
         OR EXISTS (SELECT 1 FROM vaultstore_tombstones WHERE ns = ?1)
+        OR EXISTS (SELECT 1 FROM vaultstore_meta
+                   WHERE ns = ?1 AND object_type NOT IN ('vault', 'sync'))";
+
+/// [`CHECK_EMPTY`] with tombstones left out (`WriteOp::ExpectNoData`).
+pub(super) const CHECK_NO_DATA: &str = "INSERT INTO vaultstore_guard (failed)
+    SELECT 'not_empty'
+    WHERE EXISTS (SELECT 1 FROM vaultstore_records WHERE ns = ?1)
         OR EXISTS (SELECT 1 FROM vaultstore_meta
                    WHERE ns = ?1 AND object_type NOT IN ('vault', 'sync'))";
 
