@@ -708,6 +708,82 @@ async fn refused_first_push(server: Node) {
     );
 }
 
+/// The server cannot check that an identity's wrapped key opens (it holds no key), so a bad
+/// client can push an identity object that carries a real identity's tag under another id,
+/// with that identity's `dek` copied (which opens under no other id) or with no `dek` at all.
+/// Found by an audit of SYNC.md: after one sync every replica answered `DECRYPTION_FAILED` or
+/// `STORAGE` to the right password. A damaged object is now skipped when another of the
+/// secret's objects opens, so the replicas keep reading, writing and unlocking.
+#[test]
+fn a_forged_identity_object_with_a_real_tag_locks_no_one_out() {
+    block_on(async {
+        for forgery in ["copied dek", "no dek"] {
+            let server = memory(true).await;
+            let a = memory(true).await;
+            let token = create(&a, "before", PASSWORD).await;
+            let recording = Recording {
+                inner: wire(&server),
+                pushes: Default::default(),
+            };
+            a.vault.sync(&recording, None).await.unwrap();
+            let push = recording.pushes.lock().unwrap()[0].clone();
+            let mut forged: serde_json::Value = serde_json::from_str(&push).unwrap();
+            let forged_id = format!("p_{}", "f".repeat(32));
+            let rows: Vec<serde_json::Value> = forged["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row["objectType"] == "password_identity")
+                .filter(|row| forgery == "copied dek" || row["key"] == "tag")
+                .map(|row| {
+                    let mut row = row.clone();
+                    row["objectId"] = forged_id.clone().into();
+                    row
+                })
+                .collect();
+            assert_eq!(rows.len(), if forgery == "copied dek" { 2 } else { 1 });
+            forged["rows"] = rows.into();
+            forged["checkpoint"] = serde_json::Value::Null;
+            let (status, body) = server
+                .vault
+                .sync_handle(forged.to_string().as_bytes())
+                .await;
+            assert_eq!(status, 200, "{forgery}: {body}");
+
+            let b = memory(true).await;
+            let remote = wire(&server);
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            for node in [&a, &b] {
+                node.vault.lock();
+                assert!(node.vault.unlock(&pw(PASSWORD)).await.unwrap(), "{forgery}");
+                assert_eq!(
+                    node.vault.token_read(&token, &pw(PASSWORD)).await.unwrap(),
+                    "before",
+                    "{forgery}"
+                );
+            }
+            let after = create(&b, "after", PASSWORD).await;
+            sync(&b, &remote).await;
+            sync(&a, &remote).await;
+            assert_eq!(
+                a.vault.token_read(&after, &pw(PASSWORD)).await.unwrap(),
+                "after",
+                "{forgery}"
+            );
+            // Another secret still finds nothing to open, and the wrong one is still refused.
+            assert_eq!(
+                a.vault
+                    .token_read(&token, &pw("another password entirely"))
+                    .await
+                    .unwrap_err()
+                    .code(),
+                ErrorCode::InvalidPassword
+            );
+        }
+    });
+}
+
 /// A live record's token and `createdAt` never change: a push that gives a record the server
 /// holds another one is refused whole, and the record keeps opening everywhere.
 #[test]

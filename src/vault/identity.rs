@@ -138,6 +138,11 @@ impl Vault {
         let mut slots: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
         slots.dedup();
         let mut found: Vec<Identity> = Vec::with_capacity(slots.len());
+        // A damaged object (no data key row, or one this key does not open) fails the lookup
+        // only when no other object of the tag opens: sync may bring one that a bad client
+        // forged, with this tag under another id, and it must not lock the secret out of the
+        // identities that do open (SYNC.md "Validation"; the server cannot check a wrap).
+        let mut damaged: Option<VaultError> = None;
         for slot in slots {
             let object = rows.iter().filter(|r| r.key.object_id == slot);
             // A further slot names its identity; the first slot is the identity's own object.
@@ -145,15 +150,22 @@ impl Vault {
                 .clone()
                 .find(|r| r.key.key == OWNER_KEY)
                 .map_or_else(|| slot.to_owned(), |r| r.value.clone());
-            let wrapped = object
+            let opened = object
                 .clone()
                 .find(|r| r.key.key == DEK_KEY)
                 .ok_or_else(|| {
                     VaultError::storage(format!(
                         "identity {id} has no data key row; the vault is damaged"
                     ))
-                })?;
-            let dek = self.keys.unwrap_dek(mk, &self.kdf(), &id, &wrapped.value)?;
+                })
+                .and_then(|wrapped| self.keys.unwrap_dek(mk, &self.kdf(), &id, &wrapped.value));
+            let dek = match opened {
+                Ok(dek) => dek,
+                Err(e) => {
+                    damaged.get_or_insert(e);
+                    continue;
+                }
+            };
             if !found.iter().any(|known| known.id == id) {
                 found.push(Identity {
                     id,
@@ -161,6 +173,11 @@ impl Vault {
                     dek,
                 });
             }
+        }
+        if let Some(e) = damaged
+            && found.is_empty()
+        {
+            return Err(e);
         }
         crate::sorting::sort_by(&mut found, |a, b| a.id.cmp(&b.id));
         Ok(found)
