@@ -148,7 +148,10 @@ export interface VaultEvent {
   op: string;
   /** Milliseconds from the call to its result (`performance.now()` where there is one). */
   durationMs: number;
-  /** Records the operation read or wrote. */
+  /**
+   * Records the operation read or wrote. For `sync`, the changes pulled and pushed; for
+   * `syncHandle`, the rows a pull request was sent or a push request stored.
+   */
   records: number;
   /** `"OK"`, or the `VaultError` code it rejected with. */
   code: "OK" | ErrorCode;

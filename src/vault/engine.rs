@@ -330,13 +330,20 @@ impl Vault {
     /// and the JSON body of the response. Method, content type and size are the caller's to
     /// check first ([`wire::check_content_type`], [`wire::check_body_len`]). Needs no secret.
     pub async fn sync_handle(&self, body: &[u8]) -> (u16, String) {
+        let (status, answer, _) = self.sync_handle_counted(body).await;
+        (status, answer)
+    }
+
+    /// [`Vault::sync_handle`], with the rows the request moved (for `onEvent`'s `records`): those
+    /// a pull sent, or those a push stored; 0 for a refused request.
+    pub async fn sync_handle_counted(&self, body: &[u8]) -> (u16, String, u64) {
         match self.serve(body).await {
-            Ok(body) => (200, body),
-            Err(e) => (e.status(), wire::encode_error(&e)),
+            Ok((body, rows)) => (200, body, rows),
+            Err(e) => (e.status(), wire::encode_error(&e), 0),
         }
     }
 
-    async fn serve(&self, body: &[u8]) -> std::result::Result<String, WireError> {
+    async fn serve(&self, body: &[u8]) -> std::result::Result<(String, u64), WireError> {
         if self.is_closed() {
             return Err(WireError::Storage);
         }
@@ -347,11 +354,13 @@ impl Vault {
             Request::Pull(pull) => {
                 let kdf = self.join_on_pull(&pull.vault).await?;
                 let response = self.serve_pull(server, kdf, pull).await?;
-                Ok(wire::encode_pull_response(&response))
+                let rows = response.rows.len() as u64;
+                Ok((wire::encode_pull_response(&response), rows))
             }
             Request::Push(push) => {
                 let response = self.serve_push(server, push).await?;
-                Ok(wire::encode_push_response(&response))
+                let rows = response.stored;
+                Ok((wire::encode_push_response(&response), rows))
             }
         }
     }

@@ -983,10 +983,10 @@ impl JsVault {
         }
         let body = body.unwrap_or_default();
         future_to_promise(async move {
-            let (status, answer) = vault.sync_handle(&body).await;
+            let (status, answer, rows) = vault.sync_handle_counted(&body).await;
             drop(body);
             super::scrub_stack();
-            events.emit("syncHandle", started, 0, &refusal_code(status, &answer));
+            events.emit("syncHandle", started, rows, &refusal_code(status, &answer));
             Ok(super::sync::answer(status, &answer))
         })
     }

@@ -126,6 +126,11 @@ test("a replica of another vault is refused with SYNC_CONFLICT, and nothing chan
   const handled = events.filter((e) => e.op === "syncHandle").map((e) => e.code);
   assert.ok(handled.includes("OK"), JSON.stringify(handled));
   assert.equal(handled.at(-1), "SYNC_CONFLICT");
+  // `records` counts the rows a request moved: the push that stored a's record counts it, the
+  // refused request nothing.
+  const moved = events.filter((e) => e.op === "syncHandle").map((e) => e.records);
+  assert.ok(moved.some((n) => n >= 1), JSON.stringify(moved));
+  assert.equal(moved.at(-1), 0);
 });
 
 test("syncHandle answers hostile requests with JSON errors before the engine reads them", async () => {
