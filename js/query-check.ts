@@ -66,7 +66,7 @@ function optInteger(value: unknown, what: string): number | undefined {
 }
 
 function optBool(value: unknown, what: string): boolean {
-  if (value === undefined) return false;
+  if (value === undefined || value === null) return false;
   if (typeof value !== "boolean") throw invalid(`${what} must be a boolean, got ${typeName(value)}`);
   return value;
 }

@@ -180,7 +180,10 @@ export type OrderBy = "created_at" | "updated_at" | "expires_at" | "token" | "id
 /** A query's direction; default `"desc"`. */
 export type SortOrder = "asc" | "desc";
 
-/** A query as a plain object: the fields of {@link RecordQuery}'s setters, all optional. */
+/**
+ * A query as a plain object: the fields of {@link RecordQuery}'s setters, all optional. A field
+ * that is `undefined` or `null` is unset (its default applies).
+ */
 export type QueryInit = Partial<{
   /** Only the record with this id. */
   id: string;

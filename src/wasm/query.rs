@@ -52,8 +52,13 @@ fn opt_strings(value: &JsValue, what: &str) -> JsResult<Option<Vec<String>>> {
 /// A query from `undefined`, a `QueryInit` object, or a `RecordQuery`'s `toJSON()`.
 pub fn query_from_value(value: &JsValue) -> JsResult<RecordQuery> {
     let o = options(value, "query", &FIELDS)?;
+    // `null` leaves a flag unset, as it does every other field of a query.
     let flag = |key: &str| -> JsResult<bool> {
-        Ok(opt_bool(&field(&o, key), &format!("query.{key}"))?.unwrap_or(false))
+        let value = field(&o, key);
+        if value.is_null() {
+            return Ok(false);
+        }
+        Ok(opt_bool(&value, &format!("query.{key}"))?.unwrap_or(false))
     };
     Ok(RecordQuery {
         id: opt_string(&field(&o, "id"), "query.id")?,

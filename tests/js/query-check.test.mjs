@@ -22,6 +22,7 @@ const GOOD = [
   { orderBy: "token", sortOrder: "asc" }, { orderBy: "expires_at" }, { sortOrder: "desc" },
   { id: "x" }, { idIn: [] }, { idIn: ["a", "b"] }, { token: "tk_x" }, { tokenIn: ["a"] },
   { id: null, token: null, idIn: null, tokenIn: null, limit: null, offset: null, orderBy: null, sortOrder: null },
+  { softDeletedInclude: null, softDeletedOnly: null, expiredOnly: null, countOnly: null },
   { softDeletedInclude: true }, { softDeletedOnly: true, expiredOnly: true }, { softDeletedInclude: false },
   { countOnly: true }, { countOnly: true, limit: 0, offset: 0 }, { countOnly: false, limit: 3, offset: 1 },
 ];
@@ -34,7 +35,7 @@ const BAD = [
   { id: 5 }, { token: false }, { id: new Date(0) }, { token: {} }, { id: [] }, { idIn: "a" }, { idIn: ["a", 3] },
   { tokenIn: [null] }, { tokenIn: [undefined] }, { tokenIn: { 0: "a" } }, { idIn: new Map() },
   { orderBy: "name" }, { orderBy: "Token" }, { orderBy: "" }, { orderBy: ["token"] }, { sortOrder: "ASC" },
-  { sortOrder: 'up"down' }, { sortOrder: "a\\b\n" }, { softDeletedInclude: "yes" }, { softDeletedOnly: null },
+  { sortOrder: 'up"down' }, { sortOrder: "a\\b\n" }, { softDeletedInclude: "yes" }, { softDeletedOnly: 0 },
   { expiredOnly: 1 }, { countOnly: {} }, { limt: 5 }, { unknownField: true, limit: -1 }, { limit: -1, orderBy: "x" },
   { limit: "x", offset: -1 }, { offset: -1, countOnly: true, limit: 1 },
 ];

@@ -39,6 +39,8 @@ test("recordList: default order, RecordQuery and plain objects, paging", async (
   await v.tokenSoftDelete(tokens[0]);
   assert.equal((await v.recordList()).length, 4);
   assert.equal((await v.recordList({ softDeletedInclude: true })).length, 5);
+  // `null` leaves a flag unset, as it leaves every other field of a query.
+  assert.equal((await v.recordList({ softDeletedInclude: null, softDeletedOnly: null, expiredOnly: null })).length, 4);
   const only = await v.recordList(new RecordQuery().setSoftDeletedOnly(true));
   assert.deepEqual(only.map((x) => x.token), [tokens[0]]);
   assert.ok(only[0].softDeletedAt instanceof Date);
