@@ -162,7 +162,7 @@ pub enum VaultError {
     TokenExists(String),
 
     #[error(
-        "no password identity matches this secret; pass a password or key that already opens the records (the current one, not an old or new one)"
+        "no password identity matches this secret; pass a password or key that already opens the records (the current one, not an old or new one); records written before identities were on get their identity from migrateRecordLinks(secret) or a read"
     )]
     IdentityNotFound,
 

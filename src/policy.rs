@@ -104,6 +104,17 @@ mod tests {
     }
 
     #[test]
+    fn a_space_is_not_a_symbol() {
+        let p = PasswordPolicy {
+            require_symbols: true,
+            ..Default::default()
+        };
+        assert!(p.check("correct horse battery").is_err());
+        assert!(p.check("correct horse battery!").is_ok());
+        assert!(p.check("correct-horse-battery").is_ok());
+    }
+
+    #[test]
     fn character_classes_are_each_reported() {
         let p = PasswordPolicy {
             min_length: 4,
