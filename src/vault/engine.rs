@@ -1010,35 +1010,44 @@ impl Vault {
                 theirs.iterations, self.kdf_floor
             )));
         }
-        let ours = self.storage.meta_get(&kdf_key()).await?;
-        if ours.as_deref() == Some(server_kdf) {
-            // Another instance on this store (a tab) joined first.
-            self.replace_kdf(theirs, server_kdf.to_owned());
-            return Ok(());
-        }
-        // Empty as FORMAT.md says (no record, no identity): tombstones of records deleted here
-        // belong to the vault this replica leaves, and go to the server like any others.
-        let adopt = vec![
-            WriteOp::ExpectNoData,
-            WriteOp::ExpectMeta {
-                key: kdf_key(),
-                value: ours,
-            },
-            WriteOp::PutMeta(MetaRow {
-                key: kdf_key(),
-                value: server_kdf.to_owned(),
-            }),
-        ];
-        match self.storage.apply(self.stamp()?, adopt).await {
-            Ok(()) => {
+        for _ in 0..MAX_ROUNDS {
+            let ours = self.storage.meta_get(&kdf_key()).await?;
+            if ours.as_deref() == Some(server_kdf) {
+                // Another instance on this store (a tab) joined first.
                 self.replace_kdf(theirs, server_kdf.to_owned());
-                Ok(())
+                return Ok(());
             }
-            Err(StorageError::NotEmpty) => Err(VaultError::SyncConflict(
-                "this replica holds another vault than the server's (another KDF salt); its records cannot join it".into(),
-            )),
-            Err(e) => Err(e.into()),
+            // Empty as FORMAT.md says (no record, no identity): tombstones of records deleted
+            // here belong to the vault this replica leaves, and go to the server like any others.
+            let adopt = vec![
+                WriteOp::ExpectNoData,
+                WriteOp::ExpectMeta {
+                    key: kdf_key(),
+                    value: ours,
+                },
+                WriteOp::PutMeta(MetaRow {
+                    key: kdf_key(),
+                    value: server_kdf.to_owned(),
+                }),
+            ];
+            match self.storage.apply(self.stamp()?, adopt).await {
+                Ok(()) => {
+                    self.replace_kdf(theirs, server_kdf.to_owned());
+                    return Ok(());
+                }
+                Err(StorageError::NotEmpty) => {
+                    return Err(VaultError::SyncConflict(
+                        "this replica holds another vault than the server's (another KDF salt); its records cannot join it".into(),
+                    ));
+                }
+                // Another tab joined between the read and this write (SYNC.md 9): look again.
+                Err(StorageError::MetaChanged(key)) if key == kdf_key() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(VaultError::storage(
+            "could not join the sync server's vault: its kdf setting kept changing here; sync again",
+        ))
     }
 
     async fn apply_pulled(

@@ -20,3 +20,22 @@ test("Node with an indexedDB polyfill: the indexeddb backend is the default and 
   const copy = await Vault.open({ name: `${name}-copy`, kdfIterations: 1000, snapshot: await v.exportSnapshot() });
   assert.equal(await copy.tokenRead(tokens[1], "another long password"), "b");
 });
+
+test("two tabs on one empty IndexedDB vault join a server's vault at once, and both syncs succeed", async () => {
+  // SYNC.md 9. Found by an audit: the tab whose adoption of the server's vault came second read
+  // the store's own kdf row, then found it changed by the first, and rejected with STORAGE.
+  const server = await Vault.open({ backend: "memory", kdfIterations: 1000 });
+  const seed = await Vault.open({ backend: "memory", kdfIterations: 1000 });
+  const tokens = await seed.tokensCreate(["x", "y", "z"], PASSWORD);
+  const remote = (request) => server.syncHandle(request);
+  await seed.sync(remote);
+  for (let round = 0; round < 5; round++) {
+    const name = `node-idb-tabs-${Date.now()}-${round}`;
+    const [tab1, tab2] = [await Vault.open({ name, kdfIterations: 1000 }), await Vault.open({ name, kdfIterations: 1000 })];
+    const reports = await Promise.all([tab1.sync(remote), tab2.sync(remote)]);
+    assert.equal(reports.length, 2);
+    for (const tab of [tab1, tab2]) {
+      assert.deepEqual(await tab.tokensRead(tokens, PASSWORD), { [tokens[0]]: "x", [tokens[1]]: "y", [tokens[2]]: "z" });
+    }
+  }
+});
