@@ -270,7 +270,14 @@ export class Vault {
     return this.#call((v) => v.unlock(secret));
   }
 
-  /** Close the vault. Afterwards every call rejects with `CLOSED`; `lock()` and `close()` do nothing. */
+  /**
+   * Close the vault: its keys are wiped and its storage connection closed now. Afterwards every
+   * call rejects with `CLOSED`; `lock()` and `close()` do nothing. A call still running either
+   * completed its write before the close (and resolves) or rejects with `CLOSED` having changed
+   * nothing; which one depends on how far it got (on IndexedDB most calls wait for a
+   * transaction, so calls started just before `close()` usually reject). Await your calls
+   * before closing to have them all finish.
+   */
   close(): Promise<void> {
     return this.#call((v) => v.close());
   }

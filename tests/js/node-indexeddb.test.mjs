@@ -39,3 +39,19 @@ test("two tabs on one empty IndexedDB vault join a server's vault at once, and b
     }
   }
 });
+
+test("calls running when close() is called either finish or reject with CLOSED having stored nothing", async () => {
+  const name = `node-idb-close-${Date.now()}`;
+  const v = await Vault.open({ name, kdfIterations: 1000 });
+  await v.unlock(PASSWORD); // the key is cached: the calls go straight to storage
+  const calls = Array.from({ length: 10 }, (_, i) => v.tokenCreate(`value ${i}`, PASSWORD));
+  await v.close();
+  const settled = await Promise.allSettled(calls);
+  const made = settled.filter((s) => s.status === "fulfilled").map((s) => s.value);
+  for (const s of settled) {
+    if (s.status === "rejected") assert.equal(s.reason.code, "CLOSED", String(s.reason));
+  }
+  const again = await Vault.open({ name, kdfIterations: 1000 });
+  assert.equal(await again.recordCount(), made.length, "exactly the calls that resolved were stored");
+  for (const token of made) assert.match(await again.tokenRead(token, PASSWORD), /^value \d$/);
+});
