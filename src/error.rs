@@ -171,8 +171,10 @@ pub enum VaultError {
     )]
     IdentityDisabled(&'static str),
 
-    #[error("storage quota exceeded: {0}; free space or delete records, then retry")]
-    QuotaExceeded(String, Original),
+    /// Boxed, as `Storage` is: a `String` and an `Original` side by side would make this the
+    /// largest variant.
+    #[error("storage quota exceeded: {}; free space or delete records, then retry", .0.message)]
+    QuotaExceeded(Box<StorageFailure>),
 
     /// Boxed: the largest variant otherwise, it would set the size of every `Result` that
     /// carries a `VaultError`, and so of the code that moves them.
@@ -267,7 +269,7 @@ impl VaultError {
             VaultError::TokenExists(_) => ErrorCode::TokenExists,
             VaultError::IdentityNotFound => ErrorCode::IdentityNotFound,
             VaultError::IdentityDisabled(_) => ErrorCode::IdentityDisabled,
-            VaultError::QuotaExceeded(..) => ErrorCode::QuotaExceeded,
+            VaultError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             VaultError::Storage(_) => ErrorCode::Storage,
             VaultError::LockedDuring(_) => ErrorCode::Aborted,
             VaultError::Aborted => ErrorCode::Aborted,
@@ -299,7 +301,7 @@ impl VaultError {
     pub fn cause_name(&self) -> Option<&str> {
         match self {
             VaultError::Storage(failure) => failure.name.as_deref(),
-            VaultError::QuotaExceeded(..) => Some("QuotaExceededError"),
+            VaultError::QuotaExceeded(_) => Some("QuotaExceededError"),
             _ => None,
         }
     }
@@ -393,7 +395,11 @@ mod tests {
             (VaultError::IdentityNotFound, "IDENTITY_NOT_FOUND"),
             (VaultError::IdentityDisabled("x"), "IDENTITY_DISABLED"),
             (
-                VaultError::QuotaExceeded("x".into(), Default::default()),
+                VaultError::QuotaExceeded(Box::new(StorageFailure {
+                    name: None,
+                    message: "x".into(),
+                    original: Default::default(),
+                })),
                 "QUOTA_EXCEEDED",
             ),
             (VaultError::storage("x"), "STORAGE"),

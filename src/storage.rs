@@ -459,7 +459,13 @@ impl From<StorageError> for crate::error::VaultError {
     fn from(e: StorageError) -> Self {
         use crate::error::VaultError;
         match e {
-            StorageError::Quota(m, original) => VaultError::QuotaExceeded(m, original),
+            StorageError::Quota(message, original) => {
+                VaultError::QuotaExceeded(Box::new(crate::error::StorageFailure {
+                    name: None,
+                    message,
+                    original,
+                }))
+            }
             StorageError::Backend {
                 name,
                 message,

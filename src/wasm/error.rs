@@ -20,7 +20,7 @@ pub fn to_js(error: &VaultError) -> JsValue {
     }
     let original = match error {
         VaultError::Storage(failure) => Some(&failure.original),
-        VaultError::QuotaExceeded(_, original) => Some(original),
+        VaultError::QuotaExceeded(failure) => Some(&failure.original),
         _ => None,
     };
     if let Some(thrown) = original.and_then(Original::value) {
@@ -30,7 +30,7 @@ pub fn to_js(error: &VaultError) -> JsValue {
         // Keep the backend's own error (for IndexedDB, the DOMException name and message).
         let message = match error {
             VaultError::Storage(failure) => failure.message.as_str(),
-            VaultError::QuotaExceeded(message, _) => message.as_str(),
+            VaultError::QuotaExceeded(failure) => failure.message.as_str(),
             _ => "",
         };
         let cause: JsValue = Error::new(message).into();
