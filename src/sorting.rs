@@ -41,6 +41,7 @@ pub fn sort_by<T>(items: &mut [T], mut compare: impl FnMut(&T, &T) -> Ordering) 
 }
 
 /// Stable sort by a key, like `slice::sort_by_key`.
+#[cfg_attr(not(feature = "idb"), allow(dead_code))] // the IndexedDB backend's
 pub fn sort_by_key<T, K: Ord>(items: &mut [T], mut key: impl FnMut(&T) -> K) {
     sort_by(items, |a, b| key(a).cmp(&key(b)));
 }

@@ -342,7 +342,7 @@ pub const SETTINGS_ID: &str = "settings";
 
 /// The key of the row that says an identity (or a slot) exists: its `tag`.
 pub fn identity_tag_key(identity_id: &str) -> MetaKey {
-    MetaKey::new(object_type::IDENTITY, identity_id, "tag")
+    MetaKey::new(object_type::IDENTITY, identity_id, TAG_KEY)
 }
 
 /// The meta row every batch that seals a value or removes a record rewrites with a fresh random
@@ -490,6 +490,11 @@ pub type StorageResult<T> = Result<T, StorageError>;
 /// or by the prune of [`WriteOp::DeleteRecord`], removes its dependents in the same batch, found
 /// through the by-value index.
 pub const OWNER_KEY: &str = "identity";
+
+/// The key of an identity's (or a slot's) tag row, which a secret's lookup finds.
+pub const TAG_KEY: &str = "tag";
+/// The key of an identity's (or a slot's) wrapped data key; always written with its `tag`.
+pub const DEK_KEY: &str = "dek";
 
 /// A storage backend. See the module docs; each method is one round trip to the backend.
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]

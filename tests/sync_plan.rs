@@ -82,8 +82,20 @@ fn meta_gone(key: MetaKey, at: Rev) -> Row {
     }
 }
 
-fn identity(id: &str, at: Rev) -> Row {
-    meta(identity_tag_key(id), &"a".repeat(64), at)
+/// An identity's two rows, always written together (FORMAT.md).
+fn identity(id: &str, at: Rev) -> Vec<Row> {
+    vec![
+        meta(identity_tag_key(id), &"a".repeat(64), at),
+        meta(MetaKey::new("password_identity", id, "dek"), "vs1k:x", at),
+    ]
+}
+
+/// An identity's removal: both rows gone.
+fn identity_gone(id: &str, at: Rev) -> Vec<Row> {
+    vec![
+        meta_gone(identity_tag_key(id), at),
+        meta_gone(MetaKey::new("password_identity", id, "dek"), at),
+    ]
 }
 
 /// A store: rows by key, each with the seq of its last write.
@@ -136,12 +148,19 @@ impl Store {
                         view.token_holders.insert(live.token.clone(), id);
                     }
                 }
-                Row::Meta {
-                    key,
-                    version: MetaVersion::Gone { .. },
-                } if key.object_type == "password_identity" => {
-                    view.linked
-                        .insert(key.object_id.clone(), self.linked_to(&key.object_id));
+                Row::Meta { key, version } if key.object_type == "password_identity" => {
+                    // Both rows of the object: the plan checks they stay together.
+                    for k in ["tag", "dek"] {
+                        keys.push(RowKey::Meta(MetaKey::new(
+                            "password_identity",
+                            &key.object_id,
+                            k,
+                        )));
+                    }
+                    if matches!(version, MetaVersion::Gone { .. }) {
+                        view.linked
+                            .insert(key.object_id.clone(), self.linked_to(&key.object_id));
+                    }
                 }
                 _ => {}
             }
@@ -226,12 +245,13 @@ const R2: &str = "00000000000000000000000000000002";
 #[test]
 fn a_new_row_is_stored_and_a_replay_stores_nothing() {
     let mut server = Store::default();
-    let rows = vec![
+    let rows = [
         identity(P1, rev(100, 1)),
-        record(R1, live("tk_a", "vs1:a", Some(P1), rev(100, 1))),
-    ];
+        vec![record(R1, live("tk_a", "vs1:a", Some(P1), rev(100, 1)))],
+    ]
+    .concat();
     let first = server.push(&rows).unwrap();
-    assert_eq!(first.stored, 2);
+    assert_eq!(first.stored, 3);
     assert!(first.superseded.is_empty() && first.refused.is_empty());
     let after = server.clone();
     let replay = server.push(&rows).unwrap();
@@ -385,19 +405,59 @@ fn the_earlier_creator_keeps_a_custom_token() {
 #[test]
 fn an_identity_still_in_use_is_not_removed_until_its_records_leave() {
     let linked = record(R1, live("tk_a", "vs1:a", Some(P1), rev(100, 1)));
-    let mut server = Store::with(&[identity(P1, rev(100, 1)), identity(P2, rev(100, 1)), linked]);
-    let removal = meta_gone(identity_tag_key(P1), rev(200, 2));
-    let plan = server.push(std::slice::from_ref(&removal)).unwrap();
-    assert_eq!(plan.refused[0].reason, Refusal::Referenced);
+    let mut server = Store::with(
+        &[
+            identity(P1, rev(100, 1)),
+            identity(P2, rev(100, 1)),
+            vec![linked],
+        ]
+        .concat(),
+    );
+    let removal = identity_gone(P1, rev(200, 2));
+    let plan = server.push(&removal).unwrap();
+    assert!(
+        plan.refused.len() == 2 && plan.refused.iter().all(|r| r.reason == Refusal::Referenced)
+    );
     assert_eq!(plan.stored, 0);
     // A rotation's page: the record moves to P2 first, then P1 goes.
     let moved = record(R1, live("tk_a", "vs1:b", Some(P2), rev(200, 2)));
-    let plan = server.push(&[moved, removal]).unwrap();
-    assert_eq!(plan.stored, 2);
+    let plan = server.push(&[vec![moved], removal].concat()).unwrap();
+    assert_eq!(plan.stored, 3);
     assert!(plan.refused.is_empty());
     // Its commit checks, after the page's writes, that no record uses P1 any more: a record
     // another push linked to P1 since this page was planned fails it, to be planned again.
     assert_eq!(server.unlinked_checks, vec![P1.to_owned()]);
+}
+
+#[test]
+fn an_identity_object_keeps_its_tag_and_dek_together() {
+    let [tag, dek]: [Row; 2] = identity(P1, rev(100, 1)).try_into().unwrap();
+    // A new object with one of the two: the page is refused whole.
+    for alone in [&tag, &dek] {
+        let error = Store::default()
+            .push(std::slice::from_ref(alone))
+            .unwrap_err();
+        assert_eq!(error.kind, ContradictionKind::IncompleteIdentity);
+    }
+    // A stored object may have one row rewritten (its other is stored), but not removed alone.
+    let mut server = Store::with(&identity(P1, rev(100, 1)));
+    let rewritten = meta(identity_tag_key(P1), &"b".repeat(64), rev(200, 2));
+    assert_eq!(server.push(&[rewritten]).unwrap().stored, 1);
+    let [tag_gone, _]: [Row; 2] = identity_gone(P1, rev(300, 3)).try_into().unwrap();
+    let error = server.push(&[tag_gone]).unwrap_err();
+    assert_eq!(error.kind, ContradictionKind::IncompleteIdentity);
+    // Both rows in one page, or both removed: stored.
+    assert_eq!(
+        server.push(&identity_gone(P1, rev(300, 3))).unwrap().stored,
+        2
+    );
+    assert_eq!(
+        Store::default()
+            .push(&identity(P2, rev(100, 1)))
+            .unwrap()
+            .stored,
+        2
+    );
 }
 
 #[test]

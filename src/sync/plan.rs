@@ -12,6 +12,9 @@
 //!   displaced by a tombstone when it arrived first), the removal of an identity that live records
 //!   still use (`referenced`), and revisions dated in the future (`rev_in_future`). A link to an
 //!   identity it has never had is a malformed request (`422`): the client sends identities first.
+//!   So is a page that leaves an identity object with a `tag` and no `dek`, or a `dek` and no
+//!   `tag` (FORMAT.md: they are always written together; the pusher never splits an object
+//!   across pages).
 //! - **A replica** never loses what it holds: a pulled row that would remove or shadow a local
 //!   record its user can still read (a `displaced` tombstone of it, a pulled record that takes
 //!   its custom token, an identity removal while local records still use the identity) is set
@@ -23,7 +26,7 @@ use super::merge::{
 };
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
-use crate::storage::{MetaKey, Stored, WriteOp, object_type};
+use crate::storage::{DEK_KEY, MetaKey, Stored, TAG_KEY, WriteOp, object_type};
 use std::collections::{HashMap, HashSet};
 
 /// How far ahead of the server's clock a revision may be dated: 5 minutes. A replica whose
@@ -72,6 +75,9 @@ pub enum ContradictionKind {
     /// which never change: merged, it would move the record to another token, and its value,
     /// bound to the token it was sealed for, would no longer open.
     ChangedImmutable,
+    /// An identity (or secret slot) object left with a live `tag` and no live `dek`, or the
+    /// other way round: a secret would find an object it cannot open, or a key no tag finds.
+    IncompleteIdentity,
 }
 
 /// The state of the page as planned so far: the store's rows with the page's changes applied.
@@ -145,6 +151,12 @@ fn sealed_under(row: &Row) -> Option<&str> {
         } => live.password_id.as_deref(),
         _ => None,
     }
+}
+
+/// The object a meta row belongs to when it is the `tag` or `dek` of an identity or slot.
+pub fn identity_object(key: &MetaKey) -> Option<&str> {
+    (key.object_type == object_type::IDENTITY && (key.key == TAG_KEY || key.key == DEK_KEY))
+        .then_some(key.object_id.as_str())
 }
 
 /// The identity a meta row belongs to when it is one of an identity object's rows.
@@ -343,6 +355,29 @@ pub fn plan_push(
             row: Box::new(merged),
             dirty: false,
         });
+    }
+    // Every identity object the page touched keeps its `tag` and `dek` together, as the page
+    // leaves them (the server view read both rows of each).
+    for (i, row) in rows.iter().enumerate() {
+        if let Row::Meta { key, .. } = row
+            && let Some(object) = identity_object(key)
+        {
+            let live = |k: &str| {
+                state
+                    .get(&RowKey::Meta(MetaKey::new(
+                        object_type::IDENTITY,
+                        object,
+                        k,
+                    )))
+                    .is_some_and(|row| !row.is_gone())
+            };
+            if live(TAG_KEY) != live(DEK_KEY) {
+                return Err(Contradiction {
+                    row: i,
+                    kind: ContradictionKind::IncompleteIdentity,
+                });
+            }
+        }
     }
     // The page's view of the identity's records came from a range read, which an optimistic
     // backend does not guard: a push that links a record to it meanwhile fails this batch, and

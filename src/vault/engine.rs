@@ -25,8 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, plan_pull,
-    plan_push, removed_identity, supersedes_local,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_object, identity_tag_key,
+    plan_pull, plan_push, removed_identity, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -46,23 +46,53 @@ const PULL_PAGE: u64 = wire::MAX_PULL_ROWS as u64;
 const PUSH_PAGE: usize = wire::MAX_PUSH_ROWS;
 
 /// `rows` cut into push pages: at most [`PUSH_PAGE`] rows and, past the first row of a page,
-/// [`wire::PAGE_BUDGET_BYTES`] encoded bytes each.
+/// [`wire::PAGE_BUDGET_BYTES`] encoded bytes each. An identity object's rows (which `push`
+/// sorts next to each other) go in one page: the server refuses a page that leaves an object
+/// with a `tag` and no `dek` ([`ContradictionKind::IncompleteIdentity`]).
 fn push_pages<T>(rows: &[(Row, T)]) -> Vec<&[(Row, T)]> {
     let mut pages = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, (row, _)) in rows.iter().enumerate() {
-        let len = wire::encoded_row_len(row, None);
+    let mut i = 0;
+    while i < rows.len() {
+        let len = wire::encoded_row_len(&rows[i].0, None);
         if i > start && (i - start == PUSH_PAGE || bytes + len > wire::PAGE_BUDGET_BYTES) {
-            pages.push(&rows[start..i]);
-            (start, bytes) = (i, 0);
+            let cut = object_start(rows, start, i);
+            pages.push(&rows[start..cut]);
+            (start, bytes, i) = (cut, 0, cut);
+            continue;
         }
         bytes += len;
+        i += 1;
     }
     if start < rows.len() {
         pages.push(&rows[start..]);
     }
     pages
 }
+/// Where a page that would end before `rows[i]` ends instead, so as not to split an identity
+/// object: at the first row of the object `rows[i]` belongs to, when rows before it in the page
+/// belong to it too. (An object's few small rows never fill a page alone; if they did, `i`.)
+fn object_start<T>(rows: &[(Row, T)], start: usize, i: usize) -> usize {
+    let Some(object) = identity_object_of(&rows[i].0) else {
+        return i;
+    };
+    let mut cut = i;
+    while cut > start && identity_object_of(&rows[cut - 1].0) == Some(object) {
+        cut -= 1;
+    }
+    if cut == start { i } else { cut }
+}
+
+/// The identity (or secret slot) object a meta row is a row of.
+fn identity_object_of(row: &Row) -> Option<&str> {
+    match row {
+        Row::Meta { key, .. } if key.object_type == object_type::IDENTITY => {
+            Some(key.object_id.as_str())
+        }
+        _ => None,
+    }
+}
+
 /// Times a page is planned again when another writer changed what it read.
 const MAX_ROUNDS: usize = 8;
 
@@ -284,6 +314,10 @@ fn contradiction_error(e: Contradiction) -> WireError {
         ),
         ContradictionKind::ChangedImmutable => format!(
             "rows[{}] gives a record this vault holds another token or createdAt, which never change; nothing of the page was stored",
+            e.row
+        ),
+        ContradictionKind::IncompleteIdentity => format!(
+            "rows[{}] would leave an identity object with a tag and no dek, or a dek and no tag; send both in one page; nothing of the page was stored",
             e.row
         ),
     })
@@ -1190,7 +1224,10 @@ impl Vault {
                 break;
             }
         }
-        crate::sorting::sort_by_key(&mut outgoing, |(row, _)| push_rank(row));
+        // By rank, and an identity object's rows next to each other (pages never split one).
+        crate::sorting::sort_by(&mut outgoing, |(a, _), (b, _)| {
+            (push_rank(a), identity_object_of(a)).cmp(&(push_rank(b), identity_object_of(b)))
+        });
         let mut left = outgoing.len() as u64;
         for page in push_pages(&outgoing) {
             self.ensure_open()?;
@@ -1442,23 +1479,40 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     let mut view = ServerView::default();
     let mut keys: Vec<RowKey> = rows.iter().map(Row::key).collect();
     let mut identities: HashSet<&str> = HashSet::new();
+    // Both the `tag` and the `dek` of every identity object the page writes: the plan checks
+    // that the object keeps them together.
+    let mut objects: HashSet<&str> = HashSet::new();
     let mut tokens: Vec<String> = Vec::new();
     for row in rows {
-        if let Row::Record {
-            version: RecordVersion::Live(live),
-            ..
-        } = row
-        {
-            if let Some(p) = &live.password_id {
-                identities.insert(p);
+        match row {
+            Row::Record {
+                version: RecordVersion::Live(live),
+                ..
+            } => {
+                if let Some(p) = &live.password_id {
+                    identities.insert(p);
+                }
+                tokens.push(live.token.clone());
             }
-            tokens.push(live.token.clone());
+            Row::Meta { key, .. } => {
+                if let Some(object) = identity_object(key) {
+                    objects.insert(object);
+                }
+            }
+            Row::Record { .. } => {}
         }
     }
+    let pushed: HashSet<RowKey> = keys.iter().cloned().collect();
     keys.extend(
         identities
             .into_iter()
-            .map(|p| RowKey::Meta(identity_tag_key(p))),
+            .map(|p| RowKey::Meta(identity_tag_key(p)))
+            .chain(objects.into_iter().flat_map(|object| {
+                [crate::storage::TAG_KEY, crate::storage::DEK_KEY]
+                    .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
+            }))
+            .filter(|key| !pushed.contains(key))
+            .collect::<HashSet<_>>(),
     );
     if !tokens.is_empty() {
         for (token, holder) in tokens.iter().zip(tx.records_by_tokens(&tokens).await?) {

@@ -8,12 +8,10 @@
 use super::Vault;
 use crate::crypto::{DataKey, MasterKey, identity_tag, new_identity_id, wrap_dek};
 use crate::error::{Result, VaultError};
+pub(crate) use crate::storage::{DEK_KEY, TAG_KEY};
 use crate::storage::{
     MetaFind, MetaKey, MetaRow, OWNER_KEY, Optimistic, WriteOp, WriteTransaction, object_type,
 };
-
-pub(crate) const TAG_KEY: &str = "tag";
-pub(crate) const DEK_KEY: &str = "dek";
 
 /// An identity, unlocked.
 pub(crate) struct Identity {
