@@ -154,7 +154,7 @@ fn sealed_under(row: &Row) -> Option<&str> {
 }
 
 /// The object a meta row belongs to when it is the `tag` or `dek` of an identity or slot.
-pub fn identity_object(key: &MetaKey) -> Option<&str> {
+pub fn tag_or_dek_object(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY && (key.key == TAG_KEY || key.key == DEK_KEY))
         .then_some(key.object_id.as_str())
 }
@@ -360,7 +360,7 @@ pub fn plan_push(
     // leaves them (the server view read both rows of each).
     for (i, row) in rows.iter().enumerate() {
         if let Row::Meta { key, .. } = row
-            && let Some(object) = identity_object(key)
+            && let Some(object) = tag_or_dek_object(key)
         {
             let live = |k: &str| {
                 state

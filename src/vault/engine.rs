@@ -25,8 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_object, identity_tag_key,
-    plan_pull, plan_push, removed_identity, supersedes_local,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, plan_pull,
+    plan_push, removed_identity, supersedes_local, tag_or_dek_object,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -69,22 +69,24 @@ fn push_pages<T>(rows: &[(Row, T)]) -> Vec<&[(Row, T)]> {
     }
     pages
 }
+
 /// Where a page that would end before `rows[i]` ends instead, so as not to split an identity
 /// object: at the first row of the object `rows[i]` belongs to, when rows before it in the page
 /// belong to it too. (An object's few small rows never fill a page alone; if they did, `i`.)
 fn object_start<T>(rows: &[(Row, T)], start: usize, i: usize) -> usize {
-    let Some(object) = identity_object_of(&rows[i].0) else {
+    let Some(object) = identity_row_object(&rows[i].0) else {
         return i;
     };
     let mut cut = i;
-    while cut > start && identity_object_of(&rows[cut - 1].0) == Some(object) {
+    while cut > start && identity_row_object(&rows[cut - 1].0) == Some(object) {
         cut -= 1;
     }
     if cut == start { i } else { cut }
 }
 
-/// The identity (or secret slot) object a meta row is a row of.
-fn identity_object_of(row: &Row) -> Option<&str> {
+/// The identity (or secret slot) object a meta row is a row of: any of its rows (`tag`, `dek`,
+/// a slot's `identity`), where [`tag_or_dek_object`] takes only the two kept together.
+fn identity_row_object(row: &Row) -> Option<&str> {
     match row {
         Row::Meta { key, .. } if key.object_type == object_type::IDENTITY => {
             Some(key.object_id.as_str())
@@ -1226,7 +1228,7 @@ impl Vault {
         }
         // By rank, and an identity object's rows next to each other (pages never split one).
         crate::sorting::sort_by(&mut outgoing, |(a, _), (b, _)| {
-            (push_rank(a), identity_object_of(a)).cmp(&(push_rank(b), identity_object_of(b)))
+            (push_rank(a), identity_row_object(a)).cmp(&(push_rank(b), identity_row_object(b)))
         });
         let mut left = outgoing.len() as u64;
         for page in push_pages(&outgoing) {
@@ -1495,14 +1497,14 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 tokens.push(live.token.clone());
             }
             Row::Meta { key, .. } => {
-                if let Some(object) = identity_object(key) {
+                if let Some(object) = tag_or_dek_object(key) {
                     objects.insert(object);
                 }
             }
             Row::Record { .. } => {}
         }
     }
-    let pushed: HashSet<RowKey> = keys.iter().cloned().collect();
+    // `versions_of` reads each key once.
     keys.extend(
         identities
             .into_iter()
@@ -1510,9 +1512,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
             .chain(objects.into_iter().flat_map(|object| {
                 [crate::storage::TAG_KEY, crate::storage::DEK_KEY]
                     .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
-            }))
-            .filter(|key| !pushed.contains(key))
-            .collect::<HashSet<_>>(),
+            })),
     );
     if !tokens.is_empty() {
         for (token, holder) in tokens.iter().zip(tx.records_by_tokens(&tokens).await?) {
