@@ -359,10 +359,11 @@ pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
     let checkpoint = nullable(top.take("checkpoint")?, "checkpoint", checkpoint)?;
     let request = match op.as_str() {
         "pull" => {
-            let limit = uint(top.take("limit")?, "limit")?;
-            if limit == 0 {
-                return Err(malformed("limit", "must be at least 1"));
-            }
+            // One message for every limit refused (a negative one included).
+            let limit = uint(top.take("limit")?, "limit")
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| malformed("limit", "must be an integer of at least 1"))?;
             let fetch = array(top.take("fetch")?, "fetch", MAX_PULL_ROWS, |v, path| {
                 record_id(v, path)
             })?;
@@ -1326,7 +1327,13 @@ mod tests {
             decode_request(body("0", "").as_bytes())
                 .unwrap_err()
                 .message(),
-            "limit: must be at least 1"
+            "limit: must be an integer of at least 1"
+        );
+        assert_eq!(
+            decode_request(body("-5", "").as_bytes())
+                .unwrap_err()
+                .message(),
+            "limit: must be an integer of at least 1"
         );
         let id = format!("\"{}\"", hex(7));
         assert_eq!(
