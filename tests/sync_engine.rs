@@ -840,6 +840,182 @@ fn a_forged_identity_object_with_a_real_tag_locks_no_one_out() {
     });
 }
 
+/// Found by a re-audit of SYNC.md: one forged row, an `identity` row put onto a real
+/// identity's own object (as if it were a slot of another), was stored, and then every replica
+/// answered DECRYPTION_FAILED to the identity's secret: its key was looked up under the named
+/// id. Readers now fall back to the object's own id. And a slot's `identity` row removed alone
+/// (which left the slot reading as an identity its key was not wrapped for) is refused.
+#[test]
+fn a_forged_identity_row_locks_no_one_out_and_a_slot_keeps_its_identity_row() {
+    block_on(async {
+        let server = memory(true).await;
+        let a = memory(true).await;
+        let token = create(&a, "v", PASSWORD).await;
+        a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+        let recording = Recording {
+            inner: wire(&server),
+            pushes: Default::default(),
+        };
+        a.vault.sync(&recording, None).await.unwrap();
+        let push: serde_json::Value =
+            serde_json::from_str(&recording.pushes.lock().unwrap()[0]).unwrap();
+        let rows = push["rows"].as_array().unwrap();
+        let slot_owner = rows
+            .iter()
+            .find(|row| row["key"] == "identity")
+            .expect("the slot's identity row");
+        let identity = slot_owner["value"].as_str().unwrap();
+        let slot = slot_owner["objectId"].as_str().unwrap();
+        let send = |rows: serde_json::Value| {
+            let mut forged = push.clone();
+            forged["rows"] = rows;
+            forged["checkpoint"] = serde_json::Value::Null;
+            forged.to_string()
+        };
+        // The slot's identity row removed alone: refused, nothing stored.
+        let before = replicated(&*server.store).await;
+        let lone_removal = send(serde_json::json!([{
+            "t": "gone", "kind": "meta", "objectType": "password_identity", "objectId": slot,
+            "key": "identity", "rev": slot_owner["rev"],
+            "deletedAt": 1,
+        }]));
+        let (status, body) = server.vault.sync_handle(lone_removal.as_bytes()).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(replicated(&*server.store).await, before);
+        // An identity row put onto the identity itself: stored (the server cannot tell it from
+        // a slot's), and harmless.
+        let mut onto_identity = slot_owner.clone();
+        onto_identity["objectId"] = identity.into();
+        onto_identity["value"] = format!("p_{}", "e".repeat(32)).into();
+        let (status, body) = server
+            .vault
+            .sync_handle(send(serde_json::json!([onto_identity])).as_bytes())
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let remote = wire(&server);
+        let fresh = memory(true).await;
+        sync(&a, &remote).await;
+        sync(&fresh, &remote).await;
+        for node in [&a, &fresh] {
+            for secret in [PASSWORD, NEW] {
+                node.vault.lock();
+                assert!(node.vault.unlock(&pw(secret)).await.unwrap(), "{secret}");
+                assert_eq!(
+                    node.vault.token_read(&token, &pw(secret)).await.unwrap(),
+                    "v"
+                );
+            }
+        }
+        let made = create(&fresh, "after", PASSWORD).await;
+        sync(&fresh, &remote).await;
+        sync(&a, &remote).await;
+        assert_eq!(a.vault.token_read(&made, &pw(NEW)).await.unwrap(), "after");
+    });
+}
+
+/// A password that is not [`PASSWORD`] or [`NEW`].
+const THIRD: &str = "a third password entirely";
+
+/// Both replicas synced, then an identity operation on each while apart, then syncs until
+/// they agree; returns the two records' tokens and a fresh replica synced after.
+async fn race(
+    setup_slot: bool,
+    on_a: impl AsyncFnOnce(&Node),
+    on_b: impl AsyncFnOnce(&Node),
+) -> (Node, Node, Node, Node, Vec<String>) {
+    let server = memory(true).await;
+    let (a, b) = (memory(true).await, memory(true).await);
+    let remote = wire(&server);
+    let tokens = create_all(&a, &["one".into(), "two".into()]).await;
+    if setup_slot {
+        a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+    }
+    sync(&a, &remote).await;
+    sync(&b, &remote).await;
+    on_a(&a).await;
+    on_b(&b).await;
+    for node in [&a, &b, &a, &b] {
+        sync(node, &remote).await;
+    }
+    converged(&[&a, &b, &server]).await;
+    let fresh = memory(true).await;
+    sync(&fresh, &remote).await;
+    (server, a, b, fresh, tokens)
+}
+
+/// Found by a re-audit of SYNC.md: a password change made on one replica while another rotated
+/// the identity away revived the retired identity (its rows merged per row, the later write
+/// winning over the removal): the old key opened again, with no record, and values sealed
+/// under it were stored. An identity's removal is final now, as a record's hard delete is.
+#[test]
+fn a_rotation_keeps_the_old_key_retired_against_a_concurrent_password_change() {
+    block_on(async {
+        let (_server, a, b, fresh, tokens) = race(
+            false,
+            async |a| rotate_to_new(a).await,
+            async |b| {
+                b.vault
+                    .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+                    .await
+                    .unwrap();
+            },
+        )
+        .await;
+        for node in [&a, &b, &fresh] {
+            node.vault.lock();
+            assert_eq!(
+                node.vault.token_read(&tokens[0], &pw(NEW)).await.unwrap(),
+                "one"
+            );
+            for retired in [PASSWORD, THIRD] {
+                assert_eq!(
+                    node.vault.unlock(&pw(retired)).await.unwrap_err().code(),
+                    ErrorCode::InvalidPassword,
+                    "{retired} opens nothing"
+                );
+            }
+        }
+    });
+}
+
+/// Found by the same re-audit: a slot removed on one replica while another changed that
+/// slot's secret merged into a slot without its `identity` row, which the new secret found
+/// and could not open (DECRYPTION_FAILED for good, on every replica). The removal wins now:
+/// the new secret opens nothing, and the identity's own secret everything.
+#[test]
+fn a_slot_removed_on_one_replica_while_another_changes_its_secret_stays_removed() {
+    block_on(async {
+        let (_server, a, b, fresh, tokens) = race(
+            true,
+            async |a| a.vault.secret_remove(&pw(NEW)).await.unwrap(),
+            async |b| {
+                b.vault
+                    .bulk_rekey(&pw(NEW), &pw(THIRD), &RekeyOptions::default())
+                    .await
+                    .unwrap();
+            },
+        )
+        .await;
+        for node in [&a, &b, &fresh] {
+            node.vault.lock();
+            assert_eq!(
+                node.vault
+                    .token_read(&tokens[1], &pw(PASSWORD))
+                    .await
+                    .unwrap(),
+                "two"
+            );
+            for gone in [NEW, THIRD] {
+                assert_eq!(
+                    node.vault.unlock(&pw(gone)).await.unwrap_err().code(),
+                    ErrorCode::InvalidPassword,
+                    "{gone} opens nothing"
+                );
+            }
+        }
+    });
+}
+
 /// A live record's token and `createdAt` never change: a push that gives a record the server
 /// holds another one is refused whole, and the record keeps opening everywhere.
 #[test]

@@ -16,7 +16,7 @@ use proptest::test_runner::RngSeed;
 use std::sync::Arc;
 use vaultstore_wasm::sync::{
     Hlc, LiveRecord, MAX_COUNTER, MAX_WALL_MS, MetaVersion, RecordVersion, Rev, Side, TokenClaim,
-    Tombstone, TombstoneReason, merge_meta, merge_record, token_holder,
+    Tombstone, TombstoneReason, merge_identity_meta, merge_meta, merge_record, token_holder,
 };
 
 fn config() -> ProptestConfig {
@@ -308,6 +308,27 @@ proptest! {
         prop_assert_eq!(merge_meta(&a, &a), a.clone());
         let once = merge_meta(&a, &b);
         prop_assert_eq!(merge_meta(&once, &b), once.clone());
+    }
+
+    #[test]
+    fn identity_merge_is_commutative_associative_and_idempotent(a in meta(), b in meta(), c in meta()) {
+        let m = merge_identity_meta;
+        prop_assert_eq!(m(&a, &b), m(&b, &a));
+        prop_assert_eq!(m(&m(&a, &b), &c), m(&a, &m(&b, &c)));
+        prop_assert_eq!(m(&a, &a), a.clone());
+        prop_assert_eq!(m(&m(&a, &b), &b), m(&a, &b));
+    }
+
+    /// An identity's removal is final: it beats a live version whatever the revisions; between
+    /// two of a kind the greater revision wins, as for any meta row.
+    #[test]
+    fn an_identity_rows_removal_beats_every_live_version(a in meta(), b in meta()) {
+        let merged = merge_identity_meta(&a, &b);
+        match (&a, &b) {
+            (MetaVersion::Gone { .. }, MetaVersion::Value { .. }) => prop_assert_eq!(merged, a),
+            (MetaVersion::Value { .. }, MetaVersion::Gone { .. }) => prop_assert_eq!(merged, b),
+            _ => prop_assert_eq!(merged, merge_meta(&a, &b)),
+        }
     }
 
     #[test]

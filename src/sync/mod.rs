@@ -86,6 +86,6 @@ pub mod wire;
 
 pub use merge::{
     Change, LiveRecord, MetaVersion, RecordVersion, Row, RowKey, Side, TokenClaim, Tombstone,
-    TombstoneReason, merge_meta, merge_record, token_holder,
+    TombstoneReason, merge_identity_meta, merge_meta, merge_record, token_holder,
 };
 pub use rev::{ClockExhausted, Hlc, MAX_COUNTER, MAX_WALL_MS, Rev, RevParseError};

@@ -22,11 +22,11 @@
 
 use super::merge::{
     MetaVersion, RecordVersion, Row, RowKey, Side, TokenClaim, Tombstone, TombstoneReason,
-    merge_meta, merge_record, token_holder,
+    merge_identity_meta, merge_meta, merge_record, token_holder,
 };
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
-use crate::storage::{DEK_KEY, MetaKey, Stored, TAG_KEY, WriteOp, object_type};
+use crate::storage::{DEK_KEY, MetaKey, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
 use std::collections::{HashMap, HashSet};
 
 /// How far ahead of the server's clock a revision may be dated: 5 minutes. A replica whose
@@ -76,7 +76,8 @@ pub enum ContradictionKind {
     /// bound to the token it was sealed for, would no longer open.
     ChangedImmutable,
     /// An identity (or secret slot) object left with a live `tag` and no live `dek`, or the
-    /// other way round: a secret would find an object it cannot open, or a key no tag finds.
+    /// other way round (a secret would find an object it cannot open, or a key no tag finds),
+    /// or a slot's `identity` row written or removed apart from its `tag`.
     IncompleteIdentity,
 }
 
@@ -115,7 +116,11 @@ pub fn merge_rows(a: &Row, b: &Row) -> Row {
         },
         (Row::Meta { key, version: x }, Row::Meta { version: y, .. }) => Row::Meta {
             key: key.clone(),
-            version: merge_meta(x, y),
+            version: if key.object_type == object_type::IDENTITY {
+                merge_identity_meta(x, y)
+            } else {
+                merge_meta(x, y)
+            },
         },
         // Keys name one kind of row, so two versions of one key are of one kind.
         _ => b.clone(),
@@ -156,6 +161,12 @@ fn sealed_under(row: &Row) -> Option<&str> {
 /// The object a meta row belongs to when it is the `tag` or `dek` of an identity or slot.
 pub fn tag_or_dek_object(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY && (key.key == TAG_KEY || key.key == DEK_KEY))
+        .then_some(key.object_id.as_str())
+}
+
+/// The slot a meta row belongs to when it is a slot's `identity` row (naming its identity).
+pub fn owner_row_object(key: &MetaKey) -> Option<&str> {
+    (key.object_type == object_type::IDENTITY && key.key == OWNER_KEY)
         .then_some(key.object_id.as_str())
 }
 
@@ -357,10 +368,12 @@ pub fn plan_push(
         });
     }
     // Every identity object the page touched keeps its `tag` and `dek` together, as the page
-    // leaves them (the server view read both rows of each).
+    // leaves them (the server view read both rows of each), and a slot's `identity` row is
+    // written and removed with them: alone, its removal would leave the slot reading as an
+    // identity its key was not wrapped for.
     for (i, row) in rows.iter().enumerate() {
         if let Row::Meta { key, .. } = row
-            && let Some(object) = tag_or_dek_object(key)
+            && let Some(object) = tag_or_dek_object(key).or_else(|| owner_row_object(key))
         {
             let live = |k: &str| {
                 state
@@ -371,7 +384,8 @@ pub fn plan_push(
                     )))
                     .is_some_and(|row| !row.is_gone())
             };
-            if live(TAG_KEY) != live(DEK_KEY) {
+            let owner_alone = key.key == OWNER_KEY && live(OWNER_KEY) != live(TAG_KEY);
+            if live(TAG_KEY) != live(DEK_KEY) || owner_alone {
                 return Err(Contradiction {
                     row: i,
                     kind: ContradictionKind::IncompleteIdentity,

@@ -25,8 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, plan_pull,
-    plan_push, removed_identity, supersedes_local, tag_or_dek_object,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, owner_row_object,
+    plan_pull, plan_push, removed_identity, supersedes_local, tag_or_dek_object,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -319,7 +319,7 @@ fn contradiction_error(e: Contradiction) -> WireError {
             e.row
         ),
         ContradictionKind::IncompleteIdentity => format!(
-            "rows[{}] would leave an identity object with a tag and no dek, or a dek and no tag; send both in one page; nothing of the page was stored",
+            "rows[{}] would leave an identity object with a tag and no dek, or a dek and no tag, or a slot's identity row without its tag; send an object's rows in one page; nothing of the page was stored",
             e.row
         ),
     })
@@ -1481,8 +1481,8 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     let mut view = ServerView::default();
     let mut keys: Vec<RowKey> = rows.iter().map(Row::key).collect();
     let mut identities: HashSet<&str> = HashSet::new();
-    // Both the `tag` and the `dek` of every identity object the page writes: the plan checks
-    // that the object keeps them together.
+    // Both the `tag` and the `dek` of every identity object the page writes (a slot's
+    // `identity` row included): the plan checks that the object keeps its rows together.
     let mut objects: HashSet<&str> = HashSet::new();
     let mut tokens: Vec<String> = Vec::new();
     for row in rows {
@@ -1497,7 +1497,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 tokens.push(live.token.clone());
             }
             Row::Meta { key, .. } => {
-                if let Some(object) = tag_or_dek_object(key) {
+                if let Some(object) = tag_or_dek_object(key).or_else(|| owner_row_object(key)) {
                     objects.insert(object);
                 }
             }
