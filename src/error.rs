@@ -124,7 +124,7 @@ impl fmt::Debug for Original {
     }
 }
 
-/// A backend failure (`STORAGE`).
+/// A backend failure: `STORAGE`'s fields, and `QUOTA_EXCEEDED`'s (which has no name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFailure {
     /// The backend's own name for the failure (for IndexedDB, the DOMException name).
