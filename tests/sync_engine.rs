@@ -916,13 +916,32 @@ fn a_forged_identity_row_locks_no_one_out_and_a_slot_keeps_its_identity_row() {
 /// A password that is not [`PASSWORD`] or [`NEW`].
 const THIRD: &str = "a third password entirely";
 
+/// On each of `nodes`, after a lock: `record` opens with `opener`, and every secret of
+/// `closed` is INVALID_PASSWORD (it opens neither a record nor an identity).
+async fn opens_only(nodes: &[&Node], record: (&str, &str), opener: &str, closed: &[&str]) {
+    for node in nodes {
+        node.vault.lock();
+        assert_eq!(
+            node.vault.token_read(record.0, &pw(opener)).await.unwrap(),
+            record.1
+        );
+        for secret in closed {
+            assert_eq!(
+                node.vault.unlock(&pw(secret)).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword,
+                "{secret} opens nothing"
+            );
+        }
+    }
+}
+
 /// Both replicas synced, then an identity operation on each while apart, then syncs until
-/// they agree; returns the two records' tokens and a fresh replica synced after.
+/// they agree; returns the two replicas, a fresh one synced after, and the records' tokens.
 async fn race(
     setup_slot: bool,
     on_a: impl AsyncFnOnce(&Node),
     on_b: impl AsyncFnOnce(&Node),
-) -> (Node, Node, Node, Node, Vec<String>) {
+) -> (Node, Node, Node, Vec<String>) {
     let server = memory(true).await;
     let (a, b) = (memory(true).await, memory(true).await);
     let remote = wire(&server);
@@ -940,7 +959,7 @@ async fn race(
     converged(&[&a, &b, &server]).await;
     let fresh = memory(true).await;
     sync(&fresh, &remote).await;
-    (server, a, b, fresh, tokens)
+    (a, b, fresh, tokens)
 }
 
 /// Found by a re-audit of SYNC.md: a password change made on one replica while another rotated
@@ -950,7 +969,7 @@ async fn race(
 #[test]
 fn a_rotation_keeps_the_old_key_retired_against_a_concurrent_password_change() {
     block_on(async {
-        let (_server, a, b, fresh, tokens) = race(
+        let (a, b, fresh, tokens) = race(
             false,
             async |a| rotate_to_new(a).await,
             async |b| {
@@ -961,20 +980,13 @@ fn a_rotation_keeps_the_old_key_retired_against_a_concurrent_password_change() {
             },
         )
         .await;
-        for node in [&a, &b, &fresh] {
-            node.vault.lock();
-            assert_eq!(
-                node.vault.token_read(&tokens[0], &pw(NEW)).await.unwrap(),
-                "one"
-            );
-            for retired in [PASSWORD, THIRD] {
-                assert_eq!(
-                    node.vault.unlock(&pw(retired)).await.unwrap_err().code(),
-                    ErrorCode::InvalidPassword,
-                    "{retired} opens nothing"
-                );
-            }
-        }
+        opens_only(
+            &[&a, &b, &fresh],
+            (&tokens[0], "one"),
+            NEW,
+            &[PASSWORD, THIRD],
+        )
+        .await;
     });
 }
 
@@ -985,7 +997,7 @@ fn a_rotation_keeps_the_old_key_retired_against_a_concurrent_password_change() {
 #[test]
 fn a_slot_removed_on_one_replica_while_another_changes_its_secret_stays_removed() {
     block_on(async {
-        let (_server, a, b, fresh, tokens) = race(
+        let (a, b, fresh, tokens) = race(
             true,
             async |a| a.vault.secret_remove(&pw(NEW)).await.unwrap(),
             async |b| {
@@ -996,23 +1008,13 @@ fn a_slot_removed_on_one_replica_while_another_changes_its_secret_stays_removed(
             },
         )
         .await;
-        for node in [&a, &b, &fresh] {
-            node.vault.lock();
-            assert_eq!(
-                node.vault
-                    .token_read(&tokens[1], &pw(PASSWORD))
-                    .await
-                    .unwrap(),
-                "two"
-            );
-            for gone in [NEW, THIRD] {
-                assert_eq!(
-                    node.vault.unlock(&pw(gone)).await.unwrap_err().code(),
-                    ErrorCode::InvalidPassword,
-                    "{gone} opens nothing"
-                );
-            }
-        }
+        opens_only(
+            &[&a, &b, &fresh],
+            (&tokens[1], "two"),
+            PASSWORD,
+            &[NEW, THIRD],
+        )
+        .await;
     });
 }
 
