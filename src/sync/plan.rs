@@ -158,20 +158,9 @@ fn sealed_under(row: &Row) -> Option<&str> {
     }
 }
 
-/// The object a meta row belongs to when it is the `tag` or `dek` of an identity or slot.
-pub fn tag_or_dek_object(key: &MetaKey) -> Option<&str> {
-    (key.object_type == object_type::IDENTITY && (key.key == TAG_KEY || key.key == DEK_KEY))
-        .then_some(key.object_id.as_str())
-}
-
-/// The slot a meta row belongs to when it is a slot's `identity` row (naming its identity).
-pub fn owner_row_object(key: &MetaKey) -> Option<&str> {
-    (key.object_type == object_type::IDENTITY && key.key == OWNER_KEY)
-        .then_some(key.object_id.as_str())
-}
-
-/// The identity a meta row belongs to when it is one of an identity object's rows.
-fn identity_of(key: &MetaKey) -> Option<&str> {
+/// The identity (or secret slot) object a meta row belongs to when it is one of its rows
+/// (`tag`, `dek`, a slot's `identity`: the wire admits no other key of the type).
+pub fn identity_of(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
 }
 
@@ -373,7 +362,7 @@ pub fn plan_push(
     // identity its key was not wrapped for.
     for (i, row) in rows.iter().enumerate() {
         if let Row::Meta { key, .. } = row
-            && let Some(object) = tag_or_dek_object(key).or_else(|| owner_row_object(key))
+            && let Some(object) = identity_of(key)
         {
             let live = |k: &str| {
                 state

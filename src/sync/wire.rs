@@ -19,7 +19,7 @@ use super::rev::Rev;
 use crate::crypto::{Envelope, IDENTITY_ID_PREFIX, is_identity_id, is_lower_hex, is_wrapped_dek};
 use crate::json::write_str;
 use crate::record::MAX_TIME_MS;
-use crate::storage::{MetaKey, OWNER_KEY, STATE_ID, object_type};
+use crate::storage::{DEK_KEY, MetaKey, OWNER_KEY, STATE_ID, TAG_KEY, object_type};
 use crate::token;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
@@ -881,7 +881,7 @@ fn meta_key(fields: &mut Fields) -> Result<MetaKey, WireError> {
                     "an identity id must be \"p_\" and 32 lowercase hexadecimal digits",
                 ));
             }
-            if !matches!(key.as_str(), "tag" | "dek" | OWNER_KEY) {
+            if !matches!(key.as_str(), TAG_KEY | DEK_KEY | OWNER_KEY) {
                 return Err(malformed(
                     &key_path,
                     "identity rows must be \"tag\", \"dek\" or \"identity\"",
@@ -922,11 +922,11 @@ fn check_meta_value(key: &MetaKey, value: &str, path: &str) -> Result<(), WireEr
         return Ok(());
     }
     let (ok, what) = match key.key.as_str() {
-        "tag" => (
+        TAG_KEY => (
             is_lower_hex(value, 64),
             "an identity tag must be 64 lowercase hexadecimal digits",
         ),
-        "dek" => (
+        DEK_KEY => (
             is_wrapped_dek(value),
             "an identity's dek must be a well-formed vs1k: wrapped key",
         ),

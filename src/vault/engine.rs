@@ -25,8 +25,8 @@ use crate::storage::{
     object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_tag_key, owner_row_object,
-    plan_pull, plan_push, removed_identity, supersedes_local, tag_or_dek_object,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_of, identity_tag_key,
+    plan_pull, plan_push, removed_identity, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -84,14 +84,11 @@ fn object_start<T>(rows: &[(Row, T)], start: usize, i: usize) -> usize {
     if cut == start { i } else { cut }
 }
 
-/// The identity (or secret slot) object a meta row is a row of: any of its rows (`tag`, `dek`,
-/// a slot's `identity`), where [`tag_or_dek_object`] takes only the two kept together.
+/// The identity (or secret slot) object `row` is a row of ([`identity_of`]).
 fn identity_row_object(row: &Row) -> Option<&str> {
     match row {
-        Row::Meta { key, .. } if key.object_type == object_type::IDENTITY => {
-            Some(key.object_id.as_str())
-        }
-        _ => None,
+        Row::Meta { key, .. } => identity_of(key),
+        Row::Record { .. } => None,
     }
 }
 
@@ -1497,7 +1494,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 tokens.push(live.token.clone());
             }
             Row::Meta { key, .. } => {
-                if let Some(object) = tag_or_dek_object(key).or_else(|| owner_row_object(key)) {
+                if let Some(object) = identity_of(key) {
                     objects.insert(object);
                 }
             }
