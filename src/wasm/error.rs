@@ -2,7 +2,7 @@
 //! The TypeScript layer gives it the `VaultError` prototype, so `instanceof` works in every entry.
 
 use super::convert::set;
-use crate::error::{Original, VaultError};
+use crate::error::VaultError;
 use js_sys::{Array, Error};
 use wasm_bindgen::JsValue;
 
@@ -18,24 +18,16 @@ pub fn to_js(error: &VaultError) -> JsValue {
         let list: Array = tokens.iter().map(|t| JsValue::from_str(t)).collect();
         set(&js, "tokens", &list);
     }
-    let original = match error {
-        VaultError::Storage(failure) => Some(&failure.original),
-        VaultError::QuotaExceeded(failure) => Some(&failure.original),
-        _ => None,
-    };
-    if let Some(thrown) = original.and_then(Original::value) {
-        // The platform's own error, as it was thrown (API.md: `cause` keeps the original).
-        set(&js, "cause", thrown);
-    } else if let Some(name) = error.cause_name() {
-        // Keep the backend's own error (for IndexedDB, the DOMException name and message).
-        let message = match error {
-            VaultError::Storage(failure) => failure.message.as_str(),
-            VaultError::QuotaExceeded(failure) => failure.message.as_str(),
-            _ => "",
-        };
-        let cause: JsValue = Error::new(message).into();
-        set(&cause, "name", &JsValue::from_str(name));
-        set(&js, "cause", &cause);
+    if let VaultError::Storage(failure) | VaultError::QuotaExceeded(failure) = error {
+        if let Some(thrown) = failure.original.value() {
+            // The platform's own error, as it was thrown (API.md: `cause` keeps the original).
+            set(&js, "cause", thrown);
+        } else if let Some(name) = error.cause_name() {
+            // A failure the package found itself: an Error named for it, with its message.
+            let cause: JsValue = Error::new(&failure.message).into();
+            set(&cause, "name", &JsValue::from_str(name));
+            set(&js, "cause", &cause);
+        }
     }
     js
 }
