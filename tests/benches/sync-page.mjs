@@ -42,17 +42,24 @@ window.syncBench = {
     // Counts the requests by kind and the bytes sent, without parsing a body (it is timed), and
     // the time spent waiting for the server's whole answer (`wireMs`): the rest is the replica's.
     const wire = { pulls: 0, pushes: 0, bytesUp: 0, wireMs: 0 };
+    // Each request as [op, sent, answered (ms from the sync's start), bytes], for SYNC_BENCH_DEBUG.
+    const timeline = (globalThis.lastTimeline = []);
+    let t0 = 0;
     const counting = async (url, init) => {
-      wire[init.body.startsWith('{"sync":1,"op":"push"') ? "pushes" : "pulls"]++;
+      const sentAt = performance.now() - t0;
+      const op = init.body.startsWith('{"sync":1,"op":"push"') ? "push" : "pull";
+      wire[op === "push" ? "pushes" : "pulls"]++;
       wire.bytesUp += init.body.length;
       const started = performance.now();
       const response = await fetch(url, init);
       const body = await response.arrayBuffer();
       wire.wireMs += performance.now() - started;
+      timeline.push([op, Math.round(sentAt), Math.round(performance.now() - t0), body.byteLength]);
       return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
     };
     let report;
     const ms = await time(async () => {
+      t0 = performance.now();
       report = await vault.sync({ url: setup.syncUrl, headers: { authorization: setup.authorization }, fetch: counting });
     });
     expectEqual(report.pulled >= setup.expected.length, true, `pulled ${report.pulled}`);

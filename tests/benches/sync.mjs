@@ -14,7 +14,9 @@
 //
 // Every row checks its answer: the replica holds exactly the rows the Dexie side wrote and opens
 // them to the values created; the change arrives; every replica ends with every other's last write.
-// SYNC_BENCH_DEBUG=1 prints every request a Node replica makes (op, rows, status, bytes, time).
+// SYNC_BENCH_DEBUG=1 prints every request a Node replica makes (op, rows, status, bytes, time), and
+// the last Chromium first sync's requests as [op, sent, answered (ms from its start), bytes]: the
+// gaps between pulls are the pages' applies.
 // SYNC_BENCH_PROFILE=package (or baseline) profiles one more first sync (cpuprofile.mjs).
 import { createHmac } from "node:crypto";
 import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
@@ -165,6 +167,7 @@ export async function syncRows({ root, consumer, packageDir, context, pageUrl, c
       expectEqual(held, n, "records on the server");
       const side = (name) => () => page.evaluate((s) => window.syncBench[s](), name);
       record("sync.firstSync", await alternate(config.rounds, { package: side("package"), baseline: side("baseline") }, seedOf("sync.firstSync") ^ config.seed));
+      if (process.env.SYNC_BENCH_DEBUG) console.log(await page.evaluate(() => JSON.stringify(globalThis.lastTimeline)));
       if (process.env.SYNC_BENCH_PROFILE) await profiled(context, page, process.env.SYNC_BENCH_PROFILE);
       await page.close();
     }
