@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use vaultstore_wasm::platform::Platform;
 use vaultstore_wasm::storage::memory::GlueMemoryStorage;
 use vaultstore_wasm::storage::sql::SqlStorage;
-use vaultstore_wasm::storage::{Row, Storage};
+use vaultstore_wasm::storage::{OWNER_KEY, Row, Storage};
+use vaultstore_wasm::sync::MetaVersion;
 use vaultstore_wasm::{
     CreateOptions, ErrorCode, RekeyOptions, Result, Secret, SyncReport, SyncTransport, Vault,
     VaultError, VaultOptions,
@@ -126,12 +127,17 @@ async fn create(node: &Node, value: &str, secret: &str) -> String {
 
 /// A rotation on `node` from [`PASSWORD`] to [`NEW`]: a new identity and key, the old one removed.
 async fn rotate_to_new(node: &Node) {
+    rotate_to(node, NEW).await;
+}
+
+/// A rotation from [`PASSWORD`] to `to` on `node`.
+async fn rotate_to(node: &Node, to: &str) {
     let rotate = RekeyOptions {
         rotate: true,
         ..RekeyOptions::default()
     };
     node.vault
-        .bulk_rekey(&pw(PASSWORD), &pw(NEW), &rotate)
+        .bulk_rekey(&pw(PASSWORD), &pw(to), &rotate)
         .await
         .unwrap();
 }
@@ -840,6 +846,29 @@ fn a_forged_identity_object_with_a_real_tag_locks_no_one_out() {
     });
 }
 
+/// A replica holding a record (its token returned) under [`PASSWORD`], whose identity has a
+/// second secret ([`NEW`]), synced to `server`; with its push, and the slot's `identity` row in it.
+async fn synced_slot(server: &Node) -> (Node, String, serde_json::Value, serde_json::Value) {
+    let a = memory(true).await;
+    let token = create(&a, "v", PASSWORD).await;
+    a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+    let recording = Recording {
+        inner: wire(server),
+        pushes: Default::default(),
+    };
+    a.vault.sync(&recording, None).await.unwrap();
+    let push: serde_json::Value =
+        serde_json::from_str(&recording.pushes.lock().unwrap()[0]).unwrap();
+    let slot_owner = push["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == "identity")
+        .expect("the slot's identity row")
+        .clone();
+    (a, token, push, slot_owner)
+}
+
 /// Found by a re-audit of SYNC.md: one forged row, an `identity` row put onto a real
 /// identity's own object (as if it were a slot of another), was stored, and then every replica
 /// answered DECRYPTION_FAILED to the identity's secret: its key was looked up under the named
@@ -849,21 +878,7 @@ fn a_forged_identity_object_with_a_real_tag_locks_no_one_out() {
 fn a_forged_identity_row_locks_no_one_out_and_a_slot_keeps_its_identity_row() {
     block_on(async {
         let server = memory(true).await;
-        let a = memory(true).await;
-        let token = create(&a, "v", PASSWORD).await;
-        a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
-        let recording = Recording {
-            inner: wire(&server),
-            pushes: Default::default(),
-        };
-        a.vault.sync(&recording, None).await.unwrap();
-        let push: serde_json::Value =
-            serde_json::from_str(&recording.pushes.lock().unwrap()[0]).unwrap();
-        let rows = push["rows"].as_array().unwrap();
-        let slot_owner = rows
-            .iter()
-            .find(|row| row["key"] == "identity")
-            .expect("the slot's identity row");
+        let (a, token, push, slot_owner) = synced_slot(&server).await;
         let identity = slot_owner["value"].as_str().unwrap();
         let slot = slot_owner["objectId"].as_str().unwrap();
         let send = |rows: serde_json::Value| {
@@ -1015,6 +1030,93 @@ fn a_slot_removed_on_one_replica_while_another_changes_its_secret_stays_removed(
             &[NEW, THIRD],
         )
         .await;
+    });
+}
+
+/// Found by the re-audit of SYNC.md, and left open until now: a secret added on one replica
+/// while another rotated its identity away survived as an orphan slot, its `identity` row
+/// naming the removed identity. Its secret opened the retired key, which opens no record, and a
+/// device writing under it was stranded. The rotation wins now, in either order the two reach
+/// the server: the slot goes with the identity it belonged to, and the added secret opens
+/// nothing, on every replica.
+#[test]
+fn a_secret_added_on_one_replica_while_another_rotates_its_identity_goes_with_it() {
+    block_on(async {
+        let add = async |node: &Node| {
+            node.vault
+                .secret_add(&pw(PASSWORD), &pw(NEW))
+                .await
+                .unwrap()
+        };
+        let rotate = async |node: &Node| rotate_to(node, THIRD).await;
+        // `race` syncs A first: the slot reaches the server before the rotation, then after it.
+        for (first, (a, b, fresh, tokens)) in [
+            ("the slot", race(false, add, rotate).await),
+            ("the rotation", race(false, rotate, add).await),
+        ] {
+            opens_only(
+                &[&a, &b, &fresh],
+                (&tokens[0], "one"),
+                THIRD,
+                &[PASSWORD, NEW],
+            )
+            .await;
+            // `race` checked that the replicas and the server agree: none holds a live slot.
+            let live_slots = replicated(&*fresh.store)
+                .await
+                .into_values()
+                .filter(|row| match row {
+                    Row::Meta {
+                        key,
+                        version: MetaVersion::Value { .. },
+                    } => key.key == OWNER_KEY,
+                    _ => false,
+                })
+                .count();
+            assert_eq!(live_slots, 0, "{first} synced first");
+        }
+    });
+}
+
+/// The server removes a slot whose identity is gone, but records link to identities, never to
+/// slots: an `identity` row forged onto a live identity, naming a retired one, removes nothing,
+/// and the identity's records keep opening.
+#[test]
+fn an_identity_row_forged_onto_an_identity_naming_a_retired_one_removes_nothing() {
+    block_on(async {
+        let server = memory(true).await;
+        let (a, token, push, slot_owner) = synced_slot(&server).await;
+        let retired = slot_owner["value"].as_str().unwrap().to_owned();
+        // A rotation retires the identity (and its slot), and makes another.
+        rotate_to(&a, THIRD).await;
+        let remote = wire(&server);
+        sync(&a, &remote).await;
+        let current = replicated(&*server.store)
+            .await
+            .into_values()
+            .find_map(|row| match row {
+                Row::Record {
+                    version: vaultstore_wasm::sync::RecordVersion::Live(live),
+                    ..
+                } => live.password_id,
+                _ => None,
+            })
+            .expect("the record's identity");
+        assert_ne!(current, retired);
+        let mut forged_row = slot_owner;
+        forged_row["objectId"] = current.into();
+        let mut forged = push;
+        forged["rows"] = serde_json::json!([forged_row]);
+        forged["checkpoint"] = serde_json::Value::Null;
+        let (status, body) = server
+            .vault
+            .sync_handle(forged.to_string().as_bytes())
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let fresh = memory(true).await;
+        sync(&a, &remote).await;
+        sync(&fresh, &remote).await;
+        opens_only(&[&a, &fresh], (&token, "v"), THIRD, &[PASSWORD, NEW]).await;
     });
 }
 

@@ -3,7 +3,8 @@
 //! replicas on GlueSQL memory, the second one on SQLite), all joined to one vault first. Then
 //! random operations on random replicas: create, custom create (3 tokens, so they collide),
 //! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
-//! setting, a password change (identities on: a re-wrap), a rotation, time passing (seconds, or
+//! setting, a password change (identities on: a re-wrap), a rotation, a secret added to the
+//! password's identity (identities on: a slot, `secretAdd`), time passing (seconds, or
 //! months: past the 90-day retention, so the server collects tombstones, replicas drop their
 //! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
@@ -48,6 +49,9 @@
 //!    identity in the default run), the one the write of the converged revision of the identity's
 //!    `tag` row set, and every other password ever set is `INVALID_PASSWORD` on every replica.
 //!    Through rotations (below) only "some password of the history, the same everywhere".
+//!    Every secret a `secretAdd` added opens alike on every replica (the strict run: it opens the
+//!    vault), and no live slot names an identity the server does not hold (a slot goes with its
+//!    identity; without that, the through-rotations run fails in a few cases of 200).
 //! 5. Zero knowledge: no value written and no password appears in the server's store: every
 //!    column of every table of the SQLite server, or, on GlueSQL, its snapshot and its rows.
 //!
@@ -359,6 +363,8 @@ enum Op {
     Setting(usize, usize),
     Password(usize),
     Rotate(usize),
+    /// Identities on: a new secret for the identity this replica's password opens (a slot).
+    SecretAdd(usize),
     /// Every clock moves on by this many milliseconds.
     Tick(i64),
     /// Every clock moves on by this many days, more than the 90-day retention: the server
@@ -413,6 +419,7 @@ fn write_op() -> impl Strategy<Value = Op> {
         1 => (r.clone(), any::<bool>()).prop_map(|(r, hard)| Op::Purge(r, hard)),
         1 => (r.clone(), 0..SETTINGS.len()).prop_map(|(r, k)| Op::Setting(r, k)),
         1 => r.clone().prop_map(Op::Password),
+        1 => r.clone().prop_map(Op::SecretAdd),
         1 => r.prop_map(Op::Rotate),
     ]
 }
@@ -501,6 +508,8 @@ struct History {
     /// wraps its key for.
     identity: Option<String>,
     tags: HashMap<String, BTreeMap<Rev, String>>,
+    /// Identities on: every secret a `secretAdd` added (a slot of the identity it opened).
+    slots: Vec<String>,
     /// (replica, record id) of every record a sync of that replica reported stranded.
     stranded: Vec<(usize, String)>,
     next: usize,
@@ -836,6 +845,7 @@ fn replica_of(op: &Op) -> Option<usize> {
         | Op::Setting(r, _)
         | Op::Password(r)
         | Op::Rotate(r)
+        | Op::SecretAdd(r)
         | Op::Sync(r, _) => Some(*r),
         Op::Tick(_)
         | Op::Away(_)
@@ -966,6 +976,23 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             if tolerated("rekey", node, rekeyed).is_some() {
                 history.rewrapped(node, &new).await;
                 history.passwords.push(new);
+            }
+        }
+        (Op::SecretAdd(_), Some(node)) => {
+            if !history.identities {
+                return;
+            }
+            let existing = secret_for(node, history).await;
+            let added = history.fresh("slot");
+            let result = node
+                .vault
+                .secret_add(
+                    &Secret::password(existing.as_str()),
+                    &Secret::password(added.as_str()),
+                )
+                .await;
+            if tolerated("secretAdd", node, result).is_some() {
+                history.slots.push(added);
             }
         }
         (Op::Sync(r, fault), Some(node)) => {
@@ -1453,6 +1480,57 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
             }
         }
     }
+    // Secret slots: each goes with its identity (SYNC.md 7), so no live slot names an identity
+    // the server no longer holds, and an added secret opens the same on every replica: its
+    // identity (always, in the strict run, whose identity is never removed), or nothing.
+    // Without the server removing a slot whose identity another replica removed, the
+    // through-rotations run fails here in a few cases of 200.
+    for row in rows.values() {
+        if let Row::Meta {
+            key,
+            version: MetaVersion::Value { value: owner, .. },
+        } = row
+            && key.object_type == object_type::IDENTITY
+            && key.key == "identity"
+        {
+            let tag = RowKey::Meta(MetaKey::new(object_type::IDENTITY, owner, "tag"));
+            assert!(
+                matches!(
+                    rows.get(&tag),
+                    Some(Row::Meta {
+                        version: MetaVersion::Value { .. },
+                        ..
+                    })
+                ),
+                "the slot {} names the identity {owner}, which the server does not hold",
+                key.object_id
+            );
+        }
+    }
+    for secret in &history.slots {
+        let mut outcomes = Vec::new();
+        for node in nodes {
+            node.vault.lock();
+            let unlocked = node.vault.unlock(&Secret::password(secret.as_str())).await;
+            outcomes.push(unlocked.map_err(|e| e.code()));
+        }
+        assert!(
+            outcomes.iter().all(|o| o == &outcomes[0]),
+            "{secret} opens differently on the replicas: {outcomes:?}"
+        );
+        if history.identities && !known_bugs() {
+            assert_eq!(outcomes[0], Ok(true), "{secret} no longer opens the vault");
+        } else {
+            // `false`: the vault holds nothing any more to check a secret against.
+            assert!(
+                matches!(
+                    outcomes[0],
+                    Ok(true | false) | Err(ErrorCode::InvalidPassword)
+                ),
+                "{secret}: {outcomes:?}"
+            );
+        }
+    }
     // 5. Zero knowledge.
     let dump = match &server.sqlite {
         Some(db) => db.with(dump_sqlite),
@@ -1462,7 +1540,12 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
         }
     };
     assert!(dump.len() > 100, "the dump holds the server's rows");
-    for secret in history.plaintexts.iter().chain(&history.passwords) {
+    for secret in history
+        .plaintexts
+        .iter()
+        .chain(&history.passwords)
+        .chain(&history.slots)
+    {
         assert!(
             !dump.contains(secret.as_str()),
             "the server's store holds {secret} in plaintext"

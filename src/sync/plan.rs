@@ -14,7 +14,9 @@
 //!   identity it has never had is a malformed request (`422`): the client sends identities first.
 //!   So is a page that leaves an identity object with a `tag` and no `dek`, or a `dek` and no
 //!   `tag` (FORMAT.md: they are always written together; the pusher never splits an object
-//!   across pages).
+//!   across pages). And a secret slot goes with its identity: one whose identity the server has
+//!   removed, or removes with this page, is removed too (FORMAT.md "A slot goes with its
+//!   identity").
 //! - **A replica** never loses what it holds: a pulled row that would remove or shadow a local
 //!   record its user can still read (a `displaced` tombstone of it, a pulled record that takes
 //!   its custom token, an identity removal while local records still use the identity) is set
@@ -47,6 +49,13 @@ pub struct ServerView {
     pub token_holders: HashMap<String, String>,
     /// For each identity the page removes: up to `rows + 1` ids of records linked to it.
     pub linked: HashMap<String, Vec<String>>,
+    /// For each identity the page removes: the object ids of its secret slots (each with its
+    /// rows' versions in `stored`). The `tag` of each identity a slot row of the page names,
+    /// or a stored slot the page changes, is in `stored` too.
+    pub slots: HashMap<String, Vec<String>>,
+    /// Objects with an `identity` row naming a removed identity that stored records link to:
+    /// identities, not slots (a forged `identity` row on one), which no slot removal takes.
+    pub linked_objects: HashSet<String>,
 }
 
 /// The ops and the report of a pushed page.
@@ -162,6 +171,14 @@ fn sealed_under(row: &Row) -> Option<&str> {
 /// (`tag`, `dek`, a slot's `identity`: the wire admits no other key of the type).
 pub fn identity_of(key: &MetaKey) -> Option<&str> {
     (key.object_type == object_type::IDENTITY).then_some(key.object_id.as_str())
+}
+
+/// The identity (or slot) objects whose rows a page carries (once per row).
+pub fn objects_of(rows: &[Row]) -> impl Iterator<Item = &str> {
+    rows.iter().filter_map(|row| match row {
+        Row::Meta { key, .. } => identity_of(key),
+        Row::Record { .. } => None,
+    })
 }
 
 /// The identity whose row (its `tag`, `dek` or a slot) `row` removes, if it removes one.
@@ -356,6 +373,64 @@ pub fn plan_push(
             dirty: false,
         });
     }
+    // SYNC.md 7: a slot goes with its identity. A secret added on one replica while another
+    // rotated the identity away (or deleted its last record) would otherwise be left as an
+    // orphan whose secret opens the retired key, and stranded whatever a device wrote under it.
+    // Whichever reaches the server first, the removal wins: the server removes the slot too,
+    // and a replica that pushed it takes the removal back as its rows' current version.
+    let mut slots: std::collections::BTreeSet<&str> =
+        view.slots.values().flatten().map(String::as_str).collect();
+    slots.extend(objects_of(rows));
+    for object in slots {
+        let owner_key = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
+        let Some(Row::Meta {
+            version: MetaVersion::Value { value: owner, .. },
+            ..
+        }) = state.get(&owner_key)
+        else {
+            continue;
+        };
+        let owner_tag = RowKey::Meta(identity_tag_key(owner));
+        guard(&owner_tag, &mut plan.ops);
+        // Records link to identities, never to slots: an object they link to (in the store or
+        // in this page) is an identity carrying a forged `identity` row, and stays.
+        let linked = view.linked_objects.contains(object)
+            || rows.iter().any(|row| sealed_under(row) == Some(object));
+        if linked || !state.get(&owner_tag).is_some_and(Row::is_gone) {
+            continue;
+        }
+        for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+            let key = MetaKey::new(object_type::IDENTITY, object, k);
+            let row_key = RowKey::Meta(key.clone());
+            guard(&row_key, &mut plan.ops);
+            if state.get(&row_key).is_none_or(Row::is_gone) {
+                continue;
+            }
+            let gone = Row::Meta {
+                key,
+                version: MetaVersion::Gone {
+                    rev: stamp,
+                    deleted_at: now,
+                },
+            };
+            // A row refused (a revision in the future) is answered as refused only.
+            if let Some(i) = rows.iter().position(|row| row.key() == row_key)
+                && !plan.refused.iter().any(|r| r.i == i)
+            {
+                plan.superseded.retain(|s| s.i != i);
+                plan.superseded.push(Superseded {
+                    i,
+                    current: gone.clone(),
+                });
+            }
+            state.set(gone.clone());
+            plan.ops.push(WriteOp::PutVersion {
+                row: Box::new(gone),
+                dirty: false,
+            });
+        }
+    }
+    crate::sorting::sort_by_key(&mut plan.superseded, |s| s.i);
     // Every identity object the page touched keeps its `tag` and `dek` together, as the page
     // leaves them (the server view read both rows of each), and a slot's `identity` row is
     // written and removed with them: alone, its removal would leave the slot reading as an

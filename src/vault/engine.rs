@@ -21,12 +21,12 @@ use crate::crypto::KdfParams;
 use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::storage::{
-    MaybeSendSync, MetaKey, MetaRow, RowKey, StorageError, Stored, WriteOp, WriteTransaction,
-    object_type,
+    DEK_KEY, MaybeSendSync, MetaKey, MetaRow, OWNER_KEY, RowKey, StorageError, Stored, TAG_KEY,
+    WriteOp, WriteTransaction, object_type,
 };
 use crate::sync::plan::{
     Contradiction, ContradictionKind, ReplicaView, ServerView, identity_of, identity_tag_key,
-    plan_pull, plan_push, removed_identity, supersedes_local,
+    objects_of, plan_pull, plan_push, removed_identity, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -1493,23 +1493,40 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 }
                 tokens.push(live.token.clone());
             }
-            Row::Meta { key, .. } => {
+            Row::Meta { key, version } => {
                 if let Some(object) = identity_of(key) {
                     objects.insert(object);
+                    // A slot's identity: the plan removes a slot whose identity is gone.
+                    if let (OWNER_KEY, MetaVersion::Value { value, .. }) =
+                        (key.key.as_str(), version)
+                    {
+                        identities.insert(value.as_str());
+                    }
                 }
             }
             Row::Record { .. } => {}
         }
+    }
+    // The secret slots of every identity the page removes, which go with it.
+    for identity in rows.iter().filter_map(removed_identity) {
+        if view.slots.contains_key(identity) {
+            continue;
+        }
+        let slots: Vec<String> = tx
+            .meta_find(object_type::IDENTITY, OWNER_KEY, identity)
+            .await?
+            .into_iter()
+            .map(|row| row.key.object_id)
+            .collect();
+        keys.extend(slots.iter().flat_map(|slot| object_keys(slot)));
+        view.slots.insert(identity.to_owned(), slots);
     }
     // `versions_of` reads each key once.
     keys.extend(
         identities
             .into_iter()
             .map(|p| RowKey::Meta(identity_tag_key(p)))
-            .chain(objects.into_iter().flat_map(|object| {
-                [crate::storage::TAG_KEY, crate::storage::DEK_KEY]
-                    .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
-            })),
+            .chain(objects.into_iter().flat_map(object_keys)),
     );
     if !tokens.is_empty() {
         for (token, holder) in tokens.iter().zip(tx.records_by_tokens(&tokens).await?) {
@@ -1523,7 +1540,8 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     view.stored = versions_of(tx, keys).await?;
     // A merge may keep the stored value of a record, and with it the identity it is sealed
     // under, which the page need not name (a soft delete pushed from a replica that had not
-    // seen a rotation re-seal it): its tag is read too, in a second round only then.
+    // seen a rotation re-seal it): its tag is read too, in a second round only then. So is the
+    // identity of a stored slot the page re-wraps.
     let kept: Vec<RowKey> = view
         .stored
         .values()
@@ -1532,6 +1550,10 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 version: RecordVersion::Live(live),
                 ..
             } => live.password_id.as_deref(),
+            Row::Meta {
+                key,
+                version: MetaVersion::Value { value, .. },
+            } if identity_of(key).is_some() && key.key == OWNER_KEY => Some(value.as_str()),
             _ => None,
         })
         .map(|p| RowKey::Meta(identity_tag_key(p)))
@@ -1540,7 +1562,36 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     if !kept.is_empty() {
         view.stored.extend(versions_of(tx, kept).await?);
     }
+    // Which of the objects a slot removal may take do records link to (only a forged
+    // `identity` row puts one on an identity): read only for those naming a removed identity,
+    // or of one the page removes, so rarely.
+    let named_removed = |object: &str| {
+        let owner = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
+        let named = rows
+            .iter()
+            .find(|row| row.key() == owner)
+            .or_else(|| view.stored.get(&owner).map(|s| &s.row));
+        matches!(named, Some(Row::Meta { version: MetaVersion::Value { value, .. }, .. })
+            if view.stored.get(&RowKey::Meta(identity_tag_key(value))).is_some_and(|s| s.row.is_gone()))
+    };
+    let mut candidates: Vec<String> = view.slots.values().flatten().cloned().collect();
+    candidates.extend(
+        objects_of(rows)
+            .filter(|object| named_removed(object))
+            .map(str::to_owned),
+    );
+    for object in candidates {
+        if !tx.records_linked_to(&object, None, 1).await?.is_empty() {
+            view.linked_objects.insert(object);
+        }
+    }
     Ok(view)
+}
+
+/// The keys of an identity object's rows: its `tag`, its `dek`, and a slot's `identity`.
+fn object_keys(object: &str) -> [RowKey; 3] {
+    [TAG_KEY, DEK_KEY, OWNER_KEY]
+        .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
 }
 
 /// Everything a replica reads to plan a pulled page (the holders of its tokens only when

@@ -7,7 +7,8 @@
 //! slots of all identities, so a secret opens at most one identity, found with one lookup),
 //! `dek` (the same DEK, wrapped under the added secret with the owning identity's id as
 //! associated data) and `identity` (the owning identity's id). Storage removes an identity's
-//! slots with it (`OWNER_KEY`). Both operations are one guarded atomic batch, touch no record,
+//! slots with it (`OWNER_KEY`), and so does a sync server when the slot and the removal were
+//! made on two replicas (`crate::sync::plan::plan_push`). Both operations are one guarded atomic batch, touch no record,
 //! and retry when a guard shows another writer changed the slots they read.
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
