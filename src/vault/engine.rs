@@ -1507,7 +1507,9 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
             Row::Record { .. } => {}
         }
     }
-    // The secret slots of every identity the page removes, which go with it.
+    // The secret slots of every identity the page removes, which go with it. A range read, which
+    // no guard covers: a slot another push commits between this read and this page's commit
+    // stays (its own plan guards the identity's tag, so only that narrow interleaving).
     for identity in rows.iter().filter_map(removed_identity) {
         if view.slots.contains_key(identity) {
             continue;
