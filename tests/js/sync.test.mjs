@@ -105,6 +105,29 @@ test("a password change reaches the other replica: the new one opens, the old on
   await rejects(b.tokenRead(tokens[1], PASSWORD), "INVALID_PASSWORD");
 });
 
+test("a secret added on one device while another rotated its identity away opens nothing after sync", async () => {
+  const s = await server({ passwordIdentity: true });
+  const a = await open({ passwordIdentity: true });
+  const b = await open({ passwordIdentity: true });
+  const [token] = await a.tokensCreate(["one"], PASSWORD);
+  await a.sync(s.remote);
+  await b.sync(s.remote);
+  // Apart: a adds a second secret to the identity, b rotates it away.
+  await a.secretAdd(PASSWORD, OTHER);
+  await b.bulkRekey(PASSWORD, NEW_PASSWORD, { rotate: true });
+  await a.sync(s.remote);
+  await b.sync(s.remote);
+  const report = await a.sync(s.remote);
+  assert.deepEqual(report.stranded, []);
+  for (const device of [a, b]) {
+    device.lock();
+    assert.equal(await device.tokenRead(token, NEW_PASSWORD), "one");
+    // The added secret went with the identity it opened: it opens nothing, like the old password.
+    await rejects(device.unlock(OTHER), "INVALID_PASSWORD");
+    await rejects(device.unlock(PASSWORD), "INVALID_PASSWORD");
+  }
+});
+
 test("a replica of another vault is refused with SYNC_CONFLICT, and nothing changes on either side", async () => {
   const events = [];
   const s = await server({ onEvent: (event) => events.push(event) });
