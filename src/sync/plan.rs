@@ -49,13 +49,21 @@ pub struct ServerView {
     pub token_holders: HashMap<String, String>,
     /// For each identity the page removes: up to `rows + 1` ids of records linked to it.
     pub linked: HashMap<String, Vec<String>>,
-    /// For each identity the page removes: the object ids of its secret slots (each with its
-    /// rows' versions in `stored`). The `tag` of each identity a slot row of the page names,
-    /// or a stored slot the page changes, is in `stored` too.
-    pub slots: HashMap<String, Vec<String>>,
+    /// The secret slots the page may leave without their identity.
+    pub slots: SlotView,
+}
+
+/// What a plan reads to remove the secret slots whose identity is removed (FORMAT.md "A slot
+/// goes with its identity"). The view's `stored` holds the versions of these slots' rows, of
+/// the rows of every identity object the page carries, and of the `tag` of each identity those
+/// objects' `identity` rows name.
+#[derive(Debug, Default)]
+pub struct SlotView {
+    /// For each identity the page removes: the object ids of its secret slots.
+    pub of_removed: HashMap<String, Vec<String>>,
     /// Objects with an `identity` row naming a removed identity that stored records link to:
     /// identities, not slots (a forged `identity` row on one), which no slot removal takes.
-    pub linked_objects: HashSet<String>,
+    pub linked: HashSet<String>,
 }
 
 /// The ops and the report of a pushed page.
@@ -373,62 +381,28 @@ pub fn plan_push(
             dirty: false,
         });
     }
-    // SYNC.md 7: a slot goes with its identity. A secret added on one replica while another
-    // rotated the identity away (or deleted its last record) would otherwise be left as an
-    // orphan whose secret opens the retired key, and stranded whatever a device wrote under it.
-    // Whichever reaches the server first, the removal wins: the server removes the slot too,
-    // and a replica that pushed it takes the removal back as its rows' current version.
-    let mut slots: std::collections::BTreeSet<&str> =
-        view.slots.values().flatten().map(String::as_str).collect();
-    slots.extend(objects_of(rows));
-    for object in slots {
-        let owner_key = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
-        let Some(Row::Meta {
-            version: MetaVersion::Value { value: owner, .. },
-            ..
-        }) = state.get(&owner_key)
-        else {
-            continue;
-        };
-        let owner_tag = RowKey::Meta(identity_tag_key(owner));
-        guard(&owner_tag, &mut plan.ops);
-        // Records link to identities, never to slots: an object they link to (in the store or
-        // in this page) is an identity carrying a forged `identity` row, and stays.
-        let linked = view.linked_objects.contains(object)
-            || rows.iter().any(|row| sealed_under(row) == Some(object));
-        if linked || !state.get(&owner_tag).is_some_and(Row::is_gone) {
-            continue;
-        }
-        for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
-            let key = MetaKey::new(object_type::IDENTITY, object, k);
-            let row_key = RowKey::Meta(key.clone());
-            guard(&row_key, &mut plan.ops);
-            if state.get(&row_key).is_none_or(Row::is_gone) {
-                continue;
-            }
-            let gone = Row::Meta {
-                key,
-                version: MetaVersion::Gone {
-                    rev: stamp,
-                    deleted_at: now,
-                },
-            };
-            // A row refused (a revision in the future) is answered as refused only.
-            if let Some(i) = rows.iter().position(|row| row.key() == row_key)
-                && !plan.refused.iter().any(|r| r.i == i)
-            {
-                plan.superseded.retain(|s| s.i != i);
-                plan.superseded.push(Superseded {
-                    i,
-                    current: gone.clone(),
-                });
-            }
-            state.set(gone.clone());
-            plan.ops.push(WriteOp::PutVersion {
-                row: Box::new(gone),
-                dirty: false,
+    // A slot the page leaves without its identity goes too, and a replica that pushed one takes
+    // the removal back as its rows' current version.
+    let (checked, orphans) = orphaned_slots(rows, &view.slots, &mut state, stamp, now);
+    for key in &checked {
+        guard(key, &mut plan.ops);
+    }
+    replace_writes(&mut plan.ops, &orphans);
+    for gone in orphans {
+        // A row refused (a revision in the future) is answered as refused only.
+        if let Some(i) = rows.iter().position(|row| row.key() == gone.key())
+            && !plan.refused.iter().any(|r| r.i == i)
+        {
+            plan.superseded.retain(|s| s.i != i);
+            plan.superseded.push(Superseded {
+                i,
+                current: gone.clone(),
             });
         }
+        plan.ops.push(WriteOp::PutVersion {
+            row: Box::new(gone),
+            dirty: false,
+        });
     }
     crate::sorting::sort_by_key(&mut plan.superseded, |s| s.i);
     // Every identity object the page touched keeps its `tag` and `dek` together, as the page
@@ -466,6 +440,71 @@ pub fn plan_push(
             .map(|identity_id| WriteOp::ExpectUnlinked { identity_id }),
     );
     Ok(plan)
+}
+
+/// SYNC.md 7: a secret slot goes with its identity. A secret added on one replica while another
+/// rotated the identity away (or deleted its last record) would otherwise be left as an orphan
+/// whose secret opens the retired key, and stranded whatever a device wrote under it. Whichever
+/// order the two arrive in, the removal wins: every slot among the page's identity objects and
+/// the slots of the identities it removes whose identity `state` (the store as the page leaves
+/// it) holds removed is removed too, in `state`, at revision `stamp` and time `now`. Records
+/// link to identities, never to slots: an object they link to (stored, or in the page) is an
+/// identity carrying a forged `identity` row, and stays. Returns the keys the decision read (to
+/// guard) and the removals (to write).
+fn orphaned_slots(
+    rows: &[Row],
+    slots: &SlotView,
+    state: &mut View,
+    stamp: Rev,
+    now: i64,
+) -> (Vec<RowKey>, Vec<Row>) {
+    let mut objects: Vec<&str> = slots
+        .of_removed
+        .values()
+        .flatten()
+        .map(String::as_str)
+        .chain(objects_of(rows))
+        .collect();
+    crate::sorting::sort(&mut objects);
+    objects.dedup();
+    let (mut checked, mut removed) = (Vec::new(), Vec::new());
+    for object in objects {
+        let owner_key = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
+        let Some(Row::Meta {
+            version: MetaVersion::Value { value: owner, .. },
+            ..
+        }) = state.get(&owner_key)
+        else {
+            continue;
+        };
+        let owner_tag = RowKey::Meta(identity_tag_key(owner));
+        let orphan = state.get(&owner_tag).is_some_and(Row::is_gone);
+        checked.push(owner_tag);
+        let linked = slots.linked.contains(object)
+            || rows.iter().any(|row| sealed_under(row) == Some(object));
+        if linked || !orphan {
+            continue;
+        }
+        for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+            let key = MetaKey::new(object_type::IDENTITY, object, k);
+            let row_key = RowKey::Meta(key.clone());
+            let live = state.get(&row_key).is_some_and(|row| !row.is_gone());
+            checked.push(row_key);
+            if !live {
+                continue;
+            }
+            let gone = Row::Meta {
+                key,
+                version: MetaVersion::Gone {
+                    rev: stamp,
+                    deleted_at: now,
+                },
+            };
+            state.set(gone.clone());
+            removed.push(gone);
+        }
+    }
+    (checked, removed)
 }
 
 /// Records linked to each identity a page may remove, as sets the plan updates while records
@@ -705,4 +744,13 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     }
     plan.ops.extend(writes);
     plan
+}
+
+/// Drop from `ops` the writes of the keys `removals` write instead.
+fn replace_writes(ops: &mut Vec<WriteOp>, removals: &[Row]) {
+    if removals.is_empty() {
+        return;
+    }
+    let keys: HashSet<RowKey> = removals.iter().map(Row::key).collect();
+    ops.retain(|op| !matches!(op, WriteOp::PutVersion { row, .. } if keys.contains(&row.key())));
 }

@@ -25,8 +25,8 @@ use crate::storage::{
     WriteOp, WriteTransaction, object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, identity_of, identity_tag_key,
-    objects_of, plan_pull, plan_push, removed_identity, supersedes_local,
+    Contradiction, ContradictionKind, ReplicaView, ServerView, SlotView, identity_of,
+    identity_tag_key, objects_of, plan_pull, plan_push, removed_identity, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -1493,35 +1493,13 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 }
                 tokens.push(live.token.clone());
             }
-            Row::Meta { key, version } => {
+            Row::Meta { key, .. } => {
                 if let Some(object) = identity_of(key) {
                     objects.insert(object);
-                    // A slot's identity: the plan removes a slot whose identity is gone.
-                    if let (OWNER_KEY, MetaVersion::Value { value, .. }) =
-                        (key.key.as_str(), version)
-                    {
-                        identities.insert(value.as_str());
-                    }
                 }
             }
             Row::Record { .. } => {}
         }
-    }
-    // The secret slots of every identity the page removes, which go with it. A range read, which
-    // no guard covers: a slot another push commits between this read and this page's commit
-    // stays (its own plan guards the identity's tag, so only that narrow interleaving).
-    for identity in rows.iter().filter_map(removed_identity) {
-        if view.slots.contains_key(identity) {
-            continue;
-        }
-        let slots: Vec<String> = tx
-            .meta_find(object_type::IDENTITY, OWNER_KEY, identity)
-            .await?
-            .into_iter()
-            .map(|row| row.key.object_id)
-            .collect();
-        keys.extend(slots.iter().flat_map(|slot| object_keys(slot)));
-        view.slots.insert(identity.to_owned(), slots);
     }
     // `versions_of` reads each key once.
     keys.extend(
@@ -1542,8 +1520,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     view.stored = versions_of(tx, keys).await?;
     // A merge may keep the stored value of a record, and with it the identity it is sealed
     // under, which the page need not name (a soft delete pushed from a replica that had not
-    // seen a rotation re-seal it): its tag is read too, in a second round only then. So is the
-    // identity of a stored slot the page re-wraps.
+    // seen a rotation re-seal it): its tag is read too, in a second round only then.
     let kept: Vec<RowKey> = view
         .stored
         .values()
@@ -1552,10 +1529,6 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
                 version: RecordVersion::Live(live),
                 ..
             } => live.password_id.as_deref(),
-            Row::Meta {
-                key,
-                version: MetaVersion::Value { value, .. },
-            } if identity_of(key).is_some() && key.key == OWNER_KEY => Some(value.as_str()),
             _ => None,
         })
         .map(|p| RowKey::Meta(identity_tag_key(p)))
@@ -1564,29 +1537,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     if !kept.is_empty() {
         view.stored.extend(versions_of(tx, kept).await?);
     }
-    // Which of the objects a slot removal may take do records link to (only a forged
-    // `identity` row puts one on an identity): read only for those naming a removed identity,
-    // or of one the page removes, so rarely.
-    let named_removed = |object: &str| {
-        let owner = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
-        let named = rows
-            .iter()
-            .find(|row| row.key() == owner)
-            .or_else(|| view.stored.get(&owner).map(|s| &s.row));
-        matches!(named, Some(Row::Meta { version: MetaVersion::Value { value, .. }, .. })
-            if view.stored.get(&RowKey::Meta(identity_tag_key(value))).is_some_and(|s| s.row.is_gone()))
-    };
-    let mut candidates: Vec<String> = view.slots.values().flatten().cloned().collect();
-    candidates.extend(
-        objects_of(rows)
-            .filter(|object| named_removed(object))
-            .map(str::to_owned),
-    );
-    for object in candidates {
-        if !tx.records_linked_to(&object, None, 1).await?.is_empty() {
-            view.linked_objects.insert(object);
-        }
-    }
+    view.slots = slot_view(tx, rows, &mut view.stored).await?;
     Ok(view)
 }
 
@@ -1594,6 +1545,89 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
 fn object_keys(object: &str) -> [RowKey; 3] {
     [TAG_KEY, DEK_KEY, OWNER_KEY]
         .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
+}
+
+/// What a plan reads to remove the slots a page leaves without their identity ([`SlotView`]),
+/// adding the versions it needs to `stored`: nothing for a page without identity rows, and for
+/// one with them a few round trips (the identity objects' rows, the identities they name, and
+/// which of those objects records link to, asked only of one naming a removed identity).
+async fn slot_view(
+    tx: &dyn WriteTransaction,
+    rows: &[Row],
+    stored: &mut HashMap<RowKey, Stored>,
+) -> Result<SlotView> {
+    let mut slots = SlotView::default();
+    let mut objects: Vec<String> = objects_of(rows).map(str::to_owned).collect();
+    if objects.is_empty() {
+        return Ok(slots);
+    }
+    // The slots of each identity the page removes, which go with it. A range read, which no
+    // guard covers: a slot another writer commits between this read and the page's commit
+    // stays (its own plan guards the identity's tag, so only that narrow interleaving).
+    for identity in rows.iter().filter_map(removed_identity) {
+        if slots.of_removed.contains_key(identity) {
+            continue;
+        }
+        let found: Vec<String> = tx
+            .meta_find(object_type::IDENTITY, OWNER_KEY, identity)
+            .await?
+            .into_iter()
+            .map(|row| row.key.object_id)
+            .collect();
+        objects.extend(found.iter().cloned());
+        slots.of_removed.insert(identity.to_owned(), found);
+    }
+    crate::sorting::sort(&mut objects);
+    objects.dedup();
+    read_missing(tx, objects.iter().flat_map(|o| object_keys(o)), stored).await?;
+    // The identity each object's `identity` row names, as the page leaves it or as stored.
+    let latest = |key: &RowKey| {
+        rows.iter()
+            .find(|row| row.key() == *key)
+            .or_else(|| stored.get(key).map(|s| &s.row))
+            .cloned()
+    };
+    let owners: Vec<(String, String)> = objects
+        .iter()
+        .filter_map(|object| {
+            match latest(&RowKey::Meta(MetaKey::new(
+                object_type::IDENTITY,
+                object,
+                OWNER_KEY,
+            ))) {
+                Some(Row::Meta {
+                    version: MetaVersion::Value { value, .. },
+                    ..
+                }) => Some((object.clone(), value)),
+                _ => None,
+            }
+        })
+        .collect();
+    let tags = |owner: &str| RowKey::Meta(identity_tag_key(owner));
+    read_missing(tx, owners.iter().map(|(_, owner)| tags(owner)), stored).await?;
+    for (object, owner) in owners {
+        let removed = rows
+            .iter()
+            .chain(stored.get(&tags(&owner)).map(|s| &s.row))
+            .any(|row| row.key() == tags(&owner) && row.is_gone());
+        if removed && !tx.records_linked_to(&object, None, 1).await?.is_empty() {
+            slots.linked.insert(object);
+        }
+    }
+    Ok(slots)
+}
+
+/// Read into `stored` the versions of those `keys` it does not hold yet.
+async fn read_missing(
+    tx: &dyn WriteTransaction,
+    keys: impl Iterator<Item = RowKey>,
+    stored: &mut HashMap<RowKey, Stored>,
+) -> Result<()> {
+    let missing: Vec<RowKey> = keys.filter(|k| !stored.contains_key(k)).collect();
+    if !missing.is_empty() {
+        stored.extend(versions_of(tx, missing).await?);
+    }
+    Ok(())
 }
 
 /// Everything a replica reads to plan a pulled page (the holders of its tokens only when

@@ -8,8 +8,9 @@
 //! `dek` (the same DEK, wrapped under the added secret with the owning identity's id as
 //! associated data) and `identity` (the owning identity's id). Storage removes an identity's
 //! slots with it (`OWNER_KEY`), and so does a sync server when the slot and the removal were
-//! made on two replicas (`crate::sync::plan::plan_push`). Both operations are one guarded atomic batch, touch no record,
-//! and retry when a guard shows another writer changed the slots they read.
+//! made on two replicas (`crate::sync::plan::plan_push`). Both operations are one guarded
+//! atomic batch, touch no record, and retry when a guard shows another writer changed the slots
+//! they read.
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
 use super::{MAX_ATTEMPTS, Vault};
