@@ -507,6 +507,15 @@ fn orphaned_slots(
     (checked, removed)
 }
 
+/// Drop from `ops` the writes of the keys `removals` write instead.
+fn replace_writes(ops: &mut Vec<WriteOp>, removals: &[Row]) {
+    if removals.is_empty() {
+        return;
+    }
+    let keys: HashSet<RowKey> = removals.iter().map(Row::key).collect();
+    ops.retain(|op| !matches!(op, WriteOp::PutVersion { row, .. } if keys.contains(&row.key())));
+}
+
 /// Records linked to each identity a page may remove, as sets the plan updates while records
 /// move, each with whether the store held more than the page could move (`ids` holds up to
 /// `rows + 1` of them).
@@ -744,13 +753,4 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
     }
     plan.ops.extend(writes);
     plan
-}
-
-/// Drop from `ops` the writes of the keys `removals` write instead.
-fn replace_writes(ops: &mut Vec<WriteOp>, removals: &[Row]) {
-    if removals.is_empty() {
-        return;
-    }
-    let keys: HashSet<RowKey> = removals.iter().map(Row::key).collect();
-    ops.retain(|op| !matches!(op, WriteOp::PutVersion { row, .. } if keys.contains(&row.key())));
 }
