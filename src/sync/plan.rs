@@ -388,9 +388,17 @@ pub fn plan_push(
         guard(key, &mut plan.ops);
     }
     replace_writes(&mut plan.ops, &orphans);
+    let index: HashMap<RowKey, usize> = if orphans.is_empty() {
+        HashMap::new()
+    } else {
+        rows.iter()
+            .enumerate()
+            .map(|(i, row)| (row.key(), i))
+            .collect()
+    };
     for gone in orphans {
         // A row refused (a revision in the future) is answered as refused only.
-        if let Some(i) = rows.iter().position(|row| row.key() == gone.key())
+        if let Some(&i) = index.get(&gone.key())
             && !plan.refused.iter().any(|r| r.i == i)
         {
             plan.superseded.retain(|s| s.i != i);
@@ -467,6 +475,7 @@ fn orphaned_slots(
         .collect();
     crate::sorting::sort(&mut objects);
     objects.dedup();
+    let sealed: HashSet<&str> = rows.iter().filter_map(sealed_under).collect();
     let (mut checked, mut removed) = (Vec::new(), Vec::new());
     for object in objects {
         let owner_key = RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, OWNER_KEY));
@@ -480,8 +489,7 @@ fn orphaned_slots(
         let owner_tag = RowKey::Meta(identity_tag_key(owner));
         let orphan = state.get(&owner_tag).is_some_and(Row::is_gone);
         checked.push(owner_tag);
-        let linked = slots.linked.contains(object)
-            || rows.iter().any(|row| sealed_under(row) == Some(object));
+        let linked = slots.linked.contains(object) || sealed.contains(object);
         if linked || !orphan {
             continue;
         }

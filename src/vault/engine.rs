@@ -1580,10 +1580,12 @@ async fn slot_view(
     crate::sorting::sort(&mut objects);
     objects.dedup();
     read_missing(tx, objects.iter().flat_map(|o| object_keys(o)), stored).await?;
-    // The identity each object's `identity` row names, as the page leaves it or as stored.
+    // The identity each object's `identity` row names, as the page leaves it or as stored
+    // (the wire decoder refuses a page that names a key twice).
+    let page: HashMap<RowKey, &Row> = rows.iter().map(|row| (row.key(), row)).collect();
     let latest = |key: &RowKey| {
-        rows.iter()
-            .find(|row| row.key() == *key)
+        page.get(key)
+            .copied()
             .or_else(|| stored.get(key).map(|s| &s.row))
             .cloned()
     };
@@ -1606,10 +1608,9 @@ async fn slot_view(
     let tags = |owner: &str| RowKey::Meta(identity_tag_key(owner));
     read_missing(tx, owners.iter().map(|(_, owner)| tags(owner)), stored).await?;
     for (object, owner) in owners {
-        let removed = rows
-            .iter()
-            .chain(stored.get(&tags(&owner)).map(|s| &s.row))
-            .any(|row| row.key() == tags(&owner) && row.is_gone());
+        let tag = tags(&owner);
+        let removed = page.get(&tag).is_some_and(|row| row.is_gone())
+            || stored.get(&tag).is_some_and(|s| s.row.is_gone());
         if removed && !tx.records_linked_to(&object, None, 1).await?.is_empty() {
             slots.linked.insert(object);
         }
