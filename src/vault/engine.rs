@@ -1548,9 +1548,11 @@ fn object_keys(object: &str) -> [RowKey; 3] {
 }
 
 /// What a plan reads to remove the slots a page leaves without their identity ([`SlotView`]),
-/// adding the versions it needs to `stored`: nothing for a page without identity rows, and for
-/// one with them a few round trips (the identity objects' rows, the identities they name, and
-/// which of those objects records link to, asked only of one naming a removed identity).
+/// adding the versions it needs to `stored`, which holds the rows of the page's identity objects
+/// already ([`server_view`] reads them with the page's keys): nothing more for a page without
+/// slots or removals, and for one with them a few round trips (the removed identities' slots,
+/// the identities the slots name, and which of those objects records link to, asked only of
+/// one naming a removed identity).
 async fn slot_view(
     tx: &dyn WriteTransaction,
     rows: &[Row],
@@ -1564,6 +1566,7 @@ async fn slot_view(
     // The slots of each identity the page removes, which go with it. A range read, which no
     // guard covers: a slot another writer commits between this read and the page's commit
     // stays (its own plan guards the identity's tag, so only that narrow interleaving).
+    let mut elsewhere: Vec<String> = Vec::new();
     for identity in rows.iter().filter_map(removed_identity) {
         if slots.of_removed.contains_key(identity) {
             continue;
@@ -1574,12 +1577,15 @@ async fn slot_view(
             .into_iter()
             .map(|row| row.key.object_id)
             .collect();
-        objects.extend(found.iter().cloned());
+        elsewhere.extend(found.iter().cloned());
         slots.of_removed.insert(identity.to_owned(), found);
     }
+    // The page's own objects' rows were read with it; an absent one (an identity's `identity`
+    // row) would be asked for again.
+    read_missing(tx, elsewhere.iter().flat_map(|o| object_keys(o)), stored).await?;
+    objects.append(&mut elsewhere);
     crate::sorting::sort(&mut objects);
     objects.dedup();
-    read_missing(tx, objects.iter().flat_map(|o| object_keys(o)), stored).await?;
     // The identity each object's `identity` row names, as the page leaves it or as stored
     // (the wire decoder refuses a page that names a key twice).
     let page: HashMap<RowKey, &Row> = rows.iter().map(|row| (row.key(), row)).collect();
