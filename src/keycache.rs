@@ -250,6 +250,21 @@ impl KeyCache {
         }
     }
 
+    /// Creates of every key that remembered identity `identity_id` read it again: sync found
+    /// it removed on the server.
+    pub(crate) fn forget_writes_with(&self, identity_id: &str) {
+        for entry in &mut self.state().entries {
+            if entry
+                .derived
+                .writes_with
+                .as_ref()
+                .is_some_and(|(id, _)| id == identity_id)
+            {
+                entry.derived.writes_with = None;
+            }
+        }
+    }
+
     /// Drop (and so zeroize) the cached key of `secret`, if any: a secret removed from the
     /// vault (`secretRemove`) leaves no key behind.
     pub(crate) fn forget(&self, secret: &Secret) {

@@ -1232,21 +1232,8 @@ fn a_rotation_after_a_write_under_the_old_identity_reached_the_server_converges(
 #[test]
 fn two_replicas_that_make_the_first_identity_offline_both_stay_readable() {
     block_on(async {
-        let server = memory(true).await;
-        let (a, b) = (memory(true).await, memory(true).await);
-        let remote = wire(&server);
-        // One vault, no identity yet: both join it empty, then both write offline with the
-        // same password, so each makes an identity for it.
-        sync(&a, &remote).await;
-        sync(&b, &remote).await;
-        let from_a = create(&a, "written by a", PASSWORD).await;
-        let from_b = create(&b, "written by b", PASSWORD).await;
-        for _ in 0..2 {
-            for node in [&a, &b] {
-                sync(node, &remote).await;
-            }
-        }
-        converged(&[&a, &b, &server]).await;
+        let (server, a, b, [from_a, from_b]) = two_identities_of(PASSWORD).await;
+        settle(&server, &[&a, &b]).await;
         for node in [&a, &b] {
             for (token, value) in [(&from_a, "written by a"), (&from_b, "written by b")] {
                 node.vault.lock();
@@ -1254,6 +1241,228 @@ fn two_replicas_that_make_the_first_identity_offline_both_stay_readable() {
                     node.vault.token_read(token, &pw(PASSWORD)).await.unwrap(),
                     value
                 );
+            }
+        }
+    });
+}
+
+/// A server and two replicas that joined its vault while it was empty (no identity yet).
+async fn joined_empty() -> (Node, Node, Node) {
+    let server = memory(true).await;
+    let (a, b) = (memory(true).await, memory(true).await);
+    let remote = wire(&server);
+    sync(&a, &remote).await;
+    sync(&b, &remote).await;
+    (server, a, b)
+}
+
+/// Two replicas that join one empty vault and each first use `first` while apart, each making
+/// an identity for it; after they sync, `first` opens two identities everywhere. Returns the
+/// server, the replicas, and the token each wrote.
+async fn two_identities_of(first: &str) -> (Node, Node, Node, [String; 2]) {
+    let (server, a, b) = joined_empty().await;
+    let remote = wire(&server);
+    let from_a = create(&a, "written by a", first).await;
+    let from_b = create(&b, "written by b", first).await;
+    for node in [&a, &b, &a] {
+        sync(node, &remote).await;
+    }
+    (server, a, b, [from_a, from_b])
+}
+
+/// Sync `nodes` in turn, twice, then check they agree.
+async fn settle(server: &Node, nodes: &[&Node]) {
+    let remote = wire(server);
+    for _ in 0..2 {
+        for node in nodes {
+            sync(node, &remote).await;
+        }
+    }
+    let mut all = vec![server];
+    all.extend_from_slice(nodes);
+    converged(&all).await;
+}
+
+/// Found by an audit of SYNC.md 6 and 7 with identities sync made: a password change or a
+/// rotation moved only the canonical identity of the old secret, so the other's records kept
+/// opening with the old password and not with the new one, on every replica.
+#[test]
+fn a_password_change_or_rotation_covers_every_identity_of_the_old_secret() {
+    block_on(async {
+        for rotate in [false, true] {
+            let (server, a, b, tokens) = two_identities_of(PASSWORD).await;
+            let options = RekeyOptions {
+                rotate,
+                ..RekeyOptions::default()
+            };
+            let moved = a
+                .vault
+                .bulk_rekey(&pw(PASSWORD), &pw(NEW), &options)
+                .await
+                .unwrap();
+            assert_eq!(moved, 2, "rotate: {rotate}");
+            settle(&server, &[&a, &b]).await;
+            let fresh = memory(true).await;
+            sync(&fresh, &wire(&server)).await;
+            for (token, value) in tokens.iter().zip(["written by a", "written by b"]) {
+                opens_only(&[&a, &b, &fresh], (token, value), NEW, &[PASSWORD]).await;
+            }
+        }
+    });
+}
+
+/// `secretAdd` wraps one identity's key: of a secret that sync left with two identities, the
+/// added secret opened only one identity's records. The two become one first now.
+#[test]
+fn a_secret_added_to_a_secret_with_two_identities_opens_every_record() {
+    block_on(async {
+        let (server, a, b, tokens) = two_identities_of(PASSWORD).await;
+        a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+        settle(&server, &[&a, &b]).await;
+        for node in [&a, &b] {
+            for (token, value) in tokens.iter().zip(["written by a", "written by b"]) {
+                for secret in [PASSWORD, NEW] {
+                    node.vault.lock();
+                    assert_eq!(
+                        node.vault.token_read(token, &pw(secret)).await.unwrap(),
+                        value,
+                        "{secret}"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// A secret added to an identity on one replica (a slot) and first used on another while apart
+/// (an identity of its own, with a record) opens both after sync. `secretRemove` of it deleted
+/// the rows of every object holding its tag as if all were slots, the other identity's own key
+/// rows too, locking its record out until a sync brought them back. It is refused now, as the
+/// last secret of an identity with records, and a rekey to another secret moves that record.
+#[test]
+fn a_secret_that_opens_two_identities_is_removed_without_locking_a_record_out() {
+    block_on(async {
+        let (server, a, b) = joined_empty().await;
+        let from_a = create(&a, "under the password", PASSWORD).await;
+        a.vault.secret_add(&pw(PASSWORD), &pw(THIRD)).await.unwrap();
+        let from_b = create(&b, "under the third secret", THIRD).await;
+        settle(&server, &[&a, &b]).await;
+        let refused = a.vault.secret_remove(&pw(THIRD)).await.unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::InvalidArgument, "{refused}");
+        a.vault.lock();
+        assert_eq!(
+            a.vault.token_read(&from_b, &pw(THIRD)).await.unwrap(),
+            "under the third secret",
+            "nothing changed"
+        );
+        // The remedy the message names: every record of the third secret under the password.
+        assert_eq!(
+            a.vault
+                .bulk_rekey(&pw(THIRD), &pw(PASSWORD), &RekeyOptions::default())
+                .await
+                .unwrap(),
+            2
+        );
+        settle(&server, &[&a, &b]).await;
+        opens_only(
+            &[&a, &b],
+            (&from_a, "under the password"),
+            PASSWORD,
+            &[THIRD],
+        )
+        .await;
+        opens_only(
+            &[&a, &b],
+            (&from_b, "under the third secret"),
+            PASSWORD,
+            &[THIRD],
+        )
+        .await;
+    });
+}
+
+/// The same secret added to one identity on two replicas while apart leaves two slots of it.
+/// A password change re-wrapped one of them, and the old secret kept opening the identity
+/// through the other.
+#[test]
+fn a_password_change_retires_every_slot_of_the_old_secret() {
+    block_on(async {
+        let server = memory(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let token = create(&a, "v", PASSWORD).await;
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        for node in [&a, &b] {
+            node.vault
+                .secret_add(&pw(PASSWORD), &pw(THIRD))
+                .await
+                .unwrap();
+        }
+        settle(&server, &[&a, &b]).await;
+        a.vault
+            .bulk_rekey(&pw(THIRD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        settle(&server, &[&a, &b]).await;
+        opens_only(&[&a, &b], (&token, "v"), NEW, &[THIRD]).await;
+        opens_only(&[&a, &b], (&token, "v"), PASSWORD, &[THIRD]).await;
+    });
+}
+
+/// With identities on, deleting a password's last record removes its identity; a replica that
+/// wrote under that password meanwhile holds a value under a key the server has removed, which
+/// is stranded (SYNC.md 3). `bulkRekey` to another password re-wrapped that identity, and to
+/// the same password did nothing, so the value stayed stranded for good: both move it to a key
+/// the server takes now. Until then, that replica's later writes under the password go to an
+/// identity the server has, when it has one.
+#[test]
+fn a_value_written_under_an_identity_deleted_elsewhere_is_delivered_by_a_rekey() {
+    block_on(async {
+        for to in [PASSWORD, THIRD] {
+            let server = memory(true).await;
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let first = create(&a, "first", PASSWORD).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            a.vault.token_delete(&first).await.unwrap();
+            sync(&a, &remote).await;
+            let offline = create(&b, "written offline", PASSWORD).await;
+            assert_eq!(sync(&b, &remote).await.stranded, vec![offline.clone()]);
+            // The password has no identity on the server: this one is stranded too.
+            let later = create(&b, "written after", PASSWORD).await;
+            let mut stranded = sync(&b, &remote).await.stranded;
+            stranded.sort();
+            let mut expected = vec![offline.clone(), later.clone()];
+            expected.sort();
+            assert_eq!(stranded, expected);
+            // A makes a new identity for the password: B's next write goes there.
+            let from_a = create(&a, "a again", PASSWORD).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            let healthy = create(&b, "under the server's identity", PASSWORD).await;
+            assert!(!sync(&b, &remote).await.stranded.contains(&healthy));
+
+            assert_eq!(
+                b.vault
+                    .bulk_rekey(&pw(PASSWORD), &pw(to), &RekeyOptions::default())
+                    .await
+                    .unwrap(),
+                4,
+                "to {to}"
+            );
+            let report = sync(&b, &remote).await;
+            assert!(report.stranded.is_empty(), "to {to}: {report:?}");
+            settle(&server, &[&a, &b]).await;
+            for (token, value) in [
+                (&offline, "written offline"),
+                (&later, "written after"),
+                (&from_a, "a again"),
+                (&healthy, "under the server's identity"),
+            ] {
+                let closed: &[&str] = if to == PASSWORD { &[] } else { &[PASSWORD] };
+                opens_only(&[&a, &b], (token, value), to, closed).await;
             }
         }
     });

@@ -166,6 +166,26 @@ fn deferred_key(key: &MetaKey) -> MetaKey {
     local_key("deferred", &format!("{}/{}", key.object_id, key.key))
 }
 
+/// Which of `identity_ids` the server removed while local records still used them (their
+/// removal is set aside here, [`deferred_key`]): keys no other replica will open again, which a
+/// rekey moves records off and never onto, and writers avoid (SYNC.md 7).
+pub(crate) async fn removed_by_server(
+    reads: &dyn crate::storage::WriteTransaction,
+    identity_ids: &[&str],
+) -> crate::storage::StorageResult<Vec<String>> {
+    let mut removed: Vec<String> = Vec::new();
+    for (i, id) in identity_ids.iter().enumerate() {
+        if identity_ids[..i].contains(id) {
+            continue;
+        }
+        let tag = MetaKey::new(object_type::IDENTITY, id, super::identity::TAG_KEY);
+        if reads.meta_get(&deferred_key(&tag)).await?.is_some() {
+            removed.push((*id).to_owned());
+        }
+    }
+    Ok(removed)
+}
+
 /// The removal a deferred row holds: `"<rev> <deletedAt>"` under `<identity id>/<key>`.
 fn deferred_row(row: &MetaRow) -> Option<Row> {
     let (object_id, key) = row.key.key.split_once('/')?;
@@ -1435,6 +1455,10 @@ impl Vault {
             .map(|(r, _)| r)
         {
             if let Row::Meta { key, .. } = row {
+                // Creates that remembered this identity would go on sealing under it without
+                // reading it: they read again, and seal under another of the secret's
+                // identities if it has one (`find_identity_in`).
+                self.keys.forget_writes_with(&key.object_id);
                 for record in self
                     .storage
                     .records_linked_to(&key.object_id, None, 1_000)

@@ -92,18 +92,24 @@ impl Vault {
             .await
     }
 
-    /// [`Vault::find_identity`], read through `reads`.
+    /// [`Vault::find_identity`], read through `reads`: the identity writers seal under. Of
+    /// several (brought by sync), the canonical one that the server has not removed: a value
+    /// sealed under a removed one would be stranded here.
     pub(super) async fn find_identity_in(
         &self,
         reads: &dyn WriteTransaction,
         mk: &MasterKey,
         epoch: u64,
     ) -> Result<Option<Identity>> {
-        Ok(self
-            .find_identities_in(reads, mk, epoch)
-            .await?
-            .into_iter()
-            .next())
+        let mut found = self.find_identities_in(reads, mk, epoch).await?;
+        if found.len() > 1 {
+            let ids: Vec<&str> = found.iter().map(|i| i.id.as_str()).collect();
+            let removed = super::engine::removed_by_server(reads, &ids).await?;
+            if let Some(at) = found.iter().position(|i| !removed.contains(&i.id)) {
+                return Ok(Some(found.swap_remove(at)));
+            }
+        }
+        Ok(found.into_iter().next())
     }
 
     /// Every identity `mk` opens, the canonical one (the smallest id) first. Locally a secret

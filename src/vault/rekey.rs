@@ -7,7 +7,8 @@
 //! whose value changed (earlier work is kept), and commits again. Writes that resolved while it
 //! ran are never undone, and every value opens with the secret the outcome implies.
 
-use super::identity::{Identity, TAG_KEY, expect_tag, prune_identity, slot_rows};
+use super::engine::removed_by_server;
+use super::identity::{Identity, TAG_KEY, expect_tag, identity_find, prune_identity, slot_rows};
 use super::tokens::reseal_op;
 use super::{Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, new_identity_id, seal_value};
@@ -15,8 +16,8 @@ use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::secret::Secret;
 use crate::storage::{
-    MetaKey, MetaRow, Optimistic, Stamp, StorageError, WriteOp, WriteTransaction, object_type,
-    scan_pages, unlinked_records, write_epoch,
+    MetaKey, MetaRow, OWNER_KEY, Optimistic, Stamp, StorageError, WriteOp, WriteTransaction,
+    object_type, scan_pages, unlinked_records, write_epoch,
 };
 use std::collections::HashMap;
 use zeroize::Zeroizing;
@@ -51,13 +52,22 @@ pub struct RekeyOptions<'a> {
     pub observer: Option<&'a dyn RekeyObserver>,
 }
 
-/// Which of the old secret's keys a record to move is sealed with.
+/// Which key a record to move is sealed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
-    /// The old secret's identity's DEK: the record joins the target identity.
-    Identity,
+    /// The DEK of the round's drained identity at this index ([`Drained`]): the record joins the
+    /// target identity.
+    Identity(usize),
     /// The old secret's master key: the record joins the target for unlinked records.
     Master,
+}
+
+/// An identity whose records a round moves to its target, and which it prunes: one of the old
+/// secret's, or one of the new secret's that the server removed (see [`Vault::plan_identity_move`]).
+struct Drained {
+    identity: Identity,
+    /// Whether its records count as the old secret's in what the rekey returns.
+    old_secret: bool,
 }
 
 /// One record to move, as read in this round.
@@ -68,7 +78,7 @@ struct Move {
 
 /// The keys of a round: what each side is sealed with now, and what it moves to.
 struct MoveKeys<'a> {
-    from_identity: Option<&'a DataKey>,
+    from_identities: &'a [Drained],
     from_master: &'a DataKey,
     to_identity: Option<&'a WriteKey>,
     to_master: &'a WriteKey,
@@ -77,10 +87,22 @@ struct MoveKeys<'a> {
 impl MoveKeys<'_> {
     fn of(&self, side: Side) -> Result<(&DataKey, &WriteKey)> {
         match side {
-            Side::Identity => self.from_identity.zip(self.to_identity),
+            Side::Identity(i) => self
+                .from_identities
+                .get(i)
+                .map(|d| &d.identity.dek)
+                .zip(self.to_identity),
             Side::Master => Some((self.from_master, self.to_master)),
         }
         .ok_or_else(|| VaultError::storage("a rekey planned a move without its keys"))
+    }
+
+    /// Whether a record of `side` counts as one of the old secret's.
+    fn counts(&self, side: Side) -> bool {
+        match side {
+            Side::Identity(i) => self.from_identities.get(i).is_some_and(|d| d.old_secret),
+            Side::Master => true,
+        }
     }
 }
 
@@ -140,6 +162,24 @@ impl Carry {
     }
 }
 
+/// What a rekey read of the identities involved: the old secret's (`sources`, found through
+/// `old_rows`), the new secret's (`targets`), and which of them the server removed.
+struct Candidates<'a> {
+    sources: Vec<Identity>,
+    targets: Vec<Identity>,
+    removed: Vec<String>,
+    old_rows: &'a [MetaRow],
+}
+
+/// Another handle on `identity` (the copy of its DEK zeroizes on drop, as the key does).
+fn copy_of(identity: &Identity) -> Identity {
+    Identity {
+        id: identity.id.clone(),
+        slot: identity.slot.clone(),
+        dek: identity.dek.clone(),
+    }
+}
+
 fn value_digest(value: &str) -> [u8; 32] {
     <sha2::Sha256 as sha2::Digest>::digest(value.as_bytes()).into()
 }
@@ -157,9 +197,10 @@ struct Round {
     /// The round re-wraps the source identity's key for the new secret: no record is written,
     /// and what it reports moved is the links it read.
     rewrap: bool,
-    /// The new secret already opens the source identity through another slot, which replaces
-    /// the old secret's (API.md: a rekey without rotation replaces only `old`'s slot): that slot
-    /// goes once the round has committed.
+    /// Slots of the old secret stay on the identity that keeps its records: the new secret
+    /// already opens it through another slot, which replaces the old secret's (API.md: a rekey
+    /// without rotation replaces only `old`'s slot), or sync brought the old secret a second
+    /// slot there, which a re-wrap of one leaves. They go once the round has committed.
     retire_source_slot: bool,
 }
 
@@ -246,6 +287,17 @@ impl Vault {
     ) -> Result<u64> {
         self.ensure_open()?;
         self.check_policy(new)?;
+        self.rekey(old, new, options).await
+    }
+
+    /// [`Vault::bulk_rekey`] without the policy check of `new`: `secretAdd` merges the
+    /// identities of a secret already in use, which a policy tightened since must not refuse.
+    pub(super) async fn rekey(
+        &self,
+        old: &Secret,
+        new: &Secret,
+        options: &RekeyOptions<'_>,
+    ) -> Result<u64> {
         let observer = options.observer;
         let mut carry = self.carry();
         let mk_old = self.master_key(old).await?;
@@ -300,22 +352,50 @@ impl Vault {
         let observer = options.observer;
         let mut round = Round::default();
         round.batch.push(expect_write_epoch(reads).await?);
-        let source = self
-            .find_identity_in(reads, mk_old, carry.lock_epoch)
+        // Locally a secret opens at most one identity, but sync may have brought more (two
+        // replicas that first used it while apart): every one of them moves, or the old secret
+        // would still open some records and the new one not (SYNC.md 6).
+        let tag_old = self.keys.identity_tag(mk_old);
+        let find = identity_find(&tag_old);
+        let old_rows = reads
+            .meta_find(find.object_type, find.key, find.value)
             .await?;
-        if self.identities && source.is_none() {
+        self.check_key_epoch(carry.lock_epoch)?;
+        let sources = self.identities_from(&old_rows, mk_old)?;
+        if self.identities && sources.is_empty() {
             return Err(VaultError::IdentityNotFound);
         }
         let master_old = DataKey::from_master(mk_old);
-        let (identity_target, mut moves) = match &source {
-            Some(source) => {
-                let (target, moves) = self
-                    .plan_identity_move(reads, source, mk_old, mk_new, options, &mut round, carry)
-                    .await?;
-                (Some(target), moves)
-            }
-            None => (None, vec![]),
+        let mut drained = Vec::new();
+        let identity_target = if sources.is_empty() {
+            None
+        } else {
+            let target = self
+                .plan_identity_move(
+                    reads,
+                    sources,
+                    &old_rows,
+                    (mk_old, mk_new),
+                    options,
+                    &mut round,
+                    carry,
+                    &mut drained,
+                )
+                .await?;
+            Some(target)
         };
+        let mut moves = Vec::new();
+        for (i, d) in drained.iter().enumerate() {
+            moves.extend(
+                records_linked_to(reads, &d.identity.id)
+                    .await?
+                    .into_iter()
+                    .map(|record| Move {
+                        record,
+                        side: Side::Identity(i),
+                    }),
+            );
+        }
         // Records sealed with the old master key: with identities off they stay unlinked
         // under the new one; with identities on they join the target identity.
         let master_target = match &identity_target {
@@ -334,7 +414,7 @@ impl Vault {
             .await?,
         );
         let keys = MoveKeys {
-            from_identity: source.as_ref().map(|s| &s.dek),
+            from_identities: &drained,
             from_master: &master_old,
             to_identity: identity_target.as_ref(),
             to_master: &master_target,
@@ -344,97 +424,189 @@ impl Vault {
         Ok(round)
     }
 
-    /// Plan moving `source`'s linked records to the identity `mk_new` will have: a re-wrap of the
-    /// DEK when that secret has no identity (O(1)), else re-encryption and relinking. Returns
-    /// the key records joining that identity are sealed with, and the records to re-encrypt.
+    /// Plan moving the old secret's identities (`sources`, found through `old_rows`) to the
+    /// identity the new secret will have, and return the key records joining it are sealed
+    /// with. Which identity that is:
+    /// - one the new secret already opens, that the server has not removed (and, for a
+    ///   rotation, not a source): every source's records join it (re-encrypted), unless it is
+    ///   itself a source, when its records stay and only the other sources' join it;
+    /// - else, without rotation, a source the server has not removed: its old secret's slot is
+    ///   re-wrapped for the new secret (O(1): the DEK stays), and the other sources' records join
+    ///   it;
+    /// - else (a rotation, or every candidate removed by the server) a fresh identity: every
+    ///   source's records join it, and so do those of the new secret's identities, all removed
+    ///   by the server, whose tag it takes.
+    ///
+    /// An identity the server removed while local records still used it (a rotation or the
+    /// deletion of its last record elsewhere; the records are stranded here) is never a target:
+    /// its key opens nothing on the other replicas, and moving records off it is how they are
+    /// delivered (SYNC.md 7). Each identity whose records move (pushed to `drained`) is pruned
+    /// in the round's `finish`, with every slot it has.
     #[allow(clippy::too_many_arguments)]
     async fn plan_identity_move(
         &self,
         reads: &dyn WriteTransaction,
-        source: &Identity,
-        mk_old: &MasterKey,
-        mk_new: &MasterKey,
+        sources: Vec<Identity>,
+        old_rows: &[MetaRow],
+        (mk_old, mk_new): (&MasterKey, &MasterKey),
         options: &RekeyOptions<'_>,
         round: &mut Round,
         carry: &mut Carry,
-    ) -> Result<(WriteKey, Vec<Move>)> {
-        let existing = self
-            .find_identity_in(reads, mk_new, carry.lock_epoch)
+        drained: &mut Vec<Drained>,
+    ) -> Result<WriteKey> {
+        let targets = self
+            .find_identities_in(reads, mk_new, carry.lock_epoch)
             .await?;
-        // The source must still be the old secret's when this commits (through the slot that
-        // found it: its other slots may change meanwhile).
-        round
-            .batch
-            .push(expect_tag(&source.slot, self.keys.identity_tag(mk_old)));
-        // The records stay where they are: only how many there are is read, counted in the
+        let ids: Vec<&str> = sources
+            .iter()
+            .chain(&targets)
+            .map(|i| i.id.as_str())
+            .collect();
+        let removed = removed_by_server(reads, &ids).await?;
+        let (target, kept) = self.choose_target(
+            Candidates {
+                sources,
+                targets,
+                removed,
+                old_rows,
+            },
+            (mk_old, mk_new),
+            options,
+            round,
+            carry,
+            drained,
+        )?;
+        // The kept source's records stay: only how many there are is read, counted in the
         // backend's identity index, so a password change reads no record whatever the vault's
         // size.
-        let stay = async |round: &mut Round| -> Result<WriteKey> {
-            round.moved += reads.linked_count(Some(&source.id)).await?;
-            Ok(WriteKey {
-                key: DataKey::filled_by(|k| k.copy_from_slice(source.dek.as_bytes())),
-                identity_id: Some(source.id.clone()),
-                guard: vec![],
-                slot: None,
-            })
+        if let Some(kept) = kept {
+            round.moved += reads.linked_count(Some(&kept)).await?;
+        }
+        Ok(target)
+    }
+
+    /// The synchronous part of [`Vault::plan_identity_move`], kept out of the rekey's future:
+    /// the target's key, and the id of the source whose records stay where they are, if one
+    /// does.
+    #[inline(never)]
+    fn choose_target(
+        &self,
+        Candidates {
+            sources,
+            mut targets,
+            removed,
+            old_rows,
+        }: Candidates<'_>,
+        (mk_old, mk_new): (&MasterKey, &MasterKey),
+        options: &RekeyOptions<'_>,
+        round: &mut Round,
+        carry: &mut Carry,
+        drained: &mut Vec<Drained>,
+    ) -> Result<(WriteKey, Option<String>)> {
+        let tag_old = self.keys.identity_tag(mk_old);
+        let tag_new = self.keys.identity_tag(mk_new);
+        // Each source must still be the old secret's when this commits (through the slot that
+        // found it: its other slots may change meanwhile).
+        for source in &sources {
+            round.batch.push(expect_tag(&source.slot, tag_old.clone()));
+        }
+        let usable = |i: &Identity| !removed.contains(&i.id);
+        let source_ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        let is_source = |id: &str| source_ids.iter().any(|s| s == id);
+        // A rotation retires every source, so its target is never one of them.
+        let target_at = targets
+            .iter()
+            .position(|t| usable(t) && !(options.rotate && is_source(&t.id)));
+        // The source whose records stay where they are, if one does.
+        let kept_id = match target_at {
+            Some(at) if is_source(&targets[at].id) && !options.rotate => {
+                Some(targets[at].id.clone())
+            }
+            None if !options.rotate && targets.is_empty() => {
+                sources.iter().find(|s| usable(s)).map(|s| s.id.clone())
+            }
+            _ => None,
         };
-        let (target, setup) = match existing {
-            Some(same) if same.id == source.id && !options.rotate => {
-                // The new secret already opens this identity: nothing to move. The same secret
-                // keeps its slot; another slot's secret replaces the old one's, which goes.
-                round.retire_source_slot = same.slot != source.slot;
-                return Ok((stay(round).await?, vec![]));
+        let mut kept = None;
+        let mut moving = Vec::new();
+        for source in sources {
+            if kept_id.as_ref() == Some(&source.id) {
+                kept = Some(source);
+            } else {
+                moving.push((source, true));
             }
-            Some(other) if other.id != source.id => {
-                let guard = expect_tag(&other.slot, self.keys.identity_tag(mk_new));
-                (other, vec![guard])
+        }
+        let mut setup = Vec::new();
+        let target = match (&kept, target_at) {
+            (Some(kept), Some(at)) => {
+                // The new secret already opens this source. The same secret keeps its slot;
+                // another slot's secret replaces the old one's, which goes (`remove_slot`, with
+                // every other slot of the old secret).
+                round.retire_source_slot = targets[at].slot != kept.slot;
+                copy_of(kept)
             }
-            None if !options.rotate => {
+            (Some(kept), None) => {
                 // O(1) whatever the record count: the DEK stays, only the old secret's slot is
                 // re-wrapped (its other slots keep working).
                 round.rewrap = true;
+                // Sync may have brought a second slot of the old secret on this identity (the
+                // secret added to it on two replicas while apart): it goes after the commit,
+                // as the old secret's slot does when the new secret had one of its own.
+                round.retire_source_slot = old_rows.iter().any(|r| {
+                    r.key.object_id != kept.slot
+                        && (r.key.object_id == kept.id
+                            || (r.key.key == OWNER_KEY && r.value == kept.id))
+                });
                 round.batch.extend(
-                    slot_rows(&source.slot, &source.id, mk_new, self, &source.dek)?
+                    slot_rows(&kept.slot, &kept.id, mk_new, self, &kept.dek)?
                         .into_iter()
                         .map(WriteOp::PutMeta),
                 );
-                return Ok((stay(round).await?, vec![]));
+                copy_of(kept)
             }
-            // Rotation (or the same secret asking for a fresh key): a new identity and DEK,
-            // drawn once for the whole rekey so that work sealed in one round stays valid. The
-            // source is pruned at the end with every slot it has, so no other secret of it
-            // opens the rotated records; that includes the new secret's own slot when it was
-            // one of the source's (its tag is gone before the new identity inserts it).
+            (None, Some(at)) if !is_source(&targets[at].id) => {
+                // Another identity the new secret opens: every source's records join it.
+                let target = targets.swap_remove(at);
+                round.batch.push(expect_tag(&target.slot, tag_new));
+                target
+            }
             _ => {
+                // Rotation (or the same secret asking for a fresh key, or no identity left that
+                // the server still has): a new identity and DEK, drawn once for the whole rekey
+                // so that work sealed in one round stays valid. The drained identities are
+                // pruned first with every slot they have, so no other secret of theirs opens the
+                // moved records; that includes the new secret's own slots when they were theirs
+                // (their tag is gone before the new identity inserts it).
+                for target in targets {
+                    if !is_source(&target.id) {
+                        round.batch.push(expect_tag(&target.slot, tag_new.clone()));
+                        moving.push((target, false));
+                    }
+                }
                 if carry.fresh.is_none() {
                     carry.fresh = Some(Identity::new(new_identity_id()?, DataKey::generate()?));
                 }
                 let fresh = carry.fresh.as_ref().ok_or_else(|| gave_up("the rekey"))?;
-                let identity = Identity::new(fresh.id.clone(), fresh.dek.clone());
-                let setup = self.create_ops(&identity, mk_new)?;
-                (identity, setup)
+                let identity = copy_of(fresh);
+                setup = self.create_ops(&identity, mk_new)?;
+                identity
             }
         };
-        let moves = records_linked_to(reads, &source.id)
-            .await?
-            .into_iter()
-            .map(|record| Move {
-                record,
-                side: Side::Identity,
-            })
-            .collect();
-        // Finishing the batch, after the links moved: the source goes once no link points at
-        // it (its tag row must be gone before a rotated identity of the same secret inserts the
-        // same tag), then the target is created or checked.
-        round.finish.push(prune_identity(&source.id));
-        round.finish.extend(setup);
+        for (identity, old_secret) in moving {
+            round.finish.push(prune_identity(&identity.id));
+            drained.push(Drained {
+                identity,
+                old_secret,
+            });
+        }
+        round.finish.append(&mut setup);
         let target = WriteKey {
             key: target.dek,
             identity_id: Some(target.id),
             guard: vec![],
             slot: None,
         };
-        Ok((target, moves))
+        Ok((target, kept.map(|k| k.id)))
     }
 
     /// Plan moving the records sealed with the master key `from` (found by key check value: one
@@ -525,7 +697,9 @@ impl Vault {
                 }
             };
             round.batch.push(reseal_op(&record, sealed, to, now));
-            round.moved += 1;
+            if keys.counts(side) {
+                round.moved += 1;
+            }
             report_at_least(observer, carry, base + done as u64 + 1, total);
             check_cancelled(observer)?;
             if done % 16 == 15 {
@@ -571,7 +745,7 @@ impl Vault {
                 round.batch.extend(target.guard.iter().cloned());
             }
             let keys = MoveKeys {
-                from_identity: None,
+                from_identities: &[],
                 from_master: &master,
                 to_identity: None,
                 to_master: &target,

@@ -11,13 +11,19 @@
 //! made on two replicas (`crate::sync::plan::plan_push`). Both operations are one guarded
 //! atomic batch, touch no record, and retry when a guard shows another writer changed the slots
 //! they read.
+//!
+//! Tags are unique for local writes only: sync may leave a secret several objects (FORMAT.md
+//! "One secret, several objects"). `secretRemove` then removes all of them in its one batch;
+//! `secretAdd` first makes the existing secret's identities one with a rekey to itself (which
+//! re-encrypts the records of all but one), since one slot opens one identity.
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
+use super::rekey::RekeyOptions;
 use super::{MAX_ATTEMPTS, Vault};
 use crate::crypto::{MasterKey, identity_tag, new_identity_id};
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{MetaKey, MetaRow, OWNER_KEY, StorageError, WriteOp, object_type};
+use crate::storage::{MetaKey, MetaRow, OWNER_KEY, Optimistic, StorageError, WriteOp, object_type};
 
 /// One slot as stored: the object holding it, its tag and its wrapped DEK.
 struct StoredSlot {
@@ -41,10 +47,18 @@ impl Vault {
         self.check_key_epoch(epoch)?;
         let added_tag = identity_tag(&mk_added);
         for _ in 0..MAX_ATTEMPTS {
-            let identity = self
-                .find_identity(&mk_existing, epoch)
-                .await?
-                .ok_or(VaultError::IdentityNotFound)?;
+            let mut identities = self
+                .find_identities_in(&Optimistic(&*self.storage), &mk_existing, epoch)
+                .await?;
+            if identities.len() > 1 {
+                // Sync brought identities `existing` made on replicas that were apart: a slot
+                // on one would open only its records. They become one first (their records
+                // re-encrypted under one of them), then the slot opens everything.
+                self.rekey(existing, existing, &RekeyOptions::default())
+                    .await?;
+                continue;
+            }
+            let identity = identities.pop().ok_or(VaultError::IdentityNotFound)?;
             let taken = self
                 .storage
                 .meta_find(object_type::IDENTITY, TAG_KEY, &added_tag)
@@ -111,7 +125,10 @@ impl Vault {
         Err(gave_up(what))
     }
 
-    /// The batch removing `mk`'s slot, planned from what storage holds now.
+    /// The batch removing `mk`'s slot, planned from what storage holds now. Locally a secret
+    /// has one slot, but sync may have brought more (the secret first used, or added, on two
+    /// replicas while apart): each goes, in the same batch, or the secret would still open
+    /// what it reached through the others.
     async fn removal(&self, mk: &MasterKey, epoch: u64) -> Result<Vec<WriteOp>> {
         let tag = identity_tag(mk);
         let rows = self
@@ -119,24 +136,47 @@ impl Vault {
             .meta_find(object_type::IDENTITY, TAG_KEY, &tag)
             .await?;
         self.check_key_epoch(epoch)?;
-        let Some(slot) = rows.first().map(|r| r.key.object_id.clone()) else {
+        let mut objects: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
+        objects.dedup();
+        if objects.is_empty() {
             return Err(VaultError::IdentityNotFound);
-        };
-        let guard = expect_tag(&slot, self.keys.identity_tag(mk));
-        if rows.iter().any(|r| r.key.key == OWNER_KEY) {
-            // A further slot: its rows go, nothing else changes.
-            let mut batch = vec![guard];
-            batch.extend(rows.into_iter().map(|r| WriteOp::DeleteMeta(r.key)));
-            return Ok(batch);
         }
-        // The identity's first slot (its own rows).
-        let owner = slot;
-        if let Some(other) = self.another_slot(&owner).await? {
+        let several = objects.len() > 1;
+        let mut batch = Vec::new();
+        for slot in objects {
+            batch.push(expect_tag(slot, self.keys.identity_tag(mk)));
+            let own: Vec<&MetaRow> = rows.iter().filter(|r| r.key.object_id == slot).collect();
+            // A further slot: its rows go, nothing else changes. Records link to identities,
+            // never to slots: an object records link to is an identity whatever rows sync put
+            // on it (a forged `identity` row), and deleting its rows would lock them out.
+            if own.iter().any(|r| r.key.key == OWNER_KEY)
+                && self
+                    .storage
+                    .records_linked_to(slot, None, 1)
+                    .await?
+                    .is_empty()
+            {
+                batch.extend(own.into_iter().map(|r| WriteOp::DeleteMeta(r.key.clone())));
+                continue;
+            }
+            batch.extend(self.own_slot_removal(slot, &tag, several).await?);
+        }
+        Ok(batch)
+    }
+
+    /// The ops removing the identity `owner`'s own slot (its own `tag` and `dek` rows), which
+    /// holds the tag `tag` of the secret being removed.
+    async fn own_slot_removal(
+        &self,
+        owner: &str,
+        tag: &str,
+        several: bool,
+    ) -> Result<Vec<WriteOp>> {
+        if let Some(other) = self.another_slot(owner, tag).await? {
             // Promote another slot: its tag and dek become the identity's own (the wrap's
             // associated data is the identity's id either way), and its object goes. Its rows
             // are deleted before the tag is written, as tags stay unique at every step.
             let mut batch = vec![
-                guard,
                 WriteOp::ExpectMeta {
                     key: slot_key(&other.object_id, TAG_KEY),
                     value: Some(other.tag.clone()),
@@ -151,24 +191,26 @@ impl Vault {
             }
             batch.push(WriteOp::PutMeta(MetaRow::new(
                 object_type::IDENTITY,
-                &owner,
+                owner,
                 TAG_KEY,
                 other.tag,
             )));
             batch.push(WriteOp::PutMeta(MetaRow::new(
                 object_type::IDENTITY,
-                &owner,
+                owner,
                 DEK_KEY,
                 other.dek,
             )));
             return Ok(batch);
         }
         // The last slot: only an identity without records may go.
-        let linked = self.storage.records_linked_to(&owner, None, 1).await?;
+        let linked = self.storage.records_linked_to(owner, None, 1).await?;
         if !linked.is_empty() {
-            return Err(VaultError::invalid(
-                "this is the last secret of an identity that still has records, which would be left without a key: add another secret first (secretAdd), or delete the records",
-            ));
+            return Err(VaultError::invalid(if several {
+                "this secret opens several identities (sync brought together identities it made on devices that were apart), and for one that still has records it is the last secret, which would leave them without a key: move them first (bulkRekey to another secret), or add another secret to that identity"
+            } else {
+                "this is the last secret of an identity that still has records, which would be left without a key: add another secret first (secretAdd), or delete the records"
+            }));
         }
         // Pruned only while no record links to it; the identity must be gone after, so a
         // record linked to it meanwhile fails the batch and the next round refuses instead.
@@ -177,18 +219,18 @@ impl Vault {
         // here, and no operation leaves one behind (the delete or move of its last record
         // prunes it): only a damaged vault has one.
         Ok(vec![
-            guard,
-            prune_identity(&owner),
+            prune_identity(owner),
             WriteOp::ExpectMeta {
-                key: slot_key(&owner, TAG_KEY),
+                key: slot_key(owner, TAG_KEY),
                 value: None,
             },
         ])
     }
 
     /// A further slot of identity `owner`, if it has any: the one with the smallest object id
-    /// (any would do; this one is deterministic). A slot missing its `dek` row is skipped.
-    async fn another_slot(&self, owner: &str) -> Result<Option<StoredSlot>> {
+    /// (any would do; this one is deterministic). A slot missing its `dek` row is skipped, and
+    /// so is one holding `removed` (the tag of the secret being removed, which goes too).
+    async fn another_slot(&self, owner: &str, removed: &str) -> Result<Option<StoredSlot>> {
         let rows = self
             .storage
             .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
@@ -199,7 +241,10 @@ impl Vault {
                 .map(|r| r.value.clone())
         };
         let mut best: Option<StoredSlot> = None;
-        for row in rows.iter().filter(|r| r.key.key == TAG_KEY) {
+        for row in rows
+            .iter()
+            .filter(|r| r.key.key == TAG_KEY && r.value != removed)
+        {
             let id = &row.key.object_id;
             if best.as_ref().is_some_and(|b| b.object_id <= *id) {
                 continue;

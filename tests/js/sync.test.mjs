@@ -128,6 +128,26 @@ test("a secret added on one device while another rotated its identity away opens
   }
 });
 
+test("a password change covers the identities two devices made for one password while apart", async () => {
+  const s = await server({ passwordIdentity: true });
+  const a = await open({ passwordIdentity: true });
+  const b = await open({ passwordIdentity: true });
+  await a.sync(s.remote);
+  await b.sync(s.remote);
+  // Apart, each device uses the password first: each makes an identity for it.
+  const fromA = await a.tokenCreate("written on a", PASSWORD);
+  const fromB = await b.tokenCreate("written on b", PASSWORD);
+  for (const device of [a, b, a]) await device.sync(s.remote);
+
+  assert.equal(await a.bulkRekey(PASSWORD, NEW_PASSWORD), 2);
+  for (const device of [a, b]) await device.sync(s.remote);
+  for (const device of [a, b]) {
+    device.lock();
+    assert.deepEqual(await device.tokensRead([fromA, fromB], NEW_PASSWORD), { [fromA]: "written on a", [fromB]: "written on b" });
+    await rejects(device.unlock(PASSWORD), "INVALID_PASSWORD");
+  }
+});
+
 test("a replica of another vault is refused with SYNC_CONFLICT, and nothing changes on either side", async () => {
   const events = [];
   const s = await server({ onEvent: (event) => events.push(event) });
