@@ -1381,6 +1381,54 @@ fn a_secret_that_opens_two_identities_is_removed_without_locking_a_record_out() 
     });
 }
 
+/// When a secret's identities become one (`secretAdd`, or a password change), the identity
+/// another secret opens too is the one kept: the other's records move into it. Keeping the
+/// other (the identity ids decide, at random) dropped that secret: the password opened nothing.
+/// Three rounds, as the ids are random.
+#[test]
+fn a_merge_of_a_secrets_identities_keeps_the_one_another_secret_opens() {
+    block_on(async {
+        for round in 0..3 {
+            let (server, a, b) = joined_empty().await;
+            let from_a = create(&a, "under the password", PASSWORD).await;
+            a.vault.secret_add(&pw(PASSWORD), &pw(THIRD)).await.unwrap();
+            let from_b = create(&b, "under the third secret", THIRD).await;
+            settle(&server, &[&a, &b]).await;
+            let (merge, change) = (round % 2 == 0, round > 0);
+            if merge {
+                a.vault.secret_add(&pw(THIRD), &pw(NEW)).await.unwrap();
+            }
+            if change {
+                a.vault
+                    .bulk_rekey(&pw(THIRD), &pw("a fourth secret"), &RekeyOptions::default())
+                    .await
+                    .unwrap();
+            }
+            settle(&server, &[&a, &b]).await;
+            let mut opening = vec![PASSWORD];
+            opening.push(if change { "a fourth secret" } else { THIRD });
+            if merge {
+                opening.push(NEW);
+            }
+            for node in [&a, &b] {
+                for (token, value) in [
+                    (&from_a, "under the password"),
+                    (&from_b, "under the third secret"),
+                ] {
+                    for secret in &opening {
+                        node.vault.lock();
+                        assert_eq!(
+                            node.vault.token_read(token, &pw(secret)).await.unwrap(),
+                            value,
+                            "round {round}: {secret}"
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The same secret added to one identity on two replicas while apart leaves two slots of it.
 /// A password change re-wrapped one of them, and the old secret kept opening the identity
 /// through the other.

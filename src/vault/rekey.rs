@@ -63,7 +63,7 @@ enum Side {
 }
 
 /// An identity whose records a round moves to its target, and which it prunes: one of the old
-/// secret's, or one of the new secret's that the server removed (see [`Vault::plan_identity_move`]).
+/// secret's, or one of the new secret's that the server removed (see [`Vault::choose_target`]).
 struct Drained {
     identity: Identity,
     /// Whether its records count as the old secret's in what the rekey returns.
@@ -162,13 +162,18 @@ impl Carry {
     }
 }
 
-/// What a rekey read of the identities involved: the old secret's (`sources`, found through
-/// `old_rows`), the new secret's (`targets`), and which of them the server removed.
-struct Candidates<'a> {
+/// What a rekey read of the identities involved ([`Vault::read_candidates`]).
+struct Candidates {
+    /// Every object holding the old secret's tag, with all its rows.
+    old_rows: Vec<MetaRow>,
+    /// The identities the old secret opens.
     sources: Vec<Identity>,
+    /// The identities the new secret opens.
     targets: Vec<Identity>,
+    /// Which of both the server removed.
     removed: Vec<String>,
-    old_rows: &'a [MetaRow],
+    /// The sources that another secret opens too (when there are several).
+    shared: Vec<String>,
 }
 
 /// Another handle on `identity` (the copy of its DEK zeroizes on drop, as the key does).
@@ -355,33 +360,31 @@ impl Vault {
         // Locally a secret opens at most one identity, but sync may have brought more (two
         // replicas that first used it while apart): every one of them moves, or the old secret
         // would still open some records and the new one not (SYNC.md 6).
-        let tag_old = self.keys.identity_tag(mk_old);
-        let find = identity_find(&tag_old);
-        let old_rows = reads
-            .meta_find(find.object_type, find.key, find.value)
+        let candidates = self
+            .read_candidates(reads, (mk_old, mk_new), carry.lock_epoch)
             .await?;
-        self.check_key_epoch(carry.lock_epoch)?;
-        let sources = self.identities_from(&old_rows, mk_old)?;
-        if self.identities && sources.is_empty() {
+        if self.identities && candidates.sources.is_empty() {
             return Err(VaultError::IdentityNotFound);
         }
         let master_old = DataKey::from_master(mk_old);
         let mut drained = Vec::new();
-        let identity_target = if sources.is_empty() {
+        let identity_target = if candidates.sources.is_empty() {
             None
         } else {
-            let target = self
-                .plan_identity_move(
-                    reads,
-                    sources,
-                    &old_rows,
-                    (mk_old, mk_new),
-                    options,
-                    &mut round,
-                    carry,
-                    &mut drained,
-                )
-                .await?;
+            let (target, kept) = self.choose_target(
+                candidates,
+                (mk_old, mk_new),
+                options,
+                &mut round,
+                carry,
+                &mut drained,
+            )?;
+            // The kept source's records stay: only how many there are is read, counted in the
+            // backend's identity index, so a password change reads no record whatever the
+            // vault's size.
+            if let Some(kept) = kept {
+                round.moved += reads.linked_count(Some(&kept)).await?;
+            }
             Some(target)
         };
         let mut moves = Vec::new();
@@ -424,9 +427,67 @@ impl Vault {
         Ok(round)
     }
 
-    /// Plan moving the old secret's identities (`sources`, found through `old_rows`) to the
-    /// identity the new secret will have, and return the key records joining it are sealed
-    /// with. Which identity that is:
+    /// What a rekey reads of the identities involved, in a future of its own (boxed: the rekey's
+    /// state machine keeps one pointer across it instead of this part's locals): the objects
+    /// holding the old secret's tag, the identities they open (`sources`), and, when there are
+    /// any, the new secret's identities, which of them all the server removed, and (when the
+    /// old secret opens several) which sources another secret opens too: one lookup each.
+    fn read_candidates<'a>(
+        &'a self,
+        reads: &'a dyn WriteTransaction,
+        (mk_old, mk_new): (&'a MasterKey, &'a MasterKey),
+        epoch: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Candidates>> + 'a>> {
+        Box::pin(async move {
+            let tag_old = self.keys.identity_tag(mk_old);
+            let find = identity_find(&tag_old);
+            let old_rows = reads
+                .meta_find(find.object_type, find.key, find.value)
+                .await?;
+            self.check_key_epoch(epoch)?;
+            let sources = self.identities_from(&old_rows, mk_old)?;
+            let mut candidates = Candidates {
+                old_rows,
+                sources,
+                targets: Vec::new(),
+                removed: Vec::new(),
+                shared: Vec::new(),
+            };
+            if candidates.sources.is_empty() {
+                return Ok(candidates);
+            }
+            candidates.targets = self.find_identities_in(reads, mk_new, epoch).await?;
+            let ids: Vec<&str> = candidates
+                .sources
+                .iter()
+                .chain(&candidates.targets)
+                .map(|i| i.id.as_str())
+                .collect();
+            candidates.removed = removed_by_server(reads, &ids).await?;
+            if candidates.sources.len() > 1 {
+                for source in &candidates.sources {
+                    let own_is_old = candidates
+                        .old_rows
+                        .iter()
+                        .any(|r| r.key.object_id == source.id);
+                    let other = !own_is_old
+                        || reads
+                            .meta_find(object_type::IDENTITY, OWNER_KEY, &source.id)
+                            .await?
+                            .iter()
+                            .any(|r| r.key.key == TAG_KEY && r.value != tag_old);
+                    if other {
+                        candidates.shared.push(source.id.clone());
+                    }
+                }
+            }
+            Ok(candidates)
+        })
+    }
+
+    /// Plan moving the old secret's identities (`sources`) to the identity the new secret will
+    /// have, and return the key records joining it are sealed with, and the id of the source
+    /// whose records stay where they are, if one does. Which identity that is:
     /// - one the new secret already opens, that the server has not removed (and, for a
     ///   rotation, not a source): every source's records join it (re-encrypted), unless it is
     ///   itself a source, when its records stay and only the other sources' join it;
@@ -442,61 +503,15 @@ impl Vault {
     /// its key opens nothing on the other replicas, and moving records off it is how they are
     /// delivered (SYNC.md 7). Each identity whose records move (pushed to `drained`) is pruned
     /// in the round's `finish`, with every slot it has.
-    #[allow(clippy::too_many_arguments)]
-    async fn plan_identity_move(
-        &self,
-        reads: &dyn WriteTransaction,
-        sources: Vec<Identity>,
-        old_rows: &[MetaRow],
-        (mk_old, mk_new): (&MasterKey, &MasterKey),
-        options: &RekeyOptions<'_>,
-        round: &mut Round,
-        carry: &mut Carry,
-        drained: &mut Vec<Drained>,
-    ) -> Result<WriteKey> {
-        let targets = self
-            .find_identities_in(reads, mk_new, carry.lock_epoch)
-            .await?;
-        let ids: Vec<&str> = sources
-            .iter()
-            .chain(&targets)
-            .map(|i| i.id.as_str())
-            .collect();
-        let removed = removed_by_server(reads, &ids).await?;
-        let (target, kept) = self.choose_target(
-            Candidates {
-                sources,
-                targets,
-                removed,
-                old_rows,
-            },
-            (mk_old, mk_new),
-            options,
-            round,
-            carry,
-            drained,
-        )?;
-        // The kept source's records stay: only how many there are is read, counted in the
-        // backend's identity index, so a password change reads no record whatever the vault's
-        // size.
-        if let Some(kept) = kept {
-            round.moved += reads.linked_count(Some(&kept)).await?;
-        }
-        Ok(target)
-    }
-
-    /// The synchronous part of [`Vault::plan_identity_move`], kept out of the rekey's future:
-    /// the target's key, and the id of the source whose records stay where they are, if one
-    /// does.
-    #[inline(never)]
     fn choose_target(
         &self,
         Candidates {
+            old_rows,
             sources,
             mut targets,
             removed,
-            old_rows,
-        }: Candidates<'_>,
+            shared,
+        }: Candidates,
         (mk_old, mk_new): (&MasterKey, &MasterKey),
         options: &RekeyOptions<'_>,
         round: &mut Round,
@@ -513,18 +528,24 @@ impl Vault {
         let usable = |i: &Identity| !removed.contains(&i.id);
         let source_ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
         let is_source = |id: &str| source_ids.iter().any(|s| s == id);
-        // A rotation retires every source, so its target is never one of them.
+        // A rotation retires every source, so its target is never one of them. Of several
+        // candidates, one that other secrets open too is kept first: a drained identity's other
+        // secrets stop opening its records, which move.
+        let candidate = |i: &Identity| usable(i) && !(options.rotate && is_source(&i.id));
         let target_at = targets
             .iter()
-            .position(|t| usable(t) && !(options.rotate && is_source(&t.id)));
+            .position(|t| candidate(t) && shared.contains(&t.id))
+            .or_else(|| targets.iter().position(candidate));
         // The source whose records stay where they are, if one does.
         let kept_id = match target_at {
             Some(at) if is_source(&targets[at].id) && !options.rotate => {
                 Some(targets[at].id.clone())
             }
-            None if !options.rotate && targets.is_empty() => {
-                sources.iter().find(|s| usable(s)).map(|s| s.id.clone())
-            }
+            None if !options.rotate && targets.is_empty() => sources
+                .iter()
+                .find(|s| usable(s) && shared.contains(&s.id))
+                .or_else(|| sources.iter().find(|s| usable(s)))
+                .map(|s| s.id.clone()),
             _ => None,
         };
         let mut kept = None;
