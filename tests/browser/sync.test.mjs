@@ -244,6 +244,26 @@ for (const storage of ["d1", "durable-object"]) {
       assert.deepEqual(await b.call("tokensRead", tokens, NEW_PASSWORD), { [tokens[0]]: "one", [tokens[1]]: "two" });
     });
 
+    test("two devices that first used the password apart: a password change on one moves both identities it made", async () => {
+      const user = "apart";
+      const [a, b] = [await open(), await open()];
+      await sync(a, user);
+      await sync(b, user);
+      // Each device uses the password first, before the other's write arrives: two identities.
+      const fromA = await a.call("tokenCreate", "from a", PASSWORD);
+      const fromB = await b.call("tokenCreate", "from b", PASSWORD);
+      for (const d of [a, b, a]) await sync(d, user);
+
+      assert.equal(await a.call("bulkRekey", PASSWORD, NEW_PASSWORD), 2);
+      for (const d of [a, b]) await sync(d, user);
+      for (const [who, d] of [["A", a], ["B", b]]) {
+        await d.call("lock");
+        assert.deepEqual(await d.call("tokensRead", [fromA, fromB], NEW_PASSWORD), { [fromA]: "from a", [fromB]: "from b" }, who);
+        const old = await d.fails("unlock", PASSWORD);
+        assert.equal(old.error?.code, "INVALID_PASSWORD", `${who}: the old password opens nothing: ${JSON.stringify(old)}`);
+      }
+    });
+
     test("a rotation on one device while the other writes offline: that write is stranded, moved by bulkRekey, then delivered", async () => {
       const user = "rotation";
       const [a, b] = [await open(), await open()];
