@@ -1381,6 +1381,39 @@ fn a_secret_that_opens_two_identities_is_removed_without_locking_a_record_out() 
     });
 }
 
+/// The same as the test above while the password has no other identity: the rekey gives the
+/// stranded value a new one (to the same password too), instead of re-wrapping the removed one
+/// (which the server superseded) or doing nothing.
+#[test]
+fn a_value_under_the_only_identity_deleted_elsewhere_gets_a_new_one_by_a_rekey() {
+    block_on(async {
+        for to in [PASSWORD, THIRD] {
+            let server = memory(true).await;
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let first = create(&a, "first", PASSWORD).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            a.vault.token_delete(&first).await.unwrap();
+            sync(&a, &remote).await;
+            let offline = create(&b, "written offline", PASSWORD).await;
+            assert_eq!(sync(&b, &remote).await.stranded, vec![offline.clone()]);
+            assert_eq!(
+                b.vault
+                    .bulk_rekey(&pw(PASSWORD), &pw(to), &RekeyOptions::default())
+                    .await
+                    .unwrap(),
+                1,
+                "to {to}"
+            );
+            assert!(sync(&b, &remote).await.stranded.is_empty(), "to {to}");
+            settle(&server, &[&a, &b]).await;
+            let closed: &[&str] = if to == PASSWORD { &[] } else { &[PASSWORD] };
+            opens_only(&[&a, &b], (&offline, "written offline"), to, closed).await;
+        }
+    });
+}
+
 /// When a secret's identities become one (`secretAdd`, or a password change), the identity
 /// another secret opens too is the one kept: the other's records move into it. Keeping the
 /// other (the identity ids decide, at random) dropped that secret: the password opened nothing.
