@@ -443,7 +443,9 @@ export class Vault {
    * Move every record of `oldPassword` to `newPassword`, atomically. Returns how many records now
    * open with `newPassword`. With identities on and no `rotate`, only `oldPassword`'s slot is
    * replaced: other secrets of its identity keep working, and when `newPassword` already is one of
-   * them (`secretAdd`), `oldPassword`'s slot is removed and no record is rewritten.
+   * them (`secretAdd`), `oldPassword`'s slot is removed and no record is rewritten. When sync
+   * left `oldPassword` several identities (two devices that first used it while apart), every
+   * one moves: the old password opens nothing afterwards.
    *
    * @example
    * ```ts
@@ -461,7 +463,8 @@ export class Vault {
   /**
    * Let `added` open everything `existing` opens (identities on): the identity's data key is
    * wrapped a second time, under `added`, like a LUKS key slot. O(1): no record is read or
-   * written. A password and a passkey (a 32-byte raw key), or two people's passwords, then open
+   * written (unless sync left `existing` several identities: their records are first
+   * re-encrypted under one of them, so that `added` opens them all). A password and a passkey (a 32-byte raw key), or two people's passwords, then open
    * the same records; `bulkRekey(old, new)` later replaces only `old`'s slot, and a rotation
    * (`rotate: true`) removes every other slot. Rejects with `IDENTITY_DISABLED` when identities
    * are off, `IDENTITY_NOT_FOUND` when `existing` has no identity, `INVALID_ARGUMENT` when `added`
@@ -484,7 +487,8 @@ export class Vault {
    * secrets keep opening every record. The last secret of an identity that still has records is
    * refused with `INVALID_ARGUMENT` (add another secret first, or delete the records), so no
    * record is left without a key; the last secret of an identity without records removes it.
-   * `IDENTITY_NOT_FOUND` when the secret opens no identity.
+   * Where sync left the secret several slots or identities, every one goes, or none (refused as
+   * above). `IDENTITY_NOT_FOUND` when the secret opens no identity.
    */
   secretRemove(secret: Secret): Promise<void> {
     return this.#call((v) => v.secretRemove(secret));
