@@ -950,6 +950,23 @@ async fn opens_only(nodes: &[&Node], record: (&str, &str), opener: &str, closed:
     }
 }
 
+/// On each of `nodes`, after a lock: every `(token, value)` of `records` reads `value` with
+/// each secret of `secrets` (`context` names the case in a failure).
+async fn opens_with(nodes: &[&Node], records: &[(&str, &str)], secrets: &[&str], context: &str) {
+    for node in nodes {
+        for (token, value) in records {
+            for secret in secrets {
+                node.vault.lock();
+                assert_eq!(
+                    node.vault.token_read(token, &pw(secret)).await.unwrap(),
+                    *value,
+                    "{context} {secret}"
+                );
+            }
+        }
+    }
+}
+
 /// Both replicas synced, then an identity operation on each while apart, then syncs until
 /// they agree; returns the two replicas, a fresh one synced after, and the records' tokens.
 async fn race(
@@ -1234,15 +1251,11 @@ fn two_replicas_that_make_the_first_identity_offline_both_stay_readable() {
     block_on(async {
         let (server, a, b, [from_a, from_b]) = two_identities_of(PASSWORD).await;
         settle(&server, &[&a, &b]).await;
-        for node in [&a, &b] {
-            for (token, value) in [(&from_a, "written by a"), (&from_b, "written by b")] {
-                node.vault.lock();
-                assert_eq!(
-                    node.vault.token_read(token, &pw(PASSWORD)).await.unwrap(),
-                    value
-                );
-            }
-        }
+        let records = [
+            (from_a.as_str(), "written by a"),
+            (from_b.as_str(), "written by b"),
+        ];
+        opens_with(&[&a, &b], &records, &[PASSWORD], "").await;
     });
 }
 
@@ -1319,18 +1332,12 @@ fn a_secret_added_to_a_secret_with_two_identities_opens_every_record() {
         let (server, a, b, tokens) = two_identities_of(PASSWORD).await;
         a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
         settle(&server, &[&a, &b]).await;
-        for node in [&a, &b] {
-            for (token, value) in tokens.iter().zip(["written by a", "written by b"]) {
-                for secret in [PASSWORD, NEW] {
-                    node.vault.lock();
-                    assert_eq!(
-                        node.vault.token_read(token, &pw(secret)).await.unwrap(),
-                        value,
-                        "{secret}"
-                    );
-                }
-            }
-        }
+        let records: Vec<(&str, &str)> = tokens
+            .iter()
+            .map(String::as_str)
+            .zip(["written by a", "written by b"])
+            .collect();
+        opens_with(&[&a, &b], &records, &[PASSWORD, NEW], "").await;
     });
 }
 
@@ -1443,21 +1450,11 @@ fn a_merge_of_a_secrets_identities_keeps_the_one_another_secret_opens() {
             if merge {
                 opening.push(NEW);
             }
-            for node in [&a, &b] {
-                for (token, value) in [
-                    (&from_a, "under the password"),
-                    (&from_b, "under the third secret"),
-                ] {
-                    for secret in &opening {
-                        node.vault.lock();
-                        assert_eq!(
-                            node.vault.token_read(token, &pw(secret)).await.unwrap(),
-                            value,
-                            "round {round}: {secret}"
-                        );
-                    }
-                }
-            }
+            let records = [
+                (from_a.as_str(), "under the password"),
+                (from_b.as_str(), "under the third secret"),
+            ];
+            opens_with(&[&a, &b], &records, &opening, &format!("round {round}")).await;
         }
     });
 }
