@@ -4,7 +4,8 @@
 //! random operations on random replicas: create, custom create (3 tokens, so they collide),
 //! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
 //! setting, a password change (identities on: a re-wrap), a rotation, a secret added to the
-//! password's identity (identities on: a slot, `secretAdd`), time passing (seconds, or
+//! password's identity (identities on: a slot, `secretAdd`) and one of those removed
+//! (`secretRemove`, on a replica that may not have it yet), time passing (seconds, or
 //! months: past the 90-day retention, so the server collects tombstones, replicas drop their
 //! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
@@ -55,7 +56,9 @@
 //!    without that, the check fails within 200 cases).
 //!    Every secret a `secretAdd` added opens alike on every replica (the strict run: it opens the
 //!    vault), and no live slot names an identity the server does not hold (a slot goes with its
-//!    identity; without that, the through-rotations run fails in a few cases of 200).
+//!    identity; without that, the through-rotations run fails in a few cases of 200). One that
+//!    a `secretRemove` removed on some replica opens nothing anywhere: the removal is final.
+//!    (Counting a refused removal as done fails this within 50 cases.)
 //! 5. Zero knowledge: no value written and no password appears in the server's store: every
 //!    column of every table of the SQLite server, or, on GlueSQL, its snapshot and its rows.
 //!
@@ -369,6 +372,9 @@ enum Op {
     Rotate(usize),
     /// Identities on: a new secret for the identity this replica's password opens (a slot).
     SecretAdd(usize),
+    /// Identities on: this replica forgets one of the secrets `secretAdd` added (the pick, of
+    /// those in the history), wherever sync put it.
+    SecretRemove(usize, usize),
     /// Every clock moves on by this many milliseconds.
     Tick(i64),
     /// Every clock moves on by this many days, more than the 90-day retention: the server
@@ -424,6 +430,7 @@ fn write_op() -> impl Strategy<Value = Op> {
         1 => (r.clone(), 0..SETTINGS.len()).prop_map(|(r, k)| Op::Setting(r, k)),
         1 => r.clone().prop_map(Op::Password),
         1 => r.clone().prop_map(Op::SecretAdd),
+        1 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::SecretRemove(r, p)),
         1 => r.prop_map(Op::Rotate),
     ]
 }
@@ -514,6 +521,10 @@ struct History {
     tags: HashMap<String, BTreeMap<Rev, String>>,
     /// Identities on: every secret a `secretAdd` added (a slot of the identity it opened).
     slots: Vec<String>,
+    /// Identities on: every added secret a `secretRemove` removed on some replica. Its removal
+    /// is final (FORMAT.md "Revisions and the conflict rule"): after healing it opens nothing
+    /// anywhere, whatever the others did meanwhile.
+    removed: Vec<String>,
     /// (replica, record id) of every record a sync of that replica reported stranded.
     stranded: Vec<(usize, String)>,
     next: usize,
@@ -850,6 +861,7 @@ fn replica_of(op: &Op) -> Option<usize> {
         | Op::Password(r)
         | Op::Rotate(r)
         | Op::SecretAdd(r)
+        | Op::SecretRemove(r, _)
         | Op::Sync(r, _) => Some(*r),
         Op::Tick(_)
         | Op::Away(_)
@@ -997,6 +1009,21 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 .await;
             if tolerated("secretAdd", node, result).is_some() {
                 history.slots.push(added);
+            }
+        }
+        (Op::SecretRemove(_, p), Some(node)) => {
+            if history.slots.is_empty() {
+                return;
+            }
+            let secret = history.slots[p % history.slots.len()].clone();
+            let result = node
+                .vault
+                .secret_remove(&Secret::password(secret.as_str()))
+                .await;
+            if tolerated("secretRemove", node, result).is_some()
+                && !history.removed.contains(&secret)
+            {
+                history.removed.push(secret);
             }
         }
         (Op::Sync(r, fault), Some(node)) => {
@@ -1522,7 +1549,14 @@ async fn check(nodes: &[Node], server: &Node, history: &History) {
             outcomes.iter().all(|o| o == &outcomes[0]),
             "{secret} opens differently on the replicas: {outcomes:?}"
         );
-        if history.identities && !known_bugs() {
+        if history.removed.contains(secret) {
+            // Removed on one replica: gone everywhere, whatever the others did meanwhile
+            // (`false`: the vault holds nothing any more to check a secret against).
+            assert!(
+                matches!(outcomes[0], Ok(false) | Err(ErrorCode::InvalidPassword)),
+                "{secret} was removed and still opens the vault: {outcomes:?}"
+            );
+        } else if history.identities && !known_bugs() {
             assert_eq!(outcomes[0], Ok(true), "{secret} no longer opens the vault");
         } else {
             // `false`: the vault holds nothing any more to check a secret against.
