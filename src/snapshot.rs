@@ -18,8 +18,8 @@ use crate::query::js_string_cmp;
 use crate::record::Record;
 use crate::sorting;
 use crate::storage::{
-    MetaKey, MetaRow, Optimistic, STATE_ID, Stamp, Storage, StorageError, WriteOp, object_type,
-    scan_pages, unlinked_records,
+    MetaKey, MetaRow, Optimistic, STATE_ID, Stamp, Storage, StorageError, WriteOp, is_unique_meta,
+    object_type, scan_pages, unlinked_records,
 };
 use crate::sync::Rev;
 use crate::vault::{SETTING_KDF, SETTINGS_ID};
@@ -80,7 +80,15 @@ impl Snapshot {
         let mut batch = Vec::with_capacity(3 + self.meta.len() + self.records.len());
         batch.push(WriteOp::ExpectEmpty);
         batch.push(WriteOp::ClearAll);
-        batch.extend(self.meta.into_iter().map(WriteOp::InsertMeta));
+        // Tags may repeat among the snapshot's own objects, as sync leaves them (FORMAT.md "One
+        // secret, several objects"); the store is empty, so no other row holds one.
+        batch.extend(self.meta.into_iter().map(|row| {
+            if is_unique_meta(&row.key) {
+                WriteOp::PutSharedMeta(row)
+            } else {
+                WriteOp::InsertMeta(row)
+            }
+        }));
         batch.extend(
             self.records
                 .into_iter()
@@ -222,7 +230,7 @@ mod import {
     use crate::crypto::{Envelope, is_identity_id, is_lower_hex, is_wrapped_dek};
     use crate::error::{Result, VaultError};
     use crate::record::{Record, RecordRevs, check_time};
-    use crate::storage::{MetaKey, MetaRow, OWNER_KEY, is_unique_meta, object_type};
+    use crate::storage::{MetaKey, MetaRow, OWNER_KEY, object_type};
     use crate::token;
     use crate::vault::SETTINGS_ID;
     use serde::Deserialize;
@@ -407,7 +415,6 @@ mod import {
     ) -> Result<(Vec<MetaRow>, HashMap<String, String>)> {
         let record_ids: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let mut keys = HashSet::with_capacity(rows.len());
-        let mut unique_values = HashSet::new();
         // Each identity object's rows (tag, dek, and the identity a further slot belongs to), to
         // check it has both keys and that links and slots point at an identity's first slot.
         let mut identities: HashMap<String, (bool, bool, Option<String>)> = HashMap::new();
@@ -479,11 +486,9 @@ mod import {
             if row.key.object_type == object_type::RECORD {
                 continue;
             }
-            if is_unique_meta(&row.key)
-                && !unique_values.insert((row.key.key.clone(), row.value.clone()))
-            {
-                return Err(at("two identities have the same tag"));
-            }
+            // Two objects with one tag are what sync leaves a secret that two devices first
+            // used while apart (FORMAT.md "One secret, several objects"); such a vault's
+            // snapshot must restore (its import writes them with `PutSharedMeta`).
             meta.push(row);
         }
         if identities.values().any(|(tag, dek, _)| !(tag & dek)) {

@@ -104,7 +104,8 @@ impl MetaRow {
 /// write ([`WriteOp::InsertMeta`], [`WriteOp::PutMeta`]), so two tabs racing to create the same
 /// identity end up with one. A merge ([`WriteOp::PutVersion`]) does not: two replicas that first
 /// used one password offline each created an identity with its tag, and both must be storable
-/// for the replicas to converge.
+/// for the replicas to converge; nor does [`WriteOp::PutSharedMeta`], which writes such a state
+/// again (a snapshot import) or changes it as a whole.
 pub const UNIQUE_META_VALUES: &[(&str, &str)] = &[("password_identity", "tag")];
 
 /// Whether `key` names a row whose value must be unique (see [`UNIQUE_META_VALUES`]).
@@ -238,6 +239,12 @@ pub enum WriteOp {
     InsertMeta(MetaRow),
     /// Add or replace a meta row ([`UNIQUE_META_VALUES`] still hold).
     PutMeta(MetaRow),
+    /// Add or replace a meta row whose value rows of other objects may hold too, unchecked
+    /// against [`UNIQUE_META_VALUES`]: what sync leaves a secret (FORMAT.md "One secret, several
+    /// objects") is restored from a snapshot, and changed or added on each of its objects, by
+    /// local writes too. A later [`WriteOp::InsertMeta`] / [`WriteOp::PutMeta`] of the value
+    /// still fails.
+    PutSharedMeta(MetaRow),
     /// Remove a meta row, leaving a tombstone when it is replicated; nothing happens when it is
     /// missing.
     DeleteMeta(MetaKey),

@@ -1139,6 +1139,7 @@ impl IdbStorage {
                 op if write::on_write_epoch(op) => return None,
                 WriteOp::InsertMeta(_)
                 | WriteOp::PutMeta(_)
+                | WriteOp::PutSharedMeta(_)
                 | WriteOp::DeleteMeta(_)
                 | WriteOp::ExpectMeta { .. } => {}
                 _ => return None,

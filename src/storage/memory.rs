@@ -911,8 +911,15 @@ impl Tx<'_> {
         self.put(META, meta_pk(&stored.row.key), Some(meta_row(&stored)))
     }
 
-    /// A local [`WriteOp::InsertMeta`] / [`WriteOp::PutMeta`].
-    fn put_meta(&mut self, row: MetaRow, must_be_new: bool, stamp: Stamp) -> StorageResult<()> {
+    /// A local [`WriteOp::InsertMeta`] / [`WriteOp::PutMeta`] / [`WriteOp::PutSharedMeta`]
+    /// (`unique`: whether [`UNIQUE_META_VALUES`](crate::storage::UNIQUE_META_VALUES) hold).
+    fn put_meta(
+        &mut self,
+        row: MetaRow,
+        must_be_new: bool,
+        unique: bool,
+        stamp: Stamp,
+    ) -> StorageResult<()> {
         let old = self.meta_entry(&row.key)?;
         if must_be_new && old.is_some() {
             return Err(StorageError::MetaTaken(row.key));
@@ -920,6 +927,7 @@ impl Tx<'_> {
         let unchanged = old.as_ref().is_some_and(|old| old.row.value == row.value);
         // A row that already holds its value adds no holder of it.
         if !unchanged
+            && unique
             && is_unique_meta(&row.key)
             && self
                 .holders(&row.key.object_type, &row.key.key, &row.value)?
@@ -1109,8 +1117,9 @@ impl Tx<'_> {
                     None => Ok(()),
                 }
             }
-            WriteOp::InsertMeta(row) => self.put_meta(row, true, stamp),
-            WriteOp::PutMeta(row) => self.put_meta(row, false, stamp),
+            WriteOp::InsertMeta(row) => self.put_meta(row, true, true, stamp),
+            WriteOp::PutMeta(row) => self.put_meta(row, false, true, stamp),
+            WriteOp::PutSharedMeta(row) => self.put_meta(row, false, false, stamp),
             WriteOp::DeleteMeta(key) => self.delete_meta(&key, stamp),
             WriteOp::ExpectMeta { key, value } => {
                 if self.meta(&key)? == value {

@@ -963,6 +963,67 @@ pub async fn identity_tags_are_unique(s: impl Storage) {
     .unwrap();
 }
 
+/// What sync leaves a secret that two devices first used apart (two objects with its tag) is
+/// written again by a snapshot import and by changes made to all of them at once: a shared put
+/// stores a tag another object holds, both are found by it, and a checked write of that tag by
+/// a third object is still refused.
+pub async fn shared_tags_are_stored_and_found_together(s: impl Storage) {
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "tag", "t1")),
+            WriteOp::InsertMeta(meta("password_identity", "p_1", "dek", "d1")),
+            WriteOp::PutSharedMeta(meta("password_identity", "p_2", "tag", "t1")),
+            WriteOp::PutSharedMeta(meta("password_identity", "p_2", "dek", "d2")),
+        ],
+    )
+    .await
+    .unwrap();
+    let found = s.meta_find("password_identity", "tag", "t1").await.unwrap();
+    assert_eq!(
+        found,
+        vec![
+            meta("password_identity", "p_1", "dek", "d1"),
+            meta("password_identity", "p_1", "tag", "t1"),
+            meta("password_identity", "p_2", "dek", "d2"),
+            meta("password_identity", "p_2", "tag", "t1"),
+        ]
+    );
+    let before = dump(&s).await;
+    for op in [
+        WriteOp::InsertMeta(meta("password_identity", "p_3", "tag", "t1")),
+        WriteOp::PutMeta(meta("password_identity", "p_3", "tag", "t1")),
+    ] {
+        let err = s.apply(stamp(), vec![op]).await.unwrap_err();
+        assert!(matches!(err, StorageError::UniqueValueTaken(_)), "{err:?}");
+        assert_eq!(dump(&s).await, before);
+    }
+    // Both move to a new tag together, the first checked (nobody else holds it), the second
+    // shared, in one batch.
+    s.apply(
+        stamp(),
+        vec![
+            WriteOp::PutMeta(meta("password_identity", "p_1", "tag", "t2")),
+            WriteOp::PutSharedMeta(meta("password_identity", "p_2", "tag", "t2")),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.meta_find("password_identity", "tag", "t1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.meta_find("password_identity", "tag", "t2")
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
 pub async fn meta_find_returns_whole_objects(s: impl Storage) {
     s.apply(
         stamp(),
@@ -4703,6 +4764,7 @@ macro_rules! conformance_cases {
             expected_meta_rows_guard_the_batch,
             meta_rows_put_get_insert_delete,
             identity_tags_are_unique,
+            shared_tags_are_stored_and_found_together,
             meta_find_returns_whole_objects,
             meta_find_follows_values_as_rows_move,
             records_and_meta_read_together_answer_as_apart,

@@ -533,7 +533,9 @@ fn counter_row(seq: u64, writes: Option<&str>) -> JsValue {
 /// ([`Batch::apply_to_write_epoch`]).
 pub(super) fn on_write_epoch(op: &WriteOp) -> bool {
     match op {
-        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_write_epoch(&row.key),
+        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) | WriteOp::PutSharedMeta(row) => {
+            is_write_epoch(&row.key)
+        }
         WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. } => is_write_epoch(key),
         _ => false,
     }
@@ -555,7 +557,11 @@ fn sole_op_on(batch: &[WriteOp], key: &MetaKey) -> bool {
     let mut ops = 0;
     for op in batch {
         match op {
-            WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) if row.key == *key => ops += 1,
+            WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) | WriteOp::PutSharedMeta(row)
+                if row.key == *key =>
+            {
+                ops += 1
+            }
             WriteOp::DeleteMeta(k) | WriteOp::ExpectMeta { key: k, .. } if k == key => ops += 1,
             WriteOp::ClearAll => return false,
             _ => {}
@@ -567,7 +573,9 @@ fn sole_op_on(batch: &[WriteOp], key: &MetaKey) -> bool {
 /// Whether `op` may write a replicated row (and so needs the seq counter).
 pub(super) fn writes_replicated(op: &WriteOp) -> bool {
     match op {
-        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => is_replicated(&row.key),
+        WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) | WriteOp::PutSharedMeta(row) => {
+            is_replicated(&row.key)
+        }
         WriteOp::DeleteMeta(key) => is_replicated(key),
         WriteOp::ExpectMeta { .. }
         | WriteOp::ExpectVersion { .. }
@@ -758,7 +766,9 @@ impl Batch {
             WriteOp::InsertMeta(_) if held.is_some() => {
                 return Err(StorageError::MetaTaken(write_epoch()));
             }
-            WriteOp::PutMeta(row) | WriteOp::InsertMeta(row) => Some(row.value.clone()),
+            WriteOp::PutMeta(row) | WriteOp::InsertMeta(row) | WriteOp::PutSharedMeta(row) => {
+                Some(row.value.clone())
+            }
             WriteOp::ExpectMeta { value, .. } if held != value => {
                 return Err(StorageError::MetaChanged(write_epoch()));
             }
@@ -854,7 +864,7 @@ impl Batch {
             WriteOp::InsertMeta(row) => {
                 let exists = pending(self.r.meta.get(meta_key_js(&row.key)), "read a meta row")?;
                 self.checks.push(Check::Absent(row.key.clone(), exists));
-                self.put_meta(row)?;
+                self.put_meta(row, true)?;
             }
             WriteOp::PutMeta(row) if self.sole_mark && row.key == unlinked_records() => {
                 // A local row: it takes no seq, so its put may come after the counter's.
@@ -862,7 +872,8 @@ impl Batch {
                 let stored = pending(self.r.meta.get(meta_key_js(&row.key)), "read a meta row")?;
                 self.checks.push(Check::Mark(row, stored));
             }
-            WriteOp::PutMeta(row) => self.put_meta(row)?,
+            WriteOp::PutMeta(row) => self.put_meta(row, true)?,
+            WriteOp::PutSharedMeta(row) => self.put_meta(row, false)?,
             WriteOp::DeleteMeta(key) => {
                 if is_replicated(&key) {
                     // A tombstone only for a row that was there.
@@ -1296,8 +1307,10 @@ impl Batch {
 
     /// A local write of a meta row: [`UNIQUE_META_VALUES`](super::super::UNIQUE_META_VALUES)
     /// checked, a replicated row stamped.
-    fn put_meta(&mut self, row: MetaRow) -> StorageResult<()> {
-        if is_unique_meta(&row.key) {
+    /// Put `row`, checking [`UNIQUE_META_VALUES`](crate::storage::UNIQUE_META_VALUES) when
+    /// `unique` (not for [`WriteOp::PutSharedMeta`]).
+    fn put_meta(&mut self, row: MetaRow, unique: bool) -> StorageResult<()> {
+        if unique && is_unique_meta(&row.key) {
             let holders = pending(
                 self.r.by_value()?.get_all(
                     Some(Query::from(key_array(&[
@@ -1395,7 +1408,7 @@ impl Batch {
             .into_iter()
             .collect::<StorageResult<Vec<_>>>()?;
         for row in marks.into_iter().flatten() {
-            self.put_meta(row)?;
+            self.put_meta(row, true)?;
         }
         Ok(())
     }

@@ -167,6 +167,7 @@ fn kind(op: &WriteOp) -> Option<u8> {
         WriteOp::ExpectVersion { .. } => 11,
         WriteOp::MarkClean { .. } => 12,
         WriteOp::DropTombstone { .. } => 13,
+        WriteOp::PutSharedMeta(_) => 14,
         WriteOp::DeleteIdentityIfUnlinked { .. }
         | WriteOp::ExpectUnlinked { .. }
         | WriteOp::ExpectEmpty
@@ -252,7 +253,9 @@ impl<'a> Footprint<'a> {
                 foot.any_token = true;
                 foot.all_meta = true;
             }
-            WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => meta(&mut foot, &row.key, true),
+            WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) | WriteOp::PutSharedMeta(row) => {
+                meta(&mut foot, &row.key, true)
+            }
             WriteOp::DeleteMeta(key) | WriteOp::ExpectMeta { key, .. } => {
                 meta(&mut foot, key, false)
             }
@@ -440,12 +443,15 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
             }
             with_array(out, &sqls, items);
         }
-        WriteOp::InsertMeta(_) | WriteOp::PutMeta(_) => {
-            let upsert = matches!(run[0], WriteOp::PutMeta(_));
+        WriteOp::InsertMeta(_) | WriteOp::PutMeta(_) | WriteOp::PutSharedMeta(_) => {
+            let upsert = !matches!(run[0], WriteOp::InsertMeta(_));
+            let shared = matches!(run[0], WriteOp::PutSharedMeta(_));
             let rows: Vec<&MetaRow> = run
                 .iter()
                 .filter_map(|op| match op {
-                    WriteOp::InsertMeta(row) | WriteOp::PutMeta(row) => Some(row),
+                    WriteOp::InsertMeta(row)
+                    | WriteOp::PutMeta(row)
+                    | WriteOp::PutSharedMeta(row) => Some(row),
                     _ => None,
                 })
                 .collect();
@@ -463,7 +469,7 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
             with_array(out, &[(CLEAR_META_TOMBSTONES, Extra::None)], replicated);
             let unique: Vec<Json> = rows
                 .iter()
-                .filter(|row| is_unique_meta(&row.key))
+                .filter(|row| !shared && is_unique_meta(&row.key))
                 .map(|row| meta_json(row))
                 .collect();
             with_array(out, &[(CHECK_UNIQUE_META, Extra::None)], unique);
