@@ -445,7 +445,7 @@ export class Vault {
    * replaced: other secrets of its identity keep working, and when `newPassword` already is one of
    * them (`secretAdd`), `oldPassword`'s slot is removed and no record is rewritten. When sync
    * left `oldPassword` several identities (two devices that first used it while apart), every
-   * one moves: the old password opens nothing afterwards.
+   * one is covered, each keeping its other secrets: the old password opens nothing afterwards.
    *
    * @example
    * ```ts
@@ -463,8 +463,8 @@ export class Vault {
   /**
    * Let `added` open everything `existing` opens (identities on): the identity's data key is
    * wrapped a second time, under `added`, like a LUKS key slot. O(1): no record is read or
-   * written (unless sync left `existing` several identities: their records are first
-   * re-encrypted under one of them, so that `added` opens them all). A password and a passkey (a 32-byte raw key), or two people's passwords, then open
+   * written (when sync left `existing` several identities, each gets a slot for `added`). A
+   * password and a passkey (a 32-byte raw key), or two people's passwords, then open
    * the same records; `bulkRekey(old, new)` later replaces only `old`'s slot, and a rotation
    * (`rotate: true`) removes every other slot. Rejects with `IDENTITY_DISABLED` when identities
    * are off, `IDENTITY_NOT_FOUND` when `existing` has no identity, `INVALID_ARGUMENT` when `added`

@@ -199,8 +199,9 @@ struct Round {
     /// The round found the vault holding no unlinked record (FORMAT.md "Vault state") and so
     /// scanned none.
     no_unlinked: bool,
-    /// The round re-wraps the source identity's key for the new secret: no record is written,
-    /// and what it reports moved is the links it read.
+    /// The round keeps source identities' records where they are (their old secret's slots
+    /// re-wrapped for the new secret, or left to go after the commit): what it reports moved
+    /// includes the links it counted, which no record write of the batch guards.
     rewrap: bool,
     /// Slots of the old secret stay on the identity that keeps its records: the new secret
     /// already opens it through another slot, which replaces the old secret's (API.md: a rekey
@@ -292,17 +293,6 @@ impl Vault {
     ) -> Result<u64> {
         self.ensure_open()?;
         self.check_policy(new)?;
-        self.rekey(old, new, options).await
-    }
-
-    /// [`Vault::bulk_rekey`] without the policy check of `new`: `secretAdd` merges the
-    /// identities of a secret already in use, which a policy tightened since must not refuse.
-    pub(super) async fn rekey(
-        &self,
-        old: &Secret,
-        new: &Secret,
-        options: &RekeyOptions<'_>,
-    ) -> Result<u64> {
         let observer = options.observer;
         let mut carry = self.carry();
         let mk_old = self.master_key(old).await?;
@@ -379,10 +369,10 @@ impl Vault {
                 carry,
                 &mut drained,
             )?;
-            // The kept source's records stay: only how many there are is read, counted in the
+            // The kept sources' records stay: only how many there are is read, counted in the
             // backend's identity index, so a password change reads no record whatever the
             // vault's size.
-            if let Some(kept) = kept {
+            for kept in kept {
                 round.moved += reads.linked_count(Some(&kept)).await?;
             }
             Some(target)
@@ -486,14 +476,16 @@ impl Vault {
     }
 
     /// Plan moving the old secret's identities (`sources`) to the identity the new secret will
-    /// have, and return the key records joining it are sealed with, and the id of the source
-    /// whose records stay where they are, if one does. Which identity that is:
-    /// - one the new secret already opens, that the server has not removed (and, for a
-    ///   rotation, not a source): every source's records join it (re-encrypted), unless it is
-    ///   itself a source, when its records stay and only the other sources' join it;
-    /// - else, without rotation, a source the server has not removed: its old secret's slot is
-    ///   re-wrapped for the new secret (O(1): the DEK stays), and the other sources' records join
-    ///   it;
+    /// have, and return the key records joining it are sealed with, and the ids of the sources
+    /// whose records stay where they are. Which identity that is:
+    /// - one the new secret already opens that is not a source, that the server has not removed:
+    ///   every source's records join it (re-encrypted), and the sources go with their slots (as
+    ///   a move to another identity does with one source);
+    /// - else, without rotation, a source the server has not removed (one the new secret opens
+    ///   already, if one is): its old secret's slot is re-wrapped for the new secret (O(1): the
+    ///   DEK stays) unless the new secret has its own slot there, and so is that of every other
+    ///   source the server has not removed (each keeps its records and its other secrets); the
+    ///   records of the sources the server removed join it;
     /// - else (a rotation, or every candidate removed by the server) a fresh identity: every
     ///   source's records join it, and so do those of the new secret's identities, all removed
     ///   by the server, whose tag it takes.
@@ -517,9 +509,10 @@ impl Vault {
         round: &mut Round,
         carry: &mut Carry,
         drained: &mut Vec<Drained>,
-    ) -> Result<(WriteKey, Option<String>)> {
+    ) -> Result<(WriteKey, Vec<String>)> {
         let tag_old = self.keys.identity_tag(mk_old);
         let tag_new = self.keys.identity_tag(mk_new);
+        let same_secret = tag_old == tag_new;
         // Each source must still be the old secret's when this commits (through the slot that
         // found it: its other slots may change meanwhile).
         for source in &sources {
@@ -549,14 +542,28 @@ impl Vault {
             _ => None,
         };
         let mut kept = None;
+        // Without rotation, every other source the server still has keeps its records too.
+        let mut also_kept = Vec::new();
         let mut moving = Vec::new();
         for source in sources {
             if kept_id.as_ref() == Some(&source.id) {
                 kept = Some(source);
+            } else if kept_id.is_some() && usable(&source) {
+                also_kept.push(source);
             } else {
                 moving.push((source, true));
             }
         }
+        // Whether the old secret has a slot on `identity` besides the one that found it (sync
+        // brought it a second one: the secret added to it on two replicas while apart).
+        let other_old_slot = |identity: &Identity| {
+            old_rows.iter().any(|r| {
+                r.key.object_id != identity.slot
+                    && (r.key.object_id == identity.id
+                        || (r.key.key == OWNER_KEY && r.value == identity.id))
+            })
+        };
+        let target_ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
         let mut setup = Vec::new();
         let target = match (&kept, target_at) {
             (Some(kept), Some(at)) => {
@@ -570,14 +577,9 @@ impl Vault {
                 // O(1) whatever the record count: the DEK stays, only the old secret's slot is
                 // re-wrapped (its other slots keep working).
                 round.rewrap = true;
-                // Sync may have brought a second slot of the old secret on this identity (the
-                // secret added to it on two replicas while apart): it goes after the commit,
-                // as the old secret's slot does when the new secret had one of its own.
-                round.retire_source_slot = old_rows.iter().any(|r| {
-                    r.key.object_id != kept.slot
-                        && (r.key.object_id == kept.id
-                            || (r.key.key == OWNER_KEY && r.value == kept.id))
-                });
+                // A second slot of the old secret on this identity goes after the commit, as
+                // the old secret's slot does when the new secret had one of its own.
+                round.retire_source_slot = other_old_slot(kept);
                 round.batch.extend(
                     slot_rows(&kept.slot, &kept.id, mk_new, self, &kept.dek)?
                         .into_iter()
@@ -613,6 +615,34 @@ impl Vault {
                 identity
             }
         };
+        // The other sources the server still has, when a source keeps its records: a password
+        // change covers each in place, its old secret's slot re-wrapped for the new secret (O(1):
+        // no record is read or written). Moving their records into the kept identity instead
+        // would drop every other secret they have, which cannot be wrapped anew without those
+        // secrets. The new secret's tag then names several objects, as sync had left the old
+        // one's (FORMAT.md "One secret, several objects"): written after the kept source's
+        // checked one, so a writer that gave the new secret an identity meanwhile still fails
+        // this batch. A rekey of a secret to itself leaves them as they are.
+        for source in &also_kept {
+            round.rewrap = true;
+            if same_secret {
+                continue;
+            }
+            if target_ids.contains(&source.id) {
+                // The new secret opens it already: the old secret's slot on it goes after the
+                // commit.
+                round.retire_source_slot = true;
+                continue;
+            }
+            round.retire_source_slot |= other_old_slot(source);
+            round.batch.extend(
+                slot_rows(&source.slot, &source.id, mk_new, self, &source.dek)?
+                    .into_iter()
+                    .map(WriteOp::PutSharedMeta),
+            );
+        }
+        let mut kept: Vec<String> = kept.into_iter().map(|k| k.id).collect();
+        kept.extend(also_kept.into_iter().map(|k| k.id));
         for (identity, old_secret) in moving {
             round.finish.push(prune_identity(&identity.id));
             drained.push(Drained {
@@ -627,7 +657,7 @@ impl Vault {
             guard: vec![],
             slot: None,
         };
-        Ok((target, kept.map(|k| k.id)))
+        Ok((target, kept))
     }
 
     /// Plan moving the records sealed with the master key `from` (found by key check value: one

@@ -14,11 +14,10 @@
 //!
 //! Tags are unique for local writes only: sync may leave a secret several objects (FORMAT.md
 //! "One secret, several objects"). `secretRemove` then removes all of them in its one batch;
-//! `secretAdd` first makes the existing secret's identities one with a rekey to itself (which
-//! re-encrypts the records of all but one), since one slot opens one identity.
+//! `secretAdd` adds a slot to each identity the existing secret opens, in one batch, since one
+//! slot opens one identity.
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
-use super::rekey::RekeyOptions;
 use super::{MAX_ATTEMPTS, Vault};
 use crate::crypto::{MasterKey, identity_tag, new_identity_id};
 use crate::error::{Result, VaultError};
@@ -34,7 +33,8 @@ struct StoredSlot {
 
 impl Vault {
     /// Wrap the data key of `existing`'s identity under `added` too (O(1): no record is read or
-    /// written), so that both open the same records.
+    /// written; one slot per identity when sync left `existing` several), so that both open
+    /// the same records.
     pub async fn secret_add(&self, existing: &Secret, added: &Secret) -> Result<()> {
         self.ensure_open()?;
         if !self.identities {
@@ -47,18 +47,12 @@ impl Vault {
         self.check_key_epoch(epoch)?;
         let added_tag = identity_tag(&mk_added);
         for _ in 0..MAX_ATTEMPTS {
-            let mut identities = self
+            let identities = self
                 .find_identities_in(&Optimistic(&*self.storage), &mk_existing, epoch)
                 .await?;
-            if identities.len() > 1 {
-                // Sync brought identities `existing` made on replicas that were apart: a slot
-                // on one would open only its records. They become one first (their records
-                // re-encrypted under one of them), then the slot opens everything.
-                self.rekey(existing, existing, &RekeyOptions::default())
-                    .await?;
-                continue;
+            if identities.is_empty() {
+                return Err(VaultError::IdentityNotFound);
             }
-            let identity = identities.pop().ok_or(VaultError::IdentityNotFound)?;
             let taken = self
                 .storage
                 .meta_find(object_type::IDENTITY, TAG_KEY, &added_tag)
@@ -67,22 +61,29 @@ impl Vault {
             if !taken.is_empty() {
                 return Err(already_opens());
             }
-            let slot = new_identity_id()?;
-            let mut batch = vec![expect_tag(
-                &identity.slot,
-                self.keys.identity_tag(&mk_existing),
-            )];
-            batch.extend(
-                slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?
-                    .into_iter()
-                    .map(WriteOp::InsertMeta),
-            );
-            batch.push(WriteOp::InsertMeta(MetaRow::new(
-                object_type::IDENTITY,
-                &slot,
-                OWNER_KEY,
-                identity.id.as_str(),
-            )));
+            // A slot on every identity `existing` opens: sync may have brought it several (made
+            // on replicas that were apart), and a slot on one would open only its records. The
+            // first slot's tag is checked, so another writer adding the same secret meanwhile
+            // fails this batch; the others share it (FORMAT.md "One secret, several objects").
+            let existing_tag = self.keys.identity_tag(&mk_existing);
+            let mut batch = Vec::with_capacity(4 * identities.len());
+            for (i, identity) in identities.iter().enumerate() {
+                batch.push(expect_tag(&identity.slot, existing_tag.clone()));
+                let slot = new_identity_id()?;
+                let [tag, dek] = slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?;
+                batch.push(if i == 0 {
+                    WriteOp::InsertMeta(tag)
+                } else {
+                    WriteOp::PutSharedMeta(tag)
+                });
+                batch.push(WriteOp::InsertMeta(dek));
+                batch.push(WriteOp::InsertMeta(MetaRow::new(
+                    object_type::IDENTITY,
+                    &slot,
+                    OWNER_KEY,
+                    identity.id.as_str(),
+                )));
+            }
             match self.storage.apply(self.stamp()?, batch).await {
                 Ok(()) => return Ok(()),
                 // The slot that found the identity changed (a rekey, a removal), or another
