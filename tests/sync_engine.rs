@@ -1327,7 +1327,7 @@ fn a_password_change_or_rotation_covers_every_identity_of_the_old_secret() {
 }
 
 /// `secretAdd` wraps one identity's key: of a secret that sync left with two identities, the
-/// added secret opened only one identity's records. The two become one first now.
+/// added secret opened only one identity's records. Each gets a slot for it now.
 #[test]
 fn a_secret_added_to_a_secret_with_two_identities_opens_every_record() {
     block_on(async {
@@ -2835,5 +2835,29 @@ fn a_vault_whose_password_has_two_identities_restores_from_its_snapshot() {
             }
             assert_eq!(restored.export_snapshot().await.unwrap(), bytes);
         }
+    });
+}
+
+/// A password with another secret added to its identity, that secret also first used on a
+/// replica that was apart (an identity of its own): removing the password promotes the other
+/// secret's slot to the identity's own rows. That write took the secret's identity elsewhere
+/// for a second holder of its tag, and every round failed: `secretRemove` gave up with a
+/// `STORAGE` error saying other writers kept changing the identity, which none were.
+#[test]
+fn removing_a_password_whose_other_secret_sync_gave_an_identity_of_its_own() {
+    block_on(async {
+        let (server, a, b) = joined_empty().await;
+        let from_a = create(&a, "under the password", PASSWORD).await;
+        a.vault.secret_add(&pw(PASSWORD), &pw(THIRD)).await.unwrap();
+        let from_b = create(&b, "under the third secret", THIRD).await;
+        settle(&server, &[&a, &b]).await;
+        a.vault.secret_remove(&pw(PASSWORD)).await.unwrap();
+        settle(&server, &[&a, &b]).await;
+        let records = [
+            (from_a.as_str(), "under the password"),
+            (from_b.as_str(), "under the third secret"),
+        ];
+        opens_with(&[&a, &b], &records, &[THIRD], "").await;
+        opens_only(&[&a, &b], records[0], THIRD, &[PASSWORD]).await;
     });
 }

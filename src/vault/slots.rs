@@ -175,8 +175,11 @@ impl Vault {
     ) -> Result<Vec<WriteOp>> {
         if let Some(other) = self.another_slot(owner, tag).await? {
             // Promote another slot: its tag and dek become the identity's own (the wrap's
-            // associated data is the identity's id either way), and its object goes. Its rows
-            // are deleted before the tag is written, as tags stay unique at every step.
+            // associated data is the identity's id either way), and its object goes. The tag
+            // moves from one object to another, so it is written shared: sync may have given
+            // that secret another object elsewhere (an identity it made on a replica that was
+            // apart), which a checked write would take for a second holder, failing every
+            // round.
             let mut batch = vec![
                 WriteOp::ExpectMeta {
                     key: slot_key(&other.object_id, TAG_KEY),
@@ -190,7 +193,7 @@ impl Vault {
             for key in [TAG_KEY, DEK_KEY, OWNER_KEY] {
                 batch.push(WriteOp::DeleteMeta(slot_key(&other.object_id, key)));
             }
-            batch.push(WriteOp::PutMeta(MetaRow::new(
+            batch.push(WriteOp::PutSharedMeta(MetaRow::new(
                 object_type::IDENTITY,
                 owner,
                 TAG_KEY,
