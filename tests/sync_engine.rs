@@ -2861,3 +2861,28 @@ fn removing_a_password_whose_other_secret_sync_gave_an_identity_of_its_own() {
         opens_only(&[&a, &b], records[0], THIRD, &[PASSWORD]).await;
     });
 }
+
+/// The password has two identities (two devices first used it apart), and a secret added to one
+/// of them. A password change to that secret re-wraps the password's slot on the other identity
+/// for it, and the password's own slot on the first goes by promoting the secret's slot there:
+/// a second write of the secret's tag beside the one the re-wrap made. The secret then opens
+/// both identities' records, and the password nothing.
+#[test]
+fn a_password_change_to_a_secret_added_to_one_of_its_identities_covers_both() {
+    block_on(async {
+        let (server, c, d) = joined_empty().await;
+        let from_c = create(&c, "written by c", PASSWORD).await;
+        c.vault.secret_add(&pw(PASSWORD), &pw(THIRD)).await.unwrap();
+        let from_d = create(&d, "written by d", PASSWORD).await;
+        settle(&server, &[&c, &d]).await;
+        let moved = c
+            .vault
+            .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(moved, 2);
+        settle(&server, &[&c, &d]).await;
+        opens_only(&[&c, &d], (&from_c, "written by c"), THIRD, &[PASSWORD]).await;
+        opens_only(&[&c, &d], (&from_d, "written by d"), THIRD, &[PASSWORD]).await;
+    });
+}
