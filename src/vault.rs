@@ -27,10 +27,11 @@ use crate::record::Record;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 use crate::storage::{
-    MetaKey, MetaRow, Stamp, Storage, StorageError, WriteOp, object_type, unlinked_records,
-    write_epoch,
+    MetaKey, MetaRow, Stamp, Storage, StorageError, Stored, WriteOp, is_replicated, object_type,
+    unlinked_records, write_epoch,
 };
-use crate::sync::{Hlc, Rev};
+use crate::sync::plan::revs_of;
+use crate::sync::{Hlc, Rev, RowKey};
 use identity::Identity;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -315,6 +316,19 @@ impl Vault {
         self.stamp_after(std::iter::empty())
     }
 
+    /// Order this instance's next revisions after every revision of `stored`: the versions of
+    /// the replicated meta rows a batch puts ([`meta_puts`]), read before it is stamped. Another
+    /// instance on the same store (a tab that synced) may have stored them with revisions this
+    /// clock has not seen, and a write stamped before them would lose to the very rows it
+    /// replaces, on every replica (SYNC.md 4): a password change undone by the next sync.
+    pub(crate) fn observe_stored(&self, stored: &[Option<Stored>]) {
+        for version in stored.iter().flatten() {
+            for rev in revs_of(&version.row) {
+                self.clock.observe(rev);
+            }
+        }
+    }
+
     /// The policy applies to passwords that encrypt, never to raw keys.
     pub(crate) fn check_policy(&self, secret: &Secret) -> Result<()> {
         match secret {
@@ -494,6 +508,11 @@ impl Vault {
             ));
         }
         let row = MetaRow::new(object_type::VAULT, SETTINGS_ID, key, value);
+        let stored = self
+            .storage
+            .versions(&[RowKey::Meta(row.key.clone())])
+            .await?;
+        self.observe_stored(&stored);
         Ok(self
             .storage
             .apply(self.stamp()?, vec![WriteOp::PutMeta(row)])
@@ -703,4 +722,18 @@ async fn load_or_create_settings(
     Err(VaultError::storage(
         "could not create the vault settings: another writer keeps changing them",
     ))
+}
+
+/// The replicated meta rows `batch` puts over whatever version they have (settings, identity and
+/// slot rows): see [`Vault::observe_stored`]. Inserts are left out: they write new keys.
+pub(crate) fn meta_puts(batch: &[WriteOp]) -> Vec<RowKey> {
+    batch
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::PutMeta(row) | WriteOp::PutSharedMeta(row) if is_replicated(&row.key) => {
+                Some(RowKey::Meta(row.key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }

@@ -2886,3 +2886,61 @@ fn a_password_change_to_a_secret_added_to_one_of_its_identities_covers_both() {
         opens_only(&[&c, &d], (&from_d, "written by d"), THIRD, &[PASSWORD]).await;
     });
 }
+
+/// Two tabs of one device whose clock runs 30 s slow (within the drift tolerance, so no sync
+/// corrects it): one syncs, the other changes the password, and a setting, right after the
+/// syncing tab pulled the rows they replace from an on-time device. The writing tab's clock had
+/// seen none of those rows' revisions, so its changes were stamped before them: the server kept
+/// the rows they replaced: the password change was undone on every device, and the setting
+/// lost, with no conflict reported. Found by the sync simulation (a slow device's tab that had
+/// not synced changing the password after its other tab pulled a rotation). A write to a meta
+/// row is now ordered after the row it replaces.
+#[test]
+fn a_change_in_one_tab_outranks_the_rows_another_tab_pulled() {
+    block_on(async {
+        // Each change on its own: either one would order the tab's clock after both rows.
+        for password in [true, false] {
+            let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
+            let a_clock = TestClock::new(T0 - 30_000);
+            let server = clocked(true, &server_clock).await;
+            let b = clocked(true, &b_clock).await;
+            let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+            let syncing = timed_on(&a_clock, store.clone(), true).await;
+            let remote = wire(&server);
+            sync(&b, &remote).await;
+            sync(&syncing, &remote).await;
+            let writing = timed_on(&a_clock, store, true).await;
+            let token = create(&b, "v", PASSWORD).await;
+            b.vault.set_vault_setting("theme", "dark").await.unwrap();
+            sync(&b, &remote).await;
+            sync(&syncing, &remote).await;
+            for clock in [&server_clock, &b_clock, &a_clock] {
+                clock.advance(1_000);
+            }
+            if password {
+                writing
+                    .vault
+                    .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+                    .await
+                    .unwrap();
+            } else {
+                writing
+                    .vault
+                    .set_vault_setting("theme", "light")
+                    .await
+                    .unwrap();
+            }
+            let report = sync(&syncing, &remote).await;
+            assert_eq!(report.conflicts, 0, "{report:?}");
+            settle(&server, &[&syncing, &b]).await;
+            if password {
+                opens_only(&[&syncing, &b], (&token, "v"), NEW, &[PASSWORD]).await;
+            } else {
+                for node in [&syncing, &b] {
+                    let theme = node.vault.get_vault_setting("theme").await.unwrap();
+                    assert_eq!(theme.as_deref(), Some("light"));
+                }
+            }
+        }
+    });
+}

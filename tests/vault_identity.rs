@@ -1072,8 +1072,8 @@ fn rekey_moves_records_from_before_identities_and_skips_the_scan_when_there_are_
             "a re-wrap of an all-linked vault reads less ({reads}) than one that scans ({scanned})"
         );
         assert_eq!(
-            reads, 6,
-            "epoch, two identities, whether sync found the old one removed on the server, the links, the vault state"
+            reads, 7,
+            "epoch, two identities, whether sync found the old one removed on the server, the links, the vault state, the revisions of the rows the re-wrap replaces"
         );
     });
 }
