@@ -5,7 +5,8 @@
 //! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
 //! setting, a password change (identities on: a re-wrap), a rotation, a secret added to the
 //! password's identity (identities on: a slot, `secretAdd`) and one of those removed
-//! (`secretRemove`, on a replica that may not have it yet), time passing (seconds, or
+//! (`secretRemove`, on a replica that may not have it yet) or, through rotations, made the
+//! password (`bulkRekey` to it), time passing (seconds, or
 //! months: past the 90-day retention, so the server collects tombstones, replicas drop their
 //! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
 //! random with faults on the wire: a request lost (the server never saw it), a response lost (the
@@ -375,6 +376,9 @@ enum Op {
     /// Identities on: this replica forgets one of the secrets `secretAdd` added (the pick, of
     /// those in the history), wherever sync put it.
     SecretRemove(usize, usize),
+    /// The through-rotations run only: this replica's password changed to one of the secrets
+    /// `secretAdd` added (the pick), which then is a password of the history.
+    PasswordToSlot(usize, usize),
     /// Every clock moves on by this many milliseconds.
     Tick(i64),
     /// Every clock moves on by this many days, more than the 90-day retention: the server
@@ -431,6 +435,7 @@ fn write_op() -> impl Strategy<Value = Op> {
         1 => r.clone().prop_map(Op::Password),
         1 => r.clone().prop_map(Op::SecretAdd),
         1 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::SecretRemove(r, p)),
+        1 => (r.clone(), pick.clone()).prop_map(|(r, p)| Op::PasswordToSlot(r, p)),
         1 => r.prop_map(Op::Rotate),
     ]
 }
@@ -862,6 +867,7 @@ fn replica_of(op: &Op) -> Option<usize> {
         | Op::Rotate(r)
         | Op::SecretAdd(r)
         | Op::SecretRemove(r, _)
+        | Op::PasswordToSlot(r, _)
         | Op::Sync(r, _) => Some(*r),
         Op::Tick(_)
         | Op::Away(_)
@@ -1020,10 +1026,46 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 .vault
                 .secret_remove(&Secret::password(secret.as_str()))
                 .await;
+            // Refused when it is the last secret of an identity with records (a password now,
+            // or what sync left it), and then nothing changed.
+            if matches!(&result, Err(e) if e.code() == ErrorCode::InvalidArgument) {
+                return;
+            }
             if tolerated("secretRemove", node, result).is_some()
                 && !history.removed.contains(&secret)
+                && !history.passwords.contains(&secret)
             {
                 history.removed.push(secret);
+            }
+        }
+        (Op::PasswordToSlot(_, p), Some(node)) => {
+            // The strict oracle's model (one identity whose tag revisions name passwords) leaves
+            // this out; through rotations, every secret only has to open alike everywhere.
+            if !history.identities || !known_bugs() || history.slots.is_empty() {
+                return;
+            }
+            let old = secret_for(node, history).await;
+            let new = history.slots[p % history.slots.len()].clone();
+            if old == new {
+                return;
+            }
+            let rekeyed = node
+                .vault
+                .bulk_rekey(
+                    &Secret::password(old.as_str()),
+                    &Secret::password(new.as_str()),
+                    &RekeyOptions::default(),
+                )
+                .await;
+            if tolerated("rekey to an added secret", node, rekeyed).is_some() {
+                if trace() {
+                    eprintln!("  {} now opens with {new}", node.name);
+                }
+                // A password now: what removed it before no longer says what it opens.
+                history.removed.retain(|s| *s != new);
+                if !history.passwords.contains(&new) {
+                    history.passwords.push(new);
+                }
             }
         }
         (Op::Sync(r, fault), Some(node)) => {
