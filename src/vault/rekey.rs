@@ -10,7 +10,7 @@
 use super::engine::removed_by_server;
 use super::identity::{Identity, TAG_KEY, expect_tag, identity_find, prune_identity, slot_rows};
 use super::tokens::reseal_op;
-use super::{Vault, WriteKey, meta_puts, new_write_epoch};
+use super::{Vault, WriteKey, new_write_epoch};
 use crate::crypto::{DataKey, Envelope, MasterKey, new_identity_id, seal_value};
 use crate::error::{Result, VaultError};
 use crate::record::Record;
@@ -311,11 +311,8 @@ impl Vault {
             let moved = round.moved;
             let retire_source_slot = round.retire_source_slot;
             report_at_least(observer, &mut carry, moved, moved);
-            let puts = meta_puts(&round.batch);
-            if !puts.is_empty() {
-                self.observe_stored(&tx.versions(&puts).await?);
-            }
-            match commit_round(tx, self.stamp()?, round).await {
+            let stamp = self.stamp_for(&*tx, &round.batch).await?;
+            match commit_round(tx, stamp, round).await {
                 Ok(()) if retire_source_slot => {
                     // A second batch, as `secretRemove` would: should it fail, every record
                     // already opens with `new` and `old` still does too, and the rekey runs again.

@@ -18,7 +18,7 @@
 //! slot opens one identity.
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
-use super::{MAX_ATTEMPTS, Vault, meta_puts};
+use super::{MAX_ATTEMPTS, Vault};
 use crate::crypto::{MasterKey, identity_tag, new_identity_id};
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
@@ -117,11 +117,8 @@ impl Vault {
     pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
             let batch = self.removal(mk, epoch).await?;
-            let puts = meta_puts(&batch);
-            if !puts.is_empty() {
-                self.observe_stored(&self.storage.versions(&puts).await?);
-            }
-            match self.storage.apply(self.stamp()?, batch).await {
+            let stamp = self.stamp_for(&Optimistic(&*self.storage), &batch).await?;
+            match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::MetaChanged(_) | StorageError::UniqueValueTaken(_)) => continue,
                 Err(e) => return Err(e.into()),
