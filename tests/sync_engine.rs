@@ -2944,3 +2944,43 @@ fn a_change_in_one_tab_outranks_the_rows_another_tab_pulled() {
         }
     });
 }
+
+/// The same for a record changed by id without reading it first (`recordSoftDeleteById`): its
+/// soft delete was stamped before the revision the record had from the on-time device, lost
+/// to it, and the record came back live everywhere.
+#[test]
+fn a_soft_delete_by_id_in_one_tab_outranks_the_version_another_tab_pulled() {
+    block_on(async {
+        let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
+        let a_clock = TestClock::new(T0 - 30_000);
+        let server = clocked(true, &server_clock).await;
+        let b = clocked(true, &b_clock).await;
+        let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+        let syncing = timed_on(&a_clock, store.clone(), true).await;
+        let remote = wire(&server);
+        sync(&b, &remote).await;
+        sync(&syncing, &remote).await;
+        let writing = timed_on(&a_clock, store, true).await;
+        let token = create(&b, "v", PASSWORD).await;
+        sync(&b, &remote).await;
+        sync(&syncing, &remote).await;
+        for clock in [&server_clock, &b_clock, &a_clock] {
+            clock.advance(1_000);
+        }
+        let id = writing
+            .vault
+            .record_find_by_token(&token)
+            .await
+            .unwrap()
+            .expect("pulled")
+            .id;
+        writing.vault.record_soft_delete_by_id(&id).await.unwrap();
+        settle(&server, &[&syncing, &b]).await;
+        for node in [&syncing, &b] {
+            let stored = node.store.records_by_ids(std::slice::from_ref(&id)).await;
+            let record = stored.unwrap().pop().flatten().expect("kept, in the trash");
+            assert!(record.soft_deleted_at.is_some(), "{record:?}");
+            assert_eq!(node.vault.record_find_by_id(&id).await.unwrap(), None);
+        }
+    });
+}
