@@ -734,7 +734,7 @@ async fn load_or_create_settings(
 }
 
 /// The replicated meta rows `batch` puts over whatever version they have (settings, identity and
-/// slot rows): see [`Vault::observe_stored`]. Inserts are left out: they write new keys.
+/// slot rows): see [`Vault::stamp_for`]. Inserts are left out: they write new keys.
 pub(crate) fn meta_puts(batch: &[WriteOp]) -> Vec<RowKey> {
     batch
         .iter()

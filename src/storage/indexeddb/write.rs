@@ -1306,9 +1306,7 @@ impl Batch {
     }
 
     /// A local write of a meta row: [`UNIQUE_META_VALUES`](super::super::UNIQUE_META_VALUES)
-    /// checked, a replicated row stamped.
-    /// Put `row`, checking [`UNIQUE_META_VALUES`](crate::storage::UNIQUE_META_VALUES) when
-    /// `unique` (not for [`WriteOp::PutSharedMeta`]).
+    /// checked when `unique` (not for [`WriteOp::PutSharedMeta`]), a replicated row stamped.
     fn put_meta(&mut self, row: MetaRow, unique: bool) -> StorageResult<()> {
         if unique && is_unique_meta(&row.key) {
             let holders = pending(
