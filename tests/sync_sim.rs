@@ -1806,3 +1806,31 @@ proptest! {
         block_on(simulate(case, true));
     }
 }
+
+/// Found by the through-rotations run (seed 21, 1,000 cases): A rotates its password away and,
+/// before hearing of a secret B added to the old identity, pulls that slot (its first pull went
+/// through, its push was dropped), then changes its password to that secret. The slot named an
+/// identity A had removed, and the rekey took it for the new secret's identity: it moved A's
+/// records back onto the key A's rotation had retired, and after the sync they were stranded and
+/// opened with no secret. An identity reached only through a slot whose identity this replica
+/// removed now counts as removed, as one the server removed does.
+#[test]
+fn a_rekey_never_moves_records_onto_a_slot_of_an_identity_rotated_away_here() {
+    WIDE.with(|wide| wide.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::Rotate(0),
+            Op::SecretAdd(1),
+            Op::WriteDuringSync(Box::new(Op::CreateCustom(2, 0, Expiry::Never)), 0),
+            Op::SyncTabs(1),
+            Op::Sync(0, Fault::Drop(1)),
+            Op::PasswordToSlot(0, 0),
+            Op::Rotate(2),
+            Op::SyncTabs(2),
+        ],
+    };
+    block_on(simulate(case, true));
+}

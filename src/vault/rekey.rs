@@ -17,7 +17,7 @@ use crate::record::Record;
 use crate::secret::Secret;
 use crate::storage::{
     MetaKey, MetaRow, OWNER_KEY, Optimistic, Stamp, StorageError, WriteOp, WriteTransaction,
-    object_type, scan_pages, unlinked_records, write_epoch,
+    identity_tag_key, object_type, scan_pages, unlinked_records, write_epoch,
 };
 use std::collections::HashMap;
 use zeroize::Zeroizing;
@@ -455,6 +455,20 @@ impl Vault {
                 .map(|i| i.id.as_str())
                 .collect();
             candidates.removed = removed_by_server(reads, &ids).await?;
+            // An identity reached only through a slot whose identity this replica removed (a
+            // slot pulled from a replica that added it while this one rotated the identity
+            // away, before the server, which removes such a slot, has heard of it) is removed
+            // too: a rekey onto it would seal records under a key on its way out.
+            for identity in candidates.sources.iter().chain(&candidates.targets) {
+                if identity.slot != identity.id
+                    && reads
+                        .meta_get(&identity_tag_key(&identity.id))
+                        .await?
+                        .is_none()
+                {
+                    candidates.removed.push(identity.id.clone());
+                }
+            }
             if candidates.sources.len() > 1 {
                 for source in &candidates.sources {
                     let own_is_old = candidates
