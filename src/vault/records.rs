@@ -1,7 +1,7 @@
 //! Record metadata operations and expiry purges (API.md "Records and queries").
 
 use super::{MAX_ATTEMPTS, Vault, new_write_epoch};
-use crate::error::{NotFoundReason, Result, VaultError};
+use crate::error::{Result, VaultError};
 use crate::query::{RecordFilter, RecordQuery, SoftDeleted};
 use crate::record::Record;
 use crate::storage::{Purge, RecordChange, StorageError, WriteOp};
@@ -72,14 +72,9 @@ impl Vault {
         // instance on the store (a tab that synced) may hold it with a revision this clock has
         // not seen, and the soft delete would lose to it (SYNC.md 4). The token paths read it
         // anyway.
-        let record = self
-            .storage
-            .records_by_ids(&[id.to_owned()])
-            .await?
-            .pop()
-            .flatten()
-            .ok_or_else(|| VaultError::not_found(NotFoundReason::Missing, id))?;
-        self.observe(&record);
+        if let Some(record) = self.record_by_id(id).await? {
+            self.observe(&record);
+        }
         self.change_by_id(
             id,
             RecordChange::SoftDelete {
