@@ -2887,6 +2887,45 @@ fn a_password_change_to_a_secret_added_to_one_of_its_identities_covers_both() {
     });
 }
 
+/// A server, an on-time device B, and two tabs of a device whose clock runs 30 s slow: `syncing`
+/// has just pulled a record (`token`, "v" under [`PASSWORD`]) and the setting `theme` = "dark"
+/// that B wrote; `writing` has not synced, and its clock has seen none of their revisions. A
+/// second later by every clock.
+struct SlowTabs {
+    server: Node,
+    b: Node,
+    syncing: Node,
+    writing: Node,
+    token: String,
+}
+
+async fn slow_tabs() -> SlowTabs {
+    let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
+    let a_clock = TestClock::new(T0 - 30_000);
+    let server = clocked(true, &server_clock).await;
+    let b = clocked(true, &b_clock).await;
+    let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
+    let syncing = timed_on(&a_clock, store.clone(), true).await;
+    let remote = wire(&server);
+    sync(&b, &remote).await;
+    sync(&syncing, &remote).await;
+    let writing = timed_on(&a_clock, store, true).await;
+    let token = create(&b, "v", PASSWORD).await;
+    b.vault.set_vault_setting("theme", "dark").await.unwrap();
+    sync(&b, &remote).await;
+    sync(&syncing, &remote).await;
+    for clock in [&server_clock, &b_clock, &a_clock] {
+        clock.advance(1_000);
+    }
+    SlowTabs {
+        server,
+        b,
+        syncing,
+        writing,
+        token,
+    }
+}
+
 /// Two tabs of one device whose clock runs 30 s slow (within the drift tolerance, so no sync
 /// corrects it): one syncs, the other changes the password, and a setting, right after the
 /// syncing tab pulled the rows they replace from an on-time device. The writing tab's clock had
@@ -2900,23 +2939,14 @@ fn a_change_in_one_tab_outranks_the_rows_another_tab_pulled() {
     block_on(async {
         // Each change on its own: either one would order the tab's clock after both rows.
         for password in [true, false] {
-            let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
-            let a_clock = TestClock::new(T0 - 30_000);
-            let server = clocked(true, &server_clock).await;
-            let b = clocked(true, &b_clock).await;
-            let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
-            let syncing = timed_on(&a_clock, store.clone(), true).await;
+            let SlowTabs {
+                server,
+                b,
+                syncing,
+                writing,
+                token,
+            } = slow_tabs().await;
             let remote = wire(&server);
-            sync(&b, &remote).await;
-            sync(&syncing, &remote).await;
-            let writing = timed_on(&a_clock, store, true).await;
-            let token = create(&b, "v", PASSWORD).await;
-            b.vault.set_vault_setting("theme", "dark").await.unwrap();
-            sync(&b, &remote).await;
-            sync(&syncing, &remote).await;
-            for clock in [&server_clock, &b_clock, &a_clock] {
-                clock.advance(1_000);
-            }
             if password {
                 writing
                     .vault
@@ -2951,22 +2981,13 @@ fn a_change_in_one_tab_outranks_the_rows_another_tab_pulled() {
 #[test]
 fn a_soft_delete_by_id_in_one_tab_outranks_the_version_another_tab_pulled() {
     block_on(async {
-        let (server_clock, b_clock) = (TestClock::new(T0), TestClock::new(T0));
-        let a_clock = TestClock::new(T0 - 30_000);
-        let server = clocked(true, &server_clock).await;
-        let b = clocked(true, &b_clock).await;
-        let store: Arc<dyn Storage> = Arc::new(GlueMemoryStorage::new().unwrap());
-        let syncing = timed_on(&a_clock, store.clone(), true).await;
-        let remote = wire(&server);
-        sync(&b, &remote).await;
-        sync(&syncing, &remote).await;
-        let writing = timed_on(&a_clock, store, true).await;
-        let token = create(&b, "v", PASSWORD).await;
-        sync(&b, &remote).await;
-        sync(&syncing, &remote).await;
-        for clock in [&server_clock, &b_clock, &a_clock] {
-            clock.advance(1_000);
-        }
+        let SlowTabs {
+            server,
+            b,
+            syncing,
+            writing,
+            token,
+        } = slow_tabs().await;
         let id = writing
             .vault
             .record_find_by_token(&token)
