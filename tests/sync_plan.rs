@@ -78,6 +78,7 @@ fn meta_gone(key: MetaKey, at: Rev) -> Row {
         version: MetaVersion::Gone {
             rev: at,
             deleted_at: 5,
+            emptied: false,
         },
     }
 }

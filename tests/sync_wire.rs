@@ -157,9 +157,10 @@ fn row() -> impl Strategy<Value = Row> {
                 version: RecordVersion::Gone(Tombstone { rev, deleted_at, reason }),
             }),
         2 => (meta_row(), rev()).prop_map(|((key, value), rev)| Row::Meta { key, version: MetaVersion::Value { rev, value } }),
-        1 => (meta_row(), rev(), time()).prop_map(|((key, _), rev, deleted_at)| Row::Meta {
-            key,
-            version: MetaVersion::Gone { rev, deleted_at },
+        1 => (meta_row(), rev(), time(), any::<bool>()).prop_map(|((key, _), rev, deleted_at, emptied)| {
+            // Only an identity's row can be emptied.
+            let emptied = emptied && key.object_type == "password_identity";
+            Row::Meta { key, version: MetaVersion::Gone { rev, deleted_at, emptied } }
         }),
     ]
 }
@@ -695,6 +696,7 @@ const VOCABULARY: &[&str] = &[
     "softDeletedAt",
     "deletedAt",
     "reason",
+    "emptied",
     "more",
     "remaining",
     "time",
@@ -1065,6 +1067,28 @@ fn hostile_bodies_get_their_status_code_and_path() {
         (
             "bad tombstone reason",
             with(set("/rows/3/reason", json!("SECRETMARKERREASON"))),
+            400,
+            "INVALID_ARGUMENT",
+            "rows[3].reason:",
+        ),
+        (
+            "an emptied setting",
+            with(|body| {
+                body["rows"][3] = json!({"t": "gone", "kind": "meta", "objectType": "vault",
+                    "objectId": "settings", "key": "themeMarkerKey", "rev": rev_text(),
+                    "deletedAt": 5, "reason": "emptied"});
+            }),
+            400,
+            "INVALID_ARGUMENT",
+            "rows[3].reason: must be \"emptied\", on an identity's row only",
+        ),
+        (
+            "an identity's row removed for another reason",
+            with(|body| {
+                body["rows"][3] = json!({"t": "gone", "kind": "meta",
+                    "objectType": "password_identity", "objectId": PID, "key": "dek",
+                    "rev": rev_text(), "deletedAt": 5, "reason": "SECRETMARKERREASON"});
+            }),
             400,
             "INVALID_ARGUMENT",
             "rows[3].reason:",

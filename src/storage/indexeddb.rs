@@ -740,6 +740,21 @@ fn tombstone_to_js(key: JsValue, rev: Rev, deleted_at: i64, mark: Mark) -> Objec
     o
 }
 
+/// A meta row's tombstone; an emptied identity's row carries `reason: "emptied"`.
+fn meta_tombstone_to_js(
+    key: &MetaKey,
+    rev: Rev,
+    deleted_at: i64,
+    emptied: bool,
+    mark: Mark,
+) -> Object {
+    let o = tombstone_to_js(meta_tombstone_key(key), rev, deleted_at, mark);
+    if emptied {
+        set(&o, "reason", &"emptied".into());
+    }
+    o
+}
+
 fn record_tombstone_to_js(id: &str, t: &Tombstone, mark: Mark) -> JsValue {
     let o = tombstone_to_js(record_tombstone_key(id), t.rev, t.deleted_at, mark);
     set(&o, "reason", &t.reason.as_str().into());
@@ -775,7 +790,11 @@ fn tombstone_from_js(o: &JsValue) -> StorageResult<Row> {
         }
         [kind, object_type, object_id, k] if kind == "meta" => Ok(Row::Meta {
             key: MetaKey::new(object_type, object_id, k),
-            version: MetaVersion::Gone { rev, deleted_at },
+            version: MetaVersion::Gone {
+                rev,
+                deleted_at,
+                emptied: get(o, "reason").as_string().as_deref() == Some("emptied"),
+            },
         }),
         _ => Err(not_ours("a tombstone with a malformed key")),
     }

@@ -17,7 +17,7 @@
 //! | `record_links` | `(passwordId, id)`                     | none: an index for an identity's records (`records_linked_to`, "is it still linked", `linked_count`) |
 //! | `meta`         | `(object_type, object_id, key)`        | the four columns of the meta row, its revision (null for local rows), seq, dirty mark |
 //! | `meta_values`  | `(object_type, key, value, object_id)` | none: an index for tag lookups, unique tags and an identity's slots |
-//! | `tombstones`   | a row key (below)                      | revision, deletedAt, reason (null for meta), seq, dirty mark |
+//! | `tombstones`   | a row key (below)                      | revision, deletedAt, reason (meta: null or `emptied`), seq, dirty |
 //! | `changes`      | seq                                    | the row key of the row (live or tombstone) holding it: the change feed |
 //! | `dirty`        | dirty mark                             | the row key of the dirty row                 |
 //!
@@ -418,25 +418,35 @@ fn meta_ref(key: &MetaKey) -> Vec<u8> {
     tuple(&[META_ROW, &key.object_type, &key.object_id, &key.key])
 }
 
-/// What a tombstone holds: a record's, or a meta row's (no reason).
+/// What a tombstone holds: a record's (with its reason), or a meta row's (no reason, or
+/// `emptied`: [`MetaVersion::Gone`]).
 #[derive(Debug, Clone, Copy)]
 struct StoredTombstone {
     rev: Rev,
     deleted_at: i64,
     reason: Option<TombstoneReason>,
+    emptied: bool,
     feed: Feed,
 }
 
-fn reason_value(reason: Option<TombstoneReason>) -> Value {
-    reason.map_or(Value::Null, |r| Value::Str(r.as_str().to_owned()))
+/// The `reason` column: a record tombstone's reason, `emptied`, or null.
+fn reason_value(t: &StoredTombstone) -> Value {
+    match t.reason {
+        Some(r) => Value::Str(r.as_str().to_owned()),
+        None if t.emptied => Value::Str(EMPTIED.to_owned()),
+        None => Value::Null,
+    }
 }
+
+/// The reason column of an emptied identity's row (FORMAT.md "SQL tables", as the SQL backend).
+const EMPTIED: &str = "emptied";
 
 fn tombstone_row(t: &StoredTombstone) -> Vec<Value> {
     let [seq, dirty] = feed_values(t.feed);
     vec![
         rev_value(t.rev),
         Value::I64(t.deleted_at),
-        reason_value(t.reason),
+        reason_value(t),
         seq,
         dirty,
     ]
@@ -446,8 +456,9 @@ fn tombstone_from(row: &[Value]) -> StorageResult<StoredTombstone> {
     let [rev_, deleted_at, reason, seq, dirty] = row else {
         return Err(backend("tombstones row has the wrong number of columns"));
     };
-    let reason = match opt_text(reason)?.as_deref() {
-        None => None,
+    let reason_text = opt_text(reason)?;
+    let reason = match reason_text.as_deref() {
+        None | Some(EMPTIED) => None,
         Some("deleted") => Some(TombstoneReason::Deleted),
         Some("displaced") => Some(TombstoneReason::Displaced),
         Some(_) => return Err(backend("a tombstone holds an unknown reason")),
@@ -456,6 +467,7 @@ fn tombstone_from(row: &[Value]) -> StorageResult<StoredTombstone> {
         rev: rev(rev_)?,
         deleted_at: int(deleted_at)?,
         reason,
+        emptied: reason_text.as_deref() == Some(EMPTIED),
         feed: feed_from(seq, dirty)?,
     })
 }
@@ -655,6 +667,7 @@ impl Tx<'_> {
                 let version = MetaVersion::Gone {
                     rev: t.rev,
                     deleted_at: t.deleted_at,
+                    emptied: t.emptied,
                 };
                 let row = Row::Meta {
                     key: key.clone(),
@@ -874,6 +887,7 @@ impl Tx<'_> {
                 rev: tombstone.rev,
                 deleted_at: tombstone.deleted_at,
                 reason: Some(tombstone.reason),
+                emptied: false,
                 feed,
             },
         )?;
@@ -953,6 +967,7 @@ impl Tx<'_> {
         key: &MetaKey,
         rev: Rev,
         deleted_at: i64,
+        emptied: bool,
         dirty: bool,
     ) -> StorageResult<()> {
         let row_ref = meta_ref(key);
@@ -971,18 +986,19 @@ impl Tx<'_> {
                 rev,
                 deleted_at,
                 reason: None,
+                emptied,
                 feed,
             },
         )
     }
 
-    /// A local [`WriteOp::DeleteMeta`].
-    fn delete_meta(&mut self, key: &MetaKey, stamp: Stamp) -> StorageResult<()> {
+    /// A local [`WriteOp::DeleteMeta`] (`emptied`: an identity's row whose last record went).
+    fn delete_meta(&mut self, key: &MetaKey, stamp: Stamp, emptied: bool) -> StorageResult<()> {
         let Some(old) = self.meta_entry(key)? else {
             return Ok(());
         };
         if is_replicated(key) {
-            self.bury_meta(key, stamp.rev, stamp.at, true)
+            self.bury_meta(key, stamp.rev, stamp.at, emptied, true)
         } else {
             self.put(META_VALUES, value_pk(&old.row), None)?;
             self.put(META, meta_pk(key), None)
@@ -1051,10 +1067,13 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Remove `identity_id` and its slots unless a record links to it; `emptied` when its last
+    /// record was deleted (rather than moved: a rekey retires the key).
     fn delete_identity_if_unlinked(
         &mut self,
         identity_id: &str,
         stamp: Stamp,
+        emptied: bool,
     ) -> StorageResult<()> {
         if self.is_linked(identity_id) {
             return Ok(());
@@ -1064,7 +1083,7 @@ impl Tx<'_> {
         gone.push(identity_id.to_owned());
         for id in gone {
             for row in self.object(object_type::IDENTITY, &id)? {
-                self.delete_meta(&row.key, stamp)?;
+                self.delete_meta(&row.key, stamp, emptied)?;
             }
         }
         Ok(())
@@ -1113,14 +1132,14 @@ impl Tx<'_> {
                 };
                 self.bury_record(&id, tombstone, true)?;
                 match record.password_id {
-                    Some(identity) => self.delete_identity_if_unlinked(&identity, stamp),
+                    Some(identity) => self.delete_identity_if_unlinked(&identity, stamp, true),
                     None => Ok(()),
                 }
             }
             WriteOp::InsertMeta(row) => self.put_meta(row, true, true, stamp),
             WriteOp::PutMeta(row) => self.put_meta(row, false, true, stamp),
             WriteOp::PutSharedMeta(row) => self.put_meta(row, false, false, stamp),
-            WriteOp::DeleteMeta(key) => self.delete_meta(&key, stamp),
+            WriteOp::DeleteMeta(key) => self.delete_meta(&key, stamp, false),
             WriteOp::ExpectMeta { key, value } => {
                 if self.meta(&key)? == value {
                     Ok(())
@@ -1129,7 +1148,7 @@ impl Tx<'_> {
                 }
             }
             WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
-                self.delete_identity_if_unlinked(&identity_id, stamp)
+                self.delete_identity_if_unlinked(&identity_id, stamp, false)
             }
             WriteOp::ExpectUnlinked { identity_id } => {
                 if self.is_linked(&identity_id) {
@@ -1161,8 +1180,13 @@ impl Tx<'_> {
                 }
                 Row::Meta {
                     key,
-                    version: MetaVersion::Gone { rev, deleted_at },
-                } => self.bury_meta(&key, rev, deleted_at, dirty),
+                    version:
+                        MetaVersion::Gone {
+                            rev,
+                            deleted_at,
+                            emptied,
+                        },
+                } => self.bury_meta(&key, rev, deleted_at, emptied, dirty),
             },
             WriteOp::ExpectVersion { key, seq } => {
                 if self.version_of(&key)?.map(|(_, feed)| feed.seq) == seq {

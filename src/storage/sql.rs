@@ -545,6 +545,7 @@ fn change_from(row: Vec<SqlValue>) -> StorageResult<Change> {
                     version: MetaVersion::Gone {
                         rev: rev(rev_text, Rev::ZERO)?,
                         deleted_at: int(deleted_at, "deletion time")?,
+                        emptied: opt_text(value, "tombstone reason")?.as_deref() == Some("emptied"),
                     },
                 },
                 "gone_record" => {

@@ -205,6 +205,7 @@ mod tests {
             version: MetaVersion::Gone {
                 rev: rev((12 * HOUR) as u64, 0),
                 deleted_at: 5,
+                emptied: false,
             },
         };
         let out = restamp(&meta, restamp_above(10 * HOUR), || {
@@ -218,7 +219,8 @@ mod tests {
                 key: MetaKey::new("vault", "settings", "k"),
                 version: MetaVersion::Gone {
                     rev: rev(near, 3),
-                    deleted_at: 5
+                    deleted_at: 5,
+                    emptied: false,
                 }
             }
         );

@@ -150,8 +150,19 @@ fn merge_live(a: &LiveRecord, b: &LiveRecord) -> LiveRecord {
 /// value may be "deleted". The key is not here: a merge only ever sees two versions of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaVersion {
-    Value { rev: Rev, value: String },
-    Gone { rev: Rev, deleted_at: i64 },
+    Value {
+        rev: Rev,
+        value: String,
+    },
+    Gone {
+        rev: Rev,
+        deleted_at: i64,
+        /// An identity's (or a slot's) row removed only because the identity's last record was
+        /// hard-deleted, not retired (a rotation, a rekey, `secretRemove`): a replica that
+        /// still holds records sealed under it revives it by writing its rows again
+        /// ([`merge_identity_meta`]). Always `false` for other rows.
+        emptied: bool,
+    },
 }
 
 impl MetaVersion {
@@ -180,11 +191,18 @@ pub fn merge_meta(a: &MetaVersion, b: &MetaVersion) -> MetaVersion {
 /// key with no record, so new values could be sealed under it, and a re-wrap of a slot that
 /// another replica removed left a slot without its `identity` row, which no secret could open.
 /// Objects get fresh random ids, so a removal never blocks an object made later.
+///
+/// The exception is an **emptied** identity (`emptied`): removed only because its last record
+/// was deleted, which retires no key. A value written meanwhile under it on another replica
+/// must not be stranded for that, so such a removal is an ordinary last-writer-wins version: the
+/// replica holding records under the identity writes its rows again, later, and they win. A final
+/// removal beats an emptied one, so a retired key stays retired.
 pub fn merge_identity_meta(a: &MetaVersion, b: &MetaVersion) -> MetaVersion {
-    use MetaVersion::{Gone, Value};
+    use MetaVersion::Gone;
+    let retired = |v: &MetaVersion| matches!(v, Gone { emptied: false, .. });
     match (a, b) {
-        (Gone { .. }, Value { .. }) => a.clone(),
-        (Value { .. }, Gone { .. }) => b.clone(),
+        _ if retired(a) && !retired(b) => a.clone(),
+        _ if retired(b) && !retired(a) => b.clone(),
         _ => merge_meta(a, b),
     }
 }
@@ -193,7 +211,19 @@ fn meta_order(a: &MetaVersion, b: &MetaVersion) -> Ordering {
     use MetaVersion::{Gone, Value};
     a.rev().cmp(&b.rev()).then_with(|| match (a, b) {
         (Value { value: x, .. }, Value { value: y, .. }) => x.cmp(y),
-        (Gone { deleted_at: x, .. }, Gone { deleted_at: y, .. }) => x.cmp(y),
+        // At equal revisions (forged), a final removal beats an emptied one.
+        (
+            Gone {
+                deleted_at: x,
+                emptied: e,
+                ..
+            },
+            Gone {
+                deleted_at: y,
+                emptied: f,
+                ..
+            },
+        ) => f.cmp(e).then(x.cmp(y)),
         (Value { .. }, Gone { .. }) => Ordering::Less,
         (Gone { .. }, Value { .. }) => Ordering::Greater,
     })

@@ -28,7 +28,7 @@ use super::merge::{
 };
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
-use crate::storage::{DEK_KEY, MetaKey, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
+use crate::storage::{DEK_KEY, MetaKey, MetaRow, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
 use std::collections::{HashMap, HashSet};
 
 /// How far ahead of the server's clock a revision may be dated: 5 minutes. A replica whose
@@ -487,7 +487,14 @@ fn orphaned_slots(
             continue;
         };
         let owner_tag = RowKey::Meta(identity_tag_key(owner));
-        let orphan = state.get(&owner_tag).is_some_and(Row::is_gone);
+        // A slot goes as its identity went: for good, or emptied (revived with it).
+        let (orphan, emptied) = match state.get(&owner_tag) {
+            Some(Row::Meta {
+                version: MetaVersion::Gone { emptied, .. },
+                ..
+            }) => (true, *emptied),
+            _ => (false, false),
+        };
         checked.push(owner_tag);
         let linked = slots.linked.contains(object) || sealed.contains(object);
         if linked || !orphan {
@@ -506,6 +513,7 @@ fn orphaned_slots(
                 version: MetaVersion::Gone {
                     rev: stamp,
                     deleted_at: now,
+                    emptied,
                 },
             };
             state.set(gone.clone());
@@ -552,12 +560,18 @@ fn forget_link(linked: &mut HashMap<String, (HashSet<String>, bool)>, was: Optio
 /// What a replica holds around a pulled page, read before planning.
 #[derive(Debug, Default)]
 pub struct ReplicaView {
-    /// The replica's version of each pulled row's key.
+    /// The replica's version of each pulled row's key, and of the `identity` row of each object
+    /// the page removes as emptied.
     pub stored: HashMap<RowKey, Stored>,
     /// The local record (id, createdAt) holding each token claimed by a pulled live record.
     pub token_holders: HashMap<String, (String, i64)>,
     /// For each identity the page removes: up to `rows + 1` ids of local records linked to it.
+    /// The owners of the slots in [`ReplicaView::owners`] count as removed by the page.
     pub linked: HashMap<String, Vec<String>>,
+    /// The identity each secret slot the page removes as emptied belongs to, as this replica
+    /// holds the slot (its live `identity` row): the slot is revived with its identity
+    /// ([`plan_pull`]).
+    pub owners: HashMap<String, String>,
     /// The revision this replica's last sync ended at: registers with later revisions were
     /// changed here since, so losing one is a conflict ([`supersedes_local`]).
     pub since: Rev,
@@ -645,6 +659,20 @@ pub fn supersedes_local(local: &Row, merged: &Row, since: Rev) -> bool {
     }
 }
 
+/// Whether local records still use the identity whose row (or whose slot's row) `key` is, as
+/// the page has moved records so far.
+fn still_used(
+    key: &MetaKey,
+    view: &ReplicaView,
+    linked: &HashMap<String, (HashSet<String>, bool)>,
+) -> bool {
+    let object = key.object_id.as_str();
+    let identity = view.owners.get(object).map_or(object, String::as_str);
+    linked
+        .get(identity)
+        .is_some_and(|(ids, more)| *more || !ids.is_empty())
+}
+
 /// Plan a pulled page on a replica.
 ///
 /// `rows` hold one row per key (the wire decoder refuses a page that names a key twice). The plan's checks (the version each row was
@@ -675,6 +703,31 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             None => row.clone(),
         };
         let dirty = current.is_some_and(|c| c.dirty.is_some());
+        // Emptied elsewhere (its last record deleted there) while records written here still use
+        // it: nothing was retired, so this replica writes the row again, at a revision after the
+        // removal's, and the records go to the server with it instead of being stranded.
+        if let (
+            Row::Meta {
+                key,
+                version: MetaVersion::Gone { emptied: true, .. },
+            },
+            Some(Stored {
+                row:
+                    Row::Meta {
+                        version: MetaVersion::Value { value, .. },
+                        ..
+                    },
+                ..
+            }),
+        ) = (&merged, current)
+            && still_used(key, view, &linked)
+        {
+            writes.push(WriteOp::PutSharedMeta(MetaRow {
+                key: key.clone(),
+                value: value.clone(),
+            }));
+            continue;
+        }
         if let Some(current) = current {
             if dirty && supersedes_local(&current.row, &merged, view.since) {
                 plan.conflicts += 1;
@@ -735,10 +788,8 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             }
             // An identity removed elsewhere that local records still use (records the page does
             // not move: written here under it and not synced yet): kept until they move.
-            (removal, _)
-                if removed_identity(removal)
-                    .and_then(|id| linked.get(id))
-                    .is_some_and(|(ids, more)| *more || !ids.is_empty()) =>
+            (Row::Meta { key, .. }, _)
+                if removed_identity(&merged).is_some() && still_used(key, view, &linked) =>
             {
                 plan.deferred.push(row.clone());
                 continue;

@@ -773,9 +773,29 @@ fn row_fields(mut fields: Fields) -> Result<Row, WireError> {
                     let key = meta_key(&mut fields)?;
                     let rev = rev(fields.take("rev")?, &fields.path("rev"))?;
                     let deleted_at = time(fields.take("deletedAt")?, &fields.path("deletedAt"))?;
+                    // Optional, since this release: only an identity's rows can be emptied.
+                    let emptied = match fields.take("reason") {
+                        Err(_) => false,
+                        Ok(reason) => {
+                            let reason_path = fields.path("reason");
+                            if string(reason, &reason_path)? != "emptied"
+                                || key.object_type != object_type::IDENTITY
+                            {
+                                return Err(malformed(
+                                    &reason_path,
+                                    "must be \"emptied\", on an identity's row only",
+                                ));
+                            }
+                            true
+                        }
+                    };
                     Row::Meta {
                         key,
-                        version: MetaVersion::Gone { rev, deleted_at },
+                        version: MetaVersion::Gone {
+                            rev,
+                            deleted_at,
+                            emptied,
+                        },
                     }
                 }
                 _ => return Err(malformed(&kind_path, "must be \"record\" or \"meta\"")),
@@ -1163,12 +1183,20 @@ fn write_row(out: &mut String, row: &Row, seq: Option<u64>) {
         }
         Row::Meta {
             key,
-            version: MetaVersion::Gone { rev, deleted_at },
+            version:
+                MetaVersion::Gone {
+                    rev,
+                    deleted_at,
+                    emptied,
+                },
         } => {
             out.push_str(",\"kind\":\"meta\"");
             write_meta_key(out, key);
             let _ = write!(out, ",\"rev\":\"{rev}\"");
             write_time(out, "deletedAt", Some(*deleted_at));
+            if *emptied {
+                write_field(out, "reason", "emptied");
+            }
         }
     }
     out.push('}');

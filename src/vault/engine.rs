@@ -25,8 +25,9 @@ use crate::storage::{
     WriteOp, WriteTransaction, object_type,
 };
 use crate::sync::plan::{
-    Contradiction, ContradictionKind, ReplicaView, ServerView, SlotView, identity_of,
-    identity_tag_key, objects_of, plan_pull, plan_push, removed_identity, supersedes_local,
+    Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, SlotView,
+    identity_of, identity_tag_key, objects_of, plan_pull, plan_push, removed_identity,
+    supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
@@ -186,15 +187,18 @@ pub(crate) async fn removed_by_server(
     Ok(removed)
 }
 
-/// The removal a deferred row holds: `"<rev> <deletedAt>"` under `<identity id>/<key>`.
+/// The removal a deferred row holds: `"<rev> <deletedAt>"`, and `" emptied"` for an emptied
+/// one, under `<identity id>/<key>`.
 fn deferred_row(row: &MetaRow) -> Option<Row> {
     let (object_id, key) = row.key.key.split_once('/')?;
-    let (rev, deleted_at) = row.value.split_once(' ')?;
+    let mut parts = row.value.split(' ');
+    let (rev, deleted_at) = (parts.next()?, parts.next()?);
     Some(Row::Meta {
         key: MetaKey::new(object_type::IDENTITY, object_id, key),
         version: MetaVersion::Gone {
             rev: Rev::parse(rev).ok()?,
             deleted_at: deleted_at.parse().ok()?,
+            emptied: parts.next() == Some("emptied"),
         },
     })
 }
@@ -696,6 +700,18 @@ impl Vault {
             let view = server_view(&*tx, &request.rows)
                 .await
                 .map_err(storage_failure)?;
+            // The rows the server writes itself (a slot removed with its identity) must outrank
+            // the versions they replace: an emptied identity's removal is ordered by revision.
+            // Revisions further ahead than a push may be are refused, not observed.
+            let limit = self.now().saturating_add(MAX_FUTURE_MS);
+            for rev in (view.stored.values().map(|s| &s.row))
+                .chain(&request.rows)
+                .flat_map(crate::sync::plan::revs_of)
+            {
+                if i64::try_from(rev.wall_ms()).is_ok_and(|ms| ms <= limit) {
+                    self.clock.observe(rev);
+                }
+            }
             let stamp = self.stamp().map_err(storage_failure)?;
             let plan = plan_push(&request.rows, &view, stamp.rev, stamp.at)
                 .map_err(contradiction_error)?;
@@ -1114,11 +1130,7 @@ impl Vault {
     ) -> Result<bool> {
         let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
         let resync = self.resync_mark().await?;
-        for row in &rows {
-            for rev in crate::sync::plan::revs_of(row) {
-                self.clock.observe(rev);
-            }
-        }
+        self.observe_rows(&rows);
         // Which local record holds each pulled token is read only once a write found one taken:
         // pulled tokens are almost always new here or held by the same record, and every
         // backend refuses a token held by another record (`TokenTaken`), so the first round
@@ -1153,12 +1165,18 @@ impl Vault {
             for row in &plan.deferred {
                 if let Row::Meta {
                     key,
-                    version: MetaVersion::Gone { rev, deleted_at },
+                    version:
+                        MetaVersion::Gone {
+                            rev,
+                            deleted_at,
+                            emptied,
+                        },
                 } = row
                 {
+                    let mark = if *emptied { " emptied" } else { "" };
                     ops.push(WriteOp::PutMeta(MetaRow {
                         key: deferred_key(key),
-                        value: format!("{rev} {deleted_at}"),
+                        value: format!("{rev} {deleted_at}{mark}"),
                     }));
                 }
             }
@@ -1471,10 +1489,21 @@ impl Vault {
         Ok(())
     }
 
+    /// Order this replica's clock after every revision of `rows` (from the server).
+    fn observe_rows(&self, rows: &[Row]) {
+        for row in rows {
+            for rev in crate::sync::plan::revs_of(row) {
+                self.clock.observe(rev);
+            }
+        }
+    }
+
     /// Merge versions the server answered with into this replica, as a pull would, marking the
     /// records it keeps stranded (a displaced one this replica holds live) as a pull does.
     /// Returns, per row, whether it was set aside again ([`crate::sync::plan::PullPlan::deferred`]).
     async fn take_back(&self, rows: &[Row], stranded: &mut Stranding) -> Result<Vec<bool>> {
+        // A row revived here must be written after the removal it answers.
+        self.observe_rows(rows);
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
@@ -1540,7 +1569,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
             }
         }
     }
-    view.linked = linked_to_removed(tx, rows).await?;
+    view.linked = linked_to_removed(tx, rows, &HashMap::new()).await?;
     view.stored = versions_of(tx, keys).await?;
     // A merge may keep the stored value of a record, and with it the identity it is sealed
     // under, which the page need not name (a soft delete pushed from a replica that had not
@@ -1690,18 +1719,65 @@ async fn replica_view(
             }
         }
     }
-    view.linked = linked_to_removed(tx, rows).await?;
-    view.stored = versions_of(tx, rows.iter().map(Row::key).collect()).await?;
+    // With the page's keys, the `identity` row of each object the page removes as emptied: a
+    // slot's owner, read per object (an object's rows may come in two pages, and each must find
+    // the same owner: a slot revived in part would be refused whole by the server).
+    let owner_key = |key: &MetaKey| {
+        RowKey::Meta(MetaKey::new(
+            object_type::IDENTITY,
+            &key.object_id,
+            crate::storage::OWNER_KEY,
+        ))
+    };
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in rows {
+        keys.push(row.key());
+        if let Some(key) = emptied_row(row) {
+            keys.push(owner_key(key));
+        }
+    }
+    view.stored = versions_of(tx, keys).await?;
+    for key in rows.iter().filter_map(emptied_row) {
+        if let Some(Stored {
+            row:
+                Row::Meta {
+                    version: MetaVersion::Value { value, .. },
+                    ..
+                },
+            ..
+        }) = view.stored.get(&owner_key(key))
+        {
+            view.owners.insert(key.object_id.clone(), value.clone());
+        }
+    }
+    view.linked = linked_to_removed(tx, rows, &view.owners).await?;
     Ok(view)
 }
 
-/// For each identity whose rows `rows` remove: up to `rows + 1` ids of records linked to it, all
+/// The key of `row` when it removes an identity's or slot's row as emptied.
+fn emptied_row(row: &Row) -> Option<&MetaKey> {
+    match row {
+        Row::Meta {
+            key,
+            version: MetaVersion::Gone { emptied: true, .. },
+        } => Some(key),
+        _ => None,
+    }
+}
+
+/// For each identity whose rows `rows` remove, and each of `owners` (the identities of slots they
+/// remove): up to `rows + 1` ids of records linked to it, all
 /// a plan needs to tell whether any would be left ([`crate::sync::plan`]).
 async fn linked_to_removed(
     tx: &dyn WriteTransaction,
     rows: &[Row],
+    owners: &HashMap<String, String>,
 ) -> Result<HashMap<String, Vec<String>>> {
-    let removed: HashSet<&str> = rows.iter().filter_map(removed_identity).collect();
+    let removed: HashSet<&str> = rows
+        .iter()
+        .filter_map(removed_identity)
+        .chain(owners.values().map(String::as_str))
+        .collect();
     let mut linked = HashMap::with_capacity(removed.len());
     for identity in removed {
         let ids = tx

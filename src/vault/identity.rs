@@ -35,17 +35,20 @@ impl Identity {
     }
 }
 
-/// The `tag` and `dek` rows of a slot of identity `owner` held by object `slot` (`owner` itself
-/// for its first slot): the DEK is wrapped with the owner's id as associated data, so a slot's
-/// rows cannot be moved to another identity.
+/// The rows of a slot of identity `owner` held by object `slot` (`owner` itself for its first
+/// slot): its `tag` and `dek`, the DEK wrapped with the owner's id as associated data, so a
+/// slot's rows cannot be moved to another identity; and for a further slot its `identity` row.
+/// A slot's rows are always written together, all of them (a re-wrap too), so they carry one
+/// revision: an emptied identity's removal (FORMAT.md "Sync") is ordered with them by revision,
+/// and a write that outranks it must leave no row of the object removed.
 pub(super) fn slot_rows(
     slot: &str,
     owner: &str,
     mk: &MasterKey,
     vault: &Vault,
     dek: &DataKey,
-) -> Result<[MetaRow; 2]> {
-    Ok([
+) -> Result<Vec<MetaRow>> {
+    let mut rows = vec![
         MetaRow::new(object_type::IDENTITY, slot, TAG_KEY, identity_tag(mk)),
         MetaRow::new(
             object_type::IDENTITY,
@@ -53,7 +56,11 @@ pub(super) fn slot_rows(
             DEK_KEY,
             wrap_dek(mk, &vault.kdf(), owner, dek)?,
         ),
-    ])
+    ];
+    if slot != owner {
+        rows.push(MetaRow::new(object_type::IDENTITY, slot, OWNER_KEY, owner));
+    }
+    Ok(rows)
 }
 
 /// Where the identity of a secret with identity tag `tag` is found: every slot object holding

@@ -505,8 +505,8 @@ impl Vault {
     ///   source's records join it, and so do those of the new secret's identities, all removed
     ///   by the server, whose tag it takes.
     ///
-    /// An identity the server removed while local records still used it (a rotation or the
-    /// deletion of its last record elsewhere; the records are stranded here) is never a target:
+    /// An identity the server removed while local records still used it (a rotation elsewhere;
+    /// the records are stranded here; an emptied one is written again instead) is never a target:
     /// its key opens nothing on the other replicas, and moving records off it is how they are
     /// delivered (SYNC.md 7). Each identity whose records move (pushed to `drained`) is pruned
     /// in the round's `finish`, with every slot it has.

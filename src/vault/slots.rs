@@ -70,19 +70,15 @@ impl Vault {
             for (i, identity) in identities.iter().enumerate() {
                 batch.push(expect_tag(&identity.slot, existing_tag.clone()));
                 let slot = new_identity_id()?;
-                let [tag, dek] = slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?;
+                // The tag, then the dek and the `identity` row.
+                let mut rows = slot_rows(&slot, &identity.id, &mk_added, self, &identity.dek)?;
+                let tag = rows.remove(0);
                 batch.push(if i == 0 {
                     WriteOp::InsertMeta(tag)
                 } else {
                     WriteOp::PutSharedMeta(tag)
                 });
-                batch.push(WriteOp::InsertMeta(dek));
-                batch.push(WriteOp::InsertMeta(MetaRow::new(
-                    object_type::IDENTITY,
-                    &slot,
-                    OWNER_KEY,
-                    identity.id.as_str(),
-                )));
+                batch.extend(rows.into_iter().map(WriteOp::InsertMeta));
             }
             match self.storage.apply(self.stamp()?, batch).await {
                 Ok(()) => return Ok(()),

@@ -261,6 +261,20 @@ fn gone_meta(key: MetaKey, stamp: Stamp) -> Row {
         version: MetaVersion::Gone {
             rev: stamp.rev,
             deleted_at: stamp.at,
+            emptied: false,
+        },
+    }
+}
+
+/// The tombstone of an identity's row that went with the identity's last record: emptied, not
+/// retired (FORMAT.md "Sync"), so another replica's records under it can bring it back.
+fn emptied_meta(key: MetaKey, stamp: Stamp) -> Row {
+    Row::Meta {
+        key,
+        version: MetaVersion::Gone {
+            rev: stamp.rev,
+            deleted_at: stamp.at,
+            emptied: true,
         },
     }
 }
@@ -705,7 +719,7 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
             is_meta(&MetaKey::new("password_identity", "p_2", "tag"))
         )
         .map(|c| &c.row),
-        Some(&gone_meta(
+        Some(&emptied_meta(
             MetaKey::new("password_identity", "p_2", "tag"),
             deleted
         ))
@@ -2987,7 +3001,7 @@ pub async fn tombstones_record_every_deletion(s: impl Storage) {
     for key in &slot_rows {
         assert_eq!(
             entry(&feed, is_meta(key)).map(|c| c.row.clone()),
-            Some(gone_meta(key.clone(), deleted)),
+            Some(emptied_meta(key.clone(), deleted)),
             "the identity and its slot went with their last record: {key:?}"
         );
     }
@@ -3497,6 +3511,23 @@ pub async fn put_version_stores_what_a_merge_decided(s: impl Storage) {
         Some(gone_meta(policy.clone(), meta_gone))
     );
     assert_eq!(mark_of(&s, is_meta(&policy)).await, None, "dirty: false");
+    // An identity's row removed as emptied keeps the mark, in the feeds and in `versions`.
+    let tag = MetaKey::new("password_identity", "p_gone", "tag");
+    let emptied = emptied_meta(tag.clone(), meta_gone);
+    s.apply(
+        stamp(),
+        vec![WriteOp::PutVersion {
+            row: Box::new(emptied.clone()),
+            dirty: true,
+        }],
+    )
+    .await
+    .unwrap();
+    let (feed, dirty) = feeds(&s).await;
+    assert_eq!(entry(&feed, is_meta(&tag)).map(|c| &c.row), Some(&emptied));
+    assert_eq!(entry(&dirty, is_meta(&tag)).map(|c| &c.row), Some(&emptied));
+    let stored = s.versions(&[RowKey::Meta(tag.clone())]).await.unwrap();
+    assert_eq!(stored[0].as_ref().map(|v| &v.row), Some(&emptied));
     s.apply(
         stamp(),
         vec![put(meta_value(policy.clone(), rev(9), "back"))],
@@ -3648,9 +3679,15 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
         .filter_map(|c| match &c.row {
             Row::Meta {
                 key,
-                version: MetaVersion::Gone { rev, deleted_at },
+                version:
+                    MetaVersion::Gone {
+                        rev,
+                        deleted_at,
+                        emptied,
+                    },
             } => {
-                assert_eq!((*rev, *deleted_at), (moved.rev, moved.at));
+                // Moved away: the identity is retired, not emptied.
+                assert_eq!((*rev, *deleted_at, *emptied), (moved.rev, moved.at, false));
                 Some(key.clone())
             }
             _ => None,

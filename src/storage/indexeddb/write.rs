@@ -884,10 +884,10 @@ impl Batch {
                         .done("read a meta row")
                         .await?;
                     if found.is_some() {
-                        self.remove_meta_row(&key)?;
+                        self.remove_meta_row(&key, false)?;
                     }
                 } else {
-                    self.remove_meta_row(&key)?;
+                    self.remove_meta_row(&key, false)?;
                 }
             }
             WriteOp::ExpectMeta { key, value } => {
@@ -902,7 +902,7 @@ impl Batch {
                     .done("count linked records")
                     .await?;
                 if linked == 0 {
-                    self.delete_object(object_type::IDENTITY, &identity_id)
+                    self.delete_object(object_type::IDENTITY, &identity_id, false)
                         .await?;
                 }
             }
@@ -1152,14 +1152,19 @@ impl Batch {
             }
             Row::Meta {
                 key,
-                version: MetaVersion::Gone { rev, deleted_at },
+                version:
+                    MetaVersion::Gone {
+                        rev,
+                        deleted_at,
+                        emptied,
+                    },
             } => {
                 self.r
                     .meta
                     .delete(meta_key_js(&key))
                     .map_err(idb_error("delete a meta row"))?;
                 let mark = self.next_mark(dirty)?;
-                let tombstone = tombstone_to_js(meta_tombstone_key(&key), rev, deleted_at, mark);
+                let tombstone = meta_tombstone_to_js(&key, rev, deleted_at, emptied, mark);
                 self.r
                     .tombstones
                     .put(&tombstone, None)
@@ -1221,8 +1226,9 @@ impl Batch {
         }
     }
 
-    /// Remove every identity of `identities` that no record is sealed under any more. The counts
-    /// are issued after the batch's writes so far, so they see them; one round trip for all.
+    /// Remove every identity of `identities` that no record is sealed under any more, as emptied
+    /// (their last records were deleted, FORMAT.md "Sync"). The counts are issued after the
+    /// batch's writes so far, so they see them; one round trip for all.
     async fn prune_identities(&mut self, identities: Vec<String>) -> StorageResult<()> {
         if identities.is_empty() {
             return Ok(());
@@ -1236,7 +1242,8 @@ impl Batch {
         let counts = in_order(counts, "count linked records").await?;
         for (identity, count) in identities.iter().zip(counts) {
             if count.as_f64() == Some(0.0) {
-                self.delete_object(object_type::IDENTITY, identity).await?;
+                self.delete_object(object_type::IDENTITY, identity, true)
+                    .await?;
             }
         }
         Ok(())
@@ -1244,8 +1251,14 @@ impl Batch {
 
     /// Delete every row of an object and of its dependents (the objects of the same type with a
     /// row [`OWNER_KEY`] naming it: an identity's further secret slots), each replicated row
-    /// leaving a tombstone. Read inside this transaction, so they include rows the batch wrote.
-    async fn delete_object(&mut self, object_type: &str, object_id: &str) -> StorageResult<()> {
+    /// leaving a tombstone (`emptied`: see [`MetaVersion::Gone`]). Read inside this transaction,
+    /// so they include rows the batch wrote.
+    async fn delete_object(
+        &mut self,
+        object_type: &str,
+        object_id: &str,
+        emptied: bool,
+    ) -> StorageResult<()> {
         let own = pending(
             self.r
                 .meta
@@ -1267,21 +1280,20 @@ impl Batch {
             rows.extend(Array::from(&object).iter());
         }
         for row in &rows {
-            self.remove_meta_row(&meta_key_from_js(row)?)?;
+            self.remove_meta_row(&meta_key_from_js(row)?, emptied)?;
         }
         Ok(())
     }
 
     /// Delete the meta row `key`, leaving a tombstone when it is replicated.
-    fn remove_meta_row(&mut self, key: &MetaKey) -> StorageResult<()> {
+    fn remove_meta_row(&mut self, key: &MetaKey, emptied: bool) -> StorageResult<()> {
         self.r
             .meta
             .delete(meta_key_js(key))
             .map_err(idb_error("delete a meta row"))?;
         if is_replicated(key) {
             let mark = self.next_mark(true)?;
-            let tombstone =
-                tombstone_to_js(meta_tombstone_key(key), self.stamp.rev, self.stamp.at, mark);
+            let tombstone = meta_tombstone_to_js(key, self.stamp.rev, self.stamp.at, emptied, mark);
             self.r
                 .tombstones
                 .put(&tombstone, None)

@@ -634,10 +634,16 @@ fn version_json(row: &Row, dirty: bool) -> Json {
         }),
         Row::Meta {
             key,
-            version: MetaVersion::Gone { rev, deleted_at },
+            version:
+                MetaVersion::Gone {
+                    rev,
+                    deleted_at,
+                    emptied,
+                },
         } => json!({
             "type": key.object_type, "id": key.object_id, "key": key.key,
             "rev": rev.to_string(), "deleted_at": deleted_at, "dirty": dirty,
+            "reason": emptied.then_some("emptied"),
         }),
     }
 }
@@ -817,7 +823,9 @@ const TOMBSTONE_UPSERT: &str = tombstone_upsert!();
 
 /// Given a `WITH` clause ending in `doomed (object_id)`: a tombstone for every row of those
 /// `password_identity` objects (stamped with `rev` and `at`), then their removal.
-fn doomed_identity_statements(with: &str, rev: &str, at: &str) -> [String; 2] {
+/// `reason`: `'emptied'` when the identities lost their last records to a deletion (FORMAT.md
+/// "Sync"), `NULL` when they are retired.
+fn doomed_identity_statements(with: &str, rev: &str, at: &str, reason: &str) -> [String; 2] {
     let base = seq_base!();
     let rows = "doomed CROSS JOIN vaultstore_meta AS i ON i.ns = ?1
         AND i.object_type = 'password_identity' AND i.object_id = doomed.object_id";
@@ -825,7 +833,7 @@ fn doomed_identity_statements(with: &str, rev: &str, at: &str) -> [String; 2] {
         format!(
             "{with}
     INSERT INTO vaultstore_tombstones (ns, kind, k1, k2, k3, rev, deleted_at, reason, seq, dirty)
-    SELECT ?1, 'meta', i.object_type, i.object_id, i.key, {rev}, {at}, NULL,
+    SELECT ?1, 'meta', i.object_type, i.object_id, i.key, {rev}, {at}, {reason},
         {base} + row_number() OVER (), {base} + row_number() OVER ()
     FROM {rows} WHERE true
     {TOMBSTONE_UPSERT}"
@@ -869,7 +877,7 @@ pub(super) fn prune_identities(deleted: Deleted) -> [String; 2] {
             AND s.key = 'identity' AND s.value = pruned.identity
     )"
     );
-    doomed_identity_statements(&with, rev, at)
+    doomed_identity_statements(&with, rev, at, "'emptied'")
 }
 
 /// `ExpectUnlinked`: no record may name the identity `?2` (one probe of the link index).
@@ -891,7 +899,7 @@ pub(super) fn prune_unlinked_identity() -> [String; 2] {
         CROSS JOIN vaultstore_meta AS s ON s.ns = ?1 AND s.object_type = 'password_identity'
             AND s.key = 'identity' AND s.value = unlinked.identity
     )";
-    doomed_identity_statements(with, "?3", "?4")
+    doomed_identity_statements(with, "?3", "?4", "NULL")
 }
 
 pub(super) fn tombstone_records(deleted: Deleted) -> String {
@@ -1044,7 +1052,7 @@ pub(super) const PUT_META_VERSIONS: &str = concat!(
 pub(super) const PUT_META_TOMBSTONES: &str = concat!(
     "INSERT INTO vaultstore_tombstones (ns, kind, k1, k2, k3, rev, deleted_at, reason, seq, dirty)
     SELECT ?1, 'meta', m.value->>'type', m.value->>'id', m.value->>'key', m.value->>'rev',
-        m.value->>'deleted_at', NULL, ",
+        m.value->>'deleted_at', m.value->>'reason', ",
     seq_and_dirty!(m),
     "
     FROM json_each(?2) AS m WHERE true

@@ -269,6 +269,8 @@ impl Vault {
             .iter()
             .filter_map(|op| match op {
                 WriteOp::PutVersion { row, .. } => Some(row.key()),
+                // A row the page writes again here (an emptied identity revived).
+                WriteOp::PutSharedMeta(row) => Some(RowKey::Meta(row.key.clone())),
                 _ => None,
             })
             .collect();
@@ -517,6 +519,7 @@ fn forgotten(key: RowKey, stamp: crate::storage::Stamp) -> Row {
             version: MetaVersion::Gone {
                 rev: stamp.rev,
                 deleted_at: FORGOTTEN_AT,
+                emptied: false,
             },
         },
     }
