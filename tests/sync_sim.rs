@@ -28,7 +28,10 @@
 //! the sync that stranded it, which may have failed afterwards). Records any sync reported
 //! `stranded` (while healing or before) that their replica still holds otherwise than the server
 //! are checked readable there, then deleted there by the "user" (the engine keeps them until the
-//! user acts, SYNC.md 2 and 7), and healing runs again.
+//! user acts, SYNC.md 2 and 7), and healing runs again. Such a record must hold a custom token
+//! unless some operation of the case retired a key for good (a rotation with identities on, a
+//! `secretRemove`, a password changed to an added secret): a deletion that empties an identity
+//! retires none, and a value written under it elsewhere meanwhile is delivered, not stranded.
 //!
 //! **The oracle** (what is checked after healing; nothing else is claimed):
 //! 1. Convergence: every replica's replicated rows (a `changes_since(0)` walk, by key) equal the
@@ -532,6 +535,11 @@ struct History {
     removed: Vec<String>,
     /// (replica, record id) of every record a sync of that replica reported stranded.
     stranded: Vec<(usize, String)>,
+    /// Whether some operation retired a key for good (a rotation with identities on, a
+    /// `secretRemove`, a password changed to an added secret): only then may a record with a
+    /// random token be stranded. A deletion that empties an identity retires nothing (the
+    /// replica that wrote under it meanwhile brings it back), nor does a password change.
+    retired: bool,
     next: usize,
 }
 
@@ -996,6 +1004,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 )
                 .await;
             if tolerated("rekey", node, rekeyed).is_some() {
+                history.retired |= options.rotate && history.identities;
                 history.rewrapped(node, &new).await;
                 history.passwords.push(new);
             }
@@ -1031,11 +1040,11 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             if matches!(&result, Err(e) if e.code() == ErrorCode::InvalidArgument) {
                 return;
             }
-            if tolerated("secretRemove", node, result).is_some()
-                && !history.removed.contains(&secret)
-                && !history.passwords.contains(&secret)
-            {
-                history.removed.push(secret);
+            if tolerated("secretRemove", node, result).is_some() {
+                history.retired = true;
+                if !history.removed.contains(&secret) && !history.passwords.contains(&secret) {
+                    history.removed.push(secret);
+                }
             }
         }
         (Op::PasswordToSlot(_, p), Some(node)) => {
@@ -1058,6 +1067,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
                 )
                 .await;
             if tolerated("rekey to an added secret", node, rekeyed).is_some() {
+                history.retired = true;
                 if trace() {
                     eprintln!("  {} now opens with {new}", node.name);
                 }
@@ -1310,6 +1320,12 @@ async fn heal(nodes: &[Node], server: &Node, wire: &Wire<'_>, history: &mut Hist
             else {
                 unreachable!()
             };
+            assert!(
+                history.retired || CUSTOM.contains(&record.token.as_str()),
+                "{}: {} is stranded, but no key was retired and its token is random",
+                node.name,
+                record.token
+            );
             if readable(record.soft_deleted_at, record.expires_at, node) {
                 assert!(
                     opens_with_any(node, &record.token, history).await.is_some(),
