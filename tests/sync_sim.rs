@@ -53,7 +53,9 @@
 //!    revision used (a create, an update, or the rekey that re-sealed it); identities on (one
 //!    identity in the default run), the one the write of the converged revision of the identity's
 //!    `tag` row set, and every other password ever set is `INVALID_PASSWORD` on every replica.
-//!    Through rotations (below) only "some password of the history, the same everywhere"; that
+//!    Through rotations (below) only "some secret of the history, the same everywhere" (a
+//!    password, or an added secret no `secretRemove` removed: a password change may lose to a
+//!    concurrent one that made an added secret the identity's own); that
 //!    run then moves every secret of the history to one last password on A (`consolidate`) and
 //!    heals again: the last password opens every readable record everywhere, with its value,
 //!    and no other secret opens anything (a rekey covers every identity sync left a secret:
@@ -1350,7 +1352,14 @@ fn readable(soft_deleted_at: Option<i64>, expires_at: Option<i64>, node: &Node) 
 /// The newest password of the history that opens `token` here (keys dropped first), and what it
 /// gives.
 async fn opens_with_any(node: &Node, token: &str, history: &History) -> Option<(String, String)> {
-    for p in history.passwords.iter().rev() {
+    // A password, or a secret `secretAdd` added and no `secretRemove` removed: a password change
+    // may lose to a concurrent change that left an added secret as the identity's own (another
+    // replica removed its password while it had that secret: the promotion wins by the rule).
+    let added = history
+        .slots
+        .iter()
+        .filter(|s| !history.removed.contains(s));
+    for p in history.passwords.iter().rev().chain(added) {
         node.vault.lock();
         if let Ok(value) = node
             .vault
