@@ -702,3 +702,103 @@ proptest! {
         prop_assert_eq!(server.rows(), replica.rows());
     }
 }
+
+/// The removal of identity `id`'s rows (and of slot `slot`'s, owned by it, when given) at `at`.
+fn removal(id: &str, slot: Option<&str>, at: Rev, emptied: bool) -> Vec<Row> {
+    let keys = [(id, "tag"), (id, "dek")].into_iter().chain(
+        slot.into_iter()
+            .flat_map(|s| [(s, "tag"), (s, "dek"), (s, "identity")]),
+    );
+    keys.map(|(object, key)| Row::Meta {
+        key: MetaKey::new("password_identity", object, key),
+        version: MetaVersion::Gone {
+            rev: at,
+            deleted_at: 5,
+            emptied,
+        },
+    })
+    .collect()
+}
+
+/// The local rows of identity `P1` with a slot `P2`, and a record `R1` sealed under `P1`, not
+/// synced yet (the view a replica plans a pulled removal of them against).
+fn identity_in_use(owners: bool) -> ReplicaView {
+    let mut rows: Vec<(Row, bool)> = identity(P1, rev(100, 1))
+        .into_iter()
+        .chain(identity(P2, rev(100, 1)))
+        .map(|row| (row, false))
+        .collect();
+    rows.push((
+        meta(
+            MetaKey::new("password_identity", P2, "identity"),
+            P1,
+            rev(100, 1),
+        ),
+        false,
+    ));
+    ReplicaView {
+        stored: local(&rows),
+        linked: HashMap::from([(P1.to_owned(), vec![R1.to_owned()])]),
+        owners: if owners {
+            HashMap::from([(P2.to_owned(), P1.to_owned())])
+        } else {
+            HashMap::new()
+        },
+        ..ReplicaView::default()
+    }
+}
+
+/// FORMAT.md "Revisions and the conflict rule": an identity emptied elsewhere (its last record
+/// deleted there) while a local record still uses it is written again here, every row of it and
+/// of its slot, as local writes (stamped later, dirty), and nothing of it is removed or set
+/// aside; its next push delivers it with the record.
+#[test]
+fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot() {
+    let rows = removal(P1, Some(P2), rev(200, 2), true);
+    let plan = plan_pull(&rows, &identity_in_use(true));
+    assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
+    assert!(plan.deferred.is_empty());
+    let revived: Vec<&MetaKey> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::PutSharedMeta(row) => Some(&row.key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        revived,
+        rows.iter()
+            .map(|r| match r {
+                Row::Meta { key, .. } => key,
+                Row::Record { .. } => unreachable!(),
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(plan.conflicts, 0);
+}
+
+/// A final removal (a rotation, `secretRemove`) of the same rows is set aside while the record
+/// uses the identity (stranded until a rekey moves it), and the slot's goes at once: records
+/// never link to a slot, and the owner of a slot removed for good is not looked up.
+#[test]
+fn a_pulled_final_removal_of_an_identity_in_use_here_waits_and_its_slot_goes() {
+    let rows = removal(P1, Some(P2), rev(200, 2), false);
+    let plan = plan_pull(&rows, &identity_in_use(false));
+    assert!(
+        !plan
+            .ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutSharedMeta(_))),
+        "{:?}",
+        plan.ops
+    );
+    assert_eq!(plan.deferred, rows[..2].to_vec());
+    assert_eq!(
+        put_of(&plan.ops),
+        rows[2..]
+            .iter()
+            .map(|r| (r.clone(), false))
+            .collect::<Vec<_>>()
+    );
+}
