@@ -2163,6 +2163,30 @@ fn two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_delete
     });
 }
 
+/// A server on SQLite and replicas A and B (memory, identities on) on `clock`, joined to one
+/// vault by A's record "first" under [`PASSWORD`], synced to both; returns them and its token.
+async fn joined_on_sql(clock: &TestClock) -> (Node, Node, Node, String) {
+    let server = timed_sql(clock).await;
+    let a = timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+    let b = timed_on(clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+    let remote = wire(&server);
+    let first = create(&a, "first", PASSWORD).await;
+    sync(&a, &remote).await;
+    sync(&b, &remote).await;
+    (server, a, b, first)
+}
+
+/// Two retentions pass while A writes under [`NEW`] and syncs now and then, so the server
+/// collects what is older than the retention.
+async fn two_retentions_on_a(clock: &TestClock, a: &Node, remote: &Wire<'_>) {
+    for _ in 0..2 {
+        clock.advance(AWAY);
+        create(a, "meanwhile", NEW).await;
+        sync(a, remote).await;
+        sync(a, remote).await;
+    }
+}
+
 /// A record written under a key a rotation retired stays on its replica, stranded, until its user
 /// moves it (SYNC.md 7): for months, maybe. The server keeps the retired identity's tag
 /// tombstone through its collection, so that replica's pushes are still answered `retired_key`
@@ -2172,13 +2196,8 @@ fn two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_delete
 fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed_sql(&clock).await;
-        let a = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
-        let b = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+        let (server, a, b, _) = joined_on_sql(&clock).await;
         let remote = wire(&server);
-        create(&a, "first", PASSWORD).await;
-        sync(&a, &remote).await;
-        sync(&b, &remote).await;
         rotate_to_new(&a).await;
         sync(&a, &remote).await;
         let offline = create(&b, "written offline", PASSWORD).await;
@@ -2193,13 +2212,7 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
             identity > 1,
             "the old identity's rows are tombstones on the server"
         );
-        // A syncs now and then, so the server collects what is older than the retention.
-        for _ in 0..2 {
-            clock.advance(AWAY);
-            create(&a, "meanwhile", NEW).await;
-            sync(&a, &remote).await;
-            sync(&a, &remote).await;
-        }
+        two_retentions_on_a(&clock, &a, &remote).await;
         assert_eq!(tombstones(&*server.store).await, 0, "collected");
         assert_eq!(
             meta_tombstones(&*server.store).await,
@@ -2235,22 +2248,12 @@ fn a_record_stranded_under_a_retired_key_still_syncs_after_two_retentions() {
 fn a_replica_back_after_the_retention_revives_an_identity_emptied_meanwhile() {
     block_on(async {
         let clock = TestClock::new(common::T0);
-        let server = timed_sql(&clock).await;
-        let a = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
-        let b = timed_on(&clock, Arc::new(GlueMemoryStorage::new().unwrap()), true).await;
+        let (server, a, b, first) = joined_on_sql(&clock).await;
         let remote = wire(&server);
-        let first = create(&a, "first", PASSWORD).await;
-        sync(&a, &remote).await;
-        sync(&b, &remote).await;
         let offline = create(&b, "written offline", PASSWORD).await;
         a.vault.token_delete(&first).await.unwrap();
         sync(&a, &remote).await;
-        for _ in 0..2 {
-            clock.advance(AWAY);
-            create(&a, "meanwhile", NEW).await;
-            sync(&a, &remote).await;
-            sync(&a, &remote).await;
-        }
+        two_retentions_on_a(&clock, &a, &remote).await;
         assert_eq!(tombstones(&*server.store).await, 0, "collected");
         let report = sync(&b, &remote).await;
         assert!(report.stranded.is_empty(), "{report:?}");
