@@ -102,16 +102,19 @@ impl SyncTransport for Wire<'_> {
             body.len()
         );
         if self.drop_next_response.swap(false, Ordering::SeqCst) {
-            return Err(VaultError::Storage(Box::new(
-                vaultstore_wasm::error::StorageFailure {
-                    original: Default::default(),
-                    name: None,
-                    message: "the connection dropped".into(),
-                },
-            )));
+            return Err(connection_dropped());
         }
         Ok((status, body.into_bytes()))
     }
+}
+
+/// What a transport reports when a request or its answer is lost.
+fn connection_dropped() -> VaultError {
+    VaultError::Storage(Box::new(vaultstore_wasm::error::StorageFailure {
+        original: Default::default(),
+        name: None,
+        message: "the connection dropped".into(),
+    }))
 }
 
 async fn sync(node: &Node, remote: &Wire<'_>) -> SyncReport {
@@ -1093,6 +1096,74 @@ fn a_secret_added_on_one_replica_while_another_rotates_its_identity_goes_with_it
                 })
                 .count();
             assert_eq!(live_slots, 0, "{first} synced first");
+        }
+    });
+}
+
+/// A transport that loses every push: the request on its way (`reaches`: false, the server never
+/// sees it) or its answer (the server acted).
+struct LosePush<'a> {
+    inner: &'a Wire<'a>,
+    reaches: bool,
+}
+
+#[async_trait]
+impl SyncTransport for LosePush<'_> {
+    async fn exchange(&self, body: String) -> Result<(u16, Vec<u8>)> {
+        if body.starts_with(r#"{"sync":1,"op":"push""#) {
+            if self.reaches {
+                self.inner.exchange(body).await?;
+            }
+            return Err(connection_dropped());
+        }
+        self.inner.exchange(body).await
+    }
+}
+
+/// A slot can reach a replica that rotated its identity away before the server heard of the
+/// rotation (the replica's sync pulled the slot, then its push was lost). The server removes such
+/// a slot once it does; the replica removed nothing, so its added secret still opened the
+/// retired key there, and a value written with it meanwhile was sealed under that key and
+/// stranded. The replica removes the slot as it pulls it now, as the server would: the value
+/// gets an identity of its own and reaches every replica, and the rotation still wins.
+#[test]
+fn a_slot_pulled_for_an_identity_rotated_away_here_goes_at_once() {
+    block_on(async {
+        for reaches in [false, true] {
+            let server = memory(true).await;
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let tokens = create_all(&a, &["one".into()]).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            rotate_to(&a, THIRD).await;
+            b.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+            sync(&b, &remote).await;
+            let lossy = LosePush {
+                inner: &remote,
+                reaches,
+            };
+            assert!(a.vault.sync(&lossy, None).await.is_err());
+            let written = create(&a, "written with the added secret", NEW).await;
+            for node in [&a, &b, &a, &b] {
+                let report = sync(node, &remote).await;
+                assert!(
+                    report.stranded.is_empty(),
+                    "push reaches: {reaches} {report:?}"
+                );
+            }
+            converged(&[&a, &b, &server]).await;
+            let fresh = memory(true).await;
+            sync(&fresh, &remote).await;
+            opens_only(&[&a, &b, &fresh], (&tokens[0], "one"), THIRD, &[PASSWORD]).await;
+            let context = format!("push reaches: {reaches}");
+            opens_with(
+                &[&a, &b, &fresh],
+                &[(&written, "written with the added secret")],
+                &[NEW],
+                &context,
+            )
+            .await;
         }
     });
 }

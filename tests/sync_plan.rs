@@ -12,8 +12,8 @@ use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, HashMap};
 use vaultstore_wasm::storage::{MetaKey, Stored, WriteOp};
 use vaultstore_wasm::sync::plan::{
-    Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, identity_tag_key,
-    plan_pull, plan_push,
+    Contradiction, ContradictionKind, MAX_FUTURE_MS, PullPlan, ReplicaView, ServerView,
+    identity_tag_key, plan_pull, plan_push,
 };
 use vaultstore_wasm::sync::wire::Refusal;
 use vaultstore_wasm::sync::{
@@ -494,6 +494,11 @@ fn local(rows: &[(Row, bool)]) -> HashMap<RowKey, Stored> {
         .collect()
 }
 
+/// [`plan_pull`] with the replica's stamp for its own removals at [`NOW`].
+fn pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
+    plan_pull(rows, view, rev(NOW, 77), NOW)
+}
+
 fn put_of(ops: &[WriteOp]) -> Vec<(Row, bool)> {
     ops.iter()
         .filter_map(|op| match op {
@@ -511,7 +516,7 @@ fn a_pulled_version_that_beats_a_local_change_counts_as_a_conflict() {
         stored: local(&[(mine, true)]),
         ..ReplicaView::default()
     };
-    let plan = plan_pull(std::slice::from_ref(&theirs), &view);
+    let plan = pull(std::slice::from_ref(&theirs), &view);
     assert_eq!(plan.conflicts, 1);
     assert_eq!(
         put_of(&plan.ops),
@@ -533,7 +538,7 @@ fn a_local_change_that_partly_wins_stays_dirty() {
         since: rev(150, 0),
         ..ReplicaView::default()
     };
-    let plan = plan_pull(std::slice::from_ref(&theirs), &view);
+    let plan = pull(std::slice::from_ref(&theirs), &view);
     let puts = put_of(&plan.ops);
     assert_eq!(puts.len(), 1);
     assert!(
@@ -547,7 +552,7 @@ fn a_local_change_that_partly_wins_stays_dirty() {
         since: rev(50, 0),
         ..ReplicaView::default()
     };
-    assert_eq!(plan_pull(std::slice::from_ref(&theirs), &view).conflicts, 1);
+    assert_eq!(pull(std::slice::from_ref(&theirs), &view).conflicts, 1);
 }
 
 #[test]
@@ -557,7 +562,7 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
         stored: local(&[(mine, true)]),
         ..ReplicaView::default()
     };
-    let plan = plan_pull(&[gone(R1, rev(200, 9), TombstoneReason::Displaced)], &view);
+    let plan = pull(&[gone(R1, rev(200, 9), TombstoneReason::Displaced)], &view);
     assert_eq!(plan.stranded, vec![R1.to_owned()]);
     assert!(put_of(&plan.ops).is_empty(), "the local record stays");
 
@@ -567,7 +572,7 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
         token_holders: HashMap::from([("tk_same".to_owned(), (R1.to_owned(), 10))]),
         ..ReplicaView::default()
     };
-    let plan = plan_pull(&[record(R2, theirs)], &view);
+    let plan = pull(&[record(R2, theirs)], &view);
     assert_eq!(plan.parked, vec![R2.to_owned()]);
     assert_eq!(plan.stranded, vec![R1.to_owned()]);
     assert!(put_of(&plan.ops).is_empty());
@@ -576,7 +581,7 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
         linked: HashMap::from([(P1.to_owned(), vec![R1.to_owned()])]),
         ..ReplicaView::default()
     };
-    let plan = plan_pull(&[meta_gone(identity_tag_key(P1), rev(200, 2))], &view);
+    let plan = pull(&[meta_gone(identity_tag_key(P1), rev(200, 2))], &view);
     assert!(
         put_of(&plan.ops).is_empty(),
         "an identity local records use stays"
@@ -591,7 +596,7 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
         ..ReplicaView::default()
     };
     let moved = record(R1, live("tk_a", "vs1:b", Some(P2), rev(200, 2)));
-    let plan = plan_pull(
+    let plan = pull(
         &[moved, meta_gone(identity_tag_key(P1), rev(200, 2))],
         &view,
     );
@@ -681,7 +686,7 @@ proptest! {
             stored: local_rows.iter().map(|r| (r.key(), replica.stored(&r.key()).map(|s| Stored { dirty: Some(s.seq), ..s }).unwrap())).collect(),
             ..ReplicaView::default()
         };
-        let plan = plan_pull(&pulled, &view);
+        let plan = pull(&pulled, &view);
         // Every local row starts dirty; a put says whether it still is.
         let mut dirty: BTreeMap<RowKey, bool> = local_rows.iter().map(|r| (r.key(), true)).collect();
         for (row, is_dirty) in put_of(&plan.ops) {
@@ -755,7 +760,7 @@ fn identity_in_use(owners: bool) -> ReplicaView {
 #[test]
 fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot() {
     let rows = removal(P1, Some(P2), rev(200, 2), true);
-    let plan = plan_pull(&rows, &identity_in_use(true));
+    let plan = pull(&rows, &identity_in_use(true));
     assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
     assert!(plan.deferred.is_empty());
     let revived: Vec<&MetaKey> = plan
@@ -784,7 +789,7 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
 #[test]
 fn a_pulled_final_removal_of_an_identity_in_use_here_waits_and_its_slot_goes() {
     let rows = removal(P1, Some(P2), rev(200, 2), false);
-    let plan = plan_pull(&rows, &identity_in_use(false));
+    let plan = pull(&rows, &identity_in_use(false));
     assert!(
         !plan
             .ops
@@ -801,4 +806,102 @@ fn a_pulled_final_removal_of_an_identity_in_use_here_waits_and_its_slot_goes() {
             .map(|r| (r.clone(), false))
             .collect::<Vec<_>>()
     );
+}
+
+/// Slot `P2` of identity `P1`, pulled live at `at`: its three rows.
+fn slot_of_p1(at: Rev) -> Vec<Row> {
+    let mut rows = identity(P2, at);
+    rows.push(meta(
+        MetaKey::new("password_identity", P2, "identity"),
+        P1,
+        at,
+    ));
+    rows
+}
+
+/// A replica that removed identity `P1` (a rotation, `emptied` false; or its last record
+/// deleted) and has not pushed the removal: the view it plans a pulled slot of `P1` against.
+fn removed_here(emptied: bool) -> ReplicaView {
+    let rows: Vec<(Row, bool)> = removal(P1, None, rev(150, 1), emptied)
+        .into_iter()
+        .map(|row| (row, true))
+        .collect();
+    ReplicaView {
+        stored: local(&rows),
+        orphaned: vec![(P2.to_owned(), P1.to_owned())],
+        ..ReplicaView::default()
+    }
+}
+
+/// SYNC.md 7 on a replica: a slot pulled for an identity this replica removed before the server
+/// heard of it goes here at once, as it goes on the server: each row a removal at the
+/// replica's stamp, as its identity went (for good or emptied), dirty so that it is pushed;
+/// and the plan commits only while the identity is still removed here.
+#[test]
+fn a_pulled_slot_of_an_identity_removed_here_goes_as_its_identity_went() {
+    for emptied in [false, true] {
+        let view = removed_here(emptied);
+        let plan = pull(&slot_of_p1(rev(200, 2)), &view);
+        let removed: Vec<(Row, bool)> = slot_of_p1(rev(200, 2))
+            .into_iter()
+            .map(|row| {
+                let key = match row {
+                    Row::Meta { key, .. } => key,
+                    Row::Record { .. } => unreachable!(),
+                };
+                let version = MetaVersion::Gone {
+                    rev: rev(NOW, 77),
+                    deleted_at: NOW,
+                    emptied,
+                };
+                (Row::Meta { key, version }, true)
+            })
+            .collect();
+        assert_eq!(put_of(&plan.ops), removed, "emptied: {emptied}");
+        let owner_tag = RowKey::Meta(identity_tag_key(P1));
+        assert!(plan.ops.contains(&WriteOp::ExpectVersion {
+            seq: Some(view.stored[&owner_tag].seq),
+            key: owner_tag,
+        }));
+        assert_eq!(plan.applied, 3);
+        assert_eq!(plan.conflicts, 0);
+    }
+}
+
+/// The same slot is stored as pulled when the page brings its identity back (a later write of
+/// an emptied identity elsewhere), when a record, pulled or local, is sealed under its object
+/// (an identity carrying a forged `identity` row: records link to identities, never to slots),
+/// or when one is sealed under its identity (written elsewhere meanwhile: the server will
+/// refuse this replica's removal of the identity, `referenced`, and keep the slot with it).
+#[test]
+fn a_pulled_slot_stays_when_its_identity_comes_back_or_is_an_identity() {
+    let slot = slot_of_p1(rev(200, 2));
+    let mut revived = identity(P1, rev(300, 3));
+    revived.extend(slot.clone());
+    let mut sealed = slot.clone();
+    sealed.push(record(R1, live("tk_a", "vs1:x", Some(P2), rev(200, 2))));
+    let mut owner_sealed = slot.clone();
+    owner_sealed.push(record(R1, live("tk_a", "vs1:x", Some(P1), rev(200, 2))));
+    let linked_here = |id: &str| {
+        let mut view = removed_here(false);
+        view.linked = HashMap::from([(id.to_owned(), vec![R2.to_owned()])]);
+        view
+    };
+    for (case, rows, view) in [
+        ("revived", revived, removed_here(true)),
+        ("sealed under it", sealed, removed_here(true)),
+        ("linked here", slot.clone(), linked_here(P2)),
+        (
+            "its identity sealing a pulled record",
+            owner_sealed,
+            removed_here(false),
+        ),
+        ("its identity linked here", slot.clone(), linked_here(P1)),
+    ] {
+        let plan = pull(&rows, &view);
+        let stored = put_of(&plan.ops);
+        for row in &slot {
+            assert!(stored.contains(&(row.clone(), false)), "{case}: {stored:?}");
+        }
+    }
 }

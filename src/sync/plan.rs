@@ -572,6 +572,11 @@ pub struct ReplicaView {
     /// holds the slot (its live `identity` row): the slot is revived with its identity
     /// ([`plan_pull`]).
     pub owners: HashMap<String, String>,
+    /// The secret slots whose live `identity` row the page carries and whose identity this
+    /// replica has removed (its `tag` is a tombstone in `stored`, which holds the slot's other
+    /// rows too), each with that identity; `linked` holds the links of both. They go here as
+    /// they do on the server, unless records use either ([`plan_pull`]).
+    pub orphaned: Vec<(String, String)>,
     /// The revision this replica's last sync ended at: registers with later revisions were
     /// changed here since, so losing one is a conflict ([`supersedes_local`]).
     pub since: Rev,
@@ -673,14 +678,99 @@ fn still_used(
         .is_some_and(|(ids, more)| *more || !ids.is_empty())
 }
 
-/// Plan a pulled page on a replica.
+/// Whether `row` is a version of meta row `key`.
+fn is_meta(row: &Row, key: &MetaKey) -> bool {
+    matches!(row, Row::Meta { key: k, .. } if k == key)
+}
+
+/// SYNC.md 7 on a replica: a secret slot goes with its identity. A slot added elsewhere can
+/// reach a replica that removed its identity before the server heard of the removal (its
+/// sync pulled the slot, then its push was lost); the server removes such a slot once it
+/// does, but here its secret would meanwhile open the removed key, and a value written with it
+/// would be sealed under that key and stranded (or, with the record pushed ahead of the
+/// removal, would keep the retired key alive). So the slot goes here too, at `stamp`, as its
+/// identity went (for good, or emptied), and the removal is pushed. Returns the removals of the
+/// rows of [`ReplicaView::orphaned`] that the page would leave live, and adds to `guards` the
+/// keys the decision read.
+fn orphaned_here(
+    rows: &[Row],
+    view: &ReplicaView,
+    stamp: Rev,
+    now: i64,
+    guards: &mut Vec<WriteOp>,
+) -> Vec<Row> {
+    // Records under the slot make it an identity (with a forged `identity` row); records under
+    // the identity (written elsewhere meanwhile) will keep it: the server refuses this
+    // replica's removal of it (`referenced`), and the slot stays with it.
+    let used = |id: &str| {
+        rows.iter().any(|row| sealed_under(row) == Some(id))
+            || view.linked.get(id).is_some_and(|ids| !ids.is_empty())
+    };
+    let mut removals = Vec::new();
+    for (slot, owner) in &view.orphaned {
+        let owner_tag = identity_tag_key(owner);
+        // A page that writes the `tag` of an emptied identity (a later write of it elsewhere)
+        // may bring it back: the slot stays. A final removal beats any such write.
+        let Some(Stored {
+            row:
+                Row::Meta {
+                    version: MetaVersion::Gone { emptied, .. },
+                    ..
+                },
+            seq,
+            ..
+        }) = view.stored.get(&RowKey::Meta(owner_tag.clone()))
+        else {
+            continue;
+        };
+        let written = *emptied && rows.iter().any(|row| is_meta(row, &owner_tag));
+        if used(slot) || used(owner) || written {
+            continue;
+        }
+        guards.push(WriteOp::ExpectVersion {
+            key: RowKey::Meta(owner_tag),
+            seq: Some(*seq),
+        });
+        for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+            let key = MetaKey::new(object_type::IDENTITY, slot, k);
+            let row_key = RowKey::Meta(key.clone());
+            let stored = view.stored.get(&row_key);
+            // The page's version if it has one, else the store's.
+            let live = match rows.iter().find(|row| is_meta(row, &key)) {
+                Some(pulled) => !pulled.is_gone(),
+                None => stored.is_some_and(|s| !s.row.is_gone()),
+            };
+            if live {
+                guards.push(WriteOp::ExpectVersion {
+                    key: row_key,
+                    seq: stored.map(|s| s.seq),
+                });
+                let version = MetaVersion::Gone {
+                    rev: stamp,
+                    deleted_at: now,
+                    emptied: *emptied,
+                };
+                removals.push(Row::Meta { key, version });
+            }
+        }
+    }
+    removals
+}
+
+/// Plan a pulled page on a replica. `stamp` is the replica's revision for the removals it
+/// writes itself (a slot whose identity it removed, [`orphaned_here`]), `now` its clock.
 ///
 /// `rows` hold one row per key (the wire decoder refuses a page that names a key twice). The plan's checks (the version each row was
 /// planned against) come before its writes: a backend that read those versions in the same
 /// transaction can answer them from that read (IndexedDB does).
-pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
+pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> PullPlan {
     let mut plan = PullPlan::default();
     let mut writes = Vec::with_capacity(rows.len());
+    let orphans = if view.orphaned.is_empty() {
+        Vec::new()
+    } else {
+        orphaned_here(rows, view, stamp, now, &mut plan.ops)
+    };
     // Local records linked to each identity the page removes, as the page moves records.
     let mut linked = link_sets(&view.linked, rows.len());
     // Identity removals are planned after the page's other rows: whether local records still use
@@ -695,6 +785,11 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             key: key.clone(),
             seq: current.map(|s| s.seq),
         });
+        if let Row::Meta { key, .. } = row
+            && orphans.iter().any(|removal| is_meta(removal, key))
+        {
+            continue;
+        }
         // A tombstone past the retention stands for nothing the server still holds: it may have
         // collected its copy, and then taken the record back from a replica that held it live
         // all along (SYNC.md 2). Merged with it, that version would lose here and nowhere else.
@@ -810,6 +905,12 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
             row: Box::new(merged),
         });
     }
+    plan.applied += orphans.len() as u64;
     plan.ops.extend(writes);
+    plan.ops
+        .extend(orphans.into_iter().map(|row| WriteOp::PutVersion {
+            row: Box::new(row),
+            dirty: true,
+        }));
     plan
 }

@@ -1140,7 +1140,8 @@ impl Vault {
             let tx = self.storage.transaction().await?;
             let mut view = replica_view(&*tx, &rows, read_tokens, self.retained_from()).await?;
             view.since = since;
-            let plan = plan_pull(&rows, &view);
+            let stamp = self.stamp()?;
+            let plan = plan_pull(&rows, &view, stamp.rev, stamp.at);
             let mut ops = plan.ops;
             stranded.mark(&rows, &plan.stranded, &mut ops);
             if let Some((mark, _, _)) = resync {
@@ -1202,7 +1203,7 @@ impl Vault {
                     value: "true".into(),
                 }));
             }
-            match tx.commit(self.stamp()?, ops).await {
+            match tx.commit(stamp, ops).await {
                 Ok(()) => {
                     report.pulled += plan.applied;
                     report.conflicts += plan.conflicts;
@@ -1507,14 +1508,15 @@ impl Vault {
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
-            let plan = plan_pull(rows, &view);
+            let stamp = self.stamp()?;
+            let plan = plan_pull(rows, &view, stamp.rev, stamp.at);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;
             stranded.mark(rows, &plan.stranded, &mut ops);
             if plan.applied > 0 {
                 ops.push(super::new_write_epoch()?);
             }
-            match tx.commit(self.stamp()?, ops).await {
+            match tx.commit(stamp, ops).await {
                 Ok(()) => return Ok(deferred),
                 Err(StorageError::Changed(_) | StorageError::MetaChanged(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -1569,7 +1571,7 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
             }
         }
     }
-    view.linked = linked_to_removed(tx, rows, &HashMap::new()).await?;
+    view.linked = linked_to_removed(tx, rows, Vec::new()).await?;
     view.stored = versions_of(tx, keys).await?;
     // A merge may keep the stored value of a record, and with it the identity it is sealed
     // under, which the page need not name (a soft delete pushed from a replica that had not
@@ -1735,8 +1737,22 @@ async fn replica_view(
         if let Some(key) = emptied_row(row) {
             keys.push(owner_key(key));
         }
+        // A secret slot the page writes: its other rows and its identity's `tag`, which this
+        // replica may have removed ([`ReplicaView::orphaned`]).
+        if let Some((slot, owner)) = slot_of(row) {
+            for k in [TAG_KEY, DEK_KEY] {
+                keys.push(RowKey::Meta(MetaKey::new(object_type::IDENTITY, slot, k)));
+            }
+            keys.push(RowKey::Meta(identity_tag_key(owner)));
+        }
     }
     view.stored = versions_of(tx, keys).await?;
+    for (slot, owner) in rows.iter().filter_map(slot_of) {
+        let tag = RowKey::Meta(identity_tag_key(owner));
+        if view.stored.get(&tag).is_some_and(|s| s.row.is_gone()) {
+            view.orphaned.push((slot.to_owned(), owner.to_owned()));
+        }
+    }
     for key in rows.iter().filter_map(emptied_row) {
         if let Some(Stored {
             row:
@@ -1750,8 +1766,22 @@ async fn replica_view(
             view.owners.insert(key.object_id.clone(), value.clone());
         }
     }
-    view.linked = linked_to_removed(tx, rows, &view.owners).await?;
+    // The links of those slots and their identities too: records under either keep the slot.
+    let orphans = view.orphaned.iter().flat_map(|(slot, owner)| [slot, owner]);
+    let also = view.owners.values().chain(orphans);
+    view.linked = linked_to_removed(tx, rows, also.map(String::as_str).collect()).await?;
     Ok(view)
+}
+
+/// The slot and the identity it belongs to, when `row` is a live `identity` row of a slot.
+fn slot_of(row: &Row) -> Option<(&str, &str)> {
+    match row {
+        Row::Meta {
+            key,
+            version: MetaVersion::Value { value, .. },
+        } if key.key == OWNER_KEY => Some((identity_of(key)?, value)),
+        _ => None,
+    }
 }
 
 /// The key of `row` when it removes an identity's or slot's row as emptied.
@@ -1771,12 +1801,12 @@ fn emptied_row(row: &Row) -> Option<&MetaKey> {
 async fn linked_to_removed(
     tx: &dyn WriteTransaction,
     rows: &[Row],
-    owners: &HashMap<String, String>,
+    also: Vec<&str>,
 ) -> Result<HashMap<String, Vec<String>>> {
     let removed: HashSet<&str> = rows
         .iter()
         .filter_map(removed_identity)
-        .chain(owners.values().map(String::as_str))
+        .chain(also)
         .collect();
     let mut linked = HashMap::with_capacity(removed.len());
     for identity in removed {
