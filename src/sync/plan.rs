@@ -699,13 +699,6 @@ fn orphaned_here(
     now: i64,
     guards: &mut Vec<WriteOp>,
 ) -> Vec<Row> {
-    // Records under the slot make it an identity (with a forged `identity` row); records under
-    // the identity (written elsewhere meanwhile) will keep it: the server refuses this
-    // replica's removal of it (`referenced`), and the slot stays with it.
-    let used = |id: &str| {
-        rows.iter().any(|row| sealed_under(row) == Some(id))
-            || view.linked.get(id).is_some_and(|ids| !ids.is_empty())
-    };
     let mut removals = Vec::new();
     for (slot, owner) in &view.orphaned {
         let owner_tag = identity_tag_key(owner);
@@ -724,7 +717,14 @@ fn orphaned_here(
             continue;
         };
         let written = *emptied && rows.iter().any(|row| is_meta(row, &owner_tag));
-        if used(slot) || used(owner) || written {
+        // Records under the slot make it an identity (with a forged `identity` row); records
+        // under the identity (written elsewhere meanwhile) will keep it: the server refuses
+        // this replica's removal of it (`referenced`), and the slot stays with it.
+        let used = [slot, owner].into_iter().any(|id| {
+            rows.iter().any(|row| sealed_under(row) == Some(id))
+                || view.linked.get(id).is_some_and(|ids| !ids.is_empty())
+        });
+        if used || written {
             continue;
         }
         guards.push(WriteOp::ExpectVersion {
@@ -907,10 +907,11 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
     }
     plan.applied += orphans.len() as u64;
     plan.ops.extend(writes);
-    plan.ops
-        .extend(orphans.into_iter().map(|row| WriteOp::PutVersion {
+    for row in orphans {
+        plan.ops.push(WriteOp::PutVersion {
             row: Box::new(row),
             dirty: true,
-        }));
+        });
+    }
     plan
 }

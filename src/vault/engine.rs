@@ -1740,17 +1740,24 @@ async fn replica_view(
         // A secret slot the page writes: its other rows and its identity's `tag`, which this
         // replica may have removed ([`ReplicaView::orphaned`]).
         if let Some((slot, owner)) = slot_of(row) {
-            for k in [TAG_KEY, DEK_KEY] {
-                keys.push(RowKey::Meta(MetaKey::new(object_type::IDENTITY, slot, k)));
-            }
+            keys.push(RowKey::Meta(identity_tag_key(slot)));
+            keys.push(RowKey::Meta(MetaKey::new(
+                object_type::IDENTITY,
+                slot,
+                DEK_KEY,
+            )));
             keys.push(RowKey::Meta(identity_tag_key(owner)));
         }
     }
     view.stored = versions_of(tx, keys).await?;
+    // Links are read for the slots removed here and their identities too: records under
+    // either keep the slot.
+    let mut also: Vec<&str> = Vec::new();
     for (slot, owner) in rows.iter().filter_map(slot_of) {
         let tag = RowKey::Meta(identity_tag_key(owner));
         if view.stored.get(&tag).is_some_and(|s| s.row.is_gone()) {
             view.orphaned.push((slot.to_owned(), owner.to_owned()));
+            also.extend([slot, owner]);
         }
     }
     for key in rows.iter().filter_map(emptied_row) {
@@ -1766,10 +1773,8 @@ async fn replica_view(
             view.owners.insert(key.object_id.clone(), value.clone());
         }
     }
-    // The links of those slots and their identities too: records under either keep the slot.
-    let orphans = view.orphaned.iter().flat_map(|(slot, owner)| [slot, owner]);
-    let also = view.owners.values().chain(orphans);
-    view.linked = linked_to_removed(tx, rows, also.map(String::as_str).collect()).await?;
+    also.extend(view.owners.values().map(String::as_str));
+    view.linked = linked_to_removed(tx, rows, also).await?;
     Ok(view)
 }
 
