@@ -23,6 +23,7 @@ use vaultstore_wasm::sync::{
 const NOW: i64 = 1_700_000_000_000;
 const P1: &str = "p_11111111111111111111111111111111";
 const P2: &str = "p_22222222222222222222222222222222";
+const P3: &str = "p_33333333333333333333333333333333";
 
 fn rev(wall: i64, node: u64) -> Rev {
     Rev::new(wall as u64, 0, node).unwrap()
@@ -829,6 +830,8 @@ fn removed_here(emptied: bool) -> ReplicaView {
     ReplicaView {
         stored: local(&rows),
         orphaned: vec![(P2.to_owned(), P1.to_owned())],
+        // The engine reads the links of both, and has an entry for each.
+        linked: HashMap::from([(P1.to_owned(), vec![]), (P2.to_owned(), vec![])]),
         ..ReplicaView::default()
     }
 }
@@ -884,7 +887,7 @@ fn a_pulled_slot_stays_when_its_identity_comes_back_or_is_an_identity() {
     owner_sealed.push(record(R1, live("tk_a", "vs1:x", Some(P1), rev(200, 2))));
     let linked_here = |id: &str| {
         let mut view = removed_here(false);
-        view.linked = HashMap::from([(id.to_owned(), vec![R2.to_owned()])]);
+        view.linked.insert(id.to_owned(), vec![R2.to_owned()]);
         view
     };
     for (case, rows, view) in [
@@ -904,4 +907,36 @@ fn a_pulled_slot_stays_when_its_identity_comes_back_or_is_an_identity() {
             assert!(stored.contains(&(row.clone(), false)), "{case}: {stored:?}");
         }
     }
+}
+
+/// A pulled record that names the identity does not keep the slot when the merge keeps this
+/// replica's re-seal of it under another identity (its rotation, later): after the page no
+/// record uses the identity, and the server will accept its removal.
+#[test]
+fn a_pulled_record_resealed_here_under_another_identity_does_not_keep_the_slot() {
+    let mut view = removed_here(false);
+    let resealed = record(R1, live("tk_a", "vs1:new", Some(P3), rev(160, 1)));
+    view.stored.insert(
+        resealed.key(),
+        Stored {
+            seq: 9,
+            dirty: Some(9),
+            row: resealed,
+        },
+    );
+    let mut rows = slot_of_p1(rev(200, 2));
+    rows.push(record(R1, live("tk_a", "vs1:old", Some(P1), rev(120, 2))));
+    let plan = pull(&rows, &view);
+    let removed: Vec<RowKey> = put_of(&plan.ops)
+        .into_iter()
+        .filter(|(row, dirty)| *dirty && row.is_gone())
+        .map(|(row, _)| row.key())
+        .collect();
+    assert_eq!(
+        removed,
+        slot_of_p1(rev(200, 2))
+            .iter()
+            .map(Row::key)
+            .collect::<Vec<_>>()
+    );
 }

@@ -574,8 +574,10 @@ pub struct ReplicaView {
     pub owners: HashMap<String, String>,
     /// The secret slots whose live `identity` row the page carries and whose identity this
     /// replica has removed (its `tag` is a tombstone in `stored`, which holds the slot's other
-    /// rows too), each with that identity; `linked` holds the links of both. They go here as
-    /// they do on the server, unless records use either ([`plan_pull`]).
+    /// rows too), each with that identity; `linked` holds the links of both (an entry for each,
+    /// empty when no record links to it, so the plan follows the records the page moves onto
+    /// them). They go here as they do on the server, unless records use either
+    /// ([`plan_pull`]).
     pub orphaned: Vec<(String, String)>,
     /// The revision this replica's last sync ended at: registers with later revisions were
     /// changed here since, so losing one is a conflict ([`supersedes_local`]).
@@ -691,10 +693,12 @@ fn is_meta(row: &Row, key: &MetaKey) -> bool {
 /// removal, would keep the retired key alive). So the slot goes here too, at `stamp`, as its
 /// identity went (for good, or emptied), and the removal is pushed. Returns the removals of the
 /// rows of [`ReplicaView::orphaned`] that the page would leave live, and adds to `guards` the
-/// keys the decision read.
+/// keys the decision read. `linked` holds the records linked to each slot and identity as the
+/// page leaves them.
 fn orphaned_here(
     rows: &[Row],
     view: &ReplicaView,
+    linked: &HashMap<String, (HashSet<String>, bool)>,
     stamp: Rev,
     now: i64,
     guards: &mut Vec<WriteOp>,
@@ -717,12 +721,14 @@ fn orphaned_here(
             continue;
         };
         let written = *emptied && rows.iter().any(|row| is_meta(row, &owner_tag));
-        // Records under the slot make it an identity (with a forged `identity` row); records
-        // under the identity (written elsewhere meanwhile) will keep it: the server refuses
-        // this replica's removal of it (`referenced`), and the slot stays with it.
+        // Records under the slot, as the page leaves them, make it an identity (with a forged
+        // `identity` row); records under the identity (written elsewhere meanwhile, and not
+        // moved off it here) will keep it: the server refuses this replica's removal of it
+        // (`referenced`), and the slot stays with it.
         let used = [slot, owner].into_iter().any(|id| {
-            rows.iter().any(|row| sealed_under(row) == Some(id))
-                || view.linked.get(id).is_some_and(|ids| !ids.is_empty())
+            linked
+                .get(id)
+                .is_some_and(|(ids, more)| *more || !ids.is_empty())
         });
         if used || written {
             continue;
@@ -766,12 +772,8 @@ fn orphaned_here(
 pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> PullPlan {
     let mut plan = PullPlan::default();
     let mut writes = Vec::with_capacity(rows.len());
-    let orphans = if view.orphaned.is_empty() {
-        Vec::new()
-    } else {
-        orphaned_here(rows, view, stamp, now, &mut plan.ops)
-    };
-    // Local records linked to each identity the page removes, as the page moves records.
+    // Local records linked to each identity the page removes, and to each slot of
+    // [`ReplicaView::orphaned`] and its identity, as the page moves records.
     let mut linked = link_sets(&view.linked, rows.len());
     // Identity removals are planned after the page's other rows: whether local records still use
     // the identity depends on the records this page moves or removes, wherever they are in it (a
@@ -785,11 +787,6 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             key: key.clone(),
             seq: current.map(|s| s.seq),
         });
-        if let Row::Meta { key, .. } = row
-            && orphans.iter().any(|removal| is_meta(removal, key))
-        {
-            continue;
-        }
         // A tombstone past the retention stands for nothing the server still holds: it may have
         // collected its copy, and then taken the record back from a replica that held it live
         // all along (SYNC.md 2). Merged with it, that version would lose here and nowhere else.
@@ -905,13 +902,17 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             row: Box::new(merged),
         });
     }
-    plan.applied += orphans.len() as u64;
-    plan.ops.extend(writes);
-    for row in orphans {
-        plan.ops.push(WriteOp::PutVersion {
-            row: Box::new(row),
-            dirty: true,
-        });
+    // Slots whose identity this replica removed go, unless the page's records use them.
+    if !view.orphaned.is_empty() {
+        let orphans = orphaned_here(rows, view, &linked, stamp, now, &mut plan.ops);
+        replace_writes(&mut writes, &orphans);
+        for row in orphans {
+            writes.push(WriteOp::PutVersion {
+                row: Box::new(row),
+                dirty: true,
+            });
+        }
     }
+    plan.ops.extend(writes);
     plan
 }
