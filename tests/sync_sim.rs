@@ -110,6 +110,10 @@
 //! syncing at once (`SyncTabs`) found that a tab told `expired` for a checkpoint the other tab had
 //! already resynced past began a resync of its own, and forgot every row the other had pulled
 //! (`two_tabs_back_after_the_retention_resync_once_and_forget_only_what_was_deleted`).
+//! Seed 32 found that a replica which rotated an identity away kept a slot of it that its pull
+//! brought, because the pulled version of a record named the identity although the merge kept
+//! the replica's re-seal, and sealed a write with the added secret under the retired key
+//! (`a_slot_whose_identity_no_merged_record_uses_goes_before_a_write_can_use_it`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). Each run's outcome still depends on the
 //! random ids and clock node ids the engine draws (a tie between two records' `createdAt` goes
