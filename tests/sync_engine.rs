@@ -1168,6 +1168,48 @@ fn a_slot_pulled_for_an_identity_rotated_away_here_goes_at_once() {
     });
 }
 
+/// Found by the simulation (through rotations, seed 37): a password change to a secret added
+/// to the identity promotes a slot onto the identity's own rows (the old password's slot
+/// goes), and it promoted the slot with the smallest object id, not necessarily the target's.
+/// Another device that meanwhile removed that other secret removed its slot object only, and
+/// the secret went on opening the vault through the identity's own rows. The target's slot is
+/// promoted now: a concurrent removal of any other added secret stays final.
+#[test]
+fn a_password_change_to_an_added_secret_keeps_a_concurrent_removal_of_another_final() {
+    block_on(async {
+        for (target, other) in [(NEW, THIRD), (THIRD, NEW)] {
+            let server = memory(true).await;
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let tokens = create_all(&a, &["one".into()]).await;
+            for added in [NEW, THIRD] {
+                a.vault.secret_add(&pw(PASSWORD), &pw(added)).await.unwrap();
+            }
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            // A makes one added secret its password while B forgets the other.
+            a.vault
+                .bulk_rekey(&pw(PASSWORD), &pw(target), &RekeyOptions::default())
+                .await
+                .unwrap();
+            b.vault.secret_remove(&pw(other)).await.unwrap();
+            for node in [&a, &b, &a, &b] {
+                sync(node, &remote).await;
+            }
+            converged(&[&a, &b, &server]).await;
+            let fresh = memory(true).await;
+            sync(&fresh, &remote).await;
+            opens_only(
+                &[&a, &b, &fresh],
+                (&tokens[0], "one"),
+                target,
+                &[PASSWORD, other],
+            )
+            .await;
+        }
+    });
+}
+
 /// The server removes a slot whose identity is gone, but records link to identities, never to
 /// slots: an `identity` row forged onto a live identity, naming a retired one, removes nothing,
 /// and the identity's records keep opening.

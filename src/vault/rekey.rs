@@ -316,7 +316,8 @@ impl Vault {
                 Ok(()) if retire_source_slot => {
                     // A second batch, as `secretRemove` would: should it fail, every record
                     // already opens with `new` and `old` still does too, and the rekey runs again.
-                    self.remove_slot(&mk_old, carry.lock_epoch, "the rekey")
+                    let successor = self.keys.identity_tag(&mk_new);
+                    self.remove_slot(&mk_old, carry.lock_epoch, "the rekey", Some(&successor))
                         .await?;
                     self.forget_key(old);
                     return Ok(moved);

@@ -103,16 +103,24 @@ impl Vault {
             return Err(VaultError::IdentityDisabled("secretRemove"));
         }
         let (mk, epoch) = self.unlocked(secret).await?;
-        self.remove_slot(&mk, epoch, "secretRemove").await?;
+        self.remove_slot(&mk, epoch, "secretRemove", None).await?;
         self.forget_key(secret);
         Ok(())
     }
 
     /// Remove `mk`'s slot, in one batch planned again while other writers change the identity's
     /// rows (`what` names the call in the error when it gives up). The caller forgets the key.
-    pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
+    /// When the slot is the identity's own, the slot holding the tag `successor` (a rekey's
+    /// target) takes its place if the identity has one ([`Vault::another_slot`]).
+    pub(super) async fn remove_slot(
+        &self,
+        mk: &MasterKey,
+        epoch: u64,
+        what: &str,
+        successor: Option<&str>,
+    ) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let batch = self.removal(mk, epoch).await?;
+            let batch = self.removal(mk, epoch, successor).await?;
             let stamp = self.stamp_for(&Optimistic(&*self.storage), &batch).await?;
             match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(()),
@@ -127,7 +135,12 @@ impl Vault {
     /// has one slot, but sync may have brought more (the secret first used, or added, on two
     /// replicas while apart): each goes, in the same batch, or the secret would still open
     /// what it reached through the others.
-    async fn removal(&self, mk: &MasterKey, epoch: u64) -> Result<Vec<WriteOp>> {
+    async fn removal(
+        &self,
+        mk: &MasterKey,
+        epoch: u64,
+        successor: Option<&str>,
+    ) -> Result<Vec<WriteOp>> {
         let tag = identity_tag(mk);
         let rows = self
             .storage
@@ -157,7 +170,10 @@ impl Vault {
                 batch.extend(own.into_iter().map(|r| WriteOp::DeleteMeta(r.key.clone())));
                 continue;
             }
-            batch.extend(self.own_slot_removal(slot, &tag, several).await?);
+            batch.extend(
+                self.own_slot_removal(slot, &tag, several, successor)
+                    .await?,
+            );
         }
         Ok(batch)
     }
@@ -169,8 +185,9 @@ impl Vault {
         owner: &str,
         tag: &str,
         several: bool,
+        successor: Option<&str>,
     ) -> Result<Vec<WriteOp>> {
-        if let Some(other) = self.another_slot(owner, tag).await? {
+        if let Some(other) = self.another_slot(owner, tag, successor).await? {
             // Promote another slot: its tag and dek become the identity's own (the wrap's
             // associated data is the identity's id either way), and its object goes. The tag
             // moves from one object to another, so it is written shared: sync may have given
@@ -228,10 +245,19 @@ impl Vault {
         ])
     }
 
-    /// A further slot of identity `owner`, if it has any: the one with the smallest object id
-    /// (any would do; this one is deterministic). A slot missing its `dek` row is skipped, and
-    /// so is one holding `removed` (the tag of the secret being removed, which goes too).
-    async fn another_slot(&self, owner: &str, removed: &str) -> Result<Option<StoredSlot>> {
+    /// A further slot of identity `owner`, if it has any: the one holding the tag `successor`
+    /// (a rekey's target, which the user chose: promoting another would move that other
+    /// secret onto the identity's own rows, out of reach of a `secretRemove` of its slot made
+    /// meanwhile on another device, so the removed secret would open the vault again), else
+    /// the one with the smallest object id (any would do; this one is deterministic). A slot
+    /// missing its `dek` row is skipped, and so is one holding `removed` (the tag of the
+    /// secret being removed, which goes too).
+    async fn another_slot(
+        &self,
+        owner: &str,
+        removed: &str,
+        successor: Option<&str>,
+    ) -> Result<Option<StoredSlot>> {
         let rows = self
             .storage
             .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
@@ -247,8 +273,13 @@ impl Vault {
             .filter(|r| r.key.key == TAG_KEY && r.value != removed)
         {
             let id = &row.key.object_id;
-            if best.as_ref().is_some_and(|b| b.object_id <= *id) {
-                continue;
+            // The successor first, then the smallest object id.
+            let chosen = Some(row.value.as_str()) == successor;
+            if let Some(b) = &best {
+                let b_chosen = Some(b.tag.as_str()) == successor;
+                if (!b_chosen, &b.object_id) <= (!chosen, id) {
+                    continue;
+                }
             }
             if let Some(dek) = value(id, DEK_KEY) {
                 best = Some(StoredSlot {
