@@ -11,7 +11,9 @@ mod kdf;
 mod keys;
 
 pub use envelope::{Envelope, open_value, seal_value};
-pub use identity::{IDENTITY_ID_PREFIX, identity_tag, new_identity_id, unwrap_dek, wrap_dek};
+pub use identity::{
+    IDENTITY_ID_PREFIX, identity_tag, is_vacant, new_identity_id, unwrap_dek, vacant_slot, wrap_dek,
+};
 pub(crate) use identity::{is_identity_id, is_lower_hex, is_wrapped_dek};
 pub use kdf::{
     DEFAULT_ITERATIONS, KdfParams, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LEN, check_iterations,

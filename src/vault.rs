@@ -317,7 +317,7 @@ impl Vault {
 
     /// The stamp of `batch`, ordered after the revisions the replicated meta rows it puts have
     /// now ([`meta_puts`], read through `reads`: none for most batches, one read for a setting,
-    /// a re-wrap or a slot promotion). Another instance on the same store (a tab that synced)
+    /// a re-wrap or a vacant first slot). Another instance on the same store (a tab that synced)
     /// may have stored those rows with revisions this clock has not seen, and a write stamped
     /// before them would lose to the very rows it replaces, on every replica (SYNC.md 4): a
     /// password change undone by the next sync. Boxed: the callers' futures keep a pointer

@@ -1169,43 +1169,143 @@ fn a_slot_pulled_for_an_identity_rotated_away_here_goes_at_once() {
 }
 
 /// Found by the simulation (through rotations, seed 37): a password change to a secret added
-/// to the identity promotes a slot onto the identity's own rows (the old password's slot
-/// goes), and it promoted the slot with the smallest object id, not necessarily the target's.
-/// Another device that meanwhile removed that other secret removed its slot object only, and
-/// the secret went on opening the vault through the identity's own rows. The target's slot is
-/// promoted now: a concurrent removal of any other added secret stays final.
+/// to the identity promoted a slot onto the identity's own rows (the old password's slot
+/// went), the slot with the smallest object id, not necessarily the target's. Another device
+/// that meanwhile removed that other secret removed its slot object only, and the secret went
+/// on opening the vault through the identity's own rows. No secret moves now (the own rows
+/// become vacant): a concurrent removal of any other added secret stays final.
 #[test]
 fn a_password_change_to_an_added_secret_keeps_a_concurrent_removal_of_another_final() {
     block_on(async {
         for (target, other) in [(NEW, THIRD), (THIRD, NEW)] {
             let server = memory(true).await;
-            let (a, b) = (memory(true).await, memory(true).await);
-            let remote = wire(&server);
-            let tokens = create_all(&a, &["one".into()]).await;
-            for added in [NEW, THIRD] {
-                a.vault.secret_add(&pw(PASSWORD), &pw(added)).await.unwrap();
-            }
-            sync(&a, &remote).await;
-            sync(&b, &remote).await;
+            let (a, b, token, _) = two_added_secrets(&server).await;
             // A makes one added secret its password while B forgets the other.
             a.vault
                 .bulk_rekey(&pw(PASSWORD), &pw(target), &RekeyOptions::default())
                 .await
                 .unwrap();
             b.vault.secret_remove(&pw(other)).await.unwrap();
-            for node in [&a, &b, &a, &b] {
+            let fresh = settle_race(&server, &a, &b).await;
+            opens_only(
+                &[&a, &b, &fresh],
+                (&token, "one"),
+                target,
+                &[PASSWORD, other],
+            )
+            .await;
+        }
+    });
+}
+
+/// Found by the simulation (through rotations, seed 105): `secretRemove` of an identity's own
+/// secret moved an added secret onto the identity's own rows (the slot with the smallest object
+/// id), out of reach of a `secretRemove` of that secret made meanwhile on another device, which
+/// removed the slot object it knew: the removed secret opened the vault again, on every device.
+/// Now the own rows become a vacant slot and no secret moves, so with a third secret left both
+/// removals stand. B removes the added secret whose slot the old code promoted.
+#[test]
+fn removing_the_own_secret_while_another_device_removes_an_added_one_keeps_both_removals() {
+    block_on(async {
+        let server = memory(true).await;
+        let (a, b, token, by_slot) = two_added_secrets(&server).await;
+        let (removed, kept) = (by_slot[0], by_slot[1]);
+        a.vault.secret_remove(&pw(PASSWORD)).await.unwrap();
+        b.vault.secret_remove(&pw(removed)).await.unwrap();
+        let fresh = settle_race(&server, &a, &b).await;
+        opens_only(
+            &[&a, &b, &fresh],
+            (&token, "one"),
+            kept,
+            &[PASSWORD, removed],
+        )
+        .await;
+    });
+}
+
+/// Two replicas joined to `server`, both holding one record ("one", its token returned) under
+/// `PASSWORD` with `NEW` and `THIRD` added to its identity (returned in the order of their
+/// slots' object ids).
+async fn two_added_secrets(server: &Node) -> (Node, Node, String, Vec<&'static str>) {
+    let (a, b) = (memory(true).await, memory(true).await);
+    let remote = wire(server);
+    let token = create_all(&a, &["one".into()]).await.remove(0);
+    let mut slots = Vec::new();
+    for added in [NEW, THIRD] {
+        let before = slot_ids(&a).await;
+        a.vault.secret_add(&pw(PASSWORD), &pw(added)).await.unwrap();
+        let slot = slot_ids(&a).await.difference(&before).next().cloned();
+        slots.push((slot.expect("a new slot"), added));
+    }
+    slots.sort();
+    sync(&a, &remote).await;
+    sync(&b, &remote).await;
+    (a, b, token, slots.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Sync `a` and `b` (changed while apart) until they agree with `server`; returns a fresh
+/// replica synced after them.
+async fn settle_race(server: &Node, a: &Node, b: &Node) -> Node {
+    let remote = wire(server);
+    for node in [a, b, a, b] {
+        sync(node, &remote).await;
+    }
+    converged(&[a, b, server]).await;
+    let fresh = memory(true).await;
+    sync(&fresh, &remote).await;
+    fresh
+}
+
+/// The object ids of the secret slots `node` stores.
+async fn slot_ids(node: &Node) -> std::collections::BTreeSet<String> {
+    replicated(&*node.store)
+        .await
+        .into_keys()
+        .filter_map(|key| match key {
+            vaultstore_wasm::sync::RowKey::Meta(meta) if meta.key == OWNER_KEY => {
+                Some(meta.object_id)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two devices that each remove one of an identity's last two secrets would together leave its
+/// records without a key. The server refuses whichever removal reaches it second
+/// (`referenced`), and that device takes its secret back from the answer: the records open
+/// everywhere with the secret the later removal named, and the earlier removal stands.
+#[test]
+fn removing_the_last_two_secrets_on_two_devices_keeps_the_one_removed_later() {
+    block_on(async {
+        for a_first in [true, false] {
+            let server = memory(true).await;
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let tokens = create_all(&a, &["one".into()]).await;
+            a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            // A forgets the password (its own rows become vacant), B the added secret.
+            a.vault.secret_remove(&pw(PASSWORD)).await.unwrap();
+            b.vault.secret_remove(&pw(NEW)).await.unwrap();
+            let (first, second) = if a_first { (&a, &b) } else { (&b, &a) };
+            sync(first, &remote).await;
+            let refused = sync(second, &remote).await;
+            // Taken back: the slot's three rows on B, the own `tag` and `dek` on A.
+            let rows = if a_first { 3 } else { 2 };
+            assert_eq!(refused.conflicts, rows, "{refused:?}");
+            for node in [&a, &b] {
                 sync(node, &remote).await;
             }
             converged(&[&a, &b, &server]).await;
             let fresh = memory(true).await;
             sync(&fresh, &remote).await;
-            opens_only(
-                &[&a, &b, &fresh],
-                (&tokens[0], "one"),
-                target,
-                &[PASSWORD, other],
-            )
-            .await;
+            let (opener, closed) = if a_first {
+                (NEW, PASSWORD)
+            } else {
+                (PASSWORD, NEW)
+            };
+            opens_only(&[&a, &b, &fresh], (&tokens[0], "one"), opener, &[closed]).await;
         }
     });
 }
@@ -2992,10 +3092,11 @@ fn a_vault_whose_password_has_two_identities_restores_from_its_snapshot() {
 }
 
 /// A password with another secret added to its identity, that secret also first used on a
-/// replica that was apart (an identity of its own): removing the password promotes the other
-/// secret's slot to the identity's own rows. That write took the secret's identity elsewhere
-/// for a second holder of its tag, and every round failed: `secretRemove` gave up with a
-/// `STORAGE` error saying other writers kept changing the identity, which none were.
+/// replica that was apart (an identity of its own): removing the password promoted the other
+/// secret's slot to the identity's own rows (before first slots became vacant instead). That
+/// write took the secret's identity elsewhere for a second holder of its tag, and every round
+/// failed: `secretRemove` gave up with a `STORAGE` error saying other writers kept changing the
+/// identity, which none were. The removal must still succeed, and the secret open both.
 #[test]
 fn removing_a_password_whose_other_secret_sync_gave_an_identity_of_its_own() {
     block_on(async {
@@ -3017,9 +3118,9 @@ fn removing_a_password_whose_other_secret_sync_gave_an_identity_of_its_own() {
 
 /// The password has two identities (two devices first used it apart), and a secret added to one
 /// of them. A password change to that secret re-wraps the password's slot on the other identity
-/// for it, and the password's own slot on the first goes by promoting the secret's slot there:
-/// a second write of the secret's tag beside the one the re-wrap made. The secret then opens
-/// both identities' records, and the password nothing.
+/// for it, and the password's own slot on the first goes (vacant now; it was a promotion of the
+/// secret's slot, a second write of the secret's tag beside the one the re-wrap made). The
+/// secret then opens both identities' records, and the password nothing.
 #[test]
 fn a_password_change_to_a_secret_added_to_one_of_its_identities_covers_both() {
     block_on(async {
@@ -3156,5 +3257,94 @@ fn a_soft_delete_by_id_in_one_tab_outranks_the_version_another_tab_pulled() {
             assert!(record.soft_deleted_at.is_some(), "{record:?}");
             assert_eq!(node.vault.record_find_by_id(&id).await.unwrap(), None);
         }
+    });
+}
+
+/// Found by the simulation (through rotations, seed 41) while first slots became vacant: A
+/// deletes the identity's last record it holds (an emptied removal, with the slot) while B,
+/// which wrote a record under the identity, changed its password to the added secret (its own
+/// rows vacant). B writes the identity again with its slot (nothing was retired), and the
+/// server first took that revival for a removal of the last secret and refused it; B took the
+/// removal back and wrote the slot again at every sync, for ever. A revival takes no secret
+/// away: it stands, and the added secret opens B's record everywhere.
+#[test]
+fn an_emptied_identity_comes_back_with_a_vacant_first_slot_and_its_added_secret() {
+    block_on(async {
+        let server = memory(true).await;
+        let (a, b) = (memory(true).await, memory(true).await);
+        let remote = wire(&server);
+        let first = create_all(&a, &["zero".into()]).await.remove(0);
+        a.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+        sync(&a, &remote).await;
+        sync(&b, &remote).await;
+        let written = create(&b, "one", PASSWORD).await;
+        a.vault.token_delete(&first).await.unwrap();
+        b.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        sync(&a, &remote).await;
+        let revived = sync(&b, &remote).await;
+        assert_eq!(revived.conflicts, 0, "{revived:?}");
+        sync(&a, &remote).await;
+        for node in [&a, &b] {
+            assert_eq!(sync(node, &remote).await.pushed, 0, "settled");
+        }
+        converged(&[&a, &b, &server]).await;
+        opens_only(&[&a, &b], (&written, "one"), NEW, &[PASSWORD]).await;
+    });
+}
+
+/// Found by the simulation (through rotations, seeds 41, 106, 107) once first slots became
+/// vacant: B adds a secret and makes it its password (its own rows vacant) while A rotates the
+/// identity away, then B writes with that secret, under the identity. B's record is stranded
+/// (`retired_key`) and the identity's removal waits on B while the record uses it, but the
+/// removal of the added secret's slot, which goes with the identity, applied at once: the
+/// record opened with no secret at all. The slot now waits with its identity, so the record
+/// keeps opening with the secret B wrote it with, and a rekey on B moves it to A's key.
+#[test]
+fn a_record_stranded_under_a_vacant_first_slot_still_opens_with_the_added_secret() {
+    block_on(async {
+        let (server, a, b) = joined_empty().await;
+        let remote = wire(&server);
+        let first = create(&a, "first", PASSWORD).await;
+        settle(&server, &[&a, &b]).await;
+        rotate_to_new(&a).await;
+        b.vault.secret_add(&pw(PASSWORD), &pw(THIRD)).await.unwrap();
+        b.vault
+            .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+            .await
+            .unwrap();
+        let written = create(&b, "written on b", THIRD).await;
+        sync(&a, &remote).await;
+        let report = sync(&b, &remote).await;
+        assert_eq!(report.stranded, vec![written.clone()], "{report:?}");
+        for _ in 0..2 {
+            b.vault.lock();
+            assert_eq!(
+                b.vault.token_read(&written, &pw(THIRD)).await.unwrap(),
+                "written on b"
+            );
+            assert!(sync(&b, &remote).await.stranded.contains(&written));
+        }
+        b.vault
+            .bulk_rekey(&pw(THIRD), &pw(NEW), &RekeyOptions::default())
+            .await
+            .unwrap();
+        settle(&server, &[&a, &b]).await;
+        opens_with(
+            &[&a, &b],
+            &[(&first, "first"), (&written, "written on b")],
+            &[NEW],
+            "after the rekey",
+        )
+        .await;
+        opens_only(
+            &[&a, &b],
+            (&written, "written on b"),
+            NEW,
+            &[PASSWORD, THIRD],
+        )
+        .await;
     });
 }

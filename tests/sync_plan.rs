@@ -12,7 +12,7 @@ use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, HashMap};
 use vaultstore_wasm::storage::{MetaKey, Stored, WriteOp};
 use vaultstore_wasm::sync::plan::{
-    Contradiction, ContradictionKind, MAX_FUTURE_MS, PullPlan, ReplicaView, ServerView,
+    Contradiction, ContradictionKind, MAX_FUTURE_MS, PullPlan, PushPlan, ReplicaView, ServerView,
     identity_tag_key, plan_pull, plan_push,
 };
 use vaultstore_wasm::sync::wire::Refusal;
@@ -784,13 +784,15 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
     assert_eq!(plan.conflicts, 0);
 }
 
-/// A final removal (a rotation, `secretRemove`) of the same rows is set aside while the record
-/// uses the identity (stranded until a rekey moves it), and the slot's goes at once: records
-/// never link to a slot, and the owner of a slot removed for good is not looked up.
+/// A final removal (a rotation) of the same rows is set aside while the record uses the
+/// identity (stranded until a rekey moves it), and so is the removal of its slot, which goes
+/// with the identity: the record keeps opening with the slot's secret (the identity's own rows
+/// may be a vacant slot). A slot removed alone (`secretRemove` elsewhere, for which the engine
+/// names no owner) goes at once, whatever records use its identity.
 #[test]
-fn a_pulled_final_removal_of_an_identity_in_use_here_waits_and_its_slot_goes() {
+fn a_pulled_final_removal_of_an_identity_in_use_here_waits_with_its_slot() {
     let rows = removal(P1, Some(P2), rev(200, 2), false);
-    let plan = pull(&rows, &identity_in_use(false));
+    let plan = pull(&rows, &identity_in_use(true));
     assert!(
         !plan
             .ops
@@ -799,13 +801,14 @@ fn a_pulled_final_removal_of_an_identity_in_use_here_waits_and_its_slot_goes() {
         "{:?}",
         plan.ops
     );
-    assert_eq!(plan.deferred, rows[..2].to_vec());
+    assert_eq!(plan.deferred, rows);
+    assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
+    let alone = &rows[2..];
+    let plan = pull(alone, &identity_in_use(false));
+    assert!(plan.deferred.is_empty());
     assert_eq!(
         put_of(&plan.ops),
-        rows[2..]
-            .iter()
-            .map(|r| (r.clone(), false))
-            .collect::<Vec<_>>()
+        alone.iter().map(|r| (r.clone(), false)).collect::<Vec<_>>()
     );
 }
 
@@ -939,4 +942,81 @@ fn a_pulled_record_resealed_here_under_another_identity_does_not_keep_the_slot()
             .map(Row::key)
             .collect::<Vec<_>>()
     );
+}
+
+/// A vacant first slot's `tag` (FORMAT.md "Secret slots"): the own rows of an identity whose
+/// own secret was removed while an added one still opens it.
+fn vacant_tag(id: &str, at: Rev) -> Row {
+    meta(
+        identity_tag_key(id),
+        &format!("{}{}", "0".repeat(32), "c".repeat(32)),
+        at,
+    )
+}
+
+/// Plan `page` on `server` with the secrets of `P1` read: its own rows and its slot `P2`.
+fn push_with_secrets_of_p1(server: &mut Store, page: &[Row]) -> PushPlan {
+    let mut view = server.server_view(page);
+    view.slots.secrets = vec![(P1.into(), vec![P2.into()])];
+    for id in [P1, P2] {
+        let key = RowKey::Meta(identity_tag_key(id));
+        if let Some(stored) = server.stored(&key) {
+            view.stored.insert(key, stored);
+        }
+    }
+    let mut plan = plan_push(page, &view, rev(NOW, 99), NOW).unwrap();
+    server.apply(std::mem::take(&mut plan.ops));
+    plan
+}
+
+/// Two replicas that each removed one of the last two secrets of `P1`: the server stores the
+/// first removal and refuses the second (`referenced`), answering with the rows it keeps, which
+/// the replica takes back. Whichever arrives second is refused: the slot's removal after the
+/// own rows went vacant, and the own rows' vacancy after the slot went.
+#[test]
+fn the_removal_of_an_identitys_last_secret_is_refused_with_what_to_take_back() {
+    let slot = slot_of_p1(rev(100, 1));
+    let vacancy = vec![
+        vacant_tag(P1, rev(200, 2)),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:y",
+            rev(200, 2),
+        ),
+    ];
+    let slot_removal: Vec<Row> = slot
+        .iter()
+        .map(|row| match row {
+            Row::Meta { key, .. } => meta_gone(key.clone(), rev(200, 3)),
+            Row::Record { .. } => unreachable!(),
+        })
+        .collect();
+    for (first, second) in [(&vacancy, &slot_removal), (&slot_removal, &vacancy)] {
+        let mut server = Store::with(&[identity(P1, rev(100, 1)), slot.clone()].concat());
+        let plan = push_with_secrets_of_p1(&mut server, first);
+        assert_eq!(
+            plan.stored,
+            first.len() as u64,
+            "one removal leaves a secret"
+        );
+        assert!(plan.refused.is_empty());
+        let before = server.rows();
+        let plan = push_with_secrets_of_p1(&mut server, second);
+        assert_eq!(plan.stored, 0);
+        assert_eq!(
+            server.rows(),
+            before,
+            "nothing of the second removal is stored"
+        );
+        assert_eq!(plan.refused.len(), second.len());
+        for (i, refused) in plan.refused.iter().enumerate() {
+            assert_eq!((refused.i, refused.reason), (i, Refusal::Referenced));
+            let key = second[i].key();
+            assert_eq!(
+                refused.current.as_ref(),
+                before.get(&key),
+                "what to take back"
+            );
+        }
+    }
 }

@@ -46,6 +46,31 @@ pub fn new_identity_id() -> Result<String> {
     Ok(format!("{IDENTITY_ID_PREFIX}{}", hex(&bytes)))
 }
 
+/// What starts the `tag` of a vacant first slot: 128 zero bits, which an HMAC output has with
+/// probability 2^-128, so no secret's tag ever reads as vacant.
+const VACANT_TAG_PREFIX: &str = "00000000000000000000000000000000";
+
+/// The `tag` and `dek` of a vacant first slot (FORMAT.md "Secret slots"): what an identity's
+/// own rows hold once their secret is removed while added secrets still open it, so that no
+/// secret ever moves from one object to another. The tag is unique (random after the prefix)
+/// and finds no secret; the wrapped key is random bytes, as a wrap under a key thrown away
+/// would be, so nothing opens it. Both keep the shape of their rows, which a sync server of an
+/// earlier release checks.
+pub fn vacant_slot() -> Result<(String, String)> {
+    let mut bytes = [0u8; 16 + WRAPPED_DEK_LEN];
+    random_bytes(&mut bytes)?;
+    let (tag, dek) = bytes.split_at(16);
+    Ok((
+        format!("{VACANT_TAG_PREFIX}{}", hex(tag)),
+        format!("{DEK_PREFIX}{}", b64u_encode(dek)),
+    ))
+}
+
+/// Whether an identity `tag` is a vacant first slot's ([`vacant_slot`]).
+pub fn is_vacant(tag: &str) -> bool {
+    tag.starts_with(VACANT_TAG_PREFIX)
+}
+
 fn kek(mk: &MasterKey, params: &KdfParams) -> Zeroizing<[u8; 32]> {
     hkdf_sha256(mk.as_bytes(), &params.salt, label::KEK)
 }

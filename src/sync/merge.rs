@@ -186,8 +186,8 @@ pub fn merge_meta(a: &MetaVersion, b: &MetaVersion) -> MetaVersion {
 /// The conflict rule for two versions of an identity's (or a secret slot's) row: a removal is
 /// final, as a record's hard delete is (SYNC.md 2): it beats every live version, the greater
 /// revision deciding only between two of a kind. Per-row last-writer-wins let a write racing a
-/// removal bring one row of the object back: a password change (or a `secretRemove`'s promotion
-/// of a slot) made on one replica while another rotated the identity away revived the retired
+/// removal bring one row of the object back: a password change (or a `secretRemove` leaving a
+/// first slot vacant) made on one replica while another rotated the identity away revived the retired
 /// key with no record, so new values could be sealed under it, and a re-wrap of a slot that
 /// another replica removed left a slot without its `identity` row, which no secret could open.
 /// Objects get fresh random ids, so a removal never blocks an object made later.

@@ -28,6 +28,7 @@ use super::merge::{
 };
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
+use crate::crypto::is_vacant;
 use crate::storage::{DEK_KEY, MetaKey, MetaRow, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
 use std::collections::{HashMap, HashSet};
 
@@ -64,6 +65,9 @@ pub struct SlotView {
     /// Objects with an `identity` row naming a removed identity that stored records link to:
     /// identities, not slots (a forged `identity` row on one), which no slot removal takes.
     pub linked: HashSet<String>,
+    /// Each identity a `tag` row of the page belongs to (its own, or a slot's naming it), with
+    /// the object ids of its stored slots: the secrets the page must leave it.
+    pub secrets: Vec<(String, Vec<String>)>,
 }
 
 /// The ops and the report of a pushed page.
@@ -381,6 +385,58 @@ pub fn plan_push(
             dirty: false,
         });
     }
+    // A page never takes the last secret of a live identity away (API.md: `secretRemove` keeps
+    // an identity's last one): two replicas that each removed one of its last two secrets would
+    // lock its records out together. The later removal (the rows of each object whose secret
+    // the page took: a removed slot, own rows made vacant) is refused, `referenced`, and its
+    // replica takes the secret back from the answer's current rows. Rows that take no secret
+    // away stand: an emptied identity written again may bring its slots in the next page.
+    for (owner, slots) in &view.slots.secrets {
+        let secret = |row: Option<&Row>| {
+            matches!(row, Some(Row::Meta {
+                version: MetaVersion::Value { value, .. },
+                ..
+            }) if !is_vacant(value))
+        };
+        let mut opens = false;
+        let mut taken: Vec<&str> = Vec::new();
+        for object in std::iter::once(owner).chain(slots) {
+            let tag = RowKey::Meta(identity_tag_key(object));
+            guard(&tag, &mut plan.ops);
+            if secret(state.get(&tag)) {
+                opens = true;
+            } else if secret(view.stored.get(&tag).map(|s| &s.row)) {
+                taken.push(object);
+            }
+        }
+        if opens
+            || state
+                .get(&RowKey::Meta(identity_tag_key(owner)))
+                .is_none_or(Row::is_gone)
+        {
+            continue;
+        }
+        for (i, row) in rows.iter().enumerate() {
+            let key = row.key();
+            let RowKey::Meta(meta) = &key else { continue };
+            let written =
+                |op: &WriteOp| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == key);
+            if identity_of(meta).is_none_or(|o| !taken.contains(&o))
+                || !plan.ops.iter().any(written)
+            {
+                continue;
+            }
+            plan.ops.retain(|op| !written(op));
+            plan.stored -= 1;
+            plan.superseded.retain(|s| s.i != i);
+            state.rows.remove(&key);
+            plan.refused.push(Refused {
+                i,
+                reason: Refusal::Referenced,
+                current: view.stored.get(&key).map(|s| s.row.clone()),
+            });
+        }
+    }
     // A slot the page leaves without its identity goes too, and a replica that pushed one takes
     // the removal back as its rows' current version.
     let (checked, orphans) = orphaned_slots(rows, &view.slots, &mut state, stamp, now);
@@ -568,9 +624,11 @@ pub struct ReplicaView {
     /// For each identity the page removes: up to `rows + 1` ids of local records linked to it.
     /// The owners of the slots in [`ReplicaView::owners`] count as removed by the page.
     pub linked: HashMap<String, Vec<String>>,
-    /// The identity each secret slot the page removes as emptied belongs to, as this replica
-    /// holds the slot (its live `identity` row): the slot is revived with its identity
-    /// ([`plan_pull`]).
+    /// The identity each secret slot the page removes with its identity belongs to (emptied,
+    /// or removed for good in the page or in an earlier one whose removal waits here), as this
+    /// replica holds the slot (its live `identity` row): the slot is revived with its identity,
+    /// or waits with it while local records use it, so that they keep opening with its
+    /// secret (a first slot may be vacant) until a rekey moves them ([`plan_pull`]).
     pub owners: HashMap<String, String>,
     /// The secret slots whose live `identity` row the page carries and whose identity this
     /// replica has removed (its `tag` is a tombstone in `stored`, which holds the slot's other

@@ -187,6 +187,29 @@ pub(crate) async fn removed_by_server(
     Ok(removed)
 }
 
+/// The ops that set aside the removals a plan deferred ([`deferred_key`]), planned again at
+/// each sync until local records no longer use their identity.
+fn set_aside(deferred: &[Row], ops: &mut Vec<WriteOp>) {
+    for row in deferred {
+        if let Row::Meta {
+            key,
+            version:
+                MetaVersion::Gone {
+                    rev,
+                    deleted_at,
+                    emptied,
+                },
+        } = row
+        {
+            let mark = if *emptied { " emptied" } else { "" };
+            ops.push(WriteOp::PutMeta(MetaRow {
+                key: deferred_key(key),
+                value: format!("{rev} {deleted_at}{mark}"),
+            }));
+        }
+    }
+}
+
 /// The removal a deferred row holds: `"<rev> <deletedAt>"`, and `" emptied"` for an emptied
 /// one, under `<identity id>/<key>`.
 fn deferred_row(row: &MetaRow) -> Option<Row> {
@@ -1163,24 +1186,7 @@ impl Vault {
                     value: String::new(),
                 }));
             }
-            for row in &plan.deferred {
-                if let Row::Meta {
-                    key,
-                    version:
-                        MetaVersion::Gone {
-                            rev,
-                            deleted_at,
-                            emptied,
-                        },
-                } = row
-                {
-                    let mark = if *emptied { " emptied" } else { "" };
-                    ops.push(WriteOp::PutMeta(MetaRow {
-                        key: deferred_key(key),
-                        value: format!("{rev} {deleted_at}{mark}"),
-                    }));
-                }
-            }
+            set_aside(&plan.deferred, &mut ops);
             // Parked records that now applied (fetched, or in the feed) are no longer parked.
             for row in &rows {
                 if let Row::Record { id, .. } = row
@@ -1513,6 +1519,10 @@ impl Vault {
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;
             stranded.mark(rows, &plan.stranded, &mut ops);
+            // A removal the answer brings (a slot that went with its identity) waits as a
+            // pulled one does; it would otherwise stay here live, and the server's feed, past
+            // this replica's checkpoint, never brings it again.
+            set_aside(&plan.deferred, &mut ops);
             if plan.applied > 0 {
                 ops.push(super::new_write_epoch()?);
             }
@@ -1666,8 +1676,71 @@ async fn slot_view(
             }
         })
         .collect();
+    // The identity of each object whose `tag` the page carries (a slot's, even one the page
+    // removes, or the object itself), with its slots: the plan checks that some secret still
+    // opens it.
+    for row in rows {
+        let Row::Meta { key, .. } = row else { continue };
+        if identity_of(key).is_none() || key.key != TAG_KEY {
+            continue;
+        }
+        let owner_key = RowKey::Meta(MetaKey::new(
+            object_type::IDENTITY,
+            &key.object_id,
+            OWNER_KEY,
+        ));
+        let owner = match [
+            page.get(&owner_key).copied(),
+            stored.get(&owner_key).map(|s| &s.row),
+        ] {
+            [
+                Some(Row::Meta {
+                    version: MetaVersion::Value { value, .. },
+                    ..
+                }),
+                _,
+            ]
+            | [
+                _,
+                Some(Row::Meta {
+                    version: MetaVersion::Value { value, .. },
+                    ..
+                }),
+            ] => value.clone(),
+            _ => key.object_id.clone(),
+        };
+        if slots.secrets.iter().any(|(o, _)| *o == owner) {
+            continue;
+        }
+        // Its stored slots, and the page's (a slot an emptied identity's revival writes again).
+        let mut found: Vec<String> = Vec::new();
+        for (object, named) in &owners {
+            if *named == owner {
+                found.push(object.clone());
+            }
+        }
+        for row in tx
+            .meta_find(object_type::IDENTITY, OWNER_KEY, &owner)
+            .await?
+        {
+            if !found.contains(&row.key.object_id) {
+                found.push(row.key.object_id);
+            }
+        }
+        slots.secrets.push((owner, found));
+    }
     let tags = |owner: &str| RowKey::Meta(identity_tag_key(owner));
-    read_missing(tx, owners.iter().map(|(_, owner)| tags(owner)), stored).await?;
+    let mut tagged: Vec<RowKey> = Vec::new();
+    for (owner, found) in &slots.secrets {
+        tagged.push(tags(owner));
+        for slot in found {
+            tagged.push(tags(slot));
+        }
+    }
+    for (_, owner) in &owners {
+        tagged.push(tags(owner));
+    }
+    read_missing(tx, tagged.into_iter(), stored).await?;
     for (object, owner) in owners {
         let tag = tags(&owner);
         let removed = page.get(&tag).is_some_and(|row| row.is_gone())
@@ -1724,18 +1797,18 @@ async fn replica_view(
     // With the page's keys, the `identity` row of each object the page removes as emptied: a
     // slot's owner, read per object (an object's rows may come in two pages, and each must find
     // the same owner: a slot revived in part would be refused whole by the server).
-    let owner_key = |key: &MetaKey| {
+    let owner_key = |object: &str| {
         RowKey::Meta(MetaKey::new(
             object_type::IDENTITY,
-            &key.object_id,
+            object,
             crate::storage::OWNER_KEY,
         ))
     };
     let mut keys = Vec::with_capacity(rows.len());
     for row in rows {
         keys.push(row.key());
-        if let Some(key) = emptied_row(row) {
-            keys.push(owner_key(key));
+        if let Some(object) = removed_identity(row) {
+            keys.push(owner_key(object));
         }
         // A secret slot the page writes: its other rows and its identity's `tag`, which this
         // replica may have removed ([`ReplicaView::orphaned`]).
@@ -1760,17 +1833,30 @@ async fn replica_view(
             also.extend([slot, owner]);
         }
     }
-    for key in rows.iter().filter_map(emptied_row) {
-        if let Some(Stored {
+    for row in rows {
+        let Some(object) = removed_identity(row) else {
+            continue;
+        };
+        let Some(Stored {
             row:
                 Row::Meta {
-                    version: MetaVersion::Value { value, .. },
+                    version: MetaVersion::Value { value: owner, .. },
                     ..
                 },
             ..
-        }) = view.stored.get(&owner_key(key))
+        }) = view.stored.get(&owner_key(object))
+        else {
+            continue;
+        };
+        // Only a slot that goes with its identity: emptied, or removed for good with it (in
+        // this page, or in an earlier one whose removal of the identity waits here). One
+        // removed alone (`secretRemove` elsewhere) goes whatever records use the identity.
+        if !view.owners.contains_key(object)
+            && (emptied_row(row).is_some()
+                || rows.iter().any(|r| removed_identity(r) == Some(owner))
+                || !removed_by_server(tx, &[owner]).await?.is_empty())
         {
-            view.owners.insert(key.object_id.clone(), value.clone());
+            view.owners.insert(object.to_owned(), owner.clone());
         }
     }
     also.extend(view.owners.values().map(String::as_str));

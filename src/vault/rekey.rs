@@ -316,8 +316,7 @@ impl Vault {
                 Ok(()) if retire_source_slot => {
                     // A second batch, as `secretRemove` would: should it fail, every record
                     // already opens with `new` and `old` still does too, and the rekey runs again.
-                    let successor = self.keys.identity_tag(&mk_new);
-                    self.remove_slot(&mk_old, carry.lock_epoch, "the rekey", Some(&successor))
+                    self.remove_slot(&mk_old, carry.lock_epoch, "the rekey")
                         .await?;
                     self.forget_key(old);
                     return Ok(moved);
@@ -584,8 +583,8 @@ impl Vault {
         let target = match (&kept, target_at) {
             (Some(kept), Some(at)) => {
                 // The new secret already opens this source. The same secret keeps its slot;
-                // another slot's secret replaces the old one's, which goes (`remove_slot`, with
-                // every other slot of the old secret).
+                // the old one's goes (`remove_slot`, with every other slot of the old secret:
+                // the identity's own rows become vacant when they held it).
                 round.retire_source_slot = targets[at].slot != kept.slot;
                 copy_of(kept)
             }

@@ -19,17 +19,10 @@
 
 use super::identity::{DEK_KEY, TAG_KEY, expect_tag, prune_identity, slot_rows};
 use super::{MAX_ATTEMPTS, Vault};
-use crate::crypto::{MasterKey, identity_tag, new_identity_id};
+use crate::crypto::{MasterKey, identity_tag, is_vacant, new_identity_id, vacant_slot};
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
 use crate::storage::{MetaKey, MetaRow, OWNER_KEY, Optimistic, StorageError, WriteOp, object_type};
-
-/// One slot as stored: the object holding it, its tag and its wrapped DEK.
-struct StoredSlot {
-    object_id: String,
-    tag: String,
-    dek: String,
-}
 
 impl Vault {
     /// Wrap the data key of `existing`'s identity under `added` too (O(1): no record is read or
@@ -95,32 +88,24 @@ impl Vault {
         Err(gave_up("secretAdd"))
     }
 
-    /// Forget `secret`'s slot. The last slot of an identity that still has records is refused,
-    /// so no record is ever left without a key.
+    /// Forget `secret`'s slot. The last secret of an identity that still has records is
+    /// refused, so no record is ever left without a key.
     pub async fn secret_remove(&self, secret: &Secret) -> Result<()> {
         self.ensure_open()?;
         if !self.identities {
             return Err(VaultError::IdentityDisabled("secretRemove"));
         }
         let (mk, epoch) = self.unlocked(secret).await?;
-        self.remove_slot(&mk, epoch, "secretRemove", None).await?;
+        self.remove_slot(&mk, epoch, "secretRemove").await?;
         self.forget_key(secret);
         Ok(())
     }
 
     /// Remove `mk`'s slot, in one batch planned again while other writers change the identity's
     /// rows (`what` names the call in the error when it gives up). The caller forgets the key.
-    /// When the slot is the identity's own, the slot holding the tag `successor` (a rekey's
-    /// target) takes its place if the identity has one ([`Vault::another_slot`]).
-    pub(super) async fn remove_slot(
-        &self,
-        mk: &MasterKey,
-        epoch: u64,
-        what: &str,
-        successor: Option<&str>,
-    ) -> Result<()> {
+    pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let batch = self.removal(mk, epoch, successor).await?;
+            let batch = self.removal(mk, epoch).await?;
             let stamp = self.stamp_for(&Optimistic(&*self.storage), &batch).await?;
             match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(()),
@@ -135,12 +120,13 @@ impl Vault {
     /// has one slot, but sync may have brought more (the secret first used, or added, on two
     /// replicas while apart): each goes, in the same batch, or the secret would still open
     /// what it reached through the others.
-    async fn removal(
-        &self,
-        mk: &MasterKey,
-        epoch: u64,
-        successor: Option<&str>,
-    ) -> Result<Vec<WriteOp>> {
+    ///
+    /// A secret never moves from one object to another: a further slot's rows go, and the
+    /// identity's own rows, when their secret goes while added secrets still open the
+    /// identity, become a vacant slot ([`vacant_slot`]). Moving another secret onto them
+    /// instead would put it out of reach of a `secretRemove` of it made meanwhile on another
+    /// device, which removes the object it knew: the removed secret would open the vault again.
+    async fn removal(&self, mk: &MasterKey, epoch: u64) -> Result<Vec<WriteOp>> {
         let tag = identity_tag(mk);
         let rows = self
             .storage
@@ -152,83 +138,92 @@ impl Vault {
         if objects.is_empty() {
             return Err(VaultError::IdentityNotFound);
         }
-        let several = objects.len() > 1;
         let mut batch = Vec::new();
         for slot in objects {
-            batch.push(expect_tag(slot, self.keys.identity_tag(mk)));
+            batch.push(expect_tag(slot, tag.clone()));
             let own: Vec<&MetaRow> = rows.iter().filter(|r| r.key.object_id == slot).collect();
-            // A further slot: its rows go, nothing else changes. Records link to identities,
-            // never to slots: an object records link to is an identity whatever rows sync put
-            // on it (a forged `identity` row), and deleting its rows would lock them out.
-            if own.iter().any(|r| r.key.key == OWNER_KEY)
+            // A further slot, or the identity itself. Records link to identities, never to
+            // slots: an object records link to is an identity whatever rows sync put on it (a
+            // forged `identity` row), and deleting its rows would lock them out.
+            let mut owner = slot;
+            if let Some(row) = own.iter().find(|r| r.key.key == OWNER_KEY)
                 && self
                     .storage
                     .records_linked_to(slot, None, 1)
                     .await?
                     .is_empty()
             {
-                batch.extend(own.into_iter().map(|r| WriteOp::DeleteMeta(r.key.clone())));
-                continue;
+                owner = &row.value;
             }
-            batch.extend(
-                self.own_slot_removal(slot, &tag, several, successor)
-                    .await?,
-            );
+            let Some(kept) = self.other_secret(owner, &tag).await? else {
+                batch.extend(self.last_secret_removal(owner).await?);
+                continue;
+            };
+            // Another secret opens the identity, and must still when this batch commits.
+            batch.push(WriteOp::ExpectMeta {
+                key: kept.key,
+                value: Some(kept.value),
+            });
+            if owner == slot {
+                let (vacant_tag, vacant_dek) = vacant_slot()?;
+                batch.push(WriteOp::PutMeta(MetaRow::new(
+                    object_type::IDENTITY,
+                    owner,
+                    TAG_KEY,
+                    vacant_tag,
+                )));
+                batch.push(WriteOp::PutMeta(MetaRow::new(
+                    object_type::IDENTITY,
+                    owner,
+                    DEK_KEY,
+                    vacant_dek,
+                )));
+            } else {
+                batch.extend(own.into_iter().map(|r| WriteOp::DeleteMeta(r.key.clone())));
+            }
         }
         Ok(batch)
     }
 
-    /// The ops removing the identity `owner`'s own slot (its own `tag` and `dek` rows), which
-    /// holds the tag `tag` of the secret being removed.
-    async fn own_slot_removal(
-        &self,
-        owner: &str,
-        tag: &str,
-        several: bool,
-        successor: Option<&str>,
-    ) -> Result<Vec<WriteOp>> {
-        if let Some(other) = self.another_slot(owner, tag, successor).await? {
-            // Promote another slot: its tag and dek become the identity's own (the wrap's
-            // associated data is the identity's id either way), and its object goes. The tag
-            // moves from one object to another, so it is written shared: sync may have given
-            // that secret another object elsewhere (an identity it made on a replica that was
-            // apart), which a checked write would take for a second holder, failing every
-            // round.
-            let mut batch = vec![
-                WriteOp::ExpectMeta {
-                    key: slot_key(&other.object_id, TAG_KEY),
-                    value: Some(other.tag.clone()),
-                },
-                WriteOp::ExpectMeta {
-                    key: slot_key(&other.object_id, DEK_KEY),
-                    value: Some(other.dek.clone()),
-                },
-            ];
-            for key in [TAG_KEY, DEK_KEY, OWNER_KEY] {
-                batch.push(WriteOp::DeleteMeta(slot_key(&other.object_id, key)));
-            }
-            batch.push(WriteOp::PutSharedMeta(MetaRow::new(
-                object_type::IDENTITY,
-                owner,
-                TAG_KEY,
-                other.tag,
-            )));
-            batch.push(WriteOp::PutMeta(MetaRow::new(
-                object_type::IDENTITY,
-                owner,
-                DEK_KEY,
-                other.dek,
-            )));
-            return Ok(batch);
-        }
-        // The last slot: only an identity without records may go.
+    /// The `tag` row of a secret of identity `owner` other than the one with tag `removed`:
+    /// its own first slot unless vacant, or a further slot (with its `dek`: one without is
+    /// damaged and opens nothing).
+    async fn other_secret(&self, owner: &str, removed: &str) -> Result<Option<MetaRow>> {
+        let mut rows = self
+            .storage
+            .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
+            .await?;
+        rows.append(
+            &mut self
+                .storage
+                .meta_object(object_type::IDENTITY, owner)
+                .await?,
+        );
+        let has_dek = |object: &str| {
+            rows.iter()
+                .any(|r| r.key.object_id == object && r.key.key == DEK_KEY)
+        };
+        Ok(rows
+            .iter()
+            .find(|r| {
+                r.key.key == TAG_KEY
+                    && r.value != removed
+                    && !is_vacant(&r.value)
+                    && has_dek(&r.key.object_id)
+            })
+            .cloned())
+    }
+
+    /// The ops removing the last secret of identity `owner`: only an identity without records
+    /// may go, and then it goes whole.
+    async fn last_secret_removal(&self, owner: &str) -> Result<Vec<WriteOp>> {
         let linked = self.storage.records_linked_to(owner, None, 1).await?;
         if !linked.is_empty() {
-            return Err(VaultError::invalid(if several {
-                "this secret opens several identities (sync brought together identities it made on devices that were apart), and for one that still has records it is the last secret, which would leave them without a key: move them first (bulkRekey to another secret), or add another secret to that identity"
-            } else {
-                "this is the last secret of an identity that still has records, which would be left without a key: add another secret first (secretAdd), or delete the records"
-            }));
+            // Of a secret that sync left several identities, one such identity refuses the
+            // whole removal.
+            return Err(VaultError::invalid(
+                "this is the last secret of an identity that still has records, which would be left without a key: add another secret to it first (secretAdd), move the records to another secret (bulkRekey), or delete them",
+            ));
         }
         // Pruned only while no record links to it; the identity must be gone after, so a
         // record linked to it meanwhile fails the batch and the next round refuses instead.
@@ -243,53 +238,6 @@ impl Vault {
                 value: None,
             },
         ])
-    }
-
-    /// A further slot of identity `owner`, if it has any: the one holding the tag `successor`
-    /// (a rekey's target, which the user chose: promoting another would move that other
-    /// secret onto the identity's own rows, out of reach of a `secretRemove` of its slot made
-    /// meanwhile on another device, so the removed secret would open the vault again), else
-    /// the one with the smallest object id (any would do; this one is deterministic). A slot
-    /// missing its `dek` row is skipped, and so is one holding `removed` (the tag of the
-    /// secret being removed, which goes too).
-    async fn another_slot(
-        &self,
-        owner: &str,
-        removed: &str,
-        successor: Option<&str>,
-    ) -> Result<Option<StoredSlot>> {
-        let rows = self
-            .storage
-            .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
-            .await?;
-        let value = |object_id: &str, key: &str| {
-            rows.iter()
-                .find(|r| r.key.object_id == object_id && r.key.key == key)
-                .map(|r| r.value.clone())
-        };
-        let mut best: Option<StoredSlot> = None;
-        for row in rows
-            .iter()
-            .filter(|r| r.key.key == TAG_KEY && r.value != removed)
-        {
-            let id = &row.key.object_id;
-            // The successor first, then the smallest object id.
-            let chosen = Some(row.value.as_str()) == successor;
-            if let Some(b) = &best {
-                let b_chosen = Some(b.tag.as_str()) == successor;
-                if (!b_chosen, &b.object_id) <= (!chosen, id) {
-                    continue;
-                }
-            }
-            if let Some(dek) = value(id, DEK_KEY) {
-                best = Some(StoredSlot {
-                    object_id: id.clone(),
-                    tag: row.value.clone(),
-                    dek,
-                });
-            }
-        }
-        Ok(best)
     }
 }
 

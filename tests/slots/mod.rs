@@ -172,8 +172,8 @@ where
     identities_off_refuse_slots(open(s, false).await).await;
     let (s, t) = connect("slots-remove".into()).await;
     removing_a_further_slot_forgets_only_it(open(s, true).await, &*t).await;
-    let (s, t) = connect("slots-promote".into()).await;
-    removing_the_first_slot_promotes_another(open(s, true).await, &*t).await;
+    let (s, t) = connect("slots-vacant".into()).await;
+    removing_the_first_slot_leaves_it_vacant(open(s, true).await, &*t).await;
     let (s, t) = connect("slots-last".into()).await;
     the_last_secret_of_an_identity_with_records_stays(open(s, true).await, &*t).await;
     let (s, t) = connect("slots-rewrap".into()).await;
@@ -350,41 +350,65 @@ pub async fn removing_a_further_slot_forgets_only_it(v: Vault, t: &dyn Storage) 
     );
 }
 
-pub async fn removing_the_first_slot_promotes_another(v: Vault, t: &dyn Storage) {
+pub async fn removing_the_first_slot_leaves_it_vacant(v: Vault, t: &dyn Storage) {
     let p = pw(PASSWORD);
     let tokens = create(&v, &p, &VALUES).await;
     let (firsts, _) = objects(t).await;
     v.secret_add(&p, &pw(OTHER)).await.unwrap();
     v.secret_add(&p, &raw(3)).await.unwrap();
+    let (_, slots) = objects(t).await;
+    let slot_rows: Vec<MetaRow> = identity_rows(t)
+        .await
+        .into_iter()
+        .filter(|m| slots.contains(&m.key.object_id))
+        .collect();
     let records = record_values(t).await;
     v.secret_remove(&p).await.unwrap();
     opens_nothing(&v, &p, &tokens, "the removed first secret").await;
-    all_open(
-        &v,
-        &pw(OTHER),
-        &tokens,
-        &VALUES,
-        "a promoted or remaining slot",
-    )
-    .await;
+    all_open(&v, &pw(OTHER), &tokens, &VALUES, "an added secret").await;
+    all_open(&v, &raw(3), &tokens, &VALUES, "another added secret").await;
+    // No secret moved: both slots are as they were, and the identity's own rows (its id
+    // unchanged, so the links too) hold a vacant slot: a fresh tag that no secret has, and a
+    // key wrapped under none.
+    let rows = identity_rows(t).await;
+    let after: Vec<MetaRow> = rows
+        .iter()
+        .filter(|m| slots.contains(&m.key.object_id))
+        .cloned()
+        .collect();
+    assert_eq!(after, slot_rows, "the added secrets' slots are untouched");
+    assert_eq!(objects(t).await, (firsts.clone(), slots.clone()));
+    let own_tag = rows
+        .iter()
+        .find(|m| firsts.contains(&m.key.object_id) && m.key.key == "tag")
+        .expect("the identity keeps its own rows");
+    assert!(
+        own_tag.value.starts_with(&"0".repeat(32)) && own_tag.value.len() == 64,
+        "a vacant tag: {}",
+        own_tag.value
+    );
+    assert_eq!(links(t).await, firsts);
+    assert_eq!(record_values(t).await, records, "no record was rewritten");
+    // A further slot goes as usual; the last secret stays: the vacant first slot opens nothing.
+    v.secret_remove(&pw(OTHER)).await.unwrap();
+    opens_nothing(&v, &pw(OTHER), &tokens, "the second removed secret").await;
+    all_open(&v, &raw(3), &tokens, &VALUES, "the last secret").await;
+    assert_eq!(objects(t).await.0, firsts);
+    assert_eq!(objects(t).await.1.len(), 1);
+    let e = fails(
+        v.secret_remove(&raw(3)).await,
+        ErrorCode::InvalidArgument,
+        "removing the last secret beside a vacant first slot",
+    );
+    assert!(e.to_string().contains("secretAdd"), "says what to do: {e}");
     all_open(
         &v,
         &raw(3),
         &tokens,
         &VALUES,
-        "a promoted or remaining slot",
+        "the refused removal's secret",
     )
     .await;
-    let (after, slots) = objects(t).await;
-    assert_eq!(after, firsts, "the identity keeps its id (links unchanged)");
-    assert_eq!(slots.len(), 1, "one slot was promoted, the other stays");
-    assert_eq!(links(t).await, firsts);
-    assert_eq!(record_values(t).await, records, "no record was rewritten");
-    // And once more: the identity is down to one secret, still opening everything.
-    v.secret_remove(&pw(OTHER)).await.unwrap();
-    opens_nothing(&v, &pw(OTHER), &tokens, "the second removed secret").await;
-    all_open(&v, &raw(3), &tokens, &VALUES, "the last secret").await;
-    assert_eq!(objects(t).await, (firsts, BTreeSet::new()));
 }
 
 pub async fn the_last_secret_of_an_identity_with_records_stays(v: Vault, t: &dyn Storage) {
@@ -767,7 +791,14 @@ pub async fn a_vault_written_before_slots_takes_them(s: Box<dyn Storage>) {
     v.secret_add(&pw(PASSWORD), &raw(8)).await.unwrap();
     all_open(&v, &raw(8), &token, &["linked value"], "a slot added to it").await;
     v.secret_remove(&pw(PASSWORD)).await.unwrap();
-    all_open(&v, &raw(8), &token, &["linked value"], "promoted in it").await;
+    all_open(
+        &v,
+        &raw(8),
+        &token,
+        &["linked value"],
+        "the frozen vault's first slot vacant",
+    )
+    .await;
 }
 
 /// A stamp for writes the tests make below the vault: a revision from a clock of its own.
