@@ -5,7 +5,8 @@
 //! update, renew, soft delete, restore, delete, purge of expired records (hard and soft), a
 //! setting, a password change (identities on: a re-wrap), a rotation, a secret added to the
 //! password's identity (identities on: a slot, `secretAdd`) and one of those removed
-//! (`secretRemove`, on a replica that may not have it yet) or, through rotations, made the
+//! (`secretRemove`, on a replica that may not have it yet; through rotations, a password may be
+//! removed too, leaving its identity's own rows vacant) or, through rotations, made the
 //! password (`bulkRekey` to it), time passing (seconds, or
 //! months: past the 90-day retention, so the server collects tombstones, replicas drop their
 //! own, and a replica whose checkpoint the collection passed resyncs), and syncs at
@@ -1050,10 +1051,16 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire<'_>, history: &mut History)
             }
         }
         (Op::SecretRemove(_, p), Some(node)) => {
-            if history.slots.is_empty() {
+            // Through rotations, a password too: its identity's own rows become vacant while
+            // added secrets open it.
+            let mut pool = history.slots.clone();
+            if known_bugs() {
+                pool.extend(history.passwords.iter().cloned());
+            }
+            if pool.is_empty() {
                 return;
             }
-            let secret = history.slots[p % history.slots.len()].clone();
+            let secret = pool[p % pool.len()].clone();
             let result = node
                 .vault
                 .secret_remove(&Secret::password(secret.as_str()))
