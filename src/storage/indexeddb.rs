@@ -701,6 +701,19 @@ fn meta_key_from_js(o: &JsValue) -> StorageResult<MetaKey> {
     })
 }
 
+/// Each of `rows` read with `from`, in one loop: a `collect` into a `Result` costs more code in
+/// the engine, once per call site's iterator type.
+fn all_from_js<T>(
+    rows: impl IntoIterator<Item = JsValue>,
+    from: fn(&JsValue) -> StorageResult<T>,
+) -> StorageResult<Vec<T>> {
+    let mut read = Vec::new();
+    for row in rows {
+        read.push(from(&row)?);
+    }
+    Ok(read)
+}
+
 fn meta_from_js(o: &JsValue) -> StorageResult<MetaRow> {
     Ok(MetaRow {
         key: meta_key_from_js(o)?,
@@ -763,13 +776,15 @@ fn record_tombstone_to_js(id: &str, t: &Tombstone, mark: Mark) -> JsValue {
 
 /// The row a tombstone stands for.
 fn tombstone_from_js(o: &JsValue) -> StorageResult<Row> {
-    let key: Vec<String> = get(o, "key")
+    let malformed = || not_ours("a tombstone with a malformed key");
+    let mut key: Vec<String> = Vec::new();
+    for part in get(o, "key")
         .dyn_into::<Array>()
-        .map_err(|_| not_ours("a tombstone with a malformed key"))?
+        .map_err(|_| malformed())?
         .iter()
-        .map(|part| part.as_string())
-        .collect::<Option<_>>()
-        .ok_or_else(|| not_ours("a tombstone with a malformed key"))?;
+    {
+        key.push(part.as_string().ok_or_else(malformed)?);
+    }
     let rev = opt_rev(o, "rev")?.ok_or_else(|| not_ours("a tombstone without a revision"))?;
     let deleted_at = time(o, "deletedAt")?;
     match key.as_slice() {
@@ -1273,15 +1288,11 @@ impl Reader {
             .map_err(idb_error("read a record"))?;
             requests.push(request);
         }
-        in_order(requests, "read a record")
-            .await?
-            .iter()
-            .map(|row| {
-                (!row.is_undefined())
-                    .then(|| record_from_js(row))
-                    .transpose()
-            })
-            .collect()
+        all_from_js(in_order(requests, "read a record").await?, |row| {
+            (!row.is_undefined())
+                .then(|| record_from_js(row))
+                .transpose()
+        })
     }
 
     /// Whether `keys` rows are worth reading by going through every record (or every record
@@ -1350,11 +1361,7 @@ impl Reader {
 
     async fn scan(&self, after_id: Option<&str>, limit: usize) -> StorageResult<Vec<Record>> {
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        self.page(after_id, limit)
-            .await?
-            .iter()
-            .map(record_from_js)
-            .collect()
+        all_from_js(self.page(after_id, limit).await?, record_from_js)
     }
 
     async fn meta_get(&self, key: &MetaKey) -> StorageResult<Option<String>> {
@@ -1446,7 +1453,7 @@ impl Reader {
             .get_all(Some(object_range(object_type, object_id)?), None)
             .done("read meta rows")
             .await?;
-        rows.iter().map(meta_from_js).collect()
+        all_from_js(rows, meta_from_js)
     }
 
     fn by_value(&self) -> StorageResult<idb::Index> {
@@ -1464,7 +1471,7 @@ impl Reader {
             )
             .done("look up meta rows")
             .await?;
-        rows.iter().map(meta_from_js).collect()
+        all_from_js(rows, meta_from_js)
     }
 
     /// Records the filter names by token or id (point lookups), if it names any.
@@ -1769,7 +1776,7 @@ impl Reader {
             .get_all(Some(Query::from(JsValue::from_f64(1.0))), None)
             .done("read the soft-deleted records")
             .await?;
-        rows.iter().map(record_from_js).collect()
+        all_from_js(rows, record_from_js)
     }
 
     /// How many records `state` admits, counted by the `deleted` index (or the store).
@@ -1821,16 +1828,15 @@ impl Reader {
             return Ok(Vec::new());
         }
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        self.identity_index()?
+        let rows = self
+            .identity_index()?
             .get_all(
                 Some(Self::linked_range(identity_id, after_id)?),
                 Some(limit),
             )
             .done("read an identity's records")
-            .await?
-            .iter()
-            .map(record_from_js)
-            .collect()
+            .await?;
+        all_from_js(rows, record_from_js)
     }
 
     async fn linked_count(&self, identity_id: Option<&str>) -> StorageResult<u64> {
@@ -1877,15 +1883,15 @@ impl Reader {
 
     /// The version of each key (see [`Storage::versions`]), in one round trip.
     async fn versions(&self, keys: &[RowKey]) -> StorageResult<Vec<Option<Stored>>> {
-        self.raw_versions(keys)
-            .await?
-            .iter()
-            .zip(keys)
-            .map(|(found, key)| match found {
-                Some((live, tombstone)) => stored_from_js(key, live, tombstone),
-                None => Ok(None),
-            })
-            .collect()
+        // A loop, not a `collect` into a `Result` (smaller in the engine).
+        let mut versions = Vec::with_capacity(keys.len());
+        for (found, key) in self.raw_versions(keys).await?.iter().zip(keys) {
+            versions.push(match found {
+                Some((live, tombstone)) => stored_from_js(key, live, tombstone)?,
+                None => None,
+            });
+        }
+        Ok(versions)
     }
 
     /// The live row and the tombstone of each key as stored (`undefined` where there is none),
@@ -2252,10 +2258,7 @@ impl Storage for IdbStorage {
     async fn meta_all(&self) -> StorageResult<Vec<MetaRow>> {
         let r = self.reader()?;
         let rows = r.meta.get_all(None, None).done("read meta rows").await?;
-        let mut rows = rows
-            .iter()
-            .map(meta_from_js)
-            .collect::<StorageResult<Vec<_>>>()?;
+        let mut rows = all_from_js(rows, meta_from_js)?;
         sorting::sort(&mut rows);
         Ok(rows)
     }

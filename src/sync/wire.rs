@@ -631,11 +631,13 @@ fn array<T>(
             "{path}: holds more than {max} entries; send smaller pages"
         )));
     }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| read(item, &format!("{path}[{i}]")))
-        .collect()
+    // A loop, not a `collect` into a `Result`: one instance per row type either way, and this
+    // one is smaller in the IndexedDB engine.
+    let mut read_items = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        read_items.push(read(item, &format!("{path}[{i}]"))?);
+    }
+    Ok(read_items)
 }
 
 fn hex_string(value: Value, path: &str, prefix: &str, what: &str) -> Result<String, WireError> {

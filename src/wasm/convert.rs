@@ -189,10 +189,11 @@ fn own_keys(object: &JsValue, what: &str) -> JsResult<Vec<String>> {
     if keys.length() > MAX_ITEMS {
         return Err(invalid(format!("{what} has more than {MAX_ITEMS} keys")));
     }
-    keys.iter()
-        .filter(JsValue::is_string)
-        .map(|k| exact_string(&k, what))
-        .collect()
+    let mut names = Vec::new();
+    for key in keys.iter().filter(JsValue::is_string) {
+        names.push(exact_string(&key, what)?);
+    }
+    Ok(names)
 }
 
 /// A `Record<string, string>` as `(key, value)` pairs, in property order.
@@ -203,19 +204,17 @@ pub fn string_record(value: &JsValue, what: &str) -> JsResult<Vec<(String, Strin
             type_name(value)
         )));
     }
-    own_keys(value, what)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, key)| {
-            if key.len() > MAX_NAME_UNITS as usize {
-                return Err(too_long(&format!("a key of {what}"), MAX_NAME_UNITS));
-            }
-            // Named by position: the key is the caller's text (API.md "Errors").
-            let at = format!("the token of key #{i} of {what}");
-            let token = string(&get(value, &key, &at)?, &at)?;
-            Ok((key, token))
-        })
-        .collect()
+    let mut pairs = Vec::new();
+    for (i, key) in own_keys(value, what)?.into_iter().enumerate() {
+        if key.len() > MAX_NAME_UNITS as usize {
+            return Err(too_long(&format!("a key of {what}"), MAX_NAME_UNITS));
+        }
+        // Named by position: the key is the caller's text (API.md "Errors").
+        let at = format!("the token of key #{i} of {what}");
+        let token = string(&get(value, &key, &at)?, &at)?;
+        pairs.push((key, token));
+    }
+    Ok(pairs)
 }
 
 /// A time: `Date`, milliseconds since the epoch, or `null`/`undefined` for "none".
