@@ -1020,3 +1020,68 @@ fn the_removal_of_an_identitys_last_secret_is_refused_with_what_to_take_back() {
         }
     }
 }
+
+/// A local slot of an identity a pulled page removes goes with it (the remover never saw the
+/// slot, so the page does not remove it, or its removal loses to a later write here: the slot
+/// written again while a local record still used the identity, which the page then deletes).
+/// Left, it named a removed identity, and a writer sealed under that identity through it
+/// (simulation, seed 126). Its rows go at the replica's stamp, as the identity went, dirty.
+#[test]
+fn a_local_slot_goes_with_the_identity_a_pulled_page_removes() {
+    for written_again in [false, true] {
+        let mut local_rows: Vec<(Row, bool)> = identity(P1, rev(100, 1))
+            .into_iter()
+            .map(|row| (row, false))
+            .collect();
+        // The slot as stored here, at a revision past the page's removal when written again.
+        let slot_at = if written_again {
+            rev(300, 3)
+        } else {
+            rev(100, 1)
+        };
+        local_rows.extend(slot_of_p1(slot_at).into_iter().map(|row| (row, true)));
+        let view = ReplicaView {
+            stored: local(&local_rows),
+            orphaned: vec![(P2.to_owned(), P1.to_owned())],
+            owners: HashMap::from([(P2.to_owned(), P1.to_owned())]),
+            linked: HashMap::from([(P1.to_owned(), vec![]), (P2.to_owned(), vec![])]),
+            ..ReplicaView::default()
+        };
+        let page = if written_again {
+            removal(P1, Some(P2), rev(200, 2), true)
+        } else {
+            removal(P1, None, rev(200, 2), true)
+        };
+        let plan = pull(&page, &view);
+        let slot_removed: Vec<(Row, bool)> = slot_of_p1(slot_at)
+            .into_iter()
+            .map(|row| match row {
+                Row::Meta { key, .. } => (
+                    Row::Meta {
+                        key,
+                        version: MetaVersion::Gone {
+                            rev: rev(NOW, 77),
+                            deleted_at: NOW,
+                            emptied: true,
+                        },
+                    },
+                    true,
+                ),
+                Row::Record { .. } => unreachable!(),
+            })
+            .collect();
+        let puts = put_of(&plan.ops);
+        assert_eq!(
+            puts[..2].to_vec(),
+            page[..2]
+                .iter()
+                .map(|r| (r.clone(), false))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            puts[2..].to_vec(),
+            slot_removed,
+            "written again: {written_again}"
+        );
+    }
+}

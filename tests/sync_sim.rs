@@ -1990,3 +1990,32 @@ fn a_slot_removal_in_the_answer_to_a_push_waits_as_a_pulled_one_does() {
     };
     block_on(simulate(case, true));
 }
+
+/// Found by the through-rotations run (seed 126, 2,000 cases; it failed before this session's
+/// changes too): B adds a secret to the identity (a slot) while A deletes the identity's last
+/// record it holds (an emptied removal). The two sync side by side: B's push of the slot is
+/// answered with its removal (it went with the identity), which B writes back again while its
+/// own copy of that record still uses the identity; then B's pull brings the record's deletion
+/// and the identity's removal. The identity went on B, but the slot stayed: its removal in the
+/// page lost to B's later write, and nothing removed a local slot of an identity a page
+/// removes. A write on B then sealed under the removed identity through the slot, and B wrote
+/// the slot again at every sync, for ever, the record stranded. Such a slot now goes with its
+/// identity as the page leaves both.
+#[test]
+fn a_local_slot_goes_with_the_identity_a_pulled_page_removes() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 2,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::SecretAdd(1),
+            Op::Delete(2, 0),
+            Op::CreateCustom(0, 0, Expiry::Never),
+            Op::SyncPair(0, 1),
+            Op::WriteDuringSync(Box::new(Op::PasswordToSlot(0, 0)), 0),
+            Op::Create(1, Expiry::Never),
+        ],
+    };
+    block_on(simulate(case, true));
+}

@@ -632,7 +632,8 @@ pub struct ReplicaView {
     pub owners: HashMap<String, String>,
     /// The secret slots whose live `identity` row the page carries and whose identity this
     /// replica has removed (its `tag` is a tombstone in `stored`, which holds the slot's other
-    /// rows too), each with that identity; `linked` holds the links of both (an entry for each,
+    /// rows too), and the local slots of each identity whose `tag` the page removes, each with
+    /// that identity; `linked` holds the links of both (an entry for each,
     /// empty when no record links to it, so the plan follows the records the page moves onto
     /// them). They go here as they do on the server, unless records use either
     /// ([`plan_pull`]).
@@ -749,7 +750,8 @@ fn is_meta(row: &Row, key: &MetaKey) -> bool {
 /// does, but here its secret would meanwhile open the removed key, and a value written with it
 /// would be sealed under that key and stranded (or, with the record pushed ahead of the
 /// removal, would keep the retired key alive). So the slot goes here too, at `stamp`, as its
-/// identity went (for good, or emptied), and the removal is pushed. Returns the removals of the
+/// identity went (for good, or emptied), and the removal is pushed. So does a local slot of an
+/// identity the page removes (a slot added here, which the remover never saw). Returns the removals of the
 /// rows of [`ReplicaView::orphaned`] that the page would leave live, and adds to `guards` the
 /// keys the decision read. `linked` holds the records linked to each slot and identity as the
 /// page leaves them.
@@ -764,21 +766,30 @@ fn orphaned_here(
     let mut removals = Vec::new();
     for (slot, owner) in &view.orphaned {
         let owner_tag = identity_tag_key(owner);
-        // A page that writes the `tag` of an emptied identity (a later write of it elsewhere)
-        // may bring it back: the slot stays. A final removal beats any such write.
-        let Some(Stored {
-            row:
-                Row::Meta {
+        let stored_tag = view.stored.get(&RowKey::Meta(owner_tag.clone()));
+        let pulled_tag = rows.iter().find(|row| is_meta(row, &owner_tag));
+        // The identity removed here, or by the page (a local slot its remover never saw).
+        let emptied = match (stored_tag.map(|s| &s.row), pulled_tag) {
+            (
+                Some(Row::Meta {
                     version: MetaVersion::Gone { emptied, .. },
                     ..
-                },
-            seq,
-            ..
-        }) = view.stored.get(&RowKey::Meta(owner_tag.clone()))
-        else {
-            continue;
+                }),
+                _,
+            ) => *emptied,
+            (
+                _,
+                Some(Row::Meta {
+                    version: MetaVersion::Gone { emptied, .. },
+                    ..
+                }),
+            ) => *emptied,
+            _ => continue,
         };
-        let written = *emptied && rows.iter().any(|row| is_meta(row, &owner_tag));
+        // A page that writes the `tag` of an emptied identity removed here (a later write of
+        // it elsewhere) may bring it back: the slot stays. A final removal beats any such write.
+        let written =
+            emptied && stored_tag.is_some_and(|s| s.row.is_gone()) && pulled_tag.is_some();
         // Records under the slot, as the page leaves them, make it an identity (with a forged
         // `identity` row); records under the identity (written elsewhere meanwhile, and not
         // moved off it here) will keep it: the server refuses this replica's removal of it
@@ -793,16 +804,18 @@ fn orphaned_here(
         }
         guards.push(WriteOp::ExpectVersion {
             key: RowKey::Meta(owner_tag),
-            seq: Some(*seq),
+            seq: stored_tag.map(|s| s.seq),
         });
         for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
             let key = MetaKey::new(object_type::IDENTITY, slot, k);
             let row_key = RowKey::Meta(key.clone());
             let stored = view.stored.get(&row_key);
-            // The page's version if it has one, else the store's.
-            let live = match rows.iter().find(|row| is_meta(row, &key)) {
-                Some(pulled) => !pulled.is_gone(),
-                None => stored.is_some_and(|s| !s.row.is_gone()),
+            // As the page leaves it: a pulled removal may lose to a later write here (the slot
+            // written again for records that then left the identity).
+            let live = match (rows.iter().find(|row| is_meta(row, &key)), stored) {
+                (Some(pulled), Some(stored)) => !merge_rows(&stored.row, pulled).is_gone(),
+                (Some(pulled), None) => !pulled.is_gone(),
+                (None, stored) => stored.is_some_and(|s| !s.row.is_gone()),
             };
             if live {
                 guards.push(WriteOp::ExpectVersion {
@@ -812,7 +825,7 @@ fn orphaned_here(
                 let version = MetaVersion::Gone {
                     rev: stamp,
                     deleted_at: now,
-                    emptied: *emptied,
+                    emptied,
                 };
                 removals.push(Row::Meta { key, version });
             }

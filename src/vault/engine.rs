@@ -1805,6 +1805,36 @@ async fn replica_view(
         ))
     };
     let mut keys = Vec::with_capacity(rows.len());
+    // The local slots of each identity the page removes (its `tag`): a slot added here that the
+    // remover never saw would stay, naming a removed identity, and a writer could still seal
+    // under that identity through it ([`ReplicaView::orphaned`]). A lookup only for such pages.
+    let mut local_slots: Vec<(String, String)> = Vec::new();
+    for row in rows {
+        if let Row::Meta {
+            key,
+            version: MetaVersion::Gone { .. },
+        } = row
+            && identity_of(key).is_some()
+            && key.key == TAG_KEY
+        {
+            for slot in tx
+                .meta_find(object_type::IDENTITY, OWNER_KEY, &key.object_id)
+                .await?
+            {
+                let entry = (slot.key.object_id, key.object_id.clone());
+                if !local_slots.contains(&entry) {
+                    for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+                        keys.push(RowKey::Meta(MetaKey::new(
+                            object_type::IDENTITY,
+                            &entry.0,
+                            k,
+                        )));
+                    }
+                    local_slots.push(entry);
+                }
+            }
+        }
+    }
     for row in rows {
         keys.push(row.key());
         if let Some(object) = removed_identity(row) {
@@ -1831,6 +1861,12 @@ async fn replica_view(
         if view.stored.get(&tag).is_some_and(|s| s.row.is_gone()) {
             view.orphaned.push((slot.to_owned(), owner.to_owned()));
             also.extend([slot, owner]);
+        }
+    }
+    for (slot, owner) in &local_slots {
+        if !view.orphaned.iter().any(|(s, _)| s == slot) {
+            view.orphaned.push((slot.clone(), owner.clone()));
+            also.extend([slot.as_str(), owner.as_str()]);
         }
     }
     for row in rows {
