@@ -1612,12 +1612,13 @@ fn object_keys(object: &str) -> [RowKey; 3] {
         .map(|k| RowKey::Meta(MetaKey::new(object_type::IDENTITY, object, k)))
 }
 
-/// What a plan reads to remove the slots a page leaves without their identity ([`SlotView`]),
-/// adding the versions it needs to `stored`, which holds the rows of the page's identity objects
-/// already ([`server_view`] reads them with the page's keys): nothing more for a page without
-/// slots or removals, and for one with them a few round trips (the removed identities' slots,
-/// the identities the slots name, and which of those objects records link to, asked only of
-/// one naming a removed identity).
+/// What a plan reads to remove the slots a page leaves without their identity, and to keep
+/// each identity some secret ([`SlotView`]), adding the versions it needs to `stored`, which
+/// holds the rows of the page's identity objects already ([`server_view`] reads them with the
+/// page's keys): nothing more for a page without identity rows, and for one with them a few
+/// round trips (the removed identities' slots, the slots of each identity whose `tag` the page
+/// carries, the `tag`s of those identities and slots, and which objects records link to, asked
+/// only of one naming a removed identity).
 async fn slot_view(
     tx: &dyn WriteTransaction,
     rows: &[Row],
