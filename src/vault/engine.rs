@@ -1616,9 +1616,9 @@ fn object_keys(object: &str) -> [RowKey; 3] {
 /// each identity some secret ([`SlotView`]), adding the versions it needs to `stored`, which
 /// holds the rows of the page's identity objects already ([`server_view`] reads them with the
 /// page's keys): nothing more for a page without identity rows, and for one with them a few
-/// round trips (the removed identities' slots, the slots of each identity whose `tag` the page
-/// carries, the `tag`s of those identities and slots, and which objects records link to, asked
-/// only of one naming a removed identity).
+/// round trips (the removed identities' slots, the slots of each identity whose secret the page
+/// may take away, the `tag`s of those identities and slots, and which objects records link to,
+/// asked only of one naming a removed identity).
 async fn slot_view(
     tx: &dyn WriteTransaction,
     rows: &[Row],
@@ -1677,12 +1677,18 @@ async fn slot_view(
             }
         })
         .collect();
-    // The identity of each object whose `tag` the page carries (a slot's, even one the page
-    // removes, or the object itself), with its slots: the plan checks that some secret still
-    // opens it.
+    // The identity of each object whose secret the page may take away (its `tag` removed, or
+    // written vacant: a slot's identity, or the object itself), with its slots: the plan
+    // checks that some secret still opens it. A page that only writes secrets reads nothing.
     for row in rows {
-        let Row::Meta { key, .. } = row else { continue };
-        if identity_of(key).is_none() || key.key != TAG_KEY {
+        let Row::Meta { key, version } = row else {
+            continue;
+        };
+        let takes = match version {
+            MetaVersion::Gone { .. } => true,
+            MetaVersion::Value { value, .. } => crate::crypto::is_vacant(value),
+        };
+        if identity_of(key).is_none() || key.key != TAG_KEY || !takes {
             continue;
         }
         let owner_key = RowKey::Meta(MetaKey::new(
