@@ -1085,3 +1085,22 @@ fn a_local_slot_goes_with_the_identity_a_pulled_page_removes() {
         );
     }
 }
+
+/// But not when the identity stays: an emptied removal loses to a later write of the identity
+/// here (a password change made after the deletion elsewhere), and so its local slot stays.
+#[test]
+fn a_local_slot_stays_with_an_identity_written_again_after_its_emptied_removal() {
+    let mut local_rows: Vec<(Row, bool)> = identity(P1, rev(300, 3))
+        .into_iter()
+        .map(|row| (row, true))
+        .collect();
+    local_rows.extend(slot_of_p1(rev(100, 1)).into_iter().map(|row| (row, false)));
+    let view = ReplicaView {
+        stored: local(&local_rows),
+        orphaned: vec![(P2.to_owned(), P1.to_owned())],
+        linked: HashMap::from([(P1.to_owned(), vec![]), (P2.to_owned(), vec![])]),
+        ..ReplicaView::default()
+    };
+    let plan = pull(&removal(P1, None, rev(200, 2), true), &view);
+    assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
+}

@@ -767,29 +767,22 @@ fn orphaned_here(
     for (slot, owner) in &view.orphaned {
         let owner_tag = identity_tag_key(owner);
         let stored_tag = view.stored.get(&RowKey::Meta(owner_tag.clone()));
-        let pulled_tag = rows.iter().find(|row| is_meta(row, &owner_tag));
-        // The identity removed here, or by the page (a local slot its remover never saw).
-        let emptied = match (stored_tag.map(|s| &s.row), pulled_tag) {
-            (
-                Some(Row::Meta {
-                    version: MetaVersion::Gone { emptied, .. },
-                    ..
-                }),
-                _,
-            ) => *emptied,
-            (
-                _,
-                Some(Row::Meta {
-                    version: MetaVersion::Gone { emptied, .. },
-                    ..
-                }),
-            ) => *emptied,
-            _ => continue,
+        // The identity as the page leaves it: removed here, or by the page (a local slot its
+        // remover never saw). An emptied one that the page writes again later (a write of it
+        // elsewhere) is back, and the slot stays; a final removal beats any such write.
+        let merged = match (stored_tag, rows.iter().find(|row| is_meta(row, &owner_tag))) {
+            (Some(stored), Some(pulled)) => merge_rows(&stored.row, pulled),
+            (Some(stored), None) => stored.row.clone(),
+            (None, Some(pulled)) => pulled.clone(),
+            (None, None) => continue,
         };
-        // A page that writes the `tag` of an emptied identity removed here (a later write of
-        // it elsewhere) may bring it back: the slot stays. A final removal beats any such write.
-        let written =
-            emptied && stored_tag.is_some_and(|s| s.row.is_gone()) && pulled_tag.is_some();
+        let Row::Meta {
+            version: MetaVersion::Gone { emptied, .. },
+            ..
+        } = merged
+        else {
+            continue;
+        };
         // Records under the slot, as the page leaves them, make it an identity (with a forged
         // `identity` row); records under the identity (written elsewhere meanwhile, and not
         // moved off it here) will keep it: the server refuses this replica's removal of it
@@ -799,7 +792,7 @@ fn orphaned_here(
                 .get(id)
                 .is_some_and(|(ids, more)| *more || !ids.is_empty())
         });
-        if used || written {
+        if used {
             continue;
         }
         guards.push(WriteOp::ExpectVersion {
