@@ -65,8 +65,9 @@ pub struct SlotView {
     /// Objects with an `identity` row naming a removed identity that stored records link to:
     /// identities, not slots (a forged `identity` row on one), which no slot removal takes.
     pub linked: HashSet<String>,
-    /// Each identity a `tag` row of the page belongs to (its own, or a slot's naming it), with
-    /// the object ids of its stored slots: the secrets the page must leave it.
+    /// Each identity whose secret the page may take away (a `tag` of its own, or of a slot naming
+    /// it, removed or written vacant), with the object ids of its slots, stored or in the page:
+    /// the secrets the page must leave it.
     pub secrets: Vec<(String, Vec<String>)>,
 }
 
