@@ -5,6 +5,7 @@
 #![doc = include_str!("FORMAT.md")]
 
 mod aead;
+mod b64u;
 mod envelope;
 mod identity;
 mod kdf;
@@ -134,16 +135,7 @@ pub(crate) fn hkdf_into(ikm: &[u8], salt: &[u8], info: &[u8], okm: &mut [u8; 32]
         .unwrap_or_else(|_| unreachable!());
 }
 
-/// base64url without padding, as FORMAT.md's `b64u`.
-pub(crate) fn b64u_encode(bytes: &[u8]) -> String {
-    use base64ct::Encoding;
-    base64ct::Base64UrlUnpadded::encode_string(bytes)
-}
-
-pub(crate) fn b64u_decode(text: &str) -> Option<Vec<u8>> {
-    use base64ct::Encoding;
-    base64ct::Base64UrlUnpadded::decode_vec(text).ok()
-}
+pub(crate) use b64u::{decode as b64u_decode, encode as b64u_encode};
 
 #[cfg(test)]
 mod pool_tests {
