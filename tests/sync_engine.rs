@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)] // clippy.toml's one-sort rule is for the engine's download size
 
 mod common;
+mod interleaving;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -3347,4 +3348,80 @@ fn a_record_stranded_under_a_vacant_first_slot_still_opens_with_the_added_secret
         )
         .await;
     });
+}
+
+/// SYNC.md 3 and the SQL backend's "same atomicity, across isolates and processes": a replica on
+/// SQL plans a pulled page from reads that its commit does not hold. Here the page removes an
+/// identity as emptied (its last record deleted elsewhere), and another connection to the same
+/// database writes a record under that identity between the plan's reads and its commit. The
+/// commit must not remove the identity from under the new record: it fails, and the page is
+/// planned again, keeping the identity for the record, which then reaches the other device.
+#[test]
+fn a_record_written_under_an_identity_while_a_pulled_page_removes_it_keeps_it() {
+    let dir = std::env::temp_dir().join(format!("vaultstore-sync-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("replica.db");
+    let _ = std::fs::remove_file(&path);
+    block_on(async {
+        let server = memory(true).await;
+        let a = memory(true).await;
+        let remote = wire(&server);
+        let connection = || async {
+            SqlStorage::open(Sqlite::file(&path), "vaultstore")
+                .await
+                .unwrap()
+        };
+        let gate = interleaving::Gate::default();
+        let b = Vault::open(
+            Box::new(interleaving::Gated {
+                inner: connection().await,
+                gate: gate.clone(),
+            }),
+            options(true),
+        )
+        .await
+        .unwrap();
+        let other = Vault::open(Box::new(connection().await), options(true))
+            .await
+            .unwrap();
+        let first = create(&a, "first", PASSWORD).await;
+        sync(&a, &remote).await;
+        b.sync(&remote, None).await.unwrap();
+        a.vault.token_delete(&first).await.unwrap();
+        sync(&a, &remote).await;
+
+        let (synced, written) = interleaving::interleave(
+            &gate,
+            b.sync(&remote, None),
+            other.token_create("second", &pw(PASSWORD), &CreateOptions::default()),
+        )
+        .await;
+        synced.unwrap();
+        let second = written
+            .expect("the sync wrote the pulled page")
+            .expect("the record was written under the identity the page removes");
+        assert_eq!(
+            other.token_read(&second, &pw(PASSWORD)).await.unwrap(),
+            "second",
+            "the record keeps its identity on the replica"
+        );
+        b.sync(&remote, None).await.unwrap();
+        sync(&a, &remote).await;
+        a.vault.lock();
+        assert_eq!(
+            a.vault.token_read(&second, &pw(PASSWORD)).await.unwrap(),
+            "second",
+            "and reaches the other device with it"
+        );
+        assert_eq!(
+            a.vault
+                .token_read(&first, &pw(PASSWORD))
+                .await
+                .unwrap_err()
+                .code(),
+            ErrorCode::RecordNotFound,
+            "the deletion stands"
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -845,6 +845,9 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
     // push's answer lists the identity's rows first, as the push sent them).
     let (removals, others): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|r| removed_identity(r).is_some());
+    // The identities whose rows the plan removes, found unused by the records read: checked
+    // again at commit, after the page's writes.
+    let mut unlinked: Vec<String> = Vec::new();
     for row in others.into_iter().chain(removals) {
         let key = row.key();
         let current = view.stored.get(&key);
@@ -961,6 +964,12 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
                 ids.insert(id.clone());
             }
         }
+        if let Some(object) = removed_identity(&merged) {
+            let identity = view.owners.get(object).map_or(object, String::as_str);
+            if !unlinked.iter().any(|u| u == identity) {
+                unlinked.push(identity.to_owned());
+            }
+        }
         plan.applied += 1;
         writes.push(WriteOp::PutVersion {
             dirty: dirty && merged != *row,
@@ -979,5 +988,13 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
         }
     }
     plan.ops.extend(writes);
+    // Which records use an identity was a range read, which an optimistic backend (SQL: two
+    // processes on one database) does not guard: a record written under the identity meanwhile
+    // fails the commit, and the page is planned again, keeping the identity for it.
+    plan.ops.extend(
+        unlinked
+            .into_iter()
+            .map(|identity_id| WriteOp::ExpectUnlinked { identity_id }),
+    );
     plan
 }
