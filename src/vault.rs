@@ -629,10 +629,12 @@ pub(crate) fn new_write_epoch() -> Result<WriteOp> {
 }
 
 /// 16 random bytes in hex: a value no other writer stores, for a guard (`ExpectMeta`) to tell
-/// its writer's row from another's.
+/// its writer's row from another's. Stored in the clear, so drawn from the pool of public
+/// random bytes: every write that seals a value renews the write epoch with one, and a call of
+/// its own into the platform generator was about a tenth of an awaited create in Node.
 pub(crate) fn random_tag() -> Result<String> {
     let mut tag = [0u8; 16];
-    crate::crypto::random_bytes(&mut tag)?;
+    crate::crypto::public_random(&mut tag)?;
     Ok(base16ct::lower::encode_string(&tag))
 }
 
