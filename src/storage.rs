@@ -255,8 +255,9 @@ pub enum WriteOp {
     /// Remove every row of the identity `identity_id` unless some record's `passwordId` names
     /// it: an identity with no records left goes, in the same atomic batch that moved or removed
     /// its last record. Every identity object with a row [`OWNER_KEY`] = `identity_id` goes with
-    /// it (its further secret slots). Each removed row leaves a tombstone.
-    DeleteIdentityIfUnlinked { identity_id: String },
+    /// it (its further secret slots). Each removed row leaves a tombstone, `emptied` as asked
+    /// (FORMAT.md "Sync": a removal that records written elsewhere under the identity undo).
+    DeleteIdentityIfUnlinked { identity_id: String, emptied: bool },
     /// Fail with [`StorageError::MetaChanged`] (the identity's `tag` key) when some record's
     /// `passwordId` names `identity_id`, after the batch's earlier ops. A sync server removing an
     /// identity checks it at commit: its plan read the identity's records, and a concurrent push

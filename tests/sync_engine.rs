@@ -3425,3 +3425,98 @@ fn a_record_written_under_an_identity_while_a_pulled_page_removes_it_keeps_it() 
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// API.md: an identity goes when its last record is moved. Two devices that rotate one key at
+/// once each make a new identity, and every record follows whichever rotation is later (SYNC.md
+/// 2): the other new identity is left without records on the device that made it, and goes
+/// there, removal pushed. Its secret then opens nothing anywhere (`unlock` refuses it rather
+/// than finding an empty identity), and the later rotation's secret opens everything.
+#[test]
+fn the_identity_of_a_rotation_that_lost_to_a_concurrent_one_goes_with_its_records() {
+    block_on(async {
+        let server = memory(true).await;
+        let remote = wire(&server);
+        let (a, b) = (memory(true).await, memory(true).await);
+        let first = create(&a, "first", PASSWORD).await;
+        let second = create(&a, "second", PASSWORD).await;
+        settle(&server, &[&a, &b]).await;
+        rotate_to(&a, NEW).await;
+        rotate_to(&b, THIRD).await;
+        settle(&server, &[&a, &b]).await;
+        let fresh = memory(true).await;
+        sync(&fresh, &remote).await;
+        fresh.vault.lock();
+        let (winner, loser) = match fresh.vault.token_read(&first, &pw(NEW)).await {
+            Ok(_) => (NEW, THIRD),
+            Err(_) => (THIRD, NEW),
+        };
+        opens_with(
+            &[&a, &b, &fresh],
+            &[(&first, "first"), (&second, "second")],
+            &[winner],
+            "the later rotation",
+        )
+        .await;
+        for node in [&a, &b, &fresh] {
+            node.vault.lock();
+            assert_eq!(
+                node.vault.unlock(&pw(loser)).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword,
+                "the earlier rotation's secret opens nothing"
+            );
+            node.vault.lock();
+            assert_eq!(
+                node.vault.unlock(&pw(PASSWORD)).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword
+            );
+        }
+    });
+}
+
+/// The same, with a record written under the earlier rotation's identity on a third device
+/// before the later rotation reached it: the removal is an emptied one, which records written
+/// elsewhere undo (SYNC.md 3), so that record keeps its identity and opens with its secret on
+/// every device, while the rotated records follow the later rotation.
+#[test]
+fn a_record_written_under_the_identity_of_a_rotation_that_lost_keeps_it() {
+    block_on(async {
+        let server = memory(true).await;
+        let remote = wire(&server);
+        let (a, b, c) = (memory(true).await, memory(true).await, memory(true).await);
+        let first = create(&a, "first", PASSWORD).await;
+        settle(&server, &[&a, &b, &c]).await;
+        rotate_to(&a, NEW).await;
+        sync(&a, &remote).await;
+        sync(&c, &remote).await;
+        let written = create(&c, "written on c", NEW).await;
+        // Later than a's rotation by its revisions' wall time.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        rotate_to(&b, THIRD).await;
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        settle(&server, &[&a, &b, &c]).await;
+        let fresh = memory(true).await;
+        sync(&fresh, &remote).await;
+        opens_with(
+            &[&a, &b, &c, &fresh],
+            &[(&first, "first")],
+            &[THIRD],
+            "the later rotation",
+        )
+        .await;
+        opens_with(
+            &[&a, &b, &c, &fresh],
+            &[(&written, "written on c")],
+            &[NEW],
+            "the record written under the earlier one",
+        )
+        .await;
+        for node in [&a, &b, &c, &fresh] {
+            node.vault.lock();
+            assert_eq!(
+                node.vault.unlock(&pw(PASSWORD)).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword
+            );
+        }
+    });
+}

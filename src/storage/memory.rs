@@ -1147,9 +1147,10 @@ impl Tx<'_> {
                     Err(StorageError::MetaChanged(key))
                 }
             }
-            WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
-                self.delete_identity_if_unlinked(&identity_id, stamp, false)
-            }
+            WriteOp::DeleteIdentityIfUnlinked {
+                identity_id,
+                emptied,
+            } => self.delete_identity_if_unlinked(&identity_id, stamp, emptied),
             WriteOp::ExpectUnlinked { identity_id } => {
                 if self.is_linked(&identity_id) {
                     Err(StorageError::MetaChanged(identity_tag_key(&identity_id)))

@@ -2206,6 +2206,7 @@ mod tests {
         };
         let prune = WriteOp::DeleteIdentityIfUnlinked {
             identity_id: "p0".into(),
+            emptied: false,
         };
         let rekey = |n: usize| {
             let mut batch = vec![WriteOp::ExpectMeta {
@@ -2468,7 +2469,7 @@ mod tests {
             l.ends_with("(ns=?)") && !l.starts_with("SEARCH top ") && !l.starts_with("SEARCH sf ")
         };
         let [tomb_identities, identities] = prune_identities(NAMED);
-        let [tomb_unlinked, unlinked] = prune_unlinked_identity();
+        let [tomb_unlinked, unlinked] = prune_unlinked_identity(false);
         let (tomb_records, records) = (tombstone_records(NAMED), delete_records(NAMED));
         let writes = [
             CHECK_TOMBSTONED_IDS,

@@ -848,6 +848,8 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
     // The identities whose rows the plan removes, found unused by the records read: checked
     // again at commit, after the page's writes.
     let mut unlinked: Vec<String> = Vec::new();
+    // The identities local records were linked to before the page moved or removed them.
+    let mut vacated: Vec<&str> = Vec::new();
     for row in others.into_iter().chain(removals) {
         let key = row.key();
         let current = view.stored.get(&key);
@@ -957,6 +959,12 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             _ => {}
         }
         if let Row::Record { id, .. } = &merged {
+            if let Some(was) = current.and_then(|c| sealed_under(&c.row))
+                && sealed_under(&merged) != Some(was)
+                && !vacated.contains(&was)
+            {
+                vacated.push(was);
+            }
             forget_link(&mut linked, current.map(|c| &c.row), id);
             if let Some(identity) = sealed_under(&merged)
                 && let Some((ids, _)) = linked.get_mut(identity)
@@ -996,5 +1004,19 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             .into_iter()
             .map(|identity_id| WriteOp::ExpectUnlinked { identity_id }),
     );
+    // API.md: an identity goes when its last record is deleted or moved. A page can move the
+    // last records of an identity of this replica's onto another, which the replica that moved
+    // them never knew: two devices that rotated one key at once each made a new identity, and
+    // the records follow the later rotation. The identity left without records goes here, as
+    // emptied (its tombstones pushed like a local deletion's), unless records still use it at
+    // commit. Not when the page carries rows of its own: those say what became of it.
+    for identity in vacated {
+        if objects_of(rows).all(|object| object != identity) {
+            plan.ops.push(WriteOp::DeleteIdentityIfUnlinked {
+                identity_id: identity.to_owned(),
+                emptied: true,
+            });
+        }
+    }
     plan
 }

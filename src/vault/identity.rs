@@ -243,5 +243,6 @@ impl Vault {
 pub(crate) fn prune_identity(identity_id: &str) -> WriteOp {
     WriteOp::DeleteIdentityIfUnlinked {
         identity_id: identity_id.to_owned(),
+        emptied: false,
     }
 }

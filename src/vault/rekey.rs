@@ -252,7 +252,7 @@ impl Round {
         let mut finish = Vec::with_capacity(self.finish.len() + 1);
         for op in self.finish.drain(..) {
             let pruned = match &op {
-                WriteOp::DeleteIdentityIfUnlinked { identity_id } => Some(identity_id.clone()),
+                WriteOp::DeleteIdentityIfUnlinked { identity_id, .. } => Some(identity_id.clone()),
                 _ => None,
             };
             finish.push(op);

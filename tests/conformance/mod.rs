@@ -102,6 +102,7 @@ async fn relink(s: &dyn Storage, id: &str, identity: Option<&str>) {
 fn prune(identity: &str) -> WriteOp {
     WriteOp::DeleteIdentityIfUnlinked {
         identity_id: identity.into(),
+        emptied: false,
     }
 }
 
@@ -3707,6 +3708,43 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     p2.sort();
     assert_eq!(p2, ["a", "b"]);
     assert_eq!(s.linked_count(None).await.unwrap(), 2);
+    // Asked to, the removal is an emptied one (a pulled page that moved the identity's last
+    // records elsewhere): every tombstone says so.
+    s.apply(stamp(), identity("p_6")).await.unwrap();
+    let emptied = write(
+        &s,
+        vec![WriteOp::DeleteIdentityIfUnlinked {
+            identity_id: "p_6".into(),
+            emptied: true,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count("p_6").await, 0);
+    let (feed, _) = feeds(&s).await;
+    let mut gone: Vec<&MetaKey> = feed
+        .iter()
+        .filter_map(|c| match &c.row {
+            Row::Meta {
+                key,
+                version:
+                    MetaVersion::Gone {
+                        rev, emptied: true, ..
+                    },
+            } if *rev == emptied.rev => Some(key),
+            _ => None,
+        })
+        .collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            &MetaKey::new("password_identity", "p_6", "dek"),
+            &MetaKey::new("password_identity", "p_6", "tag"),
+            &MetaKey::new("password_identity", "p_6s", "identity"),
+            &MetaKey::new("password_identity", "p_6s", "tag"),
+        ]
+    );
 }
 
 /// A write transaction reads what the store holds, and its commit is an atomic batch like

@@ -895,7 +895,10 @@ impl Batch {
                 let found = pending(self.r.meta.get(meta_key_js(&key)), "read a meta row")?;
                 self.checks.push(Check::Holds(key, value, found));
             }
-            WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
+            WriteOp::DeleteIdentityIfUnlinked {
+                identity_id,
+                emptied,
+            } => {
                 let linked = self
                     .r
                     .identity_index()?
@@ -903,7 +906,7 @@ impl Batch {
                     .done("count linked records")
                     .await?;
                 if linked == 0 {
-                    self.delete_object(object_type::IDENTITY, &identity_id, false)
+                    self.delete_object(object_type::IDENTITY, &identity_id, emptied)
                         .await?;
                 }
             }

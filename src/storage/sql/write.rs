@@ -569,8 +569,14 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
             out.push(Statement::new(RAISE_SEQ_FLOOR, vec![ns.into()]));
             with_array(out, &[(DROP_TOMBSTONES, Extra::None)], items);
         }
-        WriteOp::DeleteIdentityIfUnlinked { identity_id } => {
-            for (sql, stamps) in prune_unlinked_identity().into_iter().zip([true, false]) {
+        WriteOp::DeleteIdentityIfUnlinked {
+            identity_id,
+            emptied,
+        } => {
+            for (sql, stamps) in prune_unlinked_identity(*emptied)
+                .into_iter()
+                .zip([true, false])
+            {
                 let mut params = vec![ns.into(), identity_id.as_str().into()];
                 if stamps {
                     params.push(rev.as_str().into());
@@ -886,8 +892,8 @@ pub(super) const CHECK_UNLINKED: &str = "INSERT INTO vaultstore_guard (failed)
         SELECT 1 FROM vaultstore_records WHERE ns = ?1 AND password_id = ?2)";
 
 /// `DeleteIdentityIfUnlinked`: the identity `?2` and its slots, unless a record names it (`?3`
-/// and `?4` the batch's revision and time).
-pub(super) fn prune_unlinked_identity() -> [String; 2] {
+/// and `?4` the batch's revision and time), their tombstones marked `emptied` if asked.
+pub(super) fn prune_unlinked_identity(emptied: bool) -> [String; 2] {
     let with = "WITH unlinked (identity) AS (
         SELECT ?2 WHERE NOT EXISTS (
             SELECT 1 FROM vaultstore_records AS o WHERE o.ns = ?1 AND o.password_id = ?2)
@@ -899,7 +905,8 @@ pub(super) fn prune_unlinked_identity() -> [String; 2] {
         CROSS JOIN vaultstore_meta AS s ON s.ns = ?1 AND s.object_type = 'password_identity'
             AND s.key = 'identity' AND s.value = unlinked.identity
     )";
-    doomed_identity_statements(with, "?3", "?4", "NULL")
+    let reason = if emptied { "'emptied'" } else { "NULL" };
+    doomed_identity_statements(with, "?3", "?4", reason)
 }
 
 pub(super) fn tombstone_records(deleted: Deleted) -> String {
