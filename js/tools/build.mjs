@@ -40,11 +40,14 @@ const bin = (name) => join(root, "node_modules", ".bin", name);
  * size (its budget is enforced below); the full engine serves Node and workers, where speed
  * matters and the size budget leaves room, so it is optimised for speed (Cargo.toml). For the
  * IndexedDB engine, wasm-opt's -Os gzips 0.9 kB smaller than -Oz (bigger before gzip, but what
- * a browser downloads is the gzip; measured with binaryen 132 on this crate).
+ * a browser downloads is the gzip; measured with binaryen 132 on this crate), and -Os again
+ * after flattening and re-looping the code and after GUFA's whole-program type flow 1.7 kB
+ * smaller than -Os alone, for about 25 s more of wasm-opt; the engine's own wasm time in a
+ * Chromium profile of tokensRead(10,000) did not move (README, Performance, 7 December).
  */
 const builds = [
-  { name: "vaultstore_idb", features: "wasm,idb", profile: "release", opt: "-Os" },
-  { name: "vaultstore_full", features: "wasm,idb,gluesql,sql,snapshot-import", profile: "release-speed", opt: "-O3" },
+  { name: "vaultstore_idb", features: "wasm,idb", profile: "release", opt: ["-Os", "--flatten", "--rereloop", "-Os", "--gufa", "-Os"] },
+  { name: "vaultstore_full", features: "wasm,idb,gluesql,sql,snapshot-import", profile: "release-speed", opt: ["-O3"] },
 ];
 
 function buildWasm(build) {
@@ -63,7 +66,7 @@ function buildWasm(build) {
   const wasm = join(dist, "wasm", `${build.name}_bg.wasm`);
   const features = ["bulk-memory", "nontrapping-float-to-int", "sign-ext", "mutable-globals", "reference-types", "multivalue", "simd"];
   if (!optimize) return;
-  const args = [build.opt, ...(names ? ["-g"] : []), ...features.map((f) => `--enable-${f}`)];
+  const args = [...build.opt, ...(names ? ["-g"] : []), ...features.map((f) => `--enable-${f}`)];
   const cached = optimizeCached({
     dir: join(targetDir, "wasm-opt-cache"),
     version: JSON.parse(readFileSync(join(root, "node_modules", "binaryen", "package.json"), "utf8")).version,
@@ -71,7 +74,7 @@ function buildWasm(build) {
     wasm,
     optimize: (args, wasm) => run(bin("wasm-opt"), [...args, wasm, "-o", wasm]),
   });
-  if (cached) console.log(`\n✔ wasm-opt ${build.opt}: ${build.name}_bg.wasm unchanged since an earlier build, its optimised output reused (target/wasm-opt-cache)`);
+  if (cached) console.log(`\n✔ wasm-opt ${build.opt.join(" ")}: ${build.name}_bg.wasm unchanged since an earlier build, its optimised output reused (target/wasm-opt-cache)`);
 }
 
 ensureNodeModules();
