@@ -3431,8 +3431,18 @@ fn a_record_written_under_an_identity_while_a_pulled_page_removes_it_keeps_it() 
 /// 2): the other new identity is left without records on the device that made it, and goes
 /// there, removal pushed. Its secret then opens nothing anywhere (`unlock` refuses it rather
 /// than finding an empty identity), and the later rotation's secret opens everything.
+///
+/// Whichever way the later rotation's records reach the earlier one's device: in a pulled page,
+/// or in the answer to its own push (the later rotation pushed between its pull and its push,
+/// each request a turn later).
 #[test]
 fn the_identity_of_a_rotation_that_lost_to_a_concurrent_one_goes_with_its_records() {
+    for in_push_answer in [false, true] {
+        rotations_at_once(in_push_answer);
+    }
+}
+
+fn rotations_at_once(in_push_answer: bool) {
     block_on(async {
         let server = memory(true).await;
         let remote = wire(&server);
@@ -3441,7 +3451,24 @@ fn the_identity_of_a_rotation_that_lost_to_a_concurrent_one_goes_with_its_record
         let second = create(&a, "second", PASSWORD).await;
         settle(&server, &[&a, &b]).await;
         rotate_to(&a, NEW).await;
+        // Later than a's rotation by its revisions' wall time.
+        std::thread::sleep(std::time::Duration::from_millis(5));
         rotate_to(&b, THIRD).await;
+        if in_push_answer {
+            // b pulls, a pulls, b pushes its rotation, a pushes its own: the answer holds b's.
+            let turns = Turns(&remote);
+            let (b_report, a_report) =
+                futures::future::join(b.vault.sync(&turns, None), a.vault.sync(&turns, None)).await;
+            b_report.unwrap();
+            let report = a_report.unwrap();
+            assert!(report.stranded.is_empty(), "{report:?}");
+            a.vault.lock();
+            assert_eq!(
+                a.vault.unlock(&pw(NEW)).await.unwrap_err().code(),
+                ErrorCode::InvalidPassword,
+                "gone on a within the sync that brought the later rotation"
+            );
+        }
         settle(&server, &[&a, &b]).await;
         let fresh = memory(true).await;
         sync(&fresh, &remote).await;
