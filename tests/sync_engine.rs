@@ -3407,12 +3407,13 @@ fn a_record_written_under_an_identity_while_a_pulled_page_removes_it_keeps_it() 
         );
         b.sync(&remote, None).await.unwrap();
         sync(&a, &remote).await;
-        a.vault.lock();
-        assert_eq!(
-            a.vault.token_read(&second, &pw(PASSWORD)).await.unwrap(),
-            "second",
-            "and reaches the other device with it"
-        );
+        opens_with(
+            &[&a],
+            &[(&second, "second")],
+            &[PASSWORD],
+            "and reaches the other device with it",
+        )
+        .await;
         assert_eq!(
             a.vault
                 .token_read(&first, &pw(PASSWORD))

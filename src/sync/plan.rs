@@ -733,11 +733,16 @@ fn still_used(
     view: &ReplicaView,
     linked: &HashMap<String, (HashSet<String>, bool)>,
 ) -> bool {
-    let object = key.object_id.as_str();
-    let identity = view.owners.get(object).map_or(object, String::as_str);
+    let identity = owning_identity(view, &key.object_id);
     linked
         .get(identity)
         .is_some_and(|(ids, more)| *more || !ids.is_empty())
+}
+
+/// The identity whose records decide about `object`'s rows: its owner for a slot that goes
+/// with its identity ([`ReplicaView::owners`]), else the object itself.
+fn owning_identity<'a>(view: &'a ReplicaView, object: &'a str) -> &'a str {
+    view.owners.get(object).map_or(object, String::as_str)
 }
 
 /// Whether `row` is a version of meta row `key`.
@@ -973,7 +978,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             }
         }
         if let Some(object) = removed_identity(&merged) {
-            let identity = view.owners.get(object).map_or(object, String::as_str);
+            let identity = owning_identity(view, object);
             if !unlinked.iter().any(|u| u == identity) {
                 unlinked.push(identity.to_owned());
             }

@@ -3674,29 +3674,34 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     .unwrap();
     assert_eq!(count("p_1").await, 0);
     assert_eq!(count("p_2").await, 4);
-    let (feed, _) = feeds(&s).await;
-    let mut gone: Vec<MetaKey> = feed
-        .iter()
-        .filter_map(|c| match &c.row {
-            Row::Meta {
-                key,
-                version:
-                    MetaVersion::Gone {
-                        rev,
-                        deleted_at,
-                        emptied,
-                    },
-            } => {
-                // Moved away: the identity is retired, not emptied.
-                assert_eq!((*rev, *deleted_at, *emptied), (moved.rev, moved.at, false));
-                Some(key.clone())
-            }
-            _ => None,
-        })
-        .collect();
-    gone.sort();
+    // The removed meta rows in the feed: key, revision, time and emptied mark, by key.
+    let removed = |feed: Vec<Change>| {
+        let mut gone: Vec<(MetaKey, Rev, i64, bool)> = feed
+            .into_iter()
+            .filter_map(|c| match c.row {
+                Row::Meta {
+                    key,
+                    version:
+                        MetaVersion::Gone {
+                            rev,
+                            deleted_at,
+                            emptied,
+                        },
+                } => Some((key, rev, deleted_at, emptied)),
+                _ => None,
+            })
+            .collect();
+        gone.sort();
+        gone
+    };
+    let gone = removed(feeds(&s).await.0);
+    for (_, rev, deleted_at, emptied) in &gone {
+        // Moved away: the identity is retired, not emptied.
+        assert_eq!((*rev, *deleted_at, *emptied), (moved.rev, moved.at, false));
+    }
+    let keys: Vec<MetaKey> = gone.into_iter().map(|(key, ..)| key).collect();
     assert_eq!(
-        gone,
+        keys,
         [
             MetaKey::new("password_identity", "p_1", "dek"),
             MetaKey::new("password_identity", "p_1", "tag"),
@@ -3721,28 +3726,25 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     .await
     .unwrap();
     assert_eq!(count("p_6").await, 0);
-    let (feed, _) = feeds(&s).await;
-    let mut gone: Vec<&MetaKey> = feed
-        .iter()
-        .filter_map(|c| match &c.row {
-            Row::Meta {
-                key,
-                version:
-                    MetaVersion::Gone {
-                        rev, emptied: true, ..
-                    },
-            } if *rev == emptied.rev => Some(key),
-            _ => None,
-        })
+    let gone: Vec<(MetaKey, Rev, i64, bool)> = removed(feeds(&s).await.0)
+        .into_iter()
+        .filter(|(_, rev, ..)| *rev == emptied.rev)
         .collect();
-    gone.sort();
+    let p6 = |object: &str, key: &str| {
+        (
+            MetaKey::new("password_identity", object, key),
+            emptied.rev,
+            emptied.at,
+            true,
+        )
+    };
     assert_eq!(
         gone,
         [
-            &MetaKey::new("password_identity", "p_6", "dek"),
-            &MetaKey::new("password_identity", "p_6", "tag"),
-            &MetaKey::new("password_identity", "p_6s", "identity"),
-            &MetaKey::new("password_identity", "p_6s", "tag"),
+            p6("p_6", "dek"),
+            p6("p_6", "tag"),
+            p6("p_6s", "identity"),
+            p6("p_6s", "tag")
         ]
     );
 }
