@@ -1645,6 +1645,39 @@ fn a_password_change_after_reviving_an_emptied_identity_reaches_every_replica() 
     });
 }
 
+/// A password change that reached the server before the password's last record was deleted
+/// stands against a replica that wrote under the old password meanwhile: that replica brings the
+/// identity back for its value (it is not stranded), but with the server's version of the
+/// identity's rows, the changed password's, not its own older ones. Before, it wrote its own
+/// rows back, and the old password opened everything again while the new one opened nothing.
+#[test]
+fn a_password_change_before_the_last_record_went_stands_when_a_stale_replica_brings_it_back() {
+    block_on(async {
+        for server in [memory(true).await, sqlite(true).await] {
+            let (a, b) = (memory(true).await, memory(true).await);
+            let remote = wire(&server);
+            let first = create(&a, "first", PASSWORD).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            a.vault
+                .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+                .await
+                .unwrap();
+            sync(&a, &remote).await;
+            a.vault.token_delete(&first).await.unwrap();
+            sync(&a, &remote).await;
+            let offline = create(&b, "written offline", PASSWORD).await;
+            let report = sync(&b, &remote).await;
+            assert!(report.stranded.is_empty(), "{report:?}");
+            settle(&server, &[&a, &b]).await;
+            opens_only(&[&a, &b], (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+            let fresh = memory(true).await;
+            sync(&fresh, &remote).await;
+            opens_only(&[&fresh], (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+        }
+    });
+}
+
 /// The sealed values of `tokens` on `node`, as stored.
 async fn sealed_values(node: &Node, tokens: &[String]) -> Vec<String> {
     node.store

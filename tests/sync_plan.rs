@@ -107,6 +107,8 @@ struct Store {
     seq: u64,
     /// The identities plans checked unused at commit (`ExpectUnlinked`), in order.
     unlinked_checks: Vec<String>,
+    /// Local (not replicated) rows plans wrote: the versions emptied removals replaced.
+    local: BTreeMap<MetaKey, String>,
 }
 
 impl Store {
@@ -210,6 +212,9 @@ impl Store {
                     )
                 }
                 WriteOp::PutVersion { row, .. } => self.put(*row),
+                WriteOp::PutMeta(row) if row.key.object_type == "sync" => {
+                    self.local.insert(row.key, row.value);
+                }
                 WriteOp::ExpectUnlinked { identity_id } => {
                     self.unlinked_checks.push(identity_id.clone());
                     assert_eq!(
@@ -497,7 +502,7 @@ fn local(rows: &[(Row, bool)]) -> HashMap<RowKey, Stored> {
 
 /// [`plan_pull`] with the replica's stamp for its own removals at [`NOW`].
 fn pull(rows: &[Row], view: &ReplicaView) -> PullPlan {
-    plan_pull(rows, view, rev(NOW, 77), NOW)
+    plan_pull(rows, &[], view, rev(NOW, 77), NOW)
 }
 
 fn put_of(ops: &[WriteOp]) -> Vec<(Row, bool)> {
@@ -782,6 +787,80 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
             .collect::<Vec<_>>()
     );
     assert_eq!(plan.conflicts, 0);
+}
+
+/// FORMAT.md "Revisions and the conflict rule": the server keeps the live version each emptied
+/// removal replaced, and a replica that writes the identity back takes that version when it is
+/// later than its own (a password change it had not pulled), as a whole object: when the server
+/// kept only one of the object's rows at that revision, the replica writes its own rows back.
+#[test]
+fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
+    // The server: identity P1 re-wrapped at 150 (a password change), then emptied at 200.
+    let rewrapped = vec![
+        meta(identity_tag_key(P1), &"c".repeat(64), rev(150, 3)),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:changed",
+            rev(150, 3),
+        ),
+    ];
+    let mut server = Store::with(&rewrapped);
+    let emptied = removal(P1, None, rev(200, 2), true);
+    server.push(&emptied).unwrap();
+    let kept: Vec<(String, String)> = server
+        .local
+        .iter()
+        .map(|(k, v)| {
+            (
+                format!("{}/{}/{}", k.object_type, k.object_id, k.key),
+                v.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            (
+                format!("sync/replaced/{P1}/dek"),
+                format!("{} vs1k:changed", rev(150, 3))
+            ),
+            (
+                format!("sync/replaced/{P1}/tag"),
+                format!("{} {}", rev(150, 3), "c".repeat(64))
+            ),
+        ]
+    );
+    // A replica still at P1's rows of 100 writes the server's rows back.
+    let revived = |replaced: &[Row]| {
+        let plan = plan_pull(
+            &emptied,
+            replaced,
+            &identity_in_use(false),
+            rev(NOW, 77),
+            NOW,
+        );
+        plan.ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::PutSharedMeta(row) => Some((row.key.key.clone(), row.value.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let theirs = vec![
+        ("tag".to_owned(), "c".repeat(64)),
+        ("dek".to_owned(), "vs1k:changed".to_owned()),
+    ];
+    let own = vec![
+        ("tag".to_owned(), "a".repeat(64)),
+        ("dek".to_owned(), "vs1k:x".to_owned()),
+    ];
+    assert_eq!(revived(&rewrapped), theirs);
+    // No replaced version, an older one, or only half an object: its own rows.
+    assert_eq!(revived(&[]), own);
+    let older = identity(P1, rev(50, 3));
+    assert_eq!(revived(&older), own);
+    assert_eq!(revived(&rewrapped[..1]), own);
 }
 
 /// A final removal (a rotation) of the same rows is set aside while the record uses the

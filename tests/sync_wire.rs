@@ -172,6 +172,22 @@ fn row_key(row: &Row) -> String {
     }
 }
 
+/// An answer's `replaced` rows: up to 3 live rows of identity objects, each key once.
+fn replaced() -> impl Strategy<Value = Vec<Row>> {
+    proptest::collection::vec((meta_row(), rev()), 0..4).prop_map(|rows| {
+        let mut seen = std::collections::HashSet::new();
+        rows.into_iter()
+            .filter(|((key, _), _)| {
+                key.object_type == "password_identity" && seen.insert(key.clone())
+            })
+            .map(|((key, value), rev)| Row::Meta {
+                key,
+                version: MetaVersion::Value { rev, value },
+            })
+            .collect()
+    })
+}
+
 /// Up to `max` rows, each key once (a page never holds one row twice).
 fn rows(max: usize) -> impl Strategy<Value = Vec<Row>> {
     proptest::collection::vec(row(), 0..max).prop_map(|rows| {
@@ -232,9 +248,16 @@ fn pull_response() -> impl Strategy<Value = PullResponse> {
         ],
         (rows(8), proptest::collection::vec(count(), 8)),
         (checkpoint(), any::<bool>(), count()),
+        replaced(),
     )
         .prop_map(
-            |((server, time, kdf), reset, (rows, seqs), (checkpoint, more, remaining))| {
+            |(
+                (server, time, kdf),
+                reset,
+                (rows, seqs),
+                (checkpoint, more, remaining),
+                replaced,
+            )| {
                 PullResponse {
                     server: format!("s_{server}"),
                     time,
@@ -248,6 +271,7 @@ fn pull_response() -> impl Strategy<Value = PullResponse> {
                     checkpoint,
                     more,
                     remaining,
+                    replaced,
                 }
             },
         )
@@ -268,10 +292,17 @@ fn push_response(sent: usize) -> impl Strategy<Value = PushResponse> {
             ),
             sent,
         ),
-        proptest::option::of(checkpoint()),
+        (proptest::option::of(checkpoint()), replaced()),
     )
         .prop_map(
-            move |((server, time, stored), order, n_superseded, n_refused, details, checkpoint)| {
+            move |(
+                (server, time, stored),
+                order,
+                n_superseded,
+                n_refused,
+                details,
+                (checkpoint, replaced),
+            )| {
                 let n_superseded = n_superseded.min(sent);
                 let n_refused = n_refused.min(sent - n_superseded);
                 let mut details = details.into_iter();
@@ -298,9 +329,74 @@ fn push_response(sent: usize) -> impl Strategy<Value = PushResponse> {
                     superseded,
                     refused,
                     checkpoint,
+                    replaced,
                 }
             },
         )
+}
+
+/// An answer's `replaced` holds live rows of identity objects, each once: a setting, a removal
+/// or a row named twice is refused, and an answer without any omits the member.
+#[test]
+fn replaced_rows_are_live_identity_rows_each_once() {
+    let tag = |rev: u64| Row::Meta {
+        key: MetaKey::new("password_identity", &format!("p_{}", "a".repeat(32)), "tag"),
+        version: MetaVersion::Value {
+            rev: Rev::new(rev, 0, 1).unwrap(),
+            value: "b".repeat(64),
+        },
+    };
+    let response = PullResponse {
+        server: format!("s_{}", "c".repeat(32)),
+        time: 1,
+        kdf: r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":"AAAAAAAAAAAAAAAAAAAAAA"}"#.into(),
+        reset: None,
+        rows: vec![],
+        checkpoint: Checkpoint {
+            server: format!("s_{}", "c".repeat(32)),
+            seq: 0,
+            key: "k".into(),
+            head: "d".repeat(32),
+        },
+        more: false,
+        remaining: 0,
+        replaced: vec![],
+    };
+    let plain = wire::encode_pull_response(&response);
+    assert!(!plain.contains("replaced"), "{plain}");
+    let with = |rows: Vec<Row>| PullResponse {
+        replaced: rows,
+        ..response.clone()
+    };
+    let text = wire::encode_pull_response(&with(vec![tag(5)]));
+    assert_eq!(
+        wire::decode_pull_response(text.as_bytes()),
+        Ok(with(vec![tag(5)]))
+    );
+    let setting = Row::Meta {
+        key: MetaKey::new("vault", "settings", "theme"),
+        version: MetaVersion::Value {
+            rev: Rev::new(5, 0, 1).unwrap(),
+            value: "dark".into(),
+        },
+    };
+    let removal = Row::Meta {
+        key: MetaKey::new("password_identity", &format!("p_{}", "a".repeat(32)), "tag"),
+        version: MetaVersion::Gone {
+            rev: Rev::new(5, 0, 1).unwrap(),
+            deleted_at: 1,
+            emptied: true,
+        },
+    };
+    for (rows, what) in [
+        (vec![setting], "live row of an identity object"),
+        (vec![removal], "live row of an identity object"),
+        (vec![tag(5), tag(6)], "same row"),
+    ] {
+        let text = wire::encode_pull_response(&with(rows));
+        let err = wire::decode_pull_response(text.as_bytes()).unwrap_err();
+        assert!(err.message().contains(what), "{err:?}");
+    }
 }
 
 /// The same message written another way: keys sorted, pretty-printed (serde_json's map is

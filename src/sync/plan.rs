@@ -470,6 +470,7 @@ pub fn plan_push(
         });
     }
     crate::sorting::sort_by_key(&mut plan.superseded, |s| s.i);
+    keep_replaced(rows, view, &mut plan.ops);
     // Every identity object the page touched keeps its `tag` and `dek` together, as the page
     // leaves them (the server view read both rows of each), and a slot's `identity` row is
     // written and removed with them: alone, its removal would leave the slot reading as an
@@ -654,6 +655,97 @@ fn past_retention(stored: &Stored, retained_from: i64) -> bool {
     stored.dirty.is_none() && stored.row.deleted_at().is_some_and(|at| at < retained_from)
 }
 
+/// The local row in which a server keeps the live version an emptied removal of `key` replaced
+/// (FORMAT.md "Sync", `replaced`): `"<rev> <value>"`. Not replicated (object type `sync`).
+pub fn replaced_key(key: &MetaKey) -> MetaKey {
+    MetaKey::new(
+        object_type::SYNC,
+        "replaced",
+        &format!("{}/{}", key.object_id, key.key),
+    )
+}
+
+/// The version a [`replaced_key`] row holds, as the live row of `key` it was.
+pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
+    let (rev, value) = text.split_once(' ')?;
+    Some(Row::Meta {
+        key: key.clone(),
+        version: MetaVersion::Value {
+            rev: Rev::parse(rev).ok()?,
+            value: value.to_owned(),
+        },
+    })
+}
+
+/// On the server, for each emptied removal of an identity's row that `ops` store: keep the live
+/// version it replaced ([`replaced_key`]), the later of the stored one and one the page carries
+/// (a slot removed with its identity as it arrives). A replica that wrote under the identity
+/// meanwhile brings the identity back ([`plan_pull`]); with an older version of its rows than
+/// this (a password change it had not pulled), it brings this one back instead, so the change
+/// stands and the old password stays retired.
+fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
+    let mut kept = Vec::new();
+    for op in ops.iter() {
+        let WriteOp::PutVersion { row, .. } = op else {
+            continue;
+        };
+        let Row::Meta {
+            key,
+            version: MetaVersion::Gone { emptied: true, .. },
+        } = &**row
+        else {
+            continue;
+        };
+        let row_key = RowKey::Meta(key.clone());
+        let live = (view.stored.get(&row_key).map(|s| &s.row).into_iter())
+            .chain(rows.iter().filter(|r| r.key() == row_key))
+            .filter_map(|r| match r {
+                Row::Meta {
+                    version: MetaVersion::Value { rev, value },
+                    ..
+                } => Some((*rev, value)),
+                _ => None,
+            })
+            .max_by_key(|(rev, _)| *rev);
+        if let Some((rev, value)) = live {
+            kept.push(WriteOp::PutMeta(MetaRow {
+                key: replaced_key(key),
+                value: format!("{rev} {value}"),
+            }));
+        }
+    }
+    ops.extend(kept);
+}
+
+/// The value a replica writes back for its row `key` (revision `rev`, `value`) of an identity
+/// that a pulled page removes as emptied while local records still use it: the server's
+/// replaced version when that one is later and the server kept the object's `tag` and `dek`
+/// at its revision (an object's rows are written together, so one is never mixed with
+/// another's), else its own.
+fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row]) -> &'a str {
+    let version = |key: &MetaKey| {
+        replaced.iter().find_map(|row| match row {
+            Row::Meta {
+                key: k,
+                version: MetaVersion::Value { rev, value },
+            } if k == key => Some((*rev, value.as_str())),
+            _ => None,
+        })
+    };
+    match version(key) {
+        Some((later, theirs))
+            if later > rev
+                && [TAG_KEY, DEK_KEY].iter().all(|k| {
+                    version(&MetaKey::new(object_type::IDENTITY, &key.object_id, k))
+                        .is_some_and(|(r, _)| r == later)
+                }) =>
+        {
+            theirs
+        }
+        _ => value,
+    }
+}
+
 /// The ops and the report of a pulled page.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PullPlan {
@@ -835,11 +927,20 @@ fn orphaned_here(
 
 /// Plan a pulled page on a replica. `stamp` is the replica's revision for the removals it
 /// writes itself (a slot whose identity it removed, [`orphaned_here`]), `now` its clock.
+/// `replaced` holds what the server's answer says the page's emptied removals replaced there
+/// ([`replaced_key`]): the version of an identity this replica writes back when that one is
+/// later than its own ([`revived_value`]). Live meta rows, a few: found by a walk.
 ///
 /// `rows` hold one row per key (the wire decoder refuses a page that names a key twice). The plan's checks (the version each row was
 /// planned against) come before its writes: a backend that read those versions in the same
 /// transaction can answer them from that read (IndexedDB does).
-pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> PullPlan {
+pub fn plan_pull(
+    rows: &[Row],
+    replaced: &[Row],
+    view: &ReplicaView,
+    stamp: Rev,
+    now: i64,
+) -> PullPlan {
     let mut plan = PullPlan::default();
     let mut writes = Vec::with_capacity(rows.len());
     // Local records linked to each identity the page removes, and to each slot of
@@ -881,7 +982,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
             Some(Stored {
                 row:
                     Row::Meta {
-                        version: MetaVersion::Value { value, .. },
+                        version: MetaVersion::Value { rev, value },
                         ..
                     },
                 ..
@@ -891,7 +992,7 @@ pub fn plan_pull(rows: &[Row], view: &ReplicaView, stamp: Rev, now: i64) -> Pull
         {
             writes.push(WriteOp::PutSharedMeta(MetaRow {
                 key: key.clone(),
-                value: value.clone(),
+                value: revived_value(key, *rev, value, replaced).to_owned(),
             }));
             continue;
         }

@@ -165,6 +165,9 @@ pub struct PullResponse {
     pub checkpoint: Checkpoint,
     pub more: bool,
     pub remaining: u64,
+    /// For the page's emptied removals of identity rows: the live versions they replaced, as
+    /// the server kept them (FORMAT.md "Sync"). Sent only when not empty.
+    pub replaced: Vec<Row>,
 }
 
 /// A pushed row a later version on the server beat.
@@ -225,6 +228,8 @@ pub struct PushResponse {
     pub superseded: Vec<Superseded>,
     pub refused: Vec<Refused>,
     pub checkpoint: Option<Checkpoint>,
+    /// As [`PullResponse::replaced`], for the emptied removals among the answer's current rows.
+    pub replaced: Vec<Row>,
 }
 
 /// An error body as a client reads it.
@@ -416,6 +421,7 @@ pub fn decode_pull_response(body: &[u8]) -> Result<PullResponse, WireError> {
     let checkpoint = checkpoint(top.take("checkpoint")?, "checkpoint")?;
     let more = boolean(top.take("more")?, "more")?;
     let remaining = uint(top.take("remaining")?, "remaining")?;
+    let replaced = replaced_rows(&mut top, MAX_PULL_ROWS)?;
     top.finish()?;
     Ok(PullResponse {
         server,
@@ -426,7 +432,28 @@ pub fn decode_pull_response(body: &[u8]) -> Result<PullResponse, WireError> {
         checkpoint,
         more,
         remaining,
+        replaced,
     })
+}
+
+/// The optional `replaced` member of an answer: live rows of identity objects, each key once.
+fn replaced_rows(top: &mut Fields, max: usize) -> Result<Vec<Row>, WireError> {
+    let Ok(value) = top.take("replaced") else {
+        return Ok(Vec::new());
+    };
+    let rows = array(value, "replaced", max, row)?;
+    for (i, found) in rows.iter().enumerate() {
+        if !matches!(found, Row::Meta { key, version: MetaVersion::Value { .. } }
+            if key.object_type == object_type::IDENTITY)
+        {
+            return Err(malformed(
+                &format!("replaced[{i}]"),
+                "must be a live row of an identity object",
+            ));
+        }
+    }
+    check_unique_rows(rows.iter(), "replaced")?;
+    Ok(rows)
 }
 
 /// Decode a push response (client side) to a push of `sent` rows: every index must name one of
@@ -485,6 +512,7 @@ pub fn decode_push_response(body: &[u8], sent: usize) -> Result<PushResponse, Wi
         }
     }
     let checkpoint = nullable(top.take("checkpoint")?, "checkpoint", checkpoint)?;
+    let replaced = replaced_rows(&mut top, MAX_PUSH_ROWS)?;
     top.finish()?;
     Ok(PushResponse {
         server,
@@ -493,6 +521,7 @@ pub fn decode_push_response(body: &[u8], sent: usize) -> Result<PushResponse, Wi
         superseded,
         refused,
         checkpoint,
+        replaced,
     })
 }
 
@@ -1041,10 +1070,27 @@ pub fn encode_pull_response(response: &PullResponse) -> String {
     write_opt_checkpoint(&mut out, Some(&response.checkpoint));
     let _ = write!(
         out,
-        ",\"more\":{},\"remaining\":{}}}",
+        ",\"more\":{},\"remaining\":{}",
         response.more, response.remaining
     );
+    write_replaced(&mut out, &response.replaced);
+    out.push('}');
     out
+}
+
+/// `,"replaced":[…]` when there are any.
+fn write_replaced(out: &mut String, rows: &[Row]) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str(",\"replaced\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_row(out, row, None);
+    }
+    out.push(']');
 }
 
 /// Encode a push response (server side).
@@ -1076,6 +1122,7 @@ pub fn encode_push_response(response: &PushResponse) -> String {
     }
     out.push_str("],\"checkpoint\":");
     write_opt_checkpoint(&mut out, response.checkpoint.as_ref());
+    write_replaced(&mut out, &response.replaced);
     out.push('}');
     out
 }

@@ -581,14 +581,25 @@ impl Vault {
             }
         };
         let mut more = rows.len() == limit;
-        // At least one row, then as many as fit the page's bytes (large values).
+        let removals: Vec<&Row> = rows.iter().map(|c| &c.row).collect();
+        let mut replaced = self.replaced(&removals).await?;
+        // At least one row, then as many as fit the page's bytes (large values), each emptied
+        // removal with the version it replaced.
         let mut bytes = 0;
         if let Some(fit) = rows.iter().position(|c| {
             bytes += wire::encoded_row_len(&c.row, Some(c.seq));
+            if let Row::Meta { key, .. } = &c.row
+                && let Some(was) = replaced
+                    .iter()
+                    .find(|r| matches!(r, Row::Meta { key: k, .. } if k == key))
+            {
+                bytes += wire::encoded_row_len(was, None);
+            }
             bytes > wire::PAGE_BUDGET_BYTES
         }) {
             rows.truncate(fit.max(1));
             more = true;
+            replaced.retain(|r| rows.iter().any(|c| c.row.key() == r.key()));
         }
         let last = rows.last().map_or(after, |c| c.seq);
         // Records asked for by id (set aside by the replica while its own record held their
@@ -642,7 +653,31 @@ impl Vault {
             },
             more,
             remaining: if more { limit as u64 } else { 0 },
+            replaced,
         })
+    }
+
+    /// The live versions that the emptied removals among `rows` replaced, as this server kept
+    /// them ([`crate::sync::plan::replaced_key`]). One read per such removal: they are rows of
+    /// identity objects, a few in a page that holds any.
+    async fn replaced(&self, rows: &[&Row]) -> std::result::Result<Vec<Row>, WireError> {
+        let mut found = Vec::new();
+        for row in rows {
+            if let Row::Meta {
+                key,
+                version: MetaVersion::Gone { emptied: true, .. },
+            } = *row
+                && let Some(text) = self
+                    .storage
+                    .meta_get(&crate::sync::plan::replaced_key(key))
+                    .await
+                    .map_err(storage_failure)?
+                && let Some(was) = crate::sync::plan::replaced_row(key, &text)
+            {
+                found.push(was);
+            }
+        }
+        Ok(found)
     }
 
     /// Whether a replica's checkpoint still describes this store's history (module docs), or
@@ -763,6 +798,10 @@ impl Vault {
                             .map_err(storage_failure)?,
                         None => None,
                     };
+                    let answered: Vec<&Row> = (plan.superseded.iter().map(|s| &s.current))
+                        .chain(plan.refused.iter().filter_map(|r| r.current.as_ref()))
+                        .collect();
+                    let replaced = self.replaced(&answered).await?;
                     return Ok(PushResponse {
                         server,
                         time: self.now(),
@@ -770,6 +809,7 @@ impl Vault {
                         superseded: plan.superseded,
                         refused: plan.refused,
                         checkpoint,
+                        replaced,
                     });
                 }
                 Err(StorageError::NotEmpty) => return Err(another_vault()),
@@ -1164,7 +1204,7 @@ impl Vault {
             let mut view = replica_view(&*tx, &rows, read_tokens, self.retained_from()).await?;
             view.since = since;
             let stamp = self.stamp()?;
-            let plan = plan_pull(&rows, &view, stamp.rev, stamp.at);
+            let plan = plan_pull(&rows, &response.replaced, &view, stamp.rev, stamp.at);
             let mut ops = plan.ops;
             stranded.mark(&rows, &plan.stranded, &mut ops);
             if let Some((mark, _, _)) = resync {
@@ -1363,7 +1403,8 @@ impl Vault {
                 self.storage.apply(self.stamp()?, ops).await?;
             }
             if !taken_back.is_empty() {
-                self.take_back(&taken_back, stranded).await?;
+                self.take_back(&taken_back, &response.replaced, stranded)
+                    .await?;
             }
             // This replica now holds every row written since its checkpoint: move it past them
             // (unless another tab moved it meanwhile).
@@ -1463,7 +1504,8 @@ impl Vault {
             return Ok(());
         }
         let rows: Vec<Row> = waiting.iter().filter_map(deferred_row).collect();
-        let done = self.take_back(&rows, stranded).await?;
+        // Set aside with no answer: the server's replaced versions are not known here.
+        let done = self.take_back(&rows, &[], stranded).await?;
         let settled: Vec<WriteOp> = waiting
             .iter()
             .zip(&done)
@@ -1508,14 +1550,19 @@ impl Vault {
     /// Merge versions the server answered with into this replica, as a pull would, marking the
     /// records it keeps stranded (a displaced one this replica holds live) as a pull does.
     /// Returns, per row, whether it was set aside again ([`crate::sync::plan::PullPlan::deferred`]).
-    async fn take_back(&self, rows: &[Row], stranded: &mut Stranding) -> Result<Vec<bool>> {
+    async fn take_back(
+        &self,
+        rows: &[Row],
+        replaced: &[Row],
+        stranded: &mut Stranding,
+    ) -> Result<Vec<bool>> {
         // A row revived here must be written after the removal it answers.
         self.observe_rows(rows);
         for _ in 0..MAX_ROUNDS {
             let tx = self.storage.transaction().await?;
             let view = replica_view(&*tx, rows, true, self.retained_from()).await?;
             let stamp = self.stamp()?;
-            let plan = plan_pull(rows, &view, stamp.rev, stamp.at);
+            let plan = plan_pull(rows, replaced, &view, stamp.rev, stamp.at);
             let deferred: Vec<bool> = rows.iter().map(|r| plan.deferred.contains(r)).collect();
             let mut ops = plan.ops;
             stranded.mark(rows, &plan.stranded, &mut ops);
