@@ -792,7 +792,8 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
 /// FORMAT.md "Revisions and the conflict rule": the server keeps the live version each emptied
 /// removal replaced, and a replica that writes the identity back takes that version when it is
 /// later than its own (a password change it had not pulled), as a whole object: when the server
-/// kept only one of the object's rows at that revision, the replica writes its own rows back.
+/// kept only one of the object's rows at that revision, or kept them vacant, the replica writes
+/// its own rows back.
 #[test]
 fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
     // The server: identity P1 re-wrapped at 150 (a password change), then emptied at 200.
@@ -861,6 +862,17 @@ fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
     let older = identity(P1, rev(50, 3));
     assert_eq!(revived(&older), own);
     assert_eq!(revived(&rewrapped[..1]), own);
+    // Nor the server's rows when they are vacant (the secret removed while an added one opened
+    // the identity, which went with it): they would leave the record with no secret.
+    let vacant = vec![
+        meta(identity_tag_key(P1), &"0".repeat(64), rev(150, 3)),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:changed",
+            rev(150, 3),
+        ),
+    ];
+    assert_eq!(revived(&vacant), own);
 }
 
 /// A final removal (a rotation) of the same rows is set aside while the record uses the

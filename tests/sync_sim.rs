@@ -131,7 +131,11 @@
 //! no secret, because the removal of its added secret's slot did not wait with the identity's
 //! (`a_record_stranded_under_a_vacant_first_slot_still_opens_with_the_added_secret`); seed 109,
 //! that wait lost when the removal came in a push's answer
-//! (`a_slot_removal_in_the_answer_to_a_push_waits_as_a_pulled_one_does`).
+//! (`a_slot_removal_in_the_answer_to_a_push_waits_as_a_pulled_one_does`). Seed 177 found an
+//! identity whose own rows a replica had made vacant (its password removed, an added secret
+//! opening it) kept there over the removal that emptied it, while the slot that opened it went
+//! with that removal: its records opened with no secret
+//! (`a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). Each run's outcome still depends on the
 //! random ids and clock node ids the engine draws (a tie between two records' `createdAt` goes
@@ -1932,6 +1936,32 @@ fn a_rekey_never_moves_records_onto_a_slot_of_an_identity_rotated_away_here() {
             Op::PasswordToSlot(0, 0),
             Op::Rotate(2),
             Op::SyncTabs(2),
+        ],
+    };
+    block_on(simulate(case, true));
+}
+
+/// Found by the through-rotations run (seed 177, 3,000 cases): A adds a secret to the identity
+/// (a slot, pushed), then removes the password, which leaves the identity's own rows vacant
+/// (the slot opens it), and does not sync; C deletes the identity's last record, which removes
+/// the identity and its slot as emptied. A's vacant rows are the later write and keep the
+/// identity, but the slot's removal stood: the identity came back with no secret, and B's
+/// record under it opened with none. A slot emptied with its identity now stays, written
+/// again, where the identity does.
+#[test]
+fn a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![-5 * HOUR, -5 * HOUR, 3 * HOUR],
+        ops: vec![
+            Op::WriteDuringSync(Box::new(Op::SecretAdd(0)), 0),
+            Op::SecretRemove(0, 1),
+            Op::WriteDuringSync(Box::new(Op::Delete(2, 0)), 0),
+            Op::Tick(1),
+            Op::Create(0, Expiry::Never),
+            Op::Create(1, Expiry::Never),
         ],
     };
     block_on(simulate(case, true));

@@ -721,7 +721,9 @@ fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
 /// that a pulled page removes as emptied while local records still use it: the server's
 /// replaced version when that one is later and the server kept the object's `tag` and `dek`
 /// at its revision (an object's rows are written together, so one is never mixed with
-/// another's), else its own.
+/// another's), else its own. Not a vacant one (a secret removed while an added one opened the
+/// object): the added secret went with the identity, and only rows this replica holds come
+/// back, so that version would leave the records it writes back for with no secret.
 fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row]) -> &'a str {
     let version = |key: &MetaKey| {
         replaced.iter().find_map(|row| match row {
@@ -732,13 +734,21 @@ fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row
             _ => None,
         })
     };
+    let tag = version(&MetaKey::new(
+        object_type::IDENTITY,
+        &key.object_id,
+        TAG_KEY,
+    ));
     match version(key) {
         Some((later, theirs))
             if later > rev
-                && [TAG_KEY, DEK_KEY].iter().all(|k| {
-                    version(&MetaKey::new(object_type::IDENTITY, &key.object_id, k))
-                        .is_some_and(|(r, _)| r == later)
-                }) =>
+                && tag.is_some_and(|(r, tag)| r == later && !is_vacant(tag))
+                && version(&MetaKey::new(
+                    object_type::IDENTITY,
+                    &key.object_id,
+                    DEK_KEY,
+                ))
+                .is_some_and(|(r, _)| r == later) =>
         {
             theirs
         }
@@ -835,6 +845,26 @@ fn still_used(
 /// with its identity ([`ReplicaView::owners`]), else the object itself.
 fn owning_identity<'a>(view: &'a ReplicaView, object: &'a str) -> &'a str {
     view.owners.get(object).map_or(object, String::as_str)
+}
+
+/// Whether `key` is a row of a secret slot removed as emptied with its identity while that
+/// identity stays live here, as the page leaves it: a later write of the identity made here
+/// beats the emptied removal (a secret removed from it while the slot opened it, say). The
+/// slot's removal was only its identity's, so the slot stays too, written again; without it
+/// the identity would come back with no secret, and its records would open with none.
+fn owner_stays(key: &MetaKey, rows: &[Row], view: &ReplicaView) -> bool {
+    let Some(owner) = view.owners.get(&key.object_id) else {
+        return false;
+    };
+    let tag = RowKey::Meta(identity_tag_key(owner));
+    let stored = (view.stored.get(&tag))
+        .filter(|s| !past_retention(s, view.retained_from))
+        .map(|s| &s.row);
+    match (stored, rows.iter().find(|r| r.key() == tag)) {
+        (Some(stored), Some(pulled)) => !merge_rows(stored, pulled).is_gone(),
+        (Some(row), None) | (None, Some(row)) => !row.is_gone(),
+        (None, None) => false,
+    }
 }
 
 /// Whether `row` is a version of meta row `key`.
@@ -988,7 +1018,7 @@ pub fn plan_pull(
                 ..
             }),
         ) = (&merged, current)
-            && still_used(key, view, &linked)
+            && (still_used(key, view, &linked) || owner_stays(key, rows, view))
         {
             writes.push(WriteOp::PutSharedMeta(MetaRow {
                 key: key.clone(),
