@@ -875,6 +875,55 @@ fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
     assert_eq!(revived(&vacant), own);
 }
 
+/// A slot's emptied removal in a page that does not carry its identity's (the feed split them,
+/// or this replica's later write of the identity beat that removal in an earlier page): the
+/// identity stays live here, so the slot stays too, written again, and the identity's `tag`,
+/// which decided it, is guarded. Without it the identity was left with no secret when its own
+/// rows were vacant (the simulation's seed 177).
+#[test]
+fn a_slot_emptied_with_its_identity_stays_while_the_identity_does_here() {
+    let mut view = identity_in_use(true);
+    view.linked.clear();
+    let slot_rows: Vec<Row> = removal(P1, Some(P2), rev(200, 2), true)
+        .into_iter()
+        .filter(|row| matches!(row, Row::Meta { key, .. } if key.object_id == P2))
+        .collect();
+    let plan = pull(&slot_rows, &view);
+    assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
+    let written: Vec<&str> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::PutSharedMeta(row) if row.key.object_id == P2 => Some(row.key.key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, ["tag", "dek", "identity"]);
+    let tag = RowKey::Meta(identity_tag_key(P1));
+    assert!(
+        plan.ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::ExpectVersion { key, seq: Some(_) } if *key == tag)),
+        "{:?}",
+        plan.ops
+    );
+    // Once the identity is removed here too, the slot goes with it.
+    let mut gone = identity_in_use(true);
+    gone.linked.clear();
+    for row in identity_gone(P1, rev(150, 1)) {
+        gone.stored.insert(
+            row.key(),
+            Stored {
+                seq: 9,
+                dirty: None,
+                row,
+            },
+        );
+    }
+    let plan = pull(&slot_rows, &gone);
+    assert_eq!(put_of(&plan.ops).len(), 3, "{:?}", plan.ops);
+}
+
 /// A final removal (a rotation) of the same rows is set aside while the record uses the
 /// identity (stranded until a rekey moves it), and so is the removal of its slot, which goes
 /// with the identity: the record keeps opening with the slot's secret (the identity's own rows

@@ -852,19 +852,32 @@ fn owning_identity<'a>(view: &'a ReplicaView, object: &'a str) -> &'a str {
 /// beats the emptied removal (a secret removed from it while the slot opened it, say). The
 /// slot's removal was only its identity's, so the slot stays too, written again; without it
 /// the identity would come back with no secret, and its records would open with none.
-fn owner_stays(key: &MetaKey, rows: &[Row], view: &ReplicaView) -> bool {
+/// A `tag` the page does not carry is guarded (in `checks`): the decision read it.
+fn owner_stays(key: &MetaKey, rows: &[Row], view: &ReplicaView, checks: &mut Vec<WriteOp>) -> bool {
     let Some(owner) = view.owners.get(&key.object_id) else {
         return false;
     };
     let tag = RowKey::Meta(identity_tag_key(owner));
-    let stored = (view.stored.get(&tag))
+    let stored = view.stored.get(&tag);
+    let kept = stored
         .filter(|s| !past_retention(s, view.retained_from))
         .map(|s| &s.row);
-    match (stored, rows.iter().find(|r| r.key() == tag)) {
-        (Some(stored), Some(pulled)) => !merge_rows(stored, pulled).is_gone(),
+    let pulled = rows.iter().find(|r| r.key() == tag);
+    let stays = match (kept, pulled) {
+        (Some(kept), Some(pulled)) => !merge_rows(kept, pulled).is_gone(),
         (Some(row), None) | (None, Some(row)) => !row.is_gone(),
         (None, None) => false,
+    };
+    if pulled.is_none()
+        && !(checks.iter())
+            .any(|op| matches!(op, WriteOp::ExpectVersion { key, .. } if *key == tag))
+    {
+        checks.push(WriteOp::ExpectVersion {
+            key: tag,
+            seq: stored.map(|s| s.seq),
+        });
     }
+    stays
 }
 
 /// Whether `row` is a version of meta row `key`.
@@ -1018,7 +1031,7 @@ pub fn plan_pull(
                 ..
             }),
         ) = (&merged, current)
-            && (still_used(key, view, &linked) || owner_stays(key, rows, view))
+            && (still_used(key, view, &linked) || owner_stays(key, rows, view, &mut plan.ops))
         {
             writes.push(WriteOp::PutSharedMeta(MetaRow {
                 key: key.clone(),

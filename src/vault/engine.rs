@@ -1949,6 +1949,15 @@ async fn replica_view(
             view.owners.insert(object.to_owned(), owner.clone());
         }
     }
+    // Whether each such slot's identity stays here decides whether the slot does: its `tag`,
+    // which a page that splits the identity's removal from the slot's does not carry.
+    let owner_tags: Vec<RowKey> = (view.owners.values())
+        .map(|owner| RowKey::Meta(identity_tag_key(owner)))
+        .filter(|tag| !view.stored.contains_key(tag))
+        .collect();
+    if !owner_tags.is_empty() {
+        view.stored.extend(versions_of(tx, owner_tags).await?);
+    }
     also.extend(view.owners.values().map(String::as_str));
     view.linked = linked_to_removed(tx, rows, also).await?;
     Ok(view)
