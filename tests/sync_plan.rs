@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, HashMap};
-use vaultstore_wasm::storage::{MetaKey, Stored, WriteOp};
+use vaultstore_wasm::storage::{MetaKey, MetaRow, Stored, WriteOp};
 use vaultstore_wasm::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, PullPlan, PushPlan, ReplicaView, ServerView,
     identity_tag_key, plan_pull, plan_push,
@@ -514,6 +514,16 @@ fn put_of(ops: &[WriteOp]) -> Vec<(Row, bool)> {
         .collect()
 }
 
+/// The rows a plan writes again as local writes (an identity or slot revived here).
+fn shared_of(ops: &[WriteOp]) -> Vec<&MetaRow> {
+    ops.iter()
+        .filter_map(|op| match op {
+            WriteOp::PutSharedMeta(row) => Some(row),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_pulled_version_that_beats_a_local_change_counts_as_a_conflict() {
     let mine = record(R1, live("tk_a", "vs1:mine", None, rev(100, 1)));
@@ -769,13 +779,9 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
     let plan = pull(&rows, &identity_in_use(true));
     assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
     assert!(plan.deferred.is_empty());
-    let revived: Vec<&MetaKey> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::PutSharedMeta(row) => Some(&row.key),
-            _ => None,
-        })
+    let revived: Vec<&MetaKey> = shared_of(&plan.ops)
+        .into_iter()
+        .map(|row| &row.key)
         .collect();
     assert_eq!(
         revived,
@@ -796,15 +802,19 @@ fn a_pulled_emptied_removal_of_an_identity_in_use_here_revives_it_with_its_slot(
 /// its own rows back.
 #[test]
 fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
+    // P1's rows as a re-wrap at 150 left them, with `tag`.
+    let at_150 = |tag: &str| {
+        vec![
+            meta(identity_tag_key(P1), tag, rev(150, 3)),
+            meta(
+                MetaKey::new("password_identity", P1, "dek"),
+                "vs1k:changed",
+                rev(150, 3),
+            ),
+        ]
+    };
     // The server: identity P1 re-wrapped at 150 (a password change), then emptied at 200.
-    let rewrapped = vec![
-        meta(identity_tag_key(P1), &"c".repeat(64), rev(150, 3)),
-        meta(
-            MetaKey::new("password_identity", P1, "dek"),
-            "vs1k:changed",
-            rev(150, 3),
-        ),
-    ];
+    let rewrapped = at_150(&"c".repeat(64));
     let mut server = Store::with(&rewrapped);
     let emptied = removal(P1, None, rev(200, 2), true);
     server.push(&emptied).unwrap();
@@ -840,12 +850,8 @@ fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
             rev(NOW, 77),
             NOW,
         );
-        plan.ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::PutSharedMeta(row) => Some((row.key.key.clone(), row.value.clone())),
-                _ => None,
-            })
+        (shared_of(&plan.ops).into_iter())
+            .map(|row| (row.key.key.clone(), row.value.clone()))
             .collect::<Vec<_>>()
     };
     let theirs = vec![
@@ -864,15 +870,7 @@ fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
     assert_eq!(revived(&rewrapped[..1]), own);
     // Nor the server's rows when they are vacant (the secret removed while an added one opened
     // the identity, which went with it): they would leave the record with no secret.
-    let vacant = vec![
-        meta(identity_tag_key(P1), &"0".repeat(64), rev(150, 3)),
-        meta(
-            MetaKey::new("password_identity", P1, "dek"),
-            "vs1k:changed",
-            rev(150, 3),
-        ),
-    ];
-    assert_eq!(revived(&vacant), own);
+    assert_eq!(revived(&at_150(&"0".repeat(64))), own);
 }
 
 /// A slot's emptied removal in a page that does not carry its identity's (the feed split them,
@@ -890,13 +888,9 @@ fn a_slot_emptied_with_its_identity_stays_while_the_identity_does_here() {
         .collect();
     let plan = pull(&slot_rows, &view);
     assert!(put_of(&plan.ops).is_empty(), "{:?}", plan.ops);
-    let written: Vec<&str> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            WriteOp::PutSharedMeta(row) if row.key.object_id == P2 => Some(row.key.key.as_str()),
-            _ => None,
-        })
+    let written: Vec<&str> = (shared_of(&plan.ops).into_iter())
+        .filter(|row| row.key.object_id == P2)
+        .map(|row| row.key.key.as_str())
         .collect();
     assert_eq!(written, ["tag", "dek", "identity"]);
     let tag = RowKey::Meta(identity_tag_key(P1));

@@ -696,9 +696,9 @@ fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
         else {
             continue;
         };
-        let row_key = RowKey::Meta(key.clone());
-        let live = (view.stored.get(&row_key).map(|s| &s.row).into_iter())
-            .chain(rows.iter().filter(|r| r.key() == row_key))
+        let stored = view.stored.get(&RowKey::Meta(key.clone()));
+        let live = (stored.map(|s| &s.row).into_iter())
+            .chain(rows.iter().filter(|r| is_meta(r, key)))
             .filter_map(|r| match r {
                 Row::Meta {
                     version: MetaVersion::Value { rev, value },
@@ -857,18 +857,14 @@ fn owner_stays(key: &MetaKey, rows: &[Row], view: &ReplicaView, checks: &mut Vec
     let Some(owner) = view.owners.get(&key.object_id) else {
         return false;
     };
-    let tag = RowKey::Meta(identity_tag_key(owner));
+    let tag_key = identity_tag_key(owner);
+    let tag = RowKey::Meta(tag_key.clone());
     let stored = view.stored.get(&tag);
     let kept = stored
         .filter(|s| !past_retention(s, view.retained_from))
         .map(|s| &s.row);
-    let pulled = rows.iter().find(|r| r.key() == tag);
-    let stays = match (kept, pulled) {
-        (Some(kept), Some(pulled)) => !merge_rows(kept, pulled).is_gone(),
-        (Some(row), None) | (None, Some(row)) => !row.is_gone(),
-        (None, None) => false,
-    };
-    if pulled.is_none()
+    let stays = left_by_page(kept, rows, &tag_key).is_some_and(|row| !row.is_gone());
+    if !rows.iter().any(|row| is_meta(row, &tag_key))
         && !(checks.iter())
             .any(|op| matches!(op, WriteOp::ExpectVersion { key, .. } if *key == tag))
     {
@@ -881,8 +877,18 @@ fn owner_stays(key: &MetaKey, rows: &[Row], view: &ReplicaView, checks: &mut Vec
 }
 
 /// Whether `row` is a version of meta row `key`.
-fn is_meta(row: &Row, key: &MetaKey) -> bool {
+pub(crate) fn is_meta(row: &Row, key: &MetaKey) -> bool {
     matches!(row, Row::Meta { key: k, .. } if k == key)
+}
+
+/// Meta row `key` as the page leaves it on a replica: its `stored` version merged with the
+/// page's, either one alone, or `None` when there is neither.
+fn left_by_page(stored: Option<&Row>, rows: &[Row], key: &MetaKey) -> Option<Row> {
+    match (stored, rows.iter().find(|row| is_meta(row, key))) {
+        (Some(stored), Some(pulled)) => Some(merge_rows(stored, pulled)),
+        (Some(row), None) | (None, Some(row)) => Some(row.clone()),
+        (None, None) => None,
+    }
 }
 
 /// SYNC.md 7 on a replica: a secret slot goes with its identity. A slot added elsewhere can
@@ -911,11 +917,8 @@ fn orphaned_here(
         // The identity as the page leaves it: removed here, or by the page (a local slot its
         // remover never saw). An emptied one that the page writes again later (a write of it
         // elsewhere) is back, and the slot stays; a final removal beats any such write.
-        let merged = match (stored_tag, rows.iter().find(|row| is_meta(row, &owner_tag))) {
-            (Some(stored), Some(pulled)) => merge_rows(&stored.row, pulled),
-            (Some(stored), None) => stored.row.clone(),
-            (None, Some(pulled)) => pulled.clone(),
-            (None, None) => continue,
+        let Some(merged) = left_by_page(stored_tag.map(|s| &s.row), rows, &owner_tag) else {
+            continue;
         };
         let Row::Meta {
             version: MetaVersion::Gone { emptied, .. },
@@ -946,11 +949,8 @@ fn orphaned_here(
             let stored = view.stored.get(&row_key);
             // As the page leaves it: a pulled removal may lose to a later write here (the slot
             // written again for records that then left the identity).
-            let live = match (rows.iter().find(|row| is_meta(row, &key)), stored) {
-                (Some(pulled), Some(stored)) => !merge_rows(&stored.row, pulled).is_gone(),
-                (Some(pulled), None) => !pulled.is_gone(),
-                (None, stored) => stored.is_some_and(|s| !s.row.is_gone()),
-            };
+            let live =
+                left_by_page(stored.map(|s| &s.row), rows, &key).is_some_and(|r| !r.is_gone());
             if live {
                 guards.push(WriteOp::ExpectVersion {
                     key: row_key,

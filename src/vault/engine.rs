@@ -26,7 +26,7 @@ use crate::storage::{
 };
 use crate::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, SlotView,
-    identity_of, identity_tag_key, objects_of, plan_pull, plan_push, removed_identity,
+    identity_of, identity_tag_key, is_meta, objects_of, plan_pull, plan_push, removed_identity,
     supersedes_local,
 };
 use crate::sync::wire::{
@@ -589,9 +589,7 @@ impl Vault {
         if let Some(fit) = rows.iter().position(|c| {
             bytes += wire::encoded_row_len(&c.row, Some(c.seq));
             if let Row::Meta { key, .. } = &c.row
-                && let Some(was) = replaced
-                    .iter()
-                    .find(|r| matches!(r, Row::Meta { key: k, .. } if k == key))
+                && let Some(was) = replaced.iter().find(|r| is_meta(r, key))
             {
                 bytes += wire::encoded_row_len(was, None);
             }
