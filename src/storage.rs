@@ -345,6 +345,22 @@ pub fn is_replicated(key: &MetaKey) -> bool {
             && (key.object_id == STATE_ID || (key.object_id == SETTINGS_ID && key.key == "kdf"))))
 }
 
+/// The local row that keeps the live version of an identity object's row `key` (a slot's
+/// too) that an emptied removal replaced (FORMAT.md "Sync", `replaced`): `"<rev> <value>"`.
+/// Every backend writes it with the removal when a deletion takes an identity's last record,
+/// and a sync server when a push brings such a removal, so that a replica writing the identity
+/// back gets its latest version, not an older one it still holds (a password change).
+pub fn replaced_key(key: &MetaKey) -> MetaKey {
+    MetaKey::new(
+        object_type::SYNC,
+        REPLACED_ID,
+        &format!("{}/{}", key.object_id, key.key),
+    )
+}
+
+/// The object of the [`replaced_key`] rows.
+pub const REPLACED_ID: &str = "replaced";
+
 /// The object holding the vault settings (FORMAT.md "Vault settings").
 pub const SETTINGS_ID: &str = "settings";
 

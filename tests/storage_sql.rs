@@ -566,8 +566,9 @@ mod sql_only {
                     assert_eq!(vault.tokens_expired_delete().await.unwrap(), 1_200);
                     let (statements, batches, rows) = counter.take();
                     assert_eq!(batches, 1, "identities {identities}: one write");
+                    // (One of them keeps the emptied identities' versions, for sync.)
                     assert!(
-                        statements <= 7 && rows <= 1,
+                        statements <= 8 && rows <= 1,
                         "identities {identities}: {statements} statements, {rows} rows read"
                     );
                     assert_eq!(vault.token_read(&kept, &secret).await.unwrap(), "kept");

@@ -1650,30 +1650,48 @@ fn a_password_change_after_reviving_an_emptied_identity_reaches_every_replica() 
 /// identity back for its value (it is not stranded), but with the server's version of the
 /// identity's rows, the changed password's, not its own older ones. Before, it wrote its own
 /// rows back, and the old password opened everything again while the new one opened nothing.
+///
+/// The same holds when the change never reached the server before the deletion did: made on
+/// the deleting replica in the same offline stretch (it pushes the removal with the version it
+/// replaced there), or on the server's own vault (which keeps that version itself).
 #[test]
 fn a_password_change_before_the_last_record_went_stands_when_a_stale_replica_brings_it_back() {
     block_on(async {
-        for server in [memory(true).await, sqlite(true).await] {
-            let (a, b) = (memory(true).await, memory(true).await);
-            let remote = wire(&server);
-            let first = create(&a, "first", PASSWORD).await;
-            sync(&a, &remote).await;
-            sync(&b, &remote).await;
-            a.vault
-                .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
-                .await
-                .unwrap();
-            sync(&a, &remote).await;
-            a.vault.token_delete(&first).await.unwrap();
-            sync(&a, &remote).await;
-            let offline = create(&b, "written offline", PASSWORD).await;
-            let report = sync(&b, &remote).await;
-            assert!(report.stranded.is_empty(), "{report:?}");
-            settle(&server, &[&a, &b]).await;
-            opens_only(&[&a, &b], (&offline, "written offline"), THIRD, &[PASSWORD]).await;
-            let fresh = memory(true).await;
-            sync(&fresh, &remote).await;
-            opens_only(&[&fresh], (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+        for sqlite_server in [false, true] {
+            for (changer, synced_between) in [("a", true), ("a", false), ("server", false)] {
+                let server = if sqlite_server {
+                    sqlite(true).await
+                } else {
+                    memory(true).await
+                };
+                let (a, b) = (memory(true).await, memory(true).await);
+                let remote = wire(&server);
+                let first = create(&a, "first", PASSWORD).await;
+                sync(&a, &remote).await;
+                sync(&b, &remote).await;
+                let deleter = if changer == "a" { &a } else { &server };
+                deleter
+                    .vault
+                    .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+                    .await
+                    .unwrap();
+                if synced_between {
+                    sync(&a, &remote).await;
+                }
+                deleter.vault.token_delete(&first).await.unwrap();
+                if changer == "a" {
+                    sync(&a, &remote).await;
+                }
+                let offline = create(&b, "written offline", PASSWORD).await;
+                let report = sync(&b, &remote).await;
+                assert!(report.stranded.is_empty(), "{report:?}");
+                settle(&server, &[&a, &b]).await;
+                let nodes = [&a, &b, &server];
+                opens_only(&nodes, (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+                let fresh = memory(true).await;
+                sync(&fresh, &remote).await;
+                opens_only(&[&fresh], (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+            }
         }
     });
 }

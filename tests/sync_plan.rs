@@ -10,7 +10,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use std::collections::{BTreeMap, HashMap};
-use vaultstore_wasm::storage::{MetaKey, MetaRow, Stored, WriteOp};
+use vaultstore_wasm::storage::{MetaKey, MetaRow, Stored, WriteOp, replaced_key};
 use vaultstore_wasm::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, PullPlan, PushPlan, ReplicaView, ServerView,
     identity_tag_key, plan_pull, plan_push,
@@ -174,6 +174,17 @@ impl Store {
                 view.stored.insert(key, stored);
             }
         }
+        // The versions kept from earlier removals of the rows the page removes as emptied.
+        for row in rows {
+            if let Row::Meta {
+                key,
+                version: MetaVersion::Gone { emptied: true, .. },
+            } = row
+            {
+                let kept = self.local.get(&replaced_key(key)).cloned();
+                view.kept.insert(key.clone(), kept);
+            }
+        }
         view
     }
 
@@ -215,6 +226,9 @@ impl Store {
                 WriteOp::PutMeta(row) if row.key.object_type == "sync" => {
                     self.local.insert(row.key, row.value);
                 }
+                WriteOp::ExpectMeta { key, value } if key.object_type == "sync" => {
+                    assert_eq!(self.local.get(&key), value.as_ref(), "guard on {key:?}")
+                }
                 WriteOp::ExpectUnlinked { identity_id } => {
                     self.unlinked_checks.push(identity_id.clone());
                     assert_eq!(
@@ -232,8 +246,17 @@ impl Store {
         &mut self,
         rows: &[Row],
     ) -> Result<vaultstore_wasm::sync::plan::PushPlan, Contradiction> {
+        self.push_replaced(rows, &[])
+    }
+
+    /// A push whose emptied removals replaced `replaced` on the replica.
+    fn push_replaced(
+        &mut self,
+        rows: &[Row],
+        replaced: &[Row],
+    ) -> Result<vaultstore_wasm::sync::plan::PushPlan, Contradiction> {
         let view = self.server_view(rows);
-        let mut plan = plan_push(rows, &view, rev(NOW, 99), NOW)?;
+        let mut plan = plan_push(rows, replaced, &view, rev(NOW, 99), NOW)?;
         self.apply(std::mem::take(&mut plan.ops));
         Ok(plan)
     }
@@ -873,6 +896,70 @@ fn an_emptied_identity_comes_back_as_the_server_last_held_it() {
     assert_eq!(revived(&at_150(&"0".repeat(64))), own);
 }
 
+/// A replica that changed the password and then deleted the identity's last record before it
+/// synced pushes the removal with the version it replaced there: the server keeps the latest
+/// of that, its own and what it kept from an earlier removal, so a replica that wrote under
+/// the identity brings the new password's rows back, not the old ones.
+#[test]
+fn a_pushed_removal_keeps_the_latest_version_it_replaced_anywhere() {
+    let object = |tag: &str, at: Rev| {
+        vec![
+            meta(identity_tag_key(P1), tag, at),
+            meta(MetaKey::new("password_identity", P1, "dek"), "vs1k:w", at),
+        ]
+    };
+    let kept = |server: &Store| {
+        let text = |key: &str| {
+            let key = replaced_key(&MetaKey::new("password_identity", P1, key));
+            server.local.get(&key).cloned()
+        };
+        (text("tag"), text("dek"))
+    };
+    let expect = |tag: &str, at: Rev| (Some(format!("{at} {tag}")), Some(format!("{at} vs1k:w")));
+    // The server holds P1 as of 100; the replica changed the password at 150, then emptied it.
+    let mut server = Store::with(&object(&"a".repeat(64), rev(100, 3)));
+    let changed = object(&"c".repeat(64), rev(150, 3));
+    server
+        .push_replaced(&removal(P1, None, rev(200, 2), true), &changed)
+        .unwrap();
+    assert_eq!(kept(&server), expect(&"c".repeat(64), rev(150, 3)));
+    // A later removal from a replica that held an older version keeps the kept one, unwritten.
+    let plan = server
+        .push_replaced(
+            &removal(P1, None, rev(250, 2), true),
+            &object(&"a".repeat(64), rev(100, 3)),
+        )
+        .unwrap();
+    assert_eq!(plan.stored, 2);
+    assert_eq!(kept(&server), expect(&"c".repeat(64), rev(150, 3)));
+    // One that held a later one keeps that, guarding the version it read.
+    let view = server.server_view(&removal(P1, None, rev(300, 2), true));
+    let later = object(&"d".repeat(64), rev(180, 3));
+    let plan = plan_push(
+        &removal(P1, None, rev(300, 2), true),
+        &later,
+        &view,
+        rev(NOW, 99),
+        NOW,
+    )
+    .unwrap();
+    let guarded = (plan.ops.iter())
+        .filter(|op| matches!(op, WriteOp::ExpectMeta { key, value: Some(_) } if key.object_type == "sync"))
+        .count();
+    assert_eq!(guarded, 2, "{:?}", plan.ops);
+    server.apply(plan.ops);
+    assert_eq!(kept(&server), expect(&"d".repeat(64), rev(180, 3)));
+    // The server's own version wins over an older one the page carries.
+    let mut server = Store::with(&object(&"c".repeat(64), rev(150, 3)));
+    server
+        .push_replaced(
+            &removal(P1, None, rev(200, 2), true),
+            &object(&"a".repeat(64), rev(120, 3)),
+        )
+        .unwrap();
+    assert_eq!(kept(&server), expect(&"c".repeat(64), rev(150, 3)));
+}
+
 /// A slot's emptied removal in a page that does not carry its identity's (the feed split them,
 /// or this replica's later write of the identity beat that removal in an earlier page): the
 /// identity stays live here, so the slot stays too, written again, and the identity's `tag`,
@@ -1098,7 +1185,7 @@ fn push_with_secrets_of_p1(server: &mut Store, page: &[Row]) -> PushPlan {
             view.stored.insert(key, stored);
         }
     }
-    let mut plan = plan_push(page, &view, rev(NOW, 99), NOW).unwrap();
+    let mut plan = plan_push(page, &[], &view, rev(NOW, 99), NOW).unwrap();
     server.apply(std::mem::take(&mut plan.ops));
     plan
 }

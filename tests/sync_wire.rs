@@ -188,6 +188,22 @@ fn replaced() -> impl Strategy<Value = Vec<Row>> {
     })
 }
 
+/// A live version of the identity row `key`, older than `removal`: one that removal replaced.
+fn older_version(key: &MetaKey, removal: Rev) -> Row {
+    let value = match key.key.as_str() {
+        "tag" => "a".repeat(64),
+        "dek" => format!("vs1k:{}", Base64UrlUnpadded::encode_string(&[7; 60])),
+        _ => format!("p_{}", "e".repeat(32)),
+    };
+    Row::Meta {
+        key: key.clone(),
+        version: MetaVersion::Value {
+            rev: Rev::new(removal.wall_ms() - 1, 0, 1).unwrap(),
+            value,
+        },
+    }
+}
+
 /// Up to `max` rows, each key once (a page never holds one row twice).
 fn rows(max: usize) -> impl Strategy<Value = Vec<Row>> {
     proptest::collection::vec(row(), 0..max).prop_map(|rows| {
@@ -226,15 +242,34 @@ fn request() -> impl Strategy<Value = Request> {
                 fetch: fetch.into_iter().collect(),
             })
         });
-    let push = (vault_info(), proptest::option::of(checkpoint()), rows(8)).prop_map(
-        |(vault, checkpoint, rows)| {
+    let push = (
+        vault_info(),
+        proptest::option::of(checkpoint()),
+        rows(8),
+        any::<bool>(),
+    )
+        .prop_map(|(vault, checkpoint, rows, with_replaced)| {
+            // The versions the page's emptied removals replaced, when asked.
+            let replaced = (rows.iter())
+                .filter(|_| with_replaced)
+                .filter_map(|row| match row {
+                    Row::Meta {
+                        key,
+                        version:
+                            MetaVersion::Gone {
+                                rev, emptied: true, ..
+                            },
+                    } if rev.wall_ms() > 0 => Some(older_version(key, *rev)),
+                    _ => None,
+                })
+                .collect();
             Request::Push(PushRequest {
                 vault,
                 checkpoint,
                 rows,
+                replaced,
             })
-        },
-    );
+        });
     prop_oneof![pull, push]
 }
 
@@ -396,6 +431,60 @@ fn replaced_rows_are_live_identity_rows_each_once() {
         let text = wire::encode_pull_response(&with(rows));
         let err = wire::decode_pull_response(text.as_bytes()).unwrap_err();
         assert!(err.message().contains(what), "{err:?}");
+    }
+}
+
+/// A push's `replaced` names versions its emptied removals replaced: each must be older than
+/// an emptied removal of the same row in `rows`, else the request is refused; a push without
+/// any omits the member.
+#[test]
+fn a_push_sends_only_versions_its_emptied_removals_replaced() {
+    let object = format!("p_{}", "a".repeat(32));
+    let tag = MetaKey::new("password_identity", &object, "tag");
+    let removal = |rev: u64, emptied: bool| Row::Meta {
+        key: tag.clone(),
+        version: MetaVersion::Gone {
+            rev: Rev::new(rev, 0, 1).unwrap(),
+            deleted_at: 1,
+            emptied,
+        },
+    };
+    let push = |rows: Vec<Row>, replaced: Vec<Row>| {
+        Request::Push(PushRequest {
+            vault: VaultInfo {
+                kdf: r#"{"alg":"pbkdf2-sha256","iterations":1000,"salt":"AAAAAAAAAAAAAAAAAAAAAA"}"#
+                    .into(),
+                empty: false,
+            },
+            checkpoint: None,
+            rows,
+            replaced,
+        })
+    };
+    let plain = wire::encode_request(&push(vec![removal(10, true)], vec![]));
+    assert!(!plain.contains("replaced"), "{plain}");
+    let kept = older_version(&tag, Rev::new(10, 0, 1).unwrap());
+    let good = push(vec![removal(10, true)], vec![kept.clone()]);
+    let text = wire::encode_request(&good);
+    assert_eq!(wire::decode_request(text.as_bytes()), Ok(good));
+    let other = older_version(
+        &MetaKey::new("password_identity", &object, "dek"),
+        Rev::new(10, 0, 1).unwrap(),
+    );
+    for (rows, replaced) in [
+        // As new as the removal, or later: not a version it replaced.
+        (vec![removal(9, true)], vec![kept.clone()]),
+        (vec![removal(8, true)], vec![kept.clone()]),
+        // A removal that is not emptied, or none of that row.
+        (vec![removal(10, false)], vec![kept.clone()]),
+        (vec![removal(10, true)], vec![other]),
+    ] {
+        let text = wire::encode_request(&push(rows, replaced));
+        let err = wire::decode_request(text.as_bytes()).unwrap_err();
+        assert!(
+            err.message().contains("older than an emptied removal"),
+            "{err:?}"
+        );
     }
 }
 

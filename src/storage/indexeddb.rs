@@ -45,7 +45,7 @@
 use super::{
     Change, MetaFind, MetaKey, MetaRow, OWNER_KEY, Purge, Row, RowKey, Stamp, Storage,
     StorageError, StorageResult, Stored, WriteOp, WriteTransaction, is_replicated, is_unique_meta,
-    is_write_epoch, object_type, unlinked_records, write_epoch,
+    is_write_epoch, object_type, replaced_key, unlinked_records, write_epoch,
 };
 use crate::query::{OrderBy, RecordFilter, SoftDeleted, js_string_cmp};
 use crate::record::{Record, RecordRevs};

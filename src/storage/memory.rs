@@ -54,7 +54,7 @@
 use super::{
     Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, RowKey, Stamp, Storage,
     StorageError, StorageResult, Stored, WriteOp, WriteTransaction, identity_tag_key,
-    is_replicated, is_unique_meta, object_type,
+    is_replicated, is_unique_meta, object_type, replaced_key,
 };
 use crate::query::RecordFilter;
 use crate::record::{Record, RecordRevs};
@@ -1083,7 +1083,16 @@ impl Tx<'_> {
         gone.push(identity_id.to_owned());
         for id in gone {
             for row in self.object(object_type::IDENTITY, &id)? {
+                let rev = self.meta_entry(&row.key)?.and_then(|m| m.rev);
                 self.delete_meta(&row.key, stamp, emptied)?;
+                // The version an emptied removal replaced stays here, for the sync server.
+                if let (true, Some(rev)) = (emptied, rev) {
+                    let kept = MetaRow {
+                        key: replaced_key(&row.key),
+                        value: format!("{rev} {}", row.value),
+                    };
+                    self.put_meta(kept, false, false, stamp)?;
+                }
             }
         }
         Ok(())

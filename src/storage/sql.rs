@@ -1595,8 +1595,9 @@ impl<E: SqlExecutor> Storage for SqlStorage<E> {
         match purge {
             Purge::SoftDelete => statements.push(Statement::new(PURGE_SOFT_DELETE, stamped())),
             Purge::Delete => {
-                let [tomb_identities, identities] = prune_identities(EXPIRED_CHUNK);
+                let [tomb_identities, kept, identities] = prune_identities(EXPIRED_CHUNK);
                 statements.push(Statement::new(&tomb_identities, stamped()));
+                statements.push(Statement::new(&kept, chunk()));
                 statements.push(Statement::new(&identities, chunk()));
                 statements.push(Statement::new(&tombstone_records(EXPIRED_CHUNK), stamped()));
                 statements.push(Statement::new(&delete_records(EXPIRED_CHUNK), chunk()));
@@ -2246,13 +2247,13 @@ mod tests {
             id: "old".into(),
             if_expired_at: None,
         };
-        assert_eq!(count(&[rec("a"), delete.clone(), rec("b")]), 2 + 4 + 2);
+        assert_eq!(count(&[rec("a"), delete.clone(), rec("b")]), 2 + 5 + 2);
         // A purge's delete checks its condition first.
         let purge = WriteOp::DeleteRecord {
             id: "old".into(),
             if_expired_at: Some(9),
         };
-        assert_eq!(count(&[purge]), 5);
+        assert_eq!(count(&[purge]), 6);
         // A unique value (an identity tag) never passes a write of that kind of row.
         let tags = [
             put("password_identity", "x", "tag", "v"),
@@ -2468,8 +2469,10 @@ mod tests {
         let walks_ns = |l: &String| {
             l.ends_with("(ns=?)") && !l.starts_with("SEARCH top ") && !l.starts_with("SEARCH sf ")
         };
-        let [tomb_identities, identities] = prune_identities(NAMED);
-        let [tomb_unlinked, unlinked] = prune_unlinked_identity(false);
+        let [tomb_identities, kept, identities] = prune_identities(NAMED);
+        let unlinked: Vec<String> = (prune_unlinked_identity(true).into_iter())
+            .map(|(sql, _)| sql)
+            .collect();
         let (tomb_records, records) = (tombstone_records(NAMED), delete_records(NAMED));
         let writes = [
             CHECK_TOMBSTONED_IDS,
@@ -2478,9 +2481,11 @@ mod tests {
             APPLY_CHANGES,
             CHECK_DELETES,
             &tomb_identities,
+            &kept,
             &identities,
-            &tomb_unlinked,
-            &unlinked,
+            &unlinked[0],
+            &unlinked[1],
+            &unlinked[2],
             &tomb_records,
             &records,
             INSERT_META,
@@ -2563,6 +2568,7 @@ mod tests {
             PURGE_SOFT_DELETE.to_owned(),
             prune_identities(EXPIRED_CHUNK)[0].clone(),
             prune_identities(EXPIRED_CHUNK)[1].clone(),
+            prune_identities(EXPIRED_CHUNK)[2].clone(),
             tombstone_records(EXPIRED_CHUNK),
             delete_records(EXPIRED_CHUNK),
         ];
@@ -2603,10 +2609,11 @@ mod tests {
             [n],
         )
         .unwrap();
+        let written = Rev::new(8, 0, 1).unwrap().to_string();
         db.execute(
-            "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value)
-             VALUES ('ns', 'password_identity', 'p_1', 'tag', 't')",
-            [],
+            "INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value, rev)
+             VALUES ('ns', 'password_identity', 'p_1', 'tag', 't', ?1)",
+            [&written],
         )
         .unwrap();
         let steps = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
@@ -2614,10 +2621,12 @@ mod tests {
             statement.execute(params).unwrap();
             statement.get_status(rusqlite::StatementStatus::VmStep)
         };
-        let [tombstones, identities] = prune_identities(EXPIRED_CHUNK);
+        let [tombstones, kept, identities] = prune_identities(EXPIRED_CHUNK);
         let rev = Rev::new(9, 0, 1).unwrap().to_string();
-        // The identity goes with its last records.
+        // The identity goes with its last records, its version kept.
         let work = steps(&tombstones, &[&"ns", &10_i64, &n, &rev]);
+        assert!(work < 200 * n as i32, "{work} steps for {n} records");
+        let work = steps(&kept, &[&"ns", &10_i64, &n]);
         assert!(work < 200 * n as i32, "{work} steps for {n} records");
         let work = steps(&identities, &[&"ns", &10_i64, &n]);
         assert!(work < 200 * n as i32, "{work} steps for {n} records");
@@ -2629,5 +2638,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0);
+        let kept: String = db
+            .query_row(
+                "SELECT value FROM vaultstore_meta
+                 WHERE object_type = 'sync' AND object_id = 'replaced' AND key = 'p_1/tag'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, format!("{written} t"));
     }
 }

@@ -29,6 +29,7 @@ use super::merge::{
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
 use crate::crypto::is_vacant;
+pub use crate::storage::replaced_key;
 use crate::storage::{DEK_KEY, MetaKey, MetaRow, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
 use std::collections::{HashMap, HashSet};
 
@@ -52,6 +53,9 @@ pub struct ServerView {
     pub linked: HashMap<String, Vec<String>>,
     /// The secret slots the page may leave without their identity.
     pub slots: SlotView,
+    /// For each row the page removes as emptied: the version this store kept from an earlier
+    /// removal of it ([`replaced_key`], its text; `None` when it kept none).
+    pub kept: HashMap<MetaKey, Option<String>>,
 }
 
 /// What a plan reads to remove the secret slots whose identity is removed (FORMAT.md "A slot
@@ -209,6 +213,7 @@ pub fn removed_identity(row: &Row) -> Option<&str> {
 /// writes itself (a displaced record), `now` its clock.
 pub fn plan_push(
     rows: &[Row],
+    replaced: &[Row],
     view: &ServerView,
     stamp: Rev,
     now: i64,
@@ -470,7 +475,7 @@ pub fn plan_push(
         });
     }
     crate::sorting::sort_by_key(&mut plan.superseded, |s| s.i);
-    keep_replaced(rows, view, &mut plan.ops);
+    keep_replaced(rows, replaced, view, &mut plan.ops);
     // Every identity object the page touched keeps its `tag` and `dek` together, as the page
     // leaves them (the server view read both rows of each), and a slot's `identity` row is
     // written and removed with them: alone, its removal would leave the slot reading as an
@@ -655,16 +660,6 @@ fn past_retention(stored: &Stored, retained_from: i64) -> bool {
     stored.dirty.is_none() && stored.row.deleted_at().is_some_and(|at| at < retained_from)
 }
 
-/// The local row in which a server keeps the live version an emptied removal of `key` replaced
-/// (FORMAT.md "Sync", `replaced`): `"<rev> <value>"`. Not replicated (object type `sync`).
-pub fn replaced_key(key: &MetaKey) -> MetaKey {
-    MetaKey::new(
-        object_type::SYNC,
-        "replaced",
-        &format!("{}/{}", key.object_id, key.key),
-    )
-}
-
 /// The version a [`replaced_key`] row holds, as the live row of `key` it was.
 pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
     let (rev, value) = text.split_once(' ')?;
@@ -678,12 +673,14 @@ pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
 }
 
 /// On the server, for each emptied removal of an identity's row that `ops` store: keep the live
-/// version it replaced ([`replaced_key`]), the later of the stored one and one the page carries
-/// (a slot removed with its identity as it arrives). A replica that wrote under the identity
-/// meanwhile brings the identity back ([`plan_pull`]); with an older version of its rows than
-/// this (a password change it had not pulled), it brings this one back instead, so the change
-/// stands and the old password stays retired.
-fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
+/// version it replaced ([`replaced_key`]), the latest of the stored one, one the page carries
+/// (a slot removed with its identity as it arrives), the one the pushing replica's removal
+/// replaced there (`replaced`: a password change it made before the identity's last record
+/// went, which never reached this store) and one kept from an earlier removal. A replica that
+/// wrote under the identity meanwhile brings the identity back ([`plan_pull`]); with an older
+/// version of its rows than this, it brings this one back instead, so the change stands and
+/// the old password stays retired.
+fn keep_replaced(rows: &[Row], replaced: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
     let mut kept = Vec::new();
     for op in ops.iter() {
         let WriteOp::PutVersion { row, .. } = op else {
@@ -697,8 +694,13 @@ fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
             continue;
         };
         let stored = view.stored.get(&RowKey::Meta(key.clone()));
+        let earlier = view.kept.get(key);
+        let earlier_row = earlier
+            .and_then(Option::as_deref)
+            .and_then(|text| replaced_row(key, text));
         let live = (stored.map(|s| &s.row).into_iter())
-            .chain(rows.iter().filter(|r| is_meta(r, key)))
+            .chain(rows.iter().chain(replaced).filter(|r| is_meta(r, key)))
+            .chain(earlier_row.as_ref())
             .filter_map(|r| match r {
                 Row::Meta {
                     version: MetaVersion::Value { rev, value },
@@ -707,12 +709,23 @@ fn keep_replaced(rows: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
                 _ => None,
             })
             .max_by_key(|(rev, _)| *rev);
-        if let Some((rev, value)) = live {
-            kept.push(WriteOp::PutMeta(MetaRow {
+        let Some((rev, value)) = live else {
+            continue;
+        };
+        let text = format!("{rev} {value}");
+        // A version read is expected unchanged at commit (another push may keep a later one).
+        match earlier {
+            Some(Some(was)) if *was == text => continue,
+            Some(was) => kept.push(WriteOp::ExpectMeta {
                 key: replaced_key(key),
-                value: format!("{rev} {value}"),
-            }));
+                value: was.clone(),
+            }),
+            None => {}
         }
+        kept.push(WriteOp::PutMeta(MetaRow {
+            key: replaced_key(key),
+            value: text,
+        }));
     }
     ops.extend(kept);
 }

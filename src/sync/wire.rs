@@ -129,6 +129,10 @@ pub struct PushRequest {
     pub vault: VaultInfo,
     pub checkpoint: Option<Checkpoint>,
     pub rows: Vec<Row>,
+    /// For the page's emptied removals of identity rows: the live versions they replaced on
+    /// the replica (its kept versions, [`crate::storage::replaced_key`]), each older than its
+    /// removal. The server keeps the later of its own and these.
+    pub replaced: Vec<Row>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,10 +390,13 @@ pub fn decode_request(body: &[u8]) -> Result<Request, WireError> {
         "push" => {
             let rows = array(top.take("rows")?, "rows", MAX_PUSH_ROWS, row)?;
             check_unique_rows(rows.iter(), "rows")?;
+            let replaced = replaced_rows(&mut top, MAX_PUSH_ROWS)?;
+            check_replaced_removals(&rows, &replaced)?;
             Request::Push(PushRequest {
                 vault,
                 checkpoint,
                 rows,
+                replaced,
             })
         }
         _ => return Err(malformed("op", "must be \"pull\" or \"push\"")),
@@ -454,6 +461,37 @@ fn replaced_rows(top: &mut Fields, max: usize) -> Result<Vec<Row>, WireError> {
     }
     check_unique_rows(rows.iter(), "replaced")?;
     Ok(rows)
+}
+
+/// A push's `replaced` rows each name an emptied removal among its rows, and are older than
+/// it: a version the removal replaced.
+fn check_replaced_removals(rows: &[Row], replaced: &[Row]) -> Result<(), WireError> {
+    for (i, kept) in replaced.iter().enumerate() {
+        let Row::Meta {
+            key: kept_key,
+            version: kept_version,
+        } = kept
+        else {
+            continue; // refused by `replaced_rows`
+        };
+        let removal = rows.iter().find_map(|row| match row {
+            Row::Meta {
+                key,
+                version:
+                    MetaVersion::Gone {
+                        rev, emptied: true, ..
+                    },
+            } if key == kept_key => Some(*rev),
+            _ => None,
+        });
+        if removal.is_none_or(|removal| kept_version.rev() >= removal) {
+            return Err(malformed(
+                &format!("replaced[{i}]"),
+                "must be older than an emptied removal of the same row in rows",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decode a push response (client side) to a push of `sent` rows: every index must name one of
@@ -1042,6 +1080,7 @@ pub fn encode_request(request: &Request) -> String {
                 write_row(&mut out, row, None);
             }
             out.push(']');
+            write_replaced(&mut out, &p.replaced);
         }
     }
     out.push('}');

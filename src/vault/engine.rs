@@ -582,7 +582,7 @@ impl Vault {
         };
         let mut more = rows.len() == limit;
         let removals: Vec<&Row> = rows.iter().map(|c| &c.row).collect();
-        let mut replaced = self.replaced(&removals).await?;
+        let mut replaced = self.replaced(&removals).await.map_err(storage_failure)?;
         // At least one row, then as many as fit the page's bytes (large values), each emptied
         // removal with the version it replaced.
         let mut bytes = 0;
@@ -655,10 +655,11 @@ impl Vault {
         })
     }
 
-    /// The live versions that the emptied removals among `rows` replaced, as this server kept
-    /// them ([`crate::sync::plan::replaced_key`]). One read per such removal: they are rows of
-    /// identity objects, a few in a page that holds any.
-    async fn replaced(&self, rows: &[&Row]) -> std::result::Result<Vec<Row>, WireError> {
+    /// The live versions that the emptied removals among `rows` replaced, as this store kept
+    /// them ([`crate::storage::replaced_key`]: a server hands them to the replicas that pull
+    /// the removals, a replica to the server with its push of them). One read per such
+    /// removal: they are rows of identity objects, a few in a page that holds any.
+    async fn replaced(&self, rows: &[&Row]) -> Result<Vec<Row>> {
         let mut found = Vec::new();
         for row in rows {
             if let Row::Meta {
@@ -667,10 +668,12 @@ impl Vault {
             } = *row
                 && let Some(text) = self
                     .storage
-                    .meta_get(&crate::sync::plan::replaced_key(key))
-                    .await
-                    .map_err(storage_failure)?
+                    .meta_get(&crate::storage::replaced_key(key))
+                    .await?
                 && let Some(was) = crate::sync::plan::replaced_row(key, &text)
+                // Only a version older than the removal is one it replaced (a removal pulled
+                // here later than an earlier one of this replica's keeps that one's row).
+                && was_older(&was, row)
             {
                 found.push(was);
             }
@@ -769,7 +772,7 @@ impl Vault {
                 }
             }
             let stamp = self.stamp().map_err(storage_failure)?;
-            let plan = plan_push(&request.rows, &view, stamp.rev, stamp.at)
+            let plan = plan_push(&request.rows, &request.replaced, &view, stamp.rev, stamp.at)
                 .map_err(contradiction_error)?;
             let (ops, adopted) = match join {
                 Join::Same(_) => (plan.ops, None),
@@ -799,7 +802,7 @@ impl Vault {
                     let answered: Vec<&Row> = (plan.superseded.iter().map(|s| &s.current))
                         .chain(plan.refused.iter().filter_map(|r| r.current.as_ref()))
                         .collect();
-                    let replaced = self.replaced(&answered).await?;
+                    let replaced = self.replaced(&answered).await.map_err(storage_failure)?;
                     return Ok(PushResponse {
                         server,
                         time: self.now(),
@@ -1315,10 +1318,15 @@ impl Vault {
             self.ensure_open()?;
             let rows: Vec<Row> = page.iter().map(|(row, _)| row.clone()).collect();
             let stored = self.storage.meta_get(&checkpoint_key()).await?;
+            // With each emptied removal, the version it replaced here: the server hands the
+            // later of its own and this one to a replica that writes the identity back (a
+            // password change made here before the identity's last record went, not pushed).
+            let replaced = self.replaced(&rows.iter().collect::<Vec<_>>()).await?;
             let request = Request::Push(PushRequest {
                 vault: self.vault_info().await?,
                 checkpoint: stored.as_deref().and_then(parse_checkpoint),
                 rows: rows.clone(),
+                replaced,
             });
             let body = self.exchange(remote, &request).await?;
             let response = wire::decode_push_response(&body, rows.len()).map_err(|e| {
@@ -1648,6 +1656,12 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
         view.stored.extend(versions_of(tx, kept).await?);
     }
     view.slots = slot_view(tx, rows, &mut view.stored).await?;
+    // The versions kept from earlier removals of the rows the page removes as emptied: the
+    // plan keeps the latest. One read each, for the few identity rows of a page that has any.
+    for key in rows.iter().filter_map(emptied_row) {
+        let kept = tx.meta_get(&crate::storage::replaced_key(key)).await?;
+        view.kept.insert(key.clone(), kept);
+    }
     Ok(view)
 }
 
@@ -1969,6 +1983,19 @@ fn slot_of(row: &Row) -> Option<(&str, &str)> {
             version: MetaVersion::Value { value, .. },
         } if key.key == OWNER_KEY => Some((identity_of(key)?, value)),
         _ => None,
+    }
+}
+
+/// Whether the kept version `was` is older than `removal` (FORMAT.md "Sync": `replaced`).
+fn was_older(was: &Row, removal: &Row) -> bool {
+    match (was, removal) {
+        (
+            Row::Meta { version: was, .. },
+            Row::Meta {
+                version: removal, ..
+            },
+        ) => was.rev() < removal.rev(),
+        _ => false,
     }
 }
 

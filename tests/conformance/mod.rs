@@ -280,6 +280,33 @@ fn emptied_meta(key: MetaKey, stamp: Stamp) -> Row {
     }
 }
 
+/// The versions an emptied removal replaced, as the store keeps them in its local rows
+/// `sync/replaced/<objectId>/<key>` (FORMAT.md "Sync"): `("<objectId>/<key>", "<rev> <value>")`.
+async fn kept_versions(s: &dyn Storage) -> Vec<(String, String)> {
+    let mut kept: Vec<(String, String)> = (s.meta_object("sync", "replaced").await.unwrap())
+        .into_iter()
+        .map(|m| (m.key.key, m.value))
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// What [`kept_versions`] holds once the rows of `objects`, written at `written`, are removed
+/// as emptied: each row's version as it was.
+async fn versions_of(s: &dyn Storage, objects: &[&str], written: Stamp) -> Vec<(String, String)> {
+    let mut versions = Vec::new();
+    for object in objects {
+        for m in s.meta_object("password_identity", object).await.unwrap() {
+            versions.push((
+                format!("{object}/{}", m.key.key),
+                format!("{} {}", written.rev, m.value),
+            ));
+        }
+    }
+    versions.sort();
+    versions
+}
+
 fn live_row(r: &Record) -> Row {
     Row::Record {
         id: r.id.clone(),
@@ -684,8 +711,8 @@ pub async fn stale_changes_fail_and_change_nothing(s: impl Storage) {
 }
 
 pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
-    s.apply(
-        stamp(),
+    let written = write(
+        &s,
         vec![
             WriteOp::insert_record(linked("id-a", "tk_a", "p_1")),
             WriteOp::insert_record(linked("id-b", "tk_b", "p_1")),
@@ -697,9 +724,13 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
     )
     .await
     .unwrap();
+    let p2 = versions_of(&s, &["p_2"], written).await;
     let deleted = write(&s, vec![delete("id-a"), delete("id-c")])
         .await
         .unwrap();
+    // The version the emptied removal replaced stays here (a sync server hands it to a replica
+    // that writes the identity back); p_1 kept its identity.
+    assert_eq!(kept_versions(&s).await, p2);
     assert!(get_token(&s, "tk_a").await.is_none());
     assert!(get_id(&s, "id-a").await.is_none());
     assert_eq!(linked_ids(&s, "p_1").await, ["id-b"]);
@@ -740,7 +771,10 @@ pub async fn deletes_take_links_and_last_identities_along(s: impl Storage) {
             .is_empty()
     );
     s.apply(stamp(), vec![delete("id-b")]).await.unwrap();
-    assert!(s.meta_all().await.unwrap().is_empty());
+    // Only the kept versions are left, p_1's now too.
+    let left = s.meta_all().await.unwrap();
+    assert!(left.iter().all(|m| m.key.object_type == "sync"), "{left:?}");
+    assert_eq!(kept_versions(&s).await.len(), 3);
     assert_eq!(s.linked_count(None).await.unwrap(), 0);
     // Deleting what is gone is not an error and changes nothing, and the token is free again.
     let before = feeds(&s).await;
@@ -1429,11 +1463,14 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
     let mut batch = identity("p_5", "t5");
     batch.extend(slot("p_5a", "p_5", "t5a"));
     batch.push(WriteOp::insert_record(expiring));
-    s.apply(stamp(), batch).await.unwrap();
+    let written = write(&s, batch).await.unwrap();
     assert_eq!(
         objects(s.meta_all().await.unwrap()),
         ["p_3a", "p_5", "p_5a"]
     );
+    let mut p5 = versions_of(&s, &["p_5", "p_5a"], written).await;
+    p5.extend(kept_versions(&s).await);
+    p5.sort();
     if s.purge_expired(stamp_at(NOW), Purge::Delete, 100, vec![])
         .await
         .unwrap()
@@ -1450,6 +1487,8 @@ pub async fn identity_slots_go_with_their_identity(s: impl Storage) {
         .unwrap();
     }
     assert_eq!(objects(s.meta_all().await.unwrap()), ["p_3a"]);
+    // The purge emptied p_5: its versions and its slot's are kept too.
+    assert_eq!(kept_versions(&s).await, p5);
 }
 
 pub async fn failed_batches_change_nothing(s: impl Storage) {
@@ -2467,8 +2506,12 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     objects.sort();
     assert_eq!(
         objects,
-        [("password_identity", "p_mixed"), ("vault", "state")],
-        "the identity the purged records left alone is gone; the rest stays"
+        [
+            ("password_identity", "p_mixed"),
+            ("sync", "replaced"),
+            ("vault", "state")
+        ],
+        "the identity the purged records left alone is gone (its version kept); the rest stays"
     );
     assert_eq!(linked_ids(&s, "p_mixed").await, ["stays-later"]);
     assert!(linked_ids(&s, "p_only_expired").await.is_empty());
@@ -2481,8 +2524,8 @@ pub async fn set_based_purges_take_exactly_the_expired(s: impl Storage) {
     let (records, rows) = dump(&s).await;
     assert_eq!(records.len(), 1);
     assert!(
-        rows.iter().all(|m| m.key.object_type == "vault"),
-        "the last links went, and their identity with them"
+        (rows.iter()).all(|m| m.key.object_type == "vault" || m.key.object_type == "sync"),
+        "the last links went, and their identity with them (its version kept)"
     );
 }
 
@@ -3696,9 +3739,10 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     };
     let gone = removed(feeds(&s).await.0);
     for (_, rev, deleted_at, emptied) in &gone {
-        // Moved away: the identity is retired, not emptied.
+        // Moved away: the identity is retired, not emptied, and no version is kept.
         assert_eq!((*rev, *deleted_at, *emptied), (moved.rev, moved.at, false));
     }
+    assert_eq!(kept_versions(&s).await, []);
     let keys: Vec<MetaKey> = gone.into_iter().map(|(key, ..)| key).collect();
     assert_eq!(
         keys,
@@ -3715,7 +3759,8 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
     assert_eq!(s.linked_count(None).await.unwrap(), 2);
     // Asked to, the removal is an emptied one (a pulled page that moved the identity's last
     // records elsewhere): every tombstone says so.
-    s.apply(stamp(), identity("p_6")).await.unwrap();
+    let written = write(&s, identity("p_6")).await.unwrap();
+    let p6_versions = versions_of(&s, &["p_6", "p_6s"], written).await;
     let emptied = write(
         &s,
         vec![WriteOp::DeleteIdentityIfUnlinked {
@@ -3747,6 +3792,7 @@ pub async fn identities_go_only_when_unlinked(s: impl Storage) {
             p6("p_6s", "tag")
         ]
     );
+    assert_eq!(kept_versions(&s).await, p6_versions);
 }
 
 /// A write transaction reads what the store holds, and its commit is an atomic batch like

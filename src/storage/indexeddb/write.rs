@@ -1284,7 +1284,21 @@ impl Batch {
             rows.extend(Array::from(&object).iter());
         }
         for row in &rows {
-            self.remove_meta_row(&meta_key_from_js(row)?, emptied)?;
+            let key = meta_key_from_js(row)?;
+            self.remove_meta_row(&key, emptied)?;
+            // The version an emptied removal replaced stays here, for the sync server.
+            // (Both as stored: a revision is its text.)
+            if let (true, Some(rev), Some(value)) = (
+                emptied,
+                get(row, "rev").as_string(),
+                get(row, "value").as_string(),
+            ) {
+                let kept = MetaRow {
+                    key: replaced_key(&key),
+                    value: rev + " " + &value,
+                };
+                self.write_meta(&meta_to_js(&kept), None)?;
+            }
         }
         Ok(())
     }

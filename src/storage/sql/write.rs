@@ -419,11 +419,12 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
                     _ => None,
                 })
                 .collect();
-            let [tomb_identities, identities] = prune_identities(NAMED);
+            let [tomb_identities, kept, identities] = prune_identities(NAMED);
             let tomb_records = tombstone_records(NAMED);
             let records = delete_records(NAMED);
             let mut sqls = vec![
                 (tomb_identities.as_str(), Extra::RevAt),
+                (&kept, Extra::None),
                 (&identities, Extra::None),
                 (&tomb_records, Extra::RevAt),
                 (&records, Extra::None),
@@ -573,10 +574,7 @@ fn emit(ns: &str, stamp: Stamp, run: &mut [&mut WriteOp], out: &mut Vec<Statemen
             identity_id,
             emptied,
         } => {
-            for (sql, stamps) in prune_unlinked_identity(*emptied)
-                .into_iter()
-                .zip([true, false])
-            {
+            for (sql, stamps) in prune_unlinked_identity(*emptied) {
                 let mut params = vec![ns.into(), identity_id.as_str().into()];
                 if stamps {
                     params.push(rev.as_str().into());
@@ -850,11 +848,28 @@ fn doomed_identity_statements(with: &str, rev: &str, at: &str, reason: &str) -> 
     ]
 }
 
+/// Given the same `WITH` clause as [`doomed_identity_statements`], before their removal: the
+/// live version of each row the emptied removal replaces, kept in its local row
+/// ([`crate::storage::replaced_key`]: `sync/replaced/<objectId>/<key>` = `"<rev> <value>"`).
+fn keep_replaced_statement(with: &str) -> String {
+    format!(
+        "{with}
+    INSERT INTO vaultstore_meta (ns, object_type, object_id, key, value, rev, seq, dirty)
+    SELECT ?1, 'sync', 'replaced', i.object_id || '/' || i.key, i.rev || ' ' || i.value, '', 0, NULL
+    FROM doomed CROSS JOIN vaultstore_meta AS i ON i.ns = ?1
+        AND i.object_type = 'password_identity' AND i.object_id = doomed.object_id
+    WHERE i.rev <> ''
+    ON CONFLICT (ns, object_type, object_id, key) DO UPDATE SET value = excluded.value"
+    )
+}
+
 /// The identities left without records by the deleted ones go with them, and so do their
 /// further secret slots (objects with a row `identity` naming them, `OWNER_KEY`; FORMAT.md
-/// "Password identities"), each row leaving a tombstone. Runs before the records are deleted,
-/// so it still sees them; found through the identity index `(ns, password_id, id_key)`.
-pub(super) fn prune_identities(deleted: Deleted) -> [String; 2] {
+/// "Password identities"), each row leaving an emptied tombstone and its version kept
+/// ([`keep_replaced_statement`]): the tombstones (with the deletion's revision and time), the
+/// kept versions, the removal. Runs before the records are deleted, so it still sees them;
+/// found through the identity index `(ns, password_id, id_key)`.
+pub(super) fn prune_identities(deleted: Deleted) -> [String; 3] {
     let Deleted {
         from,
         filter,
@@ -883,7 +898,8 @@ pub(super) fn prune_identities(deleted: Deleted) -> [String; 2] {
             AND s.key = 'identity' AND s.value = pruned.identity
     )"
     );
-    doomed_identity_statements(&with, rev, at, "'emptied'")
+    let [tombstones, removal] = doomed_identity_statements(&with, rev, at, "'emptied'");
+    [tombstones, keep_replaced_statement(&with), removal]
 }
 
 /// `ExpectUnlinked`: no record may name the identity `?2` (one probe of the link index).
@@ -891,9 +907,10 @@ pub(super) const CHECK_UNLINKED: &str = "INSERT INTO vaultstore_guard (failed)
     SELECT 'meta_changed' WHERE EXISTS (
         SELECT 1 FROM vaultstore_records WHERE ns = ?1 AND password_id = ?2)";
 
-/// `DeleteIdentityIfUnlinked`: the identity `?2` and its slots, unless a record names it (`?3`
-/// and `?4` the batch's revision and time), their tombstones marked `emptied` if asked.
-pub(super) fn prune_unlinked_identity(emptied: bool) -> [String; 2] {
+/// `DeleteIdentityIfUnlinked`: the identity `?2` and its slots, unless a record names it, their
+/// tombstones marked `emptied` (and their versions kept) if asked. Each statement with whether
+/// it takes the batch's revision and time (`?3`, `?4`) too.
+pub(super) fn prune_unlinked_identity(emptied: bool) -> Vec<(String, bool)> {
     let with = "WITH unlinked (identity) AS (
         SELECT ?2 WHERE NOT EXISTS (
             SELECT 1 FROM vaultstore_records AS o WHERE o.ns = ?1 AND o.password_id = ?2)
@@ -906,7 +923,13 @@ pub(super) fn prune_unlinked_identity(emptied: bool) -> [String; 2] {
             AND s.key = 'identity' AND s.value = unlinked.identity
     )";
     let reason = if emptied { "'emptied'" } else { "NULL" };
-    doomed_identity_statements(with, "?3", "?4", reason)
+    let [tombstones, removal] = doomed_identity_statements(with, "?3", "?4", reason);
+    let mut statements = vec![(tombstones, true)];
+    if emptied {
+        statements.push((keep_replaced_statement(with), false));
+    }
+    statements.push((removal, false));
+    statements
 }
 
 pub(super) fn tombstone_records(deleted: Deleted) -> String {
