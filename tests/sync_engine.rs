@@ -1696,7 +1696,65 @@ fn a_password_change_before_the_last_record_went_stands_when_a_stale_replica_bri
     });
 }
 
-/// The sealed values of `tokens` on `node`, as stored.
+/// As above, with the deleting device's clock three hours ahead when it deletes the last record,
+/// and hours or minutes ahead when it changes the password: its sync corrects the clock and
+/// re-stamps the removal, which may then come before the version it replaced. That version goes
+/// to the server dated just before the removal (the server takes only older ones); before, it
+/// was not sent, and the old password came back with the stale device's value.
+#[test]
+fn a_password_change_stands_when_the_deleting_device_ran_hours_ahead() {
+    block_on(async {
+        for kept_far in [true, false] {
+            let clocks = [TestClock::new(T0), TestClock::new(T0), TestClock::new(T0)];
+            let server = clocked(true, &clocks[0]).await;
+            let (a, b) = (
+                clocked(true, &clocks[1]).await,
+                clocked(true, &clocks[2]).await,
+            );
+            let remote = wire(&server);
+            let first = create(&a, "first", PASSWORD).await;
+            sync(&a, &remote).await;
+            sync(&b, &remote).await;
+            // The change hours ahead with the deletion, or minutes ahead (within the server's
+            // limit, not re-stamped: the removal's fresh revision must still come after it).
+            clocks[1].advance(if kept_far { 3 * HOUR } else { 4 * 60_000 });
+            a.vault
+                .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+                .await
+                .unwrap();
+            clocks[1].advance(if kept_far { 60_000 } else { 3 * HOUR });
+            a.vault.token_delete(&first).await.unwrap();
+            for clock in &clocks {
+                clock.advance(60_000);
+            }
+            sync(&a, &remote).await;
+            assert!(
+                latest_wall(&*server.store).await <= T0 + 3 * 60_000 + 5 * 60_000,
+                "nothing on the server is dated hours ahead"
+            );
+            let offline = create(&b, "written offline", PASSWORD).await;
+            let report = sync(&b, &remote).await;
+            assert!(report.stranded.is_empty(), "{report:?}");
+            settle(&server, &[&a, &b]).await;
+            let context = format!("kept version hours ahead: {kept_far}");
+            for node in [&a, &b, &server] {
+                node.vault.lock();
+                assert_eq!(
+                    node.vault.token_read(&offline, &pw(THIRD)).await.unwrap(),
+                    "written offline",
+                    "{context}"
+                );
+                assert_eq!(
+                    node.vault.unlock(&pw(PASSWORD)).await.unwrap_err().code(),
+                    ErrorCode::InvalidPassword,
+                    "{context}"
+                );
+            }
+        }
+    });
+}
+
+/// The sealed values of `tokens` on `node`, as stored./// The sealed values of `tokens` on `node`, as stored.
 async fn sealed_values(node: &Node, tokens: &[String]) -> Vec<String> {
     node.store
         .records_by_tokens(tokens)

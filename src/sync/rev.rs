@@ -57,6 +57,12 @@ impl Rev {
         (self.0 >> 80) as u64
     }
 
+    /// The revision just before this one (`None` for [`Rev::ZERO`]): a version dated to come
+    /// right before a change it must precede.
+    pub fn predecessor(self) -> Option<Rev> {
+        self.0.checked_sub(1).map(Rev)
+    }
+
     pub fn counter(self) -> u16 {
         (self.0 >> 64) as u16
     }
@@ -287,6 +293,18 @@ mod tests {
     use super::*;
 
     const NODE: u64 = 0x0123_4567_89ab_cdef;
+
+    #[test]
+    fn the_predecessor_is_the_revision_just_before() {
+        let rev = Rev::new(9, 3, NODE).unwrap();
+        assert_eq!(rev.predecessor(), Rev::new(9, 3, NODE - 1));
+        // Past a node and a counter of 0: the greatest of the wall time before.
+        let first = Rev::new(9, 0, 0).unwrap();
+        let before = first.predecessor().unwrap();
+        assert_eq!(before, Rev::new(8, u16::MAX, u64::MAX).unwrap());
+        assert!(before < first);
+        assert_eq!(Rev::ZERO.predecessor(), None);
+    }
 
     #[test]
     fn text_is_wall_counter_node_in_fixed_width() {

@@ -671,9 +671,6 @@ impl Vault {
                     .meta_get(&crate::storage::replaced_key(key))
                     .await?
                 && let Some(was) = crate::sync::plan::replaced_row(key, &text)
-                // Only a version older than the removal is one it replaced (a removal pulled
-                // here later than an earlier one of this replica's keeps that one's row).
-                && was_older(&was, row)
             {
                 found.push(was);
             }
@@ -1321,7 +1318,8 @@ impl Vault {
             // With each emptied removal, the version it replaced here: the server hands the
             // later of its own and this one to a replica that writes the identity back (a
             // password change made here before the identity's last record went, not pushed).
-            let replaced = self.replaced(&rows.iter().collect::<Vec<_>>()).await?;
+            let mut replaced = self.replaced(&rows.iter().collect::<Vec<_>>()).await?;
+            before_removals(&mut replaced, &rows);
             let request = Request::Push(PushRequest {
                 vault: self.vault_info().await?,
                 checkpoint: stored.as_deref().and_then(parse_checkpoint),
@@ -1986,16 +1984,41 @@ fn slot_of(row: &Row) -> Option<(&str, &str)> {
     }
 }
 
-/// Whether the kept version `was` is older than `removal` (FORMAT.md "Sync": `replaced`).
-fn was_older(was: &Row, removal: &Row) -> bool {
-    match (was, removal) {
-        (
-            Row::Meta { version: was, .. },
-            Row::Meta {
-                version: removal, ..
-            },
-        ) => was.rev() < removal.rev(),
-        _ => false,
+/// The versions a push's emptied removals replaced (`kept`, read for `rows`), each older than
+/// its removal as the server requires (FORMAT.md "Sync", `replaced`). One that is not was
+/// stamped by a clock that ran ahead, and the removal re-stamped since from the corrected clock
+/// ("Clocks"): it goes as of just before the earliest emptied removal of its object in the page,
+/// which keeps an object's rows alike and its place before the removal. One not older than a
+/// removal pulled here later than this replica's own is not that removal's at all, but it is a
+/// version the object had, and dating it before the removal only ever makes it lose.
+fn before_removals(kept: &mut [Row], rows: &[Row]) {
+    for row in kept {
+        let Row::Meta {
+            key,
+            version: MetaVersion::Value { rev, .. },
+        } = row
+        else {
+            continue;
+        };
+        let first = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Meta {
+                    key: k,
+                    version:
+                        MetaVersion::Gone {
+                            rev, emptied: true, ..
+                        },
+                } if k.object_id == key.object_id => Some(*rev),
+                _ => None,
+            })
+            .min();
+        if let Some(first) = first
+            && *rev >= first
+            && let Some(before) = first.predecessor()
+        {
+            *rev = before;
+        }
     }
 }
 
