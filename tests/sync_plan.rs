@@ -960,7 +960,148 @@ fn a_pushed_removal_keeps_the_latest_version_it_replaced_anywhere() {
     assert_eq!(kept(&server), expect(&"c".repeat(64), rev(150, 3)));
 }
 
-/// A slot's emptied removal in a page that does not carry its identity's (the feed split them,
+/// P1's rows vacant (its password moved onto the slot P2) as this replica holds them, with a
+/// record still under P1, and the slot removed here.
+fn vacant_identity_in_use() -> ReplicaView {
+    let vacant = format!("{}{}", "0".repeat(32), "c".repeat(32));
+    let mut rows: Vec<(Row, bool)> = vec![
+        (meta(identity_tag_key(P1), &vacant, rev(150, 3)), false),
+        (
+            meta(
+                MetaKey::new("password_identity", P1, "dek"),
+                "vs1k:v",
+                rev(150, 3),
+            ),
+            false,
+        ),
+    ];
+    rows.extend(
+        removal(P1, Some(P2), rev(120, 1), false)
+            .into_iter()
+            .skip(2)
+            .map(|r| (r, true)),
+    );
+    ReplicaView {
+        stored: local(&rows),
+        linked: HashMap::from([(P1.to_owned(), vec![R1.to_owned()])]),
+        ..ReplicaView::default()
+    }
+}
+
+/// The slot P2 of P1 as the server kept it with the identity's emptied removal.
+fn kept_slot(at: Rev) -> Vec<Row> {
+    vec![
+        meta(identity_tag_key(P2), &"b".repeat(64), at),
+        meta(MetaKey::new("password_identity", P2, "dek"), "vs1k:s", at),
+        meta(MetaKey::new("password_identity", P2, "identity"), P1, at),
+    ]
+}
+
+/// A replica that writes back an identity whose rows are vacant writes back the slots the
+/// server kept with it too (only they open it), over its own removal of one that the server
+/// refused as the identity's last secret; not when the identity has a secret of its own, not
+/// a slot it holds live (its own rows come back), and not half a slot.
+#[test]
+fn a_vacant_identity_comes_back_with_the_slots_the_server_kept() {
+    let view = vacant_identity_in_use();
+    let page: Vec<Row> = removal(P1, Some(P2), rev(200, 2), true);
+    let mut replaced = vec![
+        meta(
+            identity_tag_key(P1),
+            &format!("{}{}", "0".repeat(32), "c".repeat(32)),
+            rev(150, 3),
+        ),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:v",
+            rev(150, 3),
+        ),
+    ];
+    replaced.extend(kept_slot(rev(110, 4)));
+    let written = |replaced: &[Row], view: &ReplicaView| {
+        let plan = plan_pull(&page[..2], replaced, view, rev(NOW, 77), NOW);
+        (shared_of(&plan.ops).into_iter())
+            .map(|row| format!("{}/{}", &row.key.object_id[..4], row.key.key))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        written(&replaced, &view),
+        [
+            "p_22/tag",
+            "p_22/dek",
+            "p_22/identity",
+            "p_11/tag",
+            "p_11/dek"
+        ]
+    );
+    // Half a slot, or a vacant one: not written.
+    assert_eq!(written(&replaced[..4], &view), ["p_11/tag", "p_11/dek"]);
+    let mut vacant_slot = replaced.clone();
+    vacant_slot[2] = meta(
+        identity_tag_key(P2),
+        &format!("{}{}", "0".repeat(32), "d".repeat(32)),
+        rev(110, 4),
+    );
+    assert_eq!(written(&vacant_slot, &view), ["p_11/tag", "p_11/dek"]);
+    // An identity with a secret of its own needs no slot back.
+    let own = identity_in_use(false);
+    let plan = plan_pull(&page[..2], &replaced, &own, rev(NOW, 77), NOW);
+    assert!(
+        shared_of(&plan.ops)
+            .iter()
+            .all(|row| row.key.object_id == P1),
+        "{:?}",
+        plan.ops
+    );
+}
+
+/// The server refuses a slot's final removal that would take the last secret of an identity it
+/// holds removed as emptied (`referenced`), judging by the versions it kept: the identity may
+/// come back for a record written elsewhere, vacant, and only that slot would open it. With a
+/// secret of its own kept, the removal stands.
+#[test]
+fn a_slot_removal_that_takes_an_emptied_identitys_last_kept_secret_is_refused() {
+    let vacant = format!("{}{}", "0".repeat(32), "c".repeat(32));
+    let plan_for = |owner_tag: &str| {
+        // Stored: P1 and its slot P2 removed as emptied.
+        let server = Store::with(&removal(P1, Some(P2), rev(200, 2), true));
+        let page = removal(P1, Some(P2), rev(150, 5), false)
+            .into_iter()
+            .skip(2)
+            .collect::<Vec<_>>();
+        let mut view = server.server_view(&page);
+        view.slots.secrets = vec![(P1.into(), vec![P2.into()])];
+        for (id, tag) in [(P1, owner_tag.to_owned()), (P2, "b".repeat(64))] {
+            let key = identity_tag_key(id);
+            view.kept
+                .insert(key.clone(), Some(format!("{} {tag}", rev(110, 4))));
+            if let Some(stored) = server.stored(&RowKey::Meta(key.clone())) {
+                view.stored.insert(RowKey::Meta(key), stored);
+            }
+        }
+        plan_push(&page, &[], &view, rev(NOW, 99), NOW).unwrap()
+    };
+    let refused = plan_for(&vacant);
+    assert_eq!(refused.stored, 0, "{refused:?}");
+    assert_eq!(refused.refused.len(), 3);
+    assert!(
+        refused
+            .refused
+            .iter()
+            .all(|r| r.reason == Refusal::Referenced
+                && matches!(
+                    &r.current,
+                    Some(Row::Meta {
+                        version: MetaVersion::Gone { emptied: true, .. },
+                        ..
+                    })
+                ))
+    );
+    let stands = plan_for(&"a".repeat(64));
+    assert!(stands.refused.is_empty(), "{stands:?}");
+}
+
+/// A slot's emptied removal in a page that does not carry its identity's (the feed split them,/// A slot's emptied removal in a page that does not carry its identity's (the feed split them,
 /// or this replica's later write of the identity beat that removal in an earlier page): the
 /// identity stays live here, so the slot stays too, written again, and the identity's `tag`,
 /// which decided it, is guarded. Without it the identity was left with no secret when its own

@@ -1967,6 +1967,39 @@ fn a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity
     block_on(simulate(case, true));
 }
 
+/// Found by the through-rotations run (seed 196, 3,000 cases; it failed before this session's
+/// changes too): B adds a secret to the identity (a slot); A moves its password onto that
+/// secret (the identity's own rows go vacant: the slot opens it), while B removes the secret
+/// and writes a record under the identity, offline. A deletes the identity's last records it
+/// holds (an emptied removal, the slot's with it) and syncs first. B's removal of the slot
+/// then reached a server that held the identity removed, so nothing checked that it took the
+/// identity's last secret; B brought the identity back for its record, vacant, and no secret
+/// opened it. The server now refuses that removal (`referenced`: the secrets of an emptied
+/// identity are the versions it kept), and B writes the slot back from them with the identity.
+#[test]
+fn a_slot_removed_while_its_identity_went_empty_comes_back_when_it_was_the_last_secret() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 2,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::SecretAdd(1),
+            Op::SyncPair(0, 1),
+            Op::CreateCustom(0, 2, Expiry::Never),
+            Op::SyncTabs(0),
+            Op::PasswordToSlot(0, 0),
+            Op::SecretRemove(1, 8),
+            Op::Delete(0, 8),
+            Op::CreateCustom(1, 2, Expiry::Never),
+            Op::SyncTabs(0),
+            Op::Delete(0, 1),
+            Op::SyncPair(0, 1),
+        ],
+    };
+    block_on(simulate(case, true));
+}
+
 /// Found by the through-rotations run (seed 32, 1,000 cases): A adds a secret to the identity
 /// (a slot) and soft-deletes a record, and its push reaches the server; B rotates the identity
 /// away meanwhile, then, while one of its tabs syncs (its pull brings the slot and the record,

@@ -397,6 +397,13 @@ pub fn plan_push(
     // the page took: a removed slot, own rows made vacant) is refused, `referenced`, and its
     // replica takes the secret back from the answer's current rows. Rows that take no secret
     // away stand: an emptied identity written again may bring its slots in the next page.
+    //
+    // An identity removed as emptied may come back (records elsewhere still use it) with the
+    // versions this store kept of it and its slots ([`replaced_key`]): those are its secrets
+    // then, and an emptied removal in the page keeps the one it removes. Without this, a slot
+    // removed on one replica while another moved the password onto it (the own rows vacant) and
+    // deleted the identity's last record came back with the identity, no secret opening either
+    // (the simulation's seed 196).
     for (owner, slots) in &view.slots.secrets {
         let secret = |row: Option<&Row>| {
             matches!(row, Some(Row::Meta {
@@ -404,22 +411,35 @@ pub fn plan_push(
                 ..
             }) if !is_vacant(value))
         };
+        let emptied = |row: Option<&Row>| {
+            matches!(
+                row,
+                Some(Row::Meta {
+                    version: MetaVersion::Gone { emptied: true, .. },
+                    ..
+                })
+            )
+        };
+        let kept = |tag: &RowKey| {
+            let RowKey::Meta(key) = tag else { return false };
+            (view.kept.get(key).and_then(Option::as_deref))
+                .and_then(|text| text.split_once(' '))
+                .is_some_and(|(_, tag)| !is_vacant(tag))
+        };
         let mut opens = false;
         let mut taken: Vec<&str> = Vec::new();
         for object in std::iter::once(owner).chain(slots) {
             let tag = RowKey::Meta(identity_tag_key(object));
             guard(&tag, &mut plan.ops);
-            if secret(state.get(&tag)) {
+            let (now, was) = (state.get(&tag), view.stored.get(&tag).map(|s| &s.row));
+            if secret(now) || (emptied(now) && (kept(&tag) || secret(was))) {
                 opens = true;
-            } else if secret(view.stored.get(&tag).map(|s| &s.row)) {
+            } else if secret(was) || (emptied(was) && kept(&tag)) {
                 taken.push(object);
             }
         }
-        if opens
-            || state
-                .get(&RowKey::Meta(identity_tag_key(owner)))
-                .is_none_or(Row::is_gone)
-        {
+        let owner_now = state.get(&RowKey::Meta(identity_tag_key(owner)));
+        if opens || (owner_now.is_none_or(Row::is_gone) && !emptied(owner_now)) {
             continue;
         }
         for (i, row) in rows.iter().enumerate() {
@@ -738,15 +758,7 @@ fn keep_replaced(rows: &[Row], replaced: &[Row], view: &ServerView, ops: &mut Ve
 /// object): the added secret went with the identity, and only rows this replica holds come
 /// back, so that version would leave the records it writes back for with no secret.
 fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row]) -> &'a str {
-    let version = |key: &MetaKey| {
-        replaced.iter().find_map(|row| match row {
-            Row::Meta {
-                key: k,
-                version: MetaVersion::Value { rev, value },
-            } if k == key => Some((*rev, value.as_str())),
-            _ => None,
-        })
-    };
+    let version = |key: &MetaKey| kept_version(replaced, key);
     let tag = version(&MetaKey::new(
         object_type::IDENTITY,
         &key.object_id,
@@ -767,6 +779,55 @@ fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row
         }
         _ => value,
     }
+}
+
+/// With the vacant rows of `identity` that a replica writes back (only its slots open it): each
+/// slot of it that the server kept with its emptied removal (`replaced`: a whole object at one
+/// revision, not vacant) and this replica does not hold live, written back too (a slot added
+/// elsewhere, or one whose removal here the server refused as the identity's last secret).
+fn revive_slots(identity: &str, replaced: &[Row], view: &ReplicaView, writes: &mut Vec<WriteOp>) {
+    for row in replaced {
+        let Row::Meta {
+            key: owner,
+            version: MetaVersion::Value { rev, value },
+        } = row
+        else {
+            continue;
+        };
+        if owner.key != OWNER_KEY || value != identity {
+            continue;
+        }
+        let mut slot = Vec::new();
+        for k in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+            let key = MetaKey::new(object_type::IDENTITY, &owner.object_id, k);
+            let Some((at, value)) = kept_version(replaced, &key) else {
+                break;
+            };
+            let held =
+                (view.stored.get(&RowKey::Meta(key.clone()))).is_some_and(|s| !s.row.is_gone());
+            if at != *rev || held || (k == TAG_KEY && is_vacant(value)) {
+                break;
+            }
+            slot.push(WriteOp::PutSharedMeta(MetaRow {
+                key,
+                value: value.to_owned(),
+            }));
+        }
+        if slot.len() == 3 {
+            writes.append(&mut slot);
+        }
+    }
+}
+
+/// The live version of `key` among the server's `replaced` rows: its revision and value.
+fn kept_version<'a>(replaced: &'a [Row], key: &MetaKey) -> Option<(Rev, &'a str)> {
+    replaced.iter().find_map(|row| match row {
+        Row::Meta {
+            key: k,
+            version: MetaVersion::Value { rev, value },
+        } if k == key => Some((*rev, value.as_str())),
+        _ => None,
+    })
 }
 
 /// The ops and the report of a pulled page.
@@ -1046,9 +1107,13 @@ pub fn plan_pull(
         ) = (&merged, current)
             && (still_used(key, view, &linked) || owner_stays(key, rows, view, &mut plan.ops))
         {
+            let value = revived_value(key, *rev, value, replaced);
+            if key.key == TAG_KEY && is_vacant(value) {
+                revive_slots(&key.object_id, replaced, view, &mut writes);
+            }
             writes.push(WriteOp::PutSharedMeta(MetaRow {
                 key: key.clone(),
-                value: revived_value(key, *rev, value, replaced).to_owned(),
+                value: value.to_owned(),
             }));
             continue;
         }

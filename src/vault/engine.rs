@@ -1656,9 +1656,28 @@ async fn server_view(tx: &dyn WriteTransaction, rows: &[Row]) -> Result<ServerVi
     view.slots = slot_view(tx, rows, &mut view.stored).await?;
     // The versions kept from earlier removals of the rows the page removes as emptied: the
     // plan keeps the latest. One read each, for the few identity rows of a page that has any.
-    for key in rows.iter().filter_map(emptied_row) {
-        let kept = tx.meta_get(&crate::storage::replaced_key(key)).await?;
-        view.kept.insert(key.clone(), kept);
+    // And the `tag`s kept of each identity whose secret the page may take away, and of its
+    // slots, that this store holds removed as emptied: the secrets it has should it come back.
+    let mut keys: Vec<MetaKey> = rows.iter().filter_map(emptied_row).cloned().collect();
+    for (owner, slots) in &view.slots.secrets {
+        for object in std::iter::once(owner).chain(slots) {
+            let tag = identity_tag_key(object);
+            if view
+                .stored
+                .get(&RowKey::Meta(tag.clone()))
+                .is_some_and(|s| emptied_row(&s.row).is_some())
+            {
+                keys.push(tag);
+            }
+        }
+    }
+    for key in keys {
+        if let std::collections::hash_map::Entry::Vacant(slot) = view.kept.entry(key) {
+            let kept = tx
+                .meta_get(&crate::storage::replaced_key(slot.key()))
+                .await?;
+            slot.insert(kept);
+        }
     }
     Ok(view)
 }
@@ -1753,6 +1772,7 @@ async fn slot_view(
             &key.object_id,
             OWNER_KEY,
         ));
+        let mut kept_slot: Option<String> = None;
         let owner = match [
             page.get(&owner_key).copied(),
             stored.get(&owner_key).map(|s| &s.row),
@@ -1771,13 +1791,31 @@ async fn slot_view(
                     ..
                 }),
             ] => value.clone(),
+            // A slot this store holds removed as emptied names its identity in the version it
+            // kept: the page takes that secret from the identity should it come back.
+            [_, Some(removed)] if emptied_row(removed).is_some() => {
+                let kept_key = crate::storage::replaced_key(&MetaKey::new(
+                    object_type::IDENTITY,
+                    &key.object_id,
+                    OWNER_KEY,
+                ));
+                let kept = tx.meta_get(&kept_key).await?;
+                match kept.as_deref().and_then(|t| t.split_once(' ')) {
+                    Some((_, identity)) => {
+                        kept_slot = Some(key.object_id.clone());
+                        identity.to_owned()
+                    }
+                    None => key.object_id.clone(),
+                }
+            }
             _ => key.object_id.clone(),
         };
-        if slots.secrets.iter().any(|(o, _)| *o == owner) {
+        if let Some((_, found)) = slots.secrets.iter_mut().find(|(o, _)| *o == owner) {
+            found.extend(kept_slot.take().filter(|s| !found.contains(s)));
             continue;
         }
         // Its stored slots, and the page's (a slot an emptied identity's revival writes again).
-        let mut found: Vec<String> = Vec::new();
+        let mut found: Vec<String> = kept_slot.take().into_iter().collect();
         for (object, named) in &owners {
             if *named == owner {
                 found.push(object.clone());
