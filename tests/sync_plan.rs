@@ -1027,13 +1027,33 @@ fn a_vacant_identity_comes_back_with_the_slots_the_server_kept() {
     assert_eq!(
         written(&replaced, &view),
         [
+            "p_11/tag",
+            "p_11/dek",
             "p_22/tag",
             "p_22/dek",
-            "p_22/identity",
-            "p_11/tag",
-            "p_11/dek"
+            "p_22/identity"
         ]
     );
+    // A slot this replica never held, its removal later in the page than the identity's: its
+    // rows are written back after the page's removal of them, so they stand.
+    let mut never_held = vacant_identity_in_use();
+    never_held
+        .stored
+        .retain(|key, _| matches!(key, RowKey::Meta(k) if k.object_id == P1));
+    let plan = plan_pull(&page, &replaced, &never_held, rev(NOW, 77), NOW);
+    for key in ["tag", "dek", "identity"] {
+        let key = RowKey::Meta(MetaKey::new("password_identity", P2, key));
+        let last = plan.ops.iter().rev().find(|op| match op {
+            WriteOp::PutVersion { row, .. } => row.key() == key,
+            WriteOp::PutSharedMeta(row) => RowKey::Meta(row.key.clone()) == key,
+            _ => false,
+        });
+        assert!(
+            matches!(last, Some(WriteOp::PutSharedMeta(_))),
+            "{key:?}: {:?}",
+            plan.ops
+        );
+    }
     // Half a slot, or a vacant one: not written.
     assert_eq!(written(&replaced[..4], &view), ["p_11/tag", "p_11/dek"]);
     let mut vacant_slot = replaced.clone();

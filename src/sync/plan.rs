@@ -53,8 +53,9 @@ pub struct ServerView {
     pub linked: HashMap<String, Vec<String>>,
     /// The secret slots the page may leave without their identity.
     pub slots: SlotView,
-    /// For each row the page removes as emptied: the version this store kept from an earlier
-    /// removal of it ([`replaced_key`], its text; `None` when it kept none).
+    /// For each row the page removes as emptied, and the `tag` of each object of
+    /// [`SlotView::secrets`] this store holds removed as emptied: the version it kept of the row
+    /// ([`replaced_key`], its text; `None` when it kept none).
     pub kept: HashMap<MetaKey, Option<String>>,
 }
 
@@ -1060,6 +1061,8 @@ pub fn plan_pull(
 ) -> PullPlan {
     let mut plan = PullPlan::default();
     let mut writes = Vec::with_capacity(rows.len());
+    // Slots written back with a vacant identity: after the page's writes of their rows.
+    let mut revived = Vec::new();
     // Local records linked to each identity the page removes, and to each slot of
     // [`ReplicaView::orphaned`] and its identity, as the page moves records.
     let mut linked = link_sets(&view.linked, rows.len());
@@ -1109,7 +1112,7 @@ pub fn plan_pull(
         {
             let value = revived_value(key, *rev, value, replaced);
             if key.key == TAG_KEY && is_vacant(value) {
-                revive_slots(&key.object_id, replaced, view, &mut writes);
+                revive_slots(&key.object_id, replaced, view, &mut revived);
             }
             writes.push(WriteOp::PutSharedMeta(MetaRow {
                 key: key.clone(),
@@ -1222,6 +1225,7 @@ pub fn plan_pull(
             });
         }
     }
+    writes.append(&mut revived);
     plan.ops.extend(writes);
     // Which records use an identity was a range read, which an optimistic backend (SQL: two
     // processes on one database) does not guard: a record written under the identity meanwhile
