@@ -2024,11 +2024,9 @@ fn slot_of(row: &Row) -> Option<(&str, &str)> {
 
 /// The versions a push's emptied removals replaced (`kept`, read for `rows`), each older than
 /// its removal as the server requires (FORMAT.md "Sync", `replaced`). One that is not was
-/// stamped by a clock that ran ahead, and the removal re-stamped since from the corrected clock
-/// ("Clocks"): it goes as of just before the earliest emptied removal of its object in the page,
-/// which keeps an object's rows alike and its place before the removal. One not older than a
-/// removal pulled here later than this replica's own is not that removal's at all, but it is a
-/// version the object had, and dating it before the removal only ever makes it lose.
+/// stamped by a clock that ran ahead, and its removal re-stamped since from the corrected clock
+/// ("Clocks"): it goes dated just before the earliest emptied removal of its object in the
+/// page, which keeps it before its removal and the object's rows alike.
 fn before_removals(kept: &mut [Row], rows: &[Row]) {
     for row in kept {
         let Row::Meta {
