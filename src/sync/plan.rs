@@ -423,9 +423,8 @@ pub fn plan_push(
         };
         let kept = |tag: &RowKey| {
             let RowKey::Meta(key) = tag else { return false };
-            (view.kept.get(key).and_then(Option::as_deref))
-                .and_then(|text| text.split_once(' '))
-                .is_some_and(|(_, tag)| !is_vacant(tag))
+            let text = view.kept.get(key).and_then(Option::as_deref);
+            secret(text.and_then(|text| replaced_row(key, text)).as_ref())
         };
         let mut opens = false;
         let mut taken: Vec<&str> = Vec::new();
