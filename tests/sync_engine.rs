@@ -1696,6 +1696,54 @@ fn a_password_change_before_the_last_record_went_stands_when_a_stale_replica_bri
     });
 }
 
+/// As above, with the password changed on a third replica C that pulls the removal before the
+/// stale replica syncs: C's change comes first (by the clock, a second before the deletion), so
+/// the pulled removal replaces it there. C keeps the version it replaced, as a deletion made
+/// there would, and pushes the removal back with it; the server keeps it, and the stale replica
+/// brings the identity back with it. Before, the change was lost: the old password opened the
+/// stale replica's value everywhere, and the new one opened nothing.
+#[test]
+fn a_password_change_on_a_third_replica_stands_when_it_pulls_the_removal_first() {
+    block_on(async {
+        for sqlite_server in [false, true] {
+            let clock = TestClock::new(T0);
+            let server = if sqlite_server {
+                let db = Arc::new(Sqlite::memory());
+                let store = SqlStorage::open(db, "vaultstore").await.unwrap();
+                timed_on(&clock, Arc::new(store), true).await
+            } else {
+                clocked(true, &clock).await
+            };
+            let (a, b, c) = (
+                clocked(true, &clock).await,
+                clocked(true, &clock).await,
+                clocked(true, &clock).await,
+            );
+            let remote = wire(&server);
+            let first = create(&a, "first", PASSWORD).await;
+            for node in [&a, &b, &c] {
+                sync(node, &remote).await;
+            }
+            c.vault
+                .bulk_rekey(&pw(PASSWORD), &pw(THIRD), &RekeyOptions::default())
+                .await
+                .unwrap();
+            clock.advance(1_000);
+            a.vault.token_delete(&first).await.unwrap();
+            sync(&a, &remote).await;
+            let report = sync(&c, &remote).await;
+            // The removal replaced the change there (its `tag` and `dek` rows).
+            assert_eq!(report.conflicts, 2, "{report:?}");
+            let offline = create(&b, "written offline", PASSWORD).await;
+            let report = sync(&b, &remote).await;
+            assert!(report.stranded.is_empty(), "{report:?}");
+            settle(&server, &[&a, &b, &c]).await;
+            let nodes = [&a, &b, &c, &server];
+            opens_only(&nodes, (&offline, "written offline"), THIRD, &[PASSWORD]).await;
+        }
+    });
+}
+
 /// As above, with the deleting device's clock three hours ahead when it deletes the last record,
 /// and hours or minutes ahead when it changes the password: its sync corrects the clock and
 /// re-stamps the removal, which may then come before the version it replaced. That version goes

@@ -692,7 +692,8 @@ pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
     })
 }
 
-/// On the server, for each emptied removal of an identity's row that `ops` store: keep the live
+/// On the server, for each emptied removal of an identity's row that `ops` store, or that the
+/// page pushes back as this store holds it (with the change it replaced on the replica): keep the live
 /// version it replaced ([`replaced_key`]), the latest of the stored one, one the page carries
 /// (a slot removed with its identity as it arrives), the one the pushing replica's removal
 /// replaced there (`replaced`: a password change it made before the identity's last record
@@ -702,14 +703,21 @@ pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
 /// the old password stays retired.
 fn keep_replaced(rows: &[Row], replaced: &[Row], view: &ServerView, ops: &mut Vec<WriteOp>) {
     let mut kept = Vec::new();
-    for op in ops.iter() {
-        let WriteOp::PutVersion { row, .. } = op else {
-            continue;
-        };
+    let written = ops.iter().filter_map(|op| match op {
+        WriteOp::PutVersion { row, .. } => Some(&**row),
+        _ => None,
+    });
+    // A removal this store holds already, pushed back by a replica that pulled it over a change
+    // of its own (a password change on a replica holding no record under the identity): the
+    // change it kept still counts.
+    let held = rows
+        .iter()
+        .filter(|row| view.stored.get(&row.key()).is_some_and(|s| s.row == **row));
+    for row in written.chain(held) {
         let Row::Meta {
             key,
             version: MetaVersion::Gone { emptied: true, .. },
-        } = &**row
+        } = row
         else {
             continue;
         };
@@ -1208,8 +1216,36 @@ pub fn plan_pull(
             }
         }
         plan.applied += 1;
+        // A change made here that a pulled emptied removal replaces (a password change on a
+        // replica holding no record under the identity, while its last record went elsewhere):
+        // kept, as a deletion made here keeps what it replaces, and the removal pushed back
+        // with it, so that the server keeps it too and the identity comes back with it.
+        let kept = match (current, &merged) {
+            (
+                Some(Stored {
+                    dirty: Some(_),
+                    row:
+                        Row::Meta {
+                            version: MetaVersion::Value { rev, value },
+                            ..
+                        },
+                    ..
+                }),
+                Row::Meta {
+                    key,
+                    version: MetaVersion::Gone { emptied: true, .. },
+                },
+            ) => {
+                writes.push(WriteOp::PutMeta(MetaRow {
+                    key: replaced_key(key),
+                    value: format!("{rev} {value}"),
+                }));
+                true
+            }
+            _ => false,
+        };
         writes.push(WriteOp::PutVersion {
-            dirty: dirty && merged != *row,
+            dirty: kept || dirty && merged != *row,
             row: Box::new(merged),
         });
     }
