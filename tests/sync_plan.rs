@@ -949,6 +949,24 @@ fn a_pushed_removal_keeps_the_latest_version_it_replaced_anywhere() {
     assert_eq!(guarded, 2, "{:?}", plan.ops);
     server.apply(plan.ops);
     assert_eq!(kept(&server), expect(&"d".repeat(64), rev(180, 3)));
+    // The removal it holds, pushed back by a replica that pulled it over a later change of its
+    // own (a third replica's password change): nothing stored again, the change kept.
+    let plan = server
+        .push_replaced(
+            &removal(P1, None, rev(300, 2), true),
+            &object(&"e".repeat(64), rev(190, 4)),
+        )
+        .unwrap();
+    assert_eq!(plan.stored, 0);
+    assert_eq!(kept(&server), expect(&"e".repeat(64), rev(190, 4)));
+    // The same push again with an older version: the kept one stays.
+    server
+        .push_replaced(
+            &removal(P1, None, rev(300, 2), true),
+            &object(&"a".repeat(64), rev(100, 3)),
+        )
+        .unwrap();
+    assert_eq!(kept(&server), expect(&"e".repeat(64), rev(190, 4)));
     // The server's own version wins over an older one the page carries.
     let mut server = Store::with(&object(&"c".repeat(64), rev(150, 3)));
     server
@@ -995,6 +1013,54 @@ fn kept_slot(at: Rev) -> Vec<Row> {
         meta(MetaKey::new("password_identity", P2, "dek"), "vs1k:s", at),
         meta(MetaKey::new("password_identity", P2, "identity"), P1, at),
     ]
+}
+
+/// A pulled emptied removal that replaces a change made here and not pushed yet (a password
+/// change on a replica holding no record under the identity) keeps that change in the local
+/// row a deletion made here would write, and leaves the removal dirty, so that the next push
+/// sends it back with the change. A clean row replaced the same way keeps nothing: the server
+/// had that version already.
+#[test]
+fn a_pulled_emptied_removal_over_a_change_made_here_keeps_the_change_and_goes_back() {
+    let page = removal(P1, None, rev(200, 2), true);
+    for dirty in [true, false] {
+        let rows: Vec<(Row, bool)> = identity(P1, rev(150, 1))
+            .into_iter()
+            .map(|row| (row, dirty))
+            .collect();
+        let view = ReplicaView {
+            stored: local(&rows),
+            ..ReplicaView::default()
+        };
+        let plan = pull(&page, &view);
+        assert_eq!(
+            put_of(&plan.ops),
+            page.iter()
+                .map(|row| (row.clone(), dirty))
+                .collect::<Vec<_>>(),
+            "the removal is applied, dirty only over a change made here"
+        );
+        let kept: Vec<(MetaKey, String)> = (plan.ops.iter())
+            .filter_map(|op| match op {
+                WriteOp::PutMeta(row) => Some((row.key.clone(), row.value.clone())),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(MetaKey, String)> = if dirty {
+            (rows.iter())
+                .map(|(row, _)| match row {
+                    Row::Meta {
+                        key,
+                        version: MetaVersion::Value { rev, value },
+                    } => (replaced_key(key), format!("{rev} {value}")),
+                    _ => unreachable!(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(kept, expected, "dirty: {dirty}");
+    }
 }
 
 /// A replica that writes back an identity whose rows are vacant writes back the slots the
