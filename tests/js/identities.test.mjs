@@ -94,7 +94,9 @@ test("migrateRecordLinks links records made before identities", async () => {
 });
 
 test("Vault.open passes options through and rejects unknown or mistyped ones", async () => {
-  await rejects(Vault.open({ backend: "memory", kdfIteration: 1000 }), "INVALID_ARGUMENT");
+  const unknown = await rejects(Vault.open({ backend: "memory", kdfIteration: 1000 }), "INVALID_ARGUMENT");
+  // The message lists the options there are, so the typo is easy to see.
+  assert.match(unknown.message, /not one of: backend, name, passwordIdentity, kdfIterations, minKdfIterations, /);
   await rejects(Vault.open({ backend: "memory", kdfIterations: 999 }), "INVALID_ARGUMENT");
   await rejects(Vault.open({ backend: "memory", kdfIterations: 10_000_001 }), "INVALID_ARGUMENT");
   await rejects(Vault.open({ backend: "memory", passwordIdentity: "yes" }), "INVALID_ARGUMENT");
