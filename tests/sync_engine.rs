@@ -1696,16 +1696,21 @@ fn a_password_change_before_the_last_record_went_stands_when_a_stale_replica_bri
     });
 }
 
-/// As above, with the password changed on a third replica C that pulls the removal before the
-/// stale replica syncs: C's change comes first (by the clock, a second before the deletion), so
-/// the pulled removal replaces it there. C keeps the version it replaced, as a deletion made
-/// there would, and pushes the removal back with it; the server keeps it, and the stale replica
-/// brings the identity back with it. Before, the change was lost: the old password opened the
-/// stale replica's value everywhere, and the new one opened nothing.
+/// As above, with the password changed on a third replica C, a second before the deletion. If
+/// C syncs first, the pulled removal replaces its change there: C keeps the version it
+/// replaced, as a deletion made there would, and pushes the removal back with it; the server
+/// keeps it, and the stale replica brings the identity back with it. If the stale replica syncs
+/// first, it brings the identity back with the old password's rows, at a revision after C's
+/// change; the server answers C's pull of them with the version they write back, which is
+/// older than C's change, so C writes its change again, after them. Before, the change was lost
+/// either way: the old password opened the stale replica's value everywhere, and the new one
+/// opened nothing.
 #[test]
-fn a_password_change_on_a_third_replica_stands_when_it_pulls_the_removal_first() {
+fn a_password_change_on_a_third_replica_stands_whichever_replica_syncs_first() {
     block_on(async {
-        for sqlite_server in [false, true] {
+        for (sqlite_server, third_first) in
+            [(false, true), (true, true), (false, false), (true, false)]
+        {
             let clock = TestClock::new(T0);
             let server = if sqlite_server {
                 let db = Arc::new(Sqlite::memory());
@@ -1731,12 +1736,19 @@ fn a_password_change_on_a_third_replica_stands_when_it_pulls_the_removal_first()
             clock.advance(1_000);
             a.vault.token_delete(&first).await.unwrap();
             sync(&a, &remote).await;
-            let report = sync(&c, &remote).await;
-            // The removal replaced the change there (its `tag` and `dek` rows).
-            assert_eq!(report.conflicts, 2, "{report:?}");
             let offline = create(&b, "written offline", PASSWORD).await;
+            if third_first {
+                let report = sync(&c, &remote).await;
+                // The removal replaced the change there (its `tag` and `dek` rows).
+                assert_eq!(report.conflicts, 2, "{report:?}");
+            }
             let report = sync(&b, &remote).await;
             assert!(report.stranded.is_empty(), "{report:?}");
+            if !third_first {
+                clock.advance(1_000);
+                let report = sync(&c, &remote).await;
+                assert_eq!(report.conflicts, 0, "the change stands: {report:?}");
+            }
             settle(&server, &[&a, &b, &c]).await;
             let nodes = [&a, &b, &c, &server];
             opens_only(&nodes, (&offline, "written offline"), THIRD, &[PASSWORD]).await;

@@ -1015,6 +1015,65 @@ fn kept_slot(at: Rev) -> Vec<Row> {
     ]
 }
 
+/// A pulled write-back of the version the server kept with an emptied removal (another replica
+/// brought the identity back with it) over a change made here after that version and not pushed
+/// yet (a password change before the deletion): the change is written again, as a local write
+/// stamped after the page, and the write-back is not stored. Not over a clean row, a change
+/// older than the kept version, a write-back of the same version made here, or when the
+/// server's answer covers only one of the object's `tag` and `dek` (its rows would mix).
+#[test]
+fn a_change_made_here_after_the_kept_version_beats_its_write_back() {
+    let kept = identity(P1, rev(100, 3));
+    let back = identity(P1, rev(300, 2));
+    let mine = |at: Rev| {
+        vec![
+            meta(identity_tag_key(P1), &"c".repeat(64), at),
+            meta(MetaKey::new("password_identity", P1, "dek"), "vs1k:c", at),
+        ]
+    };
+    let plan = |local_rows: Vec<Row>, dirty: bool, replaced: &[Row]| {
+        let rows: Vec<(Row, bool)> = local_rows.into_iter().map(|r| (r, dirty)).collect();
+        let view = ReplicaView {
+            stored: local(&rows),
+            ..ReplicaView::default()
+        };
+        plan_pull(&back, replaced, &view, rev(NOW, 77), NOW)
+    };
+    let written = plan(mine(rev(150, 1)), true, &kept);
+    assert_eq!(
+        shared_of(&written.ops)
+            .iter()
+            .map(|row| row.value.as_str())
+            .collect::<Vec<_>>(),
+        [&*"c".repeat(64), "vs1k:c"],
+        "{:?}",
+        written.ops
+    );
+    assert!(put_of(&written.ops).is_empty(), "{:?}", written.ops);
+    assert_eq!(written.conflicts, 0);
+    let taken = |p: PullPlan| {
+        assert!(shared_of(&p.ops).is_empty(), "{:?}", p.ops);
+        put_of(&p.ops)
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(taken(plan(mine(rev(150, 1)), false, &kept)), back, "clean");
+    assert_eq!(taken(plan(mine(rev(90, 1)), true, &kept)), back, "older");
+    assert_eq!(
+        taken(plan(mine(rev(150, 1)), true, &kept[..1])),
+        back,
+        "half"
+    );
+    assert_eq!(taken(plan(mine(rev(150, 1)), true, &[])), back, "none");
+    // This replica wrote the kept version back too, earlier: nothing to keep.
+    assert_eq!(
+        taken(plan(identity(P1, rev(250, 1)), true, &kept)),
+        back,
+        "same"
+    );
+}
+
 /// A pulled emptied removal that replaces a change made here and not pushed yet (a password
 /// change on a replica holding no record under the identity) keeps that change in the local
 /// row a deletion made here would write, and leaves the removal dirty, so that the next push

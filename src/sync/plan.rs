@@ -1127,6 +1127,45 @@ pub fn plan_pull(
             }));
             continue;
         }
+        // A write-back of the version the server kept with an emptied removal (another replica
+        // brought the identity back) over a change made here after that version and not pushed
+        // yet (a password change before the deletion): the change is the later one, and is
+        // written again, at a revision after the write-back's. Only when the server says so of
+        // the object's `tag` and `dek` alike (one version kept of both), so its rows never mix,
+        // and not for a write-back of that version made here too (the same value).
+        if let (
+            Row::Meta {
+                key,
+                version: MetaVersion::Value { value: back, .. },
+            },
+            Some(Stored {
+                dirty: Some(_),
+                row:
+                    Row::Meta {
+                        version: MetaVersion::Value { rev, value },
+                        ..
+                    },
+                ..
+            }),
+        ) = (&merged, current)
+            && merged == *row
+            && current.is_some_and(|c| c.row != merged)
+            && kept_version(replaced, key).is_some_and(|(kept, was)| {
+                kept < *rev
+                    && was == back
+                    && value != back
+                    && [TAG_KEY, DEK_KEY].into_iter().all(|k| {
+                        let key = MetaKey::new(object_type::IDENTITY, &key.object_id, k);
+                        kept_version(replaced, &key).is_some_and(|(r, _)| r == kept)
+                    })
+            })
+        {
+            writes.push(WriteOp::PutSharedMeta(MetaRow {
+                key: key.clone(),
+                value: value.clone(),
+            }));
+            continue;
+        }
         if let Some(current) = current {
             if dirty && supersedes_local(&current.row, &merged, view.since) {
                 plan.conflicts += 1;

@@ -582,9 +582,9 @@ impl Vault {
         };
         let mut more = rows.len() == limit;
         let removals: Vec<&Row> = rows.iter().map(|c| &c.row).collect();
-        let mut replaced = self.replaced(&removals).await.map_err(storage_failure)?;
+        let mut replaced = (self.kept_for_answer(&removals).await).map_err(storage_failure)?;
         // At least one row, then as many as fit the page's bytes (large values), each emptied
-        // removal with the version it replaced.
+        // removal (or write-back of one) with the version it replaced.
         let mut bytes = 0;
         if let Some(fit) = rows.iter().position(|c| {
             bytes += wire::encoded_row_len(&c.row, Some(c.seq));
@@ -673,6 +673,35 @@ impl Vault {
                 && let Some(was) = crate::sync::plan::replaced_row(key, &text)
             {
                 found.push(was);
+            }
+        }
+        Ok(found)
+    }
+
+    /// A server's `replaced` for the rows it answers with: [`Self::replaced`], and for each live
+    /// identity row that writes back the version this store kept with an emptied removal of it
+    /// (the same value at a later revision: a replica that wrote under the identity brought it
+    /// back), that version. A replica holding a change of the row made after it, not pushed
+    /// yet (a password change before the deletion), keeps its change over the write-back
+    /// ([`plan_pull`]). One read per live identity row: an identity's rows are few.
+    async fn kept_for_answer(&self, rows: &[&Row]) -> Result<Vec<Row>> {
+        let mut found = self.replaced(rows).await?;
+        for row in rows {
+            if let Row::Meta {
+                key,
+                version: MetaVersion::Value { rev, value },
+            } = *row
+                && key.object_type == object_type::IDENTITY
+                && let Some(text) = (self.storage)
+                    .meta_get(&crate::storage::replaced_key(key))
+                    .await?
+                && let Some(kept) = crate::sync::plan::replaced_row(key, &text)
+                && matches!(&kept, Row::Meta {
+                    version: MetaVersion::Value { rev: r, value: v },
+                    ..
+                } if r < rev && v == value)
+            {
+                found.push(kept);
             }
         }
         Ok(found)
@@ -799,7 +828,8 @@ impl Vault {
                     let answered: Vec<&Row> = (plan.superseded.iter().map(|s| &s.current))
                         .chain(plan.refused.iter().filter_map(|r| r.current.as_ref()))
                         .collect();
-                    let replaced = self.replaced(&answered).await.map_err(storage_failure)?;
+                    let replaced =
+                        (self.kept_for_answer(&answered).await).map_err(storage_failure)?;
                     return Ok(PushResponse {
                         server,
                         time: self.now(),
