@@ -1200,6 +1200,65 @@ fn a_vacant_identity_comes_back_with_the_slots_the_server_kept() {
     );
 }
 
+/// A page that takes an identity's last two secrets at two revisions (a `secretRemove` of one
+/// slot, then a rotation whose removal of the identity the server refused as `referenced`,
+/// which leaves its other slot's removal in the page): only the later taking is refused, which
+/// leaves the identity a secret; the earlier removal stands. Before, both were refused, and the
+/// removed secret opened the vault again (the simulation's seed 211).
+#[test]
+fn of_a_pages_removals_that_take_an_identitys_last_secrets_only_the_latest_is_refused() {
+    let vacant = format!("{}{}", "0".repeat(32), "c".repeat(32));
+    let slot = |id: &str, tag: &str| {
+        vec![
+            meta(identity_tag_key(id), tag, rev(100, 1)),
+            meta(
+                MetaKey::new("password_identity", id, "dek"),
+                "vs1k:s",
+                rev(100, 1),
+            ),
+            meta(
+                MetaKey::new("password_identity", id, "identity"),
+                P1,
+                rev(100, 1),
+            ),
+        ]
+    };
+    let mut stored = vec![
+        meta(identity_tag_key(P1), &vacant, rev(100, 1)),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:v",
+            rev(100, 1),
+        ),
+    ];
+    stored.extend(slot(P2, &"b".repeat(64)));
+    stored.extend(slot(P3, &"d".repeat(64)));
+    let server = Store::with(&stored);
+    let gone = |id: &str, at: Rev| {
+        ["tag", "dek", "identity"]
+            .map(|k| meta_gone(MetaKey::new("password_identity", id, k), at))
+            .to_vec()
+    };
+    let mut page = gone(P2, rev(150, 5));
+    page.extend(gone(P3, rev(160, 5)));
+    let mut view = server.server_view(&page);
+    view.slots.secrets = vec![(P1.into(), vec![P2.into(), P3.into()])];
+    for id in [P1, P2, P3] {
+        let key = RowKey::Meta(identity_tag_key(id));
+        view.stored
+            .insert(key.clone(), server.stored(&key).unwrap());
+    }
+    let plan = plan_push(&page, &[], &view, rev(NOW, 99), NOW).unwrap();
+    assert_eq!(plan.stored, 3, "{plan:?}");
+    assert_eq!(
+        plan.refused
+            .iter()
+            .map(|r| (r.i, r.reason))
+            .collect::<Vec<_>>(),
+        [3, 4, 5].map(|i| (i, Refusal::Referenced)),
+    );
+}
+
 /// The server refuses a slot's final removal that would take the last secret of an identity it
 /// holds removed as emptied (`referenced`), judging by the versions it kept: the identity may
 /// come back for a record written elsewhere, vacant, and only that slot would open it. With a

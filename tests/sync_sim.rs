@@ -135,7 +135,9 @@
 //! identity whose own rows a replica had made vacant (its password removed, an added secret
 //! opening it) kept there over the removal that emptied it, while the slot that opened it went
 //! with that removal: its records opened with no secret
-//! (`a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity`).
+//! (`a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity`). Seed 211
+//! found a secret removed before a rotation that the server refused coming back with the
+//! rotation's removals (`a_removed_secret_stays_removed_when_a_rotation_after_it_is_refused`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). Each run's outcome still depends on the
 //! random ids and clock node ids the engine draws (a tie between two records' `createdAt` goes
@@ -1995,6 +1997,36 @@ fn a_slot_removed_while_its_identity_went_empty_comes_back_when_it_was_the_last_
             Op::SyncTabs(0),
             Op::Delete(0, 1),
             Op::SyncPair(0, 1),
+        ],
+    };
+    block_on(simulate(case, true));
+}
+
+/// Found by the through-rotations run (seed 211, 3,000 cases, A three hours ahead; it fails
+/// without the clock too, and before this session's changes): A and B each add a secret to
+/// the identity (slots 4 and 5), B moves its password onto slot 5 (the identity's own rows go
+/// vacant), they sync, and B removes slot 4 and then rotates, while A writes a record under
+/// the identity and syncs first. The server refuses B's removal of the identity (`referenced`:
+/// A's record uses it), and then its last-secret rule refused every removal of B's page that
+/// took a secret, slot 4's as well as the rotation's removal of slot 5: slot 4, removed, opened
+/// the vault again. Only the page's latest taking goes back now, which is enough to leave the
+/// identity a secret.
+#[test]
+fn a_removed_secret_stays_removed_when_a_rotation_after_it_is_refused() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 2,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::Create(0, Expiry::Never),
+            Op::SecretAdd(0),
+            Op::SecretAdd(1),
+            Op::PasswordToSlot(1, 1),
+            Op::SyncPair(2, 1),
+            Op::SecretRemove(1, 20),
+            Op::WriteDuringSync(Box::new(Op::Create(0, Expiry::Never)), 0),
+            Op::Rotate(1),
         ],
     };
     block_on(simulate(case, true));

@@ -442,6 +442,18 @@ pub fn plan_push(
         if opens || (owner_now.is_none_or(Row::is_gone) && !emptied(owner_now)) {
             continue;
         }
+        // Only the page's latest taking goes back, which restores a secret: one the page made
+        // earlier left the identity another secret when it was made. (A `secretRemove` and
+        // then a rotation, on one replica, whose removal of the identity the server refused
+        // as `referenced` because another replica wrote under it: the rotation's removal of
+        // the remaining slot goes back, not the earlier removal. Before, both did, and the
+        // removed secret opened the vault again: the simulation's seed 211.)
+        let taken_at = |object: &str| match state.get(&RowKey::Meta(identity_tag_key(object))) {
+            Some(Row::Meta { version, .. }) => Some(version.rev()),
+            _ => None,
+        };
+        let latest = taken.iter().map(|object| taken_at(object)).max().flatten();
+        taken.retain(|object| taken_at(object) == latest);
         for (i, row) in rows.iter().enumerate() {
             let key = row.key();
             let RowKey::Meta(meta) = &key else { continue };
