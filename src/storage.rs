@@ -358,6 +358,14 @@ pub fn replaced_key(key: &MetaKey) -> MetaKey {
     )
 }
 
+/// The value of a [`replaced_key`] row: the live version's revision and value, `"<rev> <value>"`
+/// (`crate::sync::plan::replaced_row` reads it back). Inlined: the browser engine calls it
+/// once, and a call costs its download more than the `format!` it wraps.
+#[inline(always)]
+pub fn replaced_value(rev: crate::sync::Rev, value: &str) -> String {
+    format!("{rev} {value}")
+}
+
 /// The object of the [`replaced_key`] rows.
 pub const REPLACED_ID: &str = "replaced";
 

@@ -54,7 +54,7 @@
 use super::{
     Change, MetaKey, MetaRow, OWNER_KEY, Optimistic, Purge, Row, RowKey, Stamp, Storage,
     StorageError, StorageResult, Stored, WriteOp, WriteTransaction, identity_tag_key,
-    is_replicated, is_unique_meta, object_type, replaced_key,
+    is_replicated, is_unique_meta, object_type, replaced_key, replaced_value,
 };
 use crate::query::RecordFilter;
 use crate::record::{Record, RecordRevs};
@@ -1089,7 +1089,7 @@ impl Tx<'_> {
                 if let (true, Some(rev)) = (emptied, rev) {
                     let kept = MetaRow {
                         key: replaced_key(&row.key),
-                        value: format!("{rev} {}", row.value),
+                        value: replaced_value(rev, &row.value),
                     };
                     self.put_meta(kept, false, false, stamp)?;
                 }

@@ -29,8 +29,8 @@ use super::merge::{
 use super::rev::Rev;
 use super::wire::{Refusal, Refused, Superseded};
 use crate::crypto::is_vacant;
-pub use crate::storage::replaced_key;
 use crate::storage::{DEK_KEY, MetaKey, MetaRow, OWNER_KEY, Stored, TAG_KEY, WriteOp, object_type};
+pub use crate::storage::{replaced_key, replaced_value};
 use std::collections::{HashMap, HashSet};
 
 /// How far ahead of the server's clock a revision may be dated: 5 minutes. A replica whose
@@ -692,7 +692,7 @@ fn past_retention(stored: &Stored, retained_from: i64) -> bool {
     stored.dirty.is_none() && stored.row.deleted_at().is_some_and(|at| at < retained_from)
 }
 
-/// The version a [`replaced_key`] row holds, as the live row of `key` it was.
+/// The version a [`replaced_key`] row holds ([`replaced_value`]), as the live row of `key` it was.
 pub fn replaced_row(key: &MetaKey, text: &str) -> Option<Row> {
     let (rev, value) = text.split_once(' ')?;
     Some(Row::Meta {
@@ -752,7 +752,7 @@ fn keep_replaced(rows: &[Row], replaced: &[Row], view: &ServerView, ops: &mut Ve
         let Some((rev, value)) = live else {
             continue;
         };
-        let text = format!("{rev} {value}");
+        let text = replaced_value(rev, value);
         // A version read is expected unchanged at commit (another push may keep a later one).
         match earlier {
             Some(Some(was)) if *was == text => continue,
@@ -1289,7 +1289,7 @@ pub fn plan_pull(
             ) => {
                 writes.push(WriteOp::PutMeta(MetaRow {
                     key: replaced_key(key),
-                    value: format!("{rev} {value}"),
+                    value: replaced_value(*rev, value),
                 }));
                 true
             }
