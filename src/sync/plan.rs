@@ -778,26 +778,26 @@ fn keep_replaced(rows: &[Row], replaced: &[Row], view: &ServerView, ops: &mut Ve
 /// object): the added secret went with the identity, and only rows this replica holds come
 /// back, so that version would leave the records it writes back for with no secret.
 fn revived_value<'a>(key: &MetaKey, rev: Rev, value: &'a str, replaced: &'a [Row]) -> &'a str {
-    let version = |key: &MetaKey| kept_version(replaced, key);
-    let tag = version(&MetaKey::new(
-        object_type::IDENTITY,
-        &key.object_id,
-        TAG_KEY,
-    ));
-    match version(key) {
+    match kept_version(replaced, key) {
         Some((later, theirs))
             if later > rev
-                && tag.is_some_and(|(r, tag)| r == later && !is_vacant(tag))
-                && version(&MetaKey::new(
-                    object_type::IDENTITY,
-                    &key.object_id,
-                    DEK_KEY,
-                ))
-                .is_some_and(|(r, _)| r == later) =>
+                && kept_object_tag(replaced, &key.object_id, later)
+                    .is_some_and(|t| !is_vacant(t)) =>
         {
             theirs
         }
         _ => value,
+    }
+}
+
+/// The `tag` the server kept of identity object `object` at revision `at`, when it kept the
+/// object's `tag` and `dek` both at that revision (`replaced`): a whole object, whose rows are
+/// never mixed with another version's.
+fn kept_object_tag<'a>(replaced: &'a [Row], object: &str, at: Rev) -> Option<&'a str> {
+    let kept = |k: &str| kept_version(replaced, &MetaKey::new(object_type::IDENTITY, object, k));
+    match (kept(TAG_KEY), kept(DEK_KEY)) {
+        (Some((tag_at, tag)), Some((dek_at, _))) if tag_at == at && dek_at == at => Some(tag),
+        _ => None,
     }
 }
 
@@ -1160,16 +1160,12 @@ pub fn plan_pull(
                 ..
             }),
         ) = (&merged, current)
-            && merged == *row
-            && current.is_some_and(|c| c.row != merged)
+            // The local value differs from the merge's: the pulled write-back won.
+            && value != back
             && kept_version(replaced, key).is_some_and(|(kept, was)| {
                 kept < *rev
                     && was == back
-                    && value != back
-                    && [TAG_KEY, DEK_KEY].into_iter().all(|k| {
-                        let key = MetaKey::new(object_type::IDENTITY, &key.object_id, k);
-                        kept_version(replaced, &key).is_some_and(|(r, _)| r == kept)
-                    })
+                    && kept_object_tag(replaced, &key.object_id, kept).is_some()
             })
         {
             writes.push(WriteOp::PutSharedMeta(MetaRow {
