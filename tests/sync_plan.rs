@@ -646,6 +646,51 @@ fn a_replica_keeps_what_the_server_displaced_or_what_a_pulled_record_would_shado
     );
 }
 
+/// A displaced record whose copy here is clean and sealed under an identity removed here for
+/// good opens with no secret here: the displacement applies (the replica that wrote it keeps
+/// it stranded). A record written here, or under an identity live or emptied here (it comes
+/// back with a write of it), stays stranded.
+#[test]
+fn a_displaced_clean_copy_under_an_identity_removed_here_is_applied() {
+    let displaced = gone(R1, rev(200, 9), TombstoneReason::Displaced);
+    let mine = record(R1, live("tk_same", "vs1:mine", Some(P1), rev(100, 1)));
+    let tag = |emptied: bool| Row::Meta {
+        key: identity_tag_key(P1),
+        version: MetaVersion::Gone {
+            rev: rev(150, 1),
+            deleted_at: 5,
+            emptied,
+        },
+    };
+    let cases = [
+        (false, Some(tag(false)), false),
+        (true, Some(tag(false)), true),
+        (false, Some(tag(true)), true),
+        (false, identity(P1, rev(50, 1)).into_iter().next(), true),
+    ];
+    for (dirty, tag, stranded) in cases {
+        let mut rows = vec![(mine.clone(), dirty)];
+        rows.extend(tag.clone().map(|t| (t, false)));
+        let view = ReplicaView {
+            stored: local(&rows),
+            ..ReplicaView::default()
+        };
+        let plan = pull(std::slice::from_ref(&displaced), &view);
+        let what = format!("written here: {dirty}, identity here: {tag:?}");
+        if stranded {
+            assert_eq!(plan.stranded, vec![R1.to_owned()], "{what}");
+            assert!(put_of(&plan.ops).is_empty(), "{what}");
+        } else {
+            assert!(plan.stranded.is_empty(), "{what}");
+            assert_eq!(
+                put_of(&plan.ops),
+                vec![(displaced.clone(), false)],
+                "{what}"
+            );
+        }
+    }
+}
+
 // ---- laws ----
 
 fn config() -> ProptestConfig {

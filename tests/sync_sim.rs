@@ -138,6 +138,9 @@
 //! (`a_slot_emptied_with_its_identity_stays_where_a_later_write_keeps_the_identity`). Seed 211
 //! found a secret removed before a rotation that the server refused coming back with the
 //! rotation's removals (`a_removed_secret_stays_removed_when_a_rotation_after_it_is_refused`).
+//! Seed 217 found a replica keeping stranded a pulled copy of a displaced record under an
+//! identity it had removed, which opened there with no secret
+//! (`a_displaced_copy_under_an_identity_removed_here_is_not_kept_stranded`).
 //!
 //! Fixed seed, 16 cases per test (some 12 s in debug). Each run's outcome still depends on the
 //! random ids and clock node ids the engine draws (a tie between two records' `createdAt` goes
@@ -2027,6 +2030,34 @@ fn a_removed_secret_stays_removed_when_a_rotation_after_it_is_refused() {
             Op::SecretRemove(1, 20),
             Op::WriteDuringSync(Box::new(Op::Create(0, Expiry::Never)), 0),
             Op::Rotate(1),
+        ],
+    };
+    block_on(simulate(case, true));
+}
+
+/// Found by the through-rotations run at seed 217 (1,000 cases): A and B each rotate identity
+/// I0 away, C creates a custom token under I0 and syncs (I0 is still live on the server), then
+/// A and B sync at once. B pulled C's record while its own removal of I0 waited to go; A's
+/// older record took the token and displaced C's, and B kept its clean copy stranded, as it
+/// keeps any record the server displaces. Under an identity B removed for good, that copy
+/// opened with no secret. B now applies the displacement to such a copy; C, its writer, keeps
+/// it stranded.
+#[test]
+fn a_displaced_copy_under_an_identity_removed_here_is_not_kept_stranded() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![-5 * HOUR, 0, -2 * HOUR],
+        ops: vec![
+            Op::Create(0, Expiry::Never),
+            Op::Create(0, Expiry::Never),
+            Op::CreateCustom(0, 1, Expiry::Never),
+            Op::Rotate(0),
+            Op::Rotate(1),
+            Op::CreateCustom(2, 1, Expiry::Never),
+            Op::Sync(2, Fault::None),
+            Op::SyncPair(0, 1),
         ],
     };
     block_on(simulate(case, true));

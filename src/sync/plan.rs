@@ -175,7 +175,7 @@ pub fn revs_of(row: &Row) -> Vec<Rev> {
 }
 
 /// The identity whose key sealed a row's value, when it is a live record sealed under one.
-fn sealed_under(row: &Row) -> Option<&str> {
+pub(crate) fn sealed_under(row: &Row) -> Option<&str> {
     match row {
         Row::Record {
             version: RecordVersion::Live(live),
@@ -1183,7 +1183,10 @@ pub fn plan_pull(
             }
         }
         match (&merged, current.map(|c| &c.row)) {
-            // The server displaced a record this replica holds: keep it here, stranded.
+            // The server displaced a record this replica holds: keep it here, stranded. Not a
+            // clean copy under an identity removed here for good (pulled from the replica that
+            // wrote it, which keeps it stranded): here it would open with no secret. A final
+            // removal stands for good, so the decision needs no guard at commit.
             (
                 Row::Record {
                     id,
@@ -1193,11 +1196,26 @@ pub fn plan_pull(
                             ..
                         }),
                 },
-                Some(Row::Record {
-                    version: RecordVersion::Live(_),
-                    ..
-                }),
-            ) => {
+                Some(
+                    was @ Row::Record {
+                        version: RecordVersion::Live(_),
+                        ..
+                    },
+                ),
+            ) if dirty
+                || !sealed_under(was).is_some_and(|identity| {
+                    matches!(
+                        view.stored.get(&RowKey::Meta(identity_tag_key(identity))),
+                        Some(Stored {
+                            row: Row::Meta {
+                                version: MetaVersion::Gone { emptied: false, .. },
+                                ..
+                            },
+                            ..
+                        })
+                    )
+                }) =>
+            {
                 plan.stranded.push(id.clone());
                 continue;
             }

@@ -27,13 +27,13 @@ use crate::storage::{
 use crate::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, SlotView,
     identity_of, identity_tag_key, is_meta, objects_of, plan_pull, plan_push, removed_identity,
-    supersedes_local,
+    sealed_under, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,
     Request, Superseded, VaultInfo, WireError,
 };
-use crate::sync::{MetaVersion, RecordVersion, Rev, Row, drift};
+use crate::sync::{MetaVersion, RecordVersion, Rev, Row, TombstoneReason, drift};
 use async_trait::async_trait;
 use futures::future::join;
 use std::cell::Cell;
@@ -2029,10 +2029,30 @@ async fn replica_view(
     }
     // Whether each such slot's identity stays here decides whether the slot does: its `tag`,
     // which a page that splits the identity's removal from the slot's does not carry.
-    let owner_tags: Vec<RowKey> = (view.owners.values())
-        .map(|owner| RowKey::Meta(identity_tag_key(owner)))
-        .filter(|tag| !view.stored.contains_key(tag))
-        .collect();
+    let mut identities: Vec<&str> = Vec::new();
+    for owner in view.owners.values() {
+        identities.push(owner);
+    }
+    // So do the identities of local records the page displaces: a copy under one removed here
+    // opens with no secret, and is not kept stranded ([`plan_pull`]).
+    for row in rows {
+        if let Row::Record {
+            version: RecordVersion::Gone(gone),
+            ..
+        } = row
+            && gone.reason == TombstoneReason::Displaced
+            && let Some(identity) = (view.stored.get(&row.key())).and_then(|s| sealed_under(&s.row))
+        {
+            identities.push(identity);
+        }
+    }
+    let mut owner_tags = Vec::new();
+    for identity in identities {
+        let tag = RowKey::Meta(identity_tag_key(identity));
+        if !view.stored.contains_key(&tag) {
+            owner_tags.push(tag);
+        }
+    }
     if !owner_tags.is_empty() {
         view.stored.extend(versions_of(tx, owner_tags).await?);
     }
