@@ -148,7 +148,8 @@
 //! each failure it shrinks in `tests/sync_sim.proptest-regressions` (ignored by git) and replays
 //! it first on every later run here. A longer run, or another seed:
 //! `SYNC_SIM_CASES=2000 cargo test --release --test sync_sim` (`PROPTEST_CASES` works too;
-//! `PROPTEST_RNG_SEED=<n>` picks the seed).
+//! `PROPTEST_RNG_SEED=<n>` picks the seed; `SYNC_SIM_OPS=<n>` allows cases of up to `n` operations
+//! instead of 40).
 #![cfg(all(feature = "gluesql", feature = "sql", not(target_arch = "wasm32")))]
 
 mod common;
@@ -197,9 +198,18 @@ fn config() -> ProptestConfig {
     config
 }
 
-/// Whether to run what finds the engine bugs that are known and not fixed yet (see the module docs).
+/// Whether to print each step of a case as it runs (`SYNC_SIM_TRACE`).
 fn trace() -> bool {
     std::env::var_os("SYNC_SIM_TRACE").is_some()
+}
+
+/// The bound on a case's operations: 40, or `SYNC_SIM_OPS` (a long run with longer histories).
+fn max_ops() -> usize {
+    std::env::var("SYNC_SIM_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 5)
+        .unwrap_or(40)
 }
 
 thread_local! {
@@ -515,7 +525,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         2usize..=3,
         proptest::collection::vec(skew(), 3),
-        proptest::collection::vec(op(), 5..40),
+        proptest::collection::vec(op(), 5..max_ops()),
     )
         .prop_map(|(sqlite_server, replicas, skews, ops)| Case {
             sqlite_server,
