@@ -868,17 +868,26 @@ impl Tx<'_> {
             }
             None => (self.unbury(&row_ref)?, None),
         };
-        let feed = self.next_feed(&row_ref, old_feed, dirty)?;
+        self.store_record(record, &row_ref, old_feed, old_link.as_deref(), dirty)
+    }
+
+    /// Write `record`'s rows, taking its place in the feeds from `old_feed` and its link from
+    /// `old_link` (its id's previous live version or tombstone, which the caller has read).
+    fn store_record(
+        &mut self,
+        record: &Record,
+        row_ref: &[u8],
+        old_feed: Feed,
+        old_link: Option<&str>,
+        dirty: bool,
+    ) -> StorageResult<()> {
+        let feed = self.next_feed(row_ref, old_feed, dirty)?;
         self.put(
             RECORD_IDS,
             Key::Str(record.id.clone()),
             Some(vec![Value::Str(record.token.clone())]),
         )?;
-        self.relink(
-            &record.id,
-            old_link.as_deref(),
-            record.password_id.as_deref(),
-        )?;
+        self.relink(&record.id, old_link, record.password_id.as_deref())?;
         self.write_record(record, feed)
     }
 
@@ -1124,12 +1133,13 @@ impl Tx<'_> {
                 if self.record_entry_by_token(&record.token)?.is_some() {
                     return Err(StorageError::TokenTaken(record.token));
                 }
-                if self.token_of_id(&record.id)?.is_some()
-                    || self.tombstone(&record_ref(&record.id))?.is_some()
-                {
+                let row_ref = record_ref(&record.id);
+                if self.token_of_id(&record.id)?.is_some() || self.tombstone(&row_ref)?.is_some() {
                     return Err(StorageError::IdTaken(record.id));
                 }
-                self.put_record(&record, true)
+                // Neither the token, the id nor a tombstone of it is here: nothing to replace
+                // (`put_record` would look each up again).
+                self.store_record(&record, &row_ref, Feed::default(), None, true)
             }
             WriteOp::ChangeRecord { id, change, at } => {
                 let (mut record, feed) = self
