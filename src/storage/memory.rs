@@ -1592,6 +1592,49 @@ mod tests {
         assert!(rev(&Value::Str(Rev::ZERO.to_string())).is_err());
     }
 
+    /// Two tokens under one `records` key (a SHA-256 collision, staged here by moving a row):
+    /// a lookup of the other token fails rather than answer "absent", and an insert of it
+    /// fails without replacing the record that holds the key.
+    #[test]
+    fn a_token_whose_key_holds_another_token_is_an_error_not_absent() {
+        use futures::executor::block_on;
+        let store = GlueMemoryStorage::new().unwrap();
+        let record = |id: &str, token: &str| Record {
+            id: id.to_owned(),
+            token: token.to_owned(),
+            value: "vs1:x".to_owned(),
+            created_at: 1,
+            updated_at: 1,
+            expires_at: None,
+            soft_deleted_at: None,
+            password_id: None,
+            revs: RecordRevs::default(),
+        };
+        let stamp = Stamp {
+            rev: Rev::synthesized(1),
+            at: 1,
+        };
+        let insert =
+            |r: Record| block_on(store.apply(stamp, vec![WriteOp::InsertRecord(Box::new(r))]));
+        insert(record("id-a", "tk_a")).unwrap();
+        store
+            .with(|tx| {
+                let rows = &mut tx.db.engine.items.get_mut(RECORDS).unwrap().rows;
+                let row = rows.remove(&token_key("tk_a")).unwrap();
+                rows.insert(token_key("tk_b"), row);
+                Ok(())
+            })
+            .unwrap();
+        assert!(block_on(store.records_by_tokens(&["tk_b".to_owned()])).is_err());
+        assert!(insert(record("id-b", "tk_b")).is_err());
+        let held = store.with(|tx| Ok(tx.get(RECORDS, &token_key("tk_b")).cloned()));
+        assert_eq!(
+            record_from(&held.unwrap().unwrap()).unwrap().0.id,
+            "id-a",
+            "the record under the key stays"
+        );
+    }
+
     #[test]
     fn link_keys_sort_by_identity_then_id_order() {
         let ids = ["", "a", "a\0", "a\u{1}", "ab", "b", "\u{ff5e}", "\u{1f600}"];
