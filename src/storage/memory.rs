@@ -853,13 +853,17 @@ impl Tx<'_> {
     /// Store `record` as its id's live version, over whatever the store has for the id (a live
     /// row, a tombstone, nothing), at the next seq. Fails when another id holds its token.
     fn put_record(&mut self, record: &Record, dirty: bool) -> StorageResult<()> {
-        if let Some((holder, _)) = self.record_entry_by_token(&record.token)?
-            && holder.id != record.id
-        {
-            return Err(StorageError::TokenTaken(record.token.clone()));
-        }
+        // The token's holder, when it is this id, is the version being replaced (`record_ids`
+        // names that token for the id): no second lookup through `record_ids`.
+        let old = match self.record_entry_by_token(&record.token)? {
+            Some((holder, _)) if holder.id != record.id => {
+                return Err(StorageError::TokenTaken(record.token.clone()));
+            }
+            Some(held) => Some(held),
+            None => self.record_entry(&record.id)?,
+        };
         let row_ref = record_ref(&record.id);
-        let (old_feed, old_link) = match self.record_entry(&record.id)? {
+        let (old_feed, old_link) = match old {
             Some((old, feed)) => {
                 if old.token != record.token {
                     self.put(RECORDS, token_key(&old.token), None)?;
