@@ -685,7 +685,7 @@ pub async fn scenario(
     let identities = variant.identities();
     let a = open(
         Box::new(Gated {
-            inner: a,
+            inner: Arc::<dyn Storage>::from(a),
             gate: gate.clone(),
         }),
         identities,
@@ -901,7 +901,7 @@ where
         let gate = Gate::default();
         let a = open(
             Box::new(Gated {
-                inner: a,
+                inner: Arc::<dyn Storage>::from(a),
                 gate: gate.clone(),
             }),
             identities,
@@ -971,7 +971,7 @@ where
         let gate = Gate::default();
         let a = open(
             Box::new(Gated {
-                inner: a,
+                inner: Arc::<dyn Storage>::from(a),
                 gate: gate.clone(),
             }),
             true,
