@@ -21,8 +21,8 @@ use crate::crypto::KdfParams;
 use crate::error::{Result, VaultError};
 use crate::record::Record;
 use crate::storage::{
-    DEK_KEY, MaybeSendSync, MetaKey, MetaRow, OWNER_KEY, RowKey, StorageError, Stored, TAG_KEY,
-    WriteOp, WriteTransaction, object_type,
+    DEK_KEY, MaybeSendSync, MetaKey, MetaRow, OWNER_KEY, RowKey, Storage, StorageError,
+    StorageResult, Stored, TAG_KEY, WriteOp, WriteTransaction, object_type,
 };
 use crate::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, SlotView,
@@ -331,6 +331,13 @@ fn storage_failure(e: impl std::fmt::Display) -> WireError {
     WireError::Storage
 }
 
+/// Whether `storage` holds no record and no identity: a replica that joins any vault
+/// (FORMAT.md "empty"), or a server that has none to give.
+async fn holds_no_data(storage: &dyn Storage) -> StorageResult<bool> {
+    Ok(storage.scan_records(None, 1).await?.is_empty()
+        && storage.meta_count(object_type::IDENTITY).await? == 0)
+}
+
 /// What a request asks of a server's vault (SYNC.md 5, [`Vault::server_join`]).
 enum Join {
     /// The replica's vault is the server's (or the replica is empty): the server's `kdf` row.
@@ -432,7 +439,8 @@ impl Vault {
         let server = self.server_id().await.map_err(storage_failure)?;
         match request {
             Request::Pull(pull) => {
-                let kdf = self.join_on_pull(&pull.vault).await?;
+                let returning = pull.checkpoint.is_some();
+                let kdf = self.join_on_pull(&pull.vault, returning).await?;
                 let response = self.serve_pull(server, kdf, pull).await?;
                 let rows = response.rows.len() as u64;
                 Ok((wire::encode_pull_response(&response), rows))
@@ -471,10 +479,17 @@ impl Vault {
 
     /// SYNC.md 5 on the server: what a request from a replica with `vault` asks of this store.
     /// The same vault goes on, and an empty replica takes ours. A replica's vault is adopted
-    /// only while this store is empty (the adoption expects that, and our `kdf` row unchanged,
-    /// at commit) and only if its iterations meet this vault's `minKdfIterations` (SYNC.md 6:
-    /// a replica must not lower what guessing a password costs). Otherwise it is refused.
-    async fn server_join(&self, vault: &VaultInfo) -> std::result::Result<Join, WireError> {
+    /// only while this store holds no data (the adoption expects that, and our `kdf` row
+    /// unchanged, at commit; tombstones name records of no vault in particular) and only if
+    /// its iterations meet this vault's `minKdfIterations` (SYNC.md 6: a replica must not lower
+    /// what guessing a password costs), otherwise it is refused: a replica with records, or an
+    /// empty one `returning` (its pull carries a checkpoint: it synced with this vault's server
+    /// before, this store or one that lost what it had).
+    async fn server_join(
+        &self,
+        vault: &VaultInfo,
+        returning: bool,
+    ) -> std::result::Result<Join, WireError> {
         let ours = self
             .storage
             .meta_get(&kdf_key())
@@ -488,19 +503,33 @@ impl Vault {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
         };
-        if same || vault.empty {
+        if same || vault.empty && !returning {
             return Ok(Join::Same(ours));
         }
         let theirs = KdfParams::from_json(&vault.kdf)
             .map_err(|_| WireError::Malformed("vault.kdf is not a valid kdf setting".into()))?;
-        if theirs.iterations < self.kdf_floor {
+        if vault.empty {
+            // A replica whose records were all deleted still holds the vault it synced: a
+            // store without data (a wiped server) takes it, rather than hand it a salt of its
+            // own, for which its next records would be sealed and which their first push would
+            // bind this store to, refusing every other replica of the vault. A fresh replica
+            // (no checkpoint) takes ours, so that two of them that join an empty server share
+            // its vault; a store with data hands its own as always.
+            if theirs.iterations < self.kdf_floor
+                || !holds_no_data(&*self.storage)
+                    .await
+                    .map_err(storage_failure)?
+            {
+                return Ok(Join::Same(ours));
+            }
+        } else if theirs.iterations < self.kdf_floor {
             return Err(WireError::Conflict(format!(
                 "this replica's vault derives keys with {} PBKDF2 iterations, fewer than the server's minKdfIterations ({}): the server does not take a vault whose passwords are cheaper to guess. A vault's iterations are set when it is created: sync a vault created with enough, or open the server with a lower minKdfIterations",
                 theirs.iterations, self.kdf_floor
             )));
         }
         let ops = vec![
-            WriteOp::ExpectEmpty,
+            WriteOp::ExpectNoData,
             WriteOp::ExpectMeta {
                 key: kdf_key(),
                 value: Some(ours),
@@ -519,9 +548,13 @@ impl Vault {
 
     /// [`Vault::server_join`] for a pull: an adoption is committed on its own (the answer
     /// carries the vault the replica joined). Returns the server's `kdf` row.
-    async fn join_on_pull(&self, vault: &VaultInfo) -> std::result::Result<String, WireError> {
+    async fn join_on_pull(
+        &self,
+        vault: &VaultInfo,
+        mut returning: bool,
+    ) -> std::result::Result<String, WireError> {
         for _ in 0..MAX_ROUNDS {
-            let (kdf, row, ops) = match self.server_join(vault).await? {
+            let (kdf, row, ops) = match self.server_join(vault, returning).await? {
                 Join::Same(ours) => return Ok(ours),
                 Join::Adopt { kdf, row, ops } => (kdf, row, ops),
             };
@@ -531,6 +564,8 @@ impl Vault {
                     self.replace_kdf(kdf, row.clone());
                     return Ok(row);
                 }
+                // Data came before an empty replica's vault: it takes ours after all.
+                Err(StorageError::NotEmpty) if vault.empty => returning = false,
                 Err(StorageError::NotEmpty) => return Err(another_vault()),
                 // Another request adopted a vault meanwhile: join again.
                 Err(StorageError::MetaChanged(_)) => continue,
@@ -780,7 +815,7 @@ impl Vault {
         for _ in 0..MAX_ROUNDS {
             // A replica's vault that this store adopts is adopted with the page, in its batch:
             // a page the server refuses leaves the store as it was.
-            let join = self.server_join(&request.vault).await?;
+            let join = self.server_join(&request.vault, false).await?;
             let tx = self.storage.transaction().await.map_err(storage_failure)?;
             let view = server_view(&*tx, &request.rows)
                 .await
@@ -1000,8 +1035,7 @@ impl Vault {
             .meta_get(&kdf_key())
             .await?
             .ok_or_else(|| VaultError::storage("the vault has no kdf setting"))?;
-        let empty = self.storage.scan_records(None, 1).await?.is_empty()
-            && self.storage.meta_count(object_type::IDENTITY).await? == 0;
+        let empty = holds_no_data(&*self.storage).await?;
         Ok(VaultInfo { kdf, empty })
     }
 
