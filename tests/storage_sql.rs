@@ -1339,6 +1339,78 @@ mod migration {
         });
     }
 
+    /// [`Direct`], but the next push never reaches the server (the connection dropped).
+    struct LosesAPush<'a>(&'a Vault, std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl SyncTransport for LosesAPush<'_> {
+        async fn exchange(&self, body: String) -> vaultstore_wasm::Result<(u16, Vec<u8>)> {
+            if body.contains(r#""op":"push""#)
+                && self.1.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(vaultstore_wasm::VaultError::Storage(Box::new(
+                    vaultstore_wasm::error::StorageFailure {
+                        original: Default::default(),
+                        name: None,
+                        message: "the connection dropped".into(),
+                    },
+                )));
+            }
+            Direct(self.0).exchange(body).await
+        }
+    }
+
+    /// The same vault's first sync loses its push, after the pull that moved its checkpoint.
+    /// Its migrated rows carry no dirty mark, so the next sync pushed only what changed since,
+    /// and the server never had them; it now owes the server every row until a push of them
+    /// all completes.
+    #[test]
+    fn a_migrated_vault_whose_first_push_is_lost_pushes_every_row_at_the_next_sync() {
+        let db = Arc::new(Sqlite::memory());
+        load_v1(&db);
+        db.with(|c| {
+            c.execute(
+                "DELETE FROM vaultstore_records WHERE value = 'vs1:by-hand'",
+                [],
+            )
+            .unwrap()
+        });
+        block_on(async {
+            let upgraded = vault(db.clone(), "vaultstore").await;
+            let server_db = Arc::new(Sqlite::memory());
+            let server = vault(server_db.clone(), "vaultstore").await;
+            let lossy = LosesAPush(&server, std::sync::atomic::AtomicBool::new(true));
+            upgraded
+                .sync(&lossy, None)
+                .await
+                .expect_err("the push never reached the server");
+            let report = upgraded.sync(&lossy, None).await.unwrap();
+            assert_eq!(report.pushed, 16, "{report:?}");
+            let feed = |db: Arc<Sqlite>| async move {
+                let storage = SqlStorage::open(db, "vaultstore").await.unwrap();
+                let mut keys: Vec<_> = (storage.changes_since(0, 1_000).await.unwrap())
+                    .iter()
+                    .map(|c| c.row.key())
+                    .collect();
+                keys.sort();
+                keys
+            };
+            assert_eq!(
+                feed(server_db).await,
+                feed(db.clone()).await,
+                "the server has every row"
+            );
+            // Paid: no later sync pushes everything again.
+            let owed = SqlStorage::open(db, "vaultstore")
+                .await
+                .unwrap()
+                .meta_get(&MetaKey::new("sync", "state", "owed"))
+                .await
+                .unwrap();
+            assert_eq!(owed, None);
+        });
+    }
+
     /// Runs every batch, then fails it at the end: the database rolls all of it back.
     struct FailsAtTheEnd(Arc<Sqlite>);
 

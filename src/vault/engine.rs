@@ -157,6 +157,12 @@ fn log_key(seq: u64) -> MetaKey {
     local_key("log", &format!("{seq:020}"))
 }
 
+/// Present while this replica owes the server every row it holds (a first sync of a replica
+/// that held rows, a server that lost what it had): until a push of them all completes.
+fn owed_key() -> MetaKey {
+    local_key("state", "owed")
+}
+
 /// The revision this replica's last completed sync ended at (conflict counting).
 fn synced_key() -> MetaKey {
     local_key("state", "synced")
@@ -965,24 +971,12 @@ impl Vault {
             .await?
             .and_then(|text| Rev::parse(&text).ok())
             .unwrap_or(Rev::ZERO);
-        // A first sync pushes every row the replica held before it (rows upgraded from schema 1
-        // carry no dirty mark); an empty replica's first sync only its dirty rows (its default
-        // settings): what its first pull brought is the server's already.
-        let first = self.storage.meta_get(&checkpoint_key()).await?.is_none()
-            && !self.vault_info().await?.empty;
-        let push_all = self
-            .pull_all(remote, since, &mut report, &mut stranded, &progress)
-            .await?
-            || first;
+        // A first sync of a replica that held rows, and one after the server lost what it had,
+        // push every row: the pull notes the debt (`owed_key`), the push pays it.
+        self.pull_all(remote, since, &mut report, &mut stranded, &progress)
+            .await?;
         let caught_up = self
-            .push(
-                remote,
-                push_all,
-                since,
-                &mut report,
-                &mut stranded,
-                &progress,
-            )
+            .push(remote, since, &mut report, &mut stranded, &progress)
             .await?;
         // What the push changed on the server (merges, and rows of other replicas that came
         // meanwhile), unless the server said there is nothing (its push checkpoints).
@@ -991,7 +985,7 @@ impl Vault {
                 .pull_all(remote, since, &mut report, &mut stranded, &progress)
                 .await?
         {
-            self.push(remote, true, since, &mut report, &mut stranded, &progress)
+            self.push(remote, since, &mut report, &mut stranded, &progress)
                 .await?;
         }
         let mut end = vec![WriteOp::PutMeta(MetaRow {
@@ -1255,6 +1249,12 @@ impl Vault {
     ) -> Result<bool> {
         let rows: Vec<Row> = response.rows.iter().map(|c| c.row.clone()).collect();
         let resync = self.resync_mark().await?;
+        // Every row here is owed to the server from the page that moves the checkpoint past a
+        // `lost` reset, or past none on a first sync of a replica that held rows (rows upgraded
+        // from schema 1 carry no dirty mark; an empty replica owes nothing it pulls): a sync that
+        // fails before its push still owes them at the next one.
+        let owes = response.reset == Some(wire::Reset::Lost)
+            || checkpoint_was.is_none() && !holds_no_data(&*self.storage).await?;
         self.observe_rows(&rows);
         // Which local record holds each pulled token is read only once a write found one taken:
         // pulled tokens are almost always new here or held by the same record, and every
@@ -1282,6 +1282,12 @@ impl Vault {
                 key: checkpoint_key(),
                 value: checkpoint_text(&response.checkpoint),
             }));
+            if owes {
+                ops.push(WriteOp::PutMeta(MetaRow {
+                    key: owed_key(),
+                    value: stamp.rev.to_string(),
+                }));
+            }
             for id in &plan.parked {
                 ops.push(WriteOp::PutMeta(MetaRow {
                     key: parked_key(id),
@@ -1331,19 +1337,21 @@ impl Vault {
         ))
     }
 
-    /// Push this replica's changes: its dirty rows, or every row it holds when the server needs
-    /// them all (a first sync of a replica that held rows, a wiped or restored server). Returns
-    /// whether the server's checkpoints took this replica past every row its pushes wrote and
-    /// nothing else came meanwhile (then there is nothing to pull back).
+    /// Push this replica's changes: its dirty rows, or every row it holds while it owes the
+    /// server them all ([`owed_key`]: a first sync of a replica that held rows, a wiped or
+    /// restored server), and then the mark goes, unless another tab wrote it again meanwhile
+    /// (its own reset). Returns whether the server's checkpoints took this replica past every
+    /// row its pushes wrote and nothing else came meanwhile (then there is nothing to pull back).
     async fn push(
         &self,
         remote: &dyn SyncTransport,
-        everything: bool,
         since: Rev,
         report: &mut SyncReport,
         stranded: &mut Stranding,
         progress: &Progress<'_>,
     ) -> Result<bool> {
+        let owed = self.storage.meta_get(&owed_key()).await?;
+        let everything = owed.is_some();
         let mut caught_up = true;
         // (row, dirty mark when the row was dirty as read)
         let mut outgoing: Vec<(Row, Option<u64>)> = Vec::new();
@@ -1494,6 +1502,16 @@ impl Vault {
             };
             left -= page.len() as u64;
             progress.advance(page.len() as u64, left);
+        }
+        if everything {
+            let paid = vec![
+                WriteOp::ExpectMeta {
+                    key: owed_key(),
+                    value: owed,
+                },
+                WriteOp::DeleteMeta(owed_key()),
+            ];
+            self.apply_unless_moved(paid).await?;
         }
         Ok(caught_up)
     }
