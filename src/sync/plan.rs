@@ -686,10 +686,42 @@ pub struct ReplicaView {
     pub retained_from: i64,
 }
 
+/// Whether `row` is a tombstone a store keeps for good, because what it tells a replica that
+/// missed it is not "deleted":
+/// - an identity's row (its `tag`, `dek` or a slot). A replica may hold records sealed under a
+///   removed identity for as long as its user leaves them stranded (written after a rotation it
+///   had not seen; SYNC.md 7), and pushes them with its other dirty rows, with the identity's
+///   rows when a resync brings them back. With the tombstones the server refuses those records
+///   as `retired_key` and the rows as superseded, months later as on the day: a retired key
+///   stays retired. Without them the records name an identity the server never had, and every
+///   push of that replica is refused whole (`422`), for good.
+/// - a record `displaced` by an earlier creator of its custom token. The replica that created
+///   it keeps it, stranded, once it pulls this tombstone (SYNC.md 2); a replica that comes back
+///   after the retention and finds no tombstone forgets it as deleted elsewhere, and the write
+///   that created it would be lost everywhere.
+///
+/// A replica keeps them too: a server that lost what it had (wiped, or restored from a backup
+/// older than them) gets them back with everything else its replicas push, so a removed secret
+/// or a retired key does not come back from a replica that held the identity live all along.
+///
+/// A few rows per identity ever removed, one per token collision.
+pub(crate) fn kept_for_good(row: &Row) -> bool {
+    match row {
+        Row::Meta { key, .. } => key.object_type == object_type::IDENTITY,
+        Row::Record {
+            version: RecordVersion::Gone(tombstone),
+            ..
+        } => tombstone.reason == crate::sync::TombstoneReason::Displaced,
+        Row::Record { .. } => false,
+    }
+}
+
 /// Whether `stored` is a tombstone this replica keeps only until its next collection (see
 /// [`ReplicaView::retained_from`]).
 fn past_retention(stored: &Stored, retained_from: i64) -> bool {
-    stored.dirty.is_none() && stored.row.deleted_at().is_some_and(|at| at < retained_from)
+    stored.dirty.is_none()
+        && !kept_for_good(&stored.row)
+        && stored.row.deleted_at().is_some_and(|at| at < retained_from)
 }
 
 /// The version a [`replaced_key`] row holds ([`replaced_value`]), as the live row of `key` it was.

@@ -26,8 +26,8 @@ use crate::storage::{
 };
 use crate::sync::plan::{
     Contradiction, ContradictionKind, MAX_FUTURE_MS, ReplicaView, ServerView, SlotView,
-    identity_of, identity_tag_key, is_meta, objects_of, plan_pull, plan_push, removed_identity,
-    sealed_under, supersedes_local,
+    identity_of, identity_tag_key, is_meta, kept_for_good, objects_of, plan_pull, plan_push,
+    removed_identity, sealed_under, supersedes_local,
 };
 use crate::sync::wire::{
     self, Checkpoint, PullRequest, PullResponse, PushRequest, PushResponse, Refusal, Refused,

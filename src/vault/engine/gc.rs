@@ -11,7 +11,8 @@
 //!   ripe reads one page of the feed after it ([`GC_PAGE`] rows) and drops the clean tombstones
 //!   in it up to the candidate's `seq`, so the work per request is bounded and each row of the
 //!   feed is read once per retention period, never the whole store per request.
-//!   The tombstones of identity rows and of displaced records are kept ([`kept_for_good`]).
+//!   The tombstones of identity rows and of displaced records are kept
+//!   ([`crate::sync::plan::kept_for_good`]).
 //! - the **horizon**: the greatest seq of a tombstone dropped. Checkpoints carry the horizon the
 //!   server had when it handed them out (`key` = `"<mark>.<horizon>"`): one whose seq is below the
 //!   horizon, handed out before it rose, may have missed a dropped tombstone, and is answered
@@ -32,7 +33,8 @@
 //! kept and marked dirty instead (it goes back to the server ahead of them; if the server
 //! removed it, the tombstones it keeps for identities supersede it, and those records are
 //! stranded). Dirty rows stay and are pushed. A replica also drops its own clean tombstones
-//! older than the retention (by their `deletedAt`), a page at the end of each sync.
+//! older than the retention (by their `deletedAt`), a page at the end of each sync, but for
+//! those the server keeps for good.
 
 use super::*;
 
@@ -42,32 +44,6 @@ pub const RETENTION_MS: i64 = 90 * 24 * 60 * 60 * 1000;
 
 /// Rows of the feed one collection step reads (one per pull answered, one per replica sync).
 const GC_PAGE: usize = 500;
-
-/// Whether `row` is a tombstone a server keeps for good, because what it tells a replica that
-/// missed it is not "deleted":
-/// - an identity's row (its `tag`, `dek` or a slot). A replica may hold records sealed under a
-///   removed identity for as long as its user leaves them stranded (written after a rotation it
-///   had not seen; SYNC.md 7), and pushes them with its other dirty rows, with the identity's
-///   rows when a resync brings them back. With the tombstones the server refuses those records
-///   as `retired_key` and the rows as superseded, months later as on the day: a retired key
-///   stays retired. Without them the records name an identity the server never had, and every
-///   push of that replica is refused whole (`422`), for good.
-/// - a record `displaced` by an earlier creator of its custom token. The replica that created
-///   it keeps it, stranded, once it pulls this tombstone (SYNC.md 2); a replica that comes back
-///   after the retention and finds no tombstone forgets it as deleted elsewhere, and the write
-///   that created it would be lost everywhere.
-///
-/// A few rows per identity ever removed, one per token collision.
-fn kept_for_good(row: &Row) -> bool {
-    match row {
-        Row::Meta { key, .. } => key.object_type == object_type::IDENTITY,
-        Row::Record {
-            version: RecordVersion::Gone(tombstone),
-            ..
-        } => tombstone.reason == crate::sync::TombstoneReason::Displaced,
-        Row::Record { .. } => false,
-    }
-}
 
 fn gc_key() -> MetaKey {
     local_key("state", "gc")
@@ -465,6 +441,12 @@ impl Vault {
             if let Some(at) = change.row.deleted_at() {
                 if at >= before || dirty.contains(&change.row.key()) {
                     break;
+                }
+                // Kept here as on the server: a server that loses what it had gets them back
+                // from its replicas, and a removed secret stays removed.
+                if kept_for_good(&change.row) {
+                    next = change.seq;
+                    continue;
                 }
                 ops.push(WriteOp::DropTombstone {
                     key: change.row.key(),
