@@ -46,7 +46,9 @@
 //!    after the server dropped the tombstone, as SYNC.md 2 allows (its fields are not checked
 //!    against 3: the copy carries the revisions it had); or when the server was lost while a
 //!    replica (or the backup it came back from) held it live and none held its tombstone within
-//!    the retention: the deletion was lost with the server.
+//!    the retention, or when months passed after a loss while the server held it live (the
+//!    replica's clean tombstone ages out before its push): the deletion was lost with the
+//!    server.
 //! 3. Nothing resolved lost, and the conflict rule: every record id whose creation resolved and
 //!    that was never deleted is live on the server; for each live record and each field (value,
 //!    `expiresAt`, `softDeletedAt`), the server's revision is the greatest revision any replica
@@ -619,6 +621,8 @@ struct History {
     /// replica's edit of its copy then brings the record back, as SYNC.md 2 allows ("dirty rows
     /// win over a deletion whose tombstone is gone"). The oracle lets only these come back.
     may_return: HashSet<String>,
+    /// Whether the server was lost ([`Op::ServerLost`]) in this case.
+    server_lost: bool,
     /// Revisions past the server's limit that a sync replaced on their replica (re-stamped, or
     /// lost to another write): no server stores them. [`latest`] also ignores revisions past
     /// the limit now, but after an [`Op::Away`] the limit has moved past them.
@@ -1358,8 +1362,14 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire, history: &mut History) {
             return;
         }
         (Op::Away(days), _) => {
-            for node in nodes {
-                for (key, row) in replicated(&*node.store).await {
+            // A server that lost what it had may hold a record live whose deletion only a
+            // replica's clean tombstone still knows, not pushed back yet: once months pass,
+            // that tombstone is dropped (and merges as gone) before it is.
+            let server = wire.server();
+            let stores = nodes.iter().map(|n| &*n.store);
+            let stores = stores.chain(history.server_lost.then_some(&*server.store));
+            for store in stores {
+                for (key, row) in replicated(store).await {
                     if let (
                         RowKey::Record(id),
                         Row::Record {
@@ -1472,6 +1482,7 @@ async fn run_op(op: &Op, nodes: &[Node], wire: &Wire, history: &mut History) {
                 }
             }
             *wire.server.lock().unwrap() = Arc::new(server);
+            history.server_lost = true;
             // Requests sent to the server that was lost are not replayed to the new one.
             wire.sent.lock().unwrap().clear();
             return;
