@@ -1271,14 +1271,11 @@ mod migration {
         }
     }
 
-    /// A vault upgraded from schema 1 syncs whole: its first push (the feed from seq 0) carries
-    /// every replicated row it had before the upgrade, so an empty replica joining the server
-    /// opens every token with the secrets that sealed it.
-    #[test]
-    fn a_migrated_vault_syncs_every_row_it_held_to_an_empty_server() {
+    /// The schema-1 fixture without the rows written by hand, which hold no envelope (a server
+    /// refuses them).
+    fn v1_to_sync() -> Arc<Sqlite> {
         let db = Arc::new(Sqlite::memory());
         load_v1(&db);
-        // The rows written by hand hold no envelope; a server refuses them.
         db.with(|c| {
             c.execute(
                 "DELETE FROM vaultstore_records WHERE value = 'vs1:by-hand'",
@@ -1286,6 +1283,15 @@ mod migration {
             )
             .unwrap()
         });
+        db
+    }
+
+    /// A vault upgraded from schema 1 syncs whole: its first push (the feed from seq 0) carries
+    /// every replicated row it had before the upgrade, so an empty replica joining the server
+    /// opens every token with the secrets that sealed it.
+    #[test]
+    fn a_migrated_vault_syncs_every_row_it_held_to_an_empty_server() {
+        let db = v1_to_sync();
         block_on(async {
             let upgraded = vault(db.clone(), "vaultstore").await;
             let held = SqlStorage::open(db.clone(), "vaultstore")
@@ -1366,15 +1372,7 @@ mod migration {
     /// all completes.
     #[test]
     fn a_migrated_vault_whose_first_push_is_lost_pushes_every_row_at_the_next_sync() {
-        let db = Arc::new(Sqlite::memory());
-        load_v1(&db);
-        db.with(|c| {
-            c.execute(
-                "DELETE FROM vaultstore_records WHERE value = 'vs1:by-hand'",
-                [],
-            )
-            .unwrap()
-        });
+        let db = v1_to_sync();
         block_on(async {
             let upgraded = vault(db.clone(), "vaultstore").await;
             let server_db = Arc::new(Sqlite::memory());
