@@ -815,6 +815,13 @@ impl History {
     /// allows only for the last secret of an identity, so no other secret of the history may
     /// open what it opens there.
     async fn refusals(&mut self, i: usize, node: &Node) {
+        let pending: Vec<String> = (self.removed_on.iter())
+            .filter(|(remover, secret)| *remover == i && !self.refused.contains(secret))
+            .map(|(_, secret)| secret.clone())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
         let tokens: Vec<String> = replicated(&*node.store)
             .await
             .into_values()
@@ -826,8 +833,8 @@ impl History {
                 _ => None,
             })
             .collect();
-        for (remover, secret) in self.removed_on.clone() {
-            if remover != i || self.refused.contains(&secret) {
+        for secret in pending {
+            if self.refused.contains(&secret) {
                 continue;
             }
             node.vault.lock();
