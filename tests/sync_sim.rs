@@ -2495,3 +2495,32 @@ fn a_secret_removed_before_the_server_is_lost_stays_removed_after_the_retention(
     };
     block_on(simulate(case, true));
 }
+
+/// Found by seed 310 (identities off): B deletes a record and pushes the deletion; the server is
+/// lost, and A, which never pulled the deletion, pushes the record back to the empty one. B's
+/// next pull starts over (`lost`), keeps its tombstone over the record, and owes the server
+/// every row; its push fails. Months later, B's collection dropped the tombstone, clean and past
+/// the retention, before the push that pays the debt, and B's checkpoint was already past the
+/// server's live record: B held neither while A and the server held it live. The collection
+/// now runs after the push.
+#[test]
+fn a_deletion_owed_to_a_wiped_server_is_pushed_before_its_tombstone_is_collected() {
+    let case = Case {
+        sqlite_server: false,
+        replicas: 2,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::Create(0, Expiry::Never),
+            Op::Delete(1, 8),
+            Op::SyncTabs(1),
+            Op::ServerLost,
+            Op::Create(0, Expiry::Never),
+            Op::Create(0, Expiry::Never),
+            Op::SyncTabs(2),
+            Op::Create(0, Expiry::Never),
+            Op::Sync(1, Fault::Drop(1)),
+            Op::Away(91),
+        ],
+    };
+    block_on(simulate(case, false));
+}

@@ -988,6 +988,10 @@ impl Vault {
             self.push(remote, since, &mut report, &mut stranded, &progress)
                 .await?;
         }
+        // After the push: while the replica owes the server every row (`owed_key`), a clean
+        // tombstone past the retention may be the only copy of a deletion the server lost, and
+        // the pull took the server's live version of it as superseded here.
+        self.collect_replica().await?;
         let mut end = vec![WriteOp::PutMeta(MetaRow {
             key: synced_key(),
             value: self.stamp()?.rev.to_string(),
@@ -1130,7 +1134,6 @@ impl Vault {
             progress.advance(response.rows.len() as u64, response.remaining);
             if !response.more {
                 self.finish_resync().await?;
-                self.collect_replica().await?;
                 self.retry_deferred(stranded).await?;
                 return Ok(reset);
             }
