@@ -1557,6 +1557,60 @@ fn a_secret_added_to_a_secret_with_two_identities_opens_every_record() {
     });
 }
 
+/// The identity `token`'s live record is sealed under, as `node` stores it.
+async fn identity_of(node: &Node, token: &str) -> String {
+    replicated(&*node.store)
+        .await
+        .into_values()
+        .find_map(|row| match row {
+            Row::Record {
+                version: vaultstore_wasm::sync::RecordVersion::Live(live),
+                ..
+            } if live.token == token => live.password_id,
+            _ => None,
+        })
+        .expect("a live record with an identity")
+}
+
+/// A secret added to both identities of a password (a slot on each) and then removed on the
+/// replica that had meanwhile deleted the last record of one of them, which took that slot away
+/// as emptied: the removal found only the other slot. When a record the other replica wrote
+/// under the emptied identity brought it back, the slot came back with it, and the removed
+/// secret opened the vault again (the simulation's seed 306). The removal now reaches the
+/// emptied slot too, for good.
+#[test]
+fn a_removed_secret_stays_removed_when_the_identity_it_was_emptied_with_comes_back() {
+    block_on(async {
+        let (server, a, b, tokens) = two_identities_of(PASSWORD).await;
+        b.vault.secret_add(&pw(PASSWORD), &pw(NEW)).await.unwrap();
+        settle(&server, &[&a, &b]).await;
+        // a writes under one of the two identities; b, not knowing, deletes that identity's
+        // only other record, then removes the added secret.
+        let later = create(&a, "written by a later", PASSWORD).await;
+        let identity = identity_of(&a, &later).await;
+        let mut emptied = None;
+        for token in &tokens {
+            if identity_of(&b, token).await == identity {
+                emptied = Some(token);
+            }
+        }
+        assert!(b.vault.token_delete(emptied.unwrap()).await.unwrap());
+        b.vault.secret_remove(&pw(NEW)).await.unwrap();
+        settle(&server, &[&b, &a]).await;
+        let kept = tokens.iter().find(|t| Some(*t) != emptied).unwrap();
+        let value = |t: &String| {
+            if t == &tokens[0] {
+                "written by a"
+            } else {
+                "written by b"
+            }
+        };
+        for (token, value) in [(&later, "written by a later"), (kept, value(kept))] {
+            opens_only(&[&a, &b], (token.as_str(), value), PASSWORD, &[NEW]).await;
+        }
+    });
+}
+
 /// A secret added to an identity on one replica (a slot) and first used on another while apart
 /// (an identity of its own, with a record) opens both after sync. `secretRemove` of it deleted
 /// the rows of every object holding its tag as if all were slots, the other identity's own key
@@ -1973,7 +2027,7 @@ fn a_value_written_under_an_identity_emptied_elsewhere_is_delivered_by_the_next_
             records.extend([(offline, "written offline"), (later, "written after")]);
             settle(&server, &[&a, &b]).await;
             for (token, value) in &records {
-                opens_only(&[&a, &b], (token, value), PASSWORD, &[NEW]).await;
+                opens_only(&[&a, &b], (token.as_str(), value), PASSWORD, &[NEW]).await;
             }
             assert!(gone(&a, &first).await && gone(&b, &first).await);
         }

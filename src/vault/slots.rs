@@ -22,7 +22,11 @@ use super::{MAX_ATTEMPTS, Vault};
 use crate::crypto::{MasterKey, identity_tag, is_vacant, new_identity_id, vacant_slot};
 use crate::error::{Result, VaultError};
 use crate::secret::Secret;
-use crate::storage::{MetaKey, MetaRow, OWNER_KEY, Optimistic, StorageError, WriteOp, object_type};
+use crate::storage::{
+    MetaKey, MetaRow, OWNER_KEY, Optimistic, REPLACED_ID, Stamp, StorageError, Stored, WriteOp,
+    object_type,
+};
+use crate::sync::{MetaVersion, Row, RowKey};
 
 impl Vault {
     /// Wrap the data key of `existing`'s identity under `added` too (O(1): no record is read or
@@ -105,8 +109,17 @@ impl Vault {
     /// rows (`what` names the call in the error when it gives up). The caller forgets the key.
     pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
-            let batch = self.removal(mk, epoch).await?;
+            let mut batch = self.removal(mk, epoch).await?;
             let stamp = self.stamp_for(&Optimistic(&*self.storage), &batch).await?;
+            // The secret's slots that went with an identity emptied here (`emptied_slots`).
+            let kept = self
+                .storage
+                .meta_object(object_type::SYNC, REPLACED_ID)
+                .await?;
+            let keys = emptied_slots(&kept, &identity_tag(mk));
+            if !keys.is_empty() {
+                end_emptied(self.storage.versions(&keys).await?, stamp, &mut batch);
+            }
             match self.storage.apply(stamp, batch).await {
                 Ok(()) => return Ok(()),
                 Err(StorageError::MetaChanged(_) | StorageError::UniqueValueTaken(_)) => continue,
@@ -255,4 +268,64 @@ fn gave_up(what: &str) -> VaultError {
     VaultError::storage(format!(
         "other writers kept changing this identity's secrets while {what} ran ({MAX_ATTEMPTS} rounds); nothing was changed, try again"
     ))
+}
+
+/// The rows of each further slot of the secret with tag `tag` that went with its identity when
+/// the identity's last record was deleted here (emptied), found among the versions this store
+/// `kept` of the rows emptied removals replaced ([`replaced_key`]: a slot is an object with an
+/// `identity` row). A replica that wrote under the identity meanwhile brings it back with the
+/// versions kept of its slots, and the removed secret would open it again, so `secretRemove`
+/// removes them for good ([`end_emptied`]). An identity's own rows stay emptied: removing those
+/// for good would retire the identity, and strand the records written under it elsewhere.
+/// A few rows per identity ever emptied here.
+///
+/// [`replaced_key`]: crate::storage::replaced_key
+fn emptied_slots(kept: &[MetaRow], tag: &str) -> Vec<RowKey> {
+    let mut keys = Vec::new();
+    for row in kept {
+        if let Some(object) = row.key.key.strip_suffix("/tag")
+            && row.value.split_once(' ').is_some_and(|(_, v)| v == tag)
+            && kept
+                .iter()
+                .any(|r| r.key.key.strip_suffix("/identity") == Some(object))
+        {
+            for key in [TAG_KEY, DEK_KEY, OWNER_KEY] {
+                keys.push(RowKey::Meta(slot_key(object, key)));
+            }
+        }
+    }
+    keys
+}
+
+/// Store each of `found` that is still an emptied removal removed for good instead, at `stamp`
+/// and dirty, guarded on the tombstone it replaces (a slot written again meanwhile, with this
+/// secret or another, is left alone). A final removal beats every version of its row (FORMAT.md
+/// "Revisions and the conflict rule").
+fn end_emptied(found: Vec<Option<Stored>>, stamp: Stamp, batch: &mut Vec<WriteOp>) {
+    for stored in found {
+        if let Some(Stored {
+            seq,
+            row:
+                Row::Meta {
+                    key,
+                    version: MetaVersion::Gone { emptied: true, .. },
+                },
+            ..
+        }) = stored
+        {
+            batch.push(WriteOp::ExpectVersion {
+                key: RowKey::Meta(key.clone()),
+                seq: Some(seq),
+            });
+            let version = MetaVersion::Gone {
+                rev: stamp.rev,
+                deleted_at: stamp.at,
+                emptied: false,
+            };
+            batch.push(WriteOp::PutVersion {
+                row: Box::new(Row::Meta { key, version }),
+                dirty: true,
+            });
+        }
+    }
 }
