@@ -483,6 +483,76 @@ fn a_wiped_server_is_repaired_by_its_replicas() {
     });
 }
 
+/// After a wiped server, a replica pushes every row it holds, clean ones too. A clean record the
+/// server refused there (its custom token held by a record whose deletion the same push carried
+/// after it) was neither dirty nor marked: the sync reported it stranded, and the next one
+/// forgot it, while only that replica held it (the simulation's seed 312). It stays reported
+/// until an edit pushes it again.
+#[test]
+fn a_clean_record_a_wiped_server_refuses_stays_reported_as_stranded() {
+    block_on(async {
+        let (server, a, b) = joined_empty().await;
+        let remote = wire(&server);
+        b.vault
+            .token_create_custom("card-0007", "first", &pw(PASSWORD), None)
+            .await
+            .unwrap();
+        // The first claim on the token is the earlier one (`createdAt`, then the id).
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        sync(&b, &remote).await;
+        sync(&a, &remote).await;
+        // A deletes the record and gives its token to another; B never hears of it.
+        assert!(a.vault.token_delete("card-0007").await.unwrap());
+        a.vault
+            .token_create_custom("card-0007", "second", &pw(PASSWORD), None)
+            .await
+            .unwrap();
+        // Its first push carries the new record before the deletion, which frees the token only
+        // after it: the second stores it, and it is clean here.
+        sync(&a, &remote).await;
+        sync(&a, &remote).await;
+        // The server's database is lost; B reaches the empty one first, with the first record.
+        let wiped = memory(true).await;
+        let remote = wire(&wiped);
+        sync(&b, &remote).await;
+        let first = sync(&a, &remote).await;
+        let held = |report: &SyncReport| report.stranded.contains(&"card-0007".to_owned());
+        let again = sync(&a, &remote).await;
+        let kept_only_here = wiped
+            .vault
+            .record_find_by_token("card-0007")
+            .await
+            .unwrap()
+            .is_none();
+        assert!(
+            kept_only_here,
+            "the server refused it, the first record holding the token"
+        );
+        assert!(held(&first), "the refused record is reported: {first:?}");
+        assert!(held(&again), "and still on the next sync: {again:?}");
+        a.vault.lock();
+        assert_eq!(
+            a.vault
+                .token_read("card-0007", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "second"
+        );
+        // The remedy: an edit pushes it again, and the token is free on the server now.
+        a.vault
+            .token_update("card-0007", "second, edited", &pw(PASSWORD))
+            .await
+            .unwrap();
+        let edited = sync(&a, &remote).await;
+        assert!(
+            !held(&edited),
+            "stored, no longer kept here only: {edited:?}"
+        );
+        sync(&b, &remote).await;
+        converged(&[&a, &b, &wiped]).await;
+    });
+}
+
 #[test]
 fn a_lost_response_is_harmless() {
     block_on(async {

@@ -1416,6 +1416,11 @@ impl Vault {
                         if let Some(token) = live_token(&rows[refused.i]) {
                             stranded.tokens.insert(token.to_owned());
                         }
+                        // A clean row sent with everything (a wiped server) is neither pushed
+                        // nor planned again: a mark keeps it reported (the simulation's seed 312).
+                        if let (Row::Record { id, .. }, None) = &page[refused.i] {
+                            stranded.mark(&[], std::slice::from_ref(id), &mut adopted);
+                        }
                     }
                     // The server keeps the identity (records elsewhere still use it): its version
                     // replaces this replica's removal whatever the revisions say, or the removal
