@@ -263,7 +263,8 @@ struct Stranding {
     marked: Vec<MetaRow>,
     /// Tokens the server refused this sync, or of records that still use an identity removed
     /// elsewhere: dirty rows, or deferred removals, that each sync pushes or plans again, so they
-    /// need no mark.
+    /// need no mark (a clean row refused in a push of everything gets one: nothing sends it
+    /// again).
     tokens: HashSet<String>,
 }
 
