@@ -2524,3 +2524,59 @@ fn a_deletion_owed_to_a_wiped_server_is_pushed_before_its_tombstone_is_collected
     };
     block_on(simulate(case, false));
 }
+
+/// Found by the through-rotations run (seed 313, 3,000 cases; it failed before this session's
+/// changes too): B rotates the identity away (a removal for good) and writes a record with a
+/// custom token; C deletes the identity's last record (an emptied removal, here only); A writes
+/// a record with the same token under the old identity. C pulls A's record, then its
+/// displacement by B's earlier one, and the server's removal of the identity for good. C kept
+/// its clean copy stranded, as under an identity it had only emptied, and set the removal aside
+/// while the copy used the identity: the copy opened with no secret on C, for good. The
+/// displacement now applies to a clean copy under an identity the server removed for good, in
+/// the page or in a removal waiting here; A, its writer, keeps it stranded.
+#[test]
+fn a_displaced_copy_under_an_identity_the_server_retired_is_not_kept_stranded() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![3 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::Rotate(1),
+            Op::Delete(2, 0),
+            Op::CreateCustom(1, 0, Expiry::Never),
+            Op::WriteDuringSync(Box::new(Op::CreateCustom(0, 0, Expiry::Never)), 0),
+            Op::SyncPair(1, 2),
+            Op::Create(0, Expiry::Never),
+            Op::Create(0, Expiry::Never),
+        ],
+    };
+    block_on(simulate(case, true));
+}
+
+/// Found by the through-rotations run (seed 316, 6,000 cases) while the case above was being
+/// fixed: A writes a record with a custom token and pushes it; C, having rotated the identity
+/// away, writes one with the same token earlier by the rule, and pushes the rotation with it.
+/// A then pulls the displacement of its own record with the identity's removal for good: its
+/// copy is clean (pushed) but its writer's, under an identity live here, and stays stranded;
+/// a first version of that fix applied the displacement to every clean copy under an identity
+/// the server removed, and the write was lost everywhere.
+#[test]
+fn a_writer_keeps_its_pushed_record_stranded_when_the_server_displaces_it_with_a_rotation() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![4 * 60_000, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::CreateCustom(0, 0, Expiry::Never),
+            Op::Rotate(2),
+            Op::Sync(0, Fault::None),
+            Op::Renew(0, 0, Expiry::Never),
+            Op::CreateCustom(2, 0, Expiry::Never),
+            Op::Purge(0, false),
+            Op::Update(2, 0),
+        ],
+    };
+    block_on(simulate(case, true));
+}

@@ -677,6 +677,12 @@ pub struct ReplicaView {
     /// them). They go here as they do on the server, unless records use either
     /// ([`plan_pull`]).
     pub orphaned: Vec<(String, String)>,
+    /// Of the identities of local records the page displaces (and of the slots' `owners`),
+    /// those the server removed in an earlier page, whose removal waits here while local
+    /// records use them. This replica may hold them only emptied, but no replica opens them
+    /// again: a copy under one opens with no secret here once the records are gone
+    /// ([`plan_pull`]), as under one the page removes for good.
+    pub retired: Vec<String>,
     /// The revision this replica's last sync ended at: registers with later revisions were
     /// changed here since, so losing one is a conflict ([`supersedes_local`]).
     pub since: Rev,
@@ -1216,9 +1222,11 @@ pub fn plan_pull(
         }
         match (&merged, current.map(|c| &c.row)) {
             // The server displaced a record this replica holds: keep it here, stranded. Not a
-            // clean copy under an identity removed here for good (pulled from the replica that
-            // wrote it, which keeps it stranded): here it would open with no secret. A final
-            // removal stands for good, so the decision needs no guard at commit.
+            // clean copy under an identity removed here, for good or as emptied when the server
+            // removed it for good (in the page, or in an earlier one: `retired`): pulled from
+            // the replica that wrote it, which keeps it stranded, it would open with no secret
+            // here. (Its writer may hold it clean too, pushed, but under an identity live
+            // there.) A final removal stands for good, so the decision needs no guard at commit.
             (
                 Row::Record {
                     id,
@@ -1236,16 +1244,21 @@ pub fn plan_pull(
                 ),
             ) if dirty
                 || !sealed_under(was).is_some_and(|identity| {
-                    matches!(
-                        view.stored.get(&RowKey::Meta(identity_tag_key(identity))),
-                        Some(Stored {
-                            row: Row::Meta {
-                                version: MetaVersion::Gone { emptied: false, .. },
-                                ..
-                            },
-                            ..
+                    let tag = identity_tag_key(identity);
+                    let for_good = |row: &Row| {
+                        matches!(row, Row::Meta {
+                            key,
+                            version: MetaVersion::Gone { emptied: false, .. },
+                        } if *key == tag)
+                    };
+                    view.stored
+                        .get(&RowKey::Meta(tag.clone()))
+                        .is_some_and(|s| {
+                            s.row.is_gone()
+                                && (for_good(&s.row)
+                                    || view.retired.iter().any(|r| r == identity)
+                                    || rows.iter().any(for_good))
                         })
-                    )
                 }) =>
             {
                 plan.stranded.push(id.clone());

@@ -2094,8 +2094,9 @@ async fn replica_view(
     for owner in view.owners.values() {
         identities.push(owner);
     }
-    // So do the identities of local records the page displaces: a copy under one removed here
-    // opens with no secret, and is not kept stranded ([`plan_pull`]).
+    // So do the identities of local records the page displaces, and whether the server removed
+    // them in an earlier page: a copy under one removed here or there opens with no secret, and
+    // is not kept stranded ([`plan_pull`]).
     for row in rows {
         if let Row::Record {
             version: RecordVersion::Gone(gone),
@@ -2107,6 +2108,7 @@ async fn replica_view(
             identities.push(identity);
         }
     }
+    view.retired = removed_by_server(tx, &identities).await?;
     let mut owner_tags = Vec::new();
     for identity in identities {
         let tag = RowKey::Meta(identity_tag_key(identity));
