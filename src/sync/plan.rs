@@ -1222,11 +1222,12 @@ pub fn plan_pull(
         }
         match (&merged, current.map(|c| &c.row)) {
             // The server displaced a record this replica holds: keep it here, stranded. Not a
-            // clean copy under an identity removed here, for good or as emptied when the server
-            // removed it for good (in the page, or in an earlier one: `retired`): pulled from
-            // the replica that wrote it, which keeps it stranded, it would open with no secret
-            // here. (Its writer may hold it clean too, pushed, but under an identity live
-            // there.) A final removal stands for good, so the decision needs no guard at commit.
+            // clean copy under an identity removed here, for good, or as emptied when the server
+            // removed it too (for good in the page, or in an earlier page whose removal waits
+            // here: `retired`): pulled from the replica that wrote it, which keeps it stranded,
+            // it would open with no secret here. (Its writer may hold it clean too, pushed, but
+            // under an identity live there: a removal waiting there leaves its rows.) Those
+            // removals stand, so the decision needs no guard at commit.
             (
                 Row::Record {
                     id,
