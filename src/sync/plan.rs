@@ -664,7 +664,8 @@ pub struct ReplicaView {
     /// The owners of the slots in [`ReplicaView::owners`] count as removed by the page.
     pub linked: HashMap<String, Vec<String>>,
     /// The identity each secret slot the page removes with its identity belongs to (emptied,
-    /// or removed for good in the page or in an earlier one whose removal waits here), as this
+    /// or removed for good in the page or in an earlier one whose removal waits here, or whose
+    /// own rows are removed here), as this
     /// replica holds the slot (its live `identity` row): the slot is revived with its identity,
     /// or waits with it while local records use it, so that they keep opening with its
     /// secret (a first slot may be vacant) until a rekey moves them ([`plan_pull`]).

@@ -2078,12 +2078,16 @@ async fn replica_view(
             continue;
         };
         // Only a slot that goes with its identity: emptied, or removed for good with it (in
-        // this page, or in an earlier one whose removal of the identity waits here). One
-        // removed alone (`secretRemove` elsewhere) goes whatever records use the identity.
+        // this page, or in an earlier one whose removal of the identity waits here), or one
+        // whose identity's own `tag` is not live here (rotated away or emptied here; seed 319):
+        // there the slot is the last secret of records under it. One removed alone
+        // (`secretRemove` elsewhere) while its identity is live here goes whatever records use
+        // the identity: they open with its own secret.
         if !view.owners.contains_key(object)
             && (emptied_row(row).is_some()
                 || rows.iter().any(|r| removed_identity(r) == Some(owner))
-                || !removed_by_server(tx, &[owner]).await?.is_empty())
+                || !removed_by_server(tx, &[owner]).await?.is_empty()
+                || tx.meta_get(&identity_tag_key(owner)).await?.is_none())
         {
             view.owners.insert(object.to_owned(), owner.clone());
         }
