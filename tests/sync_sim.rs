@@ -2611,3 +2611,29 @@ fn a_slot_whose_identity_was_rotated_away_here_waits_with_the_records_it_opens()
     };
     block_on(simulate(case, true));
 }
+
+/// Found by the through-rotations run (seed 320, 3,000 cases; it failed before this session
+/// too): C moves its password onto a secret A added to the identity, and sync then brings C
+/// that secret's slot as well, so the secret opens the identity through two objects, as the
+/// identity's last secret. Once the identity's last record is deleted, C removes the secret:
+/// the removal prunes the identity, slots and all, for the first object, and the second
+/// object's guard, after it in the batch, then failed every round ("other writers kept
+/// changing this identity's secrets"). Every slot's guard now comes first.
+#[test]
+fn a_secret_on_two_objects_of_an_identity_can_be_removed_as_its_last() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::SecretAdd(0),
+            Op::PasswordToSlot(2, 0),
+            Op::Delete(1, 0),
+            Op::WriteDuringSync(Box::new(Op::SecretRemove(0, 0)), 1),
+            Op::SyncPair(1, 2),
+            Op::SecretRemove(2, 2),
+        ],
+    };
+    block_on(simulate(case, true));
+}
