@@ -108,15 +108,16 @@ impl Vault {
     /// Remove `mk`'s slot, in one batch planned again while other writers change the identity's
     /// rows (`what` names the call in the error when it gives up). The caller forgets the key.
     pub(super) async fn remove_slot(&self, mk: &MasterKey, epoch: u64, what: &str) -> Result<()> {
+        let tag = identity_tag(mk);
         for _ in 0..MAX_ATTEMPTS {
-            let mut batch = self.removal(mk, epoch).await?;
+            let mut batch = self.removal(&tag, epoch).await?;
             let stamp = self.stamp_for(&Optimistic(&*self.storage), &batch).await?;
             // The secret's slots that went with an identity emptied here (`emptied_slots`).
             let kept = self
                 .storage
                 .meta_object(object_type::SYNC, REPLACED_ID)
                 .await?;
-            let keys = emptied_slots(&kept, &identity_tag(mk));
+            let keys = emptied_slots(&kept, &tag);
             if !keys.is_empty() {
                 end_emptied(self.storage.versions(&keys).await?, stamp, &mut batch);
             }
@@ -129,21 +130,20 @@ impl Vault {
         Err(gave_up(what))
     }
 
-    /// The batch removing `mk`'s slot, planned from what storage holds now. Locally a secret
-    /// has one slot, but sync may have brought more (the secret first used, or added, on two
-    /// replicas while apart): each goes, in the same batch, or the secret would still open
-    /// what it reached through the others.
+    /// The batch removing the slot of the secret whose identity tag is `tag`, planned from what
+    /// storage holds now. Locally a secret has one slot, but sync may have brought more (the
+    /// secret first used, or added, on two replicas while apart): each goes, in the same batch,
+    /// or the secret would still open what it reached through the others.
     ///
     /// A secret never moves from one object to another: a further slot's rows go, and the
     /// identity's own rows, when their secret goes while added secrets still open the
     /// identity, become a vacant slot ([`vacant_slot`]). Moving another secret onto them
     /// instead would put it out of reach of a `secretRemove` of it made meanwhile on another
     /// device, which removes the object it knew: the removed secret would open the vault again.
-    async fn removal(&self, mk: &MasterKey, epoch: u64) -> Result<Vec<WriteOp>> {
-        let tag = identity_tag(mk);
+    async fn removal(&self, tag: &str, epoch: u64) -> Result<Vec<WriteOp>> {
         let rows = self
             .storage
-            .meta_find(object_type::IDENTITY, TAG_KEY, &tag)
+            .meta_find(object_type::IDENTITY, TAG_KEY, tag)
             .await?;
         self.check_key_epoch(epoch)?;
         let mut objects: Vec<&str> = rows.iter().map(|r| r.key.object_id.as_str()).collect();
@@ -156,7 +156,7 @@ impl Vault {
             // Every slot's guard goes first: a slot of the same identity (sync brought the
             // secret twice) is deleted by the identity's prune, and a guard after that would
             // fail this batch in every round (seed 320).
-            batch.insert(0, expect_tag(slot, tag.clone()));
+            batch.insert(0, expect_tag(slot, tag.to_owned()));
             let own: Vec<&MetaRow> = rows.iter().filter(|r| r.key.object_id == slot).collect();
             // A further slot, or the identity itself. Records link to identities, never to
             // slots: an object records link to is an identity whatever rows sync put on it (a
@@ -171,7 +171,7 @@ impl Vault {
             {
                 owner = &row.value;
             }
-            let Some(kept) = self.other_secret(owner, &tag).await? else {
+            let Some(kept) = self.other_secret(owner, tag).await? else {
                 batch.extend(self.last_secret_removal(owner).await?);
                 continue;
             };
