@@ -483,13 +483,18 @@ fn a_wiped_server_is_repaired_by_its_replicas() {
     });
 }
 
-/// After a wiped server, a replica pushes every row it holds, clean ones too. A clean record the
-/// server refused there (its custom token held by a record whose deletion the same push carried
-/// after it) was neither dirty nor marked: the sync reported it stranded, and the next one
-/// forgot it, while only that replica held it (the simulation's seed 312). It stays reported
-/// until an edit pushes it again.
+/// A replica that deleted a record and gave its custom token to another pushes the deletion
+/// first, and the server frees the token for a record later in the same page. The deletion used
+/// to go after the new record, which the server refused as displaced by the deleted one: the
+/// sync reported it stranded, and only the next push stored it. After a wiped server, which a
+/// replica refills with everything it holds, the record was clean and nothing pushed it again:
+/// it stayed on its replica only (the simulation's seed 312).
 #[test]
-fn a_clean_record_a_wiped_server_refuses_stays_reported_as_stranded() {
+fn a_record_taking_the_token_of_one_deleted_in_the_same_push_is_stored_at_once() {
+    async fn holder(node: &Node, token: &str) -> Option<String> {
+        let record = node.vault.record_find_by_token(token).await.unwrap();
+        record.map(|r| r.id)
+    }
     block_on(async {
         let (server, a, b) = joined_empty().await;
         let remote = wire(&server);
@@ -507,49 +512,81 @@ fn a_clean_record_a_wiped_server_refuses_stays_reported_as_stranded() {
             .token_create_custom("card-0007", "second", &pw(PASSWORD), None)
             .await
             .unwrap();
-        // Its first push carries the new record before the deletion, which frees the token only
-        // after it: the second stores it, and it is clean here.
-        sync(&a, &remote).await;
-        sync(&a, &remote).await;
+        let held = |report: &SyncReport| report.stranded.contains(&"card-0007".to_owned());
+        let first = sync(&a, &remote).await;
+        assert!(!held(&first), "one push stores both: {first:?}");
+        let second_id = holder(&a, "card-0007").await;
+        assert!(second_id.is_some());
+        assert_eq!(holder(&server, "card-0007").await, second_id);
         // The server's database is lost; B reaches the empty one first, with the first record.
         let wiped = memory(true).await;
         let remote = wire(&wiped);
         sync(&b, &remote).await;
-        let first = sync(&a, &remote).await;
-        let held = |report: &SyncReport| report.stranded.contains(&"card-0007".to_owned());
-        let again = sync(&a, &remote).await;
-        let kept_only_here = wiped
-            .vault
-            .record_find_by_token("card-0007")
-            .await
-            .unwrap()
-            .is_none();
-        assert!(
-            kept_only_here,
-            "the server refused it, the first record holding the token"
+        let refill = sync(&a, &remote).await;
+        assert!(!held(&refill), "the deletion frees the token: {refill:?}");
+        assert_eq!(holder(&wiped, "card-0007").await, second_id);
+        sync(&b, &remote).await;
+        a.vault.lock();
+        assert_eq!(
+            b.vault
+                .token_read("card-0007", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "second"
         );
-        assert!(held(&first), "the refused record is reported: {first:?}");
-        assert!(held(&again), "and still on the next sync: {again:?}");
+        converged(&[&a, &b, &wiped]).await;
+    });
+}
+
+/// A wiped server that another replica reaches first, with an earlier record of a custom token
+/// it created while apart, keeps that record: a replica whose record of the token the server
+/// held before it was lost finds its record stranded, reported on every sync and readable there
+/// (SYNC.md 2 and 8).
+#[test]
+fn a_record_whose_token_a_wiped_server_gave_to_an_earlier_claim_stays_stranded() {
+    block_on(async {
+        let (server, a, b) = joined_empty().await;
+        let remote = wire(&server);
+        // B claims the token first, while apart; A claims it later and syncs.
+        b.vault
+            .token_create_custom("card-0007", "B's, earlier", &pw(PASSWORD), None)
+            .await
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        a.vault
+            .token_create_custom("card-0007", "A's, later", &pw(PASSWORD), None)
+            .await
+            .unwrap();
+        let stored = sync(&a, &remote).await;
+        let held = |report: &SyncReport| report.stranded.contains(&"card-0007".to_owned());
+        assert!(!held(&stored), "{stored:?}");
+        // The server's database is lost; B reaches the empty one first, with its record.
+        let wiped = memory(true).await;
+        let remote = wire(&wiped);
+        sync(&b, &remote).await;
+        let first = sync(&a, &remote).await;
+        let again = sync(&a, &remote).await;
+        assert!(held(&first), "A's record is refused: {first:?}");
+        assert!(
+            held(&again),
+            "and still reported on the next sync: {again:?}"
+        );
         a.vault.lock();
         assert_eq!(
             a.vault
                 .token_read("card-0007", &pw(PASSWORD))
                 .await
                 .unwrap(),
-            "second"
+            "A's, later"
         );
-        // The remedy: an edit pushes it again, and the token is free on the server now.
-        a.vault
-            .token_update("card-0007", "second, edited", &pw(PASSWORD))
-            .await
-            .unwrap();
-        let edited = sync(&a, &remote).await;
-        assert!(
-            !held(&edited),
-            "stored, no longer kept here only: {edited:?}"
+        assert_eq!(
+            wiped
+                .vault
+                .token_read("card-0007", &pw(PASSWORD))
+                .await
+                .unwrap(),
+            "B's, earlier"
         );
-        sync(&b, &remote).await;
-        converged(&[&a, &b, &wiped]).await;
     });
 }
 
@@ -3042,10 +3079,12 @@ fn a_tombstone_dropped_while_a_replica_pages_through_is_not_missed() {
         let doomed = create(&a, "doomed", PASSWORD).await;
         sync(&a, &remote).await;
         sync(&b, &remote).await;
-        // Rows B has not pulled yet, then the deletion after them.
+        // Rows B has not pulled yet, then the deletion after them (a push sends deletions
+        // first: the deletion goes in a push of its own).
         for v in ["x", "y", "z"] {
             create(&a, v, PASSWORD).await;
         }
+        sync(&a, &remote).await;
         a.vault.token_delete(&doomed).await.unwrap();
         sync(&a, &remote).await;
         // One retention later the server notes where its feed ends; one more, and it collects.

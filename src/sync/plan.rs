@@ -367,8 +367,20 @@ pub fn plan_push(
             });
             continue;
         }
-        // Track links as records move.
-        if let Row::Record { id, .. } = &merged {
+        // Track links as records move, and tokens as records go: one deleted earlier in the
+        // page frees its token for a record after it (replicas push deletions first). A live
+        // record is its token's only holder (one that displaced it made it a tombstone).
+        if let Row::Record { id, version } = &merged {
+            if let (
+                RecordVersion::Gone(_),
+                Some(Row::Record {
+                    version: RecordVersion::Live(was),
+                    ..
+                }),
+            ) = (version, &current)
+            {
+                holders.remove(&was.token);
+            }
             forget_link(&mut linked, current.as_ref(), id);
             if let Some(identity) = sealed_under(&merged)
                 && let Some((ids, _)) = linked.get_mut(identity)

@@ -383,8 +383,11 @@ fn contradiction_error(e: Contradiction) -> WireError {
     })
 }
 
-/// Push order: identity and setting rows first (records link to them), then records, then
-/// record tombstones, then removals of meta rows (an identity goes after the records that left).
+/// Push order: identity and setting rows first (records link to them), then record
+/// tombstones (a deleted record frees its custom token before a record that takes it arrives:
+/// after it, the server refused the new record as displaced by the one deleted, and reported it
+/// stranded until the next push; seed 312), then records, then removals of meta rows (an
+/// identity goes after the records that left).
 fn push_rank(row: &Row) -> u8 {
     match row {
         Row::Meta {
@@ -392,11 +395,11 @@ fn push_rank(row: &Row) -> u8 {
             ..
         } => 0,
         Row::Record {
-            version: RecordVersion::Live(_),
+            version: RecordVersion::Gone(_),
             ..
         } => 1,
         Row::Record {
-            version: RecordVersion::Gone(_),
+            version: RecordVersion::Live(_),
             ..
         } => 2,
         Row::Meta {
@@ -1418,7 +1421,10 @@ impl Vault {
                             stranded.tokens.insert(token.to_owned());
                         }
                         // A clean row sent with everything (a wiped server) is neither pushed
-                        // nor planned again: a mark keeps it reported (the simulation's seed 312).
+                        // nor planned again: a mark keeps it reported (the simulation's seed 312,
+                        // where the token's holder was deleted later in the same push, before
+                        // deletions went first; a holder that reached the server after this
+                        // sync's pull strands it too, and the sync may end before pulling it).
                         if let (Row::Record { id, .. }, None) = &page[refused.i] {
                             stranded.mark(&[], std::slice::from_ref(id), &mut adopted);
                         }
