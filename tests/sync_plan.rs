@@ -1326,6 +1326,61 @@ fn of_a_pages_removals_that_take_an_identitys_last_secrets_only_the_latest_is_re
     );
 }
 
+/// A replica writes back an identity emptied elsewhere, its own rows vacant (its password moved
+/// onto a slot), with records it wrote under it; the slot was removed meanwhile. The server
+/// refuses the identity's rows (they would bring it back with no secret), and so the records
+/// too, as under a retired key: stored, they would open with nothing on every other replica,
+/// the identity they name staying removed (the simulation's seed 324).
+#[test]
+fn records_under_an_identity_whose_write_back_is_refused_are_refused_too() {
+    let vacant = format!("{}{}", "0".repeat(32), "c".repeat(32));
+    let mut stored = removal(P1, None, rev(200, 2), true);
+    stored.extend(
+        ["tag", "dek", "identity"]
+            .map(|k| meta_gone(MetaKey::new("password_identity", P2, k), rev(180, 3))),
+    );
+    let server = Store::with(&stored);
+    let page = vec![
+        meta(identity_tag_key(P1), &vacant, rev(300, 5)),
+        meta(
+            MetaKey::new("password_identity", P1, "dek"),
+            "vs1k:x",
+            rev(300, 5),
+        ),
+        record(R1, live("tk_a", "vs1:a", Some(P1), rev(300, 5))),
+    ];
+    let mut view = server.server_view(&page);
+    view.slots.secrets = vec![(P1.into(), vec![P2.into()])];
+    for (id, tag) in [(P1, "a".repeat(64)), (P2, "b".repeat(64))] {
+        let key = identity_tag_key(id);
+        view.kept
+            .insert(key.clone(), Some(format!("{} {tag}", rev(110, 4))));
+        if let Some(stored) = server.stored(&RowKey::Meta(key.clone())) {
+            view.stored.insert(RowKey::Meta(key), stored);
+        }
+    }
+    let plan = plan_push(&page, &[], &view, rev(NOW, 99), NOW).unwrap();
+    assert_eq!(plan.stored, 0, "{plan:?}");
+    let refused: Vec<(usize, Refusal)> = plan.refused.iter().map(|r| (r.i, r.reason)).collect();
+    assert_eq!(
+        refused,
+        [
+            (0, Refusal::Referenced),
+            (1, Refusal::Referenced),
+            (2, Refusal::RetiredKey)
+        ]
+    );
+    let record_key = RowKey::Record(R1.into());
+    assert!(
+        !plan
+            .ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == record_key)),
+        "{:?}",
+        plan.ops
+    );
+}
+
 /// The server refuses a slot's final removal that would take the last secret of an identity it
 /// holds removed as emptied (`referenced`), judging by the versions it kept: the identity may
 /// come back for a record written elsewhere, vacant, and only that slot would open it. With a

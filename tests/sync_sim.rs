@@ -2637,3 +2637,39 @@ fn a_secret_on_two_objects_of_an_identity_can_be_removed_as_its_last() {
     };
     block_on(simulate(case, true));
 }
+
+/// Found by the through-rotations run (seed 324, 3,000 cases of up to 60 operations; it failed
+/// before this session too): A adds a secret to the identity, and B rotates the identity away,
+/// the removal of its own rows refused (C wrote under it) and that of A's slot taken. A, which
+/// has not heard, moves its password onto the added secret (its own rows vacant) and writes
+/// under it; C's purge then empties the identity. A pulled the slot's removal and applied it,
+/// its identity's own rows being live, though vacant: its records opened with nothing. And the
+/// server, refusing A's write-back of the identity (its last secret gone), still stored A's
+/// records under it, which opened with nothing anywhere. Now the slot waits on A while it is
+/// the last secret of records there, and the server refuses such records as under a retired
+/// key: they stay stranded on A until the user's rekey moves them.
+#[test]
+fn records_written_through_the_last_slot_of_an_identity_emptied_elsewhere_stay_stranded() {
+    WIDE.with(|w| w.set(true));
+    let case = Case {
+        sqlite_server: false,
+        replicas: 3,
+        skews: vec![-5 * HOUR, -5 * HOUR, -5 * HOUR],
+        ops: vec![
+            Op::SecretAdd(0),
+            Op::Create(1, Expiry::Never),
+            Op::Create(2, Expiry::Past),
+            Op::SyncTabs(0),
+            Op::Rotate(1),
+            Op::SyncPair(2, 1),
+            Op::Create(0, Expiry::Never),
+            Op::PasswordToSlot(0, 0),
+            Op::Create(0, Expiry::Never),
+            Op::Create(0, Expiry::Never),
+            Op::Purge(2, true),
+            Op::SyncTabs(2),
+            Op::SyncPair(1, 2),
+        ],
+    };
+    block_on(simulate(case, true));
+}

@@ -486,6 +486,36 @@ pub fn plan_push(
                 current: view.stored.get(&key).map(|s| s.row.clone()),
             });
         }
+        // Records the page sealed under an identity whose rows it was to bring back, and no
+        // longer does: the identity stays removed here, and they would open with nothing
+        // anywhere but on their replica (the simulation's seed 324: an emptied identity
+        // written back with its own rows vacant, its one slot removed meanwhile). They are
+        // refused as under a retired key, stranded there until a rekey moves them.
+        if state
+            .get(&RowKey::Meta(identity_tag_key(owner)))
+            .is_none_or(Row::is_gone)
+        {
+            for (i, row) in rows.iter().enumerate() {
+                let key = row.key();
+                let written = |op: &WriteOp| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == key);
+                let under_owner = match state.get(&key) {
+                    Some(row @ Row::Record { .. }) => sealed_under(row) == Some(owner.as_str()),
+                    _ => false,
+                };
+                if !under_owner || !plan.ops.iter().any(written) {
+                    continue;
+                }
+                plan.ops.retain(|op| !written(op));
+                plan.stored -= 1;
+                plan.superseded.retain(|s| s.i != i);
+                state.rows.remove(&key);
+                plan.refused.push(Refused {
+                    i,
+                    reason: Refusal::RetiredKey,
+                    current: view.stored.get(&key).map(|s| s.row.clone()),
+                });
+            }
+        }
     }
     // A slot the page leaves without its identity goes too, and a replica that pushed one takes
     // the removal back as its rows' current version.

@@ -2085,7 +2085,8 @@ async fn replica_view(
         };
         // Only a slot that goes with its identity: emptied, or removed for good with it (in
         // this page, or in an earlier one whose removal of the identity waits here), or one
-        // whose identity's own `tag` is not live here (rotated away or emptied here; seed 319):
+        // whose identity's own `tag` is not live here (rotated away or emptied here; seed 319),
+        // or is vacant (its password moved onto a slot) with no other slot left (seed 324):
         // there the slot is the last secret of records under it. One removed alone
         // (`secretRemove` elsewhere) while its identity is live here goes whatever records use
         // the identity: they open with its own secret.
@@ -2093,7 +2094,21 @@ async fn replica_view(
             && (emptied_row(row).is_some()
                 || rows.iter().any(|r| removed_identity(r) == Some(owner))
                 || !removed_by_server(tx, &[owner]).await?.is_empty()
-                || tx.meta_get(&identity_tag_key(owner)).await?.is_none())
+                || match tx.meta_get(&identity_tag_key(owner)).await? {
+                    None => true,
+                    // Vacant: the records open with the identity's slots this page leaves.
+                    Some(tag) => {
+                        crate::crypto::is_vacant(&tag)
+                            && tx
+                                .meta_find(object_type::IDENTITY, OWNER_KEY, owner)
+                                .await?
+                                .iter()
+                                .all(|slot| {
+                                    let slot = Some(slot.key.object_id.as_str());
+                                    rows.iter().any(|r| removed_identity(r) == slot)
+                                })
+                    }
+                })
         {
             view.owners.insert(object.to_owned(), owner.clone());
         }
