@@ -467,24 +467,11 @@ pub fn plan_push(
         let latest = taken.iter().map(|object| taken_at(object)).max().flatten();
         taken.retain(|object| taken_at(object) == latest);
         for (i, row) in rows.iter().enumerate() {
-            let key = row.key();
-            let RowKey::Meta(meta) = &key else { continue };
-            let written =
-                |op: &WriteOp| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == key);
-            if identity_of(meta).is_none_or(|o| !taken.contains(&o))
-                || !plan.ops.iter().any(written)
+            if let RowKey::Meta(meta) = row.key()
+                && identity_of(&meta).is_some_and(|o| taken.contains(&o))
             {
-                continue;
+                retract(&mut plan, &mut state, view, i, Refusal::Referenced, row);
             }
-            plan.ops.retain(|op| !written(op));
-            plan.stored -= 1;
-            plan.superseded.retain(|s| s.i != i);
-            state.rows.remove(&key);
-            plan.refused.push(Refused {
-                i,
-                reason: Refusal::Referenced,
-                current: view.stored.get(&key).map(|s| s.row.clone()),
-            });
         }
         // Records the page sealed under an identity whose rows it was to bring back, and no
         // longer does: the identity stays removed here, and they would open with nothing
@@ -496,24 +483,11 @@ pub fn plan_push(
             .is_none_or(Row::is_gone)
         {
             for (i, row) in rows.iter().enumerate() {
-                let key = row.key();
-                let written = |op: &WriteOp| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == key);
-                let under_owner = match state.get(&key) {
-                    Some(row @ Row::Record { .. }) => sealed_under(row) == Some(owner.as_str()),
-                    _ => false,
-                };
-                if !under_owner || !plan.ops.iter().any(written) {
-                    continue;
+                if let Some(planned @ Row::Record { .. }) = state.get(&row.key())
+                    && sealed_under(planned) == Some(owner.as_str())
+                {
+                    retract(&mut plan, &mut state, view, i, Refusal::RetiredKey, row);
                 }
-                plan.ops.retain(|op| !written(op));
-                plan.stored -= 1;
-                plan.superseded.retain(|s| s.i != i);
-                state.rows.remove(&key);
-                plan.refused.push(Refused {
-                    i,
-                    reason: Refusal::RetiredKey,
-                    current: view.stored.get(&key).map(|s| s.row.clone()),
-                });
             }
         }
     }
@@ -585,6 +559,32 @@ pub fn plan_push(
             .map(|identity_id| WriteOp::ExpectUnlinked { identity_id }),
     );
     Ok(plan)
+}
+
+/// Take the write `plan` made of page row `i` (`row`) back out, if it made one, and answer the
+/// row as refused for `reason`, with the server's version before the page.
+fn retract(
+    plan: &mut PushPlan,
+    state: &mut View,
+    view: &ServerView,
+    i: usize,
+    reason: Refusal,
+    row: &Row,
+) {
+    let key = row.key();
+    let written = |op: &WriteOp| matches!(op, WriteOp::PutVersion { row, .. } if row.key() == key);
+    if !plan.ops.iter().any(written) {
+        return;
+    }
+    plan.ops.retain(|op| !written(op));
+    plan.stored -= 1;
+    plan.superseded.retain(|s| s.i != i);
+    state.rows.remove(&key);
+    plan.refused.push(Refused {
+        i,
+        reason,
+        current: view.stored.get(&key).map(|s| s.row.clone()),
+    });
 }
 
 /// SYNC.md 7: a secret slot goes with its identity. A secret added on one replica while another
