@@ -240,7 +240,9 @@ async fn number_records(
             )
             .done("read record links")
             .await?;
-        let mut identities: HashMap<String, JsValue> = HashMap::new();
+        // Strings to strings: the type other maps of this engine have (its code once in the
+        // download). A link whose value is not a string is not this package's.
+        let mut identities: HashMap<String, String> = HashMap::new();
         for row in &links {
             let key = meta_key_from_js(row)?;
             let Some(id) = key.object_id.strip_prefix("r_") else {
@@ -249,7 +251,10 @@ async fn number_records(
             if key.key != LINK_KEY {
                 continue;
             }
-            identities.insert(id.to_owned(), get(row, "value"));
+            let identity = get(row, "value")
+                .as_string()
+                .ok_or_else(|| not_ours("a record link"))?;
+            identities.insert(id.to_owned(), identity);
         }
         if !links.is_empty() {
             meta.delete(range(KeyRange::bound(
@@ -265,10 +270,7 @@ async fn number_records(
                 .dyn_ref::<Object>()
                 .ok_or_else(|| not_ours("a record"))?;
             if let Some(identity) = identities.get(&text(row, "id")?) {
-                if identity.as_string().is_none() {
-                    return Err(not_ours("a record link"));
-                }
-                set(record, "passwordId", identity);
+                set(record, "passwordId", &JsValue::from_str(identity));
             }
             *seq += 1;
             set(record, "seq", &JsValue::from_f64(*seq as f64));
@@ -1322,8 +1324,10 @@ impl Reader {
             Lookup::Token => "token",
             Lookup::Id => "id",
         };
-        let mut found: HashMap<&str, Option<Record>> =
-            keys.iter().map(|k| (k.as_str(), None)).collect();
+        // Keyed by owned strings: the batch's map of records has this type already (one
+        // instantiation of the map's code in the download, not two).
+        let mut found: HashMap<String, Option<Record>> =
+            keys.iter().map(|k| (k.clone(), None)).collect();
         let mut after: Option<String> = None;
         loop {
             let page = self.page(after.as_deref(), BULK_PAGE).await?;
@@ -1340,7 +1344,7 @@ impl Reader {
         }
         Ok(keys
             .iter()
-            .map(|k| found.get(k.as_str()).cloned().flatten())
+            .map(|k| found.get(k).cloned().flatten())
             .collect())
     }
 

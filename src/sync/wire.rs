@@ -89,22 +89,6 @@ pub struct Checkpoint {
     pub head: String,
 }
 
-/// What identifies a row within a page: two rows of one page never share it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum RowKeyRef<'a> {
-    Record(&'a str),
-    Meta(&'a MetaKey),
-}
-
-impl Row {
-    fn row_key(&self) -> RowKeyRef<'_> {
-        match self {
-            Row::Record { id, .. } => RowKeyRef::Record(id),
-            Row::Meta { key, .. } => RowKeyRef::Meta(key),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullRequest {
     pub vault: VaultInfo,
@@ -533,7 +517,8 @@ pub fn decode_push_response(body: &[u8], sent: usize) -> Result<PushResponse, Wi
         fields.finish()?;
         Ok(Refused { i, reason, current })
     })?;
-    let mut seen = HashSet::new();
+    // Every index is below `sent` (checked above): a flag per pushed row, not a set.
+    let mut seen = vec![false; sent];
     for (path, i) in superseded
         .iter()
         .enumerate()
@@ -545,7 +530,7 @@ pub fn decode_push_response(body: &[u8], sent: usize) -> Result<PushResponse, Wi
                 .map(|(k, r)| (format!("refused[{k}].i"), r.i)),
         )
     {
-        if !seen.insert(i) {
+        if std::mem::replace(&mut seen[i], true) {
             return Err(malformed(&path, "names a pushed row a second time"));
         }
     }
@@ -1032,9 +1017,11 @@ fn check_meta_value(key: &MetaKey, value: &str, path: &str) -> Result<(), WireEr
 }
 
 fn check_unique_rows<'a>(rows: impl Iterator<Item = &'a Row>, path: &str) -> Result<(), WireError> {
-    let mut seen = HashSet::new();
+    // Owned keys: a set of them is compiled for the engine already (one copy of the set's code
+    // in the browser's download, not two), and a page's keys are short.
+    let mut seen: HashSet<crate::sync::RowKey> = HashSet::new();
     for (i, row) in rows.enumerate() {
-        if !seen.insert(row.row_key()) {
+        if !seen.insert(row.key()) {
             return Err(malformed(
                 &format!("{path}[{i}]"),
                 "is the same row as an earlier one of this page",

@@ -2089,14 +2089,15 @@ async fn replica_view(
         // or is vacant (its password moved onto a slot) with no other slot left (seed 324):
         // there the slot is the last secret of records under it. One removed alone
         // (`secretRemove` elsewhere) while its identity is live here goes whatever records use
-        // the identity: they open with its own secret.
+        // the identity: they open with its own secret, or another slot.
         if !view.owners.contains_key(object)
             && (emptied_row(row).is_some()
                 || rows.iter().any(|r| removed_identity(r) == Some(owner))
                 || !removed_by_server(tx, &[owner]).await?.is_empty()
                 || match tx.meta_get(&identity_tag_key(owner)).await? {
                     None => true,
-                    // Vacant: the records open with the identity's slots this page leaves.
+                    // Vacant, the own rows open nothing: the records open through the
+                    // identity's slots, and this one waits when the page leaves no other.
                     Some(tag) => {
                         crate::crypto::is_vacant(&tag)
                             && tx

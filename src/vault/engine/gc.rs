@@ -294,7 +294,8 @@ impl Vault {
             let found = self.storage.versions(&keys).await?;
             let stamp = self.stamp()?;
             let mut ops = Vec::new();
-            let mut used: HashMap<String, bool> = HashMap::new();
+            // Per owner: whether records use it (a few owners a page: a list, not a map).
+            let mut used: Vec<(String, bool)> = Vec::new();
             for (change, stored) in page.iter().zip(found) {
                 let Some(stored) = stored else { continue };
                 if stored.dirty.is_some() || stored.seq != change.seq || stored.row.is_gone() {
@@ -320,15 +321,15 @@ impl Vault {
                             ))
                             .await?
                             .unwrap_or_else(|| k.object_id.clone());
-                        keep = match used.get(&owner) {
-                            Some(used) => *used,
+                        keep = match used.iter().find(|(o, _)| *o == owner) {
+                            Some((_, used)) => *used,
                             None => {
                                 let linked = !self
                                     .storage
                                     .records_linked_to(&owner, None, 1)
                                     .await?
                                     .is_empty();
-                                used.insert(owner, linked);
+                                used.push((owner, linked));
                                 linked
                             }
                         };
